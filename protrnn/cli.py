@@ -1,0 +1,70 @@
+"""``protrnn`` console script: a thin dispatcher to one module per sub-command in :mod:`protrnn.commands`.
+
+Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Imports are lazy so ``protrnn --help`` stays fast and a command's heavy dependencies load only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from protrnn.errors import InputError
+
+COMMANDS = {
+    "prepare": "Parse structures into contact datasets with homology-aware splits and a manifest.",
+    "train": "Train a recurrent contact model with PyTorch Lightning (YAML configs, LightningCLI conventions).",
+    "export": "Export a checkpoint as safetensors weights plus a JSON architecture file.",
+    "evaluate": "Evaluate a model and baselines on prepared test sets: per-protein CSV + JSON summary.",
+    "diagnose": "Measure gradient flow vs sequence distance and the effective gradient horizon of a model.",
+    "report": "Build a self-contained HTML report from evaluation and diagnostic outputs.",
+    "predict": "Predict contacts for a FASTA file: CASP RR, npz probability matrices and a summary TSV.",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"protrnn.commands.{name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        # LightningCLI owns the argument parsing of `train` (configs, --trainer.*, --ckpt_path).
+        return _run_guarded(lambda: _command_module("train").main(argv[1:]))
+    parser = argparse.ArgumentParser(prog="protrnn", description=__doc__.splitlines()[0])
+    from protrnn import __version__
+
+    parser.add_argument("--version", action="version", version=f"protrnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, summary in COMMANDS.items():
+        if name == "train":
+            sub.add_parser(name, help=summary, add_help=False)
+            continue
+        if argv and argv[0] == name:
+            module = _command_module(name)
+            cmd = sub.add_parser(name, help=summary, description=getattr(module, "DESCRIPTION", summary),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+            module.add_arguments(cmd)
+            cmd.set_defaults(_run=module.run)
+        else:
+            sub.add_parser(name, help=summary)
+    args = parser.parse_args(argv)
+    return _run_guarded(lambda: args._run(args))
+
+
+def _run_guarded(call) -> int:
+    try:
+        return int(call() or 0)
+    except InputError as exc:
+        print(f"protrnn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("protrnn: interrupted; completed outputs are kept, rerun to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: chains, readers for every supported format, datasets and batching."""

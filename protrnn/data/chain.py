@@ -1,0 +1,103 @@
+"""The protein chain object every reader returns and every dataset, metric and model consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protrnn.errors import InputError
+
+#: Atom order in :attr:`ProteinChain.coords`.
+ATOMS = ("N", "CA", "C", "CB")
+DEFAULT_CONTACT_CUTOFF = 8.0
+#: Pairs closer than this in sequence are never scored (CASP).
+MIN_SEPARATION = 6
+
+
+def virtual_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Ideal-geometry Cβ from backbone atoms (the trRosetta/CASP constants); arrays of shape (..., 3)."""
+    b = ca - n
+    cc = c - ca
+    a = np.cross(b, cc)
+    return -0.58273431 * a + 0.56802827 * b - 0.54067466 * cc + ca
+
+
+def complete_cb(sequence: str, coords: np.ndarray) -> np.ndarray:
+    """Fill the Cβ slot of an L×4×3 array: real Cβ kept, Cα for glycine, virtual Cβ where Cβ is missing.
+
+    Glycine uses Cα by the CASP definition even when a (virtual) Cβ could be built.
+    """
+    coords = np.array(coords, dtype=np.float32, copy=True)
+    n, ca, c, cb = (coords[:, k] for k in range(4))
+    missing = np.isnan(cb).any(axis=1)
+    built = virtual_cb(n.astype(np.float64), ca.astype(np.float64), c.astype(np.float64)).astype(np.float32)
+    cb[missing] = built[missing]
+    glycine = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8) == ord("G")
+    cb[glycine] = ca[glycine]
+    coords[:, 3] = cb
+    return coords
+
+
+@dataclass
+class ProteinChain:
+    """One protein chain.
+
+    Attributes:
+        id: identifier (file stem + chain, or the record ID).
+        sequence: the full sequence (deposited sequence where the file has one), canonical letters.
+        observed: bool (L,), True where the residue has usable coordinates (a Cβ, real or virtual).
+        coords: float32 (L, 4, 3): N, Cα, C, Cβ; NaN where unobserved. Cβ is already completed
+            (real, virtual, or Cα for glycine), so contacts need only this column.
+        source: where the chain came from (path, ``path#record``), for manifests and error messages.
+    """
+
+    id: str
+    sequence: str
+    observed: np.ndarray
+    coords: np.ndarray
+    source: str = ""
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        length = len(self.sequence)
+        self.observed = np.asarray(self.observed, dtype=bool)
+        self.coords = np.asarray(self.coords, dtype=np.float32)
+        if self.observed.shape != (length,):
+            raise InputError(f"observed mask has shape {self.observed.shape}, expected ({length},)",
+                             path=self.source or None, record=self.id)
+        if self.coords.shape != (length, 4, 3):
+            raise InputError(f"coords have shape {self.coords.shape}, expected ({length}, 4, 3)",
+                             path=self.source or None, record=self.id)
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    @property
+    def cb(self) -> np.ndarray:
+        """Cβ coordinates (L, 3); NaN where unobserved."""
+        return self.coords[:, 3]
+
+    def distance_map(self) -> np.ndarray:
+        """Cβ–Cβ distances (L×L, float32); NaN where either residue is unobserved."""
+        cb = self.cb.astype(np.float32)
+        diff = cb[:, None, :] - cb[None, :, :]
+        dist = np.sqrt((diff * diff).sum(-1))
+        unobserved = ~self.observed
+        dist[unobserved, :] = np.nan
+        dist[:, unobserved] = np.nan
+        return dist
+
+    def contact_map(self, cutoff: float = DEFAULT_CONTACT_CUTOFF) -> np.ndarray:
+        """Bool L×L, True where Cβ–Cβ < cutoff; False wherever a residue is unobserved. Symmetric.
+
+        The diagonal and short separations are not removed here: scoring masks them (see ``pair_mask``).
+        """
+        with np.errstate(invalid="ignore"):
+            return self.distance_map() < cutoff
+
+    def pair_mask(self, min_separation: int = MIN_SEPARATION) -> np.ndarray:
+        """Bool L×L of pairs that are scored: both residues observed and |i − j| ≥ min_separation."""
+        idx = np.arange(len(self))
+        sep = np.abs(idx[:, None] - idx[None, :]) >= min_separation
+        return sep & self.observed[:, None] & self.observed[None, :]
