@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class InputError(ValueError):
     """Bad user input. The message names the file, the record and the position where known.
@@ -24,3 +27,16 @@ class InputError(ValueError):
         self.path = path
         self.record = record
         self.position = position
+
+
+@contextlib.contextmanager
+def reading(path: object) -> Iterator[None]:
+    """Turn the operating system's errors while opening ``path`` into one-line :class:`InputError` messages."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc})", path=path) from None

@@ -14,6 +14,21 @@ from typing import IO
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
+def _default_file_mode() -> int:
+    """Mode a plain ``open()`` would give a new file (0o666 minus the umask); ``mkstemp`` alone gives 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _temporary_beside(target: Path, suffix: str) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    os.chmod(tmp, _default_file_mode())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object) -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
@@ -21,9 +36,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object
     A reader (or a rerun) therefore never sees a partial file: either the old content, or the complete new one.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    tmp = _temporary_beside(target, ".part")
     try:
         with open(tmp, mode, **kwargs) as handle:  # type: ignore[call-overload]
             yield handle
@@ -42,9 +55,7 @@ def atomic_path(path: str | os.PathLike[str]) -> contextlib.AbstractContextManag
     @contextlib.contextmanager
     def _ctx() -> Iterator[Path]:
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
-        os.close(fd)
+        tmp = _temporary_beside(target, ".part" + target.suffix)
         try:
             yield Path(tmp)
             os.replace(tmp, target)
@@ -63,22 +74,29 @@ def safe_name(record_id: str, max_length: int = 80) -> str:
     leading dots are removed (no ``..`` or hidden files), and long names are truncated with a hash suffix.
     Callers that need uniqueness use :func:`unique_safe_names`.
     """
-    stem = _UNSAFE.sub("_", record_id).lstrip(".")
-    stem = stem.strip("_") or "record"
+    stem = _UNSAFE.sub("_", record_id).lstrip("._").rstrip("_") or "record"
     if len(stem) > max_length:
         digest = hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:8]
         stem = f"{stem[: max_length - 9]}_{digest}"
     return stem
 
 
-def unique_safe_names(record_ids: list[str]) -> list[str]:
-    """Safe names for IDs in order; collisions (case-insensitive) get ``~2``, ``~3`` … in input order."""
-    seen: dict[str, int] = {}
-    names = []
-    for record_id in record_ids:
+class SafeNamer:
+    """Streaming :func:`safe_name` that keeps names unique: collisions (case-insensitive, for case-insensitive file
+    systems) get ``~2``, ``~3`` … in the order IDs arrive, so the same input always yields the same names."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, record_id: str) -> str:
         stem = safe_name(record_id)
         key = stem.lower()
-        count = seen.get(key, 0) + 1
-        seen[key] = count
-        names.append(stem if count == 1 else f"{stem}~{count}")
-    return names
+        count = self._seen.get(key, 0) + 1
+        self._seen[key] = count
+        return stem if count == 1 else f"{stem}~{count}"
+
+
+def unique_safe_names(record_ids: list[str]) -> list[str]:
+    """Safe, unique names for IDs in order (see :class:`SafeNamer`)."""
+    namer = SafeNamer()
+    return [namer(record_id) for record_id in record_ids]

@@ -1,0 +1,34 @@
+# protrnn pipeline: real structures -> contact datasets -> recurrent model grid -> evaluation -> report -> predictions.
+#
+#   snakemake --cores 2                                    # default config (embedded data, < 30 min on 2 CPU cores)
+#   snakemake --cores 16 --configfile workflows/config.full.yaml
+#   snakemake --profile workflows/profiles/slurm --configfile workflows/config.full.yaml
+#   snakemake bundle --cores 2                             # retrain the bundled default model (protrnn/pretrained/)
+#
+# Rules live in workflows/rules/*.smk; the configuration is validated against workflows/schemas/config.schema.yaml.
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "workflows/config.yaml"
+
+
+validate(config, "workflows/schemas/config.schema.yaml")
+
+
+include: "workflows/rules/common.smk"
+include: "workflows/rules/data.smk"
+include: "workflows/rules/train.smk"
+include: "workflows/rules/evaluate.smk"
+include: "workflows/rules/report.smk"
+include: "workflows/rules/predict.smk"
+include: "workflows/rules/bundle.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/report/report.html",
+        expand(f"{RESULTS}/predict/{{fasta}}/summary.tsv", fasta=list(PREDICT_FASTA)),

@@ -1,0 +1,83 @@
+"""``protrnn predict``: FASTA in, CASP RR + npz probability matrices + summary TSV out (see docs/predict.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Predict contacts for a FASTA file: CASP RR, npz probability matrices and a summary TSV."
+DESCRIPTION = """\
+Predict residue-residue contacts for every record of a FASTA file (plain or .gz).
+
+Per record, OUTDIR gets <name>.rr (CASP RR: top contacts with |i-j| >= 6, by default the top L),
+<name>.npz (probs: float16 L x L symmetric matrix, sequence, id; np.load(..., allow_pickle=False)) and, with
+--png, <name>.png. <name> is the record ID made safe as a file name. OUTDIR/summary.tsv lists every record.
+
+Files are written atomically per record; rerun the same command after an interruption and completed records are
+skipped, giving the same bytes as an uninterrupted run.
+
+examples:
+  protrnn predict proteins.fasta -o out/
+  protrnn predict proteins.fasta.gz -o out/ --top 100 --png --skip-invalid
+  protrnn predict targets.fasta -o out/ --structures pdb_dir/      # adds precision metrics to the summary
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from protrnn.predict import DEFAULT_BATCH_TOKENS
+    from protrnn.rr import DEFAULT_MIN_SEPARATION
+
+    parser.add_argument("input", metavar="INPUT.fasta", help="FASTA file (plain or gzip)")
+    parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
+    parser.add_argument("--model", metavar="PATH",
+                        help="exported model: directory with model.json + model.safetensors (default: bundled model)")
+    select = parser.add_mutually_exclusive_group()
+    select.add_argument("--top", type=_positive_int, metavar="N",
+                        help="write the top N pairs to each RR file (default: top L, the chain length)")
+    select.add_argument("--threshold", type=_probability, metavar="P",
+                        help="write every pair with probability >= P instead of a fixed count")
+    parser.add_argument("--min-separation", type=_positive_int, default=DEFAULT_MIN_SEPARATION, metavar="K",
+                        help=f"only pairs with |i-j| >= K in RR files (default {DEFAULT_MIN_SEPARATION}, CASP)")
+    parser.add_argument("--png", action="store_true", help="also draw a contact-map PNG per record")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip records with invalid letters, empty sequences or duplicate IDs (listed in the "
+                             "summary) instead of stopping")
+    truth = parser.add_mutually_exclusive_group()
+    truth.add_argument("--structures", metavar="DIR",
+                       help="evaluate against structures in DIR (<id>.pdb/.cif[.gz], or 1abc.pdb for IDs 1abcA)")
+    truth.add_argument("--structure-map", metavar="TSV", help="evaluate against structures listed as id<TAB>path"
+                                                             "[<TAB>chain]; relative paths are from the TSV's folder")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
+    parser.add_argument("--max-tokens", type=_positive_int, default=DEFAULT_BATCH_TOKENS, metavar="N",
+                        help=f"padded residues per batch (default {DEFAULT_BATCH_TOKENS}); lower it if memory is short")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from protrnn.predict import load_model, predict_fasta
+
+    predictor = load_model(args.model, device=args.device)
+    result = predict_fasta(args.input, args.outdir, predictor, top=args.top, threshold=args.threshold,
+                           min_separation=args.min_separation, png=args.png, skip_invalid=args.skip_invalid,
+                           structures=args.structures or args.structure_map, progress=not args.no_progress,
+                           batch_tokens=args.max_tokens)
+    print(f"protrnn predict: {result.ok} record(s) done ({result.predicted} predicted, {result.resumed} already "
+          f"complete), {result.skipped} skipped; summary: {result.summary_path}", file=sys.stderr)
+    if result.ok == 0:
+        print("protrnn predict: no record could be predicted (see the summary for reasons)", file=sys.stderr)
+        return 1
+    return 0

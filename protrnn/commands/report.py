@@ -1,0 +1,49 @@
+"""``protrnn report``: evaluation, diagnostics and training runs -> one self-contained HTML report + figures."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Build a self-contained HTML report from evaluation and diagnostic outputs."
+DESCRIPTION = """\
+Build OUTDIR/report.html (opens offline: figures embedded as PNG, no external CSS, scripts or links) and
+OUTDIR/figures/*.png + *.svg from the outputs of the other commands:
+
+  precision by separation bin for every model and baseline (one panel per test set, bootstrap error bars);
+  gradient sensitivity vs distance per model with effective horizons; training and validation curves;
+  predicted vs true contact maps; a table of all metrics with diagnosis labels; the overlap/leakage that
+  `protrnn prepare` removed from training.
+
+examples:
+  protrnn report --evaluation results/evaluation/lstm --evaluation results/evaluation/baselines \\
+      --diagnostics results/diagnostics/lstm.json --runs results/models/lstm \\
+      --leakage results/data/leakage.tsv -o results/report
+  protrnn report --evaluation eval/ --proteins 1ctf_A,2gb1_A -o report/
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--evaluation", action="extend", nargs="+", default=[], metavar="DIR",
+                        help="output folder of `protrnn evaluate` (summary.json, per_protein.csv); repeatable")
+    parser.add_argument("--diagnostics", action="extend", nargs="+", default=[], metavar="FILE.json",
+                        help="output of `protrnn diagnose`; repeatable")
+    parser.add_argument("--runs", action="extend", nargs="+", default=[], metavar="[NAME=]RUN_DIR",
+                        help="training run folders holding a Lightning metrics.csv; repeatable")
+    parser.add_argument("--proteins", metavar="ID,ID",
+                        help="proteins whose contact maps to draw (need saved predictions; default: two per test set)")
+    parser.add_argument("--leakage", action="extend", nargs="+", default=[], metavar="TSV",
+                        help="prepare's leakage.tsv (test-set overlap removed from training); repeatable")
+    parser.add_argument("--title", default="protrnn: how far does each recurrent model see?",
+                        help="report title")
+    parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from protrnn.evaluation.evaluate import stderr_log
+    from protrnn.evaluation.report import build_report, load_inputs
+
+    proteins = [p.strip() for p in args.proteins.split(",") if p.strip()] if args.proteins else None
+    inputs = load_inputs(evaluations=args.evaluation, diagnostics=args.diagnostics, runs=args.runs,
+                         leakage=args.leakage, proteins=proteins)
+    build_report(inputs, args.outdir, title=args.title, log=stderr_log)
+    return 0

@@ -1,0 +1,327 @@
+"""From a :class:`~protrnn.data.dataset.ChainDataset` to padded, masked batches (the batch contract in ARCHITECTURE.md).
+
+Three pieces, each deterministic under a seed:
+
+* :class:`ContactExampleDataset` turns chain ``i`` into one example: tokens, observed mask and Cβ contact targets of a
+  contiguous crop (random for training, the whole chain for evaluation). Crops are contiguous, so the separation
+  ``|i - j|`` inside a crop is the true separation in the chain.
+* :func:`collate_contacts` pads examples to ``[B, T]`` / ``[B, T, T]``; padding is masked everywhere, so a chain gives
+  identical targets and masks alone or in any batch.
+* :class:`TokenBudgetBatchSampler` packs chains of similar length so that ``B * T_max <= max_tokens`` (recurrent
+  activations scale with B·T) and ``B * T_max**2 <= max_pairs`` (the contact head scales with B·T²), and shards the
+  batches over DDP ranks.
+
+Epoch-dependent randomness (crops, batch order) follows ``set_epoch``. DataLoader workers hold a *copy* of the dataset,
+so with ``persistent_workers=True`` a later ``dataset.set_epoch`` would not reach them; the sampler can instead send the
+epoch with every index (``yield_epoch=True``: items are ``(index, epoch)``), which the example dataset accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from protrnn.data.chain import MIN_SEPARATION
+from protrnn.data.dataset import ChainDataset
+from protrnn.errors import InputError
+
+#: Smallest crop that still contains a scored pair (|i - j| >= MIN_SEPARATION).
+MIN_CROP_LENGTH = MIN_SEPARATION
+#: A random crop is drawn among windows holding at least this fraction of the best window's observed residues.
+CROP_OBSERVED_FRACTION = 0.5
+
+
+def _example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """Independent stream per (seed, epoch, chain): the same crop whatever worker or order asks for it."""
+    return np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, index]))
+
+
+def choose_crop(observed: np.ndarray, crop_length: int | None, rng: np.random.Generator | None) -> int:
+    """Start of the crop window for a chain with mask ``observed``.
+
+    No crop needed -> 0. Otherwise windows are scored by their number of observed residues; with ``rng`` a start is
+    drawn uniformly among windows holding at least :data:`CROP_OBSERVED_FRACTION` of the best count (so a crop does
+    not land on a disordered tail), without ``rng`` the first best window is taken (deterministic evaluation crops).
+    """
+    length = len(observed)
+    if crop_length is None or length <= crop_length:
+        return 0
+    counts = np.concatenate([[0], np.cumsum(observed, dtype=np.int64)])
+    window = counts[crop_length:] - counts[: length - crop_length + 1]
+    best = int(window.max())
+    if rng is None:
+        return int(np.argmax(window))
+    candidates = np.flatnonzero(window >= CROP_OBSERVED_FRACTION * best) if best > 0 else np.arange(len(window))
+    return int(candidates[rng.integers(len(candidates))])
+
+
+def crop_contacts(cb: np.ndarray, observed: np.ndarray, cutoff: float) -> np.ndarray:
+    """Bool T×T contacts (Cβ–Cβ < cutoff) for one crop; False wherever a residue is unobserved."""
+    cb = cb.astype(np.float32, copy=False)
+    diff = cb[:, None, :] - cb[None, :, :]
+    with np.errstate(invalid="ignore"):
+        contacts = (diff * diff).sum(-1) < np.float32(cutoff * cutoff)
+    contacts &= observed[:, None] & observed[None, :]
+    return contacts
+
+
+class ContactExampleDataset(Dataset):
+    """Per-chain training/evaluation examples with optional contiguous crops.
+
+    Args:
+        chains: the dataset to draw from.
+        crop_length: maximum residues per example (``None``: never crop). Must be >= 6 so a crop can hold a scored pair.
+        random_crop: draw the crop window at random (training); otherwise the first window with the most observed
+            residues (only matters when a chain is longer than ``crop_length``).
+        seed: base seed; crop ``i`` in epoch ``e`` depends only on ``(seed, e, i)``.
+        cutoff: contact cutoff in Å; ``None`` uses the cutoff stored in the dataset file (8 Å by default).
+
+    An item is a dict of numpy arrays: ``tokens`` (int64 [T]), ``observed`` (bool [T]), ``contacts`` (bool [T, T]),
+    and ``length``, ``offset`` (crop start in the full chain), ``id``.
+    """
+
+    def __init__(self, chains: ChainDataset, crop_length: int | None = None, random_crop: bool = False,
+                 seed: int = 0, cutoff: float | None = None) -> None:
+        if crop_length is not None and crop_length < MIN_CROP_LENGTH:
+            raise InputError(f"crop_length {crop_length} is below {MIN_CROP_LENGTH}: no pair |i-j| >= "
+                             f"{MIN_SEPARATION} would fit in a crop")
+        self.chains = chains
+        self.crop_length = crop_length
+        self.random_crop = random_crop
+        self.seed = int(seed)
+        self.cutoff = float(chains.contact_cutoff if cutoff is None else cutoff)
+        if not self.cutoff > 0:
+            raise InputError(f"contact cutoff must be positive, got {self.cutoff}")
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.chains)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Residues per example after cropping: ``min(L, crop_length)`` (what the batch sampler must budget)."""
+        lengths = np.asarray(self.chains.lengths, dtype=np.int64)
+        return lengths if self.crop_length is None else np.minimum(lengths, self.crop_length)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (int(item), self.epoch)
+        observed_full = self.chains.observed(index)
+        rng = _example_rng(self.seed, epoch, index % len(self)) if self.random_crop else None
+        start = choose_crop(observed_full, self.crop_length, rng)
+        stop = len(observed_full) if self.crop_length is None else min(len(observed_full), start + self.crop_length)
+        observed = np.array(observed_full[start:stop], dtype=bool)
+        cb = self.chains.coords(index)[start:stop, 3]
+        return {
+            "tokens": self.chains.tokens(index)[start:stop].astype(np.int64),
+            "observed": observed,
+            "contacts": crop_contacts(cb, observed, self.cutoff),
+            "length": stop - start,
+            "offset": start,
+            "id": self.chains.chain_id(index),
+        }
+
+
+def _as_array(value: Any, dtype: type) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, dtype=dtype)
+
+
+def collate_contacts(examples: Sequence[Mapping[str, Any]], min_separation: int = MIN_SEPARATION) -> dict[str, Any]:
+    """Pad examples into one batch (keys and dtypes as in the batch contract of docs/ARCHITECTURE.md).
+
+    ``pair_mask`` = observed_i & observed_j & |i - j| >= ``min_separation``; since crops are contiguous, the
+    within-crop separation is the separation in the original chain. Padding is 0 / False in every tensor, and
+    contacts are 0 wherever a residue is unobserved. Arrays are filled in numpy and handed to torch without copying
+    (many tiny torch ops cost more than the copy itself).
+    """
+    if not examples:
+        raise ValueError("collate_contacts needs at least one example")
+    lengths = [int(ex["length"]) if "length" in ex else len(ex["tokens"]) for ex in examples]
+    batch, width = len(examples), max(lengths)
+    tokens = np.zeros((batch, width), dtype=np.int64)
+    observed = np.zeros((batch, width), dtype=bool)
+    contacts = np.zeros((batch, width, width), dtype=bool)
+    for b, (example, length) in enumerate(zip(examples, lengths, strict=True)):
+        tokens[b, :length] = _as_array(example["tokens"], np.int64)
+        observed[b, :length] = _as_array(example["observed"], bool)
+        contacts[b, :length, :length] = _as_array(example["contacts"], bool)
+    mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
+    both = observed[:, :, None] & observed[:, None, :]
+    contacts &= both
+    positions = np.arange(width)
+    pair_mask = both & (np.abs(positions[:, None] - positions[None, :]) >= min_separation)
+    return {
+        "tokens": torch.from_numpy(tokens),
+        "mask": torch.from_numpy(mask),
+        "observed": torch.from_numpy(observed),
+        "contacts": torch.from_numpy(contacts.astype(np.float32)),
+        "pair_mask": torch.from_numpy(pair_mask),
+        "lengths": torch.tensor(lengths, dtype=torch.long),
+        "offsets": torch.tensor([int(ex.get("offset", 0)) for ex in examples], dtype=torch.long),
+        "ids": [str(ex["id"]) for ex in examples],
+    }
+
+
+def pack_batches(order: np.ndarray, lengths: np.ndarray, max_tokens: int, max_pairs: int | None) -> list[list[int]]:
+    """Greedy packing of chains taken in ``order`` (ascending length gives tight batches).
+
+    A batch grows while ``(B + 1) * T_max <= max_tokens`` and ``(B + 1) * T_max**2 <= max_pairs``; a chain that alone
+    exceeds a budget forms its own batch (it must still be seen; the caller crops if that is too big).
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for index in order.tolist():
+        length = int(lengths[index])
+        new_width = max(width, length)
+        size = len(current) + 1
+        fits = size * new_width <= max_tokens and (max_pairs is None or size * new_width * new_width <= max_pairs)
+        if current and not fits:
+            batches.append(current)
+            current, new_width = [], length
+        current.append(index)
+        width = new_width
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _distributed_context(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    if num_replicas is None or rank is None:
+        import torch.distributed as dist
+
+        initialised = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if initialised else 1
+        if rank is None:
+            rank = dist.get_rank() if initialised else 0
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise ValueError(f"invalid rank {rank} for {num_replicas} replicas")
+    return int(num_replicas), int(rank)
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Length-bucketed batches under a token budget and a pair budget, shuffled per epoch, sharded over DDP ranks.
+
+    Args:
+        lengths: residues per example *as batched* (post-crop: ``ContactExampleDataset.lengths``).
+        max_tokens: bound on padded tokens ``B * T_max`` per batch.
+        max_pairs: bound on padded pairs ``B * T_max**2`` per batch (``None``: no pair budget).
+        shuffle: new batch composition (among chains of equal length) and batch order each epoch; otherwise batches
+            are fixed and in ascending length.
+        seed: all randomness is a function of ``(seed, epoch)``, identical on every rank.
+        num_replicas, rank: DDP sharding; read from ``torch.distributed`` when it is initialised and these are None.
+        drop_last: drop the tail batches that do not divide evenly over ranks instead of repeating batches from the
+            start (as ``DistributedSampler`` does) so that every rank runs the same number of steps.
+        bucket_size: ``None`` (default) packs from one global length order, so the batch count never changes between
+            epochs (schedulers and progress bars rely on it). An int first splits a random permutation into buckets
+            of that many chains and sorts within each: more varied batches, slightly more padding, and a count that
+            may differ between epochs (``len`` is exact for the current epoch).
+        yield_epoch: yield ``(index, epoch)`` pairs instead of ints (see module docstring).
+
+    Under Lightning use ``Trainer(use_distributed_sampler=False)``: the sampler shards itself, and Lightning calls its
+    ``set_epoch`` each epoch.
+    """
+
+    def __init__(self, lengths: Sequence[int] | np.ndarray, max_tokens: int, max_pairs: int | None = None,
+                 shuffle: bool = True, seed: int = 0, num_replicas: int | None = None, rank: int | None = None,
+                 drop_last: bool = False, bucket_size: int | None = None, yield_epoch: bool = False) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if self.lengths.ndim != 1 or (self.lengths.size and self.lengths.min() < 1):
+            raise InputError("lengths must be a 1-D array of positive chain lengths")
+        if max_tokens < 1:
+            raise InputError(f"max_tokens must be positive, got {max_tokens}")
+        if max_pairs is not None and max_pairs < 1:
+            raise InputError(f"max_pairs must be positive, got {max_pairs}")
+        if bucket_size is not None and bucket_size < 1:
+            raise InputError(f"bucket_size must be positive, got {bucket_size}")
+        self.max_tokens = int(max_tokens)
+        self.max_pairs = None if max_pairs is None else int(max_pairs)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.num_replicas, self.rank = _distributed_context(num_replicas, rank)
+        self.drop_last = drop_last
+        self.bucket_size = bucket_size
+        self.yield_epoch = yield_epoch
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """All batches of an epoch, over all ranks, in the order they are dealt out (before sharding/padding)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        n = len(self.lengths)
+        if not self.shuffle:
+            batches = pack_batches(np.argsort(self.lengths, kind="stable"), self.lengths, self.max_tokens,
+                                   self.max_pairs)
+        else:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF]))
+            tiebreak = rng.permutation(n)
+            if self.bucket_size is None:
+                order = np.lexsort((tiebreak, self.lengths))
+                batches = pack_batches(order, self.lengths, self.max_tokens, self.max_pairs)
+            else:
+                batches = []
+                for start in range(0, n, self.bucket_size):
+                    bucket = tiebreak[start:start + self.bucket_size]
+                    bucket = bucket[np.argsort(self.lengths[bucket], kind="stable")]
+                    batches.extend(pack_batches(bucket, self.lengths, self.max_tokens, self.max_pairs))
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        self._cache = (epoch, batches)
+        return batches
+
+    def _num_batches_per_rank(self, total: int) -> int:
+        if self.drop_last:
+            return total // self.num_replicas
+        return math.ceil(total / self.num_replicas)
+
+    def rank_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """This rank's batches for an epoch: every ``num_replicas``-th batch, padded by repetition to equal counts."""
+        batches = self.global_batches(epoch)
+        per_rank = self._num_batches_per_rank(len(batches))
+        needed = per_rank * self.num_replicas
+        if needed > len(batches) and batches:
+            repeats = math.ceil(needed / len(batches))
+            batches = (batches * repeats)[:needed]
+        else:
+            batches = batches[:needed]
+        return batches[self.rank::self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        epoch = self.epoch
+        for batch in self.rank_batches(epoch):
+            yield [(index, epoch) for index in batch] if self.yield_epoch else list(batch)
+
+    def __len__(self) -> int:
+        return self._num_batches_per_rank(len(self.global_batches()))
+
+
+def padded_size(batch: Sequence[int], lengths: np.ndarray) -> tuple[int, int]:
+    """(padded tokens B·T_max, padded pairs B·T_max²) of one batch."""
+    width = int(max(lengths[i] for i in batch))
+    return len(batch) * width, len(batch) * width * width
+
+
+def real_token_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int] | np.ndarray) -> float:
+    """Real residues / padded token slots over ``batches`` (1.0 = no padding); the packing-efficiency figure."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    real = sum(int(lengths[list(batch)].sum()) for batch in batches)
+    padded = sum(padded_size(batch, lengths)[0] for batch in batches)
+    return real / padded if padded else 1.0
+
+
+def fixed_size_batches(n: int, batch_size: int, seed: int = 0) -> list[list[int]]:
+    """Naive baseline: a random permutation cut into batches of ``batch_size`` (what a plain DataLoader does)."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]

@@ -1,0 +1,296 @@
+"""Compact dataset files: every chain of a split in ONE uncompressed ``.npz`` that loads in milliseconds.
+
+Why this layout: a dataset of 10,000 chains stored as 10,000 objects (or pickles) takes seconds to load and cannot be
+read safely from an untrusted file. Here the whole split is a handful of flat arrays, concatenated over residues:
+
+=============  ==========================  =====================================================================
+key            dtype / shape               meaning
+=============  ==========================  =====================================================================
+``sequences``  uint8 (R,)                  ASCII letters of all chains back to back (R = total residues)
+``offsets``    int64 (N + 1,)              chain ``i`` is residues ``offsets[i]:offsets[i + 1]``
+``observed``   bool (R,)                   residue has coordinates
+``coords``     float32 (R, 4, 3)           N, Cα, C, Cβ (Cβ completed; NaN where unobserved)
+``ids``        fixed-width unicode (N,)    chain IDs (unique within the file)
+``sources``    fixed-width unicode (N,)    where each chain came from (manifests, error messages)
+``chain_meta`` uint8 (JSON bytes)          per-chain ``meta`` dicts as one JSON list (parsed on first use)
+``metadata``   uint8 (JSON bytes)          ``{"format": "protrnn-dataset", "format_version", "contact_cutoff", ...}``
+=============  ==========================  =====================================================================
+
+The file is read with ``np.load(allow_pickle=False)``; :class:`ChainDataset` keeps the flat arrays (read-only) and builds
+a :class:`~protrnn.data.chain.ProteinChain` whose arrays are *views* only when an item is asked for. Contact maps are
+computed on access from the Cβ column, so the cutoff can change without rewriting the file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from protrnn.alphabet import DEFAULT_ALPHABET
+from protrnn.data.chain import DEFAULT_CONTACT_CUTOFF, ProteinChain
+from protrnn.errors import InputError
+from protrnn.utils.io import atomic_path
+
+FORMAT_NAME = "protrnn-dataset"
+FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("sequences", "offsets", "observed", "coords", "ids", "sources", "chain_meta", "metadata")
+
+
+def _json_default(value: object) -> object:
+    """Make numpy scalars/arrays in ``meta`` JSON-serialisable; anything else is a caller bug worth naming."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _json_bytes(value: object) -> np.ndarray:
+    return np.frombuffer(json.dumps(value, default=_json_default, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+
+
+def _unicode_array(values: Sequence[str]) -> np.ndarray:
+    width = max((len(v) for v in values), default=1) or 1
+    return np.array(list(values), dtype=f"<U{width}")
+
+
+def save_dataset(chains: Iterable[ProteinChain], path: str | Path, *, contact_cutoff: float = DEFAULT_CONTACT_CUTOFF,
+                 info: dict[str, Any] | None = None) -> Path:
+    """Write ``chains`` to ``path`` (a ``.npz``) atomically; returns the path.
+
+    ``info`` is free-form creation information (command line, inputs, split) stored in the JSON metadata.
+    IDs must be unique (the dataset is indexed by them) and sequences ASCII.
+    """
+    chain_list = list(chains)
+    target = Path(path)
+    seen: dict[str, int] = {}
+    for index, chain in enumerate(chain_list):
+        if chain.id in seen:
+            raise InputError(f"duplicate chain ID (also chain #{seen[chain.id] + 1})", path=target, record=chain.id)
+        seen[chain.id] = index
+        if not chain.sequence.isascii():
+            raise InputError("sequence is not ASCII", path=target, record=chain.id)
+    lengths = np.array([len(c) for c in chain_list], dtype=np.int64)
+    offsets = np.zeros(len(chain_list) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    sequences = np.frombuffer("".join(c.sequence for c in chain_list).encode("ascii"), dtype=np.uint8)
+    observed = np.concatenate([c.observed for c in chain_list]) if chain_list else np.zeros(0, dtype=bool)
+    coords = (np.concatenate([c.coords for c in chain_list]).astype(np.float32, copy=False) if chain_list
+              else np.zeros((0, 4, 3), dtype=np.float32))
+    assert sequences.shape == (total,) and observed.shape == (total,) and coords.shape == (total, 4, 3)
+    try:
+        chain_meta = _json_bytes([c.meta for c in chain_list])
+    except TypeError as exc:
+        raise InputError(f"chain meta cannot be stored: {exc}", path=target) from None
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "contact_cutoff": float(contact_cutoff),
+        "n_chains": len(chain_list),
+        "n_residues": total,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "info": info or {},
+    }
+    # Writing through a handle: np.savez would append ".npz" to a temporary name that lacks it.
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, sequences=sequences, offsets=offsets, observed=observed, coords=coords,
+                 ids=_unicode_array([c.id for c in chain_list]),
+                 sources=_unicode_array([c.source for c in chain_list]),
+                 chain_meta=chain_meta, metadata=_json_bytes(metadata))
+    return target
+
+
+class ChainDataset(Sequence[ProteinChain]):
+    """All chains of one dataset file, as a read-only sequence of :class:`ProteinChain` views.
+
+    Indexing with an int builds one chain (arrays are views into the flat storage, marked read-only); indexing with a
+    slice or :meth:`subset` gives another :class:`ChainDataset`. :attr:`lengths` and :meth:`tokens` need no chain
+    objects, so samplers and collate functions stay cheap.
+    """
+
+    def __init__(self, sequences: np.ndarray, offsets: np.ndarray, observed: np.ndarray, coords: np.ndarray,
+                 ids: np.ndarray, sources: np.ndarray, chain_meta: list[dict[str, Any]] | np.ndarray,
+                 metadata: dict[str, Any], path: Path | None = None) -> None:
+        self._sequences = sequences
+        self._offsets = offsets
+        self._observed = observed
+        self._coords = coords
+        self._ids = ids
+        self._sources = sources
+        self._chain_meta_raw = chain_meta
+        self._chain_meta: list[dict[str, Any]] | None = chain_meta if isinstance(chain_meta, list) else None
+        self._tokens: np.ndarray | None = None
+        self._id_index: dict[str, int] | None = None
+        self._lengths: np.ndarray | None = None
+        self.metadata = metadata
+        self.path = path
+        for array in (sequences, offsets, observed, coords, ids, sources):
+            array.flags.writeable = False
+
+    # -- sizes and cheap per-chain fields -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Residues per chain (int64, read-only)."""
+        if self._lengths is None:
+            lengths = np.diff(self._offsets)
+            lengths.flags.writeable = False
+            self._lengths = lengths
+        return self._lengths
+
+    @property
+    def ids(self) -> list[str]:
+        return self._ids.tolist()
+
+    @property
+    def sources(self) -> list[str]:
+        return self._sources.tolist()
+
+    @property
+    def contact_cutoff(self) -> float:
+        return float(self.metadata.get("contact_cutoff", DEFAULT_CONTACT_CUTOFF))
+
+    @property
+    def n_residues(self) -> int:
+        return int(self._offsets[-1])
+
+    def index_of(self, chain_id: str) -> int:
+        """Position of ``chain_id``; KeyError when absent."""
+        if self._id_index is None:
+            self._id_index = {name: i for i, name in enumerate(self._ids.tolist())}
+        return self._id_index[chain_id]
+
+    def _span(self, index: int) -> slice:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"chain index {index} out of range for {n} chains")
+        index %= n
+        return slice(int(self._offsets[index]), int(self._offsets[index + 1]))
+
+    def chain_id(self, index: int) -> str:
+        return str(self._ids[index])
+
+    def sequence(self, index: int) -> str:
+        return self._sequences[self._span(index)].tobytes().decode("ascii")
+
+    def tokens(self, index: int) -> np.ndarray:
+        """Model tokens (uint8, read-only view) of chain ``index``; the whole dataset is tokenised once, on first use."""
+        if self._tokens is None:
+            tokens = DEFAULT_ALPHABET.encode(self._sequences.tobytes().decode("ascii"))
+            tokens.flags.writeable = False
+            self._tokens = tokens
+        return self._tokens[self._span(index)]
+
+    def observed(self, index: int) -> np.ndarray:
+        return self._observed[self._span(index)]
+
+    def coords(self, index: int) -> np.ndarray:
+        return self._coords[self._span(index)]
+
+    def meta(self, index: int) -> dict[str, Any]:
+        if self._chain_meta is None:
+            raw = self._chain_meta_raw
+            parsed = json.loads(raw.tobytes().decode("utf-8")) if isinstance(raw, np.ndarray) else raw
+            if not isinstance(parsed, list) or len(parsed) != len(self):
+                raise InputError(f"chain_meta holds {type(parsed).__name__} of the wrong size", path=self.path)
+            self._chain_meta = parsed
+        return self._chain_meta[index]
+
+    # -- Sequence protocol ----------------------------------------------------------------------------------------
+    @overload
+    def __getitem__(self, index: int) -> ProteinChain: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ChainDataset: ...
+
+    def __getitem__(self, index: int | slice) -> ProteinChain | ChainDataset:
+        if isinstance(index, slice):
+            return self.subset(range(len(self))[index])
+        index = int(index)
+        span = self._span(index)
+        i = index % len(self)
+        return ProteinChain(id=str(self._ids[i]), sequence=self._sequences[span].tobytes().decode("ascii"),
+                            observed=self._observed[span], coords=self._coords[span], source=str(self._sources[i]),
+                            meta=dict(self.meta(i)))
+
+    def __iter__(self) -> Iterator[ProteinChain]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def subset(self, indices: Iterable[int]) -> ChainDataset:
+        """A new dataset holding ``indices`` in the given order (arrays copied, so it can be saved on its own)."""
+        idx = np.asarray(list(indices), dtype=np.int64)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"subset index out of range for {len(self)} chains")
+        idx %= max(len(self), 1)
+        lengths = np.diff(self._offsets)[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        residue_index = (np.concatenate([np.arange(self._offsets[i], self._offsets[i + 1]) for i in idx])
+                         if idx.size else np.zeros(0, dtype=np.int64))
+        return ChainDataset(self._sequences[residue_index], offsets, self._observed[residue_index],
+                            self._coords[residue_index], self._ids[idx], self._sources[idx],
+                            [self.meta(int(i)) for i in idx], dict(self.metadata), path=self.path)
+
+    def __repr__(self) -> str:
+        where = f" from {self.path}" if self.path else ""
+        return f"ChainDataset({len(self)} chains, {self.n_residues} residues{where})"
+
+
+def _decode_json(array: np.ndarray, path: Path, key: str) -> Any:
+    try:
+        return json.loads(array.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{key} is not valid JSON ({exc.__class__.__name__})", path=path) from None
+
+
+def load_dataset(path: str | Path) -> ChainDataset:
+    """Read a file written by :func:`save_dataset` (never unpickles); InputError names the file and the problem."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError("dataset file not found", path=source)
+    try:
+        with np.load(source, allow_pickle=False) as archive:
+            missing = [key for key in _REQUIRED_KEYS if key not in archive.files]
+            if missing:
+                raise InputError(f"not a protrnn dataset (missing {', '.join(missing)})", path=source)
+            arrays = {key: archive[key] for key in _REQUIRED_KEYS}
+    except InputError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"cannot read dataset ({exc.__class__.__name__}: {exc})", path=source) from None
+    metadata = _decode_json(arrays["metadata"], source, "metadata")
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise InputError(f"not a {FORMAT_NAME} file", path=source)
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"unsupported format_version {metadata.get('format_version')!r} (expected {FORMAT_VERSION})",
+                         path=source)
+    offsets = arrays["offsets"]
+    n = len(arrays["ids"])
+    total = int(offsets[-1]) if offsets.size else -1
+    problems = []
+    if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        problems.append("offsets are not a cumulative length table")
+    if arrays["sequences"].dtype != np.uint8 or arrays["sequences"].shape != (total,):
+        problems.append("sequences do not match offsets")
+    if arrays["observed"].dtype != np.bool_ or arrays["observed"].shape != (total,):
+        problems.append("observed does not match offsets")
+    if arrays["coords"].dtype != np.float32 or arrays["coords"].shape != (total, 4, 3):
+        problems.append("coords do not match offsets")
+    if arrays["sources"].shape != (n,) or arrays["ids"].dtype.kind != "U" or arrays["sources"].dtype.kind != "U":
+        problems.append("ids/sources are not unicode arrays of one entry per chain")
+    if problems:
+        raise InputError(f"corrupt dataset: {'; '.join(problems)}", path=source)
+    return ChainDataset(arrays["sequences"], offsets, arrays["observed"], arrays["coords"], arrays["ids"],
+                        arrays["sources"], arrays["chain_meta"], metadata, path=source)

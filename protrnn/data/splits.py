@@ -1,0 +1,396 @@
+"""Homology-aware splits and leakage removal: no sequence family may sit on both sides of an evaluation.
+
+Why: random splits of protein chains put near-identical sequences in train and test, so a model that memorises
+families looks good. Chains are therefore clustered at 30 % identity (mmseqs2, as for the overlap tables in
+``shared/data``), whole clusters are assigned to a split, and every training chain with a hit at >= 30 % identity to a
+test chain is removed before training.
+
+mmseqs2 (Debian ``mmseqs2``) is used when ``mmseqs`` is on PATH, with the parameters of the shared overlap tables:
+``easy-search --min-seq-id 0.3 -c 0.5 -e 1e-3 -s 7.5`` and ``easy-cluster --min-seq-id 0.3 -c 0.5`` (coverage of both
+sequences, ``--cov-mode 0``). Sequences reach it only through FASTA files written here with index-based names
+(``q0``, ``t17``), never raw IDs, and it is run with an argument list (no shell).
+
+Without mmseqs2 a pure-Python fallback runs and logs a warning. It finds identical sequences exactly, then candidate
+pairs sharing two identical 3-mers on one diagonal (the BLAST two-hit idea), aligns those with Biopython's local
+aligner (BLOSUM62, gap open 11, extend 1) and applies the same identity (identical / alignment columns) and coverage
+thresholds. It is reliable from about 40 % identity and misses part of the 30-40 % twilight zone that mmseqs2's
+similar-k-mer prefilter catches, so it may under-remove; install mmseqs2 for publication-grade splits. Clustering uses
+the same hits greedily, longest sequence first (as cd-hit and mmseqs2's set-cover mode do).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from protrnn.data.chain import ProteinChain
+from protrnn.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_SEQ_ID = 0.3
+DEFAULT_COVERAGE = 0.5
+SEARCH_EVALUE = 1e-3
+SEARCH_SENSITIVITY = 7.5
+_FORMAT_OUTPUT = "query,target,fident,alnlen,qstart,qend,qlen,tstart,tend,tlen,evalue,bits"
+_KMER = 3
+#: Karlin-Altschul parameters of BLOSUM62 with gap costs 11/1 (NCBI BLAST), for fallback bit scores and E-values.
+_LAMBDA = 0.267
+_K = 0.041
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One alignment between a query and a target sequence (1-based inclusive coordinates, as mmseqs reports)."""
+
+    query: str
+    target: str
+    identity: float
+    aln_length: int
+    query_start: int
+    query_end: int
+    query_length: int
+    target_start: int
+    target_end: int
+    target_length: int
+    evalue: float
+    bits: float
+
+    @property
+    def query_coverage(self) -> float:
+        return (self.query_end - self.query_start + 1) / self.query_length
+
+    @property
+    def target_coverage(self) -> float:
+        return (self.target_end - self.target_start + 1) / self.target_length
+
+
+@dataclass(frozen=True)
+class LeakageHit:
+    """A training chain removed because it hits ``test_id`` of test set ``test_set`` (the best such hit)."""
+
+    chain_id: str
+    test_set: str
+    test_id: str
+    identity: float
+    hit: Hit
+
+
+def mmseqs_path() -> str | None:
+    """The mmseqs2 executable, or None (then the documented fallback runs)."""
+    return shutil.which("mmseqs")
+
+
+def method_name() -> str:
+    return "mmseqs2" if mmseqs_path() else "fallback (exact + 3-mer two-hit + Biopython local alignment)"
+
+
+def _default_threads(threads: int | None) -> int:
+    return max(1, threads if threads else (os.cpu_count() or 1))
+
+
+def _check_thresholds(min_seq_id: float, coverage: float) -> None:
+    if not 0.0 <= min_seq_id <= 1.0:
+        raise InputError(f"sequence identity threshold must be in [0, 1], got {min_seq_id}")
+    if not 0.0 <= coverage <= 1.0:
+        raise InputError(f"coverage threshold must be in [0, 1], got {coverage}")
+
+
+def _write_fasta(path: Path, prefix: str, seqs: Sequence[str]) -> None:
+    with open(path, "w", encoding="ascii") as handle:
+        for index, seq in enumerate(seqs):
+            if seq:
+                handle.write(f">{prefix}{index}\n{seq}\n")
+
+
+def _run_mmseqs(args: list[str], workdir: Path) -> None:
+    executable = mmseqs_path()
+    assert executable is not None
+    proc = subprocess.run([executable, *args], cwd=workdir, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise InputError(f"mmseqs {args[0]} failed with exit status {proc.returncode}: {tail[0]}")
+
+
+# -- index-level search (names are positions; public functions map them back to IDs) ------------------------------
+_IndexHit = tuple[int, int, Hit]
+
+
+def _mmseqs_search(queries: Sequence[str], targets: Sequence[str], min_seq_id: float, coverage: float,
+                   threads: int) -> list[_IndexHit]:
+    with tempfile.TemporaryDirectory(prefix="protrnn-mmseqs-") as tmp:
+        work = Path(tmp)
+        _write_fasta(work / "query.fasta", "q", queries)
+        _write_fasta(work / "target.fasta", "t", targets)
+        _run_mmseqs(["easy-search", "query.fasta", "target.fasta", "hits.tsv", "tmp",
+                     "--min-seq-id", str(min_seq_id), "-c", str(coverage), "--cov-mode", "0",
+                     "-e", str(SEARCH_EVALUE), "-s", str(SEARCH_SENSITIVITY), "--format-output", _FORMAT_OUTPUT,
+                     "--threads", str(threads), "-v", "1"], work)
+        hits: list[_IndexHit] = []
+        if not (work / "hits.tsv").is_file():
+            return hits
+        with open(work / "hits.tsv", newline="") as handle:
+            for row in csv.reader(handle, delimiter="\t"):
+                q, t = int(row[0][1:]), int(row[1][1:])
+                values = [float(v) for v in row[2:]]
+                hit = Hit(query=row[0], target=row[1], identity=values[0], aln_length=int(values[1]),
+                          query_start=int(values[2]), query_end=int(values[3]), query_length=int(values[4]),
+                          target_start=int(values[5]), target_end=int(values[6]), target_length=int(values[7]),
+                          evalue=values[8], bits=values[9])
+                hits.append((q, t, hit))
+        return hits
+
+
+def _mmseqs_cluster(seqs: Sequence[str], min_seq_id: float, coverage: float, threads: int) -> list[int]:
+    """Representative index of every sequence."""
+    with tempfile.TemporaryDirectory(prefix="protrnn-mmseqs-") as tmp:
+        work = Path(tmp)
+        _write_fasta(work / "seqs.fasta", "s", seqs)
+        _run_mmseqs(["easy-cluster", "seqs.fasta", "clu", "tmp", "--min-seq-id", str(min_seq_id),
+                     "-c", str(coverage), "--cov-mode", "0", "--threads", str(threads), "-v", "1"], work)
+        rep = list(range(len(seqs)))
+        with open(work / "clu_cluster.tsv", newline="") as handle:
+            for row in csv.reader(handle, delimiter="\t"):
+                rep[int(row[1][1:])] = int(row[0][1:])
+        return rep
+
+
+def _aligner():
+    from Bio import Align
+    from Bio.Align import substitution_matrices
+
+    aligner = Align.PairwiseAligner()
+    aligner.mode = "local"
+    aligner.substitution_matrix = substitution_matrices.load("BLOSUM62")
+    aligner.open_gap_score = -11.0
+    aligner.extend_gap_score = -1.0
+    return aligner
+
+
+def _align(aligner, query: str, target: str, database_size: int) -> Hit | None:
+    """Best local alignment as a Hit (identity = identical columns / alignment columns, gaps included).
+
+    The E-value uses the whole target database size in residues, as BLAST and mmseqs2 do.
+    """
+    try:
+        alignment = aligner.align(query, target)[0]
+    except (ValueError, IndexError, OverflowError):
+        return None
+    blocks_q, blocks_t = alignment.aligned
+    if len(blocks_q) == 0:
+        return None
+    identical = sum(sum(a == b for a, b in zip(query[qs:qe], target[ts:te], strict=True))
+                    for (qs, qe), (ts, te) in zip(blocks_q, blocks_t, strict=True))
+    q0, q1 = int(blocks_q[0][0]), int(blocks_q[-1][1])
+    t0, t1 = int(blocks_t[0][0]), int(blocks_t[-1][1])
+    aligned = sum(int(e - s) for s, e in blocks_q)
+    columns = aligned + (q1 - q0 - aligned) + (t1 - t0 - aligned)
+    bits, evalue = _evalue(float(alignment.score), len(query), database_size)
+    return Hit(query="", target="", identity=identical / columns, aln_length=columns, query_start=q0 + 1,
+               query_end=q1, query_length=len(query), target_start=t0 + 1, target_end=t1, target_length=len(target),
+               evalue=evalue, bits=bits)
+
+
+def _kmer_index(seqs: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
+    index: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for t, seq in enumerate(seqs):
+        for pos in range(len(seq) - _KMER + 1):
+            kmer = seq[pos:pos + _KMER]
+            if "X" not in kmer:
+                index[kmer].append((t, pos))
+    return index
+
+
+def _evalue(score: float, query_length: int, database_size: int) -> tuple[float, float]:
+    """(bits, E-value) of a raw BLOSUM62 score against a database of ``database_size`` residues."""
+    bits = (_LAMBDA * score - math.log(_K)) / math.log(2.0)
+    return bits, float(query_length * database_size * 2.0 ** -bits)
+
+
+def _fallback_search(queries: Sequence[str], targets: Sequence[str], min_seq_id: float, coverage: float,
+                     upper_triangle: bool = False) -> list[_IndexHit]:
+    """Index hits by the documented fallback; ``upper_triangle`` (all-vs-all of one set) only tries target > query."""
+    exact: dict[str, list[int]] = defaultdict(list)
+    for t, seq in enumerate(targets):
+        exact[seq].append(t)
+    index = _kmer_index(targets)
+    aligner = _aligner()
+    database_size = sum(len(t) for t in targets)
+    hits: list[_IndexHit] = []
+    for q, query in enumerate(queries):
+        if not query:
+            continue
+        diagonals: dict[tuple[int, int], int] = defaultdict(int)
+        for pos in range(len(query) - _KMER + 1):
+            for t, tpos in index.get(query[pos:pos + _KMER], ()):
+                diagonals[(t, tpos - pos)] += 1
+        candidates = {t for (t, _), count in diagonals.items() if count >= 2} | set(exact.get(query, ()))
+        for t in sorted(candidates):
+            if upper_triangle and t <= q:
+                continue
+            # The score-only pass is ~2x cheaper than a traceback and rejects almost every random candidate.
+            if _evalue(aligner.score(query, targets[t]), len(query), database_size)[1] > SEARCH_EVALUE:
+                continue
+            hit = _align(aligner, query, targets[t], database_size)
+            if (hit and hit.identity >= min_seq_id and hit.evalue <= SEARCH_EVALUE
+                    and min(hit.query_coverage, hit.target_coverage) >= coverage):
+                hits.append((q, t, hit))
+    return hits
+
+
+def _search(queries: Sequence[str], targets: Sequence[str], min_seq_id: float, coverage: float,
+            threads: int | None) -> list[_IndexHit]:
+    _check_thresholds(min_seq_id, coverage)
+    if not any(queries) or not any(targets):
+        return []
+    if mmseqs_path():
+        return _mmseqs_search(queries, targets, min_seq_id, coverage, _default_threads(threads))
+    log.warning("mmseqs not found on PATH: using the slower, less sensitive fallback homology search "
+                "(reliable from ~40% identity); install mmseqs2 for 30% splits")
+    return _fallback_search(queries, targets, min_seq_id, coverage)
+
+
+def search_overlap(query_ids: Sequence[str], query_seqs: Sequence[str], target_ids: Sequence[str],
+                   target_seqs: Sequence[str], min_seq_id: float = DEFAULT_MIN_SEQ_ID,
+                   coverage: float = DEFAULT_COVERAGE, threads: int | None = None) -> list[Hit]:
+    """All query-target pairs at >= ``min_seq_id`` identity over >= ``coverage`` of both sequences.
+
+    Hits carry the caller's IDs; order is by query, then decreasing bit score.
+    """
+    if len(query_ids) != len(query_seqs) or len(target_ids) != len(target_seqs):
+        raise ValueError("ids and sequences must have the same length")
+    raw = _search(query_seqs, target_seqs, min_seq_id, coverage, threads)
+    hits = [_renamed(hit, query_ids[q], target_ids[t]) for q, t, hit in raw]
+    order = sorted(range(len(hits)), key=lambda i: (raw[i][0], -hits[i].bits, raw[i][1]))
+    return [hits[i] for i in order]
+
+
+def _renamed(hit: Hit, query: str, target: str) -> Hit:
+    return Hit(query, target, hit.identity, hit.aln_length, hit.query_start, hit.query_end, hit.query_length,
+               hit.target_start, hit.target_end, hit.target_length, hit.evalue, hit.bits)
+
+
+def cluster_sequences(ids: Sequence[str], seqs: Sequence[str], min_seq_id: float = DEFAULT_MIN_SEQ_ID,
+                      coverage: float = DEFAULT_COVERAGE, threads: int | None = None) -> dict[str, str]:
+    """Cluster sequences; returns ``{id: representative id}`` (a chain with no neighbour is its own cluster)."""
+    if len(ids) != len(seqs):
+        raise ValueError("ids and sequences must have the same length")
+    if len(set(ids)) != len(ids):
+        raise InputError("cluster_sequences needs unique IDs")
+    _check_thresholds(min_seq_id, coverage)
+    if not ids:
+        return {}
+    if mmseqs_path():
+        rep = _mmseqs_cluster(seqs, min_seq_id, coverage, _default_threads(threads))
+    else:
+        log.warning("mmseqs not found on PATH: clustering with the fallback (exact sequences + greedy k-mer/alignment "
+                    "heuristic, reliable from ~40% identity); install mmseqs2 for 30% clusters")
+        rep = _fallback_cluster(seqs, min_seq_id, coverage)
+    return {ids[i]: ids[r] for i, r in enumerate(rep)}
+
+
+def _fallback_cluster(seqs: Sequence[str], min_seq_id: float, coverage: float) -> list[int]:
+    neighbours: dict[int, dict[int, float]] = defaultdict(dict)
+    for q, t, hit in _fallback_search(seqs, seqs, min_seq_id, coverage, upper_triangle=True):
+        neighbours[q][t] = neighbours[t][q] = max(hit.identity, neighbours[q].get(t, 0.0))
+    order = sorted(range(len(seqs)), key=lambda i: (-len(seqs[i]), i))
+    rank = {i: r for r, i in enumerate(order)}
+    rep = list(range(len(seqs)))
+    representatives: set[int] = set()
+    for i in order:
+        linked = [(identity, -rank[j], j) for j, identity in neighbours[i].items() if j in representatives]
+        if linked:
+            rep[i] = max(linked)[2]
+        else:
+            representatives.add(i)
+    return rep
+
+
+def parse_fractions(text: str) -> dict[str, float]:
+    """``"train=0.9,val=0.1"`` -> ``{"train": 0.9, "val": 0.1}``; fractions must be positive and sum to 1."""
+    fractions: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"split {part!r} is not NAME=FRACTION")
+        if name in fractions:
+            raise InputError(f"split {name!r} given twice")
+        try:
+            fractions[name] = float(value)
+        except ValueError:
+            raise InputError(f"split {name!r}: fraction {value!r} is not a number") from None
+    validate_fractions(fractions)
+    return fractions
+
+
+def validate_fractions(fractions: Mapping[str, float]) -> None:
+    if not fractions:
+        raise InputError("no split fractions given")
+    bad = [name for name, value in fractions.items() if not (value > 0 and math.isfinite(value))]
+    if bad:
+        raise InputError(f"split fractions must be positive: {', '.join(bad)}")
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6:
+        raise InputError(f"split fractions sum to {total:g}, not 1")
+
+
+def split_by_cluster(clusters: Mapping[str, str], fractions: Mapping[str, float], seed: int = 0) -> dict[str, str]:
+    """Assign every ID to a split so that no cluster spans two splits; returns ``{id: split}``.
+
+    Clusters are taken in a seeded random order, each going to the split furthest below its target chain count,
+    so split sizes track ``fractions`` as closely as cluster sizes allow. Deterministic for a given input and seed.
+    """
+    validate_fractions(fractions)
+    members: dict[str, list[str]] = defaultdict(list)
+    for chain_id, cluster in clusters.items():
+        members[cluster].append(chain_id)
+    keys = sorted(members)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    total = len(clusters)
+    names = list(fractions)
+    counts = dict.fromkeys(names, 0)
+    assignment: dict[str, str] = {}
+    for k in order.tolist():
+        group = members[keys[k]]
+        split = max(names, key=lambda name: (fractions[name] * total - counts[name], -names.index(name)))
+        counts[split] += len(group)
+        for chain_id in group:
+            assignment[chain_id] = split
+    return assignment
+
+
+def remove_leakage(train: Sequence[ProteinChain], test_sets: Mapping[str, Sequence[ProteinChain]],
+                   min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
+                   threads: int | None = None) -> tuple[list[ProteinChain], list[LeakageHit]]:
+    """Drop every training chain at >= ``min_seq_id`` identity to a chain of any test set.
+
+    Test chains are the queries and training chains the targets, as in the shared overlap tables. Returns the kept
+    chains (input order) and one :class:`LeakageHit` per removed chain: its best hit (highest identity, then bits).
+    """
+    test_keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
+    raw = _search([c.sequence for _, c in test_keys], [c.sequence for c in train], min_seq_id, coverage, threads)
+    best: dict[int, tuple[int, Hit]] = {}
+    for q, t, hit in raw:
+        current = best.get(t)
+        if current is None or (hit.identity, hit.bits) > (current[1].identity, current[1].bits):
+            best[t] = (q, hit)
+    removed = []
+    for t in sorted(best):
+        q, hit = best[t]
+        name, test_chain = test_keys[q]
+        removed.append(LeakageHit(chain_id=train[t].id, test_set=name, test_id=test_chain.id, identity=hit.identity,
+                                  hit=_renamed(hit, test_chain.id, train[t].id)))
+    kept = [chain for t, chain in enumerate(train) if t not in best]
+    return kept, removed

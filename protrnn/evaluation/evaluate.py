@@ -1,0 +1,575 @@
+"""Run models and baselines over prepared test sets and score every protein with the same metric code.
+
+``protrnn evaluate`` is a thin wrapper around :func:`evaluate`. Outputs in ``OUTDIR``:
+
+* ``per_protein.csv``: one row per (method, test set, protein): ``method, test_set, protein`` then every key of
+  :func:`protrnn.evaluation.metrics.metric_keys` (``L`` first; NaN written as ``nan``).
+* ``summary.json``: per method x test set, the mean of each metric over proteins, the number of proteins with a
+  value and a percentile bootstrap interval over proteins (``low``/``high``); plus the command, the models'
+  ``model.json`` paths and configs, the test sets with any leakage removed by ``prepare``, and skipped work.
+* ``predictions/<method>/<test set>/<protein>.npz`` (optional, first N proteins of each set): ``probs``,
+  ``contacts``, ``observed``, ``sequence``, ``id``, for contact-map figures in the report.
+
+Every file is written atomically; the predictions folder is built beside the old one and swapped in, so a rerun
+never mixes proteins from two runs. Methods see a test set chain by chain through bounded groups, so no more than a
+few L x L matrices are alive at once, and models score long chains through their chunked pair scoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from protrnn.data.chain import DEFAULT_CONTACT_CUTOFF, ProteinChain
+from protrnn.errors import InputError
+from protrnn.evaluation.metrics import DEFAULT_BINS, evaluate_contacts, metric_keys, summarize
+from protrnn.utils.io import SafeNamer, atomic_path, atomic_write
+
+SUMMARY_FORMAT = "protrnn-evaluation"
+SUMMARY_FORMAT_VERSION = 1
+BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
+ID_COLUMNS = ("method", "test_set", "protein")
+#: Upper bound on sum(L^2) of the matrices one prediction call may return (float32: 4 bytes each -> 128 MB).
+MAX_GROUP_PAIRS = 32_000_000
+#: Leakage rows copied into summary.json per test set (the full table stays in prepare's leakage.tsv).
+MAX_LEAKAGE_ROWS = 500
+
+
+class Method(Protocol):
+    """Anything that turns chains into L x L contact probabilities.
+
+    ``predict`` returns one matrix per chain, or ``None`` for a chain the method cannot score (e.g. FreeContact on a
+    protein without an alignment); ``kind`` is ``"model"`` or ``"baseline"``; ``info`` goes into summary.json.
+    """
+
+    name: str
+    kind: str
+    info: dict[str, Any]
+
+    def predict(self, chains: Sequence[ProteinChain]) -> list[np.ndarray | None]: ...
+
+
+@dataclass
+class TestSet:
+    """A named prepared test set (a ``ChainDataset``) and what ``prepare`` reported about it."""
+
+    name: str
+    path: Path
+    chains: Sequence[ProteinChain]
+    leakage: dict[str, Any] = field(default_factory=dict)
+    contact_cutoff: float = DEFAULT_CONTACT_CUTOFF
+
+
+@dataclass
+class EvaluationResult:
+    """Everything :func:`evaluate` wrote, for callers that continue in Python."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    outdir: Path
+
+
+# --------------------------------------------------------------------------------------------------------- parsing
+def parse_named_paths(values: Sequence[str] | None, option: str) -> dict[str, Path]:
+    """``["NAME=PATH", ...]`` -> ``{NAME: Path}``; a bare PATH is named after its stem (``test_`` prefix dropped).
+
+    Names become file names and CSV values, so they must be unique and safe.
+    """
+    named: dict[str, Path] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep:
+            path = value
+            name = Path(value).name.removesuffix(".npz")
+            if name.startswith("test_"):
+                name = name[len("test_"):]
+        name = name.strip()
+        if not name or not path:
+            raise InputError(f"{option} {value!r}: expected NAME=PATH")
+        if any(ch in name for ch in "/\\,") or name.startswith("."):
+            raise InputError(f"{option} {value!r}: the name may not contain '/', '\\' or ',' nor start with '.'")
+        if name in named:
+            raise InputError(f"{option} {value!r}: the name {name!r} is given twice")
+        named[name] = Path(path)
+    return named
+
+
+def parse_baselines(value: str | None) -> list[str]:
+    """``"random,separation"`` -> ``["random", "separation"]``; unknown names are an error listing the valid ones."""
+    if not value:
+        return []
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in BASELINE_NAMES]
+    if unknown:
+        raise InputError(f"--baselines: unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINE_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+# ------------------------------------------------------------------------------------------------------- test sets
+def load_test_set(name: str, path: str | Path) -> TestSet:
+    """Load a prepared ``.npz`` test set; an empty set is an error (a mean over no proteins means nothing)."""
+    from protrnn.data.dataset import load_dataset
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("test set file not found", path=path)
+    chains = load_dataset(path)
+    if len(chains) == 0:
+        raise InputError(f"test set {name!r} is empty: no chains to evaluate", path=path)
+    return TestSet(name=name, path=path, chains=chains, leakage=find_leakage(path, name),
+                   contact_cutoff=float(getattr(chains, "contact_cutoff", DEFAULT_CONTACT_CUTOFF)))
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip() and not line.startswith("#")]
+    return list(csv.DictReader(lines, delimiter="\t"))
+
+
+def _mentions(row: Mapping[str, str], name: str) -> bool:
+    """True when a leakage row concerns test set ``name``: its ``test_set`` column (prepare's leakage.tsv), or for
+    other tables any cell equal to the name or an ID of the form ``name|id``."""
+    if "test_set" in row:
+        return (row.get("test_set") or "").strip() == name
+    return any(isinstance(value, str) and (value.strip() == name or value.strip().startswith(f"{name}|"))
+               for value in row.values())
+
+
+def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
+    """What ``prepare`` removed because of this test set, read from ``leakage.tsv`` (and ``manifest.tsv``) beside
+    the test set file; ``{}`` when neither is there. Overlaps are recorded, never silent.
+
+    prepare names the file ``test_<NAME>.npz`` and writes ``NAME`` in leakage.tsv's ``test_set`` column; that name
+    is used, so ``--test-set anything=data/test_ts50.npz`` still finds the rows of ``ts50``.
+    """
+    prepared = test_path.name.removesuffix(".npz")
+    prepared = prepared[len("test_"):] if prepared.startswith("test_") else name
+    info: dict[str, Any] = {}
+    leakage_path = test_path.parent / "leakage.tsv"
+    if leakage_path.is_file():
+        rows = _read_tsv(leakage_path)
+        mine = [row for row in rows if _mentions(row, prepared)]
+        info.update(leakage_tsv=str(leakage_path), prepared_name=prepared, leakage_rows_total=len(rows),
+                    leakage_rows=len(mine), leakage=mine[:MAX_LEAKAGE_ROWS])
+    manifest_path = test_path.parent / "manifest.tsv"
+    if manifest_path.is_file():
+        rows = _read_tsv(manifest_path)
+        info.update(manifest_tsv=str(manifest_path),
+                    manifest_test_chains=sum(1 for row in rows if row.get("split") == f"test_{prepared}"))
+    return info
+
+
+# --------------------------------------------------------------------------------------------------------- methods
+def load_predictor(path: str | Path, device: str | None = None) -> Any:
+    """A :class:`protrnn.predict.Predictor` for an exported model directory (or its JSON) or a Lightning ``.ckpt``
+    of ``ContactLightningModule`` (read with ``weights_only=True``; the network is rebuilt from its hparams)."""
+    from protrnn.predict import Predictor, load_model
+
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        from protrnn.training.module import network_from_checkpoint
+
+        model, _ = network_from_checkpoint(path)
+        return Predictor(model, device=device, metadata={"config": model.config.to_dict()}, source=str(path))
+    return load_model(path, device=device)
+
+
+class ModelMethod:
+    """An exported model directory (``model.json`` + ``model.safetensors``) or a Lightning ``.ckpt``."""
+
+    kind = "model"
+
+    def __init__(self, name: str, path: str | Path, *, device: str | None = None) -> None:
+        self.name = name
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError("model not found", path=self.path)
+        self.predictor = load_predictor(self.path, device=device)
+        self.info = {"kind": self.kind, "path": str(self.path)}
+        model_json = self.path / "model.json" if self.path.is_dir() else None
+        if model_json is not None and model_json.is_file():
+            self.info["model_json"] = str(model_json)
+            with contextlib.suppress(OSError, ValueError):
+                self.info["config"] = json.loads(model_json.read_text(encoding="utf-8")).get("config")
+        elif self.path.suffix == ".ckpt":
+            self.info["checkpoint"] = str(self.path)
+        if self.info.get("config") is None:
+            self.info["config"] = getattr(self.predictor, "metadata", {}).get("config")
+
+    def predict(self, chains: Sequence[ProteinChain]) -> list[np.ndarray | None]:
+        return list(self.predictor.predict([chain.sequence for chain in chains]))
+
+
+class BaselineMethod:
+    """A baseline with ``predict(sequence) -> L x L`` (fitted beforehand where it needs training data)."""
+
+    kind = "baseline"
+
+    def __init__(self, name: str, baseline: Any, info: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.baseline = baseline
+        self.info = {"kind": self.kind, **(info or {})}
+
+    def predict(self, chains: Sequence[ProteinChain]) -> list[np.ndarray | None]:
+        return [self.baseline.predict(chain.sequence) for chain in chains]
+
+
+_PDB_CODE = re.compile(r"(?:^|[|/:])([0-9][A-Za-z0-9]{3})(?=_|$)")
+
+
+class FreeContactMethod:
+    """FreeContact on the proteins that come with a Pfam alignment (the Ollikainen-40 domains).
+
+    A chain is matched to a domain by the PDB code in its ID (``1CTF_A_A``, ``ollikainen40|1ctf_A``) and mapped to
+    alignment columns by :func:`protrnn.evaluation.baselines.ollikainen_columns`; chains without a domain, or whose
+    residues do not map, are returned as ``None`` with the reason in :attr:`reasons` (reported, never silent).
+    """
+
+    kind = "baseline"
+
+    def __init__(self, root: str | Path, threads: int = 2) -> None:
+        from protrnn.evaluation import baselines as bl
+
+        self._bl = bl
+        self.name = "freecontact"
+        self.root = Path(root)
+        self.domains = bl.ollikainen_domains(self.root)
+        self.baseline = bl.FreeContactBaseline(threads=threads)
+        self.reasons: dict[str, str] = {}
+        self.info = {"kind": self.kind, "ollikainen_root": str(self.root), "alignments": len(self.domains),
+                     "parprof": self.baseline.parprof}
+
+    def case_for(self, chain: ProteinChain) -> Any | None:
+        """The Ollikainen-40 case whose PDB entry this chain comes from, or None."""
+        for match in _PDB_CODE.finditer(chain.id):
+            code = match.group(1).upper()
+            if code in self.domains:
+                return self._bl.load_ollikainen_case(self.root, code)
+        return None
+
+    def predict(self, chains: Sequence[ProteinChain]) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = []
+        for chain in chains:
+            case = self.case_for(chain)
+            if case is None:
+                self.reasons[chain.id] = "no Ollikainen-40 alignment for this protein"
+                out.append(None)
+                continue
+            try:
+                probs, _ = self._bl.freecontact_ollikainen(case, chain, self.baseline)
+            except InputError as exc:
+                self.reasons[chain.id] = f"residues do not map onto the {case.pfam} alignment: {exc}"
+                out.append(None)
+                continue
+            out.append(probs)
+        return out
+
+
+def build_baselines(names: Sequence[str], *, train_path: str | Path | None = None,
+                    ollikainen_root: str | Path | None = None, seed: int = 0,
+                    log: Callable[[str], None] = print) -> tuple[list[Method], list[dict[str, str]]]:
+    """Instantiate (and fit) the requested baselines; returns them and the baselines skipped, with reasons.
+
+    ``separation`` and ``propensity`` learn from the training split (``train_path``, required for them);
+    ``freecontact`` needs the ``freecontact`` binary and the Ollikainen-40 alignments (``ollikainen_root``) and is
+    skipped with a message when either is missing: it is a reference point, not the thing being measured.
+    """
+    from protrnn.evaluation import baselines as bl
+
+    methods: list[Method] = []
+    skipped: list[dict[str, str]] = []
+    train_chains: Sequence[ProteinChain] = ()
+    if any(name in ("separation", "propensity") for name in names):
+        if train_path is None:
+            raise InputError("--baselines separation/propensity are fitted on the training split: pass --train")
+        from protrnn.data.dataset import load_dataset
+
+        train_path = Path(train_path)
+        if not train_path.exists():
+            raise InputError("training set file not found", path=train_path)
+        train_chains = load_dataset(train_path)
+        if len(train_chains) == 0:
+            raise InputError("training set is empty: cannot fit the baselines", path=train_path)
+    for name in names:
+        if name == "random":
+            methods.append(BaselineMethod(name, bl.RandomBaseline(seed=seed), {"seed": seed}))
+        elif name in ("separation", "propensity"):
+            model = bl.SeparationPrior() if name == "separation" else bl.PairPropensityBaseline()
+            model.fit(train_chains)
+            methods.append(BaselineMethod(name, model, {"train": str(train_path),
+                                                        "train_chains": len(train_chains)}))
+        elif name == "freecontact":
+            reason = None
+            if ollikainen_root is None:
+                reason = ("it needs alignments: pass --ollikainen-root (the extracted ollikainen40 folder of "
+                          "ollikainen40_pdb_msa_indices.tar.gz)")
+            elif not bl.FreeContactBaseline.available():
+                reason = "the `freecontact` binary is not on PATH (Debian package freecontact)"
+            if reason is not None:
+                log(f"protrnn evaluate: skipping baseline freecontact: {reason}")
+                skipped.append({"method": name, "reason": reason})
+            else:
+                methods.append(FreeContactMethod(ollikainen_root))
+    return methods, skipped
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+def _groups(chains: Iterable[ProteinChain], max_pairs: int) -> Iterator[list[ProteinChain]]:
+    """Consecutive groups of chains whose sum(L^2) stays under ``max_pairs`` (a chain alone may exceed it)."""
+    group: list[ProteinChain] = []
+    pairs = 0
+    for chain in chains:
+        size = len(chain) ** 2
+        if group and pairs + size > max_pairs:
+            yield group
+            group, pairs = [], 0
+        group.append(chain)
+        pairs += size
+    if group:
+        yield group
+
+
+def _check_prediction(probs: object, chain: ProteinChain, method: str, test_set: str) -> np.ndarray:
+    array = np.asarray(probs, dtype=np.float32)
+    length = len(chain)
+    if array.shape != (length, length):
+        raise InputError(f"method {method!r}, test set {test_set!r}: prediction has shape {array.shape}, but the "
+                         f"chain has {length} residues (expected ({length}, {length}))", record=chain.id)
+    return array
+
+
+def score_method(method: Method, test_set: TestSet, *, bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS,
+                 save_predictions: int = 0, predictions_dir: Path | None = None,
+                 max_group_pairs: int = MAX_GROUP_PAIRS) -> tuple[list[dict[str, Any]], list[str]]:
+    """Predict and score every chain of ``test_set`` with ``method``.
+
+    Returns the per-protein rows (``method``, ``test_set``, ``protein`` + metrics) and the IDs of chains the
+    method could not score. Saves the first ``save_predictions`` scored proteins under ``predictions_dir``.
+    """
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    saved = 0
+    namer = SafeNamer()
+    for chains in _groups(test_set.chains, max_group_pairs):
+        predictions = method.predict(chains)
+        if len(predictions) != len(chains):
+            raise InputError(f"method {method.name!r} returned {len(predictions)} predictions for "
+                             f"{len(chains)} chains of test set {test_set.name!r}")
+        for chain, probs in zip(chains, predictions, strict=True):
+            if probs is None:
+                skipped.append(chain.id)
+                continue
+            array = _check_prediction(probs, chain, method.name, test_set.name)
+            contacts = chain.contact_map(test_set.contact_cutoff)
+            metrics = evaluate_contacts(array, contacts, chain.observed, bins=bins, name=chain.id)
+            rows.append({"method": method.name, "test_set": test_set.name, "protein": chain.id, **metrics})
+            if predictions_dir is not None and saved < save_predictions:
+                target = predictions_dir / method.name / test_set.name / f"{namer(chain.id)}.npz"
+                save_prediction(target, chain, array, contacts)
+                saved += 1
+    return rows, skipped
+
+
+def save_prediction(path: Path, chain: ProteinChain, probs: np.ndarray, contacts: np.ndarray) -> None:
+    """One protein's predicted and true maps, readable with ``np.load(allow_pickle=False)``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, probs=probs.astype(np.float32), contacts=contacts.astype(bool),
+                            observed=np.asarray(chain.observed, dtype=bool), sequence=np.array(chain.sequence),
+                            id=np.array(chain.id))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> null (strict JSON), numpy scalars -> Python, tuples -> lists, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)  # shortest text that reads back to the same float: the CSV matches summary.json
+    return str(value)
+
+
+def write_per_protein_csv(path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+    """The per-protein table: identity columns then metric keys, in a fixed order."""
+    columns = [*ID_COLUMNS, *keys]
+    with atomic_write(path, newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_format_value(row.get(column, math.nan)) for column in columns])
+
+
+def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Read ``per_protein.csv`` back: identity columns as strings, everything else as float (``nan`` allowed)."""
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ID_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"not a per-protein table: missing column {missing[0]!r}", path=path)
+        for line, record in enumerate(reader, start=2):
+            row: dict[str, Any] = {}
+            for key, value in record.items():
+                if key in ID_COLUMNS:
+                    row[key] = value
+                    continue
+                try:
+                    row[key] = float(value) if value not in ("", None) else math.nan
+                except ValueError:
+                    raise InputError(f"column {key!r}: {value!r} is not a number", path=path,
+                                     position=line) from None
+            rows.append(row)
+    return rows
+
+
+@contextlib.contextmanager
+def swapped_directory(target: Path) -> Iterator[Path]:
+    """Build a directory beside ``target`` and swap it in only on success (a rerun replaces it whole)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide results from other users of a shared folder
+    try:
+        yield staging
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: str | Path, *,
+             n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, save_predictions: int = 0,
+             bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS, command: str | None = None,
+             skipped_methods: Sequence[dict[str, str]] = (),
+             log: Callable[[str], None] = print) -> EvaluationResult:
+    """Score every method on every test set; write ``per_protein.csv``, ``summary.json`` and predictions.
+
+    Raises:
+        InputError: no method or test set, a prediction whose shape does not match its chain (naming the
+            protein), an invalid score, or bootstrap settings out of range.
+    """
+    if not methods:
+        raise InputError("nothing to evaluate: give at least one --model or --baselines")
+    if not test_sets:
+        raise InputError("nothing to evaluate on: give at least one --test-set NAME=PATH.npz")
+    if n_boot < 1 or save_predictions < 0:
+        raise InputError(f"need --bootstrap >= 1 and --save-predictions >= 0 (got {n_boot}, {save_predictions})")
+    outdir = Path(outdir)
+    keys = metric_keys(bins=bins)
+    all_rows: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
+    skipped: list[dict[str, Any]] = list(skipped_methods)
+    started = time.time()
+    with swapped_directory(outdir / "predictions") as staging:
+        for method in methods:
+            results[method.name] = {}
+            for test_set in test_sets:
+                tick = time.time()
+                rows, unscored = score_method(method, test_set, bins=bins, save_predictions=save_predictions,
+                                              predictions_dir=staging)
+                if unscored:
+                    reasons = getattr(method, "reasons", {})
+                    skipped.append({"method": method.name, "test_set": test_set.name, "n_proteins": len(unscored),
+                                    "proteins": {pid: reasons.get(pid, "not scored") for pid in unscored}})
+                    log(f"protrnn evaluate: {method.name} skipped {len(unscored)} of {len(test_set.chains)} "
+                        f"proteins of {test_set.name} (no input for them; listed in summary.json)")
+                if not rows:
+                    continue
+                metrics = summarize([{k: r[k] for k in keys if k in r} for r in rows], n_boot=n_boot,
+                                    seed=seed, alpha=alpha)
+                results[method.name][test_set.name] = {"n_proteins": len(rows), "n_skipped": len(unscored),
+                                                       "metrics": metrics}
+                all_rows.extend(rows)
+                main = metrics.get("medium_long/P@L/5", {})
+                log(f"protrnn evaluate: {method.name} on {test_set.name}: {len(rows)} proteins, "
+                    f"medium+long P@L/5 = {main.get('mean', math.nan):.3f} "
+                    f"[{main.get('low', math.nan):.3f}, {main.get('high', math.nan):.3f}] "
+                    f"({time.time() - tick:.1f} s)")
+            if not results[method.name]:
+                del results[method.name]
+        if not all_rows:
+            raise InputError("no protein was scored by any method (see the skipped messages above)")
+        write_per_protein_csv(outdir / "per_protein.csv", all_rows, keys)
+        summary = {
+            "format": SUMMARY_FORMAT,
+            "format_version": SUMMARY_FORMAT_VERSION,
+            "command": command,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(time.time() - started, 2),
+            "bootstrap": {"n_boot": n_boot, "seed": seed, "alpha": alpha, "level": 1 - alpha,
+                          "method": "percentile, proteins resampled with replacement"},
+            "bins": [list(b) for b in bins],
+            "metric_keys": keys,
+            "methods": {m.name: m.info for m in methods},
+            "test_sets": {t.name: {"path": str(t.path), "n_chains": len(t.chains), "contact_cutoff": t.contact_cutoff,
+                                   **t.leakage} for t in test_sets},
+            "results": results,
+            "skipped": skipped,
+            "predictions": {"per_test_set": save_predictions, "dir": "predictions"} if save_predictions else None,
+        }
+        with atomic_write(outdir / "summary.json", encoding="utf-8") as handle:
+            json.dump(_json_safe(summary), handle, indent=1, allow_nan=False)
+            handle.write("\n")
+    if not save_predictions:
+        shutil.rmtree(outdir / "predictions", ignore_errors=True)
+    return EvaluationResult(rows=all_rows, summary=summary, outdir=outdir)
+
+
+def read_summary(directory: str | Path) -> dict[str, Any]:
+    """Load ``summary.json`` from an evaluation directory (or the file itself), checking its format."""
+    path = Path(directory)
+    if path.is_dir():
+        path = path / "summary.json"
+    if not path.is_file():
+        raise InputError("evaluation summary not found (run `protrnn evaluate` first)", path=path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
+    if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
+        raise InputError(f"not a protrnn evaluation summary (format {data.get('format') if isinstance(data, dict) else None!r})",
+                         path=path)
+    return data
+
+
+def stderr_log(message: str) -> None:
+    """Progress and skip messages go to stderr, keeping stdout free for pipelines."""
+    print(message, file=sys.stderr, flush=True)

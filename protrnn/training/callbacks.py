@@ -1,0 +1,94 @@
+"""Lightning callbacks of protrnn training, and checkpoint -> exported-model conversion.
+
+The NaN/inf guard lives in :class:`~protrnn.training.module.ContactLightningModule` (it needs the loss and the
+gradients of every step); gradient-flow diagnostics are in :mod:`protrnn.training.gradient_flow` and are added through
+``trainer.callbacks`` in a config.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from protrnn.errors import InputError
+from protrnn.training.module import CKPT_VAL_METRICS, network_from_checkpoint
+
+
+def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
+                      extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``model.json`` for the network in a Lightning checkpoint.
+
+    ``model.json`` also records where the weights came from (checkpoint, epoch, global step), the validation metrics
+    of that epoch and the training hyper-parameters, plus anything in ``extra``. Returns the JSON path.
+    """
+    from protrnn.model.contact_model import save_model
+
+    net, checkpoint = network_from_checkpoint(checkpoint_path)
+    hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items()
+               if k != "model" and not k.startswith("_")}
+    metadata: dict[str, Any] = {
+        "source_checkpoint": str(Path(checkpoint_path).resolve()),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "val_metrics": checkpoint.get(CKPT_VAL_METRICS, {}),
+        "training_hparams": _jsonable(hparams),
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    metadata.update(extra or {})
+    try:
+        return save_model(net, directory, extra=metadata)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cannot write the model description: {exc}", path=directory) from None
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples -> lists, non-finite floats -> None, everything else str() unless JSON-native."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+class ExportOnFitEnd(pl.Callback):
+    """At the end of ``fit``, export the best checkpoint (else the last one) as safetensors + JSON.
+
+    Args:
+        directory: where ``model.safetensors`` and ``model.json`` go (default: ``trainer.default_root_dir``).
+        extra: more JSON-serialisable metadata for ``model.json`` (``protrnn train`` adds the full run config).
+    """
+
+    def __init__(self, directory: str | Path | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.extra = dict(extra or {})
+        self.exported: Path | None = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        last = getattr(callback, "last_model_path", "") if callback is not None else ""
+        source = best or last
+        if trainer.is_global_zero:
+            directory = self.directory or Path(trainer.default_root_dir)
+            if source:
+                extra = {**self.extra, "selected": "best" if best else "last",
+                         "monitor": getattr(callback, "monitor", None)}
+                self.exported = export_checkpoint(source, directory, extra=_jsonable(extra))
+            else:  # no checkpoint was written (e.g. stopped before the first epoch ended): the final weights
+                from protrnn.model.contact_model import save_model
+
+                net = getattr(pl_module, "net", None)
+                if net is None:
+                    raise InputError("ExportOnFitEnd needs a module with a ContactModel in .net")
+                extra = {**self.extra, "selected": "final weights (no checkpoint was written)",
+                         "global_step": trainer.global_step, "epoch": trainer.current_epoch}
+                self.exported = save_model(net, directory, extra=_jsonable(extra))
+        trainer.strategy.barrier("protrnn-export")

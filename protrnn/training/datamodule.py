@@ -1,0 +1,159 @@
+"""LightningDataModule over prepared datasets: random crops and token/pair-budget batches for training, whole chains
+for validation.
+
+Sharding is done by :class:`~protrnn.data.batching.TokenBudgetBatchSampler` (it knows the token budget, which a
+DistributedSampler would break), so the trainer must run with ``use_distributed_sampler=False`` (the bundled configs
+and ``protrnn train`` set it). Each rank receives a disjoint shard with the same number of batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Sampler
+
+from protrnn.data.chain import MIN_SEPARATION
+from protrnn.errors import InputError
+
+
+class EpochedBatchSampler(Sampler[list[Any]]):
+    """Wraps a batch sampler so Lightning's per-epoch ``set_epoch`` reaches it (and the dataset).
+
+    Lightning calls ``set_epoch`` on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler`` before each
+    epoch, not on ``dataloader.batch_sampler`` itself; exposing this object as ``.sampler`` routes that call here.
+    """
+
+    def __init__(self, batch_sampler: Any, dataset: Any) -> None:
+        self.batch_sampler = batch_sampler
+        self.dataset = dataset
+        self.epoch = 0
+
+    @property
+    def sampler(self) -> EpochedBatchSampler:
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for target in (self.batch_sampler, self.dataset):
+            if hasattr(target, "set_epoch"):
+                target.set_epoch(self.epoch)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return iter(self.batch_sampler)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+def _positive_int(key: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InputError(f"config key 'data.{key}': must be an integer >= {minimum}"
+                         + (" or null" if allow_none else "") + f", got {value!r}")
+    return value
+
+
+class ContactDataModule(pl.LightningDataModule):
+    """Prepared ``train.npz`` / ``val.npz`` (``protrnn prepare``) -> batches of the batch contract.
+
+    Args:
+        train_path, val_path: datasets written by ``protrnn prepare`` (:func:`protrnn.data.dataset.save_dataset`).
+        crop_length: training chains longer than this are randomly cropped to it each epoch (>= 6, the minimum
+            scored separation; ``null`` = never crop). Validation always uses whole chains.
+        max_tokens: training token budget per batch (sum of cropped lengths): the recurrent activation memory.
+        max_pairs: training pair budget per batch (sum of squared cropped lengths): the 2D head memory; null = none.
+        val_max_tokens / val_max_pairs: the same budgets for whole-chain validation batches (default: the training
+            budgets, and ``max_pairs`` is raised to fit the longest single chain).
+        num_workers: DataLoader worker processes (0 = load in the training process; best on 2 CPU cores).
+        seed: seed for crops and batch shuffling (per epoch: seed + epoch), independent of the model seed.
+        contact_cutoff: Cβ-Cβ distance (Å) below which a pair is a contact.
+    """
+
+    def __init__(self, train_path: str | Path, val_path: str | Path, crop_length: int | None = 128,
+                 max_tokens: int = 4096, max_pairs: int | None = None, val_max_tokens: int | None = None,
+                 val_max_pairs: int | None = None, num_workers: int = 0, seed: int = 0,
+                 contact_cutoff: float = 8.0) -> None:
+        super().__init__()
+        self.train_path = Path(train_path)
+        self.val_path = Path(val_path)
+        self.crop_length = _positive_int("crop_length", crop_length, minimum=MIN_SEPARATION, allow_none=True)
+        self.max_tokens = _positive_int("max_tokens", max_tokens)
+        self.max_pairs = _positive_int("max_pairs", max_pairs, allow_none=True)
+        self.val_max_tokens = _positive_int("val_max_tokens", val_max_tokens, allow_none=True)
+        self.val_max_pairs = _positive_int("val_max_pairs", val_max_pairs, allow_none=True)
+        self.num_workers = _positive_int("num_workers", num_workers, minimum=0)
+        self.seed = _positive_int("seed", seed, minimum=0)
+        if not (isinstance(contact_cutoff, (int, float)) and math.isfinite(contact_cutoff) and contact_cutoff > 0):
+            raise InputError(f"config key 'data.contact_cutoff': must be a positive distance in Å, "
+                             f"got {contact_cutoff!r}")
+        self.contact_cutoff = float(contact_cutoff)
+        for key, path in (("train_path", self.train_path), ("val_path", self.val_path)):
+            if not path.is_file():
+                raise InputError(f"config key 'data.{key}': dataset file not found (make one with protrnn prepare)",
+                                 path=path)
+        self.save_hyperparameters()
+        self.train_set: Any = None
+        self.val_set: Any = None
+
+    def setup(self, stage: str | None = None) -> None:
+        from protrnn.data.batching import ContactExampleDataset
+        from protrnn.data.dataset import load_dataset
+
+        if self.train_set is None and stage in (None, "fit"):
+            chains = load_dataset(self.train_path)
+            if len(chains) == 0:
+                raise InputError("training dataset holds no chains", path=self.train_path)
+            self.train_set = ContactExampleDataset(chains, crop_length=self.crop_length, random_crop=True,
+                                                   seed=self.seed, cutoff=self.contact_cutoff)
+        if self.val_set is None and stage in (None, "fit", "validate"):
+            chains = load_dataset(self.val_path)
+            if len(chains) == 0:
+                raise InputError("validation dataset holds no chains", path=self.val_path)
+            self.val_set = ContactExampleDataset(chains, crop_length=None, random_crop=False, seed=self.seed,
+                                                 cutoff=self.contact_cutoff)
+
+    def _distributed(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _loader(self, dataset: Any, lengths: Sequence[int], max_tokens: int, max_pairs: int | None,
+                shuffle: bool) -> DataLoader:
+        from protrnn.data.batching import TokenBudgetBatchSampler, collate_contacts
+
+        replicas, rank = self._distributed()
+        # yield_epoch: every index travels with its epoch, so crops follow the epoch even inside worker processes.
+        batches = TokenBudgetBatchSampler(list(lengths), max_tokens=max_tokens, max_pairs=max_pairs, shuffle=shuffle,
+                                          seed=self.seed, num_replicas=replicas, rank=rank, drop_last=False,
+                                          yield_epoch=shuffle)
+        return DataLoader(dataset, batch_sampler=EpochedBatchSampler(batches, dataset), collate_fn=collate_contacts,
+                          num_workers=self.num_workers, persistent_workers=False,
+                          pin_memory=self._on_cuda())
+
+    def _on_cuda(self) -> bool:
+        from pytorch_lightning.accelerators import CUDAAccelerator
+
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self._loader(self.train_set, self.train_set.lengths.tolist(), self.max_tokens, self.max_pairs,
+                            shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        lengths = self.val_set.lengths.tolist()
+        longest = max(lengths)
+        max_tokens = max(self.val_max_tokens or self.max_tokens, longest)
+        max_pairs = self.val_max_pairs or self.max_pairs
+        if max_pairs is not None:
+            max_pairs = max(max_pairs, longest * longest)
+        return self._loader(self.val_set, lengths, max_tokens, max_pairs, shuffle=False)

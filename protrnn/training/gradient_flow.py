@@ -1,0 +1,141 @@
+"""Lightning callback: measure gradient flow versus sequence distance while a model trains.
+
+At the end of every ``every_n_epochs``-th validation epoch, :class:`GradientFlowCallback` runs
+:func:`protrnn.evaluation.diagnostics.gradient_flow_from_batches` on a fixed handful of validation chains (the first
+``n_chains`` rows the validation loader produced, cached once, so every epoch measures the same chains and pairs) and
+
+* logs ``gradient_flow/horizon`` (the effective horizon; ``inf`` while the sensitivity never falls below
+  ``fraction`` of its peak within ``max_distance``), ``gradient_flow/sensitivity@d`` for ``d`` in ``log_distances``,
+  and ``gradient_flow/hidden{l}_horizon`` per recurrent layer, to every logger of the trainer;
+* writes the full profiles to ``<log_dir>/gradient_flow/epoch=NNNN.json`` (the ``protrnn diagnose`` format).
+
+It is cheap by construction (one forward and ``pairs_per_chain`` backward passes over at most ``n_chains`` chains),
+runs only on global rank 0, in eval mode, with its own pair-sampling generator and the global RNG state forked, and
+takes gradients with :func:`torch.autograd.grad` so no parameter ``.grad`` is touched: training is unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from protrnn.errors import InputError
+from protrnn.evaluation.diagnostics import (
+    DEFAULT_FRACTION,
+    DiagnosticsResult,
+    gradient_flow_from_batches,
+    save_diagnostics,
+    summarise,
+)
+
+_CACHED_KEYS = ("tokens", "mask", "pair_mask", "contacts")
+
+
+class GradientFlowCallback(pl.Callback):
+    """Log the effective gradient horizon and sensitivity-vs-distance points during training.
+
+    Args:
+        every_n_epochs: measure after every n-th validation epoch (sanity checking is skipped).
+        n_chains: validation chains measured (the first ones the validation loader yields).
+        pairs_per_chain: scored pairs per chain (spread over separations), one backward pass each.
+        max_distance: largest distance (residues) of the profiles.
+        fraction: the horizon threshold, as a fraction of the peak sensitivity.
+        log_distances: distances whose normalised sensitivity is logged as ``gradient_flow/sensitivity@d``.
+        seed: pair-sampling seed (fixed, so successive epochs measure the same pairs).
+        hidden: also measure ``||dL/dh_t||`` per recurrent layer.
+        write_json: write the profiles of each measurement into the trainer's log directory.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, n_chains: int = 8, pairs_per_chain: int = 4,
+                 max_distance: int = 128, fraction: float = DEFAULT_FRACTION,
+                 log_distances: Sequence[int] = (8, 32, 64, 128), seed: int = 0, hidden: bool = True,
+                 write_json: bool = True) -> None:
+        super().__init__()
+        for key, value in (("every_n_epochs", every_n_epochs), ("n_chains", n_chains),
+                           ("pairs_per_chain", pairs_per_chain), ("max_distance", max_distance)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"GradientFlowCallback {key} must be a positive integer, got {value!r}")
+        if not 0.0 < fraction < 1.0:
+            raise InputError(f"GradientFlowCallback fraction must be in (0, 1), got {fraction!r}")
+        self.every_n_epochs = every_n_epochs
+        self.n_chains = n_chains
+        self.pairs_per_chain = pairs_per_chain
+        self.max_distance = max_distance
+        self.fraction = float(fraction)
+        self.log_distances = tuple(int(d) for d in log_distances)
+        self.seed = int(seed)
+        self.hidden = bool(hidden)
+        self.write_json = bool(write_json)
+        self._cache: list[dict[str, Any]] = []
+        self._cached_rows = 0
+        self.last_result: DiagnosticsResult | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    # -- collecting chains --------------------------------------------------------------------------------------------
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.is_global_zero or dataloader_idx != 0 or self._cached_rows >= self.n_chains:
+            return
+        if not isinstance(batch, dict) or any(key not in batch for key in _CACHED_KEYS[:3]):
+            return
+        take = min(self.n_chains - self._cached_rows, int(batch["tokens"].shape[0]))
+        width = int(batch["mask"][:take].sum(dim=1).max())
+        entry: dict[str, Any] = {}
+        for key in _CACHED_KEYS:
+            if key not in batch:
+                continue
+            value = batch[key][:take]
+            value = value[:, :width, :width] if value.dim() == 3 else value[:, :width]
+            entry[key] = value.detach().to("cpu").clone()
+        ids = batch.get("ids")
+        entry["ids"] = [str(i) for i in ids[:take]] if ids is not None else None
+        self._cache.append(entry)
+        self._cached_rows += take
+
+    # -- measuring ----------------------------------------------------------------------------------------------------
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not self._cache:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        if not (hasattr(net, "embed") and hasattr(net, "forward_embedded")):
+            raise InputError("GradientFlowCallback needs a module with `.net` (a ContactModel) or with "
+                             "`embed` and `forward_embedded`")
+        flow = gradient_flow_from_batches(net, self._cache, max_distance=self.max_distance,
+                                          pairs_per_chain=self.pairs_per_chain, seed=self.seed, hidden=self.hidden)
+        config = net.config.to_dict() if hasattr(getattr(net, "config", None), "to_dict") else {}
+        result = summarise(flow, self.fraction, model=f"epoch={trainer.current_epoch}", config=config)
+        result.metrics = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        metrics = {"gradient_flow/horizon": math.inf if result.horizon is None else float(result.horizon)}
+        for distance in self.log_distances:
+            value = flow.sensitivity.value_at(distance)
+            if math.isfinite(value):
+                metrics[f"gradient_flow/sensitivity@{distance}"] = value
+        for layer, horizon in enumerate(result.hidden_horizons):
+            metrics[f"gradient_flow/hidden{layer}_horizon"] = math.inf if horizon is None else float(horizon)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        self.last_result, self.last_metrics = result, metrics
+        if self.write_json:
+            save_diagnostics(result, _log_dir(trainer) / "gradient_flow" / f"epoch={trainer.current_epoch:04d}.json")
+
+
+def _log_dir(trainer: pl.Trainer) -> Path:
+    """``trainer.log_dir`` without its broadcast (a collective call would hang when only rank 0 runs)."""
+    for logger in trainer.loggers:
+        directory = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+        if directory:
+            return Path(directory)
+    return Path(trainer.default_root_dir)
+
+
+__all__ = ["GradientFlowCallback"]

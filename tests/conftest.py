@@ -1,0 +1,72 @@
+"""Shared fixtures: the real data in ../shared/data (read in place, never copied into the repo) and the PyPI wheels."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO / ".." / "shared" / "data"
+#: Where already-downloaded wheels may lie (tests never download): env override, the pipeline cache, a scratch dir.
+WHEEL_DIRS = [Path(p) for p in os.environ.get("PROTRNN_WHEEL_DIR", "").split(os.pathsep) if p] + [
+    REPO / ".cache" / "protrnn" / "wheels",
+    Path("/tmp/wheels"),
+]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ../shared/data; tests that need it skip when it is absent (e.g. a bare checkout)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA.resolve()}")
+    return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session")
+def extracted(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``extracted("psicov150_gremlin_rf/psicov150_org_pdb.tar.gz")`` -> folder with that tarball unpacked (once per
+    session, shared by all tests)."""
+    cache: dict[str, Path] = {}
+
+    def get(relative: str) -> Path:
+        if relative not in cache:
+            archive = shared_data / relative
+            if not archive.is_file():
+                pytest.skip(f"{relative} not in shared data")
+            target = tmp_path_factory.mktemp(Path(relative).name.split(".")[0])
+            with tarfile.open(archive) as tar:
+                tar.extractall(target, filter="data")
+            cache[relative] = target
+        return cache[relative]
+
+    return get
+
+
+def _find_wheel(prefix: str) -> Path | None:
+    for directory in WHEEL_DIRS:
+        hits = sorted(directory.glob(f"{prefix}*.whl")) if directory.is_dir() else []
+        if hits:
+            return hits[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def cgdms_wheel() -> Path:
+    """The cgdms==1.0 wheel if already on disk (see :data:`WHEEL_DIRS`), else skip."""
+    wheel = _find_wheel("cgdms-1.0-")
+    if wheel is None:
+        pytest.skip("cgdms-1.0 wheel not downloaded (set PROTRNN_WHEEL_DIR)")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def bioemu_wheel() -> Path:
+    """The bioemu-benchmarks==0.0.2.post1 wheel if already on disk, else skip."""
+    wheel = _find_wheel("bioemu_benchmarks-0.0.2.post1-")
+    if wheel is None:
+        pytest.skip("bioemu-benchmarks 0.0.2.post1 wheel not downloaded (set PROTRNN_WHEEL_DIR)")
+    return wheel

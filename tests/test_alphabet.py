@@ -1,0 +1,50 @@
+"""The one residue -> token mapping, and the documented cleaning rules (issue #2 item 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from protrnn.alphabet import DEFAULT_ALPHABET, PAD_TOKEN, STANDARD_AMINO_ACIDS, UNK_TOKEN, Alphabet
+from protrnn.errors import InputError
+
+
+def test_tokens_are_pad_unk_then_twenty_amino_acids() -> None:
+    assert DEFAULT_ALPHABET.size == 22 and DEFAULT_ALPHABET.padding_idx == PAD_TOKEN == 0
+    tokens = DEFAULT_ALPHABET.encode(STANDARD_AMINO_ACIDS)
+    assert tokens.dtype == np.uint8
+    assert tokens.tolist() == list(range(2, 22))
+    assert DEFAULT_ALPHABET.decode(tokens) == STANDARD_AMINO_ACIDS
+    assert DEFAULT_ALPHABET.encode("XBZJ").tolist() == [UNK_TOKEN] * 4
+    assert DEFAULT_ALPHABET.decode([0, 2, 1, 0]) == "AX", "padding is dropped, unknown decodes as X"
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("acdef", "ACDEF"),  # lowercase (a3m insertions, soft-masking) is upper-cased
+        ("AC-D.E", "ACDE"),  # alignment gaps are removed
+        ("MKV*", "MKV"),  # one trailing stop is removed
+        ("AUO", "ACK"),  # selenocysteine / pyrrolysine -> parent residues
+        ("XBZJ", "XBZJ"),  # unknown / ambiguous letters are kept (and tokenised as <unk>)
+        ("  MKV\n", "MKV"),
+    ],
+)
+def test_clean_rules(raw: str, clean: str) -> None:
+    assert DEFAULT_ALPHABET.clean(raw) == clean
+
+
+@pytest.mark.parametrize(("raw", "position", "shown"), [("AC*D", 3, "'*'"), ("MK1V", 3, "'1'"),
+                                                          ("AB\x01", 3, "\\x01"), ("A**", 2, "'*'")])
+def test_clean_error_names_record_and_position(raw: str, position: int, shown: str) -> None:
+    with pytest.raises(InputError) as info:
+        DEFAULT_ALPHABET.clean(raw, record="seq1", path="in.fasta")
+    message = str(info.value)
+    assert message.startswith("in.fasta, record 'seq1', position ")
+    assert info.value.position == position and shown in message and "\n" not in message
+
+
+def test_alphabet_round_trips_through_its_json_description() -> None:
+    assert Alphabet.from_dict(DEFAULT_ALPHABET.to_dict()) == DEFAULT_ALPHABET
+    with pytest.raises(InputError, match="unsupported alphabet layout"):
+        Alphabet.from_dict({**DEFAULT_ALPHABET.to_dict(), "pad": 5})

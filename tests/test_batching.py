@@ -1,0 +1,198 @@
+"""Crops, collate and the token/pair-budget sampler: exact masks, budgets, determinism, DDP sharding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from protrnn.data.batching import (
+    ContactExampleDataset,
+    TokenBudgetBatchSampler,
+    collate_contacts,
+    fixed_size_batches,
+    padded_size,
+    real_token_fraction,
+)
+from protrnn.data.chain import ProteinChain
+from protrnn.data.dataset import ChainDataset, load_dataset, save_dataset
+from protrnn.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def cgdms(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> ChainDataset:
+    """All 2,204 cgdms chains, plus two copies with unobserved stretches (a gap, and a disordered N-terminus)."""
+    from protrnn.data.sources import iter_chains
+
+    chains = [o.chain for o in iter_chains(shared_data / "cgdms" / "cgdms_train_val.tar.gz")]
+    longest = max(chains, key=len)
+    extra = []
+    for name, stop_start in (("gap", (30, 40)), ("nterm", (0, 60))):
+        observed, coords = longest.observed.copy(), longest.coords.copy()
+        observed[slice(*stop_start)] = False
+        coords[slice(*stop_start)] = np.nan
+        extra.append(ProteinChain(f"{longest.id}_{name}", longest.sequence, observed, coords))
+    return load_dataset(save_dataset(chains + extra, tmp_path_factory.mktemp("cgdms") / "cgdms.npz"))
+
+
+def test_padding_never_changes_a_result(cgdms: ChainDataset) -> None:
+    examples = ContactExampleDataset(cgdms)
+    gap = len(cgdms) - 2
+    short = int(np.argmin(cgdms.lengths))
+    alone = collate_contacts([examples[gap]])
+    for others in ([short], [short, gap - 5], [gap - 7, short]):
+        batch = collate_contacts([examples[i] for i in others] + [examples[gap]] + [examples[short]])
+        row, length = len(others), int(alone["lengths"][0])
+        assert batch["ids"][row] == alone["ids"][0] and int(batch["lengths"][row]) == length
+        for key in ("tokens", "mask", "observed"):
+            assert torch.equal(batch[key][row, :length], alone[key][0])
+            assert not batch[key][row, length:].any()
+        for key in ("contacts", "pair_mask"):
+            assert torch.equal(batch[key][row, :length, :length], alone[key][0])
+            assert not batch[key][row, length:].any() and not batch[key][row, :, length:].any()
+    # and the targets are the chain's own, with unobserved residues and |i-j| < 6 masked
+    chain = cgdms[gap]
+    assert torch.equal(alone["contacts"][0].bool(), torch.from_numpy(chain.contact_map()))
+    assert torch.equal(alone["pair_mask"][0], torch.from_numpy(chain.pair_mask()))
+    assert not alone["pair_mask"][0, 30:40].any() and alone["mask"][0, 30:40].all()
+    assert alone["tokens"].dtype == torch.long and alone["contacts"].dtype == torch.float32
+    assert set(alone) == {"tokens", "mask", "observed", "contacts", "pair_mask", "lengths", "offsets", "ids"}
+
+
+def test_random_crops_are_deterministic_and_exact(cgdms: ChainDataset) -> None:
+    index = int(np.argmax(cgdms.lengths))
+    chain = cgdms[index]
+    first = ContactExampleDataset(cgdms, crop_length=32, random_crop=True, seed=7)
+    again = ContactExampleDataset(cgdms, crop_length=32, random_crop=True, seed=7)
+    offsets = set()
+    for epoch in range(6):
+        first.set_epoch(epoch)
+        again.set_epoch(epoch)
+        a, b = first[index], again[index]
+        assert a["offset"] == b["offset"] and a["length"] == 32
+        assert first[(index, epoch)]["offset"] == a["offset"]  # the (index, epoch) form used with yield_epoch
+        offsets.add(a["offset"])
+        window = slice(a["offset"], a["offset"] + 32)
+        np.testing.assert_array_equal(a["contacts"], chain.contact_map()[window, window])
+        np.testing.assert_array_equal(a["tokens"], cgdms.tokens(index)[window])
+    assert len(offsets) > 1, "crops should move between epochs"
+    batch = collate_contacts([first[index]])
+    assert int(batch["offsets"][0]) == first[index]["offset"]
+    # short chains are never cropped; evaluation takes the whole chain
+    short = int(np.argmin(cgdms.lengths))
+    assert first[short]["length"] == cgdms.lengths[short] and first[short]["offset"] == 0
+    assert ContactExampleDataset(cgdms)[index]["length"] == len(chain)
+
+
+def test_crops_prefer_observed_windows(cgdms: ChainDataset) -> None:
+    nterm = len(cgdms) - 1  # residues 0..59 unobserved
+    examples = ContactExampleDataset(cgdms, crop_length=30, random_crop=True, seed=0)
+    observed = cgdms.observed(nterm).astype(int)
+    observed_best = max(observed[i:i + 30].sum() for i in range(len(observed) - 29))
+    assert observed_best == 30 and not observed[:60].any()
+    for epoch in range(20):
+        example = examples[(nterm, epoch)]
+        assert example["observed"].sum() >= 0.5 * observed_best
+    deterministic = ContactExampleDataset(cgdms, crop_length=30, random_crop=False)[nterm]
+    assert deterministic["observed"].all() and deterministic["offset"] == 60
+
+
+def test_crop_length_below_six_is_an_input_error(cgdms: ChainDataset) -> None:
+    with pytest.raises(InputError, match="crop_length 5"):
+        ContactExampleDataset(cgdms, crop_length=5)
+
+
+def _check_budgets(batches: list[list[int]], lengths: np.ndarray, max_tokens: int, max_pairs: int | None) -> None:
+    for batch in batches:
+        tokens, pairs = padded_size(batch, lengths)
+        if len(batch) > 1:
+            assert tokens <= max_tokens and (max_pairs is None or pairs <= max_pairs)
+
+
+def test_sampler_respects_budgets_and_covers_every_chain(cgdms: ChainDataset) -> None:
+    lengths = ContactExampleDataset(cgdms, crop_length=64).lengths
+    lengths = lengths.copy()
+    lengths[0] = 5000  # an over-long chain must still be yielded, alone
+    for max_pairs in (None, 150_000):
+        sampler = TokenBudgetBatchSampler(lengths, max_tokens=4096, max_pairs=max_pairs, seed=3)
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            assert len(batches) == len(sampler)
+            _check_budgets(batches, lengths, 4096, max_pairs)
+            flat = sorted(i for batch in batches for i in batch)
+            assert flat == list(range(len(lengths)))
+            assert [0] in batches
+
+
+def test_sampler_is_deterministic_under_seed(cgdms: ChainDataset) -> None:
+    lengths = cgdms.lengths
+    make = lambda seed, **kw: TokenBudgetBatchSampler(lengths, max_tokens=2048, seed=seed, **kw)  # noqa: E731
+    a, b, c = make(1), make(1), make(2)
+    assert list(a) == list(b) and list(a) != list(c)
+    a.set_epoch(1)
+    assert list(a) != list(b) and len(a) == len(b)  # new order and composition, same count
+    ordered = make(0, shuffle=False)
+    assert list(ordered) == list(make(5, shuffle=False))
+    bucketed = make(1, bucket_size=500)
+    for epoch in range(3):
+        bucketed.set_epoch(epoch)
+        assert len(list(bucketed)) == len(bucketed)
+        _check_budgets(list(bucketed), lengths, 2048, None)
+    stamped = make(1, yield_epoch=True)
+    stamped.set_epoch(4)
+    first = next(iter(stamped))
+    assert all(epoch == 4 for _, epoch in first)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ddp_shards_are_disjoint_and_equal(cgdms: ChainDataset, drop_last: bool) -> None:
+    lengths = cgdms.lengths
+    replicas = 3
+    full = TokenBudgetBatchSampler(lengths, max_tokens=3000, seed=11, num_replicas=1, rank=0)
+    total = len(full)
+    assert total % replicas != 0  # so padding/dropping is exercised
+    shards = [list(TokenBudgetBatchSampler(lengths, max_tokens=3000, seed=11, num_replicas=replicas, rank=r,
+                                           drop_last=drop_last)) for r in range(replicas)]
+    counts = {len(s) for s in shards}
+    assert len(counts) == 1
+    per_rank = counts.pop()
+    assert per_rank == (total // replicas if drop_last else -(-total // replicas))
+    seen = [i for shard in shards for batch in shard for i in batch]
+    global_batches = full.global_batches()
+    if drop_last:
+        assert len(seen) == len(set(seen))  # disjoint
+        dealt = {i for batch in global_batches[: per_rank * replicas] for i in batch}
+        assert set(seen) == dealt
+    else:
+        assert set(seen) == set(range(len(lengths)))  # covering
+        repeated = per_rank * replicas - total
+        padding = {i for batch in global_batches[:repeated] for i in batch}
+        duplicates = {i for i in seen if seen.count(i) > 1}
+        assert duplicates <= padding  # only the DistributedSampler-style padding repeats
+
+
+def test_token_budget_batches_are_mostly_real_tokens(cgdms: ChainDataset) -> None:
+    lengths = cgdms.lengths
+    budget = list(TokenBudgetBatchSampler(lengths, max_tokens=8192, seed=0))
+    naive = fixed_size_batches(len(lengths), batch_size=int(np.mean([len(b) for b in budget])), seed=0)
+    assert real_token_fraction(budget, lengths) >= 0.9
+    assert real_token_fraction(budget, lengths) > real_token_fraction(naive, lengths) + 0.1
+
+
+def test_dataloader_end_to_end(cgdms: ChainDataset) -> None:
+    examples = ContactExampleDataset(cgdms, crop_length=48, random_crop=True, seed=0)
+    sampler = TokenBudgetBatchSampler(examples.lengths, max_tokens=1024, max_pairs=40_000, seed=0, yield_epoch=True)
+    loader = DataLoader(examples, batch_sampler=sampler, collate_fn=collate_contacts)
+    total = 0
+    for batch in loader:
+        b, t = batch["tokens"].shape
+        assert b * t <= 1024 and b * t * t <= 40_000
+        assert batch["contacts"].shape == (b, t, t) and int(batch["lengths"].max()) == t
+        observed = batch["observed"].numpy()  # numpy: tiny torch ops are slow on a busy CPU
+        assert not (batch["contacts"].numpy().astype(bool) & ~(observed[:, :, None] & observed[:, None, :])).any()
+        total += b
+    assert total == len(cgdms)

@@ -1,0 +1,295 @@
+"""`protrnn evaluate` on real TS50 chains with a tiny random exported model and the baselines: output structure,
+bootstrap intervals, predictions, checkpoints, leakage records, and the errors (shape mismatch, empty set)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from protrnn.cli import main
+from protrnn.data.dataset import load_dataset, save_dataset
+from protrnn.data.formats import iter_json_chains
+from protrnn.errors import InputError
+from protrnn.evaluation.evaluate import (
+    ID_COLUMNS,
+    evaluate,
+    load_test_set,
+    parse_baselines,
+    parse_named_paths,
+    read_per_protein_csv,
+)
+from protrnn.evaluation.metrics import metric_keys
+from protrnn.model.config import ModelConfig
+from protrnn.model.contact_model import ContactModel, save_model
+
+N_TEST = 5
+N_TRAIN = 10
+
+
+@pytest.fixture(scope="module")
+def files(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real TS50 chains split into a small test and training set, plus a tiny random exported model."""
+    root = tmp_path_factory.mktemp("evaluate")
+    chains = list(itertools.islice(iter_json_chains(shared_data / "ts50_gvp" / "ts50.json.gz"), N_TEST + N_TRAIN))
+    save_dataset(chains[:N_TEST], root / "data" / "test_ts50.npz")
+    save_dataset(chains[N_TEST:], root / "data" / "train.npz")
+    torch.manual_seed(0)
+    model = ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
+                                     dropout=0.0))
+    save_model(model, root / "model")
+    return {"root": root, "test": root / "data" / "test_ts50.npz", "train": root / "data" / "train.npz",
+            "model": root / "model"}
+
+
+@pytest.fixture(scope="module")
+def evaluated(files: dict[str, Path]) -> Path:
+    out = files["root"] / "out"
+    code = main(["evaluate", "--model", f"tiny={files['model']}", "--test-set", f"ts50={files['test']}",
+                 "--baselines", "random,separation,propensity", "--train", str(files["train"]),
+                 "--save-predictions", "2", "--bootstrap", "200", "--seed", "1", "--device", "cpu", "-o", str(out)])
+    assert code == 0
+    return out
+
+
+def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_per_protein_csv_structure(evaluated: Path, files: dict[str, Path]) -> None:
+    header, rows = _csv_rows(evaluated / "per_protein.csv")
+    assert header == [*ID_COLUMNS, *metric_keys()]
+    test = load_dataset(files["test"])
+    lengths = {chain.id: len(chain) for chain in test}
+    assert len(rows) == 4 * N_TEST
+    assert {r["method"] for r in rows} == {"tiny", "random", "separation", "propensity"}
+    for row in rows:
+        assert row["test_set"] == "ts50"
+        assert int(row["L"]) == lengths[row["protein"]]
+        precision = float(row["medium_long/P@L/5"])
+        assert 0.0 <= precision <= 1.0
+    # The reader gives the same numbers back, NaN included.
+    parsed = read_per_protein_csv(evaluated / "per_protein.csv")
+    assert len(parsed) == len(rows) and parsed[0]["method"] == rows[0]["method"]
+    assert parsed[0]["long/AUPR"] == pytest.approx(float(rows[0]["long/AUPR"]), nan_ok=True)
+
+
+def test_summary_means_and_bootstrap_intervals(evaluated: Path, files: dict[str, Path]) -> None:
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert summary["format"] == "protrnn-evaluation"
+    assert set(summary["results"]) == {"tiny", "random", "separation", "propensity"}
+    rows = read_per_protein_csv(evaluated / "per_protein.csv")
+    checked = 0
+    for method, by_test in summary["results"].items():
+        result = by_test["ts50"]
+        assert result["n_proteins"] == N_TEST
+        mine = [r for r in rows if r["method"] == method]
+        for key, stats in result["metrics"].items():
+            values = np.array([r[key] for r in mine], dtype=float)
+            finite = values[~np.isnan(values)]
+            assert stats["n"] == finite.size
+            if finite.size == 0:
+                assert stats["mean"] is None
+                continue
+            assert stats["mean"] == pytest.approx(finite.mean(), rel=1e-12, abs=1e-15)
+            assert stats["low"] <= stats["mean"] + 1e-12 <= stats["high"] + 2e-12
+            checked += 1
+    assert checked > 100
+    # A spread-out metric has a real interval, not a degenerate one.
+    spread = summary["results"]["random"]["ts50"]["metrics"]["short/AUPR"]
+    assert spread["high"] > spread["low"]
+    # Metadata: the command, the model's JSON, the test set and the fitted baselines.
+    assert summary["command"].startswith("protrnn evaluate --model tiny=")
+    assert summary["methods"]["tiny"]["model_json"] == str(files["model"] / "model.json")
+    assert summary["methods"]["tiny"]["config"]["cell"] == "lstm"
+    assert summary["methods"]["propensity"]["train_chains"] == N_TRAIN
+    assert summary["test_sets"]["ts50"]["n_chains"] == N_TEST
+    assert summary["bootstrap"]["n_boot"] == 200
+    assert "leakage_rows" not in summary["test_sets"]["ts50"]
+
+
+def test_saved_predictions_are_loadable_without_pickle(evaluated: Path, files: dict[str, Path]) -> None:
+    test = load_dataset(files["test"])
+    for method in ("tiny", "random", "separation", "propensity"):
+        saved = sorted((evaluated / "predictions" / method / "ts50").glob("*.npz"))
+        assert [p.stem for p in saved] == sorted(chain.id for chain in list(test)[:2])
+        with np.load(saved[0], allow_pickle=False) as data:
+            chain = test[test.index_of(str(data["id"]))]
+            assert data["probs"].shape == (len(chain), len(chain))
+            assert np.array_equal(data["contacts"], chain.contact_map())
+            assert np.array_equal(data["observed"], chain.observed)
+            assert str(data["sequence"]) == chain.sequence
+
+
+def test_rerun_overwrites_cleanly(files: dict[str, Path], evaluated: Path) -> None:
+    out = files["root"] / "rerun"
+    shutil.copytree(evaluated, out)
+    code = main(["evaluate", "--test-set", f"ts50={files['test']}", "--baselines", "random", "--bootstrap", "50",
+                 "-o", str(out)])
+    assert code == 0
+    _, rows = _csv_rows(out / "per_protein.csv")
+    assert {r["method"] for r in rows} == {"random"}
+    assert not (out / "predictions").exists()  # no stale maps from the earlier run
+    assert set(json.loads((out / "summary.json").read_text())["results"]) == {"random"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_checkpoint_gives_the_same_predictions(files: dict[str, Path], tmp_path: Path) -> None:
+    """A Lightning-style checkpoint (weights under ``net.``, config in hparams) scores like the exported model."""
+    from protrnn.model.contact_model import load_model_files
+
+    model = load_model_files(files["model"])
+    checkpoint = {"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},
+                  "hyper_parameters": {"model": model.config.to_dict()}}
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    for name, path in (("exported", files["model"]), ("ckpt", tmp_path / "last.ckpt")):
+        assert main(["evaluate", "--model", f"m={path}", "--test-set", f"ts50={files['test']}", "--bootstrap", "20",
+                     "--device", "cpu", "-o", str(tmp_path / name)]) == 0
+    exported = read_per_protein_csv(tmp_path / "exported" / "per_protein.csv")
+    ckpt = read_per_protein_csv(tmp_path / "ckpt" / "per_protein.csv")
+    for a, b in zip(exported, ckpt, strict=True):
+        assert a["protein"] == b["protein"]
+        assert a["medium_long/AUPR"] == pytest.approx(b["medium_long/AUPR"], nan_ok=True)
+
+
+class _WrongShape:
+    """A method that returns one residue too many for its second chain."""
+
+    name = "broken"
+    kind = "model"
+    info: dict = {}
+
+    def predict(self, chains):
+        out = []
+        for k, chain in enumerate(chains):
+            size = len(chain) + (1 if k == 1 else 0)
+            out.append(np.full((size, size), 0.5, dtype=np.float32))
+        return out
+
+
+def test_shape_mismatch_names_the_protein(files: dict[str, Path], tmp_path: Path) -> None:
+    test_set = load_test_set("ts50", files["test"])
+    second = test_set.chains[1].id
+    with pytest.raises(InputError, match=rf"record '{second}'.*prediction has shape"):
+        evaluate([_WrongShape()], [test_set], tmp_path / "out", n_boot=10, log=lambda _: None)
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_grouping_does_not_change_results(files: dict[str, Path], tmp_path: Path) -> None:
+    """One chain per prediction call (as for chains too long to batch) gives the same numbers as one big call."""
+    from protrnn.evaluation.evaluate import ModelMethod, score_method
+
+    method = ModelMethod("tiny", files["model"], device="cpu")
+    test_set = load_test_set("ts50", files["test"])
+    together, _ = score_method(method, test_set)
+    alone, _ = score_method(method, test_set, max_group_pairs=1)
+    assert [r["protein"] for r in together] == [r["protein"] for r in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert a["medium_long/AUPR"] == pytest.approx(b["medium_long/AUPR"], abs=1e-6, nan_ok=True)
+
+
+def test_empty_test_set_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_dataset([], tmp_path / "test_empty.npz")
+    code = main(["evaluate", "--baselines", "random", "--test-set", f"empty={tmp_path / 'test_empty.npz'}",
+                 "-o", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "test_empty.npz" in err and "empty" in err
+    from protrnn.evaluation.baselines import RandomBaseline
+    from protrnn.evaluation.evaluate import BaselineMethod
+
+    with pytest.raises(InputError, match="nothing to evaluate on"):
+        evaluate([BaselineMethod("random", RandomBaseline())], [], tmp_path / "out")
+
+
+def test_argument_errors(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # separation/propensity are fitted on the training split, so --train is required.
+    assert main(["evaluate", "--baselines", "separation", "--test-set", f"ts50={files['test']}",
+                 "-o", str(tmp_path)]) == 2
+    assert "--train" in capsys.readouterr().err
+    with pytest.raises(InputError, match="unknown baseline 'ccmpred'"):
+        parse_baselines("random,ccmpred")
+    with pytest.raises(InputError, match="given twice"):
+        parse_named_paths(["a=x.npz", "a=y.npz"], "--test-set")
+    assert parse_named_paths(["results/data/test_ts50.npz"], "--test-set") == {
+        "ts50": Path("results/data/test_ts50.npz")}
+    assert main(["evaluate", "--model", f"m={tmp_path / 'missing'}", "--test-set", f"ts50={files['test']}",
+                 "-o", str(tmp_path)]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_leakage_beside_the_test_set_is_recorded(files: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(files["test"], data / "test_ts50.npz")
+    (data / "leakage.tsv").write_text("chain_id\ttest_set\ttest_id\tidentity\n"
+                                      "cgdms|1abc\tts50\t1eteA\t0.45\ncgdms|2xyz\tts50\t1v7mV\t0.31\n"
+                                      "cgdms|3def\tpsicov150\t1ctfA\t0.50\n")
+    (data / "manifest.tsv").write_text("source\tid\tlength\tn_observed\tstatus\treason\tsplit\tcluster\n"
+                                       "ts50.json\t1eteA\t134\t134\tkept\t\ttest_ts50\t\n"
+                                       "ts50.json\t1v7mV\t145\t145\tkept\t\ttest_ts50\t\n"
+                                       "cgdms\t1abc\t80\t80\tremoved\tts50:1eteA\t\t\n")
+    # prepare's name (from test_<NAME>.npz) finds the rows even when evaluate calls the set something else.
+    test_set = load_test_set("renamed", data / "test_ts50.npz")
+    assert test_set.leakage["prepared_name"] == "ts50"
+    assert test_set.leakage["manifest_test_chains"] == 2
+    assert test_set.leakage["leakage_rows"] == 2
+    assert test_set.leakage["leakage_rows_total"] == 3
+    assert {row["chain_id"] for row in test_set.leakage["leakage"]} == {"cgdms|1abc", "cgdms|2xyz"}
+
+
+def test_freecontact_skips_cleanly_without_alignments(files: dict[str, Path], tmp_path: Path) -> None:
+    messages: list[str] = []
+    from protrnn.evaluation.evaluate import build_baselines
+
+    methods, skipped = build_baselines(["random", "freecontact"], log=messages.append)
+    assert [m.name for m in methods] == ["random"]
+    assert skipped[0]["method"] == "freecontact" and "--ollikainen-root" in skipped[0]["reason"]
+    assert any("skipping baseline freecontact" in m for m in messages)
+    result = evaluate(methods, [load_test_set("ts50", files["test"])], tmp_path, n_boot=10,
+                      skipped_methods=skipped, log=lambda _: None)
+    assert result.summary["skipped"][0]["method"] == "freecontact"
+
+
+@pytest.fixture()
+def small_ollikainen(extracted, tmp_path: Path) -> Path:
+    """The real Ollikainen-40 folder with the 2O9S SH3 (PF00018, 49 columns) alignment cut to 300 sequences: freecontact
+    then runs in about a second (its cost grows with the cube of the column count, not with the sequences)."""
+    source = extracted("ollikainen40_covariation/ollikainen40_pdb_msa_indices.tar.gz") / "ollikainen40"
+    root = tmp_path / "ollikainen40"
+    shutil.copytree(source, root)
+    alignment = root / "natural_alignments" / "PF00018.align.80"
+    records = alignment.read_text().split(">")[1:301]
+    alignment.write_text("".join(">" + record for record in records))
+    return root
+
+
+@pytest.mark.skipif(shutil.which("freecontact") is None, reason="freecontact is not installed")
+def test_freecontact_on_ollikainen_protein_only(small_ollikainen: Path, files: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    from protrnn.evaluation import baselines as bl
+
+    chain = bl.load_ollikainen_chain(bl.load_ollikainen_case(small_ollikainen, "2O9S"))
+    ts50 = list(load_dataset(files["test"]))[:1]
+    save_dataset([chain, *ts50], tmp_path / "test_mixed.npz")
+    code = main(["evaluate", "--baselines", "freecontact", "--ollikainen-root", str(small_ollikainen),
+                 "--test-set", f"mixed={tmp_path / 'test_mixed.npz'}", "--bootstrap", "20", "-o",
+                 str(tmp_path / "out")])
+    assert code == 0
+    rows = read_per_protein_csv(tmp_path / "out" / "per_protein.csv")
+    assert [r["protein"] for r in rows] == [chain.id]
+    assert rows[0]["L"] == len(chain)
+    assert not math.isnan(rows[0]["long/P@L/5"])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["skipped"] == [{"method": "freecontact", "test_set": "mixed", "n_proteins": 1,
+                                   "proteins": {ts50[0].id: "no Ollikainen-40 alignment for this protein"}}]
+

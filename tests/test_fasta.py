@@ -1,0 +1,92 @@
+"""FASTA reading: gzip, CRLF, cleaning, and one-line errors (or skip-and-report) for every bad case."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from protrnn.data.fasta import FastaRecord, iter_fasta, read_fasta
+from protrnn.errors import InputError
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def test_multi_record_crlf_lowercase_gaps_and_stop(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.fasta", ">p1 first protein\r\nmkv-LA\r\nGG*\r\n\r\n>p2\r\nAC.D\r\n")
+    records = read_fasta(path)
+    assert records == [FastaRecord("p1", "MKVLAGG", "first protein"), FastaRecord("p2", "ACD", "")]
+
+
+def test_gzip_is_detected_by_content_not_suffix(tmp_path: Path) -> None:
+    path = _write(tmp_path / "seqs.txt", gzip.compress(b">x\nACDE\n>y\nKK\n"))
+    assert [(r.id, r.sequence) for r in read_fasta(path)] == [("x", "ACDE"), ("y", "KK")]
+
+
+def test_streaming_yields_before_reading_the_whole_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "s.fa", ">a\nAC\n>b\nA1C\n")
+    stream = iter_fasta(path)
+    assert next(stream).id == "a", "the first record arrives before the bad second one is parsed"
+    with pytest.raises(InputError):
+        next(stream)
+
+
+def test_real_fasta_from_shared_data(shared_data: Path) -> None:
+    records = read_fasta(shared_data / "db55_dips_equidock" / "db55_dips_equidock_chains.fasta.gz")
+    assert len(records) == 1216
+    assert all(r.sequence and r.sequence.isupper() for r in records)
+    assert len({r.id for r in records}) == len(records)
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        (">a\nACD\n>a\nKK\n", r"record 'a'.*duplicate record ID \(first seen as record 1\)"),
+        (">a\n>b\nKK\n", r"record 'a'.*empty sequence"),
+        (">a\nAC\n>b\nACDJ7K\n", r"record 'b', position 5: invalid residue letter '7'"),
+        (">a\nAC*DE\n", r"record 'a', position 3: invalid residue letter '\*'"),
+    ],
+)
+def test_bad_records_raise_one_line_errors(tmp_path: Path, text: str, pattern: str) -> None:
+    path = _write(tmp_path / "bad.fasta", text)
+    with pytest.raises(InputError, match=pattern) as info:
+        read_fasta(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_skip_invalid_reports_every_skipped_record(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mixed.fasta", ">ok1\nAC\n>dup\nKK\n>empty\n>dup\nLL\n>bad\nA9\n>ok2\nWW\n")
+    skipped: list[tuple[str, str]] = []
+    records = read_fasta(path, skip_invalid=True, skipped=skipped)
+    assert [r.id for r in records] == ["ok1", "dup", "ok2"]
+    assert [s[0] for s in skipped] == ["empty", "dup", "bad"]
+    assert skipped[2][1] == "invalid residue letter '9' at position 2"
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (b"", "no FASTA records"),
+        (b"\n\n", "no FASTA records"),
+        (b"HEADER    TRANSFERASE\nATOM      1  N   MET A   1\n", "not a FASTA file: first line 'HEADER"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
+        (b">a\nAC\xff\xfeDE\n", "binary or non-UTF-8"),
+        (gzip.compress(b">a\nACDEFGHIKL\n" * 200)[:-20], "truncated or corrupt gzip"),
+    ],
+)
+def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path: Path, content: bytes, pattern: str) -> None:
+    path = _write(tmp_path / "input.fa", content)
+    with pytest.raises(InputError, match=pattern) as info:
+        read_fasta(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="file not found"):
+        read_fasta(tmp_path / "nope.fasta")
+    with pytest.raises(InputError, match="is a directory"):
+        read_fasta(tmp_path)

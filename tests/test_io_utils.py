@@ -1,0 +1,68 @@
+"""Atomic writes and safe file names: the guarantees every writer in protrnn relies on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from protrnn.utils.io import SafeNamer, atomic_path, atomic_write, safe_name, unique_safe_names
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write("partial")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target], "no temporary file is left behind"
+    with atomic_write(target) as handle:
+        handle.write("new")
+    assert target.read_text() == "new"
+
+
+def test_atomic_path_keeps_suffix_for_writers_that_need_it(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "arrays.npz"
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".npz" and tmp.parent == target.parent
+        tmp.write_bytes(b"x")
+    assert target.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(
+    "record_id",
+    ["../../x", "/etc/passwd", "a/b\\c", "..", ".hidden", "tab\there", "nul\x00byte", "$(rm -rf ~)", "", "é" * 5],
+)
+def test_safe_name_cannot_escape_or_hide(record_id: str, tmp_path: Path) -> None:
+    name = safe_name(record_id)
+    assert name and "/" not in name and "\\" not in name and not name.startswith(".")
+    assert all(c.isalnum() or c in "._+-" for c in name)
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+
+
+def test_long_names_are_truncated_with_a_distinguishing_hash() -> None:
+    a, b = safe_name("A" * 200 + "1"), safe_name("A" * 200 + "2")
+    assert len(a) <= 80 and a != b
+
+
+def test_collisions_resolved_deterministically_in_input_order() -> None:
+    ids = ["a/b", "a_b", "A_B", "c"]
+    assert unique_safe_names(ids) == ["a_b", "a_b~2", "A_B~3", "c"]
+    namer = SafeNamer()
+    assert [namer(i) for i in ids] == unique_safe_names(ids)
+
+
+def test_atomic_outputs_get_ordinary_file_mode(tmp_path: Path) -> None:
+    """Results must be readable by collaborators like any file ``open()`` creates, not 0600 like a temp file."""
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.txt") as handle:
+            handle.write("x")
+        with atomic_path(tmp_path / "b.npz") as path:
+            path.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,350 @@
+"""`protrnn predict` / `protrnn.load_model`: outputs, safe names, resume byte-identity, bad input, memory bound."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import protrnn
+import protrnn.predict as predict_mod
+from protrnn.cli import main
+from protrnn.errors import InputError
+from protrnn.model.config import ModelConfig
+from protrnn.model.contact_model import ContactModel, save_model
+from protrnn.predict import load_model, plan_batches, predict_fasta, read_npz
+from protrnn.rr import read_rr, read_rr_document
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+PSICOV_TAR = DATA / "psicov150_gremlin_rf" / "psicov150_clean_chainA_pdb_fasta.tar.gz"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a busy 2-core CI box, OpenMP workers spinning for a core make tiny batches 30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight model (fast on CPU); predictions are meaningless but deterministic."""
+    torch.manual_seed(0)
+    config = ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
+                         pair_chunk_size=64, dropout=0.0)
+    directory = tmp_path_factory.mktemp("model")
+    save_model(ContactModel(config), directory, extra={"note": "test model"})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    return load_model(model_dir, device="cpu")
+
+
+def _random_sequence(rng: np.random.Generator, length: int) -> str:
+    return "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=length))
+
+
+def _write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f">{rid}\n{seq}\n" for rid, seq in records))
+    return path
+
+
+def _tree(directory: Path) -> dict[str, str]:
+    """Every file under directory (hidden ones included) -> sha256, to compare whole output trees."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_load_model_and_predict_api(model_dir, predictor) -> None:
+    assert predictor.config.hidden_size == 8
+    assert predictor.metadata["format"] == "protrnn-model" and predictor.metadata["note"] == "test model"
+    sequences = ["ACDEFGHIKLMNPQRSTVWY" * 3, "mkvl-LLa" + "G" * 20 + "*", "A" * 7]
+    probs = predictor.predict(sequences)
+    assert [p.shape for p in probs] == [(60, 60), (27, 27), (7, 7)]  # cleaned: gaps and the trailing * removed
+    for p in probs:
+        assert p.dtype == np.float32
+        np.testing.assert_array_equal(p, p.T)
+        assert np.all((p >= 0) & (p <= 1))
+    # Batching (padding, order) does not change the answer beyond float rounding.
+    alone = [predictor.predict([s])[0] for s in sequences]
+    for batched, single in zip(probs, alone, strict=True):
+        np.testing.assert_allclose(batched, single, atol=1e-5)
+    via_package = protrnn.load_model(model_dir / "model.json", device="cpu")
+    np.testing.assert_array_equal(via_package.predict([sequences[0]])[0], alone[0])
+    with pytest.raises(InputError, match=r"record '#2', position 3"):
+        predictor.predict(["ACD", "AC1"])
+    with pytest.raises(InputError, match="empty sequence"):
+        predictor.predict(["--"])
+
+
+def test_plan_batches_respects_budget() -> None:
+    lengths = [50, 10, 300, 50, 20, 5000]
+    batches = plan_batches(lengths, batch_tokens=200)
+    assert sorted(k for b in batches for k in b) == list(range(len(lengths)))
+    assert batches[0] == [5] and batches[1] == [2]  # over budget: alone, longest first
+    for batch in batches:
+        width = max(lengths[k] for k in batch)
+        assert len(batch) == 1 or len(batch) * width <= 200
+    assert plan_batches(lengths, batch_tokens=200) == batches
+    # The pair-block cap: 3 chains of 50 padded to 50 would hold 3 * 40^2 pairs with a 40-wide tile; allow 2.
+    capped = plan_batches([50, 50, 50, 10], batch_tokens=10_000, pair_extent=40, max_pair_blocks=2 * 40 * 40)
+    assert capped == [[0, 1], [2, 3]]
+    assert plan_batches([50, 50], batch_tokens=10_000, max_pairs=4999) == [[0], [1]]
+
+
+def test_bundled_model_missing_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(predict_mod, "PRETRAINED_DIR", tmp_path / "pretrained")
+    with pytest.raises(InputError, match="no bundled default model"):
+        load_model()
+
+
+@pytest.mark.skipif(not (predict_mod.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
+def test_bundled_model_loads_and_predicts() -> None:
+    model = load_model(device="cpu")
+    (probs,) = model.predict(["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQ"])
+    assert probs.shape == (80, 80) and np.all(np.isfinite(probs))
+
+
+def test_pickled_or_foreign_models_are_refused(model_dir, tmp_path, capsys) -> None:
+    pickled = tmp_path / "model.pt"
+    torch.save(ContactModel(ModelConfig(hidden_size=8, head="pairwise")).state_dict(), pickled)
+    with pytest.raises(InputError, match="pickle"):
+        load_model(pickled)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.json").write_text(json.dumps({"format": "something-else"}))
+    (foreign / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    with pytest.raises(InputError, match="not a protrnn model"):
+        load_model(foreign)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKL")])
+    assert main(["predict", str(fasta), "-o", str(tmp_path / "out"), "--model", str(pickled), "--no-progress"]) == 2
+    assert "pickle" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    records = [("../../x", _random_sequence(rng, 40)), ("a/b", _random_sequence(rng, 33)),
+               ("a_b", _random_sequence(rng, 25)), ("A_B", _random_sequence(rng, 12)),
+               ("\x01..hidden", _random_sequence(rng, 30)), ("tiny", "MKV")]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    fasta = _write_fasta(workdir / "in.fasta", records)
+    out = workdir / "out"
+    # --max-tokens 1: one record per batch, so predictor.predict(..., batch_tokens=1) repeats the exact arithmetic.
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--png", "--no-progress",
+                 "--max-tokens", "1"]) == 0
+    stems = ["x", "a_b", "a_b~2", "A_B~3", "hidden", "tiny"]
+    expected = {f"{s}.{ext}" for s in stems for ext in ("rr", "npz", "png")} | {"summary.tsv"}
+    assert {p.name for p in out.iterdir()} == expected
+    assert sorted(p.name for p in workdir.iterdir()) == ["in.fasta", "out"]  # nothing escaped OUTDIR
+    assert not (tmp_path / "x.rr").exists() and not (tmp_path.parent / "x.rr").exists()
+
+    matrices = predictor.predict([seq for _, seq in records], batch_tokens=1)
+    for (record_id, sequence), stem, probs in zip(records, stems, matrices, strict=True):
+        with np.load(out / f"{stem}.npz", allow_pickle=False) as data:
+            assert sorted(data.files) == ["id", "probs", "sequence"]
+            assert str(data["sequence"]) == sequence and str(data["id"]) == record_id
+            stored = data["probs"]
+        assert stored.dtype == np.float16 and stored.shape == (len(sequence),) * 2
+        np.testing.assert_array_equal(stored, stored.T)
+        np.testing.assert_allclose(stored.astype(np.float32), probs, atol=1e-3)
+        target, rr_sequence, contacts = read_rr(out / f"{stem}.rr")
+        assert rr_sequence == sequence and target.endswith("hidden" if stem == "hidden" else target)
+        length = len(sequence)
+        ranked = sorted((-float(probs[i, j]), i + 1, j + 1) for i in range(length) for j in range(i + 6, length))
+        assert [(c.i, c.j) for c in contacts] == [(i, j) for _, i, j in ranked[:length]]
+        assert all(abs(c.p - probs[c.i - 1, c.j - 1]) <= 5e-5 for c in contacts)
+    assert read_rr(out / "tiny.rr").contacts == []  # no pair with |i-j| >= 6 in 3 residues
+
+    lines = (out / "summary.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert header == ["id", "file", "length", "status", "reason", "mean_top_L5_prob"]
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+    assert [r["file"] for r in rows] == stems and [r["status"] for r in rows] == ["ok"] * 6
+    assert rows[4]["id"] == "\x01..hidden" and rows[5]["mean_top_L5_prob"] == "nan"
+    top5 = np.sort(matrices[0][np.triu_indices(40, 6)])[::-1][:8]
+    assert float(rows[0]["mean_top_L5_prob"]) == pytest.approx(float(top5.mean()), abs=1e-3)
+
+
+def test_threshold_and_top_options(model_dir, tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("p", _random_sequence(rng, 50))])
+    for option, check in ((["--top", "7"], lambda c, m: len(c) == 7),
+                          (["--threshold", "0.5", "--min-separation", "12"],
+                           lambda c, m: all(x.p >= 0.5 and x.j - x.i >= 12 for x in c)
+                           and len(c) == int(((np.triu(m, 12)) >= 0.5).sum()))):
+        out = tmp_path / f"out{len(option)}"
+        assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress",
+                     *option]) == 0
+        probs = read_npz(out / "p.npz")[0].astype(np.float32)
+        doc = read_rr_document(out / "p.rr")
+        assert check(doc.contacts, probs), option
+        assert doc.remarks and doc.methods[-1].startswith("weights sha256 ")
+
+
+def test_interrupted_then_rerun_is_byte_identical(model_dir, predictor, tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(3)
+    records = [(f"rec{k}" if k % 4 else f"dup/{k}", _random_sequence(rng, int(n)))
+               for k, n in enumerate(rng.integers(8, 60, size=10))]
+    records.append(("dup_0", "ACDEFGHIKLMNP"))  # same safe name as dup/0 -> dup_0~2, in input order
+    fasta = _write_fasta(tmp_path / "in.fasta", records)
+    monkeypatch.setattr(predict_mod, "CHUNK_RECORDS", 4)  # several chunks, several batches per chunk
+    options = {"png": True, "progress": False, "batch_tokens": 100}
+
+    full = predict_fasta(fasta, tmp_path / "full", predictor, **options)
+    assert (full.predicted, full.resumed, full.ok) == (11, 0, 11)
+
+    calls = {"n": 0}
+    real_write_rr = predict_mod.write_rr
+
+    def dying_write_rr(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # killed between this record's npz and its rr
+            raise KeyboardInterrupt
+        return real_write_rr(*args, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "write_rr", dying_write_rr)
+    with pytest.raises(KeyboardInterrupt):
+        predict_fasta(fasta, tmp_path / "resumed", predictor, **options)
+    monkeypatch.setattr(predict_mod, "write_rr", real_write_rr)
+    partial = tmp_path / "resumed"
+    assert len(list(partial.glob("*.rr"))) == 4 and len(list(partial.glob("*.npz"))) == 5
+    assert not (partial / "summary.tsv").exists()
+    (partial / ".rec5.npz.abcd_123.part.npz").write_bytes(b"half a file")  # what a SIGKILL leaves behind
+
+    again = predict_fasta(fasta, partial, predictor, **options)
+    assert (again.predicted, again.resumed) == (7, 4)
+    assert _tree(partial) == _tree(tmp_path / "full")
+    # And a third run with everything complete predicts nothing and changes nothing.
+    third = predict_fasta(fasta, partial, predictor, **options)
+    assert (third.predicted, third.resumed) == (0, 11)
+    assert _tree(partial) == _tree(tmp_path / "full")
+
+
+def test_rerun_with_other_settings_recomputes(model_dir, predictor, tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", _random_sequence(rng, 30))])
+    predict_fasta(fasta, tmp_path / "out", predictor, progress=False)
+    run = predict_fasta(fasta, tmp_path / "out", predictor, progress=False, top=5)
+    assert run.predicted == 1 and len(read_rr(tmp_path / "out" / "a.rr").contacts) == 5
+
+
+def test_invalid_records_error_or_skip(model_dir, tmp_path, capsys) -> None:
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">good1\nACDEFGHIKLMN\n>bad\nACDE1FG\n>empty\n>good1\nMKVL\n>good2\nGGGGGGGGHHHH\n")
+    out = tmp_path / "out"
+    base = ["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "record 'bad'" in err and "position 5" in err and err.count("\n") == 1
+    assert main([*base, "--skip-invalid"]) == 0
+    lines = (out / "summary.tsv").read_text().splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [(r[0], r[3]) for r in rows] == [("good1", "ok"), ("bad", "skipped"), ("empty", "skipped"),
+                                           ("good1", "skipped"), ("good2", "ok")]
+    assert "position 5" in rows[1][4] and "empty" in rows[2][4] and "duplicate" in rows[3][4]
+    assert sorted(p.name for p in out.glob("*.rr")) == ["good1.rr", "good2.rr"]
+
+
+def test_empty_fasta_is_an_error(model_dir, tmp_path, capsys) -> None:
+    fasta = tmp_path / "empty.fasta"
+    fasta.write_text("")
+    assert main(["predict", str(fasta), "-o", str(tmp_path / "out"), "--model", str(model_dir),
+                 "--no-progress"]) == 2
+    assert "no FASTA records" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not PSICOV_TAR.is_file(), reason="shared PSICOV150 data not available")
+def test_structures_add_metrics_and_note_mismatches(predictor, tmp_path) -> None:
+    names = ["1h2e", "1a3a"]
+    with tarfile.open(PSICOV_TAR) as tar:
+        for name in names:
+            for member in (f"psicov150/pdb/{name}.pdb", f"psicov150/fasta/{name}.fasta"):
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                (tmp_path / Path(member).name).write_bytes(extracted.read())
+    structures = tmp_path / "pdb"
+    structures.mkdir()
+    for name in names:
+        (tmp_path / f"{name}.pdb").rename(structures / f"{name}.pdb")
+    sequences = [(tmp_path / f"{n}.fasta").read_text().splitlines()[1].strip() for n in names]
+    records = [("1h2e_A", sequences[0]), ("1a3aA", sequences[1]), ("1a3a_mut", "W" + sequences[1][1:]),
+               ("9xyz_A", "ACDEFGHIKLMNPQ")]
+    fasta = _write_fasta(tmp_path / "in.fasta", records)
+    run = predict_fasta(fasta, tmp_path / "out", predictor, structures=structures, progress=False)
+    notes = {row.record_id: (row.structure, row.evaluation) for row in run.rows}
+    assert notes["1h2e_A"] == ("1h2e.pdb", "ok") and notes["1a3aA"] == ("1a3a.pdb", "ok")
+    assert notes["9xyz_A"] == ("", "no structure found")
+    header, *lines = (tmp_path / "out" / "summary.tsv").read_text().splitlines()
+    columns = header.split("\t")
+    assert {"long/P@L/5", "medium_long/P@L/5", "long/n_contacts"} <= set(columns)
+    first = dict(zip(columns, lines[0].split("\t"), strict=True))
+    assert 0.0 <= float(first["long/P@L/5"]) <= 1.0 and int(first["long/n_contacts"]) > 0
+
+    # An explicit map: the mutated record points at 1a3a, whose sequence differs -> noted, not a crash.
+    mapping = tmp_path / "map.tsv"
+    mapping.write_text("# id\tpath\tchain\n1a3a_mut\tpdb/1a3a.pdb\tA\n1h2e_A\tpdb/1h2e.pdb\n")
+    run = predict_fasta(fasta, tmp_path / "out2", predictor, structures=mapping, progress=False)
+    notes = {row.record_id: row.evaluation for row in run.rows}
+    assert notes["1a3a_mut"].startswith("sequence mismatch") and notes["1h2e_A"] == "ok"
+    assert notes["1a3aA"] == "no structure found"
+    bad_map = tmp_path / "bad.tsv"
+    bad_map.write_text("only-one-field\n")
+    with pytest.raises(InputError, match="line 1"):
+        predict_fasta(fasta, tmp_path / "out3", predictor, structures=bad_map, progress=False)
+
+
+#: Peak RSS allowed for predicting one 2,000-residue chain with the tiny test model (python + torch ~ 300 MB,
+#: the 2,000 x 2,000 float32 output 16 MB); and the growth allowed over a 50-residue prediction in the same process.
+MEMORY_BOUND_MB = 1024
+GROWTH_BOUND_MB = 256
+
+
+@pytest.mark.slow
+def test_2000_residue_chain_in_bounded_memory(model_dir, tmp_path) -> None:
+    script = textwrap.dedent(f"""
+        import resource
+        import numpy as np
+        from protrnn.predict import load_model
+        def peak_mb():
+            # VmHWM: this process image's own high-water mark (ru_maxrss would carry the parent's over exec).
+            try:
+                with open("/proc/self/status") as status:
+                    for line in status:
+                        if line.startswith("VmHWM:"):
+                            return int(line.split()[1]) // 1024
+            except OSError:
+                pass
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        model = load_model({str(model_dir)!r}, device="cpu")
+        rng = np.random.default_rng(0)
+        def seq(n):
+            return "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=n))
+        model.predict([seq(50)])
+        before = peak_mb()
+        (probs,) = model.predict([seq(2000)])
+        assert probs.shape == (2000, 2000) and np.isfinite(probs).all()
+        print(before, peak_mb())
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    before_mb, peak_mb = map(int, result.stdout.split())
+    assert peak_mb < MEMORY_BOUND_MB, f"peak RSS {peak_mb} MB"
+    assert peak_mb - before_mb < GROWTH_BOUND_MB, f"2,000 residues added {peak_mb - before_mb} MB"

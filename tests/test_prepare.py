@@ -1,0 +1,133 @@
+"""``protrnn prepare`` end to end on a small real subset: datasets, manifest, leakage, splits, reruns, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protrnn.cli import main
+from protrnn.data import splits
+from protrnn.data.dataset import load_dataset
+
+TS50_LEAKS = {"1LPB_A": "1lpbA", "2CVI_A": "2cviA"}  # identical to TS50 chains (shared overlap table)
+IDENTICAL = ("4E1P_A", "4E1R_A")  # two cgdms chains with the same sequence
+
+
+@pytest.fixture(scope="module")
+def inputs(extracted, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A miniature cgdms data directory (with its train/val lists) plus unreadable files beside it."""
+    cgdms = extracted("cgdms/cgdms_train_val.tar.gz")
+    root = tmp_path_factory.mktemp("inputs")
+    data = root / "cgdms_subset"
+    (data / "protein_data" / "train_val").mkdir(parents=True)
+    (data / "datasets").mkdir()
+    lists = {name: (cgdms / "datasets" / f"{name}.txt").read_text().split() for name in ("train", "val")}
+    chosen = lists["train"][:40] + lists["val"][:12] + [*TS50_LEAKS, *IDENTICAL]
+    chosen = list(dict.fromkeys(chosen))
+    for chain_id in chosen:
+        shutil.copy(cgdms / "protein_data" / "train_val" / f"{chain_id}.txt", data / "protein_data" / "train_val")
+    for name, ids in lists.items():
+        (data / "datasets" / f"{name}.txt").write_text("\n".join(i for i in ids if i in chosen) + "\n")
+    bad = root / "other"
+    bad.mkdir()
+    (bad / "truncated.pdb").write_text("HEADER    TRUNCATED\nATOM      1  N   ALA A   1      11.104   6.134")
+    (bad / "binary.cif.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    return root
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def test_help_documents_inputs_outputs_and_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for phrase in ("inputs", "manifest.tsv", "leakage.tsv", "kept | skipped | removed", "--test-set", "test_<NAME>.npz",
+                   "--use-split-hints", "mmseqs2"):
+        assert phrase in text
+
+
+@pytest.mark.slow
+def test_prepare_end_to_end(inputs: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "prepared"
+    ts50 = shared_data / "ts50_gvp" / "ts50.json.gz"
+    code = main(["prepare", str(inputs / "cgdms_subset"), str(inputs / "other"), "-o", str(out),
+                 "--test-set", f"ts50={ts50}", "--min-length", "30", "--threads", "2", "--seed", "3"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "removed for test-set overlap: 2" in printed and "train.npz" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["leakage.tsv", "manifest.tsv", "prepare.json", "test_ts50.npz",
+                                                    "train.npz", "val.npz"]
+    manifest = _read_tsv(out / "manifest.tsv")
+    rows = {r["id"]: r for r in manifest if r["id"]}
+    n_chain_files = len(list((inputs / "cgdms_subset" / "protein_data" / "train_val").iterdir()))
+    assert len(manifest) == n_chain_files + 2 + 50  # every chain, both bad files, every TS50 chain
+
+    bad = [r for r in manifest if r["status"] == "skipped" and not r["id"]]
+    assert sorted(Path(r["source"]).name for r in bad) == ["binary.cif.gz", "truncated.pdb"]
+    assert all(r["reason"] and r["split"] == "" for r in bad)
+    short = [r for r in manifest if r["reason"].startswith("length")]
+    assert short and all(int(r["length"]) < 30 and r["status"] == "skipped" for r in short)
+
+    leakage = _read_tsv(out / "leakage.tsv")
+    assert {r["chain_id"]: r["test_id"] for r in leakage} == TS50_LEAKS
+    for chain_id, test_id in TS50_LEAKS.items():
+        assert rows[chain_id]["status"] == "removed" and test_id in rows[chain_id]["reason"]
+        assert float(next(r for r in leakage if r["chain_id"] == chain_id)["identity"]) == 1.0
+
+    datasets = {name: load_dataset(out / f"{name}.npz") for name in ("train", "val", "test_ts50")}
+    for name, dataset in datasets.items():
+        assert sorted(dataset.ids) == sorted(r["id"] for r in manifest if r["split"] == name)
+        assert all(rows[i]["status"] == "kept" for i in dataset.ids) if name != "test_ts50" else len(dataset) == 50
+    assert len(datasets["train"]) > len(datasets["val"]) > 0
+    assert not set(TS50_LEAKS) & set(datasets["train"].ids + datasets["val"].ids)
+    spans = defaultdict(set)
+    for r in manifest:
+        if r["split"] in ("train", "val"):
+            assert r["cluster"]
+            spans[r["cluster"]].add(r["split"])
+    assert all(len(s) == 1 for s in spans.values())
+    assert rows[IDENTICAL[0]]["cluster"] == rows[IDENTICAL[1]]["cluster"]
+    chain = datasets["train"][0]
+    assert chain.observed.all() and not np.isnan(chain.coords).any() and chain.contact_map().any()
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["leakage"] == {"ts50": 2} and summary["homology_method"] == splits.method_name()
+
+    # Rerun into the same folder without the test set and with the sources' own split (fast fallback clustering):
+    # the stale test_ts50.npz goes, leakage.tsv is empty, splits follow the cgdms lists.
+    monkeypatch.setattr(splits, "mmseqs_path", lambda: None)
+    assert main(["prepare", str(inputs), "-o", str(out), "--use-split-hints", "--threads", "1"]) == 0
+    assert not (out / "test_ts50.npz").exists()
+    assert _read_tsv(out / "leakage.tsv") == []
+    val_list = set((inputs / "cgdms_subset" / "datasets" / "val.txt").read_text().split())
+    assert set(load_dataset(out / "val.npz").ids) == val_list
+    assert set(TS50_LEAKS) <= set(load_dataset(out / "train.npz").ids) | val_list
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_bad_invocations_exit_2_with_one_line(inputs: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "out")
+    one = str(inputs / "cgdms_subset" / "protein_data" / "train_val" / "1LPB_A.txt")
+    cases = [
+        (["prepare", str(tmp_path / "missing"), "-o", out], "input not found"),
+        (["prepare", one, "-o", out, "--split", "train=0.5"], "sum to"),
+        (["prepare", one, "-o", out, "--test-set", "bad/name=x"], "--test-set name"),
+        (["prepare", one, "-o", out, "--test-set", f"junk={inputs / 'other'}"], "no readable chain"),
+        (["prepare", "-o", out], "no inputs"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.npz"))

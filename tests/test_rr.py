@@ -1,0 +1,134 @@
+"""CASP RR writer and strict parser: layout, top-k selection matching the matrix, and clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from protrnn.errors import InputError
+from protrnn.rr import format_rr, read_rr, read_rr_document, rr_target, select_contacts, write_rr
+
+
+def _symmetric(length: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    upper = rng.random((length, length), dtype=np.float32)
+    return np.triu(upper, 1) + np.triu(upper, 1).T
+
+
+def _brute_force_top(probs: np.ndarray, k: int, min_sep: int) -> list[tuple[int, int]]:
+    """Independent reference: every upper-triangle pair, sorted by (-p, i, j) in plain Python."""
+    length = probs.shape[0]
+    pairs = [(-float(probs[i, j]), i, j) for i in range(length) for j in range(i + min_sep, length)]
+    pairs.sort()
+    return [(i + 1, j + 1) for _, i, j in pairs[:k]]
+
+
+def test_rr_parses_back_to_matrix_top_k(tmp_path) -> None:
+    sequence = "ACDEFGHIKLMNPQRSTVWY" * 6 + "ACD"  # 123 residues: 3 sequence lines
+    probs = _symmetric(len(sequence), seed=1)
+    path = tmp_path / "t.rr"
+    write_rr(path, "T0001", sequence, probs, method_lines=["test model"], top=40)
+    target, seq, contacts = read_rr(path)
+    assert target == "T0001"
+    assert seq == sequence
+    assert [(c.i, c.j) for c in contacts] == _brute_force_top(probs, 40, 6)
+    for c in contacts:
+        assert (c.d1, c.d2) == (0, 8)
+        assert c.p == pytest.approx(float(probs[c.i - 1, c.j - 1]), abs=5e-5)
+    lines = path.read_text().splitlines()
+    model_at = lines.index("MODEL  1")
+    assert lines[:3] == ["PFRMAT RR", "TARGET T0001", "AUTHOR protrnn"]
+    assert "METHOD test model" in lines[:model_at]
+    assert [len(x) for x in lines[model_at + 1:model_at + 4]] == [50, 50, 23]
+    assert lines[-1] == "END"
+
+
+def test_default_is_top_l_with_min_separation() -> None:
+    sequence = "A" * 30
+    probs = _symmetric(30, seed=2)
+    target, _, contacts = read_rr(io.StringIO(format_rr("x", sequence, probs, method_lines=["m"])))
+    assert len(contacts) == 30
+    assert all(c.j - c.i >= 6 for c in contacts)
+    assert [(c.i, c.j) for c in contacts] == _brute_force_top(probs, 30, 6)
+    _, _, wider = read_rr(io.StringIO(format_rr("x", sequence, probs, method_lines=["m"], min_separation=12)))
+    assert [(c.i, c.j) for c in wider] == _brute_force_top(probs, 30, 12)
+
+
+def test_threshold_and_cap() -> None:
+    probs = _symmetric(40, seed=3)
+    rows, cols, values = select_contacts(probs, threshold=0.9)
+    expected = {(i, j) for i in range(40) for j in range(i + 6, 40) if probs[i, j] >= 0.9}
+    assert set(zip(rows.tolist(), cols.tolist(), strict=True)) == expected
+    assert np.all(np.diff(values) <= 0)
+    rows, cols, _ = select_contacts(probs, threshold=0.9, top=5)
+    assert len(rows) == 5
+    assert [(i + 1, j + 1) for i, j in zip(rows.tolist(), cols.tolist(), strict=True)] == _brute_force_top(
+        np.where(probs >= 0.9, probs, 0), 5, 6)
+    assert len(select_contacts(probs, top=0)[0]) == 0
+
+
+def test_ties_break_by_index_and_probabilities_clamped() -> None:
+    probs = np.full((20, 20), 0.5, dtype=np.float32)
+    probs[2, 15] = probs[15, 2] = 1.2  # out of range input is clamped on output
+    text = format_rr("tie", "G" * 20, probs, method_lines=["m"], top=4)
+    body = [line for line in text.splitlines() if line[0].isdigit()]
+    assert body == ["3 16 0 8 1.0000", "1 7 0 8 0.5000", "1 8 0 8 0.5000", "1 9 0 8 0.5000"]
+
+
+def test_output_is_deterministic_and_target_sanitised() -> None:
+    probs = _symmetric(25, seed=4)
+    first = format_rr("a b\tc\x01", "M" * 25, probs, method_lines=["m"], remarks=["top=25"])
+    second = format_rr("a b\tc\x01", "M" * 25, probs.copy(), method_lines=["m"], remarks=["top=25"])
+    assert first == second
+    doc = read_rr_document(io.StringIO(first))
+    assert doc.target == rr_target("a b\tc\x01") == "a_b_c_"
+    assert doc.methods == ["m"] and doc.remarks == ["top=25"] and doc.author == "protrnn"
+
+
+def test_writer_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        format_rr("x", "AAAA", np.zeros((3, 3)), method_lines=["m"])
+    with pytest.raises(ValueError, match="NaN"):
+        format_rr("x", "A" * 10, np.full((10, 10), np.nan), method_lines=["m"])
+    with pytest.raises(ValueError, match="METHOD"):
+        format_rr("x", "A" * 10, np.zeros((10, 10)), method_lines=[])
+
+
+GOOD = ["PFRMAT RR", "TARGET t", "METHOD m", "MODEL  1", "ACDEFGHIKL", "1 7 0 8 0.9", "2 9 0 8 0.5", "END"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["PFRMAT TS"] + GOOD[1:], "line 1: expected 'PFRMAT RR'"),
+        (GOOD[:-1], "missing END"),
+        (GOOD[:5] + ["7 1 0 8 0.9"] + GOOD[6:], "line 6: residue indices"),
+        (GOOD[:5] + ["1 7 0 8 1.5"] + GOOD[6:], "line 6: probability 1.5 outside"),
+        (GOOD[:6] + ["2 9 0 8 0.95"] + GOOD[7:], "line 7: contacts are not sorted"),
+        (GOOD[:6] + ["1 7 0 8 0.5"] + GOOD[7:], "line 7: pair 1 7 listed twice"),
+        (GOOD[:5] + ["1 x 0 8 0.9"] + GOOD[6:], "line 6: residue index 'x' is not an integer"),
+        (GOOD[:5] + ["1 70 0 8 0.9"] + GOOD[6:], "beyond the sequence length 10"),
+        (GOOD[:5] + ["1 7 0.9"] + GOOD[6:] + ["2 9 0 8 0.1"], "content after END"),
+        (GOOD[:3] + ["MODEL  2"] + GOOD[4:], "single-model"),
+        (GOOD[:2] + ["BOGUS x"] + GOOD[3:], "line 3: unexpected header line"),
+        (GOOD[:6] + ["ACD"] + GOOD[6:], "line 7: sequence line after contact lines"),
+        (GOOD[:5] + ["1 7 8 0 0.9"] + GOOD[6:], "d1 < d2"),
+        ([], "empty RR file"),
+    ],
+)
+def test_parser_errors_name_the_line(tmp_path, lines: list[str], message: str) -> None:
+    path = tmp_path / "bad.rr"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=message) as info:
+        read_rr(path)
+    assert str(path) in str(info.value)
+
+
+def test_parser_accepts_short_form_and_blank_lines() -> None:
+    text = "PFRMAT RR\r\nTARGET t\r\n\r\nMODEL 1\r\nACDEFGHIKL\r\n1 7 0.9\r\n2 9 0 8 0.5\r\nEND\r\n"
+    target, sequence, contacts = read_rr(io.StringIO(text))
+    assert (target, sequence) == ("t", "ACDEFGHIKL")
+    assert contacts[0] == (1, 7, 0.0, 8.0, 0.9)
+    assert contacts[1].p == 0.5

@@ -1,0 +1,146 @@
+"""Homology splits and leakage removal on real data (cgdms vs TS50), with mmseqs2 and with the fallback."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from protrnn.data import splits
+from protrnn.data.chain import ProteinChain
+from protrnn.errors import InputError
+
+needs_mmseqs = pytest.mark.skipif(splits.mmseqs_path() is None, reason="mmseqs2 not installed")
+#: Names that must never reach a shell or a path: mmseqs sees only index-based names.
+HOSTILE_IDS = ["a b; rm -rf /", "../../etc/passwd", "$(touch pwned)", "tab\there", "-v"]
+
+
+@pytest.fixture(scope="module")
+def cgdms(shared_data: Path) -> list[ProteinChain]:
+    from protrnn.data.sources import iter_chains
+
+    return [o.chain for o in iter_chains(shared_data / "cgdms" / "cgdms_train_val.tar.gz")]
+
+
+@pytest.fixture(scope="module")
+def ts50(shared_data: Path) -> list[tuple[str, str]]:
+    with gzip.open(shared_data / "ts50_gvp" / "ts50.json.gz", "rt") as handle:
+        return [(record["name"], record["seq"]) for record in json.load(handle)]
+
+
+@pytest.fixture(scope="module")
+def table_ts50(shared_data: Path) -> dict[tuple[str, str], float]:
+    """TS50 rows of the shared mmseqs2 overlap table: (ts50 id, cgdms id) -> identity."""
+    with open(shared_data / "OVERLAP_tests_vs_cgdms_mmseqs.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return {(r["query_test_chain"].split("|")[1], r["target_cgdms_chain"].split("|")[1]): float(r["fident"])
+            for r in rows if r["query_test_chain"].startswith("ts50|")}
+
+
+def _test_chain(name: str, seq: str) -> ProteinChain:
+    import numpy as np
+
+    return ProteinChain(name, seq, np.zeros(len(seq), bool), np.full((len(seq), 4, 3), np.nan, np.float32))
+
+
+@needs_mmseqs
+def test_leakage_against_ts50_matches_shared_table(cgdms: list[ProteinChain], ts50: list[tuple[str, str]],
+                                                   table_ts50: dict[tuple[str, str], float]) -> None:
+    kept, removed = splits.remove_leakage(cgdms, {"ts50": [_test_chain(n, s) for n, s in ts50]})
+    removed_ids = {hit.chain_id for hit in removed}
+    assert {"1LPB_A", "2CVI_A"} <= removed_ids  # identical to TS50 1lpbA and 2cviA
+    assert removed_ids == {target for _, target in table_ts50}
+    assert len(kept) + len(removed) == len(cgdms) and not removed_ids & {c.id for c in kept}
+    by_id = {hit.chain_id: hit for hit in removed}
+    assert by_id["1LPB_A"].test_id == "1lpbA" and by_id["1LPB_A"].identity == 1.0
+    for hit in removed:
+        assert hit.test_set == "ts50"
+        assert hit.identity == pytest.approx(table_ts50[(hit.test_id, hit.chain_id)], abs=0.005)
+        assert hit.hit.query == hit.test_id and hit.hit.target == hit.chain_id
+        assert min(hit.hit.query_coverage, hit.hit.target_coverage) >= 0.5 and hit.hit.evalue <= 1e-3
+
+
+def test_fallback_search_finds_the_identical_chains(monkeypatch: pytest.MonkeyPatch, cgdms: list[ProteinChain],
+                                                     ts50: list[tuple[str, str]],
+                                                     table_ts50: dict[tuple[str, str], float],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(splits, "mmseqs_path", lambda: None)
+    wanted = {target for _, target in table_ts50}
+    pool = [c for c in cgdms if c.id in wanted] + cgdms[:300]
+    hits = splits.search_overlap([n for n, _ in ts50], [s for _, s in ts50], [c.id for c in pool],
+                                 [c.sequence for c in pool])
+    assert "fallback" in caplog.text
+    pairs = {(h.query, h.target): h for h in hits}
+    assert pairs[("1lpbA", "1LPB_A")].identity == 1.0 and pairs[("2cviA", "2CVI_A")].identity == 1.0
+    for hit in hits:
+        assert hit.identity >= 0.3 and min(hit.query_coverage, hit.target_coverage) >= 0.5 and hit.evalue <= 1e-3
+    # no spurious hit: everything found is in the mmseqs2 table (the fallback is the less sensitive of the two)
+    assert set(pairs) <= set(table_ts50)
+
+
+@needs_mmseqs
+def test_hostile_ids_never_reach_mmseqs(cgdms: list[ProteinChain], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    seqs = [cgdms[0].sequence, cgdms[0].sequence, cgdms[1].sequence, cgdms[2].sequence, cgdms[3].sequence]
+    hits = splits.search_overlap(HOSTILE_IDS[:2], seqs[:2], HOSTILE_IDS, seqs)
+    assert {(h.query, h.target) for h in hits} >= {(HOSTILE_IDS[0], HOSTILE_IDS[0]), (HOSTILE_IDS[0], HOSTILE_IDS[1])}
+    assert list(tmp_path.iterdir()) == [] and not Path("pwned").exists()
+
+
+def _identical_groups(chains: list[ProteinChain]) -> list[list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for chain in chains:
+        groups[chain.sequence].append(chain.id)
+    return [ids for ids in groups.values() if len(ids) > 1]
+
+
+@pytest.mark.parametrize("method", [pytest.param("mmseqs", marks=pytest.mark.slow), "fallback"])
+def test_clusters_keep_identical_sequences_together(method: str, monkeypatch: pytest.MonkeyPatch,
+                                                    cgdms: list[ProteinChain]) -> None:
+    if method == "mmseqs" and splits.mmseqs_path() is None:
+        pytest.skip("mmseqs2 not installed")
+    if method == "fallback":
+        monkeypatch.setattr(splits, "mmseqs_path", lambda: None)
+    groups = _identical_groups(cgdms)
+    members = {i for group in groups for i in group}
+    subset = [c for c in cgdms if c.id in members] + [c for c in cgdms[:120] if c.id not in members]
+    ids = [c.id for c in subset]
+    ids[-1] = HOSTILE_IDS[0]
+    clusters = splits.cluster_sequences(ids, [c.sequence for c in subset])
+    assert set(clusters) == set(ids) and set(clusters.values()) <= set(ids)
+    for group in groups:
+        assert len({clusters[i] for i in group}) == 1, group
+    for rep in set(clusters.values()):
+        assert clusters[rep] == rep  # a representative is in its own cluster
+    assert len(set(clusters.values())) > 0.8 * len(set(c.sequence for c in subset))  # mostly unrelated chains
+
+
+def test_split_by_cluster_never_splits_a_cluster() -> None:
+    clusters = {f"c{i}": f"r{i // 3}" if i < 60 else f"c{i}" for i in range(300)}
+    fractions = {"train": 0.8, "val": 0.1, "test": 0.1}
+    first = splits.split_by_cluster(clusters, fractions, seed=1)
+    assert first == splits.split_by_cluster(clusters, fractions, seed=1)
+    assert first != splits.split_by_cluster(clusters, fractions, seed=2)
+    assert set(first) == set(clusters)
+    by_cluster: dict[str, set[str]] = defaultdict(set)
+    for chain_id, split in first.items():
+        by_cluster[clusters[chain_id]].add(split)
+    assert all(len(s) == 1 for s in by_cluster.values())
+    counts = {name: sum(v == name for v in first.values()) for name in fractions}
+    for name, fraction in fractions.items():
+        assert abs(counts[name] - fraction * 300) <= 3
+
+
+def test_fraction_parsing() -> None:
+    assert splits.parse_fractions("train=0.9, val=0.1") == {"train": 0.9, "val": 0.1}
+    for bad, message in (("train=0.9", "sum to"), ("train=1.2,val=-0.2", "positive"), ("train", "NAME=FRACTION"),
+                         ("train=a,val=0.5", "not a number"), ("train=0.5,train=0.5", "twice")):
+        with pytest.raises(InputError, match=message):
+            splits.parse_fractions(bad)
+    with pytest.raises(InputError):
+        splits.search_overlap(["a"], ["ACDE"], ["b"], ["ACDE"], min_seq_id=1.5)

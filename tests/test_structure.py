@@ -1,0 +1,358 @@
+"""read_structure on real PDB entries (PSICOV150 originals) and on small synthetic files for the edge cases."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from Bio import SeqIO
+
+from protrnn.data.chain import virtual_cb
+from protrnn.data.structure import MAX_NUMBERING_GAP, parse_structure_text, read_structure
+from protrnn.errors import InputError
+
+ORG = "psicov150_gremlin_rf/psicov150_org_pdb.tar.gz"
+CLEAN = "psicov150_gremlin_rf/psicov150_clean_chainA_pdb_fasta.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def org(extracted: Callable[[str], Path]) -> Path:
+    return extracted(ORG) / "psicov150" / "org_pdb"
+
+
+@pytest.fixture(scope="module")
+def clean(extracted: Callable[[str], Path]) -> Path:
+    return extracted(CLEAN) / "psicov150"
+
+
+def _seqres(path: Path, chain: str) -> str:
+    return next(str(r.seq) for r in SeqIO.parse(path, "pdb-seqres") if r.annotations["chain"] == chain)
+
+
+# ------------------------------------------------------------------------------------------------------ real entries
+def test_psicov150_chain_a_sequence_is_the_deposited_seqres(org: Path, clean: Path) -> None:
+    files = sorted(org.glob("*.pdb"))
+    assert len(files) == 150
+    for path in files:
+        chain = read_structure(path, "A")
+        assert chain.meta["sequence_source"] == "seqres", path.name
+        assert chain.sequence == _seqres(path, "A"), path.name
+        assert chain.id == f"{path.stem}_A"
+        # Observed residues are the residues of the cleaned chain-A file, up to residues clean_pdb trimmed at the ends.
+        observed = "".join(np.array(list(chain.sequence))[chain.observed])
+        cleaned = str(next(SeqIO.parse(clean / "fasta" / f"{path.stem}.fasta", "fasta")).seq)
+        assert cleaned in observed or observed in cleaned, path.name
+        assert np.isnan(chain.coords[~chain.observed]).all() and not np.isnan(chain.coords[chain.observed]).any()
+
+
+def test_missing_residues_are_masked_so_separation_is_true(org: Path, clean: Path) -> None:
+    """1dmg chain A lacks residues 43-95 (REMARK 465), and 186-191 are modelled with occupancy 0 (not observed).
+    The renumbered clean file shifts every contact across these gaps; ours keeps author spacing."""
+    ours = read_structure(org / "1dmg.pdb", "A")
+    renumbered = read_structure(clean / "pdb" / "1dmg.pdb")
+    assert renumbered.meta["sequence_source"] == "numbering" and renumbered.observed.all()
+    index = np.flatnonzero(ours.observed)
+    assert len(index) == len(renumbered)
+    jumps = np.flatnonzero(np.diff(index) > 1)
+    assert len(jumps) == 2
+    assert [(ours.meta["numbering"][index[k]], ours.meta["numbering"][index[k + 1]]) for k in jumps] == [
+        ("42", "96"), ("185", "192")]
+    before, after = index[jumps[0]], index[jumps[0] + 1]
+    numbering = ours.meta["numbering"]
+    gap = after - before - 1
+    assert gap == 53 and int(numbering[after]) - int(numbering[before]) == gap + 1
+    assert not ours.observed[before + 1: after].any()
+    # Same geometry, so the same contacts, but at shifted (renumbered) vs true (ours) separations.
+    sub = ours.contact_map()[np.ix_(index, index)]
+    assert np.array_equal(sub, renumbered.contact_map())
+    i, j = np.nonzero(np.triu(renumbered.contact_map(), 6))
+    across = (i <= jumps[0]) & (j > jumps[0])
+    assert across.any(), "1dmg has contacts across the gap"
+    author = np.array([int(numbering[k]) for k in index])  # 1dmg chain A has no insertion codes
+    ours_sep, renumbered_sep = index[j] - index[i], j - i
+    assert np.array_equal(ours_sep, author[j] - author[i]), "our separation is the author-numbering separation"
+    assert np.all(renumbered_sep[across] <= ours_sep[across] - gap), "the renumbered file understates it"
+    # pair_mask and contact_map agree that unobserved rows are never scored
+    assert not ours.pair_mask()[before + 1].any() and not ours.contact_map()[before + 1].any()
+
+
+def test_every_internal_gap_matches_author_numbering(org: Path) -> None:
+    checked = 0
+    for stem in ("1cke", "1dbx", "1f6b", "1j3a", "1ne2", "1qjp", "3bor", "1wkc"):
+        chain = read_structure(org / f"{stem}.pdb", "A")
+        index = np.flatnonzero(chain.observed)
+        numbering = chain.meta["numbering"]
+        for a, b in zip(index[:-1], index[1:], strict=True):
+            if b - a > 1:
+                assert int(numbering[b]) - int(numbering[a]) == b - a, (stem, numbering[a], numbering[b])
+                checked += 1
+    assert checked >= 10
+
+
+def test_virtual_cb_within_0_2_angstrom_of_real_cb(org: Path) -> None:
+    """Virtual Cβ (ideal geometry from N, Cα, C) vs the deposited Cβ over 20 PSICOV150 chains, non-Gly residues."""
+    from Bio.PDB import PDBParser
+
+    parser = PDBParser(QUIET=True)
+    deviations = []
+    for path in sorted(org.glob("*.pdb"))[:20]:
+        for residue in parser.get_structure(path.stem, path)[0]["A"]:
+            if residue.id[0] == " " and residue.get_resname() != "GLY" and all(
+                    a in residue for a in ("N", "CA", "C", "CB")):
+                built = virtual_cb(*(residue[a].coord.astype(np.float64) for a in ("N", "CA", "C")))
+                deviations.append(float(np.linalg.norm(built - residue["CB"].coord)))
+    deviations_arr = np.array(deviations)
+    assert len(deviations_arr) > 2000
+    # measured on this set: mean 0.099 A, median 0.081 A, max 2.52 A (a strained or mis-modelled side chain)
+    assert deviations_arr.mean() < 0.2
+    assert np.median(deviations_arr) < 0.1
+
+
+def test_real_cb_kept_and_glycine_uses_ca(org: Path) -> None:
+    chain = read_structure(org / "1a3a.pdb", "A")
+    from Bio.PDB import PDBParser
+
+    residues = {f"{r.id[1]}{r.id[2].strip()}": r for r in PDBParser(QUIET=True).get_structure("x", org / "1a3a.pdb")[0]["A"]}
+    for k, label in enumerate(chain.meta["numbering"]):
+        if not chain.observed[k]:
+            continue
+        residue = residues[label]
+        expected = residue["CA"].coord if chain.sequence[k] == "G" else residue["CB"].coord
+        np.testing.assert_allclose(chain.coords[k, 3], expected, atol=1e-3)
+
+
+def test_selenomethionine_is_methionine(org: Path) -> None:
+    path = org / "1dbx.pdb"
+    mse = sorted({int(line[22:26]) for line in path.read_text().splitlines()
+                  if line.startswith("HETATM") and line[17:20] == "MSE" and line[21] == "A"})
+    assert mse
+    chain = read_structure(path, "A")
+    numbering = chain.meta["numbering"]
+    for number in mse:
+        k = numbering.index(str(number))
+        assert chain.sequence[k] == "M" and chain.observed[k]
+
+
+def test_highest_occupancy_altloc_is_used(org: Path) -> None:
+    """1a6m chain A has Cβ altlocs where B (occupancy 0.5x) outweighs A (0.4x)."""
+    path = org / "1a6m.pdb"
+    best: dict[str, tuple[float, np.ndarray]] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("ATOM") and line[12:16] == " CB " and line[16] != " " and line[21] == "A":
+            label = f"{int(line[22:26])}{line[26].strip()}"
+            occupancy = float(line[54:60])
+            xyz = np.array([float(line[30:38]), float(line[38:46]), float(line[46:54])])
+            if label not in best or occupancy > best[label][0]:
+                best[label] = (occupancy, xyz)
+    chain = read_structure(path, "A")
+    numbering = chain.meta["numbering"]
+    assert "31" in best and best["31"][0] == pytest.approx(0.58)
+    for label, (_, xyz) in best.items():
+        np.testing.assert_allclose(chain.coords[numbering.index(label), 3], xyz, atol=1e-3)
+
+
+def test_insertion_codes_kept_in_file_order(org: Path) -> None:
+    path = org / "5ptp.pdb"
+    file_order = []
+    for line in path.read_text().splitlines():
+        if line.startswith(("ATOM", "HETATM")) and line[12:16] == " CA " and line[21] == "A":
+            label = f"{int(line[22:26])}{line[26].strip()}"
+            if label not in file_order:
+                file_order.append(label)
+    chain = read_structure(path, "A")
+    labels = [n for n in chain.meta["numbering"] if n]
+    assert "184A" in labels and labels.index("184A") == labels.index("184") + 1
+    assert labels == [n for n in file_order if n in labels]
+    assert chain.sequence == _seqres(path, "A")
+
+
+def test_gzip_and_default_chain(org: Path, tmp_path: Path) -> None:
+    source = org / "1a3a.pdb"
+    packed = tmp_path / "1a3a.pdb.gz"
+    packed.write_bytes(gzip.compress(source.read_bytes()))
+    plain, zipped = read_structure(source), read_structure(packed)
+    assert plain.meta["chain"] == "A" and zipped.sequence == plain.sequence
+    np.testing.assert_array_equal(zipped.coords, plain.coords)
+    assert read_structure(source, "B").sequence == _seqres(source, "B")
+
+
+# ------------------------------------------------------------------------------------------------------ mmCIF
+def _to_mmcif(pdb_path: Path, chain_id: str, with_entity_poly: bool = True) -> str:
+    """A realistic mmCIF of one real entry: atom_site from Bio.PDB's writer, entity_poly(_seq) from SEQRES."""
+    from Bio.PDB import PDBParser
+    from Bio.PDB.mmcifio import MMCIFIO
+
+    structure = PDBParser(QUIET=True).get_structure(pdb_path.stem, pdb_path)
+    out = io.StringIO()
+    writer = MMCIFIO()
+    writer.set_structure(structure)
+    writer.save(out)
+    text = out.getvalue()
+    if not with_entity_poly:
+        return text
+    names: list[str] = []
+    for line in pdb_path.read_text().splitlines():
+        if line.startswith("SEQRES") and line[11] == chain_id:
+            names.extend(line[19:].split())
+    canonical = str(next(r.seq for r in SeqIO.parse(pdb_path, "pdb-seqres") if r.annotations["chain"] == chain_id))
+    block = ["#", "loop_", "_entity_poly.entity_id", "_entity_poly.type", "_entity_poly.pdbx_strand_id",
+             "_entity_poly.pdbx_seq_one_letter_code_can", f"1 'polypeptide(L)' {chain_id}", ";" + canonical, ";", "#",
+             "loop_", "_entity_poly_seq.entity_id", "_entity_poly_seq.num", "_entity_poly_seq.mon_id",
+             "_entity_poly_seq.hetero"]
+    block += [f"1 {k} {name} n" for k, name in enumerate(names, start=1)]
+    return text.rstrip("\n") + "\n" + "\n".join(block) + "\n#\n"
+
+
+def test_mmcif_with_entity_poly_matches_pdb(org: Path, tmp_path: Path) -> None:
+    pdb = org / "1dbx.pdb"  # has a missing loop and selenomethionines
+    cif = tmp_path / "1dbx.cif.gz"
+    cif.write_bytes(gzip.compress(_to_mmcif(pdb, "A").encode()))
+    from_pdb, from_cif = read_structure(pdb, "A"), read_structure(cif, "A")
+    assert from_cif.meta["format"] == "mmcif" and from_cif.meta["sequence_source"] == "entity_poly"
+    assert from_cif.sequence == from_pdb.sequence
+    np.testing.assert_array_equal(from_cif.observed, from_pdb.observed)
+    np.testing.assert_allclose(from_cif.coords, from_pdb.coords, atol=1e-3, equal_nan=True)
+    # content detection: no suffix at all
+    anonymous = tmp_path / "entry"
+    anonymous.write_text(_to_mmcif(pdb, "A"))
+    assert read_structure(anonymous, "A").sequence == from_pdb.sequence
+
+
+def test_mmcif_without_entity_poly_is_an_error_unless_allowed(org: Path, tmp_path: Path) -> None:
+    cif = tmp_path / "1dbx.cif"
+    cif.write_text(_to_mmcif(org / "1dbx.pdb", "A", with_entity_poly=False))
+    with pytest.raises(InputError, match=r"1dbx\.cif, record '1dbx_A': no entity_poly sequence for chain 'A'"):
+        read_structure(cif, "A")
+    chain = read_structure(cif, "A", require_sequence=False)
+    assert chain.meta["sequence_source"] == "numbering"
+    assert chain.sequence.replace("X", "") != chain.sequence, "the missing loop is masked X residues"
+
+
+# ------------------------------------------------------------------------------------------------------ synthetic
+def _atom(serial: int, name: str, resname: str, chain: str, resseq: int, icode: str, xyz: np.ndarray,
+          record: str = "ATOM", altloc: str = " ", occupancy: float = 1.0) -> str:
+    padded = f" {name:<3}" if len(name) < 4 else name
+    return (f"{record:<6}{serial:5d} {padded}{altloc}{resname:>3} {chain}{resseq:4d}{icode:1}   "
+            f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}{occupancy:6.2f}{20.0:6.2f}          {name[0]:>2}")
+
+
+def _backbone(residues: list[tuple], chain: str = "A", start: float = 0.0) -> list[str]:
+    """``residues``: (resname, resseq, icode, x_offset, record, atoms) -> ideal-ish backbone along x, 3.8 A apart.
+
+    A larger ``x_offset`` jump than 3.8 A breaks the chain physically."""
+    lines = []
+    serial = 1
+    for resname, resseq, icode, x, record, atoms in residues:
+        ca = np.array([start + x, 0.0, 0.0])
+        positions = {"N": ca + [-1.2, 0.5, 0.0], "CA": ca, "C": ca + [1.2, -0.5, 0.0], "O": ca + [1.4, -1.6, 0.0],
+                     "CB": ca + [-0.5, -0.8, 1.2]}
+        for name in atoms:
+            lines.append(_atom(serial, name, resname, chain, resseq, icode, positions[name], record=record))
+            serial += 1
+    return lines
+
+
+FULL = ("N", "CA", "C", "O", "CB")
+
+
+def _chain(spec: list[tuple[str, int, str, float]], **kw: object) -> list[tuple]:
+    return [(name, num, icode, x, kw.get("record", "ATOM"), kw.get("atoms", FULL)) for name, num, icode, x in spec]
+
+
+def test_numbering_gap_without_seqres_becomes_masked_residues() -> None:
+    spec = [("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("LEU", 6, "", 20.0), ("LYS", 7, "", 23.8)]
+    chain = parse_structure_text("\n".join(_backbone(_chain(spec))) + "\nEND\n", source="mem.pdb")
+    assert chain.sequence == "AGXXXLK" and chain.observed.tolist() == [1, 1, 0, 0, 0, 1, 1]
+    assert chain.meta["sequence_source"] == "numbering"
+
+
+def test_numbering_skip_between_bonded_residues_inserts_nothing() -> None:
+    """Chymotrypsin-style numbering skips numbers where nothing is missing; the backbone is continuous."""
+    spec = [("ALA", 1, "", 0.0), ("SER", 5, "", 3.8), ("SER", 5, "A", 7.6), ("THR", 6, "", 11.4)]
+    chain = parse_structure_text("\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.sequence == "ASST" and chain.meta["numbering"] == ["1", "5", "5A", "6"]
+
+
+def test_huge_numbering_gap_is_an_unknown_break() -> None:
+    spec = [("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("LEU", 3 + MAX_NUMBERING_GAP + 5, "", 40.0)]
+    chain = parse_structure_text("\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.sequence == "AGL" and chain.meta["unknown_gaps"] == [f"2-{3 + MAX_NUMBERING_GAP + 5}"]
+
+
+def test_observed_rule_glycine_ca_only_and_virtual_cb() -> None:
+    residues = [("GLY", 1, "", 0.0, "ATOM", ("CA",)), ("ALA", 2, "", 3.8, "ATOM", ("CA",)),
+                ("ALA", 3, "", 7.6, "ATOM", ("N", "CA", "C")), ("ALA", 4, "", 11.4, "ATOM", ("N", "C", "O"))]
+    chain = parse_structure_text("\n".join(_backbone(residues)) + "\n", source="mem.pdb")
+    assert chain.observed.tolist() == [True, False, True, False]
+    np.testing.assert_allclose(chain.coords[0, 3], chain.coords[0, 1])
+    n, ca, c = (chain.coords[2, k].astype(np.float64) for k in range(3))
+    np.testing.assert_allclose(chain.coords[2, 3], virtual_cb(n, ca, c), atol=1e-4)
+
+
+def test_modified_residue_and_free_amino_acid_ligand() -> None:
+    """An N-terminal MSE and an internal SEP are part of the chain; a free TYR ligand (HETATM, far away) is not."""
+    residues = _chain([("MSE", 1, "", 0.0)], record="HETATM") + _chain([("ALA", 2, "", 3.8)]) + _chain(
+        [("SEP", 3, "", 7.6)], record="HETATM") + _chain([("LYS", 4, "", 11.4)]) + _chain(
+        [("TYR", 401, "", 60.0)], record="HETATM")
+    chain = parse_structure_text("\n".join(_backbone(residues)) + "\n", source="mem.pdb")
+    assert chain.sequence == "MASK" and chain.observed.all()
+
+
+def test_seqres_gap_is_placed_at_the_physical_break() -> None:
+    """SEQRES AGGGK with one G missing: an alignment alone cannot tell which G; the broken C-N bond can."""
+    seqres = "SEQRES   1 A    5  ALA GLY GLY GLY LYS"
+    spec = [("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("GLY", 4, "", 11.0), ("LYS", 5, "", 14.8)]
+    chain = parse_structure_text(seqres + "\n" + "\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.sequence == "AGGGK" and chain.meta["sequence_source"] == "seqres"
+    assert chain.observed.tolist() == [True, True, False, True, True]
+    assert chain.meta["numbering"] == ["1", "2", "", "4", "5"]
+
+
+def test_wrong_seqres_falls_back_to_numbering() -> None:
+    seqres = "SEQRES   1 A    4  TRP TRP TRP TRP"
+    spec = [("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("LEU", 3, "", 7.6), ("LYS", 4, "", 11.4)]
+    chain = parse_structure_text(seqres + "\n" + "\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.sequence == "AGLK" and "identity" in str(chain.meta["seqres_rejected"])
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+def _one_line_error(path: Path, pattern: str, **kw: object) -> None:
+    with pytest.raises(InputError, match=pattern) as info:
+        read_structure(path, **kw)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message, message
+
+
+def test_bad_structure_inputs(org: Path, tmp_path: Path) -> None:
+    text = (org / "1a3a.pdb").read_text()
+    cases = {
+        "missing.pdb": (None, "file not found"),
+        "empty.pdb": (b"", "empty file"),
+        "binary.pdb": (b"\x7fELF\x02\x01\x01\x00\x00\x00", "binary file"),
+        "cut.pdb": (text[: text.index("ATOM") + 2000].encode(), "truncated file"),
+        "cutline.pdb": ("\n".join(_backbone(_chain([("ALA", 1, "", 0.0)])))[:-40].encode(), "incomplete coordinate"),
+        "cut.pdb.gz": (gzip.compress(text.encode())[:5000], "truncated or corrupt gzip"),
+        "notes.txt": (b"just some notes\nnothing else\n", "neither a PDB nor an mmCIF"),
+        "water.pdb": (("\n".join(_backbone([("HOH", 1, "", 0.0, "HETATM", ("O",))])) + "\nEND\n").encode(),
+                      r"no protein chain \(chains: 'A'\)"),
+        "noca.pdb": ("\n".join(_backbone(_chain([("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8)], atoms=("N", "C", "O"))))
+                     .encode(), "chain 'A' has no CA atoms"),
+        "broken.cif": (b"data_x\nloop_\n_atom_site.group_PDB\n_atom_site.id\n'unterminated\n", "cannot parse mmCIF"),
+    }
+    for name, (content, pattern) in cases.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        _one_line_error(path, pattern)
+
+
+def test_missing_chain_lists_available_ones(org: Path) -> None:
+    _one_line_error(org / "1a3a.pdb", r"chain 'Z' not found \(available: 'A', 'B', 'C', 'D'\)", chain="Z")
+
+
+def test_model_index_out_of_range(org: Path) -> None:
+    _one_line_error(org / "1a3a.pdb", "model index 3 out of range", model=3)

@@ -1,0 +1,295 @@
+"""Lightning training: loss and metrics, the `protrnn train` CLI (configs, bad values, divergence, resume) and export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from protrnn.commands import train as train_cmd
+from protrnn.errors import InputError
+from protrnn.evaluation.metrics import evaluate_contacts
+from protrnn.training.module import WarmupCosine, contact_loss, top_l_precision
+
+
+def read_cgdms(shared_data: Path, count: int) -> list:
+    """The first ``count`` cgdms chains in name order (one pass over the tarball)."""
+    from protrnn.data.formats import parse_cgdms_text
+
+    archive = shared_data / "cgdms" / "cgdms_train_val.tar.gz"
+    if not archive.is_file():
+        pytest.skip("cgdms tarball not in shared data")
+    chains = []
+    with tarfile.open(archive) as tar:
+        members = sorted((m for m in tar.getmembers() if m.name.startswith("protein_data/train_val/")
+                          and m.name.endswith(".txt")), key=lambda m: m.name)
+        for member in members[:count]:
+            text = tar.extractfile(member).read().decode("ascii")
+            chains.append(parse_cgdms_text(text, Path(member.name).stem, source=member.name))
+    return chains
+
+
+@pytest.fixture(scope="module")
+def datasets(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """train.npz (10 chains), val.npz (4 chains) and overfit.npz (4 chains) built from real cgdms chains."""
+    from protrnn.data.dataset import save_dataset
+
+    chains = read_cgdms(shared_data, 14)
+    out = tmp_path_factory.mktemp("datasets")
+    save_dataset(chains[:10], out / "train.npz")
+    save_dataset(chains[10:], out / "val.npz")
+    save_dataset(chains[:4], out / "overfit.npz")
+    return {"train": out / "train.npz", "val": out / "val.npz", "overfit": out / "overfit.npz"}
+
+
+def tiny_args(datasets: dict[str, Path], root: Path, *extra: str) -> list[str]:
+    return ["--config", "tiny", "--data.train_path", str(datasets["train"]), "--data.val_path", str(datasets["val"]),
+            "--trainer.default_root_dir", str(root), *extra]
+
+
+def read_metrics(run: Path, version: int = 0) -> list[dict[str, str]]:
+    with open(run / "logs" / f"version_{version}" / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---- loss and metrics ----------------------------------------------------------------------------------------------
+def _random_batch(seed: int = 0, lengths: tuple[int, ...] = (50, 37, 20)) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    batch, width = len(lengths), max(lengths)
+    logits = torch.randn(batch, width, width, generator=gen)
+    logits = logits + logits.transpose(1, 2)
+    logits[0, :8, :8] = 0.25  # exact ties: ranking must break them in row-major order
+    contacts = (torch.rand(batch, width, width, generator=gen) < 0.08).float()
+    contacts = ((contacts + contacts.transpose(1, 2)) > 0).float()
+    lens = torch.tensor(lengths)
+    mask = torch.arange(width)[None] < lens[:, None]
+    observed = mask & (torch.rand(batch, width, generator=gen) > 0.1)
+    idx = torch.arange(width)
+    pair_mask = observed[:, :, None] & observed[:, None, :] & ((idx[:, None] - idx[None, :]).abs() >= 6)
+    return {"logits": logits, "contacts": contacts * pair_mask, "pair_mask": pair_mask, "lengths": lens,
+            "observed": observed}
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("short", 6, 11), ("medium", 12, 23), ("long", 24, None),
+                                                     ("medium_long", 12, None)])
+def test_top_l_precision_matches_evaluate_contacts(name: str, low: int, high: int | None) -> None:
+    b = _random_batch()
+    got = top_l_precision(b["logits"], b["contacts"], b["pair_mask"], b["lengths"], low=low, high=high, k=5)
+    for i, length in enumerate(b["lengths"].tolist()):
+        probs = torch.sigmoid(b["logits"][i, :length, :length].double()).numpy()
+        ref = evaluate_contacts(probs, b["contacts"][i, :length, :length].numpy(), b["observed"][i, :length].numpy(),
+                                bins=[], top_k=(5,))[f"{name}/P@L/5"]
+        if math.isnan(ref):
+            assert math.isnan(float(got[i]))
+        else:
+            assert float(got[i]) == pytest.approx(ref, abs=1e-6)
+
+
+def test_contact_loss_scores_each_masked_pair_once() -> None:
+    b = _random_batch(seed=1)
+    logits, contacts, pair_mask = b["logits"], b["contacts"], b["pair_mask"]
+    loss = contact_loss(logits, contacts, pair_mask, pos_weight=3.0)
+    upper = torch.ones_like(pair_mask[0]).triu(1)
+    keep = pair_mask & upper
+    x, y = logits[keep], contacts[keep]
+    manual = -(3.0 * y * torch.nn.functional.logsigmoid(x) + (1 - y) * torch.nn.functional.logsigmoid(-x)).mean()
+    assert float(loss) == pytest.approx(float(manual), rel=1e-5)
+    # Unscored pairs (lower triangle, |i-j| < 6, padding, unobserved) never move the loss.
+    changed = logits.clone()
+    changed[~keep] = 1e4
+    assert float(contact_loss(changed, contacts, pair_mask, pos_weight=3.0)) == pytest.approx(float(loss), rel=1e-6)
+    # pos_weight up-weights the positives only; focal modulation lowers the loss of confident pairs.
+    assert float(contact_loss(logits, contacts, pair_mask, pos_weight=1.0)) < float(loss)
+    assert float(contact_loss(logits, contacts, pair_mask, focal_gamma=2.0)) < float(
+        contact_loss(logits, contacts, pair_mask))
+    empty = contact_loss(logits, contacts, torch.zeros_like(pair_mask))
+    assert float(empty) == 0.0
+
+
+def test_warmup_cosine_schedule() -> None:
+    schedule = WarmupCosine(warmup_steps=10, total_steps=110, min_ratio=0.1)
+    values = [schedule(step) for step in range(120)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[60] == pytest.approx(0.55)
+    assert values[110] == pytest.approx(0.1) and values[119] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
+    assert WarmupCosine(5, math.inf, 0.1)(1000) == 1.0
+
+
+# ---- CLI: configs and bad values ----------------------------------------------------------------------------------
+def test_bundled_configs_parse_and_shortcut_resolves() -> None:
+    names = train_cmd.bundled_configs()
+    assert {"default", "lstm", "gru", "rnn", "tiny"} <= set(names)
+    assert train_cmd.resolve_config_args(["--config", "gru", "-c=x"])[1].endswith("configs/gru.yaml")
+    assert train_cmd.resolve_config_args(["--config=rnn"])[0].endswith("configs/rnn.yaml")
+    with pytest.raises(InputError, match="no bundled config named 'nosuch'"):
+        train_cmd.resolve_config_args(["--config", "nosuch"])
+
+
+@pytest.mark.parametrize("name", ["default", "lstm", "gru", "rnn", "tiny"])
+def test_print_config_of_each_bundled_config(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        train_cmd.main(["--config", name, "--print_config"])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "use_distributed_sampler: false" in printed and "cell:" in printed
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    (["--model.model.cell", "transformer"], "'cell'"),
+    (["--model.model.gradient_horizon", "-4"], "'gradient_horizon'"),
+    (["--data.crop_length", "5"], "'data.crop_length'"),
+    (["--model.lr", "-1"], "'model.lr'"),
+    (["--trainer.use_distributed_sampler", "true"], "'trainer.use_distributed_sampler'"),
+    (["--model.model.not_a_key", "1"], "not_a_key"),
+])
+def test_invalid_config_fails_before_training_naming_the_key(datasets: dict[str, Path], tmp_path: Path,
+                                                             override: list[str], key: str) -> None:
+    with pytest.raises(InputError) as err:
+        train_cmd.main(tiny_args(datasets, tmp_path / "run", *override))
+    message = str(err.value)
+    assert key in message and "\n" not in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_cli_prints_config_errors_on_one_line(datasets: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from protrnn.cli import main as cli_main
+
+    status = cli_main(["train", *tiny_args(datasets, tmp_path / "run", "--model.model.cell", "lstmx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("protrnn: error: ") and "cell" in err[-1] and "--model.model.cell" in err[-1]
+
+
+def test_malloc_reexec_only_for_the_real_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    for key in train_cmd.MALLOC_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q"])  # a library caller: never replaced
+    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["protrnn", "train", "--config", "tiny"])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "protrnn", "train", "--config", "tiny"])
+    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
+    if sys.platform.startswith("linux") and train_cmd.platform.libc_ver()[0] == "glibc":
+        assert len(calls) == 1
+        path, argv, env = calls[0]
+        assert path == sys.executable and argv[1:] == ["-m", "protrnn", "train", "--config", "tiny"]
+        assert all(env[k] == v for k, v in train_cmd.MALLOC_ENV.items())
+    calls.clear()
+    monkeypatch.setenv("PROTRNN_MALLOC_TUNING", "0")  # the opt-out
+    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
+    monkeypatch.delenv("PROTRNN_MALLOC_TUNING")
+    for key, value in train_cmd.MALLOC_ENV.items():  # already set (the re-executed process itself): no loop
+        monkeypatch.setenv(key, value)
+    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
+    assert calls == []
+
+
+# ---- training runs -------------------------------------------------------------------------------------------------
+def test_diverging_loss_stops_with_the_step(datasets: dict[str, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    status = train_cmd.main(tiny_args(datasets, tmp_path / "run", "--model.lr", "1e10", "--model.warmup_steps", "0",
+                                      "--trainer.gradient_clip_val", "null", "--trainer.max_epochs", "3"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == train_cmd.EXIT_DIVERGED
+    assert "training diverged at global step" in err[-1] and "model.lr" in err[-1]
+    assert "gradient_clip_val" in err[-1]
+    assert not (tmp_path / "run" / "model.json").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_run(datasets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of the tiny config (shared by the resume and export tests)."""
+    run = tmp_path_factory.mktemp("run")
+    assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "1")) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_resume_continues_the_global_step(datasets: dict[str, Path], trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = first["global_step"]
+    assert first["epoch"] == 0 and steps_per_epoch > 0
+    assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last")) == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 2 * steps_per_epoch and resumed["epoch"] == 1
+    rows = [r for r in read_metrics(run, version=1) if r.get("train/loss_step")]
+    assert int(rows[0]["step"]) == steps_per_epoch  # logging continues where the first run stopped
+    # A different architecture cannot resume this checkpoint.
+    with pytest.raises(InputError, match=r"hidden_size=32 \(config: 48\)"):
+        train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "3", "--ckpt_path", "last",
+                                 "--model.model.hidden_size", "48"))
+
+
+def test_fit_end_export_and_export_command_round_trip(trained_run: Path, tmp_path: Path) -> None:
+    from protrnn.cli import main as cli_main
+    from protrnn.model.contact_model import load_model_files
+    from protrnn.training.module import network_from_checkpoint
+
+    # protrnn train exported the best checkpoint into the run directory, with its validation metrics and config.
+    meta = json.loads((trained_run / "model.json").read_text())
+    assert meta["selected"] == "best" and meta["monitor"] == "val/P@L5_medium_long"
+    assert set(meta["val_metrics"]) >= {"val/loss", "val/P@L5_long", "val/P@L5_medium_long"}
+    assert meta["training_config"]["model"]["model"]["cell"] == "lstm"
+    assert meta["training_config"]["trainer"]["use_distributed_sampler"] is False
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "exported")]) == 0
+    model = load_model_files(tmp_path / "exported")
+    reference, _ = network_from_checkpoint(ckpt)
+    tokens = torch.randint(2, 22, (2, 40))
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+    torch.testing.assert_close(model.predict_proba(tokens, mask), reference.predict_proba(tokens, mask))
+    assert model.export_metadata["global_step"] == torch.load(ckpt, weights_only=True)["global_step"]
+
+
+def test_export_rejects_mismatched_and_foreign_checkpoints(trained_run: Path, tmp_path: Path,
+                                                           datasets: dict[str, Path]) -> None:
+    from protrnn.training.callbacks import export_checkpoint
+
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["model"]["hidden_size"] = 24
+    torch.save(checkpoint, tmp_path / "mismatch.ckpt")
+    with pytest.raises(InputError, match="weights do not match the architecture.*shape mismatch"):
+        export_checkpoint(tmp_path / "mismatch.ckpt", tmp_path / "out")
+    del checkpoint["hyper_parameters"]["model"]
+    torch.save(checkpoint, tmp_path / "nomodel.ckpt")
+    with pytest.raises(InputError, match="no model architecture"):
+        export_checkpoint(tmp_path / "nomodel.ckpt", tmp_path / "out")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        export_checkpoint(datasets["train"], tmp_path / "out")
+    assert not (tmp_path / "out" / "model.json").exists()
+
+
+@pytest.mark.slow
+def test_overfits_a_handful_of_real_chains(datasets: dict[str, Path], tmp_path: Path) -> None:
+    """4 real chains, no dropout, whole chains: the training loss must fall at least 10-fold."""
+    run = tmp_path / "run"
+    args = ["--config", "tiny", "--data.train_path", str(datasets["overfit"]),
+            "--data.val_path", str(datasets["overfit"]), "--trainer.default_root_dir", str(run),
+            "--trainer.max_epochs", "150", "--trainer.check_val_every_n_epoch", "50",
+            "--data.crop_length", "null", "--data.max_tokens", "400", "--data.max_pairs", "40000",
+            "--model.lr", "0.01", "--model.warmup_steps", "10", "--model.min_lr_ratio", "0.1"]
+    assert train_cmd.main(args) == 0
+    rows = read_metrics(run)
+    step_losses = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
+    epoch_losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(epoch_losses) == 150
+    first, last = step_losses[0], epoch_losses[-1]
+    assert np.isfinite(last) and last <= first / 10, (first, last)

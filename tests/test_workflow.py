@@ -1,0 +1,128 @@
+"""The Snakemake pipeline: configuration checks, dry runs of the shipped configs, lint, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
+
+
+def snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(tmp_path: Path, **changes: object) -> Path:
+    config = yaml.safe_load((REPO / "workflows" / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["cache_dir"] = str(tmp_path / "cache")
+    for key, value in changes.items():
+        node = config
+        *parents, last = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[last] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_default_config_dry_run(tmp_path: Path) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path)), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    for rule in ("fetch_default_sources", "prepare", "train", "evaluate_model", "evaluate_baselines", "diagnose",
+                 "report", "split_fasta", "predict_shard", "gather_predictions"):
+        assert rule in plan, f"rule {rule} missing from the default plan"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_full_config_dry_run() -> None:
+    result = snakemake("-n", "--configfile", str(REPO / "workflows" / "config.full.yaml"), "--cores", "16")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "lstm_horizon32" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_bundle_target_trains_evaluates_and_installs_the_default_model(tmp_path: Path) -> None:
+    result = snakemake("-n", "-p", "bundle", "--configfile", str(write_config(tmp_path)), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    assert "models/bundle/model.json" in plan and "evaluation/bundle/summary.json" in plan
+    assert "protrnn/pretrained/model.safetensors" in plan
+    assert "--trainer.max_time 00:00:15:00" in plan.replace("\n", " ") or "00:00:15:00" in plan
+
+
+def test_bundle_is_a_reserved_model_name(tmp_path: Path) -> None:
+    config = write_config(tmp_path, models={"bundle": {"config": "lstm"}})
+    result = snakemake("-n", "--configfile", str(config))
+    assert result.returncode != 0
+    assert "models.bundle" in result.stderr + result.stdout
+
+
+def test_lint_is_clean() -> None:
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wrong_type_fails_naming_the_key(tmp_path: Path) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"train.max_epochs": "many"})))
+    assert result.returncode != 0
+    assert "max_epochs" in result.stderr + result.stdout
+
+
+def test_unknown_model_config_fails_naming_the_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path, models={"lstm": {"config": "transformer"}})
+    result = snakemake("-n", "--configfile", str(config))
+    assert result.returncode != 0
+    assert "models.lstm.config" in result.stderr + result.stdout
+
+
+def test_missing_input_directory_fails_with_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_dir"
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"sources.paths": [str(missing)]})))
+    assert result.returncode != 0
+    assert str(missing) in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_tiny_end_to_end_run(tmp_path: Path) -> None:
+    """A few real chains, one epoch: every stage runs, the report and gathered predictions exist, a rerun is a no-op."""
+    config = write_config(
+        tmp_path,
+        **{
+            "sources.default": False,
+            "sources.paths": [str(SHARED / "rosetta_demos_pdbentries" / "rosetta_demos_pdbentries_chains.jsonl.gz")],
+            "sources.limit": 40,
+            "prepare.max_length": 300,
+            "test_sets": {"ts50": {"path": str(SHARED / "ts50_gvp" / "ts50.json.gz")}},
+            "train.max_epochs": 1,
+            "train.max_time": "00:00:01:00",
+            "models": {"lstm": {"config": "tiny"}, "rnn": {"config": "tiny", "set": {"model.model.cell": "rnn"}}},
+            "evaluate.bootstrap": 20,
+            "evaluate.save_predictions": 2,
+            "diagnose.max_distance": 32,
+            "predict.model": "lstm",
+        },
+    )
+    result = snakemake("--configfile", str(config), "--cores", "2", timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = tmp_path / "results"
+    html = (results / "report" / "report.html").read_text()
+    assert "rnn" in html and "lstm" in html
+    summary = (results / "predict" / "example" / "summary.tsv").read_text().splitlines()
+    assert len(summary) == 4 and summary[1].startswith("ubiquitin_human")
+    assert sorted(p.suffix for p in (results / "predict" / "example" / "contacts").iterdir()).count(".rr") == 3
+    assert (results / "benchmarks" / "prepare.tsv").exists() and (results / "logs" / "train" / "lstm.log").exists()
+    rerun = snakemake("-n", "--configfile", str(config), "--cores", "2")
+    assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr

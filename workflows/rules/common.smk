@@ -1,0 +1,141 @@
+# Shared settings and start-up checks: every problem with the configuration fails here, before any job runs.
+
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+RESULTS = config["results"].rstrip("/")
+CACHE = config["cache_dir"].rstrip("/")
+# Under --use-conda, rules run the conda environment's python (envs/protrnn.yaml); otherwise Snakemake's own.
+_USES_CONDA = "CONDA" in str(getattr(workflow.deployment_settings, "deployment_method", ""))
+PY = "python" if _USES_CONDA else shlex.quote(sys.executable)
+CONDA_ENV = "../envs/protrnn.yaml"
+PROTRNN = f"{PY} -m protrnn"
+BUNDLED_CONFIGS = Path(workflow.basedir) / "protrnn" / "configs"
+DEFAULT_WHEELS = {
+    "cgdms": "cgdms==1.0",
+    "bioemu": "bioemu-benchmarks==0.0.2.post1",
+}
+DEFAULT_WHEEL_FILES = {
+    "cgdms": f"{CACHE}/wheels/cgdms-1.0-py3-none-any.whl",
+    "bioemu": f"{CACHE}/wheels/bioemu_benchmarks-0.0.2.post1-py3-none-any.whl",
+}
+
+# glibc returns large freed blocks to the OS by default, which costs 1.6-2.4x in CPU training speed (docs/training.md).
+# The checkout goes first on PYTHONPATH so workflow scripts import this protrnn even when it is not pip-installed.
+shell.prefix(
+    "set -euo pipefail; export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736; "
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
+
+
+def _fail(key, why):
+    raise WorkflowError(f"config key {key!r}: {why}")
+
+
+# --- inputs -------------------------------------------------------------------------------------------------------
+SOURCE_PATHS = list(config["sources"].get("paths", []))
+for _i, _p in enumerate(SOURCE_PATHS):
+    if not Path(_p).exists():
+        _fail(f"sources.paths[{_i}]", f"input path does not exist: {_p}")
+PDB_IDS = [p.lower() for p in config["sources"].get("pdb_ids", [])]
+if not (config["sources"]["default"] or SOURCE_PATHS or PDB_IDS):
+    _fail("sources", "no training inputs: set default: true, or give paths or pdb_ids")
+
+TEST_SETS = {}
+for _name, _spec in config["test_sets"].items():
+    if Path(_spec["path"]).exists():
+        TEST_SETS[_name] = _spec["path"]
+    elif _spec.get("optional", False):
+        print(f"protrnn pipeline: optional test set {_name!r} skipped: {_spec['path']} not found", file=sys.stderr)
+    else:
+        _fail(f"test_sets.{_name}.path", f"test set not found: {_spec['path']}")
+if not TEST_SETS:
+    _fail("test_sets", "none of the configured test sets exists")
+
+# --- models -------------------------------------------------------------------------------------------------------
+MODELS = config["models"]
+if "bundle" in MODELS:
+    _fail("models.bundle", "the name 'bundle' is reserved for the bundled default model (config key `bundle`)")
+# The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid.
+BUNDLE = config.get("bundle", {"config": "default", "max_time": "00:00:15:00"})
+MODEL_SPECS = {**MODELS, "bundle": BUNDLE}
+ALL_MODELS = "|".join(MODEL_SPECS)
+
+
+def model_config_path(name):
+    """A bundled config name (protrnn/configs/<name>.yaml) or a path to a YAML file."""
+    value = MODEL_SPECS[name]["config"]
+    bundled = BUNDLED_CONFIGS / f"{value}.yaml"
+    if bundled.exists():
+        return str(bundled)
+    if Path(value).exists():
+        return value
+    choices = sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
+    _fail(f"models.{name}.config", f"unknown model config {value!r}; bundled: {', '.join(choices)}, or give a path")
+
+
+for _name in MODEL_SPECS:
+    model_config_path(_name)
+
+if config["predict"].get("fasta") and config["predict"].get("model", next(iter(MODELS))) not in MODELS:
+    _fail("predict.model", f"{config['predict']['model']!r} is not a model of the grid ({', '.join(MODELS)})")
+
+PREDICT_MODEL = config["predict"].get("model", next(iter(MODELS)))
+PREDICT_FASTA = {}
+for _i, _p in enumerate(config["predict"].get("fasta", [])):
+    if not Path(_p).exists():
+        _fail(f"predict.fasta[{_i}]", f"FASTA file does not exist: {_p}")
+    _stem = Path(_p).name.split(".")[0] or f"fasta{_i}"
+    PREDICT_FASTA[_stem if _stem not in PREDICT_FASTA else f"{_stem}_{_i}"] = _p
+
+
+def model_overrides(name):
+    """LightningCLI dotted overrides of a grid entry, shell-quoted."""
+    out = []
+    for key, value in MODEL_SPECS[name].get("set", {}).items():
+        if value is None:
+            text = "null"
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list):
+            text = "[" + ",".join(str(v) for v in value) + "]"
+        else:
+            text = str(value)
+        out.append(f"--{key}={shlex.quote(text)}")
+    return " ".join(out)
+
+
+def model_max_time(name):
+    """Lightning's trainer.max_time (DD:HH:MM:SS) for one model: its own `max_time`, else train.max_time."""
+    return MODEL_SPECS[name].get("max_time", config["train"]["max_time"])
+
+
+def runtime_minutes(name):
+    """Cluster runtime request: the training time limit plus 30 minutes for start-up, validation and export."""
+    days, hours, minutes, _ = (int(x) for x in model_max_time(name).split(":"))
+    return 30 + days * 24 * 60 + hours * 60 + minutes
+
+
+def prepare_inputs(wildcards):
+    """Every training input: user paths, the default wheels and fetched PDB entries."""
+    inputs = list(SOURCE_PATHS)
+    if config["sources"]["default"]:
+        inputs += list(DEFAULT_WHEEL_FILES.values())
+    inputs += [f"{CACHE}/pdb/{p}.cif" for p in PDB_IDS]
+    return inputs
+
+
+def resume_flag(wildcards):
+    """`--ckpt_path last.ckpt` when an interrupted run left a checkpoint but no exported model."""
+    run = Path(f"{RESULTS}/models/{wildcards.model}")
+    if (run / "checkpoints" / "last.ckpt").exists() and not (run / "model.json").exists():
+        return f"--ckpt_path {shlex.quote(str(run / 'checkpoints' / 'last.ckpt'))}"
+    return ""
+
+
+def parent_of(key):
+    """Params function: the directory holding output `key` (keeps params in step with the outputs)."""
+    return lambda wildcards, output: str(Path(output[key]).parent)

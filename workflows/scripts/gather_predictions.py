@@ -1,0 +1,66 @@
+"""Gather the pipeline's prediction shards: one contacts directory and one summary in the original record order.
+
+Shard FASTA headers are the safe names written by split_fasta.py, so the shard summaries are keyed by those names;
+the gathered summary restores each record's original ID (column ``id``) beside its file name (column ``name``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from protrnn.utils.io import atomic_write
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--names", required=True, help="names.tsv from split_fasta.py")
+    parser.add_argument("--summary", required=True, help="gathered summary TSV to write")
+    parser.add_argument("--contacts", required=True, help="directory to fill with every record's output files")
+    parser.add_argument("shards", nargs="+", help="shard output directories of `protrnn predict`")
+    args = parser.parse_args(argv)
+
+    with open(args.names, newline="") as handle:
+        names = {row["name"]: (int(row["index"]), row["id"]) for row in csv.DictReader(handle, delimiter="\t")}
+    rows: list[tuple[int, dict[str, str]]] = []
+    fieldnames: list[str] = []
+    contacts = Path(args.contacts)
+    contacts.mkdir(parents=True, exist_ok=True)
+    for shard in map(Path, args.shards):
+        with open(shard / "summary.tsv", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            fieldnames = fieldnames or list(reader.fieldnames or [])
+            for row in reader:
+                if row["id"] not in names:
+                    print(f"gather_predictions: error: {shard}/summary.tsv: unknown record {row['id']!r}", file=sys.stderr)
+                    return 2
+                index, original = names[row["id"]]
+                rows.append((index, {**row, "id": original, "name": row["id"]}))
+        for path in shard.iterdir():
+            if path.is_file() and path.name != "summary.tsv":
+                target = contacts / path.name
+                if target.exists():
+                    target.unlink()
+                try:
+                    os.link(path, target)
+                except OSError:
+                    shutil.copyfile(path, target)
+    if len(rows) != len(names):
+        print(f"gather_predictions: error: {len(rows)} summary rows for {len(names)} records", file=sys.stderr)
+        return 2
+    columns = ["id", "name", *[c for c in fieldnames if c not in ("id", "name")]]
+    with atomic_write(args.summary, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        for _, row in sorted(rows, key=lambda item: item[0]):
+            writer.writerow({c: row.get(c, "") for c in columns})
+    print(f"gathered {len(rows)} records from {len(args.shards)} shards into {args.contacts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
