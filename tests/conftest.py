@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per process unless the caller chose otherwise: on the 2-core CI machine, tests that start
+# subprocesses (DDP, Snakemake) would otherwise oversubscribe the cores; set before any test imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / ".." / "shared" / "data"
 #: Where already-downloaded wheels may lie (tests never download): env override, the pipeline cache, a scratch dir.

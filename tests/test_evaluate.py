@@ -293,3 +293,18 @@ def test_freecontact_on_ollikainen_protein_only(small_ollikainen: Path, files: d
     assert summary["skipped"] == [{"method": "freecontact", "test_set": "mixed", "n_proteins": 1,
                                    "proteins": {ts50[0].id: "no Ollikainen-40 alignment for this protein"}}]
 
+
+
+def test_a_failing_freecontact_run_is_reported_not_fatal(small_ollikainen: Path, tmp_path: Path) -> None:
+    """freecontact crashing on one alignment skips that protein with the reason; the evaluation goes on."""
+    from protrnn.evaluation import baselines as bl
+    from protrnn.evaluation.evaluate import FreeContactMethod
+
+    failing = tmp_path / "freecontact"
+    failing.write_text("#!/bin/sh\necho 'alignment has too few sequences' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    chain = bl.load_ollikainen_chain(bl.load_ollikainen_case(small_ollikainen, "2O9S"))
+    method = FreeContactMethod(small_ollikainen)
+    method.baseline.executable = str(failing)
+    assert method.predict([chain]) == [None]
+    assert "freecontact failed" in method.reasons[chain.id] and "too few sequences" in method.reasons[chain.id]

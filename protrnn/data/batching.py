@@ -226,8 +226,10 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             may differ between epochs (``len`` is exact for the current epoch).
         yield_epoch: yield ``(index, epoch)`` pairs instead of ints (see module docstring).
 
-    Under Lightning use ``Trainer(use_distributed_sampler=False)``: the sampler shards itself, and Lightning calls its
-    ``set_epoch`` each epoch.
+    Under Lightning use ``Trainer(use_distributed_sampler=False)``: the sampler shards itself. Lightning calls
+    ``set_epoch`` on ``dataloader.sampler``, not on a batch sampler, so wrap this one in
+    :class:`protrnn.training.datamodule.EpochedBatchSampler` (as ``ContactDataModule`` does) or call ``set_epoch``
+    yourself before each epoch.
     """
 
     def __init__(self, lengths: Sequence[int] | np.ndarray, max_tokens: int, max_pairs: int | None = None,

@@ -275,6 +275,10 @@ class FreeContactMethod:
                 self.reasons[chain.id] = f"residues do not map onto the {case.pfam} alignment: {exc}"
                 out.append(None)
                 continue
+            except self._bl.FreeContactError as exc:  # one failed alignment is reported, not fatal for the set
+                self.reasons[chain.id] = f"freecontact failed: {exc}"
+                out.append(None)
+                continue
             out.append(probs)
         return out
 

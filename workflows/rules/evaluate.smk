@@ -63,6 +63,7 @@ rule diagnose:
     input:
         model=f"{RESULTS}/models/{{model}}/model.json",
         val=f"{RESULTS}/data/val.npz",
+        train=f"{RESULTS}/data/train.npz",
     output:
         f"{RESULTS}/diagnostics/{{model}}.json",
     wildcard_constraints:
@@ -79,5 +80,6 @@ rule diagnose:
     benchmark:
         f"{RESULTS}/benchmarks/diagnose/{{model}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {params.protrnn} diagnose {params.rundir} --data {input.val} -o {output}"
+        "OMP_NUM_THREADS={threads} {params.protrnn} diagnose {wildcards.model}={params.rundir} --data {input.val}"
+        " --train-data {input.train} -o {output}"
         " --max-distance {params.dg[max_distance]} --fraction {params.dg[fraction]} > {log} 2>&1"

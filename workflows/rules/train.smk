@@ -35,4 +35,5 @@ rule train:
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.max_time {params.max_time} --trainer.max_epochs {params.trainer[max_epochs]}"
         " --trainer.accelerator {params.trainer[accelerator]} --trainer.devices {params.trainer[devices]}"
+        " --trainer.num_nodes {params.trainer[num_nodes]}"
         " --trainer.enable_progress_bar false --seed_everything {params.trainer[seed]} {params.resume} > {log} 2>&1"
