@@ -36,6 +36,7 @@ from protrnn.utils.io import SafeNamer, atomic_path, atomic_write
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from protrnn.data.chain import ProteinChain
     from protrnn.model.config import ModelConfig
     from protrnn.model.contact_model import ContactModel
 
@@ -307,19 +308,27 @@ def mean_top_probability(probs: np.ndarray, k: int = 5, min_separation: int = DE
 
 @dataclass(frozen=True)
 class StructureRef:
+    """Where a record's structure is: a file (and chain ID) to parse, or a chain already read from a collection."""
+
     path: Path
     chain: str | None = None
+    loaded: ProteinChain | None = None
 
 
 class StructureIndex:
-    """Finds the structure of a record: an explicit TSV map ``id<TAB>path[<TAB>chain]``, or files in a directory
-    named ``<id>.pdb/.cif/.ent[.gz]`` or, for IDs like ``1abcA`` / ``1abc_A``, ``1abc.*`` with chain ``A``."""
+    """Finds the structure of a record: an explicit TSV map ``id<TAB>path[<TAB>chain]`` (``.tsv``/``.txt``), files in
+    a directory named ``<id>.pdb/.cif/.ent[.gz]`` or, for IDs like ``1abcA`` / ``1abc_A``, ``1abc.*`` with chain
+    ``A``; or a collection of chains matched by ID: a prepared ``.npz`` (``protrnn prepare``), a CATH-style
+    ``chain_set.jsonl`` / JSON, per-chain JSONL or an archive (every format ``protrnn prepare`` reads)."""
 
     def __init__(self, source: str | os.PathLike[str]) -> None:
         self.source = Path(source)
         self._map: dict[str, StructureRef] = {}
         self._files: dict[str, Path] = {}
-        if self.source.is_dir():
+        self._chains: dict[str, ProteinChain] = {}
+        if self.source.is_file() and not self.source.name.lower().endswith((".tsv", ".txt")):
+            self._read_collection()
+        elif self.source.is_dir():
             for entry in sorted(self.source.iterdir()):
                 name = entry.name.lower()
                 for suffix in _STRUCTURE_SUFFIXES:
@@ -348,7 +357,24 @@ class StructureIndex:
                 chain = fields[2].strip() if len(fields) == 3 and fields[2].strip() else None
                 self._map[fields[0]] = StructureRef(path, chain)
 
+    def _read_collection(self) -> None:
+        if self.source.name.lower().endswith(".npz"):
+            from protrnn.data.dataset import load_dataset
+
+            chains = list(load_dataset(self.source))
+        else:
+            from protrnn.data.sources import iter_chains
+
+            chains = [outcome.chain for outcome in iter_chains(self.source) if outcome.chain is not None]
+        if not chains:
+            raise InputError("structures: no chain could be read from this file", path=self.source)
+        for chain in chains:
+            self._chains.setdefault(chain.id, chain)
+
     def find(self, record_id: str) -> StructureRef | None:
+        if self._chains:
+            chain = self._chains.get(record_id)
+            return StructureRef(self.source, chain.id, loaded=chain) if chain is not None else None
         if not self._files:
             return self._map.get(record_id)
         from protrnn.utils.io import safe_name
@@ -376,10 +402,13 @@ def evaluate_record(probs: np.ndarray, sequence: str, ref: StructureRef | None) 
     from protrnn.data.structure import read_structure
     from protrnn.evaluation.metrics import evaluate_contacts
 
-    try:
-        chain = read_structure(ref.path, chain=ref.chain)
-    except InputError as exc:
-        return ref.path.name, f"structure not read: {exc}", {}
+    if ref.loaded is not None:
+        chain = ref.loaded
+    else:
+        try:
+            chain = read_structure(ref.path, chain=ref.chain)
+        except InputError as exc:
+            return ref.path.name, f"structure not read: {exc}", {}
     if chain.sequence != sequence:
         differ = next((k for k, (a, b) in enumerate(zip(chain.sequence, sequence, strict=False)) if a != b),
                       min(len(chain.sequence), len(sequence)))

@@ -362,3 +362,19 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     assert read_last_losses(csv_path) == (0.40, 0.45)
     rc = main(["diagnose", str(tmp_path / "missing"), "--data", str(tmp_path / "val.npz"), "-o", str(out)])
     assert rc == 2 and "missing" in capsys.readouterr().err
+
+
+def test_batches_respect_the_padded_pair_budget(val_chains: list) -> None:
+    """A long chain never pads its batch-mates up to its length beyond max_pairs; order and coverage are kept."""
+    chains = sorted(val_chains[:12], key=len)[::-1]  # longest first: the worst case for padding
+    longest = len(chains[0])
+    budget = 2 * longest * longest
+    batches = list(chains_to_batches(chains, batch_size=8, max_pairs=budget))
+    assert [i for b in batches for i in b["ids"]] == [c.id for c in chains]
+    for batch in batches:
+        count, width = batch["tokens"].shape
+        assert count * width * width <= budget or count == 1
+        assert count <= 8
+    assert len(next(chains_to_batches(chains, batch_size=8, max_pairs=1))["ids"]) == 1
+    with pytest.raises(InputError, match="max_pairs"):
+        next(chains_to_batches(chains, max_pairs=0))

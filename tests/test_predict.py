@@ -115,8 +115,28 @@ def test_bundled_model_missing_is_a_clear_error(monkeypatch, tmp_path) -> None:
 @pytest.mark.skipif(not (predict_mod.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
 def test_bundled_model_loads_and_predicts() -> None:
     model = load_model(device="cpu")
-    (probs,) = model.predict(["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQ"])
-    assert probs.shape == (80, 80) and np.all(np.isfinite(probs))
+    sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQ"
+    (probs,) = model.predict([sequence])
+    assert probs.shape == (len(sequence), len(sequence)) and np.all(np.isfinite(probs))
+    np.testing.assert_array_equal(probs, probs.T)
+
+
+@pytest.mark.skipif(not (predict_mod.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
+@pytest.mark.skipif(not (DATA / "ts50_gvp" / "ts50.json.gz").is_file(), reason="shared TS50 data not available")
+def test_bundled_model_meets_its_accuracy_marks_on_ts50() -> None:
+    """Issue marks for the shipped weights: TS50 medium+long P@L/5 >= 0.17, long P@L/5 >= 3x random (~0.03)."""
+    from protrnn.data.sources import iter_chains
+    from protrnn.evaluation.metrics import evaluate_contacts
+
+    chains = [o.chain for o in iter_chains(DATA / "ts50_gvp" / "ts50.json.gz") if o.chain is not None]
+    assert len(chains) == 50
+    probs = load_model(device="cpu").predict([c.sequence for c in chains])
+    scores = [evaluate_contacts(p, c.contact_map(), c.observed, bins=()) for p, c in zip(probs, chains, strict=True)]
+    medium_long = float(np.mean([s["medium_long/P@L/5"] for s in scores]))
+    long = float(np.mean([s["long/P@L/5"] for s in scores]))
+    contact_rate = np.mean([s["long/n_contacts"] / max(1, s["long/n_pairs"]) for s in scores])
+    assert medium_long >= 0.17, medium_long
+    assert long >= 3 * contact_rate, (long, contact_rate)
 
 
 def test_pickled_or_foreign_models_are_refused(model_dir, tmp_path, capsys) -> None:
@@ -348,3 +368,32 @@ def test_2000_residue_chain_in_bounded_memory(model_dir, tmp_path) -> None:
     before_mb, peak_mb = map(int, result.stdout.split())
     assert peak_mb < MEMORY_BOUND_MB, f"peak RSS {peak_mb} MB"
     assert peak_mb - before_mb < GROWTH_BOUND_MB, f"2,000 residues added {peak_mb - before_mb} MB"
+
+
+TS50 = DATA / "ts50_gvp" / "ts50.json.gz"
+
+
+@pytest.mark.skipif(not TS50.is_file(), reason="shared TS50 data not available")
+def test_structures_from_a_chain_collection_match_records_by_id(predictor, tmp_path) -> None:
+    """--structures FILE: CATH-style JSON (TS50) or a prepared .npz, chains matched by record ID."""
+    from protrnn.data.dataset import save_dataset
+    from protrnn.data.sources import iter_chains
+    from protrnn.evaluation.metrics import evaluate_contacts
+
+    chains = [o.chain for o in iter_chains(TS50) if o.chain is not None][:2]
+    fasta = _write_fasta(tmp_path / "ts50.fasta", [(c.id, c.sequence) for c in chains] + [("unknown", "ACDEFGHIKLM")])
+    save_dataset(chains, tmp_path / "two.npz")
+    for source in (TS50, tmp_path / "two.npz"):
+        out = tmp_path / f"out_{source.suffix}"
+        run = predict_fasta(fasta, out, predictor, structures=source, progress=False)
+        rows = {row.record_id: row for row in run.rows}
+        assert rows["unknown"].evaluation == "no structure found"
+        for chain in chains:
+            assert rows[chain.id].evaluation == "ok" and rows[chain.id].structure == source.name
+            expected = evaluate_contacts(read_npz(out / f"{chain.id}.npz")[0].astype(np.float32),
+                                         chain.contact_map(), chain.observed, bins=())
+            assert rows[chain.id].metrics["long/P@L/5"] == pytest.approx(expected["long/P@L/5"])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(InputError, match="no chain could be read"):
+        predict_fasta(fasta, tmp_path / "out_empty", predictor, structures=empty, progress=False)

@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chains measured, a seeded sample of --data (32)")
     parser.add_argument("--pairs-per-chain", type=_positive_int, default=8,
                         help="scored pairs per chain, spread over separations; one backward pass each (8)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="chains per forward pass (8)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8,
+                        help="chains per forward pass (8); fewer when B x T^2 would pass 2^20 padded pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the chain and pair sampling (0)")
     parser.add_argument("--no-hidden", action="store_true", help="skip the per-layer dL/dh_t profiles")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")

@@ -20,6 +20,7 @@ examples:
   protrnn predict proteins.fasta -o out/
   protrnn predict proteins.fasta.gz -o out/ --top 100 --png --skip-invalid
   protrnn predict targets.fasta -o out/ --structures pdb_dir/      # adds precision metrics to the summary
+  protrnn predict ts50.fasta -o out/ --structures ts50.json.gz     # chains matched by record ID
 """
 
 
@@ -57,8 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip records with invalid letters, empty sequences or duplicate IDs (listed in the "
                              "summary) instead of stopping")
     truth = parser.add_mutually_exclusive_group()
-    truth.add_argument("--structures", metavar="DIR",
-                       help="evaluate against structures in DIR (<id>.pdb/.cif[.gz], or 1abc.pdb for IDs 1abcA)")
+    truth.add_argument("--structures", metavar="DIR|FILE",
+                       help="evaluate against structures in DIR (<id>.pdb/.cif[.gz], or 1abc.pdb for IDs 1abcA), or "
+                            "the chains of FILE matched by record ID (a prepared .npz, chain_set.jsonl, per-chain "
+                            "JSONL, archive)")
     truth.add_argument("--structure-map", metavar="TSV", help="evaluate against structures listed as id<TAB>path"
                                                              "[<TAB>chain]; relative paths are from the TSV's folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")

@@ -311,13 +311,35 @@ def sample_pairs(pair_mask: np.ndarray, n: int, rng: np.random.Generator) -> lis
     return [(int(ii[k]), int(jj[k])) for k in chosen]
 
 
+#: Padded pairs (B x T^2) per diagnostic batch: the pair head's activations scale with it, and gradients are taken
+#: through the whole chain, so one 985-residue chain padded into a batch of 8 would cost ~8x the memory of itself.
+DEFAULT_MAX_PAIRS = 1 << 20
+
+
+def _pair_budget_groups(chains: Sequence[ProteinChain], batch_size: int,
+                        max_pairs: int) -> Iterator[Sequence[ProteinChain]]:
+    """Consecutive groups of at most ``batch_size`` chains whose padded size B x T^2 stays within ``max_pairs``
+    (a chain longer than the budget goes alone). Chain order is kept, so seeded pair sampling does not change."""
+    start = 0
+    while start < len(chains):
+        end, width = start + 1, len(chains[start])
+        while end < len(chains) and end - start < batch_size:
+            wider = max(width, len(chains[end]))
+            if (end - start + 1) * wider * wider > max_pairs:
+                break
+            end, width = end + 1, wider
+        yield chains[start:end]
+        start = end
+
+
 def chains_to_batches(chains: Sequence[ProteinChain], batch_size: int = 8, alphabet: Alphabet = DEFAULT_ALPHABET,
-                      min_separation: int = MIN_SEPARATION) -> Iterator[dict[str, Any]]:
-    """Padded batches (the keys of the batch contract that diagnostics need) from whole, uncropped chains."""
-    if batch_size < 1:
-        raise InputError(f"batch_size must be positive, got {batch_size}")
-    for start in range(0, len(chains), batch_size):
-        group = chains[start:start + batch_size]
+                      min_separation: int = MIN_SEPARATION,
+                      max_pairs: int = DEFAULT_MAX_PAIRS) -> Iterator[dict[str, Any]]:
+    """Padded batches (the keys of the batch contract that diagnostics need) from whole, uncropped chains: at most
+    ``batch_size`` chains and ``max_pairs`` padded pairs (B x T^2) each, which bounds memory on long chains."""
+    if batch_size < 1 or max_pairs < 1:
+        raise InputError(f"batch_size and max_pairs must be positive, got {batch_size} and {max_pairs}")
+    for group in _pair_budget_groups(chains, batch_size, max_pairs):
         width = max(len(c) for c in group)
         tokens = torch.zeros(len(group), width, dtype=torch.long)
         mask = torch.zeros(len(group), width, dtype=torch.bool)

@@ -60,7 +60,7 @@ MODELS = config["models"]
 if "bundle" in MODELS:
     _fail("models.bundle", "the name 'bundle' is reserved for the bundled default model (config key `bundle`)")
 # The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid.
-BUNDLE = config.get("bundle", {"config": "default", "max_time": "00:00:15:00"})
+BUNDLE = config.get("bundle", {"config": "default", "max_time": "00:00:15:00", "max_epochs": 18})
 MODEL_SPECS = {**MODELS, "bundle": BUNDLE}
 ALL_MODELS = "|".join(MODEL_SPECS)
 
@@ -111,6 +111,12 @@ def model_overrides(name):
 def model_max_time(name):
     """Lightning's trainer.max_time (DD:HH:MM:SS) for one model: its own `max_time`, else train.max_time."""
     return MODEL_SPECS[name].get("max_time", config["train"]["max_time"])
+
+
+def model_max_epochs(name):
+    """Lightning's trainer.max_epochs for one model: its own `max_epochs`, else train.max_epochs. The learning-rate
+    schedule (warm-up, cosine decay) spans max_epochs, so a model meant to finish within max_time should set it."""
+    return MODEL_SPECS[name].get("max_epochs", config["train"]["max_epochs"])
 
 
 def runtime_minutes(name):

@@ -19,6 +19,7 @@ rule train:
         resume=resume_flag,
         trainer=config["train"],
         max_time=lambda wc: model_max_time(wc.model),
+        max_epochs=lambda wc: model_max_epochs(wc.model),
     threads: config["train"].get("threads", 2)
     resources:
         gpu=lambda wc: 0 if config["train"].get("accelerator", "auto") == "cpu" else config["train"].get("devices", 1),
@@ -33,7 +34,7 @@ rule train:
         "{params.protrnn} train --config {params.config} {params.overrides}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
-        " --trainer.max_time {params.max_time} --trainer.max_epochs {params.trainer[max_epochs]}"
+        " --trainer.max_time {params.max_time} --trainer.max_epochs {params.max_epochs}"
         " --trainer.accelerator {params.trainer[accelerator]} --trainer.devices {params.trainer[devices]}"
         " --trainer.num_nodes {params.trainer[num_nodes]}"
         " --trainer.enable_progress_bar false --seed_everything {params.trainer[seed]} {params.resume} > {log} 2>&1"

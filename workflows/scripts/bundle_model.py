@@ -9,6 +9,7 @@ Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR O
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -19,7 +20,7 @@ from protrnn.model.contact_model import load_model_files
 from protrnn.utils.io import atomic_path, atomic_write
 
 RANGES = ("short", "medium", "long", "medium_long")
-KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L", "medium_long/P@L", "long/AUPR"]
+KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
 
 def _mean(results: dict, method: str, test_set: str, key: str) -> tuple[float, float, float] | None:
@@ -32,6 +33,7 @@ def _mean(results: dict, method: str, test_set: str, key: str) -> tuple[float, f
 def build_record(model_json: dict, model_eval: dict, baseline_eval: dict) -> tuple[dict, str]:
     """(evaluation.json content, README.md text) for the bundled model."""
     (model_name,) = model_eval["results"].keys()
+    trainer = model_json.get("training_config", {}).get("trainer", {})
     tables: dict[str, dict[str, dict[str, list[float]]]] = {}
     lines = [
         "# protrnn bundled default model",
@@ -42,7 +44,11 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict) -> tup
         "`model.json` (architecture, alphabet and the full training config), `evaluation.json` (the figures below).",
         "",
         f"Architecture: {json.dumps(model_json.get('config', {}), sort_keys=True)}",
-        f"Checkpoint: {model_json.get('selected', '?')} (monitor {model_json.get('monitor')!s}).",
+        f"Checkpoint: {model_json.get('selected', '?')} by {model_json.get('monitor')!s}: epoch "
+        f"{model_json.get('epoch', '?')} (0-based), global step {model_json.get('global_step', '?')}; "
+        f"trainer.max_epochs {trainer.get('max_epochs', '?')}, max_time {trainer.get('max_time', '?')}, "
+        f"early stopping on the same metric. Validation at that epoch: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(model_json.get("val_metrics", {}).items())) + ".",
         "",
         "Precision of the top L/5 pairs per range (CASP conventions, docs/conventions.md), mean over proteins with a",
         "95% bootstrap interval; baselines scored by the same code on the same chains.",
@@ -82,6 +88,10 @@ def main(argv: list[str]) -> int:
     model_dir, model_eval_dir, baseline_eval_dir, outdir = (Path(a) for a in argv)
     load_model_files(model_dir)  # refuses anything that is not a safe protrnn model before we replace the bundle
     model_json = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    source = model_json.get("source_checkpoint")
+    if source and Path(source).is_absolute():  # no build-machine paths in the shipped record
+        with contextlib.suppress(ValueError):
+            model_json["source_checkpoint"] = str(Path(source).relative_to(Path.cwd()))
     record, card = build_record(model_json, read_summary(model_eval_dir), read_summary(baseline_eval_dir))
     outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(outdir / "model.safetensors") as tmp:
@@ -91,8 +101,9 @@ def main(argv: list[str]) -> int:
         handle.write("\n")
     with atomic_write(outdir / "README.md", encoding="utf-8") as handle:
         handle.write(card)
-    with atomic_path(outdir / "model.json") as tmp:  # last: the bundle is complete once model.json is in place
-        shutil.copyfile(model_dir / "model.json", tmp)
+    with atomic_write(outdir / "model.json", encoding="utf-8") as handle:  # last: the bundle is complete now
+        json.dump(model_json, handle, indent=2)
+        handle.write("\n")
     print(card)
     return 0
 
