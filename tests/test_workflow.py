@@ -62,6 +62,14 @@ def test_bundle_target_trains_evaluates_and_installs_the_default_model(tmp_path:
     assert "--trainer.max_time 00:00:15:00" in plan.replace("\n", " ") or "00:00:15:00" in plan
 
 
+def test_pdb_ids_are_fetched_by_their_own_rule(tmp_path: Path) -> None:
+    config = write_config(tmp_path, **{"sources.pdb_ids": ["1UBQ", "2gb1"]})
+    result = snakemake("-n", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    assert "fetch_pdb_entry" in plan and "pdb/1ubq.cif" in plan and "pdb/2gb1.cif" in plan
+
+
 def test_bundle_is_a_reserved_model_name(tmp_path: Path) -> None:
     config = write_config(tmp_path, models={"bundle": {"config": "lstm"}})
     result = snakemake("-n", "--configfile", str(config))
