@@ -12,7 +12,11 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "workflows/config.yaml"
+# A --configfile replaces this default instead of being merged into it: Snakemake merges nested keys, which would carry
+# the default grid's models, `optional: true` test sets and the 15-minute bundle settings into e.g. config.full.yaml.
+if not workflow.config_settings.configfiles:
+
+    configfile: "workflows/config.yaml"
 
 
 validate(config, "workflows/schemas/config.schema.yaml")

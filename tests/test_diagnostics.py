@@ -116,6 +116,9 @@ def test_diagnose_fit_labels() -> None:
     ref = constant_predictor_loss(0.04)
     assert diagnose_fit(0.97 * ref, 0.98 * ref, 8, reference_loss=ref).label == UNDERFIT_VANISHING
     assert diagnose_fit(0.97 * ref, 0.98 * ref, None, max_distance=128, reference_loss=ref).label == UNDERFIT
+    # an intermediate horizon (between short and long) is not called "far": the summary states the threshold
+    middle = diagnose_fit(0.97 * ref, 0.98 * ref, 25, reference_loss=ref)
+    assert middle.label == UNDERFIT and "beyond 16 residues" in middle.summary and "far" not in middle.summary
     over = diagnose_fit(0.4 * ref, 0.7 * ref, None, max_distance=128, reference_loss=ref)
     assert over.label == OVERFIT_LONG_MEMORY
     assert any("carry far" in r for r in over.reasons) and any("notably worse" in r for r in over.reasons)

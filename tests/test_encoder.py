@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
 
@@ -192,3 +193,10 @@ def test_rejects_left_padded_mask() -> None:
     mask = torch.tensor([[False, True, True]])
     with pytest.raises(ValueError, match="right-padded"):
         encoder(torch.zeros(1, 3, 5), mask)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_non_finite_forget_bias_is_rejected(value: float) -> None:
+    """An infinite forget bias used to train and export weights that load_model_files then refuses as non-finite."""
+    with pytest.raises(InputError, match="'forget_bias'"):
+        _config(cell="lstm", forget_bias=value)

@@ -308,3 +308,49 @@ def test_a_failing_freecontact_run_is_reported_not_fatal(small_ollikainen: Path,
     method.baseline.executable = str(failing)
     assert method.predict([chain]) == [None]
     assert "freecontact failed" in method.reasons[chain.id] and "too few sequences" in method.reasons[chain.id]
+
+
+def test_bins_option_sets_the_separation_bins(files: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from protrnn.evaluation.evaluate import parse_bins
+    from protrnn.evaluation.metrics import DEFAULT_BINS
+
+    assert parse_bins(None) == list(DEFAULT_BINS)
+    assert parse_bins("6-11, 12+ ,30-40") == [(6, 11), (12, None), (30, 40)]
+    for bad in ("6-x", "11-6", "0-5", "6-11,6-11"):
+        with pytest.raises(InputError, match="--bins"):
+            parse_bins(bad)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--baselines", "random", "--test-set", f"ts50={files['test']}", "--bins", "6-11,12+",
+                 "--bootstrap", "10", "-o", str(out)]) == 0
+    header, rows = _csv_rows(out / "per_protein.csv")
+    assert [c for c in header if c.startswith("bin/") and c.endswith("/P@L/5")] == ["bin/6-11/P@L/5", "bin/12+/P@L/5"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bins"] == [[6, 11], [12, None]] and "--bins 6-11,12+" in summary["command"]
+    # bin 12+ is the medium_long range: same numbers
+    for row in rows:
+        assert row["bin/12+/P@L/5"] == row["medium_long/P@L/5"]
+    assert main(["evaluate", "--baselines", "random", "--test-set", f"ts50={files['test']}", "--bins", "6-",
+                 "-o", str(out)]) == 2
+    assert "--bins" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("freecontact") is None, reason="freecontact is not installed")
+def test_ollikainen_root_may_be_the_shipped_tarball(small_ollikainen: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    from protrnn.evaluation import baselines as bl
+
+    chain = bl.load_ollikainen_chain(bl.load_ollikainen_case(small_ollikainen, "2O9S"))
+    save_dataset([chain], tmp_path / "test_olk.npz")
+    archive = tmp_path / "ollikainen40_pdb_msa_indices.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(small_ollikainen, arcname="ollikainen40")
+    code = main(["evaluate", "--baselines", "freecontact", "--ollikainen-root", str(archive),
+                 "--test-set", f"olk={tmp_path / 'test_olk.npz'}", "--bootstrap", "20", "-o", str(tmp_path / "out")])
+    assert code == 0
+    rows = read_per_protein_csv(tmp_path / "out" / "per_protein.csv")
+    assert [r["protein"] for r in rows] == [chain.id] and not math.isnan(rows[0]["long/P@L/5"])
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tarball")
+    assert main(["evaluate", "--baselines", "freecontact", "--ollikainen-root", str(tmp_path / "broken.tar.gz"),
+                 "--test-set", f"olk={tmp_path / 'test_olk.npz'}", "-o", str(tmp_path / "out2")]) == 2

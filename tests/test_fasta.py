@@ -90,3 +90,21 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         read_fasta(tmp_path / "nope.fasta")
     with pytest.raises(InputError, match="is a directory"):
         read_fasta(tmp_path)
+
+
+def test_utf8_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    """Windows editors start UTF-8 files with a BOM; it is not part of the first header (regression)."""
+    plain = _write(tmp_path / "bom.fa", "\ufeff>a\r\nACD\r\n>b\r\nKK\r\n")
+    zipped = _write(tmp_path / "bom.fa.gz", gzip.compress("\ufeff\n>a\nACD\n".encode()))
+    assert [(r.id, r.sequence) for r in read_fasta(plain)] == [("a", "ACD"), ("b", "KK")]
+    assert [(r.id, r.sequence) for r in read_fasta(zipped)] == [("a", "ACD")]
+
+
+def test_non_ascii_letter_names_record_and_position(tmp_path: Path) -> None:
+    """A valid UTF-8 but non-ASCII letter is an invalid residue, not 'binary content' (regression)."""
+    path = _write(tmp_path / "u.fa", ">ok\nAC\n>bad\nACD\u00e9K\n")
+    with pytest.raises(InputError, match=r"u\.fa, record 'bad', position 4: invalid residue letter 'é'"):
+        read_fasta(path)
+    skipped: list[tuple[str, str]] = []
+    assert [r.id for r in iter_fasta(path, skip_invalid=True, skipped=skipped)] == ["ok"]
+    assert skipped == [("bad", "invalid residue letter 'é' at position 4")]

@@ -183,7 +183,13 @@ def test_bioemu_wheel_reference_structures(bioemu_wheel: Path, shared_data: Path
     items = list(iter_bioemu_wheel(bioemu_wheel, errors="yield"))
     errors = [i for i in items if isinstance(i, InputError)]
     chains = [i for i in items if not isinstance(i, InputError)]
-    assert len(items) == 289 and len(errors) == 3 and all("excluded" in str(e) for e in errors)
+    excluded = [e for e in errors if "excluded" in str(e)]
+    duplicates = [e for e in errors if "duplicate" in str(e)]
+    assert len(items) == 289 and len(excluded) == 3 and len(duplicates) + len(excluded) == len(errors)
+    # 274 distinct <PDB>_<chain> files, 3 of them excluded: each PDB chain is read once
+    assert len(chains) == 271 and len(duplicates) == 15
+    stems = [c.id.split("|")[1].rsplit("/", 1)[-1] for c in chains]
+    assert len(set(stems)) == len(stems)
     observed = {"".join(np.array(list(c.sequence))[c.observed]) for c in chains}
     with gzip.open(shared_data / "bioemu_benchmarks_pypi" / "bioemu_benchmarks_pypi_chains.jsonl.gz", "rt") as handle:
         staged = {json.loads(line)["seq"] for line in handle}

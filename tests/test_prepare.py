@@ -131,3 +131,27 @@ def test_bad_invocations_exit_2_with_one_line(inputs: Path, tmp_path: Path,
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.npz"))
+
+
+def test_skip_reasons_are_grouped_by_reason_not_by_its_last_colon() -> None:
+    """The summary drops the "<file>, record 'x': " prefix only; reasons holding ': ' stay whole (regression)."""
+    from protrnn.commands.prepare import _reason_kind
+
+    assert _reason_kind("d/x.pdb: no protein chain (chains: 'B')") == "no protein chain (chains: 'B')"
+    assert _reason_kind("a.txt: sequence-only file: no coordinates") == "sequence-only file: no coordinates"
+    assert _reason_kind("r.jsonl, record 'r1': coords have 6 residues") == "coords have N residues"
+    assert _reason_kind("length 12 < --min-length 20") == "length N < --min-length N"
+
+
+def test_nothing_kept_for_training_is_an_error_after_the_manifest_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "junk.pdb").write_bytes(b"\x00\x01binary\xff" * 10)
+    (bad / "dna.pdb").write_text("ATOM      1  P    DA A   1      11.000  12.000  13.000  1.00  0.00           P\nEND\n")
+    out = tmp_path / "out"
+    assert main(["prepare", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no input chain was kept for training" in err[0] and "manifest.tsv" in err[0]
+    rows = list(csv.DictReader((out / "manifest.tsv").open(), delimiter="\t"))
+    assert len(rows) == 2 and all(r["status"] == "skipped" and r["reason"] for r in rows)

@@ -189,3 +189,46 @@ def test_top_pairs_respects_ranking_ties_and_observed() -> None:
     rows, cols = top_pairs(probs, observed, 2)
     assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 11), (1, 9)]
     assert not math.isnan(float(probs[rows, cols].sum()))
+
+
+def test_no_double_escaped_entities(report: Path, inputs: Path, tmp_path: Path) -> None:
+    """A model evaluated but not diagnosed shows a dash in section 1, not the literal text '&ndash;'."""
+    out = tmp_path / "report"
+    assert main(["report", "--evaluation", str(inputs / "evaluation" / "lstm_tiny"), "-o", str(out)]) == 0
+    for html_file in (report / "report.html", out / "report.html"):
+        assert not re.search(r"&amp;[a-zA-Z]+;", html_file.read_text(encoding="utf-8"))
+    assert "<td class='l'>not measured</td><td class='l'>&ndash;</td>" in (out / "report.html").read_text()
+
+
+def test_last_hidden_layer_collapse_is_explained(report: Path) -> None:
+    text = (report / "report.html").read_text(encoding="utf-8")
+    assert "The last layer drops to zero right after distance 0 by construction" in text
+    assert "pairwise head reads only h_i and h_j" in text
+
+
+def test_legends_do_not_cover_the_data(inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legends of the sensitivity and training-curve figures sit outside every axes (inside, they hid curves)."""
+    import protrnn.evaluation.report as rep
+
+    loaded = load_inputs(evaluations=[str(inputs / "evaluation" / "lstm_tiny")],
+                         diagnostics=[str(inputs / "diagnostics" / "lstm_tiny.json")],
+                         runs=[str(inputs / "models" / "lstm_tiny")])
+    overlaps: dict[str, list[str]] = {}
+    original = rep._save
+
+    def checking_save(fig, directory, stem, title, caption):  # type: ignore[no-untyped-def]
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [ax.get_window_extent(renderer) for ax in fig.axes]
+        found = []
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None:
+                box = legend.get_window_extent(renderer)
+                found += [f"{ax.get_title()!r}" for other in boxes if box.overlaps(other)]
+        overlaps[stem] = found
+        return original(fig, directory, stem, title, caption)
+
+    monkeypatch.setattr(rep, "_save", checking_save)
+    build_report(loaded, tmp_path / "r", log=lambda _: None)
+    assert overlaps["gradient_sensitivity"] == [] and overlaps["training_curves"] == []

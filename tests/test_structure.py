@@ -270,6 +270,13 @@ def test_numbering_gap_without_seqres_becomes_masked_residues() -> None:
     assert chain.meta["sequence_source"] == "numbering"
 
 
+def test_blank_chain_id_gives_an_id_without_whitespace() -> None:
+    """Old PDB files leave the chain column blank; the ID must not end in a space (lost in TSV/FASTA; regression)."""
+    spec = [("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("LEU", 3, "", 7.6)]
+    chain = parse_structure_text("\n".join(_backbone(_chain(spec), chain=" ")) + "\nEND\n", source="x/1abc.pdb")
+    assert chain.id == "1abc" and chain.meta["chain"] == " " and chain.sequence == "AGL"
+
+
 def test_numbering_skip_between_bonded_residues_inserts_nothing() -> None:
     """Chymotrypsin-style numbering skips numbers where nothing is missing; the backbone is continuous."""
     spec = [("ALA", 1, "", 0.0), ("SER", 5, "", 3.8), ("SER", 5, "A", 7.6), ("THR", 6, "", 11.4)]

@@ -236,6 +236,25 @@ def test_resume_continues_the_global_step(datasets: dict[str, Path], trained_run
                                  "--model.model.hidden_size", "48"))
 
 
+def test_resume_from_a_file_that_is_not_a_matching_checkpoint_fails_before_training(
+        datasets: dict[str, Path], trained_run: Path, tmp_path: Path) -> None:
+    """--ckpt_path FILE: a non-checkpoint, a foreign checkpoint or another architecture -> one line naming the key."""
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint["hyper_parameters"]["model"]
+    torch.save(checkpoint, tmp_path / "foreign.ckpt")
+    run = tmp_path / "run"
+    for path, match in ((trained_run / "model.json", "'ckpt_path'.*not a readable checkpoint"),
+                        (datasets["train"], "'ckpt_path'.*not a readable checkpoint"),
+                        (tmp_path / "foreign.ckpt", "'ckpt_path'.*not a protrnn train checkpoint")):
+        with pytest.raises(InputError, match=match) as err:
+            train_cmd.main(tiny_args(datasets, run, "--ckpt_path", str(path)))
+        assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match=r"hidden_size=32 \(config: 48\)"):
+        train_cmd.main(tiny_args(datasets, run, "--ckpt_path", str(trained_run / "checkpoints" / "last.ckpt"),
+                                 "--model.model.hidden_size", "48"))
+    assert not (run / "checkpoints").exists()
+
+
 def test_fit_end_export_and_export_command_round_trip(trained_run: Path, tmp_path: Path) -> None:
     from protrnn.cli import main as cli_main
     from protrnn.model.contact_model import load_model_files

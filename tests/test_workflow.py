@@ -53,6 +53,26 @@ def test_full_config_dry_run() -> None:
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_configfile_replaces_the_default_config_instead_of_merging(tmp_path: Path) -> None:
+    """Snakemake deep-merges a --configfile into the Snakefile's default config; the full config must not inherit the
+    default grid's extra model, its 18-epoch bundle cap or `optional: true` on its test sets."""
+    full = REPO / "workflows" / "config.full.yaml"
+    result = snakemake("bundle", "all", "-n", "-p", "--configfile", str(full), "--cores", "16")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    assert "models/lstm_horizon16/" not in plan  # in config.yaml's grid only
+    bundle_cmd = next(line for line in plan.splitlines() if "--export_dir results_full/models/bundle" in line)
+    assert "--trainer.max_epochs 300" in bundle_cmd
+    missing = tmp_path / "missing_ts50.json.gz"
+    config = yaml.safe_load(full.read_text())
+    config["test_sets"]["ts50"]["path"] = str(missing)
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(tmp_path / "full.yaml"))
+    assert result.returncode != 0
+    assert "test_sets.ts50.path" in result.stderr + result.stdout and str(missing) in result.stderr + result.stdout
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_bundle_target_trains_evaluates_and_installs_the_default_model(tmp_path: Path) -> None:
     result = snakemake("-n", "-p", "bundle", "--configfile", str(write_config(tmp_path)), "--cores", "2")
     assert result.returncode == 0, result.stderr + result.stdout
@@ -80,6 +100,30 @@ def test_bundle_is_a_reserved_model_name(tmp_path: Path) -> None:
 def test_lint_is_clean() -> None:
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_slurm_profile_keeps_each_models_runtime_and_gpu(tmp_path: Path) -> None:
+    """The profile must not override the train rule's runtime (max_time + 30 min): the full config's 12-hour
+    `bundle` run needs 750 minutes, and a fixed 420 would let SLURM kill it."""
+    result = snakemake("bundle", "-n", "--profile", str(REPO / "workflows" / "profiles" / "slurm"),
+                       "--configfile", str(REPO / "workflows" / "config.full.yaml"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    train = plan[plan.index("rule train:"):]
+    resources = next(line for line in train.splitlines() if line.strip().startswith("resources:"))
+    assert "runtime=750" in resources and "gpu=1" in resources and "slurm_partition=gpu" in resources
+
+
+def test_ddp_under_slurm_launches_training_with_srun(tmp_path: Path) -> None:
+    """docs/pipeline.md: the `mpi: srun` resource makes the train rule start one task per GPU with srun."""
+    config = str(write_config(tmp_path))
+    target = str(tmp_path / "results" / "models" / "lstm" / "model.json")
+    plain = snakemake(target, "-n", "-p", "--configfile", config)
+    ddp = snakemake(target, "-n", "-p", "--set-resources", "train:mpi=srun", "train:tasks_per_node=4",
+                    "--configfile", config)
+    assert plain.returncode == 0 and ddp.returncode == 0, plain.stderr + ddp.stderr
+    assert "srun " not in plain.stdout and "srun " + sys.executable in ddp.stdout
 
 
 def test_wrong_type_fails_naming_the_key(tmp_path: Path) -> None:
@@ -134,3 +178,16 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     assert (results / "benchmarks" / "prepare.tsv").exists() and (results / "logs" / "train" / "lstm.log").exists()
     rerun = snakemake("-n", "--configfile", str(config), "--cores", "2")
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
+
+    # A training job killed midway (last.ckpt kept, no exported model) resumes from its checkpoint, and once it has
+    # finished the next invocation leaves it alone: the resume flag must not count as a changed parameter.
+    lstm = results / "models" / "lstm"
+    assert (lstm / "checkpoints" / "last.ckpt").exists()
+    (lstm / "model.json").unlink()
+    (lstm / "model.safetensors").unlink()
+    target = str(lstm / "model.json")
+    resumed = snakemake(target, "-p", "--configfile", str(config), "--cores", "2", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "--ckpt_path" in resumed.stdout + resumed.stderr
+    again = snakemake(target, "-n", "--configfile", str(config), "--cores", "2")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]

@@ -406,7 +406,7 @@ def _summary(entries: Sequence[Entry], datasets: dict[str, Path], leakage: Seque
 
 def _reason_kind(reason: str) -> str:
     """Group skip reasons for the summary: drop the file/record prefix and numbers."""
-    tail = reason.rsplit(": ", 1)[-1]
+    tail = reason.split(": ", 1)[-1]  # "<file>, record 'x': reason"; the reason itself may contain ": "
     return re.sub(r"\d+", "N", tail)[:80]
 
 
@@ -462,4 +462,9 @@ def run(args: argparse.Namespace) -> int:
                               limit=args.limit, seed=args.seed, chain=args.chain, contact_cutoff=args.contact_cutoff,
                               threads=args.threads, arguments=arguments)
     _print_summary(result, outdir)
+    if inputs and not any(e.split in result.datasets and e.status == "kept" and not e.split.startswith("test_")
+                          for e in result.entries):
+        # Everything is written (the manifest says why each entry went), but a pipeline must not train on nothing.
+        raise InputError("no input chain was kept for training: every entry was skipped or removed "
+                         "(reasons in manifest.tsv)", path=outdir / "manifest.tsv")
     return 0

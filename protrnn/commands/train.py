@@ -241,6 +241,28 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _check_resume_checkpoint(ckpt: str | None, config: Any) -> None:
+    """Before training: a ``--ckpt_path`` file must be a readable protrnn checkpoint of the configured architecture.
+
+    Without this, a file that is not a checkpoint fails inside ``trainer.fit`` with a torch.load traceback, and a
+    Lightning checkpoint of another program with a state_dict error. ``last`` / ``best`` are resolved by Lightning
+    and checked by ``ContactLightningModule.on_load_checkpoint``.
+    """
+    if not ckpt or ckpt in ("last", "best", "hpc", "registry"):
+        return
+    from protrnn.training.module import check_architecture, load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(ckpt)
+    except InputError as exc:
+        raise InputError(f"config key 'ckpt_path': {exc.reason}", path=ckpt) from None
+    saved = (checkpoint.get("hyper_parameters") or {}).get("model")
+    if not isinstance(saved, dict):
+        raise InputError("config key 'ckpt_path': not a protrnn train checkpoint (no model architecture in its "
+                         "hyper-parameters)", path=ckpt)
+    check_architecture(saved, config, source=ckpt)
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``protrnn train``; returns the exit status (InputError propagates to the CLI: status 2)."""
     argv = list(argv)
@@ -249,6 +271,7 @@ def main(argv: list[str]) -> int:
     from protrnn.training.module import TrainingDiverged
 
     cli = build_cli(argv)
+    _check_resume_checkpoint(cli.config.get("ckpt_path"), cli.model.config)
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     except TrainingDiverged as exc:

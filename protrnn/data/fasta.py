@@ -31,12 +31,13 @@ class FastaRecord:
 
 
 def _open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Text handle with universal newlines; gzip detected by magic bytes. Missing/binary files raise InputError."""
+    """Text handle with universal newlines, a UTF-8 byte-order mark (Windows editors) dropped; gzip detected by magic
+    bytes. Missing/binary files raise InputError."""
     with reading(path), open(path, "rb") as raw:
         magic = raw.read(2)
     if magic == _GZIP_MAGIC:
-        return gzip.open(path, "rt", encoding="utf-8", newline=None)
-    return open(path, encoding="utf-8", newline=None)  # noqa: SIM115 - closed by the caller's with-block
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=None)
+    return open(path, encoding="utf-8-sig", newline=None)  # noqa: SIM115 - closed by the caller's with-block
 
 
 def _first_line(handle: IO[str], path: object) -> None:
@@ -87,7 +88,10 @@ def iter_fasta(path: str | os.PathLike[str], *, skip_invalid: bool = False,
                         raise InputError(f"duplicate record ID (first seen as record {seen[record.id]})",
                                          path=path, record=record.id)
                     seen[record.id] = count
-                    sequence = DEFAULT_ALPHABET.clean(str(record.seq), record=record.id, path=path)
+                    # bytes, not str(): Bio.Seq decodes as ASCII, so a non-ASCII letter would escape as a decode
+                    # error without the record and position
+                    raw = bytes(record.seq).decode("utf-8", errors="replace")
+                    sequence = DEFAULT_ALPHABET.clean(raw, record=record.id, path=path)
                     if not sequence:
                         raise InputError("empty sequence", path=path, record=record.id)
                 except InputError as exc:

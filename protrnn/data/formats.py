@@ -414,8 +414,9 @@ def iter_bioemu_wheel(path: str | os.PathLike[str], *, errors: Errors = "raise",
     """Reference backbones from the bioemu-benchmarks wheel, parsed from the zip without extracting.
 
     IDs are ``bioemu_benchmarks|<member>|<chain>`` (the same protein appears in several conformations and
-    categories, so the member path is what makes an ID unique). Members whose stem is in ``exclude`` yield an
-    InputError saying so (with ``errors="yield"``) rather than vanishing.
+    categories, so the member path is what makes an ID unique). Members whose stem is in ``exclude``, and later
+    copies of a ``<PDB>_<chain>`` file already read under another category, yield an InputError saying so (with
+    ``errors="yield"``) rather than vanishing.
     """
     path = Path(path)
     try:
@@ -429,6 +430,7 @@ def iter_bioemu_wheel(path: str | os.PathLike[str], *, errors: Errors = "raise",
             yield _emit(InputError("no bioemu reference PDB members (not the bioemu-benchmarks wheel)", path=path),
                         errors)
             return
+        first_member: dict[str, str] = {}
         for member in members:
             source = f"{path}#{member}"
             stem = PurePosixPath(member).stem
@@ -436,6 +438,11 @@ def iter_bioemu_wheel(path: str | os.PathLike[str], *, errors: Errors = "raise",
                 yield _emit(InputError("excluded: left out of the curated bioemu reference set", path=source),
                             errors)
                 continue
+            if stem in first_member:  # the same PDB chain listed under several benchmark categories
+                yield _emit(InputError(f"duplicate: the same PDB chain ({stem}) was read from {first_member[stem]}",
+                                       path=source), errors)
+                continue
+            first_member[stem] = member
 
             def make(member: str = member, source: str = source, stem: str = stem) -> ProteinChain:
                 text = decode_text(archive.read(member), source)

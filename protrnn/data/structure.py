@@ -170,7 +170,9 @@ def parse_structure_text(text: str, *, source: str, name: str | None = None, cha
     if not 0 <= model < len(models):
         raise InputError(f"model index {model} out of range (file has {len(models)})", path=source)
     chain_id, residues = _pick_chain(models[model], chain, source)
-    record = f"{name}_{chain_id}"
+    # A blank chain ID (old or hand-written PDB files) must not leave a trailing space in the ID: IDs end up in
+    # FASTA headers, TSV cells and file names, where whitespace is lost.
+    record = f"{name}_{chain_id}" if chain_id.strip() else name
     if not any(not math.isnan(r.coords[1, 0]) for r in residues):
         raise InputError(f"chain {chain_id!r} has no CA atoms", path=source, record=record)
 

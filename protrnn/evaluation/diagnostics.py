@@ -804,7 +804,8 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
     elif val_worse and not train_high and horizon_long:
         label, summary = OVERFIT_LONG_MEMORY, "over-fitting with long memory"
     elif train_high:
-        label, summary = UNDERFIT, "under-fitting, but gradients reach far enough: look at capacity or optimisation"
+        label, summary = UNDERFIT, (f"under-fitting, but gradients reach beyond {t.short_horizon} residues (no "
+                                    "vanishing-gradient signature): look at capacity or optimisation")
     elif val_worse:
         label, summary = OVERFIT, "over-fitting without long gradient reach: look at capacity or data"
     elif train_high is None:

@@ -119,6 +119,24 @@ def parse_baselines(value: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_bins(value: str | None) -> list[tuple[int, int | None]]:
+    """``"6-11,12-23,24+"`` -> ``[(6, 11), (12, 23), (24, None)]``; None or empty gives :data:`DEFAULT_BINS`."""
+    if not value or not value.strip():
+        return list(DEFAULT_BINS)
+    bins: list[tuple[int, int | None]] = []
+    for part in (p.strip() for p in value.split(",")):
+        match = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+)|(\+))", part)
+        if match is None:
+            raise InputError(f"--bins: {part!r} is not a separation bin LOW-HIGH or LOW+ (e.g. 6-11,12-23,24+)")
+        low, high = int(match.group(1)), (None if match.group(3) else int(match.group(2)))
+        if low < 1 or (high is not None and high < low):
+            raise InputError(f"--bins: {part!r} needs 1 <= LOW <= HIGH")
+        bins.append((low, high))
+    if len(set(bins)) != len(bins):
+        raise InputError(f"--bins: a bin is given twice in {value!r}")
+    return bins
+
+
 # ------------------------------------------------------------------------------------------------------- test sets
 def load_test_set(name: str, path: str | Path) -> TestSet:
     """Load a prepared ``.npz`` test set; an empty set is an error (a mean over no proteins means nothing)."""

@@ -400,7 +400,9 @@ def figure_sensitivity(diagnostics: Sequence[Any], directory: Path, styles: Styl
     ax.set_ylabel("||d logit_ij / d x_s||, normalised to peak")
     ax.set_title("Input sensitivity vs distance (dashed: effective horizon)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, frameon=False)
+    # Legends go below the axes: inside, they cover the curves (the profiles fill the whole log range).
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    pairwise_last = False
     if has_hidden:
         ax2 = axes[0][1]
         styles_by_layer = ("-", "--", "-.", ":")
@@ -412,19 +414,39 @@ def figure_sensitivity(diagnostics: Sequence[Any], directory: Path, styles: Styl
                          np.maximum(np.asarray(profile.mean)[valid], LOG_FLOOR), color=colour,
                          linestyle=styles_by_layer[layer % len(styles_by_layer)], linewidth=1.4,
                          label=f"{diag.model} layer {layer + 1}")
+            pairwise_last |= _last_layer_on_pair(diag)
         ax2.set_yscale("log")
         ax2.set_ylim(bottom=LOG_FLOOR * 0.5, top=2.0)
         ax2.set_xlabel("distance of position t from the scored pair")
         ax2.set_ylabel("||dL / dh_t||, normalised to peak")
-        ax2.set_title("Hidden-state gradient per recurrent layer")
+        ax2.set_title("Hidden-state gradient per recurrent layer"
+                      + ("\n(last layer: non-zero only at t = i, j, as the pairwise head reads only h_i, h_j)"
+                         if pairwise_last else ""), fontsize=11 if pairwise_last else None)
         ax2.grid(alpha=0.3, which="both")
-        ax2.legend(fontsize=7, frameon=False, ncol=1 + len(diagnostics) // 4)
+        ax2.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                   ncol=min(4, max(2, len(diagnostics))))
     fig.tight_layout()
     return _save(fig, directory, "gradient_sensitivity", "Gradient sensitivity vs sequence distance",
                  "Sensitivity of a pair's logit to each input residue, by distance from the nearer residue of the "
                  "pair, averaged over validation chains and normalised to its peak (log scale; values below "
                  f"{LOG_FLOOR:g} drawn at {LOG_FLOOR:g}). Dashed vertical lines: effective horizon, where sensitivity "
-                 "falls for good below the dotted threshold; an arrow means it never does within the measured range.")
+                 "falls for good below the dotted threshold; an arrow means it never does within the measured range."
+                 + (" Right: ||dL/dh_t|| of each recurrent layer's output by distance of t from the nearer residue of "
+                    "the pair. The last layer drops to zero right after distance 0 by construction: the pairwise "
+                    "head reads only h_i and h_j, so dL/dh_t of the last layer is non-zero only at t = i and t = j. "
+                    "How far the gradient reaches shows in the earlier layers and in the input sensitivity (left)."
+                    if pairwise_last else ""))
+
+
+def _last_layer_on_pair(diag: Any) -> bool:
+    """True when the model's last hidden-gradient profile is non-zero only at distance 0 (pairwise head)."""
+    if not diag.flow.hidden:
+        return False
+    if diag.config.get("head") == "pairwise":
+        return True
+    last = diag.flow.hidden[-1]
+    beyond = (np.asarray(last.count)[1:] > 0) & np.isfinite(np.asarray(last.mean)[1:])
+    return bool(beyond.any()) and bool(np.all(np.asarray(last.mean)[1:][beyond] == 0.0))
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -463,7 +485,7 @@ def figure_training_curves(runs: Sequence[RunCurves], directory: Path, styles: S
     ax.set_ylabel("loss")
     ax.set_title("Training (solid, smoothed) and validation (dashed) loss")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     if precision_columns:
         ax2 = axes[0][1]
         dashes = ("-", "--", "-.", ":")
@@ -479,7 +501,8 @@ def figure_training_curves(runs: Sequence[RunCurves], directory: Path, styles: S
         ax2.set_ylabel("precision")
         ax2.set_title("Validation precision (top-L/5) by range")
         ax2.grid(alpha=0.3)
-        ax2.legend(fontsize=7, frameon=False)
+        ax2.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                   ncol=min(4, max(1, len(precision_columns))))
     fig.tight_layout()
     return _save(fig, directory, "training_curves", "Training and validation curves",
                  "From each run's Lightning metrics.csv: training loss per step (light) and its running mean, "
@@ -673,9 +696,9 @@ def _reach_section(results: Sequence[MethodResult], diagnostics: Sequence[Any]) 
     for model in models:
         diag = diag_by_model.get(model)
         horizon = horizon_text(diag) if diag is not None else "not measured"
-        label = diag.diagnosis.label if diag is not None and diag.diagnosis is not None else "&ndash;"
+        label = _e(diag.diagnosis.label) if diag is not None and diag.diagnosis is not None else "&ndash;"
         cells = [f"<td class='l'><b>{_e(model)}</b></td>", f"<td class='l'>{_e(horizon)}</td>",
-                 f"<td class='l'>{_e(label)}</td>"]
+                 f"<td class='l'>{label}</td>"]
         for test_set in test_sets:
             result = by_key.get((model, test_set))
             cells.append(f"<td>{_fmt(result.metrics.get('long/P@L/5')) if result else '&ndash;'}</td>")

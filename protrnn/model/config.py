@@ -5,6 +5,7 @@ The same dataclass is written to ``model.json`` on export, so a saved model rebu
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from protrnn.errors import InputError
@@ -78,6 +79,8 @@ class ModelConfig:
             or self.gradient_horizon < 1
         ):
             raise bad("gradient_horizon", f"must be a positive integer or null, got {self.gradient_horizon!r}")
+        if self.forget_bias is not None and not math.isfinite(float(self.forget_bias)):
+            raise bad("forget_bias", f"must be a finite number or null, got {self.forget_bias!r}")
         if self.chrono_init and self.cell != "lstm":
             raise bad("chrono_init", f"applies to LSTM cells only, not {self.cell!r}")
         if self.chrono_init and self.chrono_tmax < 3:

@@ -9,8 +9,9 @@ Exact masking
     * reverse direction: each row's valid prefix is reversed in place with a per-row gather (``L-1-t`` for
       ``t < L``), the same fused one-way kernel runs over it, and the outputs are gathered back.
 
-    On the 2-core CPU (training step, B=16, T=128) this runs within 1.0-1.5x of the inexact fused padded
-    bidirectional kernel, while the packed path is 1.4-2.2x slower than it (``benchmarks/bench_models.py``). The packed bidirectional computation is
+    On the 2-core CPU (training step, B=16, T=128) this runs within 1.05-1.15x of the inexact fused padded
+    bidirectional kernel, while the packed path is 1.3-5.5x slower than it (LSTM worst; ``benchmarks/bench_models.py``,
+    table in docs/training.md). The packed bidirectional computation is
     kept as ``exact_path="packed"``: it is the reference the tests compare against and an alternative on CUDA (cuDNN
     handles packed input natively); the default is ``"reverse"`` on every device.
 

@@ -134,9 +134,14 @@ def prepare_inputs(wildcards):
     return inputs
 
 
-def resume_flag(wildcards):
-    """`--ckpt_path last.ckpt` when an interrupted run left a checkpoint but no exported model."""
-    run = Path(f"{RESULTS}/models/{wildcards.model}")
+def resume_flag(wildcards, output):
+    """`--ckpt_path last.ckpt` when an interrupted run left a checkpoint but no exported model.
+
+    It takes `output` so that Snakemake counts it as derived from the outputs and leaves it out of the params it
+    records for its `params` rerun trigger: otherwise the next invocation after a resumed job would see the flag go
+    from `--ckpt_path ...` to '' and train that model again from scratch.
+    """
+    run = Path(output.model).parent
     if (run / "checkpoints" / "last.ckpt").exists() and not (run / "model.json").exists():
         return f"--ckpt_path {shlex.quote(str(run / 'checkpoints' / 'last.ckpt'))}"
     return ""

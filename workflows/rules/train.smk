@@ -20,6 +20,8 @@ rule train:
         trainer=config["train"],
         max_time=lambda wc: model_max_time(wc.model),
         max_epochs=lambda wc: model_max_epochs(wc.model),
+        # Multi-GPU DDP under SLURM: a `mpi: srun` resource (profile set-resources) launches one task per GPU.
+        launcher=lambda wc, resources: resources.get("mpi", ""),
     threads: config["train"].get("threads", 2)
     resources:
         gpu=lambda wc: 0 if config["train"].get("accelerator", "auto") == "cpu" else config["train"].get("devices", 1),
@@ -31,7 +33,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{model}}.tsv"
     shell:
-        "{params.protrnn} train --config {params.config} {params.overrides}"
+        "{params.launcher} {params.protrnn} train --config {params.config} {params.overrides}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.max_time {params.max_time} --trainer.max_epochs {params.max_epochs}"
