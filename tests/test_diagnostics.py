@@ -381,3 +381,18 @@ def test_batches_respect_the_padded_pair_budget(val_chains: list) -> None:
     assert len(next(chains_to_batches(chains, batch_size=8, max_pairs=1))["ids"]) == 1
     with pytest.raises(InputError, match="max_pairs"):
         next(chains_to_batches(chains, max_pairs=0))
+
+
+def test_fit_losses_compare_like_lengths_with_like() -> None:
+    """A set of longer chains has a lower pooled loss by itself; matching length groups removes that bias."""
+    from protrnn.evaluation.diagnostics import LossByLength, length_matched_losses
+
+    train = LossByLength(loss=0.15, n_pairs=1100, n_chains=20, by_length={"0-63": 0.30, ">=256": 0.135},
+                         pairs_by_length={"0-63": 100, ">=256": 1000})
+    val = LossByLength(loss=0.27, n_pairs=1100, n_chains=20, by_length={"0-63": 0.30, ">=256": 0.135},
+                       pairs_by_length={"0-63": 900, ">=256": 200})
+    matched_train, matched_val = length_matched_losses(train, val)
+    assert matched_train == pytest.approx(matched_val)  # identical per group: no gap once lengths are matched
+    assert matched_val == pytest.approx((900 * 0.30 + 200 * 0.135) / 1100)
+    lonely = LossByLength(loss=0.2, n_pairs=10, n_chains=1, by_length={"64-127": 0.2}, pairs_by_length={"64-127": 10})
+    assert length_matched_losses(lonely, val) == (0.2, 0.27)  # no common group: the pooled losses

@@ -200,3 +200,13 @@ def test_non_finite_forget_bias_is_rejected(value: float) -> None:
     """An infinite forget bias used to train and export weights that load_model_files then refuses as non-finite."""
     with pytest.raises(InputError, match="'forget_bias'"):
         _config(cell="lstm", forget_bias=value)
+
+
+def test_auto_path_is_reverse_on_cpu_packed_on_cuda_and_reverse_with_a_horizon() -> None:
+    from protrnn.model.encoder import select_exact_path
+
+    assert select_exact_path("auto", "cpu", None) == "reverse"
+    assert select_exact_path("auto", "cuda", None) == "packed"
+    assert select_exact_path("auto", "cuda", 16) == "reverse"  # only the reverse path can cut gradients
+    assert select_exact_path("packed", "cpu", None) == "packed" and select_exact_path("reverse", "cuda", None) == "reverse"
+    assert RecurrentEncoder(_config()).exact_path == "auto"

@@ -90,6 +90,19 @@ def test_pdb_ids_are_fetched_by_their_own_rule(tmp_path: Path) -> None:
     assert "fetch_pdb_entry" in plan and "pdb/1ubq.cif" in plan and "pdb/2gb1.cif" in plan
 
 
+def test_without_any_test_set_a_heldout_share_of_the_clusters_is_the_test_set(tmp_path: Path) -> None:
+    """A fresh machine without ../shared/data still runs the main job end to end (README's first command)."""
+    config = write_config(tmp_path, test_sets={"ts50": {"path": str(tmp_path / "missing.json.gz"), "optional": True}},
+                          **{"evaluate.ollikainen_root": str(tmp_path / "missing")})
+    result = snakemake("-n", "-p", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    assert "holding out 10% of the training clusters as test set 'heldout'" in plan
+    assert "--split train=0.81,val=0.09,test_heldout=0.1" in plan
+    assert "--test-set heldout=" in plan and "FreeContact baseline skipped" in plan
+    assert "freecontact" not in plan.split("--baselines", 1)[1].split()[0]
+
+
 def test_bundle_is_a_reserved_model_name(tmp_path: Path) -> None:
     config = write_config(tmp_path, models={"bundle": {"config": "lstm"}})
     result = snakemake("-n", "--configfile", str(config))

@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         contact_rate,
         diagnose_fit,
         gradient_flow,
+        length_matched_losses,
         save_diagnostics,
         summarise,
     )
@@ -166,8 +167,9 @@ def run(args: argparse.Namespace) -> int:
             train_eval = contact_loss_by_length(model, loss_train, pos_weight=pos_weight,
                                                 length_edges=args.length_bins, batch_size=args.batch_size)
             metrics["train_data_loss"] = train_eval.to_dict()
-            train_loss, val_loss = train_eval.loss, val_eval.loss
-            metrics["loss_source"] = "eval-mode loss on --train-data and --data"
+            train_loss, val_loss = length_matched_losses(train_eval, val_eval)
+            metrics["loss_source"] = ("eval-mode loss on --train-data and --data, over the length groups both have, "
+                                      "weighted by the --data pairs per group")
         elif args.train_metrics:
             train_loss, val_loss = read_last_losses(args.train_metrics[index])
             metrics["loss_source"] = f"last logged losses in {args.train_metrics[index]}"

@@ -680,6 +680,19 @@ class LossByLength:
         return _json_safe(asdict(self))
 
 
+def length_matched_losses(train: LossByLength, val: LossByLength) -> tuple[float, float]:
+    """(train, validation) losses over the length groups both sets have, each group weighted by its share of the
+    validation pairs. Pair losses fall with chain length (long chains add many easy distant pairs), so comparing the
+    pooled means of two sets with different length mixes would read a length difference as over- or under-fitting."""
+    common = [key for key in val.by_length if key in train.by_length and val.pairs_by_length.get(key)]
+    total = sum(val.pairs_by_length[key] for key in common)
+    if not total:
+        return train.loss, val.loss
+    def weighted(source: LossByLength) -> float:
+        return sum(val.pairs_by_length[key] * source.by_length[key] for key in common) / total
+    return weighted(train), weighted(val)
+
+
 def length_label(length: int, edges: Sequence[int]) -> str:
     """``"64-127"`` style label of the group of ``length`` for ascending group starts ``edges`` (last is open)."""
     bounds = sorted({0, *(int(e) for e in edges)})
@@ -852,6 +865,7 @@ def _json_safe(value: Any) -> Any:
 
 
 __all__ = [
+    "length_matched_losses",
     "ANCHOR", "BALANCED", "NEAREST", "OVERFIT", "OVERFIT_LONG_MEMORY", "UNDERFIT", "UNDERFIT_VANISHING",
     "UNDETERMINED", "Diagnosis", "DiagnosticsResult", "DistanceProfile", "FitThresholds", "GradientFlow",
     "PairGradients",

@@ -333,6 +333,7 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
         labels = sorted({k.split("/")[1] for r in in_set.values() for k in _bin_keys(r)},
                         key=lambda label: int(re.match(r"\d+", label).group(0)))  # type: ignore[union-attr]
         position = {label: k for k, label in enumerate(labels)}
+        n = max((r.n_proteins for r in in_set.values()), default=0)
         for offset, method in enumerate(m for m in methods if m in in_set):
             result = in_set[method]
             keys = _bin_keys(result)
@@ -344,10 +345,13 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
             high = np.array([result.metrics[k].get("high", math.nan) for k in keys])
             err = np.vstack([np.clip(mean - low, 0, None), np.clip(high - mean, 0, None)])
             err = np.where(np.isfinite(err), err, 0.0)
-            ax.errorbar(x, mean, yerr=err, capsize=3, markersize=5, label=method,
-                        **styles(method, result.kind))
+            line = ax.errorbar(x, mean, yerr=err, capsize=3, markersize=5, label=method,
+                               **styles(method, result.kind))
+            if result.n_proteins < n:  # e.g. FreeContact scores only the proteins that come with an alignment
+                ax.annotate(f"{method}: {result.n_proteins} of {n} proteins", (x[0], mean[0]),
+                            xytext=(-4, 12), textcoords="offset points", fontsize=7, annotation_clip=False,
+                            color=line.lines[0].get_color())
         ax.set_xticks(np.arange(len(labels)), labels)
-        n = max((r.n_proteins for r in in_set.values()), default=0)
         ax.set_title(f"{test_set} ({n} proteins)")
         ax.set_xlabel("sequence separation |i - j| (residues)")
         ax.grid(alpha=0.3)
@@ -364,7 +368,8 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
     return _save(fig, directory, "precision_by_separation", "Precision by sequence separation",
                  f"Top-L/{BIN_K} precision within each separation bin (L = chain length), mean over proteins; "
                  "error bars: bootstrap 95% interval over proteins. Models solid, baselines dashed/dotted. A model "
-                 "that sees far keeps its precision above the separation prior in the long bins.")
+                 "that sees far keeps its precision above the separation prior in the long bins. A method that "
+                 "scores only some proteins of a set (FreeContact needs an alignment) is labelled with its count.")
 
 
 def figure_sensitivity(diagnostics: Sequence[Any], directory: Path, styles: Styles) -> Figure | None:

@@ -35,7 +35,7 @@ _RESERVED_KEYS = frozenset({"format", "format_version", "config", "alphabet"})
 class ContactModel(nn.Module):
     """``tokens [B, T] (0 = padding), mask [B, T] -> symmetric contact logits [B, T, T]``."""
 
-    def __init__(self, config: ModelConfig, exact_path: str = "reverse") -> None:
+    def __init__(self, config: ModelConfig, exact_path: str = "auto") -> None:
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_TOKEN)

@@ -12,8 +12,10 @@ Exact masking
     On the 2-core CPU (training step, B=16, T=128) this runs within 1.05-1.15x of the inexact fused padded
     bidirectional kernel, while the packed path is 1.3-5.5x slower than it (LSTM worst; ``benchmarks/bench_models.py``,
     table in docs/training.md). The packed bidirectional computation is
-    kept as ``exact_path="packed"``: it is the reference the tests compare against and an alternative on CUDA (cuDNN
-    handles packed input natively); the default is ``"reverse"`` on every device.
+    kept as ``exact_path="packed"``: it is the reference the tests compare against. The default ``"auto"`` picks per
+    device (:func:`select_exact_path`): ``"reverse"`` on the CPU (measured above), ``"packed"`` on CUDA, where cuDNN
+    runs packed bidirectional input in one fused call; with a gradient horizon always ``"reverse"`` (the packed path
+    cannot cut gradients). Both are exact; they differ only in float rounding.
 
 Gradient horizon k (truncated BPTT)
     Positions are split into blocks ``[m*k, (m+1)*k)`` counted from residue 0 of each chain. Both directions run
@@ -45,7 +47,14 @@ from protrnn.model.config import ModelConfig
 _RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 #: Gates per cell, in PyTorch's weight layout (LSTM: i, f, g, o; GRU: r, z, n; RNN: one).
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-EXACT_PATHS = ("reverse", "packed")
+EXACT_PATHS = ("auto", "reverse", "packed")
+
+
+def select_exact_path(requested: str, device_type: str, gradient_horizon: int | None) -> str:
+    """The masking implementation to run: ``requested`` unless it is ``"auto"`` (see the module docstring)."""
+    if requested != "auto":
+        return requested
+    return "packed" if device_type == "cuda" and gradient_horizon is None else "reverse"
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -191,7 +200,7 @@ class RecurrentEncoder(nn.Module):
     architecture and does not change results beyond float rounding.
     """
 
-    def __init__(self, config: ModelConfig, exact_path: str = "reverse") -> None:
+    def __init__(self, config: ModelConfig, exact_path: str = "auto") -> None:
         super().__init__()
         if exact_path not in EXACT_PATHS:
             raise ValueError(f"exact_path must be one of {EXACT_PATHS}, got {exact_path!r}")
@@ -253,7 +262,7 @@ class RecurrentEncoder(nn.Module):
         """
         if x.dim() != 3 or x.shape[:2] != mask.shape:
             raise ValueError(f"x must be [B, T, E] matching mask [B, T]; got {tuple(x.shape)} and {tuple(mask.shape)}")
-        path = self.exact_path
+        path = select_exact_path(self.exact_path, x.device.type, self.config.gradient_horizon)
         if path == "packed" and self.config.gradient_horizon is not None:
             raise ValueError("the packed path has no gradient horizon; use exact_path='reverse'")
         plan = MaskPlan.build(mask, self.config.gradient_horizon)

@@ -52,8 +52,26 @@ for _name, _spec in config["test_sets"].items():
         print(f"protrnn pipeline: optional test set {_name!r} skipped: {_spec['path']} not found", file=sys.stderr)
     else:
         _fail(f"test_sets.{_name}.path", f"test set not found: {_spec['path']}")
+# Split fractions by sequence cluster. With none of the configured test sets on disk (e.g. a fresh machine without
+# ../shared/data) the pipeline still runs end to end: a homology-disjoint 10 % of the training clusters becomes the
+# test set `heldout` (prepare writes it as test_heldout.npz).
+SPLIT = dict(config["prepare"].get("split", {"train": 0.9, "val": 0.1}))
+TEST_NAMES = list(TEST_SETS)
 if not TEST_SETS:
-    _fail("test_sets", "none of the configured test sets exists")
+    print("protrnn pipeline: none of the configured test sets exists; holding out 10% of the training clusters "
+          "as test set 'heldout'", file=sys.stderr)
+    SPLIT = {**{name: round(0.9 * value, 6) for name, value in SPLIT.items()}, "test_heldout": 0.1}
+    TEST_NAMES = ["heldout"]
+
+# FreeContact needs the Ollikainen-40 alignments (a folder or the shipped tarball); without them it is skipped with a
+# message, like an optional test set, and the report simply has no coevolution baseline.
+OLLIKAINEN_ROOT = config["evaluate"].get("ollikainen_root")
+if OLLIKAINEN_ROOT and not Path(OLLIKAINEN_ROOT).exists():
+    print(f"protrnn pipeline: evaluate.ollikainen_root {OLLIKAINEN_ROOT} not found: FreeContact baseline skipped",
+          file=sys.stderr)
+    OLLIKAINEN_ROOT = None
+BASELINES = [b for b in config["evaluate"].get("baselines", ["random", "separation", "propensity"])
+             if b != "freecontact" or OLLIKAINEN_ROOT]
 
 # --- models -------------------------------------------------------------------------------------------------------
 MODELS = config["models"]

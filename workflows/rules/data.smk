@@ -44,14 +44,14 @@ rule prepare:
     output:
         train=f"{RESULTS}/data/train.npz",
         val=f"{RESULTS}/data/val.npz",
-        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=list(TEST_SETS)),
+        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=TEST_NAMES),
         manifest=f"{RESULTS}/data/manifest.tsv",
         leakage=f"{RESULTS}/data/leakage.tsv",
     params:
         protrnn=PROTRNN,
         outdir=parent_of("train"),
         tests=" ".join(f"--test-set {n}={shlex.quote(p)}" for n, p in TEST_SETS.items()),
-        split=",".join(f"{k}={v}" for k, v in config["prepare"].get("split", {"train": 0.9, "val": 0.1}).items()),
+        split=",".join(f"{k}={v}" for k, v in SPLIT.items()),
         limit=f"--limit {config['sources']['limit']}" if "limit" in config["sources"] else "",
         prep=config["prepare"],
     threads: workflow.cores

@@ -4,14 +4,14 @@
 rule evaluate_model:
     input:
         model=f"{RESULTS}/models/{{model}}/model.json",
-        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=list(TEST_SETS)),
+        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=TEST_NAMES),
     output:
         summary=f"{RESULTS}/evaluation/{{model}}/summary.json",
         per_protein=f"{RESULTS}/evaluation/{{model}}/per_protein.csv",
     wildcard_constraints:
         model=ALL_MODELS,
     params:
-        tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_SETS),
+        tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_NAMES),
         protrnn=PROTRNN,
         outdir=parent_of("summary"),
         rundir=lambda wc, input: str(Path(input.model).parent),
@@ -33,18 +33,14 @@ rule evaluate_model:
 rule evaluate_baselines:
     input:
         train=f"{RESULTS}/data/train.npz",
-        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=list(TEST_SETS)),
+        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=TEST_NAMES),
     output:
         summary=f"{RESULTS}/evaluation/baselines/summary.json",
         per_protein=f"{RESULTS}/evaluation/baselines/per_protein.csv",
     params:
-        tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_SETS),
-        baselines=",".join(config["evaluate"].get("baselines", ["random", "separation", "propensity"])),
-        ollikainen=(
-            f"--ollikainen-root {shlex.quote(config['evaluate']['ollikainen_root'])}"
-            if config["evaluate"].get("ollikainen_root")
-            else ""
-        ),
+        tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_NAMES),
+        baselines=",".join(BASELINES),
+        ollikainen=f"--ollikainen-root {shlex.quote(OLLIKAINEN_ROOT)}" if OLLIKAINEN_ROOT else "",
         protrnn=PROTRNN,
         outdir=parent_of("summary"),
         ev=config["evaluate"],
