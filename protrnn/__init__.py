@@ -1,6 +1,6 @@
 """protrnn: protein contact prediction with recurrent networks, and measurements of how far BPTT sees.
 
-Public, stable API (see docs/api.md):
+Public, stable API (README.md "What you can do with it"; docs/predict.md, docs/conventions.md):
 
 * :func:`read_structure` – PDB/mmCIF (plain or .gz) → :class:`ProteinChain`
 * :func:`read_fasta` – FASTA (plain or .gz) → list of records with ``id`` and ``sequence``

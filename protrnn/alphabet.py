@@ -72,7 +72,7 @@ class Alphabet:
         out = []
         valid = set(self.residues) | UNKNOWN_LETTERS | set(PARENT_LETTER)
         for index, letter in enumerate(text, start=1):
-            upper = letter.upper()
+            upper = letter.upper() if letter.isascii() else letter  # 'ı'.upper() == 'I': no Unicode folding
             if upper in valid:
                 out.append(PARENT_LETTER.get(upper, upper))
             elif letter in GAP_LETTERS:

@@ -29,7 +29,7 @@ import numpy as np
 
 from protrnn import __version__
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 from protrnn.rr import DEFAULT_MIN_SEPARATION, read_rr_document, rr_target, write_rr
 from protrnn.utils.io import SafeNamer, atomic_path, atomic_write
 
@@ -341,21 +341,25 @@ class StructureIndex:
             raise InputError("structures: no such directory or mapping file", path=self.source)
 
     def _read_map(self) -> None:
-        with open(self.source, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                text = line.rstrip("\r\n")
-                if not text.strip() or text.startswith("#"):
-                    continue
-                fields = text.split("\t")
-                if len(fields) not in (2, 3) or not fields[0] or not fields[1]:
-                    raise InputError(f"line {line_no}: expected 'id<TAB>path[<TAB>chain]'", path=self.source)
-                if fields[0] in self._map:
-                    raise InputError(f"line {line_no}: id {fields[0]!r} mapped twice", path=self.source)
-                path = Path(fields[1])
-                if not path.is_absolute():
-                    path = self.source.parent / path
-                chain = fields[2].strip() if len(fields) == 3 and fields[2].strip() else None
-                self._map[fields[0]] = StructureRef(path, chain)
+        try:
+            with reading(self.source):
+                lines = self.source.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"structure map is not UTF-8 text (byte {exc.start + 1})", path=self.source) from None
+        for line_no, line in enumerate(lines, start=1):
+            text = line.rstrip("\r\n")
+            if not text.strip() or text.startswith("#"):
+                continue
+            fields = text.split("\t")
+            if len(fields) not in (2, 3) or not fields[0] or not fields[1]:
+                raise InputError(f"line {line_no}: expected 'id<TAB>path[<TAB>chain]'", path=self.source)
+            if fields[0] in self._map:
+                raise InputError(f"line {line_no}: id {fields[0]!r} mapped twice", path=self.source)
+            path = Path(fields[1])
+            if not path.is_absolute():
+                path = self.source.parent / path
+            chain = fields[2].strip() if len(fields) == 3 and fields[2].strip() else None
+            self._map[fields[0]] = StructureRef(path, chain)
 
     def _read_collection(self) -> None:
         if self.source.name.lower().endswith(".npz"):

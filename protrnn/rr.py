@@ -30,7 +30,7 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 from protrnn.utils.io import atomic_write
 
 AUTHOR = "protrnn"
@@ -73,8 +73,9 @@ class RRDocument:
 
 
 def rr_target(record_id: str) -> str:
-    """The TARGET token for a record ID: whitespace and non-printable characters become ``_`` (RR is space separated)."""
-    token = "".join(ch if ch.isprintable() and not ch.isspace() else "_" for ch in record_id)
+    """The TARGET token for a record ID: whitespace, non-printable and non-ASCII characters become ``_`` (RR is space
+    separated and written as ASCII)."""
+    token = "".join(ch if ch.isascii() and ch.isprintable() and not ch.isspace() else "_" for ch in record_id)
     return token or "_"
 
 
@@ -289,7 +290,8 @@ def read_rr_document(path_or_handle: str | os.PathLike[str] | IO[str]) -> RRDocu
     if isinstance(path_or_handle, (str, os.PathLike)):
         path = Path(path_or_handle)
         try:
-            text = path.read_text(encoding="utf-8")
+            with reading(path):
+                text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"not a text RR file ({exc.reason} at byte {exc.start})", path=path) from None
         return parse_rr(io.StringIO(text), path=path)

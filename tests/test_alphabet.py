@@ -35,7 +35,9 @@ def test_clean_rules(raw: str, clean: str) -> None:
 
 
 @pytest.mark.parametrize(("raw", "position", "shown"), [("AC*D", 3, "'*'"), ("MK1V", 3, "'1'"),
-                                                          ("AB\x01", 3, "\\x01"), ("A**", 2, "'*'")])
+                                                          ("AB\x01", 3, "\\x01"), ("A**", 2, "'*'"),
+                                                          # Unicode letters whose upper case is ASCII ('ı' -> 'I')
+                                                          ("A\u0131V", 2, "'\u0131'"), ("M\u017f", 2, "'\u017f'")])
 def test_clean_error_names_record_and_position(raw: str, position: int, shown: str) -> None:
     with pytest.raises(InputError) as info:
         DEFAULT_ALPHABET.clean(raw, record="seq1", path="in.fasta")

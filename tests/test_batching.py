@@ -105,6 +105,19 @@ def test_crop_length_below_six_is_an_input_error(cgdms: ChainDataset) -> None:
         ContactExampleDataset(cgdms, crop_length=5)
 
 
+def test_smallest_crop_holds_a_scored_pair(tmp_path: Path) -> None:
+    # A crop of 6 residues spans separations 0..5, so it can never hold a pair with |i - j| >= 6.
+    length = 20
+    coords = np.zeros((length, 4, 3), dtype=np.float32)
+    coords[:, :, 0] = np.arange(length, dtype=np.float32)[:, None]
+    chain = ProteinChain("toy", "A" * length, np.ones(length, dtype=bool), coords)
+    chains = load_dataset(save_dataset([chain], tmp_path / "toy.npz"))
+    with pytest.raises(InputError, match="crop_length 6"):
+        ContactExampleDataset(chains, crop_length=6)
+    batch = collate_contacts([ContactExampleDataset(chains, crop_length=7)[0]])
+    assert int(batch["pair_mask"].sum()) == 2  # (0, 6) and (6, 0)
+
+
 def _check_budgets(batches: list[list[int]], lengths: np.ndarray, max_tokens: int, max_pairs: int | None) -> None:
     for batch in batches:
         tokens, pairs = padded_size(batch, lengths)

@@ -157,3 +157,16 @@ def test_refuses_non_finite_weights(tmp_path: Path) -> None:
     save_file(state, str(weights))
     with pytest.raises(InputError, match="'head.out.bias' contains NaN"):
         load_model_files(tmp_path)
+
+
+@pytest.mark.parametrize(("key", "value"), [("dropout", "0.5"), ("dropout", "x"), ("forget_bias", "x"),
+                                            ("forget_bias", True)])
+def test_refuses_non_numeric_config_values(tmp_path: Path, key: str, value: object) -> None:
+    # A hand-edited model.json must give one InputError line, not a ValueError/TypeError traceback.
+    save_model(_model(), tmp_path)
+    meta_path = tmp_path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"][key] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=f"'{key}'"):
+        load_model_files(tmp_path)

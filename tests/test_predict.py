@@ -201,6 +201,26 @@ def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> 
     assert float(rows[0]["mean_top_L5_prob"]) == pytest.approx(float(top5.mean()), abs=1e-3)
 
 
+def test_non_ascii_record_id_is_predicted_and_resumed(predictor, tmp_path) -> None:
+    # FASTA is UTF-8 but RR files are ASCII: the TARGET token replaces the non-ASCII letter (was a traceback).
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">prot\u00e9ine_1\n" + "ACDEFGHIKLMNPQ" + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run = predict_fasta(fasta, out, predictor, progress=False)
+    assert run.ok == 1 and run.predicted == 1
+    assert read_rr(out / "prot_ine_1.rr").target == "prot_ine_1"
+    assert read_npz(out / "prot_ine_1.npz")[2] == "prot\u00e9ine_1"
+    assert predict_fasta(fasta, out, predictor, progress=False).resumed == 1
+
+
+def test_structure_map_that_is_not_utf8_is_an_input_error(tmp_path) -> None:
+    from protrnn.predict import StructureIndex
+
+    (tmp_path / "map.tsv").write_bytes(b"prot\xe9ine\tx.pdb\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        StructureIndex(tmp_path / "map.tsv")
+
+
 def test_threshold_and_top_options(model_dir, tmp_path) -> None:
     rng = np.random.default_rng(2)
     fasta = _write_fasta(tmp_path / "in.fasta", [("p", _random_sequence(rng, 50))])

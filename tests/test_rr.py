@@ -132,3 +132,15 @@ def test_parser_accepts_short_form_and_blank_lines() -> None:
     assert (target, sequence) == ("t", "ACDEFGHIKL")
     assert contacts[0] == (1, 7, 0.0, 8.0, 0.9)
     assert contacts[1].p == 0.5
+
+
+def test_non_ascii_record_id_is_written_as_ascii_target(tmp_path) -> None:
+    # FASTA headers are read as UTF-8; the RR file is ASCII, so a non-ASCII ID must not crash the writer.
+    path = tmp_path / "x.rr"
+    write_rr(path, "prot\u00e9ine", "A" * 10, np.zeros((10, 10)), method_lines=["m"])
+    assert read_rr(path).target == rr_target("prot\u00e9ine") == "prot_ine"
+
+
+def test_missing_rr_file_is_an_input_error(tmp_path) -> None:
+    with pytest.raises(InputError, match="file not found"):
+        read_rr(tmp_path / "absent.rr")

@@ -136,7 +136,7 @@ def test_ddp_under_slurm_launches_training_with_srun(tmp_path: Path) -> None:
     ddp = snakemake(target, "-n", "-p", "--set-resources", "train:mpi=srun", "train:tasks_per_node=4",
                     "--configfile", config)
     assert plain.returncode == 0 and ddp.returncode == 0, plain.stderr + ddp.stderr
-    assert "srun " not in plain.stdout and "srun " + sys.executable in ddp.stdout
+    assert "srun " not in plain.stdout and 'srun "$PROTRNN_PY" -m protrnn train' in ddp.stdout
 
 
 def test_wrong_type_fails_naming_the_key(tmp_path: Path) -> None:
@@ -191,6 +191,13 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     assert (results / "benchmarks" / "prepare.tsv").exists() and (results / "logs" / "train" / "lstm.log").exists()
     rerun = snakemake("-n", "--configfile", str(config), "--cores", "2")
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
+    # Started through another path to the same interpreter (the `snakemake` script): still nothing to redo.
+    script = shutil.which("snakemake")
+    assert script is not None
+    other = subprocess.run([script, "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), "-n",
+                            "--configfile", str(config), "--cores", "2"], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert other.returncode == 0 and "Nothing to be done" in other.stdout + other.stderr, other.stdout[-3000:]
 
     # A training job killed midway (last.ckpt kept, no exported model) resumes from its checkpoint, and once it has
     # finished the next invocation leaves it alone: the resume flag must not count as a changed parameter.

@@ -28,7 +28,7 @@ examples:
   protrnn diagnose results/models/lstm results/models/rnn --data results/data/val.npz -o diag.json
   protrnn diagnose lstm=runs/lstm/model rnn=runs/rnn/model --data results/data/val.npz \\
       --train-data results/data/train.npz -o diag.json
-  protrnn diagnose runs/lstm/model --data val.npz --train-metrics runs/lstm/csv/version_0/metrics.csv -o diag.json
+  protrnn diagnose runs/lstm/model --data val.npz --train-metrics runs/lstm/logs/version_0/metrics.csv -o diag.json
 """
 
 TRAIN_LOSS_KEYS = ("train/loss", "train/loss_epoch", "train_loss_epoch", "train_loss")

@@ -30,8 +30,8 @@ from protrnn.data.chain import MIN_SEPARATION
 from protrnn.data.dataset import ChainDataset
 from protrnn.errors import InputError
 
-#: Smallest crop that still contains a scored pair (|i - j| >= MIN_SEPARATION).
-MIN_CROP_LENGTH = MIN_SEPARATION
+#: Smallest crop that still contains a scored pair (|i - j| >= MIN_SEPARATION needs MIN_SEPARATION + 1 residues).
+MIN_CROP_LENGTH = MIN_SEPARATION + 1
 #: A random crop is drawn among windows holding at least this fraction of the best window's observed residues.
 CROP_OBSERVED_FRACTION = 0.5
 
@@ -75,7 +75,8 @@ class ContactExampleDataset(Dataset):
 
     Args:
         chains: the dataset to draw from.
-        crop_length: maximum residues per example (``None``: never crop). Must be >= 6 so a crop can hold a scored pair.
+        crop_length: maximum residues per example (``None``: never crop). Must be >= 7 so a crop can hold a scored
+            pair (|i - j| >= 6).
         random_crop: draw the crop window at random (training); otherwise the first window with the most observed
             residues (only matters when a chain is longer than ``crop_length``).
         seed: base seed; crop ``i`` in epoch ``e`` depends only on ``(seed, e, i)``.

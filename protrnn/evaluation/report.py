@@ -612,7 +612,7 @@ def figure_contact_map(test_set: str, protein: str, predictions: Sequence[SavedP
         marker = max(2.0, 120.0 / max(length, 1))
         ax.scatter(c[hit], r[hit], s=marker, c="#2ca02c", marker="o", linewidths=0)
         ax.scatter(c[~hit], r[~hit], s=marker, c="#d62728", marker="o", linewidths=0)
-        precision = float(hit.mean()) if hit.size else math.nan
+        precision = float(hit.sum()) / max(1, length)  # CASP top-L: missing candidates count as misses
         ax.plot([0, length - 1], [0, length - 1], color="#bbbbbb", linewidth=0.6)
         ax.set_xlim(-0.5, length - 0.5)
         ax.set_ylim(length - 0.5, -0.5)

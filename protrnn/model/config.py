@@ -6,12 +6,18 @@ The same dataclass is written to ``model.json`` on export, so a saved model rebu
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 from protrnn.errors import InputError
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("pairwise", "resnet2d")
+
+
+def _is_number(value: object) -> bool:
+    """A real number from a config file or JSON (int or float), not a string or a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass
@@ -72,14 +78,14 @@ class ModelConfig:
                 raise bad(key, f"must be a positive integer, got {value!r}")
         if not isinstance(self.head_blocks, int) or self.head_blocks < 0:
             raise bad("head_blocks", f"must be a non-negative integer, got {self.head_blocks!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", f"must be in [0, 1), got {self.dropout!r}")
         if self.gradient_horizon is not None and (
             not isinstance(self.gradient_horizon, int) or isinstance(self.gradient_horizon, bool)
             or self.gradient_horizon < 1
         ):
             raise bad("gradient_horizon", f"must be a positive integer or null, got {self.gradient_horizon!r}")
-        if self.forget_bias is not None and not math.isfinite(float(self.forget_bias)):
+        if self.forget_bias is not None and not (_is_number(self.forget_bias) and math.isfinite(self.forget_bias)):
             raise bad("forget_bias", f"must be a finite number or null, got {self.forget_bias!r}")
         if self.chrono_init and self.cell != "lstm":
             raise bad("chrono_init", f"applies to LSTM cells only, not {self.cell!r}")

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from protrnn.alphabet import DEFAULT_ALPHABET, PAD_TOKEN, Alphabet
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
 from protrnn.model.heads import build_head
@@ -120,7 +120,8 @@ def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
     """Parse and validate ``model.json`` (no weights read). Raises :class:`InputError` for anything that is not a
     protrnn model: a pickle / PyTorch or Lightning checkpoint, non-JSON, another format or a newer version."""
     json_path, _ = _resolve(path)
-    raw = json_path.read_bytes()
+    with reading(json_path):
+        raw = json_path.read_bytes()
     if raw[:1] == b"\x80" or raw[:2] == b"PK":
         raise InputError("not a protrnn model: this is a pickle / PyTorch checkpoint, which is never unpickled; "
                          "export one with `protrnn export`", path=json_path)

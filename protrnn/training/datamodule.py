@@ -63,8 +63,8 @@ class ContactDataModule(pl.LightningDataModule):
 
     Args:
         train_path, val_path: datasets written by ``protrnn prepare`` (:func:`protrnn.data.dataset.save_dataset`).
-        crop_length: training chains longer than this are randomly cropped to it each epoch (>= 6, the minimum
-            scored separation; ``null`` = never crop). Validation always uses whole chains.
+        crop_length: training chains longer than this are randomly cropped to it each epoch (>= 7, so a crop holds a
+            pair at the minimum scored separation 6; ``null`` = never crop). Validation always uses whole chains.
         max_tokens: training token budget per batch (sum of cropped lengths): the recurrent activation memory.
         max_pairs: training pair budget per batch (sum of squared cropped lengths): the 2D head memory; null = none.
         val_max_tokens / val_max_pairs: the same budgets for whole-chain validation batches (default: the training
@@ -81,7 +81,8 @@ class ContactDataModule(pl.LightningDataModule):
         super().__init__()
         self.train_path = Path(train_path)
         self.val_path = Path(val_path)
-        self.crop_length = _positive_int("crop_length", crop_length, minimum=MIN_SEPARATION, allow_none=True)
+        self.crop_length = _positive_int("crop_length", crop_length, minimum=MIN_SEPARATION + 1,
+                                         allow_none=True)
         self.max_tokens = _positive_int("max_tokens", max_tokens)
         self.max_pairs = _positive_int("max_pairs", max_pairs, allow_none=True)
         self.val_max_tokens = _positive_int("val_max_tokens", val_max_tokens, allow_none=True)

@@ -15,7 +15,6 @@ rule bundle:
         record="protrnn/pretrained/evaluation.json",
         card="protrnn/pretrained/README.md",
     params:
-        py=PY,
         model=lambda wc, input: str(Path(input.model).parent),
         evaluation=lambda wc, input: str(Path(input.evaluation).parent),
         baselines=lambda wc, input: str(Path(input.baselines).parent),
@@ -27,5 +26,5 @@ rule bundle:
     benchmark:
         f"{RESULTS}/benchmarks/bundle.tsv"
     shell:
-        "{params.py} workflows/scripts/bundle_model.py {params.model} {params.evaluation} {params.baselines}"
+        "\"$PROTRNN_PY\" workflows/scripts/bundle_model.py {params.model} {params.evaluation} {params.baselines}"
         " {params.outdir} > {log} 2>&1"

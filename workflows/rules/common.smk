@@ -12,7 +12,6 @@ CACHE = config["cache_dir"].rstrip("/")
 _USES_CONDA = "CONDA" in str(getattr(workflow.deployment_settings, "deployment_method", ""))
 PY = "python" if _USES_CONDA else shlex.quote(sys.executable)
 CONDA_ENV = "../envs/protrnn.yaml"
-PROTRNN = f"{PY} -m protrnn"
 BUNDLED_CONFIGS = Path(workflow.basedir) / "protrnn" / "configs"
 DEFAULT_WHEELS = {
     "cgdms": "cgdms==1.0",
@@ -25,9 +24,12 @@ DEFAULT_WHEEL_FILES = {
 
 # glibc returns large freed blocks to the OS by default, which costs 1.6-2.4x in CPU training speed (docs/training.md).
 # The checkout goes first on PYTHONPATH so workflow scripts import this protrnn even when it is not pip-installed.
+# Rules run the interpreter as $PROTRNN_PY rather than as a param: a param would be recorded, and starting Snakemake as
+# `snakemake` one day and `python -m snakemake` the next (two paths to one interpreter) would then rerun everything.
 shell.prefix(
     "set -euo pipefail; export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736; "
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"export PROTRNN_PY={PY}; "
 )
 
 
@@ -87,8 +89,11 @@ def model_config_path(name):
     """A bundled config name (protrnn/configs/<name>.yaml) or a path to a YAML file."""
     value = MODEL_SPECS[name]["config"]
     bundled = BUNDLED_CONFIGS / f"{value}.yaml"
-    if bundled.exists():
-        return str(bundled)
+    if bundled.exists():  # relative where possible: the path is a recorded param, moving the checkout keeps results
+        try:
+            return str(bundled.relative_to(Path.cwd()))
+        except ValueError:
+            return str(bundled)
     if Path(value).exists():
         return value
     choices = sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))

@@ -6,7 +6,6 @@ rule fetch_default_sources:
     output:
         **DEFAULT_WHEEL_FILES,
     params:
-        py=PY,
         requirements=" ".join(shlex.quote(r) for r in DEFAULT_WHEELS.values()),
         dest=parent_of("cgdms"),
     conda:
@@ -16,7 +15,7 @@ rule fetch_default_sources:
     benchmark:
         f"{RESULTS}/benchmarks/fetch_default_sources.tsv"
     shell:
-        "{params.py} -m pip download --no-deps --disable-pip-version-check {params.requirements} -d {params.dest} > {log} 2>&1"
+        "\"$PROTRNN_PY\" -m pip download --no-deps --disable-pip-version-check {params.requirements} -d {params.dest} > {log} 2>&1"
 
 
 rule fetch_pdb_entry:
@@ -26,7 +25,6 @@ rule fetch_pdb_entry:
     wildcard_constraints:
         pdb_id="[0-9][a-z0-9]{3}",
     params:
-        py=PY,
     conda:
         CONDA_ENV
     log:
@@ -34,7 +32,7 @@ rule fetch_pdb_entry:
     benchmark:
         f"{RESULTS}/benchmarks/fetch_pdb/{{pdb_id}}.tsv"
     shell:
-        "{params.py} workflows/scripts/fetch_pdb.py {wildcards.pdb_id} {output} > {log} 2>&1"
+        "\"$PROTRNN_PY\" workflows/scripts/fetch_pdb.py {wildcards.pdb_id} {output} > {log} 2>&1"
 
 
 rule prepare:
@@ -48,7 +46,6 @@ rule prepare:
         manifest=f"{RESULTS}/data/manifest.tsv",
         leakage=f"{RESULTS}/data/leakage.tsv",
     params:
-        protrnn=PROTRNN,
         outdir=parent_of("train"),
         tests=" ".join(f"--test-set {n}={shlex.quote(p)}" for n, p in TEST_SETS.items()),
         split=",".join(f"{k}={v}" for k, v in SPLIT.items()),
@@ -62,7 +59,7 @@ rule prepare:
     benchmark:
         f"{RESULTS}/benchmarks/prepare.tsv"
     shell:
-        "{params.protrnn} prepare {input.sources:q} {params.tests} -o {params.outdir}"
+        "\"$PROTRNN_PY\" -m protrnn prepare {input.sources:q} {params.tests} -o {params.outdir}"
         " --split {params.split} --identity {params.prep[identity]} --seed {params.prep[seed]}"
         " --min-length {params.prep[min_length]} --max-length {params.prep[max_length]} {params.limit}"
         " --threads {threads} > {log} 2>&1"

@@ -12,7 +12,6 @@ rule evaluate_model:
         model=ALL_MODELS,
     params:
         tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_NAMES),
-        protrnn=PROTRNN,
         outdir=parent_of("summary"),
         rundir=lambda wc, input: str(Path(input.model).parent),
         ev=config["evaluate"],
@@ -26,7 +25,7 @@ rule evaluate_model:
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{model}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {params.protrnn} evaluate --model {wildcards.model}={params.rundir} {params.tests}"
+        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn evaluate --model {wildcards.model}={params.rundir} {params.tests}"
         " --bootstrap {params.ev[bootstrap]} --save-predictions {params.ev[save_predictions]} -o {params.outdir} > {log} 2>&1"
 
 
@@ -41,7 +40,6 @@ rule evaluate_baselines:
         tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_NAMES),
         baselines=",".join(BASELINES),
         ollikainen=f"--ollikainen-root {shlex.quote(OLLIKAINEN_ROOT)}" if OLLIKAINEN_ROOT else "",
-        protrnn=PROTRNN,
         outdir=parent_of("summary"),
         ev=config["evaluate"],
     conda:
@@ -51,7 +49,7 @@ rule evaluate_baselines:
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/baselines.tsv"
     shell:
-        "{params.protrnn} evaluate --baselines {params.baselines} --train {input.train} {params.tests} {params.ollikainen}"
+        "\"$PROTRNN_PY\" -m protrnn evaluate --baselines {params.baselines} --train {input.train} {params.tests} {params.ollikainen}"
         " --bootstrap {params.ev[bootstrap]} --save-predictions {params.ev[save_predictions]} -o {params.outdir} > {log} 2>&1"
 
 
@@ -65,7 +63,6 @@ rule diagnose:
     wildcard_constraints:
         model=ALL_MODELS,
     params:
-        protrnn=PROTRNN,
         rundir=lambda wc, input: str(Path(input.model).parent),
         dg=config["diagnose"],
     threads: config["train"].get("threads", 2)
@@ -76,6 +73,6 @@ rule diagnose:
     benchmark:
         f"{RESULTS}/benchmarks/diagnose/{{model}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {params.protrnn} diagnose {wildcards.model}={params.rundir} --data {input.val}"
+        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn diagnose {wildcards.model}={params.rundir} --data {input.val}"
         " --train-data {input.train} -o {output}"
         " --max-distance {params.dg[max_distance]} --fraction {params.dg[fraction]} > {log} 2>&1"

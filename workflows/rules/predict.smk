@@ -13,7 +13,6 @@ rule split_fasta:
         shards=scatter.shard(f"{RESULTS}/predict/{{{{fasta}}}}/shards/{{scatteritem}}.fasta"),
         names=f"{RESULTS}/predict/{{fasta}}/names.tsv",
     params:
-        py=PY,
     conda:
         CONDA_ENV
     log:
@@ -21,7 +20,7 @@ rule split_fasta:
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{fasta}}.split.tsv"
     shell:
-        "{params.py} workflows/scripts/split_fasta.py {input:q} --names {output.names} {output.shards} > {log} 2>&1"
+        "\"$PROTRNN_PY\" workflows/scripts/split_fasta.py {input:q} --names {output.names} {output.shards} > {log} 2>&1"
 
 
 rule predict_shard:
@@ -31,7 +30,6 @@ rule predict_shard:
     output:
         directory(f"{RESULTS}/predict/{{fasta}}/shards/{{scatteritem}}"),
     params:
-        protrnn=PROTRNN,
         model=lambda wc, input: str(Path(input.model).parent),
     threads: config["train"].get("threads", 2)
     resources:
@@ -43,7 +41,7 @@ rule predict_shard:
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{fasta}}.{{scatteritem}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {params.protrnn} predict {input.fasta} -o {output} --model {params.model}"
+        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn predict {input.fasta} -o {output} --model {params.model}"
         " --no-progress > {log} 2>&1"
 
 
@@ -56,7 +54,6 @@ rule gather_predictions:
         summary=f"{RESULTS}/predict/{{fasta}}/summary.tsv",
         contacts=directory(f"{RESULTS}/predict/{{fasta}}/contacts"),
     params:
-        py=PY,
     conda:
         CONDA_ENV
     log:
@@ -64,5 +61,5 @@ rule gather_predictions:
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{fasta}}.gather.tsv"
     shell:
-        "{params.py} workflows/scripts/gather_predictions.py --names {input.names} --summary {output.summary}"
+        "\"$PROTRNN_PY\" workflows/scripts/gather_predictions.py --names {input.names} --summary {output.summary}"
         " --contacts {output.contacts} {input.shards} > {log} 2>&1"

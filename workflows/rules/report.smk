@@ -13,7 +13,6 @@ rule report:
         evaluations=" ".join(f"--evaluation {RESULTS}/evaluation/{m}" for m in [*MODELS, "baselines"]),
         diagnostics=" ".join(f"--diagnostics {RESULTS}/diagnostics/{m}.json" for m in MODELS),
         runs=" ".join(f"--runs {RESULTS}/models/{m}" for m in MODELS),
-        protrnn=PROTRNN,
         outdir=parent_of("html"),
     conda:
         CONDA_ENV
@@ -22,5 +21,5 @@ rule report:
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
     shell:
-        "{params.protrnn} report {params.evaluations} {params.diagnostics} {params.runs} --leakage {input.leakage}"
+        "\"$PROTRNN_PY\" -m protrnn report {params.evaluations} {params.diagnostics} {params.runs} --leakage {input.leakage}"
         " -o {params.outdir} > {log} 2>&1"

@@ -12,7 +12,6 @@ rule train:
     wildcard_constraints:
         model=ALL_MODELS,
     params:
-        protrnn=PROTRNN,
         config=lambda wc: model_config_path(wc.model),
         overrides=lambda wc: model_overrides(wc.model),
         rundir=parent_of("model"),
@@ -33,7 +32,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{model}}.tsv"
     shell:
-        "{params.launcher} {params.protrnn} train --config {params.config} {params.overrides}"
+        "{params.launcher} \"$PROTRNN_PY\" -m protrnn train --config {params.config} {params.overrides}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.max_time {params.max_time} --trainer.max_epochs {params.max_epochs}"

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from protrnn.utils.io import atomic_write
+from protrnn.utils.io import atomic_path, atomic_write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("shards", nargs="+", help="shard output directories of `protrnn predict`")
     args = parser.parse_args(argv)
 
-    with open(args.names, newline="") as handle:
+    with open(args.names, newline="", encoding="utf-8") as handle:
         names = {row["name"]: (int(row["index"]), row["id"]) for row in csv.DictReader(handle, delimiter="\t")}
     rows: list[tuple[int, dict[str, str]]] = []
     fieldnames: list[str] = []
     contacts = Path(args.contacts)
     contacts.mkdir(parents=True, exist_ok=True)
     for shard in map(Path, args.shards):
-        with open(shard / "summary.tsv", newline="") as handle:
+        with open(shard / "summary.tsv", newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle, delimiter="\t")
             fieldnames = fieldnames or list(reader.fieldnames or [])
             for row in reader:
@@ -47,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
                     target.unlink()
                 try:
                     os.link(path, target)
-                except OSError:
-                    shutil.copyfile(path, target)
+                except OSError:  # another file system: copy, atomically so a killed run leaves no partial file
+                    with atomic_path(target) as tmp:
+                        shutil.copyfile(path, tmp)
     if len(rows) != len(names):
         print(f"gather_predictions: error: {len(rows)} summary rows for {len(names)} records", file=sys.stderr)
         return 2
     columns = ["id", "name", *[c for c in fieldnames if c not in ("id", "name")]]
-    with atomic_write(args.summary, newline="") as handle:
+    with atomic_write(args.summary, newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         for _, row in sorted(rows, key=lambda item: item[0]):

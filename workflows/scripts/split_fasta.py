@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         records = iter_fasta(args.fasta)
         namer = SafeNamer()
         with ExitStack() as stack:
-            outs = [stack.enter_context(atomic_write(path)) for path in args.shards]
-            names = stack.enter_context(atomic_write(args.names))
+            outs = [stack.enter_context(atomic_write(path, encoding="utf-8")) for path in args.shards]
+            names = stack.enter_context(atomic_write(args.names, encoding="utf-8"))
             names.write("index\tname\tid\n")
             count = 0
             for count, record in enumerate(records, start=1):
