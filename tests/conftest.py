@@ -50,6 +50,28 @@ def extracted(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Ca
     return get
 
 
+@pytest.fixture(scope="session")
+def cgdms_chains(shared_data: Path) -> Callable[[int], list]:
+    """``read(count)``: the first ``count`` real cgdms chains in member-name order (one pass over the tarball)."""
+    from protrnn.data.formats import parse_cgdms_text
+
+    archive = shared_data / "cgdms" / "cgdms_train_val.tar.gz"
+    if not archive.is_file():
+        pytest.skip("cgdms tarball not in shared data")
+
+    def read(count: int) -> list:
+        chains = []
+        with tarfile.open(archive) as tar:
+            members = sorted((m for m in tar.getmembers() if m.name.startswith("protein_data/train_val/")
+                              and m.name.endswith(".txt")), key=lambda m: m.name)
+            for member in members[:count]:
+                text = tar.extractfile(member).read().decode("ascii")
+                chains.append(parse_cgdms_text(text, Path(member.name).stem, source=member.name))
+        return chains
+
+    return read
+
+
 def _find_wheel(prefix: str) -> Path | None:
     for directory in WHEEL_DIRS:
         hits = sorted(directory.glob(f"{prefix}*.whl")) if directory.is_dir() else []

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import textwrap
 from pathlib import Path
 
@@ -40,21 +39,11 @@ class RecordChainIds(pl.Callback):
 '''
 
 
-def build_dataset(shared_data: Path, out: Path, count: int) -> list[str]:
+def build_dataset(cgdms_chains, out: Path, count: int) -> list[str]:
     """Save the first ``count`` real cgdms chains (name order) to out/train.npz and the next 4 to out/val.npz."""
     from protrnn.data.dataset import save_dataset
-    from protrnn.data.formats import parse_cgdms_text
 
-    archive = shared_data / "cgdms" / "cgdms_train_val.tar.gz"
-    if not archive.is_file():
-        pytest.skip("cgdms tarball not in shared data")
-    chains = []
-    with tarfile.open(archive) as tar:
-        members = sorted((m for m in tar.getmembers() if m.name.startswith("protein_data/train_val/")
-                          and m.name.endswith(".txt")), key=lambda m: m.name)
-        for member in members[:count + 4]:
-            text = tar.extractfile(member).read().decode("ascii")
-            chains.append(parse_cgdms_text(text, Path(member.name).stem, source=member.name))
+    chains = cgdms_chains(count + 4)
     save_dataset(chains[:count], out / "train.npz")
     save_dataset(chains[count:], out / "val.npz")
     return [c.id for c in chains[:count]]
@@ -62,8 +51,8 @@ def build_dataset(shared_data: Path, out: Path, count: int) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_ddp_two_cpu_processes_train_on_disjoint_shards(shared_data: Path, tmp_path: Path) -> None:
-    ids = build_dataset(shared_data, tmp_path, count=12)
+def test_ddp_two_cpu_processes_train_on_disjoint_shards(cgdms_chains, tmp_path: Path) -> None:
+    ids = build_dataset(cgdms_chains, tmp_path, count=12)
     (tmp_path / "shardlog.py").write_text(RECORDER)
     records = tmp_path / "records"
     records.mkdir()

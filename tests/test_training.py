@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +19,12 @@ from protrnn.evaluation.metrics import evaluate_contacts
 from protrnn.training.module import WarmupCosine, contact_loss, top_l_precision
 
 
-def read_cgdms(shared_data: Path, count: int) -> list:
-    """The first ``count`` cgdms chains in name order (one pass over the tarball)."""
-    from protrnn.data.formats import parse_cgdms_text
-
-    archive = shared_data / "cgdms" / "cgdms_train_val.tar.gz"
-    if not archive.is_file():
-        pytest.skip("cgdms tarball not in shared data")
-    chains = []
-    with tarfile.open(archive) as tar:
-        members = sorted((m for m in tar.getmembers() if m.name.startswith("protein_data/train_val/")
-                          and m.name.endswith(".txt")), key=lambda m: m.name)
-        for member in members[:count]:
-            text = tar.extractfile(member).read().decode("ascii")
-            chains.append(parse_cgdms_text(text, Path(member.name).stem, source=member.name))
-    return chains
-
-
 @pytest.fixture(scope="module")
-def datasets(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def datasets(cgdms_chains, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """train.npz (10 chains), val.npz (4 chains) and overfit.npz (4 chains) built from real cgdms chains."""
     from protrnn.data.dataset import save_dataset
 
-    chains = read_cgdms(shared_data, 14)
+    chains = cgdms_chains(14)
     out = tmp_path_factory.mktemp("datasets")
     save_dataset(chains[:10], out / "train.npz")
     save_dataset(chains[10:], out / "val.npz")

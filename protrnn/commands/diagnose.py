@@ -249,15 +249,13 @@ def _sample(chains: Sequence[Any], n: int, rng: Any) -> list[Any]:
 
 def read_last_losses(path: str | Path) -> tuple[float | None, float | None]:
     """Last non-empty train and validation loss in a Lightning CSVLogger ``metrics.csv``."""
-    from protrnn.errors import InputError
+    from protrnn.errors import InputError, reading
 
     source = Path(path)
     try:
-        with open(source, newline="", encoding="utf-8") as handle:
+        with reading(source), open(source, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise InputError("metrics file not found", path=source) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"unreadable metrics CSV ({exc})", path=source) from None
     columns = set(rows[0]) if rows else set()
 

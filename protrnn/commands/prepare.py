@@ -462,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
                               limit=args.limit, seed=args.seed, chain=args.chain, contact_cutoff=args.contact_cutoff,
                               threads=args.threads, arguments=arguments)
     _print_summary(result, outdir)
-    if inputs and not any(e.split in result.datasets and e.status == "kept" and not e.split.startswith("test_")
+    if inputs and not any(e.role == "train" and e.status == "kept" and not e.split.startswith("test_")
                           for e in result.entries):
         # Everything is written (the manifest says why each entry went), but a pipeline must not train on nothing.
         raise InputError("no input chain was kept for training: every entry was skipped or removed "

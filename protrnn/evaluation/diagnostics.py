@@ -36,7 +36,7 @@ import torch
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
 from protrnn.data.chain import MIN_SEPARATION, ProteinChain
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 from protrnn.utils.io import atomic_write
 
 FORMAT = "protrnn-diagnostics"
@@ -261,10 +261,8 @@ def save_diagnostics(results: DiagnosticsResult | Sequence[DiagnosticsResult], p
 def load_diagnostics(path: str | os.PathLike[str]) -> list[DiagnosticsResult]:
     """Read a file written by :func:`save_diagnostics`; a wrong format or a missing key is an :class:`InputError`."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with reading(path), open(path, encoding="utf-8") as handle:
             document = json.load(handle)
-    except FileNotFoundError:
-        raise InputError("diagnostics file not found", path=path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"not a JSON file ({exc})", path=path) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:

@@ -21,11 +21,9 @@ import contextlib
 import csv
 import json
 import math
-import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ import numpy as np
 from protrnn.data.chain import DEFAULT_CONTACT_CUTOFF, ProteinChain
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import DEFAULT_BINS, evaluate_contacts, metric_keys, summarize
-from protrnn.utils.io import SafeNamer, atomic_path, atomic_write
+from protrnn.utils.io import SafeNamer, atomic_path, atomic_write, swapped_directory
 
 SUMMARY_FORMAT = "protrnn-evaluation"
 SUMMARY_FORMAT_VERSION = 1
@@ -473,28 +471,6 @@ def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
                                      position=line) from None
             rows.append(row)
     return rows
-
-
-@contextlib.contextmanager
-def swapped_directory(target: Path) -> Iterator[Path]:
-    """Build a directory beside ``target`` and swap it in only on success (a rerun replaces it whole)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide results from other users of a shared folder
-    try:
-        yield staging
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: str | Path, *,

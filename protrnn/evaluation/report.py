@@ -36,8 +36,8 @@ import numpy as np
 
 from protrnn import __version__
 from protrnn.errors import InputError
-from protrnn.evaluation.evaluate import read_per_protein_csv, read_summary, swapped_directory
-from protrnn.utils.io import atomic_write, safe_name
+from protrnn.evaluation.evaluate import read_per_protein_csv, read_summary
+from protrnn.utils.io import atomic_write, safe_name, swapped_directory
 
 #: Metrics in the headline table (key, column title); everything else is in the full table.
 HEADLINE_METRICS: tuple[tuple[str, str], ...] = (

@@ -1,4 +1,5 @@
-"""Small file-system helpers shared by every command that writes output: atomic writes and safe names."""
+"""Small file-system helpers shared by every command that writes output: atomic writes (files and whole
+directories) and safe names."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +16,16 @@ from typing import IO
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
-def _default_file_mode() -> int:
-    """Mode a plain ``open()`` would give a new file (0o666 minus the umask); ``mkstemp`` alone gives 0o600."""
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is put straight back)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_file_mode() -> int:
+    """Mode a plain ``open()`` would give a new file (0o666 minus the umask); ``mkstemp`` alone gives 0o600."""
+    return 0o666 & ~_umask()
 
 
 def _temporary_beside(target: Path, suffix: str) -> str:
@@ -46,6 +53,26 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def swapped_directory(target: Path) -> Iterator[Path]:
+    """Build a directory beside ``target`` and swap it in only on success (a rerun replaces it whole)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide results from other users of a shared folder
+    try:
+        yield staging
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
