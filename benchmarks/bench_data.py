@@ -34,11 +34,10 @@ from protrnn.data.batching import (  # noqa: E402
     ContactExampleDataset,
     TokenBudgetBatchSampler,
     collate_contacts,
-    fixed_size_batches,
-    real_token_fraction,
 )
 from protrnn.data.chain import ProteinChain  # noqa: E402
 from protrnn.data.dataset import load_dataset, save_dataset  # noqa: E402
+from protrnn.data.packing import fixed_size_batches, real_token_fraction  # noqa: E402
 
 SHARED = REPO / ".." / "shared" / "data"
 

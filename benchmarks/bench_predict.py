@@ -37,7 +37,8 @@ PSICOV_TAR = REPO / ".." / "shared" / "data" / "psicov150_gremlin_rf" / "psicov1
 
 def _model_dir(requested: str | None, scratch: Path) -> tuple[Path, str]:
     """The model directory to benchmark and a description of it."""
-    from protrnn.predict import MODEL_JSON, PRETRAINED_DIR
+    from protrnn.model.io import JSON_NAME as MODEL_JSON
+    from protrnn.model.io import PRETRAINED_DIR
 
     if requested:
         return Path(requested), f"exported model {requested}"
@@ -46,7 +47,8 @@ def _model_dir(requested: str | None, scratch: Path) -> tuple[Path, str]:
     import torch
 
     from protrnn.model.config import ModelConfig
-    from protrnn.model.contact_model import ContactModel, save_model
+    from protrnn.model.contact_model import ContactModel
+    from protrnn.model.io import save_model
 
     torch.manual_seed(0)
     config = ModelConfig()

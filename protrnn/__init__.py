@@ -32,7 +32,7 @@ _LAZY = {
     "read_structure": ("protrnn.data.structure", "read_structure"),
     "read_fasta": ("protrnn.data.fasta", "read_fasta"),
     "evaluate_contacts": ("protrnn.evaluation.metrics", "evaluate_contacts"),
-    "load_model": ("protrnn.predict", "load_model"),
+    "load_model": ("protrnn.model.predictor", "load_model"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from protrnn.data.structure import read_structure
     from protrnn.errors import InputError
     from protrnn.evaluation.metrics import evaluate_contacts
-    from protrnn.predict import load_model
+    from protrnn.model.predictor import load_model
 
 
 def __getattr__(name: str) -> Any:

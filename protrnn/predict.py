@@ -12,7 +12,6 @@ skips records whose outputs are complete, so an interrupted run, rerun, ends byt
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -27,31 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protrnn import __version__
-from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
+from protrnn.conventions import MIN_SEPARATION
 from protrnn.errors import InputError, reading
-from protrnn.rr import DEFAULT_MIN_SEPARATION, read_rr_document, rr_target, write_rr
+from protrnn.model.predictor import DEFAULT_BATCH_TOKENS, Predictor, load_model
+from protrnn.rr import read_rr_document, rr_target, write_rr
 from protrnn.utils.io import SafeNamer, atomic_path, atomic_write
 
+__all__ = ["DEFAULT_BATCH_TOKENS", "Predictor", "load_model", "predict_fasta"]
+
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
     from protrnn.data.chain import ProteinChain
-    from protrnn.model.config import ModelConfig
-    from protrnn.model.contact_model import ContactModel
 
-#: Where the default model ships (model.safetensors + model.json + README.md with its training record).
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-MODEL_JSON = "model.json"
-MODEL_WEIGHTS = "model.safetensors"
-
-#: Padded residues per batch (B x T_max): bounds the recurrent activations.
-DEFAULT_BATCH_TOKENS = 8192
-#: Cap on B x T_max^2 per batch: bounds the B x T x T float32 output (64 MiB).
-MAX_BATCH_PAIRS = 1 << 24
-#: Cap on pair-feature floats per batch, B x E^2 x pair_dim, where E = min(T_max, tile + 2 x halo) is the side of
-#: the pair block the head holds at once (see protrnn.model.heads): 128 MiB per pair-feature tensor.
-PAIR_FEATURE_BUDGET = 1 << 25
 #: FASTA records are read and planned in chunks of this many records or residues (bounded memory on any file size).
 CHUNK_RECORDS = 512
 CHUNK_RESIDUES = 262_144
@@ -62,179 +48,6 @@ _STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
 #: A fixed zip timestamp, so npz files are byte-identical across runs.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Model loading
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; otherwise the named device (checked to exist)."""
-    import torch
-
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {str(device)!r} requested but CUDA is not available")
-    return resolved
-
-
-def _bundled_model_dir() -> Path:
-    if not (PRETRAINED_DIR / MODEL_JSON).is_file() or not (PRETRAINED_DIR / MODEL_WEIGHTS).is_file():
-        raise InputError(f"no bundled default model in {PRETRAINED_DIR} (this installation ships without one); "
-                         "build it with the pipeline (docs/pipeline.md) or pass --model PATH")
-    return PRETRAINED_DIR
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_model(path: str | os.PathLike[str] | None = None,
-               device: str | torch.device | None = None) -> Predictor:
-    """The bundled default model (``path=None``) or an exported one (its directory, ``model.json`` or
-    ``model.safetensors``), ready to predict on ``device`` (default: CUDA when available, else CPU).
-
-    Nothing is unpickled: the architecture comes from JSON and the weights from safetensors; anything else (a pickle,
-    a ``.ckpt``, a JSON that is not a protrnn model) is refused with an :class:`InputError`.
-    """
-    from protrnn.model.contact_model import load_model_files
-
-    target = _bundled_model_dir() if path is None else Path(path)
-    torch_device = resolve_device(device)
-    model = load_model_files(target)
-    weights = (target if target.is_dir() else target.parent) / MODEL_WEIGHTS
-    source = "bundled default model" if path is None else str(target)
-    return Predictor(model, device=torch_device, metadata=dict(model.export_metadata), source=source,
-                     weights_sha256=_sha256(weights))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Prediction
-
-
-def plan_batches(lengths: Sequence[int], batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 max_pairs: int = MAX_BATCH_PAIRS, *, pair_extent: int | None = None,
-                 max_pair_blocks: int | None = None) -> list[list[int]]:
-    """Group sequence indices into batches, longest first (ties by index); deterministic for given lengths.
-
-    A batch of n chains padded to width T keeps ``n * T <= batch_tokens``, ``n * T^2 <= max_pairs`` and, when
-    given, ``n * min(T, pair_extent)^2 <= max_pair_blocks`` (the pair block a tiled head holds at once). A chain
-    over budget runs alone.
-    """
-    if batch_tokens < 1:
-        raise InputError(f"batch token budget must be positive, got {batch_tokens}")
-
-    def fits(count: int, width: int) -> bool:
-        block = min(width, pair_extent) if pair_extent else width
-        return (count * width <= batch_tokens and count * width * width <= max_pairs
-                and (max_pair_blocks is None or count * block * block <= max_pair_blocks))
-
-    order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        width = max(lengths[current[0]], lengths[index]) if current else lengths[index]
-        if current and not fits(len(current) + 1, width):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
-
-
-class Predictor:
-    """A loaded contact model plus what is needed to use it on raw sequences.
-
-    ``predict`` returns, per sequence, an L x L float32 symmetric matrix of contact probabilities. Every entry is
-    filled by the model, but the diagonal and pairs with |i - j| < 6 are never scored in training or evaluation
-    (CASP convention), so their values carry no meaning.
-    """
-
-    def __init__(self, model: ContactModel, *, device: str | torch.device | None = None,
-                 metadata: dict[str, Any] | None = None, source: str = "", weights_sha256: str = "") -> None:
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self._metadata = dict(metadata or {})
-        alphabet = self._metadata.get("alphabet")
-        self.alphabet = Alphabet.from_dict(alphabet) if isinstance(alphabet, dict) else DEFAULT_ALPHABET
-        self.source = source
-        self.weights_sha256 = weights_sha256
-
-    @property
-    def config(self) -> ModelConfig:
-        """The architecture (``ModelConfig``) the model was built with."""
-        return self.model.config
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The content of ``model.json`` (format, config, alphabet, and what the exporter recorded)."""
-        return self._metadata
-
-    def method_lines(self) -> list[str]:
-        """RR ``METHOD`` lines describing this model; they also identify it when a run resumes."""
-        cfg = self.config
-        lines = [f"protrnn {__version__}: single-sequence contact prediction, no alignment",
-                 f"bidirectional {cfg.cell.upper()} encoder, {cfg.num_layers} layers x {cfg.hidden_size} units per "
-                 f"direction, {cfg.head} pair head"]
-        if self.weights_sha256:
-            lines.append(f"weights sha256 {self.weights_sha256}")
-        return lines
-
-    def plan(self, lengths: Sequence[int], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> list[list[int]]:
-        """Batches for these lengths under the token budget and this model's pair-memory budget."""
-        cfg = self.config
-        extent = cfg.pair_chunk_size + 2 * int(getattr(self.model.head, "halo", 0))
-        return plan_batches(lengths, batch_tokens, MAX_BATCH_PAIRS, pair_extent=extent,
-                            max_pair_blocks=max(1, PAIR_FEATURE_BUDGET // cfg.pair_dim))
-
-    def clean(self, sequence: str, *, record: str | None = None) -> str:
-        """The canonical sequence the model sees (see :class:`~protrnn.alphabet.Alphabet`); empty is an error."""
-        cleaned = self.alphabet.clean(sequence, record=record)
-        if not cleaned:
-            raise InputError("empty sequence", record=record)
-        return cleaned
-
-    def predict(self, sequences: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> list[np.ndarray]:
-        """One L x L float32 symmetric probability matrix per sequence, in input order.
-
-        Sequences are cleaned with the model's alphabet (lower case, gaps, U/O, a trailing ``*``), batched by length
-        within ``batch_tokens`` padded residues, and run on the predictor's device.
-        """
-        if isinstance(sequences, str):
-            raise TypeError("predict expects a list of sequences, not a single string")
-        cleaned = [self.clean(seq, record=f"#{k + 1}") for k, seq in enumerate(sequences)]
-        results: list[np.ndarray | None] = [None] * len(cleaned)
-        for batch in self.plan([len(s) for s in cleaned], batch_tokens):
-            for index, probs in zip(batch, self.predict_batch([cleaned[k] for k in batch]), strict=True):
-                results[index] = probs
-        return [r for r in results if r is not None]
-
-    def predict_batch(self, sequences: Sequence[str]) -> list[np.ndarray]:
-        """Run one padded batch of already-cleaned sequences (no re-batching)."""
-        import torch
-
-        lengths = [len(s) for s in sequences]
-        width = max(lengths)
-        tokens = np.zeros((len(sequences), width), dtype=np.int64)
-        for row, seq in enumerate(sequences):
-            tokens[row, : len(seq)] = self.alphabet.encode(seq)
-        tokens_t = torch.from_numpy(tokens).to(self.device)
-        mask = tokens_t != self.alphabet.padding_idx
-        with torch.inference_mode():
-            probs = self.model.predict_proba(tokens_t, mask)
-        probs_np = probs.float().cpu().numpy()
-        out = []
-        for row, length in enumerate(lengths):
-            upper = np.triu(probs_np[row, :length, :length])
-            out.append((upper + np.triu(upper, 1).T).astype(np.float32, copy=False))  # exactly symmetric
-        return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -290,7 +103,7 @@ def write_png(path: str | os.PathLike[str], probs: np.ndarray, title: str) -> No
         figure.savefig(tmp, format="png", metadata={"Software": None})
 
 
-def mean_top_probability(probs: np.ndarray, k: int = 5, min_separation: int = DEFAULT_MIN_SEPARATION) -> float:
+def mean_top_probability(probs: np.ndarray, k: int = 5, min_separation: int = MIN_SEPARATION) -> float:
     """Mean of the top ``max(1, L // k)`` probabilities with ``|i - j| >= min_separation``: a confidence summary
     (high for chains the model is sure about). NaN when the chain is too short to have such pairs."""
     length = probs.shape[0]
@@ -545,7 +358,7 @@ def _iter_records(fasta: Path, *, skip_invalid: bool) -> Iterator[tuple[str, str
 
 def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
                   model: Predictor | str | os.PathLike[str] | None = None, *, top: int | None = None,
-                  min_separation: int = DEFAULT_MIN_SEPARATION, threshold: float | None = None, png: bool = False,
+                  min_separation: int = MIN_SEPARATION, threshold: float | None = None, png: bool = False,
                   skip_invalid: bool = False, structures: str | os.PathLike[str] | None = None,
                   progress: bool = True, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                   on_record: Callable[[str], None] | None = None) -> PredictionRun:

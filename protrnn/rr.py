@@ -30,11 +30,11 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
+from protrnn.conventions import MIN_SEPARATION
 from protrnn.errors import InputError, reading
 from protrnn.utils.io import atomic_write
 
 AUTHOR = "protrnn"
-DEFAULT_MIN_SEPARATION = 6
 SEQUENCE_LINE_WIDTH = 50
 PROBABILITY_DECIMALS = 4
 CONTACT_D1 = 0
@@ -79,7 +79,7 @@ def rr_target(record_id: str) -> str:
     return token or "_"
 
 
-def select_contacts(probs: np.ndarray, *, top: int | None = None, min_separation: int = DEFAULT_MIN_SEPARATION,
+def select_contacts(probs: np.ndarray, *, top: int | None = None, min_separation: int = MIN_SEPARATION,
                     threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs to write, as 0-based ``(i, j, p)`` arrays with ``i < j``, ordered by decreasing p then (i, j).
 
@@ -124,7 +124,7 @@ def format_probability(p: float) -> str:
 
 
 def format_rr(target: str, sequence: str, probs: np.ndarray, *, method_lines: Sequence[str],
-              remarks: Sequence[str] = (), top: int | None = None, min_separation: int = DEFAULT_MIN_SEPARATION,
+              remarks: Sequence[str] = (), top: int | None = None, min_separation: int = MIN_SEPARATION,
               threshold: float | None = None) -> str:
     """The RR text for one chain (see the module docstring for the layout)."""
     probs = np.asarray(probs)
@@ -151,7 +151,7 @@ def format_rr(target: str, sequence: str, probs: np.ndarray, *, method_lines: Se
 
 def write_rr(path_or_handle: str | os.PathLike[str] | IO[str], target: str, sequence: str, probs: np.ndarray, *,
              method_lines: Sequence[str], remarks: Sequence[str] = (), top: int | None = None,
-             min_separation: int = DEFAULT_MIN_SEPARATION, threshold: float | None = None) -> None:
+             min_separation: int = MIN_SEPARATION, threshold: float | None = None) -> None:
     """Write one chain's contacts as CASP RR. A path is written atomically; a text handle is written as is.
 
     ``probs`` is the L x L probability matrix (its upper triangle is read); ``top``/``threshold`` choose the pairs

@@ -13,12 +13,10 @@ from protrnn.data.batching import (
     ContactExampleDataset,
     TokenBudgetBatchSampler,
     collate_contacts,
-    fixed_size_batches,
-    padded_size,
-    real_token_fraction,
 )
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import ChainDataset, load_dataset, save_dataset
+from protrnn.data.packing import fixed_size_batches, padded_size, real_token_fraction
 from protrnn.errors import InputError
 
 

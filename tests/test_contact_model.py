@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import ContactModel, load_model_files, read_model_metadata, save_model
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.io import load_network, read_model_metadata, save_model
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ", "GSHMLEDPVDAFQ"]
 
@@ -84,7 +85,7 @@ def test_export_round_trip_is_exact(tmp_path: Path) -> None:
     assert meta["config"] == model.config.to_dict() and meta["alphabet"] == DEFAULT_ALPHABET.to_dict()
     assert meta["trained_steps"] == 12
     for path in (tmp_path / "m", json_path, tmp_path / "m" / "model.safetensors"):
-        loaded = load_model_files(path)
+        loaded = load_network(path).network
         assert not loaded.training and loaded.export_metadata["metrics"] == {"p_l5": 0.3}
         for name, tensor in model.state_dict().items():
             assert torch.equal(loaded.state_dict()[name], tensor), name
@@ -98,26 +99,42 @@ def test_save_refuses_reserved_extra_keys(tmp_path: Path) -> None:
     assert not (tmp_path / "model.json").exists()
 
 
+class _Exploit:
+    """Unpickling this would run code; weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('unpickled')",))
+
+
 def test_refuses_pickles_and_random_files(tmp_path: Path) -> None:
     model = _model()
+    pickled = tmp_path / "model.pt"
+    torch.save({"state_dict": model.state_dict()}, pickled)
+    with pytest.raises(InputError, match="not a protrnn model"):
+        load_network(pickled)
+    # A .ckpt is read with weights_only=True and must carry the architecture protrnn train records.
     checkpoint = tmp_path / "model.ckpt"
     torch.save({"state_dict": model.state_dict()}, checkpoint)
-    with pytest.raises(InputError, match="not a protrnn model"):
-        load_model_files(checkpoint)
+    with pytest.raises(InputError, match="no model architecture"):
+        load_network(checkpoint)
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps(_Exploit()))
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        load_network(evil)
     raw_pickle = tmp_path / "weights.pkl"
     raw_pickle.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(InputError, match="not a protrnn model.*pickle"):
-        load_model_files(raw_pickle)
+        load_network(raw_pickle)
     noise = tmp_path / "noise.json"
     noise.write_bytes(bytes(range(256)))
     with pytest.raises(InputError, match="not a protrnn model"):
-        load_model_files(noise)
+        load_network(noise)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(InputError, match="not a protrnn model: format is 'something-else'"):
         read_model_metadata(other)
     with pytest.raises(InputError, match="not a protrnn model"):
-        load_model_files(tmp_path)  # a directory without model.json
+        load_network(tmp_path)  # a directory without model.json
 
 
 def test_refuses_weights_that_do_not_match_the_config(tmp_path: Path) -> None:
@@ -127,26 +144,26 @@ def test_refuses_weights_that_do_not_match_the_config(tmp_path: Path) -> None:
     meta["config"]["pair_dim"] = 12
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"parameter 'head\.[a-z_.0-9]+' has shape") as err:
-        load_model_files(tmp_path / "m")
+        load_network(tmp_path / "m")
     assert "model.safetensors" in str(err.value) and "\n" not in str(err.value)
 
     meta["config"]["pair_dim"] = 8
     meta["config"]["num_layers"] = 1
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"unexpected parameter 'encoder\.layers\.1\."):
-        load_model_files(tmp_path / "m")
+        load_network(tmp_path / "m")
 
     meta["config"]["num_layers"] = 2
     meta["config"]["cell"] = "transformer"
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(InputError, match="'cell'"):
-        load_model_files(tmp_path / "m")
+        load_network(tmp_path / "m")
 
     meta["config"]["cell"] = "lstm"
     meta["format_version"] = 99
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(InputError, match="format_version 99"):
-        load_model_files(tmp_path / "m")
+        load_network(tmp_path / "m")
 
 
 def test_refuses_non_finite_weights(tmp_path: Path) -> None:
@@ -156,7 +173,7 @@ def test_refuses_non_finite_weights(tmp_path: Path) -> None:
     state["head.out.bias"] = torch.tensor([float("nan")])
     save_file(state, str(weights))
     with pytest.raises(InputError, match="'head.out.bias' contains NaN"):
-        load_model_files(tmp_path)
+        load_network(tmp_path)
 
 
 @pytest.mark.parametrize(("key", "value"), [("dropout", "0.5"), ("dropout", "x"), ("forget_bias", "x"),
@@ -169,4 +186,4 @@ def test_refuses_non_numeric_config_values(tmp_path: Path, key: str, value: obje
     meta["config"][key] = value
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(InputError, match=f"'{key}'"):
-        load_model_files(tmp_path)
+        load_network(tmp_path)

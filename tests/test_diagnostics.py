@@ -36,7 +36,8 @@ from protrnn.evaluation.diagnostics import (
     summarise,
 )
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import ContactModel, save_model
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.io import save_model
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures

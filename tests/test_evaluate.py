@@ -28,7 +28,8 @@ from protrnn.evaluation.evaluate import (
 )
 from protrnn.evaluation.metrics import metric_keys
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import ContactModel, save_model
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.io import save_model
 
 N_TEST = 5
 N_TRAIN = 10
@@ -145,9 +146,9 @@ def test_rerun_overwrites_cleanly(files: dict[str, Path], evaluated: Path) -> No
 
 def test_checkpoint_gives_the_same_predictions(files: dict[str, Path], tmp_path: Path) -> None:
     """A Lightning-style checkpoint (weights under ``net.``, config in hparams) scores like the exported model."""
-    from protrnn.model.contact_model import load_model_files
+    from protrnn.model.io import load_network
 
-    model = load_model_files(files["model"])
+    model = load_network(files["model"]).network
     checkpoint = {"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},
                   "hyper_parameters": {"model": model.config.to_dict()}}
     torch.save(checkpoint, tmp_path / "last.ckpt")

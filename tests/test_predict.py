@@ -16,12 +16,15 @@ import pytest
 import torch
 
 import protrnn
+import protrnn.model.io as model_io
 import protrnn.predict as predict_mod
 from protrnn.cli import main
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import ContactModel, save_model
-from protrnn.predict import load_model, plan_batches, predict_fasta, read_npz
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.io import save_model
+from protrnn.model.predictor import plan_batches
+from protrnn.predict import load_model, predict_fasta, read_npz
 from protrnn.rr import read_rr, read_rr_document
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,12 +110,12 @@ def test_plan_batches_respects_budget() -> None:
 
 
 def test_bundled_model_missing_is_a_clear_error(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(predict_mod, "PRETRAINED_DIR", tmp_path / "pretrained")
+    monkeypatch.setattr(model_io, "PRETRAINED_DIR", tmp_path / "pretrained")
     with pytest.raises(InputError, match="no bundled default model"):
         load_model()
 
 
-@pytest.mark.skipif(not (predict_mod.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
+@pytest.mark.skipif(not (model_io.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
 def test_bundled_model_loads_and_predicts() -> None:
     model = load_model(device="cpu")
     sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQ"
@@ -121,7 +124,7 @@ def test_bundled_model_loads_and_predicts() -> None:
     np.testing.assert_array_equal(probs, probs.T)
 
 
-@pytest.mark.skipif(not (predict_mod.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
+@pytest.mark.skipif(not (model_io.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
 @pytest.mark.skipif(not (DATA / "ts50_gvp" / "ts50.json.gz").is_file(), reason="shared TS50 data not available")
 def test_bundled_model_meets_its_accuracy_marks_on_ts50() -> None:
     """Issue marks for the shipped weights: TS50 medium+long P@L/5 >= 0.17, long P@L/5 >= 3x random (~0.03)."""

@@ -23,7 +23,8 @@ from protrnn.data.formats import iter_json_chains
 from protrnn.errors import InputError
 from protrnn.evaluation.report import build_report, load_inputs, read_run_curves, top_pairs
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import ContactModel, save_model
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.io import save_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

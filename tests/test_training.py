@@ -239,8 +239,7 @@ def test_resume_from_a_file_that_is_not_a_matching_checkpoint_fails_before_train
 
 def test_fit_end_export_and_export_command_round_trip(trained_run: Path, tmp_path: Path) -> None:
     from protrnn.cli import main as cli_main
-    from protrnn.model.contact_model import load_model_files
-    from protrnn.training.module import network_from_checkpoint
+    from protrnn.model.io import load_network
 
     # protrnn train exported the best checkpoint into the run directory, with its validation metrics and config.
     meta = json.loads((trained_run / "model.json").read_text())
@@ -251,8 +250,8 @@ def test_fit_end_export_and_export_command_round_trip(trained_run: Path, tmp_pat
 
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "exported")]) == 0
-    model = load_model_files(tmp_path / "exported")
-    reference, _ = network_from_checkpoint(ckpt)
+    model = load_network(tmp_path / "exported").network
+    reference = load_network(ckpt).network
     tokens = torch.randint(2, 22, (2, 40))
     mask = torch.ones(2, 40, dtype=torch.bool)
     mask[1, 30:] = False

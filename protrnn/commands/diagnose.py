@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         save_diagnostics,
         summarise,
     )
-    from protrnn.predict import resolve_device
+    from protrnn.model.predictor import resolve_device
 
     if args.train_metrics and len(args.train_metrics) != len(args.models):
         raise InputError(f"--train-metrics needs one file per model: {len(args.models)} model(s), "
@@ -201,18 +201,11 @@ def _model_spec(text: str) -> tuple[str, Path]:
 
 
 def load_network(path: Path) -> tuple[Any, dict[str, Any]]:
-    """(ContactModel in eval mode, its metadata): exported model (no pickles) or Lightning ``.ckpt``
-    (``torch.load(weights_only=True)``)."""
-    if path.suffix == ".ckpt":
-        from protrnn.training.module import network_from_checkpoint
+    """(ContactModel in eval mode, its metadata): see :func:`protrnn.model.io.load_network`."""
+    from protrnn.model.io import load_network as load
 
-        net, checkpoint = network_from_checkpoint(path)
-        hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if k != "model"}
-        return net, {"training_hparams": hparams}
-    from protrnn.model.contact_model import load_model_files
-
-    model = load_model_files(path)
-    return model, dict(model.export_metadata)
+    loaded = load(path)
+    return loaded.network, loaded.metadata
 
 
 def read_chains(path: str | Path) -> list[Any]:

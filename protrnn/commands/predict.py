@@ -39,8 +39,8 @@ def _probability(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from protrnn.conventions import MIN_SEPARATION
     from protrnn.predict import DEFAULT_BATCH_TOKENS
-    from protrnn.rr import DEFAULT_MIN_SEPARATION
 
     parser.add_argument("input", metavar="INPUT.fasta", help="FASTA file (plain or gzip)")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the top N pairs to each RR file (default: top L, the chain length)")
     select.add_argument("--threshold", type=_probability, metavar="P",
                         help="write every pair with probability >= P instead of a fixed count")
-    parser.add_argument("--min-separation", type=_positive_int, default=DEFAULT_MIN_SEPARATION, metavar="K",
-                        help=f"only pairs with |i-j| >= K in RR files (default {DEFAULT_MIN_SEPARATION}, CASP)")
+    parser.add_argument("--min-separation", type=_positive_int, default=MIN_SEPARATION, metavar="K",
+                        help=f"only pairs with |i-j| >= K in RR files (default {MIN_SEPARATION}, CASP)")
     parser.add_argument("--png", action="store_true", help="also draw a contact-map PNG per record")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip records with invalid letters, empty sequences or duplicate IDs (listed in the "

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from protrnn.data.chain import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION, ProteinChain
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
+from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
 from protrnn.utils.io import atomic_write
 

@@ -250,7 +250,8 @@ def _check_resume_checkpoint(ckpt: str | None, config: Any) -> None:
     """
     if not ckpt or ckpt in ("last", "best", "hpc", "registry"):
         return
-    from protrnn.training.module import check_architecture, load_checkpoint
+    from protrnn.model.io import load_checkpoint
+    from protrnn.training.module import check_architecture
 
     try:
         checkpoint = load_checkpoint(ckpt)

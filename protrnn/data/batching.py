@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from protrnn.data.chain import MIN_SEPARATION
+from protrnn.conventions import MIN_SEPARATION
 from protrnn.data.dataset import ChainDataset
+from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
 
 #: Smallest crop that still contains a scored pair (|i - j| >= MIN_SEPARATION needs MIN_SEPARATION + 1 residues).
@@ -145,14 +146,12 @@ def collate_contacts(examples: Sequence[Mapping[str, Any]], min_separation: int 
     if not examples:
         raise ValueError("collate_contacts needs at least one example")
     lengths = [int(ex["length"]) if "length" in ex else len(ex["tokens"]) for ex in examples]
-    batch, width = len(examples), max(lengths)
-    tokens = np.zeros((batch, width), dtype=np.int64)
-    observed = np.zeros((batch, width), dtype=bool)
-    contacts = np.zeros((batch, width, width), dtype=bool)
-    for b, (example, length) in enumerate(zip(examples, lengths, strict=True)):
-        tokens[b, :length] = _as_array(example["tokens"], np.int64)
-        observed[b, :length] = _as_array(example["observed"], bool)
-        contacts[b, :length, :length] = _as_array(example["contacts"], bool)
+    width = max(lengths)
+    tokens = right_pad([_as_array(ex["tokens"], np.int64)[:n] for ex, n in zip(examples, lengths, strict=True)],
+                       np.int64)
+    observed = right_pad([_as_array(ex["observed"], bool)[:n] for ex, n in zip(examples, lengths, strict=True)], bool)
+    contacts = right_pad([_as_array(ex["contacts"], bool)[:n, :n] for ex, n in zip(examples, lengths, strict=True)],
+                         bool)
     mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
     both = observed[:, :, None] & observed[:, None, :]
     contacts &= both
@@ -168,30 +167,6 @@ def collate_contacts(examples: Sequence[Mapping[str, Any]], min_separation: int 
         "offsets": torch.tensor([int(ex.get("offset", 0)) for ex in examples], dtype=torch.long),
         "ids": [str(ex["id"]) for ex in examples],
     }
-
-
-def pack_batches(order: np.ndarray, lengths: np.ndarray, max_tokens: int, max_pairs: int | None) -> list[list[int]]:
-    """Greedy packing of chains taken in ``order`` (ascending length gives tight batches).
-
-    A batch grows while ``(B + 1) * T_max <= max_tokens`` and ``(B + 1) * T_max**2 <= max_pairs``; a chain that alone
-    exceeds a budget forms its own batch (it must still be seen; the caller crops if that is too big).
-    """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = 0
-    for index in order.tolist():
-        length = int(lengths[index])
-        new_width = max(width, length)
-        size = len(current) + 1
-        fits = size * new_width <= max_tokens and (max_pairs is None or size * new_width * new_width <= max_pairs)
-        if current and not fits:
-            batches.append(current)
-            current, new_width = [], length
-        current.append(index)
-        width = new_width
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _distributed_context(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -266,20 +241,20 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             return self._cache[1]
         n = len(self.lengths)
         if not self.shuffle:
-            batches = pack_batches(np.argsort(self.lengths, kind="stable"), self.lengths, self.max_tokens,
-                                   self.max_pairs)
+            batches = pack(self.lengths, np.argsort(self.lengths, kind="stable"), max_tokens=self.max_tokens,
+                           max_pairs=self.max_pairs)
         else:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF]))
             tiebreak = rng.permutation(n)
             if self.bucket_size is None:
                 order = np.lexsort((tiebreak, self.lengths))
-                batches = pack_batches(order, self.lengths, self.max_tokens, self.max_pairs)
+                batches = pack(self.lengths, order, max_tokens=self.max_tokens, max_pairs=self.max_pairs)
             else:
                 batches = []
                 for start in range(0, n, self.bucket_size):
                     bucket = tiebreak[start:start + self.bucket_size]
                     bucket = bucket[np.argsort(self.lengths[bucket], kind="stable")]
-                    batches.extend(pack_batches(bucket, self.lengths, self.max_tokens, self.max_pairs))
+                    batches.extend(pack(self.lengths, bucket, max_tokens=self.max_tokens, max_pairs=self.max_pairs))
             batches = [batches[i] for i in rng.permutation(len(batches))]
         self._cache = (epoch, batches)
         return batches
@@ -308,23 +283,3 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self._num_batches_per_rank(len(self.global_batches()))
-
-
-def padded_size(batch: Sequence[int], lengths: np.ndarray) -> tuple[int, int]:
-    """(padded tokens B·T_max, padded pairs B·T_max²) of one batch."""
-    width = int(max(lengths[i] for i in batch))
-    return len(batch) * width, len(batch) * width * width
-
-
-def real_token_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int] | np.ndarray) -> float:
-    """Real residues / padded token slots over ``batches`` (1.0 = no padding); the packing-efficiency figure."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    real = sum(int(lengths[list(batch)].sum()) for batch in batches)
-    padded = sum(padded_size(batch, lengths)[0] for batch in batches)
-    return real / padded if padded else 1.0
-
-
-def fixed_size_batches(n: int, batch_size: int, seed: int = 0) -> list[list[int]]:
-    """Naive baseline: a random permutation cut into batches of ``batch_size`` (what a plain DataLoader does)."""
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]

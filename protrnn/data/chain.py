@@ -6,13 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
 from protrnn.errors import InputError
 
 #: Atom order in :attr:`ProteinChain.coords`.
 ATOMS = ("N", "CA", "C", "CB")
-DEFAULT_CONTACT_CUTOFF = 8.0
-#: Pairs closer than this in sequence are never scored (CASP).
-MIN_SEPARATION = 6
 
 
 def virtual_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ from typing import Any, overload
 import numpy as np
 
 from protrnn.alphabet import DEFAULT_ALPHABET
-from protrnn.data.chain import DEFAULT_CONTACT_CUTOFF, ProteinChain
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
+from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
 from protrnn.utils.io import atomic_path
 

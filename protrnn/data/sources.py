@@ -10,8 +10,12 @@ write a manifest of every input. Dispatch is by suffix (``.gz`` looked through),
 ``.txt``                                     one cgdms chain file
 ``.whl`` / ``.zip``                          the cgdms wheel, or the bioemu-benchmarks wheel
 ``.tar`` ``.tar.gz`` ``.tgz``                a cgdms tarball (with its split lists), or any of the above as members
+``.npz`` (given directly)                    a dataset written by ``protrnn prepare`` (:mod:`protrnn.data.dataset`)
 directory                                    a cgdms data directory (``protein_data/train_val``), else each file
 =========================================== ===========================================================
+
+:func:`read_chains` is the one "chains from a path" call every command uses (prepare, evaluate, diagnose, predict's
+structure lookup): the chains of any of the above, failures reported to the caller.
 """
 
 from __future__ import annotations
@@ -106,15 +110,52 @@ def _kind(name: str) -> str:
 def iter_chains(path: str | os.PathLike[str], *, chain: str | None = None) -> Iterator[LoadOutcome]:
     """Every chain in ``path`` (file, directory or archive) as :class:`LoadOutcome`, errors caught per entry.
 
-    ``chain`` selects the chain ID in PDB/mmCIF inputs (default: the first protein chain of each file).
+    ``chain`` selects the chain ID in PDB/mmCIF inputs (default: the first protein chain of each file). A prepared
+    dataset (``.npz``) is read when named directly; inside a directory ``.npz`` files are not inputs.
     """
     path = Path(path)
-    if path.is_dir():
+    if path.is_file() and path.name.lower().endswith(".npz"):
+        yield from _iter_dataset(path)
+    elif path.is_dir():
         yield from _iter_directory(path, chain)
     elif not path.exists():
         yield _failure(path, InputError("file not found", path=path))
     else:
         yield from _iter_file(path, chain)
+
+
+def _iter_dataset(path: Path) -> Iterator[LoadOutcome]:
+    from protrnn.data.dataset import load_dataset
+
+    try:
+        chains = load_dataset(path)
+    except Exception as exc:  # noqa: BLE001 - one outcome per failed input
+        yield _failure(path, exc)
+        return
+    for chain in chains:
+        yield LoadOutcome(source=f"{path}#{chain.id}", chain=chain, error=None)
+
+
+def read_chains(path: str | os.PathLike[str], *, chain: str | None = None,
+                failures: list[LoadOutcome] | None = None, require: bool = True) -> list[ProteinChain]:
+    """The chains of any input :func:`iter_chains` reads, in order; a prepared ``.npz`` dataset included.
+
+    Inputs that fail are appended to ``failures`` when given (else dropped). With ``require`` (default), finding no
+    chain at all is an :class:`InputError` that names ``path`` and the first failure's reason.
+    """
+    chains: list[ProteinChain] = []
+    failed: list[LoadOutcome] = []
+    for outcome in iter_chains(path, chain=chain):
+        if outcome.chain is not None:
+            chains.append(outcome.chain)
+        else:
+            failed.append(outcome)
+    if failures is not None:
+        failures.extend(failed)
+    if require and not chains:
+        reason = f": {failed[0].error}" if failed else ""
+        raise InputError(f"no chain could be read{reason}", path=path)
+    return chains
 
 
 def _iter_directory(root: Path, chain: str | None) -> Iterator[LoadOutcome]:

@@ -28,7 +28,8 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
 from protrnn.alphabet import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS
-from protrnn.data.chain import MIN_SEPARATION, ProteinChain
+from protrnn.conventions import MIN_SEPARATION
+from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
-from protrnn.data.chain import MIN_SEPARATION, ProteinChain
+from protrnn.conventions import MIN_SEPARATION
+from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError, reading
 from protrnn.utils.io import atomic_write
 

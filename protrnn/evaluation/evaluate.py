@@ -32,7 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from protrnn.data.chain import DEFAULT_CONTACT_CUTOFF, ProteinChain
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
+from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import DEFAULT_BINS, evaluate_contacts, metric_keys, summarize
 from protrnn.utils.io import SafeNamer, atomic_path, atomic_write, swapped_directory
@@ -190,20 +191,6 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------- methods
-def load_predictor(path: str | Path, device: str | None = None) -> Any:
-    """A :class:`protrnn.predict.Predictor` for an exported model directory (or its JSON) or a Lightning ``.ckpt``
-    of ``ContactLightningModule`` (read with ``weights_only=True``; the network is rebuilt from its hparams)."""
-    from protrnn.predict import Predictor, load_model
-
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        from protrnn.training.module import network_from_checkpoint
-
-        model, _ = network_from_checkpoint(path)
-        return Predictor(model, device=device, metadata={"config": model.config.to_dict()}, source=str(path))
-    return load_model(path, device=device)
-
-
 class ModelMethod:
     """An exported model directory (``model.json`` + ``model.safetensors``) or a Lightning ``.ckpt``."""
 
@@ -214,7 +201,9 @@ class ModelMethod:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError("model not found", path=self.path)
-        self.predictor = load_predictor(self.path, device=device)
+        from protrnn.model.predictor import load_model
+
+        self.predictor = load_model(self.path, device=device)
         self.info = {"kind": self.kind, "path": str(self.path)}
         model_json = self.path / "model.json" if self.path.is_dir() else None
         if model_json is not None and model_json.is_file():

@@ -20,19 +20,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from protrnn.conventions import DEFAULT_BINS, RANGES, TOP_K
 from protrnn.errors import InputError
 
-#: Separation ranges ``(low, high)``, inclusive; ``None`` means unbounded. medium_long is TAPE's metric.
-RANGES: dict[str, tuple[int, int | None]] = {
-    "short": (6, 11),
-    "medium": (12, 23),
-    "long": (24, None),
-    "medium_long": (12, None),
-}
-#: Finer separation bins for "precision by separation" plots (configurable per call).
-DEFAULT_BINS: list[tuple[int, int | None]] = [(6, 11), (12, 23), (24, 47), (48, 95), (96, None)]
-#: k in top-L/k precision.
-TOP_K: tuple[int, ...] = (1, 2, 5, 10)
 DEFAULT_THRESHOLD = 0.5
 
 

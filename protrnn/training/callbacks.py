@@ -15,7 +15,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from protrnn.errors import InputError
-from protrnn.training.module import CKPT_VAL_METRICS, network_from_checkpoint
+from protrnn.model.io import load_network, save_model
+from protrnn.training.module import CKPT_VAL_METRICS
 
 
 def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
@@ -25,9 +26,8 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
     ``model.json`` also records where the weights came from (checkpoint, epoch, global step), the validation metrics
     of that epoch and the training hyper-parameters, plus anything in ``extra``. Returns the JSON path.
     """
-    from protrnn.model.contact_model import save_model
-
-    net, checkpoint = network_from_checkpoint(checkpoint_path)
+    loaded = load_network(checkpoint_path, kind="checkpoint")
+    net, checkpoint = loaded.network, loaded.checkpoint or {}
     hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items()
                if k != "model" and not k.startswith("_")}
     metadata: dict[str, Any] = {
@@ -83,8 +83,6 @@ class ExportOnFitEnd(pl.Callback):
                          "monitor": getattr(callback, "monitor", None)}
                 self.exported = export_checkpoint(source, directory, extra=_jsonable(extra))
             else:  # no checkpoint was written (e.g. stopped before the first epoch ended): the final weights
-                from protrnn.model.contact_model import save_model
-
                 net = getattr(pl_module, "net", None)
                 if net is None:
                     raise InputError("ExportOnFitEnd needs a module with a ContactModel in .net")

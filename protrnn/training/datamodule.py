@@ -16,7 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 
-from protrnn.data.chain import MIN_SEPARATION
+from protrnn.conventions import MIN_SEPARATION
 from protrnn.errors import InputError
 
 

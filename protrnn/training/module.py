@@ -1,39 +1,31 @@
-"""Lightning logic for contact training: loss, optimiser, schedule, logging and the divergence guard.
+"""Lightning logic for contact training: optimiser, logging and the divergence guard.
 
 The network itself lives in :class:`protrnn.model.contact_model.ContactModel` (``self.net``), so an exported model
-carries no Lightning code and the training recipe can change without touching the architecture.
-
-Class imbalance: contacts are about 2-5 % of the scored pairs of a chain (fewer at long range), so an unweighted BCE
-is minimised by predicting "no contact" everywhere and learns slowly. The default treatment is BCE with a positive-class
-weight (``pos_weight``), which multiplies the loss of true contacts; ``focal_gamma > 0`` adds a focal modulation
-(Lin et al. 2017) that down-weights pairs already classified confidently. The ranking metrics (top-L/k precision) do not
-depend on calibration, so a moderate ``pos_weight`` is a pure optimisation aid; docs/training.md records the
-measurement behind the default.
+carries no Lightning code and the training recipe can change without touching the architecture. The loss is in
+:mod:`protrnn.training.loss`, the LR schedule in :mod:`protrnn.training.schedule`, the validation precision in
+:mod:`protrnn.training.precision` and checkpoint reading in :mod:`protrnn.model.io`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from protrnn.conventions import RANGES
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
+from protrnn.training.loss import contact_loss, scored_pairs
+from protrnn.training.precision import top_l_precision
+from protrnn.training.schedule import WarmupCosine
 
-#: Separation ranges scored on validation (inclusive bounds, ``None`` = open), as in protrnn.evaluation.metrics.
-VAL_RANGES: dict[str, tuple[int, int | None]] = {
-    "short": (6, 11),
-    "medium": (12, 23),
-    "long": (24, None),
-    "medium_long": (12, None),
-}
+#: Separation ranges scored on validation: the evaluation's ranges (protrnn.conventions).
+VAL_RANGES = RANGES
 #: The metric ModelCheckpoint and EarlyStopping watch by default (TAPE's medium+long P@L/5).
 DEFAULT_MONITOR = "val/P@L5_medium_long"
 #: Key under which a checkpoint stores the validation metrics of the epoch that wrote it.
@@ -42,94 +34,6 @@ CKPT_VAL_METRICS = "protrnn_val_metrics"
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN/inf. Raised instead of continuing into a garbage model."""
-
-
-class WarmupCosine:
-    """LR multiplier: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to ``min_ratio``.
-
-    A callable object (not a lambda) so ``LambdaLR.state_dict`` stores its plain attributes and a resumed run
-    continues the same schedule. ``total_steps = inf`` (no step bound known) keeps the rate constant after warm-up.
-    """
-
-    def __init__(self, warmup_steps: int, total_steps: float, min_ratio: float) -> None:
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = float(total_steps)
-        self.min_ratio = float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        if not math.isfinite(self.total_steps):
-            return 1.0
-        span = max(1.0, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def scored_pairs(pair_mask: Tensor) -> Tensor:
-    """Upper triangle of ``pair_mask``: each unordered pair once (the model's logits are symmetric)."""
-    length = pair_mask.shape[-1]
-    upper = torch.ones(length, length, dtype=torch.bool, device=pair_mask.device).triu(diagonal=1)
-    return pair_mask & upper
-
-
-def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_weight: float = 1.0,
-                 focal_gamma: float = 0.0, reduction: str = "mean") -> Tensor:
-    """Masked binary cross-entropy over the scored pairs of a batch (upper triangle, each pair once).
-
-    Args:
-        logits, contacts: [B, T, T]; contacts are 0/1.
-        pair_mask: Bool [B, T, T], the batch contract's scored pairs (both observed, |i - j| >= 6).
-        pos_weight: weight of the loss on true contacts (class-imbalance treatment, see module docstring).
-        focal_gamma: focal modulation exponent; 0 gives plain (weighted) BCE.
-        reduction: ``mean`` over scored pairs (pairs of every chain weigh the same), or ``sum``.
-    Returns:
-        A scalar in float32 (computed in float32 under mixed precision). Zero, with a graph, when nothing is scored.
-    """
-    selected = scored_pairs(pair_mask)
-    x = logits[selected].float()
-    y = contacts[selected].float()
-    if x.numel() == 0:
-        return logits.sum() * 0.0
-    weight = torch.tensor(float(pos_weight), device=x.device)
-    if focal_gamma == 0.0:
-        losses = F.binary_cross_entropy_with_logits(x, y, pos_weight=weight, reduction="none")
-    else:
-        bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-        p_true = torch.exp(-bce)  # probability the model gives to the true class
-        losses = bce * (1.0 - p_true).pow(focal_gamma) * torch.where(y > 0.5, weight, torch.ones_like(weight))
-    return losses.mean() if reduction == "mean" else losses.sum()
-
-
-def top_l_precision(logits: Tensor, contacts: Tensor, pair_mask: Tensor, lengths: Tensor, *,
-                    low: int, high: int | None, k: int = 5) -> Tensor:
-    """Top-L/k precision of each chain in a batch within a separation range, vectorised.
-
-    Same conventions as :func:`protrnn.evaluation.metrics.evaluate_contacts` (tests check they agree): candidates are
-    the scored upper-triangle pairs with ``low <= j - i <= high``, ranked by decreasing score with ties in row-major
-    order; precision = true contacts among the first ``max(1, L // k)`` candidates / ``max(1, L // k)``, with L the
-    chain length (so missing candidates count as misses); NaN for a chain with no candidate.
-
-    Returns:
-        Float [B] (float32).
-    """
-    batch, length, _ = logits.shape
-    idx = torch.arange(length, device=logits.device)
-    separation = idx[None, :] - idx[:, None]
-    in_range = separation >= low
-    if high is not None:
-        in_range &= separation <= high
-    candidates = scored_pairs(pair_mask) & in_range
-    scores = logits.float().masked_fill(~candidates, -math.inf).reshape(batch, -1)
-    truth = (contacts > 0.5) & candidates
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    ranked = torch.gather(truth.reshape(batch, -1), 1, order)
-    top_n = torch.clamp(lengths.to(logits.device) // k, min=1)
-    take = torch.arange(ranked.shape[1], device=logits.device)[None, :] < top_n[:, None]
-    hits = (ranked & take).sum(dim=1).float()
-    precision = hits / top_n.float()
-    has_candidates = candidates.reshape(batch, -1).any(dim=1)
-    return torch.where(has_candidates, precision, torch.full_like(precision, math.nan))
 
 
 def _as_model_config(model: ModelConfig | Mapping[str, Any]) -> ModelConfig:
@@ -318,54 +222,3 @@ def check_architecture(saved: Mapping[str, Any], expected: ModelConfig, *, sourc
     if diffs:
         raise InputError(f"the checkpoint's architecture does not match the config: {'; '.join(diffs)}; "
                          "resume with the model settings it was trained with", path=source)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a Lightning checkpoint without unpickling code (``weights_only=True``); one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("checkpoint not found", path=path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"not a readable checkpoint ({reason})", path=path) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise InputError("not a Lightning checkpoint (no 'state_dict')", path=path)
-    return checkpoint
-
-
-def network_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the ContactModel stored in a checkpoint written by :class:`ContactLightningModule`.
-
-    Returns:
-        (network in eval mode, checkpoint dict). Raises InputError when the checkpoint has no architecture, or its
-        weights do not fit that architecture (missing/unexpected tensors or shape mismatches are named).
-    """
-    from protrnn.model.contact_model import ContactModel
-
-    checkpoint = load_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if not isinstance(hparams.get("model"), Mapping):
-        raise InputError("checkpoint has no model architecture in its hyper-parameters "
-                         "(was it written by protrnn train?)", path=path)
-    config = ModelConfig.from_dict(dict(hparams["model"]))
-    net = ContactModel(config)
-    prefix = "net."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items:
-                shown = ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
-                parts.append(f"{label}: {shown}")
-        raise InputError(f"weights do not match the architecture {config.cell}/{config.head} recorded in the "
-                         f"checkpoint: {'; '.join(parts)}", path=path)
-    net.load_state_dict(state, strict=True)
-    net.eval()
-    return net, checkpoint

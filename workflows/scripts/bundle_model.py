@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from protrnn.evaluation.evaluate import read_summary
-from protrnn.model.contact_model import load_model_files
+from protrnn.model.io import JSON_NAME, WEIGHTS_NAME, load_network
 from protrnn.utils.io import atomic_path, atomic_write
 
 RANGES = ("short", "medium", "long", "medium_long")
@@ -86,22 +86,22 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict) -> tup
 
 def main(argv: list[str]) -> int:
     model_dir, model_eval_dir, baseline_eval_dir, outdir = (Path(a) for a in argv)
-    load_model_files(model_dir)  # refuses anything that is not a safe protrnn model before we replace the bundle
-    model_json = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    load_network(model_dir)  # refuses anything that is not a safe protrnn model before we replace the bundle
+    model_json = json.loads((model_dir / JSON_NAME).read_text(encoding="utf-8"))
     source = model_json.get("source_checkpoint")
     if source and Path(source).is_absolute():  # no build-machine paths in the shipped record
         with contextlib.suppress(ValueError):
             model_json["source_checkpoint"] = str(Path(source).relative_to(Path.cwd()))
     record, card = build_record(model_json, read_summary(model_eval_dir), read_summary(baseline_eval_dir))
     outdir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(outdir / "model.safetensors") as tmp:
-        shutil.copyfile(model_dir / "model.safetensors", tmp)
+    with atomic_path(outdir / WEIGHTS_NAME) as tmp:
+        shutil.copyfile(model_dir / WEIGHTS_NAME, tmp)
     with atomic_write(outdir / "evaluation.json", encoding="utf-8") as handle:
         json.dump(record, handle, indent=1)
         handle.write("\n")
     with atomic_write(outdir / "README.md", encoding="utf-8") as handle:
         handle.write(card)
-    with atomic_write(outdir / "model.json", encoding="utf-8") as handle:  # last: the bundle is complete now
+    with atomic_write(outdir / JSON_NAME, encoding="utf-8") as handle:  # last: the bundle is complete now
         json.dump(model_json, handle, indent=2)
         handle.write("\n")
     print(card)

@@ -1,0 +1,27 @@
+"""The scoring conventions every layer shares, defined once (reasoning in docs/conventions.md and ../SCIENCE.md).
+
+* a contact is Cβ–Cβ < :data:`DEFAULT_CONTACT_CUTOFF` Å (Cα for glycine, virtual Cβ where Cβ is missing);
+* pairs closer than :data:`MIN_SEPARATION` in sequence are never scored (CASP);
+* separation ranges (:data:`RANGES`, inclusive, ``None`` = open) and the finer :data:`DEFAULT_BINS`;
+* ``k`` of top-L/k precision (:data:`TOP_K`).
+
+Torch-free and import-free, so every layer (data, model, training, evaluation, diagnostics, report) may use it.
+"""
+
+from __future__ import annotations
+
+#: Cβ–Cβ distance (Å) below which two residues are in contact (CASP).
+DEFAULT_CONTACT_CUTOFF = 8.0
+#: Pairs with |i - j| below this are never scored in training, evaluation or RR output (CASP).
+MIN_SEPARATION = 6
+#: Separation ranges ``(low, high)``, inclusive; ``None`` means unbounded. medium_long is TAPE's metric.
+RANGES: dict[str, tuple[int, int | None]] = {
+    "short": (6, 11),
+    "medium": (12, 23),
+    "long": (24, None),
+    "medium_long": (12, None),
+}
+#: Finer separation bins for "precision by separation" plots (configurable per call).
+DEFAULT_BINS: list[tuple[int, int | None]] = [(6, 11), (12, 23), (24, 47), (48, 95), (96, None)]
+#: k in top-L/k precision.
+TOP_K: tuple[int, ...] = (1, 2, 5, 10)

@@ -1,0 +1,268 @@
+"""Model I/O, in one place: the pickle-free export format, Lightning checkpoints and the bundled model.
+
+An exported model is a directory with two files:
+
+* ``model.safetensors`` (:data:`WEIGHTS_NAME`): the ``state_dict`` (safetensors cannot hold code, so loading it cannot
+  execute anything);
+* ``model.json`` (:data:`JSON_NAME`): ``{"format": "protrnn-model", "format_version": 1, "config": ModelConfig,
+  "alphabet": ..., ...}`` plus any ``extra`` keys (training metadata). It is written last, so a directory with a
+  ``model.json`` is complete.
+
+:func:`load_network` is the one loader every caller uses: it takes an export directory, its ``model.json`` or
+``model.safetensors``, or a Lightning ``.ckpt`` written by ``protrnn train`` (read with ``torch.load(weights_only=True)``),
+and returns the network in eval mode with its metadata. :func:`load_checkpoint` reads a checkpoint dict for resuming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
+from protrnn.errors import InputError, reading
+from protrnn.model.config import ModelConfig
+from protrnn.model.contact_model import ContactModel
+from protrnn.utils.io import atomic_path, atomic_write
+
+MODEL_FORMAT = "protrnn-model"
+MODEL_FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+JSON_NAME = "model.json"
+CHECKPOINT_SUFFIX = ".ckpt"
+#: Where the bundled default model ships (model.safetensors + model.json + README.md + evaluation.json).
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+#: The attribute under which the Lightning module holds the network: checkpoint keys start with it.
+CHECKPOINT_NET_PREFIX = "net."
+_RESERVED_KEYS = frozenset({"format", "format_version", "config", "alphabet"})
+
+
+@dataclass
+class LoadedModel:
+    """What :func:`load_network` returns: the network (eval mode, on the requested device) and where it came from.
+
+    ``metadata`` is the parsed ``model.json`` for an export; for a checkpoint it is
+    ``{"config": ..., "training_hparams": {...}}`` (the optimisation settings the module was built with).
+    """
+
+    network: ContactModel
+    metadata: dict[str, Any]
+    path: Path
+    kind: str  # "export" or "checkpoint"
+    weights_path: Path
+    checkpoint: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.network.config
+
+    @property
+    def alphabet(self) -> Alphabet:
+        raw = self.metadata.get("alphabet")
+        return Alphabet.from_dict(raw) if isinstance(raw, dict) else DEFAULT_ALPHABET
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of the weights file (safetensors or checkpoint): identifies the model in RR METHOD lines."""
+        digest = hashlib.sha256()
+        with open(self.weights_path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+def bundled_model_dir() -> Path:
+    """The bundled default model's directory; InputError when this installation ships without one."""
+    if not (PRETRAINED_DIR / JSON_NAME).is_file() or not (PRETRAINED_DIR / WEIGHTS_NAME).is_file():
+        raise InputError(f"no bundled default model in {PRETRAINED_DIR} (this installation ships without one); "
+                         "build it with the pipeline (docs/pipeline.md) or pass --model PATH")
+    return PRETRAINED_DIR
+
+
+def is_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """True for a Lightning checkpoint path (by suffix)."""
+    return Path(path).suffix == CHECKPOINT_SUFFIX
+
+
+def load_network(path: str | os.PathLike[str] | None = None, map_location: str | torch.device = "cpu", *,
+                 kind: str | None = None) -> LoadedModel:
+    """Load any model protrnn writes, without unpickling code: the bundled default (``path=None``), an export
+    directory, its ``model.json`` or ``model.safetensors``, or a Lightning ``.ckpt`` of ``protrnn train``.
+
+    ``kind`` forces the reading (``"checkpoint"`` or ``"export"``); by default a ``.ckpt`` suffix means a checkpoint.
+    Every problem is an :class:`InputError` naming the file (and, for weights, the parameter).
+    """
+    if kind not in (None, "checkpoint", "export"):
+        raise ValueError(f"kind must be 'checkpoint' or 'export', got {kind!r}")
+    target = bundled_model_dir() if path is None else Path(path)
+    if kind == "checkpoint" or (kind is None and is_checkpoint(target)):
+        network, checkpoint = _network_from_checkpoint(target)
+        hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if k != "model"}
+        metadata: dict[str, Any] = {"config": network.config.to_dict(), "alphabet": DEFAULT_ALPHABET.to_dict(),
+                                    "training_hparams": hparams}
+        network.export_metadata = metadata
+        return LoadedModel(network.to(map_location).eval(), metadata, target, "checkpoint", target, checkpoint)
+    json_path, weights_path = _resolve(target)
+    network = _load_export(json_path, weights_path, map_location)
+    return LoadedModel(network, dict(network.export_metadata), target, "export", weights_path)
+
+
+def save_model(model: ContactModel, directory: str | os.PathLike[str], extra: dict | None = None) -> Path:
+    """Write ``model.safetensors`` then ``model.json`` into ``directory`` (each atomically); returns the JSON path.
+
+    ``extra`` (JSON-serialisable, e.g. training metadata) is merged into the JSON; it may not override the
+    reserved keys ``format``, ``format_version``, ``config`` and ``alphabet``.
+    """
+    extra = dict(extra or {})
+    clash = sorted(_RESERVED_KEYS & set(extra))
+    if clash:
+        raise ValueError(f"extra may not override reserved model.json key(s): {', '.join(clash)}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
+            "config": model.config.to_dict(), "alphabet": DEFAULT_ALPHABET.to_dict(), **extra}
+    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"  # fails before anything is written if not JSON-able
+    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION)})
+    with atomic_write(out / JSON_NAME) as handle:
+        handle.write(text)
+    return out / JSON_NAME
+
+
+def _resolve(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(model.json, model.safetensors) for a model directory, its model.json or its model.safetensors."""
+    target = Path(path)
+    if target.is_dir():
+        json_path = target / JSON_NAME
+        if not json_path.is_file():
+            raise InputError(f"not a protrnn model: no {JSON_NAME} in the directory", path=target)
+    elif target.is_file():
+        json_path = target.with_name(JSON_NAME) if target.name == WEIGHTS_NAME else target
+    else:
+        raise InputError("model path does not exist", path=target)
+    if not json_path.is_file():
+        raise InputError(f"not a protrnn model: no {JSON_NAME} beside the weights", path=target)
+    return json_path, json_path.with_name(WEIGHTS_NAME)
+
+
+def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
+    """Parse and validate ``model.json`` (no weights read). Raises :class:`InputError` for anything that is not a
+    protrnn model: a pickle / PyTorch or Lightning checkpoint, non-JSON, another format or a newer version."""
+    json_path, _ = _resolve(path)
+    with reading(json_path):
+        raw = json_path.read_bytes()
+    if raw[:1] == b"\x80" or raw[:2] == b"PK":
+        raise InputError("not a protrnn model: this is a pickle / PyTorch checkpoint, which is never unpickled; "
+                         "export one with `protrnn export`", path=json_path)
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"not a protrnn model: not a JSON model description ({err})", path=json_path) from None
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise InputError(f"not a protrnn model: format is {found!r}, expected {MODEL_FORMAT!r}", path=json_path)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MODEL_FORMAT_VERSION:
+        raise InputError(f"unsupported protrnn model format_version {version!r} "
+                         f"(this version reads 1..{MODEL_FORMAT_VERSION})", path=json_path)
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("alphabet"), dict):
+        raise InputError("model.json must contain 'config' and 'alphabet' objects", path=json_path)
+    return meta
+
+
+def _load_export(json_path: Path, weights_path: Path, map_location: str | torch.device = "cpu") -> ContactModel:
+    """Rebuild a :class:`ContactModel` from :func:`save_model` output without unpickling anything; eval mode,
+    ``export_metadata`` set to the parsed JSON."""
+    meta = read_model_metadata(json_path)
+    try:
+        config = ModelConfig.from_dict(dict(meta["config"]))  # type: ignore[arg-type]
+        alphabet = Alphabet.from_dict(dict(meta["alphabet"]))  # type: ignore[arg-type]
+    except (InputError, TypeError, KeyError) as err:
+        raise InputError(f"invalid model description: {err}", path=json_path) from None
+    if alphabet.size != config.vocab_size:
+        raise InputError(f"alphabet has {alphabet.size} tokens but config.vocab_size is {config.vocab_size}",
+                         path=json_path)
+    if alphabet != DEFAULT_ALPHABET:
+        raise InputError(f"model alphabet {alphabet.residues!r} differs from this version's "
+                         f"{DEFAULT_ALPHABET.residues!r}", path=json_path)
+    if not weights_path.is_file():
+        raise InputError(f"missing weights file {WEIGHTS_NAME} beside model.json", path=json_path)
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"not a protrnn model: unreadable safetensors weights ({err})", path=weights_path) from None
+    model = ContactModel(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        raise InputError(f"weights do not match the config: missing parameter {missing[0]!r}"
+                         + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""), path=weights_path)
+    if unexpected:
+        raise InputError(f"weights do not match the config: unexpected parameter {unexpected[0]!r}"
+                         + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""), path=weights_path)
+    for name, reference in expected.items():
+        tensor = state[name]
+        if tensor.shape != reference.shape:
+            raise InputError(f"weights do not match the config: parameter {name!r} has shape "
+                             f"{tuple(tensor.shape)}, config implies {tuple(reference.shape)}", path=weights_path)
+        if not tensor.is_floating_point():
+            raise InputError(f"parameter {name!r} has non-float dtype {tensor.dtype}", path=weights_path)
+        if not torch.isfinite(tensor).all():
+            raise InputError(f"parameter {name!r} contains NaN or infinite values", path=weights_path)
+    model.load_state_dict({name: state[name].to(expected[name].dtype) for name in expected})
+    model.to(map_location)
+    model.export_metadata = meta
+    return model.eval()
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a Lightning checkpoint without unpickling code (``weights_only=True``); one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("checkpoint not found", path=path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"not a readable checkpoint ({reason})", path=path) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError("not a Lightning checkpoint (no 'state_dict')", path=path)
+    return checkpoint
+
+
+def _network_from_checkpoint(path: Path) -> tuple[ContactModel, dict[str, Any]]:
+    """Rebuild the ContactModel stored in a checkpoint of ``protrnn train`` (its architecture is in the
+    hyper-parameters); missing/unexpected tensors and shape mismatches are named."""
+    checkpoint = load_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hparams.get("model"), Mapping):
+        raise InputError("checkpoint has no model architecture in its hyper-parameters "
+                         "(was it written by protrnn train?)", path=path)
+    config = ModelConfig.from_dict(dict(hparams["model"]))
+    net = ContactModel(config)
+    prefix = CHECKPOINT_NET_PREFIX
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if items:
+                shown = ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
+                parts.append(f"{label}: {shown}")
+        raise InputError(f"weights do not match the architecture {config.cell}/{config.head} recorded in the "
+                         f"checkpoint: {'; '.join(parts)}", path=path)
+    net.load_state_dict(state, strict=True)
+    return net.eval(), checkpoint

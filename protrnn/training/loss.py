@@ -1,0 +1,70 @@
+"""The contact loss, in one place: used by training (protrnn.training.module) and by diagnostics.
+
+Class imbalance: contacts are about 2-5 % of the scored pairs of a chain (fewer at long range), so an unweighted BCE
+is minimised by predicting "no contact" everywhere and learns slowly. The default treatment is BCE with a positive-class
+weight (``pos_weight``), which multiplies the loss of true contacts; ``focal_gamma > 0`` adds a focal modulation
+(Lin et al. 2017) that down-weights pairs already classified confidently. The ranking metrics (top-L/k precision) do not
+depend on calibration, so a moderate ``pos_weight`` is a pure optimisation aid; docs/training.md records the
+measurement behind the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss hyper-parameters a model was trained with (recorded as ``training_hparams`` in model.json)."""
+
+    pos_weight: float = 1.0
+    focal_gamma: float = 0.0
+
+    @classmethod
+    def from_hparams(cls, hparams: dict | None) -> LossSettings:
+        hparams = hparams or {}
+        return cls(pos_weight=float(hparams.get("pos_weight", 1.0)),
+                   focal_gamma=float(hparams.get("focal_gamma", 0.0)))
+
+    def __call__(self, logits: Tensor, contacts: Tensor, pair_mask: Tensor, reduction: str = "mean") -> Tensor:
+        return contact_loss(logits, contacts, pair_mask, pos_weight=self.pos_weight, focal_gamma=self.focal_gamma,
+                            reduction=reduction)
+
+
+def scored_pairs(pair_mask: Tensor) -> Tensor:
+    """Upper triangle of ``pair_mask``: each unordered pair once (the model's logits are symmetric)."""
+    length = pair_mask.shape[-1]
+    upper = torch.ones(length, length, dtype=torch.bool, device=pair_mask.device).triu(diagonal=1)
+    return pair_mask & upper
+
+
+def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_weight: float = 1.0,
+                 focal_gamma: float = 0.0, reduction: str = "mean") -> Tensor:
+    """Masked binary cross-entropy over the scored pairs of a batch (upper triangle, each pair once).
+
+    Args:
+        logits, contacts: [B, T, T]; contacts are 0/1.
+        pair_mask: Bool [B, T, T], the batch contract's scored pairs (both observed, |i - j| >= 6).
+        pos_weight: weight of the loss on true contacts (class-imbalance treatment, see above).
+        focal_gamma: focal modulation exponent; 0 gives plain (weighted) BCE.
+        reduction: ``mean`` over scored pairs (pairs of every chain weigh the same), or ``sum``.
+    Returns:
+        A scalar in float32 (computed in float32 under mixed precision). Zero, with a graph, when nothing is scored.
+    """
+    selected = scored_pairs(pair_mask)
+    x = logits[selected].float()
+    y = contacts[selected].float()
+    if x.numel() == 0:
+        return logits.sum() * 0.0
+    weight = torch.tensor(float(pos_weight), device=x.device)
+    if focal_gamma == 0.0:
+        losses = F.binary_cross_entropy_with_logits(x, y, pos_weight=weight, reduction="none")
+    else:
+        bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+        p_true = torch.exp(-bce)  # probability the model gives to the true class
+        losses = bce * (1.0 - p_true).pow(focal_gamma) * torch.where(y > 0.5, weight, torch.ones_like(weight))
+    return losses.mean() if reduction == "mean" else losses.sum()
