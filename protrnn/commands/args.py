@@ -1,0 +1,84 @@
+"""Argument types and helpers shared by the sub-commands (one place, so every command parses the same way)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    value = float(_number(text, float))
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A number in (0, 1)."""
+    value = float(_number(text, float))
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1]."""
+    value = float(_number(text, float))
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive integers, e.g. ``8,16,32``."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def model_spec(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (named after the model directory, or the checkpoint's stem)."""
+    if "=" in text and not Path(text).exists():
+        name, _, path = text.partition("=")
+        if name and path:
+            return name, Path(path)
+    path = Path(text)
+    if path.suffix == ".ckpt":
+        return path.stem, path
+    resolved = path if path.is_dir() else path.parent
+    return resolved.resolve().name or str(path), path
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded default-data wheels are cached: ``$XDG_CACHE_HOME/protrnn/wheels`` (``~/.cache`` default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "protrnn" / "wheels"
