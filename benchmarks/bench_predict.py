@@ -72,7 +72,8 @@ def _psicov_records(limit: int) -> list[tuple[str, str]]:
 
 
 def throughput(model_dir: Path, device: str, records: list[tuple[str, str]], max_tokens: int) -> dict[str, float]:
-    from protrnn.predict import load_model, predict_fasta
+    from protrnn.model.predictor import load_model
+    from protrnn.predict.run import predict_fasta
 
     predictor = load_model(model_dir, device=device)
     sequences = [seq for _, seq in records]
@@ -112,7 +113,7 @@ def _child(model_dir: str, device: str, length: int) -> None:
     """Runs in a fresh process: warm up, predict one chain of ``length``, print timing JSON."""
     import numpy as np
 
-    from protrnn.predict import load_model
+    from protrnn.model.predictor import load_model
 
     predictor = load_model(model_dir, device=device)
     rng = np.random.default_rng(length)

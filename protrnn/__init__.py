@@ -3,7 +3,7 @@
 Public, stable API (README.md "What you can do with it"; docs/predict.md, docs/conventions.md):
 
 * :func:`read_structure` – PDB/mmCIF (plain or .gz) → :class:`ProteinChain`
-* :func:`read_fasta` – FASTA (plain or .gz) → list of records with ``id`` and ``sequence``
+* :func:`read_fasta` – FASTA (plain or .gz) → list of validated records with ``id`` and ``sequence`` (as written)
 * :func:`evaluate_contacts` – CASP-convention precision by separation range for one protein
 * :func:`load_model` – the bundled default model, or an exported one; ``model.predict(sequences)``
 """

@@ -1,24 +1,44 @@
-"""The bundled model's record (workflows/scripts/bundle_model.py): figures come from the evaluation summaries."""
+"""The bundled model's record: workflows/scripts/bundle_model.py writes it from the evaluation summaries, and the
+figures in protrnn/pretrained/evaluation.json are what the shipped weights score when evaluated again."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import shlex
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from protrnn.cli import main as protrnn_main
+from protrnn.data.chain import ProteinChain
+from protrnn.data.dataset import save_dataset
+from protrnn.data.sources import read_chains
+from protrnn.errors import InputError
+from protrnn.model.config import ModelConfig
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.io import PRETRAINED_DIR, load_network, save_model
+
 REPO = Path(__file__).resolve().parents[1]
+#: The recorded figures: {test set: {method: {metric: [mean, low, high]}}}, plus the commands that made them.
+RECORD = json.loads((PRETRAINED_DIR / "evaluation.json").read_text(encoding="utf-8"))
+#: Where each recorded test set came from (workflows/config.yaml `test_sets`, relative to the repository's parent).
+TEST_SET_SOURCES = {"ts50": "ts50_gvp/ts50.json.gz", "psicov150": "psicov150_gremlin_rf/psicov150_org_pdb.tar.gz"}
 
 
 def _script():
+    """workflows/scripts/bundle_model.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("bundle_model", REPO / "workflows" / "scripts" / "bundle_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _summary(method: str, values: dict[str, float]) -> dict:
+def _summary(method: str, values: dict[str, float], n_proteins: int = 50) -> dict:
     metrics = {key: {"mean": v, "low": v - 0.01, "high": v + 0.01} for key, v in values.items()}
-    return {"command": f"protrnn evaluate {method}",
-            "results": {method: {"ts50": {"n_proteins": 50, "metrics": metrics}}}}
+    return {"format": "protrnn-evaluation", "command": f"protrnn evaluate {method}",
+            "results": {method: {"ts50": {"n_proteins": n_proteins, "metrics": metrics}}}}
 
 
 def test_record_states_model_and_baseline_figures_and_the_ratio_to_random() -> None:
@@ -31,3 +51,196 @@ def test_record_states_model_and_baseline_figures_and_the_ratio_to_random() -> N
     assert "## ts50 (50 proteins)" in card
     assert "| protrnn (this model) | " in card and "0.210 [0.200, 0.220]" in card
     assert "5.0x random ranking" in card
+
+
+# ---------------------------------------------------------------------------------------------- the script's main()
+def _tiny_export(directory: Path, cwd: Path) -> dict:
+    """A small exported model with the training metadata `protrnn train` writes; returns its model.json."""
+    save_model(ContactModel(ModelConfig(hidden_size=8, embed_dim=8, num_layers=1, head="pairwise")), directory,
+               extra={"source_checkpoint": str(cwd / "results" / "models" / "bundle" / "checkpoints" / "best.ckpt"),
+                      "selected": "best", "monitor": "val/P@L5_medium_long", "epoch": 3, "global_step": 40,
+                      "val_metrics": {"val/loss": 0.25, "val/P@L5_long": 0.125},
+                      "training_config": {"trainer": {"max_epochs": 7, "max_time": "00:00:02:00"}}})
+    return json.loads((directory / "model.json").read_text(encoding="utf-8"))
+
+
+def _write_summary(directory: Path, command: str, results: dict) -> None:
+    directory.mkdir(parents=True)
+    (directory / "summary.json").write_text(json.dumps({"format": "protrnn-evaluation", "format_version": 1,
+                                                        "command": command, "results": results}))
+
+
+def _metric(mean: float, low: float, high: float) -> dict[str, float]:
+    return {"mean": mean, "low": low, "high": high}
+
+
+def test_main_installs_the_weights_and_a_record_of_the_summaries(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    model_dir = tmp_path / "results" / "models" / "bundle"
+    model_json = _tiny_export(model_dir, tmp_path)
+    keys = ["short/P@L/5", "medium/P@L/5", "long/P@L/5", "medium_long/P@L/5", "long/P@L/1", "medium_long/P@L/1",
+            "long/AUPR"]
+    model_ts50 = {key: _metric(0.1 + 0.01 * n, 0.05 + 0.01 * n, 0.15 + 0.01 * n) for n, key in enumerate(keys)}
+    model_ts50["long/P@L/5"] = _metric(0.123456, 0.10004, 0.14996)
+    _write_summary(tmp_path / "eval" / "bundle", "protrnn evaluate --model bundle=results/models/bundle",
+                   {"bundle": {"ts50": {"n_proteins": 50, "metrics": model_ts50},
+                               "psicov150": {"n_proteins": 150, "metrics": {"long/P@L/5": _metric(0.2, 0.18, 0.22)}}}})
+    _write_summary(tmp_path / "eval" / "baselines", "protrnn evaluate --baselines random,propensity",
+                   {"random": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.030864, 0.02, 0.04)}},
+                               "psicov150": {"n_proteins": 150, "metrics": {"long/P@L/5": _metric(0.04, 0.03, 0.05)}}},
+                    "propensity": {"ts50": {"n_proteins": 50, "metrics": {"long/AUPR": _metric(0.05, 0.04, 0.06)}}}})
+    outdir = tmp_path / "pretrained"
+
+    assert _script().main([str(model_dir), str(tmp_path / "eval" / "bundle"), str(tmp_path / "eval" / "baselines"),
+                           str(outdir)]) == 0
+
+    assert sorted(p.name for p in outdir.iterdir()) == ["README.md", "evaluation.json", "model.json",
+                                                        "model.safetensors"]
+    assert (outdir / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
+    shipped = json.loads((outdir / "model.json").read_text(encoding="utf-8"))
+    assert shipped == {**model_json, "source_checkpoint": "results/models/bundle/checkpoints/best.ckpt"}
+    load_network(outdir)  # the installed bundle loads
+    record = json.loads((outdir / "evaluation.json").read_text(encoding="utf-8"))
+    expected_model_ts50 = {key: [round(0.1 + 0.01 * n, 4), round(0.05 + 0.01 * n, 4), round(0.15 + 0.01 * n, 4)]
+                           for n, key in enumerate(keys)}
+    expected_model_ts50["long/P@L/5"] = [0.1235, 0.1, 0.15]  # four decimals, as in the shipped record
+    assert record == {
+        "model": "bundle",
+        "test_sets": {
+            "ts50": {"protrnn (this model)": expected_model_ts50, "random": {"long/P@L/5": [0.0309, 0.02, 0.04]},
+                     "propensity": {"long/AUPR": [0.05, 0.04, 0.06]}},
+            "psicov150": {"protrnn (this model)": {"long/P@L/5": [0.2, 0.18, 0.22]},
+                          "random": {"long/P@L/5": [0.04, 0.03, 0.05]}, "propensity": {}},
+        },
+        "model_evaluation_command": "protrnn evaluate --model bundle=results/models/bundle",
+        "baseline_evaluation_command": "protrnn evaluate --baselines random,propensity",
+    }
+    card = (outdir / "README.md").read_text(encoding="utf-8")
+    assert card == capsys.readouterr().out.removesuffix("\n")  # the card is also printed for the log
+    assert "## ts50 (50 proteins)" in card and "## psicov150 (150 proteins)" in card
+    assert "| protrnn (this model) | 0.100 [0.050, 0.150] | 0.110 [0.060, 0.160] | 0.123 [0.100, 0.150] |" in card
+    assert "| propensity | – | – | – | – | – | – | 0.050 [0.040, 0.060] |" in card
+    assert "Long-range (>= 24) P@L/5 is 4.0x random ranking." in card  # 0.123456 / 0.030864 = 4.0
+    assert "Long-range (>= 24) P@L/5 is 5.0x random ranking." in card  # psicov150: 0.2 / 0.04
+    assert ("Checkpoint: best by val/P@L5_medium_long: epoch 3 (0-based), global step 40; trainer.max_epochs 7, "
+            "max_time 00:00:02:00") in card
+    assert "Validation at that epoch: val/P@L5_long 0.125, val/loss 0.250." in card
+    assert f"Architecture: {json.dumps(model_json['config'], sort_keys=True)}" in card
+
+
+def test_main_refuses_weights_that_do_not_load_and_keeps_the_old_bundle(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    _tiny_export(model_dir, tmp_path)
+    (model_dir / "model.safetensors").write_bytes(b"\x80\x04not safetensors")
+    _write_summary(tmp_path / "eval", "protrnn evaluate", {"bundle": {}})
+    outdir = tmp_path / "pretrained"
+    outdir.mkdir()
+    before = {name: f"old {name}" for name in ("model.json", "model.safetensors", "evaluation.json", "README.md")}
+    for name, text in before.items():
+        (outdir / name).write_text(text)
+    with pytest.raises(InputError):
+        _script().main([str(model_dir), str(tmp_path / "eval"), str(tmp_path / "eval"), str(outdir)])
+    assert {p.name: p.read_text() for p in outdir.iterdir()} == before
+
+
+# ------------------------------------------------------------------------- the shipped record vs the shipped weights
+def _training_stand_in(path: Path) -> Path:
+    """One synthetic chain (no homology to any test set) for `protrnn prepare` to split: the command needs training
+    input, and what it does with the test sets does not depend on it."""
+    rng = np.random.default_rng(0)
+    trace = np.cumsum(rng.normal(size=(60, 3)), axis=0) * 2.0
+    coords = trace[:, None, :] + rng.normal(scale=0.5, size=(60, 4, 3))
+    sequence = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 60))
+    return save_dataset([ProteinChain("stand_in", sequence, np.ones(60, dtype=bool), coords)], path)
+
+
+def _replayed(command: str, *, model: Path | None, test_sets: dict[str, Path], outdir: Path,
+              baselines: str | None = None) -> list[str]:
+    """The recorded ``protrnn evaluate`` arguments with local paths: the shipped model, the re-prepared test sets
+    (others dropped), a fresh output folder, the CPU (the record was made on CPU); ``baselines`` replaces the list."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["protrnn", "evaluate"], command
+    out: list[str] = ["evaluate"]
+    args = iter(argv[2:])
+    for arg in args:
+        if arg == "--model":
+            name = next(args).partition("=")[0]
+            out += ["--model", f"{name}={model}"]
+        elif arg == "--test-set":
+            name = next(args).partition("=")[0]
+            if name in test_sets:
+                out += ["--test-set", f"{name}={test_sets[name]}"]
+        elif arg in ("-o", "--outdir"):
+            next(args)
+            out += ["-o", str(outdir)]
+        elif arg == "--device":
+            next(args)
+            out += ["--device", "cpu"]
+        elif arg == "--baselines":
+            next(args)
+            out += ["--baselines", baselines or ""]
+        elif arg == "--train":  # the fitted baselines need the recorded training split, which is not shipped
+            next(args)
+        else:
+            out.append(arg)
+    return out
+
+
+def _prepared_test_set(name: str, source: Path, tmp_path: Path, *, run_prepare: bool) -> Path:
+    """``test_<name>.npz`` holding the chains the record was scored on.
+
+    With ``run_prepare``, `protrnn prepare` writes it as the pipeline did (rule `prepare`). Without, it is rebuilt
+    from what prepare does to a test set: every chain that parses, in input order, the first of each ID kept, stored
+    with the default contact cutoff; no length filter and no leakage removal (those apply to training chains only).
+    """
+    if run_prepare:
+        prepared = tmp_path / "data"
+        assert protrnn_main(["prepare", str(_training_stand_in(tmp_path / "stand_in.npz")), "--test-set",
+                             f"{name}={source}", "-o", str(prepared), "--split", "train=1.0", "--threads", "1"]) == 0
+        return prepared / f"test_{name}.npz"
+    chains = read_chains(source)
+    assert len({chain.id for chain in chains}) == len(chains)  # so prepare's de-duplication by ID keeps every one
+    return save_dataset(chains, tmp_path / f"test_{name}.npz")
+
+
+def _recompute(name: str, shared_data: Path, tmp_path: Path, *, run_prepare: bool) -> dict[str, dict]:
+    """Evaluate the shipped weights and the random baseline on test set ``name`` with the recorded commands; returns
+    {method: {metric: [mean, low, high]}} rounded as the record is, plus the number of proteins scored."""
+    test_sets = {name: _prepared_test_set(name, shared_data / TEST_SET_SOURCES[name], tmp_path,
+                                          run_prepare=run_prepare)}
+    model_out, random_out = tmp_path / "model_eval", tmp_path / "random_eval"
+    assert protrnn_main(_replayed(RECORD["model_evaluation_command"], model=PRETRAINED_DIR, test_sets=test_sets,
+                                  outdir=model_out)) == 0
+    assert protrnn_main(_replayed(RECORD["baseline_evaluation_command"], model=None, test_sets=test_sets,
+                                  outdir=random_out, baselines="random")) == 0
+    figures: dict[str, dict] = {}
+    for label, outdir, method in (("protrnn (this model)", model_out, RECORD["model"]),
+                                  ("random", random_out, "random")):
+        summary = json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
+        result = summary["results"][method][name]
+        figures[label] = {key: [round(result["metrics"][key][part], 4) for part in ("mean", "low", "high")]
+                          for key in RECORD["test_sets"][name][label]}
+        figures[label]["n_proteins"] = result["n_proteins"]
+    return figures
+
+
+def _recorded(name: str, n_proteins: int) -> dict[str, dict]:
+    return {label: {**RECORD["test_sets"][name][label], "n_proteins": n_proteins}
+            for label in ("protrnn (this model)", "random")}
+
+
+def test_shipped_weights_reproduce_the_recorded_ts50_figures(shared_data: Path, tmp_path: Path) -> None:
+    """Every TS50 figure of the model (and of the seeded random baseline) in evaluation.json, to the recorded four
+    decimals, bootstrap intervals included (same proteins in the same order, same seed)."""
+    assert len(RECORD["test_sets"]["ts50"]["protrnn (this model)"]) == 7
+    figures = _recompute("ts50", shared_data, tmp_path, run_prepare=False)
+    assert figures == _recorded("ts50", 50)  # README.md: "ts50 (50 proteins)"
+
+
+@pytest.mark.slow
+def test_shipped_weights_reproduce_the_recorded_psicov150_figures(shared_data: Path, tmp_path: Path) -> None:
+    """The same for PSICOV150 (150 proteins, about a minute on one CPU core), with the test set written by `protrnn
+    prepare` itself, so a change in how prepare builds test sets shows here too."""
+    assert len(RECORD["test_sets"]["psicov150"]["protrnn (this model)"]) == 7
+    figures = _recompute("psicov150", shared_data, tmp_path, run_prepare=True)
+    assert figures == _recorded("psicov150", 150)

@@ -11,8 +11,24 @@ import numpy as np
 import pytest
 import torch
 
-from protrnn.errors import InputError
-from protrnn.evaluation.diagnostics import (
+from protrnn.alphabet import DEFAULT_ALPHABET
+from protrnn.diagnostics.fit import (
+    constant_predictor_loss,
+    diagnose_fit,
+    effective_horizon,
+    length_label,
+    length_matched_losses,
+    summarise,
+)
+from protrnn.diagnostics.gradients import (
+    chains_to_batches,
+    contact_loss_by_length,
+    gradient_flow,
+    gradient_flow_from_batches,
+    iter_pair_gradients,
+    sample_pairs,
+)
+from protrnn.diagnostics.results import (
     BALANCED,
     OVERFIT,
     OVERFIT_LONG_MEMORY,
@@ -21,23 +37,15 @@ from protrnn.evaluation.diagnostics import (
     UNDETERMINED,
     DistanceProfile,
     FitThresholds,
-    chains_to_batches,
-    constant_predictor_loss,
-    contact_loss_by_length,
-    diagnose_fit,
-    effective_horizon,
-    gradient_flow,
-    gradient_flow_from_batches,
-    iter_pair_gradients,
-    length_label,
+    LossByLength,
     load_diagnostics,
-    sample_pairs,
     save_diagnostics,
-    summarise,
 )
+from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import save_model
+from protrnn.training.loss import LossSettings
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
@@ -67,6 +75,35 @@ def synthetic(values: list[float] | np.ndarray, counts: list[int] | None = None)
     return DistanceProfile(quantity="input_sensitivity", rule="nearest", distance=np.arange(len(values)), mean=mean,
                            std=np.zeros(len(values)), sem=np.zeros(len(values)), count=count, raw_mean=mean,
                            n_pairs=1, n_chains=1)
+
+
+def label_by_the_documented_rules(train: float, val: float, reference: float, horizon: int | None,
+                                  val_by_length: dict[str, float]) -> str:
+    """The fit label as docs/diagnostics.md's table reads, at the default thresholds (high train loss: >= 0.9 x the
+    reference; validation worse: >= 10 % above train, or the longest length group >= 10 % above the shortest;
+    collapsing: horizon <= 16; carrying far: horizon >= 48 or none within the range)."""
+    high = train / reference >= 0.9
+    groups = sorted(val_by_length.items(), key=lambda kv: int(kv[0].lstrip(">=").split("-")[0]))
+    trend = len(groups) >= 2 and groups[-1][1] >= 1.1 * groups[0][1]
+    worse = val >= 1.1 * train or trend
+    short = horizon is not None and horizon <= 16
+    far = horizon is None or horizon >= 48
+    if high and short:
+        return UNDERFIT_VANISHING
+    if worse and not high and far:
+        return OVERFIT_LONG_MEMORY
+    if high:
+        return UNDERFIT
+    return OVERFIT if worse else BALANCED
+
+
+def focal_loss_by_hand(logit: np.ndarray, label: np.ndarray, pos_weight: float, gamma: float) -> np.ndarray:
+    """Lin et al. 2017 focal loss with class weight, written out: -w_y (1 - p_t)^gamma log p_t, p_t the probability
+    given to the true class, w_y = pos_weight for a contact and 1 otherwise."""
+    p = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
+    p_true = np.where(label > 0.5, p, 1.0 - p)
+    weight = np.where(label > 0.5, pos_weight, 1.0)
+    return -weight * (1.0 - p_true) ** gamma * np.log(p_true)
 
 
 # ------------------------------------------------------------------------------------------ horizon arithmetic
@@ -285,7 +322,7 @@ def test_save_and_load_round_trip(val_chains: list, tmp_path: Path) -> None:
 def test_loss_by_length_matches_a_direct_computation(val_chains: list) -> None:
     model = tiny_model("lstm")
     chains = val_chains[:3]
-    result = contact_loss_by_length(model, chains, pos_weight=2.0, length_edges=(64, 90))
+    result = contact_loss_by_length(model, chains, LossSettings(pos_weight=2.0), length_edges=(64, 90))
     total = count = 0.0
     for chain in chains:
         batch = next(chains_to_batches([chain], 1))
@@ -307,8 +344,8 @@ def test_callback_logs_inside_a_tiny_fit(val_chains: list, tmp_path: Path) -> No
     from pytorch_lightning.loggers import CSVLogger
 
     from protrnn.data.dataset import save_dataset
+    from protrnn.diagnostics.callback import GradientFlowCallback
     from protrnn.training.datamodule import ContactDataModule
-    from protrnn.training.gradient_flow import GradientFlowCallback
     from protrnn.training.module import ContactLightningModule
 
     save_dataset(val_chains[:8], tmp_path / "train.npz")
@@ -354,14 +391,17 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     rnn = results[0]
     assert rnn.flow.n_chains == 3 and rnn.flow.max_distance == 48 and len(rnn.flow.hidden) == 2
     assert rnn.metrics["pos_weight"] == 2.0 and results[1].metrics["pos_weight"] == 1.0
-    assert rnn.diagnosis is not None and rnn.diagnosis.label in {UNDERFIT_VANISHING, UNDERFIT, OVERFIT, BALANCED,
-                                                                 OVERFIT_LONG_MEMORY}
-    assert rnn.metrics["train_loss"] > 0 and rnn.metrics["val_loss"] > 0
+    for result in results:
+        m = result.metrics
+        assert m["train_loss"] > 0 and m["val_loss"] > 0 and m["reference_loss"] > 0
+        expected = label_by_the_documented_rules(m["train_loss"], m["val_loss"], m["reference_loss"],
+                                                 result.horizon, m["data_loss"]["by_length"])
+        assert result.diagnosis is not None and result.diagnosis.label == expected, (result.model, m)
 
     # metrics.csv route, and bad input on one line
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text("epoch,step,train/loss,val/loss\n0,9,,0.50\n0,9,0.60,\n1,19,,0.45\n1,19,0.40,\n")
-    from protrnn.commands.diagnose import read_last_losses
+    from protrnn.diagnostics.run import read_last_losses
 
     assert read_last_losses(csv_path) == (0.40, 0.45)
     rc = main(["diagnose", str(tmp_path / "missing"), "--data", str(tmp_path / "val.npz"), "-o", str(out)])
@@ -386,8 +426,6 @@ def test_batches_respect_the_padded_pair_budget(val_chains: list) -> None:
 
 def test_fit_losses_compare_like_lengths_with_like() -> None:
     """A set of longer chains has a lower pooled loss by itself; matching length groups removes that bias."""
-    from protrnn.evaluation.diagnostics import LossByLength, length_matched_losses
-
     train = LossByLength(loss=0.15, n_pairs=1100, n_chains=20, by_length={"0-63": 0.30, ">=256": 0.135},
                          pairs_by_length={"0-63": 100, ">=256": 1000})
     val = LossByLength(loss=0.27, n_pairs=1100, n_chains=20, by_length={"0-63": 0.30, ">=256": 0.135},
@@ -397,3 +435,111 @@ def test_fit_losses_compare_like_lengths_with_like() -> None:
     assert matched_val == pytest.approx((900 * 0.30 + 200 * 0.135) / 1100)
     lonely = LossByLength(loss=0.2, n_pairs=10, n_chains=1, by_length={"64-127": 0.2}, pairs_by_length={"64-127": 10})
     assert length_matched_losses(lonely, val) == (0.2, 0.27)  # no common group: the pooled losses
+
+
+def test_batches_are_the_chains_right_padded(val_chains: list) -> None:
+    """Each row holds its chain's tokens, observed mask, scored pairs and contacts, then zeros (the batch contract)."""
+    chains = val_chains[:5]
+    batches = list(chains_to_batches(chains, batch_size=2))
+    assert [len(b["ids"]) for b in batches] == [2, 2, 1]
+    rows = [(batch, b) for batch in batches for b in range(len(batch["ids"]))]
+    for chain, (batch, b) in zip(chains, rows, strict=True):
+        n, width = len(chain), batch["tokens"].shape[1]
+        assert batch["ids"][b] == chain.id and width == max(len(c) for c in chains if c.id in batch["ids"])
+        tokens = np.zeros(width, dtype=np.int64)
+        tokens[:n] = DEFAULT_ALPHABET.encode(chain.sequence)
+        np.testing.assert_array_equal(batch["tokens"][b].numpy(), tokens)
+        assert batch["mask"][b].numpy().tolist() == [True] * n + [False] * (width - n)
+        idx = np.arange(n)
+        scored = (np.abs(idx[:, None] - idx[None, :]) >= 6) & chain.observed[:, None] & chain.observed[None, :]
+        cb = chain.cb
+        with np.errstate(invalid="ignore"):
+            contact = np.linalg.norm(cb[:, None] - cb[None, :], axis=-1) < 8.0
+        pair_mask = batch["pair_mask"][b].numpy()
+        contacts = batch["contacts"][b].numpy()
+        np.testing.assert_array_equal(pair_mask[:n, :n], scored)
+        np.testing.assert_array_equal(contacts[:n, :n], contact.astype(np.float32))
+        assert not pair_mask[n:].any() and not pair_mask[:, n:].any() and not contacts[n:].any()
+
+
+def test_hidden_gradients_follow_the_training_loss(val_chains: list) -> None:
+    """dL/dh = (dL/dz) dz/dh: with a focal, weighted loss each pair's hidden norms scale by |dL/dz| of that loss
+    (taken here by central differences of the written-out formula) instead of BCE's |sigmoid(z) - y|."""
+    model = tiny_model("gru")
+    chain = val_chains[0]
+    contacts = chain.contact_map()
+    scored = np.argwhere(np.triu(chain.pair_mask(), 1))
+    positive = next((i, j) for i, j in scored if contacts[i, j])
+    negative = next((i, j) for i, j in scored if not contacts[i, j])
+    pairs = {chain.id: [tuple(int(v) for v in positive), tuple(int(v) for v in negative)]}
+    focal = LossSettings(pos_weight=3.0, focal_gamma=2.0)
+    plain = list(iter_pair_gradients(model, chains_to_batches([chain], 1), pairs=pairs))
+    weighted = list(iter_pair_gradients(model, chains_to_batches([chain], 1), pairs=pairs, loss=focal))
+    step = 1e-4
+    for bce, foc in zip(plain, weighted, strict=True):
+        y = np.array([bce.label])
+        slope = (focal_loss_by_hand(np.array([bce.logit + step]), y, 3.0, 2.0)
+                 - focal_loss_by_hand(np.array([bce.logit - step]), y, 3.0, 2.0))[0] / (2 * step)
+        bce_slope = abs(1.0 / (1.0 + math.exp(-bce.logit)) - bce.label)
+        np.testing.assert_allclose(foc.input_norms, bce.input_norms)  # the logit's own gradient does not change
+        for mine, reference in zip(foc.hidden_norms, bce.hidden_norms, strict=True):
+            np.testing.assert_allclose(mine, reference * abs(slope) / bce_slope, rtol=1e-4, atol=1e-12)
+
+
+def test_diagnose_uses_the_recorded_focal_loss(val_chains: list, tmp_path: Path) -> None:
+    """A model trained with focal_gamma > 0 is scored with its focal loss (and pos_weight) from model.json, and its
+    train-loss level is not judged against the BCE base rate (there is no closed form for a focal optimum)."""
+    import io
+
+    from protrnn.data.dataset import save_dataset
+    from protrnn.diagnostics.run import DiagnoseOptions, diagnose
+
+    model = tiny_model("lstm")
+    save_model(model, tmp_path / "focal", extra={"training_hparams": {"pos_weight": 3.0, "focal_gamma": 2.0}})
+    chains = val_chains[:2]
+    save_dataset(chains, tmp_path / "val.npz")
+    (result,) = diagnose([("focal", tmp_path / "focal")], tmp_path / "val.npz", tmp_path / "diag.json",
+                         DiagnoseOptions(max_distance=16, n_chains=2, pairs_per_chain=1, device="cpu"),
+                         stream=io.StringIO())
+    focal_terms, bce_terms = [], []
+    for chain in chains:
+        tokens = torch.from_numpy(DEFAULT_ALPHABET.encode(chain.sequence).astype(np.int64))[None]
+        with torch.no_grad():
+            logits = model(tokens, torch.ones_like(tokens, dtype=torch.bool))[0].double().numpy()
+        upper = np.triu(chain.pair_mask(), 1)
+        z, y = logits[upper], chain.contact_map()[upper].astype(np.float64)
+        focal_terms.append(focal_loss_by_hand(z, y, 3.0, 2.0))
+        bce_terms.append(focal_loss_by_hand(z, y, 3.0, 0.0))
+    expected, bce = np.concatenate(focal_terms).mean(), np.concatenate(bce_terms).mean()
+    assert abs(expected - bce) > 0.5 * bce  # the two losses are far apart here: the test tells them apart
+    assert result.metrics["data_loss"]["loss"] == pytest.approx(expected, rel=1e-4)
+    assert result.metrics["pos_weight"] == 3.0 and result.metrics["focal_gamma"] == 2.0
+    assert result.metrics["reference_loss"] is None
+    assert load_diagnostics(tmp_path / "diag.json")[0].metrics["data_loss"]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_diagnose_from_metrics_csv_with_a_cut_model(val_chains: list, tmp_path: Path) -> None:
+    """A gradient horizon of 8 caps the effective horizon at 8 (<= 16: collapsing); a logged train loss at 0.95 x the
+    base-rate entropy is high (>= 0.9): the rules give under-fitting with vanishing gradients."""
+    import io
+
+    from protrnn.data.dataset import save_dataset
+    from protrnn.diagnostics.run import DiagnoseOptions, diagnose
+
+    chains = val_chains[:4]
+    save_model(tiny_model("lstm", gradient_horizon=8), tmp_path / "cut")
+    save_dataset(chains, tmp_path / "val.npz")
+    positives = total = 0
+    for chain in chains:
+        upper = np.triu(chain.pair_mask(), 1)
+        positives, total = positives + int(chain.contact_map()[upper].sum()), total + int(upper.sum())
+    rate = positives / total
+    entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))  # best constant BCE at pos_weight 1
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(f"epoch,step,train/loss,val/loss\n0,9,{0.95 * entropy!r},{0.96 * entropy!r}\n")
+    (result,) = diagnose([("cut", tmp_path / "cut")], tmp_path / "val.npz", tmp_path / "diag.json",
+                         DiagnoseOptions(max_distance=48, n_chains=4, pairs_per_chain=2, device="cpu",
+                                         train_metrics=[csv_path]), stream=io.StringIO())
+    assert result.horizon is not None and result.horizon <= 8
+    assert result.metrics["reference_loss"] == pytest.approx(entropy, rel=1e-9)
+    assert result.diagnosis is not None and result.diagnosis.label == UNDERFIT_VANISHING

@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +16,20 @@ import pytest
 import torch
 
 from protrnn.cli import main
+from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import load_dataset, save_dataset
 from protrnn.data.formats import iter_json_chains
 from protrnn.errors import InputError
+from protrnn.evaluation.evaluate import TestSet as EvalSet  # aliased: pytest would try to collect "Test*"
 from protrnn.evaluation.evaluate import (
-    ID_COLUMNS,
     evaluate,
     load_test_set,
     parse_baselines,
     parse_named_paths,
-    read_per_protein_csv,
+    score_method,
 )
 from protrnn.evaluation.metrics import metric_keys
+from protrnn.evaluation.results import ID_COLUMNS, read_per_protein_csv
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import save_model
@@ -76,8 +79,6 @@ def test_per_protein_csv_structure(evaluated: Path, files: dict[str, Path]) -> N
     for row in rows:
         assert row["test_set"] == "ts50"
         assert int(row["L"]) == lengths[row["protein"]]
-        precision = float(row["medium_long/P@L/5"])
-        assert 0.0 <= precision <= 1.0
     # The reader gives the same numbers back, NaN included.
     parsed = read_per_protein_csv(evaluated / "per_protein.csv")
     assert len(parsed) == len(rows) and parsed[0]["method"] == rows[0]["method"]
@@ -116,6 +117,107 @@ def test_summary_means_and_bootstrap_intervals(evaluated: Path, files: dict[str,
     assert summary["test_sets"]["ts50"]["n_chains"] == N_TEST
     assert summary["bootstrap"]["n_boot"] == 200
     assert "leakage_rows" not in summary["test_sets"]["ts50"]
+
+
+def _naive_top_precision(probs: np.ndarray, contacts: np.ndarray, observed: np.ndarray, low: int,
+                         high: int | None, k: int) -> float:
+    """Top-L/k precision written out pair by pair (docs/conventions.md): candidates i < j, both observed,
+    low <= j - i <= high; ranked by decreasing probability, ties by i then j; hits among the first max(1, L // k)
+    divided by max(1, L // k); NaN without candidates."""
+    length = len(observed)
+    pairs = [(i, j) for i in range(length) for j in range(i + 1, length)
+             if observed[i] and observed[j] and low <= j - i and (high is None or j - i <= high)]
+    if not pairs:
+        return math.nan
+    pairs.sort(key=lambda p: (-float(probs[p[0], p[1]]), p[0], p[1]))
+    top = max(1, length // k)
+    return sum(bool(contacts[i, j]) for i, j in pairs[:top]) / top
+
+
+def test_per_protein_precision_matches_a_pair_by_pair_count(evaluated: Path) -> None:
+    """For every saved real prediction, the CSV's top-L/k precisions equal a plain count over the ranked pairs."""
+    rows = {(r["method"], r["protein"]): r for r in read_per_protein_csv(evaluated / "per_protein.csv")}
+    checked = 0
+    for path in sorted((evaluated / "predictions").glob("*/ts50/*.npz")):
+        with np.load(path, allow_pickle=False) as data:
+            probs, contacts, observed = data["probs"], data["contacts"], data["observed"]
+            row = rows[(path.parent.parent.name, str(data["id"]))]
+        for name, (low, high) in {"short": (6, 11), "medium_long": (12, None), "long": (24, None)}.items():
+            for k in (1, 5):
+                expected = _naive_top_precision(probs, contacts, observed, low, high, k)
+                assert row[f"{name}/P@L/{k}"] == pytest.approx(expected, abs=1e-12, nan_ok=True), (path, name, k)
+                checked += 1
+    assert checked == 4 * 2 * 3 * 2  # 4 methods x 2 saved proteins x 3 ranges x 2 k
+
+
+def _clique_chain(name: str, length: int, clique: Sequence[int], unobserved: Sequence[int] = ()) -> ProteinChain:
+    """A chain whose only contacts are the pairs of ``clique`` (those residues share one position; every other
+    residue sits 20 A from all others)."""
+    coords = np.zeros((length, 4, 3), dtype=np.float32)
+    for i in range(length):
+        if i not in clique:
+            coords[i, :, 0] = 20.0 * (i + 1)
+    observed = np.ones(length, dtype=bool)
+    observed[list(unobserved)] = False
+    coords[~observed] = np.nan
+    return ProteinChain(name, "A" * length, observed, coords)
+
+
+class _FixedScores:
+    """A method that gives a few chosen pairs a score and every other pair 0."""
+
+    name = "fixed"
+    kind = "model"
+    info: dict = {}
+    scores = {(0, 12): 0.9, (0, 24): 0.8, (3, 20): 0.7, (12, 24): 0.6, (5, 22): 0.5, (1, 2): 0.95}
+
+    def predict(self, chains):
+        out = []
+        for chain in chains:
+            probs = np.zeros((len(chain), len(chain)), dtype=np.float32)
+            for (i, j), value in self.scores.items():
+                probs[i, j] = probs[j, i] = value
+            out.append(probs)
+        return out
+
+
+def test_precision_of_a_hand_built_case(tmp_path: Path) -> None:
+    """L = 25 (L/5 = 5) and contacts exactly (0,12), (12,24), (0,24). Ranked medium_long (sep >= 12) pairs: (0,12)
+    hit, (0,24) hit, (3,20) miss, (12,24) hit, (5,22) miss -> 3/5. Long (sep >= 24) has the one candidate (0,24), a
+    hit, but the divisor stays L/5 -> 1/5. Medium (12..23): (0,12) hit, (3,20), (12,24) hit, (5,22), then the
+    zero-score pairs in row order, starting with (0,13), a miss -> 2/5. Short (6..11) has no contact -> 0.
+    medium_long top-L: all 3 contacts among the first 25 -> 3/25.
+    With residue 24 unobserved, medium_long keeps (0,12) hit, (3,20), (5,22), then (0,13), (0,14) -> 1/5."""
+    chains = [_clique_chain("full", 25, (0, 12, 24)), _clique_chain("masked", 25, (0, 12, 24), unobserved=(24,))]
+    assert {tuple(p) for p in np.argwhere(np.triu(chains[0].contact_map(), k=6))} == {(0, 12), (0, 24), (12, 24)}
+    test_set = EvalSet("hand", tmp_path / "hand.npz", chains)
+    result = evaluate([_FixedScores()], [test_set], tmp_path / "out", n_boot=20, log=lambda _: None)
+    rows = {r["protein"]: r for r in read_per_protein_csv(tmp_path / "out" / "per_protein.csv")}
+    assert rows["full"]["medium_long/P@L/5"] == pytest.approx(3 / 5, abs=1e-12)
+    assert rows["full"]["long/P@L/5"] == pytest.approx(1 / 5, abs=1e-12)
+    assert rows["full"]["medium/P@L/5"] == pytest.approx(2 / 5, abs=1e-12)
+    assert rows["full"]["short/P@L/5"] == 0.0
+    assert rows["full"]["medium_long/P@L/1"] == pytest.approx(3 / 25, abs=1e-12)
+    assert rows["masked"]["medium_long/P@L/5"] == pytest.approx(1 / 5, abs=1e-12)
+    assert math.isnan(rows["masked"]["long/P@L/5"])  # (0,24) was the only long candidate
+    mean = result.summary["results"]["fixed"]["hand"]["metrics"]["medium_long/P@L/5"]
+    assert mean["mean"] == pytest.approx((3 / 5 + 1 / 5) / 2) and mean["n"] == 2
+
+
+def test_groups_bound_the_sum_of_squared_lengths(tmp_path: Path) -> None:
+    """Lengths 10, 10, 10, 20 under a budget of 250 pairs: 100 + 100 fit, a third 100 would make 300, so the groups
+    are [10, 10], [10] (100 + 400 > 250), [20] (alone, over budget: still scored)."""
+    seen: list[list[int]] = []
+
+    class Recorder(_FixedScores):
+        def predict(self, chains):
+            seen.append([len(c) for c in chains])
+            return [np.zeros((len(c), len(c)), dtype=np.float32) for c in chains]
+
+    chains = [_clique_chain(f"c{k}", n, ()) for k, n in enumerate((10, 10, 10, 20))]
+    rows, skipped = score_method(Recorder(), EvalSet("g", tmp_path / "g.npz", chains), max_group_pairs=250)
+    assert seen == [[10, 10], [10], [20]]
+    assert [r["protein"] for r in rows] == ["c0", "c1", "c2", "c3"] and skipped == []
 
 
 def test_saved_predictions_are_loadable_without_pickle(evaluated: Path, files: dict[str, Path]) -> None:
@@ -187,7 +289,7 @@ def test_shape_mismatch_names_the_protein(files: dict[str, Path], tmp_path: Path
 
 def test_grouping_does_not_change_results(files: dict[str, Path], tmp_path: Path) -> None:
     """One chain per prediction call (as for chains too long to batch) gives the same numbers as one big call."""
-    from protrnn.evaluation.evaluate import ModelMethod, score_method
+    from protrnn.evaluation.evaluate import ModelMethod
 
     method = ModelMethod("tiny", files["model"], device="cpu")
     test_set = load_test_set("ts50", files["test"])
@@ -313,8 +415,8 @@ def test_a_failing_freecontact_run_is_reported_not_fatal(small_ollikainen: Path,
 
 def test_bins_option_sets_the_separation_bins(files: dict[str, Path], tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from protrnn.conventions import DEFAULT_BINS
     from protrnn.evaluation.evaluate import parse_bins
-    from protrnn.evaluation.metrics import DEFAULT_BINS
 
     assert parse_bins(None) == list(DEFAULT_BINS)
     assert parse_bins("6-11, 12+ ,30-40") == [(6, 11), (12, None), (30, 40)]

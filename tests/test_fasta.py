@@ -16,10 +16,12 @@ def _write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def test_multi_record_crlf_lowercase_gaps_and_stop(tmp_path: Path) -> None:
-    path = _write(tmp_path / "a.fasta", ">p1 first protein\r\nmkv-LA\r\nGG*\r\n\r\n>p2\r\nAC.D\r\n")
+def test_multi_record_crlf_lowercase_gaps_and_stop_come_back_as_written(tmp_path: Path) -> None:
+    """Records carry the sequence as written (lines joined, line endings dropped); cleaning is the predictor's."""
+    path = _write(tmp_path / "a.fasta", ">p1 first protein\r\nmkv-LA\r\nGG*\r\n\r\n>p2\r\nAC.D\r\n>p3\nuO\n")
     records = read_fasta(path)
-    assert records == [FastaRecord("p1", "MKVLAGG", "first protein"), FastaRecord("p2", "ACD", "")]
+    assert records == [FastaRecord("p1", "mkv-LAGG*", "first protein"), FastaRecord("p2", "AC.D", ""),
+                       FastaRecord("p3", "uO", "")]
 
 
 def test_gzip_is_detected_by_content_not_suffix(tmp_path: Path) -> None:
@@ -47,6 +49,8 @@ def test_real_fasta_from_shared_data(shared_data: Path) -> None:
     [
         (">a\nACD\n>a\nKK\n", r"record 'a'.*duplicate record ID \(first seen as record 1\)"),
         (">a\n>b\nKK\n", r"record 'a'.*empty sequence"),
+        (">a\n-.-*\n", r"record 'a'.*empty sequence"),  # nothing left once gaps and the stop are removed
+        (">a\nAC\n>b\nac-dj7k\n", r"record 'b', position 6: invalid residue letter '7'"),  # position as written
         (">a\nAC\n>b\nACDJ7K\n", r"record 'b', position 5: invalid residue letter '7'"),
         (">a\nAC*DE\n", r"record 'a', position 3: invalid residue letter '\*'"),
     ],

@@ -17,14 +17,17 @@ import torch
 
 import protrnn
 import protrnn.model.io as model_io
-import protrnn.predict as predict_mod
+import protrnn.predict.run as run_mod
 from protrnn.cli import main
+from protrnn.data.fasta import read_fasta
+from protrnn.data.structure_index import StructureIndex
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
-from protrnn.model.io import save_model
-from protrnn.model.predictor import plan_batches
-from protrnn.predict import load_model, predict_fasta, read_npz
+from protrnn.model.io import load_network, read_model_metadata, save_model
+from protrnn.model.predictor import Predictor, plan_batches
+from protrnn.predict import load_model, predict_fasta
+from protrnn.predict.writers import read_npz
 from protrnn.rr import read_rr, read_rr_document
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,13 +175,16 @@ def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> 
     assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--png", "--no-progress",
                  "--max-tokens", "1"]) == 0
     stems = ["x", "a_b", "a_b~2", "A_B~3", "hidden", "tiny"]
+    # RR TARGET: the ID with whitespace, non-printable and non-ASCII characters replaced by '_' (docs/predict.md), so
+    # unlike the file names it keeps '/', '.' and case: only the control character of the fifth ID changes.
+    targets = ["../../x", "a/b", "a_b", "A_B", "_..hidden", "tiny"]
     expected = {f"{s}.{ext}" for s in stems for ext in ("rr", "npz", "png")} | {"summary.tsv"}
     assert {p.name for p in out.iterdir()} == expected
     assert sorted(p.name for p in workdir.iterdir()) == ["in.fasta", "out"]  # nothing escaped OUTDIR
     assert not (tmp_path / "x.rr").exists() and not (tmp_path.parent / "x.rr").exists()
 
     matrices = predictor.predict([seq for _, seq in records], batch_tokens=1)
-    for (record_id, sequence), stem, probs in zip(records, stems, matrices, strict=True):
+    for (record_id, sequence), stem, target, probs in zip(records, stems, targets, matrices, strict=True):
         with np.load(out / f"{stem}.npz", allow_pickle=False) as data:
             assert sorted(data.files) == ["id", "probs", "sequence"]
             assert str(data["sequence"]) == sequence and str(data["id"]) == record_id
@@ -186,8 +192,8 @@ def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> 
         assert stored.dtype == np.float16 and stored.shape == (len(sequence),) * 2
         np.testing.assert_array_equal(stored, stored.T)
         np.testing.assert_allclose(stored.astype(np.float32), probs, atol=1e-3)
-        target, rr_sequence, contacts = read_rr(out / f"{stem}.rr")
-        assert rr_sequence == sequence and target.endswith("hidden" if stem == "hidden" else target)
+        rr_target, rr_sequence, contacts = read_rr(out / f"{stem}.rr")
+        assert rr_sequence == sequence and rr_target == target
         length = len(sequence)
         ranked = sorted((-float(probs[i, j]), i + 1, j + 1) for i in range(length) for j in range(i + 6, length))
         assert [(c.i, c.j) for c in contacts] == [(i, j) for _, i, j in ranked[:length]]
@@ -217,8 +223,6 @@ def test_non_ascii_record_id_is_predicted_and_resumed(predictor, tmp_path) -> No
 
 
 def test_structure_map_that_is_not_utf8_is_an_input_error(tmp_path) -> None:
-    from protrnn.predict import StructureIndex
-
     (tmp_path / "map.tsv").write_bytes(b"prot\xe9ine\tx.pdb\n")
     with pytest.raises(InputError, match="not UTF-8"):
         StructureIndex(tmp_path / "map.tsv")
@@ -246,14 +250,14 @@ def test_interrupted_then_rerun_is_byte_identical(model_dir, predictor, tmp_path
                for k, n in enumerate(rng.integers(8, 60, size=10))]
     records.append(("dup_0", "ACDEFGHIKLMNP"))  # same safe name as dup/0 -> dup_0~2, in input order
     fasta = _write_fasta(tmp_path / "in.fasta", records)
-    monkeypatch.setattr(predict_mod, "CHUNK_RECORDS", 4)  # several chunks, several batches per chunk
+    monkeypatch.setattr(run_mod, "CHUNK_RECORDS", 4)  # several chunks, several batches per chunk
     options = {"png": True, "progress": False, "batch_tokens": 100}
 
     full = predict_fasta(fasta, tmp_path / "full", predictor, **options)
     assert (full.predicted, full.resumed, full.ok) == (11, 0, 11)
 
     calls = {"n": 0}
-    real_write_rr = predict_mod.write_rr
+    real_write_rr = run_mod.write_rr
 
     def dying_write_rr(*args, **kwargs):
         calls["n"] += 1
@@ -261,10 +265,10 @@ def test_interrupted_then_rerun_is_byte_identical(model_dir, predictor, tmp_path
             raise KeyboardInterrupt
         return real_write_rr(*args, **kwargs)
 
-    monkeypatch.setattr(predict_mod, "write_rr", dying_write_rr)
+    monkeypatch.setattr(run_mod, "write_rr", dying_write_rr)
     with pytest.raises(KeyboardInterrupt):
         predict_fasta(fasta, tmp_path / "resumed", predictor, **options)
-    monkeypatch.setattr(predict_mod, "write_rr", real_write_rr)
+    monkeypatch.setattr(run_mod, "write_rr", real_write_rr)
     partial = tmp_path / "resumed"
     assert len(list(partial.glob("*.rr"))) == 4 and len(list(partial.glob("*.npz"))) == 5
     assert not (partial / "summary.tsv").exists()
@@ -302,6 +306,66 @@ def test_invalid_records_error_or_skip(model_dir, tmp_path, capsys) -> None:
                                            ("good1", "skipped"), ("good2", "ok")]
     assert "position 5" in rows[1][4] and "empty" in rows[2][4] and "duplicate" in rows[3][4]
     assert sorted(p.name for p in out.glob("*.rr")) == ["good1.rr", "good2.rr"]
+
+
+def test_sequences_as_written_give_the_outputs_of_their_clean_form(predictor, tmp_path) -> None:
+    """Lower case, gaps, U/O and a trailing '*' are cleaned once, by the predictor: outputs equal the clean form's."""
+    rng = np.random.default_rng(5)
+    clean = [_random_sequence(rng, 41), _random_sequence(rng, 23), _random_sequence(rng, 30)]
+    # Written by hand per the cleaning rules (docs/predict.md): the first record lower case over two lines, with gaps
+    # '-' and '.' and a stop; the second with a stop only; the third with U for C and O for K, mixed case.
+    dirty = [clean[0][:10].lower() + "--" + clean[0][10:20] + "\n" + "." + clean[0][20:].lower() + "*",
+             clean[1] + "*",
+             "U" + clean[2][:5].lower() + "O" + clean[2][5:]]
+    clean[2] = "C" + clean[2][:5] + "K" + clean[2][5:]
+    dirty_fasta = tmp_path / "dirty" / "in.fasta"
+    clean_fasta = tmp_path / "clean" / "in.fasta"
+    for path, sequences in ((dirty_fasta, dirty), (clean_fasta, clean)):
+        path.parent.mkdir()
+        _write_fasta(path, [(f"r{k}", seq) for k, seq in enumerate(sequences)])
+    # The reader keeps what was written; only the predictor cleans.
+    assert [r.sequence for r in read_fasta(dirty_fasta)] == [seq.replace("\n", "") for seq in dirty]
+    runs = [predict_fasta(path, path.parent / "out", predictor, progress=False, batch_tokens=64)
+            for path in (dirty_fasta, clean_fasta)]
+    assert [row.length for row in runs[0].rows] == [41, 23, 32]
+    assert _tree(dirty_fasta.parent / "out") == _tree(clean_fasta.parent / "out")
+    for k, sequence in enumerate(clean):
+        assert read_npz(dirty_fasta.parent / "out" / f"r{k}.npz")[1] == sequence
+        assert read_rr(dirty_fasta.parent / "out" / f"r{k}.rr").sequence == sequence
+
+
+def test_the_model_alphabet_decides_the_cleaning(model_dir, predictor, tmp_path) -> None:
+    """A model whose model.json alphabet lacks W: the FASTA reader accepts W, the model's predictor rejects it."""
+    restricted = tmp_path / "model"
+    restricted.mkdir()
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta["alphabet"]["residues"] = "ACDEFGHIKLMNPQRSTVY"
+    (restricted / "model.json").write_text(json.dumps(meta))
+    no_w = Predictor(load_network(model_dir).network, device="cpu",
+                     metadata=read_model_metadata(restricted / "model.json"))
+    assert no_w.alphabet.residues == "ACDEFGHIKLMNPQRSTVY"
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKLMN"), ("w", "mk-WLLAGHIKE"), ("b", "MKVLLAGHIKE")])
+    assert [r.sequence for r in read_fasta(fasta)][1] == "mk-WLLAGHIKE"
+    assert predict_fasta(fasta, tmp_path / "default", predictor, progress=False).ok == 3  # W is a residue there
+    # The position is the one in the record as written (the gap counts), as for the reader's own errors.
+    with pytest.raises(InputError, match=r"in\.fasta, record 'w', position 4: invalid residue letter 'W'"):
+        predict_fasta(fasta, tmp_path / "strict", no_w, progress=False)
+    run = predict_fasta(fasta, tmp_path / "skip", no_w, progress=False, skip_invalid=True)
+    assert [(row.record_id, row.status, row.reason) for row in run.rows] == [
+        ("a", "ok", ""), ("w", "skipped", "invalid residue letter 'W' at position 4"), ("b", "ok", "")]
+    assert sorted(p.name for p in (tmp_path / "skip").glob("*.rr")) == ["a.rr", "b.rr"]
+
+
+def test_structure_directory_finds_every_documented_suffix(tmp_path) -> None:
+    """<id>.pdb|.ent|.cif|.mmcif, optionally .gz, any case; IDs like 1abcA pick chain A of 1abc.*."""
+    names = ["1abc.mmcif", "2DEF.CIF.GZ", "3ghi.ent", "4jkl.pdb.gz", "notes.txt"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    index = StructureIndex(tmp_path)
+    found = {rid: index.find(rid) for rid in ("1abcA", "2def", "3ghi_B", "4JKL", "notes", "5xyz")}
+    assert {rid: (ref.path.name, ref.chain) if ref else None for rid, ref in found.items()} == {
+        "1abcA": ("1abc.mmcif", "A"), "2def": ("2DEF.CIF.GZ", None), "3ghi_B": ("3ghi.ent", "B"),
+        "4JKL": ("4jkl.pdb.gz", None), "notes": None, "5xyz": None}
 
 
 def test_empty_fasta_is_an_error(model_dir, tmp_path, capsys) -> None:
@@ -363,7 +427,7 @@ def test_2000_residue_chain_in_bounded_memory(model_dir, tmp_path) -> None:
     script = textwrap.dedent(f"""
         import resource
         import numpy as np
-        from protrnn.predict import load_model
+        from protrnn.model.predictor import load_model
         def peak_mb():
             # VmHWM: this process image's own high-water mark (ru_maxrss would carry the parent's over exec).
             try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import pytest
 
 from protrnn.cli import main
 from protrnn.data import splits
+from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import load_dataset
+from protrnn.data.prepare import MANIFEST_COLUMNS, Entry, dedupe, read_table, reason_kind, write_manifest
 
 TS50_LEAKS = {"1LPB_A": "1lpbA", "2CVI_A": "2cviA"}  # identical to TS50 chains (shared overlap table)
 IDENTICAL = ("4E1P_A", "4E1R_A")  # two cgdms chains with the same sequence
@@ -135,12 +139,48 @@ def test_bad_invocations_exit_2_with_one_line(inputs: Path, tmp_path: Path,
 
 def test_skip_reasons_are_grouped_by_reason_not_by_its_last_colon() -> None:
     """The summary drops the "<file>, record 'x': " prefix only; reasons holding ': ' stay whole (regression)."""
-    from protrnn.commands.prepare import _reason_kind
+    assert reason_kind("d/x.pdb: no protein chain (chains: 'B')") == "no protein chain (chains: 'B')"
+    assert reason_kind("a.txt: sequence-only file: no coordinates") == "sequence-only file: no coordinates"
+    assert reason_kind("r.jsonl, record 'r1': coords have 6 residues") == "coords have N residues"
+    assert reason_kind("length 12 < --min-length 20") == "length N < --min-length N"
 
-    assert _reason_kind("d/x.pdb: no protein chain (chains: 'B')") == "no protein chain (chains: 'B')"
-    assert _reason_kind("a.txt: sequence-only file: no coordinates") == "sequence-only file: no coordinates"
-    assert _reason_kind("r.jsonl, record 'r1': coords have 6 residues") == "coords have N residues"
-    assert _reason_kind("length 12 < --min-length 20") == "length N < --min-length N"
+
+def _chain(chain_id: str, length: int) -> ProteinChain:
+    return ProteinChain(chain_id, "A" * length, np.ones(length, dtype=bool), np.zeros((length, 4, 3)))
+
+
+def test_dedupe_keeps_the_first_of_each_id_and_ignores_skipped_entries() -> None:
+    entries = [Entry("a.txt", _chain("x", 10), "train"), Entry("b.txt", _chain("y", 10), "train"),
+               Entry("c.txt", _chain("x", 12), "train"), Entry("d.txt", _chain("y", 10), "train"),
+               Entry("e.txt", None, "train")]
+    entries[1].skip("too short")  # a skipped entry claims no ID: the later "y" is kept
+    entries[4].skip("unreadable")
+    dedupe(entries)
+    assert [e.status for e in entries] == ["kept", "skipped", "skipped", "kept", "skipped"]
+    assert entries[2].reason == "duplicate ID (first read from a.txt)"
+    assert entries[1].reason == "too short"
+
+
+def test_manifest_is_one_clean_row_per_entry_and_reads_back(tmp_path: Path) -> None:
+    kept = Entry("dir/a.txt", _chain("x\ty", 7), "train", split="train", cluster="x\ty")
+    bad = Entry("dir/b.pdb", None, "train")
+    bad.skip("b.pdb: truncated\nfile")
+    write_manifest(tmp_path / "manifest.tsv", [kept, bad])
+    text = (tmp_path / "manifest.tsv").read_text()
+    assert text.splitlines()[0].split("\t") == list(MANIFEST_COLUMNS)
+    assert read_table(tmp_path / "manifest.tsv") == [
+        {"source": "dir/a.txt", "id": "x y", "length": "7", "n_observed": "7", "status": "kept", "reason": "",
+         "split": "train", "cluster": "x y"},
+        {"source": "dir/b.pdb", "id": "", "length": "", "n_observed": "", "status": "skipped",
+         "reason": "b.pdb: truncated file", "split": "", "cluster": ""}]
+
+
+def test_command_module_holds_no_pipeline() -> None:
+    """``protrnn prepare`` parses arguments and calls protrnn.data.prepare; importing it loads none of the pipeline."""
+    code = ("import sys, protrnn.commands.prepare; "
+            "print(sorted(m for m in sys.modules if m.startswith('protrnn.data')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_nothing_kept_for_training_is_an_error_after_the_manifest_is_written(

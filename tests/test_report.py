@@ -1,5 +1,5 @@
 """`protrnn report` from inputs made by the real code paths: `protrnn evaluate` on TS50 chains (a tiny model and the
-baselines), gradient diagnostics from protrnn.evaluation.diagnostics, a Lightning CSVLogger metrics.csv and a
+baselines), gradient diagnostics from `protrnn diagnose`, a Lightning CSVLogger metrics.csv and a
 leakage table. The HTML must be self-contained, embed every figure, carry the tables, and reference no URL."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import math
 import re
 import shutil
 from html.parser import HTMLParser
@@ -21,10 +20,12 @@ from protrnn.cli import main
 from protrnn.data.dataset import load_dataset, save_dataset
 from protrnn.data.formats import iter_json_chains
 from protrnn.errors import InputError
-from protrnn.evaluation.report import build_report, load_inputs, read_run_curves, top_pairs
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import save_model
+from protrnn.report import build_report, load_inputs
+from protrnn.report.figures import top_pairs
+from protrnn.report.inputs import read_run_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,7 +50,7 @@ def inputs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
                  str(root / "data" / "train.npz"), "--test-set", test, "--save-predictions", "2",
                  "--bootstrap", "100", "-o", str(root / "evaluation" / "baselines")]) == 0
 
-    # Diagnostics exactly as the pipeline makes them: `protrnn diagnose` (protrnn.evaluation.diagnostics).
+    # Diagnostics exactly as the pipeline makes them: `protrnn diagnose` (protrnn.diagnostics.run).
     assert main(["diagnose", str(root / "models" / "lstm_tiny"), "--data", str(root / "data" / "train.npz"),
                  "--train-data", str(root / "data" / "train.npz"), "--n-chains", "2", "--pairs-per-chain", "3",
                  "--loss-chains", "2", "--max-distance", "40", "--device", "cpu",
@@ -189,7 +190,15 @@ def test_top_pairs_respects_ranking_ties_and_observed() -> None:
     observed[10] = False
     rows, cols = top_pairs(probs, observed, 2)
     assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 11), (1, 9)]
-    assert not math.isnan(float(probs[rows, cols].sum()))
+    # Every other candidate scores 0: they follow in (i, j) order, the first being (0, 6).
+    rows, cols = top_pairs(probs, observed, 3)
+    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 11), (1, 9), (0, 6)]
+    # All candidates: i < j, j - i >= 6 among 12 residues gives 6 + 5 + 4 + 3 + 2 + 1 = 21 pairs, less the 5 with the
+    # unobserved residue 10 ((0..4, 10)): 16, and asking for more returns just those.
+    rows, cols = top_pairs(probs, observed, 100)
+    pairs = set(zip(rows.tolist(), cols.tolist(), strict=True))
+    assert len(rows) == len(pairs) == 16
+    assert pairs == {(i, j) for i in range(12) for j in range(i + 6, 12) if 10 not in (i, j)}
 
 
 def test_no_double_escaped_entities(report: Path, inputs: Path, tmp_path: Path) -> None:
@@ -209,7 +218,7 @@ def test_last_hidden_layer_collapse_is_explained(report: Path) -> None:
 
 def test_legends_do_not_cover_the_data(inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Legends of the sensitivity and training-curve figures sit outside every axes (inside, they hid curves)."""
-    import protrnn.evaluation.report as rep
+    import protrnn.report.figures as rep
 
     loaded = load_inputs(evaluations=[str(inputs / "evaluation" / "lstm_tiny")],
                          diagnostics=[str(inputs / "diagnostics" / "lstm_tiny.json")],

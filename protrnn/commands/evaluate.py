@@ -1,13 +1,12 @@
-"""``protrnn evaluate``: models and baselines on prepared test sets -> per-protein CSV + JSON summary with CIs."""
+"""``protrnn evaluate``: arguments of :func:`protrnn.evaluation.evaluate.run_evaluation` (models and baselines on
+prepared test sets -> per-protein CSV + JSON summary with CIs), which it then calls."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
-import tarfile
-import tempfile
-from pathlib import Path
+
+from protrnn.commands.args import non_negative_int, positive_int
 
 HELP = "Evaluate a model and baselines on prepared test sets: per-protein CSV + JSON summary."
 DESCRIPTION = """\
@@ -28,20 +27,6 @@ examples:
 """
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="exported model directory (model.json + model.safetensors) or Lightning .ckpt; "
@@ -55,12 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ollikainen-root", metavar="DIR|TAR",
                         help="Ollikainen-40 folder (alignments + column maps) for the freecontact baseline, or the "
                              "ollikainen40_pdb_msa_indices.tar.gz it comes in")
-    parser.add_argument("--save-predictions", type=_non_negative_int, default=0, metavar="N",
+    parser.add_argument("--save-predictions", type=non_negative_int, default=0, metavar="N",
                         help="keep predicted and true maps of the first N proteins per method and test set")
     parser.add_argument("--bins", metavar="LIST",
                         help="separation bins of the bin/... precision keys, inclusive, e.g. 6-11,12-23,24+ "
                              "(default 6-11,12-23,24-47,48-95,96+)")
-    parser.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N",
+    parser.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
                         help="bootstrap resamples of proteins for confidence intervals (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the random baseline")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
@@ -81,56 +66,21 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
-def _extract_tarball(archive: Path, into: Path) -> Path:
-    """Unpack an Ollikainen-40 tarball (``ollikainen40_pdb_msa_indices.tar.gz``) safely into ``into``."""
-    from protrnn.errors import InputError
-
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="data")  # no absolute paths, links out of the tree or device files
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"--ollikainen-root: not a readable tar archive ({exc})", path=archive) from None
-    return into
-
-
 def run(args: argparse.Namespace) -> int:
-    from protrnn.errors import InputError
     from protrnn.evaluation.evaluate import (
-        ModelMethod,
-        build_baselines,
-        evaluate,
-        load_test_set,
         parse_baselines,
         parse_bins,
         parse_named_paths,
+        run_evaluation,
         stderr_log,
     )
+    from protrnn.evaluation.results import PER_PROTEIN_FILE, SUMMARY_FILE
 
-    models = parse_named_paths(args.model, "--model")
-    tests = parse_named_paths(args.test_set, "--test-set")
-    baselines = parse_baselines(args.baselines)
-    bins = parse_bins(args.bins)
-    if not models and not baselines:
-        raise InputError("nothing to evaluate: give --model NAME=PATH and/or --baselines LIST")
-    if not tests:
-        raise InputError("no test set: give --test-set NAME=PATH.npz")
-    clash = set(models) & set(baselines)
-    if clash:
-        raise InputError(f"--model name {sorted(clash)[0]!r} is also a baseline name; rename the model")
-    test_sets = [load_test_set(name, path) for name, path in tests.items()]
-    methods = [ModelMethod(name, path, device=args.device) for name, path in models.items()]
-    with contextlib.ExitStack() as stack:
-        root = args.ollikainen_root
-        if root and Path(root).is_file():  # the shipped tarball: unpacked for this run only
-            root = _extract_tarball(Path(root), Path(stack.enter_context(tempfile.TemporaryDirectory())))
-        baseline_methods, skipped = build_baselines(baselines, train_path=args.train, ollikainen_root=root,
-                                                    seed=args.seed, log=stderr_log)
-        methods += baseline_methods
-        if not methods:
-            raise InputError("every requested method was skipped (see the messages above)")
-        result = evaluate(methods, test_sets, args.outdir, n_boot=args.bootstrap, seed=args.seed,
-                          save_predictions=args.save_predictions, bins=bins, command=command_line(args),
-                          skipped_methods=skipped, log=stderr_log)
-    stderr_log(f"protrnn evaluate: {len(result.rows)} protein scores; wrote {result.outdir / 'per_protein.csv'} "
-               f"and {result.outdir / 'summary.json'}")
+    result = run_evaluation(parse_named_paths(args.model, "--model"), parse_named_paths(args.test_set, "--test-set"),
+                            args.outdir, baselines=parse_baselines(args.baselines), bins=parse_bins(args.bins),
+                            train_path=args.train, ollikainen_root=args.ollikainen_root, device=args.device,
+                            n_boot=args.bootstrap, seed=args.seed, save_predictions=args.save_predictions,
+                            command=command_line(args), log=stderr_log)
+    stderr_log(f"protrnn evaluate: {len(result.rows)} protein scores; wrote {result.outdir / PER_PROTEIN_FILE} "
+               f"and {result.outdir / SUMMARY_FILE}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from protrnn.commands.args import positive_int, probability
+
 HELP = "Predict contacts for a FASTA file: CASP RR, npz probability matrices and a summary TSV."
 DESCRIPTION = """\
 Predict residue-residue contacts for every record of a FASTA file (plain or .gz).
@@ -24,34 +26,20 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from protrnn.conventions import MIN_SEPARATION
-    from protrnn.predict import DEFAULT_BATCH_TOKENS
+    from protrnn.model.predictor import DEFAULT_BATCH_TOKENS
 
     parser.add_argument("input", metavar="INPUT.fasta", help="FASTA file (plain or gzip)")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
     parser.add_argument("--model", metavar="PATH",
                         help="exported model: directory with model.json + model.safetensors (default: bundled model)")
     select = parser.add_mutually_exclusive_group()
-    select.add_argument("--top", type=_positive_int, metavar="N",
+    select.add_argument("--top", type=positive_int, metavar="N",
                         help="write the top N pairs to each RR file (default: top L, the chain length)")
-    select.add_argument("--threshold", type=_probability, metavar="P",
+    select.add_argument("--threshold", type=probability, metavar="P",
                         help="write every pair with probability >= P instead of a fixed count")
-    parser.add_argument("--min-separation", type=_positive_int, default=MIN_SEPARATION, metavar="K",
+    parser.add_argument("--min-separation", type=positive_int, default=MIN_SEPARATION, metavar="K",
                         help=f"only pairs with |i-j| >= K in RR files (default {MIN_SEPARATION}, CASP)")
     parser.add_argument("--png", action="store_true", help="also draw a contact-map PNG per record")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -65,13 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     truth.add_argument("--structure-map", metavar="TSV", help="evaluate against structures listed as id<TAB>path"
                                                              "[<TAB>chain]; relative paths are from the TSV's folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
-    parser.add_argument("--max-tokens", type=_positive_int, default=DEFAULT_BATCH_TOKENS, metavar="N",
+    parser.add_argument("--max-tokens", type=positive_int, default=DEFAULT_BATCH_TOKENS, metavar="N",
                         help=f"padded residues per batch (default {DEFAULT_BATCH_TOKENS}); lower it if memory is short")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from protrnn.predict import load_model, predict_fasta
+    from protrnn.model.predictor import load_model
+    from protrnn.predict import predict_fasta
 
     predictor = load_model(args.model, device=args.device)
     result = predict_fasta(args.input, args.outdir, predictor, top=args.top, threshold=args.threshold,

@@ -39,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from protrnn.evaluation.evaluate import stderr_log
-    from protrnn.evaluation.report import build_report, load_inputs
+    from protrnn.report import build_report, load_inputs
+    from protrnn.utils.io import stderr_log
 
     proteins = [p.strip() for p in args.proteins.split(",") if p.strip()] if args.proteins else None
-    inputs = load_inputs(evaluations=args.evaluation, diagnostics=args.diagnostics, runs=args.runs,
-                         leakage=args.leakage, proteins=proteins)
-    build_report(inputs, args.outdir, title=args.title, log=stderr_log)
+    build_report(load_inputs(evaluations=args.evaluation, diagnostics=args.diagnostics, runs=args.runs,
+                             leakage=args.leakage, proteins=proteins),
+                 args.outdir, title=args.title, log=stderr_log)
     return 0

@@ -1,8 +1,11 @@
 """FASTA reading (plain or gzip, any line endings) with one-line errors, or skip-and-report for batch jobs.
 
-Sequences are cleaned by :data:`protrnn.alphabet.DEFAULT_ALPHABET` (upper-cased, gaps and one trailing ``*`` removed,
-U/O mapped to their parents), so every consumer sees the same canonical letters. Parsing streams (Bio.SeqIO), so a large
-file is never held in memory; errors name the file, the record and, for bad letters, the 1-based position.
+Records carry their sequence **as written** (the record's lines joined), after validation: every letter must be one
+:data:`protrnn.alphabet.DEFAULT_ALPHABET` accepts (residue letters in either case, gaps ``-``/``.``, one trailing
+``*``) and something must remain once cleaned. Cleaning itself belongs to whoever consumes the sequence: the predictor
+cleans with the model's own alphabet (:meth:`protrnn.model.predictor.Predictor.clean`), once. Parsing streams
+(Bio.SeqIO), so a large file is never held in memory; errors name the file, the record and, for bad letters, the
+1-based position in the record as written.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclass(frozen=True)
 class FastaRecord:
-    """One FASTA record: ``id`` (first word of the header), cleaned ``sequence``, and the rest of the header."""
+    """One FASTA record: ``id`` (first word of the header), ``sequence`` as written (validated, not cleaned), and the
+    rest of the header."""
 
     id: str
     sequence: str
@@ -62,13 +66,20 @@ def _skip_blank_lines(handle: IO[str]) -> None:
     handle.seek(position)
 
 
+def skip_reason(exc: InputError) -> str:
+    """The one-line reason a skipped record is listed with: the error's reason and, for a bad letter, its position."""
+    where = "" if exc.position is None else f" at position {exc.position}"
+    return f"{exc.reason}{where}"
+
+
 def iter_fasta(path: str | os.PathLike[str], *, skip_invalid: bool = False,
                skipped: list[tuple[str, str]] | None = None) -> Iterator[FastaRecord]:
     """Stream the records of a FASTA file.
 
-    Empty records, duplicate IDs and invalid letters raise :class:`InputError`; with ``skip_invalid`` they are
-    skipped instead and ``(record_id, reason)`` is appended to ``skipped`` (when given), so nothing vanishes
-    silently. A file with no records at all is always an error.
+    Sequences come back as written (see the module docstring). Empty records (nothing left once gaps and the stop
+    are removed), duplicate IDs and invalid letters raise :class:`InputError`; with ``skip_invalid`` they are skipped
+    instead and ``(record_id, reason)`` is appended to ``skipped`` (when given), so nothing vanishes silently. A file
+    with no records at all is always an error.
     """
     from Bio import SeqIO
 
@@ -90,16 +101,14 @@ def iter_fasta(path: str | os.PathLike[str], *, skip_invalid: bool = False,
                     seen[record.id] = count
                     # bytes, not str(): Bio.Seq decodes as ASCII, so a non-ASCII letter would escape as a decode
                     # error without the record and position
-                    raw = bytes(record.seq).decode("utf-8", errors="replace")
-                    sequence = DEFAULT_ALPHABET.clean(raw, record=record.id, path=path)
-                    if not sequence:
+                    sequence = bytes(record.seq).decode("utf-8", errors="replace")
+                    if not DEFAULT_ALPHABET.clean(sequence, record=record.id, path=path):  # validation only
                         raise InputError("empty sequence", path=path, record=record.id)
                 except InputError as exc:
                     if not skip_invalid:
                         raise
                     if skipped is not None:
-                        where = "" if exc.position is None else f" at position {exc.position}"
-                        skipped.append((record.id or f"#{count}", f"{exc.reason}{where}"))
+                        skipped.append((record.id or f"#{count}", skip_reason(exc)))
                     continue
                 yield FastaRecord(record.id, sequence, description)
     except UnicodeDecodeError as exc:

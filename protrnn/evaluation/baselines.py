@@ -14,13 +14,15 @@ Conventions (smoothing, extrapolation, score-to-probability rules) are documente
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -402,6 +404,22 @@ class OllikainenCase:
     columns: tuple[int, ...]
 
 
+@contextlib.contextmanager
+def ollikainen_folder(root: str | Path | None) -> Iterator[str | Path | None]:
+    """``root`` as given, or, when it is a file (the shipped ``ollikainen40_pdb_msa_indices.tar.gz``), the folder it
+    is unpacked into for the duration of the ``with`` block (a temporary directory, removed afterwards)."""
+    if not root or not Path(root).is_file():
+        yield root
+        return
+    with tempfile.TemporaryDirectory() as into:
+        try:
+            with tarfile.open(root) as tar:
+                tar.extractall(into, filter="data")  # no absolute paths, links out of the tree or device files
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise InputError(f"--ollikainen-root: not a readable tar archive ({exc})", path=Path(root)) from None
+        yield Path(into)
+
+
 def _ollikainen_root(root: str | Path) -> Path:
     root = Path(root)
     if (root / "ollikainen40" / "domains.csv").is_file():
@@ -555,6 +573,7 @@ __all__ = [
     "load_ollikainen_chain",
     "ollikainen_columns",
     "ollikainen_domains",
+    "ollikainen_folder",
     "read_alignment",
     "scores_to_probabilities",
 ]

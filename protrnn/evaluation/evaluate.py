@@ -1,6 +1,7 @@
 """Run models and baselines over prepared test sets and score every protein with the same metric code.
 
-``protrnn evaluate`` is a thin wrapper around :func:`evaluate`. Outputs in ``OUTDIR``:
+``protrnn evaluate`` parses its arguments and calls :func:`run_evaluation` (paths -> test sets, models, baselines),
+which calls :func:`evaluate`. Outputs in ``OUTDIR`` (written and read back by :mod:`protrnn.evaluation.results`):
 
 * ``per_protein.csv``: one row per (method, test set, protein): ``method, test_set, protein`` then every key of
   :func:`protrnn.evaluation.metrics.metric_keys` (``L`` first; NaN written as ``nan``).
@@ -11,37 +12,43 @@
   ``contacts``, ``observed``, ``sequence``, ``id``, for contact-map figures in the report.
 
 Every file is written atomically; the predictions folder is built beside the old one and swapped in, so a rerun
-never mixes proteins from two runs. Methods see a test set chain by chain through bounded groups, so no more than a
-few L x L matrices are alive at once, and models score long chains through their chunked pair scoring.
+never mixes proteins from two runs. Methods see a test set chain by chain through groups bounded by
+:func:`protrnn.data.packing.pack` (sum of L^2), so no more than a few L x L matrices are alive at once, and models
+score long chains through their chunked pair scoring.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import math
 import re
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
+from protrnn.conventions import DEFAULT_BINS, DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
+from protrnn.data.dataset import ChainDataset, load_dataset
+from protrnn.data.packing import pack
 from protrnn.errors import InputError
-from protrnn.evaluation.metrics import DEFAULT_BINS, evaluate_contacts, metric_keys, summarize
-from protrnn.utils.io import SafeNamer, atomic_path, atomic_write, swapped_directory
+from protrnn.evaluation.metrics import evaluate_contacts, metric_keys, summarize
+from protrnn.evaluation.results import (
+    PER_PROTEIN_FILE,
+    PREDICTIONS_DIR,
+    SUMMARY_FILE,
+    SUMMARY_FORMAT,
+    SUMMARY_FORMAT_VERSION,
+    save_prediction,
+    write_per_protein_csv,
+    write_summary,
+)
+from protrnn.utils.io import SafeNamer, swapped_directory
 
-SUMMARY_FORMAT = "protrnn-evaluation"
-SUMMARY_FORMAT_VERSION = 1
 BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
-ID_COLUMNS = ("method", "test_set", "protein")
 #: Upper bound on sum(L^2) of the matrices one prediction call may return (float32: 4 bytes each -> 128 MB).
 MAX_GROUP_PAIRS = 32_000_000
 #: Leakage rows copied into summary.json per test set (the full table stays in prepare's leakage.tsv).
@@ -139,8 +146,6 @@ def parse_bins(value: str | None) -> list[tuple[int, int | None]]:
 # ------------------------------------------------------------------------------------------------------- test sets
 def load_test_set(name: str, path: str | Path) -> TestSet:
     """Load a prepared ``.npz`` test set; an empty set is an error (a mean over no proteins means nothing)."""
-    from protrnn.data.dataset import load_dataset
-
     path = Path(path)
     if not path.exists():
         raise InputError("test set file not found", path=path)
@@ -148,13 +153,7 @@ def load_test_set(name: str, path: str | Path) -> TestSet:
     if len(chains) == 0:
         raise InputError(f"test set {name!r} is empty: no chains to evaluate", path=path)
     return TestSet(name=name, path=path, chains=chains, leakage=find_leakage(path, name),
-                   contact_cutoff=float(getattr(chains, "contact_cutoff", DEFAULT_CONTACT_CUTOFF)))
-
-
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        lines = [line for line in handle if line.strip() and not line.startswith("#")]
-    return list(csv.DictReader(lines, delimiter="\t"))
+                   contact_cutoff=chains.contact_cutoff)
 
 
 def _mentions(row: Mapping[str, str], name: str) -> bool:
@@ -173,18 +172,20 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
     prepare names the file ``test_<NAME>.npz`` and writes ``NAME`` in leakage.tsv's ``test_set`` column; that name
     is used, so ``--test-set anything=data/test_ts50.npz`` still finds the rows of ``ts50``.
     """
+    from protrnn.data.prepare import LEAKAGE_FILE, MANIFEST_FILE, read_table
+
     prepared = test_path.name.removesuffix(".npz")
     prepared = prepared[len("test_"):] if prepared.startswith("test_") else name
     info: dict[str, Any] = {}
-    leakage_path = test_path.parent / "leakage.tsv"
+    leakage_path = test_path.parent / LEAKAGE_FILE
     if leakage_path.is_file():
-        rows = _read_tsv(leakage_path)
+        rows = read_table(leakage_path)
         mine = [row for row in rows if _mentions(row, prepared)]
         info.update(leakage_tsv=str(leakage_path), prepared_name=prepared, leakage_rows_total=len(rows),
                     leakage_rows=len(mine), leakage=mine[:MAX_LEAKAGE_ROWS])
-    manifest_path = test_path.parent / "manifest.tsv"
+    manifest_path = test_path.parent / MANIFEST_FILE
     if manifest_path.is_file():
-        rows = _read_tsv(manifest_path)
+        rows = read_table(manifest_path)
         info.update(manifest_tsv=str(manifest_path),
                     manifest_test_chains=sum(1 for row in rows if row.get("split") == f"test_{prepared}"))
     return info
@@ -201,19 +202,16 @@ class ModelMethod:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError("model not found", path=self.path)
+        from protrnn.model.io import JSON_NAME, is_checkpoint
         from protrnn.model.predictor import load_model
 
         self.predictor = load_model(self.path, device=device)
-        self.info = {"kind": self.kind, "path": str(self.path)}
-        model_json = self.path / "model.json" if self.path.is_dir() else None
-        if model_json is not None and model_json.is_file():
-            self.info["model_json"] = str(model_json)
-            with contextlib.suppress(OSError, ValueError):
-                self.info["config"] = json.loads(model_json.read_text(encoding="utf-8")).get("config")
-        elif self.path.suffix == ".ckpt":
+        self.info: dict[str, Any] = {"kind": self.kind, "path": str(self.path)}
+        if self.path.is_dir() and (self.path / JSON_NAME).is_file():
+            self.info["model_json"] = str(self.path / JSON_NAME)
+        elif is_checkpoint(self.path):
             self.info["checkpoint"] = str(self.path)
-        if self.info.get("config") is None:
-            self.info["config"] = getattr(self.predictor, "metadata", {}).get("config")
+        self.info["config"] = self.predictor.metadata.get("config")
 
     def predict(self, chains: Sequence[ProteinChain]) -> list[np.ndarray | None]:
         return list(self.predictor.predict([chain.sequence for chain in chains]))
@@ -305,8 +303,6 @@ def build_baselines(names: Sequence[str], *, train_path: str | Path | None = Non
     if any(name in ("separation", "propensity") for name in names):
         if train_path is None:
             raise InputError("--baselines separation/propensity are fitted on the training split: pass --train")
-        from protrnn.data.dataset import load_dataset
-
         train_path = Path(train_path)
         if not train_path.exists():
             raise InputError("training set file not found", path=train_path)
@@ -337,19 +333,12 @@ def build_baselines(names: Sequence[str], *, train_path: str | Path | None = Non
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
-def _groups(chains: Iterable[ProteinChain], max_pairs: int) -> Iterator[list[ProteinChain]]:
-    """Consecutive groups of chains whose sum(L^2) stays under ``max_pairs`` (a chain alone may exceed it)."""
-    group: list[ProteinChain] = []
-    pairs = 0
-    for chain in chains:
-        size = len(chain) ** 2
-        if group and pairs + size > max_pairs:
-            yield group
-            group, pairs = [], 0
-        group.append(chain)
-        pairs += size
-    if group:
-        yield group
+def _groups(chains: Sequence[ProteinChain], max_pairs: int) -> Iterator[list[ProteinChain]]:
+    """Consecutive groups of chains whose sum(L^2) stays under ``max_pairs`` (a chain alone may exceed it): the
+    matrices one prediction call returns are held in memory together."""
+    lengths = chains.lengths if isinstance(chains, ChainDataset) else [len(chain) for chain in chains]
+    for group in pack(lengths, "given", max_pairs=max_pairs, pair_cost="sum"):
+        yield [chains[index] for index in group]
 
 
 def _check_prediction(probs: object, chain: ProteinChain, method: str, test_set: str) -> np.ndarray:
@@ -393,75 +382,6 @@ def score_method(method: Method, test_set: TestSet, *, bins: Sequence[tuple[int,
     return rows, skipped
 
 
-def save_prediction(path: Path, chain: ProteinChain, probs: np.ndarray, contacts: np.ndarray) -> None:
-    """One protein's predicted and true maps, readable with ``np.load(allow_pickle=False)``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, probs=probs.astype(np.float32), contacts=contacts.astype(bool),
-                            observed=np.asarray(chain.observed, dtype=bool), sequence=np.array(chain.sequence),
-                            id=np.array(chain.id))
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> null (strict JSON), numpy scalars -> Python, tuples -> lists, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return "nan"
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)  # shortest text that reads back to the same float: the CSV matches summary.json
-    return str(value)
-
-
-def write_per_protein_csv(path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
-    """The per-protein table: identity columns then metric keys, in a fixed order."""
-    columns = [*ID_COLUMNS, *keys]
-    with atomic_write(path, newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_format_value(row.get(column, math.nan)) for column in columns])
-
-
-def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Read ``per_protein.csv`` back: identity columns as strings, everything else as float (``nan`` allowed)."""
-    path = Path(path)
-    rows: list[dict[str, Any]] = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ID_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"not a per-protein table: missing column {missing[0]!r}", path=path)
-        for line, record in enumerate(reader, start=2):
-            row: dict[str, Any] = {}
-            for key, value in record.items():
-                if key in ID_COLUMNS:
-                    row[key] = value
-                    continue
-                try:
-                    row[key] = float(value) if value not in ("", None) else math.nan
-                except ValueError:
-                    raise InputError(f"column {key!r}: {value!r} is not a number", path=path,
-                                     position=line) from None
-            rows.append(row)
-    return rows
-
-
 def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: str | Path, *,
              n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, save_predictions: int = 0,
              bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS, command: str | None = None,
@@ -485,7 +405,7 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
     results: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, Any]] = list(skipped_methods)
     started = time.time()
-    with swapped_directory(outdir / "predictions") as staging:
+    with swapped_directory(outdir / PREDICTIONS_DIR) as staging:
         for method in methods:
             results[method.name] = {}
             for test_set in test_sets:
@@ -514,7 +434,7 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
                 del results[method.name]
         if not all_rows:
             raise InputError("no protein was scored by any method (see the skipped messages above)")
-        write_per_protein_csv(outdir / "per_protein.csv", all_rows, keys)
+        write_per_protein_csv(outdir / PER_PROTEIN_FILE, all_rows, keys)
         summary = {
             "format": SUMMARY_FORMAT,
             "format_version": SUMMARY_FORMAT_VERSION,
@@ -530,33 +450,40 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
                                    **t.leakage} for t in test_sets},
             "results": results,
             "skipped": skipped,
-            "predictions": {"per_test_set": save_predictions, "dir": "predictions"} if save_predictions else None,
+            "predictions": {"per_test_set": save_predictions, "dir": PREDICTIONS_DIR} if save_predictions else None,
         }
-        with atomic_write(outdir / "summary.json", encoding="utf-8") as handle:
-            json.dump(_json_safe(summary), handle, indent=1, allow_nan=False)
-            handle.write("\n")
+        write_summary(outdir / SUMMARY_FILE, summary)
     if not save_predictions:
-        shutil.rmtree(outdir / "predictions", ignore_errors=True)
+        shutil.rmtree(outdir / PREDICTIONS_DIR, ignore_errors=True)
     return EvaluationResult(rows=all_rows, summary=summary, outdir=outdir)
 
 
-def read_summary(directory: str | Path) -> dict[str, Any]:
-    """Load ``summary.json`` from an evaluation directory (or the file itself), checking its format."""
-    path = Path(directory)
-    if path.is_dir():
-        path = path / "summary.json"
-    if not path.is_file():
-        raise InputError("evaluation summary not found (run `protrnn evaluate` first)", path=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
-    if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
-        raise InputError(f"not a protrnn evaluation summary (format {data.get('format') if isinstance(data, dict) else None!r})",
-                         path=path)
-    return data
+def run_evaluation(models: Mapping[str, Path], test_sets: Mapping[str, Path], outdir: str | Path, *,
+                   baselines: Sequence[str] = (), train_path: str | Path | None = None,
+                   ollikainen_root: str | Path | None = None, device: str | None = None, n_boot: int = 1000,
+                   seed: int = 0, save_predictions: int = 0, bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS,
+                   command: str | None = None, log: Callable[[str], None] = print) -> EvaluationResult:
+    """``protrnn evaluate`` from paths: load the test sets and models (``{name: path}``), build the baselines, and
+    :func:`evaluate`. ``ollikainen_root`` may be the Ollikainen-40 folder or the tarball it ships in (unpacked for
+    this run only)."""
+    from protrnn.evaluation.baselines import ollikainen_folder
+
+    if not models and not baselines:
+        raise InputError("nothing to evaluate: give --model NAME=PATH and/or --baselines LIST")
+    if not test_sets:
+        raise InputError("no test set: give --test-set NAME=PATH.npz")
+    clash = set(models) & set(baselines)
+    if clash:
+        raise InputError(f"--model name {sorted(clash)[0]!r} is also a baseline name; rename the model")
+    loaded = [load_test_set(name, path) for name, path in test_sets.items()]
+    methods: list[Method] = [ModelMethod(name, path, device=device) for name, path in models.items()]
+    with ollikainen_folder(ollikainen_root) as root:
+        baseline_methods, skipped = build_baselines(baselines, train_path=train_path, ollikainen_root=root,
+                                                    seed=seed, log=log)
+        methods += baseline_methods
+        if not methods:
+            raise InputError("every requested method was skipped (see the messages above)")
+        return evaluate(methods, loaded, outdir, n_boot=n_boot, seed=seed, save_predictions=save_predictions,
+                        bins=bins, command=command, skipped_methods=skipped, log=log)
 
 
-def stderr_log(message: str) -> None:
-    """Progress and skip messages go to stderr, keeping stdout free for pipelines."""
-    print(message, file=sys.stderr, flush=True)

@@ -1,6 +1,7 @@
 """Sequences -> contact probabilities: :class:`Predictor` (cleaning with the model's alphabet, encoding, batching under
-memory budgets, chunked pair scoring) and :func:`load_model`. Kept with the model, as ESM keeps its batch converter
-with its alphabet; the FASTA-to-files run is :mod:`protrnn.predict`.
+memory budgets via :func:`protrnn.data.packing.pack`, padding via :func:`~protrnn.data.packing.right_pad`, tiled pair
+scoring so one long chain runs in bounded memory) and :func:`load_model`. Kept with the model, as ESM keeps its batch
+converter with its alphabet; the FASTA-to-files run is :mod:`protrnn.predict.run`.
 
 Public API (stable, see docs/predict.md)::
 
@@ -116,11 +117,17 @@ class Predictor:
         return plan_batches(lengths, batch_tokens, MAX_BATCH_PAIRS, pair_extent=extent,
                             max_pair_blocks=max(1, PAIR_FEATURE_BUDGET // cfg.pair_dim))
 
-    def clean(self, sequence: str, *, record: str | None = None) -> str:
-        """The canonical sequence the model sees (see :class:`~protrnn.alphabet.Alphabet`); empty is an error."""
-        cleaned = self.alphabet.clean(sequence, record=record)
+    def clean(self, sequence: str, *, record: str | None = None, path: object | None = None) -> str:
+        """The canonical sequence the model sees, cleaned with the model's own alphabet (from its ``model.json``;
+        see :class:`~protrnn.alphabet.Alphabet`): upper case, gaps and one trailing ``*`` removed, U/O mapped.
+
+        This is the one place a sequence is cleaned for prediction: FASTA records arrive as written. A letter the
+        alphabet does not accept, or nothing left once cleaned, is an :class:`InputError` naming ``path``,
+        ``record`` and the 1-based position in ``sequence`` as given.
+        """
+        cleaned = self.alphabet.clean(sequence, record=record, path=path)
         if not cleaned:
-            raise InputError("empty sequence", record=record)
+            raise InputError("empty sequence", path=path, record=record)
         return cleaned
 
     def predict(self, sequences: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> list[np.ndarray]:

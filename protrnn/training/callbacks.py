@@ -1,7 +1,7 @@
 """Lightning callbacks of protrnn training, and checkpoint -> exported-model conversion.
 
 The NaN/inf guard lives in :class:`~protrnn.training.module.ContactLightningModule` (it needs the loss and the
-gradients of every step); gradient-flow diagnostics are in :mod:`protrnn.training.gradient_flow` and are added through
+gradients of every step); gradient-flow diagnostics are in :mod:`protrnn.diagnostics.callback` and are added through
 ``trainer.callbacks`` in a config.
 """
 

@@ -27,8 +27,9 @@ class LossSettings:
     @classmethod
     def from_hparams(cls, hparams: dict | None) -> LossSettings:
         hparams = hparams or {}
-        return cls(pos_weight=float(hparams.get("pos_weight", 1.0)),
-                   focal_gamma=float(hparams.get("focal_gamma", 0.0)))
+        pos_weight, focal_gamma = hparams.get("pos_weight"), hparams.get("focal_gamma")
+        return cls(pos_weight=1.0 if pos_weight is None else float(pos_weight),
+                   focal_gamma=0.0 if focal_gamma is None else float(focal_gamma))
 
     def __call__(self, logits: Tensor, contacts: Tensor, pair_mask: Tensor, reduction: str = "mean") -> Tensor:
         return contact_loss(logits, contacts, pair_mask, pos_weight=self.pos_weight, focal_gamma=self.focal_gamma,

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,8 @@ def unique_safe_names(record_ids: list[str]) -> list[str]:
     """Safe, unique names for IDs in order (see :class:`SafeNamer`)."""
     namer = SafeNamer()
     return [namer(record_id) for record_id in record_ids]
+
+
+def stderr_log(message: str) -> None:
+    """Progress and skip messages go to stderr, keeping stdout free for pipelines."""
+    print(message, file=sys.stderr, flush=True)

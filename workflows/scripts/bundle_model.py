@@ -15,11 +15,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from protrnn.evaluation.evaluate import read_summary
+from protrnn.conventions import RANGES
+from protrnn.evaluation.results import read_summary
 from protrnn.model.io import JSON_NAME, WEIGHTS_NAME, load_network
 from protrnn.utils.io import atomic_path, atomic_write
 
-RANGES = ("short", "medium", "long", "medium_long")
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
 
@@ -86,8 +86,8 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict) -> tup
 
 def main(argv: list[str]) -> int:
     model_dir, model_eval_dir, baseline_eval_dir, outdir = (Path(a) for a in argv)
-    load_network(model_dir)  # refuses anything that is not a safe protrnn model before we replace the bundle
-    model_json = json.loads((model_dir / JSON_NAME).read_text(encoding="utf-8"))
+    # Refuses anything that is not a safe protrnn model before the bundle is replaced; its metadata is model.json.
+    model_json = dict(load_network(model_dir, kind="export").metadata)
     source = model_json.get("source_checkpoint")
     if source and Path(source).is_absolute():  # no build-machine paths in the shipped record
         with contextlib.suppress(ValueError):

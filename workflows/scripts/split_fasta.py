@@ -1,6 +1,7 @@
 """Split a FASTA file round-robin into shards for the pipeline's scattered prediction.
 
-Every record is validated by protrnn's reader (a bad file fails here, naming record and position). Record IDs are
+Every record is validated by protrnn's reader (a bad file fails here, naming record and position) and written as it
+was read: cleaning is the predictor's, with the model's own alphabet, when each shard is predicted. Record IDs are
 replaced by names that are safe as file names and unique over the WHOLE file, so shards predicted apart can be gathered
 without collisions; ``names.tsv`` maps each name back to the original ID and its position in the file.
 """

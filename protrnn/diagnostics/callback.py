@@ -1,7 +1,7 @@
 """Lightning callback: measure gradient flow versus sequence distance while a model trains.
 
 At the end of every ``every_n_epochs``-th validation epoch, :class:`GradientFlowCallback` runs
-:func:`protrnn.evaluation.diagnostics.gradient_flow_from_batches` on a fixed handful of validation chains (the first
+:func:`protrnn.diagnostics.gradients.gradient_flow_from_batches` on a fixed handful of validation chains (the first
 ``n_chains`` rows the validation loader produced, cached once, so every epoch measures the same chains and pairs) and
 
 * logs ``gradient_flow/horizon`` (the effective horizon; ``inf`` while the sensitivity never falls below
@@ -24,14 +24,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from protrnn.diagnostics.fit import summarise
+from protrnn.diagnostics.gradients import gradient_flow_from_batches
+from protrnn.diagnostics.results import DEFAULT_FRACTION, DiagnosticsResult, save_diagnostics
 from protrnn.errors import InputError
-from protrnn.evaluation.diagnostics import (
-    DEFAULT_FRACTION,
-    DiagnosticsResult,
-    gradient_flow_from_batches,
-    save_diagnostics,
-    summarise,
-)
+from protrnn.training.loss import LossSettings
 
 _CACHED_KEYS = ("tokens", "mask", "pair_mask", "contacts")
 
@@ -109,8 +106,11 @@ class GradientFlowCallback(pl.Callback):
         if not (hasattr(net, "embed") and hasattr(net, "forward_embedded")):
             raise InputError("GradientFlowCallback needs a module with `.net` (a ContactModel) or with "
                              "`embed` and `forward_embedded`")
+        # The hidden-gradient loss is the module's own training loss (pos_weight, focal_gamma from its hparams).
+        loss = LossSettings.from_hparams(dict(getattr(pl_module, "hparams", None) or {}))
         flow = gradient_flow_from_batches(net, self._cache, max_distance=self.max_distance,
-                                          pairs_per_chain=self.pairs_per_chain, seed=self.seed, hidden=self.hidden)
+                                          pairs_per_chain=self.pairs_per_chain, seed=self.seed, hidden=self.hidden,
+                                          loss=loss)
         config = net.config.to_dict() if hasattr(getattr(net, "config", None), "to_dict") else {}
         result = summarise(flow, self.fraction, model=f"epoch={trainer.current_epoch}", config=config)
         result.metrics = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}

@@ -1,0 +1,374 @@
+"""The prepare pipeline: structures -> compact contact datasets with homology-aware splits, leakage removal and a
+manifest of every input entry. ``protrnn prepare`` (:mod:`protrnn.commands.prepare`, whose ``--help`` documents the
+steps and outputs) parses its arguments and calls :func:`prepare_datasets`.
+
+Steps, in order:
+
+1. every input is parsed through :func:`protrnn.data.sources.iter_chains` (in parallel over the files of plain
+   directories); an entry that cannot be read is kept in the manifest with its one-line reason;
+2. training candidates are filtered by length, need a scored pair and a unique ID; ``limit`` samples a subset;
+3. candidates at ``identity`` or more to a test chain are removed (:func:`protrnn.data.splits.remove_leakage`);
+4. the rest are clustered and whole clusters assigned to splits (or chains follow their source's split hints).
+
+Outputs in OUTDIR (each written atomically): ``<split>.npz``, ``test_<NAME>.npz``, ``manifest.tsv``,
+``leakage.tsv`` and ``prepare.json``; datasets a previous run listed in ``prepare.json`` but this run did not write
+are deleted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
+from protrnn.data import formats, splits
+from protrnn.data.chain import ProteinChain
+from protrnn.data.dataset import save_dataset
+from protrnn.data.sources import LoadOutcome, iter_chains
+from protrnn.errors import InputError
+from protrnn.utils.io import atomic_write
+
+#: Names of splits and test sets: they become file names (``<name>.npz``, ``test_<name>.npz``).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SUMMARY_FILE = "prepare.json"
+MANIFEST_FILE = "manifest.tsv"
+LEAKAGE_FILE = "leakage.tsv"
+MANIFEST_COLUMNS = ("source", "id", "length", "n_observed", "status", "reason", "split", "cluster")
+LEAKAGE_COLUMNS = ("chain_id", "source", "test_set", "test_id", "identity", "aln_length", "evalue", "bits",
+                   "test_coverage", "chain_coverage")
+
+
+# ------------------------------------------------------------------------------------------------------- records
+@dataclass
+class Entry:
+    """One manifest row: an input entry and what became of it."""
+
+    source: str
+    chain: ProteinChain | None
+    role: str  # "train" (training candidate) or the test-set name
+    status: str = "kept"
+    reason: str = ""
+    split: str = ""
+    cluster: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.chain.id if self.chain is not None else ""
+
+    def skip(self, reason: str) -> None:
+        self.status, self.reason = "skipped", reason
+
+
+@dataclass
+class PrepareResult:
+    """What :func:`prepare_datasets` did: every entry, the datasets written, the leakage hits and the summary
+    (the content of ``prepare.json`` plus ``seconds``)."""
+
+    entries: list[Entry]
+    datasets: dict[str, Path]
+    leakage: list = field(default_factory=list)
+    method: str = ""
+    n_clusters: int = 0
+    summary: dict = field(default_factory=dict)
+    outdir: Path = field(default_factory=Path)
+
+    def require_training_chains(self) -> None:
+        """InputError when no input chain was kept for a training split (everything is written by then, and the
+        manifest says why each entry went, but a pipeline must not train on nothing)."""
+        if not any(e.role == "train" and e.status == "kept" and not e.split.startswith("test_")
+                   for e in self.entries):
+            raise InputError("no input chain was kept for training: every entry was skipped or removed "
+                             "(reasons in manifest.tsv)", path=self.outdir / MANIFEST_FILE)
+
+
+# --------------------------------------------------------------------------------------------------- parsing
+def _parse_task(task: tuple[str, str | None]) -> list[LoadOutcome]:
+    path, chain = task
+    return list(iter_chains(path, chain=chain))
+
+
+def _expand(path: Path) -> list[Path]:
+    """Split a plain directory into its files so they parse in parallel; cgdms data directories stay whole."""
+    if not path.is_dir() or any(path.glob(f"**/{formats.CGDMS_TRAIN_VAL.rstrip('/')}")):
+        return [path]
+    files = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return files or [path]
+
+
+def load_entries(paths: Sequence[Path], role: str, chain: str | None, threads: int) -> list[Entry]:
+    """Every outcome of every input, in input order, parsed with up to ``threads`` processes."""
+    tasks = [(str(p), chain) for path in paths for p in _expand(path)]
+    if threads > 1 and len(tasks) > 1:
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with context.Pool(min(threads, len(tasks))) as pool:
+            results = pool.imap(_parse_task, tasks, chunksize=max(1, len(tasks) // (threads * 8)))
+            outcomes = [outcome for result in results for outcome in result]
+    else:
+        outcomes = [outcome for task in tasks for outcome in _parse_task(task)]
+    entries = []
+    for outcome in outcomes:
+        entry = Entry(source=outcome.source, chain=outcome.chain, role=role)
+        if outcome.chain is None:
+            entry.skip(outcome.error or "unreadable input")
+        entries.append(entry)
+    return entries
+
+
+def _has_scored_pair(chain: ProteinChain) -> bool:
+    positions = np.flatnonzero(chain.observed)
+    return positions.size >= 2 and int(positions[-1] - positions[0]) >= MIN_SEPARATION
+
+
+def dedupe(entries: Iterable[Entry]) -> None:
+    """Skip every kept entry whose ID an earlier kept entry already has (datasets are indexed by ID)."""
+    first: dict[str, str] = {}
+    for entry in entries:
+        if entry.status != "kept":
+            continue
+        if entry.id in first:
+            entry.skip(f"duplicate ID (first read from {first[entry.id]})")
+        else:
+            first[entry.id] = entry.source
+
+
+# ------------------------------------------------------------------------------------------------- main logic
+def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: dict[str, Path] | None = None,
+                     fractions: dict[str, float] | None = None, use_split_hints: bool = False,
+                     min_length: int = 20, max_length: int | None = 1000, identity: float = 0.3,
+                     coverage: float = 0.5, limit: int | None = None, seed: int = 0, chain: str | None = None,
+                     contact_cutoff: float = DEFAULT_CONTACT_CUTOFF, threads: int = 1,
+                     arguments: dict | None = None, log: Callable[[str], None] = print) -> PrepareResult:
+    """The whole of ``protrnn prepare`` as a library call; see the command's ``--help`` for the steps."""
+    outdir = Path(outdir)
+    test_sets = test_sets or {}
+    fractions = fractions or {"train": 0.9, "val": 0.1}
+    split_names = ["train", "val"] if use_split_hints else list(fractions)
+    for name in split_names:
+        if not SAFE_NAME.match(name):
+            raise InputError(f"split name {name!r} must be letters, digits, '_', '.' or '-'")
+    if not inputs:
+        raise InputError("no inputs given (name files or directories, or use --default-sources)")
+    for path in [*inputs, *test_sets.values()]:
+        if not Path(path).exists():
+            raise InputError("input not found", path=path)
+    if not contact_cutoff > 0:
+        raise InputError(f"contact cutoff must be positive, got {contact_cutoff}")
+    started = time.perf_counter()
+
+    entries = load_entries(inputs, "train", chain, threads)
+    candidates = [e for e in entries if e.status == "kept"]
+    log(f"parsed {len(entries)} input entries ({len(candidates)} chains) from {len(inputs)} input(s) "
+        f"in {time.perf_counter() - started:.1f} s")
+    for entry in candidates:
+        length = len(entry.chain)
+        if length < min_length:
+            entry.skip(f"length {length} < --min-length {min_length}")
+        elif max_length is not None and length > max_length:
+            entry.skip(f"length {length} > --max-length {max_length}")
+        elif not _has_scored_pair(entry.chain):
+            entry.skip(f"no scored pair (fewer than two observed residues >= {MIN_SEPARATION} apart)")
+    dedupe(entries)
+    candidates = [e for e in entries if e.status == "kept"]
+    if limit is not None and len(candidates) > limit:
+        chosen = set(np.random.default_rng(seed).choice(len(candidates), size=limit, replace=False).tolist())
+        for index, entry in enumerate(candidates):
+            if index not in chosen:
+                entry.skip(f"not sampled (--limit {limit})")
+        candidates = [e for e in entries if e.status == "kept"]
+
+    test_entries: dict[str, list[Entry]] = {}
+    for name, path in test_sets.items():
+        test_entries[name] = load_entries([path], name, chain, threads)
+        dedupe(test_entries[name])
+        kept = sum(e.status == "kept" for e in test_entries[name])
+        log(f"test set {name}: {kept} chains from {path}")
+        if kept == 0:
+            raise InputError(f"test set {name!r} has no readable chain", path=path)
+
+    method = splits.method_name()
+    test_chains = {name: [e.chain for e in group if e.status == "kept"] for name, group in test_entries.items()}
+    leakage = []
+    if test_chains and candidates:
+        t0 = time.perf_counter()
+        _, leakage = splits.remove_leakage([e.chain for e in candidates], test_chains, min_seq_id=identity,
+                                           coverage=coverage, threads=threads)
+        by_id = {e.id: e for e in candidates}
+        for hit in leakage:
+            entry = by_id[hit.chain_id]
+            entry.status = "removed"
+            entry.reason = f"{hit.identity:.3f} identity to {hit.test_set}:{hit.test_id}"
+        candidates = [e for e in candidates if e.status == "kept"]
+        log(f"leakage: removed {len(leakage)} training chains at >= {identity:.0%} identity to a test chain "
+            f"({method}, {time.perf_counter() - t0:.1f} s)")
+
+    t0 = time.perf_counter()
+    clusters = splits.cluster_sequences([e.id for e in candidates], [e.chain.sequence for e in candidates],
+                                        min_seq_id=identity, coverage=coverage, threads=threads)
+    for entry in candidates:
+        entry.cluster = clusters[entry.id]
+    n_clusters = len(set(clusters.values()))
+    log(f"clustered {len(candidates)} chains into {n_clusters} clusters at {identity:.0%} identity "
+        f"({method}, {time.perf_counter() - t0:.1f} s)")
+    if use_split_hints:
+        for entry in candidates:
+            hint = entry.chain.meta.get("split_hint")
+            entry.split = hint if hint in ("train", "val") else "train"
+        spanning = _clusters_spanning(candidates)
+        if spanning:
+            log(f"note: {spanning} clusters have chains in both train and val (the sources' own split is not "
+                "homology-aware; use --split for a cluster split)")
+    else:
+        assignment = splits.split_by_cluster(clusters, fractions, seed=seed)
+        for entry in candidates:
+            entry.split = assignment[entry.id]
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    info = {"arguments": arguments or {}, "inputs": [str(p) for p in inputs], "identity": identity,
+            "coverage": coverage, "homology_method": method, "seed": seed,
+            "split_mode": "hints" if use_split_hints else fractions}
+    datasets: dict[str, Path] = {}
+    for name in split_names:
+        members = [e.chain for e in candidates if e.split == name]
+        datasets[name] = save_dataset(members, outdir / f"{name}.npz", contact_cutoff=contact_cutoff,
+                                      info={**info, "split": name})
+        if not members:
+            log(f"warning: split {name!r} is empty")
+    for name, group in test_entries.items():
+        stem = f"test_{name}"
+        members = []
+        for entry in group:
+            if entry.status == "kept":
+                entry.split = stem
+                members.append(entry.chain)
+        datasets[stem] = save_dataset(members, outdir / f"{stem}.npz", contact_cutoff=contact_cutoff,
+                                      info={**info, "split": stem, "test_set": name, "path": str(test_sets[name])})
+
+    all_entries = entries + [e for group in test_entries.values() for e in group]
+    write_manifest(outdir / MANIFEST_FILE, all_entries)
+    write_leakage(outdir / LEAKAGE_FILE, leakage, {e.id: e.source for e in entries if e.status == "removed"})
+    summary = build_summary(all_entries, datasets, leakage, method, n_clusters, info, outdir)
+    remove_stale(outdir, set(datasets.values()))
+    with atomic_write(outdir / SUMMARY_FILE) as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return PrepareResult(all_entries, datasets, leakage, method, n_clusters, summary, outdir)
+
+
+def _clusters_spanning(entries: Sequence[Entry]) -> int:
+    seen: dict[str, set[str]] = {}
+    for entry in entries:
+        seen.setdefault(entry.cluster, set()).add(entry.split)
+    return sum(len(s) > 1 for s in seen.values())
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+def _cell(value: object) -> str:
+    """TSV-safe text: tabs and newlines in IDs or messages would break the table."""
+    return " ".join(str(value).replace("\t", " ").split()) if value is not None else ""
+
+
+def write_manifest(path: Path, entries: Sequence[Entry]) -> None:
+    """``manifest.tsv``: one row per input entry (:data:`MANIFEST_COLUMNS`)."""
+    with atomic_write(path, newline="", encoding="utf-8") as handle:
+        handle.write("\t".join(MANIFEST_COLUMNS) + "\n")
+        for e in entries:
+            length = len(e.chain) if e.chain is not None else ""
+            observed = int(e.chain.observed.sum()) if e.chain is not None else ""
+            row = (e.source, e.id, length, observed, e.status, e.reason, e.split, e.cluster)
+            handle.write("\t".join(_cell(v) for v in row) + "\n")
+
+
+def write_leakage(path: Path, leakage: Sequence, sources: dict[str, str]) -> None:
+    """``leakage.tsv``: one row per removed training chain (:data:`LEAKAGE_COLUMNS`); ``sources`` maps its ID to
+    the input it came from."""
+    with atomic_write(path, newline="", encoding="utf-8") as handle:
+        handle.write("\t".join(LEAKAGE_COLUMNS) + "\n")
+        for hit in leakage:
+            h = hit.hit
+            row = (hit.chain_id, sources.get(hit.chain_id, ""), hit.test_set, hit.test_id, f"{hit.identity:.3f}",
+                   h.aln_length, f"{h.evalue:.3g}", f"{h.bits:.1f}", f"{h.query_coverage:.3f}",
+                   f"{h.target_coverage:.3f}")
+            handle.write("\t".join(_cell(v) for v in row) + "\n")
+
+
+def read_table(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a tab-separated table with a header (``manifest.tsv``, ``leakage.tsv``); blank lines and lines
+    starting with ``#`` are skipped."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip() and not line.startswith("#")]
+    return list(csv.DictReader(lines, delimiter="\t"))
+
+
+def build_summary(entries: Sequence[Entry], datasets: dict[str, Path], leakage: Sequence, method: str,
+                  n_clusters: int, info: dict, outdir: Path) -> dict[str, Any]:
+    """The content of ``prepare.json``: parameters, homology method, counts and output files."""
+    status = Counter((e.role if e.role == "train" else "test", e.status) for e in entries)
+    reasons = Counter(reason_kind(e.reason) for e in entries if e.status == "skipped")
+    split_counts = {}
+    for name, path in datasets.items():
+        members = [e for e in entries if e.split == name and e.status == "kept"]
+        split_counts[name] = {"chains": len(members), "residues": int(sum(len(e.chain) for e in members)),
+                              "file": path.name}
+    return {
+        "format": "protrnn-prepare", "info": info, "homology_method": method, "clusters": n_clusters,
+        "entries": len(entries),
+        "status": {f"{role}:{state}": count for (role, state), count in sorted(status.items())},
+        "skip_reasons": dict(reasons.most_common()),
+        "leakage": dict(Counter(hit.test_set for hit in leakage)),
+        "datasets": split_counts,
+        "outputs": sorted(p.name for p in datasets.values()) + [MANIFEST_FILE, LEAKAGE_FILE],
+        "outdir": str(outdir),
+    }
+
+
+def reason_kind(reason: str) -> str:
+    """Group skip reasons for the summary: drop the file/record prefix and numbers."""
+    tail = reason.split(": ", 1)[-1]  # "<file>, record 'x': reason"; the reason itself may contain ": "
+    return re.sub(r"\d+", "N", tail)[:80]
+
+
+def remove_stale(outdir: Path, written: set[Path]) -> None:
+    """Delete datasets a previous run listed in prepare.json that this run did not write (e.g. a dropped test set)."""
+    previous = outdir / SUMMARY_FILE
+    try:
+        old = json.loads(previous.read_text(encoding="utf-8")).get("outputs", [])
+    except (OSError, ValueError):
+        return
+    keep = {p.name for p in written}
+    for name in old:
+        if isinstance(name, str) and name.endswith(".npz") and SAFE_NAME.match(name) and name not in keep:
+            (outdir / name).unlink(missing_ok=True)
+
+
+def summary_text(result: PrepareResult) -> str:
+    """The summary ``protrnn prepare`` prints when it is done (counts per status, skip reasons, datasets)."""
+    s = result.summary
+    lines = [f"\nprotrnn prepare: {s['entries']} input entries -> {result.outdir} ({s.get('seconds', 0)} s)"]
+    lines += [f"  {key:<16} {count}" for key, count in s["status"].items()]
+    if s["skip_reasons"]:
+        lines.append("  skipped because:")
+        lines += [f"    {count:>6}  {reason}" for reason, count in list(s["skip_reasons"].items())[:8]]
+    lines.append(f"  homology: {s['homology_method']}; {s['clusters']} clusters among kept training chains")
+    if result.leakage:
+        per_set = ", ".join(f"{k}: {v}" for k, v in s["leakage"].items())
+        lines.append(f"  removed for test-set overlap: {len(result.leakage)} ({per_set}); see leakage.tsv")
+    lines += [f"  {counts['file']:<24} {counts['chains']:>7} chains {counts['residues']:>10} residues"
+              for counts in s["datasets"].values()]
+    lines.append("  manifest.tsv lists every input entry; prepare.json records parameters and counts")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Structure lookup by record ID: which structure (file and chain, or chain already read) belongs to a FASTA record.
+
+Used by ``protrnn predict --structures / --structure-map`` to evaluate predictions against known structures. Three
+kinds of source, chosen from what ``source`` is:
+
+* a TSV map (``.tsv`` / ``.txt``): ``id<TAB>path[<TAB>chain]`` per line, ``#`` comments, relative paths taken from the
+  map's folder;
+* a directory of ``<id>.pdb|.ent|.cif|.mmcif[.gz]`` files (case-insensitive), also found by the record's safe name,
+  or, for IDs like ``1abcA`` / ``1abc_A``, ``1abc.*`` with chain ``A``;
+* any other file: a collection of chains matched by ID, read with :func:`protrnn.data.sources.read_chains` (a prepared
+  ``.npz``, a CATH-style ``chain_set.jsonl`` / JSON, per-chain JSONL, an archive: every input ``protrnn prepare``
+  reads).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from protrnn.data.chain import ProteinChain
+from protrnn.data.sources import STRUCTURE_SUFFIXES, LoadOutcome, read_chains
+from protrnn.data.structure import read_structure
+from protrnn.errors import InputError, reading
+from protrnn.utils.io import safe_name
+
+#: File endings recognised in a structure directory (matched case-insensitively).
+DIRECTORY_SUFFIXES = STRUCTURE_SUFFIXES + tuple(f"{suffix}.gz" for suffix in STRUCTURE_SUFFIXES)
+MAP_SUFFIXES = (".tsv", ".txt")
+#: Record IDs shaped like a PDB code plus a chain: ``1abcA``, ``1abc_A``, ``1abc:A``, ``1abc.A``, ``1abc|A``, ``1abc-A``.
+_PDB_CHAIN_ID = re.compile(r"([0-9][A-Za-z0-9]{3})[_:.|-]?([A-Za-z0-9]{1,4})")
+
+
+@dataclass(frozen=True)
+class StructureRef:
+    """Where a record's structure is: a file (and chain ID) to parse, or a chain already read from a collection."""
+
+    path: Path
+    chain: str | None = None
+    loaded: ProteinChain | None = None
+
+    def read(self) -> ProteinChain:
+        """The chain: the one already read, or parsed from ``path`` now (:class:`InputError` if that fails)."""
+        if self.loaded is not None:
+            return self.loaded
+        return read_structure(self.path, chain=self.chain)
+
+
+class StructureIndex:
+    """Finds the structure of a record by its ID, from a TSV map, a directory of structure files or a collection of
+    chains (see the module docstring). Problems with the source itself raise :class:`InputError` at construction."""
+
+    def __init__(self, source: str | os.PathLike[str]) -> None:
+        self.source = Path(source)
+        self._map: dict[str, StructureRef] = {}
+        self._files: dict[str, Path] = {}
+        self._chains: dict[str, ProteinChain] = {}
+        if self.source.is_file() and not self.source.name.lower().endswith(MAP_SUFFIXES):
+            self._read_collection()
+        elif self.source.is_dir():
+            self._scan_directory()
+        elif self.source.is_file():
+            self._read_map()
+        else:
+            raise InputError("structures: no such directory or mapping file", path=self.source)
+
+    def _scan_directory(self) -> None:
+        for entry in sorted(self.source.iterdir()):
+            name = entry.name.lower()
+            suffix = next((s for s in DIRECTORY_SUFFIXES if name.endswith(s)), None)
+            if suffix is not None and entry.is_file():
+                self._files.setdefault(name[: -len(suffix)], entry)
+
+    def _read_map(self) -> None:
+        try:
+            with reading(self.source):
+                lines = self.source.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"structure map is not UTF-8 text (byte {exc.start + 1})", path=self.source) from None
+        for line_no, line in enumerate(lines, start=1):
+            text = line.rstrip("\r\n")
+            if not text.strip() or text.startswith("#"):
+                continue
+            fields = text.split("\t")
+            if len(fields) not in (2, 3) or not fields[0] or not fields[1]:
+                raise InputError(f"line {line_no}: expected 'id<TAB>path[<TAB>chain]'", path=self.source)
+            if fields[0] in self._map:
+                raise InputError(f"line {line_no}: id {fields[0]!r} mapped twice", path=self.source)
+            path = Path(fields[1])
+            if not path.is_absolute():
+                path = self.source.parent / path
+            chain = fields[2].strip() if len(fields) == 3 and fields[2].strip() else None
+            self._map[fields[0]] = StructureRef(path, chain)
+
+    def _read_collection(self) -> None:
+        failures: list[LoadOutcome] = []
+        chains = read_chains(self.source, failures=failures, require=False)
+        if not chains:
+            reason = f" ({failures[0].error})" if failures else ""
+            raise InputError(f"structures: no chain could be read from this file{reason}", path=self.source)
+        for chain in chains:
+            self._chains.setdefault(chain.id, chain)
+
+    def find(self, record_id: str) -> StructureRef | None:
+        """The structure of ``record_id``, or None when the source has none for it."""
+        if self._chains:
+            chain = self._chains.get(record_id)
+            return StructureRef(self.source, chain.id, loaded=chain) if chain is not None else None
+        if not self._files:
+            return self._map.get(record_id)
+        for key in (record_id.lower(), safe_name(record_id).lower()):
+            if key in self._files:
+                return StructureRef(self._files[key])
+        match = _PDB_CHAIN_ID.fullmatch(record_id)
+        if match and match.group(1).lower() in self._files:
+            return StructureRef(self._files[match.group(1).lower()], match.group(2))
+        return None

@@ -1,0 +1,240 @@
+"""From measurements to a verdict, torch-free: the effective-horizon rule, the reference (base-rate) loss, length
+matching of losses and the under-/over-fitting diagnosis.
+
+:func:`effective_horizon` turns a sensitivity profile into one number; :func:`summarise` applies it to every profile of
+a :class:`~protrnn.diagnostics.results.GradientFlow`; :func:`diagnose_fit` combines the horizon with training and
+validation losses. docs/diagnostics.md states every rule and threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from protrnn.conventions import MIN_SEPARATION
+from protrnn.data.chain import ProteinChain
+from protrnn.diagnostics.results import (
+    BALANCED,
+    DEFAULT_FRACTION,
+    OVERFIT,
+    OVERFIT_LONG_MEMORY,
+    UNDERFIT,
+    UNDERFIT_VANISHING,
+    UNDETERMINED,
+    Diagnosis,
+    DiagnosticsResult,
+    DistanceProfile,
+    FitThresholds,
+    GradientFlow,
+    LossByLength,
+)
+from protrnn.errors import InputError
+
+
+def effective_horizon(profile: DistanceProfile, fraction: float = DEFAULT_FRACTION, *, smooth: int = 5,
+                      min_count: int = 1) -> int | None:
+    """The distance at which sensitivity has fallen for good below ``fraction`` of its peak.
+
+    Rule: keep distances measured at least ``min_count`` times; the peak is the largest (unsmoothed) ``mean``; smooth
+    ``mean`` with a centred running median over ``smooth`` measured points (a median ignores isolated spikes yet keeps
+    a step, such as a truncation cut, exactly where it is); the horizon is the smallest distance d beyond the peak such
+    that the smoothed value is below ``fraction * peak`` at d and at every measured distance after d. ``None`` when
+    the smoothed value at the last measured distance is still at or above the threshold (the gradient carries past
+    ``max_distance``); 0 when the profile is zero everywhere.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"fraction must be in (0, 1), got {fraction!r}")
+    if smooth < 1:
+        raise InputError(f"smooth must be a positive window, got {smooth!r}")
+    valid = (profile.count >= max(min_count, 1)) & np.isfinite(profile.mean)
+    distances = np.asarray(profile.distance)[valid]
+    values = np.asarray(profile.mean, dtype=np.float64)[valid]
+    if values.size == 0:
+        raise InputError(f"profile {profile.quantity!r} has no measured distance (count >= {min_count})")
+    peak_at = int(np.argmax(values))
+    peak = float(values[peak_at])
+    if peak <= 0.0:
+        return 0
+    half = smooth // 2
+    smoothed = np.array([np.median(values[max(0, k - half): k + half + 1]) for k in range(values.size)])
+    above = np.flatnonzero(smoothed[peak_at + 1:] >= fraction * peak)
+    first_below = peak_at + 1 + (int(above[-1]) + 1 if above.size else 0)
+    if first_below >= values.size:
+        return None
+    return int(distances[first_below])
+
+
+def summarise(flow: GradientFlow, fraction: float = DEFAULT_FRACTION, *, model: str = "",
+              config: Mapping[str, Any] | None = None, smooth: int = 5, min_count: int = 1) -> DiagnosticsResult:
+    """Horizons of every profile of ``flow``, packed as a :class:`DiagnosticsResult` (no diagnosis yet)."""
+    def horizon(p: DistanceProfile) -> int | None:
+        return effective_horizon(p, fraction, smooth=smooth, min_count=min_count)
+
+    return DiagnosticsResult(model=model, flow=flow, fraction=fraction, horizon=horizon(flow.sensitivity),
+                             horizon_anchor=horizon(flow.sensitivity_anchor),
+                             hidden_horizons=[horizon(p) for p in flow.hidden], config=dict(config or {}))
+
+
+def constant_predictor_loss(rate: float, pos_weight: float = 1.0) -> float:
+    """Mean BCE (nats) of the best constant prediction when a fraction ``rate`` of pairs are contacts and true
+    contacts weigh ``pos_weight``: the loss a model must beat to have learnt anything beyond the base rate.
+
+    The optimum constant is ``p* = w r / (w r + 1 - r)`` (``w = pos_weight``, ``r = rate``); with ``w = 1`` the loss
+    is the entropy of the base rate.
+    """
+    if not 0.0 < rate < 1.0:
+        raise InputError(f"contact rate must be in (0, 1), got {rate!r}")
+    if not (pos_weight > 0.0 and math.isfinite(pos_weight)):
+        raise InputError(f"pos_weight must be positive, got {pos_weight!r}")
+    positive, negative = pos_weight * rate, 1.0 - rate
+    best = positive / (positive + negative)
+    return -(positive * math.log(best) + negative * math.log(1.0 - best))
+
+
+def contact_rate(chains: Iterable[ProteinChain], min_separation: int = MIN_SEPARATION) -> float:
+    """Fraction of scored pairs (both observed, |i - j| >= min_separation) that are contacts."""
+    positives = total = 0
+    for chain in chains:
+        scored = np.triu(chain.pair_mask(min_separation), k=1)
+        positives += int((chain.contact_map() & scored).sum())
+        total += int(scored.sum())
+    if total == 0:
+        raise InputError("no scored pairs to compute a contact rate from")
+    return positives / total
+
+
+def length_matched_losses(train: LossByLength, val: LossByLength) -> tuple[float, float]:
+    """(train, validation) losses over the length groups both sets have, each group weighted by its share of the
+    validation pairs. Pair losses fall with chain length (long chains add many easy distant pairs), so comparing the
+    pooled means of two sets with different length mixes would read a length difference as over- or under-fitting."""
+    common = [key for key in val.by_length if key in train.by_length and val.pairs_by_length.get(key)]
+    total = sum(val.pairs_by_length[key] for key in common)
+    if not total:
+        return train.loss, val.loss
+
+    def weighted(source: LossByLength) -> float:
+        return sum(val.pairs_by_length[key] * source.by_length[key] for key in common) / total
+
+    return weighted(train), weighted(val)
+
+
+def length_label(length: int, edges: Sequence[int]) -> str:
+    """``"64-127"`` style label of the group of ``length`` for ascending group starts ``edges`` (last is open)."""
+    bounds = sorted({0, *(int(e) for e in edges)})
+    for low, high in zip(bounds, bounds[1:], strict=False):
+        if low <= length < high:
+            return f"{low}-{high - 1}"
+    return f">={bounds[-1]}"
+
+
+def length_key(key: Any) -> float:
+    """Sort key for length groups: a number, or the first number in a label such as ``"100-199"`` or ``">=200"``."""
+    if isinstance(key, (int, float)):
+        return float(key)
+    digits = ""
+    for char in str(key):
+        if char.isdigit() or (char == "." and digits):
+            digits += char
+        elif digits:
+            break
+    return float(digits) if digits else math.inf
+
+
+def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int | None, *,
+                 max_distance: int | None = None, reference_loss: float | None = None,
+                 val_loss_by_length: Mapping[Any, float] | Sequence[tuple[float, float]] | None = None,
+                 thresholds: FitThresholds | None = None) -> Diagnosis:
+    """The seed's diagnosis, made explicit.
+
+    * ``underfitting-vanishing-gradients``: high train loss AND sensitivity collapsing (horizon <= short_horizon).
+    * ``overfitting-long-memory``: train loss not high, validation loss notably worse (relative gap >= overfit_gap, or
+      validation worsening with chain length) AND gradients carrying far (horizon >= long_horizon or beyond the range).
+    * ``underfitting`` / ``overfitting``: the loss pattern without the matching gradient signature (the cause lies
+      elsewhere: capacity, optimisation, data), ``balanced`` when neither loss pattern holds, ``undetermined`` when the
+      losses are missing.
+
+    ``horizon`` is :func:`effective_horizon`'s result (``None`` = never fell within ``max_distance``). "High"/"low"
+    train loss is judged against ``reference_loss`` (e.g. :func:`constant_predictor_loss` at the contact rate and the
+    training ``pos_weight``) or, without one, the absolute thresholds of ``thresholds`` (default
+    :class:`FitThresholds`). ``val_loss_by_length`` maps a length (or a length-bin label that sorts by length, or
+    ``(length, loss)`` pairs) to validation loss.
+    """
+    t = FitThresholds() if thresholds is None else thresholds
+    reasons: list[str] = []
+    evidence: dict[str, Any] = {"train_loss": train_loss, "val_loss": val_loss, "horizon": horizon,
+                                "max_distance": max_distance, "reference_loss": reference_loss,
+                                "thresholds": asdict(t)}
+    horizon_short = horizon is not None and horizon <= t.short_horizon
+    horizon_long = horizon is None or horizon >= t.long_horizon
+    shown = f"beyond {max_distance}" if horizon is None and max_distance else str(horizon)
+    if horizon_short:
+        reasons.append(f"sensitivity falls below the threshold by distance {horizon} (<= {t.short_horizon}): "
+                       "gradients vanish within a short distance")
+    elif horizon_long:
+        reasons.append(f"sensitivity stays above the threshold until {shown} (>= {t.long_horizon}): "
+                       "gradients carry far")
+    else:
+        reasons.append(f"effective horizon {horizon} lies between {t.short_horizon} and {t.long_horizon}")
+
+    train_high = train_low = None
+    if train_loss is not None and math.isfinite(train_loss):
+        if reference_loss is not None and reference_loss > 0:
+            ratio = train_loss / reference_loss
+            evidence["train_ratio"] = ratio
+            train_high, train_low = ratio >= t.high_train_ratio, ratio <= t.low_train_ratio
+            reasons.append(f"train loss {train_loss:.4g} is {ratio:.2f} x the base-rate loss {reference_loss:.4g} "
+                           f"(high >= {t.high_train_ratio}, low <= {t.low_train_ratio})")
+        elif t.high_train_loss is not None or t.low_train_loss is not None:
+            train_high = t.high_train_loss is not None and train_loss >= t.high_train_loss
+            train_low = t.low_train_loss is not None and train_loss <= t.low_train_loss
+            reasons.append(f"train loss {train_loss:.4g} (high >= {t.high_train_loss}, low <= {t.low_train_loss})")
+        else:
+            reasons.append("no reference loss or absolute thresholds: train loss level not judged")
+
+    gap_large = False
+    if train_loss is not None and val_loss is not None and math.isfinite(train_loss) and math.isfinite(val_loss):
+        gap = (val_loss - train_loss) / max(abs(train_loss), 1e-12)
+        evidence["relative_gap"] = gap
+        gap_large = gap >= t.overfit_gap
+        reasons.append(f"validation loss {val_loss:.4g} is {gap:+.1%} relative to train "
+                       f"({'notably worse' if gap_large else 'not notably worse'}; threshold {t.overfit_gap:.0%})")
+    length_worse = False
+    if val_loss_by_length:
+        items = sorted(val_loss_by_length.items() if isinstance(val_loss_by_length, Mapping)
+                       else [tuple(p) for p in val_loss_by_length], key=lambda kv: length_key(kv[0]))
+        if len(items) >= 2:
+            first, last = float(items[0][1]), float(items[-1][1])
+            trend = (last - first) / max(abs(first), 1e-12)
+            evidence["length_trend"] = trend
+            length_worse = trend >= t.length_trend
+            reasons.append(f"validation loss goes from {first:.4g} (lengths {items[0][0]}) to {last:.4g} "
+                           f"(lengths {items[-1][0]}): {trend:+.1%}"
+                           + (" - worse on longer chains" if length_worse else ""))
+    val_worse = gap_large or length_worse
+    evidence.update(train_high=train_high, train_low=train_low, val_worse=val_worse, horizon_short=horizon_short,
+                    horizon_long=horizon_long)
+
+    if train_loss is None:
+        label, summary = UNDETERMINED, "no training loss given: only the gradient reach is reported"
+    elif train_high and horizon_short:
+        label, summary = UNDERFIT_VANISHING, "under-fitting with vanishing gradients"
+    elif val_worse and not train_high and horizon_long:
+        label, summary = OVERFIT_LONG_MEMORY, "over-fitting with long memory"
+    elif train_high:
+        label, summary = UNDERFIT, (f"under-fitting, but gradients reach beyond {t.short_horizon} residues (no "
+                                    "vanishing-gradient signature): look at capacity or optimisation")
+    elif val_worse:
+        label, summary = OVERFIT, "over-fitting without long gradient reach: look at capacity or data"
+    elif train_high is None:
+        label, summary = UNDETERMINED, "train-loss level not judged (give a reference loss or absolute thresholds)"
+    else:
+        label, summary = BALANCED, "balanced: no sign of under- or over-fitting"
+    return Diagnosis(label=label, summary=summary, reasons=reasons, evidence=evidence)
+
+
+__all__ = ["constant_predictor_loss", "contact_rate", "diagnose_fit", "effective_horizon", "length_key",
+           "length_label", "length_matched_losses", "summarise"]

@@ -1,0 +1,305 @@
+"""What diagnostics produce, torch-free: the result types and their JSON file (format ``protrnn-diagnostics``).
+
+:class:`DistanceProfile` is a gradient quantity against sequence distance; :class:`GradientFlow` holds every profile of
+one measurement; :class:`DiagnosticsResult` adds the horizons, losses and the :class:`Diagnosis` of one model.
+:func:`save_diagnostics` / :func:`load_diagnostics` write and read them (strict JSON: NaN is ``null``). Readers such as
+``protrnn report`` import only this module, so reading results never loads torch. docs/diagnostics.md defines every
+quantity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from protrnn.errors import InputError, reading
+from protrnn.utils.io import atomic_write
+
+FORMAT = "protrnn-diagnostics"
+FORMAT_VERSION = 1
+#: Distance rules: from the nearer residue of the pair, min(|i - s|, |j - s|), or from its first residue, |i - s|.
+NEAREST = "nearest"
+ANCHOR = "anchor"
+DEFAULT_MAX_DISTANCE = 128
+#: Horizon threshold, as a fraction of the peak sensitivity.
+DEFAULT_FRACTION = 0.01
+
+# Diagnosis labels (stable strings; the report and tests key on them).
+UNDERFIT_VANISHING = "underfitting-vanishing-gradients"
+OVERFIT_LONG_MEMORY = "overfitting-long-memory"
+UNDERFIT = "underfitting"
+OVERFIT = "overfitting"
+BALANCED = "balanced"
+UNDETERMINED = "undetermined"
+
+
+@dataclass
+class DistanceProfile:
+    """A gradient quantity as a function of sequence distance ``0..max_distance``.
+
+    ``mean`` (per-pair normalised, then divided by its own peak) is what horizons and plots use; ``std`` and ``sem``
+    are on the same scale. ``count[d]`` is the number of (pair, position) samples at distance d; where it is 0 the
+    statistics are NaN (``null`` in JSON). ``raw_mean`` is the plain mean of the unnormalised norms.
+    """
+
+    quantity: str
+    rule: str
+    distance: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    sem: np.ndarray
+    count: np.ndarray
+    raw_mean: np.ndarray
+    n_pairs: int
+    n_chains: int
+
+    def value_at(self, distance: int) -> float:
+        """Normalised mean at ``distance`` (NaN when not measured there)."""
+        if 0 <= distance < len(self.distance) and self.count[distance] > 0:
+            return float(self.mean[distance])
+        return math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quantity": self.quantity,
+            "rule": self.rule,
+            "n_pairs": self.n_pairs,
+            "n_chains": self.n_chains,
+            "distance": [int(v) for v in self.distance],
+            "mean": _json_floats(self.mean),
+            "std": _json_floats(self.std),
+            "sem": _json_floats(self.sem),
+            "count": [int(v) for v in self.count],
+            "raw_mean": _json_floats(self.raw_mean),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DistanceProfile:
+        def floats(key: str) -> np.ndarray:
+            return np.array([math.nan if v is None else float(v) for v in data[key]], dtype=np.float64)
+
+        profile = cls(
+            quantity=str(data["quantity"]), rule=str(data["rule"]),
+            distance=np.asarray(data["distance"], dtype=np.int64),
+            mean=floats("mean"), std=floats("std"), sem=floats("sem"),
+            count=np.asarray(data["count"], dtype=np.int64), raw_mean=floats("raw_mean"),
+            n_pairs=int(data["n_pairs"]), n_chains=int(data["n_chains"]),
+        )
+        lengths = {len(profile.distance), len(profile.mean), len(profile.std), len(profile.sem), len(profile.count),
+                   len(profile.raw_mean)}
+        if len(lengths) != 1:
+            raise InputError(f"profile {profile.quantity!r}: arrays of different lengths {sorted(lengths)}")
+        return profile
+
+
+@dataclass
+class GradientFlow:
+    """All profiles measured in one pass: input sensitivity (nearest and anchor rules) and per-layer hidden gradients."""
+
+    sensitivity: DistanceProfile
+    sensitivity_anchor: DistanceProfile
+    hidden: list[DistanceProfile]
+    max_distance: int
+    pairs_per_chain: int
+    seed: int
+    n_chains: int
+    n_pairs: int
+    skipped_chains: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_distance": self.max_distance,
+            "pairs_per_chain": self.pairs_per_chain,
+            "seed": self.seed,
+            "n_chains": self.n_chains,
+            "n_pairs": self.n_pairs,
+            "skipped_chains": self.skipped_chains,
+            "sensitivity": self.sensitivity.to_dict(),
+            "sensitivity_anchor": self.sensitivity_anchor.to_dict(),
+            "hidden": [p.to_dict() for p in self.hidden],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GradientFlow:
+        return cls(
+            sensitivity=DistanceProfile.from_dict(data["sensitivity"]),
+            sensitivity_anchor=DistanceProfile.from_dict(data["sensitivity_anchor"]),
+            hidden=[DistanceProfile.from_dict(p) for p in data.get("hidden", [])],
+            max_distance=int(data["max_distance"]), pairs_per_chain=int(data["pairs_per_chain"]),
+            seed=int(data["seed"]), n_chains=int(data["n_chains"]), n_pairs=int(data["n_pairs"]),
+            skipped_chains=int(data.get("skipped_chains", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class FitThresholds:
+    """Thresholds of :func:`protrnn.diagnostics.fit.diagnose_fit` (all configurable; defaults in docs/diagnostics.md).
+
+    Attributes:
+        high_train_ratio: train loss at or above this fraction of the reference loss (a constant predictor at the
+            contact base rate) is *high*: the model has learnt little beyond the prior.
+        low_train_ratio: train loss at or below this fraction of the reference loss is *low*.
+        high_train_loss / low_train_loss: absolute alternatives, used when no reference loss is given.
+        overfit_gap: validation loss exceeding train loss by this relative margin is *notably worse*.
+        length_trend: validation loss of the longest length group exceeding the shortest's by this relative margin
+            counts as *worse validation as sequences get longer*.
+        short_horizon: an effective horizon at or below this many residues means sensitivity *collapses*.
+        long_horizon: a horizon at or above this (or none within the measured range) means gradients *carry far*.
+    """
+
+    high_train_ratio: float = 0.9
+    low_train_ratio: float = 0.75
+    high_train_loss: float | None = None
+    low_train_loss: float | None = None
+    overfit_gap: float = 0.10
+    length_trend: float = 0.10
+    short_horizon: int = 16
+    long_horizon: int = 48
+
+
+@dataclass
+class Diagnosis:
+    """Outcome of :func:`protrnn.diagnostics.fit.diagnose_fit`: a stable label, one-line summary, the reasons and the
+    numbers behind them."""
+
+    label: str
+    summary: str
+    reasons: list[str]
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "summary": self.summary, "reasons": list(self.reasons),
+                "evidence": _json_safe(self.evidence)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnosis:
+        return cls(label=str(data["label"]), summary=str(data["summary"]), reasons=[str(r) for r in data["reasons"]],
+                   evidence=dict(data.get("evidence", {})))
+
+
+@dataclass
+class LossByLength:
+    """Pooled pair loss (mean over scored upper-triangle pairs) overall and per chain-length group."""
+
+    loss: float
+    n_pairs: int
+    n_chains: int
+    by_length: dict[str, float]
+    pairs_by_length: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(asdict(self))
+
+
+@dataclass
+class DiagnosticsResult:
+    """Everything ``protrnn diagnose`` (and the training callback) records for one model.
+
+    ``horizon`` is the effective horizon of the input sensitivity (nearest rule): the headline number.
+    ``horizon_anchor`` applies the same rule to the |i - s| profile, which also carries the bump at s = j (distance
+    j - i), so it mostly reflects the separations sampled; it is kept for completeness, not for comparison.
+    ``hidden_horizons`` has one entry per recurrent layer (the last layer under a pairwise head is 1: its gradient
+    sits on h_i and h_j only). ``metrics`` holds the losses and their sources, ``config`` the ModelConfig.
+    """
+
+    model: str
+    flow: GradientFlow
+    fraction: float
+    horizon: int | None
+    horizon_anchor: int | None
+    hidden_horizons: list[int | None]
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    diagnosis: Diagnosis | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "fraction": self.fraction,
+            "horizon": self.horizon,
+            "horizon_anchor": self.horizon_anchor,
+            "hidden_horizons": list(self.hidden_horizons),
+            "config": _json_safe(self.config),
+            "metrics": _json_safe(self.metrics),
+            "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
+            "flow": self.flow.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DiagnosticsResult:
+        diagnosis = data.get("diagnosis")
+        return cls(
+            model=str(data["model"]), flow=GradientFlow.from_dict(data["flow"]), fraction=float(data["fraction"]),
+            horizon=_opt_int(data.get("horizon")), horizon_anchor=_opt_int(data.get("horizon_anchor")),
+            hidden_horizons=[_opt_int(v) for v in data.get("hidden_horizons", [])],
+            config=dict(data.get("config", {})), metrics=dict(data.get("metrics", {})),
+            diagnosis=None if diagnosis is None else Diagnosis.from_dict(diagnosis),
+        )
+
+
+def save_diagnostics(results: DiagnosticsResult | Sequence[DiagnosticsResult], path: str | os.PathLike[str]) -> None:
+    """Write one or more results as ``{"format": "protrnn-diagnostics", "format_version": 1, "models": [...]}``
+    (atomically: a reader never sees a partial file). NaN is written as ``null`` so the file is strict JSON."""
+    items = [results] if isinstance(results, DiagnosticsResult) else list(results)
+    document = {"format": FORMAT, "format_version": FORMAT_VERSION, "models": [r.to_dict() for r in items]}
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1, allow_nan=False)
+        handle.write("\n")
+
+
+def load_diagnostics(path: str | os.PathLike[str]) -> list[DiagnosticsResult]:
+    """Read a file written by :func:`save_diagnostics`; a wrong format or a missing key is an :class:`InputError`."""
+    try:
+        with reading(path), open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a JSON file ({exc})", path=path) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise InputError(f"not a {FORMAT} file (missing 'format': {FORMAT!r})", path=path)
+    if document.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"unsupported format_version {document.get('format_version')!r}", path=path)
+    results = []
+    for index, item in enumerate(document.get("models", [])):
+        try:
+            results.append(DiagnosticsResult.from_dict(item))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed model entry ({type(exc).__name__}: {exc})", path=path,
+                             record=str(item.get("model", index)) if isinstance(item, dict) else str(index)) from None
+    return results
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _json_floats(values: np.ndarray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON types: NaN/inf become None, numpy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+__all__ = [
+    "ANCHOR", "BALANCED", "DEFAULT_FRACTION", "DEFAULT_MAX_DISTANCE", "FORMAT", "FORMAT_VERSION", "NEAREST", "OVERFIT",
+    "OVERFIT_LONG_MEMORY", "UNDERFIT", "UNDERFIT_VANISHING", "UNDETERMINED", "Diagnosis", "DiagnosticsResult",
+    "DistanceProfile", "FitThresholds", "GradientFlow", "LossByLength", "load_diagnostics",
+    "save_diagnostics",
+]

@@ -1,0 +1,223 @@
+"""The ``protrnn diagnose`` pipeline: models and chains in, ``protrnn-diagnostics`` JSON and a table out.
+
+For each model: load it (:func:`protrnn.model.io.load_network`), measure the gradient flow on a seeded sample of the
+chains, summarise the horizons, compute the training loss (the model's recorded ``pos_weight`` and ``focal_gamma``) on
+whole chains by length, take train/validation losses from a training set or a Lightning ``metrics.csv``, and diagnose
+the fit. :func:`diagnose` is the one call the command makes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from protrnn.data.chain import ProteinChain
+from protrnn.data.sources import LoadOutcome, read_chains
+from protrnn.diagnostics.fit import (
+    constant_predictor_loss,
+    contact_rate,
+    diagnose_fit,
+    length_matched_losses,
+    summarise,
+)
+from protrnn.diagnostics.gradients import contact_loss_by_length, gradient_flow
+from protrnn.diagnostics.results import (
+    DEFAULT_FRACTION,
+    DEFAULT_MAX_DISTANCE,
+    DiagnosticsResult,
+    FitThresholds,
+    save_diagnostics,
+)
+from protrnn.errors import InputError, reading
+from protrnn.model.io import load_network
+from protrnn.model.predictor import resolve_device
+from protrnn.training.loss import LossSettings
+
+#: Column names of the last logged train and validation losses in a Lightning CSVLogger ``metrics.csv``.
+TRAIN_LOSS_KEYS = ("train/loss", "train/loss_epoch", "train_loss_epoch", "train_loss")
+VAL_LOSS_KEYS = ("val/loss", "val_loss")
+
+
+@dataclass
+class DiagnoseOptions:
+    """Settings of one ``protrnn diagnose`` run (the command's options; defaults are the command's defaults).
+
+    ``pos_weight`` overrides the model's recorded training ``pos_weight`` (``None``: use the record, else 1);
+    ``focal_gamma`` always comes from the record. ``train_metrics`` holds one ``metrics.csv`` per model, used for the
+    losses when ``train_data`` is not given.
+    """
+
+    max_distance: int = DEFAULT_MAX_DISTANCE
+    fraction: float = DEFAULT_FRACTION
+    smooth: int = 5
+    n_chains: int = 32
+    pairs_per_chain: int = 8
+    batch_size: int = 8
+    seed: int = 0
+    hidden: bool = True
+    device: str = "auto"
+    train_data: str | os.PathLike[str] | None = None
+    loss_chains: int = 200
+    train_metrics: Sequence[str | os.PathLike[str]] | None = None
+    pos_weight: float | None = None
+    length_bins: Sequence[int] = (64, 128, 256)
+    thresholds: FitThresholds = field(default_factory=FitThresholds)
+
+
+def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | os.PathLike[str],
+             output: str | os.PathLike[str], options: DiagnoseOptions | None = None, *,
+             stream: TextIO | None = None) -> list[DiagnosticsResult]:
+    """Diagnose every ``(name, path)`` model on the chains of ``data``, write ``output`` (atomically) and print the
+    table and ``wrote OUTPUT`` to ``stream`` (default stdout); ``options`` default to :class:`DiagnoseOptions`. Returns the results, in model order."""
+    stream = sys.stdout if stream is None else stream
+    options = DiagnoseOptions() if options is None else options
+    if options.train_metrics and len(options.train_metrics) != len(models):
+        raise InputError(f"--train-metrics needs one file per model: {len(models)} model(s), "
+                         f"{len(options.train_metrics)} file(s)")
+    names = [name for name, _ in models]
+    if len(set(names)) != len(names):
+        raise InputError(f"model names must be unique, got {', '.join(names)} (use NAME=PATH)")
+    device = resolve_device(options.device)
+
+    chains = load_chains(data)
+    measured = sample_chains(chains, options.n_chains, np.random.default_rng(options.seed))
+    loss_val = sample_chains(chains, options.loss_chains, np.random.default_rng(options.seed))
+    loss_train = None
+    if options.train_data:
+        loss_train = sample_chains(load_chains(options.train_data), options.loss_chains,
+                                   np.random.default_rng(options.seed))
+    rate = contact_rate(loss_train if loss_train is not None else loss_val)
+
+    results = [_diagnose_model(name, Path(path), index, measured, loss_val, loss_train, rate, device, options)
+               for index, (name, path) in enumerate(models)]
+    save_diagnostics(results, output)
+    print_table(results, stream)
+    print(f"wrote {output}", file=stream)
+    return results
+
+
+def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[ProteinChain],
+                    loss_val: Sequence[ProteinChain], loss_train: Sequence[ProteinChain] | None, rate: float,
+                    device: Any, options: DiagnoseOptions) -> DiagnosticsResult:
+    loaded = load_network(path)
+    model = loaded.network
+    model.to(device)
+    loss = LossSettings.from_hparams(loaded.metadata.get("training_hparams"))
+    if options.pos_weight is not None:
+        loss = dataclasses.replace(loss, pos_weight=float(options.pos_weight))
+    flow = gradient_flow(model, measured, max_distance=options.max_distance, pairs_per_chain=options.pairs_per_chain,
+                         seed=options.seed, batch_size=options.batch_size, hidden=options.hidden,
+                         alphabet=loaded.alphabet, loss=loss)
+    result = summarise(flow, options.fraction, model=name, config=model.config.to_dict(), smooth=options.smooth)
+
+    def loss_by_length(chains: Sequence[ProteinChain]) -> Any:
+        return contact_loss_by_length(model, chains, loss, length_edges=options.length_bins,
+                                      batch_size=options.batch_size, alphabet=loaded.alphabet)
+
+    val_eval = loss_by_length(loss_val)
+    metrics: dict[str, Any] = {"source": str(path), "pos_weight": loss.pos_weight, "focal_gamma": loss.focal_gamma,
+                               "contact_rate": rate, "data_loss": val_eval.to_dict()}
+    train_loss = val_loss = None
+    if loss_train is not None:
+        train_eval = loss_by_length(loss_train)
+        metrics["train_data_loss"] = train_eval.to_dict()
+        train_loss, val_loss = length_matched_losses(train_eval, val_eval)
+        metrics["loss_source"] = ("eval-mode loss on --train-data and --data, over the length groups both have, "
+                                  "weighted by the --data pairs per group")
+    elif options.train_metrics:
+        train_loss, val_loss = read_last_losses(options.train_metrics[index])
+        metrics["loss_source"] = f"last logged losses in {options.train_metrics[index]}"
+    # A focal loss has no closed-form base-rate optimum: its level is then not judged (docs/diagnostics.md).
+    reference = None if loss.focal_gamma > 0 else constant_predictor_loss(rate, loss.pos_weight)
+    metrics.update(train_loss=train_loss, val_loss=val_loss, reference_loss=reference)
+    result.metrics = metrics
+    result.diagnosis = diagnose_fit(train_loss, val_loss, result.horizon, max_distance=options.max_distance,
+                                    reference_loss=reference, val_loss_by_length=val_eval.by_length,
+                                    thresholds=options.thresholds)
+    model.to("cpu")
+    return result
+
+
+def load_chains(path: str | os.PathLike[str]) -> list[ProteinChain]:
+    """Chains of any input :func:`protrnn.data.sources.read_chains` reads (a prepared ``.npz`` included); inputs that
+    fail are counted on stderr, and finding none is an error."""
+    failures: list[LoadOutcome] = []
+    chains = read_chains(path, failures=failures, require=False)
+    if failures:
+        print(f"protrnn diagnose: skipped {len(failures)} unreadable input(s) in {Path(path)}", file=sys.stderr)
+    if not chains:
+        reason = f" ({failures[0].error})" if failures else ""
+        raise InputError(f"no chains to diagnose on{reason}", path=path)
+    return chains
+
+
+def sample_chains(chains: Sequence[ProteinChain], n: int, rng: np.random.Generator) -> list[ProteinChain]:
+    """``n`` chains drawn without replacement by ``rng``, in their original order (all of them when n >= count)."""
+    if n >= len(chains):
+        return list(chains)
+    return [chains[i] for i in sorted(rng.choice(len(chains), size=n, replace=False))]
+
+
+def read_last_losses(path: str | os.PathLike[str]) -> tuple[float | None, float | None]:
+    """Last non-empty train and validation loss in a Lightning CSVLogger ``metrics.csv``."""
+    source = Path(path)
+    try:
+        with reading(source), open(source, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"unreadable metrics CSV ({exc})", path=source) from None
+    columns = set(rows[0]) if rows else set()
+
+    def last(keys: Sequence[str]) -> float | None:
+        key = next((k for k in keys if k in columns), None)
+        if key is None:
+            return None
+        for row in reversed(rows):
+            text = (row.get(key) or "").strip()
+            if text:
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise InputError(f"non-numeric {key!r} value {text!r}", path=source) from None
+                if math.isfinite(value):
+                    return value
+        return None
+
+    train, val = last(TRAIN_LOSS_KEYS), last(VAL_LOSS_KEYS)
+    if train is None and val is None:
+        raise InputError(f"no train or validation loss column (looked for {', '.join(TRAIN_LOSS_KEYS + VAL_LOSS_KEYS)})",
+                         path=source)
+    return train, val
+
+
+def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
+    """One line per model: horizon, sensitivity at a few distances, per-layer horizons and the diagnosis label."""
+    def fmt_h(value: int | None, cap: int) -> str:
+        return f">{cap}" if value is None else str(value)
+
+    points = [d for d in (8, 16, 32, 64, 128) if results and d <= results[0].flow.max_distance]
+    header = ["model", "horizon"] + [f"s@{d}" for d in points] + ["hidden horizons", "diagnosis"]
+    rows = []
+    for r in results:
+        cap = r.flow.max_distance
+        values = [r.flow.sensitivity.value_at(d) for d in points]
+        rows.append([r.model, fmt_h(r.horizon, cap)]
+                    + ["-" if not math.isfinite(v) else f"{v:.2g}" for v in values]
+                    + [",".join(fmt_h(h, cap) for h in r.hidden_horizons) or "-",
+                       r.diagnosis.label if r.diagnosis is not None else "-"])
+    widths = [max(len(str(row[k])) for row in [header, *rows]) for k in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stream)
+
+
+__all__ = ["TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS", "DiagnoseOptions", "diagnose", "load_chains", "print_table",
+           "read_last_losses", "sample_chains"]

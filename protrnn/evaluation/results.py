@@ -1,0 +1,127 @@
+"""The files ``protrnn evaluate`` writes, and their readers: torch-free, so the report and the workflow scripts can
+read results without loading the model stack.
+
+* ``per_protein.csv`` (:data:`PER_PROTEIN_FILE`): ``method, test_set, protein`` (:data:`ID_COLUMNS`) then every
+  metric key, NaN written as ``nan``; floats in their shortest round-trip text, so the CSV matches summary.json.
+* ``summary.json`` (:data:`SUMMARY_FILE`): ``{"format": "protrnn-evaluation", ...}``, strict JSON (NaN -> null).
+* ``predictions/<method>/<test set>/<protein>.npz`` (:data:`PREDICTIONS_DIR`): ``probs``, ``contacts``,
+  ``observed``, ``sequence``, ``id``, readable with ``np.load(allow_pickle=False)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protrnn.data.chain import ProteinChain
+from protrnn.errors import InputError
+from protrnn.utils.io import atomic_path, atomic_write
+
+SUMMARY_FORMAT = "protrnn-evaluation"
+SUMMARY_FORMAT_VERSION = 1
+PER_PROTEIN_FILE = "per_protein.csv"
+SUMMARY_FILE = "summary.json"
+PREDICTIONS_DIR = "predictions"
+ID_COLUMNS = ("method", "test_set", "protein")
+
+
+# ------------------------------------------------------------------------------------------------- per-protein table
+def _format_value(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)  # shortest text that reads back to the same float: the CSV matches summary.json
+    return str(value)
+
+
+def write_per_protein_csv(path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+    """The per-protein table: identity columns then metric keys, in a fixed order."""
+    columns = [*ID_COLUMNS, *keys]
+    with atomic_write(path, newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_format_value(row.get(column, math.nan)) for column in columns])
+
+
+def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Read ``per_protein.csv`` back: identity columns as strings, everything else as float (``nan`` allowed)."""
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ID_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"not a per-protein table: missing column {missing[0]!r}", path=path)
+        for line, record in enumerate(reader, start=2):
+            row: dict[str, Any] = {}
+            for key, value in record.items():
+                if key in ID_COLUMNS:
+                    row[key] = value
+                    continue
+                try:
+                    row[key] = float(value) if value not in ("", None) else math.nan
+                except ValueError:
+                    raise InputError(f"column {key!r}: {value!r} is not a number", path=path,
+                                     position=line) from None
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------- summary
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> null (strict JSON), numpy scalars -> Python, tuples -> lists, paths -> text, recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    """Write ``summary.json`` atomically as strict JSON (see :func:`json_safe`)."""
+    with atomic_write(path, encoding="utf-8") as handle:
+        json.dump(json_safe(summary), handle, indent=1, allow_nan=False)
+        handle.write("\n")
+
+
+def read_summary(directory: str | Path) -> dict[str, Any]:
+    """Load ``summary.json`` from an evaluation directory (or the file itself), checking its format."""
+    path = Path(directory)
+    if path.is_dir():
+        path = path / SUMMARY_FILE
+    if not path.is_file():
+        raise InputError("evaluation summary not found (run `protrnn evaluate` first)", path=path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
+    if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise InputError(f"not a protrnn evaluation summary (format {found!r})", path=path)
+    return data
+
+
+# ------------------------------------------------------------------------------------------------------- predictions
+def save_prediction(path: Path, chain: ProteinChain, probs: np.ndarray, contacts: np.ndarray) -> None:
+    """One protein's predicted and true maps, readable with ``np.load(allow_pickle=False)``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, probs=probs.astype(np.float32), contacts=contacts.astype(bool),
+                            observed=np.asarray(chain.observed, dtype=bool), sequence=np.array(chain.sequence),
+                            id=np.array(chain.id))

@@ -1,0 +1,297 @@
+"""The resumable FASTA -> files run behind ``protrnn predict``: per record ``<stem>.rr``, ``<stem>.npz`` (and
+``<stem>.png``), then ``summary.tsv``.
+
+Outputs are deterministic (fixed formatting, no timestamps, batches formed independently of what is already done),
+written atomically per record, and a rerun of the same command skips records whose outputs are complete, so an
+interrupted run, rerun, ends byte-identical to an uninterrupted one.
+
+Sequences are read as written (:func:`protrnn.data.fasta.iter_fasta`) and cleaned once, here, with the model's alphabet
+(:meth:`Predictor.clean`), before batching; the RR, npz and summary hold the cleaned sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protrnn.conventions import MIN_SEPARATION
+from protrnn.data.fasta import iter_fasta, skip_reason
+from protrnn.data.structure_index import StructureIndex
+from protrnn.errors import InputError
+from protrnn.model.predictor import DEFAULT_BATCH_TOKENS, Predictor, load_model
+from protrnn.predict.evaluate import evaluate_record, evaluation_columns
+from protrnn.predict.writers import (
+    SUMMARY_NAME,
+    SummaryRow,
+    mean_top_probability,
+    read_npz,
+    remove_stale_temporaries,
+    write_npz,
+    write_png,
+    write_summary,
+)
+from protrnn.rr import read_rr_document, rr_target, write_rr
+from protrnn.utils.io import SafeNamer
+
+#: FASTA records are read and planned in chunks of this many records or residues (bounded memory on any file size).
+CHUNK_RECORDS = 512
+CHUNK_RESIDUES = 262_144
+
+
+@dataclass
+class PredictionRun:
+    """What :func:`predict_fasta` did: per-record rows (input order) and counts."""
+
+    outdir: Path
+    summary_path: Path
+    rows: list[SummaryRow]
+    predicted: int = 0
+    resumed: int = 0
+
+    @property
+    def ok(self) -> int:
+        return sum(row.status == "ok" for row in self.rows)
+
+    @property
+    def skipped(self) -> int:
+        return sum(row.status == "skipped" for row in self.rows)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """What a record's files depend on besides its sequence: the RR selection, the PNG switch and the model's
+    description. ``methods`` and ``remarks`` are also what identifies a complete record when a run resumes."""
+
+    outdir: Path
+    top: int | None
+    min_separation: int
+    threshold: float | None
+    png: bool
+    methods: list[str]
+    remarks: list[str]
+
+    @classmethod
+    def build(cls, outdir: Path, predictor: Predictor, *, top: int | None, min_separation: int,
+              threshold: float | None, png: bool) -> OutputSettings:
+        selection = (f"threshold {threshold:g}" if threshold is not None else "top L") if top is None else (
+            f"top {top}" + (f" with p >= {threshold:g}" if threshold is not None else ""))
+        remarks = [f"contacts: {selection} pairs with |i-j| >= {min_separation}; full matrix in the npz"]
+        return cls(outdir, top, min_separation, threshold, png, predictor.method_lines(), remarks)
+
+    def path(self, stem: str, suffix: str) -> Path:
+        return self.outdir / f"{stem}{suffix}"
+
+
+@dataclass
+class PendingRecord:
+    """A record waiting in a chunk: its summary row (filled in when done) and its cleaned sequence."""
+
+    row: SummaryRow
+    sequence: str
+
+    @property
+    def record_id(self) -> str:
+        return self.row.record_id
+
+    @property
+    def stem(self) -> str:
+        return self.row.stem
+
+
+def read_complete(settings: OutputSettings, item: PendingRecord) -> np.ndarray | None:
+    """The stored float16 matrix if this record's outputs are complete and match this run's settings, else None."""
+    rr_path, npz_path = settings.path(item.stem, ".rr"), settings.path(item.stem, ".npz")
+    png_missing = settings.png and not settings.path(item.stem, ".png").is_file()
+    if not rr_path.is_file() or not npz_path.is_file() or png_missing:
+        return None
+    try:
+        probs, sequence, record_id = read_npz(npz_path)
+        doc = read_rr_document(rr_path)
+    except InputError:
+        return None
+    if (sequence, record_id) != (item.sequence, item.record_id):
+        return None
+    if (doc.target, doc.sequence, doc.methods, doc.remarks) != (rr_target(item.record_id), item.sequence,
+                                                                settings.methods, settings.remarks):
+        return None
+    return probs
+
+
+def write_record(settings: OutputSettings, item: PendingRecord, probs: np.ndarray) -> np.ndarray:
+    """Write one record's files (npz, PNG, then the RR last: a record is complete only once its RR exists); returns
+    the stored float16 matrix."""
+    half = probs.astype(np.float16)
+    write_npz(settings.path(item.stem, ".npz"), half, item.sequence, item.record_id)
+    if settings.png:
+        write_png(settings.path(item.stem, ".png"), half, f"{item.record_id} (L={len(item.sequence)})")
+    write_rr(settings.path(item.stem, ".rr"), item.record_id, item.sequence, probs, method_lines=settings.methods,
+             remarks=settings.remarks, top=settings.top, min_separation=settings.min_separation,
+             threshold=settings.threshold)
+    return half
+
+
+def iter_records(fasta: Path, predictor: Predictor, *, skip_invalid: bool) -> Iterator[tuple[str, str | None, str]]:
+    """``(id, cleaned sequence or None, reason)`` per FASTA record in file order.
+
+    The reader validates and returns sequences as written; they are cleaned here, once, with the model's alphabet.
+    Invalid records (bad letters for the reader or the model, empty, duplicate ID) raise, or with ``skip_invalid``
+    come back with ``None`` and the reason, in their place in the file.
+    """
+    skipped: list[tuple[str, str]] = []
+    for record in iter_fasta(fasta, skip_invalid=skip_invalid, skipped=skipped):
+        # Entries appended while advancing to this record lie before it in the file.
+        yield from ((record_id, None, reason) for record_id, reason in skipped)
+        skipped.clear()
+        try:
+            sequence = predictor.clean(record.sequence, record=record.id, path=fasta)
+        except InputError as exc:
+            if not skip_invalid:
+                raise
+            yield record.id, None, skip_reason(exc)
+            continue
+        yield record.id, sequence, ""
+    yield from ((record_id, None, reason) for record_id, reason in skipped)
+
+
+class ChunkPredictor:
+    """Predicts chunks of records into files and fills in their summary rows; counts what it did on ``run``."""
+
+    def __init__(self, predictor: Predictor, settings: OutputSettings, run: PredictionRun, *,
+                 index: StructureIndex | None, batch_tokens: int, progress: Any,
+                 on_record: Callable[[str], None] | None) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self.run = run
+        self.index = index
+        self.batch_tokens = batch_tokens
+        self.progress = progress
+        self.on_record = on_record
+        self.started = time.perf_counter()
+        self.predicted_residues = 0
+
+    def summarise(self, item: PendingRecord, half: np.ndarray) -> None:
+        """Fill in the record's summary row from the stored float16 matrix, so a resumed record reports exactly what
+        a fresh one does."""
+        probs32 = half.astype(np.float32)
+        item.row.mean_top_l5 = mean_top_probability(probs32, 5, self.settings.min_separation)
+        if self.index is not None:
+            item.row.structure, item.row.evaluation, item.row.metrics = evaluate_record(
+                probs32, item.sequence, self.index.find(item.record_id))
+
+    def process(self, chunk: list[PendingRecord]) -> None:
+        """Predict every record of ``chunk`` whose outputs are not already complete."""
+        done: set[int] = set()
+        for position, item in enumerate(chunk):
+            stored = read_complete(self.settings, item)
+            if stored is not None:
+                self.summarise(item, stored)
+                done.add(position)
+        # Batches are planned over the whole chunk, done or not, so each record sees the same batch (and thus the
+        # same arithmetic) as in an uninterrupted run; a batch whose records are all done is not run.
+        for batch in self.predictor.plan([len(item.sequence) for item in chunk], self.batch_tokens):
+            if all(position in done for position in batch):
+                self.run.resumed += len(batch)
+                self.progress.update(len(batch))
+                continue
+            items = [chunk[position] for position in batch]
+            matrices = self.predictor.predict_batch([item.sequence for item in items])
+            for position, item, probs in zip(batch, items, matrices, strict=True):
+                if position in done:
+                    self.run.resumed += 1
+                    continue
+                self.summarise(item, write_record(self.settings, item, probs))
+                self.run.predicted += 1
+                self.predicted_residues += len(item.sequence)
+                if self.on_record is not None:
+                    self.on_record(item.stem)
+            self.progress.update(len(batch))
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.progress.set_postfix_str(f"{self.predicted_residues / elapsed:,.0f} res/s", refresh=False)
+
+
+def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
+                  model: Predictor | str | os.PathLike[str] | None = None, *, top: int | None = None,
+                  min_separation: int = MIN_SEPARATION, threshold: float | None = None, png: bool = False,
+                  skip_invalid: bool = False, structures: str | os.PathLike[str] | None = None,
+                  progress: bool = True, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                  on_record: Callable[[str], None] | None = None) -> PredictionRun:
+    """Predict every record of ``fasta`` into ``outdir``: ``<stem>.rr`` (CASP RR), ``<stem>.npz`` (float16 matrix,
+    sequence, id), optionally ``<stem>.png``, and ``summary.tsv``.
+
+    ``top``/``threshold``/``min_separation`` choose the RR pairs (default: top L with |i - j| >= 6). ``structures``
+    is a directory of PDB/mmCIF files, a TSV map or a chain collection (:class:`StructureIndex`); matched records get
+    evaluation metrics in the summary. Records whose outputs are already complete (same sequence, model and settings)
+    are not predicted again. ``on_record(stem)`` is called after each record's files are written (progress hooks,
+    tests).
+    """
+    fasta = Path(fasta)
+    outdir = Path(outdir)
+    if not fasta.is_file():
+        raise InputError("FASTA file not found", path=fasta)
+    if min_separation < 1:
+        raise InputError(f"--min-separation must be at least 1, got {min_separation}")
+    if top is not None and top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise InputError(f"--threshold must be in [0, 1], got {threshold}")
+    predictor = model if isinstance(model, Predictor) else load_model(model)
+    index = StructureIndex(structures) if structures is not None else None
+    metric_columns = evaluation_columns() if index is not None else None
+    outdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(outdir)
+
+    settings = OutputSettings.build(outdir, predictor, top=top, min_separation=min_separation, threshold=threshold,
+                                    png=png)
+    run = PredictionRun(outdir=outdir, summary_path=outdir / SUMMARY_NAME, rows=[])
+    namer = SafeNamer()
+    bar = _progress(progress)
+    worker = ChunkPredictor(predictor, settings, run, index=index, batch_tokens=batch_tokens, progress=bar,
+                            on_record=on_record)
+    chunk: list[PendingRecord] = []
+    chunk_residues = 0
+    try:
+        for record_id, sequence, reason in iter_records(fasta, predictor, skip_invalid=skip_invalid):
+            if sequence is None:
+                run.rows.append(SummaryRow(record_id, "", None, "skipped", reason))
+                continue
+            row = SummaryRow(record_id, namer(record_id), len(sequence), "ok")
+            run.rows.append(row)
+            chunk.append(PendingRecord(row, sequence))
+            chunk_residues += len(sequence)
+            if len(chunk) >= CHUNK_RECORDS or chunk_residues >= CHUNK_RESIDUES:
+                worker.process(chunk)
+                chunk, chunk_residues = [], 0
+        if chunk:
+            worker.process(chunk)
+    finally:
+        bar.close()
+    if not run.rows:
+        raise InputError("no FASTA records found (empty file?)", path=fasta)
+    write_summary(run.summary_path, run.rows, metric_columns)
+    return run
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(desc="predict", unit="rec", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,145 @@
+"""The files ``protrnn predict`` writes besides the RR (:mod:`protrnn.rr`): the npz matrix, the PNG map, summary.tsv.
+
+Every writer is deterministic (fixed number formatting, fixed zip timestamps, no software stamp in the PNG) and atomic
+(a temporary name renamed into place), so a resumed run ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from protrnn.conventions import MIN_SEPARATION
+from protrnn.errors import InputError
+from protrnn.utils.io import atomic_path, atomic_write
+
+SUMMARY_NAME = "summary.tsv"
+#: Temporary files of :func:`protrnn.utils.io.atomic_write` / ``atomic_path`` left behind by a killed run.
+_STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
+#: A fixed zip timestamp, so npz files are byte-identical across runs.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: str | os.PathLike[str], probs: np.ndarray, sequence: str, record_id: str) -> None:
+    """Write ``probs`` (float16, symmetric L x L), ``sequence`` and ``id`` as a compressed npz, atomically.
+
+    Equivalent to ``np.savez_compressed`` but with a fixed zip timestamp, so equal inputs give equal bytes. Loads with
+    ``np.load(path, allow_pickle=False)``.
+    """
+    arrays = {"probs": np.ascontiguousarray(probs, dtype=np.float16), "sequence": np.str_(sequence),
+              "id": np.str_(record_id)}
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+
+
+def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, str]:
+    """``(probs float16 L x L, sequence, id)`` from a prediction npz; InputError if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            probs, sequence, record_id = data["probs"], str(data["sequence"]), str(data["id"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"not a protrnn prediction npz ({exc})", path=path) from None
+    if probs.dtype != np.float16 or probs.shape != (len(sequence), len(sequence)):
+        raise InputError(f"probs has dtype {probs.dtype} and shape {probs.shape}, expected float16 "
+                         f"({len(sequence)}, {len(sequence)})", path=path)
+    return probs, sequence, record_id
+
+
+def write_png(path: str | os.PathLike[str], probs: np.ndarray, title: str) -> None:
+    """A contact-map image (probabilities, both triangles) written atomically with matplotlib's Agg backend."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.0, 4.4), dpi=100)
+    axes = figure.add_subplot()
+    image = axes.imshow(np.asarray(probs, dtype=np.float32), cmap="Greys", vmin=0.0, vmax=1.0,
+                        interpolation="nearest", origin="upper")
+    shown = "".join(ch if ch.isprintable() else "?" for ch in title)  # IDs may hold control characters
+    axes.set_title(shown[:60], fontsize=9)
+    axes.set_xlabel("residue j")
+    axes.set_ylabel("residue i")
+    figure.colorbar(image, ax=axes, label="contact probability")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def mean_top_probability(probs: np.ndarray, k: int = 5, min_separation: int = MIN_SEPARATION) -> float:
+    """Mean of the top ``max(1, L // k)`` probabilities with ``|i - j| >= min_separation``: a confidence summary
+    (high for chains the model is sure about). NaN when the chain is too short to have such pairs."""
+    length = probs.shape[0]
+    rows, cols = np.triu_indices(length, k=min_separation)
+    if rows.size == 0:
+        return math.nan
+    values = probs[rows, cols].astype(np.float64)
+    count = min(values.size, max(1, length // k))
+    return float(np.sort(values)[::-1][:count].mean())
+
+
+@dataclass
+class SummaryRow:
+    """One line of summary.tsv: a record, its file stem, what became of it and, with structures, its evaluation."""
+
+    record_id: str
+    stem: str
+    length: int | None
+    status: str
+    reason: str = ""
+    mean_top_l5: float = math.nan
+    structure: str = ""
+    evaluation: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _tsv_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _fmt(value: float | None, *, count: bool = False) -> str:
+    """Fixed formatting (4 decimals; integers for counts) so equal values always give equal bytes."""
+    if value is None:
+        return ""
+    if math.isnan(value):
+        return "nan"
+    return str(int(value)) if count else f"{value:.4f}"
+
+
+def write_summary(path: Path, rows: Iterable[SummaryRow], metric_columns: Sequence[str] | None) -> None:
+    """summary.tsv, one row per record in the given order; ``metric_columns`` (evaluation against structures) adds
+    the ``structure`` and ``evaluation`` columns and one column per metric."""
+    header = ["id", "file", "length", "status", "reason", "mean_top_L5_prob"]
+    if metric_columns is not None:
+        header += ["structure", "evaluation", *metric_columns]
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write("\t".join(header) + "\n")
+        for row in rows:
+            cells = [_tsv_cell(row.record_id), row.stem, "" if row.length is None else str(row.length), row.status,
+                     _tsv_cell(row.reason), _fmt(row.mean_top_l5) if row.status == "ok" else ""]
+            if metric_columns is not None:
+                cells += [_tsv_cell(row.structure), _tsv_cell(row.evaluation)]
+                cells += [_fmt(row.metrics[key], count=key.endswith(("/n_pairs", "/n_contacts")))
+                          if key in row.metrics else "" for key in metric_columns]
+            handle.write("\t".join(cells) + "\n")
+
+
+def remove_stale_temporaries(outdir: Path) -> int:
+    """Delete temporary files a killed run left in ``outdir`` (one OUTDIR serves one run at a time)."""
+    removed = 0
+    for entry in outdir.iterdir():
+        if _STALE_TEMP.match(entry.name) and entry.is_file():
+            entry.unlink()
+            removed += 1
+    return removed

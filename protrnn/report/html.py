@@ -1,0 +1,359 @@
+"""The report's HTML: sections, tables and :func:`build_report`, which draws every figure and writes one
+self-contained ``OUTDIR/report.html`` that answers "how far does each recurrent model see?".
+
+``report.html`` embeds every figure as a base64 PNG and its CSS inline, so it opens offline and links nothing;
+``OUTDIR/figures`` holds the same figures as PNG and SVG for papers and slides. Sections:
+
+1. how far each model sees: effective gradient horizon, diagnosis, long-range precision against the baselines;
+2. precision (top-L/5) by separation bin for every method, one panel per test set, bootstrap error bars;
+3. gradient sensitivity versus distance per model (log scale) with the effective horizons marked;
+4. training and validation curves per run;
+5. predicted versus true contact maps (prediction above the diagonal, truth below, top-L TP/FP marked);
+6. every metric (mean and bootstrap interval) per method and test set;
+7. test-set overlap removed by ``prepare`` (never silent).
+
+The report and the figure folder are replaced as a whole on success, so a rerun never mixes old and new figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protrnn import __version__
+from protrnn.diagnostics.results import DiagnosticsResult
+from protrnn.report.figures import (
+    Figure,
+    Styles,
+    figure_contact_map,
+    figure_precision_by_separation,
+    figure_sensitivity,
+    figure_training_curves,
+)
+from protrnn.report.inputs import (
+    ALIGNMENT_METHODS,
+    Evaluation,
+    MethodResult,
+    ReportInputs,
+    choose_proteins,
+    find_predictions,
+    horizon_text,
+    merge_results,
+    number,
+    order_methods,
+)
+from protrnn.utils.io import atomic_write, swapped_directory
+
+#: Metrics in the headline table (key, column title); everything else is in the full table.
+HEADLINE_METRICS: tuple[tuple[str, str], ...] = (
+    ("medium_long/P@L/5", "M+L P@L/5"),
+    ("long/P@L/5", "Long P@L/5"),
+    ("long/P@L/1", "Long P@L"),
+    ("medium/P@L/5", "Medium P@L/5"),
+    ("short/P@L/5", "Short P@L/5"),
+    ("medium_long/AUPR", "M+L AUPR"),
+    ("long/AUPR", "Long AUPR"),
+    ("medium_long/MCC", "M+L MCC"),
+)
+#: Leakage rows shown in the HTML per file (all are in the TSV).
+MAX_LEAKAGE_ROWS = 200
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{border-bottom:2px solid #1f77b4;padding-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:1em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:.25em .55em;
+text-align:right}th{background:#f0f4f8}td.l,th.l{text-align:left}tr.baseline td{color:#555;background:#fafafa}
+figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.88em;color:#444}
+.note{background:#fff8e1;border-left:4px solid #ffb300;padding:.5em 1em}.ok{background:#e8f5e9;border-left:4px solid
+#43a047;padding:.5em 1em}code{background:#f4f4f4;padding:0 .2em}details summary{cursor:pointer;font-weight:600}
+.small{font-size:.85em;color:#555}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(stats: Mapping[str, float] | None, digits: int = 3) -> str:
+    if not stats or not math.isfinite(number(stats.get("mean"))):
+        return "&ndash;"
+    text = f"{stats['mean']:.{digits}f}"
+    low, high = number(stats.get("low")), number(stats.get("high"))
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" <span class='small'>[{low:.{digits}f}, {high:.{digits}f}]</span>"
+    return text
+
+
+def _figure_html(figure: Figure | None) -> str:
+    if figure is None:
+        return ""
+    data = base64.b64encode(figure.png).decode("ascii")
+    return (f"<figure id='{_e(figure.stem)}'><img alt='{_e(figure.title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption><b>{_e(figure.title)}.</b> {_e(figure.caption)} <span class='small'>Files: "
+            f"figures/{_e(figure.stem)}.png, figures/{_e(figure.stem)}.svg</span></figcaption></figure>")
+
+
+def _reach_section(results: Sequence[MethodResult], diagnostics: Sequence[DiagnosticsResult]) -> str:
+    """Section 1: one row per model: horizon, diagnosis and long-range precision against the best baseline."""
+    by_key = {(r.method, r.test_set): r for r in results}
+    test_sets = list(dict.fromkeys(r.test_set for r in results))
+    models = [m for m in order_methods(results) if any(r.method == m and r.kind != "baseline" for r in results)]
+    diag_by_model = {d.model: d for d in diagnostics}
+    for name in diag_by_model:
+        if name not in models:
+            models.append(name)
+    if not models:
+        return "<p class='note'>No model results or diagnostics were given: nothing to say about reach.</p>"
+    # Compare against single-sequence baselines only: FreeContact uses an alignment, which no model here sees.
+    baselines = [m for m in order_methods(results) if m not in ALIGNMENT_METHODS
+                 and any(r.method == m and r.kind == "baseline" for r in results)]
+    head = ["Model", "Effective horizon", "Diagnosis"]
+    head += [f"Long P@L/5 ({_e(t)})" for t in test_sets]
+    lines = ["<table><tr>" + "".join(f"<th class='l'>{h}</th>" if k < 3 else f"<th>{h}</th>"
+                                      for k, h in enumerate(head)) + "</tr>"]
+    sentences = []
+    for model in models:
+        diag = diag_by_model.get(model)
+        horizon = horizon_text(diag) if diag is not None else "not measured"
+        label = _e(diag.diagnosis.label) if diag is not None and diag.diagnosis is not None else "&ndash;"
+        cells = [f"<td class='l'><b>{_e(model)}</b></td>", f"<td class='l'>{_e(horizon)}</td>",
+                 f"<td class='l'>{label}</td>"]
+        for test_set in test_sets:
+            result = by_key.get((model, test_set))
+            cells.append(f"<td>{_fmt(result.metrics.get('long/P@L/5')) if result else '&ndash;'}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+        parts = [f"<b>{_e(model)}</b>: "]
+        if diag is not None:
+            parts.append(f"input sensitivity falls below {diag.fraction:g} of its peak at {_e(horizon)}")
+            if diag.diagnosis is not None:
+                parts.append(f" ({_e(diag.diagnosis.summary)})")
+            parts.append(". ")
+        for test_set in test_sets:
+            result = by_key.get((model, test_set))
+            if result is None:
+                continue
+            mine = result.metrics.get("long/P@L/5", {})
+            best = max((by_key[(b, test_set)] for b in baselines if (b, test_set) in by_key),
+                       key=lambda r: number(r.metrics.get("long/P@L/5", {}).get("mean")), default=None)
+            text = f"On {_e(test_set)}, long-range (|i-j| >= 24) top-L/5 precision is {_fmt(mine)}"
+            if best is not None:
+                theirs = best.metrics.get("long/P@L/5", {})
+                verdict = ""
+                if math.isfinite(number(mine.get("low"))) and math.isfinite(number(theirs.get("high"))):
+                    if mine["low"] > theirs["high"]:
+                        verdict = ": above it, intervals apart"
+                    elif number(mine.get("high")) < number(theirs.get("low")):
+                        verdict = ": below it, intervals apart"
+                    else:
+                        verdict = ": intervals overlap"
+                text += (f" against {_fmt(theirs)} for the best single-sequence baseline ({_e(best.method)})"
+                         f"{verdict}")
+            parts.append(text + ". ")
+        sentences.append("<li>" + "".join(parts) + "</li>")
+    lines.append("</table>")
+    return "".join(lines) + "<ul>" + "".join(sentences) + "</ul>"
+
+
+def _diagnosis_section(diagnostics: Sequence[DiagnosticsResult]) -> str:
+    if not diagnostics:
+        return ""
+    rows = ["<table><tr><th class='l'>Model</th><th>Horizon</th><th>Horizon (anchor rule)</th>"
+            "<th class='l'>Hidden-layer horizons</th><th class='l'>Diagnosis</th><th class='l'>Why</th>"
+            "<th>Pairs</th><th>Chains</th></tr>"]
+    for diag in diagnostics:
+        hidden = ", ".join("&gt; max" if h is None else str(h) for h in diag.hidden_horizons) or "&ndash;"
+        anchor = "&gt; max" if diag.horizon_anchor is None else str(diag.horizon_anchor)
+        why = "<br>".join(_e(r) for r in diag.diagnosis.reasons) if diag.diagnosis else "&ndash;"
+        label = _e(diag.diagnosis.label) if diag.diagnosis else "&ndash;"
+        rows.append(f"<tr><td class='l'>{_e(diag.model)}</td><td>{_e(horizon_text(diag))}</td><td>{anchor}</td>"
+                    f"<td class='l'>{hidden}</td><td class='l'>{label}</td><td class='l small'>{why}</td>"
+                    f"<td>{diag.flow.n_pairs}</td><td>{diag.flow.n_chains}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _metrics_tables(results: Sequence[MethodResult], diagnostics: Sequence[DiagnosticsResult],
+                    evaluations: Sequence[Evaluation] = ()) -> str:
+    """Section 6: headline metrics per method and test set, then every metric in a collapsible table."""
+    if not results:
+        return "<p>No evaluation results were given.</p>"
+    labels = {d.model: (d.diagnosis.label if d.diagnosis else "&ndash;") for d in diagnostics}
+    order = {m: k for k, m in enumerate(order_methods(results))}
+    set_order = {t: k for k, t in enumerate(dict.fromkeys(r.test_set for r in results))}
+    ordered = sorted(results, key=lambda r: (set_order[r.test_set], order[r.method]))
+    head = "".join(f"<th>{_e(title)}</th>" for _, title in HEADLINE_METRICS)
+    lines = [f"<table><tr><th class='l'>Test set</th><th class='l'>Method</th><th>Proteins</th>{head}"
+             "<th class='l'>Diagnosis</th></tr>"]
+    for r in ordered:
+        cells = "".join(f"<td>{_fmt(r.metrics.get(key))}</td>" for key, _ in HEADLINE_METRICS)
+        kind = " class='baseline'" if r.kind == "baseline" else ""
+        label = labels.get(r.method, "baseline" if r.kind == "baseline" else "&ndash;")
+        lines.append(f"<tr{kind}><td class='l'>{_e(r.test_set)}</td><td class='l'>{_e(r.method)}</td>"
+                     f"<td>{r.n_proteins}</td>{cells}<td class='l'>{_e(label) if label != '&ndash;' else label}"
+                     "</td></tr>")
+    lines.append("</table>")
+    keys: list[str] = []
+    for r in ordered:
+        keys.extend(k for k in r.metrics if k not in keys and k != "L" and not k.endswith(("/n_pairs", "/n_contacts")))
+    columns = [(r.test_set, r.method) for r in ordered]
+    by_key = {(r.test_set, r.method): r for r in ordered}
+    full = ["<details><summary>All metrics (mean [95% bootstrap interval] over proteins; n = proteins with a "
+            "value)</summary><table><tr><th class='l'>Metric</th>"
+            + "".join(f"<th>{_e(m)}<br><span class='small'>{_e(t)}</span></th>" for t, m in columns) + "</tr>"]
+    for key in keys:
+        cells = []
+        for column in columns:
+            stats = by_key[column].metrics.get(key)
+            n = f" <span class='small'>n={stats.get('n', 0)}</span>" if stats else ""
+            cells.append(f"<td>{_fmt(stats)}{n}</td>")
+        full.append(f"<tr><td class='l'>{_e(key)}</td>{''.join(cells)}</tr>")
+    full.append("</table></details>")
+    return "".join(lines) + _skipped_html(evaluations) + "".join(full)
+
+
+def _skipped_html(evaluations: Sequence[Evaluation]) -> str:
+    """Methods or proteins ``evaluate`` skipped (e.g. FreeContact without an alignment), so gaps are explained."""
+    items = []
+    for evaluation in evaluations:
+        for entry in evaluation.summary.get("skipped", []):
+            method = _e(entry.get("method", "?"))
+            if "proteins" in entry:
+                proteins = entry["proteins"]
+                reasons = sorted(set(proteins.values())) if isinstance(proteins, dict) else []
+                items.append(f"<li>{method} on {_e(entry.get('test_set', '?'))}: {len(proteins)} protein(s) not "
+                             f"scored ({_e('; '.join(reasons)[:300]) or 'no reason recorded'})</li>")
+            else:
+                items.append(f"<li>{method}: not run ({_e(entry.get('reason', 'no reason recorded'))})</li>")
+    if not items:
+        return ""
+    return "<p class='note'>Skipped during evaluation:</p><ul>" + "".join(items) + "</ul>"
+
+
+def _leakage_section(leakage: Sequence[tuple[Path, list[dict[str, str]]]],
+                     evaluations: Sequence[Evaluation]) -> str:
+    """Section 7: what prepare removed for each test set, from the given TSVs and the evaluation summaries."""
+    parts = []
+    recorded: list[str] = []
+    for evaluation in evaluations:
+        for name, info in evaluation.summary.get("test_sets", {}).items():
+            if "leakage_rows" in info:
+                recorded.append(f"<li>{_e(name)} ({_e(info.get('path', ''))}): {info['leakage_rows']} overlapping "
+                                f"training chain(s) listed in {_e(info.get('leakage_tsv', 'leakage.tsv'))}</li>")
+            else:
+                recorded.append(f"<li>{_e(name)} ({_e(info.get('path', ''))}): no leakage.tsv beside the test set "
+                                "&mdash; overlap with training data is <b>unknown</b></li>")
+    if recorded:
+        parts.append("<p>Test sets as recorded by <code>protrnn evaluate</code>:</p><ul>"
+                     + "".join(dict.fromkeys(recorded)) + "</ul>")
+    if not leakage:
+        parts.append("<p class='note'>No leakage table was given (<code>--leakage</code>): the report cannot show "
+                     "which training chains were removed for overlapping the test sets.</p>")
+    for path, rows in leakage:
+        if not rows:
+            parts.append(f"<p class='ok'>{_e(path)}: no overlap between training data and test sets was found "
+                         "(the table is empty).</p>")
+            continue
+        columns = list(rows[0].keys())
+        shown = rows[:MAX_LEAKAGE_ROWS]
+        summary = _leakage_counts(rows)
+        parts.append(f"<p class='note'>{_e(path)}: <b>{len(rows)}</b> overlapping training chain(s){summary}. "
+                     "These chains were removed from training (or flagged) so the test sets stay held out.</p>")
+        table = ["<details><summary>Overlap rows" + (f" (first {MAX_LEAKAGE_ROWS})" if len(rows) > len(shown)
+                                                      else "") + "</summary><table><tr>"
+                 + "".join(f"<th class='l'>{_e(c)}</th>" for c in columns) + "</tr>"]
+        for row in shown:
+            table.append("<tr>" + "".join(f"<td class='l'>{_e(row.get(c, ''))}</td>" for c in columns) + "</tr>")
+        table.append("</table></details>")
+        parts.append("".join(table))
+    return "".join(parts)
+
+
+def _leakage_counts(rows: Sequence[Mapping[str, str]]) -> str:
+    """`` (ts50: 4, psicov150: 34)``: rows per test set when a column names it."""
+    for column in ("test_set", "test", "set"):
+        if column in rows[0]:
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row.get(column, "")] = counts.get(row.get(column, ""), 0) + 1
+            return " (" + ", ".join(f"{_e(k)}: {v}" for k, v in counts.items()) + ")"
+    return ""
+
+
+def _sources_section(inputs: ReportInputs) -> str:
+    items = []
+    for evaluation in inputs.evaluations:
+        command = evaluation.summary.get("command") or "(not recorded)"
+        items.append(f"<li>evaluation {_e(evaluation.path)}: <code>{_e(command)}</code></li>")
+        for name, info in evaluation.summary.get("methods", {}).items():
+            if info.get("model_json"):
+                items.append(f"<li class='small'>model {_e(name)}: {_e(info['model_json'])}</li>")
+    for diag in inputs.diagnostics:
+        items.append(f"<li>diagnostics for {_e(diag.model)}: {diag.flow.n_pairs} pairs on {diag.flow.n_chains} "
+                     f"chains, max distance {diag.flow.max_distance}</li>")
+    for run in inputs.runs:
+        items.append(f"<li>run {_e(run.name)}: {_e(run.path)}</li>")
+    for path, _ in inputs.leakage:
+        items.append(f"<li>leakage table {_e(path)}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+@dataclass
+class ReportResult:
+    """What :func:`build_report` wrote."""
+
+    html: Path
+    figures: list[Path]
+
+
+def build_report(inputs: ReportInputs, outdir: str | Path, *, title: str = "protrnn report",
+                 log: Callable[[str], None] = print) -> ReportResult:
+    """Draw every figure into ``OUTDIR/figures`` and write ``OUTDIR/report.html`` (both replaced whole)."""
+    outdir = Path(outdir)
+    results = merge_results(inputs.evaluations)
+    model_names = [m for m in order_methods(results) if any(r.method == m and r.kind != "baseline"
+                                                            for r in results)]
+    model_names += [d.model for d in inputs.diagnostics if d.model not in model_names]
+    model_names += [r.name for r in inputs.runs if r.name not in model_names]
+    styles = Styles(model_names)
+    predictions = find_predictions(inputs.evaluations)
+    maps = choose_proteins(predictions, inputs.proteins)
+    with swapped_directory(outdir / "figures") as staging:
+        precision = figure_precision_by_separation(results, staging, styles)
+        sensitivity = figure_sensitivity(inputs.diagnostics, staging, styles)
+        curves = figure_training_curves(inputs.runs, staging, styles)
+        contact_maps = [figure_contact_map(t, p, predictions, staging, styles) for t, p in maps]
+        figures = [f for f in (precision, sensitivity, curves, *contact_maps) if f is not None]
+        body = [f"<h1>{_e(title)}</h1>",
+                f"<p class='small'>protrnn {__version__}, generated {time.strftime('%Y-%m-%d %H:%M')}. "
+                "Contacts: C-beta (C-alpha for Gly) &lt; 8 &Aring;; pairs with |i - j| &lt; 6 are not scored; "
+                "short 6-11, medium 12-23, long &ge; 24, medium+long &ge; 12; top-L/k over observed residues, "
+                "L = chain length; intervals are 95% percentile bootstraps over proteins.</p>",
+                "<h2>1. How far does each recurrent model see?</h2>", _reach_section(results, inputs.diagnostics),
+                "<h2>2. Precision by sequence separation</h2>",
+                _figure_html(precision) or "<p>No evaluation results were given (<code>--evaluation</code>).</p>",
+                "<h2>3. Gradient sensitivity vs distance</h2>",
+                (_figure_html(sensitivity) + _diagnosis_section(inputs.diagnostics))
+                if sensitivity else "<p>No diagnostics were given (<code>--diagnostics</code>).</p>",
+                "<h2>4. Training and validation curves</h2>",
+                _figure_html(curves) or "<p>No training runs were given (<code>--runs</code>).</p>",
+                "<h2>5. Predicted vs true contact maps</h2>",
+                "".join(_figure_html(f) for f in contact_maps)
+                or "<p>No saved predictions (run <code>protrnn evaluate --save-predictions N</code>).</p>",
+                "<h2>6. All metrics</h2>", _metrics_tables(results, inputs.diagnostics, inputs.evaluations),
+                "<h2>7. Test-set overlap and leakage removed</h2>",
+                _leakage_section(inputs.leakage, inputs.evaluations),
+                "<h2>Sources</h2>", _sources_section(inputs)]
+        document = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+                    f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+                    + "\n".join(body) + "\n</body></html>\n")
+        with atomic_write(outdir / "report.html", encoding="utf-8") as handle:
+            handle.write(document)
+    figure_paths = [outdir / "figures" / f"{f.stem}.{ext}" for f in figures for ext in ("png", "svg")]
+    log(f"protrnn report: wrote {outdir / 'report.html'} with {len(figures)} figures")
+    return ReportResult(html=outdir / "report.html", figures=figure_paths)

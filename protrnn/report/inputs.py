@@ -1,0 +1,289 @@
+"""What a report is drawn from, loaded and checked before any drawing starts (torch-free).
+
+Evaluation folders (``summary.json``, ``per_protein.csv``, ``predictions/``) from ``protrnn evaluate``, diagnostics JSON
+from ``protrnn diagnose``, training run folders (Lightning ``CSVLogger`` ``metrics.csv`` anywhere below them) and
+``prepare``'s ``leakage.tsv``; plus the merged (method, test set) results, the saved predictions and the choice of
+proteins whose contact maps are drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protrnn.diagnostics.results import DiagnosticsResult, load_diagnostics
+from protrnn.errors import InputError
+from protrnn.evaluation.results import (
+    PER_PROTEIN_FILE,
+    PREDICTIONS_DIR,
+    SUMMARY_FILE,
+    read_per_protein_csv,
+    read_summary,
+)
+
+#: Baselines that read an alignment (not comparable to single-sequence models; shown, never the reference).
+ALIGNMENT_METHODS = frozenset({"freecontact"})
+#: Baselines in the order tables and legends list them (after the models).
+BASELINE_ORDER = ("random", "separation", "propensity", "freecontact")
+#: Contact maps drawn when --proteins is not given: per test set, this many proteins.
+DEFAULT_MAPS_PER_TEST_SET = 2
+
+
+@dataclass
+class Evaluation:
+    """One ``protrnn evaluate`` output folder."""
+
+    path: Path
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.path / PREDICTIONS_DIR
+
+
+@dataclass
+class RunCurves:
+    """Curves of one run from a Lightning ``metrics.csv``: ``{column: [(x, value), ...]}`` in x order, where x is the
+    optimizer step (or the epoch when the file has no step column): training loss is logged per step and
+    validation per epoch, so the step axis shows both, even for a run that stopped within its first epoch."""
+
+    name: str
+    path: Path
+    series: dict[str, list[tuple[float, float]]]
+    x_label: str = "optimizer step"
+
+
+@dataclass
+class ReportInputs:
+    """Everything a report is drawn from (loaded and checked before any drawing starts)."""
+
+    evaluations: list[Evaluation] = field(default_factory=list)
+    diagnostics: list[DiagnosticsResult] = field(default_factory=list)
+    runs: list[RunCurves] = field(default_factory=list)
+    leakage: list[tuple[Path, list[dict[str, str]]]] = field(default_factory=list)
+    proteins: list[str] | None = None
+
+
+def load_evaluation(path: str | Path) -> Evaluation:
+    """Read an evaluation folder (``summary.json`` + ``per_protein.csv``)."""
+    path = Path(path)
+    if path.name == SUMMARY_FILE:
+        path = path.parent
+    summary = read_summary(path)
+    csv_path = path / PER_PROTEIN_FILE
+    if not csv_path.is_file():
+        raise InputError(f"{PER_PROTEIN_FILE} missing from the evaluation folder", path=path)
+    return Evaluation(path=path, summary=summary, rows=read_per_protein_csv(csv_path))
+
+
+def find_metrics_csv(run_dir: str | Path) -> Path:
+    """The newest Lightning ``metrics.csv`` below ``run_dir`` (highest ``version_N``, then latest modified)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_file() and run_dir.name.endswith(".csv"):
+        return run_dir
+    if not run_dir.is_dir():
+        raise InputError("run folder not found", path=run_dir)
+    found = sorted(run_dir.rglob("metrics.csv"))
+    if not found:
+        raise InputError("no metrics.csv (Lightning CSVLogger) below the run folder", path=run_dir)
+
+    def key(path: Path) -> tuple[int, float]:
+        match = re.search(r"version_(\d+)", str(path.relative_to(run_dir)))
+        return (int(match.group(1)) if match else -1, path.stat().st_mtime)
+
+    return max(found, key=key)
+
+
+def read_run_curves(run_dir: str | Path, name: str | None = None) -> RunCurves:
+    """Every numeric column of a run's ``metrics.csv`` as ``(step, value)`` points (rows of a column at the same
+    step are averaged; empty cells skipped)."""
+    path = find_metrics_csv(run_dir)
+    run_dir = Path(run_dir)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        x_column = "step" if "step" in fields else "epoch" if "epoch" in fields else None
+        if x_column is None:
+            raise InputError("metrics.csv has neither a 'step' nor an 'epoch' column (not a Lightning CSVLogger "
+                             "file?)", path=path)
+        columns = [c for c in fields if c not in ("epoch", "step")]
+        points: dict[str, dict[float, list[float]]] = {c: {} for c in columns}
+        for line, record in enumerate(reader, start=2):
+            x_text = record.get(x_column) or ""
+            if not x_text:
+                continue
+            try:
+                x = float(x_text)
+            except ValueError:
+                raise InputError(f"{x_column} {x_text!r} is not a number", path=path, position=line) from None
+            for column in columns:
+                text = record.get(column) or ""
+                if not text:
+                    continue
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise InputError(f"column {column!r}: {text!r} is not a number", path=path,
+                                     position=line) from None
+                if math.isfinite(value):
+                    points[column].setdefault(x, []).append(value)
+    series = {column: sorted((x, float(np.mean(values))) for x, values in by_x.items())
+              for column, by_x in points.items() if by_x}
+    default_name = run_dir.name if run_dir.is_dir() else path.parent.name
+    return RunCurves(name=name or default_name, path=path, series=series,
+                     x_label="optimizer step" if x_column == "step" else "epoch")
+
+
+def read_leakage(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a leakage TSV (``prepare``'s ``leakage.tsv`` or an mmseqs overlap table with a header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("leakage table not found", path=path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip() and not line.startswith("#")]
+    if not lines:
+        return []
+    return list(csv.DictReader(lines, delimiter="\t"))
+
+
+def _named(value: str) -> tuple[str | None, str]:
+    name, sep, path = value.partition("=")
+    if sep and name and "/" not in name and not Path(value).exists():
+        return name, path
+    return None, value
+
+
+def load_inputs(evaluations: Sequence[str | Path] = (), diagnostics: Sequence[str | Path] = (),
+                runs: Sequence[str] = (), leakage: Sequence[str | Path] = (),
+                proteins: Sequence[str] | None = None) -> ReportInputs:
+    """Load and check every input; a run may be given as ``NAME=DIR`` (default name: the folder name)."""
+    inputs = ReportInputs(proteins=list(proteins) if proteins else None)
+    inputs.evaluations = [load_evaluation(path) for path in evaluations]
+    for path in diagnostics:
+        inputs.diagnostics.extend(load_diagnostics(path))
+    for value in runs:
+        name, path = _named(str(value))
+        inputs.runs.append(read_run_curves(path, name))
+    inputs.leakage = [(Path(path), read_leakage(path)) for path in leakage]
+    if not (inputs.evaluations or inputs.diagnostics or inputs.runs):
+        raise InputError("nothing to report: give --evaluation, --diagnostics or --runs")
+    names = [run.name for run in inputs.runs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"two runs are named {duplicated[0]!r}; name them with --runs NAME=DIR")
+    return inputs
+
+
+@dataclass
+class MethodResult:
+    """Summary statistics of one method on one test set, with where they came from."""
+
+    method: str
+    kind: str
+    test_set: str
+    n_proteins: int
+    metrics: dict[str, dict[str, float]]
+    source: Path
+
+
+def number(value: Any) -> float:
+    """A summary statistic as a float (NaN for a missing value)."""
+    return math.nan if value is None else float(value)
+
+
+def merge_results(evaluations: Sequence[Evaluation]) -> list[MethodResult]:
+    """All (method, test set) results of the given evaluations; the same pair in two folders is an error."""
+    merged: dict[tuple[str, str], MethodResult] = {}
+    for evaluation in evaluations:
+        methods = evaluation.summary.get("methods", {})
+        for method, by_test in evaluation.summary.get("results", {}).items():
+            kind = str(methods.get(method, {}).get("kind", "model"))
+            for test_set, result in by_test.items():
+                key = (method, test_set)
+                if key in merged:
+                    raise InputError(f"method {method!r} on test set {test_set!r} appears in two evaluations "
+                                     f"({merged[key].source} and {evaluation.path}); pass each once",
+                                     path=evaluation.path)
+                metrics = {name: {stat: number(v) if stat != "n" else int(v or 0) for stat, v in stats.items()}
+                           for name, stats in result.get("metrics", {}).items()}
+                merged[key] = MethodResult(method, kind, test_set, int(result.get("n_proteins", 0)), metrics,
+                                           evaluation.path)
+    return list(merged.values())
+
+
+def order_methods(results: Iterable[MethodResult]) -> list[str]:
+    """Models first (in input order), then baselines in a fixed order."""
+    models: list[str] = []
+    baselines: list[str] = []
+    for result in results:
+        target = baselines if result.kind == "baseline" else models
+        if result.method not in target:
+            target.append(result.method)
+    rank = {name: k for k, name in enumerate(BASELINE_ORDER)}
+    return models + sorted(baselines, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+@dataclass
+class SavedPrediction:
+    """A protein's saved prediction (``predictions/<method>/<test set>/<protein>.npz``)."""
+
+    method: str
+    kind: str
+    test_set: str
+    protein: str
+    path: Path
+
+
+def find_predictions(evaluations: Sequence[Evaluation]) -> list[SavedPrediction]:
+    """Every saved prediction of the given evaluations, in method / test set / protein order."""
+    found: list[SavedPrediction] = []
+    for evaluation in evaluations:
+        methods = evaluation.summary.get("methods", {})
+        root = evaluation.predictions_dir
+        if not root.is_dir():
+            continue
+        for path in sorted(root.glob("*/*/*.npz")):
+            method, test_set = path.parent.parent.name, path.parent.name
+            with np.load(path, allow_pickle=False) as data:
+                protein = str(data["id"]) if "id" in data.files else path.stem
+            found.append(SavedPrediction(method, str(methods.get(method, {}).get("kind", "model")), test_set,
+                                         protein, path))
+    return found
+
+
+def choose_proteins(predictions: Sequence[SavedPrediction], requested: Sequence[str] | None,
+                    per_test_set: int = DEFAULT_MAPS_PER_TEST_SET) -> list[tuple[str, str]]:
+    """``(test set, protein)`` pairs to draw: the requested IDs (an unknown one is an error listing the available),
+    or the proteins with the most saved methods, ``per_test_set`` per test set."""
+    available: dict[tuple[str, str], int] = {}
+    for p in predictions:
+        available[(p.test_set, p.protein)] = available.get((p.test_set, p.protein), 0) + 1
+    if requested:
+        chosen = [key for key in available if key[1] in requested]
+        missing = [pid for pid in requested if all(key[1] != pid for key in available)]
+        if missing:
+            shown = ", ".join(sorted({key[1] for key in available})[:12]) or "none"
+            raise InputError(f"--proteins: no saved prediction for {missing[0]!r} (run evaluate with "
+                             f"--save-predictions N; available: {shown})")
+        return chosen
+    chosen = []
+    for test_set in dict.fromkeys(key[0] for key in available):
+        keys = [key for key in available if key[0] == test_set]
+        keys.sort(key=lambda key: -available[key])  # stable: first saved wins ties
+        chosen.extend(keys[:per_test_set])
+    return chosen
+
+
+def horizon_text(diag: DiagnosticsResult) -> str:
+    """``"37 residues"``, or ``"> 96 residues"`` when sensitivity never fell below the threshold."""
+    if diag.horizon is None:
+        return f"> {diag.flow.max_distance} residues"
+    return f"{diag.horizon} residues"
