@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         parse_bins,
         parse_named_paths,
         run_evaluation,
-        stderr_log,
     )
+    from protrnn.utils.io import stderr_log
     from protrnn.evaluation.results import PER_PROTEIN_FILE, SUMMARY_FILE
 
     result = run_evaluation(parse_named_paths(args.model, "--model"), parse_named_paths(args.test_set, "--test-set"),
