@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         parse_named_paths,
         run_evaluation,
     )
-    from protrnn.utils.io import stderr_log
     from protrnn.evaluation.results import PER_PROTEIN_FILE, SUMMARY_FILE
+    from protrnn.utils.io import stderr_log
 
     result = run_evaluation(parse_named_paths(args.model, "--model"), parse_named_paths(args.test_set, "--test-set"),
                             args.outdir, baselines=parse_baselines(args.baselines), bins=parse_bins(args.bins),
