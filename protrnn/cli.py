@@ -21,6 +21,7 @@ COMMANDS = {
     "diagnose": "Measure gradient flow vs sequence distance and the effective gradient horizon of a model.",
     "report": "Build a self-contained HTML report from evaluation and diagnostic outputs.",
     "predict": "Predict contacts for a FASTA file: CASP RR, npz probability matrices and a summary TSV.",
+    "synthetic": "Measure a recurrent cell's reach on a planted-distance recall task (accuracy vs distance).",
 }
 
 
