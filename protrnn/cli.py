@@ -22,6 +22,7 @@ COMMANDS = {
     "report": "Build a self-contained HTML report from evaluation and diagnostic outputs.",
     "predict": "Predict contacts for a FASTA file: CASP RR, npz probability matrices and a summary TSV.",
     "synthetic": "Measure a recurrent cell's reach on a planted-distance recall task (accuracy vs distance).",
+    "pretrain": "Pretrain the recurrent encoder on secondary structure and masked residues (sidechainnet DSSP).",
 }
 
 

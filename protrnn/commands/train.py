@@ -7,7 +7,8 @@ Lightning's conventions hold: ``--config FILE`` (or the name of a bundled config
 * a run directory ``trainer.default_root_dir`` holding ``checkpoints/`` (best + last), ``logs/version_N/``
   (CSV + TensorBoard + the resolved ``config.yaml``) and, at the end, the exported best model
   (``model.safetensors`` + ``model.json``; ``--export_dir`` puts it elsewhere);
-* ``trainer.precision`` chosen per device when not given: ``bf16-mixed`` on a GPU, ``32-true`` on CPU;
+* ``trainer.precision`` chosen per device when not given: ``bf16-mixed`` on a GPU and on a CPU with native bf16
+  (AVX512-BF16 / AMX), ``32-true`` elsewhere;
 * glibc's malloc tuned for PyTorch on CPU (``MALLOC_MMAP_MAX_`` / ``MALLOC_TRIM_THRESHOLD_``; see docs/training.md):
   when they are unset, the process re-executes itself once with them, because glibc reads them only at start-up;
 * one-line errors: invalid config values exit with status 2 naming the key, a diverging run with status 1.
@@ -98,13 +99,21 @@ def _next_version(root: Path) -> int:
 
 
 def _auto_precision(accelerator: Any) -> str:
-    """``bf16-mixed`` on a CUDA GPU (``16-mixed`` where bf16 is unsupported), full precision elsewhere."""
+    """What ``trainer.precision: null`` (auto) becomes: ``bf16-mixed`` on a CUDA GPU (``16-mixed`` where bf16 is
+    unsupported) and on a CPU that multiplies bf16 natively (AVX512-BF16 or AMX-BF16, see
+    :func:`protrnn.model.contact_model.bf16_is_native`), ``32-true`` elsewhere (other CPUs emulate bf16, which is
+    slower than float32; Apple MPS). An explicit ``trainer.precision`` always wins."""
     import torch
 
+    from protrnn.model.contact_model import bf16_is_native
+
     name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
-    if name in ("cpu", "mps", "cpuaccelerator") or not torch.cuda.is_available():
+    on_cpu = name in ("cpu", "cpuaccelerator")
+    if name in ("mps", "mpsaccelerator") or (name == "auto" and torch.backends.mps.is_available()):
         return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if not on_cpu and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if bf16_is_native("cpu") else "32-true"
 
 
 def _build_cli_class() -> type:

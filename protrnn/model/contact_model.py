@@ -1,6 +1,16 @@
-"""The contact network: embedding + recurrent encoder + pair head. Saving and loading live in :mod:`protrnn.model.io`."""
+"""The contact network: embedding + recurrent encoder + pair head. Saving and loading live in :mod:`protrnn.model.io`.
+
+Also where the network's arithmetic precision is chosen per machine (:func:`bf16_is_native`,
+:func:`resolve_precision`): bfloat16 mixed precision pays where the hardware multiplies bf16 natively (a CUDA GPU
+with bf16, a CPU with AVX512-BF16 or AMX-BF16) and costs time elsewhere (emulated), so "auto" asks the machine.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -11,16 +21,72 @@ from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
 from protrnn.model.heads import build_head
 
+#: Largest pair-feature tensor (floats) :meth:`ContactModel.chunk_size_for` plans a tile for: 32 MiB of float32,
+#: glibc's largest dynamic mmap threshold. Bigger blocks are mmapped afresh on every allocation under default
+#: malloc settings, and the page faults cost more than the halo that bigger tiles save (measured: docs/training.md).
+TILE_FLOATS_CAP = 1 << 23
+#: ``predict_proba(precision=...)`` values: float32, bfloat16 head, or bf16 where the device supports it natively.
+PREDICT_PRECISIONS = ("32", "bf16", "auto")
+
+
+@functools.cache
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The bf16 matrix features of this CPU that oneDNN uses: ``avx512_bf16`` and/or ``amx_bf16`` (empty when none).
+
+    Asks torch first (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``, cpuid-based), then the
+    ``flags`` line of ``/proc/cpuinfo`` (Linux) when those private helpers are missing.
+    """
+    found: list[str] = []
+    probes = (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported"))
+    if all(hasattr(torch.cpu, probe) for _, probe in probes):
+        return tuple(flag for flag, probe in probes if getattr(torch.cpu, probe)())
+    cpuinfo = Path("/proc/cpuinfo")
+    try:
+        text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            found = [flag for flag, _ in probes if flag in flags]
+            break
+    return tuple(found)
+
+
+def bf16_is_native(device: str | torch.device) -> bool:
+    """Whether bfloat16 matrix arithmetic runs natively (not emulated) on ``device``: a CUDA GPU with bf16 support,
+    or a CPU with AVX512-BF16 / AMX-BF16 and oneDNN (see :func:`cpu_bf16_flags`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(cpu_bf16_flags()) and torch.backends.mkldnn.is_available()
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``"32"`` or ``"bf16"`` for a :data:`PREDICT_PRECISIONS` value: ``"auto"`` is bf16 where
+    :func:`bf16_is_native`, float32 elsewhere."""
+    if precision not in PREDICT_PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PREDICT_PRECISIONS)}; got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "32"
+    return precision
+
 
 class ContactModel(nn.Module):
-    """``tokens [B, T] (0 = padding), mask [B, T] -> symmetric contact logits [B, T, T]``."""
+    """``tokens [B, T] (0 = padding), mask [B, T] -> symmetric contact logits [B, T, T]``.
 
-    def __init__(self, config: ModelConfig, exact_path: str = "auto") -> None:
+    ``head_impl`` picks the pair head's implementation (``"fast"``, default, or ``"reference"``: the same function
+    and parameters, see :mod:`protrnn.model.heads`); like ``exact_path`` it is not part of the saved model.
+    """
+
+    def __init__(self, config: ModelConfig, exact_path: str = "auto", head_impl: str = "fast") -> None:
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_TOKEN)
         self.encoder = RecurrentEncoder(config, exact_path=exact_path)
-        self.head = build_head(config)
+        self.head = build_head(config, head_impl)
         #: Parsed ``model.json`` when the model came from :func:`protrnn.model.io.load_network` (else empty).
         self.export_metadata: dict[str, object] = {}
 
@@ -38,20 +104,45 @@ class ContactModel(nn.Module):
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.forward_embedded(self.embed(tokens), mask)  # type: ignore[return-value]
 
+    def chunk_size_for(self, batch: int, steps: int, max_pair_floats: int) -> int:
+        """The largest inference tile side whose haloed pair block, ``batch x (tile + 2 halo)^2 x pair_dim`` floats
+        (one pair-feature tensor of the head), fits ``max_pair_floats`` and :data:`TILE_FLOATS_CAP`; never below
+        ``config.pair_chunk_size`` (the model's own bound), and ``steps`` when the whole map fits. Bigger tiles
+        recompute less halo (a 256 tile with the default model's 30-residue halo computes 1.5x its own area)."""
+        halo = int(getattr(self.head, "halo", 0))
+        budget = min(max(0, max_pair_floats), TILE_FLOATS_CAP)
+        side = int(math.isqrt(budget // max(1, batch * self.config.pair_dim)))
+        chunk = max(self.config.pair_chunk_size, side - 2 * halo)
+        return steps if chunk + 2 * halo >= steps else chunk
+
     @torch.no_grad()
-    def predict_proba(self, tokens: Tensor, mask: Tensor, chunk_size: int | None = None) -> Tensor:
-        """Contact probabilities [B, T, T], pairs scored in tiles of ``chunk_size`` (default
-        ``config.pair_chunk_size``) so head memory is bounded (see :mod:`protrnn.model.heads`).
+    def predict_proba(self, tokens: Tensor, mask: Tensor, chunk_size: int | None = None,
+                      precision: str = "32", max_pair_floats: int | None = None) -> Tensor:
+        """Contact probabilities [B, T, T] (float32), pairs scored in tiles of ``chunk_size`` (default
+        ``config.pair_chunk_size``, or with ``max_pair_floats`` the largest tile within that many floats per pair
+        tensor: :meth:`chunk_size_for`) so head memory is bounded (see :mod:`protrnn.model.heads`). Tiling changes
+        nothing but rounding.
+
+        ``precision``: ``"32"`` (default) runs everything in float32; ``"bf16"`` runs the pair head under bfloat16
+        autocast (convolutions / hidden matmuls in bf16, norms, residual stream and logits in float32; logits move
+        by about 1e-2, rankings barely: see docs/training.md, "Speed"); ``"auto"`` is bf16 where the device does
+        bf16 natively (:func:`bf16_is_native`), else float32. The recurrent encoder always runs in float32.
 
         Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size):
             raise InputError(f"tokens must lie in [0, {self.config.vocab_size}); "
                              f"got [{int(tokens.min())}, {int(tokens.max())}]")
+        bf16 = resolve_precision(precision, tokens.device) == "bf16"
+        if chunk_size is None and max_pair_floats is not None:
+            chunk_size = self.chunk_size_for(tokens.size(0), tokens.size(1), max_pair_floats)
         was_training = self.training
         self.eval()
         try:
             h = self.encoder(self.embed(tokens), mask)
-            return torch.sigmoid(self.head.predict_logits(h, mask, chunk_size))
+            autocast = torch.autocast(tokens.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with autocast:
+                logits = self.head.predict_logits(h, mask, chunk_size)
+            return logits.float().sigmoid_()
         finally:
             self.train(was_training)

@@ -1,0 +1,400 @@
+"""Pretraining objectives (Q8/Q3, BERT masking, masked-only loss), the pretraining network and its export, fine-tuning
+(loading into a ContactModel for every cell, freezing for N steps, the auxiliary SS loss) and the `pretrain` CLI."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from protrnn.alphabet import DEFAULT_ALPHABET, PAD_TOKEN, UNK_TOKEN
+from protrnn.data.chain import ProteinChain
+from protrnn.data.dataset import save_dataset
+from protrnn.data.structure_labels import LabelledSequence, encode_dssp, save_structure_labels
+from protrnn.errors import InputError
+from protrnn.model.config import ModelConfig
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.pretrain_heads import PretrainNetwork, load_pretrained, save_pretrained
+from protrnn.training.finetune import (
+    HOOK,
+    AuxiliarySecondaryStructure,
+    PretrainedEncoder,
+    load_pretrained_encoder,
+)
+from protrnn.training.module import ContactLightningModule
+from protrnn.training.pretrain import (
+    IGNORE_INDEX,
+    PretrainLightningModule,
+    StructureLabelDataModule,
+    mask_residues,
+    masked_residue_loss,
+    ss8_loss,
+    ss_counts,
+)
+
+CELLS = ("lstm", "gru", "rnn")
+STATES = "HGIEBTSL"
+
+
+def tiny_config(cell: str = "lstm", **changes: object) -> ModelConfig:
+    values = {"cell": cell, "embed_dim": 8, "hidden_size": 8, "num_layers": 2, "dropout": 0.0, "head": "pairwise",
+              "pair_dim": 8, "max_separation": 16}
+    values.update(changes)
+    return ModelConfig(**values)
+
+
+def _logits_for(states: str) -> torch.Tensor:
+    """[1, T, 8] logits whose argmax is the given 8-state string."""
+    logits = torch.zeros(1, len(states), 8)
+    for t, letter in enumerate(states):
+        logits[0, t, STATES.index(letter)] = 5.0
+    return logits
+
+
+# ---- objectives ---------------------------------------------------------------------------------------------------
+def test_q8_and_q3_against_a_hand_computed_example() -> None:
+    labels = torch.as_tensor(encode_dssp("HGIEBTSLHE-").astype(np.int64))[None]
+    logits = _logits_for("GGHBBLTLEEH")
+    correct8, correct3, total = ss_counts(logits, labels)
+    # 8 states: G=G, B=B, L=L, E=E match -> 4 of the 10 labelled residues (the 11th has no label).
+    # 3 states: H/H H/H H/H E/E E/E C/C C/C C/C H/E(miss) E/E -> 9 of 10.
+    assert (int(correct8), int(correct3), int(total)) == (4, 9, 10)
+
+
+def test_ss8_loss_ignores_unlabelled_residues() -> None:
+    labels = torch.tensor([[0, 3, -1]])
+    logits = torch.randn(1, 3, 8)
+    expected = -(torch.log_softmax(logits[0, 0], -1)[0] + torch.log_softmax(logits[0, 1], -1)[3]) / 2
+    torch.testing.assert_close(ss8_loss(logits, labels), expected)
+    changed = logits.clone()
+    changed[0, 2] = 100.0
+    torch.testing.assert_close(ss8_loss(changed, labels), expected)
+
+
+def test_masked_residue_loss_scores_masked_positions_only() -> None:
+    targets = torch.full((2, 5), IGNORE_INDEX)
+    targets[0, 1], targets[1, 3] = 4, 19
+    logits = torch.randn(2, 5, 20)
+    expected = -(torch.log_softmax(logits[0, 1], -1)[4] + torch.log_softmax(logits[1, 3], -1)[19]) / 2
+    torch.testing.assert_close(masked_residue_loss(logits, targets), expected)
+    changed = logits.clone()
+    changed[targets == IGNORE_INDEX] = torch.randn(8, 20) * 10
+    torch.testing.assert_close(masked_residue_loss(changed, targets), expected)
+    changed[0, 1, 4] += 3.0
+    assert masked_residue_loss(changed, targets) < expected
+    assert masked_residue_loss(logits, torch.full((2, 5), IGNORE_INDEX)).item() == 0.0
+
+
+def test_bert_masking_selects_15_percent_of_standard_residues_and_splits_80_10_10() -> None:
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(2, 22, (200, 1000), generator=gen)
+    tokens[:, ::50] = UNK_TOKEN
+    lengths = torch.randint(500, 1001, (200,), generator=gen)
+    mask = torch.arange(1000)[None] < lengths[:, None]
+    tokens[~mask] = PAD_TOKEN
+    inputs, targets = mask_residues(tokens, mask, 0.15, torch.Generator().manual_seed(1))
+    selected = targets != IGNORE_INDEX
+    eligible = mask & (tokens >= 2)
+    assert not (selected & ~eligible).any()  # never padding or an unknown residue
+    assert (inputs[~selected] == tokens[~selected]).all()  # unselected positions untouched
+    assert (targets[selected] == tokens[selected] - 2).all()
+    n = int(selected.sum())
+    assert abs(n / int(eligible.sum()) - 0.15) < 0.005
+    to_mask = (inputs[selected] == UNK_TOKEN).sum().item() / n
+    unchanged = (inputs[selected] == tokens[selected]).sum().item() / n
+    other = 1 - to_mask - unchanged
+    assert abs(to_mask - 0.8) < 0.01
+    assert abs(unchanged - (0.1 + 0.1 / 20)) < 0.01  # kept, or replaced by a random residue that is the same
+    assert abs(other - 0.1 * 19 / 20) < 0.01
+    again, _ = mask_residues(tokens, mask, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(again, inputs)
+
+
+# ---- network and export -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", CELLS)
+def test_pretrained_export_round_trips_and_shares_names_with_the_contact_model(cell: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    network = PretrainNetwork(tiny_config(cell)).eval()
+    contact = ContactModel(tiny_config(cell))
+    shared = {k for k in network.state_dict() if k.startswith(("embedding.", "encoder."))}
+    assert shared == {k for k in contact.state_dict() if k.startswith(("embedding.", "encoder."))}
+    save_pretrained(network, tmp_path, extra={"note": "x"})
+    loaded = load_pretrained(tmp_path)
+    tokens = torch.randint(2, 22, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, 20:] = False
+    out, back = network(tokens, mask), loaded.network(tokens, mask)
+    torch.testing.assert_close(out.ss8, back.ss8)
+    torch.testing.assert_close(out.residue, back.residue)
+    assert out.ss8.shape == (2, 30, 8) and out.residue.shape == (2, 30, 20)
+    assert loaded.metadata["note"] == "x" and loaded.metadata["config"]["cell"] == cell
+
+
+def test_export_reading_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no encoder.json"):
+        load_pretrained(tmp_path)
+    save_pretrained(PretrainNetwork(tiny_config()), tmp_path)
+    meta = json.loads((tmp_path / "encoder.json").read_text())
+    meta["config"]["hidden_size"] = 16
+    (tmp_path / "encoder.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"parameter 'embedding.weight'|parameter 'encoder") as err:
+        load_pretrained(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+# ---- fine-tuning --------------------------------------------------------------------------------------------------
+def _export(tmp_path: Path, config: ModelConfig, seed: int = 0) -> tuple[Path, dict[str, torch.Tensor]]:
+    torch.manual_seed(seed)
+    network = PretrainNetwork(config)
+    save_pretrained(network, tmp_path / "encoder")
+    return tmp_path / "encoder", {k: v.clone() for k, v in network.state_dict().items()}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_load_pretrained_encoder_copies_embedding_and_encoder(cell: str, tmp_path: Path) -> None:
+    path, state = _export(tmp_path, tiny_config(cell))
+    torch.manual_seed(1)
+    # Another head, dropout and gradient horizon are fine: only the encoder keys must agree.
+    net = ContactModel(tiny_config(cell, head="resnet2d", dropout=0.2, gradient_horizon=8, pair_dim=4,
+                                   head_blocks=1, head_dilations=[1]))
+    head_before = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("head.")}
+    meta = load_pretrained_encoder(net, path)
+    assert meta["config"]["cell"] == cell
+    after = net.state_dict()
+    for name, tensor in state.items():
+        if name.startswith(("embedding.", "encoder.")):
+            assert torch.equal(after[name], tensor), name
+    for name, tensor in head_before.items():
+        assert torch.equal(after[name], tensor), name
+
+
+@pytest.mark.parametrize(("exported", "model", "key", "parameter"), [
+    (tiny_config("lstm"), tiny_config("lstm", hidden_size=16), "model.hidden_size is 8 in the export, 16",
+     "encoder.layers.0.fwd.weight_ih_l0"),
+    (tiny_config("lstm"), tiny_config("gru"), "model.cell is 'lstm' in the export, 'gru'",
+     "encoder.layers.0.fwd.weight_ih_l0"),
+    (tiny_config("gru"), tiny_config("gru", num_layers=1), "model.num_layers is 2 in the export, 1",
+     "unexpected parameter 'encoder.layers.1"),
+    (tiny_config("rnn"), tiny_config("rnn", layer_norm=False), "model.layer_norm is True in the export, False",
+     "unexpected parameter 'encoder.norms.0.bias'"),
+])
+def test_mismatched_encoder_is_one_line_naming_key_and_parameter(exported: ModelConfig, model: ModelConfig, key: str,
+                                                                 parameter: str, tmp_path: Path) -> None:
+    path, _ = _export(tmp_path, exported)
+    net = ContactModel(model)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(InputError) as err:
+        load_pretrained_encoder(net, path)
+    message = str(err.value)
+    assert "\n" not in message and key in message and parameter in message and str(path) in message
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing half-loaded
+
+
+def _contact_chain(rng: np.random.Generator, chain_id: str, length: int) -> ProteinChain:
+    steps = rng.normal(size=(length, 3))
+    ca = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+    coords = np.stack([ca - 1.0, ca, ca + 1.0, ca + 0.7], axis=1).astype(np.float32)
+    sequence = "".join(rng.choice(list(DEFAULT_ALPHABET.residues), size=length))
+    return ProteinChain(chain_id, sequence, np.ones(length, dtype=bool), coords)
+
+
+@pytest.fixture(scope="module")
+def contact_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    out = tmp_path_factory.mktemp("contacts")
+    chains = [_contact_chain(rng, f"c{i}", int(rng.integers(30, 60))) for i in range(12)]
+    return {"train": save_dataset(chains[:8], out / "train.npz"), "val": save_dataset(chains[8:], out / "val.npz")}
+
+
+def _label_records(rng: np.random.Generator, n: int, prefix: str) -> list[LabelledSequence]:
+    """Chains that repeat a random 3-residue motif; the label is a function of the residue (learnable both ways)."""
+    records = []
+    for index in range(n):
+        motif = rng.choice(list(DEFAULT_ALPHABET.residues), size=3)
+        length = int(rng.integers(30, 80))
+        sequence = "".join(motif[i % 3] for i in range(length))
+        labels = (DEFAULT_ALPHABET.encode(sequence).astype(np.int8) % 8).astype(np.int8)
+        records.append(LabelledSequence(f"{prefix}{index}", sequence, labels, f"{prefix}{index}"))
+    return records
+
+
+@pytest.fixture(scope="module")
+def label_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    rng = np.random.default_rng(1)
+    out = tmp_path_factory.mktemp("labels")
+    return {"train": save_structure_labels(_label_records(rng, 400, "t"), out / "train.npz"),
+            "val": save_structure_labels(_label_records(rng, 16, "v"), out / "val.npz")}
+
+
+def _contact_datamodule(data: dict[str, Path]) -> pl.LightningDataModule:
+    from protrnn.training.datamodule import ContactDataModule
+
+    return ContactDataModule(data["train"], data["val"], crop_length=32, max_tokens=64, max_pairs=4096)
+
+
+def _trainer(steps: int, *callbacks: pl.Callback) -> pl.Trainer:
+    return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                      use_distributed_sampler=False, callbacks=list(callbacks))
+
+
+class _Snapshots(pl.Callback):
+    """Encoder and head parameters after every training batch."""
+
+    def __init__(self) -> None:
+        self.encoder: list[torch.Tensor] = []
+        self.head: list[torch.Tensor] = []
+
+    @staticmethod
+    def _flat(module: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = (self._flat(pl_module.net.encoder), self._flat(pl_module.net.head))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        self.encoder.append(self._flat(pl_module.net.encoder))
+        self.head.append(self._flat(pl_module.net.head))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_pretrained_encoder_is_loaded_and_frozen_for_the_first_steps(cell: str, contact_data: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    path, state = _export(tmp_path, tiny_config(cell), seed=3)
+    pretrained = torch.cat([state[k].flatten() for k, _ in ContactModel(tiny_config(cell)).encoder.named_parameters(
+        prefix="encoder")])
+    torch.manual_seed(0)
+    module = ContactLightningModule(tiny_config(cell), warmup_steps=0)
+    snapshots = _Snapshots()
+    _trainer(4, PretrainedEncoder(path, freeze_steps=2), snapshots).fit(module, datamodule=_contact_datamodule(
+        contact_data))
+    assert torch.equal(snapshots.start[0], pretrained)  # loaded before training
+    assert torch.equal(snapshots.encoder[0], pretrained) and torch.equal(snapshots.encoder[1], pretrained)
+    assert not torch.equal(snapshots.encoder[2], pretrained)  # step 3 trains the encoder
+    assert not torch.equal(snapshots.head[0], snapshots.start[1])  # the head trains from the first step
+    assert all(p.requires_grad for p in module.net.parameters())  # nothing left frozen
+
+
+class _Hooked(ContactLightningModule):
+    """ContactLightningModule with the auxiliary-loss hook (until the real module carries it, then unchanged)."""
+
+    if HOOK not in inspect.getsource(ContactLightningModule.training_step):
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201 - the hook, applied from outside
+            loss = super().training_step(batch, batch_idx)
+            return loss + sum(term(self, batch, batch_idx) for term in getattr(self, "auxiliary_losses", ()))
+
+
+class _NoHook(ContactLightningModule):
+    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        return self._loss(batch, self.net(batch["tokens"], batch["mask"]))
+
+
+def test_auxiliary_ss_loss_trains_the_encoder_through_the_frozen_pretrained_head(
+        contact_data: dict[str, Path], label_data: dict[str, Path], tmp_path: Path) -> None:
+    path, state = _export(tmp_path, tiny_config())
+    aux = AuxiliarySecondaryStructure(label_data["train"], path, weight=0.5, max_tokens=256, crop_length=32)
+    module = ContactLightningModule(tiny_config(), warmup_steps=0)
+    aux.setup(SimpleNamespace(world_size=1, global_rank=0), module, "fit")
+    assert module.auxiliary_losses == [aux]
+    torch.testing.assert_close(aux.head.weight, state["heads.ss8.weight"])
+    with pytest.warns(UserWarning, match="log"):
+        loss = aux(module, None, 0)
+    assert loss.item() > 0 and math.isfinite(loss.item())
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.encoder.parameters())
+    assert all(p.grad is None for p in module.net.head.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in aux.head.parameters())
+
+    hooked = _Hooked(tiny_config(), warmup_steps=0)
+    aux = AuxiliarySecondaryStructure(label_data["train"], path, weight=0.5, max_tokens=256, crop_length=32)
+    trainer = _trainer(3, aux)
+    trainer.fit(hooked, datamodule=_contact_datamodule(contact_data))
+    assert aux.calls == 3
+    assert math.isfinite(float(trainer.callback_metrics["train/aux_ss_loss_step"]))
+    assert hooked.auxiliary_losses == []  # removed again at teardown
+
+    aux = AuxiliarySecondaryStructure(label_data["train"], path, weight=0.5)
+    with pytest.raises(InputError, match="needs the line"):
+        _trainer(3, aux).fit(_NoHook(tiny_config()), datamodule=_contact_datamodule(contact_data))
+
+
+# ---- pretraining --------------------------------------------------------------------------------------------------
+def test_objective_weights_switch_objectives_off(label_data: dict[str, Path]) -> None:
+    with pytest.raises(InputError, match="both 0"):
+        PretrainLightningModule(tiny_config(), ss_weight=0, mask_weight=0)
+    with pytest.raises(InputError, match="'model.mask_fraction'"):
+        PretrainLightningModule(tiny_config(), mask_fraction=0.0)
+    for ss_weight, mask_weight, present, absent in ((1.0, 0.0, {"val/Q8", "val/Q3"}, {"val/mask_acc"}),
+                                                    (0.0, 1.0, {"val/mask_acc"}, {"val/Q8", "val/Q3"})):
+        module = PretrainLightningModule(tiny_config(), ss_weight=ss_weight, mask_weight=mask_weight)
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False,
+                             enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+        trainer.fit(module, datamodule=StructureLabelDataModule(label_data["train"], label_data["val"],
+                                                                max_tokens=512))
+        logged = set(trainer.callback_metrics)
+        assert present <= logged and not absent & logged and "val/loss" in logged
+
+
+def test_pretraining_learns_both_objectives(label_data: dict[str, Path]) -> None:
+    """Labels are a function of the residue and chains repeat a 3-residue motif: on held-out chains (unseen motifs)
+    Q8 and masked-residue accuracy must climb far above chance (1/8 and 1/20) within a short run; Q3 >= Q8."""
+    torch.manual_seed(0)
+    module = PretrainLightningModule(tiny_config(embed_dim=16, hidden_size=16, num_layers=1), lr=0.02,
+                                     warmup_steps=5)
+    trainer = pl.Trainer(max_steps=300, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                         check_val_every_n_epoch=None, val_check_interval=300, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=StructureLabelDataModule(label_data["train"], label_data["val"], max_tokens=512))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert metrics["val/Q8"] > 0.9, metrics
+    assert metrics["val/Q3"] >= metrics["val/Q8"]
+    assert metrics["val/mask_acc"] > 0.4, metrics  # copying the (10 % unchanged) input alone gives ~0.1
+
+
+def test_pretrain_cli_fit_export_and_train_from_the_encoder(label_data: dict[str, Path],
+                                                            contact_data: dict[str, Path], tmp_path: Path) -> None:
+    from protrnn.cli import main
+    from protrnn.commands import train as train_cmd
+    from protrnn.model.io import load_network
+
+    run = tmp_path / "pretrain"
+    # The tiny training config's encoder: embed 16, hidden 32, one layer.
+    status = main(["pretrain", "fit", "--config", "pretrain", "--data.train_path", str(label_data["train"]),
+                   "--data.val_path", str(label_data["val"]), "--trainer.default_root_dir", str(run),
+                   "--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.max_time", "null",
+                   "--trainer.enable_progress_bar", "false", "--data.max_tokens", "512", "--data.crop_length", "40",
+                   "--model.warmup_steps", "2", "--model.model.embed_dim", "16", "--model.model.hidden_size", "32",
+                   "--model.model.num_layers", "1"])
+    assert status == 0
+    meta = json.loads((run / "encoder.json").read_text())
+    assert meta["format"] == "protrnn-pretrained-encoder" and meta["selected"] == "best"
+    assert {"val/Q8", "val/Q3", "val/mask_acc", "val/loss"} <= set(meta["val_metrics"])
+    assert meta["throughput"]["residues_seen"] > 0 and meta["throughput"]["residues_per_s"] > 0
+    assert meta["objectives"] == {"ss_weight": 1.0, "mask_weight": 1.0, "mask_fraction": 0.15}
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+    assert main(["pretrain", "export", str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "exp")]) == 0
+    last = load_pretrained(tmp_path / "exp")
+    assert last.metadata["global_step"] == 6 and last.metadata["exported_by"] == "protrnn pretrain export"
+
+    # protrnn train from the export, encoder frozen throughout: the exported contact model carries its weights.
+    contact_run = tmp_path / "contact"
+    assert train_cmd.main(["--config", "tiny", "--data.train_path", str(contact_data["train"]),
+                           "--data.val_path", str(contact_data["val"]), "--trainer.default_root_dir",
+                           str(contact_run), "--trainer.max_epochs", "1",
+                           "--trainer.callbacks+=protrnn.training.finetune.PretrainedEncoder",
+                           "--trainer.callbacks.path", str(run), "--trainer.callbacks.freeze_steps", "1000"]) == 0
+    contact = load_network(contact_run).network.state_dict()
+    encoder = load_pretrained(run).network.state_dict()
+    shared = [k for k in contact if k.startswith(("embedding.", "encoder."))]
+    assert shared and all(torch.equal(contact[k], encoder[k]) for k in shared)
+    recorded = json.loads((contact_run / "model.json").read_text())["training_config"]["trainer"]["callbacks"]
+    assert recorded[0]["class_path"] == "protrnn.training.finetune.PretrainedEncoder"
