@@ -122,7 +122,8 @@ class ContactLightningModule(pl.LightningModule):
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=batch_size)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
                  batch_size=batch_size)
-        return loss
+        # Auxiliary objectives registered by callbacks (protrnn.training.finetune.AuxiliarySecondaryStructure).
+        return loss + sum(term(self, batch, batch_idx) for term in getattr(self, "auxiliary_losses", ()))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the total gradient L2 norm before clipping, and stop on a non-finite loss or gradient."""
