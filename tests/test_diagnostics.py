@@ -35,8 +35,10 @@ from protrnn.diagnostics.results import (
     UNDERFIT,
     UNDERFIT_VANISHING,
     UNDETERMINED,
+    DiagnosticsResult,
     DistanceProfile,
     FitThresholds,
+    GradientFlow,
     LossByLength,
     load_diagnostics,
     save_diagnostics,
@@ -176,6 +178,31 @@ def test_diagnose_fit_labels() -> None:
     json.dumps(over.to_dict(), allow_nan=False)
 
 
+def test_fit_diagnosis_over_seeds_uses_the_seed_means() -> None:
+    """Two seeds whose own labels disagree: the model's label is the documented rule applied to the seed means of
+    train loss, validation loss, reference loss and horizon, worked out here by hand."""
+    from protrnn.diagnostics.fit import diagnose_over_seeds
+
+    ref = constant_predictor_loss(0.04)
+
+    def run(train: float, val: float, horizon: int | None) -> DiagnosticsResult:
+        flow = GradientFlow(sensitivity=synthetic([1.0, 0.5]), sensitivity_anchor=synthetic([1.0, 0.5]), hidden=[],
+                            max_distance=96, pairs_per_chain=1, seed=0, n_chains=1, n_pairs=1)
+        result = DiagnosticsResult(model="m", flow=flow, fraction=0.01, horizon=horizon, horizon_anchor=None,
+                                   hidden_horizons=[], metrics={"train_loss": train, "val_loss": val,
+                                                                "reference_loss": ref})
+        result.diagnosis = diagnose_fit(train, val, horizon, max_distance=96, reference_loss=ref)
+        return result
+
+    seeds = [run(0.95 * ref, 0.96 * ref, 10), run(0.80 * ref, 0.81 * ref, 30)]
+    assert [r.diagnosis.label for r in seeds] == [UNDERFIT_VANISHING, BALANCED]
+    combined = diagnose_over_seeds(seeds)
+    # means: train 0.875 x ref (not high: < 0.9), gap ~ +1 % (not worse), horizon 20 -> balanced
+    assert combined["label"] == label_by_the_documented_rules(0.875 * ref, 0.885 * ref, ref, 20, {})
+    assert combined["inputs"]["horizon"]["mean"] == 20.0 and combined["seed_labels"] == [UNDERFIT_VANISHING, BALANCED]
+    assert combined["agreeing_seeds"] == 1 and combined["n_seeds"] == 2
+
+
 def test_constant_predictor_loss_is_the_best_constant() -> None:
     rate, weight = 0.05, 4.0
     grid = np.linspace(1e-4, 1 - 1e-4, 20001)
@@ -307,6 +334,12 @@ def test_save_and_load_round_trip(val_chains: list, tmp_path: Path) -> None:
     flow = gradient_flow(model, val_chains[:2], max_distance=120, pairs_per_chain=2)  # chains < 120: NaN tail
     result = summarise(flow, 0.05, model="gru", config=model.config.to_dict())
     result.diagnosis = diagnose_fit(0.3, 0.4, result.horizon, reference_loss=0.35)
+    from protrnn.diagnostics.usage import usage_profile
+
+    result.usage = usage_profile(model, val_chains[:2], distances=[0, 8, 200], draws=2, pairs_per_chain=2,
+                                 precision_chains=1)
+    result.training = {"seed": 1, "global_step": 700}
+    assert result.usage.count[-1] == 0  # no chain reaches 200 residues from a pair: not measured, null in JSON
     path = tmp_path / "diag.json"
     save_diagnostics([result, result], path)
     text = path.read_text()

@@ -5,8 +5,10 @@ leakage table. The HTML must be self-contained, embed every figure, carry the ta
 from __future__ import annotations
 
 import base64
+import html
 import itertools
 import json
+import math
 import re
 import shutil
 from html.parser import HTMLParser
@@ -19,12 +21,23 @@ import torch
 from protrnn.cli import main
 from protrnn.data.dataset import load_dataset, save_dataset
 from protrnn.data.formats import iter_json_chains
+from protrnn.diagnostics.fit import difference_interval, seed_interval
+from protrnn.diagnostics.results import (
+    DiagnosticsResult,
+    DistanceProfile,
+    GradientFlow,
+    UsageProfile,
+    save_diagnostics,
+    split_seed,
+)
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import save_model
 from protrnn.report import build_report, load_inputs
+from protrnn.report.aggregate import hierarchical_bootstrap, paired_difference_bootstrap
 from protrnn.report.figures import top_pairs
+from protrnn.report.findings import comparisons, effective_settings
 from protrnn.report.inputs import read_run_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -106,7 +119,7 @@ def test_html_is_self_contained_with_every_figure(report: Path) -> None:
     assert not re.search(r"https?://|//cdn|@import", text, re.IGNORECASE)
     assert "script" not in parser.tags and "link" not in parser.tags and "iframe" not in parser.tags
     assert parser.links == []
-    stems = ["precision_by_separation", "gradient_sensitivity", "training_curves"]
+    stems = ["precision_by_separation", "gradient_sensitivity", "context_usage", "training_curves"]
     maps = sorted(p.stem for p in (report / "figures").glob("contact_map_*.png"))
     assert len(maps) == 2  # two proteins per test set by default
     assert len(parser.images) == len(stems) + len(maps)
@@ -242,3 +255,206 @@ def test_legends_do_not_cover_the_data(inputs: Path, tmp_path: Path, monkeypatch
     monkeypatch.setattr(rep, "_save", checking_save)
     build_report(loaded, tmp_path / "r", log=lambda _: None)
     assert overlaps["gradient_sensitivity"] == [] and overlaps["training_curves"] == []
+
+
+# ------------------------------------------------------------------------------------ seeds, usage, findings
+
+
+def test_seed_names_round_trip() -> None:
+    assert split_seed("lstm@seed1") == ("lstm", 1)
+    assert split_seed("lstm_horizon16@seed12") == ("lstm_horizon16", 12)
+    assert split_seed("lstm") == ("lstm", None) and split_seed("a@seedx") == ("a@seedx", None)
+
+
+def test_seed_intervals_are_student_t() -> None:
+    from scipy import stats
+
+    got = seed_interval([1.0, 2.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
+    assert got["mean"] == 2.0 and got["low"] == pytest.approx(2 - half) and got["high"] == pytest.approx(2 + half)
+    assert math.isnan(seed_interval([5.0])["low"])
+    # Welch: variances 2 and 0 over 2 seeds each -> se 1, df 1
+    diff = difference_interval([10.0, 12.0], [4.0, 4.0])
+    assert diff["mean"] == 7.0
+    assert diff["low"] == pytest.approx(7 - stats.t.ppf(0.975, 1)) and diff["high"] == pytest.approx(7 + stats.t.ppf(0.975, 1))
+    exact = difference_interval([16.0, 16.0], [75.0, 75.0])
+    assert exact["low"] == exact["high"] == -59.0
+    # a known measurement noise floors each group's spread: sd 1 in both groups of 2 -> se 1, df 2
+    floored = difference_interval([16.0, 16.0], [75.0, 75.0], noise_sd=(1.0, 1.0))
+    assert floored["high"] == pytest.approx(-59.0 + stats.t.ppf(0.975, 2))
+    assert seed_interval([3.0, 3.0], noise_sd=0.5)["low"] == pytest.approx(3 - stats.t.ppf(0.975, 1) * 0.5 / math.sqrt(2))
+
+
+def test_hierarchical_bootstrap_resamples_seeds_and_pairs_proteins() -> None:
+    # two seeds that disagree completely: a quarter of the replicates draw seed 0 twice, a quarter seed 1 twice
+    disagree = np.array([[0.0] * 30, [1.0] * 30])
+    stats = hierarchical_bootstrap(disagree)
+    assert stats["mean"] == 0.5 and stats["low"] == 0.0 and stats["high"] == 1.0
+    # seeds that agree: only the protein sample moves the interval; NaN proteins are skipped per seed
+    rng = np.random.default_rng(1)
+    values = rng.random(40)
+    same = np.stack([values, values])
+    same[1, 3] = np.nan
+    stats = hierarchical_bootstrap(same)
+    assert stats["mean"] == pytest.approx((values.mean() + np.delete(values, 3).mean()) / 2)
+    assert stats["low"] < stats["mean"] < stats["high"]
+    # paired proteins: a model that is the reference plus 0.1 on every protein differs by exactly 0.1
+    paired = paired_difference_bootstrap(values[None, :] + 0.1, values[None, :])
+    assert paired["mean"] == pytest.approx(0.1) and paired["low"] == pytest.approx(0.1)
+    assert paired["high"] == pytest.approx(0.1)
+
+
+def _lstm(**changes: object) -> dict:
+    config = {"cell": "lstm", "hidden_size": 64, "num_layers": 2, "residual": True, "layer_norm": True,
+              "orthogonal_init": True, "forget_bias": 1.0, "chrono_init": False, "chrono_tmax": 200,
+              "gradient_horizon": None, "pair_chunk_size": 256}
+    config.update(changes)
+    return config
+
+
+def test_knob_comparisons_are_read_from_the_configurations() -> None:
+    settings = {
+        "lstm": effective_settings(_lstm(), 1.0),
+        "gru": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0),    # forget bias means nothing to a GRU
+        "lstm_h16": effective_settings(_lstm(gradient_horizon=16), 1.0),
+        "lstm_chrono": effective_settings(_lstm(chrono_init=True, chrono_tmax=128), 1.0),
+        "lstm_noclip": effective_settings(_lstm(), 0),
+        "lstm_plain": effective_settings(_lstm(orthogonal_init=False, layer_norm=False, residual=False,
+                                               forget_bias=None), 1.0),
+        "lstm_big": effective_settings(_lstm(hidden_size=128), 1.0),             # not a knob: never compared
+        "rnn": effective_settings(_lstm(cell="rnn"), 1.0),
+        "rnn_noclip": effective_settings(_lstm(cell="rnn"), None),
+        "lstm1": effective_settings(_lstm(num_layers=1), 1.0),
+        "lstm1_nores": effective_settings(_lstm(num_layers=1, residual=False), 1.0),
+    }
+    found = {(c.knobs, c.variant, c.base) for c in comparisons(settings, "lstm")}
+    assert found == {
+        (("cell",), "gru", "lstm"), (("cell",), "rnn", "lstm"), (("gradient horizon",), "lstm_h16", "lstm"),
+        (("forget bias / chrono init",), "lstm_chrono", "lstm"), (("gradient clipping",), "lstm_noclip", "lstm"),
+        (("forget bias / chrono init", "layer norm", "orthogonal init", "residual"), "lstm_plain", "lstm"),
+        (("gradient clipping",), "rnn_noclip", "rnn"), (("residual",), "lstm1_nores", "lstm1"),
+    }
+    texts = {c.variant: c.change for c in comparisons(settings, "lstm")}
+    assert texts["lstm_noclip"] == "clip=1 -> clip=off" and texts["rnn_noclip"] == "clip=1 -> clip=off (in rnn)"
+    assert texts["lstm_chrono"] == ("chrono_init=False, forget_bias=1.0 -> chrono_init=True, chrono_tmax=128, "
+                                    "forget_bias=none")
+
+
+def _profile(values: list[float]) -> DistanceProfile:
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    return DistanceProfile(quantity="input_sensitivity", rule="nearest", distance=np.arange(n), mean=v,
+                           std=np.zeros(n), sem=np.zeros(n), count=np.full(n, 10), raw_mean=v, n_pairs=4, n_chains=2)
+
+
+def _diagnostics(name: str, config: dict, clip: float, horizon: int | None, usage_horizon: int | None,
+                 seed: int) -> DiagnosticsResult:
+    values = [1.0] * 10 + [1e-4] * 31
+    flow = GradientFlow(sensitivity=_profile(values), sensitivity_anchor=_profile(values), hidden=[],
+                        max_distance=40, pairs_per_chain=4, seed=0, n_chains=2, n_pairs=8)
+    d = np.array([0, 4, 16, 32])
+    u = np.array([1.0, 0.5, 0.1, 0.0])
+    usage = UsageProfile(distances=d, mean_abs_delta=u, halves=np.stack([u, u]), mean_delta=u, relative=u,
+                         count=np.array([8, 8, 8, 4]), mean_abs_logit=2.0, n_pairs=8, n_chains=2, draws=2, seed=0,
+                         background="train", fraction=0.05, horizon=usage_horizon)
+    return DiagnosticsResult(model=f"{name}@seed{seed}", flow=flow, fraction=0.01, horizon=horizon, horizon_anchor=None,
+                             hidden_horizons=[], config=config, training={"seed": seed, "gradient_clip_val": clip},
+                             usage=usage)
+
+
+def _synthetic_result(cell: str, accuracy: list[float], seed: int, clip: float | None = 1.0,
+                      horizon: int | None = None) -> dict:
+    return {"format": "protrnn-synthetic", "format_version": 1, "cell": cell, "gradient_horizon": horizon,
+            "chance": 0.25, "reach": None, "command": f"protrnn synthetic --cell {cell}",
+            "settings": {"seed": seed, "gradient_clip": clip, "steps": 10},
+            "model": {"cell": cell, "hidden_size": 32, "num_layers": 1, "residual": True, "layer_norm": True,
+                      "orthogonal_init": True, "forget_bias": 1.0, "chrono_init": False, "chrono_tmax": 200,
+                      "gradient_horizon": horizon},
+            "distances": [{"distance": d, "accuracy": a, "chance": 0.25, "interval": [a, a], "n_queries": 1000}
+                          for d, a in zip((8, 16, 32, 64), accuracy, strict=True)]}
+
+
+def test_findings_table_and_summary_from_seeded_runs(inputs: Path, tmp_path: Path) -> None:
+    """Two models x two seeds (real evaluations of tiny untrained models, diagnostics and synthetic results written
+    by hand): the report aggregates over seeds, and the findings read the knobs, differences and verdicts that the
+    numbers give when worked out here."""
+    root = tmp_path
+    test = f"ts50={inputs / 'data' / 'test_ts50.npz'}"
+    args = ["evaluate", "--test-set", test, "--bootstrap", "50", "--save-predictions", "1", "--device", "cpu"]
+    for seed in (0, 1):
+        for cell in ("lstm", "gru"):
+            torch.manual_seed(10 * seed + (cell == "gru"))
+            model = ContactModel(ModelConfig(cell=cell, embed_dim=8, hidden_size=8, num_layers=1, head="pairwise",
+                                             pair_dim=8, dropout=0.0))
+            save_model(model, root / "models" / f"{cell}{seed}")
+            args += ["--model", f"{cell}@seed{seed}={root / 'models' / f'{cell}{seed}'}"]
+    assert main([*args, "-o", str(root / "evaluation")]) == 0
+    lstm_config = _lstm(hidden_size=8, num_layers=1)
+    gru_config = _lstm(hidden_size=8, num_layers=1, cell="gru", forget_bias=None)
+    diagnostics = [_diagnostics("lstm", lstm_config, 1.0, 60, 16, 0), _diagnostics("lstm", lstm_config, 1.0, 70, 32, 1),
+                   _diagnostics("gru", gru_config, 1.0, None, 16, 0), _diagnostics("gru", gru_config, 1.0, 38, 32, 1)]
+    save_diagnostics(diagnostics, root / "diagnostics.json")
+    # lstm_no_clip's seeds agree with each other and differ from lstm's by 0.01 at one distance: within the binomial
+    # noise of 1,000 queries, so no effect, although the seed spread alone (zero) would call it one
+    synthetic = {"lstm": [[1, 1, 0.5, 0.25], [1, 1, 0.5, 0.25]], "gru": [[1, 1, 1, 0.9], [1, 1, 1, 0.95]],
+                 "lstm_no_clip": [[1, 1, 0.51, 0.25], [1, 1, 0.51, 0.25]]}
+    for name, runs in synthetic.items():
+        for seed, accuracy in enumerate(runs):
+            result = _synthetic_result("gru" if name == "gru" else "lstm", accuracy, seed,
+                                       clip=None if name == "lstm_no_clip" else 1.0)
+            (root / "synthetic" / name / f"seed{seed}").mkdir(parents=True)
+            (root / "synthetic" / name / f"seed{seed}" / "result.json").write_text(json.dumps(result))
+    out = root / "report"
+    assert main(["report", "--evaluation", str(root / "evaluation"), str(inputs / "evaluation" / "baselines"),
+                 "--diagnostics", str(root / "diagnostics.json"),
+                 *[f"--synthetic={name}={root / 'synthetic' / name / f'seed{seed}'}" for name in synthetic
+                   for seed in (0, 1)], "-o", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    html_text = (out / "report.html").read_text()
+    assert html_text.index("Findings") < html_text.index("1. How far does each recurrent model see?")
+
+    # per model: seeds, horizons as mean over seeds (gru seed 0 beyond 40 counts as 40)
+    lstm, gru = summary["models"]["lstm"], summary["models"]["gru"]
+    assert lstm["seeds"] == [0, 1] and lstm["gradient_horizon"]["mean"] == 65.0
+    assert gru["gradient_horizon"]["mean"] == 39.0 and gru["gradient_horizon"]["censored"] == 1
+    assert lstm["usage_horizon"]["mean"] == 24.0
+    # precision: the mean over seeds of each seed's protein mean, straight from the per-protein table
+    rows = [r for r in csv_rows(root / "evaluation" / "per_protein.csv") if r["method"].startswith("lstm@")]
+    by_seed = {}
+    for row in rows:
+        by_seed.setdefault(row["method"], []).append(float(row["long/P@L/5"]))
+    expected = np.mean([np.nanmean(v) for v in by_seed.values()])
+    assert lstm["precision"]["ts50"]["long/P@L/5"]["mean"] == pytest.approx(expected)
+    assert ">lstm@seed0<" not in html_text.split("2. Precision")[0]  # tables list the model, not its runs
+
+    findings = {r["knob"] + r["change"]: r for r in summary["findings"]["rows"]}
+    cell = findings["cellcell=lstm -> cell=gru"]
+    assert cell["grid"] == {"variant": "gru", "reference": "lstm"}
+    assert cell["synthetic"] == {"variant": "gru", "reference": "lstm"}
+    # reach score = mean over distances of (acc - 1/4) / (3/4); Welch interval over the two seeds
+    score = {name: [np.mean([(a - 0.25) / 0.75 for a in run]) for run in runs] for name, runs in synthetic.items()}
+    # binomial standard error of one run's score: sqrt(sum_d p(1-p)/n) / (D (1 - chance)), averaged over seeds
+    noise = {name: np.mean([math.sqrt(sum(a * (1 - a) / 1000 for a in run)) / (4 * 0.75) for run in runs])
+             for name, runs in synthetic.items()}
+    reach = difference_interval(score["gru"], score["lstm"], noise_sd=(noise["gru"], noise["lstm"]))
+    assert cell["effects"]["reach"]["mean"] == pytest.approx(reach["mean"])
+    assert cell["effects"]["reach"]["low"] == pytest.approx(reach["low"])
+    gradient = difference_interval([40.0, 38.0], [60.0, 70.0], noise_sd=(1 / math.sqrt(12), 1 / math.sqrt(12)))
+    assert cell["effects"]["gradient"]["low"] == pytest.approx(gradient["low"])
+    assert cell["verdict"] == "matters" and "reach" in cell["matters_for"]
+    clip = findings["gradient clippingclip=1 -> clip=off"]
+    assert clip["grid"] is None and clip["verdict"] == "no effect detected"
+    assert difference_interval(score["lstm_no_clip"], score["lstm"])["low"] > 0  # what seeds alone would say
+    assert findings["pretraining"]["verdict"] == "not measured"
+    sentence = summary["findings"]["sentence"]
+    assert "cell (cell=lstm -> cell=gru) for reach (synthetic score)" in sentence
+    assert "no effect detected for gradient clipping" in sentence.lower()
+    assert "Not measured: gradient horizon" in sentence
+    assert html.escape(sentence) in html_text
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

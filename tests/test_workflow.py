@@ -6,6 +6,7 @@ fails these tests rather than skipping them; only the tests that read ../shared/
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import sysconfig
@@ -43,8 +44,54 @@ def test_default_config_dry_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr + result.stdout
     plan = result.stdout + result.stderr
     for rule in ("fetch_default_sources", "prepare", "train", "evaluate_model", "evaluate_baselines", "diagnose",
-                 "report", "split_fasta", "predict_shard", "gather_predictions"):
+                 "synthetic", "report", "split_fasta", "predict_shard", "gather_predictions"):
         assert rule in plan, f"rule {rule} missing from the default plan"
+
+
+def test_grid_runs_every_model_per_seed_with_a_matched_step_budget(tmp_path: Path) -> None:
+    """Each (model, seed) is one run trained for exactly train.max_steps steps (no early stopping, final weights);
+    the bundle keeps its epoch budget; evaluation, diagnostics and the report take every run."""
+    config = yaml.safe_load((REPO / "workflows" / "config.yaml").read_text())
+    assert len(config["seeds"]) >= 2 and "max_steps" in config["train"]
+    result = snakemake("-n", "-p", "all", "bundle", "--configfile", str(write_config(tmp_path)), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    trains = [line for line in plan.splitlines() if "-m protrnn train" in line]
+    assert len(trains) == len(config["models"]) * len(config["seeds"]) + 1  # + the bundle
+    steps = config["train"]["max_steps"]
+    for model in config["models"]:
+        for seed in config["seeds"]:
+            line = next(t for t in trains if f"--export_dir {tmp_path}/results/models/{model}/seed{seed} " in t)
+            assert f"--trainer.max_steps {steps} --trainer.max_epochs -1" in line
+            assert "--early_stopping.patience 1000000000 --checkpoint.monitor null" in line
+            assert f"--seed_everything {seed} --data.seed {seed}" in line
+            assert f"diagnose {model}@seed{seed}=" in plan and f"--model {model}@seed{seed}=" in plan
+    bundle = next(t for t in trains if "models/bundle" in t)
+    assert "--trainer.max_epochs 18" in bundle and "max_steps" not in bundle
+    for variant in config["synthetic"]["variants"]:
+        for seed in config["seeds"]:
+            assert f"synthetic/{variant}/seed{seed}/result.json" in plan
+    report = next(line for line in plan.splitlines() if "-m protrnn report" in line)
+    assert report.count("--evaluation") == len(config["models"]) * len(config["seeds"]) + 1
+    assert report.count("--synthetic") == len(config["synthetic"]["variants"]) * len(config["seeds"])
+    assert f"--reference {config['report']['reference']}" in report
+
+
+def test_seeds_must_be_distinct(tmp_path: Path) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, seeds=[1, 1])))
+    assert result.returncode != 0 and "seeds" in result.stderr + result.stdout
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_science_config_isolates_every_knob_with_three_seeds() -> None:
+    science = yaml.safe_load((REPO / "workflows" / "config.science.yaml").read_text())
+    assert len(science["seeds"]) >= 3
+    result = snakemake("-n", "--configfile", str(REPO / "workflows" / "config.science.yaml"), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    for model in ("lstm_no_orthogonal", "lstm_no_residual", "lstm_no_layer_norm", "lstm_no_clip", "lstm_chrono"):
+        assert f"models/{model}/seed2/model.json" in plan
+    assert "synthetic/lstm2_no_residual/seed2/result.json" in plan
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
@@ -133,7 +180,7 @@ def test_slurm_profile_keeps_each_models_runtime_and_gpu(tmp_path: Path) -> None
 def test_ddp_under_slurm_launches_training_with_srun(tmp_path: Path) -> None:
     """docs/pipeline.md: the `mpi: srun` resource makes the train rule start one task per GPU with srun."""
     config = str(write_config(tmp_path))
-    target = str(tmp_path / "results" / "models" / "lstm" / "model.json")
+    target = str(tmp_path / "results" / "models" / "lstm" / "seed0" / "model.json")
     plain = snakemake(target, "-n", "-p", "--configfile", config)
     ddp = snakemake(target, "-n", "-p", "--set-resources", "train:mpi=srun", "train:tasks_per_node=4",
                     "--configfile", config)
@@ -164,7 +211,8 @@ def test_missing_input_directory_fails_with_the_path(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_tiny_end_to_end_run(tmp_path: Path) -> None:
-    """A few real chains, one epoch: every stage runs, the report and gathered predictions exist, a rerun is a no-op."""
+    """A few real chains, two seeds, a few optimiser steps, two synthetic variants: every stage runs, the report,
+    its summary.json and gathered predictions exist, a rerun is a no-op."""
     config = write_config(
         tmp_path,
         **{
@@ -173,12 +221,17 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
             "sources.limit": 40,
             "prepare.max_length": 300,
             "test_sets": {"ts50": {"path": str(SHARED / "ts50_gvp" / "ts50.json.gz")}},
-            "train.max_epochs": 1,
+            "seeds": [0, 1],
+            "train.max_steps": 6,
             "train.max_time": "00:00:01:00",
             "models": {"lstm": {"config": "tiny"}, "rnn": {"config": "tiny", "set": {"model.model.cell": "rnn"}}},
             "evaluate.bootstrap": 20,
             "evaluate.save_predictions": 2,
             "diagnose.max_distance": 32,
+            "diagnose.usage": {"distances": [0, 4, 16], "draws": 2, "chains": 3, "pairs_per_chain": 2,
+                               "precision_chains": 1},
+            "synthetic": {"distances": [2, 4], "steps": 10, "eval_queries": 50,
+                          "variants": {"lstm": {}, "rnn": {"cell": "rnn"}}},
             "predict.model": "lstm",
         },
     )
@@ -186,11 +239,23 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     results = tmp_path / "results"
     html = (results / "report" / "report.html").read_text()
-    assert "rnn" in html and "lstm" in html
-    summary = (results / "predict" / "example" / "summary.tsv").read_text().splitlines()
-    assert len(summary) == 4 and summary[1].startswith("ubiquitin_human")
+    assert "rnn" in html and "lstm" in html and "Findings" in html
+    summary = json.loads((results / "report" / "summary.json").read_text())
+    assert summary["models"]["lstm"]["seeds"] == [0, 1] and summary["models"]["rnn"]["seeds"] == [0, 1]
+    assert sorted(summary["synthetic"]) == ["lstm", "rnn"]
+    cell = next(r for r in summary["findings"]["rows"] if r["knob"] == "cell")
+    assert cell["grid"] == {"variant": "rnn", "reference": "lstm"}
+    assert cell["synthetic"] == {"variant": "rnn", "reference": "lstm"}
+    # every grid run trained exactly train.max_steps optimiser steps and exported those final weights
+    for model in ("lstm", "rnn"):
+        for seed in (0, 1):
+            record = json.loads((results / "models" / model / f"seed{seed}" / "model.json").read_text())
+            assert record["global_step"] == 6 and record["training_config"]["seed_everything"] == seed
+    predictions = (results / "predict" / "example" / "summary.tsv").read_text().splitlines()
+    assert len(predictions) == 4 and predictions[1].startswith("ubiquitin_human")
     assert sorted(p.suffix for p in (results / "predict" / "example" / "contacts").iterdir()).count(".rr") == 3
-    assert (results / "benchmarks" / "prepare.tsv").exists() and (results / "logs" / "train" / "lstm.log").exists()
+    assert (results / "benchmarks" / "prepare.tsv").exists()
+    assert (results / "logs" / "train" / "lstm" / "seed1.log").exists()
     rerun = snakemake("-n", "--configfile", str(config), "--cores", "2")
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
     # Started through another path to the same interpreter (the environment's `snakemake` script, found beside this
@@ -204,7 +269,7 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
 
     # A training job killed midway (last.ckpt kept, no exported model) resumes from its checkpoint, and once it has
     # finished the next invocation leaves it alone: the resume flag must not count as a changed parameter.
-    lstm = results / "models" / "lstm"
+    lstm = results / "models" / "lstm" / "seed0"
     assert (lstm / "checkpoints" / "last.ckpt").exists()
     (lstm / "model.json").unlink()
     (lstm / "model.safetensors").unlink()

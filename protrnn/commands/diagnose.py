@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from protrnn.commands.args import int_list, model_spec, open_fraction, positive_int
-from protrnn.diagnostics.results import FitThresholds
+from protrnn.commands.args import int_list, model_spec, non_negative_int, open_fraction, positive_int
+from protrnn.diagnostics.results import DEFAULT_USAGE_FRACTION, FitThresholds
+
+#: Defaults of the usage options (the library's are in protrnn.diagnostics.run.DiagnoseOptions; kept equal, the
+#: command does not import torch to build its help).
+USAGE_DISTANCES = [0, 2, 4, 8, 16, 32, 64, 96]
+
+
+def radius_list(text: str) -> list[int]:
+    """Comma-separated integers >= 0 (context radii; 0 keeps only the pair's two residues)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0 separated by commas, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 0 separated by commas, got {text!r}")
+    return values
 
 HELP = "Measure gradient flow vs sequence distance and the effective gradient horizon of a model."
 DESCRIPTION = """\
@@ -16,6 +31,11 @@ For each MODEL (an exported model directory, or a Lightning .ckpt written by pro
   * ||dL/dh_t|| of every recurrent layer (L = the pair's training loss) versus min(|i - t|, |j - t|);
   * the effective horizon: the distance beyond which the median-smoothed sensitivity stays below
     --fraction x its peak (docs/diagnostics.md states the rule);
+  * the usage horizon (Khandelwal et al. 2018): every residue farther than d from both i and j is replaced by
+    draws from the background composition (the --train-data chains', else each chain's own), and the change of
+    the pair's logit (and of long-range top-L/5 precision) is measured for every d of --usage-distances; the
+    usage horizon is the smallest d beyond which the change stays below --usage-fraction x its value at the
+    smallest d, noise floor included (--no-usage skips it);
   * the loss on the --data chains by chain length and, with training losses (--train-data or --train-metrics),
     the fit diagnosis: under-fitting with vanishing gradients, over-fitting with long memory, or neither.
 
@@ -51,6 +71,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the chain and pair sampling (0)")
     parser.add_argument("--no-hidden", action="store_true", help="skip the per-layer dL/dh_t profiles")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
+    usage = parser.add_argument_group("usage horizon (context ablation)")
+    usage.add_argument("--no-usage", action="store_true", help="skip the context-ablation measurement")
+    usage.add_argument("--usage-distances", type=radius_list, default=USAGE_DISTANCES, metavar="D1,D2,...",
+                       help="context radii d: residues farther than d from both i and j are replaced "
+                            f"({','.join(map(str, USAGE_DISTANCES))})")
+    usage.add_argument("--usage-draws", type=positive_int, default=4,
+                       help="background draws per pair (>= 2; two halves give the noise floor) (4)")
+    usage.add_argument("--usage-chains", type=positive_int, default=16,
+                       help="chains measured, a seeded sample of --data (16)")
+    usage.add_argument("--usage-pairs-per-chain", type=positive_int, default=8,
+                       help="scored pairs per chain, spread over separations (8)")
+    usage.add_argument("--usage-precision-chains", type=non_negative_int, default=4,
+                       help="of those chains, how many also get long-range top-L/5 precision under ablation "
+                            "(one forward pass per candidate pair, radius and draw; 0 = off) (4)")
+    usage.add_argument("--usage-pool-factor", type=float, default=2.0,
+                       help="precision: candidates re-ranked within the top FACTOR x L/5 intact pairs (2)")
+    usage.add_argument("--usage-fraction", type=open_fraction, default=DEFAULT_USAGE_FRACTION,
+                       help=f"usage threshold as a fraction of the change at the smallest d ({DEFAULT_USAGE_FRACTION})")
+    usage.add_argument("--usage-background", choices=("train", "chain"),
+                       help="background composition: 'train' (the --train-data chains; the default when given) or "
+                            "'chain' (each chain's own; the default otherwise)")
     group = parser.add_argument_group("fit diagnosis")
     group.add_argument("--train-data", metavar="TRAIN.npz",
                        help="training chains: train and validation losses are then both computed here, in eval mode")
@@ -89,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, seed=args.seed, hidden=not args.no_hidden,
                               device=args.device, train_data=args.train_data, loss_chains=args.loss_chains,
                               train_metrics=args.train_metrics, pos_weight=args.pos_weight,
-                              length_bins=args.length_bins, thresholds=thresholds)
+                              length_bins=args.length_bins, thresholds=thresholds, usage=not args.no_usage,
+                              usage_distances=args.usage_distances, usage_draws=args.usage_draws,
+                              usage_chains=args.usage_chains, usage_pairs_per_chain=args.usage_pairs_per_chain,
+                              usage_precision_chains=args.usage_precision_chains,
+                              usage_pool_factor=args.usage_pool_factor, usage_fraction=args.usage_fraction,
+                              usage_background=args.usage_background)
     diagnose(args.models, args.data, args.output, options)
     return 0

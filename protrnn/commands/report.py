@@ -9,16 +9,25 @@ DESCRIPTION = """\
 Build OUTDIR/report.html (opens offline: figures embedded as PNG, no external CSS, scripts or links) and
 OUTDIR/figures/*.png + *.svg from the outputs of the other commands:
 
+  the findings table: each knob (cell, gradient horizon, forget bias / chrono init, orthogonal init, residual,
+  layer norm, clipping) against the reference model, its effect on synthetic reach, usage and gradient
+  horizons and long-range precision with 95 % intervals, and which knobs matter (also OUTDIR/summary.json);
   precision by separation bin for every model and baseline (one panel per test set, bootstrap error bars);
-  gradient sensitivity vs distance per model with effective horizons; training and validation curves;
-  predicted vs true contact maps; a table of all metrics with diagnosis labels; the overlap/leakage that
-  `protrnn prepare` removed from training.
+  gradient sensitivity and context usage vs distance per model with their horizons; the synthetic reach task;
+  training and validation curves; predicted vs true contact maps; a table of all metrics with diagnosis
+  labels; the overlap/leakage that `protrnn prepare` removed from training.
+
+Runs named NAME@seedS (evaluation methods, diagnostics, --runs) are one model over seeds: means over seeds with
+95 % intervals (t over seeds; bootstrap over proteins and seeds for precision).
 
 examples:
   protrnn report --evaluation results/evaluation/lstm --evaluation results/evaluation/baselines \\
       --diagnostics results/diagnostics/lstm.json --runs results/models/lstm \\
       --leakage results/data/leakage.tsv -o results/report
   protrnn report --evaluation eval/ --proteins 1ctf_A,2gb1_A -o report/
+  protrnn report --evaluation results/evaluation/lstm/seed0 results/evaluation/lstm/seed1 \\
+      --diagnostics results/diagnostics/lstm/seed0.json results/diagnostics/lstm/seed1.json \\
+      --synthetic lstm=results/synthetic/lstm/seed0 gru=results/synthetic/gru/seed0 -o results/report
 """
 
 
@@ -29,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output of `protrnn diagnose`; repeatable")
     parser.add_argument("--runs", action="extend", nargs="+", default=[], metavar="[NAME=]RUN_DIR",
                         help="training run folders holding a Lightning metrics.csv; repeatable")
+    parser.add_argument("--synthetic", action="extend", nargs="+", default=[], metavar="[NAME=]OUT",
+                        help="output folder (result.json) of `protrnn synthetic`, named by its variant; repeatable "
+                             "(one per variant and seed)")
+    parser.add_argument("--reference", metavar="MODEL",
+                        help="the model (and synthetic variant) the findings table compares every knob against "
+                             "(default: lstm when present, else the first model)")
     parser.add_argument("--proteins", metavar="ID,ID",
                         help="proteins whose contact maps to draw (need saved predictions; default: two per test set)")
     parser.add_argument("--leakage", action="extend", nargs="+", default=[], metavar="TSV",
@@ -44,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     proteins = [p.strip() for p in args.proteins.split(",") if p.strip()] if args.proteins else None
     build_report(load_inputs(evaluations=args.evaluation, diagnostics=args.diagnostics, runs=args.runs,
-                             leakage=args.leakage, proteins=proteins),
+                             leakage=args.leakage, proteins=proteins, synthetic=args.synthetic,
+                             reference=args.reference),
                  args.outdir, title=args.title, log=stderr_log)
     return 0

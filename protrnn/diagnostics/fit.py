@@ -20,6 +20,7 @@ from protrnn.data.chain import ProteinChain
 from protrnn.diagnostics.results import (
     BALANCED,
     DEFAULT_FRACTION,
+    DEFAULT_USAGE_FRACTION,
     OVERFIT,
     OVERFIT_LONG_MEMORY,
     UNDERFIT,
@@ -31,8 +32,12 @@ from protrnn.diagnostics.results import (
     FitThresholds,
     GradientFlow,
     LossByLength,
+    UsageProfile,
 )
 from protrnn.errors import InputError
+
+#: Two-sided level of every interval over seeds.
+INTERVAL_LEVEL = 0.95
 
 
 def effective_horizon(profile: DistanceProfile, fraction: float = DEFAULT_FRACTION, *, smooth: int = 5,
@@ -66,6 +71,143 @@ def effective_horizon(profile: DistanceProfile, fraction: float = DEFAULT_FRACTI
     if first_below >= values.size:
         return None
     return int(distances[first_below])
+
+
+def usage_horizon(profile: UsageProfile, fraction: float = DEFAULT_USAGE_FRACTION, *, min_count: int = 1,
+                  floor: float = 1e-6) -> int | None:
+    """The smallest context radius d beyond which replacing the context no longer changes the prediction.
+
+    Rule (docs/diagnostics.md): take the radii where at least ``min_count`` pairs had context to replace; ``U0`` is
+    ``mean_abs_delta`` at the smallest of them; the noise floor at d is ``|U_A(d) - U_B(d)|``, the difference of the
+    two halves of the draws. A radius is *unused beyond* when ``U(d) + noise(d) < fraction * U0``. The usage horizon
+    is the smallest measured d such that every measured radius >= d is unused beyond. ``None`` when the largest
+    measured radius is still used (the model reads context past it); the smallest radius when ``U0`` is at rounding
+    level (``<= floor x max(1, mean |z|)``: the model reads nothing but the pair itself).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"usage fraction must be in (0, 1), got {fraction!r}")
+    distances = np.asarray(profile.distances)
+    values = np.asarray(profile.mean_abs_delta, dtype=np.float64)
+    valid = (np.asarray(profile.count) >= max(min_count, 1)) & np.isfinite(values)
+    if not valid.any():
+        return int(distances.min()) if distances.size else 0
+    d, u = distances[valid], values[valid]
+    halves = np.asarray(profile.halves, dtype=np.float64)[:, valid]
+    noise = np.nan_to_num(np.abs(halves[0] - halves[1]), nan=0.0)
+    scale = floor * max(1.0, float(profile.mean_abs_logit) if math.isfinite(profile.mean_abs_logit) else 1.0)
+    base = float(u[0])
+    if base <= scale:
+        return int(d[0])
+    unused = (u + noise < fraction * base) | (u <= scale)
+    used = np.flatnonzero(~unused)
+    first = int(used[-1]) + 1 if used.size else 0
+    if first >= d.size:
+        return None
+    return int(d[first])
+
+
+def t_quantile(level: float, df: int) -> float:
+    """Two-sided Student-t quantile (e.g. 12.71 for 95 % and 1 degree of freedom)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2.0, df))
+
+
+def seed_interval(values: Sequence[float], level: float = INTERVAL_LEVEL, noise_sd: float = 0.0) -> dict[str, Any]:
+    """Mean over seeds with a Student-t interval: ``{"mean", "low", "high", "n", "sd", "values"}``; the interval is
+    NaN with fewer than two finite values (one seed says nothing about seed-to-seed spread). ``noise_sd``: the known
+    measurement noise of one value (e.g. binomial error, or the resolution of a horizon); the seed spread used is never
+    below it, so two seeds that agree by chance do not give a zero-width interval."""
+    finite = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
+    out: dict[str, Any] = {"values": [None if v is None or not math.isfinite(float(v)) else float(v) for v in values],
+                           "n": int(finite.size), "mean": math.nan, "low": math.nan, "high": math.nan, "sd": math.nan}
+    if finite.size == 0:
+        return out
+    out["mean"] = float(finite.mean())
+    if finite.size >= 2:
+        sd = max(float(finite.std(ddof=1)), float(noise_sd))
+        half = t_quantile(level, finite.size - 1) * sd / math.sqrt(finite.size)
+        out.update(sd=sd, low=out["mean"] - half, high=out["mean"] + half)
+    return out
+
+
+def difference_interval(variant: Sequence[float], reference: Sequence[float], level: float = INTERVAL_LEVEL,
+                        noise_sd: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
+    """Difference of seed means (variant - reference) with a Welch-Satterthwaite t interval. Each group's variance is
+    at least its ``noise_sd`` squared (the known measurement noise of one value: see :func:`seed_interval`); with no
+    spread and no noise the interval is the point itself; with fewer than two seeds in a group it is NaN."""
+    a = np.array([float(v) for v in variant if v is not None and math.isfinite(float(v))], dtype=np.float64)
+    b = np.array([float(v) for v in reference if v is not None and math.isfinite(float(v))], dtype=np.float64)
+    out: dict[str, Any] = {"mean": math.nan, "low": math.nan, "high": math.nan, "n": [int(a.size), int(b.size)],
+                           "method": "welch-t over seeds"}
+    if a.size == 0 or b.size == 0:
+        return out
+    diff = float(a.mean() - b.mean())
+    out["mean"] = diff
+    if a.size < 2 or b.size < 2:
+        return out
+    va = max(float(a.var(ddof=1)), float(noise_sd[0]) ** 2) / a.size
+    vb = max(float(b.var(ddof=1)), float(noise_sd[1]) ** 2) / b.size
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        out.update(low=diff, high=diff)
+        return out
+    df = (va + vb) ** 2 / ((va**2 / (a.size - 1) if va else 0.0) + (vb**2 / (b.size - 1) if vb else 0.0))
+    half = t_quantile(level, max(1, int(math.floor(df)))) * se
+    out.update(low=diff - half, high=diff + half, df=df)
+    return out
+
+
+#: Measurement noise of a gradient horizon: it is read on a grid of whole residues (uniform quantisation, 1 / sqrt(12)).
+GRADIENT_HORIZON_NOISE = 1.0 / math.sqrt(12.0)
+
+
+def usage_horizon_noise(horizon: int | None, distances: Sequence[int]) -> float:
+    """Quantisation noise of a usage horizon read on the radius grid ``distances``: the horizon lies somewhere above
+    the previous radius, so one value carries ``gap / sqrt(12)`` (0 at the smallest radius or beyond the range)."""
+    grid = sorted(int(d) for d in distances)
+    if horizon is None or horizon not in grid or grid.index(horizon) == 0:
+        return 0.0
+    k = grid.index(horizon)
+    return (grid[k] - grid[k - 1]) / math.sqrt(12.0)
+
+
+def horizon_value(horizon: int | None, cap: int) -> float:
+    """A horizon as a number for averaging: ``None`` (beyond the measured range) counts as ``cap``, a lower bound."""
+    return float(cap) if horizon is None else float(horizon)
+
+
+def diagnose_over_seeds(results: Sequence[DiagnosticsResult],
+                        thresholds: FitThresholds | None = None) -> dict[str, Any]:
+    """The fit diagnosis of one model over its seeds: each seed's label, and the diagnosis of the seed means of its
+    inputs (train and validation loss, reference loss, horizon, validation loss by length), with every input's
+    mean and interval over seeds."""
+    if not results:
+        raise InputError("no diagnostics to aggregate")
+    cap = max(r.flow.max_distance for r in results)
+    labels = [r.diagnosis.label if r.diagnosis is not None else UNDETERMINED for r in results]
+
+    def metric(key: str) -> list[float]:
+        return [math.nan if r.metrics.get(key) is None else float(r.metrics[key]) for r in results]
+
+    horizons = [horizon_value(r.horizon, cap) for r in results]
+    inputs = {key: seed_interval(metric(key)) for key in ("train_loss", "val_loss", "reference_loss")}
+    inputs["horizon"] = seed_interval(horizons, noise_sd=GRADIENT_HORIZON_NOISE)
+    by_length: dict[str, list[float]] = {}
+    for r in results:
+        for key, value in ((r.metrics.get("data_loss") or {}).get("by_length") or {}).items():
+            by_length.setdefault(str(key), []).append(math.nan if value is None else float(value))
+    mean_by_length = {k: float(np.nanmean(v)) for k, v in by_length.items() if np.isfinite(v).any()}
+    mean = {k: v["mean"] for k, v in inputs.items()}
+    censored = all(r.horizon is None for r in results)
+    diagnosis = diagnose_fit(None if not math.isfinite(mean["train_loss"]) else mean["train_loss"],
+                             None if not math.isfinite(mean["val_loss"]) else mean["val_loss"],
+                             None if censored else int(round(mean["horizon"])), max_distance=cap,
+                             reference_loss=None if not math.isfinite(mean["reference_loss"]) else mean["reference_loss"],
+                             val_loss_by_length=mean_by_length or None, thresholds=thresholds)
+    return {"label": diagnosis.label, "summary": diagnosis.summary, "seed_labels": labels,
+            "agreeing_seeds": labels.count(diagnosis.label), "n_seeds": len(results), "inputs": inputs,
+            "reasons": diagnosis.reasons}
 
 
 def summarise(flow: GradientFlow, fraction: float = DEFAULT_FRACTION, *, model: str = "",
@@ -236,5 +378,6 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
     return Diagnosis(label=label, summary=summary, reasons=reasons, evidence=evidence)
 
 
-__all__ = ["constant_predictor_loss", "contact_rate", "diagnose_fit", "effective_horizon", "length_key",
-           "length_label", "length_matched_losses", "summarise"]
+__all__ = ["GRADIENT_HORIZON_NOISE", "INTERVAL_LEVEL", "constant_predictor_loss", "contact_rate", "diagnose_fit", "diagnose_over_seeds",
+           "difference_interval", "effective_horizon", "horizon_value", "length_key", "length_label",
+           "length_matched_losses", "seed_interval", "summarise", "t_quantile", "usage_horizon", "usage_horizon_noise"]

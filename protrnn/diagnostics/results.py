@@ -29,6 +29,10 @@ ANCHOR = "anchor"
 DEFAULT_MAX_DISTANCE = 128
 #: Horizon threshold, as a fraction of the peak sensitivity.
 DEFAULT_FRACTION = 0.01
+#: Usage-horizon threshold, as a fraction of the logit change when every residue but i and j is replaced.
+DEFAULT_USAGE_FRACTION = 0.05
+#: A model run of seed S is named ``NAME@seedS`` (evaluation methods, diagnostics): :func:`split_seed` reads it.
+SEED_TAG = "@seed"
 
 # Diagnosis labels (stable strings; the report and tests key on them).
 UNDERFIT_VANISHING = "underfitting-vanishing-gradients"
@@ -197,6 +201,114 @@ class LossByLength:
         return _json_safe(asdict(self))
 
 
+def seed_name(model: str, seed: int | None) -> str:
+    """``lstm@seed1`` for seed 1 of model ``lstm``; the plain name when ``seed`` is None."""
+    return model if seed is None else f"{model}{SEED_TAG}{int(seed)}"
+
+
+def split_seed(name: str) -> tuple[str, int | None]:
+    """``("lstm", 1)`` from ``"lstm@seed1"``; ``(name, None)`` for a name without a seed tag."""
+    base, tag, seed = str(name).rpartition(SEED_TAG)
+    if tag and base and seed.lstrip("-").isdigit():
+        return base, int(seed)
+    return str(name), None
+
+
+@dataclass
+class UsagePrecision:
+    """Long-range top-L/5 precision of the intact chains (``original``) and with every candidate pair scored under
+    its own context ablation at radius d (``ablated[d]``; ``halves[h, d]`` from each half of the draws), averaged
+    over ``n_chains`` chains; candidates re-ranked within a pool of ``pool_factor x L/k`` intact top pairs."""
+
+    distances: np.ndarray
+    original: float
+    ablated: np.ndarray
+    halves: np.ndarray
+    n_chains: int
+    pool_factor: float
+    k: int
+    min_separation: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"distances": [int(v) for v in self.distances], "original": _json_safe(self.original),
+                "ablated": _json_floats(self.ablated), "halves": [_json_floats(h) for h in self.halves],
+                "n_chains": self.n_chains, "pool_factor": self.pool_factor, "k": self.k,
+                "min_separation": self.min_separation}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UsagePrecision:
+        return cls(distances=np.asarray(data["distances"], dtype=np.int64), original=_float(data["original"]),
+                   ablated=_floats(data["ablated"]), halves=np.stack([_floats(h) for h in data["halves"]]),
+                   n_chains=int(data["n_chains"]), pool_factor=float(data["pool_factor"]), k=int(data["k"]),
+                   min_separation=int(data["min_separation"]))
+
+
+@dataclass
+class UsageProfile:
+    """What a trained model uses: the logit change ``U(d)`` when context farther than d from both residues of a pair
+    is replaced by background draws (:mod:`protrnn.diagnostics.usage`; docs/diagnostics.md).
+
+    ``mean_abs_delta[d]`` = mean |z_ablated - z| over ``count[d]`` affected pairs and ``draws`` draws; ``halves[h, d]``
+    the same from each half of the draws (their difference is the noise floor); ``relative`` = U(d) / U(d_min);
+    ``mean_delta`` the signed mean; ``mean_abs_logit`` the scale of the intact logits. ``horizon`` follows
+    :func:`protrnn.diagnostics.fit.usage_horizon` at ``fraction`` (None: context still used at the largest measured
+    d). ``background``: ``train`` (training-set composition, kept in ``composition``) or ``chain`` (each chain's own).
+    """
+
+    distances: np.ndarray
+    mean_abs_delta: np.ndarray
+    halves: np.ndarray
+    mean_delta: np.ndarray
+    relative: np.ndarray
+    count: np.ndarray
+    mean_abs_logit: float
+    n_pairs: int
+    n_chains: int
+    draws: int
+    seed: int
+    background: str
+    fraction: float
+    horizon: int | None
+    composition: np.ndarray | None = None
+    precision: UsagePrecision | None = None
+
+    def measured_max(self) -> int | None:
+        """Largest radius at which some pair had context to replace."""
+        measured = np.asarray(self.distances)[np.asarray(self.count) > 0]
+        return int(measured.max()) if measured.size else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "distances": [int(v) for v in self.distances], "mean_abs_delta": _json_floats(self.mean_abs_delta),
+            "halves": [_json_floats(h) for h in self.halves], "mean_delta": _json_floats(self.mean_delta),
+            "relative": _json_floats(self.relative), "count": [int(v) for v in self.count],
+            "mean_abs_logit": _json_safe(self.mean_abs_logit), "n_pairs": self.n_pairs, "n_chains": self.n_chains,
+            "draws": self.draws, "seed": self.seed, "background": self.background, "fraction": self.fraction,
+            "horizon": self.horizon,
+            "composition": None if self.composition is None else _json_floats(self.composition),
+            "precision": None if self.precision is None else self.precision.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UsageProfile:
+        precision = data.get("precision")
+        composition = data.get("composition")
+        profile = cls(
+            distances=np.asarray(data["distances"], dtype=np.int64), mean_abs_delta=_floats(data["mean_abs_delta"]),
+            halves=np.stack([_floats(h) for h in data["halves"]]), mean_delta=_floats(data["mean_delta"]),
+            relative=_floats(data["relative"]), count=np.asarray(data["count"], dtype=np.int64),
+            mean_abs_logit=_float(data["mean_abs_logit"]), n_pairs=int(data["n_pairs"]),
+            n_chains=int(data["n_chains"]), draws=int(data["draws"]), seed=int(data["seed"]),
+            background=str(data["background"]), fraction=float(data["fraction"]),
+            horizon=_opt_int(data.get("horizon")),
+            composition=None if composition is None else _floats(composition),
+            precision=None if precision is None else UsagePrecision.from_dict(precision))
+        if len({len(profile.distances), len(profile.mean_abs_delta), len(profile.count),
+                profile.halves.shape[-1]}) != 1:
+            raise InputError("usage profile: arrays of different lengths")
+        return profile
+
+
 @dataclass
 class DiagnosticsResult:
     """Everything ``protrnn diagnose`` (and the training callback) records for one model.
@@ -205,7 +317,9 @@ class DiagnosticsResult:
     ``horizon_anchor`` applies the same rule to the |i - s| profile, which also carries the bump at s = j (distance
     j - i), so it mostly reflects the separations sampled; it is kept for completeness, not for comparison.
     ``hidden_horizons`` has one entry per recurrent layer (the last layer under a pairwise head is 1: its gradient
-    sits on h_i and h_j only). ``metrics`` holds the losses and their sources, ``config`` the ModelConfig.
+    sits on h_i and h_j only). ``metrics`` holds the losses and their sources, ``config`` the ModelConfig,
+    ``training`` what model.json records of the training run (seed, optimiser steps, gradient clipping), ``usage``
+    the context-ablation profile and usage horizon (None when not measured).
     """
 
     model: str
@@ -217,6 +331,12 @@ class DiagnosticsResult:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     diagnosis: Diagnosis | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    usage: UsageProfile | None = None
+
+    @property
+    def usage_horizon(self) -> int | None:
+        return None if self.usage is None else self.usage.horizon
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -228,18 +348,23 @@ class DiagnosticsResult:
             "config": _json_safe(self.config),
             "metrics": _json_safe(self.metrics),
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
+            "training": _json_safe(self.training),
+            "usage": None if self.usage is None else self.usage.to_dict(),
             "flow": self.flow.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DiagnosticsResult:
         diagnosis = data.get("diagnosis")
+        usage = data.get("usage")
         return cls(
             model=str(data["model"]), flow=GradientFlow.from_dict(data["flow"]), fraction=float(data["fraction"]),
             horizon=_opt_int(data.get("horizon")), horizon_anchor=_opt_int(data.get("horizon_anchor")),
             hidden_horizons=[_opt_int(v) for v in data.get("hidden_horizons", [])],
             config=dict(data.get("config", {})), metrics=dict(data.get("metrics", {})),
             diagnosis=None if diagnosis is None else Diagnosis.from_dict(diagnosis),
+            training=dict(data.get("training") or {}),
+            usage=None if usage is None else UsageProfile.from_dict(usage),
         )
 
 
@@ -278,6 +403,14 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    return np.array([_float(v) for v in values], dtype=np.float64)
+
+
 def _json_floats(values: np.ndarray) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
 
@@ -298,8 +431,9 @@ def _json_safe(value: Any) -> Any:
 
 
 __all__ = [
-    "ANCHOR", "BALANCED", "DEFAULT_FRACTION", "DEFAULT_MAX_DISTANCE", "FORMAT", "FORMAT_VERSION", "NEAREST", "OVERFIT",
-    "OVERFIT_LONG_MEMORY", "UNDERFIT", "UNDERFIT_VANISHING", "UNDETERMINED", "Diagnosis", "DiagnosticsResult",
-    "DistanceProfile", "FitThresholds", "GradientFlow", "LossByLength", "load_diagnostics",
-    "save_diagnostics",
+    "ANCHOR", "BALANCED", "DEFAULT_FRACTION", "DEFAULT_MAX_DISTANCE", "DEFAULT_USAGE_FRACTION", "FORMAT",
+    "FORMAT_VERSION", "NEAREST", "OVERFIT", "OVERFIT_LONG_MEMORY", "SEED_TAG", "UNDERFIT", "UNDERFIT_VANISHING",
+    "UNDETERMINED", "Diagnosis", "DiagnosticsResult", "DistanceProfile", "FitThresholds", "GradientFlow",
+    "LossByLength", "UsagePrecision", "UsageProfile", "load_diagnostics", "save_diagnostics", "seed_name",
+    "split_seed",
 ]

@@ -1,7 +1,8 @@
 """The ``protrnn diagnose`` pipeline: models and chains in, ``protrnn-diagnostics`` JSON and a table out.
 
 For each model: load it (:func:`protrnn.model.io.load_network`), measure the gradient flow on a seeded sample of the
-chains, summarise the horizons, compute the training loss (the model's recorded ``pos_weight`` and ``focal_gamma``) on
+chains, summarise the horizons, measure context usage by ablation (:mod:`protrnn.diagnostics.usage`), compute the
+training loss (the model's recorded ``pos_weight`` and ``focal_gamma``) on
 whole chains by length, take train/validation losses from a training set or a Lightning ``metrics.csv``, and diagnose
 the fit. :func:`diagnose` is the one call the command makes.
 """
@@ -13,7 +14,7 @@ import dataclasses
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,10 +34,12 @@ from protrnn.diagnostics.gradients import contact_loss_by_length, gradient_flow
 from protrnn.diagnostics.results import (
     DEFAULT_FRACTION,
     DEFAULT_MAX_DISTANCE,
+    DEFAULT_USAGE_FRACTION,
     DiagnosticsResult,
     FitThresholds,
     save_diagnostics,
 )
+from protrnn.diagnostics.usage import DEFAULT_USAGE_DISTANCES, background_composition, usage_profile
 from protrnn.errors import InputError, reading
 from protrnn.model.io import load_network
 from protrnn.model.predictor import resolve_device
@@ -53,7 +56,9 @@ class DiagnoseOptions:
 
     ``pos_weight`` overrides the model's recorded training ``pos_weight`` (``None``: use the record, else 1);
     ``focal_gamma`` always comes from the record. ``train_metrics`` holds one ``metrics.csv`` per model, used for the
-    losses when ``train_data`` is not given.
+    losses when ``train_data`` is not given. ``usage*``: the context-ablation measurement
+    (:mod:`protrnn.diagnostics.usage`) on ``usage_chains`` chains of the same seeded sample order;
+    ``usage_background`` None means ``train`` when ``train_data`` is given, else ``chain``.
     """
 
     max_distance: int = DEFAULT_MAX_DISTANCE
@@ -71,6 +76,15 @@ class DiagnoseOptions:
     pos_weight: float | None = None
     length_bins: Sequence[int] = (64, 128, 256)
     thresholds: FitThresholds = field(default_factory=FitThresholds)
+    usage: bool = True
+    usage_distances: Sequence[int] = DEFAULT_USAGE_DISTANCES
+    usage_draws: int = 4
+    usage_chains: int = 16
+    usage_pairs_per_chain: int = 8
+    usage_precision_chains: int = 4
+    usage_pool_factor: float = 2.0
+    usage_fraction: float = DEFAULT_USAGE_FRACTION
+    usage_background: str | None = None
 
 
 def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | os.PathLike[str],
@@ -96,18 +110,45 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
         loss_train = sample_chains(load_chains(options.train_data), options.loss_chains,
                                    np.random.default_rng(options.seed))
     rate = contact_rate(loss_train if loss_train is not None else loss_val)
+    background = options.usage_background or ("train" if options.train_data else "chain")
+    composition = None
+    if options.usage and background == "train":
+        if not options.train_data:
+            raise InputError("--usage-background train needs --train-data (the training composition)")
+        composition = background_composition(load_chains(options.train_data))
+    usage_chains = sample_chains(chains, options.usage_chains, np.random.default_rng(options.seed))
 
-    results = [_diagnose_model(name, Path(path), index, measured, loss_val, loss_train, rate, device, options)
-               for index, (name, path) in enumerate(models)]
+    results = []
+    for index, (name, path) in enumerate(models):
+        result = _diagnose_model(name, Path(path), index, measured, loss_val, loss_train, rate, device, options,
+                                 usage_chains if options.usage else None, background, composition)
+        results.append(result)
     save_diagnostics(results, output)
     print_table(results, stream)
     print(f"wrote {output}", file=stream)
     return results
 
 
+def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What a model's ``model.json`` says about how it was trained: ``seed`` (seed_everything), ``gradient_clip_val``,
+    ``max_steps`` and the ``global_step`` of the exported weights (keys absent from the record are left out)."""
+    config = metadata.get("training_config") or {}
+    trainer = config.get("trainer") or {} if isinstance(config, Mapping) else {}
+    out: dict[str, Any] = {}
+    if isinstance(config, Mapping) and config.get("seed_everything") is not None:
+        out["seed"] = config["seed_everything"]
+    for key in ("gradient_clip_val", "max_steps"):
+        if isinstance(trainer, Mapping) and key in trainer:
+            out[key] = trainer[key]
+    if metadata.get("global_step") is not None:
+        out["global_step"] = metadata["global_step"]
+    return out
+
+
 def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[ProteinChain],
                     loss_val: Sequence[ProteinChain], loss_train: Sequence[ProteinChain] | None, rate: float,
-                    device: Any, options: DiagnoseOptions) -> DiagnosticsResult:
+                    device: Any, options: DiagnoseOptions, usage_chains: Sequence[ProteinChain] | None = None,
+                    background: str = "chain", composition: np.ndarray | None = None) -> DiagnosticsResult:
     loaded = load_network(path)
     model = loaded.network
     model.to(device)
@@ -143,6 +184,14 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
     result.diagnosis = diagnose_fit(train_loss, val_loss, result.horizon, max_distance=options.max_distance,
                                     reference_loss=reference, val_loss_by_length=val_eval.by_length,
                                     thresholds=options.thresholds)
+    result.training = training_record(loaded.metadata)
+    if usage_chains is not None:
+        result.usage = usage_profile(model, usage_chains, distances=options.usage_distances,
+                                     draws=options.usage_draws, pairs_per_chain=options.usage_pairs_per_chain,
+                                     seed=options.seed, composition=composition, background=background,
+                                     precision_chains=options.usage_precision_chains,
+                                     pool_factor=options.usage_pool_factor, fraction=options.usage_fraction,
+                                     alphabet=loaded.alphabet)
     model.to("cpu")
     return result
 
@@ -200,17 +249,19 @@ def read_last_losses(path: str | os.PathLike[str]) -> tuple[float | None, float 
 
 
 def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
-    """One line per model: horizon, sensitivity at a few distances, per-layer horizons and the diagnosis label."""
+    """One line per model: gradient horizon, usage horizon, sensitivity at a few distances, per-layer horizons and the
+    diagnosis label."""
     def fmt_h(value: int | None, cap: int) -> str:
         return f">{cap}" if value is None else str(value)
 
     points = [d for d in (8, 16, 32, 64, 128) if results and d <= results[0].flow.max_distance]
-    header = ["model", "horizon"] + [f"s@{d}" for d in points] + ["hidden horizons", "diagnosis"]
+    header = ["model", "horizon", "usage"] + [f"s@{d}" for d in points] + ["hidden horizons", "diagnosis"]
     rows = []
     for r in results:
         cap = r.flow.max_distance
         values = [r.flow.sensitivity.value_at(d) for d in points]
-        rows.append([r.model, fmt_h(r.horizon, cap)]
+        usage = "-" if r.usage is None else fmt_h(r.usage.horizon, r.usage.measured_max() or 0)
+        rows.append([r.model, fmt_h(r.horizon, cap), usage]
                     + ["-" if not math.isfinite(v) else f"{v:.2g}" for v in values]
                     + [",".join(fmt_h(h, cap) for h in r.hidden_horizons) or "-",
                        r.diagnosis.label if r.diagnosis is not None else "-"])
@@ -220,4 +271,4 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
 
 
 __all__ = ["TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS", "DiagnoseOptions", "diagnose", "load_chains", "print_table",
-           "read_last_losses", "sample_chains"]
+           "read_last_losses", "sample_chains", "training_record"]

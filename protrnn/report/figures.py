@@ -1,5 +1,6 @@
-"""The report's figures (matplotlib, Agg): precision by separation, gradient sensitivity, training curves and contact
-maps. Each is written as ``figures/<stem>.png`` and ``.svg`` (no timestamps, so reruns give the same files) and its PNG
+"""The report's figures (matplotlib, Agg): precision by separation, gradient sensitivity, context usage, the synthetic
+reach task, training curves and contact maps. Models with several seeds are drawn as their seed mean (thick) over
+each seed (thin). Each is written as ``figures/<stem>.png`` and ``.svg`` (no timestamps, so reruns give the same files) and its PNG
 bytes are kept for embedding in the HTML.
 """
 
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from protrnn.conventions import MIN_SEPARATION
-from protrnn.diagnostics.results import DiagnosticsResult
+from protrnn.diagnostics.results import DiagnosticsResult, split_seed
 from protrnn.errors import InputError
-from protrnn.report.inputs import MethodResult, RunCurves, SavedPrediction, horizon_text, order_methods
+from protrnn.report.aggregate import ModelDiagnostics, SyntheticVariant
+from protrnn.report.inputs import MethodResult, RunCurves, SavedPrediction, order_methods
 from protrnn.utils.io import safe_name
 
 #: Precision-by-separation figures use top-L/k with this k.
@@ -33,12 +35,14 @@ _MODEL_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17bec
 
 
 class Styles:
-    """One colour and line style per method, the same in every figure."""
+    """One colour and line style per method, the same in every figure (the seeds of a model share its colour)."""
 
     def __init__(self, models: Sequence[str]) -> None:
-        self._colours = {name: _MODEL_COLOURS[k % len(_MODEL_COLOURS)] for k, name in enumerate(models)}
+        bases = list(dict.fromkeys(split_seed(name)[0] for name in models))
+        self._colours = {name: _MODEL_COLOURS[k % len(_MODEL_COLOURS)] for k, name in enumerate(bases)}
 
     def __call__(self, method: str, kind: str = "model") -> dict[str, Any]:
+        method = split_seed(method)[0]
         if kind == "baseline" or (method in _BASELINE_STYLE and method not in self._colours):
             colour, style = _BASELINE_STYLE.get(method, ("#555555", "--"))
             return {"color": colour, "linestyle": style, "marker": "s", "linewidth": 1.4}
@@ -140,28 +144,65 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
                  "scores only some proteins of a set (FreeContact needs an alignment) is labelled with its count.")
 
 
-def figure_sensitivity(diagnostics: Sequence[DiagnosticsResult], directory: Path, styles: Styles) -> Figure | None:
+def _profile_xy(profile: Any) -> tuple[np.ndarray, np.ndarray]:
+    valid = (np.asarray(profile.count) > 0) & np.isfinite(profile.mean)
+    return np.asarray(profile.distance)[valid], np.maximum(np.asarray(profile.mean)[valid], LOG_FLOOR)
+
+
+def _mean_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds at the x values every seed has (log-scale profiles: geometric mean)."""
+    if not curves:
+        return np.asarray([]), np.asarray([])
+    common = sorted(set.intersection(*[set(x.tolist()) for x, _ in curves]))
+    if not common:
+        return np.asarray([]), np.asarray([])
+    values = np.array([[y[list(x).index(c)] for c in common] for x, y in curves])
+    return np.asarray(common), np.exp(np.mean(np.log(np.maximum(values, LOG_FLOOR)), axis=0))
+
+
+def group_horizon_text(group: ModelDiagnostics, kind: str = "gradient") -> str:
+    """``"37 residues"`` for one seed; ``"41 [29, 53] residues (2 seeds)"`` for several (mean, 95 % t interval);
+    ``>`` when every seed's horizon lies beyond the measured range, ``>=`` when some do."""
+    stats = group.gradient if kind == "gradient" else group.usage
+    if stats is None:
+        return "not measured"
+    cap = group.max_distance if kind == "gradient" else (group.usage_max or 0)
+    censored = int(stats.get("censored", 0))
+    if stats["n"] == 1:
+        value = stats["values"][0]
+        return f"> {cap} residues" if censored else f"{value:.0f} residues"
+    if censored == stats["n"]:
+        return f"> {cap} residues ({stats['n']} seeds)"
+    prefix = ">= " if censored else ""
+    # a horizon is never negative: the t interval is shown clipped at 0
+    interval = f" [{max(stats['low'], 0.0):.0f}, {stats['high']:.0f}]" if math.isfinite(stats["low"]) else ""
+    return f"{prefix}{stats['mean']:.0f}{interval} residues ({stats['n']} seeds)"
+
+
+def figure_sensitivity(groups: Sequence[ModelDiagnostics], directory: Path, styles: Styles) -> Figure | None:
     """(b) gradient sensitivity vs distance per model (log y), effective horizons marked; hidden-gradient panel."""
-    if not diagnostics:
+    if not groups:
         return None
     plt = _pyplot()
-    has_hidden = any(d.flow.hidden for d in diagnostics)
+    has_hidden = any(run.flow.hidden for g in groups for run in g.runs)
     fig, axes = plt.subplots(1, 2 if has_hidden else 1, figsize=(12.5 if has_hidden else 7.0, 4.4), squeeze=False)
     ax = axes[0][0]
-    fractions = sorted({float(d.fraction) for d in diagnostics})
-    for diag in diagnostics:
-        style = styles(diag.model)
-        profile = diag.flow.sensitivity
-        valid = (np.asarray(profile.count) > 0) & np.isfinite(profile.mean)
-        x = np.asarray(profile.distance)[valid]
-        y = np.maximum(np.asarray(profile.mean)[valid], LOG_FLOOR)
-        label = f"{diag.model} (horizon {horizon_text(diag)})"
-        ax.plot(x, y, color=style["color"], linewidth=1.8, label=label)
-        if diag.horizon is not None:
-            ax.axvline(diag.horizon, color=style["color"], linestyle="--", linewidth=1.0)
+    fractions = sorted({float(run.fraction) for g in groups for run in g.runs})
+    for group in groups:
+        style = styles(group.model)
+        curves = [_profile_xy(run.flow.sensitivity) for run in group.runs]
+        if len(curves) > 1:
+            for x, y in curves:
+                ax.plot(x, y, color=style["color"], linewidth=0.8, alpha=0.35)
+        x, y = _mean_curve(curves) if len(curves) > 1 else curves[0]
+        ax.plot(x, y, color=style["color"], linewidth=1.8,
+                label=f"{group.model} (horizon {group_horizon_text(group)})")
+        if group.gradient["censored"] < group.gradient["n"]:
+            ax.axvline(group.gradient["mean"], color=style["color"], linestyle="--", linewidth=1.0)
         else:
-            ax.annotate("", xy=(float(x.max()) if x.size else 0.0, diag.fraction * 1.5),
-                        xytext=(float(x.max()) * 0.9 if x.size else 0.0, diag.fraction * 1.5),
+            fraction = group.runs[0].fraction
+            ax.annotate("", xy=(float(x.max()) if x.size else 0.0, fraction * 1.5),
+                        xytext=(float(x.max()) * 0.9 if x.size else 0.0, fraction * 1.5),
                         arrowprops={"arrowstyle": "->", "color": style["color"]})
     for fraction in fractions:
         ax.axhline(fraction, color="#444444", linestyle=":", linewidth=1.0)
@@ -179,15 +220,15 @@ def figure_sensitivity(diagnostics: Sequence[DiagnosticsResult], directory: Path
     if has_hidden:
         ax2 = axes[0][1]
         styles_by_layer = ("-", "--", "-.", ":")
-        for diag in diagnostics:
-            colour = styles(diag.model)["color"]
-            for layer, profile in enumerate(diag.flow.hidden):
-                valid = (np.asarray(profile.count) > 0) & np.isfinite(profile.mean)
-                ax2.plot(np.asarray(profile.distance)[valid],
-                         np.maximum(np.asarray(profile.mean)[valid], LOG_FLOOR), color=colour,
-                         linestyle=styles_by_layer[layer % len(styles_by_layer)], linewidth=1.4,
-                         label=f"{diag.model} layer {layer + 1}")
-            pairwise_last |= _last_layer_on_pair(diag)
+        for group in groups:
+            colour = styles(group.model)["color"]
+            layers = max(len(run.flow.hidden) for run in group.runs)
+            for layer in range(layers):
+                curves = [_profile_xy(run.flow.hidden[layer]) for run in group.runs if layer < len(run.flow.hidden)]
+                x, y = _mean_curve(curves) if len(curves) > 1 else curves[0]
+                ax2.plot(x, y, color=colour, linestyle=styles_by_layer[layer % len(styles_by_layer)], linewidth=1.4,
+                         label=f"{group.model} layer {layer + 1}")
+            pairwise_last |= _last_layer_on_pair(group.runs[0])
         ax2.set_yscale("log")
         ax2.set_ylim(bottom=LOG_FLOOR * 0.5, top=2.0)
         ax2.set_xlabel("distance of position t from the scored pair")
@@ -197,18 +238,143 @@ def figure_sensitivity(diagnostics: Sequence[DiagnosticsResult], directory: Path
                          if pairwise_last else ""), fontsize=11 if pairwise_last else None)
         ax2.grid(alpha=0.3, which="both")
         ax2.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16),
-                   ncol=min(4, max(2, len(diagnostics))))
+                   ncol=min(4, max(2, len(groups))))
     fig.tight_layout()
+    seeded = any(g.n_seeds > 1 for g in groups)
     return _save(fig, directory, "gradient_sensitivity", "Gradient sensitivity vs sequence distance",
                  "Sensitivity of a pair's logit to each input residue, by distance from the nearer residue of the "
                  "pair, averaged over validation chains and normalised to its peak (log scale; values below "
                  f"{LOG_FLOOR:g} drawn at {LOG_FLOOR:g}). Dashed vertical lines: effective horizon, where sensitivity "
                  "falls for good below the dotted threshold; an arrow means it never does within the measured range."
+                 + (" Thick lines: geometric mean over seeds; thin lines: each seed; dashed lines at the mean horizon;"
+                    " intervals in the legend are 95 % t intervals over seeds." if seeded else "")
                  + (" Right: ||dL/dh_t|| of each recurrent layer's output by distance of t from the nearer residue of "
                     "the pair. The last layer drops to zero right after distance 0 by construction: the pairwise "
                     "head reads only h_i and h_j, so dL/dh_t of the last layer is non-zero only at t = i and t = j. "
                     "How far the gradient reaches shows in the earlier layers and in the input sensitivity (left)."
                     if pairwise_last else ""))
+
+
+def figure_usage(groups: Sequence[ModelDiagnostics], directory: Path, styles: Styles) -> Figure | None:
+    """(b') context usage: the logit change when context beyond d is replaced, relative to d_min, and long-range
+    precision under ablation; usage horizons marked."""
+    groups = [g for g in groups if g.usage is not None]
+    if not groups:
+        return None
+    plt = _pyplot()
+    has_precision = any(run.usage is not None and run.usage.precision is not None for g in groups for run in g.runs)
+    fig, axes = plt.subplots(1, 2 if has_precision else 1, figsize=(12.5 if has_precision else 7.0, 4.4),
+                             squeeze=False)
+    ax = axes[0][0]
+    fractions = set()
+    for group in groups:
+        style = styles(group.model)
+        curves = []
+        for run in group.runs:
+            usage = run.usage
+            if usage is None:
+                continue
+            fractions.add(float(usage.fraction))
+            valid = (np.asarray(usage.count) > 0) & np.isfinite(usage.relative)
+            curves.append((np.asarray(usage.distances)[valid],
+                           np.maximum(np.asarray(usage.relative)[valid], LOG_FLOOR)))
+        if len(curves) > 1:
+            for x, y in curves:
+                ax.plot(x, y, color=style["color"], linewidth=0.8, alpha=0.35, marker=".")
+        x, y = _mean_curve(curves) if len(curves) > 1 else curves[0]
+        ax.plot(x, y, color=style["color"], linewidth=1.8, marker="o", markersize=3,
+                label=f"{group.model} (usage horizon {group_horizon_text(group, 'usage')})")
+        if group.usage is not None and group.usage["censored"] < group.usage["n"]:
+            ax.axvline(group.usage["mean"], color=style["color"], linestyle="--", linewidth=1.0)
+    for fraction in sorted(fractions):
+        ax.axhline(fraction, color="#444444", linestyle=":", linewidth=1.0)
+        ax.text(0.99, fraction, f"usage threshold {fraction:g} x U(d_min)", transform=ax.get_yaxis_transform(),
+                ha="right", va="bottom", fontsize=8, color="#444444")
+    ax.set_xscale("symlog", linthresh=2)
+    ax.set_xlim(left=0)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=LOG_FLOOR * 0.5, top=2.0)
+    ax.set_xlabel("context radius d kept around both residues of the pair (symlog)")
+    ax.set_ylabel("mean |logit change| / its value at the smallest d")
+    ax.set_title("Context usage: replace residues farther than d (dashed: usage horizon)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    if has_precision:
+        ax2 = axes[0][1]
+        for group in groups:
+            style = styles(group.model)
+            runs = [run.usage.precision for run in group.runs if run.usage is not None
+                    and run.usage.precision is not None]
+            if not runs:
+                continue
+            common = sorted(set.intersection(*[set(p.distances.tolist()) for p in runs]))
+            values = np.array([[p.ablated[list(p.distances).index(d)] for d in common] for p in runs])
+            ax2.plot(common, values.mean(axis=0), color=style["color"], linewidth=1.8, marker="o", markersize=3,
+                     label=f"{group.model}")
+            ax2.axhline(float(np.mean([p.original for p in runs])), color=style["color"], linestyle=":",
+                        linewidth=1.0)
+        ax2.set_xscale("symlog", linthresh=2)
+        ax2.set_xlim(left=0)
+        ax2.set_xlabel("context radius d (symlog)")
+        ax2.set_ylabel("long-range top-L/5 precision")
+        ax2.set_title("Precision with each pair's context beyond d replaced (dotted: intact)")
+        ax2.grid(alpha=0.3, which="both")
+        ax2.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                   ncol=min(4, max(2, len(groups))))
+    fig.tight_layout()
+    first = next(run.usage for g in groups for run in g.runs if run.usage is not None)
+    return _save(fig, directory, "context_usage", "Context usage vs context radius",
+                 "For scored validation pairs (i, j), every residue farther than d from both i and j is replaced by "
+                 f"draws from the {'training-set' if first.background == 'train' else 'chain'}'s amino-acid "
+                 f"composition ({first.draws} draws per pair), and the pair's logit is scored again. Left: mean "
+                 "|logit change| relative to its value at the smallest d (log scale; pairs with context beyond d "
+                 "only). Dashed vertical lines: usage horizon, the smallest d beyond which the change stays below the "
+                 "dotted threshold, noise floor (difference between the two halves of the draws) included. Unlike the "
+                 "gradient horizon, this is what the trained model reads at inference."
+                 + (" Right: long-range top-L/5 precision when every candidate pair is scored under its own ablation "
+                    "(re-ranked within the 2 x L/5 best intact candidates), mean over chains and seeds; dotted: the "
+                    "intact chains." if has_precision else ""))
+
+
+def figure_synthetic(variants: Sequence[SyntheticVariant], directory: Path, styles: Styles) -> Figure | None:
+    """(e) the planted-distance recall task: accuracy vs distance per variant, mean over seeds with the seed range."""
+    if not variants:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    markers = "osD^v<>ph*"
+    distances: set[int] = set()
+    chances: set[float] = set()
+    for k, variant in enumerate(variants):
+        x = np.asarray(variant.distances, dtype=float)
+        distances.update(variant.distances)
+        chances.add(variant.chance)
+        mean = variant.accuracy.mean(axis=0)
+        low, high = variant.accuracy.min(axis=0), variant.accuracy.max(axis=0)
+        colour = _MODEL_COLOURS[k % len(_MODEL_COLOURS)]
+        offset = 1.0 + 0.012 * (k - (len(variants) - 1) / 2)
+        ax.errorbar(x * offset, mean, yerr=np.vstack([mean - low, high - mean]), color=colour, capsize=2,
+                    marker=markers[k % len(markers)], markersize=4, linewidth=1.4,
+                    linestyle="--" if variant.result.get("gradient_horizon") else "-",
+                    label=f"{variant.name} ({len(variant.runs)} seed{'s' if len(variant.runs) > 1 else ''})")
+    for chance in sorted(chances):
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1.0)
+        ax.text(0.01, chance, f"chance {chance:g}", transform=ax.get_yaxis_transform(), fontsize=8, color="grey",
+                va="bottom")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(distances), [str(d) for d in sorted(distances)])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel("distance key -> query (residues)")
+    ax.set_ylabel("recall accuracy")
+    ax.set_title("Planted-distance recall: how far each variant carries one symbol")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return _save(fig, directory, "synthetic_reach", "Synthetic reach task",
+                 "protrnn synthetic: a key symbol planted d residues before a query marker in random distractors; "
+                 "only the forward recurrence carrying it d steps can answer (docs/synthetic.md). Accuracy on "
+                 "held-out queries, mean over seeds (bars: lowest and highest seed); dashed: a gradient horizon.")
 
 
 def _last_layer_on_pair(diag: DiagnosticsResult) -> bool:

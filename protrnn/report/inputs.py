@@ -1,14 +1,16 @@
 """What a report is drawn from, loaded and checked before any drawing starts (torch-free).
 
 Evaluation folders (``summary.json``, ``per_protein.csv``, ``predictions/``) from ``protrnn evaluate``, diagnostics JSON
-from ``protrnn diagnose``, training run folders (Lightning ``CSVLogger`` ``metrics.csv`` anywhere below them) and
-``prepare``'s ``leakage.tsv``; plus the merged (method, test set) results, the saved predictions and the choice of
-proteins whose contact maps are drawn.
+from ``protrnn diagnose``, training run folders (Lightning ``CSVLogger`` ``metrics.csv`` anywhere below them),
+``protrnn synthetic`` result folders and ``prepare``'s ``leakage.tsv``; plus the merged (method, test set) results, the
+saved predictions and the choice of proteins whose contact maps are drawn. Runs of one model with different seeds are
+named ``NAME@seedS`` (:func:`protrnn.diagnostics.results.split_seed`); :mod:`protrnn.report.aggregate` groups them.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -18,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.diagnostics.results import DiagnosticsResult, load_diagnostics
-from protrnn.errors import InputError
+from protrnn.diagnostics.results import DiagnosticsResult, load_diagnostics, split_seed
+from protrnn.errors import InputError, reading
 from protrnn.evaluation.results import (
     PER_PROTEIN_FILE,
     PREDICTIONS_DIR,
@@ -61,15 +63,34 @@ class RunCurves:
     x_label: str = "optimizer step"
 
 
+#: ``format`` of a ``protrnn synthetic`` result.json.
+SYNTHETIC_FORMAT = "protrnn-synthetic"
+SYNTHETIC_RESULT = "result.json"
+
+
+@dataclass
+class SyntheticRun:
+    """One ``protrnn synthetic`` run (``OUT/result.json``): a variant name, its seed and the parsed result."""
+
+    name: str
+    seed: int
+    path: Path
+    result: dict[str, Any]
+
+
 @dataclass
 class ReportInputs:
-    """Everything a report is drawn from (loaded and checked before any drawing starts)."""
+    """Everything a report is drawn from (loaded and checked before any drawing starts). ``reference``: the model
+    (and synthetic variant) the findings table compares every knob against (None: ``lstm`` when present, else the
+    first model)."""
 
     evaluations: list[Evaluation] = field(default_factory=list)
     diagnostics: list[DiagnosticsResult] = field(default_factory=list)
     runs: list[RunCurves] = field(default_factory=list)
     leakage: list[tuple[Path, list[dict[str, str]]]] = field(default_factory=list)
     proteins: list[str] | None = None
+    synthetic: list[SyntheticRun] = field(default_factory=list)
+    reference: str | None = None
 
 
 def load_evaluation(path: str | Path) -> Evaluation:
@@ -154,6 +175,33 @@ def read_leakage(path: str | Path) -> list[dict[str, str]]:
     return list(csv.DictReader(lines, delimiter="\t"))
 
 
+def load_synthetic(value: str | Path) -> SyntheticRun:
+    """A ``protrnn synthetic`` output folder (or its result.json), as ``[NAME=]PATH`` (default name: the cell, plus
+    ``_k<horizon>`` with a gradient horizon); the seed comes from the recorded settings."""
+    name, path_text = _named(str(value))
+    path = Path(path_text)
+    if path.is_dir():
+        path = path / SYNTHETIC_RESULT
+    try:
+        with reading(path), open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a JSON file ({exc})", path=path) from None
+    if not isinstance(result, dict) or result.get("format") != SYNTHETIC_FORMAT:
+        raise InputError(f"not a {SYNTHETIC_FORMAT} result (missing 'format': {SYNTHETIC_FORMAT!r})", path=path)
+    try:
+        seed = int(result["settings"]["seed"])
+        for row in result["distances"]:
+            int(row["distance"]), float(row["accuracy"])  # noqa: B018 - validate before drawing
+        float(result["chance"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"malformed synthetic result ({type(exc).__name__}: {exc})", path=path) from None
+    if name is None:
+        horizon = result.get("gradient_horizon")
+        name = str(result.get("cell", path.parent.name)) + (f"_k{horizon}" if horizon else "")
+    return SyntheticRun(name=name, seed=seed, path=path, result=result)
+
+
 def _named(value: str) -> tuple[str | None, str]:
     name, sep, path = value.partition("=")
     if sep and name and "/" not in name and not Path(value).exists():
@@ -163,9 +211,18 @@ def _named(value: str) -> tuple[str | None, str]:
 
 def load_inputs(evaluations: Sequence[str | Path] = (), diagnostics: Sequence[str | Path] = (),
                 runs: Sequence[str] = (), leakage: Sequence[str | Path] = (),
-                proteins: Sequence[str] | None = None) -> ReportInputs:
-    """Load and check every input; a run may be given as ``NAME=DIR`` (default name: the folder name)."""
-    inputs = ReportInputs(proteins=list(proteins) if proteins else None)
+                proteins: Sequence[str] | None = None, synthetic: Sequence[str | Path] = (),
+                reference: str | None = None) -> ReportInputs:
+    """Load and check every input; a run may be given as ``NAME=DIR`` (default name: the folder name), a synthetic
+    result as ``NAME=DIR`` (default: its cell and horizon)."""
+    inputs = ReportInputs(proteins=list(proteins) if proteins else None, reference=reference)
+    inputs.synthetic = [load_synthetic(value) for value in synthetic]
+    seen: dict[tuple[str, int], Path] = {}
+    for run in inputs.synthetic:
+        if (run.name, run.seed) in seen:
+            raise InputError(f"two synthetic results for variant {run.name!r} seed {run.seed} ({seen[(run.name, run.seed)]}"
+                             f" and {run.path}); name them with --synthetic NAME=DIR", path=run.path)
+        seen[(run.name, run.seed)] = run.path
     inputs.evaluations = [load_evaluation(path) for path in evaluations]
     for path in diagnostics:
         inputs.diagnostics.extend(load_diagnostics(path))
@@ -173,8 +230,8 @@ def load_inputs(evaluations: Sequence[str | Path] = (), diagnostics: Sequence[st
         name, path = _named(str(value))
         inputs.runs.append(read_run_curves(path, name))
     inputs.leakage = [(Path(path), read_leakage(path)) for path in leakage]
-    if not (inputs.evaluations or inputs.diagnostics or inputs.runs):
-        raise InputError("nothing to report: give --evaluation, --diagnostics or --runs")
+    if not (inputs.evaluations or inputs.diagnostics or inputs.runs or inputs.synthetic):
+        raise InputError("nothing to report: give --evaluation, --diagnostics, --runs or --synthetic")
     names = [run.name for run in inputs.runs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -192,6 +249,9 @@ class MethodResult:
     n_proteins: int
     metrics: dict[str, dict[str, float]]
     source: Path
+    #: Seeds aggregated into this result and the run names they came from (empty for a single run).
+    seeds: tuple[int, ...] = ()
+    members: tuple[str, ...] = ()
 
 
 def number(value: Any) -> float:
@@ -256,7 +316,25 @@ def find_predictions(evaluations: Sequence[Evaluation]) -> list[SavedPrediction]
                 protein = str(data["id"]) if "id" in data.files else path.stem
             found.append(SavedPrediction(method, str(methods.get(method, {}).get("kind", "model")), test_set,
                                          protein, path))
-    return found
+    return first_seed_only(found)
+
+
+def first_seed_only(predictions: Sequence[SavedPrediction]) -> list[SavedPrediction]:
+    """Saved predictions of seeded runs reduced to each model's lowest seed (one map panel per model), renamed to
+    the model; everything else unchanged."""
+    lowest: dict[str, int] = {}
+    for p in predictions:
+        base, seed = split_seed(p.method)
+        if seed is not None:
+            lowest[base] = min(seed, lowest.get(base, seed))
+    out = []
+    for p in predictions:
+        base, seed = split_seed(p.method)
+        if seed is None:
+            out.append(p)
+        elif seed == lowest[base]:
+            out.append(SavedPrediction(base, p.kind, p.test_set, p.protein, p.path))
+    return out
 
 
 def choose_proteins(predictions: Sequence[SavedPrediction], requested: Sequence[str] | None,
@@ -280,6 +358,11 @@ def choose_proteins(predictions: Sequence[SavedPrediction], requested: Sequence[
         keys.sort(key=lambda key: -available[key])  # stable: first saved wins ties
         chosen.extend(keys[:per_test_set])
     return chosen
+
+
+def model_of(name: str) -> str:
+    """The model a run name belongs to (``lstm`` for ``lstm@seed1``)."""
+    return split_seed(name)[0]
 
 
 def horizon_text(diag: DiagnosticsResult) -> str:

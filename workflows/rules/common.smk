@@ -1,5 +1,6 @@
 # Shared settings and start-up checks: every problem with the configuration fails here, before any job runs.
 
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -79,10 +80,39 @@ BASELINES = [b for b in config["evaluate"].get("baselines", ["random", "separati
 MODELS = config["models"]
 if "bundle" in MODELS:
     _fail("models.bundle", "the name 'bundle' is reserved for the bundled default model (config key `bundle`)")
-# The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid.
+for _name in MODELS:
+    if "@" in _name or "/" in _name:
+        _fail(f"models.{_name}", "model names may not contain '@' or '/' (runs are named NAME@seedS)")
+# Every grid model trains once per seed (seed_everything and the data order); evaluation, diagnostics and the report
+# aggregate over seeds. A run is `<model>/seed<S>` on disk and `<model>@seed<S>` as a method name.
+SEEDS = [int(s) for s in config.get("seeds", [config["train"].get("seed", 0)])]
+if len(set(SEEDS)) != len(SEEDS):
+    _fail("seeds", f"seeds must be distinct, got {SEEDS}")
+# The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid (one run, the
+# first seed of train.seed).
 BUNDLE = config.get("bundle", {"config": "default", "max_time": "00:00:15:00", "max_epochs": 18})
 MODEL_SPECS = {**MODELS, "bundle": BUNDLE}
-ALL_MODELS = "|".join(MODEL_SPECS)
+GRID_RUNS = [f"{m}/seed{s}" for m in MODELS for s in SEEDS]
+_MODEL_ALTERNATIVES = "|".join(MODELS)
+ALL_RUNS = f"bundle|(?:{_MODEL_ALTERNATIVES})/seed-?[0-9]+"
+_GRID_RUN = re.compile(r"(?P<model>.+)/seed(?P<seed>-?[0-9]+)")
+
+
+def run_model(run):
+    """`lstm` of the run `lstm/seed1`; `bundle` of `bundle`."""
+    match = _GRID_RUN.fullmatch(run)
+    return match["model"] if match else run
+
+
+def run_seed(run):
+    """The seed of a grid run (`lstm/seed1` -> 1); the bundle's is train.seed."""
+    match = _GRID_RUN.fullmatch(run)
+    return int(match["seed"]) if match else int(config["train"].get("seed", 0))
+
+
+def run_name(run):
+    """Method / diagnostics name of a run: `lstm@seed1` (docs/pipeline.md), `bundle` for the bundle."""
+    return f"{run_model(run)}@seed{run_seed(run)}" if _GRID_RUN.fullmatch(run) else run
 
 
 def model_config_path(name):
@@ -107,6 +137,8 @@ if config["predict"].get("fasta") and config["predict"].get("model", next(iter(M
     _fail("predict.model", f"{config['predict']['model']!r} is not a model of the grid ({', '.join(MODELS)})")
 
 PREDICT_MODEL = config["predict"].get("model", next(iter(MODELS)))
+# Predictions come from the first seed's run of the chosen model.
+PREDICT_RUN = f"{PREDICT_MODEL}/seed{SEEDS[0]}"
 PREDICT_FASTA = {}
 for _i, _p in enumerate(config["predict"].get("fasta", [])):
     if not Path(_p).exists():
@@ -115,20 +147,20 @@ for _i, _p in enumerate(config["predict"].get("fasta", [])):
     PREDICT_FASTA[_stem if _stem not in PREDICT_FASTA else f"{_stem}_{_i}"] = _p
 
 
+def _option_text(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
 def model_overrides(name):
     """LightningCLI dotted overrides of a grid entry, shell-quoted."""
-    out = []
-    for key, value in MODEL_SPECS[name].get("set", {}).items():
-        if value is None:
-            text = "null"
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, list):
-            text = "[" + ",".join(str(v) for v in value) + "]"
-        else:
-            text = str(value)
-        out.append(f"--{key}={shlex.quote(text)}")
-    return " ".join(out)
+    return " ".join(f"--{key}={shlex.quote(_option_text(value))}"
+                    for key, value in MODEL_SPECS[name].get("set", {}).items())
 
 
 def model_max_time(name):
@@ -136,16 +168,76 @@ def model_max_time(name):
     return MODEL_SPECS[name].get("max_time", config["train"]["max_time"])
 
 
-def model_max_epochs(name):
-    """Lightning's trainer.max_epochs for one model: its own `max_epochs`, else train.max_epochs. The learning-rate
-    schedule (warm-up, cosine decay) spans max_epochs, so a model meant to finish within max_time should set it."""
-    return MODEL_SPECS[name].get("max_epochs", config["train"]["max_epochs"])
+def model_max_steps(name):
+    """The optimiser-step budget of a model: its own `max_steps`, else train.max_steps unless the model sets its own
+    `max_epochs` or is the bundle (which trains by epochs unless it sets `max_steps`); None = trained by epochs."""
+    spec = MODEL_SPECS[name]
+    if "max_steps" in spec:
+        return spec["max_steps"]
+    if "max_epochs" in spec or name == "bundle":
+        return None
+    return config["train"].get("max_steps")
+
+
+def model_budget(name):
+    """Trainer flags of a model's budget. A step budget (the grid: every model gets exactly the same number of
+    optimiser updates) runs to max_steps with no early stopping and exports the final weights (no best-epoch
+    selection, which would hand models different numbers of updates again); max_time stays as a safety cap. An epoch
+    budget (the bundle) keeps the config's early stopping and best-checkpoint export. The learning-rate schedule
+    spans the budget either way."""
+    steps = model_max_steps(name)
+    if steps is None:
+        epochs = MODEL_SPECS[name].get("max_epochs", config["train"]["max_epochs"])
+        return f"--trainer.max_epochs {epochs}"
+    return (f"--trainer.max_steps {steps} --trainer.max_epochs -1 --early_stopping.patience 1000000000"
+            " --checkpoint.monitor null")
 
 
 def runtime_minutes(name):
     """Cluster runtime request: the training time limit plus 30 minutes for start-up, validation and export."""
     days, hours, minutes, _ = (int(x) for x in model_max_time(name).split(":"))
     return 30 + days * 24 * 60 + hours * 60 + minutes
+
+
+# --- synthetic reach task (protrnn synthetic) -------------------------------------------------------------------------
+SYNTHETIC = config.get("synthetic") or {}
+SYNTHETIC_VARIANTS = dict(SYNTHETIC.get("variants") or {})
+SYNTHETIC_RUNS = [f"{v}/seed{s}" for v in SYNTHETIC_VARIANTS for s in SEEDS]
+for _name in SYNTHETIC_VARIANTS:
+    if not _name.replace("_", "").isalnum():
+        _fail(f"synthetic.variants.{_name}", "variant names are letters, digits and '_'")
+
+
+# The reference every knob of the findings table is compared against (a grid model; a synthetic variant of the same
+# name is the synthetic reference).
+REPORT_REFERENCE = (config.get("report") or {}).get("reference", next(iter(MODELS)))
+if REPORT_REFERENCE not in MODELS:
+    _fail("report.reference", f"{REPORT_REFERENCE!r} is not a model of the grid ({', '.join(MODELS)})")
+
+
+def synthetic_options(variant):
+    """`protrnn synthetic` flags of a variant: `key: value` -> `--key value`, booleans -> `--key` / `--no-key`."""
+    out = []
+    for key, value in (SYNTHETIC_VARIANTS[variant] or {}).items():
+        option = key.replace("_", "-")
+        flag = f"--{option}"
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{option}")
+        else:
+            out.append(f"{flag} {shlex.quote(_option_text(value))}")
+    return " ".join(out)
+
+
+def diagnose_usage_flags():
+    """`protrnn diagnose` options of the usage-horizon measurement (config diagnose.usage), or --no-usage."""
+    usage = config["diagnose"].get("usage", {})
+    if not usage.get("enabled", True):
+        return "--no-usage"
+    flags = {"distances": ",".join(str(d) for d in usage.get("distances", [0, 2, 4, 8, 16, 32, 64, 96])),
+             "draws": usage.get("draws", 4), "chains": usage.get("chains", 16),
+             "pairs-per-chain": usage.get("pairs_per_chain", 8), "precision-chains": usage.get("precision_chains", 4),
+             "fraction": usage.get("fraction", 0.05), "background": usage.get("background", "train")}
+    return " ".join(f"--usage-{key} {value}" for key, value in flags.items())
 
 
 def prepare_inputs(wildcards):

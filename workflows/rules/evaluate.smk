@@ -1,18 +1,20 @@
-# Evaluation by residue separation (every model and the baselines on every test set) and gradient-flow diagnostics.
+# Evaluation by residue separation (every run and the baselines on every test set), gradient-flow and context-usage
+# diagnostics per run, and the synthetic planted-distance task per (variant, seed).
 
 
 rule evaluate_model:
     input:
-        model=f"{RESULTS}/models/{{model}}/model.json",
+        model=f"{RESULTS}/models/{{run}}/model.json",
         tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=TEST_NAMES),
     output:
-        summary=f"{RESULTS}/evaluation/{{model}}/summary.json",
-        per_protein=f"{RESULTS}/evaluation/{{model}}/per_protein.csv",
+        summary=f"{RESULTS}/evaluation/{{run}}/summary.json",
+        per_protein=f"{RESULTS}/evaluation/{{run}}/per_protein.csv",
     wildcard_constraints:
-        model=ALL_MODELS,
+        run=ALL_RUNS,
     params:
         tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_NAMES),
         outdir=parent_of("summary"),
+        name=lambda wc: run_name(wc.run),
         rundir=lambda wc, input: str(Path(input.model).parent),
         ev=config["evaluate"],
     threads: config["train"].get("threads", 2)
@@ -21,11 +23,11 @@ rule evaluate_model:
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/evaluate/{{model}}.log",
+        f"{RESULTS}/logs/evaluate/{{run}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{model}}.tsv"
+        f"{RESULTS}/benchmarks/evaluate/{{run}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn evaluate --model {wildcards.model}={params.rundir} {params.tests}"
+        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn evaluate --model {params.name}={params.rundir} {params.tests}"
         " --bootstrap {params.ev[bootstrap]} --save-predictions {params.ev[save_predictions]} -o {params.outdir} > {log} 2>&1"
 
 
@@ -55,24 +57,52 @@ rule evaluate_baselines:
 
 rule diagnose:
     input:
-        model=f"{RESULTS}/models/{{model}}/model.json",
+        model=f"{RESULTS}/models/{{run}}/model.json",
         val=f"{RESULTS}/data/val.npz",
         train=f"{RESULTS}/data/train.npz",
     output:
-        f"{RESULTS}/diagnostics/{{model}}.json",
+        f"{RESULTS}/diagnostics/{{run}}.json",
     wildcard_constraints:
-        model=ALL_MODELS,
+        run=ALL_RUNS,
     params:
+        name=lambda wc: run_name(wc.run),
         rundir=lambda wc, input: str(Path(input.model).parent),
         dg=config["diagnose"],
+        usage=lambda wc: diagnose_usage_flags(),
     threads: config["train"].get("threads", 2)
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/diagnose/{{model}}.log",
+        f"{RESULTS}/logs/diagnose/{{run}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/diagnose/{{model}}.tsv"
+        f"{RESULTS}/benchmarks/diagnose/{{run}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn diagnose {wildcards.model}={params.rundir} --data {input.val}"
+        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn diagnose {params.name}={params.rundir} --data {input.val}"
         " --train-data {input.train} -o {output}"
-        " --max-distance {params.dg[max_distance]} --fraction {params.dg[fraction]} > {log} 2>&1"
+        " --max-distance {params.dg[max_distance]} --fraction {params.dg[fraction]} {params.usage} > {log} 2>&1"
+
+
+rule synthetic:
+    """One variant of the planted-distance recall task for one seed (protrnn synthetic; docs/synthetic.md)."""
+    output:
+        f"{RESULTS}/synthetic/{{variant}}/seed{{seed}}/result.json",
+    wildcard_constraints:
+        variant="|".join(SYNTHETIC_VARIANTS) or "^$",
+        seed="-?[0-9]+",
+    params:
+        options=lambda wc: synthetic_options(wc.variant),
+        steps=SYNTHETIC.get("steps", 1000),
+        queries=SYNTHETIC.get("eval_queries", 1000),
+        distances=",".join(str(d) for d in SYNTHETIC.get("distances", [8, 16, 32, 64])),
+        outdir=lambda wc, output: str(Path(output[0]).parent),
+    threads: 1
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/synthetic/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthetic/{{variant}}/seed{{seed}}.tsv"
+    shell:
+        "OMP_NUM_THREADS=1 \"$PROTRNN_PY\" -m protrnn synthetic {params.options} --distances {params.distances}"
+        " --steps {params.steps} --eval-queries {params.queries} --jacobian-max-lag 0"
+        " --seed {wildcards.seed} --threads 1 -o {params.outdir} > {log} 2>&1"

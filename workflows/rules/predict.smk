@@ -26,7 +26,7 @@ rule split_fasta:
 rule predict_shard:
     input:
         fasta=f"{RESULTS}/predict/{{fasta}}/shards/{{scatteritem}}.fasta",
-        model=f"{RESULTS}/models/{PREDICT_MODEL}/model.json",
+        model=f"{RESULTS}/models/{PREDICT_RUN}/model.json",
     output:
         directory(f"{RESULTS}/predict/{{fasta}}/shards/{{scatteritem}}"),
     params:

@@ -1,4 +1,5 @@
-# The model grid: one Lightning training job per entry of `models`, GPU when present.
+# The model grid: one Lightning training job per (model, seed) run, GPU when present. Grid runs train for the same
+# number of optimiser steps (train.max_steps; max_time is only a safety cap) and export their final weights.
 # An interrupted job resumes from its last checkpoint (the run directory is kept; only the exported model is an output).
 
 
@@ -7,35 +8,37 @@ rule train:
         train=f"{RESULTS}/data/train.npz",
         val=f"{RESULTS}/data/val.npz",
     output:
-        model=f"{RESULTS}/models/{{model}}/model.json",
-        weights=f"{RESULTS}/models/{{model}}/model.safetensors",
+        model=f"{RESULTS}/models/{{run}}/model.json",
+        weights=f"{RESULTS}/models/{{run}}/model.safetensors",
     wildcard_constraints:
-        model=ALL_MODELS,
+        run=ALL_RUNS,
     params:
-        config=lambda wc: model_config_path(wc.model),
-        overrides=lambda wc: model_overrides(wc.model),
+        config=lambda wc: model_config_path(run_model(wc.run)),
+        overrides=lambda wc: model_overrides(run_model(wc.run)),
         rundir=parent_of("model"),
         resume=resume_flag,
         trainer=config["train"],
-        max_time=lambda wc: model_max_time(wc.model),
-        max_epochs=lambda wc: model_max_epochs(wc.model),
+        seed=lambda wc: run_seed(wc.run),
+        max_time=lambda wc: model_max_time(run_model(wc.run)),
+        budget=lambda wc: model_budget(run_model(wc.run)),
         # Multi-GPU DDP under SLURM: a `mpi: srun` resource (profile set-resources) launches one task per GPU.
         launcher=lambda wc, resources: resources.get("mpi", ""),
     threads: config["train"].get("threads", 2)
     resources:
         gpu=lambda wc: 0 if config["train"].get("accelerator", "auto") == "cpu" else config["train"].get("devices", 1),
-        runtime=lambda wc: runtime_minutes(wc.model),
+        runtime=lambda wc: runtime_minutes(run_model(wc.run)),
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/train/{{model}}.log",
+        f"{RESULTS}/logs/train/{{run}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{model}}.tsv"
+        f"{RESULTS}/benchmarks/train/{{run}}.tsv"
     shell:
         "{params.launcher} \"$PROTRNN_PY\" -m protrnn train --config {params.config} {params.overrides}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
-        " --trainer.max_time {params.max_time} --trainer.max_epochs {params.max_epochs}"
+        " --trainer.max_time {params.max_time} {params.budget}"
         " --trainer.accelerator {params.trainer[accelerator]} --trainer.devices {params.trainer[devices]}"
         " --trainer.num_nodes {params.trainer[num_nodes]}"
-        " --trainer.enable_progress_bar false --seed_everything {params.trainer[seed]} {params.resume} > {log} 2>&1"
+        " --trainer.enable_progress_bar false --seed_everything {params.seed} --data.seed {params.seed}"
+        " {params.resume} > {log} 2>&1"

@@ -1,0 +1,343 @@
+"""The findings table: for each knob, its effect on reach (synthetic task), on the usage and gradient horizons and on
+long-range precision on real proteins, each a difference from the reference model with a 95 % interval, and one
+sentence derived from those intervals (torch-free).
+
+Which runs measure which knob is read from what was run, not declared: two models (grid runs, or synthetic variants)
+measure a knob when their configurations differ in that knob's settings and nothing else, and the one that is
+compared against holds the reference model's setting of the knob (:data:`KNOBS` lists the knobs and the settings
+each covers; settings that have no effect are ignored, e.g. the forget bias of a GRU). Grid models differing from the
+reference in several knobs at once give a *combined* row.
+
+Rule (also in docs/diagnostics.md): a knob **matters** for a measure when the 95 % interval of the difference
+(variant - reference) excludes 0; **no effect detected** when every measured interval includes 0; **not measured**
+when no pair of runs isolates it. Intervals: Welch t over seeds for horizons and the synthetic reach score,
+paired-protein x seed bootstrap for precision (:mod:`protrnn.report.aggregate`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from protrnn.diagnostics.fit import GRADIENT_HORIZON_NOISE, difference_interval, horizon_value
+from protrnn.report.aggregate import (
+    ModelDiagnostics,
+    SyntheticVariant,
+    paired_difference_bootstrap,
+    protein_matrix,
+    usage_noise,
+)
+from protrnn.report.inputs import Evaluation
+
+#: (knob, the settings it covers). ``gradient_clip`` is the training run's clipping threshold (0 / None = off).
+KNOBS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cell", ("cell",)),
+    ("gradient horizon", ("gradient_horizon",)),
+    ("forget bias / chrono init", ("forget_bias", "chrono_init", "chrono_tmax")),
+    ("orthogonal init", ("orthogonal_init",)),
+    ("residual", ("residual",)),
+    ("layer norm", ("layer_norm",)),
+    ("gradient clipping", ("gradient_clip",)),
+)
+#: Knobs listed in the table even when nothing measures them, with the reason.
+UNMEASURED = {"pretraining": "not measured: the pipeline has no pretrained-encoder variant yet (pretraining, issue "
+                             "#8, has not landed in the grid)"}
+#: Settings that exist for the LSTM only (ignored when the cells differ).
+LSTM_ONLY = frozenset({"forget_bias", "chrono_init", "chrono_tmax"})
+#: Settings that do not change the function a model computes (inference tiling).
+IGNORED = frozenset({"pair_chunk_size", "vocab_size"})
+#: The precision measure of the findings (long range, top-L/5), pooled over every test set.
+PRECISION_KEY = "long/P@L/5"
+MEASURES = ("reach", "usage", "gradient", "precision")
+MEASURE_TITLES = {"reach": "reach (synthetic score)", "usage": "usage horizon", "gradient": "gradient horizon",
+                  "precision": f"{PRECISION_KEY} on real proteins"}
+RULE = ("A knob matters for a measure when the 95 % interval of the difference (variant - reference) excludes 0; "
+        "no effect is detected when every measured interval includes 0. Intervals: Welch t over seeds for the "
+        "horizons and the synthetic reach score (mean over distances of (accuracy - chance) / (1 - chance)), each "
+        "group's spread floored at the measurement noise of one run (binomial error of the held-out queries; the "
+        "resolution of a horizon); bootstrap over proteins (paired, all test sets pooled) and seeds for precision. "
+        "Horizons beyond the measured range count as its end (a lower bound).")
+
+
+def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None) -> dict[str, Any]:
+    """A model's settings as the knobs see them: LSTM-only settings dropped for other cells, the forget bias
+    dropped under chrono init (which replaces it) and chrono's T_max without it, clipping 0/None = off."""
+    out = {k: v for k, v in config.items() if k not in IGNORED}
+    clip = gradient_clip
+    out["gradient_clip"] = None if clip in (None, 0, 0.0, False) else float(clip)
+    if out.get("cell") != "lstm":
+        for key in ("forget_bias", "chrono_init", "chrono_tmax"):
+            out[key] = None
+    elif out.get("chrono_init"):
+        out["forget_bias"] = None
+    else:
+        out["chrono_tmax"] = None
+    return out
+
+
+def knob_of(key: str) -> str | None:
+    return next((name for name, keys in KNOBS if key in keys), None)
+
+
+def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Settings whose values differ (a key missing on one side counts as differing)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>"))
+
+
+def describe(settings: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """``cell=gru`` style text of ``keys`` of ``settings`` (clipping: ``off`` or the threshold)."""
+    parts = []
+    for key in keys:
+        value = settings.get(key)
+        if key == "gradient_clip":
+            parts.append(f"clip={'off' if value is None else f'{value:g}'}")
+        elif key in ("chrono_tmax",) and value is None:
+            continue
+        else:
+            parts.append(f"{key}={'none' if value is None else value}")
+    return ", ".join(parts)
+
+
+@dataclass
+class Comparison:
+    """One variant against the run that holds the reference setting: which knob(s) differ and how."""
+
+    knobs: tuple[str, ...]
+    keys: tuple[str, ...]
+    variant: str
+    base: str
+    change: str
+
+
+def comparisons(settings: Mapping[str, Mapping[str, Any]], reference: str, *,
+                combined: bool = True) -> list[Comparison]:
+    """Pairs of runs that isolate a knob (module docstring). ``settings``: name -> :func:`effective_settings`.
+    Comparisons against ``reference`` come first; another base is a context that differs from the reference only in
+    its cell or in settings that are no knob (e.g. clipping in the tanh-RNN, residual connections in two-layer models
+    when the reference has one layer), and the change then names that base. With ``combined``, a variant that differs from the reference in several
+    knobs, and is not the variant of any single-knob comparison, is compared as one combined change."""
+    if reference not in settings:
+        return []
+    ref = settings[reference]
+    single: list[Comparison] = []
+    multiple: list[Comparison] = []
+    seen: set[tuple[tuple[str, ...], str]] = set()
+
+    def knob_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+        keys = differing(a, b)
+        if "cell" in keys:  # settings of one cell only mean nothing across cells
+            keys = [k for k in keys if k not in LSTM_ONLY]
+        return keys
+
+    # A base other than the reference is a context: it may differ from the reference in its cell and in settings
+    # that are no knob (size, depth), never in another knob.
+    bases = [reference] + [name for name in settings if name != reference
+                           and {knob_of(k) for k in knob_keys(settings[name], ref)} <= {"cell", None}]
+    for base in bases:
+        for variant, values in settings.items():
+            if variant == base:
+                continue
+            keys = knob_keys(values, settings[base])
+            knobs = tuple(dict.fromkeys(knob_of(k) for k in keys))
+            if not keys or None in knobs:
+                continue
+            if len(knobs) > 1 and base != reference:
+                continue
+            # the base must hold the reference's setting of the knob(s): the row reads "reference setting -> other"
+            if any(settings[base].get(k) != ref.get(k) for k in keys):
+                continue
+            change = f"{describe(settings[base], keys)} -> {describe(values, keys)}"
+            if base != reference:
+                change += f" (in {base})"
+            if (knobs, change) in seen:
+                continue
+            seen.add((knobs, change))
+            target = single if len(knobs) == 1 else multiple
+            target.append(Comparison(knobs=knobs, keys=tuple(keys), variant=variant, base=base, change=change))
+    isolated = {c.variant for c in single}
+    return single + ([c for c in multiple if c.variant not in isolated] if combined else [])
+
+
+@dataclass
+class FindingRow:
+    """One row of the findings table."""
+
+    knob: str
+    change: str
+    grid: tuple[str, str] | None = None        # (variant, base) grid models
+    synthetic: tuple[str, str] | None = None   # (variant, base) synthetic variants
+    effects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        measured = {m: e for m, e in self.effects.items() if _finite(e.get("mean"))}
+        if not measured:
+            return "not measured"
+        if any(excludes_zero(e) for e in measured.values()):
+            return "matters"
+        if any(not _finite(e.get("low")) for e in measured.values()):
+            return "undetermined"
+        return "no effect detected"
+
+    def matters_for(self) -> list[str]:
+        return [m for m in MEASURES if m in self.effects and excludes_zero(self.effects[m])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"knob": self.knob, "change": self.change,
+                "grid": None if self.grid is None else {"variant": self.grid[0], "reference": self.grid[1]},
+                "synthetic": None if self.synthetic is None else {"variant": self.synthetic[0],
+                                                                  "reference": self.synthetic[1]},
+                "effects": {k: _clean(v) for k, v in self.effects.items()}, "verdict": self.verdict,
+                "matters_for": self.matters_for(), "note": self.note}
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def excludes_zero(effect: Mapping[str, Any]) -> bool:
+    low, high = effect.get("low"), effect.get("high")
+    return _finite(low) and _finite(high) and (low > 0 or high < 0)  # type: ignore[operator]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _horizon_effect(variant: ModelDiagnostics, base: ModelDiagnostics, kind: str) -> dict[str, Any] | None:
+    if kind == "gradient":
+        cap = max(variant.max_distance, base.max_distance)
+        a = [horizon_value(r.horizon, cap) for r in variant.runs]
+        b = [horizon_value(r.horizon, cap) for r in base.runs]
+        censored = sum(r.horizon is None for r in (*variant.runs, *base.runs))
+        noise = (GRADIENT_HORIZON_NOISE, GRADIENT_HORIZON_NOISE)
+    else:
+        if variant.usage is None or base.usage is None:
+            return None
+        cap = max(variant.usage_max or 0, base.usage_max or 0)
+        a = [horizon_value(r.usage.horizon, cap) for r in variant.runs if r.usage is not None]
+        b = [horizon_value(r.usage.horizon, cap) for r in base.runs if r.usage is not None]
+        censored = sum(r.usage is not None and r.usage.horizon is None for r in (*variant.runs, *base.runs))
+        noise = (float(sum(usage_noise(r) for r in variant.runs) / len(variant.runs)),
+                 float(sum(usage_noise(r) for r in base.runs) / len(base.runs)))
+    if a and b and censored == len(a) + len(b):
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "censored": censored, "cap": cap,
+                "note": f"beyond the measured range (> {cap}) in every run of both models"}
+    effect = difference_interval(a, b, noise_sd=noise)
+    effect.update(variant_values=a, reference_values=b, censored=censored, cap=cap, noise_sd=list(noise))
+    return effect
+
+
+def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[SyntheticVariant],
+                   evaluations: Sequence[Evaluation], reference: str | None,
+                   members: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Rows (one per knob change, plus combined changes and unmeasured knobs), the rule and the sentence.
+
+    ``members``: model -> its evaluation method names (one per seed), for the precision differences.
+    """
+    by_model = {m.model: m for m in models}
+    names = list(by_model) or list(members)
+    if reference is None:
+        reference = "lstm" if ("lstm" in by_model or any(v.name == "lstm" for v in synthetic)) else \
+            (names[0] if names else (synthetic[0].name if synthetic else None))
+    grid_settings = {m.model: effective_settings(m.config, m.training.get("gradient_clip_val"))
+                     for m in models if m.config}
+    synth_by_name = {v.name: v for v in synthetic}
+    synth_settings = {v.name: effective_settings(v.result.get("model", {}),
+                                                 (v.result.get("settings") or {}).get("gradient_clip"))
+                      for v in synthetic}
+    rows: dict[tuple[tuple[str, ...], str], FindingRow] = {}
+
+    def row_for(comparison: Comparison) -> FindingRow:
+        knob = comparison.knobs[0] if len(comparison.knobs) == 1 else " + ".join(comparison.knobs) + " (together)"
+        key = (comparison.knobs, comparison.change)
+        if key not in rows:
+            rows[key] = FindingRow(knob=knob, change=comparison.change)
+        return rows[key]
+
+    for comparison in comparisons(grid_settings, reference or ""):
+        row = row_for(comparison)
+        row.grid = (comparison.variant, comparison.base)
+        variant, base = by_model[comparison.variant], by_model[comparison.base]
+        for kind in ("usage", "gradient"):
+            effect = _horizon_effect(variant, base, kind)
+            if effect is not None:
+                row.effects[kind] = effect
+        if members.get(comparison.variant) and members.get(comparison.base):
+            a, proteins = protein_matrix(evaluations, [*members[comparison.variant], *members[comparison.base]],
+                                         None, PRECISION_KEY)
+            if proteins:
+                n = len(members[comparison.variant])
+                effect = paired_difference_bootstrap(a[:n], a[n:])
+                effect["test_sets"] = sorted({t for t, _ in proteins})
+                row.effects["precision"] = effect
+    synth_reference = reference if reference in synth_settings else None
+    for comparison in comparisons(synth_settings, synth_reference or "", combined=False):
+        row = row_for(comparison)
+        row.synthetic = (comparison.variant, comparison.base)
+        variant, base = synth_by_name[comparison.variant], synth_by_name[comparison.base]
+        effect = difference_interval(variant.score, base.score, noise_sd=(variant.score_noise, base.score_noise))
+        effect.update(variant_values=variant.score, reference_values=base.score, variant_reach=variant.reach,
+                      reference_reach=base.reach, noise_sd=[variant.score_noise, base.score_noise])
+        row.effects["reach"] = effect
+    ordered = sorted(rows.values(), key=lambda r: (_knob_rank(r.knob), r.change))
+    measured_knobs = {r.knob for r in ordered}
+    for knob, _ in KNOBS:
+        if knob not in measured_knobs:
+            ordered.append(FindingRow(knob=knob, change="", note="not measured: no pair of runs in this "
+                                      "configuration differs in this knob alone"))
+    for knob, why in UNMEASURED.items():
+        ordered.append(FindingRow(knob=knob, change="", note=why))
+    return {"reference": reference, "rule": RULE, "rows": [r.to_dict() for r in ordered],
+            "sentence": findings_sentence(ordered), "_rows": ordered}
+
+
+def _knob_rank(knob: str) -> int:
+    order = [name for name, _ in KNOBS]
+    first = knob.split(" + ")[0].replace(" (together)", "")
+    return order.index(first) + (len(order) if "(together)" in knob else 0) if first in order else 99
+
+
+def findings_sentence(rows: Sequence[FindingRow]) -> str:
+    """One sentence: which knobs matter (and for what), which showed no effect, which were not measured."""
+    matters: dict[str, list[str]] = {}
+    quiet: list[str] = []
+    unmeasured: list[str] = []
+    undetermined: list[str] = []
+    for row in rows:
+        label = row.knob + (f" ({row.change})" if row.change and " + " not in row.knob else "")
+        verdict = row.verdict
+        if verdict == "matters":
+            matters[label] = [MEASURE_TITLES[m] for m in row.matters_for()]
+        elif verdict == "no effect detected":
+            quiet.append(label)
+        elif verdict == "undetermined":
+            undetermined.append(label)
+        else:
+            unmeasured.append(row.knob)
+    parts = []
+    if matters:
+        parts.append("Matter (95 % interval of the difference excludes 0): "
+                     + "; ".join(f"{k} for {', '.join(v)}" for k, v in matters.items()))
+    else:
+        parts.append("No knob's effect has a 95 % interval that excludes 0")
+    if quiet:
+        parts.append("no effect detected for " + "; ".join(quiet))
+    if undetermined:
+        parts.append("undetermined (fewer than two seeds) for " + "; ".join(undetermined))
+    if unmeasured:
+        parts.append("not measured: " + ", ".join(dict.fromkeys(unmeasured)))
+    return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
+
+
+__all__ = ["KNOBS", "MEASURES", "MEASURE_TITLES", "PRECISION_KEY", "RULE", "Comparison", "FindingRow",
+           "build_findings", "comparisons", "effective_settings", "excludes_zero", "findings_sentence"]
