@@ -21,7 +21,7 @@ from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
 from protrnn.model.heads import build_head
 
-#: Largest pair-feature tensor (floats) :meth:`ContactModel.chunk_size_for` plans a tile for: 32 MiB of float32,
+#: Largest pair-feature tensor (floats) :meth:`ContactModel.chunk_size_for` plans a CPU tile for: 32 MiB of float32,
 #: glibc's largest dynamic mmap threshold. Bigger blocks are mmapped afresh on every allocation under default
 #: malloc settings, and the page faults cost more than the halo that bigger tiles save (measured: docs/training.md).
 TILE_FLOATS_CAP = 1 << 23
@@ -104,13 +104,17 @@ class ContactModel(nn.Module):
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.forward_embedded(self.embed(tokens), mask)  # type: ignore[return-value]
 
-    def chunk_size_for(self, batch: int, steps: int, max_pair_floats: int) -> int:
+    def chunk_size_for(self, batch: int, steps: int, max_pair_floats: int,
+                       device: str | torch.device = "cpu") -> int:
         """The largest inference tile side whose haloed pair block, ``batch x (tile + 2 halo)^2 x pair_dim`` floats
-        (one pair-feature tensor of the head), fits ``max_pair_floats`` and :data:`TILE_FLOATS_CAP`; never below
-        ``config.pair_chunk_size`` (the model's own bound), and ``steps`` when the whole map fits. Bigger tiles
-        recompute less halo (a 256 tile with the default model's 30-residue halo computes 1.5x its own area)."""
+        (one pair-feature tensor of the head), fits ``max_pair_floats`` (and, on CPU, :data:`TILE_FLOATS_CAP`);
+        never below ``config.pair_chunk_size`` (the model's own bound), and ``steps`` when the whole map fits.
+        Bigger tiles recompute less halo (a 256 tile with the default model's 30-residue halo computes 1.5x its own
+        area)."""
         halo = int(getattr(self.head, "halo", 0))
-        budget = min(max(0, max_pair_floats), TILE_FLOATS_CAP)
+        budget = max(0, max_pair_floats)
+        if torch.device(device).type == "cpu":
+            budget = min(budget, TILE_FLOATS_CAP)
         side = int(math.isqrt(budget // max(1, batch * self.config.pair_dim)))
         chunk = max(self.config.pair_chunk_size, side - 2 * halo)
         return steps if chunk + 2 * halo >= steps else chunk
@@ -135,7 +139,7 @@ class ContactModel(nn.Module):
                              f"got [{int(tokens.min())}, {int(tokens.max())}]")
         bf16 = resolve_precision(precision, tokens.device) == "bf16"
         if chunk_size is None and max_pair_floats is not None:
-            chunk_size = self.chunk_size_for(tokens.size(0), tokens.size(1), max_pair_floats)
+            chunk_size = self.chunk_size_for(tokens.size(0), tokens.size(1), max_pair_floats, tokens.device)
         was_training = self.training
         self.eval()
         try:

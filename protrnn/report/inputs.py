@@ -191,9 +191,9 @@ def load_synthetic(value: str | Path) -> SyntheticRun:
         raise InputError(f"not a {SYNTHETIC_FORMAT} result (missing 'format': {SYNTHETIC_FORMAT!r})", path=path)
     try:
         seed = int(result["settings"]["seed"])
-        for row in result["distances"]:
-            int(row["distance"]), float(row["accuracy"])  # noqa: B018 - validate before drawing
-        float(result["chance"])
+        checked = [(int(row["distance"]), float(row["accuracy"])) for row in result["distances"]]
+        if not checked or not 0.0 < float(result["chance"]) < 1.0:
+            raise ValueError("no distances, or a chance level outside (0, 1)")
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"malformed synthetic result ({type(exc).__name__}: {exc})", path=path) from None
     if name is None:
