@@ -16,7 +16,9 @@ import torch
 from protrnn.commands import train as train_cmd
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import evaluate_contacts
-from protrnn.training.module import WarmupCosine, contact_loss, top_l_precision
+from protrnn.training.loss import contact_loss
+from protrnn.training.precision import top_l_precision
+from protrnn.training.schedule import WarmupCosine
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.training.loss import contact_loss, scored_pairs
 from protrnn.training.precision import top_l_precision
-from protrnn.training.schedule import WarmupCosine
+from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
 #: Separation ranges scored on validation: the evaluation's ranges (protrnn.conventions).
 VAL_RANGES = RANGES
@@ -173,32 +173,16 @@ class ContactLightningModule(pl.LightningModule):
 
     # ---- optimiser ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        # Decay weight matrices only: biases, norm gains and embedding tables are left free.
-        embeddings = {id(m.weight) for m in self.net.modules() if isinstance(m, torch.nn.Embedding)}
-        decay, no_decay = [], []
-        for param in self.net.parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 and id(param) not in embeddings else no_decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr, betas=self.betas,
-        )
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
-        schedule = WarmupCosine(self.warmup_steps, float(total), self.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self.net, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
+                                   warmup_steps=self.warmup_steps, total_steps=total, min_ratio=self.min_lr_ratio)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the validation metrics of the epoch that wrote this checkpoint (floats only), for export."""
         if self._trainer is None:
             return
-        metrics = {}
-        for key, value in self.trainer.callback_metrics.items():
-            if key.startswith("val/"):
-                number = float(value)
-                metrics[key] = number if math.isfinite(number) else None
-        checkpoint[CKPT_VAL_METRICS] = metrics
+        checkpoint[CKPT_VAL_METRICS] = finite_val_metrics(self.trainer.callback_metrics)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with a message naming the differing keys."""

@@ -53,7 +53,7 @@ from protrnn.model.pretrain_heads import (
 )
 from protrnn.training.datamodule import EpochedBatchSampler
 from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged
-from protrnn.training.schedule import WarmupCosine
+from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
 #: Target value of positions that are not scored (``F.cross_entropy``'s default ``ignore_index``).
 IGNORE_INDEX = -100
@@ -367,29 +367,16 @@ class PretrainLightningModule(pl.LightningModule):
                 self.log(key, value, prog_bar=key in ("val/Q3", "val/Q8", "val/mask_acc"), sync_dist=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        embeddings = {id(m.weight) for m in self.net.modules() if isinstance(m, torch.nn.Embedding)}
-        decay, no_decay = [], []
-        for param in self.net.parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 and id(param) not in embeddings else no_decay).append(param)
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.lr, betas=self.betas)
         total = self.schedule_steps or (self.trainer.estimated_stepping_batches if self._trainer is not None
                                         else math.inf)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(self.warmup_steps, float(total),
-                                                                              self.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self.net, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
+                                   warmup_steps=self.warmup_steps, total_steps=total, min_ratio=self.min_lr_ratio)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the validation metrics of the epoch that wrote the checkpoint (floats only), for the export."""
         if self._trainer is None:
             return
-        metrics = {}
-        for key, value in self.trainer.callback_metrics.items():
-            if key.startswith("val/"):
-                number = float(value)
-                metrics[key] = number if math.isfinite(number) else None
-        checkpoint[CKPT_VAL_METRICS] = metrics
+        checkpoint[CKPT_VAL_METRICS] = finite_val_metrics(self.trainer.callback_metrics)
 
 
 # ------------------------------------------------------------------------------------------------- callbacks

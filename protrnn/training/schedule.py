@@ -1,8 +1,14 @@
-"""Learning-rate schedules (a LambdaLR multiplier that a resumed run restores from its state dict)."""
+"""Optimiser and learning-rate schedule shared by contact training and encoder pretraining.
+
+The LR multiplier is a callable object, so ``LambdaLR.state_dict`` restores it on resume."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 
 
 class WarmupCosine:
@@ -25,3 +31,29 @@ class WarmupCosine:
         span = max(1.0, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def adamw_warmup_cosine(net: torch.nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float],
+                        warmup_steps: int, total_steps: float, min_ratio: float) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` value: AdamW that decays weight matrices only (biases, norm gains and
+    embedding tables are left free), stepped per batch through :class:`WarmupCosine`."""
+    embeddings = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, no_decay = [], []
+    for param in net.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 and id(param) not in embeddings else no_decay).append(param)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, float(total_steps),
+                                                                          min_ratio))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def finite_val_metrics(callback_metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """The ``val/*`` metrics as floats (non-finite -> None), for storing in a checkpoint."""
+    metrics: dict[str, float | None] = {}
+    for key, value in callback_metrics.items():
+        if key.startswith("val/"):
+            number = float(value)
+            metrics[key] = number if math.isfinite(number) else None
+    return metrics
