@@ -144,3 +144,23 @@ def test_fraction_parsing() -> None:
             splits.parse_fractions(bad)
     with pytest.raises(InputError):
         splits.search_overlap(["a"], ["ACDE"], ["b"], ["ACDE"], min_seq_id=1.5)
+
+
+@needs_mmseqs
+def test_leakage_finds_every_relative_beyond_mmseqs_prefilter_cap(ts50: list[tuple[str, str]]) -> None:
+    """A test chain with more training relatives than mmseqs' default prefilter keeps (--max-seqs 300) loses none."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    name, seq = max(ts50, key=lambda item: len(item[1]))
+    letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    relatives = []
+    for k in range(420):  # ~80 % identical to the test chain, each differently mutated
+        residues = np.array(list(seq))
+        hit = rng.random(len(seq)) < 0.2
+        residues[hit] = rng.choice(letters, int(hit.sum()))
+        relatives.append(_test_chain(f"rel{k}", "".join(residues)))
+    kept, removed = splits.remove_leakage(relatives, {"ts50": [_test_chain(name, seq)]}, min_seq_id=0.3,
+                                          coverage=0.5)
+    assert kept == []
+    assert len(removed) == 420

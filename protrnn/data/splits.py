@@ -136,6 +136,9 @@ def _mmseqs_search(queries: Sequence[str], targets: Sequence[str], min_seq_id: f
         _run_mmseqs(["easy-search", "query.fasta", "target.fasta", "hits.tsv", "tmp",
                      "--min-seq-id", str(min_seq_id), "-c", str(coverage), "--cov-mode", "0",
                      "-e", str(SEARCH_EVALUE), "-s", str(SEARCH_SENSITIVITY), "--format-output", _FORMAT_OUTPUT,
+                     # Prefilter keeps --max-seqs candidates per query (default 300): a test chain with more
+                     # relatives than that in the training data would keep some of them (leakage). Keep them all.
+                     "--max-seqs", str(max(300, len(targets))),
                      "--threads", str(threads), "-v", "1"], work)
         hits: list[_IndexHit] = []
         if not (work / "hits.tsv").is_file():
