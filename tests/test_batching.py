@@ -57,7 +57,8 @@ def test_padding_never_changes_a_result(cgdms: ChainDataset) -> None:
     assert torch.equal(alone["pair_mask"][0], torch.from_numpy(chain.pair_mask()))
     assert not alone["pair_mask"][0, 30:40].any() and alone["mask"][0, 30:40].all()
     assert alone["tokens"].dtype == torch.long and alone["contacts"].dtype == torch.float32
-    assert set(alone) == {"tokens", "mask", "observed", "contacts", "pair_mask", "lengths", "offsets", "ids"}
+    assert set(alone) == {"tokens", "mask", "observed", "distances", "contacts", "pair_mask", "lengths", "offsets",
+                          "ids"}
 
 
 def test_random_crops_are_deterministic_and_exact(cgdms: ChainDataset) -> None:
@@ -207,3 +208,166 @@ def test_dataloader_end_to_end(cgdms: ChainDataset) -> None:
         assert not (batch["contacts"].numpy().astype(bool) & ~(observed[:, :, None] & observed[:, None, :])).any()
         total += b
     assert total == len(cgdms)
+
+
+# -------------------------------------------------------------------------------------------------- distances, blocks
+def test_distances_are_the_chains_cb_distances(cgdms: ChainDataset) -> None:
+    from scipy.spatial.distance import cdist
+
+    gap = len(cgdms) - 2  # residues 30..39 unobserved
+    chain = cgdms[gap]
+    for example in (ContactExampleDataset(cgdms)[gap],
+                    ContactExampleDataset(cgdms, crop_length=50, random_crop=True, seed=3, pair_block=16)[gap]):
+        window = slice(example["offset"], example["offset"] + example["length"])
+        observed = chain.observed[window]
+        both = observed[:, None] & observed[None, :]
+        cb = chain.coords[window, 3].astype(np.float64)
+        expected = np.where(both, cdist(np.nan_to_num(cb), np.nan_to_num(cb)), 0.0)
+        assert example["distances"].dtype == np.float32 and example["distances"].shape == both.shape
+        np.testing.assert_allclose(example["distances"], expected, rtol=0, atol=1e-4)
+        assert not example["distances"][~both].any()
+        np.testing.assert_array_equal(example["contacts"], (example["distances"] < 8.0) & both)
+        np.testing.assert_array_equal(example["contacts"], chain.contact_map()[window, window])
+    assert not (ContactExampleDataset(cgdms)[gap]["distances"][30:40]).any()
+    # collated: the same values, 0 in padding
+    short = int(np.argmin(cgdms.lengths))
+    examples = ContactExampleDataset(cgdms)
+    batch = collate_contacts([examples[short], examples[gap]])
+    n = len(cgdms[short])
+    assert batch["distances"].dtype == torch.float32 and batch["distances"].shape == batch["contacts"].shape
+    np.testing.assert_array_equal(batch["distances"][1].numpy(), examples[gap]["distances"])
+    np.testing.assert_array_equal(batch["distances"][0, :n, :n].numpy(), examples[short]["distances"])
+    assert not batch["distances"][0, n:].any() and not batch["distances"][0, :, n:].any()
+    assert "distances" not in collate_contacts([{k: v for k, v in examples[short].items() if k != "distances"}])
+
+
+def test_pair_blocks_leave_crops_unchanged(cgdms: ChainDataset) -> None:
+    plain = ContactExampleDataset(cgdms, crop_length=60, random_crop=True, seed=9)
+    blocked = ContactExampleDataset(cgdms, crop_length=60, random_crop=True, seed=9, pair_block=16,
+                                    blocks_per_chain=5)
+    long_chains = np.flatnonzero(cgdms.lengths > 80)[:20]
+    assert len(long_chains) == 20
+    for epoch in range(3):
+        for index in long_chains:
+            a, b = plain[(int(index), epoch)], blocked[(int(index), epoch)]
+            assert a["offset"] == b["offset"] and a["length"] == b["length"] == 60
+            np.testing.assert_array_equal(a["tokens"], b["tokens"])
+            np.testing.assert_array_equal(a["contacts"], b["contacts"])
+            assert "blocks" not in a and "pair_block" not in a
+            assert b["pair_block"] == 16 and b["blocks"].shape == (5, 2) and b["blocks"].dtype == np.int64
+            assert (b["blocks"] >= 0).all() and (b["blocks"] <= 60 - 16).all()
+            np.testing.assert_array_equal(b["blocks"], blocked[(int(index), epoch)]["blocks"])  # deterministic
+    assert not np.array_equal(blocked[(int(long_chains[0]), 0)]["blocks"], blocked[(int(long_chains[0]), 1)]["blocks"])
+    # a crop no longer than the block is one whole map; evaluation examples never carry blocks
+    short = int(np.argmin(cgdms.lengths))  # 20 residues
+    wide = ContactExampleDataset(cgdms, crop_length=60, random_crop=True, seed=9, pair_block=20)
+    assert wide[short]["blocks"].tolist() == [[0, 0]] and wide[short]["pair_block"] == 20
+    evaluation = ContactExampleDataset(cgdms, crop_length=60, random_crop=False, pair_block=16)
+    assert "blocks" not in evaluation[int(long_chains[0])] and "blocks" not in collate_contacts([evaluation[short]])
+
+
+def test_pair_block_arguments_are_checked(cgdms: ChainDataset) -> None:
+    with pytest.raises(InputError, match="pair_block 6"):
+        ContactExampleDataset(cgdms, pair_block=6)
+    with pytest.raises(InputError, match="blocks_per_chain"):
+        ContactExampleDataset(cgdms, pair_block=32, blocks_per_chain=0)
+    ContactExampleDataset(cgdms, pair_block=7, blocks_per_chain=1)
+
+
+def test_collated_blocks_are_padded_and_inside_the_batch(cgdms: ChainDataset) -> None:
+    examples = ContactExampleDataset(cgdms, crop_length=90, random_crop=True, seed=4, pair_block=24,
+                                     blocks_per_chain=5)
+    lengths = examples.lengths
+    long_chain = int(np.flatnonzero(lengths == 90)[0])
+    short = int(np.flatnonzero(lengths == 20)[0])
+    middle = int(np.flatnonzero((lengths > 24) & (lengths < 60))[0])
+    batch = collate_contacts([examples[i] for i in (short, long_chain, middle)])
+    assert batch["block_size"] == 24 and type(batch["block_size"]) is int
+    blocks = batch["blocks"]
+    assert blocks.dtype == torch.long and blocks.shape == (3, 5, 2)
+    assert blocks[0, 0].tolist() == [0, 0] and (blocks[0, 1:] == -1).all()  # one whole map, then padding rows
+    np.testing.assert_array_equal(blocks[1].numpy(), examples[long_chain]["blocks"])
+    real = (blocks >= 0).all(-1)
+    assert int(real.sum()) == 11
+    assert (blocks[real] + 24 <= 90).all() and (blocks[real] >= 0).all()
+    for row, index in enumerate((short, long_chain, middle)):  # blocks of a real chain stay inside it
+        length = int(lengths[index])
+        if length > 24:
+            assert (blocks[row][real[row]] + 24 <= length).all()
+    # every chain shorter than the block: S = T_max, one (0, 0) block each
+    shorts = [int(i) for i in np.flatnonzero((lengths >= 20) & (lengths <= 24))[:3]]
+    small = collate_contacts([examples[i] for i in shorts])
+    assert small["block_size"] == int(lengths[shorts].max()) and small["blocks"].tolist() == [[[0, 0]]] * 3
+    # a block that would stick out of a narrower batch is clamped to T_max - S (never happens to sampled blocks)
+    handmade = {"tokens": np.ones(40, np.int64), "observed": np.ones(40, bool), "contacts": np.zeros((40, 40), bool),
+                "id": "x", "blocks": np.array([[30, 5]]), "pair_block": 20}
+    assert collate_contacts([handmade])["blocks"].tolist() == [[[20, 5]]]
+    with pytest.raises(ValueError, match="every example"):
+        collate_contacts([examples[long_chain], ContactExampleDataset(cgdms)[short]])
+
+
+def test_sampler_budgets_the_pairs_blocks_score(cgdms: ChainDataset) -> None:
+    examples = ContactExampleDataset(cgdms, crop_length=96, random_crop=True, seed=0, pair_block=24,
+                                     blocks_per_chain=3)
+    lengths = examples.lengths
+    expected_costs = np.array([n * n if n <= 24 else 3 * 24 * 24 for n in lengths.tolist()])
+    np.testing.assert_array_equal(examples.pair_costs, expected_costs)
+    np.testing.assert_array_equal(ContactExampleDataset(cgdms, crop_length=96).pair_costs, lengths ** 2)
+    max_pairs = 20_000
+    blocked = TokenBudgetBatchSampler(lengths, max_tokens=4096, max_pairs=max_pairs, seed=1,
+                                      pair_costs=examples.pair_costs, yield_epoch=True)
+    whole = TokenBudgetBatchSampler(lengths, max_tokens=4096, max_pairs=max_pairs, seed=1)
+    for batch in blocked:
+        width = int(lengths[[i for i, _ in batch]].max())
+        side, rows = min(24, width), (3 if width > 24 else 1)
+        if len(batch) > 1:
+            assert len(batch) * rows * side * side <= max_pairs
+    assert sorted(i for batch in blocked for i, _ in batch) == list(range(len(lengths)))
+    assert len(blocked) < len(whole) / 2  # 3·24² = 1,728 pairs per long crop instead of up to 96² = 9,216
+    # the collated tensors are what was budgeted: B · K_max · S² <= max_pairs
+    loader = DataLoader(examples, batch_sampler=blocked, collate_fn=collate_contacts)
+    for step, batch in enumerate(loader):
+        b, k = batch["blocks"].shape[:2]
+        assert b == 1 or b * k * batch["block_size"] ** 2 <= max_pairs
+        if step == 20:
+            break
+    # pair_costs = L² is the default budget: identical batches
+    same = TokenBudgetBatchSampler(lengths, max_tokens=4096, max_pairs=max_pairs, seed=1, pair_costs=lengths ** 2)
+    assert list(same) == list(whole)
+    with pytest.raises(InputError, match="pair_costs"):
+        TokenBudgetBatchSampler(lengths, max_tokens=4096, pair_costs=lengths[:-1])
+
+
+def test_datamodule_trains_on_blocks_and_validates_whole_maps(cgdms: ChainDataset, tmp_path: Path) -> None:
+    from protrnn.training.datamodule import ContactDataModule
+
+    order = np.argsort(cgdms.lengths)
+    save_dataset([cgdms[int(i)] for i in order[-40:]] + [cgdms[int(i)] for i in order[:10]], tmp_path / "train.npz")
+    save_dataset([cgdms[int(i)] for i in order[-6:]], tmp_path / "val.npz")
+    paths = (tmp_path / "train.npz", tmp_path / "val.npz")
+    for key, value, message in (("pair_block", 6, "'data.pair_block'.*>= 7 or null"),
+                                ("pair_block", True, "'data.pair_block'"),
+                                ("blocks_per_chain", 0, "'data.blocks_per_chain'.*>= 1"),
+                                ("blocks_per_chain", None, "'data.blocks_per_chain'")):
+        with pytest.raises(InputError, match=message):
+            ContactDataModule(*paths, **{key: value})
+    data = ContactDataModule(*paths, crop_length=80, max_tokens=4096, max_pairs=10_000, pair_block=24,
+                             blocks_per_chain=4, seed=2)
+    assert data.hparams["pair_block"] == 24 and data.hparams["blocks_per_chain"] == 4
+    data.setup("fit")
+    train_batches = list(data.train_dataloader())
+    assert all("blocks" in batch and "distances" in batch for batch in train_batches)
+    assert max(int(batch["lengths"].max()) for batch in train_batches) == 80  # the encoder reads the window
+    for batch in train_batches:
+        b, k = batch["blocks"].shape[:2]
+        assert b == 1 or b * k * batch["block_size"] ** 2 <= 10_000
+    # 4·24² = 2,304 scored pairs per 80-residue crop: 4 of them per batch, where whole 80² maps allow only 1
+    assert max(len(batch["ids"]) for batch in train_batches if int(batch["lengths"].max()) == 80) == 4
+    assert sum(len(batch["ids"]) for batch in train_batches) == 50
+    val_batches = list(data.val_dataloader())
+    assert all("blocks" not in batch and "block_size" not in batch for batch in val_batches)
+    assert sorted(int(n) for batch in val_batches for n in batch["lengths"]) == sorted(
+        len(cgdms[int(i)]) for i in order[-6:])
+    plain = ContactDataModule(*paths, crop_length=80, max_tokens=4096, max_pairs=10_000, seed=2)
+    plain.setup("fit")
+    assert all("blocks" not in batch for batch in plain.train_dataloader())

@@ -12,7 +12,7 @@ from protrnn.model.heads import (
     PairwiseHead,
     ResNet2dHead,
     _symmetrise,
-    _symmetrise_tiles_,
+    _tiled_contact_logits,
     _tiles,
     build_head,
 )
@@ -124,8 +124,19 @@ def test_unknown_implementation_is_refused() -> None:
         _head("resnet2d", "turbo")
 
 
-def test_tilewise_symmetrisation_is_bit_identical() -> None:
-    logits = torch.randn(2, 45, 45)
-    expected = 0.5 * (logits + logits.transpose(1, 2))  # written out here, not _symmetrise
-    assert torch.equal(_symmetrise(logits.clone()), expected)
-    assert torch.equal(_symmetrise_tiles_(logits.clone(), _tiles(45, 16)), expected)
+@pytest.mark.parametrize("outputs", [1, 5])
+def test_tilewise_symmetrisation_is_bit_identical(outputs: int) -> None:
+    raw = torch.randn(2, 45, 45, outputs)
+    expected = 0.5 * (raw + raw.transpose(1, 2))  # written out here, not _symmetrise
+    assert torch.equal(_symmetrise(raw.clone()), expected)
+    if outputs == 1:
+        expected_logits = expected[..., 0]
+    else:  # log-odds of the first two classes' probability mass, written out with softmax
+        p = expected.softmax(-1)[..., :2].sum(-1)
+        expected_logits = torch.log(p) - torch.log1p(-p)
+    tiled = _tiled_contact_logits(lambda r, c: raw[:, r.start:r.stop, c.start:c.stop], 2, 45, _tiles(45, 16), 2,
+                                  raw)
+    assert torch.equal(tiled, tiled.transpose(1, 2))
+    torch.testing.assert_close(tiled, expected_logits, atol=1e-5, rtol=1e-5)
+    if outputs == 1:
+        assert torch.equal(tiled, expected_logits)

@@ -293,7 +293,7 @@ class _Hooked(ContactLightningModule):
 
 class _NoHook(ContactLightningModule):
     def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
-        return self._loss(batch, self.net(batch["tokens"], batch["mask"]))
+        return self._training_loss(batch)[0]  # the contact loss alone: no auxiliary terms
 
 
 def test_auxiliary_ss_loss_trains_the_encoder_through_the_frozen_pretrained_head(

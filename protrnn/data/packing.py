@@ -6,7 +6,9 @@ Every consumer uses :func:`pack`: training's token-budget sampler (:mod:`protrnn
 
 * ``max_tokens``: ``B x T_max`` padded residues (recurrent activations);
 * ``max_pairs``: ``B x T_max^2`` padded pairs (the pair head's B x T x T tensors), or with ``pair_cost="sum"`` the
-  sum of ``L^2`` over the group (results held in memory at once, no padding involved);
+  sum of ``L^2`` over the group (results held in memory at once, no padding involved). With ``pair_costs`` (pairs
+  scored per item, e.g. sampled pair blocks instead of whole maps) these become ``B x max(cost)`` and ``sum(cost)``;
+  the default cost ``L^2`` gives the two forms above;
 * ``max_pair_blocks`` with ``pair_extent``: ``B x min(T_max, extent)^2``, the pair block a tiled head holds at once;
 * ``max_items``: at most this many items.
 
@@ -29,13 +31,16 @@ Order = Literal["given", "longest_first"]
 def pack(lengths: Sequence[int] | np.ndarray, order: Order | Sequence[int] | np.ndarray = "given", *,
          max_tokens: int | None = None, max_pairs: int | None = None, max_items: int | None = None,
          pair_extent: int | None = None, max_pair_blocks: int | None = None,
-         pair_cost: Literal["padded", "sum"] = "padded") -> list[list[int]]:
+         pair_cost: Literal["padded", "sum"] = "padded",
+         pair_costs: Sequence[int] | np.ndarray | None = None) -> list[list[int]]:
     """Group item indices into batches under the budgets above.
 
     Args:
         lengths: length of each item.
         order: ``"given"`` (index order), ``"longest_first"`` (decreasing length, ties by index: tight batches for
             inference), or an explicit permutation / subset of indices (e.g. shuffled or sorted buckets for training).
+        pair_costs: pairs scored per item for ``max_pairs`` (default ``length**2``). ``"padded"`` budgets
+            ``B x max(cost)``: exact for padded tensors when the cost is a non-decreasing function of the length.
     Returns:
         Lists of indices; concatenated they give the visiting order.
     """
@@ -46,6 +51,12 @@ def pack(lengths: Sequence[int] | np.ndarray, order: Order | Sequence[int] | np.
     if pair_cost not in ("padded", "sum"):
         raise ValueError(f"pair_cost must be 'padded' or 'sum', got {pair_cost!r}")
     sizes = [int(x) for x in (lengths.tolist() if isinstance(lengths, np.ndarray) else lengths)]
+    if pair_costs is None:
+        costs = [size * size for size in sizes]
+    else:
+        costs = [int(x) for x in (pair_costs.tolist() if isinstance(pair_costs, np.ndarray) else pair_costs)]
+        if len(costs) != len(sizes):
+            raise InputError(f"pair_costs has {len(costs)} entries for {len(sizes)} items")
     if isinstance(order, str):
         if order == "given":
             visit = list(range(len(sizes)))
@@ -56,13 +67,13 @@ def pack(lengths: Sequence[int] | np.ndarray, order: Order | Sequence[int] | np.
     else:
         visit = [int(k) for k in (order.tolist() if isinstance(order, np.ndarray) else order)]
 
-    def fits(count: int, width: int, pair_sum: int) -> bool:
+    def fits(count: int, width: int, pair_sum: int, pair_max: int) -> bool:
         if max_items is not None and count > max_items:
             return False
         if max_tokens is not None and count * width > max_tokens:
             return False
         if max_pairs is not None:
-            pairs = pair_sum if pair_cost == "sum" else count * width * width
+            pairs = pair_sum if pair_cost == "sum" else count * pair_max
             if pairs > max_pairs:
                 return False
         if max_pair_blocks is not None:
@@ -73,15 +84,15 @@ def pack(lengths: Sequence[int] | np.ndarray, order: Order | Sequence[int] | np.
 
     batches: list[list[int]] = []
     current: list[int] = []
-    width = pair_sum = 0
+    width = pair_sum = pair_max = 0
     for index in visit:
-        length = sizes[index]
-        new_width, new_sum = max(width, length), pair_sum + length * length
-        if current and not fits(len(current) + 1, new_width, new_sum):
+        length, cost = sizes[index], costs[index]
+        new_width, new_sum, new_max = max(width, length), pair_sum + cost, max(pair_max, cost)
+        if current and not fits(len(current) + 1, new_width, new_sum, new_max):
             batches.append(current)
-            current, new_width, new_sum = [], length, length * length
+            current, new_width, new_sum, new_max = [], length, cost, cost
         current.append(index)
-        width, pair_sum = new_width, new_sum
+        width, pair_sum, pair_max = new_width, new_sum, new_max
     if current:
         batches.append(current)
     return batches

@@ -9,10 +9,30 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.errors import InputError
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("pairwise", "resnet2d")
+#: How the heads embed the separation |i - j|: ``capped`` (one bin per separation up to ``max_separation``) or
+#: ``log`` (exact below :data:`LOG_SEPARATION_EXACT`, then :data:`LOG_SEPARATION_PER_OCTAVE` bins per doubling).
+SEPARATIONS = ("capped", "log")
+#: Below this separation the ``log`` scheme keeps one bin per separation.
+LOG_SEPARATION_EXACT = 16
+#: Bins per doubling of the separation beyond :data:`LOG_SEPARATION_EXACT` in the ``log`` scheme.
+LOG_SEPARATION_PER_OCTAVE = 4
+#: Distogram bin edges (Å) of the ``distogram`` recipes: 4-20 Å in 1 Å steps, so classes are ``< 4``,
+#: ``[4, 5)`` ... ``[19, 20)`` and ``>= 20`` (18 classes); the contact cutoff 8 Å is an edge.
+DEFAULT_DISTOGRAM_BINS = [float(edge) for edge in range(4, 21)]
+
+
+def separation_bin(separation: int, scheme: str, max_separation: int) -> int:
+    """The embedding row of a separation ``|i - j|`` (pure-Python twin of the heads' tensor version, for documentation
+    and tests). Separations at or beyond ``max_separation`` share the last row."""
+    s = min(int(separation), max_separation)
+    if scheme == "capped" or s < LOG_SEPARATION_EXACT:
+        return s
+    return LOG_SEPARATION_EXACT + int(math.floor(LOG_SEPARATION_PER_OCTAVE * math.log2(s / LOG_SEPARATION_EXACT)))
 
 
 def _is_number(value: object) -> bool:
@@ -37,6 +57,18 @@ class ModelConfig:
     Head:
         head: ``pairwise`` (per-pair MLP over h_i, h_j and a separation embedding: all context comes from the
             recurrent encoder) or ``resnet2d`` (outer features → dilated residual 2D convolutions).
+        max_separation / separation: the separation embedding. ``capped`` (default; the original models): one
+            learned vector per separation 0..max_separation, every farther pair sharing the last. ``log``: one per
+            separation below 16, then 4 per doubling (bins start at 16, 20, 23, 27, 32, ... 64 ... 512 ...) up to
+            ``max_separation``, so 64 and 640 differ with few parameters. Pairs farther than ``max_separation``
+            share its bin: set it no farther than the longest separation training shows the model (the training
+            window), so that bin has been trained; a chain longer than anything seen in training then treats its
+            farthest pairs like the farthest it was trained on.
+        distogram_bins: ``None`` (default): one output per pair, the contact logit, trained with binary
+            cross-entropy. A list of increasing distance edges in Å (e.g. :data:`DEFAULT_DISTOGRAM_BINS`): the head
+            outputs ``len(edges) + 1`` distance-class logits per pair (Cβ-Cβ ``< e0``, ``[e0, e1)``, ... ``>= e_last``),
+            trained with cross-entropy, and the contact probability is the probability mass below the contact cutoff
+            (8 Å, which must be one of the edges).
         pair_chunk_size: at inference, pairs are scored in tiles of this many rows/columns to bound memory.
     """
 
@@ -58,6 +90,8 @@ class ModelConfig:
     head_blocks: int = 6
     head_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     max_separation: int = 64
+    separation: str = "capped"
+    distogram_bins: list[float] | None = None
     pair_chunk_size: int = 256
 
     def __post_init__(self) -> None:
@@ -91,8 +125,38 @@ class ModelConfig:
             raise bad("chrono_init", f"applies to LSTM cells only, not {self.cell!r}")
         if self.chrono_init and self.chrono_tmax < 3:
             raise bad("chrono_tmax", "must be at least 3")
+        if self.separation not in SEPARATIONS:
+            raise bad("separation", f"unknown scheme {self.separation!r}; choose one of {', '.join(SEPARATIONS)}")
+        if self.distogram_bins is not None:
+            edges = self.distogram_bins
+            if (not isinstance(edges, list) or len(edges) < 2 or not all(_is_number(e) and math.isfinite(e)
+                                                                         and e > 0 for e in edges)
+                    or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True))):
+                raise bad("distogram_bins", f"must be null or a list of >= 2 increasing positive distances, "
+                                            f"got {edges!r}")
+            if DEFAULT_CONTACT_CUTOFF not in [float(e) for e in edges]:
+                raise bad("distogram_bins", f"must include the contact cutoff {DEFAULT_CONTACT_CUTOFF:g} Å as an "
+                                            f"edge (contact probability is the mass below it), got {edges!r}")
+            self.distogram_bins = [float(e) for e in edges]
         if not self.head_dilations or any((not isinstance(d, int)) or d < 1 for d in self.head_dilations):
             raise bad("head_dilations", f"must be a non-empty list of positive integers, got {self.head_dilations!r}")
+
+    @property
+    def separation_bins(self) -> int:
+        """Rows of the heads' separation embedding."""
+        return separation_bin(self.max_separation, self.separation, self.max_separation) + 1
+
+    @property
+    def pair_outputs(self) -> int:
+        """Outputs per pair: 1 (contact logit) or the number of distance classes."""
+        return 1 if self.distogram_bins is None else len(self.distogram_bins) + 1
+
+    @property
+    def contact_classes(self) -> int:
+        """Distance classes below the contact cutoff (0 for a binary head)."""
+        if self.distogram_bins is None:
+            return 0
+        return self.distogram_bins.index(DEFAULT_CONTACT_CUTOFF) + 1
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

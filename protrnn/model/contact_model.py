@@ -19,7 +19,7 @@ from protrnn.alphabet import PAD_TOKEN
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
-from protrnn.model.heads import build_head
+from protrnn.model.heads import BlockOutputs, build_head, to_contact_logits
 
 #: Largest pair-feature tensor (floats) :meth:`ContactModel.chunk_size_for` plans a CPU tile for: 32 MiB of float32,
 #: glibc's largest dynamic mmap threshold. Bigger blocks are mmapped afresh on every allocation under default
@@ -74,6 +74,24 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     return precision
 
 
+def _symmetric_sigmoid_(logits: Tensor, tile: int = 1024) -> Tensor:
+    """``sigmoid`` of symmetric logits ``[B, T, T]`` in place, exactly symmetric: each pair of mirror tiles is
+    computed once and written to both triangles. (An elementwise kernel is not: SIMD lanes and the scalar tail
+    round the same value differently, so ``sigmoid(x)[i, j]`` and ``[j, i]`` can differ in the last bit.)"""
+    steps = logits.shape[-1]
+    for r0 in range(0, steps, tile):
+        rows = slice(r0, min(steps, r0 + tile))
+        diagonal = logits[:, rows, rows].sigmoid()
+        upper = diagonal.triu()
+        logits[:, rows, rows] = upper + upper.triu(1).transpose(-1, -2)
+        for c0 in range(r0 + tile, steps, tile):
+            cols = slice(c0, min(steps, c0 + tile))
+            block = logits[:, rows, cols].sigmoid()
+            logits[:, rows, cols] = block
+            logits[:, cols, rows] = block.transpose(-1, -2)
+    return logits
+
+
 class ContactModel(nn.Module):
     """``tokens [B, T] (0 = padding), mask [B, T] -> symmetric contact logits [B, T, T]``.
 
@@ -103,6 +121,20 @@ class ContactModel(nn.Module):
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.forward_embedded(self.embed(tokens), mask)  # type: ignore[return-value]
+
+    def pair_outputs(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """The head's symmetrised per-pair outputs ``[B, T, T, O]``: ``O = 1`` contact logit, or the distance-class
+        logits of a distogram model (``config.distogram_bins``). What the loss is computed on."""
+        return self.head.pair_outputs(self.encoder(self.embed(tokens), mask), mask)
+
+    def block_outputs(self, tokens: Tensor, mask: Tensor, blocks: Tensor, size: int) -> BlockOutputs:
+        """Per-pair outputs on sampled pair blocks (training): the encoder reads every residue of ``tokens``, the
+        head scores only the blocks (see :meth:`protrnn.model.heads.ResNet2dHead.block_outputs`)."""
+        return self.head.block_outputs(self.encoder(self.embed(tokens), mask), mask, blocks, size)
+
+    def contact_logits(self, outputs: Tensor) -> Tensor:
+        """Contact logits ``[...]`` from per-pair outputs ``[..., O]`` (:func:`protrnn.model.heads.to_contact_logits`)."""
+        return to_contact_logits(outputs, self.config.contact_classes)
 
     def chunk_size_for(self, batch: int, steps: int, max_pair_floats: int,
                        device: str | torch.device = "cpu") -> int:
@@ -147,6 +179,6 @@ class ContactModel(nn.Module):
             autocast = torch.autocast(tokens.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
             with autocast:
                 logits = self.head.predict_logits(h, mask, chunk_size)
-            return logits.float().sigmoid_()
+            return _symmetric_sigmoid_(logits.float())
         finally:
             self.train(was_training)

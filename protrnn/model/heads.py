@@ -28,6 +28,7 @@ In float32 the two agree to rounding (about 1e-6 on logits; tests check 1e-5).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from protrnn.model.config import ModelConfig
+from protrnn.model.config import LOG_SEPARATION_EXACT, LOG_SEPARATION_PER_OCTAVE, ModelConfig
 
 #: Implementations of the heads' forward pass (same parameters, same function): see the module docstring.
 HEAD_IMPLS = ("fast", "reference")
@@ -43,28 +44,100 @@ HEAD_IMPLS = ("fast", "reference")
 _CPU_BF16_CHANNEL_BLOCK = 16
 
 
-def _symmetrise(logits: Tensor) -> Tensor:
-    return 0.5 * (logits + logits.transpose(-1, -2))
+def _symmetrise(outputs: Tensor) -> Tensor:
+    """``0.5 * (Z + Z^T)`` over the pair axes of ``[B, T, T, C]`` outputs."""
+    return 0.5 * (outputs + outputs.transpose(1, 2))
 
 
-def _symmetrise_tiles_(logits: Tensor, tiles: list[range]) -> Tensor:
-    """``0.5 * (L + L^T)`` in place, one pair of tiles at a time (bit-identical to :func:`_symmetrise`; the only
-    temporary is one tile, so a long chain's map is held once, not three times)."""
+def _tiled_contact_logits(score: Callable[[range, range], Tensor], batch: int, steps: int, tiles: list[range],
+                          contact_classes: int, like: Tensor) -> Tensor:
+    """Contact logits ``[B, T, T]`` from a head scored one tile at a time: ``score(rows, cols)`` gives the raw outputs
+    ``[B, R, C, O]`` of one tile. Each pair of mirror tiles is symmetrised per output channel, turned into contact
+    logits (:func:`to_contact_logits`) and written to both triangles, so the result is exactly symmetric and equals
+    the whole map's up to rounding; the only temporaries are two tiles (a long chain's map is held once)."""
+    logits = like.new_empty(batch, steps, steps)
     for k, rows in enumerate(tiles):
         for cols in tiles[k:]:
-            upper = logits[:, rows.start:rows.stop, cols.start:cols.stop]
-            lower = logits[:, cols.start:cols.stop, rows.start:rows.stop]
-            sym = 0.5 * (upper + lower.transpose(-1, -2))
-            upper.copy_(sym)
-            lower.copy_(sym.transpose(-1, -2))
+            upper = score(rows, cols)
+            lower = upper if cols == rows else score(cols, rows)
+            sym = to_contact_logits(0.5 * (upper + lower.transpose(1, 2)), contact_classes).to(logits.dtype)
+            logits[:, rows.start:rows.stop, cols.start:cols.stop] = sym
+            logits[:, cols.start:cols.stop, rows.start:rows.stop] = sym.transpose(1, 2)
     return logits
 
 
-def _separation_index(rows: range, cols: range, max_separation: int, device: torch.device) -> Tensor:
-    """``min(|i - j|, max_separation)`` for i in rows, j in cols: [len(rows), len(cols)] long."""
+def separation_index(separation: Tensor, config: ModelConfig) -> Tensor:
+    """Embedding rows for separations ``|i - j|`` (any shape, long): :func:`protrnn.model.config.separation_bin`
+    applied elementwise (``capped``: ``min(s, max_separation)``; ``log``: exact below 16, then 4 bins per octave)."""
+    s = separation.clamp(max=config.max_separation)
+    if config.separation == "capped":
+        return s
+    far = s >= LOG_SEPARATION_EXACT
+    octaves = torch.log2(s.clamp(min=LOG_SEPARATION_EXACT).double() / LOG_SEPARATION_EXACT)
+    binned = LOG_SEPARATION_EXACT + torch.floor(LOG_SEPARATION_PER_OCTAVE * octaves).long()
+    return torch.where(far, binned, s)
+
+
+def _separation_index(rows: range, cols: range, config: ModelConfig, device: torch.device) -> Tensor:
+    """:func:`separation_index` of ``|i - j|`` for i in rows, j in cols: [len(rows), len(cols)] long."""
     i = torch.arange(rows.start, rows.stop, device=device)
     j = torch.arange(cols.start, cols.stop, device=device)
-    return (i[:, None] - j[None, :]).abs().clamp(max=max_separation)
+    return separation_index((i[:, None] - j[None, :]).abs(), config)
+
+
+def to_contact_logits(outputs: Tensor, contact_classes: int) -> Tensor:
+    """Per-pair head outputs ``[..., C]`` -> contact logits ``[...]`` (float32 for a distogram).
+
+    ``C == 1`` (binary head): the output itself. A distogram (computed in float32, or float64 for float64 input):
+    the log-odds of the probability mass in the first
+    ``contact_classes`` distance classes (below the contact cutoff), ``logsumexp(z_<cut) - logsumexp(z_>=cut)``.
+    """
+    if outputs.shape[-1] == 1:
+        return outputs[..., 0]
+    z = outputs if outputs.dtype == torch.float64 else outputs.float()
+    return torch.logsumexp(z[..., :contact_classes], dim=-1) - torch.logsumexp(z[..., contact_classes:], dim=-1)
+
+
+def _gather_blocks(x: Tensor, batch_index: Tensor, positions: Tensor) -> Tensor:
+    """``x [B, T, ...]`` -> ``[N, S, ...]``: row ``positions[n]`` of chain ``batch_index[n]``."""
+    return x[batch_index[:, None], positions]
+
+
+def _block_positions(blocks: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Valid rows of ``blocks [B, K, 2]`` (row start, column start; ``-1`` rows are padding) -> ``batch_index [N]``,
+    ``rows [N, S]`` and ``cols [N, S]`` (absolute residue positions of each block's rows and columns)."""
+    batch_index, slot = (blocks[..., 0] >= 0).nonzero(as_tuple=True)
+    offsets = torch.arange(size, device=blocks.device)
+    rows = blocks[batch_index, slot, 0][:, None] + offsets
+    cols = blocks[batch_index, slot, 1][:, None] + offsets
+    return batch_index, rows, cols
+
+
+class BlockOutputs:
+    """Head outputs on sampled pair blocks (training, see :meth:`ResNet2dHead.block_outputs`).
+
+    ``outputs [N, S, S, C]``; block n holds the pairs ``(rows[n, a], cols[n, b])`` of chain ``batch_index[n]``.
+    Diagonal blocks (same rows and columns) are symmetrised like a whole map; off-diagonal blocks are scored in the
+    orientation sampled (the sampler draws both orientations, so both are trained).
+    """
+
+    def __init__(self, outputs: Tensor, batch_index: Tensor, rows: Tensor, cols: Tensor) -> None:
+        self.outputs = outputs
+        self.batch_index = batch_index
+        self.rows = rows
+        self.cols = cols
+
+    def gather(self, pair_tensor: Tensor) -> Tensor:
+        """A per-pair batch tensor ``[B, T, T, ...]`` (targets, masks) at the blocks' pairs: ``[N, S, S, ...]``."""
+        return pair_tensor[self.batch_index[:, None, None], self.rows[:, :, None], self.cols[:, None, :]]
+
+    def scored(self, pair_mask: Tensor) -> Tensor:
+        """Bool ``[N, S, S]``: the batch's scored pairs inside the blocks, each pair of a diagonal block once
+        (its upper triangle, as :func:`protrnn.training.loss.scored_pairs` does for whole maps)."""
+        inside = self.gather(pair_mask)
+        diagonal = (self.rows[:, 0] == self.cols[:, 0])[:, None, None]
+        upper = self.rows[:, :, None] < self.cols[:, None, :]
+        return inside & (upper | ~diagonal)
 
 
 def _tiles(length: int, chunk: int) -> list[range]:
@@ -113,15 +186,14 @@ def _pair_keep(mask: Tensor, rows: range, cols: range) -> Tensor | None:
     return (m_r[:, :, None] & m_c[:, None, :]).unsqueeze(-1)
 
 
-def _outer_features(a: Tensor, s: Tensor, weight: Tensor, rows: range, cols: range) -> Tensor:
-    """``W (a_i * a_j) + s_i + s_j`` for i in rows, j in cols with one batched matmul: ``[B, R, C, P']``.
+def _outer_features(a_r: Tensor, a_c: Tensor, s_r: Tensor, s_c: Tensor, weight: Tensor) -> Tensor:
+    """``W (a_i * a_j) + s_i + s_j`` for every row i of ``a_r [N, R, W]`` and column j of ``a_c [N, C, W]`` with one
+    batched matmul: ``[N, R, C, P']`` (``s_r [N, R, P']``, ``s_c [N, C, P']``).
 
     ``out[b, i, (j, c)] = sum_k left[b, i, k] right[b, k, (j, c)] + s_i[c]`` with ``left_i = [a_i | 1]`` and
-    ``right = [W[c, p] a_j[p] ; s_j[c]]``, so the ``[B, R, C, P]`` product tensor is never materialised and the
+    ``right = [W[c, p] a_j[p] ; s_j[c]]``, so the ``[N, R, C, P]`` product tensor is never materialised and the
     result comes out channels-last and contiguous; ``s_i`` is one broadcast add.
     """
-    a_r, a_c = a[:, rows.start:rows.stop], a[:, cols.start:cols.stop]
-    s_r, s_c = s[:, rows.start:rows.stop], s[:, cols.start:cols.stop]
     batch, n_cols, width = a_c.shape
     channels = weight.shape[0]
     left = torch.cat([a_r, a_r.new_ones(batch, a_r.shape[1], 1)], dim=-1)
@@ -198,50 +270,108 @@ def _fast_conv(conv: nn.Conv2d, u: Tensor, dtype: torch.dtype) -> Tensor:
     return out.permute(0, 2, 3, 1)
 
 
-class PairwiseHead(nn.Module):
+class _PairHeadBase(nn.Module):
+    """What both heads share: per-pair outputs ``[..., O]`` (O = 1 contact logit, or distance-class logits), the
+    separation embedding, whole maps, sampled blocks and tiled inference. A head implements :meth:`_pairs`: raw
+    (unsymmetrised) outputs for rows x columns given gathered per-residue features."""
+
+    #: Rows/columns beyond a tile that can influence it (0 for the per-pair MLP).
+    halo = 0
+
+    def __init__(self, config: ModelConfig, impl: str) -> None:
+        super().__init__()
+        self.config = config
+        self.max_separation = config.max_separation
+        self.chunk_size = config.pair_chunk_size
+        self.contact_classes = config.contact_classes
+        #: ``"fast"`` or ``"reference"`` (same function; see the module docstring). Not saved with the weights.
+        self.impl = _check_impl(impl)
+
+    # -- to implement ------------------------------------------------------------------------------------------
+    def _features(self, h: Tensor) -> tuple[Tensor, ...]:
+        """Per-residue features ``[B, T, ...]`` the pair computation reads (each gathered along T)."""
+        raise NotImplementedError
+
+    def _pairs(self, rows: tuple[Tensor, ...], cols: tuple[Tensor, ...], keep: Tensor | None, sep: Tensor,
+               dtype: torch.dtype) -> Tensor:
+        """Raw outputs ``[N, R, C, O]`` from row / column features, the real-pair mask ``keep [N, R, C, 1]`` (None:
+        all real) and the separation-embedding rows ``sep [R, C]`` or ``[N, R, C]``."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------------------------
+    def _tile(self, feats: tuple[Tensor, ...], mask: Tensor, rows: range, cols: range, dtype: torch.dtype) -> Tensor:
+        """Raw outputs of the sub-map rows x cols, computed as if it were the whole map: ``[B, R, C, O]``."""
+        r = tuple(f[:, rows.start:rows.stop] for f in feats)
+        c = tuple(f[:, cols.start:cols.stop] for f in feats)
+        sep = _separation_index(rows, cols, self.config, mask.device)
+        return self._pairs(r, c, _pair_keep(mask, rows, cols), sep, dtype)
+
+    def pair_outputs(self, h: Tensor, mask: Tensor) -> Tensor:
+        """Symmetrised per-pair outputs of the whole map: ``[B, T, T, O]``."""
+        span = range(0, h.size(1))
+        return _symmetrise(self._tile(self._features(h), mask, span, span, _compute_dtype(h)))
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        """Symmetric contact logits ``[B, T, T]`` of the whole map."""
+        return to_contact_logits(self.pair_outputs(h, mask), self.contact_classes)
+
+    def block_outputs(self, h: Tensor, mask: Tensor, blocks: Tensor, size: int) -> BlockOutputs:
+        """Outputs on sampled square pair blocks of side ``size`` (training with a whole-chain encoder): ``blocks
+        [B, K, 2]`` holds each block's (row start, column start), ``-1`` rows are padding (see
+        :func:`protrnn.data.batching.sample_pair_blocks`). Separations are the blocks' true ones in the chain."""
+        batch_index, rows, cols = _block_positions(blocks, size)
+        feats = self._features(h)
+        r = tuple(_gather_blocks(f, batch_index, rows) for f in feats)
+        c = tuple(_gather_blocks(f, batch_index, cols) for f in feats)
+        m_r, m_c = _gather_blocks(mask, batch_index, rows), _gather_blocks(mask, batch_index, cols)
+        keep = None if bool(m_r.all()) and bool(m_c.all()) else (m_r[:, :, None] & m_c[:, None, :]).unsqueeze(-1)
+        sep = separation_index((rows[:, :, None] - cols[:, None, :]).abs(), self.config)
+        z = self._pairs(r, c, keep, sep, _compute_dtype(h))
+        diagonal = (rows[:, 0] == cols[:, 0])[:, None, None, None]
+        z = torch.where(diagonal, _symmetrise(z), z)
+        return BlockOutputs(z, batch_index, rows, cols)
+
+    def predict_logits(self, h: Tensor, mask: Tensor, chunk_size: int | None = None) -> Tensor:
+        """Same contact logits as :meth:`forward` (up to rounding), scored in tiles of ``chunk_size`` rows x columns
+        with a halo of :attr:`halo` on each side (exact: nothing outside the halo reaches the tile centre)."""
+        chunk = chunk_size or self.chunk_size
+        steps = h.size(1)
+        if steps <= chunk + 2 * self.halo:  # one haloed tile would already span the map: score it whole
+            return self.forward(h, mask)
+        dtype = _compute_dtype(h)
+        feats = self._features(h)
+        halo = self.halo
+
+        def score(rows: range, cols: range) -> Tensor:
+            rows_ext = range(max(0, rows.start - halo), min(steps, rows.stop + halo))
+            cols_ext = range(max(0, cols.start - halo), min(steps, cols.stop + halo))
+            raw = self._tile(feats, mask, rows_ext, cols_ext, dtype)
+            r0, c0 = rows.start - rows_ext.start, cols.start - cols_ext.start
+            return raw[:, r0:r0 + len(rows), c0:c0 + len(cols)]
+
+        return _tiled_contact_logits(score, h.size(0), steps, _tiles(steps, chunk), self.contact_classes, h)
+
+
+class PairwiseHead(_PairHeadBase):
     """Per-pair MLP; all sequence context must come from the recurrent encoder (no spatial mixing).
 
-    With ``a = W h`` (width P) the first layer is ``u_i + u_j + B(a_i, a_j) + E[min(|i-j|, S)]``: a symmetric
+    With ``a = W h`` (width P) the first layer is ``u_i + u_j + B(a_i, a_j) + E[sep(|i-j|)]``: a symmetric
     linear term, a symmetric bilinear term (``sum_p V_cp a_ip a_jp`` per channel c, computed as one matmul, so no
-    [B, T, T, P] intermediate), and a learned separation embedding; then ReLU, a hidden layer, and the logit.
+    [B, T, T, P] intermediate), and a learned separation embedding; then ReLU, a hidden layer, and the outputs.
     """
 
     def __init__(self, config: ModelConfig, impl: str = "fast") -> None:
-        super().__init__()
+        super().__init__(config, impl)
         width, pair = 2 * config.hidden_size, config.pair_dim
-        self.max_separation = config.max_separation
-        self.chunk_size = config.pair_chunk_size
-        #: ``"fast"`` or ``"reference"`` (same function; see the module docstring). Not saved with the weights.
-        self.impl = _check_impl(impl)
         self.proj = nn.Linear(width, pair)
         self.linear = nn.Linear(pair, pair)
         self.bilinear = nn.Parameter(torch.empty(pair, pair))
         nn.init.normal_(self.bilinear, std=pair ** -1.0)
-        self.separation = nn.Embedding(config.max_separation + 1, pair)
+        self.separation = nn.Embedding(config.separation_bins, pair)
         self.hidden = nn.Linear(pair, pair)
-        self.out = nn.Linear(pair, 1)
+        self.out = nn.Linear(pair, config.pair_outputs)
 
-    def _block_reference(self, a: Tensor, u: Tensor, rows: range, cols: range) -> Tensor:
-        """Unsymmetrised logits for pairs rows x cols: [B, len(rows), len(cols)] (the original code)."""
-        a_r, a_c = a[:, rows.start:rows.stop], a[:, cols.start:cols.stop]
-        batch, n_rows, pair = a_r.shape
-        # bilinear[b, i, c, j] = sum_p a_r[b, i, p] * V[c, p] * a_c[b, j, p]
-        scaled = (a_r.unsqueeze(2) * self.bilinear).reshape(batch, n_rows * pair, pair)
-        bilinear = torch.bmm(scaled, a_c.transpose(1, 2)).view(batch, n_rows, pair, -1).permute(0, 1, 3, 2)
-        sep = self.separation(_separation_index(rows, cols, self.max_separation, a.device))
-        z = bilinear + u[:, rows.start:rows.stop, None, :] + u[:, None, cols.start:cols.stop, :] + sep
-        z = F.relu(self.hidden(F.relu(z)))
-        return self.out(z).squeeze(-1)
-
-    def _block_fast(self, a: Tensor, u: Tensor, rows: range, cols: range, dtype: torch.dtype) -> Tensor:
-        """Same as :meth:`_block_reference`: the first layer is one matmul, the hidden layer runs in ``dtype``."""
-        z = _outer_features(a, u, self.bilinear, rows, cols)
-        z = z + self.separation(_separation_index(rows, cols, self.max_separation, a.device))
-        z = F.relu(z).to(dtype)
-        z = F.relu(F.linear(z, self.hidden.weight.to(dtype), self.hidden.bias.to(dtype)))
-        return F.linear(z, self.out.weight.to(dtype), self.out.bias.to(dtype)).squeeze(-1).to(a.dtype)
-
-    def _project(self, h: Tensor) -> tuple[Tensor, Tensor]:
+    def _features(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """``a = W h`` and the linear term ``u``; the fast path keeps them in the parameters' dtype under autocast."""
         if self.impl == "reference":
             a = self.proj(h)
@@ -250,31 +380,22 @@ class PairwiseHead(nn.Module):
             a = self.proj(h.to(self.proj.weight.dtype))
             return a, self.linear(a)
 
-    def _block(self, a: Tensor, u: Tensor, rows: range, cols: range, dtype: torch.dtype) -> Tensor:
-        if self.impl == "reference":
-            return self._block_reference(a, u, rows, cols)
-        with torch.autocast(a.device.type, enabled=False):
-            return self._block_fast(a, u, rows, cols, dtype)
-
-    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
-        dtype = _compute_dtype(h)
-        a, u = self._project(h)
-        span = range(0, h.size(1))
-        return _symmetrise(self._block(a, u, span, span, dtype))
-
-    def predict_logits(self, h: Tensor, mask: Tensor, chunk_size: int | None = None) -> Tensor:
-        """Same logits as :meth:`forward`, scored in tiles of ``chunk_size`` rows x columns (bounded memory)."""
-        dtype = _compute_dtype(h)
-        a, u = self._project(h)
-        steps = h.size(1)
-        logits = h.new_empty(h.size(0), steps, steps)
-        tiles = _tiles(steps, chunk_size or self.chunk_size)
-        for rows in tiles:
-            for cols in tiles:
-                logits[:, rows.start:rows.stop, cols.start:cols.stop] = self._block(a, u, rows, cols, dtype)
-        if self.impl == "reference" or torch.is_grad_enabled():
-            return _symmetrise(logits)
-        return _symmetrise_tiles_(logits, tiles)
+    def _pairs(self, rows: tuple[Tensor, ...], cols: tuple[Tensor, ...], keep: Tensor | None, sep: Tensor,
+               dtype: torch.dtype) -> Tensor:
+        (a_r, u_r), (a_c, u_c) = rows, cols
+        if self.impl == "reference":  # the original code
+            batch, n_rows, pair = a_r.shape
+            # bilinear[b, i, c, j] = sum_p a_r[b, i, p] * V[c, p] * a_c[b, j, p]
+            scaled = (a_r.unsqueeze(2) * self.bilinear).reshape(batch, n_rows * pair, pair)
+            bilinear = torch.bmm(scaled, a_c.transpose(1, 2)).view(batch, n_rows, pair, -1).permute(0, 1, 3, 2)
+            z = bilinear + u_r[:, :, None, :] + u_c[:, None, :, :] + self.separation(sep)
+            return self.out(F.relu(self.hidden(F.relu(z))))
+        with torch.autocast(a_r.device.type, enabled=False):
+            z = _outer_features(a_r, a_c, u_r, u_c, self.bilinear)
+            z = z + self.separation(sep)
+            z = F.relu(z).to(dtype)
+            z = F.relu(F.linear(z, self.hidden.weight.to(dtype), self.hidden.bias.to(dtype)))
+            return F.linear(z, self.out.weight.to(dtype), self.out.bias.to(dtype)).to(a_r.dtype)
 
 
 class _PairNorm(nn.Module):
@@ -322,7 +443,7 @@ class _ResidualBlock(nn.Module):
         return x + y if torch.is_grad_enabled() else x.add_(y)
 
 
-class ResNet2dHead(nn.Module):
+class ResNet2dHead(_PairHeadBase):
     """Outer features -> ``head_blocks`` dilated residual 2D conv blocks (dilations cycle ``head_dilations``) ->
     1x1 conv. Input pair features: ``W (a_i + a_j) + U (a_i * a_j)`` (symmetric, a 1x1 conv over the sum and
     the product) plus a separation embedding. Activations are kept channels-last ([B, I, J, C]) so the per-pair
@@ -330,42 +451,44 @@ class ResNet2dHead(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, impl: str = "fast") -> None:
-        super().__init__()
+        super().__init__(config, impl)
         width, pair = 2 * config.hidden_size, config.pair_dim
-        self.max_separation = config.max_separation
-        self.chunk_size = config.pair_chunk_size
-        #: ``"fast"`` or ``"reference"`` (same function; see the module docstring). Not saved with the weights.
-        self.impl = _check_impl(impl)
         self.proj = nn.Linear(width, pair)
         self.pair_sum = nn.Linear(pair, pair)
         self.pair_product = nn.Linear(pair, pair, bias=False)
-        self.separation = nn.Embedding(config.max_separation + 1, pair)
+        self.separation = nn.Embedding(config.separation_bins, pair)
         dilations = [config.head_dilations[i % len(config.head_dilations)] for i in range(config.head_blocks)]
         self.blocks = nn.ModuleList(_ResidualBlock(pair, d) for d in dilations)
         self.out_norm = _PairNorm(pair)
-        self.out = nn.Linear(pair, 1)
+        self.out = nn.Linear(pair, config.pair_outputs)
         #: Rows/columns beyond a tile that can influence it: each block has two convs of reach ``dilation``.
         self.halo = sum(2 * d for d in dilations)
 
-    def _raw_reference(self, a: Tensor, mask: Tensor, rows: range, cols: range) -> Tensor:
-        """Unsymmetrised logits of the sub-map rows x cols, computed as if it were the whole map (original code)."""
-        a_r, a_c = a[:, rows.start:rows.stop, None, :], a[:, None, cols.start:cols.stop, :]
-        s = self.pair_sum(a)  # W(a_i + a_j) = (W a)_i + (W a)_j: no [B, T, T, 2P] concatenation needed
-        keep = (mask[:, rows.start:rows.stop, None] & mask[:, None, cols.start:cols.stop]).unsqueeze(-1).to(a.dtype)
-        sep = self.separation(_separation_index(rows, cols, self.max_separation, a.device))
-        x = self.pair_product(a_r * a_c) + s[:, rows.start:rows.stop, None, :] + s[:, None, cols.start:cols.stop, :]
-        x = x + sep
-        for block in self.blocks:
-            x = block(x, keep)
-        return self.out(F.relu(self.out_norm(x))).squeeze(-1)
+    def _features(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``a = W h`` and ``s = W' a`` (the sum term: ``W'(a_i + a_j) = s_i + s_j``); the fast path keeps them in the
+        parameters' dtype under autocast."""
+        if self.impl == "reference":
+            a = self.proj(h)
+            return a, self.pair_sum(a)
+        with torch.autocast(h.device.type, enabled=False):
+            a = self.proj(h.to(self.proj.weight.dtype))
+            return a, self.pair_sum(a)
 
-    def _raw_fast(self, a: Tensor, mask: Tensor, rows: range, cols: range, dtype: torch.dtype) -> Tensor:
-        """Same as :meth:`_raw_reference`: first layer as one matmul, fused norm nodes, convs in ``dtype``."""
-        with torch.autocast(a.device.type, enabled=False):
-            x = _outer_features(a, self.pair_sum(a), self.pair_product.weight, rows, cols)
-            sep = self.separation(_separation_index(rows, cols, self.max_separation, a.device))
-            x = x + sep if torch.is_grad_enabled() else x.add_(sep)
-            keep = _pair_keep(mask, rows, cols)
+    def _pairs(self, rows: tuple[Tensor, ...], cols: tuple[Tensor, ...], keep: Tensor | None, sep: Tensor,
+               dtype: torch.dtype) -> Tensor:
+        (a_r, s_r), (a_c, s_c) = rows, cols
+        if self.impl == "reference":  # the original module-by-module code
+            keep_f = (torch.ones(*a_r.shape[:2], a_c.shape[1], 1, dtype=a_r.dtype, device=a_r.device)
+                      if keep is None else keep.to(a_r.dtype))
+            x = self.pair_product(a_r[:, :, None, :] * a_c[:, None, :, :]) + s_r[:, :, None, :] + s_c[:, None, :, :]
+            x = x + self.separation(sep)
+            for block in self.blocks:
+                x = block(x, keep_f)
+            return self.out(F.relu(self.out_norm(x)))
+        with torch.autocast(a_r.device.type, enabled=False):
+            x = _outer_features(a_r, a_c, s_r, s_c, self.pair_product.weight)
+            emb = self.separation(sep)
+            x = x + emb if torch.is_grad_enabled() else x.add_(emb)
             keep = keep.to(x.dtype) if keep is not None else None
             width = _conv_width(x.shape[-1], dtype, x.device)
             buffer = None  # inference: one zero-padded conv-input tensor reused by every convolution of the tile
@@ -374,45 +497,7 @@ class ResNet2dHead(nn.Module):
             for block in self.blocks:
                 x = block.forward_fast(x, keep, dtype, width, buffer)
             y = _norm_relu(self.out_norm.norm, x, None, x.dtype, x.shape[-1])
-            return F.linear(y, self.out.weight, self.out.bias).squeeze(-1)
-
-    def _project(self, h: Tensor) -> Tensor:
-        """``a = W h``; the fast path keeps it in the parameters' dtype under autocast."""
-        if self.impl == "reference":
-            return self.proj(h)
-        with torch.autocast(h.device.type, enabled=False):
-            return self.proj(h.to(self.proj.weight.dtype))
-
-    def _raw(self, a: Tensor, mask: Tensor, rows: range, cols: range, dtype: torch.dtype) -> Tensor:
-        if self.impl == "reference":
-            return self._raw_reference(a, mask, rows, cols)
-        return self._raw_fast(a, mask, rows, cols, dtype)
-
-    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
-        span = range(0, h.size(1))
-        return _symmetrise(self._raw(self._project(h), mask, span, span, _compute_dtype(h)))
-
-    def predict_logits(self, h: Tensor, mask: Tensor, chunk_size: int | None = None) -> Tensor:
-        """Same logits as :meth:`forward` (up to rounding), scored in tiles of ``chunk_size`` with a halo of
-        :attr:`halo` rows/columns on each side; exact because nothing outside the halo reaches the tile centre."""
-        chunk = chunk_size or self.chunk_size
-        steps = h.size(1)
-        if steps <= chunk + 2 * self.halo:  # one haloed tile would already span the map: score it whole
-            return self.forward(h, mask)
-        dtype = _compute_dtype(h)
-        a = self._project(h)
-        logits = h.new_empty(h.size(0), steps, steps)
-        tiles = _tiles(steps, chunk)
-        for rows in tiles:
-            rows_ext = range(max(0, rows.start - self.halo), min(steps, rows.stop + self.halo))
-            for cols in tiles:
-                cols_ext = range(max(0, cols.start - self.halo), min(steps, cols.stop + self.halo))
-                raw = self._raw(a, mask, rows_ext, cols_ext, dtype)
-                r0, c0 = rows.start - rows_ext.start, cols.start - cols_ext.start
-                logits[:, rows.start:rows.stop, cols.start:cols.stop] = raw[:, r0:r0 + len(rows), c0:c0 + len(cols)]
-        if self.impl == "reference" or torch.is_grad_enabled():
-            return _symmetrise(logits)
-        return _symmetrise_tiles_(logits, tiles)
+            return F.linear(y, self.out.weight, self.out.bias)
 
 
 PairHead = PairwiseHead | ResNet2dHead

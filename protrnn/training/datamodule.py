@@ -1,5 +1,5 @@
-"""LightningDataModule over prepared datasets: random crops and token/pair-budget batches for training, whole chains
-for validation.
+"""LightningDataModule over prepared datasets: random crops (optionally with sampled pair blocks) and token/pair-budget
+batches for training, whole chains and whole contact maps for validation.
 
 Sharding is done by :class:`~protrnn.data.batching.TokenBudgetBatchSampler` (it knows the token budget, which a
 DistributedSampler would break), so the trainer must run with ``use_distributed_sampler=False`` (the bundled configs
@@ -64,9 +64,19 @@ class ContactDataModule(pl.LightningDataModule):
     Args:
         train_path, val_path: datasets written by ``protrnn prepare`` (:func:`protrnn.data.dataset.save_dataset`).
         crop_length: training chains longer than this are randomly cropped to it each epoch (>= 7, so a crop holds a
-            pair at the minimum scored separation 6; ``null`` = never crop). Validation always uses whole chains.
-        max_tokens: training token budget per batch (sum of cropped lengths): the recurrent activation memory.
-        max_pairs: training pair budget per batch (sum of squared cropped lengths): the 2D head memory; null = none.
+            pair at the minimum scored separation 6; ``null`` = never crop): the window the encoder reads. With
+            ``pair_block`` this is a long window (e.g. 512) and the pair head sees only the sampled blocks of it.
+            Validation always uses whole chains.
+        max_tokens: training token budget per batch (padded tokens B·T_max): the recurrent activation memory.
+        max_pairs: training pair budget per batch, counted as the pairs the head scores with padding: B·T_max² for
+            whole maps, B·K_max·S² with pair blocks (S = min(pair_block, T_max), K_max = blocks_per_chain when a
+            crop is longer than pair_block, else 1): the 2D head memory; null = none.
+        pair_block: side of the square pair blocks the head is trained on (>= 7; null = score every pair of each
+            crop, as before). Each training crop longer than ``pair_block`` gives ``blocks_per_chain`` blocks: the
+            diagonal block and off-diagonal blocks at log-uniform offsets up to the crop length
+            (:func:`protrnn.data.batching.sample_pair_blocks`); shorter crops are scored whole. Validation always
+            scores every pair.
+        blocks_per_chain: pair blocks per training crop (>= 1) when ``pair_block`` is set.
         val_max_tokens / val_max_pairs: the same budgets for whole-chain validation batches (default: the training
             budgets, and ``max_pairs`` is raised to fit the longest single chain).
         num_workers: DataLoader worker processes (0 = load in the training process; best on 2 CPU cores).
@@ -77,7 +87,7 @@ class ContactDataModule(pl.LightningDataModule):
     def __init__(self, train_path: str | Path, val_path: str | Path, crop_length: int | None = 128,
                  max_tokens: int = 4096, max_pairs: int | None = None, val_max_tokens: int | None = None,
                  val_max_pairs: int | None = None, num_workers: int = 0, seed: int = 0,
-                 contact_cutoff: float = 8.0) -> None:
+                 contact_cutoff: float = 8.0, pair_block: int | None = None, blocks_per_chain: int = 4) -> None:
         super().__init__()
         self.train_path = Path(train_path)
         self.val_path = Path(val_path)
@@ -88,6 +98,8 @@ class ContactDataModule(pl.LightningDataModule):
         self.val_max_tokens = _positive_int("val_max_tokens", val_max_tokens, allow_none=True)
         self.val_max_pairs = _positive_int("val_max_pairs", val_max_pairs, allow_none=True)
         self.num_workers = _positive_int("num_workers", num_workers, minimum=0)
+        self.pair_block = _positive_int("pair_block", pair_block, minimum=MIN_SEPARATION + 1, allow_none=True)
+        self.blocks_per_chain = _positive_int("blocks_per_chain", blocks_per_chain)
         self.seed = _positive_int("seed", seed, minimum=0)
         if not (isinstance(contact_cutoff, (int, float)) and math.isfinite(contact_cutoff) and contact_cutoff > 0):
             raise InputError(f"config key 'data.contact_cutoff': must be a positive distance in Å, "
@@ -110,7 +122,8 @@ class ContactDataModule(pl.LightningDataModule):
             if len(chains) == 0:
                 raise InputError("training dataset holds no chains", path=self.train_path)
             self.train_set = ContactExampleDataset(chains, crop_length=self.crop_length, random_crop=True,
-                                                   seed=self.seed, cutoff=self.contact_cutoff)
+                                                   seed=self.seed, cutoff=self.contact_cutoff,
+                                                   pair_block=self.pair_block, blocks_per_chain=self.blocks_per_chain)
         if self.val_set is None and stage in (None, "fit", "validate"):
             chains = load_dataset(self.val_path)
             if len(chains) == 0:
@@ -125,14 +138,14 @@ class ContactDataModule(pl.LightningDataModule):
         return int(trainer.world_size), int(trainer.global_rank)
 
     def _loader(self, dataset: Any, lengths: Sequence[int], max_tokens: int, max_pairs: int | None,
-                shuffle: bool) -> DataLoader:
+                shuffle: bool, pair_costs: Sequence[int] | None = None) -> DataLoader:
         from protrnn.data.batching import TokenBudgetBatchSampler, collate_contacts
 
         replicas, rank = self._distributed()
         # yield_epoch: every index travels with its epoch, so crops follow the epoch even inside worker processes.
         batches = TokenBudgetBatchSampler(list(lengths), max_tokens=max_tokens, max_pairs=max_pairs, shuffle=shuffle,
                                           seed=self.seed, num_replicas=replicas, rank=rank, drop_last=False,
-                                          yield_epoch=shuffle)
+                                          yield_epoch=shuffle, pair_costs=pair_costs)
         return DataLoader(dataset, batch_sampler=EpochedBatchSampler(batches, dataset), collate_fn=collate_contacts,
                           num_workers=self.num_workers, persistent_workers=False,
                           pin_memory=self._on_cuda())
@@ -145,8 +158,10 @@ class ContactDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
+        # pair_costs: with pair blocks the head scores K·S² pairs per crop, not L²; budget what it actually holds.
+        pair_costs = self.train_set.pair_costs.tolist() if self.pair_block is not None else None
         return self._loader(self.train_set, self.train_set.lengths.tolist(), self.max_tokens, self.max_pairs,
-                            shuffle=True)
+                            shuffle=True, pair_costs=pair_costs)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:

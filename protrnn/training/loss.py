@@ -6,6 +6,11 @@ weight (``pos_weight``), which multiplies the loss of true contacts; ``focal_gam
 (Lin et al. 2017) that down-weights pairs already classified confidently. The ranking metrics (top-L/k precision) do not
 depend on calibration, so a moderate ``pos_weight`` is a pure optimisation aid; docs/training.md records the
 measurement behind the default.
+
+A distogram model (``ModelConfig.distogram_bins``) is trained instead with cross-entropy over distance classes
+(:func:`distogram_loss`, as trRosetta and AlphaFold do): every scored pair contributes its Cβ-Cβ distance, not just
+whether it is below 8 Å. :func:`pair_loss` picks the loss a model's outputs call for; it works on whole maps and on
+the sampled pair blocks of whole-chain training alike, because it takes the selected pairs' values.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_wei
     y = contacts[selected].float()
     if x.numel() == 0:
         return logits.sum() * 0.0
+    return _binary_loss(x, y, pos_weight=pos_weight, focal_gamma=focal_gamma, reduction=reduction)
+
+
+def _binary_loss(x: Tensor, y: Tensor, *, pos_weight: float, focal_gamma: float, reduction: str) -> Tensor:
+    """(Weighted, focal) BCE of selected logits ``x`` against 0/1 targets ``y`` (both 1-D float32)."""
     weight = torch.tensor(float(pos_weight), device=x.device)
     if focal_gamma == 0.0:
         losses = F.binary_cross_entropy_with_logits(x, y, pos_weight=weight, reduction="none")
@@ -69,3 +79,35 @@ def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_wei
         p_true = torch.exp(-bce)  # probability the model gives to the true class
         losses = bce * (1.0 - p_true).pow(focal_gamma) * torch.where(y > 0.5, weight, torch.ones_like(weight))
     return losses.mean() if reduction == "mean" else losses.sum()
+
+
+def distance_classes(distances: Tensor, edges: list[float]) -> Tensor:
+    """Distance class of each distance (Å): 0 below ``edges[0]``, k for ``edges[k-1] <= d < edges[k]``, and
+    ``len(edges)`` at or beyond the last edge."""
+    boundaries = torch.tensor(edges, dtype=distances.dtype, device=distances.device)
+    return torch.bucketize(distances, boundaries, right=True)
+
+
+def distogram_loss(outputs: Tensor, distances: Tensor, edges: list[float], reduction: str = "mean") -> Tensor:
+    """Cross-entropy of distance-class logits ``outputs [n, len(edges) + 1]`` for the selected pairs' Cβ-Cβ
+    ``distances [n]`` (Å). Computed in float32; zero with a graph when nothing is selected."""
+    if outputs.shape[0] == 0:
+        return outputs.sum() * 0.0
+    target = distance_classes(distances.float(), edges)
+    return F.cross_entropy(outputs.float(), target, reduction=reduction)
+
+
+def pair_loss(outputs: Tensor, contacts: Tensor, distances: Tensor | None, *, settings: LossSettings,
+              edges: list[float] | None, reduction: str = "mean") -> Tensor:
+    """The training loss of selected pairs: ``outputs [n, O]`` (a model's per-pair outputs), ``contacts [n]``
+    (0/1) and ``distances [n]`` (Å; needed by a distogram model). ``edges=None``: binary contact loss on the single
+    output (``settings``: pos_weight, focal_gamma); else :func:`distogram_loss` over ``edges``."""
+    if edges is None:
+        x, y = outputs[..., 0].float(), contacts.float()
+        if x.numel() == 0:
+            return outputs.sum() * 0.0
+        return _binary_loss(x, y, pos_weight=settings.pos_weight, focal_gamma=settings.focal_gamma,
+                            reduction=reduction)
+    if distances is None:
+        raise ValueError("a distogram model needs the batch's 'distances' (protrnn.data.batching.collate_contacts)")
+    return distogram_loss(outputs, distances, edges, reduction=reduction)

@@ -9,7 +9,7 @@ carries no Lightning code and the training recipe can change without touching th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric
 from protrnn.conventions import RANGES
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.training.loss import contact_loss, scored_pairs
+from protrnn.training.loss import LossSettings, pair_loss, scored_pairs
 from protrnn.training.precision import top_l_precision
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
@@ -100,22 +100,41 @@ class ContactLightningModule(pl.LightningModule):
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.net(tokens, mask)
 
-    def _loss(self, batch: Mapping[str, Any], logits: Tensor, reduction: str = "mean") -> Tensor:
-        return contact_loss(logits, batch["contacts"], batch["pair_mask"], pos_weight=self.pos_weight,
-                            focal_gamma=self.focal_gamma, reduction=reduction)
+    @property
+    def loss_settings(self) -> LossSettings:
+        return LossSettings(pos_weight=self.pos_weight, focal_gamma=self.focal_gamma)
+
+    def _selected_loss(self, batch: Mapping[str, Any], outputs: Tensor, selected: Tensor,
+                       gather: Callable[[Tensor], Tensor], reduction: str = "mean") -> Tensor:
+        """:func:`pair_loss` of ``outputs[selected]`` against the batch's targets at the same pairs (``gather`` maps a
+        ``[B, T, T]`` batch tensor onto ``outputs``' pair layout)."""
+        distances = batch.get("distances")
+        return pair_loss(outputs[selected], gather(batch["contacts"])[selected],
+                         None if distances is None else gather(distances)[selected], settings=self.loss_settings,
+                         edges=self.config.distogram_bins, reduction=reduction)
+
+    def _training_loss(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+        """The loss of a training batch and its number of scored pairs. With sampled pair blocks (``blocks`` in the
+        batch: whole-chain encoder, see protrnn.data.batching.sample_pair_blocks) the head scores only the blocks;
+        otherwise every pair of every (cropped) chain."""
+        if batch.get("blocks") is not None:
+            blocks = self.net.block_outputs(batch["tokens"], batch["mask"], batch["blocks"], int(batch["block_size"]))
+            selected = blocks.scored(batch["pair_mask"])
+            return self._selected_loss(batch, blocks.outputs, selected, blocks.gather), selected.sum()
+        outputs = self.net.pair_outputs(batch["tokens"], batch["mask"])
+        selected = scored_pairs(batch["pair_mask"])
+        return self._selected_loss(batch, outputs, selected, lambda t: t), selected.sum()
 
     # ---- training -------------------------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        logits = self.net(batch["tokens"], batch["mask"])
-        loss = self._loss(batch, logits)
+        loss, n_pairs = self._training_loss(batch)
         if not torch.isfinite(loss.detach()):
             if self.trainer.world_size == 1:
                 raise self._diverged(f"loss is {loss.item()}")
             # Under DDP, raise on every rank together in on_before_optimizer_step (a lone raise would hang the
             # gradient all-reduce of the other ranks).
             self._nonfinite_loss = True
-        n_pairs = scored_pairs(batch["pair_mask"]).sum().clamp(min=1)  # a tensor: no device sync
-        self.train_loss.update(loss.detach(), weight=n_pairs)
+        self.train_loss.update(loss.detach(), weight=n_pairs.clamp(min=1))  # a tensor: no device sync
         batch_size = int(batch["tokens"].shape[0])
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True,
                  batch_size=batch_size)
@@ -155,13 +174,15 @@ class ContactLightningModule(pl.LightningModule):
 
     # ---- validation -----------------------------------------------------------------------------------------------
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        logits = self.net(batch["tokens"], batch["mask"])
-        n_pairs = int(scored_pairs(batch["pair_mask"]).sum())
+        outputs = self.net.pair_outputs(batch["tokens"], batch["mask"])
+        selected = scored_pairs(batch["pair_mask"])
+        n_pairs = int(selected.sum())
         if n_pairs:
-            loss_sum = self._loss(batch, logits, reduction="sum")
+            loss_sum = self._selected_loss(batch, outputs, selected, lambda t: t, reduction="sum")
             self.val_loss.update(loss_sum / n_pairs, weight=n_pairs)
+        logits = self.net.contact_logits(outputs).detach()
         for name, (low, high) in VAL_RANGES.items():
-            precision = top_l_precision(logits.detach(), batch["contacts"], batch["pair_mask"], batch["lengths"],
+            precision = top_l_precision(logits, batch["contacts"], batch["pair_mask"], batch["lengths"],
                                         low=low, high=high, k=5)
             self.val_precision[name].update(precision)
 

@@ -1,0 +1,138 @@
+"""Training throughput of the long-range recipe against today's, side by side on the same data (issue #11).
+
+Recipes (model and data settings; everything else is the training loop of ``ContactLightningModule``):
+
+* ``today``: default.yaml: 128-residue crops, every pair of each crop scored, separation capped at 64, binary head;
+* ``window512_whole``: the encoder reads 512-residue windows and the head scores every pair of them (what a longer
+  window costs without blocks);
+* ``longrange``: longrange.yaml: 512-residue windows, the head trained on 4 sampled 64 x 64 pair blocks per window,
+  log-spaced separation, distogram head.
+
+For each recipe, steps of real batches (the data module's own sampler, shuffled with the same seed) run forward + loss
++ backward + AdamW on one torch thread, under bf16 autocast where the CPU has native bf16 (as ``precision: null``
+trains). Printed per recipe: CPU seconds per step (``time.process_time``), residues per second (real residues the
+encoder read), scored pairs per second (pairs the loss saw), the farthest separation scored, and the share of scored
+pairs at separation >= 24 and >= 96. Recipes are interleaved step by step, so a shared CPU slows them alike.
+
+    python benchmarks/bench_longrange.py --data results_full/data        # prepared train.npz / val.npz
+    python benchmarks/bench_longrange.py --data results_full/data --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from protrnn.model.contact_model import bf16_is_native  # noqa: E402
+from protrnn.model.heads import BlockOutputs, _block_positions  # noqa: E402
+from protrnn.training.datamodule import ContactDataModule  # noqa: E402
+from protrnn.training.loss import scored_pairs  # noqa: E402
+from protrnn.training.module import ContactLightningModule  # noqa: E402
+
+CONFIGS = REPO / "protrnn" / "configs"
+
+
+def _recipe(config: str, **data_overrides: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    spec = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())
+    data = {k: v for k, v in spec["data"].items() if k not in ("train_path", "val_path")}
+    data.update(data_overrides)
+    module = {k: v for k, v in spec["model"].items() if k != "model"}
+    return spec["model"]["model"], module, data
+
+
+RECIPES = {
+    "today": _recipe("default"),
+    "window512_whole": _recipe("default", crop_length=512, max_pairs=None),
+    "longrange": _recipe("longrange"),
+}
+
+
+def _batches(data_dir: Path, data: dict[str, Any]) -> Any:
+    dm = ContactDataModule(data_dir / "train.npz", data_dir / "val.npz", **data)
+    dm.setup("fit")
+    while True:
+        yield from dm.train_dataloader()
+
+
+def _separations(batch: dict[str, Any], selected: torch.Tensor, blocks: Any) -> torch.Tensor:
+    if blocks is not None:
+        return (blocks.rows[:, :, None] - blocks.cols[:, None, :]).abs()[selected]
+    steps = batch["tokens"].shape[1]
+    i = torch.arange(steps)
+    return (i[:, None] - i[None, :]).abs().expand(selected.shape)[selected]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="directory with prepared train.npz and val.npz")
+    parser.add_argument("--steps", type=int, default=30, help="measured steps per recipe (after 3 warm-up steps)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated subset of " + ",".join(RECIPES))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    bf16 = bf16_is_native("cpu")
+    print(f"torch {torch.__version__}, 1 thread, bf16 autocast: {bf16}")
+    names = args.recipes.split(",")
+    runs = {}
+    for name in names:
+        model_cfg, module_cfg, data_cfg = RECIPES[name]
+        module = ContactLightningModule(model_cfg, **module_cfg)
+        optimiser = torch.optim.AdamW(module.parameters(), lr=1e-3)
+        runs[name] = {"module": module, "opt": optimiser, "batches": _batches(args.data, data_cfg),
+                      "cpu": [], "residues": 0, "pairs": 0, "far24": 0, "far96": 0, "max_sep": 0, "data": data_cfg}
+    for step in range(args.steps + 3):
+        for name in names:
+            run = runs[name]
+            batch = next(run["batches"])
+            start = time.process_time()
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with autocast:
+                loss, n_pairs = run["module"]._training_loss(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(run["module"].parameters(), 1.0)
+            run["opt"].step()
+            run["opt"].zero_grad(set_to_none=True)
+            elapsed = time.process_time() - start
+            if step < 3:
+                continue
+            run["cpu"].append(elapsed)
+            run["residues"] += int(batch["mask"].sum())
+            run["pairs"] += int(n_pairs)
+            with torch.no_grad():
+                blocks = None
+                if batch.get("blocks") is not None:  # block positions only, no network
+                    bi, rows, cols = _block_positions(batch["blocks"], int(batch["block_size"]))
+                    blocks = BlockOutputs(torch.empty(0), bi, rows, cols)
+                    selected = blocks.scored(batch["pair_mask"])
+                else:
+                    selected = scored_pairs(batch["pair_mask"])
+                seps = _separations(batch, selected, blocks)
+            run["far24"] += int((seps >= 24).sum())
+            run["far96"] += int((seps >= 96).sum())
+            run["max_sep"] = max(run["max_sep"], int(seps.max()) if seps.numel() else 0)
+    print(f"\n{'recipe':<18} {'s/step':>7} {'residues/s':>11} {'pairs/s':>9} {'max sep':>8} {'>=24':>6} {'>=96':>6}"
+          "  data settings")
+    for name in names:
+        run = runs[name]
+        total = sum(run["cpu"])
+        pairs = max(1, run["pairs"])
+        settings = ", ".join(f"{k}={run['data'].get(k)}" for k in ("crop_length", "pair_block", "blocks_per_chain",
+                                                                    "max_tokens", "max_pairs"))
+        print(f"{name:<18} {statistics.median(run['cpu']):>7.3f} {run['residues'] / total:>11.0f} "
+              f"{run['pairs'] / total:>9.0f} {run['max_sep']:>8d} {run['far24'] / pairs:>6.1%} "
+              f"{run['far96'] / pairs:>6.1%}  {settings}")
+
+
+if __name__ == "__main__":
+    main()

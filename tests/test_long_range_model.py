@@ -1,0 +1,154 @@
+"""Issue 11, model side: full-range separation bins, distogram outputs, and pair heads scored on sampled blocks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from protrnn.errors import InputError
+from protrnn.model.config import DEFAULT_DISTOGRAM_BINS, ModelConfig, separation_bin
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.heads import build_head, separation_index, to_contact_logits
+from protrnn.training.loss import LossSettings, distance_classes, distogram_loss, pair_loss
+
+HEADS = ("pairwise", "resnet2d")
+
+
+def _config(**overrides: object) -> ModelConfig:
+    base: dict[str, object] = {"hidden_size": 8, "embed_dim": 8, "pair_dim": 8, "head_blocks": 2,
+                               "head_dilations": [1, 2], "max_separation": 384, "separation": "log",
+                               "dropout": 0.0}
+    base.update(overrides)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+def test_log_separation_bins_by_hand() -> None:
+    # exact below 16, then floor(16 + 4 log2(s / 16)): 32 -> 20, 64 -> 24, 128 -> 28, 640 -> 16 + floor(21.29) = 37
+    expected = {0: 0, 6: 6, 15: 15, 16: 16, 19: 16, 20: 17, 32: 20, 64: 24, 128: 28, 640: 37, 1000: 39, 5000: 39}
+    for s, row in expected.items():
+        assert separation_bin(s, "log", 1000) == row, s
+    assert separation_bin(640, "log", 1000) != separation_bin(64, "log", 1000)
+    assert separation_bin(640, "capped", 64) == separation_bin(64, "capped", 64) == 64
+    assert _config(max_separation=1000).separation_bins == 40
+    assert _config(separation="capped", max_separation=64).separation_bins == 65
+
+
+@pytest.mark.parametrize("scheme", ["log", "capped"])
+def test_tensor_separation_index_matches_the_scalar_rule(scheme: str) -> None:
+    config = _config(separation=scheme, max_separation=700)
+    s = torch.arange(0, 3000)
+    got = separation_index(s, config).tolist()
+    assert got == [separation_bin(v, scheme, 700) for v in range(3000)]
+    assert max(got) == config.separation_bins - 1
+
+
+def test_config_refuses_bad_distogram_and_separation_settings() -> None:
+    with pytest.raises(InputError, match="distogram_bins.*contact cutoff"):
+        _config(distogram_bins=[4.0, 6.0, 10.0])
+    with pytest.raises(InputError, match="distogram_bins.*increasing"):
+        _config(distogram_bins=[4.0, 8.0, 8.0])
+    with pytest.raises(InputError, match="separation"):
+        _config(separation="linear")
+    config = _config(distogram_bins=DEFAULT_DISTOGRAM_BINS)
+    assert config.pair_outputs == 18 and config.contact_classes == 5  # < 4, 4-5, 5-6, 6-7, 7-8
+    # a model.json written before these keys existed rebuilds the original model
+    old = ModelConfig.from_dict({"cell": "lstm", "max_separation": 64})
+    assert old.separation == "capped" and old.distogram_bins is None and old.pair_outputs == 1
+
+
+def test_distance_classes_and_contact_mass() -> None:
+    d = torch.tensor([0.5, 3.99, 4.0, 7.99, 8.0, 19.99, 20.0, 55.0])
+    assert distance_classes(d, DEFAULT_DISTOGRAM_BINS).tolist() == [0, 0, 1, 4, 5, 16, 17, 17]
+    z = torch.randn(7, 18, dtype=torch.float64)
+    p_contact = torch.softmax(z, -1)[:, :5].sum(-1)
+    torch.testing.assert_close(to_contact_logits(z, 5), torch.log(p_contact / (1 - p_contact)))
+    # cross-entropy written out: -log softmax at the target class
+    dist = torch.tensor([3.0, 7.5, 12.2, 30.0, 8.0, 4.5, 19.0])
+    target = [0, 4, 9, 17, 5, 1, 16]
+    expected = -torch.stack([torch.log_softmax(z[k].float(), -1)[t] for k, t in enumerate(target)]).mean()
+    torch.testing.assert_close(distogram_loss(z.float(), dist, DEFAULT_DISTOGRAM_BINS), expected)
+    # binary head: the weighted BCE, written out
+    x, y = torch.tensor([[0.3], [-1.2]]), torch.tensor([1.0, 0.0])
+    bce = (-4.0 * math.log(1 / (1 + math.exp(-0.3))) - math.log(1 - 1 / (1 + math.exp(1.2)))) / 2
+    got = pair_loss(x, y, None, settings=LossSettings(pos_weight=4.0), edges=None)
+    assert abs(float(got) - bce) < 1e-6
+
+
+@pytest.mark.parametrize("kind", HEADS)
+@pytest.mark.parametrize("distogram", [False, True])
+def test_whole_map_and_tiles_agree_with_distogram_outputs(kind: str, distogram: bool) -> None:
+    config = _config(head=kind, distogram_bins=DEFAULT_DISTOGRAM_BINS if distogram else None, pair_chunk_size=16)
+    torch.manual_seed(0)
+    model = ContactModel(config).double().eval()
+    tokens = torch.randint(2, 22, (2, 70))
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[1, 50:] = False
+    tokens[1, 50:] = 0
+    with torch.no_grad():
+        outputs = model.pair_outputs(tokens, mask)
+        assert outputs.shape == (2, 70, 70, config.pair_outputs)
+        full = model(tokens, mask)
+        h = model.encoder(model.embed(tokens), mask)
+        tiled = model.head.predict_logits(h, mask, chunk_size=16)
+    torch.testing.assert_close(full, model.contact_logits(outputs))
+    assert torch.equal(tiled, tiled.transpose(1, 2))
+    real = mask[:, :, None] & mask[:, None, :]
+    torch.testing.assert_close(tiled[real], full[real], atol=1e-9, rtol=0)
+
+
+def test_pairwise_blocks_equal_the_whole_map_at_the_same_pairs() -> None:
+    """The pairwise head is per pair (and its raw output symmetric), so a block is the whole map's sub-block."""
+    config = _config(head="pairwise", distogram_bins=DEFAULT_DISTOGRAM_BINS)
+    torch.manual_seed(1)
+    head = build_head(config).double()
+    h = torch.randn(2, 300, 16, dtype=torch.float64)
+    mask = torch.ones(2, 300, dtype=torch.bool)
+    blocks = torch.tensor([[[10, 10], [0, 200], [250, 40]], [[100, 100], [-1, -1], [-1, -1]]])
+    out = head.block_outputs(h, mask, blocks, 32)
+    assert out.outputs.shape == (4, 32, 32, 18)
+    full = head.pair_outputs(h, mask)
+    for n, (b, r, c) in enumerate([(0, 10, 10), (0, 0, 200), (0, 250, 40), (1, 100, 100)]):
+        torch.testing.assert_close(out.outputs[n], full[b, r:r + 32, c:c + 32], atol=1e-10, rtol=0)
+
+
+def test_resnet_blocks_see_only_their_rows_and_columns_and_their_true_separation() -> None:
+    config = _config(head="resnet2d", max_separation=1000)
+    torch.manual_seed(2)
+    head = build_head(config).double()
+    h = torch.randn(1, 600, 16, dtype=torch.float64)
+    mask = torch.ones(1, 600, dtype=torch.bool)
+    blocks = torch.tensor([[[20, 500]]])
+    base = head.block_outputs(h, mask, blocks, 24).outputs
+    h2 = h.clone()
+    h2[0, 100:400] += torch.randn(300, 16, dtype=torch.float64)  # outside rows 20..43 and columns 500..523
+    torch.testing.assert_close(head.block_outputs(h2, mask, blocks, 24).outputs, base, atol=0, rtol=0)
+    h3 = h.clone()
+    h3[0, 510] += 1.0  # inside the columns: changes the block
+    assert not torch.allclose(head.block_outputs(h3, mask, blocks, 24).outputs, base)
+    # the same residues placed 480 apart vs 40 apart fall in different separation bins: different outputs
+    near = h.clone()
+    near[0, 60:84] = h[0, 500:524]
+    moved = head.block_outputs(near, mask, torch.tensor([[[20, 60]]]), 24).outputs
+    assert not torch.allclose(moved, base)
+    # a diagonal block spanning a whole short chain is the whole map
+    short = h[:, :24]
+    whole = head.pair_outputs(short, mask[:, :24])
+    torch.testing.assert_close(head.block_outputs(short, mask[:, :24], torch.tensor([[[0, 0]]]), 24).outputs[0],
+                               whole[0], atol=1e-10, rtol=0)
+
+
+def test_block_scored_pairs_count_each_pair_once() -> None:
+    config = _config(head="pairwise")
+    head = build_head(config).double()
+    length, size = 200, 20
+    h = torch.randn(1, length, 16, dtype=torch.float64)
+    mask = torch.ones(1, length, dtype=torch.bool)
+    out = head.block_outputs(h, mask, torch.tensor([[[50, 50], [120, 10]]]), size)
+    i = torch.arange(length)
+    pair_mask = ((i[:, None] - i[None, :]).abs() >= 6)[None]
+    scored = out.scored(pair_mask)
+    # diagonal block: pairs a < b with b - a >= 6 -> sum over gaps 6..19 of (20 - gap); off-diagonal: all 400
+    assert int(scored[0].sum()) == sum(size - g for g in range(6, size))
+    assert int(scored[1].sum()) == size * size
