@@ -3,7 +3,9 @@
 #   snakemake --cores 2                                    # default config (embedded data, < 30 min on 2 CPU cores)
 #   snakemake --cores 16 --configfile workflows/config.full.yaml
 #   snakemake --profile workflows/profiles/slurm --configfile workflows/config.full.yaml
-#   snakemake bundle --cores 2                             # retrain the bundled default model (protrnn/pretrained/)
+#   snakemake pretrain --cores 2                           # only the pretrained encoder (pretrain.enabled)
+#   snakemake bundle --cores 2 --configfile workflows/config.bundle.yaml   # retrain the shipped bundled model
+#   snakemake bundle --cores 2                             # a quick bundled model on the default data
 #
 # Rules live in workflows/rules/*.smk; the configuration is validated against workflows/schemas/config.schema.yaml.
 
@@ -24,6 +26,7 @@ validate(config, "workflows/schemas/config.schema.yaml")
 
 include: "workflows/rules/common.smk"
 include: "workflows/rules/data.smk"
+include: "workflows/rules/pretrain.smk"
 include: "workflows/rules/train.smk"
 include: "workflows/rules/evaluate.smk"
 include: "workflows/rules/report.smk"
@@ -36,3 +39,4 @@ rule all:
     input:
         f"{RESULTS}/report/report.html",
         expand(f"{RESULTS}/predict/{{fasta}}/summary.tsv", fasta=list(PREDICT_FASTA)),
+        list(PRETRAIN_ENCODER.values()) if PRETRAIN_ENABLED else [],

@@ -9,13 +9,17 @@ One run measures, on one torch thread:
 2. Prediction on 1,000-residue chains (the bundled model): residues per CPU second of ``predict_proba``: reference
    fp32 with the model's tiles (today), fast fp32 with the same tiles, fast fp32 and bf16 with tiles sized to the
    Predictor's pair budget (``max_pair_floats``).
-3. Many short chains (PSICOV150 from ``../shared/data`` when present): ``Predictor.predict`` end to end, batched by
-   its default token budget (8,192 padded residues), by 1,024, and one chain per batch.
+3. Many short chains (PSICOV150 from ``../shared/data`` when present): ``Predictor.predict`` end to end, in batches of
+   8,192 padded residues (the default before issue #13, and still on a GPU), of 1,024 (the CPU default now), and one
+   chain per batch.
 4. Peak RSS of ``Predictor.predict`` on one 5,000-residue chain (``--long`` adds 10,000), each in a fresh
-   subprocess (its ``VmHWM``; glibc defaults, as ``protrnn predict`` runs).
+   subprocess (its ``VmHWM``; glibc defaults, or with ``--predict-malloc mallopt`` the settings ``protrnn predict``
+   applies).
 
 Training runs with glibc malloc tuned as ``protrnn train`` runs it; the prediction parts run in a child process with
-glibc's defaults, as ``protrnn predict`` runs today (``--predict-malloc tuned`` for the tuned settings).
+glibc's defaults, as ``protrnn predict`` ran before issue #13 (``--predict-malloc mallopt``: the ``mallopt`` settings
+``protrnn predict`` now applies, :func:`protrnn.predict.memory.tune_malloc`; ``--predict-malloc tuned``: the
+environment settings of ``protrnn train``).
 Timings are CPU seconds of this process (``time.process_time``), not wall time, and old and new paths are
 interleaved repeat by repeat with medians taken, so the ratios hold on a CPU shared with other jobs (wall times are
 printed beside them). The CPU model and the bf16 features used are printed first.
@@ -216,14 +220,16 @@ def _psicov_sequences() -> list[str]:
 
 
 def _predictor(impl: str, precision: str, budget: int | None) -> Any:
-    """The bundled Predictor with its model's head implementation and ``predict_proba`` options set (Predictor
-    has no precision option of its own yet, so the bound method is wrapped here)."""
+    """The bundled Predictor on CPU with its model's head implementation, its arithmetic (``Predictor.precision``)
+    and its pair budget (``Predictor.pair_floats``; None: the model's own ``pair_chunk_size`` tiles and batches
+    under the uncapped budget, the path before budget-sized tiles) set. ``Predictor.predict_batch`` passes both to
+    ``predict_proba`` itself, so they are set on the Predictor, not by wrapping ``predict_proba``."""
     from protrnn.model.predictor import load_model
 
     predictor = load_model(device="cpu")
     predictor.model.head.impl = impl
-    predictor.model.predict_proba = functools.partial(predictor.model.predict_proba, precision=precision,
-                                                      max_pair_floats=budget)
+    predictor.precision = precision
+    predictor.pair_floats = budget
     return predictor
 
 
@@ -238,8 +244,8 @@ def bench_short_chains(args: argparse.Namespace, bf16: bool) -> None:
     print(f"\n## Many short chains: PSICOV150 ({len(sequences)} chains, {residues:,} residues, lengths "
           f"{min(map(len, sequences))}-{max(map(len, sequences))}), Predictor.predict end to end; median of "
           f"{max(1, args.repeats // 2)}")
-    specs = [("reference fp32, 8192 tokens (today)", "reference", "32", None, None),
-             ("fast fp32, 8192 tokens", "fast", "32", PAIR_FEATURE_BUDGET, None),
+    specs = [("reference fp32, 8192 tokens (today)", "reference", "32", None, 8192),
+             ("fast fp32, 8192 tokens", "fast", "32", PAIR_FEATURE_BUDGET, 8192),
              ("fast fp32, 1024 tokens", "fast", "32", PAIR_FEATURE_BUDGET, 1024),
              ("fast fp32, one chain per batch", "fast", "32", PAIR_FEATURE_BUDGET, 1)]
     if bf16:
@@ -247,8 +253,7 @@ def bench_short_chains(args: argparse.Namespace, bf16: bool) -> None:
     runs = {}
     for label, impl, precision, budget, batch_tokens in specs:
         predictor = _predictor(impl, precision, budget)
-        kwargs = {} if batch_tokens is None else {"batch_tokens": batch_tokens}
-        runs[label] = functools.partial(predictor.predict, sequences, **kwargs)
+        runs[label] = functools.partial(predictor.predict, sequences, batch_tokens=batch_tokens)
     medians = _interleave(runs, 1, max(1, args.repeats // 2))
     base = medians[specs[0][0]][0]
     print(f"{'path':38} {'CPU s':>7} {'wall s':>7} {'res/s/core':>11} {'ratio':>6}")
@@ -270,6 +275,10 @@ def peak_rss_mib() -> float:
 def _memory_worker(spec: dict[str, Any]) -> dict[str, float]:
     """One chain of ``spec['length']`` through ``Predictor.predict``: CPU/wall seconds and peak RSS (MiB)."""
     torch.set_num_threads(1)
+    if spec.get("mallopt"):
+        from protrnn.predict.memory import tune_malloc
+
+        tune_malloc()
     predictor = _predictor(spec["impl"], spec["precision"], spec["budget"])
     generator = torch.Generator().manual_seed(2)
     letters = "ACDEFGHIKLMNPQRSTVWY"
@@ -286,8 +295,9 @@ def bench_memory(args: argparse.Namespace, bf16: bool) -> float | None:
         lengths.append(10000)
     if not lengths:
         return None
-    print("\n## Peak RSS of Predictor.predict on one chain (fresh process each, glibc malloc defaults; includes "
-          "torch and the model)")
+    malloc = "protrnn predict's mallopt settings" if args.predict_malloc == "mallopt" else "glibc malloc defaults"
+    print(f"\n## Peak RSS of Predictor.predict on one chain (fresh process each, {malloc}; includes torch and the "
+          "model)")
     print(f"{'length':>6} {'path':32} {'CPU s':>7} {'wall s':>7} {'peak RSS MiB':>13}")
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     rss_5000 = None
@@ -297,7 +307,8 @@ def bench_memory(args: argparse.Namespace, bf16: bool) -> float | None:
         if length <= 5000:
             specs.insert(0, ("reference fp32, model tiles", "reference", "32", None))
         for label, impl, precision, budget in specs:
-            spec = {"length": length, "impl": impl, "precision": precision, "budget": budget}
+            spec = {"length": length, "impl": impl, "precision": precision, "budget": budget,
+                    "mallopt": args.predict_malloc == "mallopt"}
             cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", json.dumps(spec)]
             result = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
                                 .stdout.strip().splitlines()[-1])
@@ -336,9 +347,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--predict-length", type=int, default=1000)
     parser.add_argument("--predict-batch", type=int, default=1)
-    parser.add_argument("--predict-malloc", choices=["default", "tuned"], default="default",
-                        help="glibc malloc settings of the prediction parts: 'default' as protrnn predict runs "
-                             "today, 'tuned' as protrnn train runs (MALLOC_MMAP_MAX_=0 ...)")
+    parser.add_argument("--predict-malloc", choices=["default", "tuned", "mallopt"], default="default",
+                        help="glibc malloc settings of the prediction parts: 'default' as protrnn predict ran "
+                             "before issue #13 (and runs with PROTRNN_MALLOC_TUNING=0), 'mallopt' as protrnn predict "
+                             "runs now, 'tuned' as protrnn train runs (MALLOC_MMAP_MAX_=0 ...)")
     parser.add_argument("--quick", action="store_true", help="3 repeats, no 5,000-residue memory run")
     parser.add_argument("--long", action="store_true", help="also the 10,000-residue chain (fast paths only)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows even on a bf16-capable CPU")
@@ -356,6 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     bf16 = bf16_is_native("cpu") and not args.no_bf16
     results: dict[str, Any] = {}
     if args.prediction_child:
+        if args.predict_malloc == "mallopt":
+            from protrnn.predict.memory import tune_malloc
+
+            tune_malloc()
         if "predict" not in args.skip:
             results["predict"] = bench_predict_long(args, bf16)
         if "short" not in args.skip:

@@ -143,9 +143,9 @@ def train_run(name: str, device: torch.device, steps: int, batch: int, length: i
 
 
 def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[dict[str, Any]]:
-    """The bundled model on the FASTA records and on one ``long_length`` random chain, float32 and bf16."""
-    import functools
-
+    """The bundled model on the FASTA records and on one ``long_length`` random chain, float32 and bf16 (set as
+    ``Predictor.precision``, which ``predict_batch`` passes to ``predict_proba``), tiles sized to the pair budget
+    ``PAIR_FEATURE_BUDGET`` (``Predictor.pair_floats``) and the Predictor's default batch size for ``device``."""
     from protrnn.data.fasta import read_fasta
     from protrnn.model.predictor import PAIR_FEATURE_BUDGET, load_model
 
@@ -154,13 +154,11 @@ def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[di
     letters = "ACDEFGHIKLMNPQRSTVWY"
     long_chain = "".join(letters[i] for i in torch.randint(0, 20, (long_length,), generator=generator).tolist())
     predictor = load_model(device=device)
-    plain = predictor.model.predict_proba
+    predictor.pair_floats = PAIR_FEATURE_BUDGET
     predictor.predict(sequences[:1])  # warm-up: kernels, cuDNN autotuning
     runs = []
     for precision in ("32", "bf16"):
-        # Predictor has no precision option of its own yet: the model's predict_proba is given one here.
-        predictor.model.predict_proba = functools.partial(plain, precision=precision,
-                                                          max_pair_floats=PAIR_FEATURE_BUDGET)
+        predictor.precision = precision
         for label, batch in ((fasta.name, sequences), (f"{long_length}-residue chain", [long_chain])):
             _reset_peak(device)
             _sync(device)
@@ -169,10 +167,9 @@ def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[di
             _sync(device)
             seconds = time.perf_counter() - start
             residues = sum(map(len, batch))
-            runs.append({"run": f"predict {label}", "precision": precision, "chains": len(batch),
+            runs.append({"run": f"predict {label}", "precision": predictor.precision, "chains": len(batch),
                          "residues": residues, "seconds": seconds, "residues_per_s": residues / seconds,
                          "peak_mib": _peak_mib(device)})
-    predictor.model.predict_proba = plain
     return runs
 
 

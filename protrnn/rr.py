@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -39,6 +39,8 @@ SEQUENCE_LINE_WIDTH = 50
 PROBABILITY_DECIMALS = 4
 CONTACT_D1 = 0
 CONTACT_D2 = 8
+# Pairs that select_contacts reads at a time (its working memory is ~40 bytes a pair, whatever L is).
+_BLOCK_PAIRS = 1 << 20
 
 
 class RRContact(NamedTuple):
@@ -79,12 +81,44 @@ def rr_target(record_id: str) -> str:
     return token or "_"
 
 
+def _pair_blocks(probs: np.ndarray, min_separation: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The upper-triangle pairs with ``j - i >= min_separation`` as 0-based ``(i, j, p)`` arrays (p as float64), a
+    few whole rows at a time (about ``_BLOCK_PAIRS`` pairs), in row-major order, so that no array spans the whole
+    triangle (at 10,000 residues that would be ~2 GB of index and value arrays)."""
+    length = probs.shape[0]
+    rows_with_pairs = length - min_separation  # rows 0 .. rows_with_pairs - 1 have a partner j
+    block_rows = max(1, _BLOCK_PAIRS // max(1, length))
+    for start in range(0, max(0, rows_with_pairs), block_rows):
+        stop = min(start + block_rows, rows_with_pairs)
+        # Upper triangle of the (stop - start) x L slab starting at row ``start``: j >= start + r + min_separation.
+        rows, cols = np.triu_indices(stop - start, k=start + min_separation, m=length)
+        rows = rows + start
+        yield rows, cols, probs[rows, cols].astype(np.float64)
+
+
+def _keep_top(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
+              top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``top`` pairs ranking first by (-p, i, j), in their input order; the input must be in row-major (i, j)
+    order, so that ties at the cut are kept in index order, as the final sort would rank them."""
+    if values.size <= top:
+        return rows, cols, values
+    if top == 0:
+        return rows[:0], cols[:0], values[:0]
+    kth = np.partition(values, values.size - top)[values.size - top]  # the top-th largest value
+    keep = values > kth
+    tied = np.flatnonzero(values == kth)
+    keep[tied[:top - int(keep.sum())]] = True
+    return rows[keep], cols[keep], values[keep]
+
+
 def select_contacts(probs: np.ndarray, *, top: int | None = None, min_separation: int = MIN_SEPARATION,
                     threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs to write, as 0-based ``(i, j, p)`` arrays with ``i < j``, ordered by decreasing p then (i, j).
 
     Only the upper triangle with ``j - i >= min_separation`` is considered. ``threshold`` keeps pairs with
     ``p >= threshold``; ``top`` caps the count. With neither, the top L pairs are kept (L = matrix size).
+    The triangle is read in blocks of rows and only the running top candidates are kept, so working memory is
+    O(top + block) rather than O(L^2) (except with a threshold and no cap, which keeps every pair that passes).
     """
     probs = np.asarray(probs)
     if probs.ndim != 2 or probs.shape[0] != probs.shape[1]:
@@ -95,23 +129,26 @@ def select_contacts(probs: np.ndarray, *, top: int | None = None, min_separation
         raise ValueError(f"top must be >= 0, got {top}")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    length = probs.shape[0]
     if top is None and threshold is None:
-        top = length
-    rows, cols = np.triu_indices(length, k=min_separation)
-    values = probs[rows, cols].astype(np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("probability matrix contains NaN or infinite values")
-    keep = np.ones(values.shape, dtype=bool) if threshold is None else values >= threshold
-    if top is not None and int(keep.sum()) > top:
-        # Everything at or above the top-th largest value, so ties at the cut are broken by (i, j) below.
-        if top == 0:
-            keep[:] = False
-        else:
-            candidate_values = values[keep]
-            kth = np.partition(candidate_values, candidate_values.size - top)[candidate_values.size - top]
-            keep &= values >= kth
-    rows, cols, values = rows[keep], cols[keep], values[keep]
+        top = probs.shape[0]
+    # Candidates so far, in row-major order (blocks arrive in row order; filtering keeps order).
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending = 0
+    for rows, cols, values in _pair_blocks(probs, min_separation):
+        if not np.all(np.isfinite(values)):
+            raise ValueError("probability matrix contains NaN or infinite values")
+        if threshold is not None:
+            keep = values >= threshold
+            rows, cols, values = rows[keep], cols[keep], values[keep]
+        parts.append((rows, cols, values))
+        pending += values.size
+        if top is not None and pending > top:
+            parts = [_keep_top(*(np.concatenate(column) for column in zip(*parts, strict=True)), top)]
+            pending = parts[0][2].size
+    if parts:
+        rows, cols, values = (np.concatenate(column) for column in zip(*parts, strict=True))
+    else:
+        rows, cols, values = np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp), np.empty(0, dtype=np.float64)
     order = np.lexsort((cols, rows, -values))
     if top is not None:
         order = order[:top]

@@ -96,3 +96,15 @@ def bioemu_wheel() -> Path:
     if wheel is None:
         pytest.skip("bioemu-benchmarks 0.0.2.post1 wheel not downloaded (set PROTRNN_WHEEL_DIR)")
     return wheel
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on a busy 2-core CI box, OpenMP workers spinning for a core make tiny batches 30x slower.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

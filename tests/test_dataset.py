@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -108,6 +109,16 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, cgdms_chains: list[Prote
     np.savez(corrupt, **{**good, "offsets": good["offsets"][::-1].copy()})
     with pytest.raises(InputError, match="corrupt dataset"):
         load_dataset(corrupt)
+    other_format = tmp_path / "other_format.npz"
+    meta = {"format": "protrnn-structure-labels", "format_version": 1}
+    np.savez(other_format, **{**good, "metadata": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)})
+    with pytest.raises(InputError, match="not a protrnn-dataset file"):
+        load_dataset(other_format)
+    newer = tmp_path / "newer.npz"
+    meta = {"format": "protrnn-dataset", "format_version": 7}
+    np.savez(newer, **{**good, "metadata": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)})
+    with pytest.raises(InputError, match=r"unsupported format_version 7 \(expected 1\)"):
+        load_dataset(newer)
 
 
 def test_ten_thousand_chains_round_trip(tmp_path: Path, cgdms_chains: list[ProteinChain]) -> None:

@@ -409,7 +409,11 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     from protrnn.data.dataset import save_dataset
 
     save_model(tiny_model("rnn"), tmp_path / "rnn", extra={"training_hparams": {"pos_weight": 2.0}})
-    save_model(tiny_model("lstm"), tmp_path / "lstm")
+    # the lstm was (as the pipeline's `pretrained: true` models are) started from a pretrained encoder
+    encoder = _encoder_export(tmp_path / "pretrain" / "encoder", {"val/Q8": 0.61, "val/Q3": 0.73})
+    save_model(tiny_model("lstm"), tmp_path / "lstm", extra={"training_config": {"trainer": {"callbacks": [
+        {"class_path": "protrnn.training.finetune.PretrainedEncoder",
+         "init_args": {"path": str(encoder), "freeze_steps": 200}}]}}})
     save_dataset(val_chains[:4], tmp_path / "val.npz")
     save_dataset(val_chains[4:8], tmp_path / "train.npz")
     out = tmp_path / "diag.json"
@@ -424,6 +428,10 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     rnn = results[0]
     assert rnn.flow.n_chains == 3 and rnn.flow.max_distance == 48 and len(rnn.flow.hidden) == 2
     assert rnn.metrics["pos_weight"] == 2.0 and results[1].metrics["pos_weight"] == 1.0
+    assert rnn.training == {"pretrained_encoder": False}
+    assert results[1].training == {"pretrained_encoder": True, "freeze_steps": 200,
+                                   "pretrained_encoder_path": str(encoder),
+                                   "pretrained_encoder_metrics": {"Q8": 0.61, "Q3": 0.73}}
     for result in results:
         m = result.metrics
         assert m["train_loss"] > 0 and m["val_loss"] > 0 and m["reference_loss"] > 0
@@ -439,6 +447,49 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     assert read_last_losses(csv_path) == (0.40, 0.45)
     rc = main(["diagnose", str(tmp_path / "missing"), "--data", str(tmp_path / "val.npz"), "-o", str(out)])
     assert rc == 2 and "missing" in capsys.readouterr().err
+
+
+def _encoder_export(directory: Path, val_metrics: dict) -> Path:
+    """An ``encoder.json`` as ``protrnn pretrain fit`` writes it (format, config, alphabet, validation metrics); the
+    weights are never read by the training record."""
+    directory.mkdir(parents=True)
+    (directory / "encoder.json").write_text(json.dumps({
+        "format": "protrnn-pretrained-encoder", "format_version": 1, "config": {"cell": "lstm"},
+        "alphabet": {"residues": "ACDEFGHIKLMNPQRSTVWY"}, "global_step": 700, "val_metrics": val_metrics}))
+    return directory
+
+
+def test_training_record_says_whether_training_started_from_a_pretrained_encoder(tmp_path: Path) -> None:
+    """model.json's recorded trainer.callbacks decide ``pretrained_encoder``; its freeze steps and the export's
+    held-out Q8 / Q3 / masked-residue accuracy come along; old records and other callbacks mean not pretrained."""
+    from protrnn.diagnostics.run import training_record
+
+    flow = {"class_path": "protrnn.diagnostics.callback.GradientFlowCallback",
+            "init_args": {"n_chains": 8, "pairs_per_chain": 4, "max_distance": 128}}
+    encoder = _encoder_export(tmp_path / "encoder", {"val/Q8": 0.598, "val/Q3": 0.71, "val/mask_acc": 0.2,
+                                                      "val/loss": 1.9})
+
+    def record(callbacks: object, path: object = encoder) -> dict:
+        pretrained = {"class_path": "protrnn.training.finetune.PretrainedEncoder",
+                      "init_args": {"path": str(path), "freeze_steps": 200}}
+        return training_record({"global_step": 700, "training_config": {"seed_everything": 1, "trainer": {
+            "gradient_clip_val": 1.0, "max_steps": 700,
+            "callbacks": [pretrained if c == "pretrained" else c for c in callbacks]}}})
+
+    base = {"seed": 1, "gradient_clip_val": 1.0, "max_steps": 700, "global_step": 700}
+    assert record([flow]) == {**base, "pretrained_encoder": False}
+    assert record([]) == {**base, "pretrained_encoder": False}
+    assert record([flow, "pretrained"]) == {**base, "pretrained_encoder": True, "freeze_steps": 200,
+                                            "pretrained_encoder_path": str(encoder),
+                                            "pretrained_encoder_metrics": {"Q8": 0.598, "Q3": 0.71, "mask_acc": 0.2}}
+    # the encoder moved away since: still pretrained, just without its metrics
+    gone = record(["pretrained"], tmp_path / "gone")
+    assert gone["pretrained_encoder"] is True and gone["freeze_steps"] == 200
+    assert "pretrained_encoder_metrics" not in gone
+    # a model.json written before callbacks were recorded, or with no training config at all
+    assert training_record({"global_step": 5, "training_config": {"trainer": {"max_steps": 5}}}) == {
+        "max_steps": 5, "global_step": 5, "pretrained_encoder": False}
+    assert training_record({}) == {"pretrained_encoder": False}
 
 
 def test_batches_respect_the_padded_pair_budget(val_chains: list) -> None:

@@ -35,13 +35,7 @@ DATA = REPO / ".." / "shared" / "data"
 PSICOV_TAR = DATA / "psicov150_gremlin_rf" / "psicov150_clean_chainA_pdb_fasta.tar.gz"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core CI box, OpenMP workers spinning for a core make tiny batches 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

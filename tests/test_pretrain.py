@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from safetensors.torch import load_file, save_file
 
 from protrnn.alphabet import DEFAULT_ALPHABET, PAD_TOKEN, UNK_TOKEN
 from protrnn.data.chain import ProteinChain
@@ -22,6 +23,7 @@ from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.pretrain_heads import PretrainNetwork, load_pretrained, save_pretrained
+from protrnn.training.cli import PRETRAIN_CONFIGS
 from protrnn.training.finetune import (
     HOOK,
     AuxiliarySecondaryStructure,
@@ -147,6 +149,21 @@ def test_export_reading_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"parameter 'embedding.weight'|parameter 'encoder") as err:
         load_pretrained(tmp_path)
     assert "\n" not in str(err.value)
+    # The checks of protrnn.model.io apply to encoder exports too: version, pickles, non-finite weights.
+    meta["config"]["hidden_size"] = 8
+    meta["format_version"] = True
+    (tmp_path / "encoder.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="unsupported pretrained encoder format_version True"):
+        load_pretrained(tmp_path)
+    (tmp_path / "encoder.json").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(InputError, match="not a pretrained encoder: this is a pickle"):
+        load_pretrained(tmp_path)
+    save_pretrained(PretrainNetwork(tiny_config()), tmp_path)
+    state = load_file(str(tmp_path / "encoder.safetensors"))
+    state["heads.ss8.bias"][3] = float("inf")
+    save_file(state, str(tmp_path / "encoder.safetensors"))
+    with pytest.raises(InputError, match="'heads.ss8.bias' contains NaN or infinite"):
+        load_pretrained(tmp_path)
 
 
 # ---- fine-tuning --------------------------------------------------------------------------------------------------
@@ -357,6 +374,34 @@ def test_pretraining_learns_both_objectives(label_data: dict[str, Path]) -> None
     assert metrics["val/Q8"] > 0.9, metrics
     assert metrics["val/Q3"] >= metrics["val/Q8"]
     assert metrics["val/mask_acc"] > 0.4, metrics  # copying the (10 % unchanged) input alone gives ~0.1
+
+
+@pytest.mark.parametrize("name", PRETRAIN_CONFIGS.names())
+def test_print_config_of_each_bundled_pretraining_config(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every config `protrnn pretrain fit` lists parses with the pretraining module and data module."""
+    from protrnn.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "fit", "--config", name, "--print_config"])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "use_distributed_sampler: false" in printed and "ss_weight:" in printed and "mask_fraction:" in printed
+
+
+def test_pretrain_cli_errors_are_one_line_naming_the_key(label_data: dict[str, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from protrnn.cli import main
+
+    data = ["--data.train_path", str(label_data["train"]), "--data.val_path", str(label_data["val"]),
+            "--trainer.default_root_dir", str(tmp_path / "run")]
+    for override, key in ((["--model.model.cell", "lstmx"], "--model.model.cell"),
+                          (["--trainer.use_distributed_sampler", "true"], "'trainer.use_distributed_sampler'"),
+                          (["--num_threads", "0"], "'num_threads'"),
+                          (["--ckpt_path", str(tmp_path / "missing.ckpt")], "'ckpt_path'")):
+        assert main(["pretrain", "fit", "--config", "pretrain", *data, *override]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("protrnn: error: ") and key in err[-1], (override, err)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_pretrain_cli_fit_export_and_train_from_the_encoder(label_data: dict[str, Path],

@@ -35,10 +35,16 @@ from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import save_model
 from protrnn.report import build_report, load_inputs
-from protrnn.report.aggregate import hierarchical_bootstrap, paired_difference_bootstrap
+from protrnn.report.aggregate import (
+    aggregate_diagnostics,
+    aggregate_synthetic,
+    hierarchical_bootstrap,
+    paired_difference_bootstrap,
+)
 from protrnn.report.figures import top_pairs
-from protrnn.report.findings import comparisons, effective_settings
-from protrnn.report.inputs import read_run_curves
+from protrnn.report.findings import build_findings, comparisons, effective_settings
+from protrnn.report.html import _findings_section
+from protrnn.report.inputs import SyntheticRun, read_run_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -348,7 +354,7 @@ def _profile(values: list[float]) -> DistanceProfile:
 
 
 def _diagnostics(name: str, config: dict, clip: float, horizon: int | None, usage_horizon: int | None,
-                 seed: int) -> DiagnosticsResult:
+                 seed: int, training: dict | None = None) -> DiagnosticsResult:
     values = [1.0] * 10 + [1e-4] * 31
     flow = GradientFlow(sensitivity=_profile(values), sensitivity_anchor=_profile(values), hidden=[],
                         max_distance=40, pairs_per_chain=4, seed=0, n_chains=2, n_pairs=8)
@@ -358,8 +364,8 @@ def _diagnostics(name: str, config: dict, clip: float, horizon: int | None, usag
                          count=np.array([8, 8, 8, 4]), mean_abs_logit=2.0, n_pairs=8, n_chains=2, draws=2, seed=0,
                          background="train", fraction=0.05, horizon=usage_horizon)
     return DiagnosticsResult(model=f"{name}@seed{seed}", flow=flow, fraction=0.01, horizon=horizon, horizon_anchor=None,
-                             hidden_horizons=[], config=config, training={"seed": seed, "gradient_clip_val": clip},
-                             usage=usage)
+                             hidden_horizons=[], config=config,
+                             training={"seed": seed, "gradient_clip_val": clip, **(training or {})}, usage=usage)
 
 
 def _synthetic_result(cell: str, accuracy: list[float], seed: int, clip: float | None = 1.0,
@@ -458,3 +464,89 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_pretrained_model_is_a_one_knob_variant_not_a_second_baseline(tmp_path: Path) -> None:
+    """The default grid (lstm, gru, rnn, lstm_horizon16, lstm_plain, lstm_pretrained; diagnostics records as
+    `protrnn diagnose` writes them, two seeds each, plus synthetic lstm / gru / rnn): lstm_pretrained differs from
+    lstm in pretraining only, so it gives the pretraining row and no other; the synthetic column of that row says
+    there is no synthetic variant."""
+    pretrained = {"pretrained_encoder": True, "freeze_steps": 200,
+                  "pretrained_encoder_path": "results/pretrain/encoder",
+                  "pretrained_encoder_metrics": {"Q8": 0.598, "Q3": 0.71, "mask_acc": 0.2}}
+    # the configs of protrnn/configs/{lstm,gru,rnn}.yaml with workflows/config.yaml's overrides; clipping 1.0 for all
+    grid = {"lstm": (_lstm(), {"pretrained_encoder": False}),
+            "gru": (_lstm(cell="gru", forget_bias=None), {"pretrained_encoder": False}),
+            "rnn": (_lstm(cell="rnn", forget_bias=None), {"pretrained_encoder": False}),
+            "lstm_horizon16": (_lstm(gradient_horizon=16), {"pretrained_encoder": False}),
+            "lstm_plain": (_lstm(orthogonal_init=False, layer_norm=False, residual=False, forget_bias=None),
+                           {"pretrained_encoder": False}),
+            "lstm_pretrained": (_lstm(), pretrained)}
+    records = [_diagnostics(name, config, 1.0, 30 + seed, 16, seed, training)
+               for name, (config, training) in grid.items() for seed in (0, 1)]
+    save_diagnostics(records, tmp_path / "diagnostics.json")
+    from protrnn.diagnostics.results import load_diagnostics
+
+    models = aggregate_diagnostics(load_diagnostics(tmp_path / "diagnostics.json"))  # through the JSON round trip
+    synthetic = aggregate_synthetic([SyntheticRun(cell, seed, tmp_path / cell,
+                                                  _synthetic_result(cell, [1, 1, 0.5, 0.25], seed))
+                                     for cell in ("lstm", "gru", "rnn") for seed in (0, 1)])
+    findings = build_findings(models, synthetic, [], None, {})
+    rows = findings["_rows"]
+    measured = {(r.knob, r.change, r.grid, r.synthetic) for r in rows if r.grid or r.synthetic}
+    plain = "forget bias / chrono init + layer norm + orthogonal init + residual (together)"
+    assert measured == {
+        ("cell", "cell=lstm -> cell=gru", ("gru", "lstm"), ("gru", "lstm")),
+        ("cell", "cell=lstm -> cell=rnn", ("rnn", "lstm"), ("rnn", "lstm")),
+        ("gradient horizon", "gradient_horizon=none -> gradient_horizon=16", ("lstm_horizon16", "lstm"), None),
+        ("pretraining", "pretrained=False -> freeze_steps=200, pretrained=True", ("lstm_pretrained", "lstm"), None),
+        (plain, "forget_bias=1.0, layer_norm=True, orthogonal_init=True, residual=True -> forget_bias=none, "
+                "layer_norm=False, orthogonal_init=False, residual=False", ("lstm_plain", "lstm"), None),
+    }
+    assert not [r for r in rows if "lstm_pretrained" in r.change or (r.grid and r.grid[1] != "lstm")]
+    unmeasured = {r.knob for r in rows if not r.grid and not r.synthetic}
+    assert unmeasured == {"forget bias / chrono init", "orthogonal init", "residual", "layer norm",
+                          "gradient clipping"}
+
+    [row] = [r for r in rows if r.knob == "pretraining"]
+    assert row.effects["reach"] == {"note": "n/a (no synthetic variant: the planted-distance task has no pretraining)"}
+    # both models' horizons are 30 and 31 over the two seeds: a zero difference
+    assert row.effects["gradient"]["mean"] == 0.0 and row.verdict == "no effect detected"
+    assert "Q8 0.598, Q3 0.710" in row.note and "first 200 optimiser steps" in row.note
+    summary_row = next(r for r in findings["rows"] if r["knob"] == "pretraining")
+    assert summary_row["grid"] == {"variant": "lstm_pretrained", "reference": "lstm"}
+    assert "pretraining" not in findings["sentence"].split("Not measured")[-1]
+    table = _findings_section(findings)
+    assert "n/a (no synthetic variant" in table and "grid: lstm_pretrained vs lstm" in table
+    assert "(in lstm_pretrained)" not in table
+
+    # Without the record (diagnostics written before it existed) a copy of the reference is neither compared nor
+    # a base: no row at all instead of the cell rows repeated "(in lstm_pretrained)".
+    for record in records:
+        record.training.pop("pretrained_encoder", None)
+    old = build_findings(aggregate_diagnostics(records), synthetic, [], None, {})
+    assert {r.grid for r in old["_rows"] if r.grid} == {("gru", "lstm"), ("rnn", "lstm"), ("lstm_horizon16", "lstm"),
+                                                        ("lstm_plain", "lstm")}
+    assert next(r for r in old["_rows"] if r.knob == "pretraining").verdict == "not measured"
+
+
+def test_pretraining_is_a_knob_of_the_settings() -> None:
+    """effective_settings: pretraining on/off with its freeze steps (None when off); a pretrained GRU compares with
+    the GRU (a context), while the plain pretrained/not-pretrained pair of the reference reads as one knob."""
+    assert effective_settings(_lstm(), 1.0)["pretrained"] is False
+    assert effective_settings(_lstm(), 1.0, None)["freeze_steps"] is None
+    on = effective_settings(_lstm(), 1.0, True, None)
+    assert on["pretrained"] is True and on["freeze_steps"] == 0
+    settings = {"lstm": effective_settings(_lstm(), 1.0), "lstm_pre": effective_settings(_lstm(), 1.0, True, 200),
+                "gru": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0),
+                "gru_pre": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0, True, 200),
+                "lstm_pre_h16": effective_settings(_lstm(gradient_horizon=16), 1.0, True, 200)}
+    found = {(c.knobs, c.variant, c.base, c.change) for c in comparisons(settings, "lstm")}
+    assert found == {
+        (("cell",), "gru", "lstm", "cell=lstm -> cell=gru"),
+        (("pretraining",), "lstm_pre", "lstm", "pretrained=False -> freeze_steps=200, pretrained=True"),
+        (("pretraining",), "gru_pre", "gru", "pretrained=False -> freeze_steps=200, pretrained=True (in gru)"),
+        # horizon + pretraining against the reference: combined (isolated by no single-knob pair)
+        (("pretraining", "gradient horizon"), "lstm_pre_h16", "lstm",
+         "gradient_horizon=none, pretrained=False -> freeze_steps=200, gradient_horizon=16, pretrained=True"),
+    }

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 
+from protrnn import rr as rr_module
 from protrnn.errors import InputError
 from protrnn.rr import format_rr, read_rr, read_rr_document, rr_target, select_contacts, write_rr
 
@@ -75,6 +76,55 @@ def test_ties_break_by_index_and_probabilities_clamped() -> None:
     text = format_rr("tie", "G" * 20, probs, method_lines=["m"], top=4)
     body = [line for line in text.splitlines() if line[0].isdigit()]
     assert body == ["3 16 0 8 1.0000", "1 7 0 8 0.5000", "1 8 0 8 0.5000", "1 9 0 8 0.5000"]
+
+
+def _reference_selection(probs: np.ndarray, top: int | None, min_sep: int,
+                         threshold: float | None) -> list[tuple[int, int, float]]:
+    """Independent reference for select_contacts: every pair in plain Python, filtered, sorted by (-p, i, j), cut."""
+    length = probs.shape[0]
+    pairs = [(-float(probs[i, j]), i, j) for i in range(length) for j in range(i + min_sep, length)]
+    if threshold is not None:
+        pairs = [pair for pair in pairs if -pair[0] >= threshold]
+    pairs.sort()
+    if top is None and threshold is None:
+        top = length
+    return [(i, j, -p) for p, i, j in (pairs if top is None else pairs[:top])]
+
+
+@pytest.mark.parametrize("block_pairs", [1, 13, 1 << 20])  # one row a block, a few rows a block, one block
+@pytest.mark.parametrize("kind", ["random", "tied", "constant"])
+def test_select_contacts_matches_plain_reference(monkeypatch, block_pairs: int, kind: str) -> None:
+    # select_contacts reads the triangle in blocks of rows and prunes to the running top; the result must be what
+    # sorting every pair at once gives, ties at the cut included.
+    monkeypatch.setattr(rr_module, "_BLOCK_PAIRS", block_pairs)
+    rng = np.random.default_rng(7)
+    options = [{}, {"top": 0}, {"top": 1}, {"top": 9}, {"top": 10_000}, {"threshold": 0.5}, {"threshold": 0.0},
+               {"threshold": 1.0}, {"top": 4, "threshold": 0.3}, {"min_separation": 1, "top": 25},
+               {"min_separation": 12}, {"min_separation": 30, "threshold": 0.2}]
+    for length in (0, 1, 6, 7, 8, 23, 61):
+        probs = rng.random((length, length)).astype(np.float32)
+        if kind == "tied":
+            probs = probs.round(1)  # many equal values, so the top-N cut falls inside a run of ties
+        elif kind == "constant":
+            probs = np.full((length, length), 0.5, dtype=np.float32)
+        for kwargs in options:
+            rows, cols, values = select_contacts(probs, **kwargs)
+            expected = _reference_selection(probs, kwargs.get("top"), kwargs.get("min_separation", 6),
+                                            kwargs.get("threshold"))
+            got = list(zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True))
+            assert got == expected, (length, kwargs)
+            assert rows.dtype == cols.dtype == np.intp and values.dtype == np.float64
+
+
+def test_select_contacts_rejects_nan_in_any_block(monkeypatch) -> None:
+    monkeypatch.setattr(rr_module, "_BLOCK_PAIRS", 90)
+    probs = _symmetric(30, seed=5)
+    probs[22, 29] = np.nan  # in the last block of rows (L = 30, three rows a block)
+    with pytest.raises(ValueError, match="NaN"):
+        select_contacts(probs, top=3)
+    probs[22, 29] = 0.0
+    probs[29, 22] = probs[25, 29] = np.inf  # lower triangle and j - i < 6: never read
+    assert len(select_contacts(probs, top=3)[0]) == 3
 
 
 def test_output_is_deterministic_and_target_sanitised() -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.data import splits
+from protrnn.data.chain import ProteinChain
+from protrnn.data.dataset import save_dataset
 from protrnn.data.sidechainnet import (
     RESOURCES,
     consensus_labels,
@@ -97,6 +99,21 @@ def test_label_file_round_trip_and_corruption(tmp_path: Path) -> None:
         load_structure_labels(tmp_path / "bad.npz")
     with pytest.raises(InputError, match="duplicate chain ID"):
         save_structure_labels([records[0], records[0]], tmp_path / "dup.npz")
+    # The .npz checks shared with contact datasets: a contact dataset is not a label file, nor a newer version.
+    contact = save_dataset([ProteinChain("c", "ACD", np.ones(3, dtype=bool), np.zeros((3, 4, 3), np.float32))],
+                           tmp_path / "contacts.npz")
+    with pytest.raises(InputError, match=r"not a structure-label file \(missing tokens, ss8, label_mask"):
+        load_structure_labels(contact)
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["metadata"].tobytes())
+    arrays["metadata"] = np.frombuffer(json.dumps({**meta, "format_version": 2}).encode(), dtype=np.uint8)
+    with open(tmp_path / "v2.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(InputError, match="unsupported format_version 2"):
+        load_structure_labels(tmp_path / "v2.npz")
+    with pytest.raises(InputError, match="structure-label file not found .*protrnn pretrain prepare"):
+        load_structure_labels(tmp_path / "missing.npz")
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------

@@ -237,16 +237,16 @@ def test_cpu_bf16_features_agree_with_proc_cpuinfo() -> None:
 
 
 def test_precision_is_chosen_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from protrnn.commands.train import _auto_precision
+    from protrnn.training.cli import auto_precision
 
     monkeypatch.setattr(cm, "cpu_bf16_flags", lambda: ())  # e.g. an AMD EPYC without AVX512-BF16
     assert resolve_precision("auto", "cpu") == "32"
-    assert _auto_precision("cpu") == "32-true"
+    assert auto_precision("cpu") == "32-true"
     monkeypatch.setattr(cm, "cpu_bf16_flags", lambda: ("avx512_bf16",))
     expected = "bf16" if torch.backends.mkldnn.is_available() else "32"
     assert resolve_precision("auto", "cpu") == expected
-    assert _auto_precision("cpu") == ("bf16-mixed" if expected == "bf16" else "32-true")
-    assert _auto_precision("mps") == "32-true"
+    assert auto_precision("cpu") == ("bf16-mixed" if expected == "bf16" else "32-true")
+    assert auto_precision("mps") == "32-true"
     assert resolve_precision("32", "cpu") == "32" and resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(InputError, match="precision must be one of"):
         resolve_precision("fp8", "cpu")
@@ -262,13 +262,41 @@ def test_predict_proba_precision_option(shipped: ContactModel) -> None:
         shipped.predict_proba(tokens, mask, precision="half")
 
 
+#: Run as ``python -c SPY script.py args``: records the options each ``ContactModel.predict_proba`` call gets (JSON
+#: lines in $PREDICT_PROBA_LOG), then runs the script as ``__main__``, so a benchmark's setting can be seen to arrive.
+_PREDICT_PROBA_SPY = """
+import json, os, runpy, sys
+from protrnn.model.contact_model import ContactModel
+plain = ContactModel.predict_proba
+def spy(self, tokens, mask, chunk_size=None, precision="32", max_pair_floats=None):
+    with open(os.environ["PREDICT_PROBA_LOG"], "a") as log:
+        log.write(json.dumps({"shape": list(tokens.shape), "precision": precision,
+                              "max_pair_floats": max_pair_floats, "impl": self.head.impl}) + "\\n")
+    return plain(self, tokens, mask, chunk_size, precision, max_pair_floats)
+ContactModel.predict_proba = spy
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _spied_calls(log: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
 def test_gpu_check_dry_run_passes_quickly(tmp_path: Path) -> None:
-    """The GPU script's CPU dry run: both recipes train through Lightning, the FASTA and a long chain predict."""
+    """The GPU script's CPU dry run: both recipes train through Lightning, the FASTA and a long chain predict, and
+    each prediction row's precision and pair budget reach ``predict_proba`` (spied on in the child process)."""
+    from protrnn.model.predictor import PAIR_FEATURE_BUDGET
+
     out = tmp_path / "gpu_check.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "predict_proba.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREDICT_PROBA_LOG": str(log)}
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--dry-run", "--json",
-                             str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    result = subprocess.run([sys.executable, "-c", _PREDICT_PROBA_SPY, str(REPO / "benchmarks" / "gpu_check.py"),
+                             "--dry-run", "--json", str(out)], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=env)
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-3000:]
     assert seconds < 60, seconds
@@ -278,5 +306,38 @@ def test_gpu_check_dry_run_passes_quickly(tmp_path: Path) -> None:
     assert report["dry_run"] is True and report["device"] == "cpu"
     assert [row["run"] for row in report["train"]] == ["train default", "train large"]
     assert all(row["steps"] == 2 and row["pairs_per_s"] > 0 for row in report["train"])
-    assert {row["precision"] for row in report["predict"]} == {"32", "bf16"}
+    assert [row["precision"] for row in report["predict"]] == ["32", "32", "bf16", "bf16"]
     assert sum(row["residues"] for row in report["predict"] if row["precision"] == "32") == 167 + 300
+    # What predict_proba was asked for: a warm-up batch, then the float32 rows' batches, then as many in bf16, each
+    # with the budget tiles; the 300-residue chain once per precision.
+    calls = _spied_calls(log)
+    precisions = [call["precision"] for call in calls]
+    rows = precisions.count("bf16")
+    assert rows >= 2 and precisions == ["32"] * (rows + 1) + ["bf16"] * rows, precisions
+    assert all(call["max_pair_floats"] == PAIR_FEATURE_BUDGET for call in calls), calls
+    assert [call["precision"] for call in calls if call["shape"] == [1, 300]] == ["32", "bf16"]
+
+
+@pytest.mark.parametrize(("impl", "precision", "budget"), [("reference", "bf16", None), ("fast", "32", 1 << 22)])
+def test_bench_speed_predictor_settings_reach_predict_proba(monkeypatch: pytest.MonkeyPatch, impl: str,
+                                                           precision: str, budget: int | None) -> None:
+    """bench_speed's Predictor rows set precision and pair budget on the Predictor, which passes them on (a wrapper
+    around predict_proba would be overridden by the Predictor's own keywords and measure the default path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_speed_under_test", REPO / "benchmarks" / "bench_speed.py")
+    assert spec is not None and spec.loader is not None
+    bench_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_speed)
+    seen: list[tuple[str, str, int | None]] = []
+    plain = ContactModel.predict_proba
+
+    def spy(self: ContactModel, tokens: torch.Tensor, mask: torch.Tensor, chunk_size: int | None = None,
+            precision: str = "32", max_pair_floats: int | None = None) -> torch.Tensor:
+        seen.append((self.head.impl, precision, max_pair_floats))
+        return plain(self, tokens, mask, chunk_size, precision, max_pair_floats)
+
+    monkeypatch.setattr(ContactModel, "predict_proba", spy)
+    predictor = bench_speed._predictor(impl, precision, budget)
+    predictor.predict(["MKTAYIAKQRQISFVKSHFSRQ"])
+    assert seen == [(impl, precision, budget)]

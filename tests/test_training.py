@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -16,6 +17,13 @@ import torch
 from protrnn.commands import train as train_cmd
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import evaluate_contacts
+from protrnn.training.cli import (
+    EXIT_DIVERGED,
+    MALLOC_ENV,
+    PRETRAIN_CONFIGS,
+    TRAIN_CONFIGS,
+    maybe_reexec_with_malloc_env,
+)
 from protrnn.training.loss import contact_loss
 from protrnn.training.precision import top_l_precision
 from protrnn.training.schedule import WarmupCosine
@@ -110,21 +118,34 @@ def test_warmup_cosine_schedule() -> None:
 
 # ---- CLI: configs and bad values ----------------------------------------------------------------------------------
 def test_bundled_configs_parse_and_shortcut_resolves() -> None:
-    names = train_cmd.bundled_configs()
-    assert {"default", "lstm", "gru", "rnn", "tiny"} <= set(names)
-    assert train_cmd.resolve_config_args(["--config", "gru", "-c=x"])[1].endswith("configs/gru.yaml")
-    assert train_cmd.resolve_config_args(["--config=rnn"])[0].endswith("configs/rnn.yaml")
+    names = TRAIN_CONFIGS.names()
+    assert {"default", "lstm", "gru", "rnn", "tiny", "longrange"} <= set(names)
+    assert TRAIN_CONFIGS.resolve_args(["--config", "gru", "-c=x"])[1].endswith("configs/gru.yaml")
+    assert TRAIN_CONFIGS.resolve_args(["--config=rnn"])[0].endswith("configs/rnn.yaml")
     with pytest.raises(InputError, match="no bundled config named 'nosuch'"):
-        train_cmd.resolve_config_args(["--config", "nosuch"])
+        TRAIN_CONFIGS.resolve_args(["--config", "nosuch"])
 
 
-@pytest.mark.parametrize("name", ["default", "lstm", "gru", "rnn", "tiny"])
+def test_pretraining_configs_are_not_training_configs() -> None:
+    """`pretrain` is a `protrnn pretrain fit` config: `protrnn train` neither lists nor resolves it, and the other way
+    round."""
+    assert "pretrain" not in TRAIN_CONFIGS.names()
+    assert PRETRAIN_CONFIGS.names() == ["pretrain"]
+    with pytest.raises(InputError, match="no bundled config named 'pretrain'"):
+        train_cmd.main(["--config", "pretrain", "--print_config"])
+    assert PRETRAIN_CONFIGS.resolve_args(["--config", "pretrain"])[1].endswith("configs/pretrain/pretrain.yaml")
+    with pytest.raises(InputError, match="no bundled config named 'tiny'"):
+        PRETRAIN_CONFIGS.resolve_args(["--config", "tiny"])
+
+
+@pytest.mark.parametrize("name", TRAIN_CONFIGS.names())
 def test_print_config_of_each_bundled_config(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every config `protrnn train` lists is a training config: it parses with its module and data module."""
     with pytest.raises(SystemExit) as stop:
         train_cmd.main(["--config", name, "--print_config"])
     assert stop.value.code == 0
     printed = capsys.readouterr().out
-    assert "use_distributed_sampler: false" in printed and "cell:" in printed
+    assert "use_distributed_sampler: false" in printed and "cell:" in printed and "crop_length:" in printed
 
 
 @pytest.mark.parametrize(("override", "key"), [
@@ -157,26 +178,26 @@ def test_cli_prints_config_errors_on_one_line(datasets: dict[str, Path], tmp_pat
 def test_malloc_reexec_only_for_the_real_program(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, list[str], dict[str, str]]] = []
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
-    for key in train_cmd.MALLOC_ENV:
+    for key in MALLOC_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(sys, "argv", ["pytest", "-q"])  # a library caller: never replaced
-    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
+    maybe_reexec_with_malloc_env(["--config", "tiny"], ("train",))
     assert calls == []
     monkeypatch.setattr(sys, "argv", ["protrnn", "train", "--config", "tiny"])
     monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "protrnn", "train", "--config", "tiny"])
-    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
-    if sys.platform.startswith("linux") and train_cmd.platform.libc_ver()[0] == "glibc":
+    maybe_reexec_with_malloc_env(["--config", "tiny"], ("train",))
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert len(calls) == 1
         path, argv, env = calls[0]
         assert path == sys.executable and argv[1:] == ["-m", "protrnn", "train", "--config", "tiny"]
-        assert all(env[k] == v for k, v in train_cmd.MALLOC_ENV.items())
+        assert all(env[k] == v for k, v in MALLOC_ENV.items())
     calls.clear()
     monkeypatch.setenv("PROTRNN_MALLOC_TUNING", "0")  # the opt-out
-    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
+    maybe_reexec_with_malloc_env(["--config", "tiny"], ("train",))
     monkeypatch.delenv("PROTRNN_MALLOC_TUNING")
-    for key, value in train_cmd.MALLOC_ENV.items():  # already set (the re-executed process itself): no loop
+    for key, value in MALLOC_ENV.items():  # already set (the re-executed process itself): no loop
         monkeypatch.setenv(key, value)
-    train_cmd._maybe_reexec_with_malloc_env(["--config", "tiny"])
+    maybe_reexec_with_malloc_env(["--config", "tiny"], ("train",))
     assert calls == []
 
 
@@ -186,7 +207,7 @@ def test_diverging_loss_stops_with_the_step(datasets: dict[str, Path], tmp_path:
     status = train_cmd.main(tiny_args(datasets, tmp_path / "run", "--model.lr", "1e10", "--model.warmup_steps", "0",
                                       "--trainer.gradient_clip_val", "null", "--trainer.max_epochs", "3"))
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == train_cmd.EXIT_DIVERGED
+    assert status == EXIT_DIVERGED
     assert "training diverged at global step" in err[-1] and "model.lr" in err[-1]
     assert "gradient_clip_val" in err[-1]
     assert not (tmp_path / "run" / "model.json").exists()

@@ -194,7 +194,8 @@ def test_diagnose_writes_the_usage_profile(chains: list[ProteinChain], tmp_path:
     np.testing.assert_allclose(result.usage.composition, background_composition(chains[:2]), atol=1e-12)
     assert list(result.usage.distances) == [0, 4, 16] and result.usage.n_chains == 3
     assert result.usage.precision is not None and result.usage.precision.n_chains == 1
-    assert result.training == {"seed": 3, "gradient_clip_val": 0.5, "max_steps": 40, "global_step": 40}
+    assert result.training == {"seed": 3, "gradient_clip_val": 0.5, "max_steps": 40, "global_step": 40,
+                               "pretrained_encoder": False}
     document = json.loads(out.read_text())
     assert document["models"][0]["usage"]["horizon"] == result.usage.horizon
     assert main(["diagnose", str(tmp_path / "model"), "--data", str(tmp_path / "val.npz"), "--n-chains", "1",

@@ -6,7 +6,10 @@ fails these tests rather than skipping them; only the tests that read ../shared/
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 import sysconfig
@@ -233,6 +236,7 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
             "synthetic": {"distances": [2, 4], "steps": 10, "eval_queries": 50,
                           "variants": {"lstm": {}, "rnn": {"cell": "rnn"}}},
             "predict.model": "lstm",
+            "pretrain.enabled": False,
         },
     )
     result = snakemake("--configfile", str(config), "--cores", "2", timeout=900)
@@ -279,3 +283,387 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     assert "--ckpt_path" in resumed.stdout + resumed.stderr
     again = snakemake(target, "-n", "--configfile", str(config), "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+# ------------------------------------------------------------------------------------------- pretraining stage (#10)
+PRETRAIN_RULES = ("fetch_pretrain_source", "pretrain_prepare", "pretrain_fit")
+CALLBACK = "--trainer.callbacks+=protrnn.training.finetune.PretrainedEncoder"
+
+
+def job_blocks(plan: str) -> list[str]:
+    """The per-job blocks of a dry run's plan (each starts with `rule NAME:`)."""
+    return [block for block in re.split(r"\n(?=(?:local)?rule \w+:)", plan) if re.match(r"(?:local)?rule \w+:", block)]
+
+
+def job_block(plan: str, rule: str, output: str) -> str:
+    """The dry-run block of the `rule` job whose output line names `output`."""
+    for block in job_blocks(plan):
+        if block.startswith(f"rule {rule}:") and any(line.strip().startswith("output:") and output in line
+                                                     for line in block.splitlines()):
+            return block
+    raise AssertionError(f"no {rule} job writing {output} in the plan")
+
+
+def shell_line(plan: str, needle: str) -> str:
+    return next(line for line in plan.splitlines() if needle in line)
+
+
+def test_default_config_pretrains_once_and_compares_the_same_model_with_and_without_it(tmp_path: Path) -> None:
+    """workflows/config.yaml: the pretraining stage on a small sample (fetch, prepare, fit: one job each) and a grid
+    model identical to `lstm` except that it starts from the export, once per seed."""
+    config = yaml.safe_load((REPO / "workflows" / "config.yaml").read_text())
+    assert config["pretrain"]["enabled"] and config["pretrain"]["max_chains"] <= 5000
+    pretrained = config["models"]["lstm_pretrained"]
+    assert pretrained["pretrained"] is True
+    assert {k: v for k, v in pretrained.items() if k not in ("pretrained", "freeze_steps")} == config["models"]["lstm"]
+    result = snakemake("-n", "-p", "--configfile", str(write_config(tmp_path)), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    jobs = [block.split(":", 1)[0].split()[-1] for block in job_blocks(plan)]
+    for rule in PRETRAIN_RULES:
+        assert jobs.count(rule) == 1, (rule, jobs.count(rule))
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    assert f"sidechainnet==1.0.1 -d {cache}/wheels" in plan
+    prepare = shell_line(plan, "-m protrnn pretrain prepare")
+    assert prepare.split("prepare ", 1)[1].startswith(f"{cache}/wheels/sidechainnet-1.0.1-py2.py3-none-any.whl ")
+    assert f"-o {results}/pretrain/data " in prepare and "--max-chains 3000" in prepare and "--threads 2" in prepare
+    for name in ("ts50", "psicov150", "ollikainen40"):
+        if (REPO / config["test_sets"][name]["path"]).exists():
+            assert f"--test-set {name}={config['test_sets'][name]['path']}" in prepare
+    fit = shell_line(plan, "-m protrnn pretrain fit")
+    bundled = "protrnn/configs/pretrain/pretrain.yaml"
+    assert f"--config {bundled} " in fit and "--trainer.max_time 00:00:03:30" in fit
+    assert f"--data.train_path {results}/pretrain/data/train.npz" in fit and "--num_threads 1" in fit
+    assert f"--trainer.default_root_dir {results}/pretrain/encoder --export_dir {results}/pretrain/encoder" in fit
+    assert "--ckpt_path" not in fit
+    for seed in config["seeds"]:
+        with_encoder = job_block(plan, "train", f"models/lstm_pretrained/seed{seed}/model.json")
+        inputs = next(line for line in with_encoder.splitlines() if line.strip().startswith("input:"))
+        assert f"{results}/pretrain/encoder/encoder.json" in inputs
+        assert f"{results}/pretrain/encoder/encoder.safetensors" in inputs
+        command = shell_line(plan, f"--export_dir {results}/models/lstm_pretrained/seed{seed} ")
+        assert (f"{CALLBACK} --trainer.callbacks.path {results}/pretrain/encoder "
+                "--trainer.callbacks.freeze_steps 200 ") in command
+        plain = job_block(plan, "train", f"models/lstm/seed{seed}/model.json")
+        assert "/pretrain/" not in plain and CALLBACK not in plain
+    for model in config["models"]:
+        if model != "lstm_pretrained":
+            assert CALLBACK not in shell_line(plan, f"--export_dir {results}/models/{model}/seed0 ")
+    report = shell_line(plan, "-m protrnn report")
+    assert "--runs lstm_pretrained@seed0=" in report and "--runs lstm@seed0=" in report
+
+
+def test_pretraining_disabled_leaves_no_pretrain_job(tmp_path: Path) -> None:
+    models = yaml.safe_load((REPO / "workflows" / "config.yaml").read_text())["models"]
+    models = {name: spec for name, spec in models.items() if not spec.get("pretrained")}
+    config = write_config(tmp_path, models=models, **{"pretrain.enabled": False})
+    result = snakemake("-n", "-p", "all", "bundle", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    jobs = {block.split(":", 1)[0].split()[-1] for block in job_blocks(plan)}
+    assert "train" in jobs and not jobs & set(PRETRAIN_RULES)
+    assert "/pretrain/" not in plan
+    assert CALLBACK not in plan and "sidechainnet" not in plan
+
+
+def test_pretrain_target_and_settings(tmp_path: Path) -> None:
+    """`snakemake pretrain` builds only the encoder; every pretrain key reaches its command; a given source is used
+    as is (no download)."""
+    source = tmp_path / "full_protein_dssp_annotations.json"
+    source.write_text("[]")
+    config = write_config(tmp_path, pretrain={
+        "enabled": True, "source": str(source), "subsets": ["full", "single_domain"], "max_chains": 500,
+        "min_length": 30, "max_length": 700, "identity": 0.4, "coverage": 0.6, "val_fraction": 0.1, "seed": 3,
+        "max_time": "00:00:01:00", "max_steps": 50, "threads": 2, "prepare_threads": 1,
+        "set": {"model.mask_weight": 0, "trainer.val_check_interval": 20}})
+    result = snakemake("pretrain", "-n", "-p", "--configfile", str(config), "--cores", "4")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
+    assert jobs == ["pretrain", "pretrain_fit", "pretrain_prepare"]  # no fetch: the source is given
+    prepare = shell_line(plan, "-m protrnn pretrain prepare")
+    assert f"pretrain prepare {source} -o " in prepare
+    for flag in ("--subsets full,single_domain", "--min-length 30", "--max-length 700", "--identity 0.4",
+                 "--coverage 0.6", "--val-fraction 0.1", "--seed 3", "--max-chains 500", "--threads 1 "):
+        assert flag in prepare, flag
+    fit = shell_line(plan, "-m protrnn pretrain fit")
+    for flag in ("--model.mask_weight=0", "--trainer.val_check_interval=20", "--trainer.max_time 00:00:01:00",
+                 "--trainer.max_steps 50", "--num_threads 2", "--seed_everything 3 --data.seed 3"):
+        assert flag in fit, flag
+
+
+def test_pretraining_identity_defaults_to_the_contact_datas(tmp_path: Path) -> None:
+    config = write_config(tmp_path, **{"prepare.identity": 0.25})
+    result = snakemake("-n", "-p", "pretrain", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "--identity 0.25 " in shell_line(result.stdout + result.stderr, "-m protrnn pretrain prepare")
+
+
+def test_an_interrupted_pretraining_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    checkpoints = tmp_path / "results" / "pretrain" / "encoder" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").write_bytes(b"")
+    result = snakemake("-n", "-p", "pretrain", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    fit = shell_line(result.stdout + result.stderr, "-m protrnn pretrain fit")
+    assert f"--ckpt_path {checkpoints / 'last.ckpt'}" in fit
+
+
+def test_pretrain_stage_is_reused_once_its_outputs_exist(tmp_path: Path) -> None:
+    """Cached: with the wheel, the labels and the export in place, `snakemake pretrain` has nothing to do and a
+    pretrained model's training does not pretrain again."""
+    config = write_config(tmp_path)
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    files = [cache / "wheels" / "sidechainnet-1.0.1-py2.py3-none-any.whl",
+             *(results / "pretrain" / "data" / name for name in ("train.npz", "val.npz", "records.tsv", "leakage.tsv",
+                                                                  "manifest.json")),
+             results / "pretrain" / "encoder" / "encoder.json", results / "pretrain" / "encoder" / "encoder.safetensors"]
+    for path in files:  # written in pipeline order, so every output is newer than its inputs
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    result = snakemake("-n", "pretrain", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stdout
+    target = str(results / "models" / "lstm_pretrained" / "seed0" / "model.json")
+    result = snakemake("-n", target, "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = {block.split(":", 1)[0].split()[-1] for block in job_blocks(result.stdout + result.stderr)}
+    assert "train" in jobs and not jobs & set(PRETRAIN_RULES)
+
+
+@pytest.mark.parametrize(("changes", "key", "words"), [
+    ({"pretrain.max_chains": 0}, "max_chains", ["minimum"]),
+    ({"pretrain.max_time": "3 minutes"}, "max_time", []),
+    ({"pretrain.subsets": ["everything"]}, "subsets", []),
+    ({"pretrain.threads": "two"}, "threads", []),
+    ({"pretrain.unknown_key": 1}, "unknown_key", []),
+    ({"models.lstm.pretrained": "yes"}, "pretrained", []),
+    ({"models.lstm.freeze_steps": -1}, "freeze_steps", []),
+])
+def test_pretrain_keys_are_validated_by_the_schema(tmp_path: Path, changes: dict, key: str, words: list) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **changes)))
+    assert result.returncode != 0
+    text = result.stderr + result.stdout
+    assert key in text and all(word in text for word in words), text[-2000:]
+
+
+def test_pretrained_model_needs_the_pretraining_stage(tmp_path: Path) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"pretrain.enabled": False})))
+    assert result.returncode != 0
+    text = result.stderr + result.stdout
+    assert "models.lstm_pretrained.pretrained" in text and "pretrain.enabled" in text
+
+
+def test_freeze_steps_without_pretrained_is_a_config_error(tmp_path: Path) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"models.lstm.freeze_steps": 10})))
+    assert result.returncode != 0 and "models.lstm.freeze_steps" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("model", "pretrain_set", "ok", "named"), [
+    ({"config": "lstm", "pretrained": True, "set": {"model.model.hidden_size": 128}}, {}, False, ["hidden_size"]),
+    ({"config": "gru", "pretrained": True}, {}, False, ["cell"]),
+    ({"config": "tiny", "pretrained": True}, {}, False, ["embed_dim", "hidden_size", "num_layers"]),
+    ({"config": "lstm", "pretrained": True, "set": {"model.model.hidden_size": 128}},
+     {"model.model.hidden_size": 128}, True, []),
+    ({"config": "gru", "pretrained": True}, {"model.model.cell": "gru"}, True, []),
+    # head, dropout, inits and the gradient horizon need not match
+    ({"config": "lstm", "pretrained": True, "set": {"model.model.gradient_horizon": 16, "model.model.dropout": 0.3,
+                                                    "model.model.head": "resnet2d"}}, {}, True, []),
+    ({"config": "longrange", "pretrained": True, "set": {"model.model.pair_dim": 32}}, {}, True, []),
+])
+def test_encoder_sizes_must_match_the_pretraining_config(tmp_path: Path, model: dict, pretrain_set: dict, ok: bool,
+                                                         named: list) -> None:
+    config = write_config(tmp_path, models={"lstm": {"config": "lstm"}, "probe": model},
+                          **{"pretrain.set": pretrain_set})
+    result = snakemake("-n", "--configfile", str(config))
+    text = result.stderr + result.stdout
+    if ok:
+        assert result.returncode == 0, text[-3000:]
+        return
+    assert result.returncode != 0
+    message = next(line for line in text.splitlines() if "models.probe.pretrained" in line)
+    assert "encoders differ" in message
+    for key in named:
+        assert f"{key} is " in message, (key, message)
+
+
+def test_encoder_keys_agree_with_the_library() -> None:
+    from protrnn.model.pretrain_heads import ENCODER_KEYS
+
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    match = re.search(r"^ENCODER_KEYS = (\(.*?\))$", common, flags=re.M)
+    assert match is not None
+    assert tuple(eval(match.group(1))) == tuple(ENCODER_KEYS)  # a literal tuple of strings
+
+
+def test_ddp_with_a_frozen_pretrained_encoder_is_refused(tmp_path: Path) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"train.devices": 2})))
+    assert result.returncode != 0
+    assert "models.lstm_pretrained.freeze_steps" in result.stderr + result.stdout
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
+    """workflows/config.bundle.yaml: `snakemake bundle` pretrains at the full setting and trains the long-range
+    recipe with the hand run's flags (docs/pipeline.md), on the full configuration's structure sources."""
+    bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
+    full = yaml.safe_load((REPO / "workflows" / "config.full.yaml").read_text())
+    assert bundle_config["sources"]["default"] is True
+    assert bundle_config["sources"]["paths"] == full["sources"]["paths"] and len(full["sources"]["paths"]) == 3
+    assert bundle_config["prepare"]["identity"] == 0.3 and bundle_config["prepare"]["split"] == {"train": 0.95,
+                                                                                                 "val": 0.05}
+    assert sorted(bundle_config["test_sets"]) == ["ollikainen40", "psicov150", "ts50"]
+    config = dict(bundle_config, results=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("bundle", "-n", "-p", "--configfile", str(tmp_path / "bundle.yaml"), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    results = tmp_path / "results"
+    jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
+    assert jobs == sorted(["fetch_default_sources", "fetch_pretrain_source", "prepare", "pretrain_prepare",
+                           "pretrain_fit", "train", "evaluate_model", "evaluate_baselines", "bundle"])
+    prepare = shell_line(plan, "-m protrnn prepare")
+    assert prepare.index("db55_dips_equidock") < prepare.index("abag_docking") < prepare.index("rosetta_demos") \
+        < prepare.index("cgdms-1.0") < prepare.index("bioemu_benchmarks")  # the hand run's input order
+    assert "--split train=0.95,val=0.05 --identity 0.3" in prepare
+    pretrain_prepare = shell_line(plan, "-m protrnn pretrain prepare")
+    assert "--max-chains" not in pretrain_prepare and "--val-fraction 0.02" in pretrain_prepare
+    assert "--test-set ts50=" in pretrain_prepare and "--test-set ollikainen40=" in pretrain_prepare
+    assert "--trainer.max_time 00:00:15:00" in shell_line(plan, "-m protrnn pretrain fit")
+    train = shell_line(plan, "-m protrnn train")
+    hand_run = ["--config protrnn/configs/longrange.yaml", "--model.model.pair_dim=32", "--model.model.head_blocks=6",
+                "--trainer.max_steps 8000", "--trainer.max_time 00:01:28:00", "--trainer.enable_progress_bar false",
+                CALLBACK, f"--trainer.callbacks.path {results}/pretrain/encoder", "--trainer.callbacks.freeze_steps 300",
+                "--seed_everything 0", "--num_threads 1", "--data.seed 0"]
+    for flag in hand_run:
+        assert flag in train, flag
+    # the bundle keeps the config's early stopping, best-checkpoint export and max_epochs (as the hand run did)
+    for grid_flag in ("--early_stopping.patience", "--checkpoint.monitor", "--trainer.max_epochs"):
+        assert grid_flag not in train
+    install = shell_line(plan, "workflows/scripts/bundle_model.py")
+    assert (f"--data {results}/data --pretrain-data {results}/pretrain/data --encoder {results}/pretrain/encoder"
+            in install)
+    bundle = job_block(plan, "bundle", "protrnn/pretrained/model.json")
+    for path in (f"{results}/data/manifest.tsv", f"{results}/data/leakage.tsv",
+                 f"{results}/pretrain/data/manifest.json", f"{results}/pretrain/encoder/encoder.json"):
+        assert path in bundle
+
+
+# ------------------------------------------------------------------ bundle_model.py: the record of the training data
+def _bundle_script():
+    spec = importlib.util.spec_from_file_location("bundle_model", REPO / "workflows" / "scripts" / "bundle_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_tsv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _prepared_data(folder: Path) -> None:
+    """A `protrnn prepare` output in miniature: two training sources (one an archive), one test set."""
+    folder.mkdir(parents=True)
+    header = ["source", "id", "length", "n_observed", "status", "reason", "split", "cluster"]
+    wheel = "/somewhere/cache/wheels/cgdms-1.0-py3-none-any.whl"
+    rows = [[f"{wheel}#cgdms/a.txt", "A", 50, 50, "kept", "", "train", "A"],
+            [f"{wheel}#cgdms/b.txt", "B", 50, 50, "kept", "", "train", "A"],
+            [f"{wheel}#cgdms/c.txt", "C", 50, 50, "kept", "", "val", "C"],
+            [f"{wheel}#cgdms/d.txt", "D", 50, 50, "removed", "1.000 identity to ts50:x", "", ""],
+            ["extra/chains.jsonl.gz", "E", 90, 90, "kept", "", "train", "E"],
+            ["extra/chains.jsonl.gz", "F", 900, 900, "skipped", "length N > --max-length N", "", ""],
+            ["extra/chains.jsonl.gz", "G", 80, 80, "removed", "0.400 identity to ts50:y", "", ""],
+            ["extra/chains.jsonl.gz", "H", 80, 80, "removed", "0.500 identity to other:z", "", ""],
+            ["tests/ts50.json.gz", "x", 70, 70, "kept", "", "test_ts50", ""],
+            ["tests/ts50.json.gz", "y", 60, 60, "kept", "", "test_ts50", ""],
+            ["tests/other.tar.gz", "z", 60, 60, "kept", "", "test_other", ""]]
+    _write_tsv(folder / "manifest.tsv", header, rows)
+    _write_tsv(folder / "leakage.tsv", ["chain_id", "source", "test_set", "test_id", "identity"],
+               [["D", f"{wheel}#cgdms/d.txt", "ts50", "x", "1.000"], ["G", "extra/chains.jsonl.gz", "ts50", "y", "0.4"],
+                ["H", "extra/chains.jsonl.gz", "other", "z", "0.5"]])
+
+
+def test_bundle_record_lists_sources_and_leakage(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _prepared_data(tmp_path / "data")
+    record = _bundle_script().data_record(tmp_path / "data")
+    assert record["sources"] == [
+        {"source": "cgdms-1.0-py3-none-any.whl", "train": 2, "val": 1, "removed_for_leakage": 1, "skipped": 0},
+        {"source": "extra/chains.jsonl.gz", "train": 1, "val": 0, "removed_for_leakage": 2, "skipped": 1}]
+    assert record["chains"] == {"train": 3, "val": 1}
+    assert record["test_sets"] == {"ts50": {"source": "tests/ts50.json.gz", "chains": 2},
+                                   "other": {"source": "tests/other.tar.gz", "chains": 1}}
+    assert record["leakage"] == {"removed": 3, "per_test_set": {"ts50": 2, "other": 1}}
+
+
+def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(tmp_path: Path, monkeypatch) -> None:
+    """Without options, bundle_model.py finds the prepared data and the pretrained encoder through the paths the
+    model's training config recorded, and the labels through the encoder's."""
+    from protrnn.model.config import ModelConfig
+    from protrnn.model.contact_model import ContactModel
+    from protrnn.model.io import save_model
+
+    monkeypatch.chdir(tmp_path)
+    _prepared_data(tmp_path / "data")
+    labels = tmp_path / "pretrain" / "data"
+    labels.mkdir(parents=True)
+    counts = {"records_read": 1000, "duplicates_collapsed": 400, "distinct_sequences": 600, "candidates": 580,
+              "removed_for_leakage": 30, "removed_per_test_set": {"ts50": 10, "other": 20}, "clusters": 200,
+              "chains_used": 550, "residues_used": 123456}
+    (labels / "manifest.json").write_text(json.dumps({
+        "info": {"source": "/cache/wheels/sidechainnet-1.0.1-py2.py3-none-any.whl", "subsets": ["full"],
+                 "max_chains": None, "identity": 0.3, "coverage": 0.5, "coverage_of": "test chain"},
+        "counts": counts, "splits": {"train": {"chains": 540, "clusters": 195, "residues": 120000},
+                                     "val": {"chains": 10, "clusters": 5, "residues": 3456}}}))
+    encoder = tmp_path / "pretrain" / "encoder"
+    encoder.mkdir(parents=True)
+    (encoder / "encoder.json").write_text(json.dumps({
+        "global_step": 2851, "epoch": 1, "selected": "best", "monitor": "val/loss",
+        "objectives": {"ss_weight": 1.0, "mask_weight": 1.0},
+        "val_metrics": {"val/Q8": 0.59789, "val/Q3": 0.70974, "val/mask_acc": 0.21558},
+        "throughput": {"residues_seen": 22993952, "residues_per_s": 27877.0},
+        "training_config": {"trainer": {"max_time": "00:00:15:00"},
+                            "data": {"train_path": "pretrain/data/train.npz"}}}))
+    model_dir = tmp_path / "models" / "bundle"
+    callback = {"class_path": "protrnn.training.finetune.PretrainedEncoder",
+                "init_args": {"path": "pretrain/encoder", "freeze_steps": 300}}
+    save_model(ContactModel(ModelConfig(hidden_size=8, embed_dim=8, num_layers=1, head="pairwise")), model_dir,
+               extra={"selected": "best", "monitor": "val/P@L5_medium_long", "epoch": 3, "global_step": 4000,
+                      "val_metrics": {"val/loss": 0.25},
+                      "training_config": {"trainer": {"max_epochs": 30, "max_time": "00:01:28:00", "max_steps": 8000,
+                                                      "callbacks": [callback]},
+                                          "data": {"train_path": "data/train.npz"}}})
+    summary = {"format": "protrnn-evaluation", "format_version": 1, "command": "protrnn evaluate",
+               "results": {"bundle": {"ts50": {"n_proteins": 2, "metrics": {
+                   "long/P@L/5": {"mean": 0.2, "low": 0.1, "high": 0.3}}}}}}
+    for name in ("bundle", "baselines"):
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "summary.json").write_text(json.dumps(summary))
+    outdir = tmp_path / "installed"
+    assert _bundle_script().main([str(model_dir), str(tmp_path / "eval" / "bundle"),
+                                  str(tmp_path / "eval" / "baselines"), str(outdir)]) == 0
+    record = json.loads((outdir / "evaluation.json").read_text())
+    assert record["training_data"]["chains"] == {"train": 3, "val": 1}
+    assert record["training_data"]["leakage"]["per_test_set"] == {"ts50": 2, "other": 1}
+    pretraining = record["pretraining"]
+    assert pretraining["freeze_steps"] == 300 and pretraining["encoder"]["global_step"] == 2851
+    assert pretraining["encoder"]["val_metrics"] == {"val/Q8": 0.5979, "val/Q3": 0.7097, "val/mask_acc": 0.2156}
+    assert pretraining["data"]["source"] == "sidechainnet-1.0.1-py2.py3-none-any.whl"
+    assert pretraining["data"]["counts"] == counts
+    card = (outdir / "README.md").read_text()
+    assert "## Training data" in card and "| cgdms-1.0-py3-none-any.whl | 2 | 1 | 1 | 0 |" in card
+    assert ": 3 (ts50 2, other 1)." in card
+    assert "## Pretrained encoder" in card and "Q3 0.710" in card and "first 300 contact-training steps" in card
+    assert "30 chains removed" in card and "(ts50 10, other 20)" in card
+    assert "max_time 00:01:28:00, max_steps 8000" in card
+    # explicit folders win over the recorded ones
+    elsewhere = tmp_path / "elsewhere"
+    _prepared_data(elsewhere)
+    with open(elsewhere / "manifest.tsv", "a", encoding="utf-8") as handle:
+        handle.write("extra/chains.jsonl.gz\tI\t90\t90\tkept\t\tval\tI\n")
+    assert _bundle_script().main([str(model_dir), str(tmp_path / "eval" / "bundle"),
+                                  str(tmp_path / "eval" / "baselines"), str(outdir), "--data", str(elsewhere)]) == 0
+    assert json.loads((outdir / "evaluation.json").read_text())["training_data"]["chains"] == {"train": 3, "val": 2}

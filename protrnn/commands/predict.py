@@ -18,17 +18,22 @@ Per record, OUTDIR gets <name>.rr (CASP RR: top contacts with |i-j| >= 6, by def
 Files are written atomically per record; rerun the same command after an interruption and completed records are
 skipped, giving the same bytes as an uninterrupted run.
 
+On Linux with glibc the command tunes malloc for the pair head's tile buffers (faster on CPU; set
+PROTRNN_MALLOC_TUNING=0, or any MALLOC_* variable of your own, to keep glibc's defaults).
+
 examples:
   protrnn predict proteins.fasta -o out/
   protrnn predict proteins.fasta.gz -o out/ --top 100 --png --skip-invalid
   protrnn predict targets.fasta -o out/ --structures pdb_dir/      # adds precision metrics to the summary
   protrnn predict ts50.fasta -o out/ --structures ts50.json.gz     # chains matched by record ID
+  protrnn predict big.fasta -o out/ --precision auto               # bf16 where the CPU/GPU has it (faster)
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from protrnn.conventions import MIN_SEPARATION
-    from protrnn.model.predictor import DEFAULT_BATCH_TOKENS
+    from protrnn.model.contact_model import PREDICT_PRECISIONS
+    from protrnn.model.predictor import CPU_BATCH_TOKENS, DEFAULT_BATCH_TOKENS, DEFAULT_PRECISION
 
     parser.add_argument("input", metavar="INPUT.fasta", help="FASTA file (plain or gzip)")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
@@ -53,16 +58,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     truth.add_argument("--structure-map", metavar="TSV", help="evaluate against structures listed as id<TAB>path"
                                                              "[<TAB>chain]; relative paths are from the TSV's folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
-    parser.add_argument("--max-tokens", type=positive_int, default=DEFAULT_BATCH_TOKENS, metavar="N",
-                        help=f"padded residues per batch (default {DEFAULT_BATCH_TOKENS}); lower it if memory is short")
+    parser.add_argument("--precision", choices=PREDICT_PRECISIONS, default=DEFAULT_PRECISION,
+                        help=f"arithmetic of the pair head (default {DEFAULT_PRECISION}): 32 = float32, the same "
+                             "results on every machine; bf16 = bfloat16 autocast, faster where the hardware has it, "
+                             "probabilities move by ~1e-3 (docs/predict.md); auto = bf16 where this CPU/GPU does "
+                             "bf16 natively, else 32")
+    parser.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
+                        help=f"padded residues per batch (default {CPU_BATCH_TOKENS} on CPU, {DEFAULT_BATCH_TOKENS} "
+                             "on GPU); lower it if memory is short")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from protrnn.model.predictor import load_model
     from protrnn.predict import predict_fasta
+    from protrnn.predict.memory import tune_malloc
 
-    predictor = load_model(args.model, device=args.device)
+    tune_malloc()  # glibc: keep tile buffers for reuse (docs/predict.md); PROTRNN_MALLOC_TUNING=0 turns it off
+    predictor = load_model(args.model, device=args.device, precision=args.precision)
     result = predict_fasta(args.input, args.outdir, predictor, top=args.top, threshold=args.threshold,
                            min_separation=args.min_separation, png=args.png, skip_invalid=args.skip_invalid,
                            structures=args.structures or args.structure_map, progress=not args.no_progress,

@@ -8,14 +8,9 @@ Three actions: ``prepare`` (sidechainnet DSSP labels -> cluster-split datasets, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from protrnn.commands.args import default_cache_dir, fraction, open_fraction, positive_int
 from protrnn.errors import InputError
@@ -135,121 +130,9 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------------------ fit
-def _build_cli_class() -> type:
-    """The LightningCLI of ``protrnn pretrain fit`` (built lazily: ``protrnn --help`` does not import Lightning)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
-    from protrnn.commands.train import _auto_precision, _dump_config, _next_version
-    from protrnn.training.pretrain import (
-        PRETRAIN_MONITOR,
-        ExportPretrainedOnFitEnd,
-        PretrainLightningModule,
-        ResidueThroughput,
-        StructureLabelDataModule,
-    )
-
-    class PretrainCLI(LightningCLI):
-        """LightningCLI with protrnn's run directory, loggers, checkpoints, precision, throughput and export."""
-
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            parser.add_argument("--ckpt_path", type=str | None, default=None,
-                                help="Resume from this checkpoint; 'last' = the run directory's last.ckpt.")
-            parser.add_argument("--export_dir", type=str | None, default=None,
-                                help="Where to export the encoder (default: trainer.default_root_dir).")
-            parser.add_argument("--num_threads", type=int | None, default=None,
-                                help="torch intra-op CPU threads (default: torch's choice).")
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults({
-                "checkpoint.monitor": PRETRAIN_MONITOR, "checkpoint.mode": "min", "checkpoint.save_top_k": 1,
-                "checkpoint.save_last": True, "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",
-                "checkpoint.auto_insert_metric_name": False, "checkpoint.enable_version_counter": False,
-            })
-
-        def before_instantiate_classes(self) -> None:
-            trainer = self.config.trainer
-            if trainer.get("use_distributed_sampler"):
-                raise InputError("config key 'trainer.use_distributed_sampler' must be false: the token-budget "
-                                 "batch sampler shards the data across DDP ranks itself")
-            if trainer.get("precision") is None:
-                trainer.precision = _auto_precision(trainer.get("accelerator", "auto"))
-            root = Path(trainer.get("default_root_dir") or "runs/pretrain")
-            trainer.default_root_dir = str(root)
-            if self.config.checkpoint.get("dirpath") is None:
-                self.config.checkpoint.dirpath = str(root / "checkpoints")
-            threads = self.config.get("num_threads")
-            if threads is not None:
-                if threads < 1:
-                    raise InputError(f"config key 'num_threads': must be a positive integer or null, got {threads}")
-                import torch
-
-                torch.set_num_threads(threads)
-            if self.config.get("export_dir") is None:
-                self.config.export_dir = str(root)
-
-        def instantiate_trainer(self, **kwargs: Any) -> Any:
-            config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-            root = Path(config["default_root_dir"])
-            if config.get("logger") in (None, True):
-                version = _next_version(root)
-                config["logger"] = [CSVLogger(str(root), name="logs", version=version),
-                                    TensorBoardLogger(str(root), name="logs", version=version,
-                                                      default_hp_metric=False)]
-            callbacks = [self._get(self.config_init, key) for key in self.parser.callback_keys]
-            training_config = yaml.safe_load(_dump_config(self.parser, self.config))
-            callbacks += [ResidueThroughput(),
-                          ExportPretrainedOnFitEnd(self.config.export_dir, extra={"training_config": training_config})]
-            return self._instantiate_trainer(config, callbacks)
-
-    PretrainCLI.model_class_default = PretrainLightningModule
-    PretrainCLI.datamodule_class_default = StructureLabelDataModule
-    return PretrainCLI
-
-
-def build_cli(argv: list[str]) -> Any:
-    """Parse ``argv`` of ``protrnn pretrain fit`` and instantiate model, data and trainer (no training)."""
-    from jsonargparse import ArgumentError
-
-    from protrnn.commands.train import CONFIG_DIR, _one_line
-
-    cli_class = _build_cli_class()
-    trainer_defaults = {"use_distributed_sampler": False, "gradient_clip_val": 1.0, "max_epochs": 1,
-                        "log_every_n_steps": 10, "default_root_dir": "runs/pretrain", "precision": None}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-        try:
-            return cli_class(cli_class.model_class_default, cli_class.datamodule_class_default, run=False,
-                             args=argv, seed_everything_default=0, trainer_defaults=trainer_defaults,
-                             auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
-                             parser_kwargs={"exit_on_error": False, "prog": "protrnn pretrain fit",
-                                            "default_config_files": [str(CONFIG_DIR / "pretrain.yaml")],
-                                            "description": "Pretrain the recurrent encoder (docs/pretraining.md); "
-                                                           "--config pretrain is the bundled recipe."})
-        except ArgumentError as exc:
-            raise InputError(_one_line(exc)) from None
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"invalid configuration: {_one_line(exc)}") from None
-
-
 def fit_main(argv: list[str]) -> int:
-    """``protrnn pretrain fit``: returns the exit status (a diverging run: 1)."""
-    from protrnn.commands.train import EXIT_DIVERGED, resolve_config_args
-    from protrnn.training.module import TrainingDiverged
+    """``protrnn pretrain fit``: LightningCLI over :mod:`protrnn.training.pretrain` (:data:`protrnn.training.cli.PRETRAIN`);
+    returns the exit status (a diverging run: 1)."""
+    from protrnn.training.cli import PRETRAIN, run_fit
 
-    cli = build_cli(resolve_config_args(list(argv)))
-    try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    except TrainingDiverged as exc:
-        print(f"protrnn: error: {exc}", file=sys.stderr)
-        return EXIT_DIVERGED
-    if cli.trainer.is_global_zero:
-        for callback in cli.trainer.callbacks:
-            exported = getattr(callback, "exported", None)
-            if exported is not None:
-                with contextlib.suppress(OSError):
-                    print(f"protrnn: exported the pretrained encoder to {Path(exported).parent}", file=sys.stderr)
-    return 0
+    return run_fit(PRETRAIN, argv)

@@ -40,7 +40,7 @@ from protrnn.utils.io import atomic_path
 
 FORMAT_NAME = "protrnn-dataset"
 FORMAT_VERSION = 1
-_REQUIRED_KEYS = ("sequences", "offsets", "observed", "coords", "ids", "sources", "chain_meta", "metadata")
+_REQUIRED_KEYS = ("sequences", "offsets", "observed", "coords", "ids", "sources", "chain_meta")
 
 
 def _json_default(value: object) -> object:
@@ -256,27 +256,43 @@ def _decode_json(array: np.ndarray, path: Path, key: str) -> Any:
         raise InputError(f"{key} is not valid JSON ({exc.__class__.__name__})", path=path) from None
 
 
-def load_dataset(path: str | Path) -> ChainDataset:
-    """Read a file written by :func:`save_dataset` (never unpickles); InputError names the file and the problem."""
+def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, format_version: int, what: str,
+                  hint: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays ``keys`` and the parsed JSON ``metadata`` of one of protrnn's flat ``.npz`` files, after the checks
+    every such file shares (never unpickles): it exists, is a readable archive holding ``keys`` and ``metadata``,
+    and its metadata names ``format_name`` at ``format_version``.
+
+    ``what`` names the kind of file in messages ("dataset file"), ``hint`` follows "not found" (how to make one).
+    Every problem is a one-line :class:`InputError` naming the file; the caller checks the arrays' shapes.
+    """
     source = Path(path)
     if not source.is_file():
-        raise InputError("dataset file not found", path=source)
+        raise InputError(f"{what} not found{hint}", path=source)
+    wanted = [*keys, "metadata"]
     try:
         with np.load(source, allow_pickle=False) as archive:
-            missing = [key for key in _REQUIRED_KEYS if key not in archive.files]
+            missing = [key for key in wanted if key not in archive.files]
             if missing:
-                raise InputError(f"not a protrnn dataset (missing {', '.join(missing)})", path=source)
-            arrays = {key: archive[key] for key in _REQUIRED_KEYS}
+                raise InputError(f"not a {what} (missing {', '.join(missing)})", path=source)
+            arrays = {key: archive[key] for key in wanted}
     except InputError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"cannot read dataset ({exc.__class__.__name__}: {exc})", path=source) from None
-    metadata = _decode_json(arrays["metadata"], source, "metadata")
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-        raise InputError(f"not a {FORMAT_NAME} file", path=source)
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"unsupported format_version {metadata.get('format_version')!r} (expected {FORMAT_VERSION})",
+        raise InputError(f"cannot read {what} ({exc.__class__.__name__}: {exc})", path=source) from None
+    metadata = _decode_json(arrays.pop("metadata"), source, "metadata")
+    if not isinstance(metadata, dict) or metadata.get("format") != format_name:
+        raise InputError(f"not a {format_name} file", path=source)
+    if metadata.get("format_version") != format_version:
+        raise InputError(f"unsupported format_version {metadata.get('format_version')!r} (expected {format_version})",
                          path=source)
+    return arrays, metadata
+
+
+def load_dataset(path: str | Path) -> ChainDataset:
+    """Read a file written by :func:`save_dataset` (never unpickles); InputError names the file and the problem."""
+    source = Path(path)
+    arrays, metadata = read_npz_file(source, _REQUIRED_KEYS, format_name=FORMAT_NAME, format_version=FORMAT_VERSION,
+                                     what="dataset file")
     offsets = arrays["offsets"]
     n = len(arrays["ids"])
     total = int(offsets[-1]) if offsets.size else -1

@@ -27,7 +27,6 @@ key             dtype / shape               meaning
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from protrnn.alphabet import DEFAULT_ALPHABET, UNK_TOKEN
+from protrnn.data.dataset import read_npz_file
 from protrnn.errors import InputError
 from protrnn.utils.io import atomic_path
 
@@ -49,7 +49,7 @@ SS3_STATES = "HEC"
 SS8_TO_SS3 = np.array([0, 0, 0, 1, 1, 2, 2, 2], dtype=np.int64)
 #: Label of a residue without one (unknown DSSP letter or non-standard residue).
 MASKED = -1
-_KEYS = ("tokens", "ss8", "label_mask", "offsets", "ids", "clusters", "metadata")
+_KEYS = ("tokens", "ss8", "label_mask", "offsets", "ids", "clusters")
 _LETTER_TABLE = np.full(256, MASKED, dtype=np.int8)
 for _index, _letter in enumerate(SS8_STATES):
     _LETTER_TABLE[ord(_letter)] = _index
@@ -180,27 +180,12 @@ class StructureLabelSet:
 def load_structure_labels(path: str | Path) -> StructureLabelSet:
     """Read a file written by :func:`save_structure_labels` (never unpickles); InputError names file and problem."""
     source = Path(path)
-    if not source.is_file():
-        raise InputError("structure-label file not found (make one with `protrnn pretrain prepare`)", path=source)
-    try:
-        with np.load(source, allow_pickle=False) as archive:
-            missing = [key for key in _KEYS if key not in archive.files]
-            if missing:
-                raise InputError(f"not a structure-label file (missing {', '.join(missing)})", path=source)
-            arrays = {key: archive[key] for key in _KEYS}
-    except InputError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"cannot read structure labels ({exc.__class__.__name__}: {exc})", path=source) from None
-    try:
-        metadata = json.loads(arrays.pop("metadata").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InputError("metadata is not valid JSON", path=source) from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-        raise InputError(f"not a {FORMAT_NAME} file", path=source)
-    if metadata.get("format_version") != FORMAT_VERSION or metadata.get("ss8_states") != SS8_STATES:
-        raise InputError(f"unsupported format_version {metadata.get('format_version')!r} or state order "
-                         f"{metadata.get('ss8_states')!r}", path=source)
+    arrays, metadata = read_npz_file(source, _KEYS, format_name=FORMAT_NAME, format_version=FORMAT_VERSION,
+                                     what="structure-label file",
+                                     hint=" (make one with `protrnn pretrain prepare`)")
+    if metadata.get("ss8_states") != SS8_STATES:
+        raise InputError(f"unsupported state order {metadata.get('ss8_states')!r} (expected {SS8_STATES!r})",
+                         path=source)
     offsets, n = arrays["offsets"], len(arrays["ids"])
     total = int(offsets[-1]) if offsets.size else -1
     ok = (offsets.shape == (n + 1,) and offsets[0] == 0 and bool(np.all(np.diff(offsets) >= 0))

@@ -43,6 +43,7 @@ from protrnn.diagnostics.usage import DEFAULT_USAGE_DISTANCES, background_compos
 from protrnn.errors import InputError, reading
 from protrnn.model.io import load_network
 from protrnn.model.predictor import resolve_device
+from protrnn.model.pretrain_heads import read_pretrained_metadata
 from protrnn.training.loss import LossSettings
 
 #: Column names of the last logged train and validation losses in a Lightning CSVLogger ``metrics.csv``.
@@ -131,7 +132,13 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
 
 def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """What a model's ``model.json`` says about how it was trained: ``seed`` (seed_everything), ``gradient_clip_val``,
-    ``max_steps`` and the ``global_step`` of the exported weights (keys absent from the record are left out)."""
+    ``max_steps`` and the ``global_step`` of the exported weights (keys absent from the record are left out), and
+    always ``pretrained_encoder``: whether training started from a pretrained encoder (a
+    :data:`PRETRAINED_CALLBACK` in ``trainer.callbacks``; False for a model.json that records no callbacks).
+
+    A pretrained model also gets ``freeze_steps``, ``pretrained_encoder_path`` and, when that export's
+    ``encoder.json`` can still be read, ``pretrained_encoder_metrics`` (its held-out ``Q8``, ``Q3``, ``mask_acc``).
+    """
     config = metadata.get("training_config") or {}
     trainer = config.get("trainer") or {} if isinstance(config, Mapping) else {}
     out: dict[str, Any] = {}
@@ -142,6 +149,52 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = trainer[key]
     if metadata.get("global_step") is not None:
         out["global_step"] = metadata["global_step"]
+    callback = _pretrained_callback(trainer.get("callbacks") if isinstance(trainer, Mapping) else None)
+    out["pretrained_encoder"] = callback is not None
+    if callback is not None:
+        init_args = callback.get("init_args") or {}
+        init_args = init_args if isinstance(init_args, Mapping) else {}
+        out["freeze_steps"] = int(init_args.get("freeze_steps") or 0)
+        path = init_args.get("path")
+        if path:
+            out["pretrained_encoder_path"] = str(path)
+            metrics = _encoder_metrics(path)
+            if metrics:
+                out["pretrained_encoder_metrics"] = metrics
+    return out
+
+
+#: The callback (``trainer.callbacks`` class path) that starts contact training from a pretrained encoder.
+PRETRAINED_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
+#: Validation metrics of a pretrained export's ``encoder.json`` copied into the training record (recorded name -> key).
+ENCODER_METRICS = {"val/Q8": "Q8", "val/Q3": "Q3", "val/mask_acc": "mask_acc"}
+
+
+def _pretrained_callback(callbacks: Any) -> Mapping[str, Any] | None:
+    """The :data:`PRETRAINED_CALLBACK` entry of a recorded ``trainer.callbacks`` (a list, or one entry), if any."""
+    if isinstance(callbacks, Mapping):
+        callbacks = [callbacks]
+    if not isinstance(callbacks, Sequence) or isinstance(callbacks, str):
+        return None
+    for entry in callbacks:
+        if isinstance(entry, Mapping) and entry.get("class_path") in (PRETRAINED_CALLBACK, "PretrainedEncoder"):
+            return entry
+    return None
+
+
+def _encoder_metrics(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Held-out Q8 / Q3 / masked-residue accuracy from a pretrained export's ``encoder.json`` (empty when it cannot be
+    read: the record stays about the model, a moved or deleted encoder is no error)."""
+    try:
+        metadata = read_pretrained_metadata(path)
+    except (InputError, OSError, ValueError):
+        return {}
+    values = metadata.get("val_metrics") or {}
+    out = {}
+    for recorded, key in ENCODER_METRICS.items():
+        value = values.get(recorded) if isinstance(values, Mapping) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[key] = float(value)
     return out
 
 
@@ -270,5 +323,5 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stream)
 
 
-__all__ = ["TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS", "DiagnoseOptions", "diagnose", "load_chains", "print_table",
-           "read_last_losses", "sample_chains", "training_record"]
+__all__ = ["ENCODER_METRICS", "PRETRAINED_CALLBACK", "TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS", "DiagnoseOptions", "diagnose",
+           "load_chains", "print_table", "read_last_losses", "sample_chains", "training_record"]

@@ -11,6 +11,10 @@ An exported model is a directory with two files:
 :func:`load_network` is the one loader every caller uses: it takes an export directory, its ``model.json`` or
 ``model.safetensors``, or a Lightning ``.ckpt`` written by ``protrnn train`` (read with ``torch.load(weights_only=True)``),
 and returns the network in eval mode with its metadata. :func:`load_checkpoint` reads a checkpoint dict for resuming.
+
+The pair of files is one :class:`ExportFormat` (:data:`MODEL_EXPORT`); the pretrained encoder
+(:mod:`protrnn.model.pretrain_heads`) is another, written and read by the same :func:`save_export`,
+:func:`read_export_metadata` and :func:`load_export` with the same checks (:func:`check_state` for the weights).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
 from protrnn.errors import InputError, reading
@@ -43,6 +48,28 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 #: The attribute under which the Lightning module holds the network: checkpoint keys start with it.
 CHECKPOINT_NET_PREFIX = "net."
 _RESERVED_KEYS = frozenset({"format", "format_version", "config", "alphabet"})
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One pickle-free export kind: ``weights_name`` (safetensors ``state_dict``) beside ``json_name``
+    (``{"format": name, "format_version": version, "config": ModelConfig, "alphabet": ..., ...}``, written last).
+
+    ``label`` and ``noun`` word the error messages ("not a {label}: ...", "invalid {noun} description"),
+    ``how_to_export`` names the command that writes one.
+    """
+
+    name: str
+    version: int
+    weights_name: str
+    json_name: str
+    label: str
+    noun: str
+    how_to_export: str
+
+
+MODEL_EXPORT = ExportFormat(MODEL_FORMAT, MODEL_FORMAT_VERSION, WEIGHTS_NAME, JSON_NAME, label="protrnn model",
+                            noun="model", how_to_export="`protrnn export`")
 
 
 @dataclass
@@ -109,9 +136,10 @@ def load_network(path: str | os.PathLike[str] | None = None, map_location: str |
                                     "training_hparams": hparams}
         network.export_metadata = metadata
         return LoadedModel(network.to(map_location).eval(), metadata, target, "checkpoint", target, checkpoint)
-    json_path, weights_path = _resolve(target)
-    network = _load_export(json_path, weights_path, map_location)
-    return LoadedModel(network, dict(network.export_metadata), target, "export", weights_path)
+    json_path, weights_path = export_paths(target)
+    network, meta = load_export(json_path, ContactModel, MODEL_EXPORT, map_location)
+    network.export_metadata = meta
+    return LoadedModel(network, dict(meta), target, "export", weights_path)
 
 
 def save_model(model: ContactModel, directory: str | os.PathLike[str], extra: dict | None = None) -> Path:
@@ -120,108 +148,130 @@ def save_model(model: ContactModel, directory: str | os.PathLike[str], extra: di
     ``extra`` (JSON-serialisable, e.g. training metadata) is merged into the JSON; it may not override the
     reserved keys ``format``, ``format_version``, ``config`` and ``alphabet``.
     """
+    return save_export(model, model.config, directory, extra, MODEL_EXPORT)
+
+
+def save_export(network: nn.Module, config: ModelConfig, directory: str | os.PathLike[str], extra: dict | None,
+                fmt: ExportFormat) -> Path:
+    """Write ``network``'s weights then its JSON description (``fmt``) into ``directory``, each atomically; returns
+    the JSON path. ``extra`` is merged into the JSON and may not override the reserved keys."""
     extra = dict(extra or {})
     clash = sorted(_RESERVED_KEYS & set(extra))
     if clash:
-        raise ValueError(f"extra may not override reserved model.json key(s): {', '.join(clash)}")
+        raise ValueError(f"extra may not override reserved {fmt.json_name} key(s): {', '.join(clash)}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-            "config": model.config.to_dict(), "alphabet": DEFAULT_ALPHABET.to_dict(), **extra}
+    meta = {"format": fmt.name, "format_version": fmt.version,
+            "config": config.to_dict(), "alphabet": DEFAULT_ALPHABET.to_dict(), **extra}
     text = json.dumps(meta, indent=2, sort_keys=False) + "\n"  # fails before anything is written if not JSON-able
-    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    with atomic_path(out / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION)})
-    with atomic_write(out / JSON_NAME) as handle:
+    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in network.state_dict().items()}
+    with atomic_path(out / fmt.weights_name) as tmp:
+        save_file(state, str(tmp), metadata={"format": fmt.name, "format_version": str(fmt.version)})
+    with atomic_write(out / fmt.json_name) as handle:
         handle.write(text)
-    return out / JSON_NAME
+    return out / fmt.json_name
 
 
-def _resolve(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """(model.json, model.safetensors) for a model directory, its model.json or its model.safetensors."""
+def export_paths(path: str | os.PathLike[str], fmt: ExportFormat = MODEL_EXPORT) -> tuple[Path, Path]:
+    """(JSON, weights) of an export of ``fmt``: its directory, its JSON file or its weights file."""
     target = Path(path)
     if target.is_dir():
-        json_path = target / JSON_NAME
+        json_path = target / fmt.json_name
         if not json_path.is_file():
-            raise InputError(f"not a protrnn model: no {JSON_NAME} in the directory", path=target)
+            raise InputError(f"not a {fmt.label}: no {fmt.json_name} in the directory (export one with "
+                             f"{fmt.how_to_export})", path=target)
     elif target.is_file():
-        json_path = target.with_name(JSON_NAME) if target.name == WEIGHTS_NAME else target
+        json_path = target.with_name(fmt.json_name) if target.name == fmt.weights_name else target
     else:
-        raise InputError("model path does not exist", path=target)
+        raise InputError(f"{fmt.noun} path does not exist", path=target)
     if not json_path.is_file():
-        raise InputError(f"not a protrnn model: no {JSON_NAME} beside the weights", path=target)
-    return json_path, json_path.with_name(WEIGHTS_NAME)
+        raise InputError(f"not a {fmt.label}: no {fmt.json_name} beside the weights", path=target)
+    return json_path, json_path.with_name(fmt.weights_name)
 
 
 def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
     """Parse and validate ``model.json`` (no weights read). Raises :class:`InputError` for anything that is not a
     protrnn model: a pickle / PyTorch or Lightning checkpoint, non-JSON, another format or a newer version."""
-    json_path, _ = _resolve(path)
+    return read_export_metadata(path, MODEL_EXPORT)
+
+
+def read_export_metadata(path: str | os.PathLike[str], fmt: ExportFormat) -> dict[str, Any]:
+    """Parse and validate the JSON description of an export of ``fmt`` (no weights read); one-line InputError for
+    a pickle, non-JSON, another format, an unsupported version or missing ``config`` / ``alphabet``."""
+    json_path, _ = export_paths(path, fmt)
     with reading(json_path):
         raw = json_path.read_bytes()
     if raw[:1] == b"\x80" or raw[:2] == b"PK":
-        raise InputError("not a protrnn model: this is a pickle / PyTorch checkpoint, which is never unpickled; "
-                         "export one with `protrnn export`", path=json_path)
+        raise InputError(f"not a {fmt.label}: this is a pickle / PyTorch checkpoint, which is never unpickled; "
+                         f"export one with {fmt.how_to_export}", path=json_path)
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"not a protrnn model: not a JSON model description ({err})", path=json_path) from None
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        raise InputError(f"not a {fmt.label}: not a JSON {fmt.noun} description ({err})", path=json_path) from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt.name:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise InputError(f"not a protrnn model: format is {found!r}, expected {MODEL_FORMAT!r}", path=json_path)
+        raise InputError(f"not a {fmt.label}: format is {found!r}, expected {fmt.name!r}", path=json_path)
     version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MODEL_FORMAT_VERSION:
-        raise InputError(f"unsupported protrnn model format_version {version!r} "
-                         f"(this version reads 1..{MODEL_FORMAT_VERSION})", path=json_path)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= fmt.version:
+        raise InputError(f"unsupported {fmt.label} format_version {version!r} "
+                         f"(this version reads 1..{fmt.version})", path=json_path)
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("alphabet"), dict):
-        raise InputError("model.json must contain 'config' and 'alphabet' objects", path=json_path)
+        raise InputError(f"{fmt.json_name} must contain 'config' and 'alphabet' objects", path=json_path)
     return meta
 
 
-def _load_export(json_path: Path, weights_path: Path, map_location: str | torch.device = "cpu") -> ContactModel:
-    """Rebuild a :class:`ContactModel` from :func:`save_model` output without unpickling anything; eval mode,
-    ``export_metadata`` set to the parsed JSON."""
-    meta = read_model_metadata(json_path)
+def load_export(path: str | os.PathLike[str], build: Callable[[ModelConfig], nn.Module], fmt: ExportFormat,
+                map_location: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild ``build(config)`` from an export of ``fmt`` (directory, JSON or weights path) without unpickling
+    anything; returns the network (eval mode, on ``map_location``) and the parsed JSON. The alphabet must be this
+    version's and every weight must match the config (:func:`check_state`)."""
+    json_path, weights_path = export_paths(path, fmt)
+    meta = read_export_metadata(json_path, fmt)
     try:
-        config = ModelConfig.from_dict(dict(meta["config"]))  # type: ignore[arg-type]
-        alphabet = Alphabet.from_dict(dict(meta["alphabet"]))  # type: ignore[arg-type]
+        config = ModelConfig.from_dict(dict(meta["config"]))
+        alphabet = Alphabet.from_dict(dict(meta["alphabet"]))
     except (InputError, TypeError, KeyError) as err:
-        raise InputError(f"invalid model description: {err}", path=json_path) from None
+        raise InputError(f"invalid {fmt.noun} description: {err}", path=json_path) from None
     if alphabet.size != config.vocab_size:
         raise InputError(f"alphabet has {alphabet.size} tokens but config.vocab_size is {config.vocab_size}",
                          path=json_path)
     if alphabet != DEFAULT_ALPHABET:
-        raise InputError(f"model alphabet {alphabet.residues!r} differs from this version's "
+        raise InputError(f"{fmt.noun} alphabet {alphabet.residues!r} differs from this version's "
                          f"{DEFAULT_ALPHABET.residues!r}", path=json_path)
     if not weights_path.is_file():
-        raise InputError(f"missing weights file {WEIGHTS_NAME} beside model.json", path=json_path)
+        raise InputError(f"missing weights file {fmt.weights_name} beside {fmt.json_name}", path=json_path)
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:
-        raise InputError(f"not a protrnn model: unreadable safetensors weights ({err})", path=weights_path) from None
-    model = ContactModel(config)
-    expected = model.state_dict()
+        raise InputError(f"not a {fmt.label}: unreadable safetensors weights ({err})", path=weights_path) from None
+    network = build(config)
+    expected = network.state_dict()
+    check_state(state, expected, source=weights_path)
+    network.load_state_dict({name: state[name].to(expected[name].dtype) for name in expected})
+    return network.to(map_location).eval(), meta
+
+
+def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, source: object,
+                what: str = "weights do not match the config") -> None:
+    """One-line InputError naming the first missing, unexpected or mis-shaped parameter of ``state`` against
+    ``expected`` (prefixed by ``what``), or the first that is not a finite float tensor; ``source`` is the file."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
-        raise InputError(f"weights do not match the config: missing parameter {missing[0]!r}"
-                         + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""), path=weights_path)
+        raise InputError(f"{what}: missing parameter {missing[0]!r}"
+                         + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""), path=source)
     if unexpected:
-        raise InputError(f"weights do not match the config: unexpected parameter {unexpected[0]!r}"
-                         + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""), path=weights_path)
+        raise InputError(f"{what}: unexpected parameter {unexpected[0]!r}"
+                         + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""), path=source)
     for name, reference in expected.items():
         tensor = state[name]
         if tensor.shape != reference.shape:
-            raise InputError(f"weights do not match the config: parameter {name!r} has shape "
-                             f"{tuple(tensor.shape)}, config implies {tuple(reference.shape)}", path=weights_path)
+            raise InputError(f"{what}: parameter {name!r} has shape {tuple(tensor.shape)}, config implies "
+                             f"{tuple(reference.shape)}", path=source)
         if not tensor.is_floating_point():
-            raise InputError(f"parameter {name!r} has non-float dtype {tensor.dtype}", path=weights_path)
+            raise InputError(f"parameter {name!r} has non-float dtype {tensor.dtype}", path=source)
         if not torch.isfinite(tensor).all():
-            raise InputError(f"parameter {name!r} contains NaN or infinite values", path=weights_path)
-    model.load_state_dict({name: state[name].to(expected[name].dtype) for name in expected})
-    model.to(map_location)
-    model.export_metadata = meta
-    return model.eval()
+            raise InputError(f"parameter {name!r} contains NaN or infinite values", path=source)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

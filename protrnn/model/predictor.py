@@ -1,12 +1,17 @@
 """Sequences -> contact probabilities: :class:`Predictor` (cleaning with the model's alphabet, encoding, batching under
 memory budgets via :func:`protrnn.data.packing.pack`, padding via :func:`~protrnn.data.packing.right_pad`, tiled pair
-scoring so one long chain runs in bounded memory) and :func:`load_model`. Kept with the model, as ESM keeps its batch
-converter with its alphabet; the FASTA-to-files run is :mod:`protrnn.predict.run`.
+scoring so one long chain runs in bounded memory, float32 or bf16 arithmetic) and :func:`load_model`. Kept with the
+model, as ESM keeps its batch converter with its alphabet; the FASTA-to-files run is :mod:`protrnn.predict.run`.
 
 Public API (stable, see docs/predict.md)::
 
     model = protrnn.load_model()                 # bundled default model (or load_model("path/to/model_dir"))
     probs = model.predict(["MKV...", "GSH..."])  # one L x L float32 symmetric probability matrix per sequence
+
+Memory of one batch of B chains padded to T (see :mod:`protrnn.model.heads`): each pair-feature tensor of the head
+holds ``B x (tile + 2 halo)^2 x pair_dim`` floats, at most :func:`pair_budget` (the tile is chosen by
+:meth:`ContactModel.chunk_size_for` from that budget, and :meth:`Predictor.plan` forms batches under the same
+budget), plus the ``B x T^2`` float32 output, at most :data:`MAX_BATCH_PAIRS`.
 """
 
 from __future__ import annotations
@@ -23,16 +28,22 @@ from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
 from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import ContactModel
+from protrnn.model.contact_model import TILE_FLOATS_CAP, ContactModel, resolve_precision
 from protrnn.model.io import load_network
 
-#: Padded residues per batch (B x T_max): bounds the recurrent activations.
+#: Padded residues per batch (B x T_max) on a GPU: bounds the recurrent activations.
 DEFAULT_BATCH_TOKENS = 8192
+#: Padded residues per batch on a CPU: small batches keep each batch's pair tensors in cache and below glibc's mmap
+#: threshold; measured faster than 8,192 for many short chains (docs/predict.md, "Speed and memory").
+CPU_BATCH_TOKENS = 1024
 #: Cap on B x T_max^2 per batch: bounds the B x T x T float32 output (64 MiB).
 MAX_BATCH_PAIRS = 1 << 24
 #: Cap on pair-feature floats per batch, B x E^2 x pair_dim, where E = min(T_max, tile + 2 x halo) is the side of
-#: the pair block the head holds at once (see protrnn.model.heads): 128 MiB per pair-feature tensor.
+#: the pair block the head holds at once (see protrnn.model.heads): 128 MiB per pair-feature tensor. On a CPU the
+#: model caps it further (:data:`~protrnn.model.contact_model.TILE_FLOATS_CAP`): see :func:`pair_budget`.
 PAIR_FEATURE_BUDGET = 1 << 25
+#: The library's default arithmetic: float32 everywhere, so results do not depend on the machine's bf16 support.
+DEFAULT_PRECISION = "32"
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -45,18 +56,32 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
-def load_model(path: str | os.PathLike[str] | None = None,
-               device: str | torch.device | None = None) -> Predictor:
+def default_batch_tokens(device: str | torch.device) -> int:
+    """Padded residues per batch when none is given: :data:`CPU_BATCH_TOKENS` on a CPU, :data:`DEFAULT_BATCH_TOKENS`
+    on an accelerator (where big batches keep the device busy)."""
+    return CPU_BATCH_TOKENS if torch.device(device).type == "cpu" else DEFAULT_BATCH_TOKENS
+
+
+def pair_budget(device: str | torch.device, budget: int = PAIR_FEATURE_BUDGET) -> int:
+    """Pair-feature floats per tensor that the model's tile choice (:meth:`ContactModel.chunk_size_for`) actually
+    allows on ``device``: ``budget``, capped on a CPU at :data:`~protrnn.model.contact_model.TILE_FLOATS_CAP`.
+    Batches are planned under this same number, so the tile chosen for a planned batch is never below the model's
+    own ``pair_chunk_size`` for lack of budget."""
+    return min(budget, TILE_FLOATS_CAP) if torch.device(device).type == "cpu" else budget
+
+
+def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.device | None = None, *,
+               precision: str = DEFAULT_PRECISION) -> Predictor:
     """The bundled default model (``path=None``), an exported one (its directory, ``model.json`` or
     ``model.safetensors``) or a Lightning ``.ckpt`` of ``protrnn train``, ready to predict on ``device`` (default:
-    CUDA when available, else CPU).
+    CUDA when available, else CPU) with ``precision`` (see :class:`Predictor`).
 
     Nothing is unpickled: see :func:`protrnn.model.io.load_network`.
     """
     loaded = load_network(path)
     source = "bundled default model" if path is None else str(path)
     return Predictor(loaded.network, device=device, metadata=loaded.metadata, source=source,
-                     weights_sha256=loaded.weights_sha256())
+                     weights_sha256=loaded.weights_sha256(), precision=precision)
 
 
 def plan_batches(lengths: Sequence[int], batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -78,10 +103,20 @@ class Predictor:
     ``predict`` returns, per sequence, an L x L float32 symmetric matrix of contact probabilities. Every entry is
     filled by the model, but the diagonal and pairs with |i - j| < 6 are never scored in training or evaluation
     (CASP convention), so their values carry no meaning.
+
+    ``precision``: ``"32"`` (default: float32 throughout, the same numbers on every machine up to float rounding),
+    ``"bf16"`` (the pair head under bfloat16 autocast: logits move by about 1e-2, rankings barely; faster where the
+    hardware multiplies bf16) or ``"auto"`` (bf16 where the device does it natively, else float32; see
+    :func:`protrnn.model.contact_model.resolve_precision`). Stored resolved, as ``"32"`` or ``"bf16"``.
+    ``batch_tokens``: padded residues per batch when ``predict``/``plan`` are not given one (default: per device,
+    :func:`default_batch_tokens`). ``pair_floats``: the pair-feature budget per tensor that sizes batches and tiles
+    (:data:`PAIR_FEATURE_BUDGET`; ``None`` scores in the model's own ``pair_chunk_size`` tiles).
     """
 
     def __init__(self, model: ContactModel, *, device: str | torch.device | None = None,
-                 metadata: dict[str, Any] | None = None, source: str = "", weights_sha256: str = "") -> None:
+                 metadata: dict[str, Any] | None = None, source: str = "", weights_sha256: str = "",
+                 precision: str = DEFAULT_PRECISION, batch_tokens: int | None = None,
+                 pair_floats: int | None = PAIR_FEATURE_BUDGET) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self._metadata = dict(metadata or {})
@@ -89,6 +124,22 @@ class Predictor:
         self.alphabet = Alphabet.from_dict(alphabet) if isinstance(alphabet, dict) else DEFAULT_ALPHABET
         self.source = source
         self.weights_sha256 = weights_sha256
+        self.precision = precision
+        if batch_tokens is not None and batch_tokens < 1:
+            raise InputError(f"batch_tokens must be positive, got {batch_tokens}")
+        self.batch_tokens = default_batch_tokens(self.device) if batch_tokens is None else int(batch_tokens)
+        if pair_floats is not None and pair_floats < 1:
+            raise InputError(f"pair_floats must be positive or None, got {pair_floats}")
+        self.pair_floats = pair_floats
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic the pair head runs in: ``"32"`` or ``"bf16"`` (``"auto"`` is resolved when set)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = resolve_precision(value, self.device)
 
     @property
     def config(self) -> ModelConfig:
@@ -108,14 +159,20 @@ class Predictor:
                  f"direction, {cfg.head} pair head"]
         if self.weights_sha256:
             lines.append(f"weights sha256 {self.weights_sha256}")
+        if self.precision == "bf16":  # float32, the default, adds no line (files as before precision existed)
+            lines.append("pair head in bfloat16 autocast (precision bf16)")
         return lines
 
-    def plan(self, lengths: Sequence[int], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> list[list[int]]:
-        """Batches for these lengths under the token budget and this model's pair-memory budget."""
+    def plan(self, lengths: Sequence[int], batch_tokens: int | None = None) -> list[list[int]]:
+        """Batches for these lengths under the token budget (default :attr:`batch_tokens`) and the pair-memory budget
+        that :meth:`predict_batch` sizes its tiles with (:func:`pair_budget`), so the smallest tile the model allows
+        (``pair_chunk_size`` plus the halo on both sides) always fits a planned batch's budget."""
         cfg = self.config
         extent = cfg.pair_chunk_size + 2 * int(getattr(self.model.head, "halo", 0))
-        return plan_batches(lengths, batch_tokens, MAX_BATCH_PAIRS, pair_extent=extent,
-                            max_pair_blocks=max(1, PAIR_FEATURE_BUDGET // cfg.pair_dim))
+        # pair_floats None: the model's fixed tiles, batches under the uncapped budget (the path before budget tiles).
+        budget = PAIR_FEATURE_BUDGET if self.pair_floats is None else pair_budget(self.device, self.pair_floats)
+        return plan_batches(lengths, self.batch_tokens if batch_tokens is None else batch_tokens, MAX_BATCH_PAIRS,
+                            pair_extent=extent, max_pair_blocks=max(1, budget // cfg.pair_dim))
 
     def clean(self, sequence: str, *, record: str | None = None, path: object | None = None) -> str:
         """The canonical sequence the model sees, cleaned with the model's own alphabet (from its ``model.json``;
@@ -130,11 +187,11 @@ class Predictor:
             raise InputError("empty sequence", path=path, record=record)
         return cleaned
 
-    def predict(self, sequences: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> list[np.ndarray]:
+    def predict(self, sequences: Sequence[str], batch_tokens: int | None = None) -> list[np.ndarray]:
         """One L x L float32 symmetric probability matrix per sequence, in input order.
 
         Sequences are cleaned with the model's alphabet (lower case, gaps, U/O, a trailing ``*``), batched by length
-        within ``batch_tokens`` padded residues, and run on the predictor's device.
+        within ``batch_tokens`` padded residues (default :attr:`batch_tokens`), and run on the predictor's device.
         """
         if isinstance(sequences, str):
             raise TypeError("predict expects a list of sequences, not a single string")
@@ -146,17 +203,21 @@ class Predictor:
         return [r for r in results if r is not None]
 
     def predict_batch(self, sequences: Sequence[str]) -> list[np.ndarray]:
-        """Run one padded batch of already-cleaned sequences (no re-batching)."""
+        """Run one padded batch of already-cleaned sequences (no re-batching): one L x L float32 matrix each.
+
+        The matrices are exactly symmetric as the model returns them (both heads end with ``0.5 * (L + L^T)``, then
+        an elementwise sigmoid), so nothing is symmetrised here; a chain that fills its batch comes back without a
+        copy of the model's output.
+        """
         lengths = [len(s) for s in sequences]
         tokens = right_pad([np.asarray(self.alphabet.encode(seq), dtype=np.int64) for seq in sequences], np.int64,
                            fill=self.alphabet.padding_idx)
         tokens_t = torch.from_numpy(tokens).to(self.device)
         mask = tokens_t != self.alphabet.padding_idx
         with torch.inference_mode():
-            probs = self.model.predict_proba(tokens_t, mask)
+            probs = self.model.predict_proba(tokens_t, mask, precision=self.precision,
+                                             max_pair_floats=self.pair_floats)
         probs_np = probs.float().cpu().numpy()
-        out = []
-        for row, length in enumerate(lengths):
-            upper = np.triu(probs_np[row, :length, :length])
-            out.append((upper + np.triu(upper, 1).T).astype(np.float32, copy=False))  # exactly symmetric
-        return out
+        if len(lengths) == 1 and lengths[0] == probs_np.shape[1]:
+            return [probs_np[0]]
+        return [np.ascontiguousarray(probs_np[row, :length, :length]) for row, length in enumerate(lengths)]

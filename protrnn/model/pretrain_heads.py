@@ -13,33 +13,33 @@ contact head reads downstream.
 
 A pretrained export is a directory with ``encoder.safetensors`` (the whole network's ``state_dict``; safetensors
 cannot hold code) and ``encoder.json`` (``{"format": "protrnn-pretrained-encoder", "format_version": 1, "config":
-ModelConfig, "alphabet": ..., ...}``, written last), following the conventions of :mod:`protrnn.model.io`. Other names
-than the contact model's ``model.*`` keep an export from being taken for a contact model.
+ModelConfig, "alphabet": ..., ...}``, written last): :data:`ENCODER_EXPORT`, written and read with the checks of
+:mod:`protrnn.model.io` (the one home of model I/O). Other names than the contact model's ``model.*`` keep an export
+from being taken for a contact model.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from protrnn.alphabet import DEFAULT_ALPHABET, PAD_TOKEN, Alphabet
-from protrnn.errors import InputError, reading
+from protrnn.alphabet import DEFAULT_ALPHABET, PAD_TOKEN
 from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
-from protrnn.utils.io import atomic_path, atomic_write
+from protrnn.model.io import ExportFormat, export_paths, load_export, read_export_metadata, save_export
 
 ENCODER_FORMAT = "protrnn-pretrained-encoder"
 ENCODER_FORMAT_VERSION = 1
 ENCODER_WEIGHTS_NAME = "encoder.safetensors"
 ENCODER_JSON_NAME = "encoder.json"
+ENCODER_EXPORT = ExportFormat(ENCODER_FORMAT, ENCODER_FORMAT_VERSION, ENCODER_WEIGHTS_NAME, ENCODER_JSON_NAME,
+                              label="pretrained encoder", noun="pretrained encoder",
+                              how_to_export="`protrnn pretrain fit` or `protrnn pretrain export`")
 N_SS8 = 8
 #: Classes of masked-residue recovery: the standard residues (``<pad>`` and ``<unk>`` are never targets).
 N_RESIDUES = len(DEFAULT_ALPHABET.residues)
@@ -50,7 +50,6 @@ FIRST_RESIDUE_TOKEN = DEFAULT_ALPHABET.size - N_RESIDUES
 ENCODER_KEYS = ("vocab_size", "cell", "embed_dim", "hidden_size", "num_layers", "residual", "layer_norm")
 #: State-dict prefixes shared with ContactModel.
 SHARED_PREFIXES = ("embedding.", "encoder.")
-_RESERVED = frozenset({"format", "format_version", "config", "alphabet"})
 
 
 class PretrainHeads(nn.Module):
@@ -106,95 +105,16 @@ def save_pretrained(network: PretrainNetwork, directory: str | os.PathLike[str],
     ``extra`` (JSON-serialisable: objectives, validation metrics, throughput) is merged into the JSON; it may not
     override ``format``, ``format_version``, ``config`` or ``alphabet``.
     """
-    extra = dict(extra or {})
-    clash = sorted(_RESERVED & set(extra))
-    if clash:
-        raise ValueError(f"extra may not override reserved encoder.json key(s): {', '.join(clash)}")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION, "config": network.config.to_dict(),
-            "alphabet": DEFAULT_ALPHABET.to_dict(), **extra}
-    text = json.dumps(meta, indent=2) + "\n"  # fails before anything is written if not JSON-able
-    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in network.state_dict().items()}
-    with atomic_path(out / ENCODER_WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": ENCODER_FORMAT})
-    with atomic_write(out / ENCODER_JSON_NAME) as handle:
-        handle.write(text)
-    return out / ENCODER_JSON_NAME
-
-
-def _json_path(path: str | os.PathLike[str]) -> Path:
-    target = Path(path)
-    if target.is_dir():
-        target = target / ENCODER_JSON_NAME
-    elif target.name == ENCODER_WEIGHTS_NAME:
-        target = target.with_name(ENCODER_JSON_NAME)
-    if not target.is_file():
-        raise InputError(f"not a pretrained encoder: no {ENCODER_JSON_NAME} (export one with `protrnn pretrain fit` "
-                         "or `protrnn pretrain export`)", path=path)
-    return target
+    return save_export(network, network.config, directory, extra, ENCODER_EXPORT)
 
 
 def read_pretrained_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse and check ``encoder.json`` (no weights read); one-line InputError for anything else."""
-    json_path = _json_path(path)
-    with reading(json_path):
-        raw = json_path.read_bytes()
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"not a pretrained encoder: not JSON ({err})", path=json_path) from None
-    if not isinstance(meta, dict) or meta.get("format") != ENCODER_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise InputError(f"not a pretrained encoder: format is {found!r}, expected {ENCODER_FORMAT!r}",
-                         path=json_path)
-    if meta.get("format_version") != ENCODER_FORMAT_VERSION:
-        raise InputError(f"unsupported pretrained encoder format_version {meta.get('format_version')!r}",
-                         path=json_path)
-    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("alphabet"), dict):
-        raise InputError("encoder.json must contain 'config' and 'alphabet' objects", path=json_path)
-    return meta
+    return read_export_metadata(path, ENCODER_EXPORT)
 
 
 def load_pretrained(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LoadedPretrained:
     """Rebuild a :class:`PretrainNetwork` from :func:`save_pretrained` output without unpickling (eval mode)."""
-    json_path = _json_path(path)
-    meta = read_pretrained_metadata(json_path)
-    try:
-        config = ModelConfig.from_dict(dict(meta["config"]))
-        alphabet = Alphabet.from_dict(dict(meta["alphabet"]))
-    except (InputError, TypeError, KeyError) as err:
-        raise InputError(f"invalid pretrained encoder description: {err}", path=json_path) from None
-    if alphabet != DEFAULT_ALPHABET:
-        raise InputError(f"pretrained alphabet {alphabet.residues!r} differs from this version's", path=json_path)
-    weights = json_path.with_name(ENCODER_WEIGHTS_NAME)
-    if not weights.is_file():
-        raise InputError(f"missing {ENCODER_WEIGHTS_NAME} beside {ENCODER_JSON_NAME}", path=json_path)
-    try:
-        state = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise InputError(f"unreadable safetensors weights ({err})", path=weights) from None
-    network = PretrainNetwork(config)
-    check_state(state, network.state_dict(), source=weights)
-    network.load_state_dict(state)
-    return LoadedPretrained(network.to(map_location).eval(), meta, json_path.parent)
-
-
-def check_state(state: dict[str, Tensor], expected: dict[str, Tensor], *, source: object,
-                what: str = "weights do not match the config") -> None:
-    """One-line InputError naming the first missing, unexpected, mis-shaped or non-finite parameter."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        raise InputError(f"{what}: parameter {missing[0]!r} is missing"
-                         + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""), path=source)
-    if unexpected:
-        raise InputError(f"{what}: unexpected parameter {unexpected[0]!r}"
-                         + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""), path=source)
-    for name, reference in expected.items():
-        tensor = state[name]
-        if tensor.shape != reference.shape:
-            raise InputError(f"{what}: parameter {name!r} has shape {tuple(tensor.shape)}, expected "
-                             f"{tuple(reference.shape)}", path=source)
-        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
-            raise InputError(f"parameter {name!r} is not a finite float tensor", path=source)
+    json_path, _ = export_paths(path, ENCODER_EXPORT)
+    network, meta = load_export(json_path, PretrainNetwork, ENCODER_EXPORT, map_location)
+    return LoadedPretrained(network, meta, json_path.parent)

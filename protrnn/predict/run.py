@@ -25,8 +25,9 @@ from protrnn.conventions import MIN_SEPARATION
 from protrnn.data.fasta import iter_fasta, skip_reason
 from protrnn.data.structure_index import StructureIndex
 from protrnn.errors import InputError
-from protrnn.model.predictor import DEFAULT_BATCH_TOKENS, Predictor, load_model
+from protrnn.model.predictor import Predictor, load_model
 from protrnn.predict.evaluate import evaluate_record, evaluation_columns
+from protrnn.predict.memory import RELEASE_PAIRS, release_free_memory
 from protrnn.predict.writers import (
     SUMMARY_NAME,
     SummaryRow,
@@ -164,7 +165,7 @@ class ChunkPredictor:
     """Predicts chunks of records into files and fills in their summary rows; counts what it did on ``run``."""
 
     def __init__(self, predictor: Predictor, settings: OutputSettings, run: PredictionRun, *,
-                 index: StructureIndex | None, batch_tokens: int, progress: Any,
+                 index: StructureIndex | None, batch_tokens: int | None, progress: Any,
                  on_record: Callable[[str], None] | None) -> None:
         self.predictor = predictor
         self.settings = settings
@@ -179,11 +180,10 @@ class ChunkPredictor:
     def summarise(self, item: PendingRecord, half: np.ndarray) -> None:
         """Fill in the record's summary row from the stored float16 matrix, so a resumed record reports exactly what
         a fresh one does."""
-        probs32 = half.astype(np.float32)
-        item.row.mean_top_l5 = mean_top_probability(probs32, 5, self.settings.min_separation)
+        item.row.mean_top_l5 = mean_top_probability(half, 5, self.settings.min_separation)
         if self.index is not None:
             item.row.structure, item.row.evaluation, item.row.metrics = evaluate_record(
-                probs32, item.sequence, self.index.find(item.record_id))
+                half.astype(np.float32), item.sequence, self.index.find(item.record_id))
 
     def process(self, chunk: list[PendingRecord]) -> None:
         """Predict every record of ``chunk`` whose outputs are not already complete."""
@@ -202,6 +202,8 @@ class ChunkPredictor:
                 continue
             items = [chunk[position] for position in batch]
             matrices = self.predictor.predict_batch([item.sequence for item in items])
+            if len(batch) * max(len(item.sequence) for item in items) ** 2 >= RELEASE_PAIRS:
+                release_free_memory()  # a long chain's tile buffers, before its files are written
             for position, item, probs in zip(batch, items, matrices, strict=True):
                 if position in done:
                     self.run.resumed += 1
@@ -220,16 +222,17 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
                   model: Predictor | str | os.PathLike[str] | None = None, *, top: int | None = None,
                   min_separation: int = MIN_SEPARATION, threshold: float | None = None, png: bool = False,
                   skip_invalid: bool = False, structures: str | os.PathLike[str] | None = None,
-                  progress: bool = True, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                  progress: bool = True, batch_tokens: int | None = None,
                   on_record: Callable[[str], None] | None = None) -> PredictionRun:
     """Predict every record of ``fasta`` into ``outdir``: ``<stem>.rr`` (CASP RR), ``<stem>.npz`` (float16 matrix,
     sequence, id), optionally ``<stem>.png``, and ``summary.tsv``.
 
     ``top``/``threshold``/``min_separation`` choose the RR pairs (default: top L with |i - j| >= 6). ``structures``
     is a directory of PDB/mmCIF files, a TSV map or a chain collection (:class:`StructureIndex`); matched records get
-    evaluation metrics in the summary. Records whose outputs are already complete (same sequence, model and settings)
-    are not predicted again. ``on_record(stem)`` is called after each record's files are written (progress hooks,
-    tests).
+    evaluation metrics in the summary. ``batch_tokens``: padded residues per batch (default: the predictor's, per
+    device); the arithmetic (``precision``) is the predictor's (:func:`load_model`). Records whose outputs are
+    already complete (same sequence, model, precision and settings) are not predicted again. ``on_record(stem)`` is
+    called after each record's files are written (progress hooks, tests).
     """
     fasta = Path(fasta)
     outdir = Path(outdir)

@@ -6,7 +6,10 @@ Which runs measure which knob is read from what was run, not declared: two model
 measure a knob when their configurations differ in that knob's settings and nothing else, and the one that is
 compared against holds the reference model's setting of the knob (:data:`KNOBS` lists the knobs and the settings
 each covers; settings that have no effect are ignored, e.g. the forget bias of a GRU). Grid models differing from the
-reference in several knobs at once give a *combined* row.
+reference in several knobs at once give a *combined* row. A model whose settings equal the reference's is a repeat of
+it, never a base. Pretraining is read from the training record (``pretrained_encoder`` and ``freeze_steps`` of
+:func:`protrnn.diagnostics.run.training_record`); the synthetic task has no pretraining, so a pretraining row's reach
+column says so (:data:`NO_SYNTHETIC`).
 
 Rule (also in docs/diagnostics.md): a knob **matters** for a measure when the 95 % interval of the difference
 (variant - reference) excludes 0; **no effect detected** when every measured interval includes 0; **not measured**
@@ -31,7 +34,9 @@ from protrnn.report.aggregate import (
 )
 from protrnn.report.inputs import Evaluation
 
-#: (knob, the settings it covers). ``gradient_clip`` is the training run's clipping threshold (0 / None = off).
+#: (knob, the settings it covers). ``gradient_clip`` is the training run's clipping threshold (0 / None = off);
+#: ``pretrained`` whether training started from a pretrained encoder, ``freeze_steps`` for how many steps it stayed
+#: frozen (None without pretraining).
 KNOBS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cell", ("cell",)),
     ("gradient horizon", ("gradient_horizon",)),
@@ -40,10 +45,10 @@ KNOBS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("residual", ("residual",)),
     ("layer norm", ("layer_norm",)),
     ("gradient clipping", ("gradient_clip",)),
+    ("pretraining", ("pretrained", "freeze_steps")),
 )
-#: Knobs listed in the table even when nothing measures them, with the reason.
-UNMEASURED = {"pretraining": "not measured: the pipeline has no pretrained-encoder variant yet (pretraining, issue "
-                             "#8, has not landed in the grid)"}
+#: Knobs the synthetic planted-distance task cannot vary: their rows' reach column holds this note instead of a number.
+NO_SYNTHETIC = {"pretraining": "n/a (no synthetic variant: the planted-distance task has no pretraining)"}
 #: Settings that exist for the LSTM only (ignored when the cells differ).
 LSTM_ONLY = frozenset({"forget_bias", "chrono_init", "chrono_tmax"})
 #: Settings that do not change the function a model computes (inference tiling).
@@ -61,12 +66,17 @@ RULE = ("A knob matters for a measure when the 95 % interval of the difference (
         "Horizons beyond the measured range count as its end (a lower bound).")
 
 
-def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None) -> dict[str, Any]:
+def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None, pretrained: Any = False,
+                       freeze_steps: Any = None) -> dict[str, Any]:
     """A model's settings as the knobs see them: LSTM-only settings dropped for other cells, the forget bias
-    dropped under chrono init (which replaces it) and chrono's T_max without it, clipping 0/None = off."""
+    dropped under chrono init (which replaces it) and chrono's T_max without it, clipping 0/None = off, pretraining
+    on/off (``pretrained``; a missing record, None, means off) with its ``freeze_steps`` (None when off, else an
+    integer, None = 0)."""
     out = {k: v for k, v in config.items() if k not in IGNORED}
     clip = gradient_clip
     out["gradient_clip"] = None if clip in (None, 0, 0.0, False) else float(clip)
+    out["pretrained"] = bool(pretrained)
+    out["freeze_steps"] = int(freeze_steps or 0) if pretrained else None
     if out.get("cell") != "lstm":
         for key in ("forget_bias", "chrono_init", "chrono_tmax"):
             out[key] = None
@@ -93,7 +103,7 @@ def describe(settings: Mapping[str, Any], keys: Sequence[str]) -> str:
         value = settings.get(key)
         if key == "gradient_clip":
             parts.append(f"clip={'off' if value is None else f'{value:g}'}")
-        elif key in ("chrono_tmax",) and value is None:
+        elif key in ("chrono_tmax", "freeze_steps") and value is None:
             continue
         else:
             parts.append(f"{key}={'none' if value is None else value}")
@@ -132,8 +142,8 @@ def comparisons(settings: Mapping[str, Mapping[str, Any]], reference: str, *,
         return keys
 
     # A base other than the reference is a context: it may differ from the reference in its cell and in settings
-    # that are no knob (size, depth), never in another knob.
-    bases = [reference] + [name for name in settings if name != reference
+    # that are no knob (size, depth), never in another knob. A model with the reference's settings is a repeat of it.
+    bases = [reference] + [name for name in settings if name != reference and knob_keys(settings[name], ref)
                            and {knob_of(k) for k in knob_keys(settings[name], ref)} <= {"cell", None}]
     for base in bases:
         for variant, values in settings.items():
@@ -249,7 +259,9 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
     if reference is None:
         reference = "lstm" if ("lstm" in by_model or any(v.name == "lstm" for v in synthetic)) else \
             (names[0] if names else (synthetic[0].name if synthetic else None))
-    grid_settings = {m.model: effective_settings(m.config, m.training.get("gradient_clip_val"))
+    grid_settings = {m.model: effective_settings(m.config, m.training.get("gradient_clip_val"),
+                                                 m.training.get("pretrained_encoder", False),
+                                                 m.training.get("freeze_steps"))
                      for m in models if m.config}
     synth_by_name = {v.name: v for v in synthetic}
     synth_settings = {v.name: effective_settings(v.result.get("model", {}),
@@ -268,6 +280,8 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
         row = row_for(comparison)
         row.grid = (comparison.variant, comparison.base)
         variant, base = by_model[comparison.variant], by_model[comparison.base]
+        if "pretraining" in comparison.knobs:
+            row.note = pretraining_note(variant.training)
         for kind in ("usage", "gradient"):
             effect = _horizon_effect(variant, base, kind)
             if effect is not None:
@@ -289,16 +303,30 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
         effect.update(variant_values=variant.score, reference_values=base.score, variant_reach=variant.reach,
                       reference_reach=base.reach, noise_sd=[variant.score_noise, base.score_noise])
         row.effects["reach"] = effect
+    for (knobs, _), row in rows.items():
+        missing = [NO_SYNTHETIC[k] for k in knobs if k in NO_SYNTHETIC]
+        if missing and "reach" not in row.effects:
+            row.effects["reach"] = {"note": missing[0]}
     ordered = sorted(rows.values(), key=lambda r: (_knob_rank(r.knob), r.change))
     measured_knobs = {r.knob for r in ordered}
     for knob, _ in KNOBS:
         if knob not in measured_knobs:
             ordered.append(FindingRow(knob=knob, change="", note="not measured: no pair of runs in this "
                                       "configuration differs in this knob alone"))
-    for knob, why in UNMEASURED.items():
-        ordered.append(FindingRow(knob=knob, change="", note=why))
     return {"reference": reference, "rule": RULE, "rows": [r.to_dict() for r in ordered],
             "sentence": findings_sentence(ordered), "_rows": ordered}
+
+
+def pretraining_note(training: Mapping[str, Any]) -> str:
+    """What the training record says about a pretrained model's encoder: held-out Q8 / Q3 and the frozen steps."""
+    parts = []
+    metrics = training.get("pretrained_encoder_metrics") or {}
+    scores = [f"{key} {metrics[key]:.3f}" for key in ("Q8", "Q3") if _finite(metrics.get(key))]
+    if scores:
+        parts.append("pretrained encoder: " + ", ".join(scores) + " on held-out clusters")
+    if training.get("freeze_steps") is not None:
+        parts.append(f"encoder frozen for the first {training['freeze_steps']} optimiser steps")
+    return "; ".join(parts)
 
 
 def _knob_rank(knob: str) -> int:
@@ -339,5 +367,6 @@ def findings_sentence(rows: Sequence[FindingRow]) -> str:
     return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
 
-__all__ = ["KNOBS", "MEASURES", "MEASURE_TITLES", "PRECISION_KEY", "RULE", "Comparison", "FindingRow",
-           "build_findings", "comparisons", "effective_settings", "excludes_zero", "findings_sentence"]
+__all__ = ["KNOBS", "MEASURES", "MEASURE_TITLES", "NO_SYNTHETIC", "PRECISION_KEY", "RULE", "Comparison", "FindingRow",
+           "build_findings", "comparisons", "effective_settings", "excludes_zero", "findings_sentence",
+           "pretraining_note"]

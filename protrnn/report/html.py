@@ -168,7 +168,8 @@ def _findings_section(findings: Mapping[str, Any]) -> str:
         verdict = row.verdict
         if verdict == "matters":
             verdict += " (" + ", ".join(row.matters_for()) + ")"
-        lines.append(f"<tr><td class='l'><b>{_e(row.knob)}</b></td><td class='l small'>{_e(row.change)}</td>"
+        change = _e(row.change) + (f"<br><i>{_e(row.note)}</i>" if row.note else "")
+        lines.append(f"<tr><td class='l'><b>{_e(row.knob)}</b></td><td class='l small'>{change}</td>"
                      f"<td class='l small'>{'<br>'.join(runs)}</td>{cells}<td class='l'>{_e(verdict)}</td></tr>")
     lines.append("</table>")
     return ("".join(lines) + f"<p class='ok'><b>{_e(findings.get('sentence', ''))}</b></p>"

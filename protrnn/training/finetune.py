@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from protrnn.data.structure_labels import load_structure_labels
 from protrnn.errors import InputError
 from protrnn.model.contact_model import ContactModel
-from protrnn.model.pretrain_heads import ENCODER_KEYS, SHARED_PREFIXES, check_state, load_pretrained
+from protrnn.model.io import check_state
+from protrnn.model.pretrain_heads import ENCODER_KEYS, SHARED_PREFIXES, load_pretrained
 from protrnn.training.pretrain import StructureLabelExamples, collate_labels, ss8_loss
 
 #: The attribute of the contact Lightning module that holds auxiliary loss terms (callables

@@ -43,12 +43,11 @@ from protrnn.data.packing import right_pad
 from protrnn.data.structure_labels import MASKED, SS8_TO_SS3, StructureLabelSet, load_structure_labels
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.io import load_checkpoint
+from protrnn.model.io import check_state, load_checkpoint
 from protrnn.model.pretrain_heads import (
     FIRST_RESIDUE_TOKEN,
     N_RESIDUES,
     PretrainNetwork,
-    check_state,
     save_pretrained,
 )
 from protrnn.training.datamodule import EpochedBatchSampler

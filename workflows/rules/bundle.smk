@@ -1,14 +1,16 @@
-# The bundled default model (protrnn/pretrained/): `snakemake bundle --cores 2` trains the `bundle` config (default:
-# BiLSTM + dilated ResNet head, 15 minutes) on the configured data through the grid's own train and evaluate rules,
-# then installs the weights with a record of how they were trained and how they score on every test set.
+# The bundled default model (protrnn/pretrained/): `snakemake bundle` trains the config's `bundle` entry on the
+# configured data through the grid's own train and evaluate rules (from the pretrained encoder when it sets
+# `pretrained: true`), then installs the weights with a record of how they were trained, on which data (sources,
+# chains kept, leakage removed per test set; the pretraining labels and encoder when used) and how they score on
+# every test set next to the baselines.
+#   snakemake bundle --cores 2 --configfile workflows/config.bundle.yaml   # the shipped model: the long-range recipe
+#       (longrange config, pretrained encoder, default + three JSONL structure sets; about 3 h on 2 CPU cores)
+#   snakemake bundle --cores 2                                            # a quick one on the default data (15 min)
 
 
 rule bundle:
     input:
-        model=f"{RESULTS}/models/bundle/model.json",
-        weights=f"{RESULTS}/models/bundle/model.safetensors",
-        evaluation=f"{RESULTS}/evaluation/bundle/summary.json",
-        baselines=f"{RESULTS}/evaluation/baselines/summary.json",
+        unpack(bundle_inputs),
     output:
         model="protrnn/pretrained/model.json",
         weights="protrnn/pretrained/model.safetensors",
@@ -18,6 +20,7 @@ rule bundle:
         model=lambda wc, input: str(Path(input.model).parent),
         evaluation=lambda wc, input: str(Path(input.evaluation).parent),
         baselines=lambda wc, input: str(Path(input.baselines).parent),
+        records=bundle_records,
         outdir=parent_of("model"),
     conda:
         CONDA_ENV
@@ -27,4 +30,4 @@ rule bundle:
         f"{RESULTS}/benchmarks/bundle.tsv"
     shell:
         "\"$PROTRNN_PY\" workflows/scripts/bundle_model.py {params.model} {params.evaluation} {params.baselines}"
-        " {params.outdir} > {log} 2>&1"
+        " {params.outdir} {params.records} > {log} 2>&1"

@@ -5,6 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
 RESULTS = config["results"].rstrip("/")
@@ -14,6 +15,8 @@ _USES_CONDA = "CONDA" in str(getattr(workflow.deployment_settings, "deployment_m
 PY = "python" if _USES_CONDA else shlex.quote(sys.executable)
 CONDA_ENV = "../envs/protrnn.yaml"
 BUNDLED_CONFIGS = Path(workflow.basedir) / "protrnn" / "configs"
+# `protrnn pretrain fit` configs live in their own subfolder (protrnn.training.cli.PRETRAIN_CONFIG_DIR).
+PRETRAIN_CONFIGS = BUNDLED_CONFIGS / "pretrain"
 DEFAULT_WHEELS = {
     "cgdms": "cgdms==1.0",
     "bioemu": "bioemu-benchmarks==0.0.2.post1",
@@ -115,10 +118,14 @@ def run_name(run):
     return f"{run_model(run)}@seed{run_seed(run)}" if _GRID_RUN.fullmatch(run) else run
 
 
-def model_config_path(name):
-    """A bundled config name (protrnn/configs/<name>.yaml) or a path to a YAML file."""
-    value = MODEL_SPECS[name]["config"]
-    bundled = BUNDLED_CONFIGS / f"{value}.yaml"
+def spec_key(name):
+    """Where a model's entry lives in the config: `models.<name>`, or `bundle`."""
+    return "bundle" if name == "bundle" else f"models.{name}"
+
+
+def _config_file(value, key, directory=BUNDLED_CONFIGS):
+    """A bundled config name (`directory`/<name>.yaml) or a path to a YAML file; `key` names it in errors."""
+    bundled = directory / f"{value}.yaml"
     if bundled.exists():  # relative where possible: the path is a recorded param, moving the checkout keeps results
         try:
             return str(bundled.relative_to(Path.cwd()))
@@ -126,12 +133,150 @@ def model_config_path(name):
             return str(bundled)
     if Path(value).exists():
         return value
-    choices = sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
-    _fail(f"models.{name}.config", f"unknown model config {value!r}; bundled: {', '.join(choices)}, or give a path")
+    choices = sorted(p.stem for p in directory.glob("*.yaml"))
+    _fail(key, f"unknown config {value!r}; bundled: {', '.join(choices)}, or give a path")
+
+
+def model_config_path(name):
+    """The training config file of a grid entry or the bundle."""
+    return _config_file(MODEL_SPECS[name]["config"], f"{spec_key(name)}.config")
 
 
 for _name in MODEL_SPECS:
     model_config_path(_name)
+
+# --- pretraining (protrnn pretrain, docs/pretraining.md; rules in workflows/rules/pretrain.smk) ----------------------
+# sidechainnet DSSP labels -> {RESULTS}/pretrain/data (test-set homologues removed, split by cluster) -> the encoder
+# pretrained for pretrain.max_time -> {RESULTS}/pretrain/encoder/encoder.{json,safetensors}. A model entry with
+# `pretrained: true` starts from that export (protrnn.training.finetune.PretrainedEncoder, frozen for freeze_steps).
+PRETRAIN = dict(config.get("pretrain") or {})
+PRETRAIN_ENABLED = bool(PRETRAIN.get("enabled", False))
+SIDECHAINNET_REQUIREMENT = "sidechainnet==1.0.1"
+SIDECHAINNET_WHEEL_FILE = f"{CACHE}/wheels/sidechainnet-1.0.1-py2.py3-none-any.whl"
+PRETRAIN_SOURCE = PRETRAIN.get("source") or SIDECHAINNET_WHEEL_FILE
+PRETRAIN_DATA = f"{RESULTS}/pretrain/data"
+PRETRAIN_DIR = f"{RESULTS}/pretrain/encoder"
+PRETRAIN_ENCODER = {"json": f"{PRETRAIN_DIR}/encoder.json", "weights": f"{PRETRAIN_DIR}/encoder.safetensors"}
+DEFAULT_FREEZE_STEPS = 200
+#: The settings a pretrained encoder and the contact model starting from it must share
+#: (protrnn.model.pretrain_heads.ENCODER_KEYS; tests/test_workflow.py checks the two lists agree).
+ENCODER_KEYS = ("vocab_size", "cell", "embed_dim", "hidden_size", "num_layers", "residual", "layer_norm")
+if PRETRAIN.get("source") and not Path(PRETRAIN["source"]).exists():
+    _fail("pretrain.source", f"sidechainnet source does not exist: {PRETRAIN['source']}")
+
+
+def model_pretrained(name):
+    """Whether a grid entry (or the bundle) starts from the pretrained encoder."""
+    return bool(MODEL_SPECS[name].get("pretrained", False))
+
+
+def model_freeze_steps(name):
+    """Optimiser steps for which a pretrained model keeps its embedding and encoder frozen."""
+    return int(MODEL_SPECS[name].get("freeze_steps", DEFAULT_FREEZE_STEPS))
+
+
+def pretrain_config_path():
+    """The `protrnn pretrain fit` config (pretrain.config: a bundled name or a path)."""
+    return _config_file(PRETRAIN.get("config", "pretrain"), "pretrain.config", PRETRAIN_CONFIGS)
+
+
+def _plain(value):
+    """A `set:` value as the CLI would parse it ("128" -> 128, "true" -> True)."""
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def encoder_settings(config_file, base_file, overrides):
+    """The ENCODER_KEYS of a LightningCLI model block as the CLI resolves it: the command's default config file
+    (`base_file`), then `config_file`, then `model.model.*` overrides. A key none of them sets takes ModelConfig's
+    default on both sides of a comparison, so it is left as None here."""
+    values = {}
+    for path in (base_file, config_file):
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        model = data.get("model") if isinstance(data, dict) else None
+        block = model.get("model") if isinstance(model, dict) else None
+        if isinstance(block, dict):
+            values.update(block)
+    for key, value in (overrides or {}).items():
+        if key.startswith("model.model."):
+            values[key[len("model.model."):]] = _plain(value)
+    return {key: values.get(key) for key in ENCODER_KEYS}
+
+
+def pretrain_encoder_settings():
+    return encoder_settings(pretrain_config_path(), PRETRAIN_CONFIGS / "pretrain.yaml", PRETRAIN.get("set"))
+
+
+def model_encoder_settings(name):
+    return encoder_settings(model_config_path(name), BUNDLED_CONFIGS / "default.yaml", MODEL_SPECS[name].get("set"))
+
+
+PRETRAINED_MODELS = [name for name in MODEL_SPECS if model_pretrained(name)]
+for _name, _spec in MODEL_SPECS.items():
+    if "freeze_steps" in _spec and not model_pretrained(_name):
+        _fail(f"{spec_key(_name)}.freeze_steps", "applies only to a model with `pretrained: true`")
+if PRETRAINED_MODELS and not PRETRAIN_ENABLED:
+    _fail(f"{spec_key(PRETRAINED_MODELS[0])}.pretrained",
+          "starts from the pretrained encoder, but the pretraining stage is off: set pretrain.enabled: true")
+if PRETRAIN_ENABLED:
+    pretrain_config_path()
+    _ENCODER = pretrain_encoder_settings()
+    for _name in PRETRAINED_MODELS:
+        _model = model_encoder_settings(_name)
+        _diff = [k for k in ENCODER_KEYS if _plain(_model[k]) != _plain(_ENCODER[k])]
+        if _diff:
+            _fail(f"{spec_key(_name)}.pretrained",
+                  "the pretrained encoder cannot start this model, their encoders differ: "
+                  + "; ".join(f"{k} is {_ENCODER[k]} in pretraining (pretrain.config "
+                              f"{PRETRAIN.get('config', 'pretrain')!r} + pretrain.set) but {_model[k]} in this model "
+                              f"(config {MODEL_SPECS[_name]['config']!r} + set)" for k in _diff)
+                  + f". Make them agree, e.g. pretrain.set: {{model.model.{_diff[0]}: {_model[_diff[0]]}}} "
+                  f"or {spec_key(_name)}.set: {{model.model.{_diff[0]}: {_ENCODER[_diff[0]]}}}")
+        if model_freeze_steps(_name) > 0 and (config["train"].get("devices", 1) > 1
+                                              or config["train"].get("num_nodes", 1) > 1):
+            _fail(f"{spec_key(_name)}.freeze_steps", "freezing the pretrained encoder is single-process only "
+                  "(DDP would need find_unused_parameters): set freeze_steps: 0 or train.devices/num_nodes: 1")
+    if not TEST_SETS:
+        print("protrnn pipeline: no test set on disk, so the pretraining labels are not filtered against any "
+              "(the held-out contact clusters may have homologues among them)", file=sys.stderr)
+
+
+def pretrain_prepare_options():
+    """`protrnn pretrain prepare` options from the pretrain section (the library's defaults where unset; identity
+    defaults to prepare.identity: the same leakage threshold as the contact data)."""
+    options = {"subsets": ",".join(PRETRAIN.get("subsets", ["full"])),
+               "min-length": PRETRAIN.get("min_length", 20), "max-length": PRETRAIN.get("max_length", 1000),
+               "identity": PRETRAIN.get("identity", config["prepare"].get("identity", 0.3)),
+               "coverage": PRETRAIN.get("coverage", 0.5), "val-fraction": PRETRAIN.get("val_fraction", 0.02),
+               "seed": PRETRAIN.get("seed", 0)}
+    if PRETRAIN.get("max_chains") is not None:
+        options["max-chains"] = PRETRAIN["max_chains"]
+    return " ".join(f"--{key} {shlex.quote(str(value))}" for key, value in options.items())
+
+
+def pretrain_fit_options():
+    """`protrnn pretrain fit` options of the pretrain section: its overrides, time cap and optional step cap."""
+    flags = [_overrides_text(PRETRAIN.get("set")), f"--trainer.max_time {PRETRAIN.get('max_time', '00:00:15:00')}"]
+    if PRETRAIN.get("max_steps") is not None:
+        flags.append(f"--trainer.max_steps {PRETRAIN['max_steps']}")
+    return " ".join(f for f in flags if f)
+
+
+def pretrain_resume_flag(wildcards, output):
+    """`--ckpt_path last.ckpt` when an interrupted pretraining run left a checkpoint but no export (derived from the
+    output, so not a recorded parameter: see resume_flag)."""
+    run = Path(output.json).parent
+    if (run / "checkpoints" / "last.ckpt").exists() and not Path(output.json).exists():
+        return f"--ckpt_path {shlex.quote(str(run / 'checkpoints' / 'last.ckpt'))}"
+    return ""
+
+
+def train_inputs(wildcards):
+    """A run's training data, and the pretrained encoder when its model starts from it."""
+    inputs = {"train": f"{RESULTS}/data/train.npz", "val": f"{RESULTS}/data/val.npz"}
+    if model_pretrained(run_model(wildcards.run)):
+        inputs.update(encoder=PRETRAIN_ENCODER["json"], encoder_weights=PRETRAIN_ENCODER["weights"])
+    return inputs
 
 if config["predict"].get("fasta") and config["predict"].get("model", next(iter(MODELS))) not in MODELS:
     _fail("predict.model", f"{config['predict']['model']!r} is not a model of the grid ({', '.join(MODELS)})")
@@ -157,10 +302,21 @@ def _option_text(value):
     return str(value)
 
 
+def _overrides_text(overrides):
+    """LightningCLI dotted overrides (`key: value`), shell-quoted."""
+    return " ".join(f"--{key}={shlex.quote(_option_text(value))}" for key, value in (overrides or {}).items())
+
+
 def model_overrides(name):
-    """LightningCLI dotted overrides of a grid entry, shell-quoted."""
-    return " ".join(f"--{key}={shlex.quote(_option_text(value))}"
-                    for key, value in MODEL_SPECS[name].get("set", {}).items())
+    """LightningCLI dotted overrides of a grid entry, shell-quoted, then the PretrainedEncoder callback of a
+    `pretrained: true` entry (appended to the config's callbacks; a model without it gets exactly the old flags, so
+    adding the option did not change any recorded parameter)."""
+    text = _overrides_text(MODEL_SPECS[name].get("set"))
+    if model_pretrained(name):
+        text += (" --trainer.callbacks+=protrnn.training.finetune.PretrainedEncoder"
+                 f" --trainer.callbacks.path {shlex.quote(PRETRAIN_DIR)}"
+                 f" --trainer.callbacks.freeze_steps {model_freeze_steps(name)}")
+    return text.strip()
 
 
 def model_max_time(name):
@@ -183,9 +339,16 @@ def model_budget(name):
     """Trainer flags of a model's budget. A step budget (the grid: every model gets exactly the same number of
     optimiser updates) runs to max_steps with no early stopping and exports the final weights (no best-epoch
     selection, which would hand models different numbers of updates again); max_time stays as a safety cap. An epoch
-    budget (the bundle) keeps the config's early stopping and best-checkpoint export. The learning-rate schedule
-    spans the budget either way."""
+    budget keeps the config's early stopping and best-checkpoint export. The learning-rate schedule spans the budget
+    either way. The bundle always keeps its config's early stopping and best-checkpoint export: with `max_steps` it
+    gets `--trainer.max_steps N` alone (and its own `max_epochs` if it sets one), as in the hand-run recipe of
+    workflows/config.bundle.yaml."""
     steps = model_max_steps(name)
+    if name == "bundle":
+        flags = [] if steps is None else [f"--trainer.max_steps {steps}"]
+        if steps is None or "max_epochs" in MODEL_SPECS[name]:
+            flags.append(f"--trainer.max_epochs {MODEL_SPECS[name].get('max_epochs', config['train']['max_epochs'])}")
+        return " ".join(flags)
     if steps is None:
         epochs = MODEL_SPECS[name].get("max_epochs", config["train"]["max_epochs"])
         return f"--trainer.max_epochs {epochs}"
@@ -193,10 +356,15 @@ def model_budget(name):
             " --checkpoint.monitor null")
 
 
+def _minutes(max_time):
+    """Whole minutes of a DD:HH:MM:SS time limit."""
+    days, hours, minutes, _ = (int(x) for x in max_time.split(":"))
+    return days * 24 * 60 + hours * 60 + minutes
+
+
 def runtime_minutes(name):
     """Cluster runtime request: the training time limit plus 30 minutes for start-up, validation and export."""
-    days, hours, minutes, _ = (int(x) for x in model_max_time(name).split(":"))
-    return 30 + days * 24 * 60 + hours * 60 + minutes
+    return 30 + _minutes(model_max_time(name))
 
 
 # --- synthetic reach task (protrnn synthetic) -------------------------------------------------------------------------
@@ -265,3 +433,25 @@ def resume_flag(wildcards, output):
 def parent_of(key):
     """Params function: the directory holding output `key` (keeps params in step with the outputs)."""
     return lambda wildcards, output: str(Path(output[key]).parent)
+
+
+def bundle_inputs(wildcards):
+    """The bundle's model and evaluations, and the records of the data it was trained on."""
+    inputs = {"model": f"{RESULTS}/models/bundle/model.json",
+              "weights": f"{RESULTS}/models/bundle/model.safetensors",
+              "evaluation": f"{RESULTS}/evaluation/bundle/summary.json",
+              "baselines": f"{RESULTS}/evaluation/baselines/summary.json",
+              "manifest": f"{RESULTS}/data/manifest.tsv",
+              "leakage": f"{RESULTS}/data/leakage.tsv"}
+    if model_pretrained("bundle"):
+        inputs.update(pretrain_manifest=f"{PRETRAIN_DATA}/manifest.json", encoder=PRETRAIN_ENCODER["json"])
+    return inputs
+
+
+def bundle_records(wildcards, input):
+    """bundle_model.py's data-record options (derived from the inputs, so not recorded as parameters)."""
+    flags = f"--data {shlex.quote(str(Path(input.manifest).parent))}"
+    if "encoder" in input.keys():
+        flags += (f" --pretrain-data {shlex.quote(str(Path(input.pretrain_manifest).parent))}"
+                  f" --encoder {shlex.quote(str(Path(input.encoder).parent))}")
+    return flags

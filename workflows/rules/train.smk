@@ -1,12 +1,13 @@
 # The model grid: one Lightning training job per (model, seed) run, GPU when present. Grid runs train for the same
 # number of optimiser steps (train.max_steps; max_time is only a safety cap) and export their final weights.
 # An interrupted job resumes from its last checkpoint (the run directory is kept; only the exported model is an output).
+# A model with `pretrained: true` also depends on the pretrained encoder (workflows/rules/pretrain.smk) and starts from
+# it through the PretrainedEncoder callback (appended to its overrides: see model_overrides in common.smk).
 
 
 rule train:
     input:
-        train=f"{RESULTS}/data/train.npz",
-        val=f"{RESULTS}/data/val.npz",
+        unpack(train_inputs),
     output:
         model=f"{RESULTS}/models/{{run}}/model.json",
         weights=f"{RESULTS}/models/{{run}}/model.safetensors",

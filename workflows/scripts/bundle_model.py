@@ -1,19 +1,32 @@
 """Install a trained model as the package's bundled default (protrnn/pretrained/) with its record.
 
-The record (README.md + evaluation.json) states how the model was trained and its measured precision on every test
-set next to the baselines evaluated by the same code, so the figures shipped beside the weights are the pipeline's own.
-Every file is written atomically; the weights are checked to load (no pickle) before anything is replaced.
+The record (README.md + evaluation.json) states how the model was trained, on which data (every training source with
+its chains kept and removed, the chains removed per test set for homology; the pretraining labels and encoder when the
+model started from one) and its measured precision on every test set next to the baselines evaluated by the same
+code, so the figures shipped beside the weights are the pipeline's own. Every file is written atomically; the weights
+are checked to load (no pickle) before anything is replaced.
 
 Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR OUTDIR
+           [--data DIR] [--pretrain-data DIR] [--encoder DIR]
+
+--data: the `protrnn prepare` output the model trained on (manifest.tsv, leakage.tsv); --encoder: the pretrained
+encoder it started from (encoder.json); --pretrain-data: the `protrnn pretrain prepare` output that encoder was
+trained on (manifest.json). Each defaults to what the model's (or encoder's) recorded training config names, when
+that directory exists here (a model trained by hand is recorded the same way).
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
 import contextlib
+import csv
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from protrnn.conventions import RANGES
 from protrnn.evaluation.results import read_summary
@@ -30,26 +43,207 @@ def _mean(results: dict, method: str, test_set: str, key: str) -> tuple[float, f
     return metric["mean"], metric["low"], metric["high"]
 
 
-def build_record(model_json: dict, model_eval: dict, baseline_eval: dict) -> tuple[dict, str]:
-    """(evaluation.json content, README.md text) for the bundled model."""
+PRETRAINED_ENCODER_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as the shipped record shows it: a wheel by its file name (the cache folder is the build machine's),
+    else relative to the working directory when that is short (`../shared/data/...`), else the file name."""
+    text = str(path)
+    if text.endswith(".whl"):
+        return Path(text).name
+    relative = os.path.relpath(text) if Path(text).is_absolute() else text
+    return relative if relative.count("..") <= 1 else Path(text).name
+
+
+def _training_config(metadata: dict) -> dict:
+    config = metadata.get("training_config")
+    return config if isinstance(config, dict) else {}
+
+
+def recorded_data_dir(metadata: dict, marker: str) -> Path | None:
+    """The folder of the recorded training data (`data.train_path`) when it exists here and holds `marker`."""
+    data = _training_config(metadata).get("data")
+    train = data.get("train_path") if isinstance(data, dict) else None
+    if not train:
+        return None
+    folder = Path(train).parent
+    return folder if (folder / marker).is_file() else None
+
+
+def pretrained_encoder_callback(metadata: dict) -> dict | None:
+    """init_args of the PretrainedEncoder callback the model was trained with, or None."""
+    trainer = _training_config(metadata).get("trainer")
+    callbacks = trainer.get("callbacks") if isinstance(trainer, dict) else None
+    for callback in callbacks or []:
+        if isinstance(callback, dict) and callback.get("class_path") == PRETRAINED_ENCODER_CALLBACK:
+            return dict(callback.get("init_args") or {})
+    return None
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def data_record(data_dir: Path) -> dict[str, Any]:
+    """What `protrnn prepare` did with every input (manifest.tsv) and which chains it removed for homology to a test
+    set (leakage.tsv): chains per training source and split, test sets, removals per test set."""
+    rows = _read_tsv(data_dir / "manifest.tsv")
+    by_source: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
+    for row in rows:
+        by_source[row["source"].split("#", 1)[0]].append(row)
+    sources, test_sets = [], {}
+    for source, members in by_source.items():
+        splits = collections.Counter(r["split"] for r in members if r["status"] == "kept")
+        tests = {split: n for split, n in splits.items() if split.startswith("test_")}
+        if tests:
+            for split, n in tests.items():
+                test_sets[split.removeprefix("test_")] = {"source": display_path(source), "chains": n}
+            continue
+        statuses = collections.Counter(r["status"] for r in members)
+        sources.append({"source": display_path(source), "train": splits.get("train", 0), "val": splits.get("val", 0),
+                        "removed_for_leakage": statuses.get("removed", 0),
+                        "skipped": sum(n for status, n in statuses.items() if status not in ("kept", "removed"))})
+    leakage = _read_tsv(data_dir / "leakage.tsv") if (data_dir / "leakage.tsv").is_file() else []
+    per_test_set = collections.Counter(r["test_set"] for r in leakage)
+    record: dict[str, Any] = {
+        "sources": sources,
+        "chains": {"train": sum(s["train"] for s in sources), "val": sum(s["val"] for s in sources)},
+        "test_sets": test_sets,
+        "leakage": {"removed": len(leakage), "per_test_set": {name: per_test_set.get(name, 0) for name in test_sets}},
+    }
+    summary = data_dir / "prepare.json"
+    if summary.is_file():
+        info = json.loads(summary.read_text(encoding="utf-8")).get("info") or {}
+        record["leakage"].update({key: info[key] for key in ("identity", "coverage", "homology_method") if key in info})
+        if "split_mode" in info:
+            record["split"] = info["split_mode"]
+    return record
+
+
+def pretraining_record(encoder_dir: Path, data_dir: Path | None, callback: dict | None) -> dict[str, Any]:
+    """The pretrained encoder the model started from (encoder.json) and the labels it learnt from (manifest.json)."""
+    encoder = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
+    trainer = _training_config(encoder).get("trainer") or {}
+    record: dict[str, Any] = {
+        "encoder": {"global_step": encoder.get("global_step"), "epoch": encoder.get("epoch"),
+                    "selected": encoder.get("selected"), "monitor": encoder.get("monitor"),
+                    "max_time": trainer.get("max_time"), "objectives": encoder.get("objectives"),
+                    "val_metrics": {k: round(float(v), 4) for k, v in (encoder.get("val_metrics") or {}).items()},
+                    "throughput": encoder.get("throughput")},
+        "freeze_steps": (callback or {}).get("freeze_steps"),
+    }
+    if data_dir is not None:
+        manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+        info, counts = manifest.get("info") or {}, manifest.get("counts") or {}
+        record["data"] = {
+            "source": display_path(info.get("source", "?")),
+            **{key: info.get(key) for key in ("subsets", "max_chains", "identity", "coverage", "coverage_of")},
+            "counts": {key: counts.get(key) for key in (
+                "records_read", "duplicates_collapsed", "distinct_sequences", "candidates", "removed_for_leakage",
+                "removed_per_test_set", "clusters", "chains_used", "residues_used")},
+            "splits": {name: {k: split.get(k) for k in ("chains", "clusters", "residues")}
+                       for name, split in (manifest.get("splits") or {}).items()},
+        }
+    return record
+
+
+def _count(value: Any) -> str:
+    """A count with thousands separators (floats rounded), anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
+
+
+def data_lines(record: dict[str, Any]) -> list[str]:
+    """README section of the contact training data."""
+    leakage = record["leakage"]
+    identity = leakage.get("identity")
+    lines = ["## Training data", "",
+             f"{record['chains']['train']:,} training and {record['chains']['val']:,} validation chains (split by "
+             "sequence cluster). Chains removed for homology to a test set"
+             + (f" (>= {identity:.0%} identity, {leakage.get('homology_method', '?')})" if identity else "")
+             + f": {leakage['removed']:,} ("
+             + ", ".join(f"{name} {n:,}" for name, n in leakage["per_test_set"].items()) + ").", "",
+             "| source | train | val | removed (test-set homologues) | skipped |", "|---|---|---|---|---|"]
+    for source in record["sources"]:
+        lines.append(f"| {source['source']} | {source['train']:,} | {source['val']:,} | "
+                     f"{source['removed_for_leakage']:,} | {source['skipped']:,} |")
+    lines += ["", "Test sets: " + ", ".join(f"{name} ({entry['chains']} chains, {entry['source']})"
+                                           for name, entry in record["test_sets"].items()) + ".", ""]
+    return lines
+
+
+def pretraining_lines(record: dict[str, Any]) -> list[str]:
+    """README section of the pretrained encoder."""
+    encoder = record["encoder"]
+    if encoder is None:
+        return ["## Pretrained encoder", "", "The embedding and encoder started from a pretrained encoder that was not "
+                f"found when this model was installed; frozen for the first {_count(record.get('freeze_steps'))} "
+                "contact-training steps.", ""]
+    metrics = encoder.get("val_metrics") or {}
+    throughput = encoder.get("throughput") or {}
+    lines = ["## Pretrained encoder", "",
+             f"The embedding and encoder started from `protrnn pretrain` (docs/pretraining.md): "
+             f"{_count(encoder.get('global_step'))} steps within max_time {encoder.get('max_time')}"
+             + (f", {_count(throughput.get('residues_seen'))} residues at {_count(throughput.get('residues_per_s'))} "
+                "residues/s" if throughput else "")
+             + f"; held-out clusters: Q8 {metrics.get('val/Q8', float('nan')):.3f}, Q3 "
+             f"{metrics.get('val/Q3', float('nan')):.3f}, masked-residue accuracy "
+             f"{metrics.get('val/mask_acc', float('nan')):.3f}. Frozen for the first "
+             f"{_count(record.get('freeze_steps'))} contact-training steps."]
+    data = record.get("data")
+    if data:
+        counts = data["counts"]
+        removed = counts.get("removed_per_test_set") or {}
+        splits = data.get("splits") or {}
+        lines += ["", f"Labels: {data['source']} (8-state DSSP; subsets {', '.join(data.get('subsets') or [])}"
+                  + (f", a sample of {data['max_chains']:,} sequences" if data.get("max_chains") else "") + "): "
+                  f"{_count(counts.get('records_read'))} records, {_count(counts.get('duplicates_collapsed'))} "
+                  f"duplicates collapsed, {_count(counts.get('removed_for_leakage'))} chains removed at >= "
+                  f"{data.get('identity', 0):.0%} identity over {data.get('coverage', 0):.0%} of the "
+                  f"{data.get('coverage_of') or 'test chain'} ("
+                  + ", ".join(f"{name} {_count(n)}" for name, n in removed.items()) + "); "
+                  f"{_count(counts.get('chains_used'))} chains in {_count(counts.get('clusters'))} clusters, "
+                  f"{_count(counts.get('residues_used'))} residues; train / val "
+                  f"{_count((splits.get('train') or {}).get('chains'))} / "
+                  f"{_count((splits.get('val') or {}).get('chains'))} chains."]
+    return [*lines, ""]
+
+
+def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, data: dict | None = None,
+                 pretraining: dict | None = None) -> tuple[dict, str]:
+    """(evaluation.json content, README.md text) for the bundled model; `data` (:func:`data_record`) and
+    `pretraining` (:func:`pretraining_record`), when known, are recorded in both."""
     (model_name,) = model_eval["results"].keys()
     trainer = model_json.get("training_config", {}).get("trainer", {})
     tables: dict[str, dict[str, dict[str, list[float]]]] = {}
+    if data is not None:
+        trained_on = ("on the data listed under \"Training data\" below (chains at or above the identity threshold "
+                      "to any test set removed)")
+    else:
+        trained_on = ("on data this record does not list (the model's training config names no prepared-data "
+                      "folder found when it was installed)")
     lines = [
         "# protrnn bundled default model",
         "",
         "Trained by the project's own pipeline (`snakemake bundle --cores 2`, rule `bundle` in",
-        "workflows/rules/bundle.smk) on the embedded default data (cgdms==1.0 + bioemu-benchmarks==0.0.2.post1 wheels),",
-        "with training chains at >= 30% identity to any test set removed. Files: `model.safetensors` (weights, no pickle),",
+        f"workflows/rules/bundle.smk) {trained_on}"
+        + (", starting from a pretrained encoder" if pretraining is not None else "") + ".",
+        "Files: `model.safetensors` (weights, no pickle),",
         "`model.json` (architecture, alphabet and the full training config), `evaluation.json` (the figures below).",
         "",
         f"Architecture: {json.dumps(model_json.get('config', {}), sort_keys=True)}",
         f"Checkpoint: {model_json.get('selected', '?')} by {model_json.get('monitor')!s}: epoch "
         f"{model_json.get('epoch', '?')} (0-based), global step {model_json.get('global_step', '?')}; "
-        f"trainer.max_epochs {trainer.get('max_epochs', '?')}, max_time {trainer.get('max_time', '?')}, "
-        f"early stopping on the same metric. Validation at that epoch: "
+        f"trainer.max_epochs {trainer.get('max_epochs', '?')}, max_time {trainer.get('max_time', '?')}"
+        + (f", max_steps {trainer['max_steps']}" if trainer.get("max_steps") not in (None, -1) else "")
+        + ", early stopping on the same metric. Validation at that epoch: "
         + ", ".join(f"{k} {v:.3f}" for k, v in sorted(model_json.get("val_metrics", {}).items())) + ".",
         "",
+        *(data_lines(data) if data is not None else []),
+        *(pretraining_lines(pretraining) if pretraining is not None else []),
         "Precision of the top L/5 pairs per range (CASP conventions, docs/conventions.md), mean over proteins with a",
         "95% bootstrap interval; baselines scored by the same code on the same chains.",
         "",
@@ -78,21 +272,50 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict) -> tup
             lines += ["", f"Long-range (>= 24) P@L/5 is {model_long[0] / random_long[0]:.1f}x random ranking."]
         lines.append("")
         tables[test_set] = table
-    record = {"model": model_name, "test_sets": tables,
-              "model_evaluation_command": model_eval.get("command"),
-              "baseline_evaluation_command": baseline_eval.get("command")}
+    record: dict[str, Any] = {"model": model_name, "test_sets": tables,
+                              "model_evaluation_command": model_eval.get("command"),
+                              "baseline_evaluation_command": baseline_eval.get("command")}
+    if data is not None:
+        record["training_data"] = data
+    if pretraining is not None:
+        record["pretraining"] = pretraining
     return record, "\n".join(lines)
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bundle_model.py", description=__doc__.split("\n\n")[0])
+    for name in ("model_dir", "model_eval_dir", "baseline_eval_dir", "outdir"):
+        parser.add_argument(name, type=Path)
+    parser.add_argument("--data", type=Path, help="protrnn prepare output the model trained on (manifest.tsv)")
+    parser.add_argument("--encoder", type=Path, help="pretrained encoder it started from (encoder.json)")
+    parser.add_argument("--pretrain-data", type=Path, help="protrnn pretrain prepare output (manifest.json)")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    model_dir, model_eval_dir, baseline_eval_dir, outdir = (Path(a) for a in argv)
+    args = parse_args(argv)
+    model_dir, outdir = args.model_dir, args.outdir
     # Refuses anything that is not a safe protrnn model before the bundle is replaced; its metadata is model.json.
     model_json = dict(load_network(model_dir, kind="export").metadata)
+    data_dir = args.data or recorded_data_dir(model_json, "manifest.tsv")
+    data = data_record(data_dir) if data_dir is not None else None
+    callback = pretrained_encoder_callback(model_json)
+    encoder_dir = args.encoder or (Path(callback["path"]) if callback and callback.get("path") else None)
+    pretraining = None
+    if encoder_dir is not None and (encoder_dir / "encoder.json").is_file():
+        encoder_json = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
+        pretrain_dir = args.pretrain_data or recorded_data_dir(encoder_json, "manifest.json")
+        pretraining = pretraining_record(encoder_dir, pretrain_dir, callback)
+    elif callback is not None:
+        print(f"bundle_model.py: the model started from a pretrained encoder ({callback.get('path')}) that is not "
+              "here: the record says so without its figures", file=sys.stderr)
+        pretraining = {"encoder": None, "freeze_steps": callback.get("freeze_steps")}
     source = model_json.get("source_checkpoint")
     if source and Path(source).is_absolute():  # no build-machine paths in the shipped record
         with contextlib.suppress(ValueError):
             model_json["source_checkpoint"] = str(Path(source).relative_to(Path.cwd()))
-    record, card = build_record(model_json, read_summary(model_eval_dir), read_summary(baseline_eval_dir))
+    record, card = build_record(model_json, read_summary(args.model_eval_dir), read_summary(args.baseline_eval_dir),
+                                data=data, pretraining=pretraining)
     outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(outdir / WEIGHTS_NAME) as tmp:
         shutil.copyfile(model_dir / WEIGHTS_NAME, tmp)

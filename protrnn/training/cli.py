@@ -1,0 +1,412 @@
+"""The LightningCLI machinery of protrnn's fit commands (``protrnn train``, ``protrnn pretrain fit``), in one place.
+
+A fit command is described by a :class:`FitSpec` (:data:`TRAIN`, :data:`PRETRAIN`): its program name, bundled configs,
+trainer defaults and, imported lazily (``protrnn --help`` must not import Lightning), the LightningModule, DataModule,
+checkpoint metric and end-of-fit callbacks. :func:`run_fit` parses the arguments and trains; every command gets:
+
+* Lightning's conventions: ``--config FILE`` or the name of one of the command's bundled configs
+  (:class:`BundledConfigs`: ``--config lstm``), dotted overrides, ``--print_config``, ``--ckpt_path last|PATH``;
+* a run directory ``trainer.default_root_dir`` holding ``checkpoints/`` (best + last), ``logs/version_N/`` (CSV +
+  TensorBoard + the resolved ``config.yaml``) and, at the end, the export (``--export_dir`` puts it elsewhere);
+* ``trainer.precision`` chosen per device when not given (:func:`auto_precision`);
+* ``--num_threads N`` (torch intra-op CPU threads);
+* one-line errors (:class:`~protrnn.errors.InputError`, exit status 2) naming the key of an invalid config value, and
+  :data:`EXIT_DIVERGED` for a diverging run;
+* optionally (``protrnn train``) glibc's malloc tuned for PyTorch on CPU (:func:`maybe_reexec_with_malloc_env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import re
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from protrnn.errors import InputError
+
+#: Bundled ``protrnn train`` configs: the ``*.yaml`` files directly in this folder.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: Bundled ``protrnn pretrain fit`` configs (a subfolder, so no pretraining config is listed as a training one).
+PRETRAIN_CONFIG_DIR = CONFIG_DIR / "pretrain"
+#: glibc malloc settings that keep freed activation memory in the process instead of returning it to the OS on
+#: every step (measured on 2 CPU cores: see docs/training.md).
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+#: Exit status of a run stopped because its loss diverged (configuration errors exit with 2).
+EXIT_DIVERGED = 1
+#: ``--ckpt_path`` values Lightning resolves itself (not file paths).
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+#: Trainer defaults of every fit command (a spec's ``trainer_defaults`` add to / override these).
+SHARED_TRAINER_DEFAULTS: dict[str, Any] = {"use_distributed_sampler": False, "gradient_clip_val": 1.0,
+                                           "log_every_n_steps": 10, "precision": None}
+
+
+# ------------------------------------------------------------------------------------------------ bundled configs
+@dataclass(frozen=True)
+class BundledConfigs:
+    """The YAML configs one command ships: the ``*.yaml`` files directly in ``directory``, named by their stem."""
+
+    directory: Path
+
+    def names(self) -> list[str]:
+        """Names accepted by ``--config NAME``."""
+        return sorted(p.stem for p in self.directory.glob("*.yaml"))
+
+    def path(self, name: str) -> Path:
+        """The file of bundled config ``name`` (not checked)."""
+        return self.directory / f"{name}.yaml"
+
+    def resolve_args(self, argv: list[str]) -> list[str]:
+        """Replace ``--config NAME`` / ``-c NAME`` / ``--config=NAME`` by the bundled file when NAME is not a path."""
+        out: list[str] = []
+        expect_value = False
+        for arg in argv:
+            if expect_value:
+                out.append(self._resolve(arg))
+                expect_value = False
+            elif arg in ("--config", "-c"):
+                out.append(arg)
+                expect_value = True
+            elif arg.startswith("--config="):
+                out.append("--config=" + self._resolve(arg.split("=", 1)[1]))
+            else:
+                out.append(arg)
+        return out
+
+    def _resolve(self, value: str) -> str:
+        if Path(value).exists() or "/" in value or os.sep in value or value.endswith((".yaml", ".yml", ".json")):
+            if not Path(value).is_file():
+                raise InputError(f"--config: file not found (bundled configs: {', '.join(self.names())})",
+                                 path=value)
+            return value
+        candidate = self.path(value)
+        if not candidate.is_file():
+            raise InputError(f"--config: no bundled config named {value!r} and no such file "
+                             f"(bundled: {', '.join(self.names())})")
+        return str(candidate)
+
+
+TRAIN_CONFIGS = BundledConfigs(CONFIG_DIR)
+PRETRAIN_CONFIGS = BundledConfigs(PRETRAIN_CONFIG_DIR)
+
+
+# ------------------------------------------------------------------------------------------------ process set-up
+def maybe_reexec_with_malloc_env(argv: list[str], command: tuple[str, ...]) -> None:
+    """Re-execute this process once with :data:`MALLOC_ENV`, when those are unset and we are the program.
+
+    glibc reads them only at start-up, hence the re-execution. Only when the process was started as
+    ``protrnn COMMAND... ARGV`` (so a library caller or a test calling a command's ``main`` is never replaced), on
+    Linux with glibc. Variables the user set (to anything) are kept; ``PROTRNN_MALLOC_TUNING=0`` turns the
+    re-execution off. DDP workers inherit the environment and do not re-execute.
+    """
+    if os.environ.get("PROTRNN_MALLOC_TUNING", "1") == "0":
+        return
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return
+    missing = {key: value for key, value in MALLOC_ENV.items() if key not in os.environ}
+    if not missing or list(sys.argv[1:]) != [*command, *argv]:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **missing})
+
+
+def auto_precision(accelerator: Any) -> str:
+    """What ``trainer.precision: null`` (auto) becomes: ``bf16-mixed`` on a CUDA GPU (``16-mixed`` where bf16 is
+    unsupported) and on a CPU that multiplies bf16 natively (AVX512-BF16 or AMX-BF16, see
+    :func:`protrnn.model.contact_model.bf16_is_native`), ``32-true`` elsewhere (other CPUs emulate bf16, which is
+    slower than float32; Apple MPS). An explicit ``trainer.precision`` always wins."""
+    import torch
+
+    from protrnn.model.contact_model import bf16_is_native
+
+    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
+    on_cpu = name in ("cpu", "cpuaccelerator")
+    if name in ("mps", "mpsaccelerator") or (name == "auto" and torch.backends.mps.is_available()):
+        return "32-true"
+    if not on_cpu and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if bf16_is_native("cpu") else "32-true"
+
+
+def next_version(root: Path) -> int:
+    """The next free ``logs/version_N`` number of run directory ``root``."""
+    versions = [int(m.group(1)) for p in (root / "logs").glob("version_*")
+                if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    return max(versions, default=-1) + 1
+
+
+def dump_config(parser: Any, config: Any) -> str:
+    """The resolved config as YAML, nulls included (jsonargparse >= 4.49 renamed ``skip_none`` to ``skip_unset``)."""
+    try:
+        return parser.dump(config, skip_unset=False)
+    except TypeError:
+        return parser.dump(config, skip_none=False)
+
+
+def one_line(exc: BaseException) -> str:
+    """jsonargparse nests the causes of a parse error over many lines; keep the lines that name the key."""
+    inner = next((cause for cause in _causes(exc) if isinstance(cause, InputError)), None)
+    if inner is not None:
+        return str(inner)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+# ------------------------------------------------------------------------------------------------ fit commands
+@dataclass(frozen=True)
+class FitParts:
+    """The Lightning side of a fit command (imported only when the command runs).
+
+    ``fit_end_callbacks(export_dir, extra)`` gives the callbacks appended to the trainer's (the export among them;
+    ``extra`` holds the resolved ``training_config``); ``check_before_fit(cli)`` runs after instantiation, before
+    ``trainer.fit`` (one-line InputError for what would fail inside it).
+    """
+
+    model_class: type
+    datamodule_class: type
+    monitor: str
+    mode: str
+    fit_end_callbacks: Callable[[str, dict[str, Any]], list[Any]]
+    early_stopping_patience: int | None = None
+    check_before_fit: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """One LightningCLI fit command. ``description`` may name ``{configs}`` (the bundled config names);
+    ``exported`` is the message printed after a successful run, with ``{}`` for the export directory;
+    ``malloc_command`` (the words after ``protrnn``) turns on :func:`maybe_reexec_with_malloc_env`."""
+
+    prog: str
+    description: str
+    configs: BundledConfigs
+    default_config: str
+    default_root_dir: str
+    export_what: str
+    exported: str
+    parts: Callable[[], FitParts]
+    trainer_defaults: Mapping[str, Any] = field(default_factory=dict)
+    malloc_command: tuple[str, ...] | None = None
+
+
+def _cli_class(spec: FitSpec) -> type:
+    """The LightningCLI subclass of ``spec`` (built lazily so ``protrnn --help`` does not import Lightning)."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    parts = spec.parts()
+
+    class ProtrnnCLI(LightningCLI):
+        """LightningCLI with protrnn's run directory, loggers, checkpoints, precision, threads and export."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_argument("--ckpt_path", type=str | None, default=None,
+                                help="Resume from this checkpoint; 'last' = the run directory's last.ckpt.")
+            parser.add_argument("--export_dir", type=str | None, default=None,
+                                help=f"Where to export {spec.export_what} (default: trainer.default_root_dir).")
+            parser.add_argument("--num_threads", type=int | None, default=None,
+                                help="torch intra-op CPU threads (default: torch's choice, one per core). On a "
+                                     "shared, oversubscribed CPU 1 can be several times faster (docs/training.md).")
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({
+                "checkpoint.monitor": parts.monitor, "checkpoint.mode": parts.mode, "checkpoint.save_top_k": 1,
+                "checkpoint.save_last": True, "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",
+                "checkpoint.auto_insert_metric_name": False,
+                # Always overwrite last.ckpt, even after the run directory was moved (no last-v1.ckpt).
+                "checkpoint.enable_version_counter": False,
+            })
+            if parts.early_stopping_patience is not None:
+                parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+                # Checked after validation only, so a run without validation (limit_val_batches 0) does not fail.
+                parser.set_defaults({"early_stopping.monitor": parts.monitor, "early_stopping.mode": parts.mode,
+                                     "early_stopping.patience": parts.early_stopping_patience,
+                                     "early_stopping.check_on_train_epoch_end": False})
+
+        def before_instantiate_classes(self) -> None:
+            trainer = self.config.trainer
+            if trainer.get("use_distributed_sampler"):
+                raise InputError("config key 'trainer.use_distributed_sampler' must be false: protrnn's token-budget "
+                                 "batch sampler shards the data across DDP ranks itself")
+            if trainer.get("precision") is None:
+                trainer.precision = auto_precision(trainer.get("accelerator", "auto"))
+            root = Path(trainer.get("default_root_dir") or spec.default_root_dir)
+            trainer.default_root_dir = str(root)
+            if self.config.checkpoint.get("dirpath") is None:
+                self.config.checkpoint.dirpath = str(root / "checkpoints")
+            ckpt = self.config.get("ckpt_path")
+            if ckpt and ckpt not in SPECIAL_CKPT_PATHS and not Path(ckpt).is_file():
+                raise InputError("config key 'ckpt_path': checkpoint file not found", path=ckpt)
+            threads = self.config.get("num_threads")
+            if threads is not None:
+                if threads < 1:
+                    raise InputError(f"config key 'num_threads': must be a positive integer or null, got {threads}")
+                import torch
+
+                torch.set_num_threads(threads)
+            if self.config.get("export_dir") is None:
+                self.config.export_dir = str(root)
+
+        def instantiate_trainer(self, **kwargs: Any) -> Any:
+            config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+            root = Path(config["default_root_dir"])
+            if config.get("logger") in (None, True):
+                version = next_version(root)
+                config["logger"] = [CSVLogger(str(root), name="logs", version=version),
+                                    TensorBoardLogger(str(root), name="logs", version=version,
+                                                      default_hp_metric=False)]
+            callbacks = [self._get(self.config_init, key) for key in self.parser.callback_keys]
+            training_config = yaml.safe_load(dump_config(self.parser, self.config))
+            callbacks += parts.fit_end_callbacks(self.config.export_dir, {"training_config": training_config})
+            return self._instantiate_trainer(config, callbacks)
+
+    ProtrnnCLI.model_class_default = parts.model_class
+    ProtrnnCLI.datamodule_class_default = parts.datamodule_class
+    return ProtrnnCLI
+
+
+def build_cli(spec: FitSpec, argv: list[str]) -> Any:
+    """Parse ``argv`` (config names already resolved) and instantiate model, data and trainer (no training).
+
+    Raises a one-line :class:`InputError` for bad values; ``--print_config`` / ``--help`` exit as Lightning does.
+    """
+    from jsonargparse import ArgumentError
+
+    cli_class = _cli_class(spec)
+    trainer_defaults = {**SHARED_TRAINER_DEFAULTS, "default_root_dir": spec.default_root_dir,
+                        **spec.trainer_defaults}
+    description = spec.description.format(configs=", ".join(spec.configs.names()))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        try:
+            return cli_class(
+                cli_class.model_class_default, cli_class.datamodule_class_default,
+                run=False, args=argv, seed_everything_default=0, trainer_defaults=trainer_defaults,
+                auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False, "prog": spec.prog, "description": description,
+                               "default_config_files": [str(spec.configs.path(spec.default_config))]},
+            )
+        except ArgumentError as exc:
+            raise InputError(one_line(exc)) from None
+        except InputError as exc:
+            # ModelConfig names its field ('cell'); say where it lives in this CLI's config tree as well.
+            match = re.match(r"model config key '(\w+)'", str(exc))
+            if match and exc.path is None:
+                raise InputError(f"{exc} (set with --model.model.{match.group(1)})") from None
+            raise
+        except (TypeError, ValueError) as exc:
+            # Instantiation errors of our classes are InputError already; these come from Lightning's own checks.
+            raise InputError(f"invalid configuration: {one_line(exc)}") from None
+
+
+def run_fit(spec: FitSpec, argv: list[str]) -> int:
+    """Parse ``argv`` of ``spec``'s command and train; returns the exit status (0, or :data:`EXIT_DIVERGED`).
+
+    Invalid arguments raise :class:`InputError` (the CLI prints it on one line and exits with 2).
+    """
+    argv = list(argv)
+    if spec.malloc_command is not None:
+        maybe_reexec_with_malloc_env(argv, spec.malloc_command)
+    from protrnn.training.module import TrainingDiverged
+
+    cli = build_cli(spec, spec.configs.resolve_args(argv))
+    check = spec.parts().check_before_fit
+    if check is not None:
+        check(cli)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    except TrainingDiverged as exc:
+        print(f"protrnn: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if cli.trainer.is_global_zero:
+        for callback in cli.trainer.callbacks:
+            exported = getattr(callback, "exported", None)
+            if exported is not None:
+                with contextlib.suppress(OSError):
+                    print(f"protrnn: {spec.exported.format(Path(exported).parent)}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ the two commands
+def check_resume_checkpoint(cli: Any) -> None:
+    """Before contact training: a ``--ckpt_path`` file must be a readable protrnn checkpoint of the configured
+    architecture.
+
+    Without this, a file that is not a checkpoint fails inside ``trainer.fit`` with a torch.load traceback, and a
+    Lightning checkpoint of another program with a state_dict error. ``last`` / ``best`` are resolved by Lightning
+    and checked by ``ContactLightningModule.on_load_checkpoint``.
+    """
+    ckpt = cli.config.get("ckpt_path")
+    if not ckpt or ckpt in SPECIAL_CKPT_PATHS:
+        return
+    from protrnn.model.io import load_checkpoint
+    from protrnn.training.module import check_architecture
+
+    try:
+        checkpoint = load_checkpoint(ckpt)
+    except InputError as exc:
+        raise InputError(f"config key 'ckpt_path': {exc.reason}", path=ckpt) from None
+    saved = (checkpoint.get("hyper_parameters") or {}).get("model")
+    if not isinstance(saved, dict):
+        raise InputError("config key 'ckpt_path': not a protrnn train checkpoint (no model architecture in its "
+                         "hyper-parameters)", path=ckpt)
+    check_architecture(saved, cli.model.config, source=ckpt)
+
+
+@functools.cache
+def _train_parts() -> FitParts:
+    from protrnn.training.callbacks import ExportOnFitEnd
+    from protrnn.training.datamodule import ContactDataModule
+    from protrnn.training.module import DEFAULT_MONITOR, ContactLightningModule
+
+    return FitParts(ContactLightningModule, ContactDataModule, monitor=DEFAULT_MONITOR, mode="max",
+                    fit_end_callbacks=lambda directory, extra: [ExportOnFitEnd(directory, extra=extra)],
+                    early_stopping_patience=20, check_before_fit=check_resume_checkpoint)
+
+
+@functools.cache
+def _pretrain_parts() -> FitParts:
+    from protrnn.training.pretrain import (
+        PRETRAIN_MONITOR,
+        ExportPretrainedOnFitEnd,
+        PretrainLightningModule,
+        ResidueThroughput,
+        StructureLabelDataModule,
+    )
+
+    return FitParts(PretrainLightningModule, StructureLabelDataModule, monitor=PRETRAIN_MONITOR, mode="min",
+                    fit_end_callbacks=lambda directory, extra: [ResidueThroughput(),
+                                                                ExportPretrainedOnFitEnd(directory, extra=extra)])
+
+
+#: ``protrnn train``: contact training (docs/training.md).
+TRAIN = FitSpec(
+    prog="protrnn train", configs=TRAIN_CONFIGS, default_config="default", default_root_dir="runs/protrnn",
+    description="Train a recurrent contact model (docs/training.md). Bundled configs for --config NAME: {configs}.",
+    export_what="the best model", exported="exported model to {}", parts=_train_parts,
+    trainer_defaults={"max_epochs": 50}, malloc_command=("train",))
+
+#: ``protrnn pretrain fit``: encoder pretraining (docs/pretraining.md).
+PRETRAIN = FitSpec(
+    prog="protrnn pretrain fit", configs=PRETRAIN_CONFIGS, default_config="pretrain", default_root_dir="runs/pretrain",
+    description="Pretrain the recurrent encoder (docs/pretraining.md). Bundled configs for --config NAME: {configs}.",
+    export_what="the encoder", exported="exported the pretrained encoder to {}", parts=_pretrain_parts,
+    trainer_defaults={"max_epochs": 1})
