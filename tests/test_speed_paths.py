@@ -104,8 +104,10 @@ def test_bf16_moves_logits_little_and_top_rankings_not_at_all(shipped: ContactMo
     """bf16 keeps 8 significant bits (relative rounding 2^-9 ~ 0.2 %) at the input of each of the 8 convolutions
     (216-term sums, accumulated in fp32); on the bundled model that moved logits by at most 0.011 (median 6e-4)
     over 15 PSICOV150 chains, whose scored logits span about 5 units, and left every top-L/5 (|i-j| >= 12) set
-    unchanged. Bounds below: 5x those; at least 80 % of chains with the identical top-L/5 set, none below 80 %
-    overlap (a broken bf16 path, e.g. non-zero padding channels, fails all three)."""
+    unchanged; the bundled model since 2026-12-03 (distogram head, 12 convolutions of 32 channels) kept the identical
+    set on 10 of 13 chains and at least 96 % of it on the others. Bounds below: 5x the logit changes; at least 70 % of
+    chains with the identical top-L/5 set, none below 90 % overlap (a broken bf16 path, e.g. non-zero padding
+    channels, fails all three)."""
     chains = _real_chains(10)
     identical, worst = 0, 1.0
     for sequence in chains:
@@ -126,7 +128,7 @@ def test_bf16_moves_logits_little_and_top_rankings_not_at_all(shipped: ContactMo
         set_b = set(np.argsort(-b, kind="stable")[:top].tolist())
         identical += set_a == set_b
         worst = min(worst, len(set_a & set_b) / top)
-    assert identical >= math.ceil(0.8 * len(chains)) and worst >= 0.8, (identical, len(chains), worst)
+    assert identical >= math.ceil(0.7 * len(chains)) and worst >= 0.9, (identical, len(chains), worst)
 
 
 def _padded_batch(seed: int = 0) -> dict[str, torch.Tensor]:
