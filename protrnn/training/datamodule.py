@@ -49,7 +49,8 @@ class EpochedBatchSampler(Sampler[list[Any]]):
         return len(self.batch_sampler)
 
 
-def _positive_int(key: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+def config_int(key: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """``value`` of config key ``data.KEY`` checked to be an integer >= ``minimum`` (or null with ``allow_none``)."""
     if value is None and allow_none:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -91,16 +92,16 @@ class ContactDataModule(pl.LightningDataModule):
         super().__init__()
         self.train_path = Path(train_path)
         self.val_path = Path(val_path)
-        self.crop_length = _positive_int("crop_length", crop_length, minimum=MIN_SEPARATION + 1,
+        self.crop_length = config_int("crop_length", crop_length, minimum=MIN_SEPARATION + 1,
                                          allow_none=True)
-        self.max_tokens = _positive_int("max_tokens", max_tokens)
-        self.max_pairs = _positive_int("max_pairs", max_pairs, allow_none=True)
-        self.val_max_tokens = _positive_int("val_max_tokens", val_max_tokens, allow_none=True)
-        self.val_max_pairs = _positive_int("val_max_pairs", val_max_pairs, allow_none=True)
-        self.num_workers = _positive_int("num_workers", num_workers, minimum=0)
-        self.pair_block = _positive_int("pair_block", pair_block, minimum=MIN_SEPARATION + 1, allow_none=True)
-        self.blocks_per_chain = _positive_int("blocks_per_chain", blocks_per_chain)
-        self.seed = _positive_int("seed", seed, minimum=0)
+        self.max_tokens = config_int("max_tokens", max_tokens)
+        self.max_pairs = config_int("max_pairs", max_pairs, allow_none=True)
+        self.val_max_tokens = config_int("val_max_tokens", val_max_tokens, allow_none=True)
+        self.val_max_pairs = config_int("val_max_pairs", val_max_pairs, allow_none=True)
+        self.num_workers = config_int("num_workers", num_workers, minimum=0)
+        self.pair_block = config_int("pair_block", pair_block, minimum=MIN_SEPARATION + 1, allow_none=True)
+        self.blocks_per_chain = config_int("blocks_per_chain", blocks_per_chain)
+        self.seed = config_int("seed", seed, minimum=0)
         if not (isinstance(contact_cutoff, (int, float)) and math.isfinite(contact_cutoff) and contact_cutoff > 0):
             raise InputError(f"config key 'data.contact_cutoff': must be a positive distance in Å, "
                              f"got {contact_cutoff!r}")

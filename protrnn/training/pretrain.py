@@ -50,7 +50,7 @@ from protrnn.model.pretrain_heads import (
     PretrainNetwork,
     save_pretrained,
 )
-from protrnn.training.datamodule import EpochedBatchSampler
+from protrnn.training.datamodule import EpochedBatchSampler, config_int
 from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
@@ -166,15 +166,6 @@ def collate_labels(examples: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
             "lengths": torch.tensor(lengths, dtype=torch.long)}
 
 
-def _check_int(key: str, value: object, minimum: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(f"config key 'data.{key}': must be an integer >= {minimum}"
-                         + (" or null" if allow_none else "") + f", got {value!r}")
-    return value
-
-
 class StructureLabelDataModule(pl.LightningDataModule):
     """``train.npz`` / ``val.npz`` of ``protrnn pretrain prepare`` -> batches for :class:`PretrainLightningModule`.
 
@@ -193,12 +184,12 @@ class StructureLabelDataModule(pl.LightningDataModule):
                  num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.train_path, self.val_path = Path(train_path), Path(val_path)
-        self.crop_length = _check_int("crop_length", crop_length, 1, allow_none=True)
-        self.max_tokens = _check_int("max_tokens", max_tokens, 1)
-        self.val_max_tokens = _check_int("val_max_tokens", val_max_tokens, 1, allow_none=True)
-        self.val_max_chains = _check_int("val_max_chains", val_max_chains, 1, allow_none=True)
-        self.num_workers = _check_int("num_workers", num_workers, 0)
-        self.seed = _check_int("seed", seed, 0)
+        self.crop_length = config_int("crop_length", crop_length, minimum=1, allow_none=True)
+        self.max_tokens = config_int("max_tokens", max_tokens, minimum=1)
+        self.val_max_tokens = config_int("val_max_tokens", val_max_tokens, minimum=1, allow_none=True)
+        self.val_max_chains = config_int("val_max_chains", val_max_chains, minimum=1, allow_none=True)
+        self.num_workers = config_int("num_workers", num_workers, minimum=0)
+        self.seed = config_int("seed", seed, minimum=0)
         for key, path in (("train_path", self.train_path), ("val_path", self.val_path)):
             if not path.is_file():
                 raise InputError(f"config key 'data.{key}': structure-label file not found (make one with "
