@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from protrnn.cli import main
+from protrnn.commands.args import named_paths
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import load_dataset, save_dataset
 from protrnn.data.formats import iter_json_chains
@@ -25,7 +26,6 @@ from protrnn.evaluation.evaluate import (
     evaluate,
     load_test_set,
     parse_baselines,
-    parse_named_paths,
     score_method,
 )
 from protrnn.evaluation.metrics import metric_keys
@@ -322,9 +322,15 @@ def test_argument_errors(files: dict[str, Path], tmp_path: Path, capsys: pytest.
     with pytest.raises(InputError, match="unknown baseline 'ccmpred'"):
         parse_baselines("random,ccmpred")
     with pytest.raises(InputError, match="given twice"):
-        parse_named_paths(["a=x.npz", "a=y.npz"], "--test-set")
-    assert parse_named_paths(["results/data/test_ts50.npz"], "--test-set") == {
+        named_paths(["a=x.npz", "a=y.npz"], "--test-set", bare=True)
+    assert named_paths(["results/data/test_ts50.npz"], "--test-set", bare=True) == {
         "ts50": Path("results/data/test_ts50.npz")}
+    # names become file names: no separators, no leading dot, and NAME=PATH is required unless bare paths are allowed
+    for bad in ("../up=x.npz", "a/b=x.npz", ".hidden=x.npz", "a,b=x.npz", "=x.npz"):
+        with pytest.raises(InputError, match="--test-set"):
+            named_paths([bad], "--test-set", bare=True)
+    with pytest.raises(InputError, match="expected NAME=PATH"):
+        named_paths(["results/data/test_ts50.npz"], "--test-set")
     assert main(["evaluate", "--model", f"m={tmp_path / 'missing'}", "--test-set", f"ts50={files['test']}",
                  "-o", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err

@@ -126,7 +126,7 @@ def test_bad_invocations_exit_2_with_one_line(inputs: Path, tmp_path: Path,
     cases = [
         (["prepare", str(tmp_path / "missing"), "-o", out], "input not found"),
         (["prepare", one, "-o", out, "--split", "train=0.5"], "sum to"),
-        (["prepare", one, "-o", out, "--test-set", "bad/name=x"], "--test-set name"),
+        (["prepare", one, "-o", out, "--test-set", "bad/name=x"], "the name 'bad/name' must be letters"),
         (["prepare", one, "-o", out, "--test-set", f"junk={inputs / 'other'}"], "no readable chain"),
         (["prepare", "-o", out], "no inputs"),
     ]

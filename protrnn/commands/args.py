@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+from protrnn.errors import InputError
 
 
 def _number(text: str, kind: type) -> int | float:
@@ -82,3 +85,37 @@ def default_cache_dir() -> Path:
     """Where downloaded default-data wheels are cached: ``$XDG_CACHE_HOME/protrnn/wheels`` (``~/.cache`` default)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "protrnn" / "wheels"
+
+
+def named_paths(values: Sequence[str] | None, option: str, *, bare: bool = False) -> dict[str, Path]:
+    """``["NAME=PATH", ...]`` -> ``{NAME: Path}`` (``--test-set``, ``--model``: one parser for every command).
+
+    Names become file names and CSV values, so they must be unique and safe: letters, digits, '_', '.' or '-', not
+    starting with '.' or '-'. With ``bare``, a plain PATH is allowed and named after its stem (``test_`` prefix and
+    ``.npz`` suffix dropped: ``results/data/test_ts50.npz`` -> ``ts50``).
+    """
+    from protrnn.data.prepare import SAFE_NAME
+
+    named: dict[str, Path] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep and bare:
+            path = value
+            name = Path(value).name.removesuffix(".npz").removeprefix("test_")
+        name = name.strip()
+        if (not sep and not bare) or not name or not path:
+            raise InputError(f"{option} {value!r}: expected NAME=PATH")
+        if not SAFE_NAME.match(name):
+            raise InputError(f"{option} {value!r}: the name {name!r} must be letters, digits, '_', '.' or '-' "
+                             "(not starting with '.' or '-')")
+        if name in named:
+            raise InputError(f"{option} {value!r}: the name {name!r} is given twice")
+        named[name] = Path(path)
+    return named
+
+
+def recorded_arguments(args: argparse.Namespace) -> dict[str, object]:
+    """The parsed arguments as JSON values (paths as strings), for the provenance files commands write."""
+    return {key: value if isinstance(value, (bool, int, float, type(None))) else
+            [str(v) for v in value] if isinstance(value, list) else str(value)
+            for key, value in vars(args).items() if not key.startswith("_")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from protrnn.commands.args import non_negative_int, positive_int
+from protrnn.commands.args import named_paths, non_negative_int, positive_int
 
 HELP = "Evaluate a model and baselines on prepared test sets: per-protein CSV + JSON summary."
 DESCRIPTION = """\
@@ -70,14 +70,13 @@ def run(args: argparse.Namespace) -> int:
     from protrnn.evaluation.evaluate import (
         parse_baselines,
         parse_bins,
-        parse_named_paths,
         run_evaluation,
     )
     from protrnn.evaluation.results import PER_PROTEIN_FILE, SUMMARY_FILE
     from protrnn.utils.io import stderr_log
 
-    result = run_evaluation(parse_named_paths(args.model, "--model"), parse_named_paths(args.test_set, "--test-set"),
-                            args.outdir, baselines=parse_baselines(args.baselines), bins=parse_bins(args.bins),
+    models = named_paths(args.model, "--model", bare=True)
+    result = run_evaluation(models, named_paths(args.test_set, "--test-set", bare=True), args.outdir, baselines=parse_baselines(args.baselines), bins=parse_bins(args.bins),
                             train_path=args.train, ollikainen_root=args.ollikainen_root, device=args.device,
                             n_boot=args.bootstrap, seed=args.seed, save_predictions=args.save_predictions,
                             command=command_line(args), log=stderr_log)

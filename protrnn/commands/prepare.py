@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from protrnn.commands.args import default_cache_dir, fraction, positive_int
+from protrnn.commands.args import default_cache_dir, fraction, named_paths, positive_int, recorded_arguments
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.errors import InputError
 
@@ -86,30 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes for parsing and threads for mmseqs2 (default: all cores)")
 
 
-def _parse_test_sets(specs: Sequence[str]) -> dict[str, Path]:
-    """``--test-set NAME=PATH`` values -> ``{NAME: PATH}``; names become file names, so they must be safe."""
-    from protrnn.data.prepare import SAFE_NAME
-
-    tests: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not path:
-            raise InputError(f"--test-set {spec!r} is not NAME=PATH")
-        if not SAFE_NAME.match(name):
-            raise InputError(f"--test-set name {name!r} must be letters, digits, '_', '.' or '-'")
-        if name in tests:
-            raise InputError(f"--test-set {name!r} given twice")
-        tests[name] = Path(path)
-    return tests
-
-
-def _recorded(args: argparse.Namespace) -> dict[str, object]:
-    """The parsed arguments as JSON values, recorded in prepare.json and in every dataset's metadata."""
-    return {key: value if isinstance(value, (bool, int, float, type(None))) else
-            [str(v) for v in value] if isinstance(value, list) else str(value)
-            for key, value in vars(args).items() if not key.startswith("_")}
-
-
 def run(args: argparse.Namespace) -> int:
     from protrnn.data import splits
     from protrnn.data.prepare import prepare_datasets, summary_text
@@ -122,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
         from protrnn.data.sources import default_sources
 
         inputs += default_sources(args.cache_dir)
-    result = prepare_datasets(inputs, Path(args.outdir), test_sets=_parse_test_sets(args.test_set),
+    result = prepare_datasets(inputs, Path(args.outdir), test_sets=named_paths(args.test_set, "--test-set"),
                               fractions=fractions, use_split_hints=args.use_split_hints, min_length=args.min_length,
                               max_length=args.max_length, identity=args.identity, coverage=args.coverage,
                               limit=args.limit, seed=args.seed, chain=args.chain, contact_cutoff=args.contact_cutoff,
-                              threads=args.threads, arguments=_recorded(args))
+                              threads=args.threads, arguments=recorded_arguments(args))
     print(summary_text(result))
     result.require_training_chains()
     return 0

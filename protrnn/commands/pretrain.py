@@ -103,19 +103,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from protrnn.commands.prepare import _parse_test_sets
+    from protrnn.commands.args import named_paths, recorded_arguments
     from protrnn.data.sidechainnet import fetch_sidechainnet, prepare_structure_labels, summary_text
 
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
     source = Path(args.source) if args.source else fetch_sidechainnet(args.cache_dir)
-    recorded = {key: value if isinstance(value, (bool, int, float, type(None))) else
-                [str(v) for v in value] if isinstance(value, list) else str(value)
-                for key, value in vars(args).items() if not key.startswith("_")}
-    result = prepare_structure_labels(source, args.outdir, test_sets=_parse_test_sets(args.test_set), subsets=subsets,
+    result = prepare_structure_labels(source, args.outdir, test_sets=named_paths(args.test_set, "--test-set"),
+                                      subsets=subsets,
                                       min_length=args.min_length, max_length=args.max_length,
                                       max_chains=args.max_chains, val_fraction=args.val_fraction,
                                       identity=args.identity, coverage=args.coverage, seed=args.seed,
-                                      threads=args.threads, arguments=recorded)
+                                      threads=args.threads, arguments=recorded_arguments(args))
     print(summary_text(result))
     if result.manifest["splits"]["train"]["chains"] == 0:
         raise InputError("no training chain left (see records.tsv)", path=args.outdir)

@@ -90,30 +90,6 @@ class EvaluationResult:
 
 
 # --------------------------------------------------------------------------------------------------------- parsing
-def parse_named_paths(values: Sequence[str] | None, option: str) -> dict[str, Path]:
-    """``["NAME=PATH", ...]`` -> ``{NAME: Path}``; a bare PATH is named after its stem (``test_`` prefix dropped).
-
-    Names become file names and CSV values, so they must be unique and safe.
-    """
-    named: dict[str, Path] = {}
-    for value in values or []:
-        name, sep, path = value.partition("=")
-        if not sep:
-            path = value
-            name = Path(value).name.removesuffix(".npz")
-            if name.startswith("test_"):
-                name = name[len("test_"):]
-        name = name.strip()
-        if not name or not path:
-            raise InputError(f"{option} {value!r}: expected NAME=PATH")
-        if any(ch in name for ch in "/\\,") or name.startswith("."):
-            raise InputError(f"{option} {value!r}: the name may not contain '/', '\\' or ',' nor start with '.'")
-        if name in named:
-            raise InputError(f"{option} {value!r}: the name {name!r} is given twice")
-        named[name] = Path(path)
-    return named
-
-
 def parse_baselines(value: str | None) -> list[str]:
     """``"random,separation"`` -> ``["random", "separation"]``; unknown names are an error listing the valid ones."""
     if not value:
