@@ -289,8 +289,14 @@ def test_export_rejects_mismatched_and_foreign_checkpoints(trained_run: Path, tm
     checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["model"]["hidden_size"] = 24
     torch.save(checkpoint, tmp_path / "mismatch.ckpt")
-    with pytest.raises(InputError, match="weights do not match the architecture.*shape mismatch"):
+    with pytest.raises(InputError, match="weights do not match the architecture.*has shape"):
         export_checkpoint(tmp_path / "mismatch.ckpt", tmp_path / "out")
+    diverged = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    name = next(k for k, v in diverged["state_dict"].items() if k.startswith("net.") and v.is_floating_point())
+    diverged["state_dict"][name] = torch.full_like(diverged["state_dict"][name], float("nan"))
+    torch.save(diverged, tmp_path / "diverged.ckpt")
+    with pytest.raises(InputError, match=f"{name.removeprefix('net.')}.*NaN or infinite"):
+        export_checkpoint(tmp_path / "diverged.ckpt", tmp_path / "out")
     del checkpoint["hyper_parameters"]["model"]
     torch.save(checkpoint, tmp_path / "nomodel.ckpt")
     with pytest.raises(InputError, match="no model architecture"):

@@ -291,7 +291,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _network_from_checkpoint(path: Path) -> tuple[ContactModel, dict[str, Any]]:
     """Rebuild the ContactModel stored in a checkpoint of ``protrnn train`` (its architecture is in the
-    hyper-parameters); missing/unexpected tensors and shape mismatches are named."""
+    hyper-parameters); the first missing, unexpected, mis-shaped or non-finite tensor is named (check_state)."""
     checkpoint = load_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") or {}
     if not isinstance(hparams.get("model"), Mapping):
@@ -301,18 +301,7 @@ def _network_from_checkpoint(path: Path) -> tuple[ContactModel, dict[str, Any]]:
     net = ContactModel(config)
     prefix = CHECKPOINT_NET_PREFIX
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items:
-                shown = ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
-                parts.append(f"{label}: {shown}")
-        raise InputError(f"weights do not match the architecture {config.cell}/{config.head} recorded in the "
-                         f"checkpoint: {'; '.join(parts)}", path=path)
+    check_state(state, net.state_dict(), source=path,
+                what=f"weights do not match the architecture {config.cell}/{config.head} recorded in the checkpoint")
     net.load_state_dict(state, strict=True)
     return net.eval(), checkpoint
