@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from protrnn.model.config import ModelConfig  # noqa: E402
 from protrnn.model.contact_model import ContactModel  # noqa: E402
 from protrnn.model.encoder import RecurrentEncoder  # noqa: E402
+from protrnn.utils.resources import peak_rss_mib  # noqa: E402
 
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 
@@ -111,19 +111,6 @@ def bench_throughput(args: argparse.Namespace, device: torch.device) -> None:
                   flush=True)
 
 
-def _rss_peak_bytes(reset: bool = False) -> int:
-    """Peak RSS of this process. On Linux the peak is first reset (``/proc/self/clear_refs`` = 5) so the start-up
-    peak of importing torch does not hide what the measured step needs; elsewhere ``ru_maxrss`` is used."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        if reset:
-            Path("/proc/self/clear_refs").write_text("5")
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
 def _memory_worker(head: str, crop: int, batch: int, mode: str, device_name: str,
                    chunk: int | None = None) -> dict[str, float]:  # seconds include one-time kernel set-up
     """Peak memory growth (MiB) of one training step or one predict_proba call (tiles of ``chunk``)."""
@@ -136,7 +123,7 @@ def _memory_worker(head: str, crop: int, batch: int, mode: str, device_name: str
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        base = _rss_peak_bytes(reset=True)
+        base = peak_rss_mib(reset=True) * 2**20
     start = time.perf_counter()
     if mode == "train":
         model.train()
@@ -145,7 +132,7 @@ def _memory_worker(head: str, crop: int, batch: int, mode: str, device_name: str
         model.predict_proba(tokens, mask, chunk_size=chunk)
     _sync(device)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_peak_bytes()
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss_mib() * 2**20
     return {"peak_mib": (peak - base) / 2**20, "seconds": seconds}
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from protrnn.utils.resources import peak_rss_mib  # noqa: E402
+
 PSICOV_TAR = REPO / ".." / "shared" / "data" / "psicov150_gremlin_rf" / "psicov150_clean_chainA_pdb_fasta.tar.gz"
 
 
@@ -95,20 +97,6 @@ def throughput(model_dir: Path, device: str, records: list[tuple[str, str]], max
             "end_to_end_res_per_s": residues / end_to_end, "end_to_end_rec_per_s": len(records) / end_to_end}
 
 
-def _peak_rss_mb() -> float:
-    """This process image's peak RSS: VmHWM (ru_maxrss would include the parent's peak, kept across fork + exec)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child(model_dir: str, device: str, length: int) -> None:
     """Runs in a fresh process: warm up, predict one chain of ``length``, print timing JSON."""
     import numpy as np
@@ -119,13 +107,13 @@ def _child(model_dir: str, device: str, length: int) -> None:
     rng = np.random.default_rng(length)
     letters = list("ACDEFGHIKLMNPQRSTVWY")
     predictor.predict(["".join(rng.choice(letters, size=20))])
-    baseline_mb = _peak_rss_mb()
+    baseline_mb = peak_rss_mib()
     sequence = "".join(rng.choice(letters, size=length))
     start = time.perf_counter()
     (probs,) = predictor.predict([sequence])
     seconds = time.perf_counter() - start
     assert probs.shape == (length, length)
-    figures = {"seconds": seconds, "baseline_rss_mb": baseline_mb, "peak_rss_mb": _peak_rss_mb()}
+    figures = {"seconds": seconds, "baseline_rss_mb": baseline_mb, "peak_rss_mb": peak_rss_mib()}
     if predictor.device.type == "cuda":
         import torch
 

@@ -36,7 +36,6 @@ import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from protrnn.model.config import ModelConfig  # noqa: E402
 from protrnn.model.contact_model import ContactModel, bf16_is_native, cpu_bf16_flags  # noqa: E402
+from protrnn.utils.resources import peak_rss_mib  # noqa: E402
 
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 PSICOV_TAR = REPO / ".." / "shared" / "data" / "psicov150_gremlin_rf" / "psicov150_clean_chainA_pdb_fasta.tar.gz"
@@ -259,17 +259,6 @@ def bench_short_chains(args: argparse.Namespace, bf16: bool) -> None:
     print(f"{'path':38} {'CPU s':>7} {'wall s':>7} {'res/s/core':>11} {'ratio':>6}")
     for label, (cpu, wall) in medians.items():
         print(f"{label:38} {cpu:7.2f} {wall:7.2f} {residues / cpu:11,.0f} {base / cpu:5.2f}x", flush=True)
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process image: ``VmHWM`` from /proc/self/status on Linux (``ru_maxrss`` would
-    also count the parent's RSS at spawn, which Linux folds in across fork + exec), else ``ru_maxrss``."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def _memory_worker(spec: dict[str, Any]) -> dict[str, float]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -33,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+
+from protrnn.utils.resources import peak_rss_mib  # noqa: E402
 
 #: The two architectures trained: the default config and the larger recipe of issue #13.
 RECIPES = {
@@ -64,17 +65,6 @@ def _peak_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return peak_rss_mib()
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process image: ``VmHWM`` from /proc/self/status on Linux (``ru_maxrss`` would
-    also count the parent's RSS at spawn, which Linux folds in across fork + exec), else ``ru_maxrss``."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def synthetic_batches(count: int, batch: int, length: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -66,3 +66,18 @@ def test_atomic_outputs_get_ordinary_file_mode(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM needs Linux /proc")
+def test_peak_rss_follows_a_touched_allocation_and_resets() -> None:
+    import numpy as np
+
+    from protrnn.utils.resources import peak_rss_mib
+
+    before = peak_rss_mib(reset=True)
+    block = np.ones(256 * 2**20 // 8)  # 256 MiB, every page written
+    grown = peak_rss_mib()
+    del block
+    after_reset = peak_rss_mib(reset=True)
+    assert grown - before >= 200
+    assert grown - after_reset >= 200  # the freed block no longer counts once the peak is reset
