@@ -81,3 +81,33 @@ def test_peak_rss_follows_a_touched_allocation_and_resets() -> None:
     after_reset = peak_rss_mib(reset=True)
     assert grown - before >= 200
     assert grown - after_reset >= 200  # the freed block no longer counts once the peak is reset
+
+
+def test_read_json_document_names_file_position_format_and_version(tmp_path: Path) -> None:
+    from protrnn.errors import InputError
+    from protrnn.utils.io import read_json_document
+
+    good = tmp_path / "good.json"
+    good.write_text('{"format": "protrnn-x", "format_version": 2, "value": 3}')
+    assert read_json_document(good, "protrnn-x", max_version=2)["value"] == 3
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "protrnn-x",\n "value": }')
+    with pytest.raises(InputError, match=r"broken\.json.*not a thing: not valid JSON") as err:
+        read_json_document(broken, "protrnn-x", what="thing")
+    assert str(broken.read_text().index("}")) in str(err.value)  # the character offset of the error
+    with pytest.raises(InputError, match=r"format 'protrnn-y', expected 'protrnn-x'"):
+        read_json_document(_write(tmp_path / "other.json", '{"format": "protrnn-y"}'), "protrnn-x")
+    with pytest.raises(InputError, match=r"format 'list'"):
+        read_json_document(_write(tmp_path / "list.json", "[1, 2]"), "protrnn-x")
+    with pytest.raises(InputError, match=r"unsupported format_version 2 .*1\.\.1"):
+        read_json_document(good, "protrnn-x", max_version=1)
+    with pytest.raises(InputError, match=r"unsupported format_version True"):
+        read_json_document(_write(tmp_path / "bool.json", '{"format": "protrnn-x", "format_version": true}'),
+                           "protrnn-x", max_version=1)
+    with pytest.raises(InputError, match=r"missing\.json.*file not found"):
+        read_json_document(tmp_path / "missing.json", "protrnn-x")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

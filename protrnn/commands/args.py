@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from protrnn.errors import InputError
+
+#: A name given on the command line that becomes a file name or a CSV value (``--test-set``, ``--model``).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
 
 
 def _number(text: str, kind: type) -> int | float:
@@ -90,12 +94,10 @@ def default_cache_dir() -> Path:
 def named_paths(values: Sequence[str] | None, option: str, *, bare: bool = False) -> dict[str, Path]:
     """``["NAME=PATH", ...]`` -> ``{NAME: Path}`` (``--test-set``, ``--model``: one parser for every command).
 
-    Names become file names and CSV values, so they must be unique and safe: letters, digits, '_', '.' or '-', not
-    starting with '.' or '-'. With ``bare``, a plain PATH is allowed and named after its stem (``test_`` prefix and
+    Names become file names and CSV values, so they must be unique and safe (:data:`SAFE_NAME`: letters, digits,
+    '_', '.', '-', '@' or '+', starting with a letter or digit; ``lstm@seed0`` names one seed of a model). With ``bare``, a plain PATH is allowed and named after its stem (``test_`` prefix and
     ``.npz`` suffix dropped: ``results/data/test_ts50.npz`` -> ``ts50``).
     """
-    from protrnn.data.prepare import SAFE_NAME
-
     named: dict[str, Path] = {}
     for value in values or []:
         name, sep, path = value.partition("=")
@@ -106,8 +108,8 @@ def named_paths(values: Sequence[str] | None, option: str, *, bare: bool = False
         if (not sep and not bare) or not name or not path:
             raise InputError(f"{option} {value!r}: expected NAME=PATH")
         if not SAFE_NAME.match(name):
-            raise InputError(f"{option} {value!r}: the name {name!r} must be letters, digits, '_', '.' or '-' "
-                             "(not starting with '.' or '-')")
+            raise InputError(f"{option} {value!r}: the name {name!r} must be letters, digits, '_', '.', '-', '@' or "
+                             "'+', starting with a letter or digit")
         if name in named:
             raise InputError(f"{option} {value!r}: the name {name!r} is given twice")
         named[name] = Path(path)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.errors import InputError, reading
-from protrnn.utils.io import atomic_write
+from protrnn.errors import InputError
+from protrnn.utils.io import atomic_write, read_json_document
 
 FORMAT = "protrnn-diagnostics"
 FORMAT_VERSION = 1
@@ -380,15 +380,7 @@ def save_diagnostics(results: DiagnosticsResult | Sequence[DiagnosticsResult], p
 
 def load_diagnostics(path: str | os.PathLike[str]) -> list[DiagnosticsResult]:
     """Read a file written by :func:`save_diagnostics`; a wrong format or a missing key is an :class:`InputError`."""
-    try:
-        with reading(path), open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a JSON file ({exc})", path=path) from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise InputError(f"not a {FORMAT} file (missing 'format': {FORMAT!r})", path=path)
-    if document.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"unsupported format_version {document.get('format_version')!r}", path=path)
+    document = read_json_document(path, FORMAT, max_version=FORMAT_VERSION, what="protrnn diagnostics file")
     results = []
     for index, item in enumerate(document.get("models", [])):
         try:

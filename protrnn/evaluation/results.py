@@ -21,7 +21,7 @@ import numpy as np
 
 from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
-from protrnn.utils.io import atomic_path, atomic_write
+from protrnn.utils.io import atomic_path, atomic_write, read_json_document
 
 SUMMARY_FORMAT = "protrnn-evaluation"
 SUMMARY_FORMAT_VERSION = 1
@@ -108,14 +108,8 @@ def read_summary(directory: str | Path) -> dict[str, Any]:
         path = path / SUMMARY_FILE
     if not path.is_file():
         raise InputError("evaluation summary not found (run `protrnn evaluate` first)", path=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
-    if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise InputError(f"not a protrnn evaluation summary (format {found!r})", path=path)
-    return data
+    return read_json_document(path, SUMMARY_FORMAT, max_version=SUMMARY_FORMAT_VERSION,
+                              what="protrnn evaluation summary")
 
 
 # ------------------------------------------------------------------------------------------------------- predictions

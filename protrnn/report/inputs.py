@@ -10,7 +10,6 @@ named ``NAME@seedS`` (:func:`protrnn.diagnostics.results.split_seed`); :mod:`pro
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from protrnn.diagnostics.results import DiagnosticsResult, load_diagnostics, split_seed
-from protrnn.errors import InputError, reading
+from protrnn.diagnostics.synthetic import FORMAT as SYNTHETIC_FORMAT
+from protrnn.diagnostics.synthetic import FORMAT_VERSION as SYNTHETIC_VERSION
+from protrnn.errors import InputError
 from protrnn.evaluation.results import (
     PER_PROTEIN_FILE,
     PREDICTIONS_DIR,
@@ -29,6 +30,7 @@ from protrnn.evaluation.results import (
     read_per_protein_csv,
     read_summary,
 )
+from protrnn.utils.io import read_json_document
 
 #: Baselines that read an alignment (not comparable to single-sequence models; shown, never the reference).
 ALIGNMENT_METHODS = frozenset({"freecontact"})
@@ -63,8 +65,6 @@ class RunCurves:
     x_label: str = "optimizer step"
 
 
-#: ``format`` of a ``protrnn synthetic`` result.json.
-SYNTHETIC_FORMAT = "protrnn-synthetic"
 SYNTHETIC_RESULT = "result.json"
 
 
@@ -182,13 +182,8 @@ def load_synthetic(value: str | Path) -> SyntheticRun:
     path = Path(path_text)
     if path.is_dir():
         path = path / SYNTHETIC_RESULT
-    try:
-        with reading(path), open(path, encoding="utf-8") as handle:
-            result = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a JSON file ({exc})", path=path) from None
-    if not isinstance(result, dict) or result.get("format") != SYNTHETIC_FORMAT:
-        raise InputError(f"not a {SYNTHETIC_FORMAT} result (missing 'format': {SYNTHETIC_FORMAT!r})", path=path)
+    result = read_json_document(path, SYNTHETIC_FORMAT, max_version=SYNTHETIC_VERSION,
+                                what="protrnn synthetic result")
     try:
         seed = int(result["settings"]["seed"])
         checked = [(int(row["distance"]), float(row["accuracy"])) for row in result["distances"]]
