@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Iterator
+from typing import Any
 
 
 class InputError(ValueError):
@@ -40,3 +43,28 @@ def reading(path: object) -> Iterator[None]:
         raise InputError("is a directory, not a file", path=path) from None
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror or exc})", path=path) from None
+
+
+def read_json_document(path: str | os.PathLike[str], fmt: str, *, max_version: int | None = None,
+                       what: str | None = None) -> dict[str, Any]:
+    """Read a JSON file that protrnn wrote: an object whose ``format`` is ``fmt`` (and, with ``max_version``, whose
+    ``format_version`` is an integer 1..max_version). Each problem is a one-line :class:`InputError` naming the file:
+    not found, unreadable, not JSON (with the position), another format, an unsupported version. ``what`` names the
+    document in those messages (default ``fmt``)."""
+    label = what or fmt
+    try:
+        with reading(path), open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a {label}: not UTF-8 text ({exc.reason})", path=path, position=exc.start) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a {label}: not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
+    if not isinstance(document, dict) or document.get("format") != fmt:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise InputError(f"not a {label} (format {found!r}, expected {fmt!r})", path=path)
+    if max_version is not None:
+        version = document.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= max_version:
+            raise InputError(f"unsupported format_version {version!r} of a {label} (this version reads "
+                             f"1..{max_version})", path=path)
+    return document

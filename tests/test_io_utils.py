@@ -84,8 +84,7 @@ def test_peak_rss_follows_a_touched_allocation_and_resets() -> None:
 
 
 def test_read_json_document_names_file_position_format_and_version(tmp_path: Path) -> None:
-    from protrnn.errors import InputError
-    from protrnn.utils.io import read_json_document
+    from protrnn.errors import InputError, read_json_document
 
     good = tmp_path / "good.json"
     good.write_text('{"format": "protrnn-x", "format_version": 2, "value": 3}')

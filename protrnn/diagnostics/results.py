@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.errors import InputError
-from protrnn.utils.io import atomic_write, read_json_document
+from protrnn.errors import InputError, read_json_document
+from protrnn.utils.io import atomic_write
 
 FORMAT = "protrnn-diagnostics"
 FORMAT_VERSION = 1
+#: ``format`` and version of a ``protrnn synthetic`` result.json (written by protrnn.diagnostics.synthetic; named
+#: here so that torch-free readers such as the report can check it).
+SYNTHETIC_FORMAT = "protrnn-synthetic"
+SYNTHETIC_FORMAT_VERSION = 1
 #: Distance rules: from the nearer residue of the pair, min(|i - s|, |j - s|), or from its first residue, |i - s|.
 NEAREST = "nearest"
 ANCHOR = "anchor"

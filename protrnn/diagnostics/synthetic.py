@@ -36,13 +36,14 @@ import torch
 from torch import Tensor, nn
 
 from protrnn.diagnostics.jacobians import clip_and_measure, recurrent_jacobian_norms, summarise_gradient_norms
+from protrnn.diagnostics.results import SYNTHETIC_FORMAT, SYNTHETIC_FORMAT_VERSION
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
 from protrnn.utils.io import atomic_path, atomic_write
 
-FORMAT = "protrnn-synthetic"
-FORMAT_VERSION = 1
+FORMAT = SYNTHETIC_FORMAT
+FORMAT_VERSION = SYNTHETIC_FORMAT_VERSION
 PAD_TOKEN = 0
 QUERY_TOKEN = 1
 FIRST_KEY_TOKEN = 2

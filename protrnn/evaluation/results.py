@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from protrnn.data.chain import ProteinChain
-from protrnn.errors import InputError
-from protrnn.utils.io import atomic_path, atomic_write, read_json_document
+from protrnn.errors import InputError, read_json_document
+from protrnn.utils.io import atomic_path, atomic_write
 
 SUMMARY_FORMAT = "protrnn-evaluation"
 SUMMARY_FORMAT_VERSION = 1

@@ -19,10 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.diagnostics.results import DiagnosticsResult, load_diagnostics, split_seed
-from protrnn.diagnostics.synthetic import FORMAT as SYNTHETIC_FORMAT
-from protrnn.diagnostics.synthetic import FORMAT_VERSION as SYNTHETIC_VERSION
-from protrnn.errors import InputError
+from protrnn.diagnostics.results import (
+    SYNTHETIC_FORMAT,
+    SYNTHETIC_FORMAT_VERSION,
+    DiagnosticsResult,
+    load_diagnostics,
+    split_seed,
+)
+from protrnn.errors import InputError, read_json_document
 from protrnn.evaluation.results import (
     PER_PROTEIN_FILE,
     PREDICTIONS_DIR,
@@ -30,7 +34,6 @@ from protrnn.evaluation.results import (
     read_per_protein_csv,
     read_summary,
 )
-from protrnn.utils.io import read_json_document
 
 #: Baselines that read an alignment (not comparable to single-sequence models; shown, never the reference).
 ALIGNMENT_METHODS = frozenset({"freecontact"})
@@ -182,7 +185,7 @@ def load_synthetic(value: str | Path) -> SyntheticRun:
     path = Path(path_text)
     if path.is_dir():
         path = path / SYNTHETIC_RESULT
-    result = read_json_document(path, SYNTHETIC_FORMAT, max_version=SYNTHETIC_VERSION,
+    result = read_json_document(path, SYNTHETIC_FORMAT, max_version=SYNTHETIC_FORMAT_VERSION,
                                 what="protrnn synthetic result")
     try:
         seed = int(result["settings"]["seed"])
