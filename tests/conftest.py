@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,32 @@ WHEEL_DIRS = [Path(p) for p in os.environ.get("PROTRNN_WHEEL_DIR", "").split(os.
     REPO / ".cache" / "protrnn" / "wheels",
     Path("/tmp/wheels"),
 ]
+
+
+#: System tools the suite runs (Debian packages, installed by .ci/run): a test that needs a missing one fails, it does
+#: not skip, so a machine without them cannot pass the suite quietly.
+SYSTEM_TOOLS = {"mmseqs": "mmseqs2", "freecontact": "freecontact"}
+
+
+def require_tool(name: str) -> str:
+    """The path of system tool ``name``; fails the calling test (with the install command) when it is not on PATH."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not on PATH; the test suite needs it: apt-get install {SYSTEM_TOOLS[name]} "
+                    "(.ci/run installs it)")
+    return path
+
+
+@pytest.fixture
+def mmseqs() -> str:
+    """mmseqs2 (see :func:`require_tool`)."""
+    return require_tool("mmseqs")
+
+
+@pytest.fixture
+def freecontact() -> str:
+    """Debian's freecontact (see :func:`require_tool`)."""
+    return require_tool("freecontact")
 
 
 @pytest.fixture(scope="session")

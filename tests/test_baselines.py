@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -148,16 +147,16 @@ def test_read_alignment_flattens_and_validates(tmp_path: Path) -> None:
 def test_freecontact_missing_or_failing_binary_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     alignment = tmp_path / "a.fasta"
     alignment.write_text(">a\nACDEFGHIK\n>b\nACDEFGHIK\n")
-    false = shutil.which("false", path="/bin:/usr/bin")
+    false = tmp_path / "failing-freecontact"  # stands in for a freecontact that exits 1
+    false.write_text("#!/bin/sh\nexit 1\n")
+    false.chmod(0o755)
     monkeypatch.setattr(bl.shutil, "which", lambda name: None)
     assert not FreeContactBaseline.available()
     with pytest.raises(FreeContactUnavailable, match="not installed"):
         FreeContactBaseline().column_scores(alignment)
     monkeypatch.undo()
-    if false is None:
-        pytest.skip("no 'false' binary to stand in for a failing freecontact")
     with pytest.raises(FreeContactError, match="exit 1"):
-        FreeContactBaseline(executable=false).column_scores(alignment)
+        FreeContactBaseline(executable=str(false)).column_scores(alignment)
 
 
 # ---- real data -------------------------------------------------------------------------------------------------
@@ -208,7 +207,7 @@ def test_ollikainen_case_maps_residues_to_columns(ollikainen: Path) -> None:
         load_ollikainen_case(ollikainen, "9XYZ")
     with pytest.raises(InputError, match="domains.csv missing"):
         load_ollikainen_case(ollikainen / "pdb", "1GUU")
-    chain = _structure_chain(case)
+    chain = bl.load_ollikainen_chain(case)
     by_number = ollikainen_columns(case, chain)
     assert np.count_nonzero(by_number >= 0) == 47 and list(by_number[-3:]) == [-1, -1, -1]
     # Without author numbering the index letters are aligned to the sequence: the same map.
@@ -219,34 +218,13 @@ def test_ollikainen_case_maps_residues_to_columns(ollikainen: Path) -> None:
         ollikainen_columns(case, wrong)
 
 
-def _structure_chain(case: bl.OllikainenCase) -> ProteinChain:
-    try:
-        return bl.load_ollikainen_chain(case)
-    except ImportError:  # pragma: no cover - protrnn.data.structure not yet available
-        from Bio.PDB import PDBParser
-        from Bio.SeqUtils import seq1
-
-        residues = [r for r in PDBParser(QUIET=True).get_structure(case.pdb_id, case.structure_path)[0][case.chain]
-                    if r.id[0] == " "]
-        sequence = "".join(seq1(r.get_resname()) for r in residues)
-        coords = np.full((len(residues), 4, 3), np.nan, dtype=np.float32)
-        for k, residue in enumerate(residues):
-            for a, atom in enumerate(("N", "CA", "C", "CB")):
-                if atom in residue:
-                    coords[k, a] = residue[atom].coord
-        coords = complete_cb(sequence, coords)
-        numbering = [f"{r.id[1]}{r.id[2].strip()}" for r in residues]
-        return ProteinChain(case.pdb_id, sequence, ~np.isnan(coords[:, 3]).any(axis=1), coords,
-                            meta={"numbering": numbering})
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not FreeContactBaseline.available(), reason="freecontact binary not installed")
+@pytest.mark.usefixtures("freecontact")  # fails, not skips, without it (conftest.require_tool)
 def test_freecontact_beats_random_on_ollikainen_domains(ollikainen: Path) -> None:
     fc_scores, random_scores = [], []
     for pdb_id in ("1GUU", "1BXY", "1CTF"):
         case = load_ollikainen_case(ollikainen, pdb_id)
-        chain = _structure_chain(case)
+        chain = bl.load_ollikainen_chain(case)
         probs, unmapped = freecontact_ollikainen(case, chain, FreeContactBaseline(threads=2, timeout=300))
         assert probs.shape == (len(chain), len(chain)) and np.allclose(probs, probs.T)
         assert all(np.all(probs[k] == 0) for k in unmapped)

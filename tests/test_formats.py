@@ -102,8 +102,12 @@ def test_perchain_jsonl_records(shared_data: Path, folder: str) -> None:
         chain = chain_from_perchain_record(record, path=path)
         observed = "".join(np.array(list(chain.sequence))[chain.observed])
         assert chain.id == record["id"]
-        # every CA-bearing residue in the record is kept (the record's residues all have a CA)
-        assert len(observed) <= len(record["seq"]) and chain.sequence.replace("X", "") != ""
+        # every residue of the record with a CA is kept and observed (numbering gaps add unobserved 'X's)
+        ca = record["atoms"].index("CA")
+        with_ca = [res[ca] is not None and all(v is not None and math.isfinite(v) for v in res[ca])
+                   for res in record["coords"]]
+        assert int(chain.observed.sum()) == sum(with_ca) > 0
+        assert observed == "".join(aa for aa, keep in zip(record["seq"], with_ca, strict=True) if keep)
         assert chain.meta["numbering"][np.flatnonzero(chain.observed)[0]] in record["resnum"]
 
 
@@ -158,7 +162,12 @@ def test_cgdms_centroid_is_not_used_as_cb(extracted: Callable[[str], Path]) -> N
 
 def test_cgdms_directory_matches_tarball(extracted: Callable[[str], Path], shared_data: Path) -> None:
     from_dir = {c.id: c for c in iter_cgdms(extracted(CGDMS_TAR))}
-    assert len(from_dir) == 2204
+    from_tar = {c.id: c for c in iter_cgdms(shared_data / CGDMS_TAR)}
+    assert len(from_dir) == 2204 and from_tar.keys() == from_dir.keys()
+    for chain_id, chain in from_dir.items():
+        other = from_tar[chain_id]
+        assert other.sequence == chain.sequence and other.meta == chain.meta, chain_id
+        np.testing.assert_array_equal(other.coords, chain.coords)
     assert Counter(c.meta["split_hint"] for c in from_dir.values()) == {"train": 2004, "val": 200}
 
 

@@ -112,7 +112,6 @@ def test_bundled_model_missing_is_a_clear_error(monkeypatch, tmp_path) -> None:
         load_model()
 
 
-@pytest.mark.skipif(not (model_io.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
 def test_bundled_model_loads_and_predicts() -> None:
     model = load_model(device="cpu")
     sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQ"
@@ -121,7 +120,6 @@ def test_bundled_model_loads_and_predicts() -> None:
     np.testing.assert_array_equal(probs, probs.T)
 
 
-@pytest.mark.skipif(not (model_io.PRETRAINED_DIR / "model.json").is_file(), reason="no bundled model yet")
 @pytest.mark.skipif(not (DATA / "ts50_gvp" / "ts50.json.gz").is_file(), reason="shared TS50 data not available")
 def test_bundled_model_meets_its_accuracy_marks_on_ts50() -> None:
     """Issue marks for the shipped weights: TS50 medium+long P@L/5 >= 0.17, long P@L/5 >= 3x random (~0.03)."""
@@ -225,17 +223,23 @@ def test_structure_map_that_is_not_utf8_is_an_input_error(tmp_path) -> None:
 def test_threshold_and_top_options(model_dir, tmp_path) -> None:
     rng = np.random.default_rng(2)
     fasta = _write_fasta(tmp_path / "in.fasta", [("p", _random_sequence(rng, 50))])
-    for option, check in ((["--top", "7"], lambda c, m: len(c) == 7),
-                          (["--threshold", "0.5", "--min-separation", "12"],
-                           lambda c, m: all(x.p >= 0.5 and x.j - x.i >= 12 for x in c)
-                           and len(c) == int(((np.triu(m, 12)) >= 0.5).sum()))):
-        out = tmp_path / f"out{len(option)}"
+
+    def run(out: Path, *option: str) -> tuple[list, np.ndarray]:
         assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress",
                      *option]) == 0
-        probs = read_npz(out / "p.npz")[0].astype(np.float32)
         doc = read_rr_document(out / "p.rr")
-        assert check(doc.contacts, probs), option
         assert doc.remarks and doc.methods[-1].startswith("weights sha256 ")
+        return doc.contacts, read_npz(out / "p.npz")[0].astype(np.float32)
+
+    contacts, probs = run(tmp_path / "top", "--top", "7")
+    assert len(contacts) == 7
+    # a threshold halfway between the 20th and 21st highest probability at separation >= 12: exactly 20 pairs pass
+    upper = np.sort(probs[np.triu_indices(len(probs), 12)])[::-1]
+    assert upper[19] > upper[20]
+    threshold = float(upper[19] + upper[20]) / 2
+    contacts, _ = run(tmp_path / "threshold", "--threshold", repr(threshold), "--min-separation", "12")
+    assert len(contacts) == 20
+    assert all(x.j - x.i >= 12 and probs[x.i - 1, x.j - 1] >= threshold for x in contacts)
 
 
 def test_interrupted_then_rerun_is_byte_identical(model_dir, predictor, tmp_path, monkeypatch) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from pathlib import Path
@@ -25,7 +24,6 @@ from protrnn.model.contact_model import ContactModel
 from protrnn.model.pretrain_heads import PretrainNetwork, load_pretrained, save_pretrained
 from protrnn.training.cli import PRETRAIN_CONFIGS
 from protrnn.training.finetune import (
-    HOOK,
     AuxiliarySecondaryStructure,
     PretrainedEncoder,
     load_pretrained_encoder,
@@ -299,15 +297,6 @@ def test_pretrained_encoder_is_loaded_and_frozen_for_the_first_steps(cell: str, 
     assert all(p.requires_grad for p in module.net.parameters())  # nothing left frozen
 
 
-class _Hooked(ContactLightningModule):
-    """ContactLightningModule with the auxiliary-loss hook (until the real module carries it, then unchanged)."""
-
-    if HOOK not in inspect.getsource(ContactLightningModule.training_step):
-        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201 - the hook, applied from outside
-            loss = super().training_step(batch, batch_idx)
-            return loss + sum(term(self, batch, batch_idx) for term in getattr(self, "auxiliary_losses", ()))
-
-
 class _NoHook(ContactLightningModule):
     def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
         return self._training_loss(batch)[0]  # the contact loss alone: no auxiliary terms
@@ -329,7 +318,7 @@ def test_auxiliary_ss_loss_trains_the_encoder_through_the_frozen_pretrained_head
     assert all(p.grad is None for p in module.net.head.parameters())
     assert all(not p.requires_grad and p.grad is None for p in aux.head.parameters())
 
-    hooked = _Hooked(tiny_config(), warmup_steps=0)
+    hooked = ContactLightningModule(tiny_config(), warmup_steps=0)  # the real module carries the hook
     aux = AuxiliarySecondaryStructure(label_data["train"], path, weight=0.5, max_tokens=256, crop_length=32)
     trainer = _trainer(3, aux)
     trainer.fit(hooked, datamodule=_contact_datamodule(contact_data))

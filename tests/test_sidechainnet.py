@@ -199,9 +199,10 @@ def planted(ts50: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.mark.parametrize("method", ["mmseqs", "fallback"])
 def test_prepare_removes_test_relatives_collapses_duplicates_and_splits_by_cluster(
-        method: str, planted: dict, ts50: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if method == "mmseqs" and splits.mmseqs_path() is None:
-        pytest.skip("mmseqs2 not installed")
+        method: str, planted: dict, ts50: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
+    if method == "mmseqs":
+        request.getfixturevalue("mmseqs")  # fails, not skips, without mmseqs2
     if method == "fallback":
         monkeypatch.setattr(splits, "mmseqs_path", lambda: None)
     result = prepare_structure_labels(planted["source"], tmp_path / "out", test_sets={"ts50": ts50},

@@ -14,7 +14,7 @@ from protrnn.data import splits
 from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
 
-needs_mmseqs = pytest.mark.skipif(splits.mmseqs_path() is None, reason="mmseqs2 not installed")
+needs_mmseqs = pytest.mark.usefixtures("mmseqs")  # fails, not skips, without mmseqs2 (conftest.require_tool)
 #: Names that must never reach a shell or a path: mmseqs sees only index-based names.
 HOSTILE_IDS = ["a b; rm -rf /", "../../etc/passwd", "$(touch pwned)", "tab\there", "-v"]
 
@@ -101,9 +101,9 @@ def _identical_groups(chains: list[ProteinChain]) -> list[list[str]]:
 
 @pytest.mark.parametrize("method", [pytest.param("mmseqs", marks=pytest.mark.slow), "fallback"])
 def test_clusters_keep_identical_sequences_together(method: str, monkeypatch: pytest.MonkeyPatch,
-                                                    cgdms: list[ProteinChain]) -> None:
-    if method == "mmseqs" and splits.mmseqs_path() is None:
-        pytest.skip("mmseqs2 not installed")
+                                                    cgdms: list[ProteinChain], request: pytest.FixtureRequest) -> None:
+    if method == "mmseqs":
+        request.getfixturevalue("mmseqs")
     if method == "fallback":
         monkeypatch.setattr(splits, "mmseqs_path", lambda: None)
     groups = _identical_groups(cgdms)
