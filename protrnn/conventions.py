@@ -3,7 +3,7 @@
 * a contact is Cβ–Cβ < :data:`DEFAULT_CONTACT_CUTOFF` Å (Cα for glycine, virtual Cβ where Cβ is missing);
 * pairs closer than :data:`MIN_SEPARATION` in sequence are never scored (CASP);
 * separation ranges (:data:`RANGES`, inclusive, ``None`` = open) and the finer :data:`DEFAULT_BINS`;
-* ``k`` of top-L/k precision (:data:`TOP_K`).
+* ``k`` of top-L/k precision (:data:`TOP_K`; the headline figure's :data:`HEADLINE_K`).
 
 Torch-free and import-free, so every layer (data, model, training, evaluation, diagnostics, report) may use it.
 """
@@ -25,3 +25,5 @@ RANGES: dict[str, tuple[int, int | None]] = {
 DEFAULT_BINS: list[tuple[int, int | None]] = [(6, 11), (12, 23), (24, 47), (48, 95), (96, None)]
 #: k in top-L/k precision.
 TOP_K: tuple[int, ...] = (1, 2, 5, 10)
+#: k of the headline figure, top-L/5 (training's validation precision, usage ablation, findings, the report).
+HEADLINE_K = 5

@@ -16,8 +16,12 @@ from protrnn.evaluation.metrics import (
     average_metrics,
     bootstrap_ci,
     evaluate_contacts,
+    in_range,
     metric_keys,
+    rank_pairs,
+    scored_pairs,
     summarize,
+    top_count,
 )
 
 
@@ -228,3 +232,19 @@ def test_bootstrap_interval_contains_mean_and_is_deterministic() -> None:
     assert table["p"]["low"] < table["p"]["mean"] < table["p"]["high"] and table["p"]["n"] == 40
     with pytest.raises(InputError):
         bootstrap_ci(per, n_boot=0)
+
+
+def test_scored_pairs_ranking_ranges_and_top_count_by_hand() -> None:
+    observed = np.array([True, True, False, True, True, True, True, True, True, True])
+    rows, cols = scored_pairs(observed, 6)
+    expected = [(i, j) for i in range(10) for j in range(i + 6, 10) if observed[i] and observed[j]]
+    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == expected  # row-major, residue 2 dropped
+    assert expected == [(0, 6), (0, 7), (0, 8), (0, 9), (1, 7), (1, 8), (1, 9), (3, 9)]
+    scores = np.array([0.5, 0.9, 0.5, 0.1, 0.9, 0.5, 0.2, 0.5])
+    # decreasing score; ties by i, then j
+    assert [expected[k] for k in rank_pairs(scores, rows, cols)] == [
+        (0, 7), (1, 7), (0, 6), (0, 8), (1, 8), (3, 9), (1, 9), (0, 9)]
+    separation = np.array([5, 6, 11, 12, 23, 24, 100])
+    assert in_range(separation, 12, 23).tolist() == [False, False, False, True, True, False, False]
+    assert in_range(separation, 24, None).tolist() == [False] * 5 + [True, True]
+    assert (top_count(4), top_count(5), top_count(64), top_count(64, 1)) == (1, 1, 12, 64)

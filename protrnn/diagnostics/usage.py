@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from protrnn.alphabet import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS, Alphabet
-from protrnn.conventions import MIN_SEPARATION, RANGES
+from protrnn.conventions import HEADLINE_K, MIN_SEPARATION, RANGES
 from protrnn.data.chain import ProteinChain
 from protrnn.diagnostics.fit import usage_horizon
 from protrnn.diagnostics.gradients import sample_pairs
 from protrnn.diagnostics.results import DEFAULT_USAGE_FRACTION, UsagePrecision, UsageProfile
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import rank_pairs, scored_pairs, top_count
 
 #: Context radii measured by default (0 = only residues i and j kept).
 DEFAULT_USAGE_DISTANCES = (0, 2, 4, 8, 16, 32, 64, 96)
@@ -46,7 +47,7 @@ PRECISION_MAX_LENGTH = 400
 #: Long range as the evaluation defines it (|i - j| >= 24).
 LONG_MIN_SEPARATION = RANGES["long"][0]
 #: Top-L/k precision with this k.
-PRECISION_K = 5
+PRECISION_K = HEADLINE_K
 BACKGROUNDS = ("train", "chain")
 
 
@@ -277,19 +278,16 @@ def _precision_under_ablation(scorer: PairScorer, chain: ProteinChain, tokens: n
     (whole map); intact and ablated pool logits come from the same scorer, and each ablated pair is re-ranked
     within the pool."""
     length = len(tokens)
-    observed = np.asarray(chain.observed, dtype=bool)
-    ii, jj = np.triu_indices(length, k=LONG_MIN_SEPARATION)
-    keep = observed[ii] & observed[jj]
-    ii, jj = ii[keep], jj[keep]
+    ii, jj = scored_pairs(chain.observed, LONG_MIN_SEPARATION)
     if ii.size == 0:
         return None
     full = scorer.full_map(tokens)
-    top_n = max(1, length // PRECISION_K)
-    pool = np.lexsort((jj, ii, -full[ii, jj]))[:max(top_n, int(math.ceil(pool_factor * top_n)))]
+    top_n = top_count(length, PRECISION_K)
+    pool = rank_pairs(full[ii, jj], ii, jj)[:max(top_n, int(math.ceil(pool_factor * top_n)))]
     pi, pj = ii[pool], jj[pool]
     truth = chain.contact_map()[pi, pj].astype(bool)
     intact = scorer(np.broadcast_to(tokens, (len(pool), length)), pi, pj)
-    original = float(truth[np.lexsort((pj, pi, -intact))[:top_n]].sum()) / top_n
+    original = float(truth[rank_pairs(intact, pi, pj)[:top_n]].sum()) / top_n
     rows, index = [], []
     for p in range(len(pool)):
         backgrounds = _draws(rng, bg_tokens, bg_probs, length, draws)
@@ -308,7 +306,7 @@ def _precision_under_ablation(scorer: PairScorer, chain: ProteinChain, tokens: n
     result = np.zeros((2, len(radii)))
     for r in range(draws):
         for k in range(len(radii)):
-            ranked = np.lexsort((pj, pi, -z[:, r, k]))[:top_n]
+            ranked = rank_pairs(z[:, r, k], pi, pj)[:top_n]
             result[0 if r < half else 1, k] += float(truth[ranked].sum()) / top_n
     result[0] /= half
     result[1] /= draws - half

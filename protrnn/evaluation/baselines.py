@@ -33,6 +33,7 @@ from protrnn.alphabet import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS
 from protrnn.conventions import MIN_SEPARATION
 from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import in_range, scored_pairs
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,7 @@ def _separation(length: int) -> np.ndarray:
 
 def _upper_pairs(chain: ProteinChain, min_separation: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row, column and contact flag of the scored upper-triangle pairs of a training chain."""
-    rows, cols = np.triu_indices(len(chain), k=min_separation)
-    observed = chain.observed
-    keep = observed[rows] & observed[cols]
-    rows, cols = rows[keep], cols[keep]
+    rows, cols = scored_pairs(chain.observed, min_separation)
     return rows, cols, chain.contact_map()[rows, cols]
 
 
@@ -173,8 +171,7 @@ def _bin_index(separation: np.ndarray, bins: Sequence[tuple[int, int | None]]) -
     """Bin number per separation; -1 below the first bin or between bins."""
     out = np.full(separation.shape, -1, dtype=np.int64)
     for number, (low, high) in enumerate(bins):
-        inside = separation >= low if high is None else (separation >= low) & (separation <= high)
-        out[inside] = number
+        out[in_range(separation, low, high)] = number
     return out
 
 
@@ -371,9 +368,7 @@ class FreeContactBaseline:
 def scores_to_probabilities(column_scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Rank-based probabilities ``L / (L + r + 1)`` for residue pairs (see :class:`FreeContactBaseline`)."""
     length = columns.size
-    rows, cols = np.triu_indices(length, k=MIN_SEPARATION)
-    keep = (columns[rows] >= 0) & (columns[cols] >= 0)
-    rows, cols = rows[keep], cols[keep]
+    rows, cols = scored_pairs(columns >= 0)  # pairs whose residues both map to an alignment column
     values = column_scores[columns[rows], columns[cols]]
     reported = ~np.isnan(values)
     rows, cols, values = rows[reported], cols[reported], values[reported]

@@ -20,10 +20,35 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from protrnn.conventions import DEFAULT_BINS, RANGES, TOP_K
+from protrnn.conventions import DEFAULT_BINS, HEADLINE_K, MIN_SEPARATION, RANGES, TOP_K
 from protrnn.errors import InputError
 
 DEFAULT_THRESHOLD = 0.5
+
+
+def scored_pairs(observed: np.ndarray, min_separation: int = MIN_SEPARATION) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns (0-based, i < j) of the pairs a chain of ``len(observed)`` residues is scored on: separation
+    at least ``min_separation`` and both residues observed, in row-major order (i, then j)."""
+    observed = np.asarray(observed, dtype=bool)
+    rows, cols = np.triu_indices(observed.shape[0], k=min_separation)
+    keep = observed[rows] & observed[cols]
+    return rows[keep], cols[keep]
+
+
+def rank_pairs(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The order that ranks pairs for top-L/k: decreasing score, ties by increasing i, then j (lexsort's last key is
+    primary)."""
+    return np.lexsort((cols, rows, -np.asarray(scores)))
+
+
+def in_range(separation: np.ndarray, low: int, high: int | None) -> np.ndarray:
+    """Mask of separations in the inclusive range ``low..high`` (``high`` None: open)."""
+    return (separation >= low) if high is None else ((separation >= low) & (separation <= high))
+
+
+def top_count(length: int, k: int = HEADLINE_K) -> int:
+    """How many ranked pairs top-L/k precision looks at: ``max(1, L // k)``."""
+    return max(1, int(length) // int(k))
 
 
 def bin_label(low: int, high: int | None) -> str:
@@ -137,9 +162,7 @@ def evaluate_contacts(probs: object, contacts: object, observed: object | None =
     min_sep = min(low for low, _ in spans)
 
     # Every pair any range or bin can score, in row-major order (np.triu_indices order: i, then j).
-    rows, cols = np.triu_indices(length, k=min_sep)
-    keep = observed_arr[rows] & observed_arr[cols]
-    rows, cols = rows[keep], cols[keep]
+    rows, cols = scored_pairs(observed_arr, min_sep)
     scores = probs_arr[rows, cols]
     truth = contacts_arr[rows, cols]
     if scores.size and not (np.all(scores >= 0.0) and np.all(scores <= 1.0)):  # False for NaN too
@@ -147,27 +170,23 @@ def evaluate_contacts(probs: object, contacts: object, observed: object | None =
         raise InputError(f"probability {scores[bad]!r} at pair ({rows[bad] + 1}, {cols[bad] + 1}) is not in [0, 1]",
                          record=name)
     # One global ranking; filtering it by a range keeps the order, so each range is ranked consistently.
-    # lexsort's last key is primary: decreasing probability, then increasing i, then increasing j.
-    order = np.lexsort((cols, rows, -scores))
+    order = rank_pairs(scores, rows, cols)
     ranked_sep = (cols - rows)[order]
     ranked_truth = truth[order]
     ranked_scores = scores[order]
 
     result: dict[str, float] = {"L": float(length)}
 
-    def in_span(separation: np.ndarray, low: int, high: int | None) -> np.ndarray:
-        return (separation >= low) if high is None else ((separation >= low) & (separation <= high))
-
     def top_precisions(prefix: str, ranked_hits: np.ndarray) -> None:
         n_pairs = ranked_hits.size
         for k in top_k:
-            denominator = max(1, length // int(k))
+            denominator = top_count(length, k)
             result[f"{prefix}/P@L/{k}"] = (float(np.count_nonzero(ranked_hits[:denominator])) / denominator
                                            if n_pairs else math.nan)
 
     for range_name, (low, high) in RANGES.items():
         prefix = range_name
-        member = in_span(ranked_sep, low, high)
+        member = in_range(ranked_sep, low, high)
         ranked_hits, member_scores = ranked_truth[member], ranked_scores[member]
         top_precisions(prefix, ranked_hits)
         result[f"{prefix}/AUPR"] = _average_precision(member_scores, ranked_hits)
@@ -180,7 +199,7 @@ def evaluate_contacts(probs: object, contacts: object, observed: object | None =
 
     for low, high in bins:
         prefix = f"bin/{bin_label(low, high)}"
-        ranked_hits = ranked_truth[in_span(ranked_sep, low, high)]
+        ranked_hits = ranked_truth[in_range(ranked_sep, low, high)]
         top_precisions(prefix, ranked_hits)
         result[f"{prefix}/n_pairs"] = float(ranked_hits.size)
         result[f"{prefix}/n_contacts"] = float(np.count_nonzero(ranked_hits))

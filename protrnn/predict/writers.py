@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from protrnn.conventions import MIN_SEPARATION
+from protrnn.conventions import HEADLINE_K, MIN_SEPARATION
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import top_count
+from protrnn.rr import select_contacts
 from protrnn.utils.io import atomic_path, atomic_write
 
 SUMMARY_NAME = "summary.tsv"
@@ -86,26 +88,15 @@ def write_png(path: str | os.PathLike[str], probs: np.ndarray, title: str) -> No
         figure.savefig(tmp, format="png", metadata={"Software": None})
 
 
-def mean_top_probability(probs: np.ndarray, k: int = 5, min_separation: int = MIN_SEPARATION) -> float:
+def mean_top_probability(probs: np.ndarray, k: int = HEADLINE_K, min_separation: int = MIN_SEPARATION) -> float:
     """Mean of the top ``max(1, L // k)`` probabilities with ``|i - j| >= min_separation``: a confidence summary
     (high for chains the model is sure about). NaN when the chain is too short to have such pairs.
 
-    Reads the upper triangle in blocks of rows and keeps only the running top values, so a long chain needs no
-    index or copy arrays the size of the matrix (at L = 10,000 those were over 1 GB); the top values are then
-    sorted in decreasing order and averaged, as the whole-triangle computation does.
+    The pairs are :func:`protrnn.rr.select_contacts`'s top ``max(1, L // k)`` (the same blocked scan the RR writer
+    uses, so a long chain needs no array the size of the matrix), averaged in decreasing order.
     """
-    length = probs.shape[0]
-    last_row = length - min_separation  # rows 0 .. last_row - 1 have pairs (i, j >= i + min_separation)
-    if last_row <= 0:
-        return math.nan
-    count = min(last_row * (last_row + 1) // 2, max(1, length // k))
-    block = max(1, (1 << 20) // length)
-    best = np.empty(0, dtype=np.float64)
-    for start in range(0, last_row, block):
-        rows = range(start, min(start + block, last_row))
-        pool = np.concatenate([best, *(np.asarray(probs[i, i + min_separation:], dtype=np.float64) for i in rows)])
-        best = np.partition(pool, pool.size - count)[pool.size - count:] if pool.size > count else pool
-    return float(np.sort(best)[::-1].mean())
+    _, _, values = select_contacts(probs, top=top_count(probs.shape[0], k), min_separation=min_separation)
+    return float(values.mean()) if values.size else math.nan
 
 
 @dataclass

@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.conventions import MIN_SEPARATION
+from protrnn.conventions import HEADLINE_K, MIN_SEPARATION
 from protrnn.diagnostics.results import DiagnosticsResult, split_seed
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import rank_pairs, scored_pairs
 from protrnn.report.aggregate import ModelDiagnostics, SyntheticVariant
 from protrnn.report.inputs import MethodResult, RunCurves, SavedPrediction, order_methods
 from protrnn.utils.io import safe_name
 
 #: Precision-by-separation figures use top-L/k with this k.
-BIN_K = 5
+BIN_K = HEADLINE_K
 #: Values below this are drawn at this level on log axes (a hard gradient horizon gives exact zeros).
 LOG_FLOOR = 1e-8
 #: Colour and line style of each baseline (the baselines of :data:`protrnn.report.inputs.BASELINE_ORDER`).
@@ -452,10 +453,8 @@ def figure_training_curves(runs: Sequence[RunCurves], directory: Path, styles: S
 def top_pairs(probs: np.ndarray, observed: np.ndarray, count: int,
               min_separation: int = MIN_SEPARATION) -> tuple[np.ndarray, np.ndarray]:
     """The ``count`` highest-probability upper-triangle pairs with both residues observed (ties by i then j)."""
-    rows, cols = np.triu_indices(probs.shape[0], k=min_separation)
-    keep = observed[rows] & observed[cols]
-    rows, cols = rows[keep], cols[keep]
-    order = np.lexsort((cols, rows, -probs[rows, cols]))[:count]
+    rows, cols = scored_pairs(observed, min_separation)
+    order = rank_pairs(probs[rows, cols], rows, cols)[:count]
     return rows[order], cols[order]
 
 

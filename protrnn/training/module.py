@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from protrnn.conventions import RANGES
+from protrnn.conventions import HEADLINE_K, RANGES
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.training.loss import LossSettings, pair_loss, scored_pairs
@@ -183,7 +183,7 @@ class ContactLightningModule(pl.LightningModule):
         logits = self.net.contact_logits(outputs).detach()
         for name, (low, high) in VAL_RANGES.items():
             precision = top_l_precision(logits, batch["contacts"], batch["pair_mask"], batch["lengths"],
-                                        low=low, high=high, k=5)
+                                        low=low, high=high, k=HEADLINE_K)
             self.val_precision[name].update(precision)
 
     def on_validation_epoch_end(self) -> None:
