@@ -3,7 +3,8 @@
 * a contact is Cβ–Cβ < :data:`DEFAULT_CONTACT_CUTOFF` Å (Cα for glycine, virtual Cβ where Cβ is missing);
 * pairs closer than :data:`MIN_SEPARATION` in sequence are never scored (CASP);
 * separation ranges (:data:`RANGES`, inclusive, ``None`` = open) and the finer :data:`DEFAULT_BINS`;
-* ``k`` of top-L/k precision (:data:`TOP_K`; the headline figure's :data:`HEADLINE_K`).
+* ``k`` of top-L/k precision (:data:`TOP_K`; the headline figure's :data:`HEADLINE_K`);
+* the data-preparation defaults: relatives by identity / coverage, length limits, split fractions.
 
 Torch-free and import-free, so every layer (data, model, training, evaluation, diagnostics, report) may use it.
 """
@@ -27,3 +28,16 @@ DEFAULT_BINS: list[tuple[int, int | None]] = [(6, 11), (12, 23), (24, 47), (48, 
 TOP_K: tuple[int, ...] = (1, 2, 5, 10)
 #: k of the headline figure, top-L/5 (training's validation precision, usage ablation, findings, the report).
 HEADLINE_K = 5
+
+# Data preparation (protrnn prepare, protrnn pretrain prepare and the pipeline use these as their defaults).
+#: Sequence identity and alignment coverage at which two chains count as relatives: the clusters that splits keep
+#: together, and the training chains removed for a relative in a test set.
+DEFAULT_MIN_SEQ_ID = 0.3
+DEFAULT_COVERAGE = 0.5
+#: Chains shorter / longer than these are not training candidates (contact data and pretraining labels).
+DEFAULT_MIN_LENGTH = 20
+DEFAULT_MAX_LENGTH = 1000
+#: Split fractions of the contact data, by sequence cluster.
+DEFAULT_FRACTIONS = {"train": 0.9, "val": 0.1}
+#: Share of the pretraining labels' clusters held out for validation (Q8 / Q3, checkpoint selection).
+DEFAULT_LABEL_VAL_FRACTION = 0.02

@@ -530,6 +530,7 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     assert "--split train=0.95,val=0.05 --identity 0.3" in prepare
     pretrain_prepare = shell_line(plan, "-m protrnn pretrain prepare")
     assert "--max-chains" not in pretrain_prepare and "--val-fraction 0.02" in pretrain_prepare
+    assert "--identity 0.3" in pretrain_prepare  # prepare.identity: the contact data's leakage threshold
     assert "--test-set ts50=" in pretrain_prepare and "--test-set ollikainen40=" in pretrain_prepare
     assert "--trainer.max_time 00:00:15:00" in shell_line(plan, "-m protrnn pretrain fit")
     train = shell_line(plan, "-m protrnn train")
@@ -622,7 +623,9 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
                                      "val": {"chains": 10, "clusters": 5, "residues": 3456}}}))
     encoder = tmp_path / "pretrain" / "encoder"
     encoder.mkdir(parents=True)
-    (encoder / "encoder.json").write_text(json.dumps({
+    (encoder / "encoder.json").write_text(json.dumps({  # the description protrnn pretrain fit writes
+        "format": "protrnn-pretrained-encoder", "format_version": 1,
+        "config": ModelConfig(hidden_size=8, embed_dim=8, num_layers=1).to_dict(), "alphabet": {},
         "global_step": 2851, "epoch": 1, "selected": "best", "monitor": "val/loss",
         "objectives": {"ss_weight": 1.0, "mask_weight": 1.0},
         "val_metrics": {"val/Q8": 0.59789, "val/Q3": 0.70974, "val/mask_acc": 0.21558},

@@ -61,15 +61,24 @@ def probability(text: str) -> float:
     return value
 
 
-def int_list(text: str) -> list[int]:
-    """Comma-separated positive integers, e.g. ``8,16,32``."""
+def _integers(text: str, minimum: int, kind: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if not values or any(v < minimum for v in values):
+        raise argparse.ArgumentTypeError(f"expected {kind} separated by commas, got {text!r}")
     return values
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive integers, e.g. ``8,16,32``."""
+    return _integers(text, 1, "positive integers")
+
+
+def non_negative_int_list(text: str) -> list[int]:
+    """Comma-separated integers >= 0, e.g. context radii ``0,4,16`` (0 keeps only a pair's two residues)."""
+    return _integers(text, 0, "integers >= 0")
 
 
 def model_spec(text: str) -> tuple[str, Path]:
@@ -95,8 +104,9 @@ def named_paths(values: Sequence[str] | None, option: str, *, bare: bool = False
     """``["NAME=PATH", ...]`` -> ``{NAME: Path}`` (``--test-set``, ``--model``: one parser for every command).
 
     Names become file names and CSV values, so they must be unique and safe (:data:`SAFE_NAME`: letters, digits,
-    '_', '.', '-', '@' or '+', starting with a letter or digit; ``lstm@seed0`` names one seed of a model). With ``bare``, a plain PATH is allowed and named after its stem (``test_`` prefix and
-    ``.npz`` suffix dropped: ``results/data/test_ts50.npz`` -> ``ts50``).
+    '_', '.', '-', '@' or '+', starting with a letter or digit; ``lstm@seed0`` names one seed of a model). With
+    ``bare``, a plain PATH is allowed and named after its stem (``test_`` prefix and ``.npz`` suffix dropped:
+    ``results/data/test_ts50.npz`` -> ``ts50``).
     """
     named: dict[str, Path] = {}
     for value in values or []:

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from protrnn.commands.args import int_list, model_spec, non_negative_int, open_fraction, positive_int
-from protrnn.diagnostics.results import DEFAULT_USAGE_FRACTION, FitThresholds
-
-#: Defaults of the usage options (the library's are in protrnn.diagnostics.run.DiagnoseOptions; kept equal, the
-#: command does not import torch to build its help).
-USAGE_DISTANCES = [0, 2, 4, 8, 16, 32, 64, 96]
-
-
-def radius_list(text: str) -> list[int]:
-    """Comma-separated integers >= 0 (context radii; 0 keeps only the pair's two residues)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers >= 0 separated by commas, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected integers >= 0 separated by commas, got {text!r}")
-    return values
+from protrnn.commands.args import (
+    int_list,
+    model_spec,
+    non_negative_int,
+    non_negative_int_list,
+    open_fraction,
+    positive_int,
+)
+from protrnn.diagnostics.results import (
+    DEFAULT_FRACTION,
+    DEFAULT_MAX_DISTANCE,
+    DEFAULT_USAGE_DISTANCES,
+    DEFAULT_USAGE_FRACTION,
+    FitThresholds,
+)
 
 HELP = "Measure gradient flow vs sequence distance and the effective gradient horizon of a model."
 DESCRIPTION = """\
@@ -57,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation chains: a prepared .npz (protrnn prepare) or structures/JSON/cgdms files "
                              "or a directory of them")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.json", help="diagnostics JSON (written atomically)")
-    parser.add_argument("--max-distance", type=positive_int, default=128, help="largest distance profiled (128)")
-    parser.add_argument("--fraction", type=open_fraction, default=0.01,
-                        help="horizon threshold as a fraction of the peak sensitivity (0.01)")
+    parser.add_argument("--max-distance", type=positive_int, default=DEFAULT_MAX_DISTANCE,
+                        help=f"largest distance profiled ({DEFAULT_MAX_DISTANCE})")
+    parser.add_argument("--fraction", type=open_fraction, default=DEFAULT_FRACTION,
+                        help=f"horizon threshold as a fraction of the peak sensitivity ({DEFAULT_FRACTION})")
     parser.add_argument("--smooth", type=positive_int, default=5,
                         help="running-median window (measured distances) used by the horizon rule (5)")
     parser.add_argument("--n-chains", type=positive_int, default=32,
@@ -73,9 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     usage = parser.add_argument_group("usage horizon (context ablation)")
     usage.add_argument("--no-usage", action="store_true", help="skip the context-ablation measurement")
-    usage.add_argument("--usage-distances", type=radius_list, default=USAGE_DISTANCES, metavar="D1,D2,...",
+    usage.add_argument("--usage-distances", type=non_negative_int_list, default=list(DEFAULT_USAGE_DISTANCES),
+                       metavar="D1,D2,...",
                        help="context radii d: residues farther than d from both i and j are replaced "
-                            f"({','.join(map(str, USAGE_DISTANCES))})")
+                            f"({','.join(map(str, DEFAULT_USAGE_DISTANCES))})")
     usage.add_argument("--usage-draws", type=positive_int, default=4,
                        help="background draws per pair (>= 2; two halves give the noise floor) (4)")
     usage.add_argument("--usage-chains", type=positive_int, default=16,

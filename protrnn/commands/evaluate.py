@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from protrnn.utils.io import stderr_log
 
     models = named_paths(args.model, "--model", bare=True)
-    result = run_evaluation(models, named_paths(args.test_set, "--test-set", bare=True), args.outdir, baselines=parse_baselines(args.baselines), bins=parse_bins(args.bins),
+    tests = named_paths(args.test_set, "--test-set", bare=True)
+    result = run_evaluation(models, tests, args.outdir, baselines=parse_baselines(args.baselines),
+                            bins=parse_bins(args.bins),
                             train_path=args.train, ollikainen_root=args.ollikainen_root, device=args.device,
                             n_boot=args.bootstrap, seed=args.seed, save_predictions=args.save_predictions,
                             command=command_line(args), log=stderr_log)

@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 
 from protrnn.commands.args import default_cache_dir, fraction, named_paths, positive_int, recorded_arguments
-from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
+from protrnn.conventions import (
+    DEFAULT_CONTACT_CUTOFF,
+    DEFAULT_COVERAGE,
+    DEFAULT_FRACTIONS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MIN_LENGTH,
+    DEFAULT_MIN_SEQ_ID,
+)
 from protrnn.errors import InputError
 
 HELP = "Parse structures into contact datasets with homology-aware splits and a manifest."
@@ -53,30 +60,38 @@ examples:
 """
 
 
+#: --split default: DEFAULT_FRACTIONS as NAME=FRAC text.
+DEFAULT_SPLIT = ",".join(f"{name}={value:g}" for name, value in DEFAULT_FRACTIONS.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="structure files, archives or directories")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
     parser.add_argument("--test-set", action="append", default=[], metavar="NAME=PATH",
                         help="held-out test set (any input format); repeat for several. Written as test_NAME.npz")
     split = parser.add_mutually_exclusive_group()
-    split.add_argument("--split", default="train=0.9,val=0.1", metavar="NAME=FRAC,...",
-                       help="split fractions by sequence cluster (default train=0.9,val=0.1)")
+    split.add_argument("--split", default=DEFAULT_SPLIT, metavar="NAME=FRAC,...",
+                       help=f"split fractions by sequence cluster (default {DEFAULT_SPLIT})")
     split.add_argument("--use-split-hints", action="store_true",
                        help="keep the sources' own split (cgdms train/val lists); chains without a hint -> train")
-    parser.add_argument("--min-length", type=positive_int, default=20, metavar="N",
-                        help="skip training chains shorter than N residues (default 20)")
-    parser.add_argument("--max-length", type=positive_int, default=1000, metavar="N",
-                        help="skip training chains longer than N residues (default 1000; training crops anyway)")
-    parser.add_argument("--identity", type=fraction, default=0.3, metavar="F",
-                        help="sequence identity for clustering and leakage removal (default 0.3)")
-    parser.add_argument("--coverage", type=fraction, default=0.5, metavar="F",
-                        help="alignment coverage of both sequences for clustering and leakage (default 0.5)")
+    parser.add_argument("--min-length", type=positive_int, default=DEFAULT_MIN_LENGTH, metavar="N",
+                        help=f"skip training chains shorter than N residues (default {DEFAULT_MIN_LENGTH})")
+    parser.add_argument("--max-length", type=positive_int, default=DEFAULT_MAX_LENGTH, metavar="N",
+                        help=f"skip training chains longer than N residues (default {DEFAULT_MAX_LENGTH}; "
+                             "training crops anyway)")
+    parser.add_argument("--identity", type=fraction, default=DEFAULT_MIN_SEQ_ID, metavar="F",
+                        help="sequence identity for clustering and leakage removal "
+                             f"(default {DEFAULT_MIN_SEQ_ID})")
+    parser.add_argument("--coverage", type=fraction, default=DEFAULT_COVERAGE, metavar="F",
+                        help="alignment coverage of both sequences for clustering and leakage "
+                             f"(default {DEFAULT_COVERAGE})")
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="keep a seeded random sample of at most N training candidates (tiny runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cluster split and --limit (default 0)")
     parser.add_argument("--chain", metavar="ID", help="chain ID to take from PDB/mmCIF inputs (default: first protein)")
     parser.add_argument("--contact-cutoff", type=float, default=DEFAULT_CONTACT_CUTOFF, metavar="A",
-                        help="Cb-Cb contact cutoff in Angstrom stored with the datasets (default 8.0)")
+                        help="Cb-Cb contact cutoff in Angstrom stored with the datasets "
+                             f"(default {DEFAULT_CONTACT_CUTOFF})")
     parser.add_argument("--default-sources", action="store_true",
                         help="add the default training set from PyPI (cgdms==1.0, bioemu-benchmarks==0.0.2.post1)")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), metavar="DIR",

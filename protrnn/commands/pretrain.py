@@ -13,6 +13,13 @@ import sys
 from pathlib import Path
 
 from protrnn.commands.args import default_cache_dir, fraction, open_fraction, positive_int
+from protrnn.conventions import (
+    DEFAULT_COVERAGE,
+    DEFAULT_LABEL_VAL_FRACTION,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MIN_LENGTH,
+    DEFAULT_MIN_SEQ_ID,
+)
 from protrnn.errors import InputError
 
 HELP = "Pretrain the recurrent encoder on secondary structure and masked residues (sidechainnet DSSP labels)."
@@ -66,19 +73,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="test set whose homologues are removed (any input protrnn prepare reads); repeatable")
     prepare.add_argument("--subsets", default="full", metavar="LIST",
                          help="annotation files to read: full, single_domain or full,single_domain (default full)")
-    prepare.add_argument("--min-length", type=positive_int, default=20, metavar="N",
-                         help="skip chains shorter than N residues (default 20)")
-    prepare.add_argument("--max-length", type=positive_int, default=1000, metavar="N",
-                         help="skip chains longer than N residues (default 1000; training crops anyway)")
+    prepare.add_argument("--min-length", type=positive_int, default=DEFAULT_MIN_LENGTH, metavar="N",
+                         help=f"skip chains shorter than N residues (default {DEFAULT_MIN_LENGTH})")
+    prepare.add_argument("--max-length", type=positive_int, default=DEFAULT_MAX_LENGTH, metavar="N",
+                         help=f"skip chains longer than N residues (default {DEFAULT_MAX_LENGTH}; training "
+                              "crops anyway)")
     prepare.add_argument("--max-chains", type=positive_int, metavar="N",
                          help="keep a seeded random sample of at most N distinct sequences (short runs)")
-    prepare.add_argument("--val-fraction", type=open_fraction, default=0.02, metavar="F",
-                         help="fraction of chains, by whole clusters, in val.npz (default 0.02)")
-    prepare.add_argument("--identity", type=fraction, default=0.3, metavar="F",
-                         help="identity for clustering and leakage removal (default 0.3)")
-    prepare.add_argument("--coverage", type=fraction, default=0.5, metavar="F",
+    prepare.add_argument("--val-fraction", type=open_fraction, default=DEFAULT_LABEL_VAL_FRACTION,
+                         metavar="F", help="fraction of chains, by whole clusters, in val.npz "
+                                           f"(default {DEFAULT_LABEL_VAL_FRACTION})")
+    prepare.add_argument("--identity", type=fraction, default=DEFAULT_MIN_SEQ_ID, metavar="F",
+                         help=f"identity for clustering and leakage removal (default {DEFAULT_MIN_SEQ_ID})")
+    prepare.add_argument("--coverage", type=fraction, default=DEFAULT_COVERAGE, metavar="F",
                          help="alignment coverage: of both sequences for clustering, of the test chain for "
-                              "leakage (default 0.5)")
+                              f"leakage (default {DEFAULT_COVERAGE})")
     prepare.add_argument("--seed", type=int, default=0, help="seed of --max-chains and the split (default 0)")
     prepare.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                          help="mmseqs2 threads (default: all cores)")

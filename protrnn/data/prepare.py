@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
+from protrnn.conventions import (
+    DEFAULT_CONTACT_CUTOFF,
+    DEFAULT_COVERAGE,
+    DEFAULT_FRACTIONS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MIN_LENGTH,
+    DEFAULT_MIN_SEQ_ID,
+    MIN_SEPARATION,
+)
 from protrnn.data import formats, splits
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import save_dataset
@@ -149,14 +157,15 @@ def dedupe(entries: Iterable[Entry]) -> None:
 # ------------------------------------------------------------------------------------------------- main logic
 def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: dict[str, Path] | None = None,
                      fractions: dict[str, float] | None = None, use_split_hints: bool = False,
-                     min_length: int = 20, max_length: int | None = 1000, identity: float = 0.3,
-                     coverage: float = 0.5, limit: int | None = None, seed: int = 0, chain: str | None = None,
+                     min_length: int = DEFAULT_MIN_LENGTH, max_length: int | None = DEFAULT_MAX_LENGTH,
+                     identity: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
+                     limit: int | None = None, seed: int = 0, chain: str | None = None,
                      contact_cutoff: float = DEFAULT_CONTACT_CUTOFF, threads: int = 1,
                      arguments: dict | None = None, log: Callable[[str], None] = print) -> PrepareResult:
     """The whole of ``protrnn prepare`` as a library call; see the command's ``--help`` for the steps."""
     outdir = Path(outdir)
     test_sets = test_sets or {}
-    fractions = fractions or {"train": 0.9, "val": 0.1}
+    fractions = fractions or dict(DEFAULT_FRACTIONS)
     split_names = ["train", "val"] if use_split_hints else list(fractions)
     for name in split_names:
         if not SAFE_NAME.match(name):

@@ -49,6 +49,13 @@ from typing import Any
 import numpy as np
 
 from protrnn.alphabet import DEFAULT_ALPHABET, PARENT_LETTER, UNK_TOKEN, UNKNOWN_LETTERS
+from protrnn.conventions import (
+    DEFAULT_COVERAGE,
+    DEFAULT_LABEL_VAL_FRACTION,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MIN_LENGTH,
+    DEFAULT_MIN_SEQ_ID,
+)
 from protrnn.data import splits
 from protrnn.data.prepare import LEAKAGE_FILE, reason_kind, write_leakage
 from protrnn.data.sources import fetch_wheel, read_chains
@@ -282,7 +289,7 @@ def _as_test_query(hit: splits.Hit, chain_id: str, test_id: str) -> splits.Hit:
 
 
 def find_leakage(ids: Sequence[str], sequences: Sequence[str], test_sets: Mapping[str, Sequence[Any]], *,
-                 identity: float = splits.DEFAULT_MIN_SEQ_ID, coverage: float = splits.DEFAULT_COVERAGE,
+                 identity: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
                  threads: int | None = None) -> tuple[list[splits.LeakageHit], dict[str, Any]]:
     """Chains at >= ``identity`` to a test chain over >= ``coverage`` of the **test** chain (see module docstring).
 
@@ -322,9 +329,11 @@ def find_leakage(ids: Sequence[str], sequences: Sequence[str], test_sets: Mappin
 # ------------------------------------------------------------------------------------------------------ pipeline
 def prepare_structure_labels(source: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
                              test_sets: Mapping[str, Path] | None = None, subsets: Sequence[str] = ("full",),
-                             min_length: int = 20, max_length: int | None = 1000, max_chains: int | None = None,
-                             val_fraction: float = 0.02, identity: float = splits.DEFAULT_MIN_SEQ_ID,
-                             coverage: float = splits.DEFAULT_COVERAGE, seed: int = 0, threads: int = 1,
+                             min_length: int = DEFAULT_MIN_LENGTH,
+                             max_length: int | None = DEFAULT_MAX_LENGTH, max_chains: int | None = None,
+                             val_fraction: float = DEFAULT_LABEL_VAL_FRACTION,
+                             identity: float = DEFAULT_MIN_SEQ_ID,
+                             coverage: float = DEFAULT_COVERAGE, seed: int = 0, threads: int = 1,
                              arguments: dict[str, Any] | None = None,
                              log: Callable[[str], None] = print) -> LabelPrepResult:
     """The whole of ``protrnn pretrain prepare`` as a library call (steps and outputs: module docstring)."""

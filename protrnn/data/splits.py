@@ -34,13 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+from protrnn.conventions import (
+    DEFAULT_COVERAGE,
+    DEFAULT_MIN_SEQ_ID,
+)
 from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_SEQ_ID = 0.3
-DEFAULT_COVERAGE = 0.5
 SEARCH_EVALUE = 1e-3
 SEARCH_SENSITIVITY = 7.5
 _FORMAT_OUTPUT = "query,target,fident,alnlen,qstart,qend,qlen,tstart,tend,tlen,evalue,bits"

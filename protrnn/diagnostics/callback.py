@@ -26,7 +26,12 @@ import torch
 
 from protrnn.diagnostics.fit import summarise
 from protrnn.diagnostics.gradients import gradient_flow_from_batches
-from protrnn.diagnostics.results import DEFAULT_FRACTION, DiagnosticsResult, save_diagnostics
+from protrnn.diagnostics.results import (
+    DEFAULT_FRACTION,
+    DEFAULT_MAX_DISTANCE,
+    DiagnosticsResult,
+    save_diagnostics,
+)
 from protrnn.errors import InputError
 from protrnn.training.loss import LossSettings
 
@@ -49,7 +54,7 @@ class GradientFlowCallback(pl.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, n_chains: int = 8, pairs_per_chain: int = 4,
-                 max_distance: int = 128, fraction: float = DEFAULT_FRACTION,
+                 max_distance: int = DEFAULT_MAX_DISTANCE, fraction: float = DEFAULT_FRACTION,
                  log_distances: Sequence[int] = (8, 32, 64, 128), seed: int = 0, hidden: bool = True,
                  write_json: bool = True) -> None:
         super().__init__()

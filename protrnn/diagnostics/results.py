@@ -35,6 +35,8 @@ DEFAULT_MAX_DISTANCE = 128
 DEFAULT_FRACTION = 0.01
 #: Usage-horizon threshold, as a fraction of the logit change when every residue but i and j is replaced.
 DEFAULT_USAGE_FRACTION = 0.05
+#: Context radii d of the usage measurement (residues farther than d from both i and j are replaced).
+DEFAULT_USAGE_DISTANCES = (0, 2, 4, 8, 16, 32, 64, 96)
 #: A model run of seed S is named ``NAME@seedS`` (evaluation methods, diagnostics): :func:`split_seed` reads it.
 SEED_TAG = "@seed"
 
@@ -427,7 +429,8 @@ def _json_safe(value: Any) -> Any:
 
 
 __all__ = [
-    "ANCHOR", "BALANCED", "DEFAULT_FRACTION", "DEFAULT_MAX_DISTANCE", "DEFAULT_USAGE_FRACTION", "FORMAT",
+    "ANCHOR", "BALANCED", "DEFAULT_FRACTION", "DEFAULT_MAX_DISTANCE", "DEFAULT_USAGE_DISTANCES", "DEFAULT_USAGE_FRACTION",
+    "FORMAT",
     "FORMAT_VERSION", "NEAREST", "OVERFIT", "OVERFIT_LONG_MEMORY", "SEED_TAG", "UNDERFIT", "UNDERFIT_VANISHING",
     "UNDETERMINED", "Diagnosis", "DiagnosticsResult", "DistanceProfile", "FitThresholds", "GradientFlow",
     "LossByLength", "UsagePrecision", "UsageProfile", "load_diagnostics", "save_diagnostics", "seed_name",

@@ -149,7 +149,7 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = trainer[key]
     if metadata.get("global_step") is not None:
         out["global_step"] = metadata["global_step"]
-    callback = _pretrained_callback(trainer.get("callbacks") if isinstance(trainer, Mapping) else None)
+    callback = pretrained_callback(trainer.get("callbacks") if isinstance(trainer, Mapping) else None)
     out["pretrained_encoder"] = callback is not None
     if callback is not None:
         init_args = callback.get("init_args") or {}
@@ -170,7 +170,7 @@ PRETRAINED_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
 ENCODER_METRICS = {"val/Q8": "Q8", "val/Q3": "Q3", "val/mask_acc": "mask_acc"}
 
 
-def _pretrained_callback(callbacks: Any) -> Mapping[str, Any] | None:
+def pretrained_callback(callbacks: Any) -> Mapping[str, Any] | None:
     """The :data:`PRETRAINED_CALLBACK` entry of a recorded ``trainer.callbacks`` (a list, or one entry), if any."""
     if isinstance(callbacks, Mapping):
         callbacks = [callbacks]

@@ -32,12 +32,16 @@ from protrnn.conventions import HEADLINE_K, MIN_SEPARATION, RANGES
 from protrnn.data.chain import ProteinChain
 from protrnn.diagnostics.fit import usage_horizon
 from protrnn.diagnostics.gradients import sample_pairs
-from protrnn.diagnostics.results import DEFAULT_USAGE_FRACTION, UsagePrecision, UsageProfile
+from protrnn.diagnostics.results import (
+    DEFAULT_USAGE_DISTANCES,
+    DEFAULT_USAGE_FRACTION,
+    UsagePrecision,
+    UsageProfile,
+)
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import rank_pairs, scored_pairs, top_count
 
 #: Context radii measured by default (0 = only residues i and j kept).
-DEFAULT_USAGE_DISTANCES = (0, 2, 4, 8, 16, 32, 64, 96)
 #: Tokens per encoder forward pass (rows x chain length) when scoring ablated sequences.
 DEFAULT_MAX_TOKENS = 1 << 15
 #: Padded pairs per head call when the head needs the whole map (any head but the pairwise one).

@@ -93,8 +93,7 @@ class LoadedModel:
 
     @property
     def alphabet(self) -> Alphabet:
-        raw = self.metadata.get("alphabet")
-        return Alphabet.from_dict(raw) if isinstance(raw, dict) else DEFAULT_ALPHABET
+        return alphabet_of(self.metadata)
 
     def weights_sha256(self) -> str:
         """SHA-256 of the weights file (safetensors or checkpoint): identifies the model in RR METHOD lines."""
@@ -103,6 +102,12 @@ class LoadedModel:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
+
+
+def alphabet_of(metadata: Mapping[str, Any]) -> Alphabet:
+    """The alphabet recorded in a model's metadata (``model.json``), or the default one when none is recorded."""
+    raw = metadata.get("alphabet")
+    return Alphabet.from_dict(raw) if isinstance(raw, dict) else DEFAULT_ALPHABET
 
 
 def bundled_model_dir() -> Path:
@@ -289,19 +294,30 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return checkpoint
 
 
-def _network_from_checkpoint(path: Path) -> tuple[ContactModel, dict[str, Any]]:
-    """Rebuild the ContactModel stored in a checkpoint of ``protrnn train`` (its architecture is in the
-    hyper-parameters); the first missing, unexpected, mis-shaped or non-finite tensor is named (check_state)."""
-    checkpoint = load_checkpoint(path)
+def network_from_checkpoint(checkpoint: Mapping[str, Any], build: Callable[[ModelConfig], nn.Module], *,
+                            source: object, what: str = "weights do not match the architecture recorded in the "
+                                                        "checkpoint") -> nn.Module:
+    """Rebuild ``build(config)`` from a checkpoint of ``protrnn train`` or ``protrnn pretrain fit`` read with
+    :func:`load_checkpoint`: the architecture is ``hyper_parameters["model"]``, the weights are the state entries
+    under :data:`CHECKPOINT_NET_PREFIX`, checked with :func:`check_state` (``what`` prefixes its message)."""
     hparams = checkpoint.get("hyper_parameters") or {}
     if not isinstance(hparams.get("model"), Mapping):
         raise InputError("checkpoint has no model architecture in its hyper-parameters "
-                         "(was it written by protrnn train?)", path=path)
-    config = ModelConfig.from_dict(dict(hparams["model"]))
-    net = ContactModel(config)
+                         "(was it written by protrnn train?)", path=source)
+    network = build(ModelConfig.from_dict(dict(hparams["model"])))
     prefix = CHECKPOINT_NET_PREFIX
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    check_state(state, net.state_dict(), source=path,
-                what=f"weights do not match the architecture {config.cell}/{config.head} recorded in the checkpoint")
-    net.load_state_dict(state, strict=True)
+    check_state(state, network.state_dict(), source=source, what=what)
+    network.load_state_dict(state, strict=True)
+    return network
+
+
+def _network_from_checkpoint(path: Path) -> tuple[ContactModel, dict[str, Any]]:
+    """Rebuild the ContactModel stored in a checkpoint of ``protrnn train`` (:func:`network_from_checkpoint`)."""
+    checkpoint = load_checkpoint(path)
+    config = (checkpoint.get("hyper_parameters") or {}).get("model")
+    architecture = f"{config.get('cell')}/{config.get('head')}" if isinstance(config, Mapping) else "?"
+    net = network_from_checkpoint(checkpoint, ContactModel, source=path,
+                                  what=f"weights do not match the architecture {architecture} recorded in the "
+                                       "checkpoint")
     return net.eval(), checkpoint

@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from protrnn import __version__
-from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
 from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import TILE_FLOATS_CAP, ContactModel, resolve_precision
-from protrnn.model.io import load_network
+from protrnn.model.io import alphabet_of, load_network
 
 #: Padded residues per batch (B x T_max) on a GPU: bounds the recurrent activations.
 DEFAULT_BATCH_TOKENS = 8192
@@ -120,8 +119,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self._metadata = dict(metadata or {})
-        alphabet = self._metadata.get("alphabet")
-        self.alphabet = Alphabet.from_dict(alphabet) if isinstance(alphabet, dict) else DEFAULT_ALPHABET
+        self.alphabet = alphabet_of(self._metadata)
         self.source = source
         self.weights_sha256 = weights_sha256
         self.precision = precision

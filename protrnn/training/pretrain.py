@@ -43,7 +43,7 @@ from protrnn.data.packing import right_pad
 from protrnn.data.structure_labels import MASKED, SS8_TO_SS3, StructureLabelSet, load_structure_labels
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.io import check_state, load_checkpoint
+from protrnn.model.io import load_checkpoint, network_from_checkpoint
 from protrnn.model.pretrain_heads import (
     FIRST_RESIDUE_TOKEN,
     N_RESIDUES,
@@ -420,11 +420,8 @@ def export_pretrained_checkpoint(checkpoint_path: str | Path, directory: str | P
     if not isinstance(hparams.get("model"), Mapping) or any(key not in hparams for key in OBJECTIVE_KEYS):
         raise InputError("not a protrnn pretrain checkpoint (no model architecture and objectives in its "
                          "hyper-parameters)", path=checkpoint_path)
-    network = PretrainNetwork(ModelConfig.from_dict(dict(hparams["model"])))
-    state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    check_state(state, network.state_dict(), source=checkpoint_path,
-                what="checkpoint weights do not match its architecture")
-    network.load_state_dict(state)
+    network = network_from_checkpoint(checkpoint, PretrainNetwork, source=checkpoint_path,
+                                      what="checkpoint weights do not match its architecture")
     metadata = {"source_checkpoint": str(Path(checkpoint_path).resolve()), "epoch": checkpoint.get("epoch"),
                 "global_step": checkpoint.get("global_step"),
                 "objectives": {key: hparams[key] for key in OBJECTIVE_KEYS},

@@ -244,13 +244,14 @@ if PRETRAIN_ENABLED:
 def pretrain_prepare_options():
     """`protrnn pretrain prepare` options from the pretrain section (the library's defaults where unset; identity
     defaults to prepare.identity: the same leakage threshold as the contact data)."""
-    options = {"subsets": ",".join(PRETRAIN.get("subsets", ["full"])),
-               "min-length": PRETRAIN.get("min_length", 20), "max-length": PRETRAIN.get("max_length", 1000),
-               "identity": PRETRAIN.get("identity", config["prepare"].get("identity", 0.3)),
-               "coverage": PRETRAIN.get("coverage", 0.5), "val-fraction": PRETRAIN.get("val_fraction", 0.02),
-               "seed": PRETRAIN.get("seed", 0)}
-    if PRETRAIN.get("max_chains") is not None:
-        options["max-chains"] = PRETRAIN["max_chains"]
+    options = {key.replace("_", "-"): PRETRAIN[key] for key in
+               ("min_length", "max_length", "coverage", "val_fraction", "seed", "max_chains")
+               if PRETRAIN.get(key) is not None}
+    if PRETRAIN.get("subsets"):
+        options["subsets"] = ",".join(PRETRAIN["subsets"])
+    identity = PRETRAIN.get("identity", config["prepare"].get("identity"))
+    if identity is not None:
+        options["identity"] = identity
     return " ".join(f"--{key} {shlex.quote(str(value))}" for key, value in options.items())
 
 

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from protrnn.conventions import RANGES
+from protrnn.diagnostics.run import pretrained_callback
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import JSON_NAME, WEIGHTS_NAME, load_network
+from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
 from protrnn.utils.io import atomic_path, atomic_write
 
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
@@ -41,9 +43,6 @@ def _mean(results: dict, method: str, test_set: str, key: str) -> tuple[float, f
     if not metric:
         return None
     return metric["mean"], metric["low"], metric["high"]
-
-
-PRETRAINED_ENCODER_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
@@ -74,11 +73,8 @@ def recorded_data_dir(metadata: dict, marker: str) -> Path | None:
 def pretrained_encoder_callback(metadata: dict) -> dict | None:
     """init_args of the PretrainedEncoder callback the model was trained with, or None."""
     trainer = _training_config(metadata).get("trainer")
-    callbacks = trainer.get("callbacks") if isinstance(trainer, dict) else None
-    for callback in callbacks or []:
-        if isinstance(callback, dict) and callback.get("class_path") == PRETRAINED_ENCODER_CALLBACK:
-            return dict(callback.get("init_args") or {})
-    return None
+    callback = pretrained_callback(trainer.get("callbacks")) if isinstance(trainer, dict) else None
+    return dict(callback.get("init_args") or {}) if callback is not None else None
 
 
 def _read_tsv(path: Path) -> list[dict[str, str]]:
@@ -124,7 +120,7 @@ def data_record(data_dir: Path) -> dict[str, Any]:
 
 def pretraining_record(encoder_dir: Path, data_dir: Path | None, callback: dict | None) -> dict[str, Any]:
     """The pretrained encoder the model started from (encoder.json) and the labels it learnt from (manifest.json)."""
-    encoder = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
+    encoder = read_pretrained_metadata(encoder_dir)
     trainer = _training_config(encoder).get("trainer") or {}
     record: dict[str, Any] = {
         "encoder": {"global_step": encoder.get("global_step"), "epoch": encoder.get("epoch"),
@@ -302,8 +298,8 @@ def main(argv: list[str]) -> int:
     callback = pretrained_encoder_callback(model_json)
     encoder_dir = args.encoder or (Path(callback["path"]) if callback and callback.get("path") else None)
     pretraining = None
-    if encoder_dir is not None and (encoder_dir / "encoder.json").is_file():
-        encoder_json = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
+    if encoder_dir is not None and (encoder_dir / ENCODER_JSON_NAME).is_file():
+        encoder_json = read_pretrained_metadata(encoder_dir)
         pretrain_dir = args.pretrain_data or recorded_data_dir(encoder_json, "manifest.json")
         pretraining = pretraining_record(encoder_dir, pretrain_dir, callback)
     elif callback is not None:
