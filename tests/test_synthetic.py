@@ -18,6 +18,8 @@ from protrnn.diagnostics.synthetic import (
     RecallModel,
     RecallTask,
     SyntheticSettings,
+    beats_chance,
+    evaluate,
     reach,
     train_distance,
     wilson_interval,
@@ -158,3 +160,33 @@ def test_command_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixt
         main(["synthetic", "--distances", "8,0", "-o", str(tmp_path / "y")])
     with pytest.raises(SystemExit):
         main(["synthetic", "--gradient-clip", "-1", "-o", str(tmp_path / "z")])
+
+
+class _ConstantAnswer(torch.nn.Module):
+    """Answers symbol ``answer`` to every query."""
+
+    def __init__(self, answer: int, symbols: int) -> None:
+        super().__init__()
+        self.answer, self.symbols = answer, symbols
+
+    def query_logits(self, batch) -> torch.Tensor:  # noqa: ANN001 - a RecallBatch
+        logits = torch.zeros(batch.tokens.shape[0], self.symbols)
+        logits[:, self.answer] = 1.0
+        return logits
+
+
+def test_a_constant_answer_is_never_above_chance_even_on_an_imbalanced_query_set() -> None:
+    task = RecallTask(distance=8, length=24, symbols=4, distractors=8)
+    n, seed = 300, 5
+    rng = np.random.default_rng(seed)  # the query chunks evaluate() will draw: 3 x 100 from one generator
+    keys = np.concatenate([task.sample(100, rng).keys.numpy() for _ in range(3)])
+    counts = np.bincount(keys, minlength=4)
+    best = int(counts.argmax())
+    assert counts[best] / n > 0.25 + 0.02  # this seed's query set is imbalanced enough to fool a 1/K test
+    row = evaluate(_ConstantAnswer(best, 4), task, n, np.random.default_rng(seed), None, chunk=100)
+    assert row["constant_accuracy"] == row["accuracy"] == counts[best] / n
+    row["interval"] = list(wilson_interval(row["correct"], n))
+    assert row["interval"][0] > 0.25  # the old rule (lower bound > 1/K) would call this above chance
+    assert not beats_chance(row, 0.25)
+    assert beats_chance({"interval": [0.9, 1.0], "constant_accuracy": row["constant_accuracy"]}, 0.25)
+
