@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from protrnn.alphabet import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS
+from protrnn.alphabet import DEFAULT_ALPHABET, PARENT_LETTER, STANDARD_AMINO_ACIDS
 from protrnn.conventions import MIN_SEPARATION
 from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError
@@ -263,22 +263,21 @@ def read_alignment(path: str | Path) -> list[tuple[str, str]]:
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read alignment: {error}", path=path) from error
     records: list[tuple[str, list[str]]] = []
-    fasta = text.lstrip().startswith(">")
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith(">"):
-            records.append((line[1:].split()[0] if line[1:].split() else f"line{number}", []))
-        elif fasta:
-            records[-1][1].append(line)
-        else:
-            records.append((f"line{number}", [line]))
+    if text.lstrip().startswith(">"):  # aligned FASTA, read by Biopython
+        import io
+
+        from Bio import SeqIO
+
+        for number, record in enumerate(SeqIO.parse(io.StringIO(text.lstrip()), "fasta"), start=1):
+            records.append((record.id or f"record{number}", [str(record.seq)]))
+    else:  # flat: one aligned sequence per line
+        records = [(f"line{number}", [line.strip()]) for number, line in enumerate(text.splitlines(), start=1)
+                   if line.strip()]
     rows: list[tuple[str, str]] = []
     for name, parts in records:
         letters = []
         for position, letter in enumerate("".join(parts).upper(), start=1):
-            letter = {"U": "C", "O": "K"}.get(letter, letter)
+            letter = PARENT_LETTER.get(letter, letter)
             if letter in _AS_GAP:
                 letter = "-"
             elif letter not in _FLAT_LETTERS:
