@@ -110,3 +110,20 @@ def test_read_json_document_names_file_position_format_and_version(tmp_path: Pat
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_json_safe_gives_strict_json_types() -> None:
+    import json
+    import math
+
+    import numpy as np
+
+    from protrnn.utils.io import json_safe
+
+    value = {1: (np.float32(0.5), math.nan, -math.inf), "a": np.arange(3), "p": Path("x/y"), "b": np.bool_(True),
+             "i": np.int64(7), "o": object}
+    out = json_safe(value)
+    assert out == {"1": [0.5, None, None], "a": [0, 1, 2], "p": "x/y", "b": True, "i": 7, "o": object}
+    assert type(out["i"]) is int and type(out["b"]) is bool and type(out["1"][0]) is float
+    assert json_safe({"o": object}, stringify=True) == {"o": str(object)}
+    json.dumps(json_safe({k: v for k, v in value.items() if k != "o"}), allow_nan=False)  # strict JSON

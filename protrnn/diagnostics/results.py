@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from protrnn.errors import InputError, read_json_document
-from protrnn.utils.io import atomic_write
+from protrnn.utils.io import atomic_write, json_safe
 
 FORMAT = "protrnn-diagnostics"
 FORMAT_VERSION = 1
@@ -185,7 +185,7 @@ class Diagnosis:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "summary": self.summary, "reasons": list(self.reasons),
-                "evidence": _json_safe(self.evidence)}
+                "evidence": json_safe(self.evidence)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Diagnosis:
@@ -204,7 +204,7 @@ class LossByLength:
     pairs_by_length: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 def seed_name(model: str, seed: int | None) -> str:
@@ -236,7 +236,7 @@ class UsagePrecision:
     min_separation: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"distances": [int(v) for v in self.distances], "original": _json_safe(self.original),
+        return {"distances": [int(v) for v in self.distances], "original": json_safe(self.original),
                 "ablated": _json_floats(self.ablated), "halves": [_json_floats(h) for h in self.halves],
                 "n_chains": self.n_chains, "pool_factor": self.pool_factor, "k": self.k,
                 "min_separation": self.min_separation}
@@ -288,7 +288,7 @@ class UsageProfile:
             "distances": [int(v) for v in self.distances], "mean_abs_delta": _json_floats(self.mean_abs_delta),
             "halves": [_json_floats(h) for h in self.halves], "mean_delta": _json_floats(self.mean_delta),
             "relative": _json_floats(self.relative), "count": [int(v) for v in self.count],
-            "mean_abs_logit": _json_safe(self.mean_abs_logit), "n_pairs": self.n_pairs, "n_chains": self.n_chains,
+            "mean_abs_logit": json_safe(self.mean_abs_logit), "n_pairs": self.n_pairs, "n_chains": self.n_chains,
             "draws": self.draws, "seed": self.seed, "background": self.background, "fraction": self.fraction,
             "horizon": self.horizon,
             "composition": None if self.composition is None else _json_floats(self.composition),
@@ -351,10 +351,10 @@ class DiagnosticsResult:
             "horizon": self.horizon,
             "horizon_anchor": self.horizon_anchor,
             "hidden_horizons": list(self.hidden_horizons),
-            "config": _json_safe(self.config),
-            "metrics": _json_safe(self.metrics),
+            "config": json_safe(self.config),
+            "metrics": json_safe(self.metrics),
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
-            "training": _json_safe(self.training),
+            "training": json_safe(self.training),
             "usage": None if self.usage is None else self.usage.to_dict(),
             "flow": self.flow.to_dict(),
         }
@@ -411,21 +411,6 @@ def _floats(values: Sequence[Any]) -> np.ndarray:
 
 def _json_floats(values: np.ndarray) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON types: NaN/inf become None, numpy scalars and arrays become Python numbers and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 __all__ = [

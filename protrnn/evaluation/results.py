@@ -21,7 +21,7 @@ import numpy as np
 
 from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError, read_json_document
-from protrnn.utils.io import atomic_path, atomic_write
+from protrnn.utils.io import atomic_path, atomic_write, json_safe
 
 SUMMARY_FORMAT = "protrnn-evaluation"
 SUMMARY_FORMAT_VERSION = 1
@@ -78,22 +78,6 @@ def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------------------- summary
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> null (strict JSON), numpy scalars -> Python, tuples -> lists, paths -> text, recursively."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
     """Write ``summary.json`` atomically as strict JSON (see :func:`json_safe`)."""
     with atomic_write(path, encoding="utf-8") as handle:

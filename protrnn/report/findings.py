@@ -33,6 +33,7 @@ from protrnn.report.aggregate import (
     usage_noise,
 )
 from protrnn.report.inputs import Evaluation
+from protrnn.utils.io import json_safe
 
 #: (knob, the settings it covers). ``gradient_clip`` is the training run's clipping threshold (0 / None = off);
 #: ``pretrained`` whether training started from a pretrained encoder, ``freeze_steps`` for how many steps it stayed
@@ -200,7 +201,7 @@ class FindingRow:
                 "grid": None if self.grid is None else {"variant": self.grid[0], "reference": self.grid[1]},
                 "synthetic": None if self.synthetic is None else {"variant": self.synthetic[0],
                                                                   "reference": self.synthetic[1]},
-                "effects": {k: _clean(v) for k, v in self.effects.items()}, "verdict": self.verdict,
+                "effects": {k: json_safe(v) for k, v in self.effects.items()}, "verdict": self.verdict,
                 "matters_for": self.matters_for(), "note": self.note}
 
 
@@ -211,16 +212,6 @@ def _finite(value: Any) -> bool:
 def excludes_zero(effect: Mapping[str, Any]) -> bool:
     low, high = effect.get("low"), effect.get("high")
     return _finite(low) and _finite(high) and (low > 0 or high < 0)  # type: ignore[operator]
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _horizon_effect(variant: ModelDiagnostics, base: ModelDiagnostics, kind: str) -> dict[str, Any] | None:

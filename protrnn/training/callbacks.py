@@ -8,7 +8,6 @@ gradients of every step); gradient-flow diagnostics are in :mod:`protrnn.diagnos
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytorch_lightning as pl
 from protrnn.errors import InputError
 from protrnn.model.io import load_network, save_model
 from protrnn.training.module import CKPT_VAL_METRICS
+from protrnn.utils.io import json_safe
 
 
 def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
@@ -35,7 +35,7 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "val_metrics": checkpoint.get(CKPT_VAL_METRICS, {}),
-        "training_hparams": _jsonable(hparams),
+        "training_hparams": json_safe(hparams, stringify=True),
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     metadata.update(extra or {})
@@ -43,19 +43,6 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
         return save_model(net, directory, extra=metadata)
     except (TypeError, ValueError) as exc:
         raise InputError(f"cannot write the model description: {exc}", path=directory) from None
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples -> lists, non-finite floats -> None, everything else str() unless JSON-native."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
 
 
 class ExportOnFitEnd(pl.Callback):
@@ -81,12 +68,12 @@ class ExportOnFitEnd(pl.Callback):
             if source:
                 extra = {**self.extra, "selected": "best" if best else "last",
                          "monitor": getattr(callback, "monitor", None)}
-                self.exported = export_checkpoint(source, directory, extra=_jsonable(extra))
+                self.exported = export_checkpoint(source, directory, extra=json_safe(extra, stringify=True))
             else:  # no checkpoint was written (e.g. stopped before the first epoch ended): the final weights
                 net = getattr(pl_module, "net", None)
                 if net is None:
                     raise InputError("ExportOnFitEnd needs a module with a ContactModel in .net")
                 extra = {**self.extra, "selected": "final weights (no checkpoint was written)",
                          "global_step": trainer.global_step, "epoch": trainer.current_epoch}
-                self.exported = save_model(net, directory, extra=_jsonable(extra))
+                self.exported = save_model(net, directory, extra=json_safe(extra, stringify=True))
         trainer.strategy.barrier("protrnn-export")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -134,3 +135,24 @@ def stderr_log(message: str) -> None:
     """Progress and skip messages go to stderr, keeping stdout free for pipelines."""
     print(message, file=sys.stderr, flush=True)
 
+
+def json_safe(value: Any, *, stringify: bool = False) -> Any:
+    """``value`` as strict-JSON types, recursively: mappings -> dicts (keys as text), lists / tuples / arrays (anything
+    with ``tolist``) -> lists, numpy scalars (``item``) -> Python numbers, NaN / inf -> None, paths -> text. Any
+    other object is kept as it is, or with ``stringify`` written as ``str(value)``. The one sanitiser of every JSON
+    file protrnn writes (summaries, diagnostics, findings, model metadata)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, stringify=stringify) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, stringify=stringify) for v in value]
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if hasattr(value, "tolist") and not isinstance(value, (int, float)):  # numpy arrays and scalars
+        return json_safe(value.tolist(), stringify=stringify)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value) if stringify else value
