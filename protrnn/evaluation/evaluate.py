@@ -37,6 +37,7 @@ from protrnn.data.packing import pack
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import evaluate_contacts, metric_keys, summarize
 from protrnn.evaluation.results import (
+    BASELINE_NAMES,
     PER_PROTEIN_FILE,
     PREDICTIONS_DIR,
     SUMMARY_FILE,
@@ -48,7 +49,6 @@ from protrnn.evaluation.results import (
 )
 from protrnn.utils.io import SafeNamer, swapped_directory
 
-BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
 #: Upper bound on sum(L^2) of the matrices one prediction call may return (float32: 4 bytes each -> 128 MB).
 MAX_GROUP_PAIRS = 32_000_000
 #: Leakage rows copied into summary.json per test set (the full table stays in prepare's leakage.tsv).

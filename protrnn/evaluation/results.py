@@ -29,6 +29,8 @@ PER_PROTEIN_FILE = "per_protein.csv"
 SUMMARY_FILE = "summary.json"
 PREDICTIONS_DIR = "predictions"
 ID_COLUMNS = ("method", "test_set", "protein")
+#: The baselines `protrnn evaluate` knows, in the order tables and legends list them (after the models).
+BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
 
 
 # ------------------------------------------------------------------------------------------------- per-protein table

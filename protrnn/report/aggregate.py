@@ -36,7 +36,6 @@ from protrnn.report.inputs import Evaluation, MethodResult, SyntheticRun
 N_BOOT = 1000
 BOOT_SEED = 0
 ALPHA = 0.05
-_ID_COLUMNS = ("method", "test_set", "protein")
 
 
 def group_seeds(names: Sequence[str]) -> dict[str, list[tuple[int | None, str]]]:

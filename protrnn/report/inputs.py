@@ -28,6 +28,7 @@ from protrnn.diagnostics.results import (
 )
 from protrnn.errors import InputError, read_json_document
 from protrnn.evaluation.results import (
+    BASELINE_NAMES,
     PER_PROTEIN_FILE,
     PREDICTIONS_DIR,
     SUMMARY_FILE,
@@ -38,7 +39,7 @@ from protrnn.evaluation.results import (
 #: Baselines that read an alignment (not comparable to single-sequence models; shown, never the reference).
 ALIGNMENT_METHODS = frozenset({"freecontact"})
 #: Baselines in the order tables and legends list them (after the models).
-BASELINE_ORDER = ("random", "separation", "propensity", "freecontact")
+BASELINE_ORDER = BASELINE_NAMES
 #: Contact maps drawn when --proteins is not given: per test set, this many proteins.
 DEFAULT_MAPS_PER_TEST_SET = 2
 
