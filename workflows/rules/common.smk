@@ -266,10 +266,7 @@ def pretrain_fit_options():
 def pretrain_resume_flag(wildcards, output):
     """`--ckpt_path last.ckpt` when an interrupted pretraining run left a checkpoint but no export (derived from the
     output, so not a recorded parameter: see resume_flag)."""
-    run = Path(output.json).parent
-    if (run / "checkpoints" / "last.ckpt").exists() and not Path(output.json).exists():
-        return f"--ckpt_path {shlex.quote(str(run / 'checkpoints' / 'last.ckpt'))}"
-    return ""
+    return _resume_from(Path(output.json).parent, Path(output.json))
 
 
 def train_inputs(wildcards):
@@ -426,9 +423,13 @@ def resume_flag(wildcards, output):
     from `--ckpt_path ...` to '' and train that model again from scratch.
     """
     run = Path(output.model).parent
-    if (run / "checkpoints" / "last.ckpt").exists() and not (run / "model.json").exists():
-        return f"--ckpt_path {shlex.quote(str(run / 'checkpoints' / 'last.ckpt'))}"
-    return ""
+    return _resume_from(run, run / "model.json")
+
+
+def _resume_from(run, export):
+    """`--ckpt_path RUN/checkpoints/last.ckpt` when that checkpoint exists and the run's export does not, else ''."""
+    last = run / "checkpoints" / "last.ckpt"
+    return f"--ckpt_path {shlex.quote(str(last))}" if last.exists() and not export.exists() else ""
 
 
 def parent_of(key):
