@@ -70,14 +70,18 @@ def test_atomic_outputs_get_ordinary_file_mode(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM needs Linux /proc")
 def test_peak_rss_follows_a_touched_allocation_and_resets() -> None:
-    import numpy as np
+    import mmap
 
     from protrnn.utils.resources import peak_rss_mib
 
     before = peak_rss_mib(reset=True)
-    block = np.ones(256 * 2**20 // 8)  # 256 MiB, every page written
+    # Fresh anonymous pages straight from the kernel: a malloc'd block could reuse heap pages that are already resident
+    # (CI runs with MALLOC_MMAP_MAX_=0 and a huge trim threshold, so freed heap stays in RSS) and never raise the peak.
+    block = mmap.mmap(-1, 256 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1  # touch every page: 256 MiB resident
     grown = peak_rss_mib()
-    del block
+    block.close()
     after_reset = peak_rss_mib(reset=True)
     assert grown - before >= 200
     assert grown - after_reset >= 200  # the freed block no longer counts once the peak is reset
