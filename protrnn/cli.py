@@ -1,6 +1,7 @@
 """``protrnn`` console script: a thin dispatcher to one module per sub-command in :mod:`protrnn.commands`.
 
-Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Each command module exposes ``add_arguments(parser)``, ``run(args) -> int`` and optionally ``DESCRIPTION``; the
+one-line summaries live here only (``COMMANDS``), so ``protrnn --help`` imports no command module.
 Imports are lazy so ``protrnn --help`` stays fast and a command's heavy dependencies load only when used.
 """
 

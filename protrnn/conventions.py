@@ -41,3 +41,16 @@ DEFAULT_MAX_LENGTH = 1000
 DEFAULT_FRACTIONS = {"train": 0.9, "val": 0.1}
 #: Share of the pretraining labels' clusters held out for validation (Q8 / Q3, checkpoint selection).
 DEFAULT_LABEL_VAL_FRACTION = 0.02
+#: A prepared test set NAME is the split ``test_NAME``: its file is ``test_NAME.npz`` and the manifest's ``split``
+#: column says ``test_NAME`` for its chains (leakage.tsv's ``test_set`` column holds the bare NAME).
+TEST_SPLIT_PREFIX = "test_"
+
+
+def split_of_test_set(name: str) -> str:
+    """The split (and file stem) of prepared test set ``name``: ``ts50`` -> ``test_ts50``."""
+    return TEST_SPLIT_PREFIX + name
+
+
+def named_test_set(split: str) -> str | None:
+    """The test set a split (or file stem) holds, or None for a training split: ``test_ts50`` -> ``ts50``."""
+    return split[len(TEST_SPLIT_PREFIX):] if split.startswith(TEST_SPLIT_PREFIX) else None

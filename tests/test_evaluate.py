@@ -325,6 +325,8 @@ def test_argument_errors(files: dict[str, Path], tmp_path: Path, capsys: pytest.
         named_paths(["a=x.npz", "a=y.npz"], "--test-set", bare=True)
     assert named_paths(["results/data/test_ts50.npz"], "--test-set", bare=True) == {
         "ts50": Path("results/data/test_ts50.npz")}
+    assert named_paths(["data/val.npz", "x/testing.npz"], "--test-set", bare=True) == {
+        "val": Path("data/val.npz"), "testing": Path("x/testing.npz")}  # no test_ prefix: the stem as it is
     # names become file names: no separators, no leading dot, and NAME=PATH is required unless bare paths are allowed
     for bad in ("../up=x.npz", "a/b=x.npz", ".hidden=x.npz", "a,b=x.npz", "=x.npz"):
         with pytest.raises(InputError, match="--test-set"):

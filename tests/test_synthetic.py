@@ -135,6 +135,7 @@ def test_command_writes_result_and_figure(tmp_path: Path) -> None:
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["cell"] == "rnn" and result["gradient_horizon"] == 4 and result["chance"] == pytest.approx(1 / 3)
     assert result["model"]["hidden_size"] == 4 and result["model"]["orthogonal_init"] is True
+    assert result["model"]["vocab_size"] == 2 + 3 + 8  # pad and query marker, 3 key symbols, 8 distractor types
     assert result["settings"]["steps"] == 5 and result["settings"]["threads"] == 1
     assert "--gradient-horizon 4" in result["command"] and "--distances 2,6" in result["command"]
     assert [row["distance"] for row in result["distances"]] == [2, 6]
@@ -160,6 +161,19 @@ def test_command_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixt
         main(["synthetic", "--distances", "8,0", "-o", str(tmp_path / "y")])
     with pytest.raises(SystemExit):
         main(["synthetic", "--gradient-clip", "-1", "-o", str(tmp_path / "z")])
+
+
+def test_float_argument_types() -> None:
+    import argparse
+
+    from protrnn.commands.args import non_negative_float, optional_float, positive_float
+
+    assert non_negative_float("0") == 0.0 and positive_float("3e-3") == 0.003
+    assert optional_float("None") is None and optional_float("null") is None and optional_float("-1.5") == -1.5
+    for parse, text in ((non_negative_float, "-1"), (non_negative_float, "nan"), (non_negative_float, "inf"),
+                        (positive_float, "0"), (positive_float, "x"), (optional_float, "one")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
 
 
 class _ConstantAnswer(torch.nn.Module):

@@ -1,1 +1,2 @@
-"""One module per ``protrnn`` sub-command: ``HELP``/``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)``."""
+"""One module per ``protrnn`` sub-command: ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)`` (its one-line summary
+is in :data:`protrnn.cli.COMMANDS`)."""

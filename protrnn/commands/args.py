@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from protrnn.conventions import named_test_set
 from protrnn.errors import InputError
 
 #: A name given on the command line that becomes a file name or a CSV value (``--test-set``, ``--model``).
@@ -59,6 +60,29 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = float(_number(text, float))
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def optional_float(text: str) -> float | None:
+    """A number, or ``none`` (``null``) for a library default."""
+    if text.lower() in ("none", "null"):
+        return None
+    return float(_number(text, float))
 
 
 def _integers(text: str, minimum: int, kind: str) -> list[int]:
@@ -113,7 +137,8 @@ def named_paths(values: Sequence[str] | None, option: str, *, bare: bool = False
         name, sep, path = value.partition("=")
         if not sep and bare:
             path = value
-            name = Path(value).name.removesuffix(".npz").removeprefix("test_")
+            stem = Path(value).name.removesuffix(".npz")
+            name = named_test_set(stem) or stem
         name = name.strip()
         if (not sep and not bare) or not name or not path:
             raise InputError(f"{option} {value!r}: expected NAME=PATH")

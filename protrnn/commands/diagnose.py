@@ -20,7 +20,6 @@ from protrnn.diagnostics.results import (
     FitThresholds,
 )
 
-HELP = "Measure gradient flow vs sequence distance and the effective gradient horizon of a model."
 DESCRIPTION = """\
 For each MODEL (an exported model directory, or a Lightning .ckpt written by protrnn train), sample scored pairs
 (i, j) of the --data chains, back-propagate each pair's logit, and record

@@ -8,7 +8,6 @@ import shlex
 
 from protrnn.commands.args import named_paths, non_negative_int, positive_int
 
-HELP = "Evaluate a model and baselines on prepared test sets: per-protein CSV + JSON summary."
 DESCRIPTION = """\
 Score exported models (and/or baselines) on prepared test sets with the CASP conventions of
 protrnn.evaluation.metrics: top-L/k precision per separation range and bin, AUPR, F1 and MCC.

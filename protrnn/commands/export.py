@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "Export a checkpoint as safetensors weights plus a JSON architecture file."
 DESCRIPTION = """\
 Export the network of a `protrnn train` checkpoint (.ckpt) as OUTDIR/model.safetensors + OUTDIR/model.json.
 

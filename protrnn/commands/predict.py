@@ -7,7 +7,6 @@ import sys
 
 from protrnn.commands.args import positive_int, probability
 
-HELP = "Predict contacts for a FASTA file: CASP RR, npz probability matrices and a summary TSV."
 DESCRIPTION = """\
 Predict residue-residue contacts for every record of a FASTA file (plain or .gz).
 

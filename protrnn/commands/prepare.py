@@ -17,7 +17,6 @@ from protrnn.conventions import (
 )
 from protrnn.errors import InputError
 
-HELP = "Parse structures into contact datasets with homology-aware splits and a manifest."
 DESCRIPTION = """\
 Parse protein structures into compact contact datasets (one .npz per split, loaded by
 protrnn.data.dataset.load_dataset), with splits by sequence cluster and training chains that overlap a test

@@ -22,7 +22,6 @@ from protrnn.conventions import (
 )
 from protrnn.errors import InputError
 
-HELP = "Pretrain the recurrent encoder on secondary structure and masked residues (sidechainnet DSSP labels)."
 DESCRIPTION = """\
 Structure-aware pretraining of the recurrent encoder, then `protrnn train` from it (docs/pretraining.md).
 

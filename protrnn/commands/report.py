@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Build a self-contained HTML report from evaluation and diagnostic outputs."
 DESCRIPTION = """\
 Build OUTDIR/report.html (opens offline: figures embedded as PNG, no external CSS, scripts or links) and
 OUTDIR/figures/*.png + *.svg from the outputs of the other commands:

@@ -6,9 +6,15 @@ import argparse
 import shlex
 import sys
 
-from protrnn.commands.args import int_list, non_negative_int, positive_int
+from protrnn.commands.args import (
+    int_list,
+    non_negative_float,
+    non_negative_int,
+    optional_float,
+    positive_float,
+    positive_int,
+)
 
-HELP = "Measure a recurrent cell's reach on a planted-distance recall task (accuracy vs distance)."
 DESCRIPTION = """\
 Each sequence holds random distractor tokens, one key token (one of K symbols) at a random position s and a query
 marker at s + d; the label at the query is the key's symbol (chance 1/K), every other position is unscored. The
@@ -28,35 +34,6 @@ examples:
   protrnn synthetic --cell rnn --gradient-horizon 16 --distances 8,16,32,64,128 -o synth/rnn_k16
   protrnn synthetic --cell lstm --chrono-init --gradient-clip 0 -o synth/lstm_chrono_noclip
 """
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def optional_float(text: str) -> float | None:
-    """A number, or ``none`` for PyTorch's default."""
-    if text.lower() in ("none", "null"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,8 +105,7 @@ def command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from protrnn.diagnostics.synthetic import RecallTask, SyntheticSettings, run_synthetic
-    from protrnn.model.config import ModelConfig
+    from protrnn.diagnostics.synthetic import SyntheticSettings, recall_model_config, run_synthetic
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -137,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
         distances=args.distances, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         gradient_clip=args.gradient_clip or None, symbols=args.symbols, distractors=args.distractors,
         margin=args.margin, eval_queries=args.eval_queries, seed=args.seed, jacobian_max_lag=args.jacobian_max_lag)
-    vocab = RecallTask(distance=1, length=2, symbols=args.symbols, distractors=args.distractors).vocab_size
-    config = ModelConfig(
-        vocab_size=vocab, cell=args.cell, embed_dim=args.embed_dim, hidden_size=args.hidden_size,
+    config = recall_model_config(
+        settings, cell=args.cell, embed_dim=args.embed_dim, hidden_size=args.hidden_size,
         num_layers=args.num_layers, dropout=args.dropout, residual=args.residual, layer_norm=args.layer_norm,
         orthogonal_init=args.orthogonal_init, forget_bias=args.forget_bias, chrono_init=args.chrono_init,
         chrono_tmax=args.chrono_tmax, gradient_horizon=args.gradient_horizon)
+
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 

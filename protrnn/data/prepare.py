@@ -40,6 +40,8 @@ from protrnn.conventions import (
     DEFAULT_MIN_LENGTH,
     DEFAULT_MIN_SEQ_ID,
     MIN_SEPARATION,
+    named_test_set,
+    split_of_test_set,
 )
 from protrnn.data import formats, splits
 from protrnn.data.chain import ProteinChain
@@ -95,7 +97,7 @@ class PrepareResult:
     def require_training_chains(self) -> None:
         """InputError when no input chain was kept for a training split (everything is written by then, and the
         manifest says why each entry went, but a pipeline must not train on nothing)."""
-        if not any(e.role == "train" and e.status == "kept" and not e.split.startswith("test_")
+        if not any(e.role == "train" and e.status == "kept" and named_test_set(e.split) is None
                    for e in self.entries):
             raise InputError("no input chain was kept for training: every entry was skipped or removed "
                              "(reasons in manifest.tsv)", path=self.outdir / MANIFEST_FILE)
@@ -258,7 +260,7 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
         if not members:
             log(f"warning: split {name!r} is empty")
     for name, group in test_entries.items():
-        stem = f"test_{name}"
+        stem = split_of_test_set(name)
         members = []
         for entry in group:
             if entry.status == "kept":

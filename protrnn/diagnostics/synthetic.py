@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -193,6 +194,14 @@ class SyntheticSettings:
 def task_for(distance: int, settings: SyntheticSettings) -> RecallTask:
     return RecallTask(distance=distance, length=distance + settings.margin, symbols=settings.symbols,
                       distractors=settings.distractors)
+
+
+def recall_model_config(settings: SyntheticSettings, **knobs: Any) -> ModelConfig:
+    """The model configuration of a run: ``knobs`` (cell, sizes, inits, gradient horizon, ...: any
+    :class:`~protrnn.model.config.ModelConfig` field) with the vocabulary of the task ``settings`` describe
+    (2 + symbols + distractors tokens)."""
+    vocab = RecallTask(distance=1, length=2, symbols=settings.symbols, distractors=settings.distractors).vocab_size
+    return ModelConfig(vocab_size=vocab, **knobs)
 
 
 def build_model(config: ModelConfig, task: RecallTask, seed: int) -> RecallModel:

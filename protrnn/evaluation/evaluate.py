@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from protrnn.conventions import DEFAULT_BINS, DEFAULT_CONTACT_CUTOFF
+from protrnn.conventions import DEFAULT_BINS, DEFAULT_CONTACT_CUTOFF, named_test_set, split_of_test_set
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import ChainDataset, load_dataset
 from protrnn.data.packing import pack
@@ -150,8 +150,7 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
     """
     from protrnn.data.prepare import LEAKAGE_FILE, MANIFEST_FILE, read_table
 
-    prepared = test_path.name.removesuffix(".npz")
-    prepared = prepared[len("test_"):] if prepared.startswith("test_") else name
+    prepared = named_test_set(test_path.name.removesuffix(".npz")) or name
     info: dict[str, Any] = {}
     leakage_path = test_path.parent / LEAKAGE_FILE
     if leakage_path.is_file():
@@ -163,7 +162,7 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
     if manifest_path.is_file():
         rows = read_table(manifest_path)
         info.update(manifest_tsv=str(manifest_path),
-                    manifest_test_chains=sum(1 for row in rows if row.get("split") == f"test_{prepared}"))
+                    manifest_test_chains=sum(1 for row in rows if row.get("split") == split_of_test_set(prepared)))
     return info
 
 

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from protrnn.conventions import RANGES
+from protrnn.conventions import RANGES, named_test_set
 from protrnn.diagnostics.run import pretrained_callback
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import JSON_NAME, WEIGHTS_NAME, load_network
@@ -92,10 +92,10 @@ def data_record(data_dir: Path) -> dict[str, Any]:
     sources, test_sets = [], {}
     for source, members in by_source.items():
         splits = collections.Counter(r["split"] for r in members if r["status"] == "kept")
-        tests = {split: n for split, n in splits.items() if split.startswith("test_")}
+        tests = {split: n for split, n in splits.items() if named_test_set(split) is not None}
         if tests:
             for split, n in tests.items():
-                test_sets[split.removeprefix("test_")] = {"source": display_path(source), "chains": n}
+                test_sets[named_test_set(split)] = {"source": display_path(source), "chains": n}
             continue
         statuses = collections.Counter(r["status"] for r in members)
         sources.append({"source": display_path(source), "train": splits.get("train", 0), "val": splits.get("val", 0),
