@@ -47,18 +47,33 @@ def reading(path: object) -> Iterator[None]:
 
 def read_json_document(path: str | os.PathLike[str], fmt: str, *, max_version: int | None = None,
                        what: str | None = None) -> dict[str, Any]:
-    """Read a JSON file that protrnn wrote: an object whose ``format`` is ``fmt`` (and, with ``max_version``, whose
-    ``format_version`` is an integer 1..max_version). Each problem is a one-line :class:`InputError` naming the file:
-    not found, unreadable, not JSON (with the position), another format, an unsupported version. ``what`` names the
-    document in those messages (default ``fmt``)."""
+    """Read a JSON file that protrnn wrote: :func:`parse_json_document` of its bytes (not found and unreadable are
+    one-line :class:`InputError` messages naming the file too)."""
+    with reading(path), open(path, "rb") as handle:
+        raw = handle.read()
+    return parse_json_document(raw, path, fmt, max_version=max_version, what=what)
+
+
+def parse_json_document(raw: bytes, path: object, fmt: str, *, max_version: int | None = None,
+                        what: str | None = None) -> dict[str, Any]:
+    """The JSON document ``raw`` (the bytes of ``path``): UTF-8 text holding an object that passes
+    :func:`check_document`. Not UTF-8 and not JSON are one-line :class:`InputError` messages with the position."""
     label = what or fmt
     try:
-        with reading(path), open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+        document = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InputError(f"not a {label}: not UTF-8 text ({exc.reason})", path=path, position=exc.start) from None
     except json.JSONDecodeError as exc:
         raise InputError(f"not a {label}: not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
+    return check_document(document, path, fmt, max_version=max_version, what=what)
+
+
+def check_document(document: Any, path: object, fmt: str, *, max_version: int | None = None,
+                   what: str | None = None) -> dict[str, Any]:
+    """The one format check of protrnn's versioned documents (JSON files, the metadata of .npz files): an object
+    whose ``format`` is ``fmt`` and, with ``max_version``, whose ``format_version`` is an integer 1..max_version.
+    Otherwise a one-line :class:`InputError` naming ``path`` and the document (``what``, default ``fmt``)."""
+    label = what or fmt
     if not isinstance(document, dict) or document.get("format") != fmt:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise InputError(f"not a {label} (format {found!r}, expected {fmt!r})", path=path)

@@ -131,7 +131,7 @@ def test_refuses_pickles_and_random_files(tmp_path: Path) -> None:
         load_network(noise)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(InputError, match="not a protrnn model: format is 'something-else'"):
+    with pytest.raises(InputError, match=r"not a protrnn model \(format 'something-else', expected 'protrnn-model'\)"):
         read_model_metadata(other)
     with pytest.raises(InputError, match="not a protrnn model"):
         load_network(tmp_path)  # a directory without model.json

@@ -112,12 +112,13 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, cgdms_chains: list[Prote
     other_format = tmp_path / "other_format.npz"
     meta = {"format": "protrnn-structure-labels", "format_version": 1}
     np.savez(other_format, **{**good, "metadata": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)})
-    with pytest.raises(InputError, match="not a protrnn-dataset file"):
+    with pytest.raises(InputError,
+                       match=r"not a dataset file \(format 'protrnn-structure-labels', expected 'protrnn-dataset'\)"):
         load_dataset(other_format)
     newer = tmp_path / "newer.npz"
     meta = {"format": "protrnn-dataset", "format_version": 7}
     np.savez(newer, **{**good, "metadata": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)})
-    with pytest.raises(InputError, match=r"unsupported format_version 7 \(expected 1\)"):
+    with pytest.raises(InputError, match=r"unsupported format_version 7 of a dataset file \(this version reads 1\.\.1\)"):
         load_dataset(newer)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
-from protrnn.errors import InputError
+from protrnn.errors import InputError, check_document
 from protrnn.utils.io import atomic_path
 
 FORMAT_NAME = "protrnn-dataset"
@@ -260,7 +260,7 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, fo
                   hint: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays ``keys`` and the parsed JSON ``metadata`` of one of protrnn's flat ``.npz`` files, after the checks
     every such file shares (never unpickles): it exists, is a readable archive holding ``keys`` and ``metadata``,
-    and its metadata names ``format_name`` at ``format_version``.
+    and its metadata names ``format_name`` at a version 1..``format_version`` (:func:`protrnn.errors.check_document`).
 
     ``what`` names the kind of file in messages ("dataset file"), ``hint`` follows "not found" (how to make one).
     Every problem is a one-line :class:`InputError` naming the file; the caller checks the arrays' shapes.
@@ -280,12 +280,7 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, fo
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"cannot read {what} ({exc.__class__.__name__}: {exc})", path=source) from None
     metadata = _decode_json(arrays.pop("metadata"), source, "metadata")
-    if not isinstance(metadata, dict) or metadata.get("format") != format_name:
-        raise InputError(f"not a {format_name} file", path=source)
-    if metadata.get("format_version") != format_version:
-        raise InputError(f"unsupported format_version {metadata.get('format_version')!r} (expected {format_version})",
-                         path=source)
-    return arrays, metadata
+    return arrays, check_document(metadata, source, format_name, max_version=format_version, what=what)
 
 
 def load_dataset(path: str | Path) -> ChainDataset:

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
-from protrnn.errors import InputError, reading
+from protrnn.errors import InputError, parse_json_document, reading
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.utils.io import atomic_path, atomic_write
@@ -209,17 +209,7 @@ def read_export_metadata(path: str | os.PathLike[str], fmt: ExportFormat) -> dic
     if raw[:1] == b"\x80" or raw[:2] == b"PK":
         raise InputError(f"not a {fmt.label}: this is a pickle / PyTorch checkpoint, which is never unpickled; "
                          f"export one with {fmt.how_to_export}", path=json_path)
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"not a {fmt.label}: not a JSON {fmt.noun} description ({err})", path=json_path) from None
-    if not isinstance(meta, dict) or meta.get("format") != fmt.name:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise InputError(f"not a {fmt.label}: format is {found!r}, expected {fmt.name!r}", path=json_path)
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= fmt.version:
-        raise InputError(f"unsupported {fmt.label} format_version {version!r} "
-                         f"(this version reads 1..{fmt.version})", path=json_path)
+    meta = parse_json_document(raw, json_path, fmt.name, max_version=fmt.version, what=fmt.label)
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("alphabet"), dict):
         raise InputError(f"{fmt.json_name} must contain 'config' and 'alphabet' objects", path=json_path)
     return meta
