@@ -131,3 +131,15 @@ def test_json_safe_gives_strict_json_types() -> None:
     assert type(out["i"]) is int and type(out["b"]) is bool and type(out["1"][0]) is float
     assert json_safe({"o": object}, stringify=True) == {"o": str(object)}
     json.dumps(json_safe({k: v for k, v in value.items() if k != "o"}), allow_nan=False)  # strict JSON
+
+
+def test_read_tsv_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+    from protrnn.utils.io import read_tsv
+
+    table = tmp_path / "t.tsv"
+    table.write_text("# written by a test\nchain_id\ttest_set\n\n1abc_A\tts50\n# a note\n2xyz_B\tpsicov150\n")
+    assert read_tsv(table) == [{"chain_id": "1abc_A", "test_set": "ts50"}, {"chain_id": "2xyz_B", "test_set": "psicov150"}]
+    (tmp_path / "empty.tsv").write_text("")
+    assert read_tsv(tmp_path / "empty.tsv") == []
+    with pytest.raises(FileNotFoundError):
+        read_tsv(tmp_path / "missing.tsv")

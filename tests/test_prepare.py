@@ -17,7 +17,8 @@ from protrnn.cli import main
 from protrnn.data import splits
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import load_dataset
-from protrnn.data.prepare import MANIFEST_COLUMNS, Entry, dedupe, read_table, reason_kind, write_manifest
+from protrnn.data.prepare import MANIFEST_COLUMNS, Entry, dedupe, reason_kind, write_manifest
+from protrnn.utils.io import read_tsv
 
 TS50_LEAKS = {"1LPB_A": "1lpbA", "2CVI_A": "2cviA"}  # identical to TS50 chains (shared overlap table)
 IDENTICAL = ("4E1P_A", "4E1R_A")  # two cgdms chains with the same sequence
@@ -168,7 +169,7 @@ def test_manifest_is_one_clean_row_per_entry_and_reads_back(tmp_path: Path) -> N
     write_manifest(tmp_path / "manifest.tsv", [kept, bad])
     text = (tmp_path / "manifest.tsv").read_text()
     assert text.splitlines()[0].split("\t") == list(MANIFEST_COLUMNS)
-    assert read_table(tmp_path / "manifest.tsv") == [
+    assert read_tsv(tmp_path / "manifest.tsv") == [
         {"source": "dir/a.txt", "id": "x y", "length": "7", "n_observed": "7", "status": "kept", "reason": "",
          "split": "train", "cluster": "x y"},
         {"source": "dir/b.pdb", "id": "", "length": "", "n_observed": "", "status": "skipped",

@@ -17,7 +17,6 @@ are deleted.
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing
 import os
@@ -316,14 +315,6 @@ def write_leakage(path: Path, leakage: Sequence, sources: dict[str, str]) -> Non
                    h.aln_length, f"{h.evalue:.3g}", f"{h.bits:.1f}", f"{h.query_coverage:.3f}",
                    f"{h.target_coverage:.3f}")
             handle.write("\t".join(_cell(v) for v in row) + "\n")
-
-
-def read_table(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a tab-separated table with a header (``manifest.tsv``, ``leakage.tsv``); blank lines and lines
-    starting with ``#`` are skipped."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        lines = [line for line in handle if line.strip() and not line.startswith("#")]
-    return list(csv.DictReader(lines, delimiter="\t"))
 
 
 def build_summary(entries: Sequence[Entry], datasets: dict[str, Path], leakage: Sequence, method: str,

@@ -148,19 +148,20 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
     prepare names the file ``test_<NAME>.npz`` and writes ``NAME`` in leakage.tsv's ``test_set`` column; that name
     is used, so ``--test-set anything=data/test_ts50.npz`` still finds the rows of ``ts50``.
     """
-    from protrnn.data.prepare import LEAKAGE_FILE, MANIFEST_FILE, read_table
+    from protrnn.data.prepare import LEAKAGE_FILE, MANIFEST_FILE
+    from protrnn.utils.io import read_tsv
 
     prepared = named_test_set(test_path.name.removesuffix(".npz")) or name
     info: dict[str, Any] = {}
     leakage_path = test_path.parent / LEAKAGE_FILE
     if leakage_path.is_file():
-        rows = read_table(leakage_path)
+        rows = read_tsv(leakage_path)
         mine = [row for row in rows if _mentions(row, prepared)]
         info.update(leakage_tsv=str(leakage_path), prepared_name=prepared, leakage_rows_total=len(rows),
                     leakage_rows=len(mine), leakage=mine[:MAX_LEAKAGE_ROWS])
     manifest_path = test_path.parent / MANIFEST_FILE
     if manifest_path.is_file():
-        rows = read_table(manifest_path)
+        rows = read_tsv(manifest_path)
         info.update(manifest_tsv=str(manifest_path),
                     manifest_test_chains=sum(1 for row in rows if row.get("split") == split_of_test_set(prepared)))
     return info

@@ -35,6 +35,7 @@ from protrnn.evaluation.results import (
     read_per_protein_csv,
     read_summary,
 )
+from protrnn.utils.io import read_tsv
 
 #: Baselines that read an alignment (not comparable to single-sequence models; shown, never the reference).
 ALIGNMENT_METHODS = frozenset({"freecontact"})
@@ -172,11 +173,7 @@ def read_leakage(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise InputError("leakage table not found", path=path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        lines = [line for line in handle if line.strip() and not line.startswith("#")]
-    if not lines:
-        return []
-    return list(csv.DictReader(lines, delimiter="\t"))
+    return read_tsv(path)
 
 
 def load_synthetic(value: str | Path) -> SyntheticRun:

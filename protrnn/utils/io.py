@@ -4,6 +4,7 @@ directories) and safe names."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import math
 import os
@@ -129,6 +130,15 @@ def unique_safe_names(record_ids: list[str]) -> list[str]:
     """Safe, unique names for IDs in order (see :class:`SafeNamer`)."""
     namer = SafeNamer()
     return [namer(record_id) for record_id in record_ids]
+
+
+def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Rows of a tab-separated table with a header line (``manifest.tsv``, ``leakage.tsv``, mmseqs overlap tables
+    with a header), as dicts; blank lines and lines starting with ``#`` are skipped; ``[]`` for an empty file.
+    The one TSV reader of the project's tables (OSError for a missing file: callers word their own message)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip() and not line.startswith("#")]
+    return list(csv.DictReader(lines, delimiter="\t"))
 
 
 def stderr_log(message: str) -> None:

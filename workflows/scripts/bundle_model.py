@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ from protrnn.diagnostics.run import pretrained_callback
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import JSON_NAME, WEIGHTS_NAME, load_network
 from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
-from protrnn.utils.io import atomic_path, atomic_write
+from protrnn.utils.io import atomic_path, atomic_write, read_tsv
 
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
@@ -77,15 +76,10 @@ def pretrained_encoder_callback(metadata: dict) -> dict | None:
     return dict(callback.get("init_args") or {}) if callback is not None else None
 
 
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
 def data_record(data_dir: Path) -> dict[str, Any]:
     """What `protrnn prepare` did with every input (manifest.tsv) and which chains it removed for homology to a test
     set (leakage.tsv): chains per training source and split, test sets, removals per test set."""
-    rows = _read_tsv(data_dir / "manifest.tsv")
+    rows = read_tsv(data_dir / "manifest.tsv")
     by_source: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
     for row in rows:
         by_source[row["source"].split("#", 1)[0]].append(row)
@@ -101,7 +95,7 @@ def data_record(data_dir: Path) -> dict[str, Any]:
         sources.append({"source": display_path(source), "train": splits.get("train", 0), "val": splits.get("val", 0),
                         "removed_for_leakage": statuses.get("removed", 0),
                         "skipped": sum(n for status, n in statuses.items() if status not in ("kept", "removed"))})
-    leakage = _read_tsv(data_dir / "leakage.tsv") if (data_dir / "leakage.tsv").is_file() else []
+    leakage = read_tsv(data_dir / "leakage.tsv") if (data_dir / "leakage.tsv").is_file() else []
     per_test_set = collections.Counter(r["test_set"] for r in leakage)
     record: dict[str, Any] = {
         "sources": sources,
