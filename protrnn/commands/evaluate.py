@@ -27,6 +27,8 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from protrnn.evaluation.metrics import BOOTSTRAP_RESAMPLES
+
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="exported model directory (model.json + model.safetensors) or Lightning .ckpt; "
                              "repeat for several models")
@@ -44,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bins", metavar="LIST",
                         help="separation bins of the bin/... precision keys, inclusive, e.g. 6-11,12-23,24+ "
                              "(default 6-11,12-23,24-47,48-95,96+)")
-    parser.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
-                        help="bootstrap resamples of proteins for confidence intervals (default 1000)")
+    parser.add_argument("--bootstrap", type=positive_int, default=BOOTSTRAP_RESAMPLES, metavar="N",
+                        help=f"bootstrap resamples of proteins for confidence intervals (default {BOOTSTRAP_RESAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the random baseline")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")

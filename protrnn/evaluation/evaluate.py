@@ -35,7 +35,13 @@ from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import ChainDataset, load_dataset
 from protrnn.data.packing import pack
 from protrnn.errors import InputError
-from protrnn.evaluation.metrics import evaluate_contacts, metric_keys, summarize
+from protrnn.evaluation.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    INTERVAL_ALPHA,
+    evaluate_contacts,
+    metric_keys,
+    summarize,
+)
 from protrnn.evaluation.results import (
     BASELINE_NAMES,
     PER_PROTEIN_FILE,
@@ -359,7 +365,7 @@ def score_method(method: Method, test_set: TestSet, *, bins: Sequence[tuple[int,
 
 
 def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: str | Path, *,
-             n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, save_predictions: int = 0,
+             n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0, alpha: float = INTERVAL_ALPHA, save_predictions: int = 0,
              bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS, command: str | None = None,
              skipped_methods: Sequence[dict[str, str]] = (),
              log: Callable[[str], None] = print) -> EvaluationResult:
@@ -436,7 +442,8 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
 
 def run_evaluation(models: Mapping[str, Path], test_sets: Mapping[str, Path], outdir: str | Path, *,
                    baselines: Sequence[str] = (), train_path: str | Path | None = None,
-                   ollikainen_root: str | Path | None = None, device: str | None = None, n_boot: int = 1000,
+                   ollikainen_root: str | Path | None = None, device: str | None = None,
+                   n_boot: int = BOOTSTRAP_RESAMPLES,
                    seed: int = 0, save_predictions: int = 0, bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS,
                    command: str | None = None, log: Callable[[str], None] = print) -> EvaluationResult:
     """``protrnn evaluate`` from paths: load the test sets and models (``{name: path}``), build the baselines, and

@@ -235,8 +235,14 @@ def average_metrics(per_protein: Sequence[Mapping[str, float]]) -> dict[str, dic
     return {key: {"mean": float(means[c]), "n": int(counts[c])} for c, key in enumerate(keys)}
 
 
-def bootstrap_ci(per_protein: Sequence[Mapping[str, float]], n_boot: int = 1000, seed: int = 0,
-                 alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+#: Bootstrap resamples and interval level (1 - alpha = 95 %) of every interval protrnn reports: evaluation's
+#: per-set intervals and the report's seed-aware and paired intervals.
+BOOTSTRAP_RESAMPLES = 1000
+INTERVAL_ALPHA = 0.05
+
+
+def bootstrap_ci(per_protein: Sequence[Mapping[str, float]], n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                 alpha: float = INTERVAL_ALPHA) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval of each protein-averaged metric, resampling proteins with replacement.
 
     The same resampled protein sets are used for every key (paired), so intervals of different metrics come from
@@ -262,8 +268,8 @@ def bootstrap_ci(per_protein: Sequence[Mapping[str, float]], n_boot: int = 1000,
     return intervals
 
 
-def summarize(per_protein: Sequence[Mapping[str, float]], n_boot: int = 1000, seed: int = 0,
-              alpha: float = 0.05) -> dict[str, dict[str, float]]:
+def summarize(per_protein: Sequence[Mapping[str, float]], n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+              alpha: float = INTERVAL_ALPHA) -> dict[str, dict[str, float]]:
     """JSON-ready summary: ``{key: {"mean", "n", "low", "high"}}`` from :func:`average_metrics` and
     :func:`bootstrap_ci` (the interval level is ``1 - alpha``)."""
     means = average_metrics(per_protein)

@@ -30,12 +30,13 @@ from protrnn.diagnostics.fit import (
     usage_horizon_noise,
 )
 from protrnn.diagnostics.results import DiagnosticsResult, split_seed
+from protrnn.evaluation.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_ALPHA
 from protrnn.report.inputs import Evaluation, MethodResult, SyntheticRun
 
 #: Bootstrap replicates and seed of every interval the report computes itself.
-N_BOOT = 1000
+N_BOOT = BOOTSTRAP_RESAMPLES
 BOOT_SEED = 0
-ALPHA = 0.05
+ALPHA = INTERVAL_ALPHA
 
 
 def group_seeds(names: Sequence[str]) -> dict[str, list[tuple[int | None, str]]]:
