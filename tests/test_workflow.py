@@ -498,6 +498,15 @@ def test_encoder_keys_agree_with_the_library() -> None:
     assert tuple(eval(match.group(1))) == tuple(ENCODER_KEYS)  # a literal tuple of strings
 
 
+def test_seed_tag_agrees_with_the_library() -> None:
+    from protrnn.diagnostics.results import SEED_TAG, split_seed
+
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    match = re.search(r'^SEED_TAG = "(.*?)"$', common, flags=re.M)
+    assert match is not None and match.group(1) == SEED_TAG
+    assert split_seed(f"lstm_pretrained{match.group(1)}12") == ("lstm_pretrained", 12)
+
+
 def test_ddp_with_a_frozen_pretrained_encoder_is_refused(tmp_path: Path) -> None:
     result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"train.devices": 2})))
     assert result.returncode != 0

@@ -87,7 +87,9 @@ for _name in MODELS:
     if "@" in _name or "/" in _name:
         _fail(f"models.{_name}", "model names may not contain '@' or '/' (runs are named NAME@seedS)")
 # Every grid model trains once per seed (seed_everything and the data order); evaluation, diagnostics and the report
-# aggregate over seeds. A run is `<model>/seed<S>` on disk and `<model>@seed<S>` as a method name.
+# aggregate over seeds. A run is `<model>/seed<S>` on disk and `<model>@seed<S>` as a method name: SEED_TAG equals
+# protrnn.diagnostics.results.SEED_TAG, which the report splits names on (tests/test_workflow.py checks the two agree).
+SEED_TAG = "@seed"
 SEEDS = [int(s) for s in config.get("seeds", [config["train"].get("seed", 0)])]
 if len(set(SEEDS)) != len(SEEDS):
     _fail("seeds", f"seeds must be distinct, got {SEEDS}")
@@ -115,7 +117,7 @@ def run_seed(run):
 
 def run_name(run):
     """Method / diagnostics name of a run: `lstm@seed1` (docs/pipeline.md), `bundle` for the bundle."""
-    return f"{run_model(run)}@seed{run_seed(run)}" if _GRID_RUN.fullmatch(run) else run
+    return f"{run_model(run)}{SEED_TAG}{run_seed(run)}" if _GRID_RUN.fullmatch(run) else run
 
 
 def spec_key(name):
