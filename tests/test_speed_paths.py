@@ -343,3 +343,28 @@ def test_bench_speed_predictor_settings_reach_predict_proba(monkeypatch: pytest.
     predictor = bench_speed._predictor(impl, precision, budget)
     predictor.predict(["MKTAYIAKQRQISFVKSHFSRQ"])
     assert seen == [(impl, precision, budget)]
+
+
+def test_bench_conv_kinds_layers_keep_the_map_shape_and_reach(capsys: pytest.CaptureFixture[str]) -> None:
+    """The alternatives bench_conv_kinds times are drop-in layers: same output shape as the dense 3x3, and a change
+    at one pair reaches exactly the dense layer's 3x3 (dilated) neighbourhood, no farther."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_conv_kinds_under_test",
+                                                  REPO / "benchmarks" / "bench_conv_kinds.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    x = torch.zeros(1, 4, 15, 15)
+    for kind in bench.KINDS:
+        layer = bench._layer(kind, 4, dilation=2)
+        base = layer(x)
+        bumped = x.clone()
+        bumped[0, :, 7, 7] = 1.0
+        changed = (layer(bumped) - base).abs().sum(dim=1)[0] > 0
+        rows, cols = changed.nonzero(as_tuple=True)
+        assert base.shape == x.shape, kind
+        assert set(rows.tolist()) <= {5, 7, 9} and set(cols.tolist()) <= {5, 7, 9}, kind
+    assert bench.main(["--channels", "4", "--batch", "1", "--length", "8", "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.endswith("x")]
+    assert len(rows) == 6 and sum(row.endswith(" 1.00x") for row in rows) >= 2  # 3 kinds x 2 dtypes, dense = 1
