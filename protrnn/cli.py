@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "train":
         # LightningCLI owns the argument parsing of `train` (configs, --trainer.*, --ckpt_path).
         return _run_guarded(lambda: _command_module("train").main(argv[1:]))
-    parser = argparse.ArgumentParser(prog="protrnn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="protrnn", description="Protein residue-residue contacts from sequence with recurrent networks, and "
+        "where their training stops seeing far-apart residues. `protrnn COMMAND --help` describes each command.")
     from protrnn import __version__
 
     parser.add_argument("--version", action="version", version=f"protrnn {__version__}")
