@@ -31,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protrnn.conventions import split_of_test_set  # noqa: E402
+
 DISTOGRAM = [float(e) for e in range(4, 21)]
 ARMS: dict[str, list[str]] = {}
 _steps = [
@@ -108,7 +112,7 @@ def main() -> None:
             evaluation = run / "evaluation"
             if not (evaluation / "per_protein.csv").is_file():
                 _run([sys.executable, "-m", "protrnn", "evaluate", "--model", f"{arm}={run}", "--bootstrap", "200",
-                      *[a for t in tests for a in ("--test-set", f"{t}={args.data / f'test_{t}.npz'}")],
+                      *[a for t in tests for a in ("--test-set", f"{t}={args.data / (split_of_test_set(t) + '.npz')}")],
                       "-o", str(evaluation)], run / "evaluate.log")
     # per (arm, test set, protein): metric averaged over seeds
     values: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(dict))

@@ -139,6 +139,9 @@ def test_read_tsv_skips_comments_and_blank_lines(tmp_path: Path) -> None:
     table = tmp_path / "t.tsv"
     table.write_text("# written by a test\nchain_id\ttest_set\n\n1abc_A\tts50\n# a note\n2xyz_B\tpsicov150\n")
     assert read_tsv(table) == [{"chain_id": "1abc_A", "test_set": "ts50"}, {"chain_id": "2xyz_B", "test_set": "psicov150"}]
+    quoted = tmp_path / "q.tsv"  # cells are written unquoted, so a leading quote is part of the value
+    quoted.write_text('path\tstatus\n"odd.pdb\tkept\nb.pdb\tskipped\n')
+    assert read_tsv(quoted) == [{"path": '"odd.pdb', "status": "kept"}, {"path": "b.pdb", "status": "skipped"}]
     (tmp_path / "empty.tsv").write_text("")
     assert read_tsv(tmp_path / "empty.tsv") == []
     with pytest.raises(FileNotFoundError):

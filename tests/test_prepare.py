@@ -196,3 +196,26 @@ def test_nothing_kept_for_training_is_an_error_after_the_manifest_is_written(
     assert len(err) == 1 and "no input chain was kept for training" in err[0] and "manifest.tsv" in err[0]
     rows = list(csv.DictReader((out / "manifest.tsv").open(), delimiter="\t"))
     assert len(rows) == 2 and all(r["status"] == "skipped" and r["reason"] for r in rows)
+
+
+def test_remove_stale_trusts_only_its_own_summary(tmp_path: Path) -> None:
+    """Datasets listed by an earlier prepare.json and not written now are removed; a prepare.json that is not
+    prepare's own (another format, not an object, not JSON) removes nothing and raises nothing."""
+    import json
+
+    from protrnn.data.prepare import SUMMARY_FILE, SUMMARY_FORMAT, remove_stale
+
+    def attempt(summary: str) -> bool:
+        (tmp_path / "old.npz").write_bytes(b"x")
+        (tmp_path / "kept.npz").write_bytes(b"x")
+        (tmp_path / SUMMARY_FILE).write_text(summary)
+        remove_stale(tmp_path, {tmp_path / "kept.npz"})
+        assert (tmp_path / "kept.npz").is_file()
+        return not (tmp_path / "old.npz").exists()
+
+    outputs = ["old.npz", "kept.npz", "manifest.tsv"]
+    assert attempt(json.dumps({"format": SUMMARY_FORMAT, "outputs": outputs}))
+    assert not attempt(json.dumps({"format": "something-else", "outputs": outputs}))
+    assert not attempt(json.dumps(outputs))
+    assert not attempt('{"format": ')
+    assert not attempt(json.dumps({"format": SUMMARY_FORMAT, "outputs": "old.npz"}))

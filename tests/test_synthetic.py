@@ -92,6 +92,8 @@ def test_wilson_interval_known_values() -> None:
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
     low, high = wilson_interval(0, 10)
     assert low == 0.0 and high == pytest.approx(1.96 ** 2 / (10 + 1.96 ** 2), abs=1e-3)
+    low, high = wilson_interval(10, 10)
+    assert high == 1.0 and low == pytest.approx(10 / (10 + 1.96 ** 2), abs=1e-3)
 
 
 def test_reach_is_the_last_distance_of_the_above_chance_run() -> None:

@@ -498,6 +498,17 @@ def test_encoder_keys_agree_with_the_library() -> None:
     assert tuple(eval(match.group(1))) == tuple(ENCODER_KEYS)  # a literal tuple of strings
 
 
+def test_split_prefix_agrees_with_the_library() -> None:
+    from protrnn.conventions import TEST_SPLIT_PREFIX, named_test_set
+
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    match = re.search(r'^TEST_SPLIT_PREFIX = "(.*?)"$', common, flags=re.M)
+    assert match is not None and match.group(1) == TEST_SPLIT_PREFIX
+    assert named_test_set(f"{match.group(1)}heldout") == "heldout"
+    for rules in ("data.smk", "evaluate.smk"):  # the rules name test files through prepared_test_file only
+        assert "test_{" not in (REPO / "workflows" / "rules" / rules).read_text(), rules
+
+
 def test_seed_tag_agrees_with_the_library() -> None:
     from protrnn.diagnostics.results import SEED_TAG, split_seed
 

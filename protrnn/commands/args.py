@@ -82,7 +82,10 @@ def optional_float(text: str) -> float | None:
     """A number, or ``none`` (``null``) for a library default."""
     if text.lower() in ("none", "null"):
         return None
-    return float(_number(text, float))
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
 def _integers(text: str, minimum: int, kind: str) -> list[int]:

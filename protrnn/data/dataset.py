@@ -256,11 +256,12 @@ def _decode_json(array: np.ndarray, path: Path, key: str) -> Any:
         raise InputError(f"{key} is not valid JSON ({exc.__class__.__name__})", path=path) from None
 
 
-def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, format_version: int, what: str,
+def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, max_version: int, what: str,
                   hint: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays ``keys`` and the parsed JSON ``metadata`` of one of protrnn's flat ``.npz`` files, after the checks
     every such file shares (never unpickles): it exists, is a readable archive holding ``keys`` and ``metadata``,
-    and its metadata names ``format_name`` at a version 1..``format_version`` (:func:`protrnn.errors.check_document`).
+    and its metadata names ``format_name`` at a version 1..``max_version`` (:func:`protrnn.errors.check_document`;
+    a reader that cannot read an older version must say so itself).
 
     ``what`` names the kind of file in messages ("dataset file"), ``hint`` follows "not found" (how to make one).
     Every problem is a one-line :class:`InputError` naming the file; the caller checks the arrays' shapes.
@@ -280,13 +281,13 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, fo
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"cannot read {what} ({exc.__class__.__name__}: {exc})", path=source) from None
     metadata = _decode_json(arrays.pop("metadata"), source, "metadata")
-    return arrays, check_document(metadata, source, format_name, max_version=format_version, what=what)
+    return arrays, check_document(metadata, source, format_name, max_version=max_version, what=what)
 
 
 def load_dataset(path: str | Path) -> ChainDataset:
     """Read a file written by :func:`save_dataset` (never unpickles); InputError names the file and the problem."""
     source = Path(path)
-    arrays, metadata = read_npz_file(source, _REQUIRED_KEYS, format_name=FORMAT_NAME, format_version=FORMAT_VERSION,
+    arrays, metadata = read_npz_file(source, _REQUIRED_KEYS, format_name=FORMAT_NAME, max_version=FORMAT_VERSION,
                                      what="dataset file")
     offsets = arrays["offsets"]
     n = len(arrays["ids"])

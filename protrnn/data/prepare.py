@@ -46,12 +46,14 @@ from protrnn.data import formats, splits
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import save_dataset
 from protrnn.data.sources import LoadOutcome, iter_chains
-from protrnn.errors import InputError
+from protrnn.errors import InputError, check_document
 from protrnn.utils.io import atomic_write
 
 #: Names of splits and test sets: they become file names (``<name>.npz``, ``test_<name>.npz``).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SUMMARY_FILE = "prepare.json"
+#: The ``format`` of prepare.json (no version: it is a record, read back only for its outputs and parameters).
+SUMMARY_FORMAT = "protrnn-prepare"
 MANIFEST_FILE = "manifest.tsv"
 LEAKAGE_FILE = "leakage.tsv"
 MANIFEST_COLUMNS = ("source", "id", "length", "n_observed", "status", "reason", "split", "cluster")
@@ -328,7 +330,7 @@ def build_summary(entries: Sequence[Entry], datasets: dict[str, Path], leakage: 
         split_counts[name] = {"chains": len(members), "residues": int(sum(len(e.chain) for e in members)),
                               "file": path.name}
     return {
-        "format": "protrnn-prepare", "info": info, "homology_method": method, "clusters": n_clusters,
+        "format": SUMMARY_FORMAT, "info": info, "homology_method": method, "clusters": n_clusters,
         "entries": len(entries),
         "status": {f"{role}:{state}": count for (role, state), count in sorted(status.items())},
         "skip_reasons": dict(reasons.most_common()),
@@ -348,9 +350,11 @@ def reason_kind(reason: str) -> str:
 def remove_stale(outdir: Path, written: set[Path]) -> None:
     """Delete datasets a previous run listed in prepare.json that this run did not write (e.g. a dropped test set)."""
     previous = outdir / SUMMARY_FILE
-    try:
-        old = json.loads(previous.read_text(encoding="utf-8")).get("outputs", [])
+    try:  # a missing, unreadable or foreign prepare.json removes nothing
+        old = check_document(json.loads(previous.read_text(encoding="utf-8")), previous, SUMMARY_FORMAT).get("outputs")
     except (OSError, ValueError):
+        return
+    if not isinstance(old, list):
         return
     keep = {p.name for p in written}
     for name in old:

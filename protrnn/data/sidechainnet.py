@@ -76,6 +76,8 @@ SUBSET_FILES = {"full": "full_protein_dssp_annotations.json", "single_domain": "
 SPLITS = ("train", "val")
 RECORDS_FILE = "records.tsv"
 MANIFEST_FILE = "manifest.json"
+#: The ``format`` of manifest.json (a record of the run: no version).
+MANIFEST_FORMAT = "protrnn-structure-label-manifest"
 RECORD_COLUMNS = ("id", "subset", "length", "status", "reason", "representative", "split", "cluster")
 #: Sequences made of these letters need no per-letter cleaning (the parent mapping U -> C, O -> K still applies).
 _PLAIN = re.compile(f"[{DEFAULT_ALPHABET.residues}{''.join(sorted(UNKNOWN_LETTERS | set(PARENT_LETTER)))}]*")
@@ -454,7 +456,7 @@ def prepare_structure_labels(source: str | os.PathLike[str], outdir: str | os.Pa
     write_records(out / RECORDS_FILE, entries)
     write_leakage(out / LEAKAGE_FILE, leakage, {g.id: g.members[0].record.source for g in groups})
     seconds["total"] = round(time.perf_counter() - started, 1)
-    manifest = {"format": "protrnn-structure-label-manifest", "info": info, "homology_method": method,
+    manifest = {"format": MANIFEST_FORMAT, "info": info, "homology_method": method,
                 "counts": counts, "splits": split_counts, "test_sets": test_counts, "seconds": seconds,
                 "outputs": [p.name for p in datasets.values()] + [RECORDS_FILE, LEAKAGE_FILE, MANIFEST_FILE]}
     with atomic_write(out / MANIFEST_FILE) as handle:

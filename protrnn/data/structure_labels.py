@@ -180,7 +180,7 @@ class StructureLabelSet:
 def load_structure_labels(path: str | Path) -> StructureLabelSet:
     """Read a file written by :func:`save_structure_labels` (never unpickles); InputError names file and problem."""
     source = Path(path)
-    arrays, metadata = read_npz_file(source, _KEYS, format_name=FORMAT_NAME, format_version=FORMAT_VERSION,
+    arrays, metadata = read_npz_file(source, _KEYS, format_name=FORMAT_NAME, max_version=FORMAT_VERSION,
                                      what="structure-label file",
                                      hint=" (make one with `protrnn pretrain prepare`)")
     if metadata.get("ss8_states") != SS8_STATES:

@@ -35,9 +35,10 @@ from protrnn.diagnostics.results import (
     UsageProfile,
 )
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import INTERVAL_ALPHA
 
-#: Two-sided level of every interval over seeds.
-INTERVAL_LEVEL = 0.95
+#: Two-sided level of every interval over seeds (evaluation.metrics.INTERVAL_ALPHA: 95 %).
+INTERVAL_LEVEL = 1.0 - INTERVAL_ALPHA
 
 
 def effective_horizon(profile: DistanceProfile, fraction: float = DEFAULT_FRACTION, *, smooth: int = 5,

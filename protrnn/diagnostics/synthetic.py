@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from protrnn.diagnostics.jacobians import clip_and_measure, recurrent_jacobian_norms, summarise_gradient_norms
 from protrnn.diagnostics.results import SYNTHETIC_FORMAT, SYNTHETIC_FORMAT_VERSION
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import INTERVAL_ALPHA
 from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
 from protrnn.utils.io import atomic_path, atomic_write
@@ -49,8 +51,8 @@ PAD_TOKEN = 0
 QUERY_TOKEN = 1
 FIRST_KEY_TOKEN = 2
 IGNORE_LABEL = -100
-#: z of the two-sided 95 % Wilson interval.
-Z95 = 1.959963984540054
+#: z of the two-sided Wilson interval at evaluation.metrics.INTERVAL_ALPHA (95 %: 1.95996...).
+Z95 = statistics.NormalDist().inv_cdf(1.0 - INTERVAL_ALPHA / 2)
 
 Log = Callable[[str], None]
 
@@ -151,7 +153,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # The bounds at 0 and n successes are exactly 0 and 1; the formula gets there only up to rounding.
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return (low, high)
 
 
 @dataclass

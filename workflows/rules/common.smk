@@ -58,6 +58,16 @@ for _name, _spec in config["test_sets"].items():
         print(f"protrnn pipeline: optional test set {_name!r} skipped: {_spec['path']} not found", file=sys.stderr)
     else:
         _fail(f"test_sets.{_name}.path", f"test set not found: {_spec['path']}")
+# A prepared test set NAME is the split TEST_SPLIT_PREFIX + NAME, file data/test_NAME.npz: the prefix equals
+# protrnn.conventions.TEST_SPLIT_PREFIX (tests/test_workflow.py checks the two agree).
+TEST_SPLIT_PREFIX = "test_"
+
+
+def prepared_test_file(name):
+    """`results/data/test_ts50.npz` for test set `ts50`."""
+    return f"{RESULTS}/data/{TEST_SPLIT_PREFIX}{name}.npz"
+
+
 # Split fractions by sequence cluster. With none of the configured test sets on disk (e.g. a fresh machine without
 # ../shared/data) the pipeline still runs end to end: a homology-disjoint 10 % of the training clusters becomes the
 # test set `heldout` (prepare writes it as test_heldout.npz).
@@ -66,7 +76,7 @@ TEST_NAMES = list(TEST_SETS)
 if not TEST_SETS:
     print("protrnn pipeline: none of the configured test sets exists; holding out 10% of the training clusters "
           "as test set 'heldout'", file=sys.stderr)
-    SPLIT = {**{name: round(0.9 * value, 6) for name, value in SPLIT.items()}, "test_heldout": 0.1}
+    SPLIT = {**{name: round(0.9 * value, 6) for name, value in SPLIT.items()}, f"{TEST_SPLIT_PREFIX}heldout": 0.1}
     TEST_NAMES = ["heldout"]
 
 # FreeContact needs the Ollikainen-40 alignments (a folder or the shipped tarball); without them it is skipped with a

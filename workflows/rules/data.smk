@@ -42,7 +42,7 @@ rule prepare:
     output:
         train=f"{RESULTS}/data/train.npz",
         val=f"{RESULTS}/data/val.npz",
-        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=TEST_NAMES),
+        tests=[prepared_test_file(n) for n in TEST_NAMES],
         manifest=f"{RESULTS}/data/manifest.tsv",
         leakage=f"{RESULTS}/data/leakage.tsv",
     params:

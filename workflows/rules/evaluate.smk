@@ -5,14 +5,14 @@
 rule evaluate_model:
     input:
         model=f"{RESULTS}/models/{{run}}/model.json",
-        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=TEST_NAMES),
+        tests=[prepared_test_file(n) for n in TEST_NAMES],
     output:
         summary=f"{RESULTS}/evaluation/{{run}}/summary.json",
         per_protein=f"{RESULTS}/evaluation/{{run}}/per_protein.csv",
     wildcard_constraints:
         run=ALL_RUNS,
     params:
-        tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_NAMES),
+        tests=" ".join(f"--test-set {n}={prepared_test_file(n)}" for n in TEST_NAMES),
         outdir=parent_of("summary"),
         name=lambda wc: run_name(wc.run),
         rundir=lambda wc, input: str(Path(input.model).parent),
@@ -34,12 +34,12 @@ rule evaluate_model:
 rule evaluate_baselines:
     input:
         train=f"{RESULTS}/data/train.npz",
-        tests=expand(f"{RESULTS}/data/test_{{name}}.npz", name=TEST_NAMES),
+        tests=[prepared_test_file(n) for n in TEST_NAMES],
     output:
         summary=f"{RESULTS}/evaluation/baselines/summary.json",
         per_protein=f"{RESULTS}/evaluation/baselines/per_protein.csv",
     params:
-        tests=" ".join(f"--test-set {n}={RESULTS}/data/test_{n}.npz" for n in TEST_NAMES),
+        tests=" ".join(f"--test-set {n}={prepared_test_file(n)}" for n in TEST_NAMES),
         baselines=",".join(BASELINES),
         ollikainen=f"--ollikainen-root {shlex.quote(OLLIKAINEN_ROOT)}" if OLLIKAINEN_ROOT else "",
         outdir=parent_of("summary"),

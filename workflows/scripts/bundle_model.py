@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from protrnn.conventions import RANGES, named_test_set
+from protrnn.data.prepare import SUMMARY_FILE, SUMMARY_FORMAT
+from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import pretrained_callback
+from protrnn.errors import read_json_document
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import JSON_NAME, WEIGHTS_NAME, load_network
 from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
@@ -103,9 +106,9 @@ def data_record(data_dir: Path) -> dict[str, Any]:
         "test_sets": test_sets,
         "leakage": {"removed": len(leakage), "per_test_set": {name: per_test_set.get(name, 0) for name in test_sets}},
     }
-    summary = data_dir / "prepare.json"
+    summary = data_dir / SUMMARY_FILE
     if summary.is_file():
-        info = json.loads(summary.read_text(encoding="utf-8")).get("info") or {}
+        info = read_json_document(summary, SUMMARY_FORMAT, what="prepare summary").get("info") or {}
         record["leakage"].update({key: info[key] for key in ("identity", "coverage", "homology_method") if key in info})
         if "split_mode" in info:
             record["split"] = info["split_mode"]
@@ -125,7 +128,7 @@ def pretraining_record(encoder_dir: Path, data_dir: Path | None, callback: dict 
         "freeze_steps": (callback or {}).get("freeze_steps"),
     }
     if data_dir is not None:
-        manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_json_document(data_dir / MANIFEST_FILE, MANIFEST_FORMAT, what="pretraining label manifest")
         info, counts = manifest.get("info") or {}, manifest.get("counts") or {}
         record["data"] = {
             "source": display_path(info.get("source", "?")),
