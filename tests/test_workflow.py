@@ -636,7 +636,8 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
     counts = {"records_read": 1000, "duplicates_collapsed": 400, "distinct_sequences": 600, "candidates": 580,
               "removed_for_leakage": 30, "removed_per_test_set": {"ts50": 10, "other": 20}, "clusters": 200,
               "chains_used": 550, "residues_used": 123456}
-    (labels / "manifest.json").write_text(json.dumps({
+    (labels / "manifest.json").write_text(json.dumps({  # the record protrnn pretrain prepare writes
+        "format": "protrnn-structure-label-manifest",
         "info": {"source": "/cache/wheels/sidechainnet-1.0.1-py2.py3-none-any.whl", "subsets": ["full"],
                  "max_chains": None, "identity": 0.3, "coverage": 0.5, "coverage_of": "test chain"},
         "counts": counts, "splits": {"train": {"chains": 540, "clusters": 195, "residues": 120000},
