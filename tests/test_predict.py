@@ -416,8 +416,12 @@ def test_structures_add_metrics_and_note_mismatches(predictor, tmp_path) -> None
 
 #: Peak RSS allowed for predicting one 2,000-residue chain with the tiny test model (python + torch ~ 300 MB,
 #: the 2,000 x 2,000 float32 output 16 MB); and the growth allowed over a 50-residue prediction in the same process.
+#: The growth is the scoring tiles' pair tensors (each capped at 32 MiB, several alive at once) plus what the heap
+#: keeps: measured 202 MB with glibc's defaults and 225-286 MB under CI's MALLOC_MMAP_MAX_=0 (nothing handed back to
+#: the OS), so 256 failed now and then in CI; a whole-map (untiled) pass would add 4 x 2,000^2 x 8 bytes = 128 MB per
+#: pair tensor on top of that.
 MEMORY_BOUND_MB = 1024
-GROWTH_BOUND_MB = 256
+GROWTH_BOUND_MB = 384
 
 
 @pytest.mark.slow

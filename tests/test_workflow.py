@@ -552,10 +552,14 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     assert "--max-chains" not in pretrain_prepare and "--val-fraction 0.02" in pretrain_prepare
     assert "--identity 0.3" in pretrain_prepare  # prepare.identity: the contact data's leakage threshold
     assert "--test-set ts50=" in pretrain_prepare and "--test-set ollikainen40=" in pretrain_prepare
-    assert "--trainer.max_time 00:00:15:00" in shell_line(plan, "-m protrnn pretrain fit")
+    pretrain_fit = shell_line(plan, "-m protrnn pretrain fit")
+    for flag in ("--model.model.hidden_size=128", "--model.schedule_steps=4800", "--trainer.max_time 00:00:40:00",
+                 "--num_threads 1"):
+        assert flag in pretrain_fit, flag
     train = shell_line(plan, "-m protrnn train")
-    hand_run = ["--config protrnn/configs/longrange.yaml", "--model.model.pair_dim=32", "--model.model.head_blocks=6",
-                "--trainer.max_steps 8000", "--trainer.max_time 00:01:28:00", "--trainer.enable_progress_bar false",
+    hand_run = ["--config protrnn/configs/longrange.yaml", "--model.model.hidden_size=128", "--model.model.pair_dim=32",
+                "--model.model.head_blocks=6",
+                "--trainer.max_steps 7000", "--trainer.max_time 00:01:28:00", "--trainer.enable_progress_bar false",
                 CALLBACK, f"--trainer.callbacks.path {results}/pretrain/encoder", "--trainer.callbacks.freeze_steps 300",
                 "--seed_everything 0", "--num_threads 1", "--data.seed 0"]
     for flag in hand_run:
