@@ -46,7 +46,7 @@ from protrnn.data import formats, splits
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import save_dataset
 from protrnn.data.sources import LoadOutcome, iter_chains
-from protrnn.errors import InputError, check_document
+from protrnn.errors import InputError, read_json_document
 from protrnn.utils.io import atomic_write
 
 #: Names of splits and test sets: they become file names (``<name>.npz``, ``test_<name>.npz``).
@@ -351,8 +351,8 @@ def remove_stale(outdir: Path, written: set[Path]) -> None:
     """Delete datasets a previous run listed in prepare.json that this run did not write (e.g. a dropped test set)."""
     previous = outdir / SUMMARY_FILE
     try:  # a missing, unreadable or foreign prepare.json removes nothing
-        old = check_document(json.loads(previous.read_text(encoding="utf-8")), previous, SUMMARY_FORMAT).get("outputs")
-    except (OSError, ValueError):
+        old = read_json_document(previous, SUMMARY_FORMAT).get("outputs")
+    except InputError:
         return
     if not isinstance(old, list):
         return

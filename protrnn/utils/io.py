@@ -134,8 +134,9 @@ def unique_safe_names(record_ids: list[str]) -> list[str]:
 
 def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Rows of a tab-separated table with a header line (``manifest.tsv``, ``leakage.tsv``, mmseqs overlap tables
-    with a header), as dicts, every cell taken literally (quotes included); blank lines and lines starting with ``#`` are skipped; ``[]`` for an empty file.
-    The one TSV reader of the project's tables (OSError for a missing file: callers word their own message)."""
+    with a header), as dicts, every cell taken literally (quotes included); blank lines and lines starting with ``#``
+    are skipped; ``[]`` for an empty file. The one TSV reader of the project's data tables (OSError for a missing
+    file: callers word their own message)."""
     with open(path, newline="", encoding="utf-8") as handle:
         lines = [line for line in handle if line.strip() and not line.startswith("#")]
     return list(csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))  # cells are written unquoted

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from protrnn.conventions import RANGES, named_test_set
-from protrnn.data.prepare import SUMMARY_FILE, SUMMARY_FORMAT
+from protrnn.data.prepare import LEAKAGE_FILE, SUMMARY_FILE, SUMMARY_FORMAT
+from protrnn.data.prepare import MANIFEST_FILE as PREPARE_MANIFEST
 from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import pretrained_callback
 from protrnn.errors import read_json_document
@@ -82,7 +83,7 @@ def pretrained_encoder_callback(metadata: dict) -> dict | None:
 def data_record(data_dir: Path) -> dict[str, Any]:
     """What `protrnn prepare` did with every input (manifest.tsv) and which chains it removed for homology to a test
     set (leakage.tsv): chains per training source and split, test sets, removals per test set."""
-    rows = read_tsv(data_dir / "manifest.tsv")
+    rows = read_tsv(data_dir / PREPARE_MANIFEST)
     by_source: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
     for row in rows:
         by_source[row["source"].split("#", 1)[0]].append(row)
@@ -98,7 +99,7 @@ def data_record(data_dir: Path) -> dict[str, Any]:
         sources.append({"source": display_path(source), "train": splits.get("train", 0), "val": splits.get("val", 0),
                         "removed_for_leakage": statuses.get("removed", 0),
                         "skipped": sum(n for status, n in statuses.items() if status not in ("kept", "removed"))})
-    leakage = read_tsv(data_dir / "leakage.tsv") if (data_dir / "leakage.tsv").is_file() else []
+    leakage = read_tsv(data_dir / LEAKAGE_FILE) if (data_dir / LEAKAGE_FILE).is_file() else []
     per_test_set = collections.Counter(r["test_set"] for r in leakage)
     record: dict[str, Any] = {
         "sources": sources,
@@ -290,7 +291,7 @@ def main(argv: list[str]) -> int:
     model_dir, outdir = args.model_dir, args.outdir
     # Refuses anything that is not a safe protrnn model before the bundle is replaced; its metadata is model.json.
     model_json = dict(load_network(model_dir, kind="export").metadata)
-    data_dir = args.data or recorded_data_dir(model_json, "manifest.tsv")
+    data_dir = args.data or recorded_data_dir(model_json, PREPARE_MANIFEST)
     data = data_record(data_dir) if data_dir is not None else None
     callback = pretrained_encoder_callback(model_json)
     encoder_dir = args.encoder or (Path(callback["path"]) if callback and callback.get("path") else None)
