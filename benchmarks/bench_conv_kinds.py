@@ -6,7 +6,10 @@ channels-last ``[B, C, T, T]`` map (B = 8, T = 128, dilation 2, as in the head),
 
 * ``dense 3x3``: what the head runs (9 C^2 multiply-adds per pair);
 * ``depthwise 3x3 + 1x1``: a depthwise-separable layer (9 C + C^2 per pair: 6.5x fewer at C = 24);
-* ``1x3 + 3x1``: an axial factorisation with the same 3x3 reach (6 C^2 per pair: 1.5x fewer).
+* ``1x3 + 3x1``: an axial factorisation with the same 3x3 reach (6 C^2 per pair: 1.5x fewer);
+* ``space-to-batch 3x3``: the dense layer's exact arithmetic with the dilation taken out: the map is split into its
+  dilation^2 interleaved subgrids, each convolved with an undilated 3x3, and put back (same weights, same result;
+  it pays only if oneDNN's dilated kernels are slower than its plain ones).
 
 Each is timed in CPU seconds (``time.process_time``, median of ``--repeats``, the kinds interleaved repeat by
 repeat), so the ratios hold on a shared CPU. Fewer multiply-adds only pay if oneDNN runs the kernel near the dense
@@ -42,11 +45,32 @@ def _layer(kind: str, channels: int, dilation: int) -> nn.Module:
     if kind == "1x3 + 3x1":
         return nn.Sequential(nn.Conv2d(channels, channels, (1, 3), padding=(0, dilation), dilation=dilation),
                              nn.Conv2d(channels, channels, (3, 1), padding=(dilation, 0), dilation=dilation))
+    if kind == "space-to-batch 3x3":
+        return SpaceToBatchConv(channels, dilation)
     raise ValueError(kind)
 
 
+class SpaceToBatchConv(nn.Module):
+    """A dilated 3x3 convolution computed as an undilated one on the map's dilation^2 interleaved subgrids."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.dilation = dilation
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation
+        b, c, h, w = x.shape
+        hp, wp = -(-h // d) * d, -(-w // d) * d  # pad to a multiple of the dilation; zeros = the conv's own padding
+        x = nn.functional.pad(x, (0, wp - w, 0, hp - h))
+        grids = x.reshape(b, c, hp // d, d, wp // d, d).permute(0, 3, 5, 1, 2, 4).reshape(b * d * d, c, hp // d, wp // d)
+        y = self.conv(grids.contiguous(memory_format=torch.channels_last))
+        y = y.reshape(b, d, d, c, hp // d, wp // d).permute(0, 3, 4, 1, 5, 2).reshape(b, c, hp, wp)
+        return y[:, :, :h, :w].contiguous(memory_format=torch.channels_last)
+
+
 KINDS = {"dense 3x3": lambda c: 9 * c * c, "depthwise 3x3 + 1x1": lambda c: 9 * c + c * c,
-         "1x3 + 3x1": lambda c: 6 * c * c}
+         "1x3 + 3x1": lambda c: 6 * c * c, "space-to-batch 3x3": lambda c: 9 * c * c}
 
 
 def _step(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:

@@ -366,6 +366,12 @@ def test_bench_conv_kinds_layers_keep_the_map_shape_and_reach(capsys: pytest.Cap
         assert base.shape == x.shape, kind
         reached = set(zip(rows.tolist(), cols.tolist(), strict=True))
         assert reached == {(r, c) for r in (5, 7, 9) for c in (5, 7, 9)}, kind
+    # space-to-batch is the dense layer's arithmetic rearranged: with the same weights it gives the same map
+    torch.manual_seed(0)
+    dense, regrouped = bench._layer("dense 3x3", 4, dilation=3), bench._layer("space-to-batch 3x3", 4, dilation=3)
+    regrouped.conv.load_state_dict(dense.state_dict())
+    x = torch.randn(2, 4, 17, 13)
+    torch.testing.assert_close(regrouped(x), dense(x), rtol=1e-5, atol=1e-5)
     assert bench.main(["--channels", "4", "--batch", "1", "--length", "8", "--repeats", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.endswith("x")]
-    assert len(rows) == 6 and sum(row.endswith(" 1.00x") for row in rows) >= 2  # 3 kinds x 2 dtypes, dense = 1
+    assert len(rows) == 8 and sum(row.endswith(" 1.00x") for row in rows) >= 2  # 4 kinds x 2 dtypes, dense = 1
