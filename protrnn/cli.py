@@ -18,6 +18,7 @@ COMMANDS = {
     "prepare": "Parse structures into contact datasets with homology-aware splits and a manifest.",
     "train": "Train a recurrent contact model with PyTorch Lightning (YAML configs, LightningCLI conventions).",
     "export": "Export a checkpoint as safetensors weights plus a JSON architecture file.",
+    "ensemble": "Combine exported models (one recipe at several seeds) into one that averages their probabilities.",
     "evaluate": "Evaluate a model and baselines on prepared test sets: per-protein CSV + JSON summary.",
     "diagnose": "Measure gradient flow vs sequence distance and the effective gradient horizon of a model.",
     "report": "Build a self-contained HTML report from evaluation and diagnostic outputs.",

@@ -194,6 +194,8 @@ class ModelMethod:
         elif is_checkpoint(self.path):
             self.info["checkpoint"] = str(self.path)
         self.info["config"] = self.predictor.metadata.get("config")
+        if len(self.predictor.models) > 1:  # an ensemble: config is its first member's
+            self.info["ensemble_members"] = len(self.predictor.models)
 
     def predict(self, chains: Sequence[ProteinChain]) -> list[np.ndarray | None]:
         return list(self.predictor.predict([chain.sequence for chain in chains]))

@@ -15,6 +15,14 @@ and returns the network in eval mode with its metadata. :func:`load_checkpoint` 
 The pair of files is one :class:`ExportFormat` (:data:`MODEL_EXPORT`); the pretrained encoder
 (:mod:`protrnn.model.pretrain_heads`) is another, written and read by the same :func:`save_export`,
 :func:`read_export_metadata` and :func:`load_export` with the same checks (:func:`check_state` for the weights).
+
+An **ensemble** is a directory of exports (e.g. one training recipe at several seeds) plus ``ensemble.json``
+(:data:`ENSEMBLE_NAME`): ``{"format": "protrnn-ensemble", "format_version": 1, "members": ["member-1", ...],
+"combine": "mean_probability"}``, each member a sub-directory holding one export. :func:`save_ensemble` writes one
+(members copied and checked to load; ``ensemble.json`` last; the directory swapped in whole), :func:`load_networks`
+loads any model as its list of members (one for a plain export) and the predictor averages their probabilities.
+:func:`load_network` refuses an ensemble with a message naming its members: diagnostics and exports work on one
+network.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +43,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
-from protrnn.errors import InputError, parse_json_document, reading
+from protrnn.errors import InputError, parse_json_document, read_json_document, reading
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
-from protrnn.utils.io import atomic_path, atomic_write
+from protrnn.utils.io import atomic_path, atomic_write, swapped_directory
 
 MODEL_FORMAT = "protrnn-model"
 MODEL_FORMAT_VERSION = 1
@@ -45,6 +55,13 @@ JSON_NAME = "model.json"
 CHECKPOINT_SUFFIX = ".ckpt"
 #: Where the bundled default model ships (model.safetensors + model.json + README.md + evaluation.json).
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+ENSEMBLE_FORMAT = "protrnn-ensemble"
+ENSEMBLE_FORMAT_VERSION = 1
+ENSEMBLE_NAME = "ensemble.json"
+#: How an ensemble combines its members: the mean of their contact probabilities (the only rule so far).
+ENSEMBLE_COMBINE = "mean_probability"
+#: A member's sub-directory name: one plain path component (no separators, no "." / ".." and no leading dot).
+_MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: The attribute under which the Lightning module holds the network: checkpoint keys start with it.
 CHECKPOINT_NET_PREFIX = "net."
 _RESERVED_KEYS = frozenset({"format", "format_version", "config", "alphabet"})
@@ -111,7 +128,10 @@ def alphabet_of(metadata: Mapping[str, Any]) -> Alphabet:
 
 
 def bundled_model_dir() -> Path:
-    """The bundled default model's directory; InputError when this installation ships without one."""
+    """The bundled default model's directory (one export or an ensemble); InputError when this installation ships
+    without one."""
+    if is_ensemble(PRETRAINED_DIR):
+        return PRETRAINED_DIR
     if not (PRETRAINED_DIR / JSON_NAME).is_file() or not (PRETRAINED_DIR / WEIGHTS_NAME).is_file():
         raise InputError(f"no bundled default model in {PRETRAINED_DIR} (this installation ships without one); "
                          "build it with the pipeline (docs/pipeline.md) or pass --model PATH")
@@ -134,6 +154,10 @@ def load_network(path: str | os.PathLike[str] | None = None, map_location: str |
     if kind not in (None, "checkpoint", "export"):
         raise ValueError(f"kind must be 'checkpoint' or 'export', got {kind!r}")
     target = bundled_model_dir() if path is None else Path(path)
+    if kind != "checkpoint" and is_ensemble(target):
+        names = ", ".join(member.name for member in ensemble_members(target))
+        raise InputError(f"an ensemble ({ENSEMBLE_NAME}: {names}), not one network: give one member's directory "
+                         "here; prediction and evaluation take the ensemble", path=target)
     if kind == "checkpoint" or (kind is None and is_checkpoint(target)):
         network, checkpoint = _network_from_checkpoint(target)
         hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if k != "model"}
@@ -145,6 +169,84 @@ def load_network(path: str | os.PathLike[str] | None = None, map_location: str |
     network, meta = load_export(json_path, ContactModel, MODEL_EXPORT, map_location)
     network.export_metadata = meta
     return LoadedModel(network, dict(meta), target, "export", weights_path)
+
+
+def is_ensemble(path: str | os.PathLike[str]) -> bool:
+    """True for an ensemble: its directory (holding ``ensemble.json``) or its ``ensemble.json``."""
+    target = Path(path)
+    return (target / ENSEMBLE_NAME).is_file() if target.is_dir() else target.name == ENSEMBLE_NAME
+
+
+def ensemble_members(path: str | os.PathLike[str]) -> list[Path]:
+    """The member export directories of an ensemble (its directory or ``ensemble.json``), in the listed order.
+
+    One-line :class:`InputError` for another format or version, a member list that is empty, repeated or not plain
+    sub-directory names, an unknown ``combine`` rule, or a member without ``model.json``."""
+    target = Path(path)
+    json_path = target / ENSEMBLE_NAME if target.is_dir() else target
+    document = read_json_document(json_path, ENSEMBLE_FORMAT, max_version=ENSEMBLE_FORMAT_VERSION,
+                                  what="protrnn ensemble")
+    members = document.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise InputError("'members' must be a non-empty list of sub-directory names", path=json_path)
+    for name in members:
+        if not _MEMBER_NAME.match(name):
+            raise InputError(f"member {name!r} is not a plain sub-directory name", path=json_path)
+    if len(set(members)) != len(members):
+        raise InputError("'members' lists a directory twice", path=json_path)
+    if document.get("combine", ENSEMBLE_COMBINE) != ENSEMBLE_COMBINE:
+        raise InputError(f"unknown combine rule {document.get('combine')!r} (this version: {ENSEMBLE_COMBINE!r})",
+                         path=json_path)
+    folders = [json_path.parent / name for name in members]
+    for folder in folders:
+        if not (folder / JSON_NAME).is_file():
+            raise InputError(f"ensemble member {folder.name!r} has no {JSON_NAME}", path=json_path)
+    return folders
+
+
+def load_networks(path: str | os.PathLike[str] | None = None,
+                  map_location: str | torch.device = "cpu") -> list[LoadedModel]:
+    """Every network of a model: the members of an ensemble (:func:`ensemble_members`, each loaded as an export),
+    else the one network :func:`load_network` loads (bundled default, export or checkpoint)."""
+    target = bundled_model_dir() if path is None else Path(path)
+    if is_ensemble(target):
+        return [load_network(member, map_location, kind="export") for member in ensemble_members(target)]
+    return [load_network(target, map_location)]
+
+
+def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os.PathLike[str],
+                  extra: dict | None = None) -> Path:
+    """Write an ensemble of exported models into ``directory``: each member's ``model.json`` and
+    ``model.safetensors`` copied to ``member-K`` (K = 1, 2, ... in the given order), checked to load first, then
+    ``ensemble.json`` (plus ``extra`` keys); the directory is built aside and swapped in whole. Returns the JSON path.
+
+    Every member must be an export (not a checkpoint: export it first) with the same alphabet."""
+    if not members:
+        raise InputError("an ensemble needs at least one member")
+    extra = dict(extra or {})
+    clash = sorted({"format", "format_version", "members", "combine"} & set(extra))
+    if clash:
+        raise ValueError(f"extra may not override reserved {ENSEMBLE_NAME} key(s): {', '.join(clash)}")
+    sources = []
+    for member in members:
+        if is_ensemble(member) or is_checkpoint(member):
+            raise InputError("an ensemble member must be one exported model (export a checkpoint with "
+                             "`protrnn export`; list an ensemble's members one by one)", path=member)
+        json_path, weights_path = export_paths(member)
+        load_network(json_path, kind="export")  # every check of a load, before anything is written
+        sources.append((json_path, weights_path))
+    names = [f"member-{k}" for k in range(1, len(sources) + 1)]
+    target = Path(directory)
+    with swapped_directory(target) as staging:
+        for name, (json_path, weights_path) in zip(names, sources, strict=True):
+            (staging / name).mkdir()
+            shutil.copyfile(weights_path, staging / name / WEIGHTS_NAME)
+            shutil.copyfile(json_path, staging / name / JSON_NAME)
+        document = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION, "members": names,
+                    "combine": ENSEMBLE_COMBINE, **extra}
+        with atomic_write(staging / ENSEMBLE_NAME) as handle:
+            handle.write(json.dumps(document, indent=2) + "\n")
+    return target / ENSEMBLE_NAME
 
 
 def save_model(model: ContactModel, directory: str | os.PathLike[str], extra: dict | None = None) -> Path:

@@ -8,6 +8,9 @@ Public API (stable, see docs/predict.md)::
     model = protrnn.load_model()                 # bundled default model (or load_model("path/to/model_dir"))
     probs = model.predict(["MKV...", "GSH..."])  # one L x L float32 symmetric probability matrix per sequence
 
+An ensemble (:func:`protrnn.model.io.save_ensemble`) loads the same way; its members run one after the other on each
+batch and the predictor returns the mean of their probabilities.
+
 Memory of one batch of B chains padded to T (see :mod:`protrnn.model.heads`): each pair-feature tensor of the head
 holds ``B x (tile + 2 halo)^2 x pair_dim`` floats, at most :func:`pair_budget` (the tile is chosen by
 :meth:`ContactModel.chunk_size_for` from that budget, and :meth:`Predictor.plan` forms batches under the same
@@ -16,8 +19,10 @@ budget), plus the ``B x T^2`` float32 output, at most :data:`MAX_BATCH_PAIRS`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +33,14 @@ from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import TILE_FLOATS_CAP, ContactModel, resolve_precision
-from protrnn.model.io import alphabet_of, load_network
+from protrnn.model.io import (
+    ENSEMBLE_COMBINE,
+    ENSEMBLE_FORMAT,
+    alphabet_of,
+    bundled_model_dir,
+    is_ensemble,
+    load_networks,
+)
 
 #: Padded residues per batch (B x T_max) on a GPU: bounds the recurrent activations.
 DEFAULT_BATCH_TOKENS = 8192
@@ -72,15 +84,28 @@ def pair_budget(device: str | torch.device, budget: int = PAIR_FEATURE_BUDGET) -
 def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.device | None = None, *,
                precision: str = DEFAULT_PRECISION) -> Predictor:
     """The bundled default model (``path=None``), an exported one (its directory, ``model.json`` or
-    ``model.safetensors``) or a Lightning ``.ckpt`` of ``protrnn train``, ready to predict on ``device`` (default:
-    CUDA when available, else CPU) with ``precision`` (see :class:`Predictor`).
+    ``model.safetensors``), an ensemble of exports (its directory) or a Lightning ``.ckpt`` of ``protrnn train``,
+    ready to predict on ``device`` (default: CUDA when available, else CPU) with ``precision`` (see
+    :class:`Predictor`).
 
-    Nothing is unpickled: see :func:`protrnn.model.io.load_network`.
+    Nothing is unpickled: see :func:`protrnn.model.io.load_network`. An ensemble's metadata is
+    ``{"format": "protrnn-ensemble", "combine": ..., "config": <first member's>, "alphabet": ..., "members": [...]}``
+    and its ``weights_sha256`` the SHA-256 of its members' hashes, one per line in member order.
     """
-    loaded = load_network(path)
+    target = bundled_model_dir() if path is None else Path(path)
+    loaded = load_networks(target)
     source = "bundled default model" if path is None else str(path)
-    return Predictor(loaded.network, device=device, metadata=loaded.metadata, source=source,
-                     weights_sha256=loaded.weights_sha256(), precision=precision)
+    if not is_ensemble(target):
+        return Predictor(loaded[0].network, device=device, metadata=loaded[0].metadata, source=source,
+                         weights_sha256=loaded[0].weights_sha256(), precision=precision)
+    hashes = [member.weights_sha256() for member in loaded]
+    metadata = {"format": ENSEMBLE_FORMAT, "combine": ENSEMBLE_COMBINE, "config": loaded[0].metadata.get("config"),
+                "alphabet": loaded[0].metadata.get("alphabet"),
+                "members": [{"path": str(member.path), "weights_sha256": digest, **member.metadata}
+                            for member, digest in zip(loaded, hashes, strict=True)]}
+    combined = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+    return Predictor([member.network for member in loaded], device=device, metadata=metadata, source=source,
+                     weights_sha256=combined, precision=precision)
 
 
 def plan_batches(lengths: Sequence[int], batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -97,7 +122,7 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int = DEFAULT_BATCH_TOKEN
 
 
 class Predictor:
-    """A loaded contact model plus what is needed to use it on raw sequences.
+    """A loaded contact model (or an ensemble of them) plus what is needed to use it on raw sequences.
 
     ``predict`` returns, per sequence, an L x L float32 symmetric matrix of contact probabilities. Every entry is
     filled by the model, but the diagonal and pairs with |i - j| < 6 are never scored in training or evaluation
@@ -110,14 +135,23 @@ class Predictor:
     ``batch_tokens``: padded residues per batch when ``predict``/``plan`` are not given one (default: per device,
     :func:`default_batch_tokens`). ``pair_floats``: the pair-feature budget per tensor that sizes batches and tiles
     (:data:`PAIR_FEATURE_BUDGET`; ``None`` scores in the model's own ``pair_chunk_size`` tiles).
+
+    ``model`` may be a list of networks (an ensemble, all with the metadata's alphabet): each batch runs through them
+    one after the other and the mean of their probabilities is returned; batches and tiles are sized for the most
+    demanding member, so the memory bound is one member's plus one running sum of the output. :attr:`model` is the
+    first member, :attr:`models` all of them.
     """
 
-    def __init__(self, model: ContactModel, *, device: str | torch.device | None = None,
+    def __init__(self, model: ContactModel | Sequence[ContactModel], *, device: str | torch.device | None = None,
                  metadata: dict[str, Any] | None = None, source: str = "", weights_sha256: str = "",
                  precision: str = DEFAULT_PRECISION, batch_tokens: int | None = None,
                  pair_floats: int | None = PAIR_FEATURE_BUDGET) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        members = [model] if isinstance(model, ContactModel) else list(model)
+        if not members:
+            raise InputError("a predictor needs at least one network")
+        self.models = [member.to(self.device).eval() for member in members]
+        self.model = self.models[0]
         self._metadata = dict(metadata or {})
         self.alphabet = alphabet_of(self._metadata)
         self.source = source
@@ -151,10 +185,17 @@ class Predictor:
 
     def method_lines(self) -> list[str]:
         """RR ``METHOD`` lines describing this model; they also identify it when a run resumes."""
-        cfg = self.config
-        lines = [f"protrnn {__version__}: single-sequence contact prediction, no alignment",
-                 f"bidirectional {cfg.cell.upper()} encoder, {cfg.num_layers} layers x {cfg.hidden_size} units per "
-                 f"direction, {cfg.head} pair head"]
+        lines = [f"protrnn {__version__}: single-sequence contact prediction, no alignment"]
+        if len(self.models) > 1:
+            lines.append(f"ensemble of {len(self.models)} networks, mean of their contact probabilities")
+        described: list[str] = []
+        for member in self.models:
+            cfg = member.config
+            line = (f"bidirectional {cfg.cell.upper()} encoder, {cfg.num_layers} layers x {cfg.hidden_size} units "
+                    f"per direction, {cfg.head} pair head")
+            if line not in described:
+                described.append(line)
+        lines += described
         if self.weights_sha256:
             lines.append(f"weights sha256 {self.weights_sha256}")
         if self.precision == "bf16":  # float32, the default, adds no line (files as before precision existed)
@@ -165,12 +206,14 @@ class Predictor:
         """Batches for these lengths under the token budget (default :attr:`batch_tokens`) and the pair-memory budget
         that :meth:`predict_batch` sizes its tiles with (:func:`pair_budget`), so the smallest tile the model allows
         (``pair_chunk_size`` plus the halo on both sides) always fits a planned batch's budget."""
-        cfg = self.config
-        extent = cfg.pair_chunk_size + 2 * int(getattr(self.model.head, "halo", 0))
+        # The most demanding member sizes the batch: the largest tile + halo and the widest pair features.
+        extent = max(member.config.pair_chunk_size + 2 * int(getattr(member.head, "halo", 0))
+                     for member in self.models)
+        pair_dim = max(member.config.pair_dim for member in self.models)
         # pair_floats None: the model's fixed tiles, batches under the uncapped budget (the path before budget tiles).
         budget = PAIR_FEATURE_BUDGET if self.pair_floats is None else pair_budget(self.device, self.pair_floats)
         return plan_batches(lengths, self.batch_tokens if batch_tokens is None else batch_tokens, MAX_BATCH_PAIRS,
-                            pair_extent=extent, max_pair_blocks=max(1, budget // cfg.pair_dim))
+                            pair_extent=extent, max_pair_blocks=max(1, budget // pair_dim))
 
     def clean(self, sequence: str, *, record: str | None = None, path: object | None = None) -> str:
         """The canonical sequence the model sees, cleaned with the model's own alphabet (from its ``model.json``;
@@ -205,7 +248,8 @@ class Predictor:
 
         The matrices are exactly symmetric as the model returns them (both heads end with ``0.5 * (L + L^T)``, then
         an elementwise sigmoid), so nothing is symmetrised here; a chain that fills its batch comes back without a
-        copy of the model's output.
+        copy of the model's output. An ensemble's members are summed into the first one's output in place and
+        divided by their number (elementwise, so still exactly symmetric).
         """
         lengths = [len(s) for s in sequences]
         tokens = right_pad([np.asarray(self.alphabet.encode(seq), dtype=np.int64) for seq in sequences], np.int64,
@@ -214,8 +258,13 @@ class Predictor:
         mask = tokens_t != self.alphabet.padding_idx
         with torch.inference_mode():
             probs = self.model.predict_proba(tokens_t, mask, precision=self.precision,
-                                             max_pair_floats=self.pair_floats)
-        probs_np = probs.float().cpu().numpy()
+                                             max_pair_floats=self.pair_floats).float()
+            for member in self.models[1:]:
+                probs += member.predict_proba(tokens_t, mask, precision=self.precision,
+                                              max_pair_floats=self.pair_floats)
+            if len(self.models) > 1:
+                probs /= len(self.models)
+        probs_np = probs.cpu().numpy()
         if len(lengths) == 1 and lengths[0] == probs_np.shape[1]:
             return [probs_np[0]]
         return [np.ascontiguousarray(probs_np[row, :length, :length]) for row, length in enumerate(lengths)]
