@@ -143,6 +143,62 @@ def test_main_refuses_weights_that_do_not_load_and_keeps_the_old_bundle(tmp_path
     assert {p.name: p.read_text() for p in outdir.iterdir()} == before
 
 
+def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path, monkeypatch, capsys) -> None:
+    """An ensemble bundle: its members' weights beside ensemble.json, the single model's files gone, one checkpoint
+    line per member; installing a single model afterwards removes the ensemble's files again."""
+    from protrnn.model.io import save_ensemble
+    from protrnn.model.predictor import load_model
+
+    monkeypatch.chdir(tmp_path)
+    members = []
+    for seed in (3, 5):
+        member = tmp_path / "results" / "models" / "bundle" / f"seed{seed}"
+        _tiny_export(member, tmp_path)
+        meta = json.loads((member / "model.json").read_text(encoding="utf-8"))
+        meta["training_config"]["seed_everything"] = seed
+        meta["global_step"] = 100 + seed
+        (member / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+        members.append(member)
+    ensemble = tmp_path / "results" / "ensembles" / "bundle"
+    save_ensemble(members, ensemble)
+    _write_summary(tmp_path / "eval" / "bundle", "protrnn evaluate --model bundle=results/ensembles/bundle",
+                   {"bundle": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.2, 0.1, 0.3)}}}})
+    _write_summary(tmp_path / "eval" / "baselines", "protrnn evaluate --baselines random",
+                   {"random": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.05, 0.04, 0.06)}}}})
+    outdir = tmp_path / "pretrained"
+    outdir.mkdir()
+    for name in ("model.json", "model.safetensors"):  # a single-model bundle was installed before
+        (outdir / name).write_text("old")
+    args = [str(tmp_path / "eval" / "bundle"), str(tmp_path / "eval" / "baselines"), str(outdir)]
+
+    assert _script().main([str(ensemble), *args]) == 0
+
+    assert sorted(p.name for p in outdir.iterdir()) == ["README.md", "ensemble.json", "evaluation.json", "member-1",
+                                                        "member-2"]
+    for k, member in enumerate(members, 1):
+        assert (outdir / f"member-{k}" / "model.safetensors").read_bytes() == (member / "model.safetensors").read_bytes()
+        shipped = json.loads((outdir / f"member-{k}" / "model.json").read_text(encoding="utf-8"))
+        assert shipped["source_checkpoint"] == "results/models/bundle/checkpoints/best.ckpt"  # no build-machine path
+    document = json.loads((outdir / "ensemble.json").read_text(encoding="utf-8"))
+    assert document["members"] == ["member-1", "member-2"] and document["seeds"] == [3, 5]
+    sequences = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"]
+    expected = np.mean([load_model(m, device="cpu").predict(sequences)[0] for m in members], axis=0)
+    np.testing.assert_allclose(load_model(outdir, device="cpu").predict(sequences)[0], expected, rtol=1e-6)
+    record = json.loads((outdir / "evaluation.json").read_text(encoding="utf-8"))
+    assert [(m["seed"], m["global_step"]) for m in record["ensemble"]] == [(3, 103), (5, 105)]
+    card = (outdir / "README.md").read_text(encoding="utf-8")
+    assert "An ensemble of 2 training runs of one recipe at seeds 3, 5" in card
+    assert "Member 1 (seed 3): best by val/P@L5_medium_long: epoch 3 (0-based), global step 103" in card
+    assert "Member 2 (seed 5): best by val/P@L5_medium_long: epoch 3 (0-based), global step 105" in card
+    assert "Checkpoint:" not in card
+
+    assert _script().main([str(members[1]), *args]) == 0  # back to one model: the ensemble's files go
+    assert sorted(p.name for p in outdir.iterdir()) == ["README.md", "evaluation.json", "model.json",
+                                                        "model.safetensors"]
+    assert (outdir / "model.safetensors").read_bytes() == (members[1] / "model.safetensors").read_bytes()
+    capsys.readouterr()
+
+
 # ------------------------------------------------------------------------- the shipped record vs the shipped weights
 def _training_stand_in(path: Path) -> Path:
     """One synthetic chain (no homology to any test set) for `protrnn prepare` to split: the command needs training

@@ -576,6 +576,39 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
         assert path in bundle
 
 
+def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path: Path) -> None:
+    """`bundle.seeds`: one training run per seed under models/bundle/seed<S> (seed_everything and data seed S), one
+    `protrnn ensemble` of their exports outside that folder, evaluated as the model `bundle` and installed as
+    protrnn/pretrained/ensemble.json."""
+    bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
+    bundle_config["bundle"] = {**bundle_config["bundle"], "seeds": [4, 7]}
+    config = dict(bundle_config, results=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("bundle", "-n", "-p", "--configfile", str(tmp_path / "bundle.yaml"), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    results = tmp_path / "results"
+    jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
+    assert jobs == sorted(["fetch_default_sources", "fetch_pretrain_source", "prepare", "pretrain_prepare",
+                           "pretrain_fit", "train", "train", "bundle_ensemble", "evaluate_model",
+                           "evaluate_baselines", "bundle"])
+    trains = [line for line in plan.splitlines() if "-m protrnn train" in line]
+    for seed in (4, 7):
+        (line,) = [t for t in trains if f"--seed_everything {seed} " in t]
+        assert f"--data.seed {seed}" in line and f"--trainer.default_root_dir {results}/models/bundle/seed{seed}" in line
+        assert "--trainer.max_steps 7000" in line and CALLBACK in line  # the bundle's own recipe, per member
+    ensemble = shell_line(plan, "-m protrnn ensemble")
+    assert (f"{results}/models/bundle/seed4 {results}/models/bundle/seed7 -o {results}/ensembles/bundle"
+            in ensemble)
+    assert f"--model bundle={results}/ensembles/bundle " in shell_line(plan, "--model bundle=")
+    assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in shell_line(plan, "bundle_model.py")
+    job_block(plan, "bundle", "protrnn/pretrained/ensemble.json")
+    bad = dict(config, bundle={**config["bundle"], "seeds": [1, 1]})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = snakemake("bundle", "-n", "--configfile", str(tmp_path / "bad.yaml"), "--cores", "2")
+    assert result.returncode != 0 and "seeds" in result.stderr + result.stdout
+
+
 # ------------------------------------------------------------------ bundle_model.py: the record of the training data
 def _bundle_script():
     spec = importlib.util.spec_from_file_location("bundle_model", REPO / "workflows" / "scripts" / "bundle_model.py")

@@ -6,14 +6,34 @@
 #   snakemake bundle --cores 2 --configfile workflows/config.bundle.yaml   # the shipped model: the long-range recipe
 #       (longrange config, pretrained encoder, default + three JSONL structure sets; about 3 h on 2 CPU cores)
 #   snakemake bundle --cores 2                                            # a quick one on the default data (15 min)
+# With `bundle.seeds` the bundle is an ensemble: one training run per seed (`bundle/seed<S>`, side by side on the
+# cores), combined by rule bundle_ensemble (`protrnn ensemble`), evaluated as one model and installed as
+# protrnn/pretrained/ensemble.json + member-K/.
+
+
+rule bundle_ensemble:
+    input:
+        members=[f"{RESULTS}/models/{run}/model.json" for run in BUNDLE_MEMBER_RUNS],
+    output:
+        f"{RESULTS}/ensembles/bundle/ensemble.json",
+    params:
+        members=lambda wc, input: " ".join(shlex.quote(str(Path(m).parent)) for m in input.members),
+        outdir=lambda wc, output: str(Path(output[0]).parent),
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/bundle_ensemble.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/bundle_ensemble.tsv"
+    shell:
+        "\"$PROTRNN_PY\" -m protrnn ensemble {params.members} -o {params.outdir} > {log} 2>&1"
 
 
 rule bundle:
     input:
         unpack(bundle_inputs),
     output:
-        model="protrnn/pretrained/model.json",
-        weights="protrnn/pretrained/model.safetensors",
+        **BUNDLE_OUTPUTS,
         record="protrnn/pretrained/evaluation.json",
         card="protrnn/pretrained/README.md",
     params:

@@ -103,13 +103,20 @@ SEED_TAG = "@seed"
 SEEDS = [int(s) for s in config.get("seeds", [config["train"].get("seed", 0)])]
 if len(set(SEEDS)) != len(SEEDS):
     _fail("seeds", f"seeds must be distinct, got {SEEDS}")
-# The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid (one run, the
-# first seed of train.seed).
+# The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid: one run
+# (`bundle`, seed train.seed), or with `bundle.seeds` one run per seed (`bundle/seed<S>`, trained side by side) that
+# `protrnn ensemble` combines into models/bundle (ensemble.json + member exports), evaluated and shipped as one model.
 BUNDLE = config.get("bundle", {"config": "default", "max_time": "00:00:15:00", "max_epochs": 18})
+BUNDLE_SEEDS = [int(s) for s in BUNDLE.get("seeds", [])]
+if len(set(BUNDLE_SEEDS)) != len(BUNDLE_SEEDS):
+    _fail("bundle.seeds", f"seeds must be distinct, got {BUNDLE_SEEDS}")
+BUNDLE_MEMBER_RUNS = [f"bundle/seed{s}" for s in BUNDLE_SEEDS]
+BUNDLE_OUTPUTS = ({"model": "protrnn/pretrained/ensemble.json"} if BUNDLE_SEEDS else
+                  {"model": "protrnn/pretrained/model.json", "weights": "protrnn/pretrained/model.safetensors"})
 MODEL_SPECS = {**MODELS, "bundle": BUNDLE}
 GRID_RUNS = [f"{m}/seed{s}" for m in MODELS for s in SEEDS]
 _MODEL_ALTERNATIVES = "|".join(MODELS)
-ALL_RUNS = f"bundle|(?:{_MODEL_ALTERNATIVES})/seed-?[0-9]+"
+ALL_RUNS = f"bundle|(?:bundle|{_MODEL_ALTERNATIVES})/seed-?[0-9]+"
 _GRID_RUN = re.compile(r"(?P<model>.+)/seed(?P<seed>-?[0-9]+)")
 
 
@@ -120,7 +127,7 @@ def run_model(run):
 
 
 def run_seed(run):
-    """The seed of a grid run (`lstm/seed1` -> 1); the bundle's is train.seed."""
+    """The seed of a grid run or bundle member (`lstm/seed1` -> 1); the single bundle's is train.seed."""
     match = _GRID_RUN.fullmatch(run)
     return int(match["seed"]) if match else int(config["train"].get("seed", 0))
 
@@ -449,10 +456,16 @@ def parent_of(key):
     return lambda wildcards, output: str(Path(output[key]).parent)
 
 
+def model_file(run):
+    """The file that stands for a trained run: its model.json, or the ensemble.json of an ensemble bundle."""
+    if run == "bundle" and BUNDLE_SEEDS:
+        return f"{RESULTS}/ensembles/bundle/ensemble.json"  # not under models/bundle, which holds the member runs
+    return f"{RESULTS}/models/{run}/model.json"
+
+
 def bundle_inputs(wildcards):
     """The bundle's model and evaluations, and the records of the data it was trained on."""
-    inputs = {"model": f"{RESULTS}/models/bundle/model.json",
-              "weights": f"{RESULTS}/models/bundle/model.safetensors",
+    inputs = {"model": model_file("bundle"),
               "evaluation": f"{RESULTS}/evaluation/bundle/summary.json",
               "baselines": f"{RESULTS}/evaluation/baselines/summary.json",
               "manifest": f"{RESULTS}/data/manifest.tsv",

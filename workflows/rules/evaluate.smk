@@ -4,7 +4,7 @@
 
 rule evaluate_model:
     input:
-        model=f"{RESULTS}/models/{{run}}/model.json",
+        model=lambda wc: model_file(wc.run),
         tests=[prepared_test_file(n) for n in TEST_NAMES],
     output:
         summary=f"{RESULTS}/evaluation/{{run}}/summary.json",

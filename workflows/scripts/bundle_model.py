@@ -1,4 +1,5 @@
-"""Install a trained model as the package's bundled default (protrnn/pretrained/) with its record.
+"""Install a trained model (one export, or an ensemble of exports) as the package's bundled default
+(protrnn/pretrained/) with its record.
 
 The record (README.md + evaluation.json) states how the model was trained, on which data (every training source with
 its chains kept and removed, the chains removed per test set for homology; the pretraining labels and encoder when the
@@ -8,6 +9,11 @@ are checked to load (no pickle) before anything is replaced.
 
 Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR OUTDIR
            [--data DIR] [--pretrain-data DIR] [--encoder DIR]
+
+MODEL_DIR may be an ensemble (`protrnn ensemble`: ensemble.json + member exports, one recipe at several seeds); its
+members are installed beside ensemble.json and the record lists each (seed, selected checkpoint, validation figures);
+the data and pretraining records are the first member's (the members share the recipe). Installing one kind removes
+the other kind's files from OUTDIR after the new bundle is complete.
 
 --data: the `protrnn prepare` output the model trained on (manifest.tsv, leakage.tsv); --encoder: the pretrained
 encoder it started from (encoder.json); --pretrain-data: the `protrnn pretrain prepare` output that encoder was
@@ -34,7 +40,17 @@ from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import pretrained_callback
 from protrnn.errors import read_json_document
 from protrnn.evaluation.results import read_summary
-from protrnn.model.io import JSON_NAME, WEIGHTS_NAME, load_network
+from protrnn.model.io import (
+    ENSEMBLE_COMBINE,
+    ENSEMBLE_FORMAT,
+    ENSEMBLE_FORMAT_VERSION,
+    ENSEMBLE_NAME,
+    JSON_NAME,
+    WEIGHTS_NAME,
+    ensemble_members,
+    is_ensemble,
+    load_network,
+)
 from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
 from protrnn.utils.io import atomic_path, atomic_write, read_tsv
 
@@ -206,12 +222,28 @@ def pretraining_lines(record: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, data: dict | None = None,
-                 pretraining: dict | None = None) -> tuple[dict, str]:
-    """(evaluation.json content, README.md text) for the bundled model; `data` (:func:`data_record`) and
-    `pretraining` (:func:`pretraining_record`), when known, are recorded in both."""
-    (model_name,) = model_eval["results"].keys()
+def checkpoint_line(model_json: dict) -> str:
+    """README line: which checkpoint of a training run the weights are, under which budget, and its validation."""
     trainer = model_json.get("training_config", {}).get("trainer", {})
+    return (f"{model_json.get('selected', '?')} by {model_json.get('monitor')!s}: epoch "
+            f"{model_json.get('epoch', '?')} (0-based), global step {model_json.get('global_step', '?')}; "
+            f"trainer.max_epochs {trainer.get('max_epochs', '?')}, max_time {trainer.get('max_time', '?')}"
+            + (f", max_steps {trainer['max_steps']}" if trainer.get("max_steps") not in (None, -1) else "")
+            + ", early stopping on the same metric. Validation at that epoch: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sorted(model_json.get("val_metrics", {}).items())) + ".")
+
+
+def member_seed(model_json: dict) -> Any:
+    """The seed_everything a member was trained with (its recorded training config), or None."""
+    return model_json.get("training_config", {}).get("seed_everything")
+
+
+def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, data: dict | None = None,
+                 pretraining: dict | None = None, members: list[dict] | None = None) -> tuple[dict, str]:
+    """(evaluation.json content, README.md text) for the bundled model; `data` (:func:`data_record`) and
+    `pretraining` (:func:`pretraining_record`), when known, are recorded in both. `members`: the model.json of each
+    member of an ensemble (then `model_json` is the first one's)."""
+    (model_name,) = model_eval["results"].keys()
     tables: dict[str, dict[str, dict[str, list[float]]]] = {}
     if data is not None:
         trained_on = ("on the data listed under \"Training data\" below (chains at or above the identity threshold "
@@ -225,17 +257,31 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
         "Trained by the project's own pipeline (`snakemake bundle --cores 2`, rule `bundle` in",
         f"workflows/rules/bundle.smk) {trained_on}"
         + (", starting from a pretrained encoder" if pretraining is not None else "") + ".",
-        "Files: `model.safetensors` (weights, no pickle),",
-        "`model.json` (architecture, alphabet and the full training config), `evaluation.json` (the figures below).",
-        "",
-        f"Architecture: {json.dumps(model_json.get('config', {}), sort_keys=True)}",
-        f"Checkpoint: {model_json.get('selected', '?')} by {model_json.get('monitor')!s}: epoch "
-        f"{model_json.get('epoch', '?')} (0-based), global step {model_json.get('global_step', '?')}; "
-        f"trainer.max_epochs {trainer.get('max_epochs', '?')}, max_time {trainer.get('max_time', '?')}"
-        + (f", max_steps {trainer['max_steps']}" if trainer.get("max_steps") not in (None, -1) else "")
-        + ", early stopping on the same metric. Validation at that epoch: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(model_json.get("val_metrics", {}).items())) + ".",
-        "",
+    ]
+    if members:
+        lines += [
+            f"An ensemble of {len(members)} training runs of one recipe at seeds "
+            + ", ".join(str(member_seed(m)) for m in members) + ": each prediction is the mean of the members' "
+            "contact probabilities (`protrnn ensemble`), so it costs their times added up.",
+            "Files: `ensemble.json` (the member list), `member-K/model.safetensors` (weights, no pickle) and",
+            "`member-K/model.json` (architecture, alphabet and the full training config), `evaluation.json` (the "
+            "figures below).",
+            "",
+            f"Architecture of each member: {json.dumps(model_json.get('config', {}), sort_keys=True)}",
+            *(f"Member {k} (seed {member_seed(m)}): {checkpoint_line(m)}" for k, m in enumerate(members, 1)),
+            "",
+        ]
+    else:
+        lines += [
+            "Files: `model.safetensors` (weights, no pickle),",
+            "`model.json` (architecture, alphabet and the full training config), `evaluation.json` (the figures "
+            "below).",
+            "",
+            f"Architecture: {json.dumps(model_json.get('config', {}), sort_keys=True)}",
+            f"Checkpoint: {checkpoint_line(model_json)}",
+            "",
+        ]
+    lines += [
         *(data_lines(data) if data is not None else []),
         *(pretraining_lines(pretraining) if pretraining is not None else []),
         "Precision of the top L/5 pairs per range (CASP conventions, docs/conventions.md), mean over proteins with a",
@@ -269,6 +315,9 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
     record: dict[str, Any] = {"model": model_name, "test_sets": tables,
                               "model_evaluation_command": model_eval.get("command"),
                               "baseline_evaluation_command": baseline_eval.get("command")}
+    if members:
+        record["ensemble"] = [{"seed": member_seed(m), "global_step": m.get("global_step"),
+                               "selected": m.get("selected"), "val_metrics": m.get("val_metrics")} for m in members]
     if data is not None:
         record["training_data"] = data
     if pretraining is not None:
@@ -286,11 +335,69 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _relative_checkpoint(model_json: dict) -> dict:
+    """model.json with an absolute source_checkpoint made relative to the working directory (no build-machine paths
+    in the shipped record)."""
+    source = model_json.get("source_checkpoint")
+    if source and Path(source).is_absolute():
+        with contextlib.suppress(ValueError):
+            model_json["source_checkpoint"] = str(Path(source).relative_to(Path.cwd()))
+    return model_json
+
+
+def _write_json(path: Path, document: dict) -> None:
+    with atomic_write(path, encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+
+
+def install(outdir: Path, model_dir: Path, member_dirs: list[Path] | None, member_jsons: list[dict],
+            record: dict, card: str) -> None:
+    """Write the bundle into `outdir`, each file atomically and the file that makes it loadable last (model.json, or
+    ensemble.json); only then remove the other kind's files (an ensemble's members, or a single model's pair)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if member_dirs:
+        names = []
+        for k, (member, member_json) in enumerate(zip(member_dirs, member_jsons, strict=True), 1):
+            target = outdir / f"member-{k}"
+            target.mkdir(exist_ok=True)
+            with atomic_path(target / WEIGHTS_NAME) as tmp:
+                shutil.copyfile(member / WEIGHTS_NAME, tmp)
+            _write_json(target / JSON_NAME, member_json)
+            names.append(target.name)
+    else:
+        with atomic_path(outdir / WEIGHTS_NAME) as tmp:
+            shutil.copyfile(model_dir / WEIGHTS_NAME, tmp)
+    with atomic_write(outdir / "evaluation.json", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1)
+        handle.write("\n")
+    with atomic_write(outdir / "README.md", encoding="utf-8") as handle:
+        handle.write(card)
+    if member_dirs:  # last: the bundle is complete now
+        _write_json(outdir / ENSEMBLE_NAME, {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
+                                             "members": names, "combine": ENSEMBLE_COMBINE,
+                                             "seeds": [member_seed(m) for m in member_jsons]})
+        for stale in (outdir / JSON_NAME, outdir / WEIGHTS_NAME):
+            stale.unlink(missing_ok=True)
+        for extra in sorted(outdir.glob("member-*")):
+            if extra.is_dir() and extra.name not in names:
+                shutil.rmtree(extra)
+    else:
+        _write_json(outdir / JSON_NAME, member_jsons[0])  # last: the bundle is complete now
+        (outdir / ENSEMBLE_NAME).unlink(missing_ok=True)
+        for stale in sorted(outdir.glob("member-*")):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     model_dir, outdir = args.model_dir, args.outdir
-    # Refuses anything that is not a safe protrnn model before the bundle is replaced; its metadata is model.json.
-    model_json = dict(load_network(model_dir, kind="export").metadata)
+    # Refuses anything that is not a safe protrnn model (every member of an ensemble) before the bundle is replaced.
+    member_dirs = ensemble_members(model_dir) if is_ensemble(model_dir) else None
+    member_jsons = [_relative_checkpoint(dict(load_network(m, kind="export").metadata))
+                    for m in (member_dirs or [model_dir])]
+    model_json = member_jsons[0]
     data_dir = args.data or recorded_data_dir(model_json, PREPARE_MANIFEST)
     data = data_record(data_dir) if data_dir is not None else None
     callback = pretrained_encoder_callback(model_json)
@@ -304,23 +411,9 @@ def main(argv: list[str]) -> int:
         print(f"bundle_model.py: the model started from a pretrained encoder ({callback.get('path')}) that is not "
               "here: the record says so without its figures", file=sys.stderr)
         pretraining = {"encoder": None, "freeze_steps": callback.get("freeze_steps")}
-    source = model_json.get("source_checkpoint")
-    if source and Path(source).is_absolute():  # no build-machine paths in the shipped record
-        with contextlib.suppress(ValueError):
-            model_json["source_checkpoint"] = str(Path(source).relative_to(Path.cwd()))
     record, card = build_record(model_json, read_summary(args.model_eval_dir), read_summary(args.baseline_eval_dir),
-                                data=data, pretraining=pretraining)
-    outdir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(outdir / WEIGHTS_NAME) as tmp:
-        shutil.copyfile(model_dir / WEIGHTS_NAME, tmp)
-    with atomic_write(outdir / "evaluation.json", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1)
-        handle.write("\n")
-    with atomic_write(outdir / "README.md", encoding="utf-8") as handle:
-        handle.write(card)
-    with atomic_write(outdir / JSON_NAME, encoding="utf-8") as handle:  # last: the bundle is complete now
-        json.dump(model_json, handle, indent=2)
-        handle.write("\n")
+                                data=data, pretraining=pretraining, members=member_jsons if member_dirs else None)
+    install(outdir, model_dir, member_dirs, member_jsons, record, card)
     print(card)
     return 0
 
