@@ -524,6 +524,15 @@ def test_ddp_with_a_frozen_pretrained_encoder_is_refused(tmp_path: Path) -> None
     assert "models.lstm_pretrained.freeze_steps" in result.stderr + result.stdout
 
 
+def _bundle_dry_run(tmp_path: Path, bundle_config: dict) -> tuple[str, Path]:
+    """`snakemake bundle -n -p` of a bundle configuration with results and cache under tmp_path: (plan, results)."""
+    config = dict(bundle_config, results=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("bundle", "-n", "-p", "--configfile", str(tmp_path / "bundle.yaml"), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout + result.stderr, tmp_path / "results"
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     """workflows/config.bundle.yaml: `snakemake bundle` pretrains at the full setting and trains the long-range
@@ -535,12 +544,7 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     assert bundle_config["prepare"]["identity"] == 0.3 and bundle_config["prepare"]["split"] == {"train": 0.95,
                                                                                                  "val": 0.05}
     assert sorted(bundle_config["test_sets"]) == ["ollikainen40", "psicov150", "ts50"]
-    config = dict(bundle_config, results=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))
-    (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake("bundle", "-n", "-p", "--configfile", str(tmp_path / "bundle.yaml"), "--cores", "2")
-    assert result.returncode == 0, result.stderr + result.stdout
-    plan = result.stdout + result.stderr
-    results = tmp_path / "results"
+    plan, results = _bundle_dry_run(tmp_path, bundle_config)
     jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
     assert jobs == sorted(["fetch_default_sources", "fetch_pretrain_source", "prepare", "pretrain_prepare",
                            "pretrain_fit", "train", "evaluate_model", "evaluate_baselines", "bundle"])
@@ -576,18 +580,14 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
         assert path in bundle
 
 
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path: Path) -> None:
     """`bundle.seeds`: one training run per seed under models/bundle/seed<S> (seed_everything and data seed S), one
     `protrnn ensemble` of their exports outside that folder, evaluated as the model `bundle` and installed as
     protrnn/pretrained/ensemble.json."""
     bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
     bundle_config["bundle"] = {**bundle_config["bundle"], "seeds": [4, 7]}
-    config = dict(bundle_config, results=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"))
-    (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake("bundle", "-n", "-p", "--configfile", str(tmp_path / "bundle.yaml"), "--cores", "2")
-    assert result.returncode == 0, result.stderr + result.stdout
-    plan = result.stdout + result.stderr
-    results = tmp_path / "results"
+    plan, results = _bundle_dry_run(tmp_path, bundle_config)
     jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
     assert jobs == sorted(["fetch_default_sources", "fetch_pretrain_source", "prepare", "pretrain_prepare",
                            "pretrain_fit", "train", "train", "bundle_ensemble", "evaluate_model",
@@ -603,7 +603,7 @@ def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path:
     assert f"--model bundle={results}/ensembles/bundle " in shell_line(plan, "--model bundle=")
     assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in shell_line(plan, "bundle_model.py")
     job_block(plan, "bundle", "protrnn/pretrained/ensemble.json")
-    bad = dict(config, bundle={**config["bundle"], "seeds": [1, 1]})
+    bad = dict(bundle_config, results=str(results), bundle={**bundle_config["bundle"], "seeds": [1, 1]})
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     result = snakemake("bundle", "-n", "--configfile", str(tmp_path / "bad.yaml"), "--cores", "2")
     assert result.returncode != 0 and "seeds" in result.stderr + result.stdout
