@@ -239,6 +239,8 @@ def average_metrics(per_protein: Sequence[Mapping[str, float]]) -> dict[str, dic
 #: per-set intervals and the report's seed-aware and paired intervals.
 BOOTSTRAP_RESAMPLES = 1000
 INTERVAL_ALPHA = 0.05
+#: The interval level as the report and figure captions write it ("95 %").
+INTERVAL_PERCENT = f"{100 * (1 - INTERVAL_ALPHA):g} %"
 
 
 def bootstrap_ci(per_protein: Sequence[Mapping[str, float]], n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0,

@@ -33,10 +33,9 @@ from protrnn.diagnostics.results import DiagnosticsResult, split_seed
 from protrnn.evaluation.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_ALPHA
 from protrnn.report.inputs import Evaluation, MethodResult, SyntheticRun
 
-#: Bootstrap replicates and seed of every interval the report computes itself.
-N_BOOT = BOOTSTRAP_RESAMPLES
+#: Seed of every bootstrap interval the report computes itself (replicates and level: evaluation.metrics's
+#: BOOTSTRAP_RESAMPLES and INTERVAL_ALPHA).
 BOOT_SEED = 0
-ALPHA = INTERVAL_ALPHA
 
 
 def group_seeds(names: Sequence[str]) -> dict[str, list[tuple[int | None, str]]]:
@@ -70,8 +69,8 @@ def _replicates(values: np.ndarray, seeds: np.ndarray, proteins: np.ndarray) -> 
     return np.divide(sums, counts, out=np.full(counts.shape, np.nan), where=counts > 0)
 
 
-def hierarchical_bootstrap(values: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
-                           alpha: float = ALPHA) -> dict[str, float]:
+def hierarchical_bootstrap(values: np.ndarray, n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = BOOT_SEED,
+                           alpha: float = INTERVAL_ALPHA) -> dict[str, float]:
     """``values [S seeds, P proteins]`` (NaN = no value): mean over seeds of the protein means, with a percentile
     interval from replicates that resample proteins and seeds independently (with replacement)."""
     values = np.asarray(values, dtype=np.float64)
@@ -90,8 +89,8 @@ def hierarchical_bootstrap(values: np.ndarray, n_boot: int = N_BOOT, seed: int =
     return {"mean": mean, "low": float(low), "high": float(high)}
 
 
-def paired_difference_bootstrap(variant: np.ndarray, reference: np.ndarray, n_boot: int = N_BOOT,
-                                seed: int = BOOT_SEED, alpha: float = ALPHA) -> dict[str, Any]:
+def paired_difference_bootstrap(variant: np.ndarray, reference: np.ndarray, n_boot: int = BOOTSTRAP_RESAMPLES,
+                                seed: int = BOOT_SEED, alpha: float = INTERVAL_ALPHA) -> dict[str, Any]:
     """Difference ``variant - reference`` of the seed-and-protein means of two models scored on the same proteins
     (columns paired): each replicate draws one protein resample for both and each model's seeds independently."""
     a, b = np.asarray(variant, dtype=np.float64), np.asarray(reference, dtype=np.float64)
@@ -134,7 +133,7 @@ def protein_matrix(evaluations: Sequence[Evaluation], names: Sequence[str], test
 
 
 def aggregate_results(results: Sequence[MethodResult], evaluations: Sequence[Evaluation],
-                      n_boot: int = N_BOOT) -> list[MethodResult]:
+                      n_boot: int = BOOTSTRAP_RESAMPLES) -> list[MethodResult]:
     """The merged results with every model's seeded runs replaced by one result per (model, test set): metric means
     over seeds with hierarchical intervals (module docstring); other methods unchanged, order kept."""
     groups = group_seeds([r.method for r in results if r.kind != "baseline"])
@@ -299,6 +298,6 @@ def aggregate_synthetic(runs: Sequence[SyntheticRun]) -> list[SyntheticVariant]:
     return out
 
 
-__all__ = ["ALPHA", "BOOT_SEED", "N_BOOT", "ModelDiagnostics", "SyntheticVariant", "aggregate_diagnostics",
+__all__ = ["BOOT_SEED", "ModelDiagnostics", "SyntheticVariant", "aggregate_diagnostics",
            "aggregate_results", "aggregate_synthetic", "group_seeds", "hierarchical_bootstrap",
            "paired_difference_bootstrap", "protein_matrix", "reach_score", "reach_score_noise", "usage_noise"]

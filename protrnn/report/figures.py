@@ -19,7 +19,7 @@ import numpy as np
 from protrnn.conventions import HEADLINE_K, MIN_SEPARATION
 from protrnn.diagnostics.results import DiagnosticsResult, split_seed
 from protrnn.errors import InputError
-from protrnn.evaluation.metrics import rank_pairs, scored_pairs
+from protrnn.evaluation.metrics import INTERVAL_PERCENT, rank_pairs, scored_pairs
 from protrnn.report.aggregate import ModelDiagnostics, SyntheticVariant
 from protrnn.report.inputs import MethodResult, RunCurves, SavedPrediction, order_methods
 from protrnn.utils.io import safe_name
@@ -140,7 +140,7 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
     fig.tight_layout()
     return _save(fig, directory, "precision_by_separation", "Precision by sequence separation",
                  f"Top-L/{BIN_K} precision within each separation bin (L = chain length), mean over proteins; "
-                 "error bars: bootstrap 95% interval over proteins. Models solid, baselines dashed/dotted. A model "
+                 f"error bars: bootstrap {INTERVAL_PERCENT} interval over proteins. Models solid, baselines dashed/dotted. A model "
                  "that sees far keeps its precision above the separation prior in the long bins. A method that "
                  "scores only some proteins of a set (FreeContact needs an alignment) is labelled with its count.")
 
@@ -248,7 +248,7 @@ def figure_sensitivity(groups: Sequence[ModelDiagnostics], directory: Path, styl
                  f"{LOG_FLOOR:g} drawn at {LOG_FLOOR:g}). Dashed vertical lines: effective horizon, where sensitivity "
                  "falls for good below the dotted threshold; an arrow means it never does within the measured range."
                  + (" Thick lines: geometric mean over seeds; thin lines: each seed; dashed lines at the mean horizon;"
-                    " intervals in the legend are 95 % t intervals over seeds." if seeded else "")
+                    f" intervals in the legend are {INTERVAL_PERCENT} t intervals over seeds." if seeded else "")
                  + (" Right: ||dL/dh_t|| of each recurrent layer's output by distance of t from the nearer residue of "
                     "the pair. The last layer drops to zero right after distance 0 by construction: the pairwise "
                     "head reads only h_i and h_j, so dL/dh_t of the last layer is non-zero only at t = i and t = j. "

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protrnn.diagnostics.fit import GRADIENT_HORIZON_NOISE, difference_interval, horizon_value
+from protrnn.evaluation.metrics import INTERVAL_PERCENT
 from protrnn.report.aggregate import (
     ModelDiagnostics,
     SyntheticVariant,
@@ -59,8 +60,8 @@ PRECISION_KEY = "long/P@L/5"
 MEASURES = ("reach", "usage", "gradient", "precision")
 MEASURE_TITLES = {"reach": "reach (synthetic score)", "usage": "usage horizon", "gradient": "gradient horizon",
                   "precision": f"{PRECISION_KEY} on real proteins"}
-RULE = ("A knob matters for a measure when the 95 % interval of the difference (variant - reference) excludes 0; "
-        "no effect is detected when every measured interval includes 0. Intervals: Welch t over seeds for the "
+RULE = (f"A knob matters for a measure when the {INTERVAL_PERCENT} interval of the difference (variant - "
+        "reference) excludes 0; no effect is detected when every measured interval includes 0. Intervals: Welch t over seeds for the "
         "horizons and the synthetic reach score (mean over distances of (accuracy - chance) / (1 - chance)), each "
         "group's spread floored at the measurement noise of one run (binomial error of the held-out queries; the "
         "resolution of a horizon); bootstrap over proteins (paired, all test sets pooled) and seeds for precision. "
@@ -345,10 +346,10 @@ def findings_sentence(rows: Sequence[FindingRow]) -> str:
             unmeasured.append(row.knob)
     parts = []
     if matters:
-        parts.append("Matter (95 % interval of the difference excludes 0): "
+        parts.append(f"Matter ({INTERVAL_PERCENT} interval of the difference excludes 0): "
                      + "; ".join(f"{k} for {', '.join(v)}" for k, v in matters.items()))
     else:
-        parts.append("No knob's effect has a 95 % interval that excludes 0")
+        parts.append(f"No knob's effect has a {INTERVAL_PERCENT} interval that excludes 0")
     if quiet:
         parts.append("no effect detected for " + "; ".join(quiet))
     if undetermined:

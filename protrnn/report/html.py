@@ -37,6 +37,7 @@ from typing import Any
 from protrnn import __version__
 from protrnn.diagnostics.fit import seed_interval
 from protrnn.diagnostics.results import DiagnosticsResult
+from protrnn.evaluation.metrics import INTERVAL_PERCENT
 from protrnn.report.aggregate import (
     ModelDiagnostics,
     SyntheticVariant,
@@ -249,8 +250,9 @@ def _reach_section(results: Sequence[MethodResult], groups: Sequence[ModelDiagno
             parts.append(text + ". ")
         sentences.append("<li>" + "".join(parts) + "</li>")
     lines.append("</table>")
-    note = ("<p class='small'>Several seeds: horizons are the mean over seeds with a 95 % Student-t interval; "
-            "precision is the mean over seeds of the protein means, with a 95 % bootstrap interval that resamples "
+    note = (f"<p class='small'>Several seeds: horizons are the mean over seeds with a {INTERVAL_PERCENT} Student-t "
+            f"interval; precision is the mean over seeds of the protein means, with a {INTERVAL_PERCENT} bootstrap "
+            "interval that resamples "
             "proteins and seeds; the diagnosis is the rule applied to the seed means of its inputs (how many seeds' "
             "own labels agree in brackets).</p>") if seeded else ""
     return "".join(lines) + note + "<ul>" + "".join(sentences) + "</ul>"
