@@ -146,3 +146,12 @@ def test_read_tsv_skips_comments_and_blank_lines(tmp_path: Path) -> None:
     assert read_tsv(tmp_path / "empty.tsv") == []
     with pytest.raises(FileNotFoundError):
         read_tsv(tmp_path / "missing.tsv")
+
+
+def test_read_tsv_table_keeps_the_columns_of_a_table_without_rows(tmp_path: Path) -> None:
+    from protrnn.utils.io import read_tsv_table
+
+    (tmp_path / "header.tsv").write_text("id\tfile\tstatus\n")
+    assert read_tsv_table(tmp_path / "header.tsv") == (["id", "file", "status"], [])
+    (tmp_path / "empty.tsv").write_text("")
+    assert read_tsv_table(tmp_path / "empty.tsv") == ([], [])

@@ -730,3 +730,29 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
     assert _bundle_script().main([str(model_dir), str(tmp_path / "eval" / "bundle"),
                                   str(tmp_path / "eval" / "baselines"), str(outdir), "--data", str(elsewhere)]) == 0
     assert json.loads((outdir / "evaluation.json").read_text())["training_data"]["chains"] == {"train": 3, "val": 2}
+
+
+# ------------------------------------------------------------------------------- gather_predictions.py (prediction shards)
+def test_gather_restores_order_and_ids_literally(tmp_path: Path, capsys) -> None:
+    """Shard summaries keyed by safe names come back in FASTA order with the original IDs, cell by cell as written:
+    an ID that starts with a quote character is not parsed as a quoted cell (it swallowed the rest of the table)."""
+    spec = importlib.util.spec_from_file_location("gather_predictions",
+                                                  REPO / "workflows" / "scripts" / "gather_predictions.py")
+    gather = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gather)
+    ids = ['"quoted', "plain|x", "third"]
+    (tmp_path / "names.tsv").write_text("index\tname\tid\n" + "".join(f"{k}\tn{k}\t{i}\n" for k, i in enumerate(ids)))
+    header = "id\tfile\tlength\tstatus\treason\tmean_top_L5_prob\n"
+    for shard, members in (("s1", [2, 0]), ("s2", [1])):
+        (tmp_path / shard).mkdir()
+        (tmp_path / shard / "summary.tsv").write_text(header + "".join(
+            f"n{k}\tn{k}\t{10 + k}\tok\t\t0.5{k}\n" for k in members))
+        for k in members:
+            (tmp_path / shard / f"n{k}.rr").write_text(f"rr {k}\n")
+    assert gather.main(["--names", str(tmp_path / "names.tsv"), "--summary", str(tmp_path / "all.tsv"),
+                        "--contacts", str(tmp_path / "contacts"), str(tmp_path / "s1"), str(tmp_path / "s2")]) == 0
+    lines = (tmp_path / "all.tsv").read_text().splitlines()
+    assert lines[0] == "id\tname\tfile\tlength\tstatus\treason\tmean_top_L5_prob"
+    assert lines[1:] == [f"{ids[k]}\tn{k}\tn{k}\t{10 + k}\tok\t\t0.5{k}" for k in range(3)]
+    assert sorted(p.name for p in (tmp_path / "contacts").iterdir()) == ["n0.rr", "n1.rr", "n2.rr"]
+    capsys.readouterr()

@@ -137,9 +137,17 @@ def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     with a header), as dicts, every cell taken literally (quotes included); blank lines and lines starting with ``#``
     are skipped; ``[]`` for an empty file. The one TSV reader of the project's data tables (OSError for a missing
     file: callers word their own message)."""
+    return read_tsv_table(path)[1]
+
+
+def read_tsv_table(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """(column names, rows) of a table read as :func:`read_tsv` reads it; the columns also when there are no rows
+    (``[]`` for an empty file). For readers that write the table out again (the pipeline's prediction summaries)."""
     with open(path, newline="", encoding="utf-8") as handle:
         lines = [line for line in handle if line.strip() and not line.startswith("#")]
-    return list(csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))  # cells are written unquoted
+    reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)  # cells are written unquoted
+    rows = list(reader)
+    return list(reader.fieldnames or []), rows
 
 
 def stderr_log(message: str) -> None:

@@ -7,13 +7,12 @@ the gathered summary restores each record's original ID (column ``id``) beside i
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import sys
 from pathlib import Path
 
-from protrnn.utils.io import atomic_path, atomic_write
+from protrnn.utils.io import atomic_path, atomic_write, read_tsv, read_tsv_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,22 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("shards", nargs="+", help="shard output directories of `protrnn predict`")
     args = parser.parse_args(argv)
 
-    with open(args.names, newline="", encoding="utf-8") as handle:
-        names = {row["name"]: (int(row["index"]), row["id"]) for row in csv.DictReader(handle, delimiter="\t")}
+    # names.tsv and the shard summaries are written cell by cell, unquoted: read them literally (an ID may start with
+    # a quote character)
+    names = {row["name"]: (int(row["index"]), row["id"]) for row in read_tsv(args.names)}
     rows: list[tuple[int, dict[str, str]]] = []
     fieldnames: list[str] = []
     contacts = Path(args.contacts)
     contacts.mkdir(parents=True, exist_ok=True)
     for shard in map(Path, args.shards):
-        with open(shard / "summary.tsv", newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            fieldnames = fieldnames or list(reader.fieldnames or [])
-            for row in reader:
-                if row["id"] not in names:
-                    print(f"gather_predictions: error: {shard}/summary.tsv: unknown record {row['id']!r}", file=sys.stderr)
-                    return 2
-                index, original = names[row["id"]]
-                rows.append((index, {**row, "id": original, "name": row["id"]}))
+        columns, shard_rows = read_tsv_table(shard / "summary.tsv")
+        fieldnames = fieldnames or columns
+        for row in shard_rows:
+            if row["id"] not in names:
+                print(f"gather_predictions: error: {shard}/summary.tsv: unknown record {row['id']!r}", file=sys.stderr)
+                return 2
+            index, original = names[row["id"]]
+            rows.append((index, {**row, "id": original, "name": row["id"]}))
         for path in shard.iterdir():
             if path.is_file() and path.name != "summary.tsv":
                 target = contacts / path.name
@@ -54,11 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gather_predictions: error: {len(rows)} summary rows for {len(names)} records", file=sys.stderr)
         return 2
     columns = ["id", "name", *[c for c in fieldnames if c not in ("id", "name")]]
-    with atomic_write(args.summary, newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
+    with atomic_write(args.summary, newline="", encoding="utf-8") as handle:  # cells as read: literal, unquoted
+        handle.write("\t".join(columns) + "\n")
         for _, row in sorted(rows, key=lambda item: item[0]):
-            writer.writerow({c: row.get(c, "") for c in columns})
+            handle.write("\t".join(row.get(c) or "" for c in columns) + "\n")
     print(f"gathered {len(rows)} records from {len(args.shards)} shards into {args.contacts}")
     return 0
 
