@@ -120,6 +120,11 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, cgdms_chains: list[Prote
     np.savez(newer, **{**good, "metadata": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)})
     with pytest.raises(InputError, match=r"unsupported format_version 7 of a dataset file \(this version reads 1\.\.1\)"):
         load_dataset(newer)
+    broken = tmp_path / "broken.npz"
+    text = b'{"format": "protrnn-dataset", "format_version": 1,}'  # JSON expects a key at offset 50, the "}"
+    np.savez(broken, **{**good, "metadata": np.frombuffer(text, dtype=np.uint8)})
+    with pytest.raises(InputError, match=r"broken\.npz \(metadata\), position 50: not a dataset file: not valid JSON"):
+        load_dataset(broken)
 
 
 def test_ten_thousand_chains_round_trip(tmp_path: Path, cgdms_chains: list[ProteinChain]) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
-from protrnn.errors import InputError, check_document
+from protrnn.errors import InputError, parse_json_document
 from protrnn.utils.io import atomic_path
 
 FORMAT_NAME = "protrnn-dataset"
@@ -249,13 +249,6 @@ class ChainDataset(Sequence[ProteinChain]):
         return f"ChainDataset({len(self)} chains, {self.n_residues} residues{where})"
 
 
-def _decode_json(array: np.ndarray, path: Path, key: str) -> Any:
-    try:
-        return json.loads(array.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{key} is not valid JSON ({exc.__class__.__name__})", path=path) from None
-
-
 def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, max_version: int, what: str,
                   hint: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays ``keys`` and the parsed JSON ``metadata`` of one of protrnn's flat ``.npz`` files, after the checks
@@ -280,8 +273,10 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, ma
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"cannot read {what} ({exc.__class__.__name__}: {exc})", path=source) from None
-    metadata = _decode_json(arrays.pop("metadata"), source, "metadata")
-    return arrays, check_document(metadata, source, format_name, max_version=max_version, what=what)
+    # the metadata entry is the JSON text of the document: errors name its position in that entry
+    metadata = parse_json_document(arrays.pop("metadata").tobytes(), f"{source} (metadata)", format_name,
+                                   max_version=max_version, what=what)
+    return arrays, metadata
 
 
 def load_dataset(path: str | Path) -> ChainDataset:
