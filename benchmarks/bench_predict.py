@@ -39,13 +39,15 @@ PSICOV_TAR = REPO / ".." / "shared" / "data" / "psicov150_gremlin_rf" / "psicov1
 
 def _model_dir(requested: str | None, scratch: Path) -> tuple[Path, str]:
     """The model directory to benchmark and a description of it."""
-    from protrnn.model.io import JSON_NAME as MODEL_JSON
-    from protrnn.model.io import PRETRAINED_DIR
+    from protrnn.errors import InputError
+    from protrnn.model.io import bundled_model_dir
 
     if requested:
         return Path(requested), f"exported model {requested}"
-    if (PRETRAINED_DIR / MODEL_JSON).is_file():
-        return PRETRAINED_DIR, f"bundled default model ({PRETRAINED_DIR})"
+    try:
+        return bundled_model_dir(), f"bundled default model ({bundled_model_dir()})"  # one export or an ensemble
+    except InputError:
+        pass
     import torch
 
     from protrnn.model.config import ModelConfig

@@ -164,10 +164,13 @@ def bench_training(args: argparse.Namespace, bf16: bool) -> dict[str, float]:
 
 
 def _bundled_network() -> tuple[ContactModel, str]:
-    from protrnn.model.io import load_network
+    """The bundled model's network (an ensemble's first member: the per-pair cost is one network's)."""
+    from protrnn.model.io import load_networks
 
     try:
-        return load_network().network.eval(), "bundled default model"
+        members = load_networks()
+        source = "bundled default model" + (f", member 1 of {len(members)}" if len(members) > 1 else "")
+        return members[0].network.eval(), source
     except Exception as exc:  # noqa: BLE001 - a missing bundle falls back to the same architecture, untrained
         torch.manual_seed(0)
         return ContactModel(ModelConfig(hidden_size=64, pair_dim=24, head_blocks=4)).eval(), f"random init ({exc})"
@@ -227,7 +230,8 @@ def _predictor(impl: str, precision: str, budget: int | None) -> Any:
     from protrnn.model.predictor import load_model
 
     predictor = load_model(device="cpu")
-    predictor.model.head.impl = impl
+    for network in predictor.models:  # every member of an ensemble bundle
+        network.head.impl = impl
     predictor.precision = precision
     predictor.pair_floats = budget
     return predictor

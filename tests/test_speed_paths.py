@@ -21,7 +21,7 @@ from protrnn.errors import InputError
 from protrnn.model import contact_model as cm
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel, resolve_precision
-from protrnn.model.io import load_network
+from protrnn.model.io import load_networks
 from protrnn.training.loss import contact_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ DEFAULT_ARCH = {"hidden_size": 64, "pair_dim": 24, "head_blocks": 4}  # protrnn/
 
 @pytest.fixture(scope="module")
 def shipped() -> ContactModel:
-    return load_network().network.eval()
+    return load_networks()[0].network.eval()  # an ensemble bundle's first member
 
 
 def _encode(sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,7 +312,11 @@ def test_gpu_check_dry_run_passes_quickly(tmp_path: Path) -> None:
     assert sum(row["residues"] for row in report["predict"] if row["precision"] == "32") == 167 + 300
     # What predict_proba was asked for: a warm-up batch, then the float32 rows' batches, then as many in bf16, each
     # with the budget tiles; the 300-residue chain once per precision.
-    calls = _spied_calls(log)
+    # An ensemble bundle makes each of these calls once per member, one member after the other.
+    members = len(load_networks())
+    spied = _spied_calls(log)
+    assert len(spied) % members == 0 and all(call == spied[k - k % members] for k, call in enumerate(spied))
+    calls = spied[::members]
     precisions = [call["precision"] for call in calls]
     rows = precisions.count("bf16")
     assert rows >= 2 and precisions == ["32"] * (rows + 1) + ["bf16"] * rows, precisions
@@ -342,7 +346,7 @@ def test_bench_speed_predictor_settings_reach_predict_proba(monkeypatch: pytest.
     monkeypatch.setattr(ContactModel, "predict_proba", spy)
     predictor = bench_speed._predictor(impl, precision, budget)
     predictor.predict(["MKTAYIAKQRQISFVKSHFSRQ"])
-    assert seen == [(impl, precision, budget)]
+    assert seen == [(impl, precision, budget)] * len(predictor.models)  # once per member of an ensemble bundle
 
 
 def test_bench_conv_kinds_layers_keep_the_map_shape_and_reach(capsys: pytest.CaptureFixture[str]) -> None:
