@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,22 +118,37 @@ def test_ensemble_command_and_refusals(members, tmp_path, capsys) -> None:
     (broken / "model.json").write_text("{}")
     assert main(["ensemble", str(members[0]), str(broken), "-o", str(tmp_path / "nope")]) == 2
     assert "broken" in capsys.readouterr().err and not (tmp_path / "nope").exists()
-    # nested ensembles and checkpoints are not members
+    # nested ensembles are not members, one model is not an ensemble
     with pytest.raises(InputError, match="one exported model"):
-        save_ensemble([out], tmp_path / "nested")
+        save_ensemble([out, members[0]], tmp_path / "nested")
+    assert main(["ensemble", str(members[0]), "-o", str(tmp_path / "one")]) == 2
+    assert "at least 2 models, got 1" in capsys.readouterr().err and not (tmp_path / "one").exists()
+    # the output directory is replaced whole, so it may not hold a member: refused, the members untouched
+    before = sorted(p.name for p in members[0].parent.rglob("*"))
+    with pytest.raises(InputError, match="holds this member"):
+        save_ensemble([members[0], members[1]], members[0].parent)
+    with pytest.raises(InputError, match="holds this member"):
+        save_ensemble([members[0], members[1]], members[1])
+    assert sorted(p.name for p in members[0].parent.rglob("*")) == before
 
 
 @pytest.mark.parametrize("members_value, message", [
-    ([], "non-empty list"),
-    (["../escape"], "not a plain sub-directory name"),
-    (["/abs"], "not a plain sub-directory name"),
+    ([], "lists 0 model"),
+    (["member-1"], "lists 1 model"),
+    ("member-1", "must be a list"),
+    (["member-1", "../escape"], "not a plain sub-directory name"),
+    (["member-1", "/abs"], "not a plain sub-directory name"),
+    (["member-1", "member-2\n"], "not a plain sub-directory name"),
     (["member-1", "member-1"], "twice"),
-    (["missing"], "has no model.json"),
+    (["member-1", "missing"], "has no model.json"),
+    (["member-1", "outside"], "leads out of the ensemble's directory"),
 ])
 def test_ensemble_json_is_checked(ensemble_dir, tmp_path, members_value, message) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "member-1").symlink_to(ensemble_dir / "member-1")
+    for name in ("member-1", "member-2"):
+        shutil.copytree(ensemble_dir / name, bad / name)
+    (bad / "outside").symlink_to(ensemble_dir / "member-2")  # a complete member, but elsewhere on disk
     (bad / ENSEMBLE_NAME).write_text(json.dumps({"format": "protrnn-ensemble", "format_version": 1,
                                                  "members": members_value}))
     with pytest.raises(InputError, match=message) as err:
@@ -141,14 +157,16 @@ def test_ensemble_json_is_checked(ensemble_dir, tmp_path, members_value, message
 
 
 def test_foreign_ensemble_documents_are_refused(ensemble_dir, tmp_path) -> None:
-    for document, message in [({"format": "protrnn-ensemble", "format_version": 2, "members": ["member-1"]},
+    pair = ["member-1", "member-2"]
+    for document, message in [({"format": "protrnn-ensemble", "format_version": 2, "members": pair},
                                 "unsupported format_version 2"),
-                               ({"format": "protrnn-ensemble", "format_version": 1, "members": ["member-1"],
+                               ({"format": "protrnn-ensemble", "format_version": 1, "members": pair,
                                  "combine": "max"}, "unknown combine rule 'max'"),
-                               ({"format": "protrnn-model", "members": ["member-1"]}, "not a protrnn ensemble")]:
+                               ({"format": "protrnn-model", "members": pair}, "not a protrnn ensemble")]:
         bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
         bad.mkdir()
-        (bad / "member-1").symlink_to(ensemble_dir / "member-1")
+        for name in ("member-1", "member-2"):
+            shutil.copytree(ensemble_dir / name, bad / name)
         (bad / ENSEMBLE_NAME).write_text(json.dumps(document))
         with pytest.raises(InputError, match=message):
             load_model(bad, device="cpu")

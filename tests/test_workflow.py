@@ -603,10 +603,11 @@ def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path:
     assert f"--model bundle={results}/ensembles/bundle " in shell_line(plan, "--model bundle=")
     assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in shell_line(plan, "bundle_model.py")
     job_block(plan, "bundle", "protrnn/pretrained/ensemble.json")
-    bad = dict(bundle_config, results=str(results), bundle={**bundle_config["bundle"], "seeds": [1, 1]})
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    result = snakemake("bundle", "-n", "--configfile", str(tmp_path / "bad.yaml"), "--cores", "2")
-    assert result.returncode != 0 and "seeds" in result.stderr + result.stdout
+    for seeds in ([1, 1], [3]):  # repeated seeds, or one model (not an ensemble): refused by the schema
+        bad = dict(bundle_config, results=str(results), bundle={**bundle_config["bundle"], "seeds": seeds})
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+        result = snakemake("bundle", "-n", "--configfile", str(tmp_path / "bad.yaml"), "--cores", "2")
+        assert result.returncode != 0 and "seeds" in result.stderr + result.stdout, seeds
 
 
 # ------------------------------------------------------------------ bundle_model.py: the record of the training data

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from protrnn.evaluation.metrics import BOOTSTRAP_RESAMPLES
 
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                        help="exported model directory (model.json + model.safetensors) or Lightning .ckpt; "
-                             "repeat for several models")
+                        help="exported model directory (model.json + model.safetensors), ensemble directory "
+                             "(`protrnn ensemble`) or Lightning .ckpt; repeat for several models")
     parser.add_argument("--test-set", action="append", default=[], metavar="NAME=PATH.npz",
                         help="prepared test set (.npz from `protrnn prepare`); repeat for several sets")
     parser.add_argument("--baselines", metavar="LIST",

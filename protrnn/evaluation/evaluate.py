@@ -175,7 +175,8 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------------------- methods
 class ModelMethod:
-    """An exported model directory (``model.json`` + ``model.safetensors``) or a Lightning ``.ckpt``."""
+    """An exported model directory (``model.json`` + ``model.safetensors``), an ensemble directory (the mean of its
+    members, :func:`protrnn.model.io.save_ensemble`) or a Lightning ``.ckpt``."""
 
     kind = "model"
 

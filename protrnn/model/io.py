@@ -60,8 +60,10 @@ ENSEMBLE_FORMAT_VERSION = 1
 ENSEMBLE_NAME = "ensemble.json"
 #: How an ensemble combines its members: the mean of their contact probabilities (the only rule so far).
 ENSEMBLE_COMBINE = "mean_probability"
+#: An ensemble averages at least two networks (one is an export).
+MIN_ENSEMBLE_MEMBERS = 2
 #: A member's sub-directory name: one plain path component (no separators, no "." / ".." and no leading dot).
-_MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: The attribute under which the Lightning module holds the network: checkpoint keys start with it.
 CHECKPOINT_NET_PREFIX = "net."
 _RESERVED_KEYS = frozenset({"format", "format_version", "config", "alphabet"})
@@ -180,17 +182,21 @@ def is_ensemble(path: str | os.PathLike[str]) -> bool:
 def ensemble_members(path: str | os.PathLike[str]) -> list[Path]:
     """The member export directories of an ensemble (its directory or ``ensemble.json``), in the listed order.
 
-    One-line :class:`InputError` for another format or version, a member list that is empty, repeated or not plain
-    sub-directory names, an unknown ``combine`` rule, or a member without ``model.json``."""
+    One-line :class:`InputError` for another format or version, a member list shorter than
+    :data:`MIN_ENSEMBLE_MEMBERS`, repeated or not plain sub-directory names, a member folder that leads out of the
+    ensemble's directory (a symbolic link), an unknown ``combine`` rule, or a member without ``model.json``."""
     target = Path(path)
     json_path = target / ENSEMBLE_NAME if target.is_dir() else target
     document = read_json_document(json_path, ENSEMBLE_FORMAT, max_version=ENSEMBLE_FORMAT_VERSION,
                                   what="protrnn ensemble")
     members = document.get("members")
-    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-        raise InputError("'members' must be a non-empty list of sub-directory names", path=json_path)
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise InputError("'members' must be a list of sub-directory names", path=json_path)
+    if len(members) < MIN_ENSEMBLE_MEMBERS:
+        raise InputError(f"'members' lists {len(members)} model(s); an ensemble has at least {MIN_ENSEMBLE_MEMBERS}",
+                         path=json_path)
     for name in members:
-        if not _MEMBER_NAME.match(name):
+        if not _MEMBER_NAME.fullmatch(name):
             raise InputError(f"member {name!r} is not a plain sub-directory name", path=json_path)
     if len(set(members)) != len(members):
         raise InputError("'members' lists a directory twice", path=json_path)
@@ -198,7 +204,10 @@ def ensemble_members(path: str | os.PathLike[str]) -> list[Path]:
         raise InputError(f"unknown combine rule {document.get('combine')!r} (this version: {ENSEMBLE_COMBINE!r})",
                          path=json_path)
     folders = [json_path.parent / name for name in members]
+    home = json_path.parent.resolve()
     for folder in folders:
+        if folder.resolve().parent != home:
+            raise InputError(f"ensemble member {folder.name!r} leads out of the ensemble's directory", path=json_path)
         if not (folder / JSON_NAME).is_file():
             raise InputError(f"ensemble member {folder.name!r} has no {JSON_NAME}", path=json_path)
     return folders
@@ -214,38 +223,58 @@ def load_networks(path: str | os.PathLike[str] | None = None,
     return [load_network(target, map_location)]
 
 
+def member_name(k: int) -> str:
+    """The sub-directory of an ensemble's k-th member (1-based): ``member-k``."""
+    return f"member-{k}"
+
+
+def write_ensemble_files(directory: Path, members: Sequence[tuple[Path, Mapping[str, Any]]],
+                         extra: Mapping[str, Any] | None = None) -> Path:
+    """The files of an ensemble in a new (staging) ``directory``: for each ``(weights file, model.json content)``
+    a ``member-K`` folder with a copy of the weights and the JSON, then ``ensemble.json`` (plus ``extra`` keys).
+    The one writer of the ensemble layout (:func:`save_ensemble`, the bundle installer); callers build
+    ``directory`` aside and swap it in whole, and check the members first. Returns the ``ensemble.json`` path."""
+    extra = dict(extra or {})
+    clash = sorted({"format", "format_version", "members", "combine"} & set(extra))
+    if clash:
+        raise ValueError(f"extra may not override reserved {ENSEMBLE_NAME} key(s): {', '.join(clash)}")
+    if len(members) < MIN_ENSEMBLE_MEMBERS:
+        raise InputError(f"an ensemble needs at least {MIN_ENSEMBLE_MEMBERS} models, got {len(members)}")
+    names = [member_name(k) for k in range(1, len(members) + 1)]
+    for name, (weights_path, metadata) in zip(names, members, strict=True):
+        (directory / name).mkdir()
+        shutil.copyfile(weights_path, directory / name / WEIGHTS_NAME)
+        (directory / name / JSON_NAME).write_text(json.dumps(dict(metadata), indent=2) + "\n", encoding="utf-8")
+    document = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION, "members": names,
+                "combine": ENSEMBLE_COMBINE, **extra}
+    (directory / ENSEMBLE_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")  # last
+    return directory / ENSEMBLE_NAME
+
+
 def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os.PathLike[str],
                   extra: dict | None = None) -> Path:
     """Write an ensemble of exported models into ``directory``: each member's ``model.json`` and
     ``model.safetensors`` copied to ``member-K`` (K = 1, 2, ... in the given order), checked to load first, then
     ``ensemble.json`` (plus ``extra`` keys); the directory is built aside and swapped in whole. Returns the JSON path.
 
-    Every member must be an export (not a checkpoint: export it first) with the same alphabet."""
-    if not members:
-        raise InputError("an ensemble needs at least one member")
-    extra = dict(extra or {})
-    clash = sorted({"format", "format_version", "members", "combine"} & set(extra))
-    if clash:
-        raise ValueError(f"extra may not override reserved {ENSEMBLE_NAME} key(s): {', '.join(clash)}")
+    Every member must be an export (not a checkpoint: export it first) with the same alphabet, outside
+    ``directory`` (which is replaced whole)."""
+    if len(members) < MIN_ENSEMBLE_MEMBERS:
+        raise InputError(f"an ensemble needs at least {MIN_ENSEMBLE_MEMBERS} models, got {len(members)}")
+    target = Path(directory)
     sources = []
     for member in members:
         if is_ensemble(member) or is_checkpoint(member):
             raise InputError("an ensemble member must be one exported model (export a checkpoint with "
                              "`protrnn export`; list an ensemble's members one by one)", path=member)
         json_path, weights_path = export_paths(member)
-        load_network(json_path, kind="export")  # every check of a load, before anything is written
-        sources.append((json_path, weights_path))
-    names = [f"member-{k}" for k in range(1, len(sources) + 1)]
-    target = Path(directory)
+        if target.resolve() in (json_path.parent.resolve(), *json_path.parent.resolve().parents):
+            raise InputError(f"the ensemble directory {target} holds this member, and is replaced whole: write the "
+                             "ensemble elsewhere", path=member)
+        metadata = load_network(json_path, kind="export").metadata  # every check of a load, before any write
+        sources.append((weights_path, metadata))
     with swapped_directory(target) as staging:
-        for name, (json_path, weights_path) in zip(names, sources, strict=True):
-            (staging / name).mkdir()
-            shutil.copyfile(weights_path, staging / name / WEIGHTS_NAME)
-            shutil.copyfile(json_path, staging / name / JSON_NAME)
-        document = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION, "members": names,
-                    "combine": ENSEMBLE_COMBINE, **extra}
-        with atomic_write(staging / ENSEMBLE_NAME) as handle:
-            handle.write(json.dumps(document, indent=2) + "\n")
+        write_ensemble_files(staging, sources, extra)
     return target / ENSEMBLE_NAME
 
 

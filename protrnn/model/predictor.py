@@ -14,7 +14,8 @@ batch and the predictor returns the mean of their probabilities.
 Memory of one batch of B chains padded to T (see :mod:`protrnn.model.heads`): each pair-feature tensor of the head
 holds ``B x (tile + 2 halo)^2 x pair_dim`` floats, at most :func:`pair_budget` (the tile is chosen by
 :meth:`ContactModel.chunk_size_for` from that budget, and :meth:`Predictor.plan` forms batches under the same
-budget), plus the ``B x T^2`` float32 output, at most :data:`MAX_BATCH_PAIRS`.
+budget), plus the ``B x T^2`` float32 output, at most :data:`MAX_BATCH_PAIRS` (two such tensors for an ensemble: the
+running sum and the member being added).
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ class Predictor:
 
     ``model`` may be a list of networks (an ensemble, all with the metadata's alphabet): each batch runs through them
     one after the other and the mean of their probabilities is returned; batches and tiles are sized for the most
-    demanding member, so the memory bound is one member's plus one running sum of the output. :attr:`model` is the
-    first member, :attr:`models` all of them.
+    demanding member, so the memory bound is one member's working memory plus one running sum of the output (a second
+    ``B x T^2`` float32 tensor), with every member's weights held on the device. :attr:`model` is the first member,
+    :attr:`models` all of them.
     """
 
     def __init__(self, model: ContactModel | Sequence[ContactModel], *, device: str | torch.device | None = None,
@@ -175,12 +177,14 @@ class Predictor:
 
     @property
     def config(self) -> ModelConfig:
-        """The architecture (``ModelConfig``) the model was built with."""
+        """The architecture (``ModelConfig``) the model was built with (an ensemble's: its first member's)."""
         return self.model.config
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """The content of ``model.json`` (format, config, alphabet, and what the exporter recorded)."""
+        """The content of ``model.json`` (format, config, alphabet, and what the exporter recorded); for an ensemble,
+        ``{"format": "protrnn-ensemble", ...}`` with the first member's config and every member's ``model.json``
+        (see :func:`load_model`)."""
         return self._metadata
 
     def method_lines(self) -> list[str]:

@@ -305,9 +305,9 @@ def _synthetic_section(variants: Sequence[SyntheticVariant], figure: Figure | No
     rows.append("</table>")
     return (_figure_html(figure) + "".join(rows)
             + "<p class='small'>Reach: the largest distance at which every distance up to it is above chance (the "
-              "lower end of the 95 % Wilson interval above 1/K). Reach score: mean over distances of (accuracy - "
-              "chance) / (1 - chance), mean over seeds with a 95 % t interval. Accuracy cells: mean [lowest, highest] "
-              "seed.</p>")
+              f"lower end of the {INTERVAL_PERCENT} Wilson interval above 1/K). Reach score: mean over distances of "
+              f"(accuracy - chance) / (1 - chance), mean over seeds with a {INTERVAL_PERCENT} t interval. Accuracy "
+              "cells: mean [lowest, highest] seed.</p>")
 
 
 def _diagnosis_section(diagnostics: Sequence[DiagnosticsResult]) -> str:
@@ -353,7 +353,7 @@ def _metrics_tables(results: Sequence[MethodResult], groups: Sequence[ModelDiagn
         keys.extend(k for k in r.metrics if k not in keys and k != "L" and not k.endswith(("/n_pairs", "/n_contacts")))
     columns = [(r.test_set, r.method) for r in ordered]
     by_key = {(r.test_set, r.method): r for r in ordered}
-    full = ["<details><summary>All metrics (mean [95% bootstrap interval] over proteins; n = proteins with a "
+    full = [f"<details><summary>All metrics (mean [{INTERVAL_PERCENT} bootstrap interval] over proteins; n = proteins with a "
             "value)</summary><table><tr><th class='l'>Metric</th>"
             + "".join(f"<th>{_e(m)}<br><span class='small'>{_e(t)}</span></th>" for t, m in columns) + "</tr>"]
     for key in keys:
@@ -552,7 +552,7 @@ def build_report(inputs: ReportInputs, outdir: str | Path, *, title: str = "prot
                 f"<p class='small'>protrnn {__version__}, generated {time.strftime('%Y-%m-%d %H:%M')}. "
                 "Contacts: C-beta (C-alpha for Gly) &lt; 8 &Aring;; pairs with |i - j| &lt; 6 are not scored; "
                 "short 6-11, medium 12-23, long &ge; 24, medium+long &ge; 12; top-L/k over observed residues, "
-                "L = chain length; intervals are 95% percentile bootstraps over proteins"
+                f"L = chain length; intervals are {INTERVAL_PERCENT} percentile bootstraps over proteins"
                 + (" (and over seeds, for models with several seeds)" if seeded else "") + ".</p>",
                 "<h2>Findings: which knobs move how far a model sees</h2>", _findings_section(findings),
                 "<h2>1. How far does each recurrent model see?</h2>", _reach_section(results, groups),

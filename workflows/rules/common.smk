@@ -105,11 +105,10 @@ if len(set(SEEDS)) != len(SEEDS):
     _fail("seeds", f"seeds must be distinct, got {SEEDS}")
 # The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid: one run
 # (`bundle`, seed train.seed), or with `bundle.seeds` one run per seed (`bundle/seed<S>`, trained side by side) that
-# `protrnn ensemble` combines into models/bundle (ensemble.json + member exports), evaluated and shipped as one model.
+# `protrnn ensemble` combines into ensembles/bundle (ensemble.json + member exports; not under models/bundle, which
+# holds the member runs), evaluated and shipped as one model.
 BUNDLE = config.get("bundle", {"config": "default", "max_time": "00:00:15:00", "max_epochs": 18})
-BUNDLE_SEEDS = [int(s) for s in BUNDLE.get("seeds", [])]
-if len(set(BUNDLE_SEEDS)) != len(BUNDLE_SEEDS):
-    _fail("bundle.seeds", f"seeds must be distinct, got {BUNDLE_SEEDS}")
+BUNDLE_SEEDS = [int(s) for s in BUNDLE.get("seeds", [])]  # distinct, two or more: checked by the schema
 BUNDLE_MEMBER_RUNS = [f"bundle/seed{s}" for s in BUNDLE_SEEDS]
 BUNDLE_OUTPUTS = ({"model": "protrnn/pretrained/ensemble.json"} if BUNDLE_SEEDS else
                   {"model": "protrnn/pretrained/model.json", "weights": "protrnn/pretrained/model.safetensors"})

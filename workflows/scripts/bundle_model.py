@@ -4,16 +4,16 @@
 The record (README.md + evaluation.json) states how the model was trained, on which data (every training source with
 its chains kept and removed, the chains removed per test set for homology; the pretraining labels and encoder when the
 model started from one) and its measured precision on every test set next to the baselines evaluated by the same
-code, so the figures shipped beside the weights are the pipeline's own. Every file is written atomically; the weights
-are checked to load (no pickle) before anything is replaced.
+code, so the figures shipped beside the weights are the pipeline's own. The weights are checked to load (no pickle)
+before anything is replaced, and the bundle is built beside OUTDIR and swapped in whole.
 
 Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR OUTDIR
            [--data DIR] [--pretrain-data DIR] [--encoder DIR]
 
 MODEL_DIR may be an ensemble (`protrnn ensemble`: ensemble.json + member exports, one recipe at several seeds); its
 members are installed beside ensemble.json and the record lists each (seed, selected checkpoint, validation figures);
-the data and pretraining records are the first member's (the members share the recipe). Installing one kind removes
-the other kind's files from OUTDIR after the new bundle is complete.
+the data and pretraining records are the first member's (the members share the recipe). OUTDIR holds the bundle and
+nothing else: it is replaced whole.
 
 --data: the `protrnn prepare` output the model trained on (manifest.tsv, leakage.tsv); --encoder: the pretrained
 encoder it started from (encoder.json); --pretrain-data: the `protrnn pretrain prepare` output that encoder was
@@ -41,18 +41,15 @@ from protrnn.diagnostics.run import pretrained_callback
 from protrnn.errors import read_json_document
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import (
-    ENSEMBLE_COMBINE,
-    ENSEMBLE_FORMAT,
-    ENSEMBLE_FORMAT_VERSION,
-    ENSEMBLE_NAME,
     JSON_NAME,
     WEIGHTS_NAME,
     ensemble_members,
     is_ensemble,
     load_network,
+    write_ensemble_files,
 )
 from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
-from protrnn.utils.io import atomic_path, atomic_write, read_tsv
+from protrnn.utils.io import read_tsv, swapped_directory
 
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
@@ -345,49 +342,21 @@ def _relative_checkpoint(model_json: dict) -> dict:
     return model_json
 
 
-def _write_json(path: Path, document: dict) -> None:
-    with atomic_write(path, encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-
-
 def install(outdir: Path, model_dir: Path, member_dirs: list[Path] | None, member_jsons: list[dict],
             record: dict, card: str) -> None:
-    """Write the bundle into `outdir`, each file atomically and the file that makes it loadable last (model.json, or
-    ensemble.json); only then remove the other kind's files (an ensemble's members, or a single model's pair)."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    if member_dirs:
-        names = []
-        for k, (member, member_json) in enumerate(zip(member_dirs, member_jsons, strict=True), 1):
-            target = outdir / f"member-{k}"
-            target.mkdir(exist_ok=True)
-            with atomic_path(target / WEIGHTS_NAME) as tmp:
-                shutil.copyfile(member / WEIGHTS_NAME, tmp)
-            _write_json(target / JSON_NAME, member_json)
-            names.append(target.name)
-    else:
-        with atomic_path(outdir / WEIGHTS_NAME) as tmp:
-            shutil.copyfile(model_dir / WEIGHTS_NAME, tmp)
-    with atomic_write(outdir / "evaluation.json", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1)
-        handle.write("\n")
-    with atomic_write(outdir / "README.md", encoding="utf-8") as handle:
-        handle.write(card)
-    if member_dirs:  # last: the bundle is complete now
-        _write_json(outdir / ENSEMBLE_NAME, {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
-                                             "members": names, "combine": ENSEMBLE_COMBINE,
-                                             "seeds": [member_seed(m) for m in member_jsons]})
-        for stale in (outdir / JSON_NAME, outdir / WEIGHTS_NAME):
-            stale.unlink(missing_ok=True)
-        for extra in sorted(outdir.glob("member-*")):
-            if extra.is_dir() and extra.name not in names:
-                shutil.rmtree(extra)
-    else:
-        _write_json(outdir / JSON_NAME, member_jsons[0])  # last: the bundle is complete now
-        (outdir / ENSEMBLE_NAME).unlink(missing_ok=True)
-        for stale in sorted(outdir.glob("member-*")):
-            if stale.is_dir():
-                shutil.rmtree(stale)
+    """Build the bundle beside `outdir` (one export, or an ensemble through the library's one writer of that layout)
+    with its record, and swap it in whole: a stopped run leaves the old bundle as it was, and installing one kind
+    leaves none of the other kind's files."""
+    with swapped_directory(outdir) as staging:
+        if member_dirs:
+            write_ensemble_files(staging, [(member / WEIGHTS_NAME, member_json)
+                                           for member, member_json in zip(member_dirs, member_jsons, strict=True)],
+                                 extra={"seeds": [member_seed(m) for m in member_jsons]})
+        else:
+            shutil.copyfile(model_dir / WEIGHTS_NAME, staging / WEIGHTS_NAME)
+            (staging / JSON_NAME).write_text(json.dumps(member_jsons[0], indent=2) + "\n", encoding="utf-8")
+        (staging / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(card, encoding="utf-8")
 
 
 def main(argv: list[str]) -> int:
