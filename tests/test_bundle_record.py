@@ -192,6 +192,14 @@ def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path
     assert "Member 2 (seed 5): best by val/P@L5_medium_long: epoch 3 (0-based), global step 105" in card
     assert "Checkpoint:" not in card
 
+    mixed = tmp_path / "results" / "models" / "other"  # another architecture: not one recipe, so no record of it
+    save_model(ContactModel(ModelConfig(hidden_size=12, embed_dim=8, num_layers=1, head="pairwise")), mixed)
+    save_ensemble([members[0], mixed], tmp_path / "results" / "ensembles" / "mixed")
+    before = sorted(p.name for p in outdir.iterdir())
+    with pytest.raises(InputError, match="member 2 differs from member 1"):
+        _script().main([str(tmp_path / "results" / "ensembles" / "mixed"), *args])
+    assert sorted(p.name for p in outdir.iterdir()) == before
+
     assert _script().main([str(members[1]), *args]) == 0  # back to one model: the ensemble's files go
     assert sorted(p.name for p in outdir.iterdir()) == ["README.md", "evaluation.json", "model.json",
                                                         "model.safetensors"]

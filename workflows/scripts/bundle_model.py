@@ -38,7 +38,7 @@ from protrnn.data.prepare import LEAKAGE_FILE, SUMMARY_FILE, SUMMARY_FORMAT
 from protrnn.data.prepare import MANIFEST_FILE as PREPARE_MANIFEST
 from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import pretrained_callback
-from protrnn.errors import read_json_document
+from protrnn.errors import InputError, read_json_document
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import (
     JSON_NAME,
@@ -332,6 +332,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_shared_recipe(member_jsons: list[dict], model_dir: Path) -> None:
+    """The record of an ensemble is its first member's data and pretraining: every member must have trained on the
+    same data (`data.train_path`), from the same pretrained encoder and with the same architecture."""
+    def recipe(model_json: dict) -> tuple:
+        data = _training_config(model_json).get("data")
+        callback = pretrained_encoder_callback(model_json) or {}
+        return (data.get("train_path") if isinstance(data, dict) else None, callback.get("path"),
+                json.dumps(model_json.get("config"), sort_keys=True))
+
+    first = recipe(member_jsons[0])
+    for k, member_json in enumerate(member_jsons[1:], 2):
+        if recipe(member_json) != first:
+            raise InputError(f"ensemble member {k} differs from member 1 in its training data, pretrained encoder "
+                             "or architecture; the bundle's record describes one recipe", path=model_dir)
+
+
 def _relative_checkpoint(model_json: dict) -> dict:
     """model.json with an absolute source_checkpoint made relative to the working directory (no build-machine paths
     in the shipped record)."""
@@ -367,6 +383,7 @@ def main(argv: list[str]) -> int:
     member_jsons = [_relative_checkpoint(dict(load_network(m, kind="export").metadata))
                     for m in (member_dirs or [model_dir])]
     model_json = member_jsons[0]
+    check_shared_recipe(member_jsons, model_dir)
     data_dir = args.data or recorded_data_dir(model_json, PREPARE_MANIFEST)
     data = data_record(data_dir) if data_dir is not None else None
     callback = pretrained_encoder_callback(model_json)
