@@ -45,7 +45,8 @@ def _model_dir(requested: str | None, scratch: Path) -> tuple[Path, str]:
     if requested:
         return Path(requested), f"exported model {requested}"
     try:
-        return bundled_model_dir(), f"bundled default model ({bundled_model_dir()})"  # one export or an ensemble
+        bundled = bundled_model_dir()  # one export or an ensemble
+        return bundled, f"bundled default model ({bundled})"
     except InputError:
         pass
     import torch

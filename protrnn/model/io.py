@@ -258,9 +258,7 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
     ``ensemble.json`` (plus ``extra`` keys); the directory is built aside and swapped in whole. Returns the JSON path.
 
     Every member must be an export (not a checkpoint: export it first) with the same alphabet, outside
-    ``directory`` (which is replaced whole)."""
-    if len(members) < MIN_ENSEMBLE_MEMBERS:
-        raise InputError(f"an ensemble needs at least {MIN_ENSEMBLE_MEMBERS} models, got {len(members)}")
+    ``directory`` (which is replaced whole); :func:`write_ensemble_files` checks their number."""
     target = Path(directory)
     sources = []
     for member in members:

@@ -140,8 +140,9 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
     fig.tight_layout()
     return _save(fig, directory, "precision_by_separation", "Precision by sequence separation",
                  f"Top-L/{BIN_K} precision within each separation bin (L = chain length), mean over proteins; "
-                 f"error bars: bootstrap {INTERVAL_PERCENT} interval over proteins. Models solid, baselines dashed/dotted. A model "
-                 "that sees far keeps its precision above the separation prior in the long bins. A method that "
+                 f"error bars: bootstrap {INTERVAL_PERCENT} interval over proteins. Models solid, baselines "
+                 "dashed/dotted. A model that sees far keeps its precision above the separation prior in the long "
+                 "bins. A method that "
                  "scores only some proteins of a set (FreeContact needs an alignment) is labelled with its count.")
 
 

@@ -61,11 +61,11 @@ MEASURES = ("reach", "usage", "gradient", "precision")
 MEASURE_TITLES = {"reach": "reach (synthetic score)", "usage": "usage horizon", "gradient": "gradient horizon",
                   "precision": f"{PRECISION_KEY} on real proteins"}
 RULE = (f"A knob matters for a measure when the {INTERVAL_PERCENT} interval of the difference (variant - "
-        "reference) excludes 0; no effect is detected when every measured interval includes 0. Intervals: Welch t over seeds for the "
-        "horizons and the synthetic reach score (mean over distances of (accuracy - chance) / (1 - chance)), each "
-        "group's spread floored at the measurement noise of one run (binomial error of the held-out queries; the "
-        "resolution of a horizon); bootstrap over proteins (paired, all test sets pooled) and seeds for precision. "
-        "Horizons beyond the measured range count as its end (a lower bound).")
+        "reference) excludes 0; no effect is detected when every measured interval includes 0. Intervals: Welch t "
+        "over seeds for the horizons and the synthetic reach score (mean over distances of (accuracy - chance) / "
+        "(1 - chance)), each group's spread floored at the measurement noise of one run (binomial error of the "
+        "held-out queries; the resolution of a horizon); bootstrap over proteins (paired, all test sets pooled) and "
+        "seeds for precision. Horizons beyond the measured range count as its end (a lower bound).")
 
 
 def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None, pretrained: Any = False,

@@ -252,9 +252,8 @@ def _reach_section(results: Sequence[MethodResult], groups: Sequence[ModelDiagno
     lines.append("</table>")
     note = (f"<p class='small'>Several seeds: horizons are the mean over seeds with a {INTERVAL_PERCENT} Student-t "
             f"interval; precision is the mean over seeds of the protein means, with a {INTERVAL_PERCENT} bootstrap "
-            "interval that resamples "
-            "proteins and seeds; the diagnosis is the rule applied to the seed means of its inputs (how many seeds' "
-            "own labels agree in brackets).</p>") if seeded else ""
+            "interval that resamples proteins and seeds; the diagnosis is the rule applied to the seed means of its "
+            "inputs (how many seeds' own labels agree in brackets).</p>") if seeded else ""
     return "".join(lines) + note + "<ul>" + "".join(sentences) + "</ul>"
 
 
@@ -353,8 +352,8 @@ def _metrics_tables(results: Sequence[MethodResult], groups: Sequence[ModelDiagn
         keys.extend(k for k in r.metrics if k not in keys and k != "L" and not k.endswith(("/n_pairs", "/n_contacts")))
     columns = [(r.test_set, r.method) for r in ordered]
     by_key = {(r.test_set, r.method): r for r in ordered}
-    full = [f"<details><summary>All metrics (mean [{INTERVAL_PERCENT} bootstrap interval] over proteins; n = proteins with a "
-            "value)</summary><table><tr><th class='l'>Metric</th>"
+    full = [f"<details><summary>All metrics (mean [{INTERVAL_PERCENT} bootstrap interval] over proteins; n = "
+            "proteins with a value)</summary><table><tr><th class='l'>Metric</th>"
             + "".join(f"<th>{_e(m)}<br><span class='small'>{_e(t)}</span></th>" for t, m in columns) + "</tr>"]
     for key in keys:
         cells = []

@@ -255,6 +255,7 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
         f"workflows/rules/bundle.smk) {trained_on}"
         + (", starting from a pretrained encoder" if pretraining is not None else "") + ".",
     ]
+    architecture = json.dumps(model_json.get("config", {}), sort_keys=True)
     if members:
         lines += [
             f"An ensemble of {len(members)} training runs of one recipe at seeds "
@@ -264,7 +265,7 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
             "`member-K/model.json` (architecture, alphabet and the full training config), `evaluation.json` (the "
             "figures below).",
             "",
-            f"Architecture of each member: {json.dumps(model_json.get('config', {}), sort_keys=True)}",
+            f"Architecture of each member: {architecture}",
             *(f"Member {k} (seed {member_seed(m)}): {checkpoint_line(m)}" for k, m in enumerate(members, 1)),
             "",
         ]
@@ -274,7 +275,7 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
             "`model.json` (architecture, alphabet and the full training config), `evaluation.json` (the figures "
             "below).",
             "",
-            f"Architecture: {json.dumps(model_json.get('config', {}), sort_keys=True)}",
+            f"Architecture: {architecture}",
             f"Checkpoint: {checkpoint_line(model_json)}",
             "",
         ]
@@ -338,8 +339,8 @@ def check_shared_recipe(member_jsons: list[dict], model_dir: Path) -> None:
     def recipe(model_json: dict) -> tuple:
         data = _training_config(model_json).get("data")
         callback = pretrained_encoder_callback(model_json) or {}
-        return (data.get("train_path") if isinstance(data, dict) else None, callback.get("path"),
-                json.dumps(model_json.get("config"), sort_keys=True))
+        train = data.get("train_path") if isinstance(data, dict) else None
+        return train, callback.get("path"), model_json.get("config")
 
     first = recipe(member_jsons[0])
     for k, member_json in enumerate(member_jsons[1:], 2):
