@@ -20,6 +20,7 @@ COMMANDS = {
     "export": "Export a checkpoint as safetensors weights plus a JSON architecture file.",
     "ensemble": "Combine exported models (one recipe at several seeds) into one that averages their probabilities.",
     "evaluate": "Evaluate a model and baselines on prepared test sets: per-protein CSV + JSON summary.",
+    "compare": "Paired differences between models scored by `protrnn evaluate` (e.g. variants on validation).",
     "diagnose": "Measure gradient flow vs sequence distance and the effective gradient horizon of a model.",
     "report": "Build a self-contained HTML report from evaluation and diagnostic outputs.",
     "predict": "Predict contacts for a FASTA file: CASP RR, npz probability matrices and a summary TSV.",

@@ -59,6 +59,13 @@ def _seed_means(values: np.ndarray) -> np.ndarray:
     return np.divide(sums, counts, out=np.full(counts.shape, np.nan), where=counts > 0)
 
 
+def mean_over_seeds(values: np.ndarray) -> float:
+    """``values [S seeds, P proteins]``: the mean over seeds of each seed's protein mean (NaN skipped; NaN when
+    nothing is defined): the point estimate of :func:`hierarchical_bootstrap` and :func:`paired_difference_bootstrap`."""
+    means = _seed_means(np.asarray(values, dtype=np.float64))
+    return float(np.nanmean(means)) if np.isfinite(means).any() else math.nan
+
+
 def _replicates(values: np.ndarray, seeds: np.ndarray, proteins: np.ndarray) -> np.ndarray:
     """Statistic of each replicate: mean over the drawn seeds of the nan-mean over the drawn proteins ``[B]``."""
     sample = values[seeds[:, :, None], proteins[:, None, :]]  # [B, S, P]
@@ -76,8 +83,7 @@ def hierarchical_bootstrap(values: np.ndarray, n_boot: int = BOOTSTRAP_RESAMPLES
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
         return {"mean": math.nan, "low": math.nan, "high": math.nan}
-    means = _seed_means(values)
-    mean = float(np.nanmean(means)) if np.isfinite(means).any() else math.nan
+    mean = mean_over_seeds(values)
     rng = np.random.default_rng(seed)
     n_seeds, n_proteins = values.shape
     stats = _replicates(values, rng.integers(0, n_seeds, size=(n_boot, n_seeds)),
@@ -99,7 +105,7 @@ def paired_difference_bootstrap(variant: np.ndarray, reference: np.ndarray, n_bo
                            "method": "bootstrap over proteins (paired) and seeds"}
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] == 0:
         return out
-    out["mean"] = float(np.nanmean(_seed_means(a)) - np.nanmean(_seed_means(b)))
+    out["mean"] = mean_over_seeds(a) - mean_over_seeds(b)
     rng = np.random.default_rng(seed)
     proteins = rng.integers(0, a.shape[1], size=(n_boot, a.shape[1]))
     stats = (_replicates(a, rng.integers(0, a.shape[0], size=(n_boot, a.shape[0])), proteins)
@@ -300,4 +306,5 @@ def aggregate_synthetic(runs: Sequence[SyntheticRun]) -> list[SyntheticVariant]:
 
 __all__ = ["BOOT_SEED", "ModelDiagnostics", "SyntheticVariant", "aggregate_diagnostics",
            "aggregate_results", "aggregate_synthetic", "group_seeds", "hierarchical_bootstrap",
-           "paired_difference_bootstrap", "protein_matrix", "reach_score", "reach_score_noise", "usage_noise"]
+           "mean_over_seeds", "paired_difference_bootstrap", "protein_matrix", "reach_score", "reach_score_noise",
+           "usage_noise"]

@@ -1,0 +1,73 @@
+"""``protrnn compare``: paired differences between models scored by ``protrnn evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+
+from protrnn.commands.args import non_negative_int, positive_int
+
+DESCRIPTION = """\
+Compare models with a reference on the proteins both were scored on (`protrnn evaluate` output folders): for each
+test set and metric, the difference of their protein means with a paired bootstrap interval (one protein resample for
+both models per replicate; runs named NAME@seedS are one model, their seeds resampled too). Pairing removes the
+protein-to-protein variance two models share, so it separates models whose own intervals overlap. This is how to
+choose between variants on a validation split (prepare's val.npz, passed to evaluate as --test-set val=...); never
+choose on a test set.
+
+--min-length and --min-contacts keep proteins by what their structures hold, never by how a model scored: e.g.
+--min-contacts long:1 keeps the chains with at least L true long-range contacts, where long-range top-L/5 precision
+can reach 1 and is least noisy. Fix such a rule before the candidates' figures exist.
+
+examples:
+  protrnn compare eval/val --reference current
+  protrnn compare eval/val --reference current --methods ensemble --min-contacts long:1 \\
+      --keys long/P@L/5,medium_long/P@L/5 -o val_far.tsv
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("evaluations", nargs="+", metavar="EVAL_DIR",
+                        help="output folder of `protrnn evaluate` (summary.json + per_protein.csv)")
+    parser.add_argument("--reference", required=True, metavar="NAME",
+                        help="the model every other is compared with (a method of per_protein.csv; NAME = all of "
+                             "its NAME@seedS runs)")
+    parser.add_argument("--methods", metavar="NAME,NAME", help="models to compare (default: every other method)")
+    parser.add_argument("--keys", metavar="KEY,KEY",
+                        help="per_protein.csv columns (default: medium_long/P@L/5,long/P@L/5)")
+    parser.add_argument("--test-sets", metavar="NAME,NAME", help="test sets (default: every one the reference has)")
+    parser.add_argument("--min-length", type=non_negative_int, default=0, metavar="L",
+                        help="keep proteins of at least L residues")
+    parser.add_argument("--min-contacts", action="append", default=[], metavar="RANGE:FACTOR",
+                        help="keep proteins with at least FACTOR x L true contacts in RANGE (short, medium, long, "
+                             "medium_long); repeatable")
+    parser.add_argument("--bootstrap", type=positive_int, default=None, metavar="N",
+                        help="bootstrap replicates (default 1000)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap")
+    parser.add_argument("-o", "--output", metavar="FILE.tsv", help="also write the table as TSV")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from protrnn.report.compare import (
+        DEFAULT_KEYS,
+        ContactFloor,
+        compare_methods,
+        format_comparisons,
+        write_comparisons,
+    )
+    from protrnn.report.inputs import load_evaluation
+    from protrnn.utils.io import stderr_log
+
+    options = {} if args.bootstrap is None else {"n_boot": args.bootstrap}
+    comparisons = compare_methods([load_evaluation(path) for path in args.evaluations], args.reference,
+                                  _names(args.methods), keys=_names(args.keys) or DEFAULT_KEYS,
+                                  test_sets=_names(args.test_sets), min_length=args.min_length,
+                                  floors=[ContactFloor.parse(text) for text in args.min_contacts], seed=args.seed,
+                                  **options)
+    print(format_comparisons(comparisons))
+    if args.output:
+        stderr_log(f"protrnn: wrote {write_comparisons(args.output, comparisons)}")
+    return 0

@@ -1,0 +1,163 @@
+"""protrnn compare: paired differences between evaluated models, protein floors, seeds, the command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protrnn.cli import main
+from protrnn.errors import InputError
+from protrnn.report.compare import ContactFloor, compare_methods, format_comparisons
+from protrnn.report.inputs import load_evaluation
+
+ML, LONG = "medium_long/P@L/5", "long/P@L/5"
+
+
+def _write_eval(directory: Path, rows: list[dict]) -> Path:
+    """An evaluation folder as `protrnn evaluate` writes it (summary.json + per_protein.csv)."""
+    directory.mkdir(parents=True)
+    (directory / "summary.json").write_text(json.dumps({"format": "protrnn-evaluation", "format_version": 1,
+                                                        "command": "protrnn evaluate", "results": {}}))
+    columns = ["method", "test_set", "protein", "L", ML, LONG, "long/n_contacts"]
+    with open(directory / "per_protein.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row.get(c, "nan") for c in columns])
+    return directory
+
+
+def _proteins(n: int, seed: int = 0) -> list[dict]:
+    """n proteins of lengths 50..; protein k holds 2k long-range contacts, so those with 2k >= L pass long:1."""
+    rng = np.random.default_rng(seed)
+    return [{"protein": f"p{k}", "L": 50 + k, "long/n_contacts": 2 * k, "base": float(rng.uniform(0.0, 0.6))}
+            for k in range(n)]
+
+
+def _rows(method: str, proteins: list[dict], values: list[float], test_set: str = "val",
+          long_values: list[float] | None = None) -> list[dict]:
+    long_values = values if long_values is None else long_values
+    return [{"method": method, "test_set": test_set, "protein": p["protein"], "L": p["L"],
+             "long/n_contacts": p["long/n_contacts"], ML: v, LONG: lv}
+            for p, v, lv in zip(proteins, values, long_values, strict=True)]
+
+
+def test_a_constant_gain_is_found_although_the_models_own_intervals_overlap(tmp_path: Path) -> None:
+    proteins = _proteins(60)
+    base = [p["base"] for p in proteins]
+    rows = _rows("ref", proteins, base) + _rows("better", proteins, [b + 0.01 for b in base])
+    [c_ml, c_long] = compare_methods([load_evaluation(_write_eval(tmp_path / "e", rows))], "ref")
+    assert c_ml.key == ML and c_long.key == LONG
+    for c in (c_ml, c_long):
+        assert c.method == "better" and c.reference == "ref" and c.proteins == 60
+        assert c.difference == pytest.approx(0.01)
+        # Every paired replicate sees the same +0.01 on each protein.
+        assert c.low == pytest.approx(0.01) and c.high == pytest.approx(0.01)
+        assert c.mean == pytest.approx(np.mean(base) + 0.01) and c.reference_mean == pytest.approx(np.mean(base))
+        assert c.verdict == "higher"
+    # Unpaired, the protein spread (sd ~0.17 over 60 proteins) dwarfs the gain: the means' standard errors overlap.
+    assert np.std(base) / math.sqrt(60) > 0.01
+
+
+def test_noisy_differences_match_an_independent_paired_bootstrap(tmp_path: Path) -> None:
+    proteins = _proteins(80, seed=1)
+    rng = np.random.default_rng(5)
+    base = np.array([p["base"] for p in proteins])
+    variant = np.clip(base + rng.normal(0.0, 0.05, size=80), 0, 1)
+    rows = _rows("ref", proteins, list(base)) + _rows("var", proteins, list(variant))
+    [c] = compare_methods([load_evaluation(_write_eval(tmp_path / "e", rows))], "ref", keys=[ML], n_boot=4000)
+    d = variant - base
+    assert c.difference == pytest.approx(d.mean(), abs=1e-12)
+    draws = np.random.default_rng(123).integers(0, 80, size=(4000, 80))
+    low, high = np.quantile(d[draws].mean(axis=1), [0.025, 0.975])
+    assert c.low == pytest.approx(low, abs=0.003) and c.high == pytest.approx(high, abs=0.003)
+
+
+def test_contact_floor_keeps_only_chains_with_enough_far_contacts(tmp_path: Path) -> None:
+    proteins = _proteins(80, seed=2)
+    # 2k >= 50 + k <=> k >= 50: proteins p50..p79 (30 of them) hold at least L long-range contacts.
+    far = [p["long/n_contacts"] >= p["L"] for p in proteins]
+    assert sum(far) == 30
+    base = [p["base"] for p in proteins]
+    gain = [b + (0.1 if f else 0.0) for b, f in zip(base, far, strict=True)]
+    rows = _rows("ref", proteins, base) + _rows("var", proteins, gain)
+    evaluation = [load_evaluation(_write_eval(tmp_path / "e", rows))]
+    [everyone] = compare_methods(evaluation, "ref", keys=[LONG])
+    [rich] = compare_methods(evaluation, "ref", keys=[LONG], floors=[ContactFloor.parse("long:1")])
+    assert everyone.proteins == 80 and everyone.difference == pytest.approx(0.1 * 30 / 80)
+    assert rich.proteins == 30 and rich.difference == pytest.approx(0.1)
+    [long_only] = compare_methods(evaluation, "ref", keys=[LONG], min_length=120)  # L = 50..129: p70..p79
+    assert long_only.proteins == 10 and long_only.difference == pytest.approx(0.1)
+
+
+def test_seeds_are_one_model_and_missing_values_are_not_counted(tmp_path: Path) -> None:
+    proteins = _proteins(20, seed=3)
+    base = [p["base"] for p in proteins]
+    long_ref = [math.nan if k < 4 else b for k, b in enumerate(base)]  # 4 chains without long-range pairs
+    rows = (_rows("ref", proteins, base, long_values=long_ref)
+            + _rows("gru@seed0", proteins, [b + 0.02 for b in base], long_values=[v + 0.02 for v in long_ref])
+            + _rows("gru@seed1", proteins, [b + 0.04 for b in base], long_values=[v + 0.04 for v in long_ref]))
+    evaluation = [load_evaluation(_write_eval(tmp_path / "e", rows))]
+    ml, long = compare_methods(evaluation, "ref")
+    assert ml.method == "gru" and ml.seeds == 2 and ml.reference_seeds == 1
+    assert ml.difference == pytest.approx(0.03) and ml.proteins == 20
+    assert long.proteins == 16 and long.difference == pytest.approx(0.03)
+    [one] = compare_methods(evaluation, "ref", ["gru@seed1"], keys=[ML])
+    assert one.seeds == 1 and one.difference == pytest.approx(0.04)
+    text = format_comparisons([ml, long])
+    assert "gru" in text and "+0.0300" in text and "higher" in text
+
+
+def test_test_sets_are_compared_separately(tmp_path: Path) -> None:
+    proteins = _proteins(10)
+    base = [p["base"] for p in proteins]
+    rows = (_rows("ref", proteins, base, "a") + _rows("m", proteins, [b - 0.05 for b in base], "a")
+            + _rows("ref", proteins, base, "b") + _rows("m", proteins, [b + 0.05 for b in base], "b"))
+    out = compare_methods([load_evaluation(_write_eval(tmp_path / "e", rows))], "ref", keys=[ML])
+    assert [(c.test_set, round(c.difference, 9), c.verdict) for c in out] == [("a", -0.05, "lower"),
+                                                                              ("b", 0.05, "higher")]
+    [only_b] = compare_methods([load_evaluation(tmp_path / "e")], "ref", keys=[ML], test_sets=["b"])
+    assert only_b.test_set == "b"
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda ev: compare_methods(ev, "nope"), "no method 'nope'"),
+    (lambda ev: compare_methods(ev, "ref", ["other"]), "no method 'other'"),
+    (lambda ev: compare_methods(ev, "ref", keys=["long/P@L/7"]), "no column 'long/P@L/7'"),
+    (lambda ev: compare_methods(ev, "ref", test_sets=["ts50"]), "not scored on test set 'ts50'"),
+    (lambda ev: compare_methods(ev, "ref", min_length=10_000), "share no protein"),
+    (lambda ev: compare_methods(ev, "ref", floors=[ContactFloor("medium", 1.0)]), "no 'medium/n_contacts'"),
+])
+def test_mistakes_are_named(tmp_path: Path, call, message: str) -> None:
+    proteins = _proteins(5)
+    rows = _rows("ref", proteins, [0.1] * 5) + _rows("m", proteins, [0.2] * 5)
+    with pytest.raises(InputError, match=message):
+        call([load_evaluation(_write_eval(tmp_path / "e", rows))])
+
+
+@pytest.mark.parametrize("text", ["long", "far:1", "long:x", "long:-1", "long:nan"])
+def test_contact_floor_syntax(text: str) -> None:
+    with pytest.raises(InputError, match="contact floor"):
+        ContactFloor.parse(text)
+    assert ContactFloor.parse("medium_long:0.5") == ContactFloor("medium_long", 0.5)
+
+
+def test_command_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
+    proteins = _proteins(30)
+    base = [p["base"] for p in proteins]
+    _write_eval(tmp_path / "e", _rows("ref", proteins, base) + _rows("m", proteins, [b + 0.02 for b in base]))
+    out = tmp_path / "cmp.tsv"
+    assert main(["compare", str(tmp_path / "e"), "--reference", "ref", "--keys", ML, "--min-contacts", "long:0",
+                 "--bootstrap", "200", "-o", str(out)]) == 0
+    assert "higher" in capsys.readouterr().out
+    with open(out, newline="") as handle:
+        [row] = list(csv.DictReader(handle, delimiter="\t"))
+    assert row["method"] == "m" and row["reference"] == "ref" and int(row["proteins"]) == 30
+    assert float(row["difference"]) == pytest.approx(0.02, abs=1e-6)
+    assert main(["compare", str(tmp_path / "e"), "--reference", "missing"]) == 2
+    assert "no method 'missing'" in capsys.readouterr().err
