@@ -25,7 +25,7 @@ from protrnn.training.cli import (
     maybe_reexec_with_malloc_env,
 )
 from protrnn.training.loss import contact_loss
-from protrnn.training.precision import top_l_precision
+from protrnn.training.precision import top_l_precision, true_contacts_in_range
 from protrnn.training.schedule import WarmupCosine
 
 
@@ -83,6 +83,49 @@ def test_top_l_precision_matches_evaluate_contacts(name: str, low: int, high: in
             assert math.isnan(float(got[i]))
         else:
             assert float(got[i]) == pytest.approx(ref, abs=1e-6)
+
+
+def test_true_contacts_in_range_match_evaluate_contacts() -> None:
+    b = _random_batch(seed=4, lengths=(90, 64, 31))
+    for name, (low, high) in (("short", (6, 11)), ("long", (24, None)), ("medium_long", (12, None))):
+        got = true_contacts_in_range(b["contacts"], b["pair_mask"], low=low, high=high)
+        for i, length in enumerate(b["lengths"].tolist()):
+            ref = evaluate_contacts(np.zeros((length, length)), b["contacts"][i, :length, :length].numpy(),
+                                    b["observed"][i, :length].numpy(), bins=[], top_k=(5,))[f"{name}/n_contacts"]
+            assert int(got[i]) == ref
+
+
+def test_validation_logs_long_range_precision_of_the_far_rich_chains() -> None:
+    """val/P@L5_long_far: the long-range P@L/5 averaged over the chains with at least L long-range contacts only."""
+    from protrnn.model.config import ModelConfig
+    from protrnn.training.module import ContactLightningModule
+
+    b = _random_batch(seed=6, lengths=(120, 100, 70, 40))
+    # Chain 0 gets dense far contacts (many more than L), the others keep the sparse random ones.
+    idx = torch.arange(120)
+    far_band = ((idx[None, :] - idx[:, None]).abs() >= 24) & (torch.rand(120, 120, generator=torch.Generator()
+                                                                            .manual_seed(1)) < 0.15)
+    far_band = far_band | far_band.T
+    b["contacts"][0] = torch.maximum(b["contacts"][0], far_band.float()) * b["pair_mask"][0]
+    refs, far = [], []
+    for i, length in enumerate(b["lengths"].tolist()):
+        probs = torch.sigmoid(b["logits"][i, :length, :length].double()).numpy()
+        m = evaluate_contacts(probs, b["contacts"][i, :length, :length].numpy(), b["observed"][i, :length].numpy(),
+                              bins=[], top_k=(5,))
+        refs.append(m["long/P@L/5"])
+        far.append(m["long/n_contacts"] >= length)
+    assert far[0] and not all(far)  # the test needs both kinds of chain
+    module = ContactLightningModule(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise",
+                                                pair_dim=8, max_separation=16), warmup_steps=0)
+    module.net.pair_outputs = lambda tokens, mask: b["logits"]
+    module.net.contact_logits = lambda outputs: outputs
+    module._selected_loss = lambda *args, **kwargs: torch.tensor(0.0)
+    width = b["logits"].shape[1]
+    batch = {"tokens": torch.zeros(4, width, dtype=torch.long), "mask": b["pair_mask"].any(-1), **b}
+    module.validation_step(batch, 0)
+    expected = np.mean([r for r, f in zip(refs, far, strict=True) if f])
+    assert float(module.val_precision["long_far"].compute()) == pytest.approx(expected, abs=1e-6)
+    assert float(module.val_precision["long"].compute()) == pytest.approx(np.nanmean(refs), abs=1e-6)
 
 
 def test_contact_loss_scores_each_masked_pair_once() -> None:

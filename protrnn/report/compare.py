@@ -9,7 +9,8 @@ share, so a difference can be clear while the two per-model intervals overlap.
 A comparison can be restricted to proteins chosen by what their structures hold, never by how a model scored on them:
 a minimum length and, per separation range, a minimum number of true contacts as a multiple of L
 (:class:`ContactFloor`, e.g. ``long:1`` = at least L contacts at separation >= 24, the chains where long-range top-L/5
-precision can reach 1 and is least noisy). These are decision rules a user fixes before seeing a candidate's
+precision can reach 1 and is least noisy: :data:`protrnn.conventions.FAR_RICH_RANGE` and ``FAR_RICH_PER_LENGTH``, the
+chains of training's ``val/P@L5_long_far``). These are decision rules a user fixes before seeing a candidate's
 figures; the filter reads the ``L`` and ``RANGE/n_contacts`` columns ``protrnn evaluate`` writes for every protein.
 """
 

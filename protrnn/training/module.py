@@ -17,15 +17,17 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from protrnn.conventions import HEADLINE_K, RANGES
+from protrnn.conventions import FAR_RICH_PER_LENGTH, FAR_RICH_RANGE, HEADLINE_K, RANGES
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.training.loss import LossSettings, pair_loss, scored_pairs
-from protrnn.training.precision import top_l_precision
+from protrnn.training.precision import top_l_precision, true_contacts_in_range
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
 #: Separation ranges scored on validation: the evaluation's ranges (protrnn.conventions).
 VAL_RANGES = RANGES
+#: Name of the long-range precision over the chains with many far pairs only (protrnn.conventions.FAR_RICH_*).
+FAR_RICH_METRIC = f"{FAR_RICH_RANGE}_far"
 #: The metric ModelCheckpoint and EarlyStopping watch by default (TAPE's medium+long P@L/5).
 DEFAULT_MONITOR = "val/P@L5_medium_long"
 #: Key under which a checkpoint stores the validation metrics of the epoch that wrote it.
@@ -94,7 +96,8 @@ class ContactLightningModule(pl.LightningModule):
         self.train_loss = MeanMetric()
         self.grad_norm = MeanMetric()
         self.val_loss = MeanMetric()
-        self.val_precision = torch.nn.ModuleDict({name: MeanMetric(nan_strategy="ignore") for name in VAL_RANGES})
+        self.val_precision = torch.nn.ModuleDict({name: MeanMetric(nan_strategy="ignore")
+                                                  for name in [*VAL_RANGES, FAR_RICH_METRIC]})
         self._nonfinite_loss = False
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
@@ -185,6 +188,11 @@ class ContactLightningModule(pl.LightningModule):
             precision = top_l_precision(logits, batch["contacts"], batch["pair_mask"], batch["lengths"],
                                         low=low, high=high, k=HEADLINE_K)
             self.val_precision[name].update(precision)
+            if name == FAR_RICH_RANGE:  # the same precision, counted only on chains with >= L far contacts
+                held = true_contacts_in_range(batch["contacts"], batch["pair_mask"], low=low, high=high)
+                far = held >= FAR_RICH_PER_LENGTH * batch["lengths"].to(held.device)
+                self.val_precision[FAR_RICH_METRIC].update(
+                    torch.where(far, precision, torch.full_like(precision, math.nan)))
 
     def on_validation_epoch_end(self) -> None:
         # Logged as metric objects so Lightning computes (DDP-synchronised) and resets them at the epoch end.

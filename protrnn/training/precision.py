@@ -13,6 +13,23 @@ from torch import Tensor
 from protrnn.training.loss import scored_pairs
 
 
+def _candidates(pair_mask: Tensor, low: int, high: int | None) -> Tensor:
+    """Scored upper-triangle pairs ``[B, T, T]`` with ``low <= j - i <= high``."""
+    idx = torch.arange(pair_mask.shape[-1], device=pair_mask.device)
+    separation = idx[None, :] - idx[:, None]
+    in_range = separation >= low
+    if high is not None:
+        in_range &= separation <= high
+    return scored_pairs(pair_mask) & in_range
+
+
+def true_contacts_in_range(contacts: Tensor, pair_mask: Tensor, *, low: int, high: int | None) -> Tensor:
+    """True contacts of each chain among its scored pairs with ``low <= j - i <= high`` (each pair once): the
+    ``RANGE/n_contacts`` of :func:`protrnn.evaluation.metrics.evaluate_contacts`. Returns int64 [B]."""
+    truth = (contacts > 0.5) & _candidates(pair_mask, low, high)
+    return truth.reshape(truth.shape[0], -1).sum(dim=1)
+
+
 def top_l_precision(logits: Tensor, contacts: Tensor, pair_mask: Tensor, lengths: Tensor, *,
                     low: int, high: int | None, k: int = 5) -> Tensor:
     """Top-L/k precision of each chain in a batch within a separation range, vectorised.
@@ -25,13 +42,8 @@ def top_l_precision(logits: Tensor, contacts: Tensor, pair_mask: Tensor, lengths
     Returns:
         Float [B] (float32).
     """
-    batch, length, _ = logits.shape
-    idx = torch.arange(length, device=logits.device)
-    separation = idx[None, :] - idx[:, None]
-    in_range = separation >= low
-    if high is not None:
-        in_range &= separation <= high
-    candidates = scored_pairs(pair_mask) & in_range
+    batch = logits.shape[0]
+    candidates = _candidates(pair_mask, low, high)
     scores = logits.float().masked_fill(~candidates, -math.inf).reshape(batch, -1)
     truth = (contacts > 0.5) & candidates
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
