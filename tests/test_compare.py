@@ -12,6 +12,7 @@ import pytest
 
 from protrnn.cli import main
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import bootstrap_ci
 from protrnn.report.compare import ContactFloor, compare_methods, format_comparisons
 from protrnn.report.inputs import load_evaluation
 
@@ -60,8 +61,9 @@ def test_a_constant_gain_is_found_although_the_models_own_intervals_overlap(tmp_
         assert c.low == pytest.approx(0.01) and c.high == pytest.approx(0.01)
         assert c.mean == pytest.approx(np.mean(base) + 0.01) and c.reference_mean == pytest.approx(np.mean(base))
         assert c.verdict == "higher"
-    # Unpaired, the protein spread (sd ~0.17 over 60 proteins) dwarfs the gain: the means' standard errors overlap.
-    assert np.std(base) / math.sqrt(60) > 0.01
+    # Each model's own interval over proteins (what `protrnn evaluate` reports) overlaps the other's.
+    own = [bootstrap_ci([{ML: v} for v in values])[ML] for values in (base, [b + 0.01 for b in base])]
+    assert own[1][0] < own[0][1]
 
 
 def test_noisy_differences_match_an_independent_paired_bootstrap(tmp_path: Path) -> None:
@@ -130,8 +132,10 @@ def test_test_sets_are_compared_separately(tmp_path: Path) -> None:
     (lambda ev: compare_methods(ev, "ref", ["other"]), "no method 'other'"),
     (lambda ev: compare_methods(ev, "ref", keys=["long/P@L/7"]), "no column 'long/P@L/7'"),
     (lambda ev: compare_methods(ev, "ref", test_sets=["ts50"]), "not scored on test set 'ts50'"),
-    (lambda ev: compare_methods(ev, "ref", min_length=10_000), "share no protein"),
-    (lambda ev: compare_methods(ev, "ref", floors=[ContactFloor("medium", 1.0)]), "no 'medium/n_contacts'"),
+    (lambda ev: compare_methods(ev, "ref", min_length=10_000), "has a medium_long/P@L/5 value for both .* floors"),
+    (lambda ev: compare_methods(ev, "ref", floors=[ContactFloor("medium", 1.0)]), "no 'medium/n_contacts' value"),
+    (lambda ev: compare_methods(ev, "ref", keys=["protein"]), "identity column"),
+    (lambda ev: compare_methods(ev, "ref", ["ref"]), "share runs"),
 ])
 def test_mistakes_are_named(tmp_path: Path, call, message: str) -> None:
     proteins = _proteins(5)
@@ -161,3 +165,70 @@ def test_command_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
     assert float(row["difference"]) == pytest.approx(0.02, abs=1e-6)
     assert main(["compare", str(tmp_path / "e"), "--reference", "missing"]) == 2
     assert "no method 'missing'" in capsys.readouterr().err
+
+
+def test_proteins_without_a_value_for_either_model_leave_both_means(tmp_path: Path) -> None:
+    """MCC or F1 is NaN when a model predicts no contact: such a protein must leave both sides of the difference."""
+    proteins = _proteins(12)
+    ref = [0.5] * 12
+    variant = [0.5] * 11 + [math.nan]
+    ref_with_zero = ref[:11] + [0.0]
+    rows = _rows("ref", proteins, ref_with_zero) + _rows("m", proteins, variant)
+    [c] = compare_methods([load_evaluation(_write_eval(tmp_path / "e", rows))], "ref", keys=[ML])
+    assert c.proteins == 11 and c.difference == 0.0 and c.mean == c.reference_mean == 0.5
+
+
+def test_a_single_seed_reference_is_not_compared_with_its_own_model(tmp_path: Path) -> None:
+    proteins = _proteins(12)
+    base = [p["base"] for p in proteins]
+    rows = (_rows("lstm@seed0", proteins, base) + _rows("lstm@seed1", proteins, [b + 0.1 for b in base])
+            + _rows("gru", proteins, [b + 0.2 for b in base]))
+    out = compare_methods([load_evaluation(_write_eval(tmp_path / "e", rows))], "lstm@seed0", keys=[ML])
+    assert [(c.method, c.reference, round(c.difference, 9)) for c in out] == [("gru", "lstm@seed0", 0.2)]
+    [seed1] = compare_methods([load_evaluation(tmp_path / "e")], "lstm@seed0", ["lstm@seed1"], keys=[ML])
+    assert seed1.difference == pytest.approx(0.1)
+
+
+def test_a_model_missing_a_test_set_is_compared_on_the_others(tmp_path: Path, capsys) -> None:
+    proteins = _proteins(10)
+    base = [p["base"] for p in proteins]
+    rows = (_rows("ref", proteins, base, "a") + _rows("ref", proteins, base, "b")
+            + _rows("m", proteins, [b + 0.05 for b in base], "b"))
+    evaluation = [load_evaluation(_write_eval(tmp_path / "e", rows))]
+    [c] = compare_methods(evaluation, "ref", keys=[ML])
+    assert c.test_set == "b" and "m was not scored on a" in capsys.readouterr().err
+    with pytest.raises(InputError, match="'m' was not scored on test set 'a'"):
+        compare_methods(evaluation, "ref", keys=[ML], test_sets=["a"])
+
+
+def test_rows_that_disagree_on_the_structure_are_refused(tmp_path: Path) -> None:
+    proteins = _proteins(10)
+    other = [dict(p, L=p["L"] + 1) if p["protein"] == "p3" else p for p in proteins]
+    rows = _rows("ref", proteins, [0.1] * 10) + _rows("m", other, [0.2] * 10)
+    with pytest.raises(InputError, match="'p3' of test set 'val': two methods' rows disagree"):
+        compare_methods([load_evaluation(_write_eval(tmp_path / "e", rows))], "ref", keys=[ML])
+
+
+def test_few_proteins_get_no_verdict(tmp_path: Path) -> None:
+    proteins = _proteins(30)
+    base = [p["base"] for p in proteins]
+    rows = _rows("ref", proteins, base) + _rows("m", proteins, [b + 0.1 for b in base])
+    evaluation = [load_evaluation(_write_eval(tmp_path / "e", rows))]
+    # L = 50..79: 9 chains of at least 71 residues.
+    [few] = compare_methods(evaluation, "ref", keys=[ML], min_length=71)
+    [enough] = compare_methods(evaluation, "ref", keys=[ML], min_length=70)
+    assert few.proteins == 9 and few.verdict == "too few proteins" and few.low > 0
+    assert enough.proteins == 10 and enough.verdict == "higher"
+
+
+def test_far_rich_flag_is_the_long_floor(tmp_path: Path, capsys) -> None:
+    assert ContactFloor.far_rich() == ContactFloor("long", 1.0)
+    proteins = _proteins(80, seed=2)
+    base = [p["base"] for p in proteins]
+    gain = [b + (0.1 if p["long/n_contacts"] >= p["L"] else 0.0) for p, b in zip(proteins, base, strict=True)]
+    _write_eval(tmp_path / "e", _rows("ref", proteins, base) + _rows("m", proteins, gain))
+    assert main(["compare", str(tmp_path / "e"), "--reference", "ref", "--keys", LONG, "--far-rich"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("val")]
+    assert "+0.1000 [+0.1000, +0.1000]" in line and " 30 " in line
+    assert main(["compare", str(tmp_path / "e"), "--reference", "ref", "--min-contacts", "far:1"]) == 2
+    assert "contact floor 'far:1'" in capsys.readouterr().err

@@ -15,12 +15,13 @@ choose between variants on a validation split (prepare's val.npz, passed to eval
 choose on a test set.
 
 --min-length and --min-contacts keep proteins by what their structures hold, never by how a model scored: e.g.
---min-contacts long:1 keeps the chains with at least L true long-range contacts, where long-range top-L/5 precision
-can reach 1 and is least noisy. Fix such a rule before the candidates' figures exist.
+--far-rich (= --min-contacts long:1) keeps the chains with at least L true long-range contacts, where long-range
+top-L/5 precision is not capped by a lack of far contacts (training logs the same chains' figure as
+val/P@L5_long_far). Fix such a rule before the candidates' figures exist.
 
 examples:
   protrnn compare eval/val --reference current
-  protrnn compare eval/val --reference current --methods ensemble --min-contacts long:1 \\
+  protrnn compare eval/val --reference current --methods ensemble --far-rich \\
       --keys long/P@L/5,medium_long/P@L/5 -o val_far.tsv
 """
 
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-contacts", action="append", default=[], metavar="RANGE:FACTOR",
                         help="keep proteins with at least FACTOR x L true contacts in RANGE (short, medium, long, "
                              "medium_long); repeatable")
+    parser.add_argument("--far-rich", action="store_true",
+                        help="keep the chains with many far pairs only (at least L long-range contacts: the chains "
+                             "of training's val/P@L5_long_far); the same as --min-contacts long:1")
     parser.add_argument("--bootstrap", type=positive_int, default=None, metavar="N",
                         help="bootstrap replicates (default 1000)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap")
@@ -61,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
     from protrnn.report.inputs import load_evaluation
     from protrnn.utils.io import stderr_log
 
+    floors = [ContactFloor.parse(text) for text in args.min_contacts]  # before any file is read
+    if args.far_rich:
+        floors.append(ContactFloor.far_rich())
     options = {} if args.bootstrap is None else {"n_boot": args.bootstrap}
     comparisons = compare_methods([load_evaluation(path) for path in args.evaluations], args.reference,
                                   _names(args.methods), keys=_names(args.keys) or DEFAULT_KEYS,
-                                  test_sets=_names(args.test_sets), min_length=args.min_length,
-                                  floors=[ContactFloor.parse(text) for text in args.min_contacts], seed=args.seed,
-                                  **options)
+                                  test_sets=_names(args.test_sets), min_length=args.min_length, floors=floors,
+                                  seed=args.seed, **options)
     print(format_comparisons(comparisons))
     if args.output:
         stderr_log(f"protrnn: wrote {write_comparisons(args.output, comparisons)}")

@@ -8,9 +8,9 @@ share, so a difference can be clear while the two per-model intervals overlap.
 
 A comparison can be restricted to proteins chosen by what their structures hold, never by how a model scored on them:
 a minimum length and, per separation range, a minimum number of true contacts as a multiple of L
-(:class:`ContactFloor`, e.g. ``long:1`` = at least L contacts at separation >= 24, the chains where long-range top-L/5
-precision can reach 1 and is least noisy: :data:`protrnn.conventions.FAR_RICH_RANGE` and ``FAR_RICH_PER_LENGTH``, the
-chains of training's ``val/P@L5_long_far``). These are decision rules a user fixes before seeing a candidate's
+(:class:`ContactFloor`, e.g. ``long:1`` = at least L contacts at separation >= 24, the chains whose long-range top-L/5
+precision is not capped by a lack of far contacts: :meth:`ContactFloor.far_rich`, the chains of training's
+``val/P@L5_long_far``). These are decision rules a user fixes before seeing a candidate's
 figures; the filter reads the ``L`` and ``RANGE/n_contacts`` columns ``protrnn evaluate`` writes for every protein.
 """
 
@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from protrnn.conventions import HEADLINE_K, RANGES
+from protrnn.conventions import FAR_RICH_PER_LENGTH, FAR_RICH_RANGE, HEADLINE_K, RANGES
+from protrnn.diagnostics.results import split_seed
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_ALPHA, INTERVAL_PERCENT
+from protrnn.evaluation.results import ID_COLUMNS
 from protrnn.report.aggregate import (
     BOOT_SEED,
     group_seeds,
@@ -34,10 +36,12 @@ from protrnn.report.aggregate import (
     protein_matrix,
 )
 from protrnn.report.inputs import Evaluation
-from protrnn.utils.io import atomic_write
+from protrnn.utils.io import atomic_write, stderr_log
 
 #: The metrics compared unless others are asked for: top-L/5 precision at medium+long and long range.
 DEFAULT_KEYS = (f"medium_long/P@L/{HEADLINE_K}", f"long/P@L/{HEADLINE_K}")
+#: Fewer proteins than this get no verdict (the interval is still printed).
+MIN_PROTEINS_FOR_VERDICT = 10
 #: Columns of the comparison table (TSV), in order.
 COLUMNS = ("test_set", "key", "method", "reference", "proteins", "seeds", "reference_seeds", "mean",
            "reference_mean", "difference", "low", "high")
@@ -64,6 +68,12 @@ class ContactFloor:
         if not math.isfinite(factor) or factor < 0:
             raise InputError(f"contact floor {text!r}: FACTOR must be a number >= 0")
         return cls(name, factor)
+
+    @classmethod
+    def far_rich(cls) -> ContactFloor:
+        """The chains with many far pairs (:data:`protrnn.conventions.FAR_RICH_RANGE`, ``FAR_RICH_PER_LENGTH``): the
+        chains of training's ``val/P@L5_long_far``; ``protrnn compare --far-rich``."""
+        return cls(FAR_RICH_RANGE, FAR_RICH_PER_LENGTH)
 
     @property
     def column(self) -> str:
@@ -94,7 +104,10 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """``higher`` / ``lower`` when the interval excludes 0, else ``no clear difference``."""
+        """``higher`` / ``lower`` when the interval excludes 0, else ``no clear difference`` (``too few proteins``
+        below :data:`MIN_PROTEINS_FOR_VERDICT`: a bootstrap over a handful of proteins understates the spread)."""
+        if self.proteins < MIN_PROTEINS_FOR_VERDICT:
+            return "too few proteins"
         if self.low > 0:
             return "higher"
         if self.high < 0:
@@ -122,78 +135,114 @@ def _resolve(name: str, groups: Mapping[str, list[str]]) -> tuple[str, list[str]
     raise InputError(f"no method {name!r} in the evaluations (methods: {', '.join(sorted(groups))})")
 
 
-def selected_proteins(evaluations: Sequence[Evaluation], runs: Sequence[str], test_set: str, *,
-                      min_length: int = 0, floors: Sequence[ContactFloor] = ()) -> set[str]:
-    """Proteins of ``test_set`` (scored for ``runs[0]``) that pass the length and contact floors."""
-    chosen: set[str] = set()
+def _test_sets(evaluations: Sequence[Evaluation], runs: Sequence[str]) -> set[str]:
+    """Test sets on which every one of ``runs`` was scored."""
+    seen: dict[str, set[str]] = {run: set() for run in runs}
     for evaluation in evaluations:
         for row in evaluation.rows:
-            if row["method"] != runs[0] or row["test_set"] != test_set:
+            if row["method"] in seen:
+                seen[row["method"]].add(str(row["test_set"]))
+    return set.intersection(*seen.values()) if seen else set()
+
+
+def selected_proteins(evaluations: Sequence[Evaluation], test_set: str, *, min_length: int = 0,
+                      floors: Sequence[ContactFloor] = ()) -> set[str]:
+    """Proteins of ``test_set`` that pass the length and contact floors, read from the ``L`` and ``RANGE/n_contacts``
+    columns (properties of the structure: every method's row of a protein must agree)."""
+    columns = ["L", *(floor.column for floor in floors)]
+    facts: dict[str, tuple[float, ...]] = {}
+    for evaluation in evaluations:
+        for row in evaluation.rows:
+            if row["test_set"] != test_set:
                 continue
-            length = row.get("L", math.nan)
-            if math.isnan(length):
-                raise InputError(f"protein {row['protein']!r} has no 'L' column", path=evaluation.path)
-            keep = length >= min_length
-            for floor in floors:
-                count = row.get(floor.column, math.nan)
-                if math.isnan(count):
-                    raise InputError(f"protein {row['protein']!r} has no {floor.column!r} column (needed by the "
-                                     f"contact floor {floor})", path=evaluation.path)
-                keep = keep and count >= floor.per_length * length
-            if keep:
-                chosen.add(str(row["protein"]))
-    return chosen
+            protein = str(row["protein"])
+            values = tuple(float(row.get(column, math.nan)) for column in columns)
+            for column, value in zip(columns, values, strict=True):
+                if math.isnan(value):
+                    needed = "" if column == "L" else " (needed by a contact floor)"
+                    raise InputError(f"protein {protein!r} of test set {test_set!r} has no {column!r} value{needed}",
+                                     path=evaluation.path)
+            if facts.setdefault(protein, values) != values:
+                raise InputError(f"protein {protein!r} of test set {test_set!r}: two methods' rows disagree on "
+                                 f"{', '.join(columns)} ({facts[protein]} and {values}); were they scored on the "
+                                 "same test set?", path=evaluation.path)
+    return {protein for protein, (length, *counts) in facts.items()
+            if length >= min_length and all(count >= floor.per_length * length
+                                            for count, floor in zip(counts, floors, strict=True))}
 
 
 def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: Sequence[str] | None = None, *,
                     keys: Sequence[str] = DEFAULT_KEYS, test_sets: Sequence[str] | None = None, min_length: int = 0,
                     floors: Sequence[ContactFloor] = (), n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = BOOT_SEED,
                     alpha: float = INTERVAL_ALPHA) -> list[Comparison]:
-    """Every model (default: all but the reference) against ``reference`` on each test set they share and each key.
+    """Every model (default: all but the reference's) against ``reference`` on each test set both were scored on
+    (or ``test_sets``, which both must have) and each key.
 
     Model names are those of ``per_protein.csv``; ``NAME`` stands for all of its ``NAME@seedS`` runs. Proteins are
-    those every run of both models was scored on, within the length and contact floors; a test set where no protein
-    is left, or a key no table has, is an error (so a typo does not pass as "no difference").
+    those where every run of both models has a value of the key, within the length and contact floors (so the two
+    means are taken over the same proteins). An unknown name, key or test set, and a comparison left without any
+    protein, are errors, so a typo does not pass as "no difference".
     """
     if not evaluations:
         raise InputError("no evaluations to compare")
     groups = _groups(evaluations)
     ref_label, ref_runs = _resolve(reference, groups)
+    own = {ref_label, split_seed(ref_label)[0], *ref_runs}
     if methods is None:
-        methods = [name for name in groups if name != ref_label and name not in ref_runs]
+        methods = [name for name in groups if name not in own]
     if not methods:
         raise InputError(f"nothing to compare with {reference!r}: the evaluations hold no other method")
-    known = set()
+    ids = [key for key in keys if key in ID_COLUMNS]
+    if ids:
+        raise InputError(f"{ids[0]!r} is an identity column, not a metric")
+    known: set[str] = set()
     for evaluation in evaluations:
         for row in evaluation.rows:
             known.update(row)
     missing = [key for key in keys if key not in known]
     if missing:
         raise InputError(f"no column {missing[0]!r} in the evaluations' per_protein.csv")
-    present = sorted({str(row["test_set"]) for e in evaluations for row in e.rows if row["method"] in ref_runs})
-    if test_sets:
-        absent = [name for name in test_sets if name not in present]
-        if absent:
-            raise InputError(f"reference {reference!r} was not scored on test set {absent[0]!r} "
-                             f"(its test sets: {', '.join(present)})")
-        present = list(test_sets)
+    ref_sets = _test_sets(evaluations, ref_runs)
+    for name in test_sets or ():
+        if name not in ref_sets:
+            raise InputError(f"reference {reference!r} was not scored on test set {name!r} "
+                             f"(its test sets: {', '.join(sorted(ref_sets))})")
+    kept: dict[str, set[str]] = {}
     out: list[Comparison] = []
     for method in methods:
         label, runs = _resolve(method, groups)
-        for test_set in present:
-            keep = selected_proteins(evaluations, ref_runs, test_set, min_length=min_length, floors=floors)
+        if set(runs) & set(ref_runs):
+            raise InputError(f"{label!r} and the reference {ref_label!r} share runs; compare different models")
+        shared = ref_sets & _test_sets(evaluations, runs)
+        if test_sets:
+            absent = [name for name in test_sets if name not in shared]
+            if absent:
+                raise InputError(f"{label!r} was not scored on test set {absent[0]!r}")
+            chosen = list(test_sets)
+        else:
+            chosen = sorted(shared)
+            if not chosen:
+                raise InputError(f"{label!r} and {ref_label!r} were scored on no common test set")
+            skipped = sorted(ref_sets - shared)
+            if skipped:
+                stderr_log(f"protrnn compare: {label} was not scored on {', '.join(skipped)}; compared on "
+                           f"{', '.join(chosen)}")
+        for test_set in chosen:
+            if test_set not in kept:
+                kept[test_set] = selected_proteins(evaluations, test_set, min_length=min_length, floors=floors)
             for key in keys:
                 matrix, proteins = protein_matrix(evaluations, [*runs, *ref_runs], test_set, key)
-                columns = [c for c, (_, protein) in enumerate(proteins) if protein in keep]
+                columns = [c for c, (_, protein) in enumerate(proteins)
+                           if protein in kept[test_set] and np.isfinite(matrix[:, c]).all()]
                 if not columns:
-                    raise InputError(f"{label!r} and {ref_label!r} share no protein of test set {test_set!r} "
-                                     "within the length and contact floors")
-                matrix = matrix[:, columns]
-                variant, base = matrix[:len(runs)], matrix[len(runs):]
-                scored = int((np.isfinite(variant).any(axis=0) & np.isfinite(base).any(axis=0)).sum())
+                    raise InputError(f"no protein of test set {test_set!r} has a {key} value for both {label!r} "
+                                     f"and {ref_label!r}" + (" within the length and contact floors"
+                                                             if min_length or floors else ""))
+                variant, base = matrix[:len(runs), columns], matrix[len(runs):, columns]
                 effect = paired_difference_bootstrap(variant, base, n_boot=n_boot, seed=seed, alpha=alpha)
-                out.append(Comparison(test_set, key, label, ref_label, scored, len(runs), len(ref_runs),
-                                      mean_over_seeds(variant), mean_over_seeds(base), effect["mean"], effect["low"], effect["high"]))
+                out.append(Comparison(test_set, key, label, ref_label, len(columns), len(runs), len(ref_runs),
+                                      mean_over_seeds(variant), mean_over_seeds(base), effect["mean"],
+                                      effect["low"], effect["high"]))
     return out
 
 
