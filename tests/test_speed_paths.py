@@ -349,6 +349,37 @@ def test_bench_speed_predictor_settings_reach_predict_proba(monkeypatch: pytest.
     assert seen == [(impl, precision, budget)] * len(predictor.models)  # once per member of an ensemble bundle
 
 
+def test_bench_speed_narrow_heads_are_timed_but_left_out_of_the_marks(monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--narrow-pair-dims rows are another architecture: they are built at the narrower width, printed with their
+    ratio, and never raise the ratio the marks are judged by."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_speed_narrow", REPO / "benchmarks" / "bench_speed.py")
+    assert spec is not None and spec.loader is not None
+    bench_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_speed)
+    monkeypatch.setattr(bench_speed, "SIZES", {"tiny": {"hidden_size": 8, "pair_dim": 12, "head_blocks": 1}})
+    widths: dict[str, int] = {}
+
+    def fake_interleave(runs: dict, warmup: int, repeats: int) -> dict[str, tuple[float, float]]:
+        for label, call in runs.items():
+            widths[label] = call.args[0].config.pair_dim
+        # reference 1.0 s, fast paths 0.5 s, narrowed paths 0.1 s per step
+        return {label: ((1.0 if label.startswith("reference") else 0.1 if "pair_dim" in label else 0.5), 0.0)
+                for label in runs}
+
+    monkeypatch.setattr(bench_speed, "_interleave", fake_interleave)
+    args = argparse.Namespace(batch=2, length=16, warmup=0, repeats=1, narrow_pair_dims=[8, 16])
+    ratios = bench_speed.bench_training(args, bf16=True)
+    assert ratios == {"tiny": pytest.approx(2.0)}  # the fast paths' 1.0 / 0.5, not the narrowed 10x
+    assert widths == {"reference fp32 (before #13)": 12, "fast fp32": 12, "fast bf16-mixed": 12,
+                      "fast fp32, pair_dim 8": 8, "fast bf16-mixed, pair_dim 8": 8}  # 16 is not narrower than 12
+    out = capsys.readouterr().out
+    assert out.count("(narrower head: not the mark)") == 2 and "10.00x" in out
+
+
 def test_bench_conv_kinds_layers_keep_the_map_shape_and_reach(capsys: pytest.CaptureFixture[str]) -> None:
     """The alternatives bench_conv_kinds times are drop-in layers: same output shape as the dense 3x3, and a change
     at one pair reaches exactly the dense layer's 3x3 (dilated) neighbourhood, no farther."""
