@@ -340,6 +340,13 @@ def _prediction_child(argv: list[str], tuned: bool) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
@@ -356,9 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long", action="store_true", help="also the 10,000-residue chain (fast paths only)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows even on a bf16-capable CPU")
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "predict", "short", "memory"])
-    parser.add_argument("--narrow-pair-dims", type=int, nargs="*", default=[], metavar="D",
-                        help="also time the fast paths with the head narrowed to pair_dim D (another architecture: "
-                             "printed beside the reference, left out of the marks' ratios)")
+    parser.add_argument("--narrow-pair-dims", type=_positive_int, nargs="*", default=[], metavar="D",
+                        help="also time the fast paths with the head narrowed to pair_dim D, for each size whose "
+                             "pair_dim is larger (another architecture: printed beside the reference, left out of the "
+                             "marks' ratios)")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--prediction-child", action="store_true", help=argparse.SUPPRESS)
     raw = list(sys.argv[1:] if argv is None else argv)

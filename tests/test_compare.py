@@ -232,3 +232,16 @@ def test_far_rich_flag_is_the_long_floor(tmp_path: Path, capsys) -> None:
     assert "+0.1000 [+0.1000, +0.1000]" in line and " 30 " in line
     assert main(["compare", str(tmp_path / "e"), "--reference", "ref", "--min-contacts", "far:1"]) == 2
     assert "contact floor 'far:1'" in capsys.readouterr().err
+
+
+def test_a_protein_scored_twice_for_one_method_is_refused(tmp_path: Path) -> None:
+    proteins = _proteins(10)
+    base = [p["base"] for p in proteins]
+    first = _write_eval(tmp_path / "a", _rows("ref", proteins, base) + _rows("m", proteins, base))
+    second = _write_eval(tmp_path / "b", _rows("ref", proteins, [b + 0.1 for b in base]))
+    with pytest.raises(InputError, match="'ref' scored protein 'p0' of test set 'val' in two evaluations"):
+        compare_methods([load_evaluation(first), load_evaluation(second)], "ref", keys=[ML])
+    # Different methods in different folders are what several folders are for.
+    third = _write_eval(tmp_path / "c", _rows("n", proteins, [b + 0.1 for b in base]))
+    out = compare_methods([load_evaluation(first), load_evaluation(third)], "ref", keys=[ML])
+    assert [(c.method, round(c.difference, 9)) for c in out] == [("m", 0.0), ("n", 0.1)]

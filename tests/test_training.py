@@ -128,6 +128,36 @@ def test_validation_logs_long_range_precision_of_the_far_rich_chains() -> None:
     assert float(module.val_precision["long"].compute()) == pytest.approx(np.nanmean(refs), abs=1e-6)
 
 
+@pytest.mark.parametrize(("n_far", "qualifies"), [(60, True), (59, False)])
+def test_far_rich_chains_hold_at_least_l_long_range_contacts(n_far: int, qualifies: bool) -> None:
+    """A 60-residue chain with exactly 60 long-range contacts counts (>= L); with 59 it does not, and a validation
+    without any qualifying chain logs NaN."""
+    from protrnn.model.config import ModelConfig
+    from protrnn.training.module import ContactLightningModule
+
+    length = 60
+    i, j = torch.triu_indices(length, length, offset=24)  # the 666 long-range pairs, in row-major order
+    contacts = torch.zeros(1, length, length)
+    contacts[0, i[:n_far], j[:n_far]] = 1.0
+    contacts = torch.maximum(contacts, contacts.transpose(1, 2))
+    idx = torch.arange(length)
+    pair_mask = ((idx[:, None] - idx[None, :]).abs() >= 6)[None]
+    logits = torch.zeros(1, length, length)
+    logits[0, i[:12], j[:12]] = 5.0  # the top L/5 = 12 long-range pairs are all contacts: precision 1
+    logits = logits + logits.transpose(1, 2)
+    module = ContactLightningModule(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise",
+                                                pair_dim=8, max_separation=16), warmup_steps=0)
+    module.net.pair_outputs = lambda tokens, mask: logits
+    module.net.contact_logits = lambda outputs: outputs
+    module._selected_loss = lambda *args, **kwargs: torch.tensor(0.0)
+    batch = {"tokens": torch.zeros(1, length, dtype=torch.long), "mask": torch.ones(1, length, dtype=torch.bool),
+             "contacts": contacts, "pair_mask": pair_mask, "lengths": torch.tensor([length])}
+    module.validation_step(batch, 0)
+    assert float(module.val_precision["long"].compute()) == 1.0
+    far = float(module.val_precision["long_far"].compute())
+    assert far == 1.0 if qualifies else math.isnan(far)
+
+
 def test_contact_loss_scores_each_masked_pair_once() -> None:
     b = _random_batch(seed=1)
     logits, contacts, pair_mask = b["logits"], b["contacts"], b["pair_mask"]

@@ -32,10 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="NAME",
                         help="the model every other is compared with (a method of per_protein.csv; NAME = all of "
                              "its NAME@seedS runs)")
-    parser.add_argument("--methods", metavar="NAME,NAME", help="models to compare (default: every other method)")
+    parser.add_argument("--methods", metavar="NAME,NAME", help="models to compare (default: every method but the reference's model)")
     parser.add_argument("--keys", metavar="KEY,KEY",
                         help="per_protein.csv columns (default: medium_long/P@L/5,long/P@L/5)")
-    parser.add_argument("--test-sets", metavar="NAME,NAME", help="test sets (default: every one the reference has)")
+    parser.add_argument("--test-sets", metavar="NAME,NAME", help="test sets (default: each model against the reference on every test set both were scored on; "
+                             "the others are named on stderr)")
     parser.add_argument("--min-length", type=non_negative_int, default=0, metavar="L",
                         help="keep proteins of at least L residues")
     parser.add_argument("--min-contacts", action="append", default=[], metavar="RANGE:FACTOR",

@@ -196,9 +196,15 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
     if ids:
         raise InputError(f"{ids[0]!r} is an identity column, not a metric")
     known: set[str] = set()
+    origin: dict[tuple[str, str, str], Path] = {}
     for evaluation in evaluations:
         for row in evaluation.rows:
             known.update(row)
+            where = (str(row["method"]), str(row["test_set"]), str(row["protein"]))
+            if origin.setdefault(where, evaluation.path) != evaluation.path:
+                raise InputError(f"method {where[0]!r} scored protein {where[2]!r} of test set {where[1]!r} in two "
+                                 f"evaluations ({origin[where]} and {evaluation.path}); pass each once",
+                                 path=evaluation.path)
     missing = [key for key in keys if key not in known]
     if missing:
         raise InputError(f"no column {missing[0]!r} in the evaluations' per_protein.csv")
