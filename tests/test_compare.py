@@ -162,7 +162,7 @@ def test_command_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
     with open(out, newline="") as handle:
         [row] = list(csv.DictReader(handle, delimiter="\t"))
     assert row["method"] == "m" and row["reference"] == "ref" and int(row["proteins"]) == 30
-    assert float(row["difference"]) == pytest.approx(0.02, abs=1e-6)
+    assert float(row["difference"]) == pytest.approx(0.02, abs=1e-6) and row["verdict"] == "higher"
     assert main(["compare", str(tmp_path / "e"), "--reference", "missing"]) == 2
     assert "no method 'missing'" in capsys.readouterr().err
 

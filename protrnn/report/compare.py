@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ DEFAULT_KEYS = (f"medium_long/P@L/{HEADLINE_K}", f"long/P@L/{HEADLINE_K}")
 MIN_PROTEINS_FOR_VERDICT = 10
 #: Columns of the comparison table (TSV), in order.
 COLUMNS = ("test_set", "key", "method", "reference", "proteins", "seeds", "reference_seeds", "mean",
-           "reference_mean", "difference", "low", "high")
+           "reference_mean", "difference", "low", "high", "verdict")
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,6 @@ def write_comparisons(path: str | Path, comparisons: Sequence[Comparison]) -> Pa
     with atomic_write(path) as handle:
         handle.write("\t".join(COLUMNS) + "\n")
         for comparison in comparisons:
-            row = asdict(comparison)
-            handle.write("\t".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c])
-                                   for c in COLUMNS) + "\n")
+            values = [getattr(comparison, c) for c in COLUMNS]
+            handle.write("\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values) + "\n")
     return path
