@@ -3,9 +3,10 @@
 One run measures, on one torch thread:
 
 1. Training: scored pairs per CPU second ("per core") of a full step (forward + contact loss + backward + gradient
-   clipping + AdamW), B = 8 chains x T = 128 residues, at the default size (BiLSTM 2x64, resnet2d 24 ch x 4 blocks)
-   and at the larger recipe (2x128, 48 ch x 8 blocks): reference fp32 (``impl="reference"``, the code before
-   issue #13), fast fp32, fast bf16-mixed (under autocast, as Lightning's ``bf16-mixed`` runs it).
+   clipping + AdamW), B = 8 chains x T = 128 residues, at the default size (BiLSTM 2x64, resnet2d 24 ch x 4 blocks),
+   at the larger recipe (2x128, 48 ch x 8 blocks) and at the bundled model's (2x128, 32 ch x 6): reference fp32
+   (``impl="reference"``, the code before issue #13), fast fp32, fast bf16-mixed (under autocast, as Lightning's
+   ``bf16-mixed`` runs it); ``--narrow-pair-dims D`` adds the fast paths at a narrower head width.
 2. Prediction on 1,000-residue chains (the bundled model): residues per CPU second of ``predict_proba``: reference
    fp32 with the model's tiles (today), fast fp32 with the same tiles, fast fp32 and bf16 with tiles sized to the
    Predictor's pair budget (``max_pair_floats``).
@@ -56,10 +57,12 @@ from protrnn.utils.resources import peak_rss_mib  # noqa: E402
 
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 PSICOV_TAR = REPO / ".." / "shared" / "data" / "psicov150_gremlin_rf" / "psicov150_clean_chainA_pdb_fasta.tar.gz"
-#: Architectures measured for training: the default config and the larger recipe of issue #13.
+#: Architectures measured for training: the default config, the larger recipe of issue #13 and the bundled
+#: model's (workflows/config.bundle.yaml).
 SIZES = {
     "default (2x64, 24 ch x 4)": {"hidden_size": 64, "pair_dim": 24, "head_blocks": 4},
     "large (2x128, 48 ch x 8)": {"hidden_size": 128, "pair_dim": 48, "head_blocks": 8},
+    "bundled (2x128, 32 ch x 6)": {"hidden_size": 128, "pair_dim": 32, "head_blocks": 6},
 }
 MARKS = {"train": 3.0, "predict": 2.0, "rss_5000_gib": 1.5}
 
