@@ -88,6 +88,11 @@ def optional_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+def name_list(text: str | None) -> list[str]:
+    """Comma-separated names, blanks around and between them dropped (``"a, b,"`` -> ``["a", "b"]``; None -> [])."""
+    return [name.strip() for name in text.split(",") if name.strip()] if text else []
+
+
 def _integers(text: str, minimum: int, kind: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from protrnn.commands.args import non_negative_int, positive_int
+from protrnn.commands.args import name_list, non_negative_int, positive_int
 
 DESCRIPTION = """\
 Compare models with a reference on the proteins both were scored on (`protrnn evaluate` output folders): for each
@@ -32,11 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="NAME",
                         help="the model every other is compared with (a method of per_protein.csv; NAME = all of "
                              "its NAME@seedS runs)")
-    parser.add_argument("--methods", metavar="NAME,NAME", help="models to compare (default: every method but the reference's model)")
+    parser.add_argument("--methods", metavar="NAME,NAME",
+                        help="models to compare (default: every method but the reference's model)")
     parser.add_argument("--keys", metavar="KEY,KEY",
                         help="per_protein.csv columns (default: medium_long/P@L/5,long/P@L/5)")
-    parser.add_argument("--test-sets", metavar="NAME,NAME", help="test sets (default: each model against the reference on every test set both were scored on; "
-                             "the others are named on stderr)")
+    parser.add_argument("--test-sets", metavar="NAME,NAME",
+                        help="test sets (default: each model against the reference on every test set both were "
+                             "scored on; the others are named on stderr)")
     parser.add_argument("--min-length", type=non_negative_int, default=0, metavar="L",
                         help="keep proteins of at least L residues")
     parser.add_argument("--min-contacts", action="append", default=[], metavar="RANGE:FACTOR",
@@ -49,10 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap replicates (default 1000)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap")
     parser.add_argument("-o", "--output", metavar="FILE.tsv", help="also write the table as TSV")
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
         floors.append(ContactFloor.far_rich())
     options = {} if args.bootstrap is None else {"n_boot": args.bootstrap}
     comparisons = compare_methods([load_evaluation(path) for path in args.evaluations], args.reference,
-                                  _names(args.methods), keys=_names(args.keys) or DEFAULT_KEYS,
-                                  test_sets=_names(args.test_sets), min_length=args.min_length, floors=floors,
+                                  name_list(args.methods) or None, keys=name_list(args.keys) or DEFAULT_KEYS,
+                                  test_sets=name_list(args.test_sets), min_length=args.min_length, floors=floors,
                                   seed=args.seed, **options)
     print(format_comparisons(comparisons))
     if args.output:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from protrnn.commands.args import default_cache_dir, fraction, open_fraction, positive_int
+from protrnn.commands.args import default_cache_dir, fraction, name_list, open_fraction, positive_int
 from protrnn.conventions import (
     DEFAULT_COVERAGE,
     DEFAULT_LABEL_VAL_FRACTION,
@@ -114,7 +114,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from protrnn.commands.args import named_paths, recorded_arguments
     from protrnn.data.sidechainnet import fetch_sidechainnet, prepare_structure_labels, summary_text
 
-    subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
+    subsets = name_list(args.subsets)
     source = Path(args.source) if args.source else fetch_sidechainnet(args.cache_dir)
     result = prepare_structure_labels(source, args.outdir, test_sets=named_paths(args.test_set, "--test-set"),
                                       subsets=subsets,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from protrnn.commands.args import name_list
+
 DESCRIPTION = """\
 Build OUTDIR/report.html (opens offline: figures embedded as PNG, no external CSS, scripts or links) and
 OUTDIR/figures/*.png + *.svg from the outputs of the other commands:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from protrnn.report import build_report, load_inputs
     from protrnn.utils.io import stderr_log
 
-    proteins = [p.strip() for p in args.proteins.split(",") if p.strip()] if args.proteins else None
+    proteins = name_list(args.proteins) or None
     build_report(load_inputs(evaluations=args.evaluation, diagnostics=args.diagnostics, runs=args.runs,
                              leakage=args.leakage, proteins=proteins, synthetic=args.synthetic,
                              reference=args.reference),

@@ -142,8 +142,8 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
                  f"Top-L/{BIN_K} precision within each separation bin (L = chain length), mean over proteins; "
                  f"error bars: bootstrap {INTERVAL_PERCENT} interval over proteins. Models solid, baselines "
                  "dashed/dotted. A model that sees far keeps its precision above the separation prior in the long "
-                 "bins. A method that "
-                 "scores only some proteins of a set (FreeContact needs an alignment) is labelled with its count.")
+                 "bins. A method that scores only some proteins of a set (FreeContact needs an alignment) is "
+                 "labelled with its count.")
 
 
 def _profile_xy(profile: Any) -> tuple[np.ndarray, np.ndarray]:
