@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from protrnn.model import heads
 from protrnn.model.config import ModelConfig
 from protrnn.model.heads import (
     HEAD_IMPLS,
@@ -70,8 +71,33 @@ def test_tiled_inference_equals_full_map(kind: str, chunk: int, impl: str) -> No
     full = head(h, mask)
     tiled = head.predict_logits(h, mask, chunk_size=chunk)
     torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
-    with torch.no_grad():  # the in-place inference path (fast impl: buffers reused, symmetrised tile by tile)
+    with torch.no_grad():  # the inference path (fast resnet2d: streamed in row strips; symmetrised by tiles)
         torch.testing.assert_close(head.predict_logits(h, mask, chunk_size=chunk), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("strip_pairs", [1, 200, 1 << 15])
+@pytest.mark.parametrize("pad_to", [None, 16])
+def test_streamed_inference_computes_the_autograd_paths_function(monkeypatch: pytest.MonkeyPatch, strip_pairs: int,
+                                                                  pad_to: int | None) -> None:
+    """Inference streams the resnet2d head layer by layer in row strips (1 row, 2 rows, all rows of a 2 x 45
+    batch); a 1-row strip is thinner than the dilation (4), so strips read their neighbours' rows. It must give the
+    autograd path's logits everywhere, padding included, also with zero-padded conv channels (``pad_to``), and
+    the reference implementation's."""
+    monkeypatch.setattr(heads, "STREAM_STRIP_PAIRS", strip_pairs)
+    if pad_to is not None:  # the bf16 CPU layout (channels zero-padded to 16), exercised in float64
+        monkeypatch.setattr(heads, "_conv_width", lambda channels, dtype, device: pad_to)
+    head = _head("resnet2d", head_dilations=[1, 4])
+    reference = _head("resnet2d", "reference", head_dilations=[1, 4])
+    h, mask = _states([45, 30])
+    with torch.enable_grad():
+        autograd = head(h, mask)
+    with torch.no_grad():
+        streamed = head(h, mask)
+        tiled = head.predict_logits(h, mask, chunk_size=16)
+        expected = reference(h, mask)
+    torch.testing.assert_close(streamed, autograd, atol=1e-10, rtol=0)
+    torch.testing.assert_close(streamed, expected, atol=1e-10, rtol=0)
+    torch.testing.assert_close(tiled, expected, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("impl", HEAD_IMPLS)

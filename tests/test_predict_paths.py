@@ -4,6 +4,10 @@ per-device batch size, exact symmetry without post-processing, and the memory-li
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,8 @@ import protrnn.model.predictor as predictor_mod
 from protrnn.cli import main
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import TILE_FLOATS_CAP, ContactModel, bf16_is_native
+from protrnn.model.contact_model import ContactModel, bf16_is_native
+from protrnn.model.heads import STREAMED_TILE_FLOATS
 from protrnn.model.io import save_model
 from protrnn.model.predictor import PAIR_FEATURE_BUDGET, Predictor, default_batch_tokens, load_model
 from protrnn.predict import predict_fasta
@@ -128,12 +133,12 @@ def test_precision_option(model_dirs, tmp_path) -> None:
 
 def test_planned_batches_fit_the_tile_the_model_chooses() -> None:
     """Predictor.plan and ContactModel.chunk_size_for use one budget: on a CPU, pair-feature tensors of at most
-    TILE_FLOATS_CAP floats; a planned batch's haloed block, B x min(T, tile + 2 halo)^2 x pair_dim, stays within it."""
+    the head's cpu_tile_floats; a planned batch's haloed block, B x min(T, tile + 2 halo)^2 x pair_dim, stays within it."""
     config = ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="resnet2d", pair_dim=24, head_blocks=4,
                          head_dilations=[1, 2, 4, 8], pair_chunk_size=256)
     predictor = Predictor(ContactModel(config), device="cpu")
     halo = predictor.model.head.halo
-    cap = min(PAIR_FEATURE_BUDGET, TILE_FLOATS_CAP)
+    cap = min(PAIR_FEATURE_BUDGET, predictor.model.head.cpu_tile_floats)
     rng = np.random.default_rng(2)
     for lengths in ([300] * 20, rng.integers(20, 900, size=200).tolist(), [40] * 30 + [5000, 1200]):
         batches = predictor.plan(lengths)
@@ -254,3 +259,36 @@ def test_malloc_tuning_respects_the_opt_out_and_user_settings(monkeypatch) -> No
     monkeypatch.delenv("GLIBC_TUNABLES")
     assert tune_malloc() is glibc
     release_free_memory()  # harmless anywhere
+
+
+@pytest.mark.slow
+def test_streamed_resnet_tiles_bound_a_long_chains_memory(model_dirs, tmp_path) -> None:
+    """A 3,000-residue chain through the tiny resnet2d model (pair_dim 8), in a fresh process. Streamed inference
+    holds per tile three maps of at most the head's cap (``cpu_tile_floats`` = 2^25 floats = 128 MiB each: 2,048^2
+    pairs, so 3,000 residues take 2 x 2 tiles) plus the L^2 logits and probabilities; scoring the whole map at once
+    would hold three maps of 3,000^2 x 8 floats (864 MiB)."""
+    length = 3000
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from protrnn.model.predictor import load_model
+        from protrnn.utils.resources import peak_rss_mib
+        model = load_model({str(model_dirs["resnet2d"])!r}, device="cpu")
+        assert model.model.chunk_size_for(1, {length}, model.pair_floats) < {length}  # tiled
+        rng = np.random.default_rng(0)
+        model.predict(["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=50))])
+        before = peak_rss_mib()
+        (probs,) = model.predict(["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size={length}))])
+        assert probs.shape == ({length}, {length}) and np.isfinite(probs).all()
+        print(before, peak_rss_mib())
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    before_mb, peak_mb = map(float, result.stdout.split())
+    maps_mb = 3 * STREAMED_TILE_FLOATS * 4 / 2**20
+    outputs_mb = 3 * length**2 * 4 / 2**20
+    whole_map_mb = 3 * length**2 * 8 * 4 / 2**20
+    bound = maps_mb + outputs_mb + 160  # + what the heap keeps (measured 437 MB growth, 514 MB with MALLOC_MMAP_MAX_=0)
+    assert bound < whole_map_mb
+    assert peak_mb - before_mb < bound, f"{length:,} residues added {peak_mb - before_mb:.0f} MiB"

@@ -90,14 +90,20 @@ def test_bigger_tiles_change_nothing_but_rounding(shipped: ContactModel) -> None
 
 def test_tile_size_for_a_pair_budget() -> None:
     """Worked by hand for the default architecture: halo 2 x (1 + 2 + 4 + 8) = 30, pair_dim 24, model tile 256.
-    On CPU the 32 MiB cap (2^23 floats) allows isqrt(2^23 // 24) = 591 rows per haloed tile, i.e. a 531 tile."""
+    A budget of 2^25 floats allows isqrt(2^25 // 24) = 1182 rows per haloed tile, i.e. a 1,122 tile; on a CPU the
+    cap (2^25) bounds larger budgets too."""
     model = ContactModel(ModelConfig(**DEFAULT_ARCH))  # type: ignore[arg-type]
     assert model.head.halo == 30
-    assert model.chunk_size_for(1, 1000, 1 << 25) == 531
-    assert model.chunk_size_for(1, 560, 1 << 25) == 560  # 531 + 60 >= 560: the whole map in one tile
-    assert model.chunk_size_for(4, 1000, 1 << 25) == 256  # isqrt(2^23 // 96) - 60 = 235 < 256: the model's tile
-    assert model.chunk_size_for(1, 1000, 24 * 400**2) == 340  # a budget below the cap: isqrt(160000) - 60
-    assert model.chunk_size_for(1, 2000, 1 << 25, "cuda") == 1122  # no cap off the CPU: isqrt(2^25 // 24) - 60
+    assert model.chunk_size_for(1, 3000, 1 << 25) == 1122
+    assert model.chunk_size_for(1, 1150, 1 << 25) == 1150  # 1122 + 60 >= 1150: the whole map in one tile
+    assert model.chunk_size_for(16, 3000, 1 << 25) == 256  # isqrt(2^25 // 384) - 60 = 235 < 256: the model's tile
+    assert model.chunk_size_for(1, 3000, 24 * 400**2) == 340  # a budget below the cap: isqrt(160000) - 60
+    assert model.chunk_size_for(1, 3000, 1 << 27) == 1122  # the CPU cap
+    assert model.chunk_size_for(1, 3000, 1 << 27, "cuda") == 2304  # no cap off the CPU: isqrt(2^27 // 24) - 60
+    # a head that does not stream its inference keeps 32 MiB tiles on a CPU: isqrt(2^23 // 8) = 1024, no halo
+    pairwise = ContactModel(ModelConfig(head="pairwise", hidden_size=8, pair_dim=8, pair_chunk_size=64))
+    assert pairwise.chunk_size_for(1, 3000, 1 << 25) == 1024
+    assert pairwise.chunk_size_for(1, 3000, 1 << 25, "cuda") == 2048
 
 
 def test_bf16_moves_logits_little_and_top_rankings_not_at_all(shipped: ContactModel) -> None:

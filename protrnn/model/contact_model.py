@@ -21,10 +21,6 @@ from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
 from protrnn.model.heads import BlockOutputs, build_head, to_contact_logits
 
-#: Largest pair-feature tensor (floats) :meth:`ContactModel.chunk_size_for` plans a CPU tile for: 32 MiB of float32,
-#: glibc's largest dynamic mmap threshold. Bigger blocks are mmapped afresh on every allocation under default
-#: malloc settings, and the page faults cost more than the halo that bigger tiles save (measured: docs/training.md).
-TILE_FLOATS_CAP = 1 << 23
 #: ``predict_proba(precision=...)`` values: float32, bfloat16 head, or bf16 where the device supports it natively.
 PREDICT_PRECISIONS = ("32", "bf16", "auto")
 
@@ -139,14 +135,14 @@ class ContactModel(nn.Module):
     def chunk_size_for(self, batch: int, steps: int, max_pair_floats: int,
                        device: str | torch.device = "cpu") -> int:
         """The largest inference tile side whose haloed pair block, ``batch x (tile + 2 halo)^2 x pair_dim`` floats
-        (one pair-feature tensor of the head), fits ``max_pair_floats`` (and, on CPU, :data:`TILE_FLOATS_CAP`);
+        (one pair-feature tensor of the head), fits ``max_pair_floats`` (and, on CPU, the head's ``cpu_tile_floats``);
         never below ``config.pair_chunk_size`` (the model's own bound), and ``steps`` when the whole map fits.
         Bigger tiles recompute less halo (a 256 tile with the default model's 30-residue halo computes 1.5x its own
         area)."""
         halo = int(getattr(self.head, "halo", 0))
         budget = max(0, max_pair_floats)
         if torch.device(device).type == "cpu":
-            budget = min(budget, TILE_FLOATS_CAP)
+            budget = min(budget, self.head.cpu_tile_floats)
         side = int(math.isqrt(budget // max(1, batch * self.config.pair_dim)))
         chunk = max(self.config.pair_chunk_size, side - 2 * halo)
         return steps if chunk + 2 * halo >= steps else chunk

@@ -6,7 +6,9 @@ zeroes padded pairs before every convolution and normalises per pair (over chann
 
 Memory of inference (``predict_logits``) with tile size c, pair width P, receptive-field halo R:
     full map:   O(B * T^2 * P) activations;
-    tiled:      O(B * (c + 2R)^2 * P) activations for the tile being scored + O(B * T * D) encoder states
+    tiled:      O(B * (c + 2R)^2 * P) activations for the tile being scored (streamed resnet2d inference: the
+                residual stream, two conv-input maps and the outputs, each allocated once per tile, plus row-strip
+                temporaries) + O(B * T * D) encoder states
                 + O(B * T^2) for the logits themselves (the output, 1 float per pair, symmetrised in place).
 The pairwise head needs no halo (R = 0); the resnet2d head's R is the reach of its dilated convolutions
 (``sum(2 * dilation)`` over blocks), so tiles overlap by R and tiled logits equal the full map's up to rounding.
@@ -20,7 +22,9 @@ Two implementations of the same function share the parameters (so exported model
   parameters' dtype. Under autocast (``bf16-mixed``) the convolutions and the pairwise head's hidden layer run in
   the autocast dtype with fp32 norms and residual stream; on CPU their input channels are zero-padded to a multiple
   of 16 (oneDNN's bf16 weight-gradient kernel crashes on 20- or 24-channel dilated convolutions in torch 2.13, and
-  the padded kernel is faster anyway). Inference (no autograd) runs in place.
+  the padded kernel is faster anyway). Inference (no autograd) of the resnet2d head is streamed: layer by layer
+  over cache-sized row strips of a tile whose maps are allocated once (:meth:`ResNet2dHead._pairs_streamed`), so
+  big tiles (little halo recomputed) cost no more per pair than small ones.
 * ``impl="reference"``: the original module-by-module code, kept for the speed benchmark and the numerics tests.
 
 In float32 the two agree to rounding (about 1e-6 on logits; tests check 1e-5).
@@ -42,6 +46,11 @@ from protrnn.model.config import LOG_SEPARATION_EXACT, LOG_SEPARATION_PER_OCTAVE
 HEAD_IMPLS = ("fast", "reference")
 #: oneDNN's CPU bf16 convolution kernels want input channels in multiples of this.
 _CPU_BF16_CHANNEL_BLOCK = 16
+#: Pairs per row strip of the resnet2d head's streamed inference on a CPU (:meth:`ResNet2dHead._pairs_streamed`):
+#: 4 MiB of float32 activations at 32 channels, so a convolution's output is still in cache when it is normalised.
+STREAM_STRIP_PAIRS = 1 << 15
+#: Side of the blocks in which a whole map scored at once is symmetrised and turned into contact logits.
+SYMMETRISE_BLOCK = 128
 
 
 def _symmetrise(outputs: Tensor) -> Tensor:
@@ -243,31 +252,48 @@ class _NormReLU(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-def _norm_relu(norm: nn.LayerNorm, x: Tensor, keep: Tensor | None, dtype: torch.dtype, width: int,
-               buffer: Tensor | None = None) -> Tensor:
-    """:class:`_NormReLU`; without autograd, written in place into ``buffer`` (``[..., width]`` of ``dtype`` whose
-    channels beyond ``x``'s are zero), so inference casts and pads in the same single copy and reuses one tensor."""
-    if buffer is None or torch.is_grad_enabled():
-        return _NormReLU.apply(x, norm.weight, norm.bias, norm.eps, keep, dtype, width)
-    channels = x.shape[-1]
-    y = F.layer_norm(x if x.dtype == norm.weight.dtype else x.to(norm.weight.dtype), (channels,), norm.weight,
-                     norm.bias, norm.eps).relu_()
-    if keep is not None:
-        y.mul_(keep)
-    buffer[..., :channels].copy_(y)
-    return buffer
+def _norm_relu(norm: nn.LayerNorm, x: Tensor, keep: Tensor | None, dtype: torch.dtype, width: int) -> Tensor:
+    """:class:`_NormReLU` (with autograd; inference streams instead: :meth:`ResNet2dHead._pairs_streamed`)."""
+    return _NormReLU.apply(x, norm.weight, norm.bias, norm.eps, keep, dtype, width)
+
+
+def _norm_relu_into(norm: nn.LayerNorm, x: Tensor, keep: Tensor | None, out: Tensor) -> None:
+    """Inference: ``relu(layer_norm(x)) * keep`` written into ``out`` (cast to its dtype). A bf16 ``x`` feeding a
+    bf16 ``out`` is normalised as it is (float32 statistics and affine, bf16 result: bit-identical to normalising a
+    float32 copy and casting)."""
+    if x.dtype != norm.weight.dtype and x.dtype != out.dtype:
+        x = x.to(norm.weight.dtype)
+    y = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps).relu_()
+    out.copy_(y if keep is None else y.mul_(keep))
+
+
+def _conv_operands(conv: nn.Conv2d, width: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """``conv``'s weight zero-padded to ``width`` input channels and its bias, both in ``dtype``."""
+    weight = conv.weight
+    extra = width - weight.shape[1]
+    if extra:
+        weight = F.pad(weight, (0, 0, 0, 0, 0, extra))
+    return weight.to(dtype), (conv.bias.to(dtype) if conv.bias is not None else None)
 
 
 def _fast_conv(conv: nn.Conv2d, u: Tensor, dtype: torch.dtype) -> Tensor:
     """``conv`` on a channels-last ``[B, I, J, W]`` input whose channels beyond ``conv.in_channels`` are zero
     (weights zero-padded to match, so the result is the same): returns ``[B, I, J, C_out]`` in ``dtype``."""
-    weight = conv.weight
-    extra = u.shape[-1] - weight.shape[1]
-    if extra:
-        weight = F.pad(weight, (0, 0, 0, 0, 0, extra))
-    bias = conv.bias.to(dtype) if conv.bias is not None else None
-    out = F.conv2d(u.permute(0, 3, 1, 2), weight.to(dtype), bias, padding=conv.padding, dilation=conv.dilation)
+    weight, bias = _conv_operands(conv, u.shape[-1], dtype)
+    out = F.conv2d(u.permute(0, 3, 1, 2), weight, bias, padding=conv.padding, dilation=conv.dilation)
     return out.permute(0, 2, 3, 1)
+
+
+#: Largest pair-feature tile (floats) a head plans on a CPU, unless it streams its inference
+#: (:attr:`ResNet2dHead.cpu_tile_floats`): 32 MiB of float32, glibc's largest dynamic mmap threshold. Bigger blocks are
+#: mmapped afresh on every allocation under default malloc settings, and a halo-free head gains nothing from bigger
+#: tiles.
+TILE_FLOATS = 1 << 23
+#: The streamed resnet2d head's CPU tile cap: 128 MiB of float32 per map, a 1,024-residue haloed tile of 32 channels.
+#: Its inference allocates a tile's maps once and streams them through cache in row strips, so a big tile costs its
+#: page faults once, not once per layer, and saves the halo that smaller tiles recompute (measured: docs/predict.md,
+#: "Speed and memory").
+STREAMED_TILE_FLOATS = 1 << 25
 
 
 class _PairHeadBase(nn.Module):
@@ -277,6 +303,9 @@ class _PairHeadBase(nn.Module):
 
     #: Rows/columns beyond a tile that can influence it (0 for the per-pair MLP).
     halo = 0
+
+    #: Largest pair-feature tile (floats per tensor) :meth:`ContactModel.chunk_size_for` plans on a CPU.
+    cpu_tile_floats: int = TILE_FLOATS
 
     def __init__(self, config: ModelConfig, impl: str) -> None:
         super().__init__()
@@ -336,10 +365,14 @@ class _PairHeadBase(nn.Module):
         with a halo of :attr:`halo` on each side (exact: nothing outside the halo reaches the tile centre)."""
         chunk = chunk_size or self.chunk_size
         steps = h.size(1)
-        if steps <= chunk + 2 * self.halo:  # one haloed tile would already span the map: score it whole
-            return self.forward(h, mask)
         dtype = _compute_dtype(h)
         feats = self._features(h)
+        if steps <= chunk + 2 * self.halo:  # one haloed tile would already span the map: score it whole
+            span = range(0, steps)
+            raw = self._tile(feats, mask, span, span, dtype)
+            # symmetrised block by block (cache-sized transposes), not as one [B, T, T, O] transpose
+            return _tiled_contact_logits(lambda rows, cols: raw[:, rows.start:rows.stop, cols.start:cols.stop],
+                                         h.size(0), steps, _tiles(steps, SYMMETRISE_BLOCK), self.contact_classes, h)
         halo = self.halo
 
         def score(rows: range, cols: range) -> Tensor:
@@ -432,12 +465,11 @@ class _ResidualBlock(nn.Module):
         y = _conv(self.conv2, F.relu(self.norm2(y)) * keep)
         return x + y
 
-    def forward_fast(self, x: Tensor, keep: Tensor | None, dtype: torch.dtype, width: int,
-                     buffer: Tensor | None = None) -> Tensor:
+    def forward_fast(self, x: Tensor, keep: Tensor | None, dtype: torch.dtype, width: int) -> Tensor:
         """The same block with fused norm/ReLU/mask nodes, convolutions in ``dtype`` on ``width`` input channels,
         and the residual added in ``x``'s dtype (in place when no gradient is being recorded)."""
-        y = _fast_conv(self.conv1, _norm_relu(self.norm1.norm, x, keep, dtype, width, buffer), dtype)
-        y = _fast_conv(self.conv2, _norm_relu(self.norm2.norm, y, keep, dtype, width, buffer), dtype)
+        y = _fast_conv(self.conv1, _norm_relu(self.norm1.norm, x, keep, dtype, width), dtype)
+        y = _fast_conv(self.conv2, _norm_relu(self.norm2.norm, y, keep, dtype, width), dtype)
         if y.dtype != x.dtype:
             y = y.to(x.dtype)
         return x + y if torch.is_grad_enabled() else x.add_(y)
@@ -449,6 +481,8 @@ class ResNet2dHead(_PairHeadBase):
     the product) plus a separation embedding. Activations are kept channels-last ([B, I, J, C]) so the per-pair
     norm is a plain LayerNorm.
     """
+
+    cpu_tile_floats = STREAMED_TILE_FLOATS
 
     def __init__(self, config: ModelConfig, impl: str = "fast") -> None:
         super().__init__(config, impl)
@@ -486,18 +520,81 @@ class ResNet2dHead(_PairHeadBase):
                 x = block(x, keep_f)
             return self.out(F.relu(self.out_norm(x)))
         with torch.autocast(a_r.device.type, enabled=False):
-            x = _outer_features(a_r, a_c, s_r, s_c, self.pair_product.weight)
-            emb = self.separation(sep)
-            x = x + emb if torch.is_grad_enabled() else x.add_(emb)
+            if not torch.is_grad_enabled():
+                return self._pairs_streamed(a_r, s_r, a_c, s_c, keep, sep, dtype)
+            x = _outer_features(a_r, a_c, s_r, s_c, self.pair_product.weight) + self.separation(sep)
             keep = keep.to(x.dtype) if keep is not None else None
             width = _conv_width(x.shape[-1], dtype, x.device)
-            buffer = None  # inference: one zero-padded conv-input tensor reused by every convolution of the tile
-            if not torch.is_grad_enabled() and self.blocks and (width != x.shape[-1] or dtype != x.dtype):
-                buffer = x.new_zeros(*x.shape[:-1], width, dtype=dtype)
             for block in self.blocks:
-                x = block.forward_fast(x, keep, dtype, width, buffer)
+                x = block.forward_fast(x, keep, dtype, width)
             y = _norm_relu(self.out_norm.norm, x, None, x.dtype, x.shape[-1])
             return F.linear(y, self.out.weight, self.out.bias)
+
+    def _strip_rows(self, batch: int, n_cols: int, device: torch.device) -> int:
+        """Rows per strip of :meth:`_pairs_streamed`: :data:`STREAM_STRIP_PAIRS` pairs on a CPU (at least 1 row), the
+        whole tile elsewhere (a GPU wants large kernels, not cache-sized ones)."""
+        if device.type != "cpu":
+            return 1 << 62
+        return max(1, STREAM_STRIP_PAIRS // max(1, batch * n_cols))
+
+    def _pairs_streamed(self, a_r: Tensor, s_r: Tensor, a_c: Tensor, s_c: Tensor, keep: Tensor | None, sep: Tensor,
+                        dtype: torch.dtype) -> Tensor:
+        """Inference (no autograd) of the fast path, layer-major in row strips: the same function as the
+        whole-tile code, computed so that each strip's activations stay in cache.
+
+        The tile's residual stream ``x`` (float32) and two conv-input maps ``u``, ``v`` (``dtype``, zero-padded by
+        the largest dilation above and below, and to the convolution's channel width) are allocated once. Each
+        block then runs three passes over row strips: ``u = relu(norm1(x))``; ``v = relu(norm2(conv1(u)))``;
+        ``x += conv2(v)``. A strip's convolution reads its rows plus ``dilation`` rows of the map on each side
+        (the zero rows at the map's edges are the convolution's own padding; columns are padded by the
+        convolution), so nothing is recomputed, unlike haloed tiles, and the LayerNorm reads the convolution's
+        output while it is still in cache. Outputs are ``[B, R, C, O]`` in float32, as the whole-tile code's.
+        """
+        batch, n_rows, n_cols = a_r.shape[0], a_r.shape[1], a_c.shape[1]
+        channels = self.config.pair_dim
+        width = _conv_width(channels, dtype, a_r.device)
+        reach = max((block.dilation for block in self.blocks), default=0)
+        step = self._strip_rows(batch, n_cols, a_r.device)
+        strips = [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+        keep = keep.to(a_r.dtype) if keep is not None else None
+        x = a_r.new_empty(batch, n_rows, n_cols, channels)
+        for rows in strips:
+            torch.add(_outer_features(a_r[:, rows], a_c, s_r[:, rows], s_c, self.pair_product.weight),
+                      self.separation(sep[rows]), out=x[:, rows])
+        maps = []
+        for _ in range(2 if self.blocks else 0):
+            padded = a_r.new_empty(batch, n_rows + 2 * reach, n_cols, width, dtype=dtype)
+            padded[:, :reach].zero_()
+            padded[:, reach + n_rows:].zero_()
+            if width > channels:
+                padded[..., channels:].zero_()
+            maps.append(padded)
+
+        def inner(padded: Tensor, rows: slice) -> Tensor:  # a strip's rows of a padded map, first C channels
+            return padded[:, reach + rows.start:reach + rows.stop, :, :channels]
+
+        def conv(conv2d: nn.Conv2d, padded: Tensor, rows: slice, dilation: int) -> Tensor:
+            weight, bias = operands[conv2d]
+            window = padded[:, reach + rows.start - dilation:reach + rows.stop + dilation]
+            out = F.conv2d(window.permute(0, 3, 1, 2), weight, bias, padding=(0, dilation), dilation=dilation)
+            return out.permute(0, 2, 3, 1)
+
+        operands = {c: _conv_operands(c, width, dtype) for block in self.blocks for c in (block.conv1, block.conv2)}
+        for block in self.blocks:
+            u, v = maps
+            for rows in strips:
+                _norm_relu_into(block.norm1.norm, x[:, rows], None if keep is None else keep[:, rows], inner(u, rows))
+            for rows in strips:
+                y = conv(block.conv1, u, rows, block.dilation)
+                _norm_relu_into(block.norm2.norm, y, None if keep is None else keep[:, rows], inner(v, rows))
+            for rows in strips:
+                x[:, rows].add_(conv(block.conv2, v, rows, block.dilation))
+        out = a_r.new_empty(batch, n_rows, n_cols, self.out.out_features)
+        norm = self.out_norm.norm
+        for rows in strips:
+            y = F.layer_norm(x[:, rows], (channels,), norm.weight, norm.bias, norm.eps).relu_()
+            out[:, rows] = F.linear(y, self.out.weight, self.out.bias)
+        return out
 
 
 PairHead = PairwiseHead | ResNet2dHead

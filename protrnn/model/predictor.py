@@ -33,7 +33,8 @@ from protrnn import __version__
 from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import TILE_FLOATS_CAP, ContactModel, resolve_precision
+from protrnn.model.contact_model import ContactModel, resolve_precision
+from protrnn.model.heads import TILE_FLOATS
 from protrnn.model.io import (
     ENSEMBLE_COMBINE,
     ENSEMBLE_FORMAT,
@@ -52,7 +53,7 @@ CPU_BATCH_TOKENS = 1024
 MAX_BATCH_PAIRS = 1 << 24
 #: Cap on pair-feature floats per batch, B x E^2 x pair_dim, where E = min(T_max, tile + 2 x halo) is the side of
 #: the pair block the head holds at once (see protrnn.model.heads): 128 MiB per pair-feature tensor. On a CPU the
-#: model caps it further (:data:`~protrnn.model.contact_model.TILE_FLOATS_CAP`): see :func:`pair_budget`.
+#: model's head caps it further (its ``cpu_tile_floats``): see :func:`pair_budget`.
 PAIR_FEATURE_BUDGET = 1 << 25
 #: The library's default arithmetic: float32 everywhere, so results do not depend on the machine's bf16 support.
 DEFAULT_PRECISION = "32"
@@ -74,12 +75,14 @@ def default_batch_tokens(device: str | torch.device) -> int:
     return CPU_BATCH_TOKENS if torch.device(device).type == "cpu" else DEFAULT_BATCH_TOKENS
 
 
-def pair_budget(device: str | torch.device, budget: int = PAIR_FEATURE_BUDGET) -> int:
+def pair_budget(device: str | torch.device, budget: int = PAIR_FEATURE_BUDGET, *,
+                cpu_cap: int = TILE_FLOATS) -> int:
     """Pair-feature floats per tensor that the model's tile choice (:meth:`ContactModel.chunk_size_for`) actually
-    allows on ``device``: ``budget``, capped on a CPU at :data:`~protrnn.model.contact_model.TILE_FLOATS_CAP`.
-    Batches are planned under this same number, so the tile chosen for a planned batch is never below the model's
-    own ``pair_chunk_size`` for lack of budget."""
-    return min(budget, TILE_FLOATS_CAP) if torch.device(device).type == "cpu" else budget
+    allows on ``device``: ``budget``, capped on a CPU at ``cpu_cap`` (the head's ``cpu_tile_floats``; by default
+    :data:`~protrnn.model.heads.TILE_FLOATS`, the cap of heads that do not stream). Batches are planned under this
+    same number, so the tile chosen for a planned batch is never below the model's own ``pair_chunk_size`` for lack
+    of budget."""
+    return min(budget, cpu_cap) if torch.device(device).type == "cpu" else budget
 
 
 def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.device | None = None, *,
@@ -215,7 +218,9 @@ class Predictor:
                      for member in self.models)
         pair_dim = max(member.config.pair_dim for member in self.models)
         # pair_floats None: the model's fixed tiles, batches under the uncapped budget (the path before budget tiles).
-        budget = PAIR_FEATURE_BUDGET if self.pair_floats is None else pair_budget(self.device, self.pair_floats)
+        cpu_cap = min(member.head.cpu_tile_floats for member in self.models)
+        budget = (PAIR_FEATURE_BUDGET if self.pair_floats is None
+                  else pair_budget(self.device, self.pair_floats, cpu_cap=cpu_cap))
         return plan_batches(lengths, self.batch_tokens if batch_tokens is None else batch_tokens, MAX_BATCH_PAIRS,
                             pair_extent=extent, max_pair_blocks=max(1, budget // pair_dim))
 

@@ -1,10 +1,11 @@
 """glibc malloc settings for ``protrnn predict`` on a CPU, set in-process with ``mallopt`` (measured in
 docs/predict.md, "Speed and memory").
 
-The pair head allocates and frees tile-sized tensors (up to 32 MiB each, the CPU tile cap
-:data:`protrnn.model.contact_model.TILE_FLOATS_CAP`) thousands of times per long chain. Under glibc's defaults the
-heap top is trimmed back to the OS whenever more than 2 x the dynamic mmap threshold is free, and re-grown (page
-faults) on the next tile. :func:`tune_malloc` keeps freed heap memory for reuse and serves allocations up to 32 MiB
+The pair head allocates and frees row-strip temporaries (a few MiB each: the streamed inference of
+:meth:`protrnn.model.heads.ResNet2dHead._pairs_streamed`) thousands of times per long chain, and each tile's maps (up
+to 128 MiB, the CPU tile cap :data:`protrnn.model.heads.STREAMED_TILE_FLOATS`) once per tile. Under glibc's
+defaults the heap top is trimmed back to the OS whenever more than 2 x the dynamic mmap threshold is free, and
+re-grown (page faults) on the next allocation. :func:`tune_malloc` keeps freed heap memory for reuse and serves allocations up to 32 MiB
 from the heap (larger ones, such as a long chain's L x L output, are still mmapped and returned to the OS when freed);
 :func:`release_free_memory` hands the kept memory back once a long chain's scoring is done, before its files are
 written. Unlike ``protrnn train`` (environment variables + re-execution), nothing here needs a restart: ``mallopt``
