@@ -75,6 +75,18 @@ def test_tiled_inference_equals_full_map(kind: str, chunk: int, impl: str) -> No
         torch.testing.assert_close(head.predict_logits(h, mask, chunk_size=chunk), full, atol=1e-5, rtol=0)
 
 
+def _poison_new_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fill every floating ``Tensor.new_empty`` with NaN, so a map element the streamed path reads without having
+    written it (padding rows or channels left unzeroed) shows up in the result."""
+    original = torch.Tensor.new_empty
+
+    def poisoned(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        out = original(self, *args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
+
+
 @pytest.mark.parametrize("strip_pairs", [1, 200, 1 << 15])
 @pytest.mark.parametrize("pad_to", [None, 16])
 def test_streamed_inference_computes_the_autograd_paths_function(monkeypatch: pytest.MonkeyPatch, strip_pairs: int,
@@ -86,6 +98,7 @@ def test_streamed_inference_computes_the_autograd_paths_function(monkeypatch: py
     monkeypatch.setattr(heads, "STREAM_STRIP_PAIRS", strip_pairs)
     if pad_to is not None:  # the bf16 CPU layout (channels zero-padded to 16), exercised in float64
         monkeypatch.setattr(heads, "_conv_width", lambda channels, dtype, device: pad_to)
+    _poison_new_empty(monkeypatch)
     head = _head("resnet2d", head_dilations=[1, 4])
     reference = _head("resnet2d", "reference", head_dilations=[1, 4])
     h, mask = _states([45, 30])
@@ -98,6 +111,45 @@ def test_streamed_inference_computes_the_autograd_paths_function(monkeypatch: py
     torch.testing.assert_close(streamed, autograd, atol=1e-10, rtol=0)
     torch.testing.assert_close(streamed, expected, atol=1e-10, rtol=0)
     torch.testing.assert_close(tiled, expected, atol=1e-10, rtol=0)
+
+
+def test_streamed_bf16_inference_is_the_autograd_paths_bf16_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under bf16 autocast on a CPU (channels zero-padded to 16 there): one strip per tile does exactly the autograd
+    path's arithmetic; cache-sized strips change only the convolutions' rounding."""
+    torch.manual_seed(0)
+    config = ModelConfig(head="resnet2d", hidden_size=8, pair_dim=24, head_blocks=3, head_dilations=[1, 2],
+                         max_separation=10, distogram_bins=[4.0, 8.0, 12.0])  # type: ignore[arg-type]
+    head = build_head(config).eval()
+    h, mask = _states([45, 30])
+    h = h.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autograd = head(h, mask)
+        with torch.no_grad():
+            monkeypatch.setattr(heads, "STREAM_STRIP_PAIRS", 1 << 30)
+            whole = head(h, mask)
+            monkeypatch.setattr(heads, "STREAM_STRIP_PAIRS", 200)
+            strips = head(h, mask)
+    with torch.no_grad():
+        exact = head.double()(h.double(), mask).float()
+    torch.testing.assert_close(whole, autograd.detach(), atol=0, rtol=0)
+    assert (strips - exact).abs().max() < 0.05 and (autograd - exact).abs().max() < 0.05  # bf16 vs float64
+    torch.testing.assert_close(strips, autograd.detach(), atol=0.02, rtol=0)
+
+
+def test_streamed_sampled_blocks_equal_the_autograd_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``block_outputs`` without autograd (validation of whole-chain training) streams each sampled block, whose
+    separations are one [size, size] map per block; 2-row strips, padded blocks and a padded chain."""
+    monkeypatch.setattr(heads, "STREAM_STRIP_PAIRS", 100)  # 100 // (3 blocks x 16 columns) = 2 rows per strip
+    _poison_new_empty(monkeypatch)
+    head = _head("resnet2d", head_dilations=[1, 4], max_separation=40)
+    h, mask = _states([45, 30])
+    blocks = torch.tensor([[[0, 0], [10, 29]], [[14, 0], [-1, -1]]])
+    with torch.enable_grad():
+        autograd = head.block_outputs(h, mask, blocks, 16)
+    with torch.no_grad():
+        streamed = head.block_outputs(h, mask, blocks, 16)
+    assert streamed.outputs.shape == autograd.outputs.shape == (3, 16, 16, 1)
+    torch.testing.assert_close(streamed.outputs, autograd.outputs.detach(), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("impl", HEAD_IMPLS)

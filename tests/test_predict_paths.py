@@ -148,8 +148,16 @@ def test_planned_batches_fit_the_tile_the_model_chooses() -> None:
             chunk = predictor.model.chunk_size_for(n, width, predictor.pair_floats, "cpu")
             extent = min(width, chunk + 2 * halo)
             assert n * extent**2 * config.pair_dim <= cap, (n, width, chunk)
-    # 300-residue chains are scored whole (300 < 256 + 2 halo); 3 x 300^2 x 24 floats fit 2^23, 4 do not.
+    # 300-residue chains are scored whole (300 < 256 + 2 halo). At the CPU default of 1,024 tokens 3 fit a batch;
+    # with tokens to spare, the streamed head's cap decides: 15 x 300^2 x 24 floats fit 2^25, 16 do not.
     assert [len(b) for b in predictor.plan([300] * 20)] == [3] * 6 + [2]
+    assert [len(b) for b in predictor.plan([300] * 20, batch_tokens=100_000)] == [15, 5]
+    # an ensemble plans under its smallest member cap: with a pairwise member, 2^23 (3 x 300^2 x 24 fit, 4 do not)
+    pairwise = ContactModel(ModelConfig(**{**config.__dict__, "head": "pairwise"}))
+    ensemble = Predictor([predictor.model, pairwise], device="cpu")
+    assert [len(b) for b in ensemble.plan([300] * 20, batch_tokens=100_000)] == [3] * 6 + [2]
+    # the reference implementation does not stream, so it keeps the 2^23 cap
+    assert ContactModel(config, head_impl="reference").head.cpu_tile_floats == 1 << 23
 
 
 def test_batch_size_defaults_per_device_and_explicit_values_win(model_dirs, tmp_path, monkeypatch) -> None:
@@ -266,7 +274,7 @@ def test_streamed_resnet_tiles_bound_a_long_chains_memory(model_dirs, tmp_path) 
     """A 3,000-residue chain through the tiny resnet2d model (pair_dim 8), in a fresh process. Streamed inference
     holds per tile three maps of at most the head's cap (``cpu_tile_floats`` = 2^25 floats = 128 MiB each: 2,048^2
     pairs, so 3,000 residues take 2 x 2 tiles) plus the L^2 logits and probabilities; scoring the whole map at once
-    would hold three maps of 3,000^2 x 8 floats (864 MiB)."""
+    would hold three maps of 3,000^2 x 8 floats (824 MiB)."""
     length = 3000
     script = textwrap.dedent(f"""
         import numpy as np

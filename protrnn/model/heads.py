@@ -258,10 +258,10 @@ def _norm_relu(norm: nn.LayerNorm, x: Tensor, keep: Tensor | None, dtype: torch.
 
 
 def _norm_relu_into(norm: nn.LayerNorm, x: Tensor, keep: Tensor | None, out: Tensor) -> None:
-    """Inference: ``relu(layer_norm(x)) * keep`` written into ``out`` (cast to its dtype). A bf16 ``x`` feeding a
-    bf16 ``out`` is normalised as it is (float32 statistics and affine, bf16 result: bit-identical to normalising a
-    float32 copy and casting)."""
-    if x.dtype != norm.weight.dtype and x.dtype != out.dtype:
+    """Inference: ``relu(layer_norm(x)) * keep`` written into ``out`` (cast to its dtype). ``x`` is normalised in the
+    norm's own dtype, as the autograd path does (a bf16 input with float32 weights is not supported by every
+    device's kernel, and rounds differently where it is)."""
+    if x.dtype != norm.weight.dtype:
         x = x.to(norm.weight.dtype)
     y = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps).relu_()
     out.copy_(y if keep is None else y.mul_(keep))
@@ -482,8 +482,6 @@ class ResNet2dHead(_PairHeadBase):
     norm is a plain LayerNorm.
     """
 
-    cpu_tile_floats = STREAMED_TILE_FLOATS
-
     def __init__(self, config: ModelConfig, impl: str = "fast") -> None:
         super().__init__(config, impl)
         width, pair = 2 * config.hidden_size, config.pair_dim
@@ -497,6 +495,11 @@ class ResNet2dHead(_PairHeadBase):
         self.out = nn.Linear(pair, config.pair_outputs)
         #: Rows/columns beyond a tile that can influence it: each block has two convs of reach ``dilation``.
         self.halo = sum(2 * d for d in dilations)
+
+    @property
+    def cpu_tile_floats(self) -> int:  # type: ignore[override]
+        """Only the fast implementation streams its inference; the reference allocates whole maps per layer."""
+        return STREAMED_TILE_FLOATS if self.impl == "fast" else TILE_FLOATS
 
     def _features(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """``a = W h`` and ``s = W' a`` (the sum term: ``W'(a_i + a_j) = s_i + s_j``); the fast path keeps them in the
@@ -559,8 +562,10 @@ class ResNet2dHead(_PairHeadBase):
         keep = keep.to(a_r.dtype) if keep is not None else None
         x = a_r.new_empty(batch, n_rows, n_cols, channels)
         for rows in strips:
+            # sep: [R, C] for a tile, [N, R, C] for sampled blocks (one per block)
+            sep_rows = sep[rows] if sep.dim() == 2 else sep[:, rows]
             torch.add(_outer_features(a_r[:, rows], a_c, s_r[:, rows], s_c, self.pair_product.weight),
-                      self.separation(sep[rows]), out=x[:, rows])
+                      self.separation(sep_rows), out=x[:, rows])
         maps = []
         for _ in range(2 if self.blocks else 0):
             padded = a_r.new_empty(batch, n_rows + 2 * reach, n_cols, width, dtype=dtype)

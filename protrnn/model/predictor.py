@@ -12,9 +12,9 @@ An ensemble (:func:`protrnn.model.io.save_ensemble`) loads the same way; its mem
 batch and the predictor returns the mean of their probabilities.
 
 Memory of one batch of B chains padded to T (see :mod:`protrnn.model.heads`): each pair-feature tensor of the head
-holds ``B x (tile + 2 halo)^2 x pair_dim`` floats, at most :func:`pair_budget` (the tile is chosen by
-:meth:`ContactModel.chunk_size_for` from that budget, and :meth:`Predictor.plan` forms batches under the same
-budget), plus the ``B x T^2`` float32 output, at most :data:`MAX_BATCH_PAIRS` (two such tensors for an ensemble: the
+holds ``B x (tile + 2 halo)^2 x pair_dim`` floats, at most the pair budget capped on a CPU by the head's
+``cpu_tile_floats`` (the tile is chosen by :meth:`ContactModel.chunk_size_for`; :meth:`Predictor.plan` forms batches
+under :func:`pair_budget`, the smallest member's cap for an ensemble), plus the ``B x T^2`` float32 output, at most :data:`MAX_BATCH_PAIRS` (two such tensors for an ensemble: the
 running sum and the member being added).
 """
 
@@ -34,7 +34,6 @@ from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel, resolve_precision
-from protrnn.model.heads import TILE_FLOATS
 from protrnn.model.io import (
     ENSEMBLE_COMBINE,
     ENSEMBLE_FORMAT,
@@ -75,13 +74,11 @@ def default_batch_tokens(device: str | torch.device) -> int:
     return CPU_BATCH_TOKENS if torch.device(device).type == "cpu" else DEFAULT_BATCH_TOKENS
 
 
-def pair_budget(device: str | torch.device, budget: int = PAIR_FEATURE_BUDGET, *,
-                cpu_cap: int = TILE_FLOATS) -> int:
+def pair_budget(device: str | torch.device, budget: int = PAIR_FEATURE_BUDGET, *, cpu_cap: int) -> int:
     """Pair-feature floats per tensor that the model's tile choice (:meth:`ContactModel.chunk_size_for`) actually
-    allows on ``device``: ``budget``, capped on a CPU at ``cpu_cap`` (the head's ``cpu_tile_floats``; by default
-    :data:`~protrnn.model.heads.TILE_FLOATS`, the cap of heads that do not stream). Batches are planned under this
-    same number, so the tile chosen for a planned batch is never below the model's own ``pair_chunk_size`` for lack
-    of budget."""
+    allows on ``device``: ``budget``, capped on a CPU at ``cpu_cap`` (the head's ``cpu_tile_floats``; for an ensemble
+    the smallest of its members'). Batches are planned under this same number, so the tile chosen for a planned
+    batch is never below the model's own ``pair_chunk_size`` for lack of budget."""
     return min(budget, cpu_cap) if torch.device(device).type == "cpu" else budget
 
 
