@@ -14,8 +14,8 @@ batch and the predictor returns the mean of their probabilities.
 Memory of one batch of B chains padded to T (see :mod:`protrnn.model.heads`): each pair-feature tensor of the head
 holds ``B x (tile + 2 halo)^2 x pair_dim`` floats, at most the pair budget capped on a CPU by the head's
 ``cpu_tile_floats`` (the tile is chosen by :meth:`ContactModel.chunk_size_for`; :meth:`Predictor.plan` forms batches
-under :func:`pair_budget`, the smallest member's cap for an ensemble), plus the ``B x T^2`` float32 output, at most :data:`MAX_BATCH_PAIRS` (two such tensors for an ensemble: the
-running sum and the member being added).
+under :func:`pair_budget`, the smallest member's cap for an ensemble), plus the ``B x T^2`` float32 output, at most
+:data:`MAX_BATCH_PAIRS` (two such tensors for an ensemble: the running sum and the member being added).
 """
 
 from __future__ import annotations
