@@ -132,8 +132,8 @@ def test_precision_option(model_dirs, tmp_path) -> None:
 
 
 def test_planned_batches_fit_the_tile_the_model_chooses() -> None:
-    """Predictor.plan and ContactModel.chunk_size_for use one budget: on a CPU, pair-feature tensors of at most
-    the head's cpu_tile_floats; a planned batch's haloed block, B x min(T, tile + 2 halo)^2 x pair_dim, stays within it."""
+    """Predictor.plan and ContactModel.chunk_size_for use one budget: on a CPU, pair-feature tensors of at most the
+    head's cpu_tile_floats; a planned batch's haloed block, B x min(T, tile + 2 halo)^2 x pair_dim, stays within it."""
     config = ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="resnet2d", pair_dim=24, head_blocks=4,
                          head_dilations=[1, 2, 4, 8], pair_chunk_size=256)
     predictor = Predictor(ContactModel(config), device="cpu")
@@ -270,7 +270,7 @@ def test_malloc_tuning_respects_the_opt_out_and_user_settings(monkeypatch) -> No
 
 
 @pytest.mark.slow
-def test_streamed_resnet_tiles_bound_a_long_chains_memory(model_dirs, tmp_path) -> None:
+def test_streamed_resnet_tiles_bound_a_long_chains_memory(model_dirs) -> None:
     """A 3,000-residue chain through the tiny resnet2d model (pair_dim 8), in a fresh process. Streamed inference
     holds per tile three maps of at most the head's cap (``cpu_tile_floats`` = 2^25 floats = 128 MiB each: 2,048^2
     pairs, so 3,000 residues take 2 x 2 tiles) plus the L^2 logits and probabilities; scoring the whole map at once
@@ -290,8 +290,8 @@ def test_streamed_resnet_tiles_bound_a_long_chains_memory(model_dirs, tmp_path) 
         print(before, peak_rss_mib())
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
-                            env=env)
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     before_mb, peak_mb = map(float, result.stdout.split())
     maps_mb = 3 * STREAMED_TILE_FLOATS * 4 / 2**20
