@@ -467,12 +467,13 @@ class _ResidualBlock(nn.Module):
 
     def forward_fast(self, x: Tensor, keep: Tensor | None, dtype: torch.dtype, width: int) -> Tensor:
         """The same block with fused norm/ReLU/mask nodes, convolutions in ``dtype`` on ``width`` input channels,
-        and the residual added in ``x``'s dtype (in place when no gradient is being recorded)."""
+        and the residual added in ``x``'s dtype. With autograd only: inference streams instead
+        (:meth:`ResNet2dHead._pairs_streamed`)."""
         y = _fast_conv(self.conv1, _norm_relu(self.norm1.norm, x, keep, dtype, width), dtype)
         y = _fast_conv(self.conv2, _norm_relu(self.norm2.norm, y, keep, dtype, width), dtype)
         if y.dtype != x.dtype:
             y = y.to(x.dtype)
-        return x + y if torch.is_grad_enabled() else x.add_(y)
+        return x + y
 
 
 class ResNet2dHead(_PairHeadBase):
@@ -559,7 +560,7 @@ class ResNet2dHead(_PairHeadBase):
         reach = max((block.dilation for block in self.blocks), default=0)
         step = self._strip_rows(batch, n_cols, a_r.device)
         strips = [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
-        keep = keep.to(a_r.dtype) if keep is not None else None
+        keeps = [None if keep is None else keep[:, rows].to(a_r.dtype) for rows in strips]
         x = a_r.new_empty(batch, n_rows, n_cols, channels)
         for rows in strips:
             # sep: [R, C] for a tile, [N, R, C] for sampled blocks (one per block)
@@ -575,6 +576,8 @@ class ResNet2dHead(_PairHeadBase):
                 padded[..., channels:].zero_()
             maps.append(padded)
 
+        operands = {c: _conv_operands(c, width, dtype) for block in self.blocks for c in (block.conv1, block.conv2)}
+
         def inner(padded: Tensor, rows: slice) -> Tensor:  # a strip's rows of a padded map, first C channels
             return padded[:, reach + rows.start:reach + rows.stop, :, :channels]
 
@@ -584,14 +587,13 @@ class ResNet2dHead(_PairHeadBase):
             out = F.conv2d(window.permute(0, 3, 1, 2), weight, bias, padding=(0, dilation), dilation=dilation)
             return out.permute(0, 2, 3, 1)
 
-        operands = {c: _conv_operands(c, width, dtype) for block in self.blocks for c in (block.conv1, block.conv2)}
         for block in self.blocks:
             u, v = maps
-            for rows in strips:
-                _norm_relu_into(block.norm1.norm, x[:, rows], None if keep is None else keep[:, rows], inner(u, rows))
-            for rows in strips:
+            for rows, keep_rows in zip(strips, keeps, strict=True):
+                _norm_relu_into(block.norm1.norm, x[:, rows], keep_rows, inner(u, rows))
+            for rows, keep_rows in zip(strips, keeps, strict=True):
                 y = conv(block.conv1, u, rows, block.dilation)
-                _norm_relu_into(block.norm2.norm, y, None if keep is None else keep[:, rows], inner(v, rows))
+                _norm_relu_into(block.norm2.norm, y, keep_rows, inner(v, rows))
             for rows in strips:
                 x[:, rows].add_(conv(block.conv2, v, rows, block.dilation))
         out = a_r.new_empty(batch, n_rows, n_cols, self.out.out_features)

@@ -5,8 +5,9 @@ The pair head allocates and frees row-strip temporaries (a few MiB each: the str
 :meth:`protrnn.model.heads.ResNet2dHead._pairs_streamed`) thousands of times per long chain, and each tile's maps (up
 to 128 MiB, the CPU tile cap :data:`protrnn.model.heads.STREAMED_TILE_FLOATS`) once per tile. Under glibc's
 defaults the heap top is trimmed back to the OS whenever more than 2 x the dynamic mmap threshold is free, and
-re-grown (page faults) on the next allocation. :func:`tune_malloc` keeps freed heap memory for reuse and serves allocations up to 32 MiB
-from the heap (larger ones, such as a long chain's L x L output, are still mmapped and returned to the OS when freed);
+re-grown (page faults) on the next allocation. :func:`tune_malloc` keeps freed heap memory for reuse and serves
+allocations up to 32 MiB from the heap (larger ones, such as a long chain's L x L output or a big tile's maps, are
+still mmapped and returned to the OS when freed);
 :func:`release_free_memory` hands the kept memory back once a long chain's scoring is done, before its files are
 written. Unlike ``protrnn train`` (environment variables + re-execution), nothing here needs a restart: ``mallopt``
 applies from the call on.
