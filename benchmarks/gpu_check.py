@@ -1,17 +1,28 @@
 """GPU readiness check (issue #13): one prepared script for a machine with CUDA.
 
-It trains the default architecture (BiLSTM 2x64 + resnet2d 24 ch x 4 blocks) and a larger recipe (2x128, 48 ch x 8
-blocks) for a fixed number of steps through the real training code (``ContactLightningModule`` under a Lightning
-``Trainer``: contact loss, AdamW, warm-up/cosine schedule, gradient clipping) in ``bf16-mixed`` with cuDNN autotuning
-(``benchmark=True``), then predicts a FASTA (default ``data/example.fasta``) and one long random chain with the bundled
-model, in float32 and bf16. It prints, per run, the median step time, scored pairs/s and residues/s, and the peak
-device memory (``torch.cuda.max_memory_allocated``; peak RSS on CPU), and writes the same as JSON (``--json``, or
+It trains, for a fixed number of steps through the real training code (``ContactLightningModule`` under a Lightning
+``Trainer``: loss, AdamW, warm-up/cosine schedule, gradient clipping) in ``bf16-mixed`` with cuDNN autotuning
+(``benchmark=True``):
+
+* ``default``: the default architecture (BiLSTM 2x64 + resnet2d 24 ch x 4 blocks), every pair of B=8 x T=128 crops;
+* ``large``: a larger one (2x128, 48 ch x 8 blocks), the same batches;
+* ``bundled``: the bundled model's architecture (``protrnn/pretrained/model.json``; today 2x128, 32 ch x 6 blocks,
+  log separation, distogram head) as ``longrange.yaml`` trains it: 512-residue encoder windows, the head on 4 sampled
+  64 x 64 pair blocks per window, batches from the real data module (``ContactDataModule``) at the config's token
+  budget and at ``--bundled-tokens`` (a GPU-sized batch).
+
+Then it predicts a FASTA (default ``data/example.fasta``) and one long random chain with the bundled model, in float32
+and bf16. It prints, per run, the median step time, scored pairs/s and residues/s (real residues), and the peak device
+memory (``torch.cuda.max_memory_allocated``; peak RSS on CPU), and writes the same as JSON (``--json``, or
 ``$OUT/gpu_check.json`` when ``$OUT`` is set).
 
-Batches are synthetic (random chains, ~3 % contacts) so the script needs no prepared dataset; the speed of a step does
-not depend on the labels.
+The whole-map recipes train on synthetic batches (random chains, ~3 % contacts): the speed of a step does not depend on
+the labels. The bundled recipe reads ``--data DIR`` (a prepared ``train.npz``, e.g. ``results_bundle/data``) or,
+without it, synthetic chains (random sequences on a random walk; 150-900 residues, 200-300 in the dry run) written to a
+temporary prepared dataset, so the script needs no prepared data.
 
-    python benchmarks/gpu_check.py                # on CUDA: 60 steps per run, B=8 x T=128, a 5,000-residue chain
+    python benchmarks/gpu_check.py                # on CUDA: 60 steps per run, a 5,000-residue chain
+    python benchmarks/gpu_check.py --data results_bundle/data
     python benchmarks/gpu_check.py --dry-run      # the same code path on CPU, 2 tiny steps per run (tests run this)
 
 Without CUDA the script falls back to the dry run (and says so).
@@ -24,6 +35,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,11 +47,14 @@ import torch  # noqa: E402
 
 from protrnn.utils.resources import peak_rss_mib  # noqa: E402
 
-#: The two architectures trained: the default config and the larger recipe of issue #13.
+#: The whole-map architectures trained: the default config and the larger recipe of issue #13.
 RECIPES = {
     "default": {"hidden_size": 64, "pair_dim": 24, "head_blocks": 4},
     "large": {"hidden_size": 128, "pair_dim": 48, "head_blocks": 8},
 }
+#: The bundled recipe: the shipped architecture trained on windows and sampled pair blocks (longrange.yaml's data).
+BUNDLED = "bundled"
+ALL_RECIPES = [*RECIPES, BUNDLED]
 
 
 def _precision(device: torch.device) -> str:
@@ -88,9 +103,78 @@ def synthetic_batches(count: int, batch: int, length: int, seed: int = 0) -> lis
     return out
 
 
-def train_run(name: str, device: torch.device, steps: int, batch: int, length: int, warmup: int) -> dict[str, Any]:
+def synthetic_dataset(directory: Path, chains: int, lengths: tuple[int, int], seed: int = 0) -> Path:
+    """A prepared dataset (``train.npz``, ``val.npz``) of random chains: random sequences on a random walk of 3.8 A
+    steps whose direction turns a little at a time (a compact-ish trace with contacts at all separations); N, C and
+    Cb are the Ca position (only Cb-Cb distances are read). Returns ``directory``."""
+    import numpy as np
+
+    from protrnn.data.chain import ProteinChain
+    from protrnn.data.dataset import save_dataset
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    made = []
+    for k in range(chains):
+        length = int(rng.integers(lengths[0], lengths[1] + 1))
+        direction = rng.normal(size=3)
+        trace = np.zeros((length, 3))
+        for i in range(1, length):
+            direction = direction / np.linalg.norm(direction) + rng.normal(scale=0.9, size=3)
+            trace[i] = trace[i - 1] + 3.8 * direction / np.linalg.norm(direction)
+        made.append(ProteinChain(id=f"synthetic{k}", sequence="".join(rng.choice(letters, length)),
+                                 observed=np.ones(length, dtype=bool), coords=np.repeat(trace[:, None], 4, axis=1)))
+    directory.mkdir(parents=True, exist_ok=True)
+    save_dataset(made[: max(1, chains - 2)], directory / "train.npz")
+    save_dataset(made[max(1, chains - 2):], directory / "val.npz")
+    return directory
+
+
+def _block_pairs(batch: dict[str, Any]) -> int:
+    """Pairs the loss scores in a batch with sampled pair blocks (each block pair once per block, pair mask
+    applied), as ``ContactLightningModule._training_loss`` counts them."""
+    from protrnn.model.heads import BlockOutputs, _block_positions
+
+    index, rows, cols = _block_positions(batch["blocks"], int(batch["block_size"]))
+    return int(BlockOutputs(torch.empty(0), index, rows, cols).scored(batch["pair_mask"]).sum())
+
+
+def bundled_batches(data: Path, steps: int, max_tokens: int | None,
+                    overrides: dict[str, Any] | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list]:
+    """The bundled architecture (with ``overrides`` of its keys), longrange.yaml's module and data settings
+    (``max_tokens`` and ``max_pairs`` scaled together when ``max_tokens`` is given) and ``steps`` training batches of
+    ``data/train.npz`` from the real data module, in its shuffled order."""
+    import yaml
+
+    from protrnn.model.io import load_networks
+    from protrnn.training.datamodule import ContactDataModule
+
+    spec = yaml.safe_load((REPO / "protrnn" / "configs" / "longrange.yaml").read_text())
+    settings = {k: v for k, v in spec["data"].items() if k not in ("train_path", "val_path", "num_workers")}
+    if max_tokens is not None:
+        scale = max_tokens / settings["max_tokens"]
+        settings["max_tokens"], settings["max_pairs"] = max_tokens, int(settings["max_pairs"] * scale)
+    module = {k: v for k, v in spec["model"].items() if k != "model"}
+    architecture = {**load_networks()[0].config.to_dict(), **(overrides or {})}
+    dm = ContactDataModule(data / "train.npz", data / "val.npz", **settings)
+    dm.setup("fit")
+    batches: list = []
+    epoch = 0
+    while len(batches) < steps:
+        loader = dm.train_dataloader()
+        loader.batch_sampler.sampler.set_epoch(epoch)  # as Lightning does before each epoch: new crops, blocks, order
+        batches.extend(loader)
+        epoch += 1
+    return architecture, module, settings, batches[:steps]
+
+
+def train_run(name: str, device: torch.device, steps: int, batch: int, length: int, warmup: int,
+              data: Path | None = None, max_tokens: int | None = None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``steps`` optimiser steps of the real LightningModule on ``device``; median time of the steps after
-    ``warmup``."""
+    ``warmup``. ``name`` is a whole-map recipe of :data:`RECIPES` (synthetic ``batch`` x ``length`` batches) or
+    :data:`BUNDLED` (real batches of ``data``, at ``max_tokens`` or the config's budget)."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
@@ -112,9 +196,19 @@ def train_run(name: str, device: torch.device, steps: int, batch: int, length: i
             self.times.append(time.perf_counter() - self._start)
 
     pl.seed_everything(0, verbose=False)
-    module = ContactLightningModule(ModelConfig(**RECIPES[name]), warmup_steps=max(1, steps // 5))  # type: ignore[arg-type]
-    batches = synthetic_batches(steps, batch, length)
-    pairs = int(scored_pairs(batches[0]["pair_mask"]).sum())
+    settings: dict[str, Any] = {}
+    if name == BUNDLED:
+        if data is None:
+            raise ValueError("the bundled recipe needs a prepared dataset directory")
+        architecture, module_options, settings, batches = bundled_batches(data, steps, max_tokens, overrides)
+        module = ContactLightningModule(architecture, **{**module_options, "warmup_steps": max(1, steps // 5)})
+        pair_counts = [_block_pairs(b) for b in batches]
+        residue_counts = [int(b["mask"].sum()) for b in batches]
+    else:
+        module = ContactLightningModule(ModelConfig(**RECIPES[name]), warmup_steps=max(1, steps // 5))  # type: ignore[arg-type]
+        batches = synthetic_batches(steps, batch, length)
+        pair_counts = [int(scored_pairs(b["pair_mask"]).sum()) for b in batches]
+        residue_counts = [int(b["mask"].sum()) for b in batches]
     timer = StepTimer()
     precision = _precision(device)
     trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
@@ -125,11 +219,17 @@ def train_run(name: str, device: torch.device, steps: int, batch: int, length: i
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     wall = time.perf_counter() - start
-    timed = timer.times[warmup:] or timer.times
-    step = statistics.median(timed)
-    return {"run": f"train {name}", "precision": precision, "steps": len(timer.times), "batch": batch,
-            "length": length, "step_s": step, "pairs_per_s": pairs / step, "residues_per_s": batch * length / step,
-            "peak_mib": _peak_mib(device), "wall_s": wall}
+    first = warmup if len(timer.times) > warmup else 0
+    timed = timer.times[first:]
+    seconds = sum(timed)
+    label = f"train {name}" + (f" {settings['max_tokens']} tokens" if settings else "")
+    label += "".join(f" {key}={value}" for key, value in (overrides or {}).items())
+    shape = ({"batch": round(statistics.mean(len(b["lengths"]) for b in batches), 1),
+              "length": settings["crop_length"], "pair_block": settings["pair_block"]} if settings
+             else {"batch": batch, "length": length})
+    return {"run": label, "precision": precision, "steps": len(timer.times), **shape,
+            "step_s": statistics.median(timed), "pairs_per_s": sum(pair_counts[first:]) / seconds,
+            "residues_per_s": sum(residue_counts[first:]) / seconds, "peak_mib": _peak_mib(device), "wall_s": wall}
 
 
 def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[dict[str, Any]]:
@@ -171,9 +271,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=None, help="residues per chain (default 128; dry run 40)")
     parser.add_argument("--long", type=int, default=None, help="long chain to predict (default 5000; dry run 300)")
     parser.add_argument("--fasta", type=Path, default=REPO / "data" / "example.fasta")
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=ALL_RECIPES, choices=ALL_RECIPES)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="prepared dataset directory (train.npz, val.npz) for the bundled recipe (default: "
+                             "synthetic chains in a temporary directory)")
+    parser.add_argument("--bundled-tokens", type=int, nargs="+", default=None,
+                        help="token budgets of the bundled recipe's batches; 0 = longrange.yaml's own (default on "
+                             "CUDA: 0 8192; dry run: 0)")
+    parser.add_argument("--bundled-set", nargs="+", default=[], metavar="KEY=INT",
+                        help="architecture overrides of the bundled recipe, e.g. hidden_size=256 pair_dim=64 (sizing "
+                             "a larger model)")
+    parser.add_argument("--no-predict", action="store_true", help="train rows only")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.bundled_set:
+        key, _, value = item.partition("=")
+        if not value.isdigit():
+            parser.error(f"--bundled-set {item}: expected KEY=INT")
+        overrides[key] = int(value)
     dry = args.dry_run or not torch.cuda.is_available()
     if dry and not args.dry_run:
         print("no CUDA device: running the CPU dry run")
@@ -194,12 +310,20 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"device: CPU ({os.cpu_count()} CPUs, bf16 features: {', '.join(cpu_bf16_flags()) or 'none'}), "
               f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    results = [train_run(name, device, steps, batch, length, warmup=0 if dry else 10) for name in args.recipes]
+    warmup = 0 if dry else 10
+    results = [train_run(name, device, steps, batch, length, warmup) for name in args.recipes if name != BUNDLED]
+    if BUNDLED in args.recipes:
+        with tempfile.TemporaryDirectory() as scratch:
+            data = args.data or synthetic_dataset(Path(scratch), chains=8 if dry else 64,
+                                                  lengths=(200, 300) if dry else (150, 900))
+            for tokens in args.bundled_tokens or ([0] if dry else [0, 8192]):
+                results.append(train_run(BUNDLED, device, steps, batch, length, warmup, data=data,
+                                         max_tokens=tokens or None, overrides=overrides))
     for row in results:
-        print(f"{row['run']:14} {row['precision']:10} {row['steps']:3d} steps of {row['batch']}x{row['length']}: "
+        print(f"{row['run']:26} {row['precision']:10} {row['steps']:3d} steps of {row['batch']}x{row['length']}: "
               f"{row['step_s'] * 1e3:8.1f} ms/step {row['pairs_per_s']:12,.0f} pairs/s {row['residues_per_s']:10,.0f} "
               f"res/s  peak {row['peak_mib']:8,.0f} MiB", flush=True)
-    predictions = predict_runs(device, args.fasta, long_length)
+    predictions = [] if args.no_predict else predict_runs(device, args.fasta, long_length)
     for row in predictions:
         print(f"{row['run']:28} {row['precision']:4} {row['chains']:3d} chains {row['residues']:6d} res "
               f"{row['seconds']:7.2f} s {row['residues_per_s']:10,.0f} res/s  peak {row['peak_mib']:8,.0f} MiB",

@@ -312,8 +312,15 @@ def test_gpu_check_dry_run_passes_quickly(tmp_path: Path) -> None:
 
     report = json.loads(out.read_text())
     assert report["dry_run"] is True and report["device"] == "cpu"
-    assert [row["run"] for row in report["train"]] == ["train default", "train large"]
+    assert [row["run"] for row in report["train"]] == ["train default", "train large", "train bundled 1024 tokens"]
     assert all(row["steps"] == 2 and row["pairs_per_s"] > 0 for row in report["train"])
+    # The bundled recipe trains the head on 4 sampled 64 x 64 blocks per window: the synthetic chains (200-300
+    # residues, mean ~250) are longer than a block, so each scores about 4 * 4096 pairs (less the diagonal block's
+    # pairs within 5 of the diagonal), where its whole map would hold ~250^2 = 62,500.
+    bundled = report["train"][2]
+    assert bundled["pair_block"] == 64 and bundled["length"] == 512
+    per_chain = bundled["pairs_per_s"] / bundled["residues_per_s"] * 250
+    assert 0.5 * 4 * 4096 < per_chain < 1.5 * 4 * 4096, per_chain
     assert [row["precision"] for row in report["predict"]] == ["32", "32", "bf16", "bf16"]
     assert sum(row["residues"] for row in report["predict"] if row["precision"] == "32") == 167 + 300
     # What predict_proba was asked for: a warm-up batch, then the float32 rows' batches, then as many in bf16, each
