@@ -164,3 +164,34 @@ def test_leakage_finds_every_relative_beyond_mmseqs_prefilter_cap(ts50: list[tup
                                           coverage=0.5)
     assert kept == []
     assert len(removed) == 420
+
+
+def test_best_test_hits_picks_identity_then_bits_and_records_each_removed_chain_once() -> None:
+    """The one best-hit rule of both leakage searches: highest identity, then bits, then the lower test index, in
+    any order of the hits (mmseqs2 reports ties in varying order); the records come in chain order, written from the
+    test chain to the training chain."""
+    import dataclasses
+    import itertools
+    from types import SimpleNamespace
+
+    def hit(identity: float, bits: float, tag: str) -> splits.Hit:
+        return splits.Hit(tag, "t", identity, 50, 1, 50, 60, 1, 50, 80, 1e-9, bits)
+
+    hits = [
+        (2, 1, hit(0.40, 90.0, "c2-fewer-bits")),
+        (0, 1, hit(0.35, 200.0, "c0-low-identity")),
+        (0, 1, hit(0.50, 50.0, "c0-best")),        # higher identity wins over more bits
+        (2, 1, hit(0.40, 120.0, "c2-more-bits")),  # same identity, more bits wins ...
+        (2, 2, hit(0.40, 120.0, "c2-tie-later")),  # ... and on a full tie the lower test index
+        (0, 0, hit(0.50, 40.0, "c0-fewer-bits")),
+    ]
+    for order in itertools.permutations(hits):
+        best = splits.best_test_hits(order)
+        assert {chain: (test, h.query) for chain, (test, h) in best.items()} == {0: (1, "c0-best"),
+                                                                                 2: (1, "c2-more-bits")}
+    tests = [("ts50", SimpleNamespace(id="T0")), ("psicov150", SimpleNamespace(id="P1")),
+             ("olk40", SimpleNamespace(id="O2"))]
+    records = splits.leakage_records(best, ["a", "b", "c"], tests,
+                                     lambda h, chain_id, test_id: dataclasses.replace(h, query=test_id, target=chain_id))
+    assert [(r.chain_id, r.test_set, r.test_id, r.identity, r.hit.query, r.hit.target) for r in records] == [
+        ("a", "psicov150", "P1", 0.50, "P1", "a"), ("c", "psicov150", "P1", 0.40, "P1", "c")]

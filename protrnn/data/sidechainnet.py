@@ -304,7 +304,7 @@ def find_leakage(ids: Sequence[str], sequences: Sequence[str], test_sets: Mappin
     raw = splits.search_overlap([str(i) for i in range(len(ids))], sequences, [str(k) for k in range(len(keys))],
                                 [chain.sequence for _, chain in keys], min_seq_id=identity, coverage=0.0,
                                 threads=threads)
-    best: dict[int, tuple[int, splits.Hit]] = {}
+    qualifying: list[tuple[int, int, splits.Hit]] = []
     hitting: dict[str, set[int]] = {name: set() for name in test_sets}
     both: set[int] = set()
     for hit in raw:
@@ -314,15 +314,8 @@ def find_leakage(ids: Sequence[str], sequences: Sequence[str], test_sets: Mappin
         hitting[keys[test][0]].add(chain)
         if min(hit.query_coverage, hit.target_coverage) >= coverage:
             both.add(chain)
-        current = best.get(chain)
-        if current is None or (hit.identity, hit.bits) > (current[1].identity, current[1].bits):
-            best[chain] = (test, hit)
-    removed = []
-    for chain in sorted(best):
-        test, hit = best[chain]
-        name, test_chain = keys[test]
-        removed.append(splits.LeakageHit(chain_id=ids[chain], test_set=name, test_id=test_chain.id,
-                                         identity=hit.identity, hit=_as_test_query(hit, ids[chain], test_chain.id)))
+        qualifying.append((chain, test, hit))
+    removed = splits.leakage_records(splits.best_test_hits(qualifying), ids, keys, _as_test_query)
     counts = {"chains_hitting": {name: len(found) for name, found in hitting.items()},
               "removed_if_both_coverage": len(both)}
     return removed, counts

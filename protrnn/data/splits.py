@@ -28,9 +28,10 @@ import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -376,6 +377,39 @@ def split_by_cluster(clusters: Mapping[str, str], fractions: Mapping[str, float]
     return assignment
 
 
+def best_test_hits(hits: Iterable[tuple[int, int, Hit]]) -> dict[int, tuple[int, Hit]]:
+    """Per training chain that has a hit, its best one: ``{chain index: (test index, hit)}`` from ``(chain index,
+    test index, hit)`` triples, best = the highest identity, then the highest bit score, then (a tie, e.g. the same
+    sequence in two test sets) the lowest test index, then the lowest e-value and the longest alignment. The order of
+    ``hits`` does not matter: multi-threaded mmseqs2 reports tied hits in varying order, which made the test set a
+    removed chain was attributed to vary between runs. The one rule by which both leakage searches (contact data here,
+    pretraining labels in :func:`protrnn.data.sidechainnet.find_leakage`) name the hit a removed chain is recorded
+    with."""
+    def rank(test: int, hit: Hit) -> tuple[float, float, int, float, int]:
+        return hit.identity, hit.bits, -test, -hit.evalue, hit.aln_length
+
+    best: dict[int, tuple[int, Hit]] = {}
+    for chain, test, hit in hits:
+        current = best.get(chain)
+        if current is None or rank(test, hit) > rank(*current):
+            best[chain] = (test, hit)
+    return best
+
+
+def leakage_records(best: Mapping[int, tuple[int, Hit]], chain_ids: Sequence[str],
+                    tests: Sequence[tuple[str, Any]], from_test: Callable[[Hit, str, str], Hit]) -> list[LeakageHit]:
+    """One :class:`LeakageHit` per removed training chain of ``best`` (:func:`best_test_hits`), in chain order.
+    ``tests[k]`` is test chain k's ``(test set name, chain with .id)``; ``from_test(hit, chain_id, test_id)`` writes
+    the hit from the test chain (query) to the training chain (target), as the leakage tables hold it."""
+    removed = []
+    for chain in sorted(best):
+        test, hit = best[chain]
+        name, test_chain = tests[test]
+        removed.append(LeakageHit(chain_id=chain_ids[chain], test_set=name, test_id=test_chain.id,
+                                  identity=hit.identity, hit=from_test(hit, chain_ids[chain], test_chain.id)))
+    return removed
+
+
 def remove_leakage(train: Sequence[ProteinChain], test_sets: Mapping[str, Sequence[ProteinChain]],
                    min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
                    threads: int | None = None) -> tuple[list[ProteinChain], list[LeakageHit]]:
@@ -386,16 +420,8 @@ def remove_leakage(train: Sequence[ProteinChain], test_sets: Mapping[str, Sequen
     """
     test_keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
     raw = _search([c.sequence for _, c in test_keys], [c.sequence for c in train], min_seq_id, coverage, threads)
-    best: dict[int, tuple[int, Hit]] = {}
-    for q, t, hit in raw:
-        current = best.get(t)
-        if current is None or (hit.identity, hit.bits) > (current[1].identity, current[1].bits):
-            best[t] = (q, hit)
-    removed = []
-    for t in sorted(best):
-        q, hit = best[t]
-        name, test_chain = test_keys[q]
-        removed.append(LeakageHit(chain_id=train[t].id, test_set=name, test_id=test_chain.id, identity=hit.identity,
-                                  hit=_renamed(hit, test_chain.id, train[t].id)))
+    best = best_test_hits((t, q, hit) for q, t, hit in raw)  # the search's queries are the test chains
+    removed = leakage_records(best, [chain.id for chain in train], test_keys,
+                              lambda hit, chain_id, test_id: _renamed(hit, test_id, chain_id))
     kept = [chain for t, chain in enumerate(train) if t not in best]
     return kept, removed
