@@ -11,7 +11,7 @@ Build OUTDIR/report.html (opens offline: figures embedded as PNG, no external CS
 OUTDIR/figures/*.png + *.svg from the outputs of the other commands:
 
   the findings table: each knob (cell, gradient horizon, forget bias / chrono init, orthogonal init, residual,
-  layer norm, clipping) against the reference model, its effect on synthetic reach, usage and gradient
+  layer norm, clipping, pretraining) against the reference model, its effect on synthetic reach, usage and gradient
   horizons and long-range precision with 95 % intervals, and which knobs matter (also OUTDIR/summary.json);
   precision by separation bin for every model and baseline (one panel per test set, bootstrap error bars);
   gradient sensitivity and context usage vs distance per model with their horizons; the synthetic reach task;
