@@ -627,3 +627,19 @@ def test_diagnose_from_metrics_csv_with_a_cut_model(val_chains: list, tmp_path: 
     assert result.horizon is not None and result.horizon <= 8
     assert result.metrics["reference_loss"] == pytest.approx(entropy, rel=1e-9)
     assert result.diagnosis is not None and result.diagnosis.label == UNDERFIT_VANISHING
+
+
+def test_diagnose_command_passes_absolute_train_loss_thresholds(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    """`protrnn diagnose --high-train-loss/--low-train-loss` reach FitThresholds (the only way the command can judge
+    the train-loss level of a focal-loss model, which has no closed-form reference loss); unset by default."""
+    import protrnn.diagnostics.run as run_module
+    from protrnn.cli import main
+
+    seen = []
+    monkeypatch.setattr(run_module, "diagnose", lambda models, data, output, options: seen.append(options.thresholds))
+    common = ["diagnose", "m=model_dir", "--data", str(tmp_path / "val.npz"), "-o", str(tmp_path / "d.json")]
+    assert main([*common, "--high-train-loss", "0.5", "--low-train-loss", "0.2"]) == 0
+    assert main(common) == 0
+    assert (seen[0].high_train_loss, seen[0].low_train_loss) == (0.5, 0.2)
+    assert (seen[1].high_train_loss, seen[1].low_train_loss) == (None, None)

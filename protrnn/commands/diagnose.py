@@ -112,6 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"train loss / constant-predictor loss at or above which it is high ({t.high_train_ratio})")
     group.add_argument("--low-train-ratio", type=float, default=t.low_train_ratio,
                        help=f"... at or below which it is low ({t.low_train_ratio})")
+    group.add_argument("--high-train-loss", type=float, default=None, metavar="LOSS",
+                       help="absolute train loss at or above which it is high, used when no reference loss is known "
+                            "(e.g. a focal loss); unset by default")
+    group.add_argument("--low-train-loss", type=float, default=None, metavar="LOSS",
+                       help="... at or below which it is low; unset by default")
     group.add_argument("--overfit-gap", type=float, default=t.overfit_gap,
                        help=f"relative excess of validation over train loss that is 'notably worse' ({t.overfit_gap})")
     group.add_argument("--length-trend", type=float, default=t.length_trend,
@@ -122,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from protrnn.diagnostics.run import DiagnoseOptions, diagnose
 
     thresholds = FitThresholds(high_train_ratio=args.high_train_ratio, low_train_ratio=args.low_train_ratio,
+                               high_train_loss=args.high_train_loss, low_train_loss=args.low_train_loss,
                                overfit_gap=args.overfit_gap, length_trend=args.length_trend,
                                short_horizon=args.short_horizon, long_horizon=args.long_horizon)
     options = DiagnoseOptions(max_distance=args.max_distance, fraction=args.fraction, smooth=args.smooth,

@@ -18,7 +18,8 @@ Files are written atomically per record; rerun the same command after an interru
 skipped, giving the same bytes as an uninterrupted run.
 
 On Linux with glibc the command tunes malloc for the pair head's tile buffers (faster on CPU; set
-PROTRNN_MALLOC_TUNING=0, or any MALLOC_* variable of your own, to keep glibc's defaults).
+PROTRNN_MALLOC_TUNING=0, or a MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_MAX_/MALLOC_TOP_PAD_ or
+glibc.malloc tunable of your own, to keep glibc's defaults).
 
 examples:
   protrnn predict proteins.fasta -o out/
