@@ -203,12 +203,11 @@ def train_run(name: str, device: torch.device, steps: int, batch: int, length: i
         architecture, module_options, settings, batches = bundled_batches(data, steps, max_tokens, overrides)
         module = ContactLightningModule(architecture, **{**module_options, "warmup_steps": max(1, steps // 5)})
         pair_counts = [_block_pairs(b) for b in batches]
-        residue_counts = [int(b["mask"].sum()) for b in batches]
     else:
         module = ContactLightningModule(ModelConfig(**RECIPES[name]), warmup_steps=max(1, steps // 5))  # type: ignore[arg-type]
         batches = synthetic_batches(steps, batch, length)
         pair_counts = [int(scored_pairs(b["pair_mask"]).sum()) for b in batches]
-        residue_counts = [int(b["mask"].sum()) for b in batches]
+    residue_counts = [int(b["mask"].sum()) for b in batches]
     timer = StepTimer()
     precision = _precision(device)
     trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
