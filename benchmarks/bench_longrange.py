@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protrnn.model.contact_model import bf16_is_native  # noqa: E402
-from protrnn.model.heads import BlockOutputs, _block_positions  # noqa: E402
+from protrnn.model.heads import BlockOutputs  # noqa: E402
 from protrnn.training.datamodule import ContactDataModule  # noqa: E402
 from protrnn.training.loss import scored_pairs  # noqa: E402
 from protrnn.training.module import ContactLightningModule  # noqa: E402
@@ -112,8 +112,7 @@ def main() -> None:
             with torch.no_grad():
                 blocks = None
                 if batch.get("blocks") is not None:  # block positions only, no network
-                    bi, rows, cols = _block_positions(batch["blocks"], int(batch["block_size"]))
-                    blocks = BlockOutputs(torch.empty(0), bi, rows, cols)
+                    blocks = BlockOutputs.positions(batch["blocks"], int(batch["block_size"]))
                     selected = blocks.scored(batch["pair_mask"])
                 else:
                     selected = scored_pairs(batch["pair_mask"])

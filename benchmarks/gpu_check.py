@@ -133,10 +133,9 @@ def synthetic_dataset(directory: Path, chains: int, lengths: tuple[int, int], se
 def _block_pairs(batch: dict[str, Any]) -> int:
     """Pairs the loss scores in a batch with sampled pair blocks (each block pair once per block, pair mask
     applied), as ``ContactLightningModule._training_loss`` counts them."""
-    from protrnn.model.heads import BlockOutputs, _block_positions
+    from protrnn.model.heads import BlockOutputs
 
-    index, rows, cols = _block_positions(batch["blocks"], int(batch["block_size"]))
-    return int(BlockOutputs(torch.empty(0), index, rows, cols).scored(batch["pair_mask"]).sum())
+    return int(BlockOutputs.positions(batch["blocks"], int(batch["block_size"])).scored(batch["pair_mask"]).sum())
 
 
 def bundled_batches(data: Path, steps: int, max_tokens: int | None,

@@ -136,6 +136,13 @@ class BlockOutputs:
         self.rows = rows
         self.cols = cols
 
+    @classmethod
+    def positions(cls, blocks: Tensor, size: int) -> BlockOutputs:
+        """The blocks' pairs alone (empty ``outputs``), from a batch's ``blocks [B, K, 2]`` and ``block_size``: what
+        a batch scores without running a network (:meth:`scored`, :meth:`gather`; the benchmarks count pairs and
+        separations with it)."""
+        return cls(blocks.new_empty(0, dtype=torch.float32), *_block_positions(blocks, size))
+
     def gather(self, pair_tensor: Tensor) -> Tensor:
         """A per-pair batch tensor ``[B, T, T, ...]`` (targets, masks) at the blocks' pairs: ``[N, S, S, ...]``."""
         return pair_tensor[self.batch_index[:, None, None], self.rows[:, :, None], self.cols[:, None, :]]
