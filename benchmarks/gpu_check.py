@@ -6,7 +6,7 @@ It trains, for a fixed number of steps through the real training code (``Contact
 
 * ``default``: the default architecture (BiLSTM 2x64 + resnet2d 24 ch x 4 blocks), every pair of B=8 x T=128 crops;
 * ``large``: a larger one (2x128, 48 ch x 8 blocks), the same batches;
-* ``bundled``: the bundled model's architecture (``protrnn/pretrained/model.json``; today 2x128, 32 ch x 6 blocks,
+* ``bundled``: the bundled model's architecture (its first member's ``model.json``; today 2x128, 32 ch x 6 blocks,
   log separation, distogram head) as ``longrange.yaml`` trains it: 512-residue encoder windows, the head on 4 sampled
   64 x 64 pair blocks per window, batches from the real data module (``ContactDataModule``) at the config's token
   budget and at ``--bundled-tokens`` (a GPU-sized batch).

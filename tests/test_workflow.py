@@ -536,22 +536,24 @@ def _bundle_dry_run(tmp_path: Path, bundle_config: dict) -> tuple[str, Path]:
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     """workflows/config.bundle.yaml: `snakemake bundle` pretrains at the full setting and trains the long-range
-    recipe with the hand run's flags (docs/pipeline.md), on the full configuration's structure sources."""
+    recipe at seeds 0 and 1 with the flags of the runs that made the shipped ensemble (docs/pipeline.md), on the full
+    configuration's structure sources with 12 % of the clusters held out for validation."""
     bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
     full = yaml.safe_load((REPO / "workflows" / "config.full.yaml").read_text())
     assert bundle_config["sources"]["default"] is True
     assert bundle_config["sources"]["paths"] == full["sources"]["paths"] and len(full["sources"]["paths"]) == 3
-    assert bundle_config["prepare"]["identity"] == 0.3 and bundle_config["prepare"]["split"] == {"train": 0.95,
-                                                                                                 "val": 0.05}
+    assert bundle_config["prepare"]["identity"] == 0.3 and bundle_config["prepare"]["split"] == {"train": 0.88,
+                                                                                                 "val": 0.12}
     assert sorted(bundle_config["test_sets"]) == ["ollikainen40", "psicov150", "ts50"]
     plan, results = _bundle_dry_run(tmp_path, bundle_config)
     jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
     assert jobs == sorted(["fetch_default_sources", "fetch_pretrain_source", "prepare", "pretrain_prepare",
-                           "pretrain_fit", "train", "evaluate_model", "evaluate_baselines", "bundle"])
+                           "pretrain_fit", "train", "train", "bundle_ensemble", "evaluate_model",
+                           "evaluate_baselines", "bundle"])
     prepare = shell_line(plan, "-m protrnn prepare")
     assert prepare.index("db55_dips_equidock") < prepare.index("abag_docking") < prepare.index("rosetta_demos") \
         < prepare.index("cgdms-1.0") < prepare.index("bioemu_benchmarks")  # the hand run's input order
-    assert "--split train=0.95,val=0.05 --identity 0.3" in prepare
+    assert "--split train=0.88,val=0.12 --identity 0.3" in prepare
     pretrain_prepare = shell_line(plan, "-m protrnn pretrain prepare")
     assert "--max-chains" not in pretrain_prepare and "--val-fraction 0.02" in pretrain_prepare
     assert "--identity 0.3" in pretrain_prepare  # prepare.identity: the contact data's leakage threshold
@@ -560,21 +562,29 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     for flag in ("--model.model.hidden_size=128", "--model.schedule_steps=4800", "--trainer.max_time 00:00:40:00",
                  "--num_threads 1"):
         assert flag in pretrain_fit, flag
-    train = shell_line(plan, "-m protrnn train")
-    hand_run = ["--config protrnn/configs/longrange.yaml", "--model.model.hidden_size=128", "--model.model.pair_dim=32",
-                "--model.model.head_blocks=6",
-                "--trainer.max_steps 7000", "--trainer.max_time 00:01:28:00", "--trainer.enable_progress_bar false",
-                CALLBACK, f"--trainer.callbacks.path {results}/pretrain/encoder", "--trainer.callbacks.freeze_steps 300",
-                "--seed_everything 0", "--num_threads 1", "--data.seed 0"]
-    for flag in hand_run:
-        assert flag in train, flag
-    # the bundle keeps the config's early stopping, best-checkpoint export and max_epochs (as the hand run did)
-    for grid_flag in ("--early_stopping.patience", "--checkpoint.monitor", "--trainer.max_epochs"):
-        assert grid_flag not in train
+    trains = [line for line in plan.splitlines() if "-m protrnn train" in line]
+    assert len(trains) == 2
+    for seed in (0, 1):
+        (train,) = [line for line in trains if f"--seed_everything {seed} " in line]
+        hand_run = ["--config protrnn/configs/longrange.yaml", "--model.model.hidden_size=128",
+                    "--model.model.pair_dim=32", "--model.model.head_blocks=6",
+                    "--trainer.max_steps 4500", "--trainer.max_time 00:01:15:00",
+                    "--trainer.enable_progress_bar false", CALLBACK,
+                    f"--trainer.callbacks.path {results}/pretrain/encoder", "--trainer.callbacks.freeze_steps 300",
+                    "--num_threads 1", f"--data.seed {seed}",
+                    f"--trainer.default_root_dir {results}/models/bundle/seed{seed}"]
+        for flag in hand_run:
+            assert flag in train, (seed, flag)
+        # the bundle keeps the config's early stopping, best-checkpoint export and max_epochs (as the hand run did)
+        for grid_flag in ("--early_stopping.patience", "--checkpoint.monitor", "--trainer.max_epochs"):
+            assert grid_flag not in train
+    ensemble = shell_line(plan, "-m protrnn ensemble")
+    assert f"{results}/models/bundle/seed0 {results}/models/bundle/seed1 -o {results}/ensembles/bundle" in ensemble
     install = shell_line(plan, "workflows/scripts/bundle_model.py")
+    assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in install
     assert (f"--data {results}/data --pretrain-data {results}/pretrain/data --encoder {results}/pretrain/encoder"
             in install)
-    bundle = job_block(plan, "bundle", "protrnn/pretrained/model.json")
+    bundle = job_block(plan, "bundle", "protrnn/pretrained/ensemble.json")
     for path in (f"{results}/data/manifest.tsv", f"{results}/data/leakage.tsv",
                  f"{results}/pretrain/data/manifest.json", f"{results}/pretrain/encoder/encoder.json"):
         assert path in bundle
@@ -596,7 +606,7 @@ def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path:
     for seed in (4, 7):
         (line,) = [t for t in trains if f"--seed_everything {seed} " in t]
         assert f"--data.seed {seed}" in line and f"--trainer.default_root_dir {results}/models/bundle/seed{seed}" in line
-        assert "--trainer.max_steps 7000" in line and CALLBACK in line  # the bundle's own recipe, per member
+        assert "--trainer.max_steps 4500" in line and CALLBACK in line  # the bundle's own recipe, per member
     ensemble = shell_line(plan, "-m protrnn ensemble")
     assert (f"{results}/models/bundle/seed4 {results}/models/bundle/seed7 -o {results}/ensembles/bundle"
             in ensemble)
