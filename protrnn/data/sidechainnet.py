@@ -296,8 +296,8 @@ def find_leakage(ids: Sequence[str], sequences: Sequence[str], test_sets: Mappin
     """Chains at >= ``identity`` to a test chain over >= ``coverage`` of the **test** chain (see module docstring).
 
     ``test_sets`` maps a name to chains with ``.id`` and ``.sequence``. Returns one
-    :class:`~protrnn.data.splits.LeakageHit` per chain to remove (its best hit: highest identity, then bits; input
-    order) and counts: ``chains_hitting`` (per test set, chains with any qualifying hit; a chain may count for
+    :class:`~protrnn.data.splits.LeakageHit` per chain to remove (its best hit by
+    :func:`~protrnn.data.splits.best_test_hits`; input order) and counts: ``chains_hitting`` (per test set, chains with any qualifying hit; a chain may count for
     several sets) and ``removed_if_both_coverage`` (chains the both-sequence coverage rule would remove).
     """
     keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]

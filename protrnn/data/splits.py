@@ -416,7 +416,7 @@ def remove_leakage(train: Sequence[ProteinChain], test_sets: Mapping[str, Sequen
     """Drop every training chain at >= ``min_seq_id`` identity to a chain of any test set.
 
     Test chains are the queries and training chains the targets, as in the shared overlap tables. Returns the kept
-    chains (input order) and one :class:`LeakageHit` per removed chain: its best hit (highest identity, then bits).
+    chains (input order) and one :class:`LeakageHit` per removed chain: its best hit (:func:`best_test_hits`).
     """
     test_keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
     raw = _search([c.sequence for _, c in test_keys], [c.sequence for c in train], min_seq_id, coverage, threads)
