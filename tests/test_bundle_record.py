@@ -70,6 +70,15 @@ def _write_summary(directory: Path, command: str, results: dict) -> None:
                                                         "command": command, "results": results}))
 
 
+def _write_ts50_summaries(directory: Path, model: str) -> None:
+    """directory/bundle and directory/baselines: the model at long-range P@L/5 0.2 and the random baseline at 0.05
+    on TS50."""
+    _write_summary(directory / "bundle", f"protrnn evaluate --model bundle={model}",
+                   {"bundle": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.2, 0.1, 0.3)}}}})
+    _write_summary(directory / "baselines", "protrnn evaluate --baselines random",
+                   {"random": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.05, 0.04, 0.06)}}}})
+
+
 def _metric(mean: float, low: float, high: float) -> dict[str, float]:
     return {"mean": mean, "low": low, "high": high}
 
@@ -143,6 +152,42 @@ def test_main_refuses_weights_that_do_not_load_and_keeps_the_old_bundle(tmp_path
     assert {p.name: p.read_text() for p in outdir.iterdir()} == before
 
 
+def test_main_puts_the_configs_notes_in_the_card_and_refuses_a_missing_notes_file(tmp_path: Path, monkeypatch,
+                                                                                    capsys) -> None:
+    """`bundle.notes`: the written account of the recipe lives in a tracked file, so a rerun of the rule keeps it."""
+    monkeypatch.chdir(tmp_path)
+    model_dir = tmp_path / "results" / "models" / "bundle"
+    _tiny_export(model_dir, tmp_path)
+    _write_ts50_summaries(tmp_path / "eval", "results/models/bundle")
+    notes = tmp_path / "workflows" / "bundle_notes.md"
+    notes.parent.mkdir()
+    paragraph = "Why it replaced the previous model: a rule fixed before training, passed on validation."
+    notes.write_text(f"\n{paragraph}\n\nSecond paragraph, with `code`.\n\n", encoding="utf-8")
+    outdir = tmp_path / "pretrained"
+    args = [str(model_dir), str(tmp_path / "eval" / "bundle"), str(tmp_path / "eval" / "baselines"), str(outdir)]
+
+    assert _script().main([*args, "--notes", str(notes)]) == 0
+
+    card = (outdir / "README.md").read_text(encoding="utf-8")
+    section = card.split("## Recipe and selection\n\n", 1)[1]
+    assert section.startswith(f"{paragraph}\n\nSecond paragraph, with `code`.\n\n"
+                              "(From `workflows/bundle_notes.md`, the config's `bundle.notes`.)\n")
+    assert card.index("## Recipe and selection") < card.index("## ts50 (50 proteins)")
+    assert json.loads((outdir / "evaluation.json").read_text(encoding="utf-8"))["notes"] == "workflows/bundle_notes.md"
+    assert _script().main(args) == 0  # without notes: no such section
+    assert "Recipe and selection" not in (outdir / "README.md").read_text(encoding="utf-8")
+
+    before = {p.name: p.read_bytes() for p in outdir.iterdir()}
+    for bad, message in [(tmp_path / "missing.md", "notes file not found"), (notes, "notes file is empty")]:
+        if bad == notes:
+            notes.write_text(" \n\n", encoding="utf-8")
+        with pytest.raises(InputError, match=message) as caught:
+            _script().main([*args, "--notes", str(bad)])
+        assert str(bad) in str(caught.value)
+        assert {p.name: p.read_bytes() for p in outdir.iterdir()} == before  # the installed bundle is untouched
+    capsys.readouterr()
+
+
 def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path, monkeypatch, capsys) -> None:
     """An ensemble bundle: its members' weights beside ensemble.json, the single model's files gone, one checkpoint
     line per member; installing a single model afterwards removes the ensemble's files again."""
@@ -161,10 +206,7 @@ def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path
         members.append(member)
     ensemble = tmp_path / "results" / "ensembles" / "bundle"
     save_ensemble(members, ensemble)
-    _write_summary(tmp_path / "eval" / "bundle", "protrnn evaluate --model bundle=results/ensembles/bundle",
-                   {"bundle": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.2, 0.1, 0.3)}}}})
-    _write_summary(tmp_path / "eval" / "baselines", "protrnn evaluate --baselines random",
-                   {"random": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.05, 0.04, 0.06)}}}})
+    _write_ts50_summaries(tmp_path / "eval", "results/ensembles/bundle")
     outdir = tmp_path / "pretrained"
     outdir.mkdir()
     for name in ("model.json", "model.safetensors"):  # a single-model bundle was installed before

@@ -583,11 +583,15 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     install = shell_line(plan, "workflows/scripts/bundle_model.py")
     assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in install
     assert (f"--data {results}/data --pretrain-data {results}/pretrain/data --encoder {results}/pretrain/encoder"
-            in install)
+            " --notes workflows/bundle_notes.md" in install)
     bundle = job_block(plan, "bundle", "protrnn/pretrained/ensemble.json")
     for path in (f"{results}/data/manifest.tsv", f"{results}/data/leakage.tsv",
-                 f"{results}/pretrain/data/manifest.json", f"{results}/pretrain/encoder/encoder.json"):
+                 f"{results}/pretrain/data/manifest.json", f"{results}/pretrain/encoder/encoder.json",
+                 "workflows/bundle_notes.md"):  # the card's notes are an input: editing them reinstalls the record
         assert path in bundle
+    # the installed card carries the notes file's text, so a rerun of the rule reproduces it
+    card = (REPO / "protrnn" / "pretrained" / "README.md").read_text(encoding="utf-8")
+    assert (REPO / "workflows" / "bundle_notes.md").read_text(encoding="utf-8").strip() in card
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")

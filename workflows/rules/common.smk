@@ -471,13 +471,18 @@ def bundle_inputs(wildcards):
               "leakage": f"{RESULTS}/data/leakage.tsv"}
     if model_pretrained("bundle"):
         inputs.update(pretrain_manifest=f"{PRETRAIN_DATA}/manifest.json", encoder=PRETRAIN_ENCODER["json"])
+    if config.get("bundle", {}).get("notes"):
+        inputs["notes"] = config["bundle"]["notes"]
     return inputs
 
 
 def bundle_records(wildcards, input):
-    """bundle_model.py's data-record options (derived from the inputs, so not recorded as parameters)."""
+    """bundle_model.py's record options: data, pretraining, the card's notes (derived from the inputs, so not recorded
+    as parameters)."""
     flags = f"--data {shlex.quote(str(Path(input.manifest).parent))}"
     if "encoder" in input.keys():
         flags += (f" --pretrain-data {shlex.quote(str(Path(input.pretrain_manifest).parent))}"
                   f" --encoder {shlex.quote(str(Path(input.encoder).parent))}")
+    if "notes" in input.keys():
+        flags += f" --notes {shlex.quote(str(input.notes))}"
     return flags

@@ -8,7 +8,7 @@ code, so the figures shipped beside the weights are the pipeline's own. The weig
 before anything is replaced, and the bundle is built beside OUTDIR and swapped in whole.
 
 Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR OUTDIR
-           [--data DIR] [--pretrain-data DIR] [--encoder DIR]
+           [--data DIR] [--pretrain-data DIR] [--encoder DIR] [--notes FILE]
 
 MODEL_DIR may be an ensemble (`protrnn ensemble`: ensemble.json + member exports, one recipe at several seeds); its
 members are installed beside ensemble.json and the record lists each (seed, selected checkpoint, validation figures);
@@ -18,7 +18,9 @@ nothing else: it is replaced whole.
 --data: the `protrnn prepare` output the model trained on (manifest.tsv, leakage.tsv); --encoder: the pretrained
 encoder it started from (encoder.json); --pretrain-data: the `protrnn pretrain prepare` output that encoder was
 trained on (manifest.json). Each defaults to what the model's (or encoder's) recorded training config names, when
-that directory exists here (a model trained by hand is recorded the same way).
+that directory exists here (a model trained by hand is recorded the same way). --notes: a Markdown file (the
+config's `bundle.notes`) whose text the card carries under "Recipe and selection": the written account of the recipe
+and of why this model was installed lives in the repository beside the config, so a rerun of the rule keeps it.
 """
 
 from __future__ import annotations
@@ -236,10 +238,12 @@ def member_seed(model_json: dict) -> Any:
 
 
 def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, data: dict | None = None,
-                 pretraining: dict | None = None, members: list[dict] | None = None) -> tuple[dict, str]:
+                 pretraining: dict | None = None, members: list[dict] | None = None,
+                 notes: tuple[str, str] | None = None) -> tuple[dict, str]:
     """(evaluation.json content, README.md text) for the bundled model; `data` (:func:`data_record`) and
     `pretraining` (:func:`pretraining_record`), when known, are recorded in both. `members`: the model.json of each
-    member of an ensemble (then `model_json` is the first one's)."""
+    member of an ensemble (then `model_json` is the first one's). `notes`: (file as shown, its Markdown text), put in
+    the card under "Recipe and selection" and named in the record."""
     (model_name,) = model_eval["results"].keys()
     tables: dict[str, dict[str, dict[str, list[float]]]] = {}
     if data is not None:
@@ -279,6 +283,9 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
             f"Checkpoint: {checkpoint_line(model_json)}",
             "",
         ]
+    if notes is not None:
+        lines += ["## Recipe and selection", "", notes[1].strip(), "", f"(From `{notes[0]}`, the config's "
+                  "`bundle.notes`.)", ""]
     lines += [
         *(data_lines(data) if data is not None else []),
         *(pretraining_lines(pretraining) if pretraining is not None else []),
@@ -316,6 +323,8 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
     if members:
         record["ensemble"] = [{"seed": member_seed(m), "global_step": m.get("global_step"),
                                "selected": m.get("selected"), "val_metrics": m.get("val_metrics")} for m in members]
+    if notes is not None:
+        record["notes"] = notes[0]
     if data is not None:
         record["training_data"] = data
     if pretraining is not None:
@@ -330,7 +339,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, help="protrnn prepare output the model trained on (manifest.tsv)")
     parser.add_argument("--encoder", type=Path, help="pretrained encoder it started from (encoder.json)")
     parser.add_argument("--pretrain-data", type=Path, help="protrnn pretrain prepare output (manifest.json)")
+    parser.add_argument("--notes", type=Path, help="Markdown text for the card's 'Recipe and selection' section")
     return parser.parse_args(argv)
+
+
+def read_notes(path: Path) -> tuple[str, str]:
+    """(path as the record shows it, text) of a notes file; a missing, unreadable or empty file is an InputError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("notes file not found", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"notes file is not UTF-8 (byte {exc.start})", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read notes file: {exc.strerror}", path=path) from None
+    if not text.strip():
+        raise InputError("notes file is empty", path=path)
+    return display_path(path), text
 
 
 def check_shared_recipe(member_jsons: list[dict], model_dir: Path) -> None:
@@ -379,6 +404,7 @@ def install(outdir: Path, model_dir: Path, member_dirs: list[Path] | None, membe
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     model_dir, outdir = args.model_dir, args.outdir
+    notes = read_notes(args.notes) if args.notes is not None else None
     # Refuses anything that is not a safe protrnn model (every member of an ensemble) before the bundle is replaced.
     member_dirs = ensemble_members(model_dir) if is_ensemble(model_dir) else None
     member_jsons = [_relative_checkpoint(dict(load_network(m, kind="export").metadata))
@@ -399,7 +425,8 @@ def main(argv: list[str]) -> int:
               "here: the record says so without its figures", file=sys.stderr)
         pretraining = {"encoder": None, "freeze_steps": callback.get("freeze_steps")}
     record, card = build_record(model_json, read_summary(args.model_eval_dir), read_summary(args.baseline_eval_dir),
-                                data=data, pretraining=pretraining, members=member_jsons if member_dirs else None)
+                                data=data, pretraining=pretraining, members=member_jsons if member_dirs else None,
+                                notes=notes)
     install(outdir, model_dir, member_dirs, member_jsons, record, card)
     print(card)
     return 0
