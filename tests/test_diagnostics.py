@@ -643,3 +643,33 @@ def test_diagnose_command_passes_absolute_train_loss_thresholds(monkeypatch: pyt
     assert main(common) == 0
     assert (seen[0].high_train_loss, seen[0].low_train_loss) == (0.5, 0.2)
     assert (seen[1].high_train_loss, seen[1].low_train_loss) == (None, None)
+
+
+def test_diagnose_takes_an_ensemble_member_by_member(val_chains: list, tmp_path: Path) -> None:
+    """An ensemble (such as the bundled model) is diagnosed as its members, NAME/member-K in order, each exactly as
+    that export alone; --train-metrics then needs one file per member."""
+    import io
+
+    from protrnn.data.dataset import save_dataset
+    from protrnn.diagnostics.run import DiagnoseOptions, diagnose
+    from protrnn.model.io import save_ensemble
+
+    save_model(tiny_model("lstm"), tmp_path / "full")
+    save_model(tiny_model("lstm", gradient_horizon=8), tmp_path / "cut")
+    save_ensemble([tmp_path / "full", tmp_path / "cut"], tmp_path / "pair")
+    save_dataset(val_chains[:3], tmp_path / "val.npz")
+    options = DiagnoseOptions(max_distance=32, n_chains=3, pairs_per_chain=2, device="cpu", usage=False)
+    results = diagnose([("pair", tmp_path / "pair"), ("alone", tmp_path / "cut")], tmp_path / "val.npz",
+                       tmp_path / "diag.json", options, stream=io.StringIO())
+    assert [r.model for r in results] == ["pair/member-1", "pair/member-2", "alone"]
+    by_name = {r.model: r for r in results}
+    assert by_name["pair/member-2"].horizon == by_name["alone"].horizon and by_name["alone"].horizon <= 8
+    assert by_name["pair/member-2"].metrics["data_loss"] == by_name["alone"].metrics["data_loss"]
+    # member 1 is the same network without the cut (same weights, same forward): its gradients carry past 8
+    assert by_name["pair/member-1"].horizon is None or by_name["pair/member-1"].horizon > 8
+    assert [r.model for r in load_diagnostics(tmp_path / "diag.json")] == [r.model for r in results]
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,step,train/loss,val/loss\n0,9,0.5,0.6\n")
+    with pytest.raises(InputError, match="one file per model: 2 model"):
+        diagnose([("pair", tmp_path / "pair")], tmp_path / "val.npz", tmp_path / "diag2.json",
+                 DiagnoseOptions(device="cpu", usage=False, train_metrics=[csv_path]), stream=io.StringIO())

@@ -21,8 +21,9 @@ from protrnn.diagnostics.results import (
 )
 
 DESCRIPTION = """\
-For each MODEL (an exported model directory, or a Lightning .ckpt written by protrnn train), sample scored pairs
-(i, j) of the --data chains, back-propagate each pair's logit, and record
+For each MODEL (an exported model directory, or a Lightning .ckpt written by protrnn train; an ensemble such as the
+bundled model is diagnosed member by member, as NAME/member-K), sample scored pairs (i, j) of the --data chains,
+back-propagate each pair's logit, and record
 
   * ||d logit_ij / d x_s|| (x = embedding output) versus d = min(|i - s|, |j - s|), and versus |i - s|;
   * ||dL/dh_t|| of every recurrent layer (L = the pair's training loss) versus min(|i - t|, |j - t|);
@@ -49,7 +50,8 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = FitThresholds()
     parser.add_argument("models", nargs="+", metavar="MODEL", type=model_spec,
-                        help="[NAME=]PATH: exported model directory (model.json + model.safetensors) or a .ckpt")
+                        help="[NAME=]PATH: exported model directory (model.json + model.safetensors), a .ckpt, or an "
+                             "ensemble directory (each member diagnosed, as NAME/member-K)")
     parser.add_argument("--data", required=True, metavar="PATH",
                         help="validation chains: a prepared .npz (protrnn prepare) or structures/JSON/cgdms files "
                              "or a directory of them")
@@ -97,8 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loss-chains", type=positive_int, default=200,
                        help="chains (seeded sample) of --train-data and --data used for the losses (200)")
     group.add_argument("--train-metrics", nargs="+", metavar="CSV",
-                       help="Lightning CSVLogger metrics.csv, one per MODEL in order: the last logged train and "
-                            "validation losses are used (when --train-data is not given)")
+                       help="Lightning CSVLogger metrics.csv, one per MODEL in order (an ensemble: one per member): "
+                            "the last logged train and validation losses are used (when --train-data is not given)")
     group.add_argument("--pos-weight", type=float,
                        help="weight of true contacts in the loss (default: the model's training pos_weight from "
                             "model.json / the checkpoint, else 1)")

@@ -11,7 +11,7 @@ model.safetensors, checked to load first) and OUTDIR/ensemble.json, written last
 whole. `protrnn predict --model OUTDIR`, `protrnn evaluate --model NAME=OUTDIR` and protrnn.load_model(OUTDIR) run every
 member on each batch and return the mean of their contact probabilities, so prediction costs the members' times added
 up. Averaging runs of one recipe at different seeds removes part of the seed-to-seed variance (docs/training.md,
-"Seed ensembles"). `protrnn diagnose` and `protrnn export` take one member's directory.
+"Seed ensembles"). `protrnn diagnose` diagnoses each member; `protrnn export` takes one member's directory.
 
 examples:
   protrnn ensemble runs/longrange_s0/export runs/longrange_s1/export -o models/longrange_x2

@@ -41,7 +41,7 @@ from protrnn.diagnostics.results import (
 )
 from protrnn.diagnostics.usage import DEFAULT_USAGE_DISTANCES, background_composition, usage_profile
 from protrnn.errors import InputError, reading
-from protrnn.model.io import load_network
+from protrnn.model.io import ensemble_members, is_ensemble, load_network
 from protrnn.model.predictor import resolve_device
 from protrnn.model.pretrain_heads import read_pretrained_metadata
 from protrnn.training.loss import LossSettings
@@ -88,13 +88,29 @@ class DiagnoseOptions:
     usage_background: str | None = None
 
 
+def expand_ensembles(models: Sequence[tuple[str, str | os.PathLike[str]]]) -> list[tuple[str, Path]]:
+    """Each ``(name, path)`` with an ensemble (``protrnn ensemble``, e.g. the bundled model) replaced by its members,
+    named ``NAME/member-K`` in the listed order: gradients and horizons are properties of one network, so an ensemble
+    is diagnosed member by member. Other entries are kept as they are."""
+    out: list[tuple[str, Path]] = []
+    for name, path in models:
+        if is_ensemble(path):
+            out += [(f"{name}/{member.name}", member) for member in ensemble_members(path)]
+        else:
+            out.append((name, Path(path)))
+    return out
+
+
 def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | os.PathLike[str],
              output: str | os.PathLike[str], options: DiagnoseOptions | None = None, *,
              stream: TextIO | None = None) -> list[DiagnosticsResult]:
     """Diagnose every ``(name, path)`` model on the chains of ``data``, write ``output`` (atomically) and print the
-    table and ``wrote OUTPUT`` to ``stream`` (default stdout); ``options`` default to :class:`DiagnoseOptions`. Returns the results, in model order."""
+    table and ``wrote OUTPUT`` to ``stream`` (default stdout); ``options`` default to :class:`DiagnoseOptions`. An
+    ensemble counts as its members (:func:`expand_ensembles`), also for ``train_metrics`` (one file per member).
+    Returns the results, in model order."""
     stream = sys.stdout if stream is None else stream
     options = DiagnoseOptions() if options is None else options
+    models = expand_ensembles(models)
     if options.train_metrics and len(options.train_metrics) != len(models):
         raise InputError(f"--train-metrics needs one file per model: {len(models)} model(s), "
                          f"{len(options.train_metrics)} file(s)")

@@ -21,8 +21,8 @@ An **ensemble** is a directory of exports (e.g. one training recipe at several s
 "combine": "mean_probability"}``, each member a sub-directory holding one export. :func:`save_ensemble` writes one
 (members copied and checked to load; ``ensemble.json`` last; the directory swapped in whole), :func:`load_networks`
 loads any model as its list of members (one for a plain export) and the predictor averages their probabilities.
-:func:`load_network` refuses an ensemble with a message naming its members: diagnostics and exports work on one
-network.
+:func:`load_network` refuses an ensemble with a message naming its members: exports and fine-tuning work on one
+network, and diagnostics expand an ensemble into its members (``protrnn.diagnostics.run.expand_ensembles``).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def load_network(path: str | os.PathLike[str] | None = None, map_location: str |
     if kind != "checkpoint" and is_ensemble(target):
         names = ", ".join(member.name for member in ensemble_members(target))
         raise InputError(f"an ensemble ({ENSEMBLE_NAME}: {names}), not one network: give one member's directory "
-                         "here; prediction and evaluation take the ensemble", path=target)
+                         "here; prediction, evaluation and diagnostics take the ensemble", path=target)
     if kind == "checkpoint" or (kind is None and is_checkpoint(target)):
         network, checkpoint = _network_from_checkpoint(target)
         hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if k != "model"}
