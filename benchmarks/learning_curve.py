@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from protrnn.data.dataset import load_dataset, save_dataset  # noqa: E402
 from protrnn.diagnostics.results import split_seed  # noqa: E402
 from protrnn.evaluation.results import read_summary  # noqa: E402
+from protrnn.utils.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"short": "short/P@L/5", "medium": "medium/P@L/5", "long": "long/P@L/5",
@@ -201,8 +202,9 @@ def main() -> None:
                "--reference", fulls[0], "--methods", fractions, "--keys", ",".join(COMPARED),
                "--bootstrap", "2000", "--seed", "0", "-o", str(args.out / "compare.tsv")]
         print(f"\n### Paired difference to the full data ({fulls[0]}): {shlex.join(cmd[2:])}\n")
-        if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, check=False).returncode:
-            raise SystemExit("protrnn compare failed")
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise SystemExit(f"protrnn compare failed: {(proc.stderr or proc.stdout).strip()}")
         print((args.out / "compare.tsv").read_text(encoding="utf-8"))
     print("\n| metric | gain per doubling of the training chains | doublings for "
           f"+{args.target_gain:g} | chains that would take |")
@@ -214,12 +216,12 @@ def main() -> None:
             continue  # a line needs two training-set sizes
         slope, _ = fit_per_doubling([summary[n]["chains"] for n in scored], [summary[n][label][0] for n in scored])
         doublings = args.target_gain / slope if slope > 0 else float("inf")
-        fits[label] = {"per_doubling": slope, "doublings_for_target": doublings}
+        fits[label] = {"per_doubling": slope, "doublings_for_target": doublings if np.isfinite(doublings) else None}
         need = f"{n_full * 2 ** doublings:,.0f}" if np.isfinite(doublings) else "never (no gain with data)"
         print(f"| {label} | {slope:+.4f} | {doublings:.1f} | {need} |")
-    (args.out / "learning_curve.json").write_text(json.dumps(
-        {"config": str(args.config), "bundle": bundle, "seeds": args.seeds, "models": summary, "fits": fits,
-         "target_gain": args.target_gain, "n_full": n_full}, indent=1))
+    with atomic_write(args.out / "learning_curve.json", encoding="utf-8") as handle:
+        json.dump({"config": str(args.config), "bundle": bundle, "seeds": args.seeds, "models": summary, "fits": fits,
+                   "target_gain": args.target_gain, "n_full": n_full}, handle, indent=1)
 
 
 if __name__ == "__main__":
