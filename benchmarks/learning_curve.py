@@ -38,7 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protrnn.data.dataset import load_dataset, save_dataset  # noqa: E402
+from protrnn.data.dataset import ChainDataset, load_dataset, save_dataset  # noqa: E402
 from protrnn.diagnostics.results import split_seed  # noqa: E402
 from protrnn.evaluation.results import read_summary  # noqa: E402
 from protrnn.utils.io import atomic_write  # noqa: E402
@@ -57,15 +57,14 @@ def subset_indices(n_chains: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[: max(1, round(fraction * n_chains))])
 
 
-def write_subset(train: Path, fraction: float, seed: int, out: Path) -> tuple[int, int]:
-    """Write the subset's chains to ``out`` (kept if it exists); returns (chains, residues)."""
+def write_subset(data: ChainDataset, fraction: float, seed: int, out: Path) -> tuple[int, int]:
+    """Write the subset of ``data`` (the training chains) to ``out`` (kept if it exists); returns (chains,
+    residues) of the file."""
     if not out.is_file():
-        data = load_dataset(train)
-        keep = subset_indices(len(data), fraction, seed)
-        save_dataset((data[int(i)] for i in keep), out,
-                     info={"subset_of": str(train), "fraction": fraction, "seed": seed, "n_source": len(data)})
-    data = load_dataset(out)
-    return len(data), int(sum(len(c) for c in data))
+        save_dataset(data.subset(subset_indices(len(data), fraction, seed)), out,
+                     info={"subset_of": str(data.path), "fraction": fraction, "seed": seed, "n_source": len(data)})
+    written = load_dataset(out)
+    return len(written), written.n_residues
 
 
 def recipe_args(config: Path, pretrained: Path | None) -> tuple[list[str], dict]:
@@ -125,8 +124,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train, val = args.data / "train.npz", args.data / "val.npz"
     recipe, bundle = recipe_args(args.config, args.pretrained)
-    n_full = len(load_dataset(train))
-    n_full_residues = int(load_dataset(train).lengths.sum())
+    train_set = load_dataset(train)
+    n_full, n_full_residues = len(train_set), train_set.n_residues
 
     models: dict[str, tuple[Path, int, int]] = {}  # name -> (model dir, chains, residues)
     pending: list[tuple[str, list[str], Path]] = []
@@ -136,7 +135,7 @@ def main() -> None:
             run = args.out / "runs" / name
             run.mkdir(parents=True, exist_ok=True)
             subset = args.out / "data" / f"train_{name}.npz"
-            chains, residues = write_subset(train, fraction, seed, subset)
+            chains, residues = write_subset(train_set, fraction, seed, subset)
             models[name] = (run, chains, residues)
             if not (run / "model.json").is_file():
                 cmd = train_command(recipe, subset, val, run, seed)

@@ -52,7 +52,7 @@ def test_write_subset_keeps_exactly_the_chosen_chains(tmp_path: Path) -> None:
     train = save_dataset(chains, tmp_path / "train.npz")
     out = tmp_path / "sub" / "train_f0.5.npz"
     out.parent.mkdir()
-    n_chains, n_residues = _script().write_subset(train, 0.5, 7, out)
+    n_chains, n_residues = _script().write_subset(load_dataset(train), 0.5, 7, out)
     expected = [chains[i] for i in np.sort(np.random.default_rng(7).permutation(12)[:6])]
     assert (n_chains, n_residues) == (6, sum(len(c) for c in expected))
     subset = load_dataset(out)

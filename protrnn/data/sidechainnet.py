@@ -297,8 +297,9 @@ def find_leakage(ids: Sequence[str], sequences: Sequence[str], test_sets: Mappin
 
     ``test_sets`` maps a name to chains with ``.id`` and ``.sequence``. Returns one
     :class:`~protrnn.data.splits.LeakageHit` per chain to remove (its best hit by
-    :func:`~protrnn.data.splits.best_test_hits`; input order) and counts: ``chains_hitting`` (per test set, chains with any qualifying hit; a chain may count for
-    several sets) and ``removed_if_both_coverage`` (chains the both-sequence coverage rule would remove).
+    :func:`~protrnn.data.splits.best_test_hits`; input order) and counts: ``chains_hitting`` (per test set, chains
+    with any qualifying hit; a chain may count for several sets) and ``removed_if_both_coverage`` (chains the
+    both-sequence coverage rule would remove).
     """
     keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
     raw = splits.search_overlap([str(i) for i in range(len(ids))], sequences, [str(k) for k in range(len(keys))],
