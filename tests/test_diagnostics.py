@@ -429,7 +429,7 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     assert rnn.flow.n_chains == 3 and rnn.flow.max_distance == 48 and len(rnn.flow.hidden) == 2
     assert rnn.metrics["pos_weight"] == 2.0 and results[1].metrics["pos_weight"] == 1.0
     assert rnn.training == {"pretrained_encoder": False}
-    assert results[1].training == {"pretrained_encoder": True, "freeze_steps": 200,
+    assert results[1].training == {"pretrained_encoder": True, "freeze_steps": 200, "encoder_lr_scale": 1.0,
                                    "pretrained_encoder_path": str(encoder),
                                    "pretrained_encoder_metrics": {"Q8": 0.61, "Q3": 0.73}}
     for result in results:
@@ -469,19 +469,23 @@ def test_training_record_says_whether_training_started_from_a_pretrained_encoder
     encoder = _encoder_export(tmp_path / "encoder", {"val/Q8": 0.598, "val/Q3": 0.71, "val/mask_acc": 0.2,
                                                       "val/loss": 1.9})
 
-    def record(callbacks: object, path: object = encoder) -> dict:
+    def record(callbacks: object, path: object = encoder, module: dict | None = None) -> dict:
         pretrained = {"class_path": "protrnn.training.finetune.PretrainedEncoder",
                       "init_args": {"path": str(path), "freeze_steps": 200}}
-        return training_record({"global_step": 700, "training_config": {"seed_everything": 1, "trainer": {
+        config = {"seed_everything": 1, "trainer": {
             "gradient_clip_val": 1.0, "max_steps": 700,
-            "callbacks": [pretrained if c == "pretrained" else c for c in callbacks]}}})
+            "callbacks": [pretrained if c == "pretrained" else c for c in callbacks]}}
+        return training_record({"global_step": 700, "training_config": config | ({"model": module} if module else {})})
 
     base = {"seed": 1, "gradient_clip_val": 1.0, "max_steps": 700, "global_step": 700}
     assert record([flow]) == {**base, "pretrained_encoder": False}
     assert record([]) == {**base, "pretrained_encoder": False}
     assert record([flow, "pretrained"]) == {**base, "pretrained_encoder": True, "freeze_steps": 200,
-                                            "pretrained_encoder_path": str(encoder),
+                                            "encoder_lr_scale": 1.0, "pretrained_encoder_path": str(encoder),
                                             "pretrained_encoder_metrics": {"Q8": 0.598, "Q3": 0.71, "mask_acc": 0.2}}
+    # the rate the encoder was fine-tuned at (model.encoder_lr_scale), recorded for pretrained models only
+    assert record(["pretrained"], module={"lr": 0.003, "encoder_lr_scale": 0.1})["encoder_lr_scale"] == 0.1
+    assert "encoder_lr_scale" not in record([flow], module={"encoder_lr_scale": 0.1})
     # the encoder moved away since: still pretrained, just without its metrics
     gone = record(["pretrained"], tmp_path / "gone")
     assert gone["pretrained_encoder"] is True and gone["freeze_steps"] == 200

@@ -297,6 +297,33 @@ def test_pretrained_encoder_is_loaded_and_frozen_for_the_first_steps(cell: str, 
     assert all(p.requires_grad for p in module.net.parameters())  # nothing left frozen
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0])
+def test_encoder_lr_scale_trains_the_encoder_at_that_fraction_of_the_heads_rate(scale: float,
+                                                                                contact_data: dict[str, Path]) -> None:
+    # AdamW's first step moves every parameter with a non-zero gradient by lr * g / (|g| + eps), i.e. by the group's
+    # rate (no weight decay, no warm-up: the schedule's multiplier is 1 at step 0). So the largest move of an encoder
+    # weight is lr * scale and the head's is lr.
+    lr = 1e-3
+    torch.manual_seed(0)
+    module = ContactLightningModule(tiny_config("lstm"), lr=lr, weight_decay=0.0, warmup_steps=0,
+                                    encoder_lr_scale=scale)
+    snapshots = _Snapshots()
+    _trainer(1, snapshots).fit(module, datamodule=_contact_datamodule(contact_data))
+    encoder_step = (snapshots.encoder[0] - snapshots.start[0]).abs().max().item()
+    head_step = (snapshots.head[0] - snapshots.start[1]).abs().max().item()
+    assert head_step == pytest.approx(lr, rel=1e-3)
+    assert encoder_step == pytest.approx(lr * scale, rel=1e-3)
+    groups = module.optimizers().optimizer.param_groups
+    # Unscaled, the optimiser keeps its two groups (decayed, not decayed), so older checkpoints still resume.
+    assert len(groups) == (2 if scale == 1.0 else 4)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, math.nan, math.inf])
+def test_invalid_encoder_lr_scale_is_refused_naming_the_key(scale: float) -> None:
+    with pytest.raises(InputError, match="encoder_lr_scale"):
+        ContactLightningModule(tiny_config("lstm"), encoder_lr_scale=scale)
+
+
 class _NoHook(ContactLightningModule):
     def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
         return self._training_loss(batch)[0]  # the contact loss alone: no auxiliary terms

@@ -536,16 +536,22 @@ def test_pretraining_is_a_knob_of_the_settings() -> None:
     assert effective_settings(_lstm(), 1.0)["pretrained"] is False
     assert effective_settings(_lstm(), 1.0, None)["freeze_steps"] is None
     on = effective_settings(_lstm(), 1.0, True, None)
-    assert on["pretrained"] is True and on["freeze_steps"] == 0
+    assert on["pretrained"] is True and on["freeze_steps"] == 0 and on["encoder_lr_scale"] == 1.0
+    assert effective_settings(_lstm(), 1.0, False, None, 0.1)["encoder_lr_scale"] is None
     settings = {"lstm": effective_settings(_lstm(), 1.0), "lstm_pre": effective_settings(_lstm(), 1.0, True, 200),
                 "gru": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0),
                 "gru_pre": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0, True, 200),
-                "lstm_pre_h16": effective_settings(_lstm(gradient_horizon=16), 1.0, True, 200)}
+                "lstm_pre_h16": effective_settings(_lstm(gradient_horizon=16), 1.0, True, 200),
+                "lstm_pre_gentle": effective_settings(_lstm(), 1.0, True, 200, 0.1)}
     found = {(c.knobs, c.variant, c.base, c.change) for c in comparisons(settings, "lstm")}
     assert found == {
         (("cell",), "gru", "lstm", "cell=lstm -> cell=gru"),
         (("pretraining",), "lstm_pre", "lstm", "pretrained=False -> freeze_steps=200, pretrained=True"),
         (("pretraining",), "gru_pre", "gru", "pretrained=False -> freeze_steps=200, pretrained=True (in gru)"),
+        # the fine-tuning rate is part of the pretraining knob (the default rate, 1, goes unsaid), so this variant too
+        # differs from the reference in that knob alone
+        (("pretraining",), "lstm_pre_gentle", "lstm",
+         "pretrained=False -> encoder_lr_scale=0.1, freeze_steps=200, pretrained=True"),
         # horizon + pretraining against the reference: combined (isolated by no single-knob pair)
         (("pretraining", "gradient horizon"), "lstm_pre_h16", "lstm",
          "gradient_horizon=none, pretrained=False -> freeze_steps=200, gradient_horizon=16, pretrained=True"),

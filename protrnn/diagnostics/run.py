@@ -152,7 +152,8 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     always ``pretrained_encoder``: whether training started from a pretrained encoder (a
     :data:`PRETRAINED_CALLBACK` in ``trainer.callbacks``; False for a model.json that records no callbacks).
 
-    A pretrained model also gets ``freeze_steps``, ``pretrained_encoder_path`` and, when that export's
+    A pretrained model also gets ``freeze_steps``, ``encoder_lr_scale`` (the encoder's learning rate as a multiple
+    of the head's; 1 when the record predates the option), ``pretrained_encoder_path`` and, when that export's
     ``encoder.json`` can still be read, ``pretrained_encoder_metrics`` (its held-out ``Q8``, ``Q3``, ``mask_acc``).
     """
     config = metadata.get("training_config") or {}
@@ -171,6 +172,9 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
         init_args = callback.get("init_args") or {}
         init_args = init_args if isinstance(init_args, Mapping) else {}
         out["freeze_steps"] = int(init_args.get("freeze_steps") or 0)
+        module = config.get("model") if isinstance(config, Mapping) else None
+        scale = module.get("encoder_lr_scale") if isinstance(module, Mapping) else None
+        out["encoder_lr_scale"] = float(scale) if scale is not None else 1.0
         path = init_args.get("path")
         if path:
             out["pretrained_encoder_path"] = str(path)

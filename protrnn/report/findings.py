@@ -38,7 +38,8 @@ from protrnn.utils.io import json_safe
 
 #: (knob, the settings it covers). ``gradient_clip`` is the training run's clipping threshold (0 / None = off);
 #: ``pretrained`` whether training started from a pretrained encoder, ``freeze_steps`` for how many steps it stayed
-#: frozen (None without pretraining).
+#: frozen and ``encoder_lr_scale`` the rate it was fine-tuned at afterwards, as a multiple of the head's (both None
+#: without pretraining).
 KNOBS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cell", ("cell",)),
     ("gradient horizon", ("gradient_horizon",)),
@@ -47,7 +48,7 @@ KNOBS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("residual", ("residual",)),
     ("layer norm", ("layer_norm",)),
     ("gradient clipping", ("gradient_clip",)),
-    ("pretraining", ("pretrained", "freeze_steps")),
+    ("pretraining", ("pretrained", "freeze_steps", "encoder_lr_scale")),
 )
 #: Knobs the synthetic planted-distance task cannot vary: their rows' reach column holds this note instead of a number.
 NO_SYNTHETIC = {"pretraining": "n/a (no synthetic variant: the planted-distance task has no pretraining)"}
@@ -69,16 +70,17 @@ RULE = (f"A knob matters for a measure when the {INTERVAL_PERCENT} interval of t
 
 
 def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None, pretrained: Any = False,
-                       freeze_steps: Any = None) -> dict[str, Any]:
+                       freeze_steps: Any = None, encoder_lr_scale: Any = None) -> dict[str, Any]:
     """A model's settings as the knobs see them: LSTM-only settings dropped for other cells, the forget bias
     dropped under chrono init (which replaces it) and chrono's T_max without it, clipping 0/None = off, pretraining
     on/off (``pretrained``; a missing record, None, means off) with its ``freeze_steps`` (None when off, else an
-    integer, None = 0)."""
+    integer, None = 0) and ``encoder_lr_scale`` (None when off, else a float, None = 1)."""
     out = {k: v for k, v in config.items() if k not in IGNORED}
     clip = gradient_clip
     out["gradient_clip"] = None if clip in (None, 0, 0.0, False) else float(clip)
     out["pretrained"] = bool(pretrained)
     out["freeze_steps"] = int(freeze_steps or 0) if pretrained else None
+    out["encoder_lr_scale"] = (1.0 if encoder_lr_scale is None else float(encoder_lr_scale)) if pretrained else None
     if out.get("cell") != "lstm":
         for key in ("forget_bias", "chrono_init", "chrono_tmax"):
             out[key] = None
@@ -105,7 +107,8 @@ def describe(settings: Mapping[str, Any], keys: Sequence[str]) -> str:
         value = settings.get(key)
         if key == "gradient_clip":
             parts.append(f"clip={'off' if value is None else f'{value:g}'}")
-        elif key in ("chrono_tmax", "freeze_steps") and value is None:
+        elif value is None and key in ("chrono_tmax", "freeze_steps", "encoder_lr_scale") or \
+                key == "encoder_lr_scale" and value == 1.0:  # the default rate: nothing to say
             continue
         else:
             parts.append(f"{key}={'none' if value is None else value}")
@@ -253,7 +256,8 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
             (names[0] if names else (synthetic[0].name if synthetic else None))
     grid_settings = {m.model: effective_settings(m.config, m.training.get("gradient_clip_val"),
                                                  m.training.get("pretrained_encoder", False),
-                                                 m.training.get("freeze_steps"))
+                                                 m.training.get("freeze_steps"),
+                                                 m.training.get("encoder_lr_scale"))
                      for m in models if m.config}
     synth_by_name = {v.name: v for v in synthetic}
     synth_settings = {v.name: effective_settings(v.result.get("model", {}),
@@ -318,6 +322,9 @@ def pretraining_note(training: Mapping[str, Any]) -> str:
         parts.append("pretrained encoder: " + ", ".join(scores) + " on held-out clusters")
     if training.get("freeze_steps") is not None:
         parts.append(f"encoder frozen for the first {training['freeze_steps']} optimiser steps")
+    scale = training.get("encoder_lr_scale")
+    if _finite(scale) and scale != 1.0:
+        parts.append(f"then fine-tuned at {scale:g} x the head's learning rate")
     return "; ".join(parts)
 
 

@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 from protrnn.conventions import FAR_RICH_PER_LENGTH, FAR_RICH_RANGE, HEADLINE_K, RANGES
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
+from protrnn.model.pretrain_heads import SHARED_PREFIXES
 from protrnn.training.loss import LossSettings, pair_loss, scored_pairs
 from protrnn.training.precision import top_l_precision, true_contacts_in_range
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
@@ -60,11 +61,13 @@ class ContactLightningModule(pl.LightningModule):
         pos_weight: BCE weight on true contacts (class-imbalance treatment).
         focal_gamma: focal-loss exponent (0 = off).
         betas: AdamW betas.
+        encoder_lr_scale: learning rate of the embedding and recurrent encoder as a multiple of ``lr`` (1 = the
+            same rate as the head; below 1 fine-tunes a pretrained encoder gently). Follows the schedule like ``lr``.
     """
 
     def __init__(self, model: ModelConfig, lr: float = 3e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.05, pos_weight: float = 4.0, focal_gamma: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.99)) -> None:
+                 betas: tuple[float, float] = (0.9, 0.99), encoder_lr_scale: float = 1.0) -> None:
         super().__init__()
         self.config = _as_model_config(model)
         for key, value, ok in (
@@ -75,6 +78,7 @@ class ContactLightningModule(pl.LightningModule):
             ("pos_weight", pos_weight, pos_weight > 0 and math.isfinite(pos_weight)),
             ("focal_gamma", focal_gamma, focal_gamma >= 0),
             ("betas", betas, len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)),
+            ("encoder_lr_scale", encoder_lr_scale, 0.0 < encoder_lr_scale <= 1e3 and math.isfinite(encoder_lr_scale)),
         ):
             if not ok:
                 raise InputError(f"config key 'model.{key}': invalid value {value!r}")
@@ -85,6 +89,7 @@ class ContactLightningModule(pl.LightningModule):
         self.pos_weight = float(pos_weight)
         self.focal_gamma = float(focal_gamma)
         self.betas = (float(betas[0]), float(betas[1]))
+        self.encoder_lr_scale = float(encoder_lr_scale)
         # Checkpoints must hold primitives only (torch.load(weights_only=True)): store the architecture as a dict.
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = self.config.to_dict()
@@ -203,8 +208,10 @@ class ContactLightningModule(pl.LightningModule):
     # ---- optimiser ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        scales = {prefix: self.encoder_lr_scale for prefix in SHARED_PREFIXES} if self.encoder_lr_scale != 1.0 else None
         return adamw_warmup_cosine(self.net, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
-                                   warmup_steps=self.warmup_steps, total_steps=total, min_ratio=self.min_lr_ratio)
+                                   warmup_steps=self.warmup_steps, total_steps=total, min_ratio=self.min_lr_ratio,
+                                   lr_scales=scales)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -34,16 +34,27 @@ class WarmupCosine:
 
 
 def adamw_warmup_cosine(net: torch.nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float],
-                        warmup_steps: int, total_steps: float, min_ratio: float) -> dict[str, Any]:
+                        warmup_steps: int, total_steps: float, min_ratio: float,
+                        lr_scales: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Lightning's ``configure_optimizers`` value: AdamW that decays weight matrices only (biases, norm gains and
-    embedding tables are left free), stepped per batch through :class:`WarmupCosine`."""
+    embedding tables are left free), stepped per batch through :class:`WarmupCosine`.
+
+    ``lr_scales`` maps parameter-name prefixes to multiples of ``lr`` (the first prefix that matches wins; other
+    parameters train at ``lr``). Scaled parameters get their own parameter groups after the two unscaled ones
+    (decayed, not decayed), so without scales the optimiser, and the checkpoints it writes, are as before; the
+    schedule multiplies every group's rate alike, so a scaled group keeps its ratio to ``lr`` throughout.
+    """
     embeddings = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Embedding)}
-    decay, no_decay = [], []
-    for param in net.parameters():
+    scales = dict(lr_scales or {})
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
+    for name, param in net.named_parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 and id(param) not in embeddings else no_decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+            scale = next((float(s) for prefix, s in scales.items() if name.startswith(prefix)), 1.0)
+            decays = param.ndim >= 2 and id(param) not in embeddings
+            groups.setdefault((scale, decays), []).append(param)
+    optimizer = torch.optim.AdamW([{"params": params, "weight_decay": weight_decay if decays else 0.0,
+                                    "lr": lr * scale}
+                                   for (scale, decays), params in groups.items()], lr=lr, betas=betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, float(total_steps),
                                                                           min_ratio))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
