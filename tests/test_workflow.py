@@ -559,7 +559,8 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     assert "--identity 0.3" in pretrain_prepare  # prepare.identity: the contact data's leakage threshold
     assert "--test-set ts50=" in pretrain_prepare and "--test-set ollikainen40=" in pretrain_prepare
     pretrain_fit = shell_line(plan, "-m protrnn pretrain fit")
-    for flag in ("--model.model.hidden_size=128", "--model.schedule_steps=4800", "--trainer.max_time 00:00:40:00",
+    for flag in ("--model.model.hidden_size=128", "--model.schedule_steps=4800", "--trainer.max_time 00:02:00:00",
+                 "--trainer.max_steps 7500",
                  "--num_threads 1"):
         assert flag in pretrain_fit, flag
     trains = [line for line in plan.splitlines() if "-m protrnn train" in line]
