@@ -60,11 +60,13 @@ def subset_indices(n_chains: int, fraction: float, seed: int) -> np.ndarray:
 def write_subset(data: ChainDataset, fraction: float, seed: int, out: Path) -> tuple[int, int]:
     """Write the subset of ``data`` (the training chains) to ``out`` (kept if it exists); returns (chains,
     residues) of the file."""
-    if not out.is_file():
-        save_dataset(data.subset(subset_indices(len(data), fraction, seed)), out,
+    if out.is_file():
+        subset = load_dataset(out)
+    else:
+        subset = data.subset(subset_indices(len(data), fraction, seed))
+        save_dataset(subset, out,
                      info={"subset_of": str(data.path), "fraction": fraction, "seed": seed, "n_source": len(data)})
-    written = load_dataset(out)
-    return len(written), written.n_residues
+    return len(subset), subset.n_residues
 
 
 def recipe_args(config: Path, pretrained: Path | None) -> tuple[list[str], dict]:

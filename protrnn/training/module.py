@@ -208,10 +208,9 @@ class ContactLightningModule(pl.LightningModule):
     # ---- optimiser ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
-        scales = {prefix: self.encoder_lr_scale for prefix in SHARED_PREFIXES} if self.encoder_lr_scale != 1.0 else None
         return adamw_warmup_cosine(self.net, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
                                    warmup_steps=self.warmup_steps, total_steps=total, min_ratio=self.min_lr_ratio,
-                                   lr_scales=scales)
+                                   lr_scales=dict.fromkeys(SHARED_PREFIXES, self.encoder_lr_scale))
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
