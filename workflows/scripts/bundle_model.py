@@ -40,7 +40,7 @@ from protrnn.data.prepare import LEAKAGE_FILE, SUMMARY_FILE, SUMMARY_FORMAT
 from protrnn.data.prepare import MANIFEST_FILE as PREPARE_MANIFEST
 from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import pretrained_callback
-from protrnn.errors import InputError, read_json_document
+from protrnn.errors import InputError, read_json_document, reading
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import (
     JSON_NAME,
@@ -344,15 +344,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def read_notes(path: Path) -> tuple[str, str]:
-    """(path as the record shows it, text) of a notes file; a missing, unreadable or empty file is an InputError."""
+    """(path as the record shows it, text) of a notes file; a missing, unreadable, non-UTF-8 or empty file is an
+    InputError (the operating system's errors worded by protrnn.errors.reading, as for every other input)."""
+    with reading(path):
+        raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("notes file not found", path=path) from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"notes file is not UTF-8 (byte {exc.start})", path=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read notes file: {exc.strerror}", path=path) from None
+        raise InputError(f"notes file is not UTF-8 text ({exc.reason})", path=path, position=exc.start) from None
     if not text.strip():
         raise InputError("notes file is empty", path=path)
     return display_path(path), text
