@@ -252,6 +252,78 @@ def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path
     capsys.readouterr()
 
 
+def _encoder_json(directory: Path, seed: int, q8: float, labels: str) -> None:
+    """The description `protrnn pretrain fit` writes beside an encoder's weights (encoder.json)."""
+    directory.mkdir(parents=True)
+    (directory / "encoder.json").write_text(json.dumps({
+        "format": "protrnn-pretrained-encoder", "format_version": 1,
+        "config": ModelConfig(hidden_size=8, embed_dim=8, num_layers=1).to_dict(), "alphabet": {},
+        "global_step": 7500, "epoch": 3, "selected": "best", "monitor": "val/loss",
+        "val_metrics": {"val/Q8": q8, "val/Q3": 0.7, "val/mask_acc": 0.2},
+        "training_config": {"seed_everything": seed, "trainer": {"max_time": "00:02:00:00"},
+                            "data": {"train_path": labels}}}), encoding="utf-8")
+
+
+def test_main_records_each_members_own_encoder(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`bundle.encoder_per_seed`: members that started from different encoders are one recipe when those encoders
+    learnt from the same labels; the record and the card name each member's encoder. Encoders pretrained on other
+    labels, or a member without a pretrained encoder beside members with one, are refused and nothing is replaced."""
+    from protrnn.model.io import save_ensemble
+
+    monkeypatch.chdir(tmp_path)
+    encoders = {0: "results/pretrain/encoder", 1: "results/pretrain/encoder_seed1"}
+    _encoder_json(tmp_path / encoders[0], 0, 0.6191, "results/pretrain/data/train.npz")
+    _encoder_json(tmp_path / encoders[1], 1, 0.6177, "results/pretrain/data/train.npz")
+    _encoder_json(tmp_path / "elsewhere" / "encoder", 1, 0.5, "other/labels/train.npz")
+
+    def member(seed: int, encoder: str | None, name: str = "") -> Path:
+        directory = tmp_path / "results" / "models" / "bundle" / (name or f"seed{seed}")
+        _tiny_export(directory, tmp_path)
+        meta = json.loads((directory / "model.json").read_text(encoding="utf-8"))
+        meta["training_config"]["seed_everything"] = seed
+        if encoder is not None:
+            meta["training_config"]["trainer"]["callbacks"] = [{
+                "class_path": "protrnn.training.finetune.PretrainedEncoder",
+                "init_args": {"path": encoder, "freeze_steps": 300}}]
+        (directory / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+        return directory
+
+    members = [member(0, encoders[0]), member(1, encoders[1])]
+    ensemble = tmp_path / "results" / "ensembles" / "bundle"
+    save_ensemble(members, ensemble)
+    _write_ts50_summaries(tmp_path / "eval", "results/ensembles/bundle")
+    outdir = tmp_path / "pretrained"
+    args = [str(tmp_path / "eval" / "bundle"), str(tmp_path / "eval" / "baselines"), str(outdir)]
+
+    assert _script().main([str(ensemble), *args]) == 0
+
+    pretraining = json.loads((outdir / "evaluation.json").read_text(encoding="utf-8"))["pretraining"]
+    assert pretraining["encoder"]["seed"] == 0 and pretraining["encoder"]["val_metrics"]["val/Q8"] == 0.6191
+    assert [(e["seed"], e["val_metrics"]["val/Q8"]) for e in pretraining["member_encoders"]] == [(0, 0.6191),
+                                                                                                 (1, 0.6177)]
+    card = (outdir / "README.md").read_text(encoding="utf-8")
+    assert ("Each member started from its own encoder, pretrained with the same labels and settings at the member's "
+            "seed") in card
+    assert "member 1 (seed 0): 7,500 steps, Q8 0.619; member 2 (seed 1): 7,500 steps, Q8 0.618." in card
+
+    before = {p.name: p.read_bytes() for p in outdir.iterdir() if p.is_file()}
+    other_labels = member(1, "elsewhere/encoder", "other_labels")
+    no_encoder = member(1, None, "no_encoder")
+    for second, message in [(other_labels, "member 2's encoder was pretrained on other/labels/train.npz"),
+                            (no_encoder, "member 2 differs from member 1 in its training data, its use of a "
+                                         "pretrained encoder")]:
+        mixed = tmp_path / "results" / "ensembles" / second.name
+        save_ensemble([members[0], second], mixed)
+        with pytest.raises(InputError, match=message):
+            _script().main([str(mixed), *args])
+        assert {p.name: p.read_bytes() for p in outdir.iterdir() if p.is_file()} == before
+    missing = tmp_path / "results" / "ensembles" / "missing"
+    save_ensemble([members[0], member(2, "results/pretrain/encoder_seed2")], missing)
+    with pytest.raises(InputError, match="member 2 started from a pretrained encoder that is not here"):
+        _script().main([str(missing), *args])
+    capsys.readouterr()
+
+
 # ------------------------------------------------------------------------- the shipped record vs the shipped weights
 def _training_stand_in(path: Path) -> Path:
     """One synthetic chain (no homology to any test set) for `protrnn prepare` to split: the command needs training

@@ -625,6 +625,43 @@ def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path:
         assert result.returncode != 0 and "seeds" in result.stderr + result.stdout, seeds
 
 
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
+def test_bundle_encoder_per_seed_pretrains_one_encoder_per_member(tmp_path: Path) -> None:
+    """`bundle.encoder_per_seed`: member S starts from an encoder pretrained at seed S on the same labels; the member
+    at pretrain.seed uses pretrain/encoder, the others pretrain/encoder_seed<S>; the target `pretrain` builds all."""
+    bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
+    bundle_config["bundle"] = {**bundle_config["bundle"], "seeds": [0, 1, 2], "encoder_per_seed": True}
+    plan, results = _bundle_dry_run(tmp_path, bundle_config)
+    jobs = [block.split(":", 1)[0].split()[-1] for block in job_blocks(plan)]
+    assert jobs.count("pretrain_fit") == 3 and jobs.count("train") == 3 and jobs.count("pretrain_prepare") == 1
+    encoders = {0: f"{results}/pretrain/encoder", 1: f"{results}/pretrain/encoder_seed1",
+                2: f"{results}/pretrain/encoder_seed2"}
+    fits = [line for line in plan.splitlines() if "-m protrnn pretrain fit" in line]
+    for seed, folder in encoders.items():
+        (fit,) = [line for line in fits if f"--export_dir {folder} " in line]
+        assert f"--seed_everything {seed} --data.seed {seed}" in fit  # its own initialisation and batch order
+        assert f"--data.train_path {results}/pretrain/data/train.npz" in fit  # ... on the one set of labels
+        assert f"> {results}/logs/pretrain_fit/{Path(folder).name}.log" in fit
+        member = job_block(plan, "train", f"models/bundle/seed{seed}/model.json")
+        inputs = next(line for line in member.splitlines() if line.strip().startswith("input:"))
+        assert f"{folder}/encoder.json" in inputs and f"{folder}/encoder.safetensors" in inputs
+        (train,) = [line for line in plan.splitlines() if f"--export_dir {results}/models/bundle/seed{seed} " in line]
+        assert f"--trainer.callbacks.path {folder} --trainer.callbacks.freeze_steps 300" in train
+        assert f"--seed_everything {seed} " in train
+    (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(dict(bundle_config, results=str(results))))
+    target = snakemake("pretrain", "-n", "--configfile", str(tmp_path / "bundle.yaml"), "--cores", "2")
+    assert target.returncode == 0, target.stderr + target.stdout
+    assert (target.stdout + target.stderr).count("rule pretrain_fit:") == 3
+    # without pretrained encoders, or without an ensemble, the key means nothing: refused with its name
+    for bad_bundle in ({"pretrained": False}, {"seeds": None}):
+        bundle = {k: v for k, v in {**bundle_config["bundle"], **bad_bundle}.items() if v is not None}
+        if "pretrained" in bad_bundle:
+            bundle.pop("freeze_steps")
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(dict(bundle_config, results=str(results), bundle=bundle)))
+        result = snakemake("bundle", "-n", "--configfile", str(tmp_path / "bad.yaml"), "--cores", "2")
+        assert result.returncode != 0 and "bundle.encoder_per_seed" in result.stderr + result.stdout, bad_bundle
+
+
 # ------------------------------------------------------------------ bundle_model.py: the record of the training data
 def _bundle_script():
     spec = importlib.util.spec_from_file_location("bundle_model", REPO / "workflows" / "scripts" / "bundle_model.py")

@@ -8,7 +8,8 @@
 #   snakemake bundle --cores 2                                            # a quick one on the default data (15 min)
 # With `bundle.seeds` the bundle is an ensemble: one training run per seed (`bundle/seed<S>`, side by side on the
 # cores), combined by rule bundle_ensemble (`protrnn ensemble`), evaluated as one model and installed as
-# protrnn/pretrained/ensemble.json + member-K/.
+# protrnn/pretrained/ensemble.json + member-K/. With `bundle.encoder_per_seed` member S starts from an encoder pretrained at
+# seed S (rule pretrain_fit, pretrain/encoder_seed<S>; the member at pretrain.seed from pretrain/encoder).
 
 
 rule bundle_ensemble:

@@ -176,6 +176,14 @@ PRETRAIN_DATA = f"{RESULTS}/pretrain/data"
 PRETRAIN_DIR = f"{RESULTS}/pretrain/encoder"
 PRETRAIN_ENCODER = {"json": f"{PRETRAIN_DIR}/encoder.json", "weights": f"{PRETRAIN_DIR}/encoder.safetensors"}
 DEFAULT_FREEZE_STEPS = 200
+#: pretrain.seed: the seed of the labels' split and of the encoder's training (`pretrain/encoder`).
+PRETRAIN_SEED = int(PRETRAIN.get("seed", 0))
+# bundle.encoder_per_seed: bundle member S starts from an encoder pretrained at seed S (the same labels and settings,
+# another initialisation and batch order), so the members differ in the encoder as well as in the contact training.
+# The member whose seed is pretrain.seed uses `pretrain/encoder`; the others `pretrain/encoder_seed<S>`.
+ENCODER_PER_SEED = bool(BUNDLE.get("encoder_per_seed", False))
+#: Names of encoder run directories (the wildcard constraint of rule pretrain_fit).
+ENCODER_DIR_PATTERN = r"encoder(?:_seed-?[0-9]+)?"
 #: The settings a pretrained encoder and the contact model starting from it must share
 #: (protrnn.model.pretrain_heads.ENCODER_KEYS; tests/test_workflow.py checks the two lists agree).
 ENCODER_KEYS = ("vocab_size", "cell", "embed_dim", "hidden_size", "num_layers", "residual", "layer_norm")
@@ -186,6 +194,30 @@ if PRETRAIN.get("source") and not Path(PRETRAIN["source"]).exists():
 def model_pretrained(name):
     """Whether a grid entry (or the bundle) starts from the pretrained encoder."""
     return bool(MODEL_SPECS[name].get("pretrained", False))
+
+
+def encoder_dir(seed):
+    """The run directory of the encoder pretrained at `seed`: `pretrain/encoder` at pretrain.seed, else
+    `pretrain/encoder_seed<S>`."""
+    return PRETRAIN_DIR if seed == PRETRAIN_SEED else f"{RESULTS}/pretrain/encoder_seed{seed}"
+
+
+def encoder_seed(name):
+    """The pretraining seed of an encoder directory name (`encoder` -> pretrain.seed, `encoder_seed1` -> 1)."""
+    return PRETRAIN_SEED if name == "encoder" else int(name[len("encoder_seed"):])
+
+
+def run_encoder_dir(run):
+    """The encoder a run starts from: its own seed's for a bundle member under bundle.encoder_per_seed, else
+    `pretrain/encoder`."""
+    if ENCODER_PER_SEED and run in BUNDLE_MEMBER_RUNS:
+        return encoder_dir(run_seed(run))
+    return PRETRAIN_DIR
+
+
+def encoder_files(directory):
+    """An encoder's export: {json, weights} in its run directory."""
+    return {"json": f"{directory}/encoder.json", "weights": f"{directory}/encoder.safetensors"}
 
 
 def model_freeze_steps(name):
@@ -233,6 +265,11 @@ PRETRAINED_MODELS = [name for name in MODEL_SPECS if model_pretrained(name)]
 for _name, _spec in MODEL_SPECS.items():
     if "freeze_steps" in _spec and not model_pretrained(_name):
         _fail(f"{spec_key(_name)}.freeze_steps", "applies only to a model with `pretrained: true`")
+if ENCODER_PER_SEED and not (BUNDLE_SEEDS and model_pretrained("bundle")):
+    _fail("bundle.encoder_per_seed", "needs an ensemble bundle (bundle.seeds) that starts from pretrained encoders "
+          "(bundle.pretrained: true)")
+#: Every pretrained encoder some run starts from (the target `pretrain` builds them all).
+ENCODER_DIRS = sorted({PRETRAIN_DIR} | {run_encoder_dir(run) for run in BUNDLE_MEMBER_RUNS})
 if PRETRAINED_MODELS and not PRETRAIN_ENABLED:
     _fail(f"{spec_key(PRETRAINED_MODELS[0])}.pretrained",
           "starts from the pretrained encoder, but the pretraining stage is off: set pretrain.enabled: true")
@@ -291,7 +328,8 @@ def train_inputs(wildcards):
     """A run's training data, and the pretrained encoder when its model starts from it."""
     inputs = {"train": f"{RESULTS}/data/train.npz", "val": f"{RESULTS}/data/val.npz"}
     if model_pretrained(run_model(wildcards.run)):
-        inputs.update(encoder=PRETRAIN_ENCODER["json"], encoder_weights=PRETRAIN_ENCODER["weights"])
+        encoder = encoder_files(run_encoder_dir(wildcards.run))
+        inputs.update(encoder=encoder["json"], encoder_weights=encoder["weights"])
     return inputs
 
 if config["predict"].get("fasta") and config["predict"].get("model", next(iter(MODELS))) not in MODELS:
@@ -323,14 +361,14 @@ def _overrides_text(overrides):
     return " ".join(f"--{key}={shlex.quote(_option_text(value))}" for key, value in (overrides or {}).items())
 
 
-def model_overrides(name):
-    """LightningCLI dotted overrides of a grid entry, shell-quoted, then the PretrainedEncoder callback of a
-    `pretrained: true` entry (appended to the config's callbacks; a model without it gets exactly the old flags, so
-    adding the option did not change any recorded parameter)."""
+def model_overrides(name, encoder=PRETRAIN_DIR):
+    """LightningCLI dotted overrides of a grid entry, shell-quoted, then the PretrainedEncoder callback (from the
+    encoder directory `encoder`) of a `pretrained: true` entry (appended to the config's callbacks; a model without
+    it gets exactly the old flags, so adding the option did not change any recorded parameter)."""
     text = _overrides_text(MODEL_SPECS[name].get("set"))
     if model_pretrained(name):
         text += (" --trainer.callbacks+=protrnn.training.finetune.PretrainedEncoder"
-                 f" --trainer.callbacks.path {shlex.quote(PRETRAIN_DIR)}"
+                 f" --trainer.callbacks.path {shlex.quote(encoder)}"
                  f" --trainer.callbacks.freeze_steps {model_freeze_steps(name)}")
     return text.strip()
 
@@ -469,8 +507,10 @@ def bundle_inputs(wildcards):
               "baselines": f"{RESULTS}/evaluation/baselines/summary.json",
               "manifest": f"{RESULTS}/data/manifest.tsv",
               "leakage": f"{RESULTS}/data/leakage.tsv"}
-    if model_pretrained("bundle"):
-        inputs.update(pretrain_manifest=f"{PRETRAIN_DATA}/manifest.json", encoder=PRETRAIN_ENCODER["json"])
+    if model_pretrained("bundle"):  # the record's encoder is the first member's (bundle_model.py reads the others')
+        first = BUNDLE_MEMBER_RUNS[0] if BUNDLE_MEMBER_RUNS else "bundle"
+        inputs.update(pretrain_manifest=f"{PRETRAIN_DATA}/manifest.json",
+                      encoder=encoder_files(run_encoder_dir(first))["json"])
     if config.get("bundle", {}).get("notes"):
         inputs["notes"] = config["bundle"]["notes"]
     return inputs

@@ -51,20 +51,22 @@ rule pretrain_prepare:
 
 
 rule pretrain_fit:
-    """Pretrain the encoder (Lightning) and export encoder.safetensors + encoder.json into its run directory."""
+    """Pretrain the encoder (Lightning) and export encoder.safetensors + encoder.json into its run directory:
+    `pretrain/encoder` at pretrain.seed, `pretrain/encoder_seed<S>` at seed S (bundle.encoder_per_seed)."""
     input:
         train=f"{PRETRAIN_DATA}/train.npz",
         val=f"{PRETRAIN_DATA}/val.npz",
     output:
-        json=PRETRAIN_ENCODER["json"],
-        weights=PRETRAIN_ENCODER["weights"],
+        **encoder_files(f"{RESULTS}/pretrain/{{encoder}}"),
+    wildcard_constraints:
+        encoder=ENCODER_DIR_PATTERN,
     params:
         config=pretrain_config_path(),
         options=pretrain_fit_options(),
         rundir=parent_of("json"),
         resume=pretrain_resume_flag,
         accelerator=config["train"].get("accelerator", "auto"),
-        seed=PRETRAIN.get("seed", 0),
+        seed=lambda wc: encoder_seed(wc.encoder),
     threads: PRETRAIN.get("threads", 1)
     resources:
         gpu=lambda wc: 0 if config["train"].get("accelerator", "auto") == "cpu" else 1,
@@ -72,9 +74,9 @@ rule pretrain_fit:
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/pretrain_fit.log",
+        f"{RESULTS}/logs/pretrain_fit/{{encoder}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain_fit.tsv"
+        f"{RESULTS}/benchmarks/pretrain_fit/{{encoder}}.tsv"
     shell:
         "\"$PROTRNN_PY\" -m protrnn pretrain fit --config {params.config} {params.options}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
@@ -84,7 +86,7 @@ rule pretrain_fit:
 
 
 rule pretrain:
-    """Target: the pretrained encoder alone (`snakemake pretrain --cores 2`)."""
+    """Target: the pretrained encoders alone (`snakemake pretrain --cores 2`)."""
     localrule: True
     input:
-        **PRETRAIN_ENCODER,
+        [path for directory in ENCODER_DIRS for path in encoder_files(directory).values()],

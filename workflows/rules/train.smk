@@ -15,7 +15,7 @@ rule train:
         run=ALL_RUNS,
     params:
         config=lambda wc: model_config_path(run_model(wc.run)),
-        overrides=lambda wc: model_overrides(run_model(wc.run)),
+        overrides=lambda wc: model_overrides(run_model(wc.run), run_encoder_dir(wc.run)),
         rundir=parent_of("model"),
         resume=resume_flag,
         trainer=config["train"],

@@ -12,7 +12,8 @@ Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR O
 
 MODEL_DIR may be an ensemble (`protrnn ensemble`: ensemble.json + member exports, one recipe at several seeds); its
 members are installed beside ensemble.json and the record lists each (seed, selected checkpoint, validation figures);
-the data and pretraining records are the first member's (the members share the recipe). OUTDIR holds the bundle and
+the data and pretraining records are the first member's (the members share the recipe). Members that started from
+encoders of their own (`bundle.encoder_per_seed`, pretrained on the same labels) are each recorded with theirs. OUTDIR holds the bundle and
 nothing else: it is replaced whole.
 
 --data: the `protrnn prepare` output the model trained on (manifest.tsv, leakage.tsv); --encoder: the pretrained
@@ -131,16 +132,22 @@ def data_record(data_dir: Path) -> dict[str, Any]:
     return record
 
 
+def encoder_record(encoder: dict) -> dict[str, Any]:
+    """What the record keeps of a pretrained encoder's description (encoder.json): its checkpoint, budget, objectives,
+    held-out figures and throughput."""
+    trainer = _training_config(encoder).get("trainer") or {}
+    return {"global_step": encoder.get("global_step"), "epoch": encoder.get("epoch"),
+            "selected": encoder.get("selected"), "monitor": encoder.get("monitor"),
+            "seed": _training_config(encoder).get("seed_everything"),
+            "max_time": trainer.get("max_time"), "objectives": encoder.get("objectives"),
+            "val_metrics": {k: round(float(v), 4) for k, v in (encoder.get("val_metrics") or {}).items()},
+            "throughput": encoder.get("throughput")}
+
+
 def pretraining_record(encoder_dir: Path, data_dir: Path | None, callback: dict | None) -> dict[str, Any]:
     """The pretrained encoder the model started from (encoder.json) and the labels it learnt from (manifest.json)."""
-    encoder = read_pretrained_metadata(encoder_dir)
-    trainer = _training_config(encoder).get("trainer") or {}
     record: dict[str, Any] = {
-        "encoder": {"global_step": encoder.get("global_step"), "epoch": encoder.get("epoch"),
-                    "selected": encoder.get("selected"), "monitor": encoder.get("monitor"),
-                    "max_time": trainer.get("max_time"), "objectives": encoder.get("objectives"),
-                    "val_metrics": {k: round(float(v), 4) for k, v in (encoder.get("val_metrics") or {}).items()},
-                    "throughput": encoder.get("throughput")},
+        "encoder": encoder_record(read_pretrained_metadata(encoder_dir)),
         "freeze_steps": (callback or {}).get("freeze_steps"),
     }
     if data_dir is not None:
@@ -202,6 +209,13 @@ def pretraining_lines(record: dict[str, Any]) -> list[str]:
              f"{metrics.get('val/Q3', float('nan')):.3f}, masked-residue accuracy "
              f"{metrics.get('val/mask_acc', float('nan')):.3f}. Frozen for the first "
              f"{_count(record.get('freeze_steps'))} contact-training steps."]
+    members = record.get("member_encoders")
+    if members:
+        lines += ["", "Each member started from its own encoder, pretrained with the same labels and settings at "
+                  "the member's seed (`bundle.encoder_per_seed`; the figures above are member 1's): "
+                  + "; ".join(f"member {k} (seed {m.get('seed')}): {_count(m.get('global_step'))} steps, Q8 "
+                              f"{(m.get('val_metrics') or {}).get('val/Q8', float('nan')):.3f}"
+                              for k, m in enumerate(members, 1)) + "."]
     data = record.get("data")
     if data:
         counts = data["counts"]
@@ -359,18 +373,41 @@ def read_notes(path: Path) -> tuple[str, str]:
 
 def check_shared_recipe(member_jsons: list[dict], model_dir: Path) -> None:
     """The record of an ensemble is its first member's data and pretraining: every member must have trained on the
-    same data (`data.train_path`), from the same pretrained encoder and with the same architecture."""
+    same data (`data.train_path`) with the same architecture, each from a pretrained encoder or none. The encoders
+    may differ (`bundle.encoder_per_seed`); :func:`member_encoders` then checks that they learnt from the same
+    labels."""
     def recipe(model_json: dict) -> tuple:
         data = _training_config(model_json).get("data")
-        callback = pretrained_encoder_callback(model_json) or {}
         train = data.get("train_path") if isinstance(data, dict) else None
-        return train, callback.get("path"), model_json.get("config")
+        return train, pretrained_encoder_callback(model_json) is not None, model_json.get("config")
 
     first = recipe(member_jsons[0])
     for k, member_json in enumerate(member_jsons[1:], 2):
         if recipe(member_json) != first:
-            raise InputError(f"ensemble member {k} differs from member 1 in its training data, pretrained encoder "
-                             "or architecture; the bundle's record describes one recipe", path=model_dir)
+            raise InputError(f"ensemble member {k} differs from member 1 in its training data, its use of a "
+                             "pretrained encoder or its architecture; the bundle's record describes one recipe",
+                             path=model_dir)
+
+
+def member_encoders(member_jsons: list[dict], first: Path) -> list[dict] | None:
+    """Each member's encoder (seed, checkpoint, held-out figures) when the members of an ensemble started from
+    different encoders (`bundle.encoder_per_seed`; `first` is member 1's), else None. Every such encoder must be
+    here and have learnt from the labels member 1's did (`data.train_path` of its training config)."""
+    paths = [first] + [Path((pretrained_encoder_callback(m) or {}).get("path") or first) for m in member_jsons[1:]]
+    if len(set(paths)) == 1:
+        return None
+    encoders = []
+    for k, path in enumerate(paths, 1):
+        if not (path / ENCODER_JSON_NAME).is_file():
+            raise InputError(f"ensemble member {k} started from a pretrained encoder that is not here",
+                             path=path / ENCODER_JSON_NAME)
+        encoders.append(read_pretrained_metadata(path))
+    labels = [(_training_config(e).get("data") or {}).get("train_path") for e in encoders]
+    for k, label in enumerate(labels[1:], 2):
+        if label != labels[0]:
+            raise InputError(f"ensemble member {k}'s encoder was pretrained on {label}, member 1's on {labels[0]}; "
+                             "the bundle's record describes one set of pretraining labels", path=paths[k - 1])
+    return [encoder_record(e) for e in encoders]
 
 
 def _relative_checkpoint(model_json: dict) -> dict:
@@ -419,6 +456,9 @@ def main(argv: list[str]) -> int:
         encoder_json = read_pretrained_metadata(encoder_dir)
         pretrain_dir = args.pretrain_data or recorded_data_dir(encoder_json, "manifest.json")
         pretraining = pretraining_record(encoder_dir, pretrain_dir, callback)
+        encoders = member_encoders(member_jsons, encoder_dir) if member_dirs else None
+        if encoders is not None:
+            pretraining["member_encoders"] = encoders
     elif callback is not None:
         print(f"bundle_model.py: the model started from a pretrained encoder ({callback.get('path')}) that is not "
               "here: the record says so without its figures", file=sys.stderr)
