@@ -272,9 +272,13 @@ def test_main_records_each_members_own_encoder(tmp_path: Path, monkeypatch, caps
 
     monkeypatch.chdir(tmp_path)
     encoders = {0: "results/pretrain/encoder", 1: "results/pretrain/encoder_seed1"}
-    _encoder_json(tmp_path / encoders[0], 0, 0.6191, "results/pretrain/data/train.npz")
+    for folder, content in (("results_old", b"labels"), ("results", b"labels"), ("other", b"other labels")):
+        (tmp_path / folder / "pretrain" / "data").mkdir(parents=True)
+        (tmp_path / folder / "pretrain" / "data" / "train.npz").write_bytes(content)
+    # member 1's encoder was made in an earlier results folder whose labels were copied: the same bytes
+    _encoder_json(tmp_path / encoders[0], 0, 0.6191, "results_old/pretrain/data/train.npz")
     _encoder_json(tmp_path / encoders[1], 1, 0.6177, "results/pretrain/data/train.npz")
-    _encoder_json(tmp_path / "elsewhere" / "encoder", 1, 0.5, "other/labels/train.npz")
+    _encoder_json(tmp_path / "elsewhere" / "encoder", 1, 0.5, "other/pretrain/data/train.npz")
 
     def member(seed: int, encoder: str | None, name: str = "") -> Path:
         directory = tmp_path / "results" / "models" / "bundle" / (name or f"seed{seed}")
@@ -309,7 +313,7 @@ def test_main_records_each_members_own_encoder(tmp_path: Path, monkeypatch, caps
     before = {p.name: p.read_bytes() for p in outdir.iterdir() if p.is_file()}
     other_labels = member(1, "elsewhere/encoder", "other_labels")
     no_encoder = member(1, None, "no_encoder")
-    for second, message in [(other_labels, "member 2's encoder was pretrained on other/labels/train.npz"),
+    for second, message in [(other_labels, "member 2's encoder was pretrained on other/pretrain/data/train.npz"),
                             (no_encoder, "member 2 differs from member 1 in its training data, its use of a "
                                          "pretrained encoder")]:
         mixed = tmp_path / "results" / "ensembles" / second.name

@@ -535,9 +535,10 @@ def _bundle_dry_run(tmp_path: Path, bundle_config: dict) -> tuple[str, Path]:
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
-    """workflows/config.bundle.yaml: `snakemake bundle` pretrains at the full setting and trains the long-range
-    recipe at seeds 0 and 1 with the flags of the runs that made the shipped ensemble (docs/pipeline.md), on the full
-    configuration's structure sources with 12 % of the clusters held out for validation."""
+    """workflows/config.bundle.yaml: `snakemake bundle` pretrains two encoders at the full setting (seeds 0 and 1)
+    and trains the long-range recipe at seeds 0 and 1, member S from encoder S, with the flags of the runs that made
+    the shipped ensemble (docs/pipeline.md), on the full configuration's structure sources with 12 % of the clusters
+    held out for validation."""
     bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
     full = yaml.safe_load((REPO / "workflows" / "config.full.yaml").read_text())
     assert bundle_config["sources"]["default"] is True
@@ -548,7 +549,7 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     plan, results = _bundle_dry_run(tmp_path, bundle_config)
     jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
     assert jobs == sorted(["fetch_default_sources", "fetch_pretrain_source", "prepare", "pretrain_prepare",
-                           "pretrain_fit", "train", "train", "bundle_ensemble", "evaluate_model",
+                           "pretrain_fit", "pretrain_fit", "train", "train", "bundle_ensemble", "evaluate_model",
                            "evaluate_baselines", "bundle"])
     prepare = shell_line(plan, "-m protrnn prepare")
     assert prepare.index("db55_dips_equidock") < prepare.index("abag_docking") < prepare.index("rosetta_demos") \
@@ -558,11 +559,13 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     assert "--max-chains" not in pretrain_prepare and "--val-fraction 0.02" in pretrain_prepare
     assert "--identity 0.3" in pretrain_prepare  # prepare.identity: the contact data's leakage threshold
     assert "--test-set ts50=" in pretrain_prepare and "--test-set ollikainen40=" in pretrain_prepare
-    pretrain_fit = shell_line(plan, "-m protrnn pretrain fit")
-    for flag in ("--model.model.hidden_size=128", "--model.schedule_steps=4800", "--trainer.max_time 00:02:00:00",
-                 "--trainer.max_steps 7500",
-                 "--num_threads 1"):
-        assert flag in pretrain_fit, flag
+    encoders = {0: f"{results}/pretrain/encoder", 1: f"{results}/pretrain/encoder_seed1"}
+    fits = [line for line in plan.splitlines() if "-m protrnn pretrain fit" in line]
+    for seed, folder in encoders.items():
+        (pretrain_fit,) = [line for line in fits if f"--export_dir {folder} " in line]
+        for flag in ("--model.model.hidden_size=128", "--model.schedule_steps=4800", "--trainer.max_time 00:02:00:00",
+                     "--trainer.max_steps 7500", "--num_threads 1", f"--seed_everything {seed} --data.seed {seed}"):
+            assert flag in pretrain_fit, (seed, flag)
     trains = [line for line in plan.splitlines() if "-m protrnn train" in line]
     assert len(trains) == 2
     for seed in (0, 1):
@@ -571,7 +574,7 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
                     "--model.model.pair_dim=32", "--model.model.head_blocks=6", "--model.encoder_lr_scale=0.1",
                     "--trainer.max_steps 4500", "--trainer.max_time 00:01:15:00",
                     "--trainer.enable_progress_bar false", CALLBACK,
-                    f"--trainer.callbacks.path {results}/pretrain/encoder", "--trainer.callbacks.freeze_steps 300",
+                    f"--trainer.callbacks.path {encoders[seed]} ", "--trainer.callbacks.freeze_steps 300",
                     "--num_threads 1", f"--data.seed {seed}",
                     f"--trainer.default_root_dir {results}/models/bundle/seed{seed}"]
         for flag in hand_run:
@@ -601,7 +604,7 @@ def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path:
     `protrnn ensemble` of their exports outside that folder, evaluated as the model `bundle` and installed as
     protrnn/pretrained/ensemble.json."""
     bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
-    bundle_config["bundle"] = {**bundle_config["bundle"], "seeds": [4, 7]}
+    bundle_config["bundle"] = {**bundle_config["bundle"], "seeds": [4, 7], "encoder_per_seed": False}  # one encoder
     plan, results = _bundle_dry_run(tmp_path, bundle_config)
     jobs = sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan))
     assert jobs == sorted(["fetch_default_sources", "fetch_pretrain_source", "prepare", "pretrain_prepare",

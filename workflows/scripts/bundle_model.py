@@ -13,8 +13,8 @@ Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR O
 MODEL_DIR may be an ensemble (`protrnn ensemble`: ensemble.json + member exports, one recipe at several seeds); its
 members are installed beside ensemble.json and the record lists each (seed, selected checkpoint, validation figures);
 the data and pretraining records are the first member's (the members share the recipe). Members that started from
-encoders of their own (`bundle.encoder_per_seed`, pretrained on the same labels) are each recorded with theirs. OUTDIR holds the bundle and
-nothing else: it is replaced whole.
+encoders of their own (`bundle.encoder_per_seed`, pretrained on the same labels) are each recorded with theirs.
+OUTDIR holds the bundle and nothing else: it is replaced whole.
 
 --data: the `protrnn prepare` output the model trained on (manifest.tsv, leakage.tsv); --encoder: the pretrained
 encoder it started from (encoder.json); --pretrain-data: the `protrnn pretrain prepare` output that encoder was
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import filecmp
 import json
 import os
 import shutil
@@ -392,10 +393,12 @@ def check_shared_recipe(member_jsons: list[dict], model_dir: Path) -> None:
 def member_encoders(member_jsons: list[dict], first: Path) -> list[dict] | None:
     """Each member's encoder (seed, checkpoint, held-out figures) when the members of an ensemble started from
     different encoders (`bundle.encoder_per_seed`; `first` is member 1's), else None. Every such encoder must be
-    here and have learnt from the labels member 1's did (`data.train_path` of its training config)."""
-    paths = [first] + [Path((pretrained_encoder_callback(m) or {}).get("path") or first) for m in member_jsons[1:]]
-    if len(set(paths)) == 1:
+    here and have learnt from the labels member 1's did (`data.train_path` of its training config: the same path, or
+    a file with the same bytes)."""
+    recorded = [(pretrained_encoder_callback(m) or {}).get("path") for m in member_jsons]
+    if len(set(recorded)) == 1:  # one shared encoder (found at `first`, which --encoder may have moved)
         return None
+    paths = [first] + [Path(path) if path else first for path in recorded[1:]]
     encoders = []
     for k, path in enumerate(paths, 1):
         if not (path / ENCODER_JSON_NAME).is_file():
@@ -404,10 +407,16 @@ def member_encoders(member_jsons: list[dict], first: Path) -> list[dict] | None:
         encoders.append(read_pretrained_metadata(path))
     labels = [(_training_config(e).get("data") or {}).get("train_path") for e in encoders]
     for k, label in enumerate(labels[1:], 2):
-        if label != labels[0]:
-            raise InputError(f"ensemble member {k}'s encoder was pretrained on {label}, member 1's on {labels[0]}; "
-                             "the bundle's record describes one set of pretraining labels", path=paths[k - 1])
+        if label != labels[0] and not same_file(label, labels[0]):
+            raise InputError(f"ensemble member {k}'s encoder was pretrained on {label}, member 1's on {labels[0]} "
+                             "(not the same file here); the bundle's record describes one set of pretraining labels",
+                             path=paths[k - 1])
     return [encoder_record(e) for e in encoders]
+
+
+def same_file(a: str | None, b: str | None) -> bool:
+    """Whether two recorded paths hold the same bytes here (labels copied from one results folder to another)."""
+    return bool(a and b and Path(a).is_file() and Path(b).is_file() and filecmp.cmp(a, b, shallow=False))
 
 
 def _relative_checkpoint(model_json: dict) -> dict:
