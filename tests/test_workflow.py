@@ -131,7 +131,12 @@ def test_bundle_target_trains_evaluates_and_installs_the_default_model(tmp_path:
     assert result.returncode == 0, result.stderr + result.stdout
     plan = result.stdout + result.stderr
     assert "models/bundle/model.json" in plan and "evaluation/bundle/summary.json" in plan
-    assert "protrnn/pretrained/model.safetensors" in plan
+    # installed into the package folder, which is not an output: Snakemake deletes a job's outputs before running it,
+    # so a failed install would leave the package without a model (bundle_model.py swaps the folder in whole instead)
+    install = job_block(plan, "bundle", f"{tmp_path}/results/bundle/installed.json")
+    output = next(line for line in install.splitlines() if line.strip().startswith("output:"))
+    assert "protrnn/" not in output
+    assert " protrnn/pretrained " in shell_line(plan, "workflows/scripts/bundle_model.py")
     bundle_training = next(line for line in plan.splitlines() if "protrnn train" in line and "models/bundle" in line)
     assert "--trainer.max_time 00:00:42:00" in bundle_training  # the bundle's own cap, not train.max_time
 
@@ -588,7 +593,7 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
     assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in install
     assert (f"--data {results}/data --pretrain-data {results}/pretrain/data --encoder {results}/pretrain/encoder"
             " --notes workflows/bundle_notes.md" in install)
-    bundle = job_block(plan, "bundle", "protrnn/pretrained/ensemble.json")
+    bundle = job_block(plan, "bundle", f"{results}/bundle/installed.json")
     for path in (f"{results}/data/manifest.tsv", f"{results}/data/leakage.tsv",
                  f"{results}/pretrain/data/manifest.json", f"{results}/pretrain/encoder/encoder.json",
                  "workflows/bundle_notes.md"):  # the card's notes are an input: editing them reinstalls the record
@@ -620,7 +625,7 @@ def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path:
             in ensemble)
     assert f"--model bundle={results}/ensembles/bundle " in shell_line(plan, "--model bundle=")
     assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in shell_line(plan, "bundle_model.py")
-    job_block(plan, "bundle", "protrnn/pretrained/ensemble.json")
+    job_block(plan, "bundle", f"{results}/bundle/installed.json")
     for seeds in ([1, 1], [3]):  # repeated seeds, or one model (not an ensemble): refused by the schema
         bad = dict(bundle_config, results=str(results), bundle={**bundle_config["bundle"], "seeds": seeds})
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))

@@ -8,8 +8,11 @@
 #   snakemake bundle --cores 2                                            # a quick one on the default data (15 min)
 # With `bundle.seeds` the bundle is an ensemble: one training run per seed (`bundle/seed<S>`, side by side on the
 # cores), combined by rule bundle_ensemble (`protrnn ensemble`), evaluated as one model and installed as
-# protrnn/pretrained/ensemble.json + member-K/. With `bundle.encoder_per_seed` member S starts from an encoder pretrained at
-# seed S (rule pretrain_fit, pretrain/encoder_seed<S>; the member at pretrain.seed from pretrain/encoder).
+# protrnn/pretrained/ensemble.json + member-K/. With `bundle.encoder_per_seed` member S starts from an encoder
+# pretrained at seed S (rule pretrain_fit, pretrain/encoder_seed<S>; the member at pretrain.seed from pretrain/encoder).
+# The rule's output is <results>/bundle/installed.json, a copy of the installed record: protrnn/pretrained/ is not a
+# Snakemake output, because Snakemake deletes a job's outputs before it runs, and a failed install would then leave
+# the package without its model (bundle_model.py swaps the folder in whole once the new bundle is complete).
 
 
 rule bundle_ensemble:
@@ -34,15 +37,13 @@ rule bundle:
     input:
         unpack(bundle_inputs),
     output:
-        **BUNDLE_OUTPUTS,
-        record="protrnn/pretrained/evaluation.json",
-        card="protrnn/pretrained/README.md",
+        record=BUNDLE_RECORD,
     params:
         model=lambda wc, input: str(Path(input.model).parent),
         evaluation=lambda wc, input: str(Path(input.evaluation).parent),
         baselines=lambda wc, input: str(Path(input.baselines).parent),
         records=bundle_records,
-        outdir=parent_of("model"),
+        outdir=BUNDLE_DIR,
     conda:
         CONDA_ENV
     log:
@@ -51,4 +52,4 @@ rule bundle:
         f"{RESULTS}/benchmarks/bundle.tsv"
     shell:
         "\"$PROTRNN_PY\" workflows/scripts/bundle_model.py {params.model} {params.evaluation} {params.baselines}"
-        " {params.outdir} {params.records} > {log} 2>&1"
+        " {params.outdir} {params.records} > {log} 2>&1 && cp {params.outdir}/evaluation.json {output.record}"

@@ -110,8 +110,11 @@ if len(set(SEEDS)) != len(SEEDS):
 BUNDLE = config.get("bundle", {"config": "default", "max_time": "00:00:15:00", "max_epochs": 18})
 BUNDLE_SEEDS = [int(s) for s in BUNDLE.get("seeds", [])]  # distinct, two or more: checked by the schema
 BUNDLE_MEMBER_RUNS = [f"bundle/seed{s}" for s in BUNDLE_SEEDS]
-BUNDLE_OUTPUTS = ({"model": "protrnn/pretrained/ensemble.json"} if BUNDLE_SEEDS else
-                  {"model": "protrnn/pretrained/model.json", "weights": "protrnn/pretrained/model.safetensors"})
+#: Where the target `bundle` installs the model (bundle_model.py swaps the folder in whole). It is not a Snakemake
+#: output, because Snakemake deletes a job's outputs before it runs, so a failed install would leave the package without
+#: its model. The job's output is a copy of the installed record in the results folder instead.
+BUNDLE_DIR = "protrnn/pretrained"
+BUNDLE_RECORD = f"{RESULTS}/bundle/installed.json"
 MODEL_SPECS = {**MODELS, "bundle": BUNDLE}
 GRID_RUNS = [f"{m}/seed{s}" for m in MODELS for s in SEEDS]
 _MODEL_ALTERNATIVES = "|".join(MODELS)
