@@ -177,7 +177,6 @@ SIDECHAINNET_WHEEL_FILE = f"{CACHE}/wheels/sidechainnet-1.0.1-py2.py3-none-any.w
 PRETRAIN_SOURCE = PRETRAIN.get("source") or SIDECHAINNET_WHEEL_FILE
 PRETRAIN_DATA = f"{RESULTS}/pretrain/data"
 PRETRAIN_DIR = f"{RESULTS}/pretrain/encoder"
-PRETRAIN_ENCODER = {"json": f"{PRETRAIN_DIR}/encoder.json", "weights": f"{PRETRAIN_DIR}/encoder.safetensors"}
 DEFAULT_FREEZE_STEPS = 200
 #: pretrain.seed: the seed of the labels' split and of the encoder's training (`pretrain/encoder`).
 PRETRAIN_SEED = int(PRETRAIN.get("seed", 0))
@@ -221,6 +220,9 @@ def run_encoder_dir(run):
 def encoder_files(directory):
     """An encoder's export: {json, weights} in its run directory."""
     return {"json": f"{directory}/encoder.json", "weights": f"{directory}/encoder.safetensors"}
+
+
+PRETRAIN_ENCODER = encoder_files(PRETRAIN_DIR)
 
 
 def model_freeze_steps(name):

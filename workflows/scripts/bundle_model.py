@@ -145,10 +145,11 @@ def encoder_record(encoder: dict) -> dict[str, Any]:
             "throughput": encoder.get("throughput")}
 
 
-def pretraining_record(encoder_dir: Path, data_dir: Path | None, callback: dict | None) -> dict[str, Any]:
-    """The pretrained encoder the model started from (encoder.json) and the labels it learnt from (manifest.json)."""
+def pretraining_record(encoder: dict, data_dir: Path | None, callback: dict | None) -> dict[str, Any]:
+    """The pretrained encoder the model started from (its encoder.json, read) and the labels it learnt from
+    (manifest.json)."""
     record: dict[str, Any] = {
-        "encoder": encoder_record(read_pretrained_metadata(encoder_dir)),
+        "encoder": encoder_record(encoder),
         "freeze_steps": (callback or {}).get("freeze_steps"),
     }
     if data_dir is not None:
@@ -390,27 +391,29 @@ def check_shared_recipe(member_jsons: list[dict], model_dir: Path) -> None:
                              path=model_dir)
 
 
-def member_encoders(member_jsons: list[dict], first: Path) -> list[dict] | None:
+def member_encoders(member_jsons: list[dict], first: dict) -> list[dict] | None:
     """Each member's encoder (seed, checkpoint, held-out figures) when the members of an ensemble started from
-    different encoders (`bundle.encoder_per_seed`; `first` is member 1's), else None. Every such encoder must be
+    different encoders (`bundle.encoder_per_seed`; `first` is member 1's encoder.json, read), else None. Every such encoder must be
     here and have learnt from the labels member 1's did (`data.train_path` of its training config: the same path, or
     a file with the same bytes)."""
     recorded = [(pretrained_encoder_callback(m) or {}).get("path") for m in member_jsons]
-    if len(set(recorded)) == 1:  # one shared encoder (found at `first`, which --encoder may have moved)
+    if len(set(recorded)) == 1:  # one shared encoder (member 1's, wherever --encoder found it)
         return None
-    paths = [first] + [Path(path) if path else first for path in recorded[1:]]
-    encoders = []
-    for k, path in enumerate(paths, 1):
-        if not (path / ENCODER_JSON_NAME).is_file():
+    encoders = [first]
+    for k, path in enumerate(recorded[1:], 2):
+        if not path:  # no folder recorded: member 1's encoder
+            encoders.append(first)
+        elif (Path(path) / ENCODER_JSON_NAME).is_file():
+            encoders.append(read_pretrained_metadata(Path(path)))
+        else:
             raise InputError(f"ensemble member {k} started from a pretrained encoder that is not here",
-                             path=path / ENCODER_JSON_NAME)
-        encoders.append(read_pretrained_metadata(path))
+                             path=Path(path) / ENCODER_JSON_NAME)
     labels = [(_training_config(e).get("data") or {}).get("train_path") for e in encoders]
     for k, label in enumerate(labels[1:], 2):
         if label != labels[0] and not same_file(label, labels[0]):
             raise InputError(f"ensemble member {k}'s encoder was pretrained on {label}, member 1's on {labels[0]} "
                              "(not the same file here); the bundle's record describes one set of pretraining labels",
-                             path=paths[k - 1])
+                             path=Path(recorded[k - 1]))
     return [encoder_record(e) for e in encoders]
 
 
@@ -464,8 +467,8 @@ def main(argv: list[str]) -> int:
     if encoder_dir is not None and (encoder_dir / ENCODER_JSON_NAME).is_file():
         encoder_json = read_pretrained_metadata(encoder_dir)
         pretrain_dir = args.pretrain_data or recorded_data_dir(encoder_json, "manifest.json")
-        pretraining = pretraining_record(encoder_dir, pretrain_dir, callback)
-        encoders = member_encoders(member_jsons, encoder_dir) if member_dirs else None
+        pretraining = pretraining_record(encoder_json, pretrain_dir, callback)
+        encoders = member_encoders(member_jsons, encoder_json) if member_dirs else None
         if encoders is not None:
             pretraining["member_encoders"] = encoders
     elif callback is not None:
