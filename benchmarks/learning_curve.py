@@ -69,17 +69,25 @@ def write_subset(data: ChainDataset, fraction: float, seed: int, out: Path) -> t
     return len(subset), subset.n_residues
 
 
-def recipe_args(config: Path, pretrained: Path | None) -> tuple[list[str], dict]:
-    """`protrnn train` flags of the config's bundle recipe (model, overrides, pretrained encoder, budget)."""
+def recipe_args(config: Path, pretrained: Path | None, labels: Path | None = None) -> tuple[list[str], dict]:
+    """`protrnn train` flags of the config's bundle recipe (model, overrides, pretrained encoder and auxiliary SS
+    loss, budget), in the pipeline's order (tests/test_learning_curve.py compares them both ways)."""
     bundle = yaml.safe_load(config.read_text())["bundle"]
     if bundle.get("pretrained") and pretrained is None:
         raise SystemExit(f"{config}: the bundle starts from a pretrained encoder; give it with --pretrained")
+    if bundle.get("aux_ss_weight") is not None and labels is None:
+        raise SystemExit(f"{config}: the bundle adds the auxiliary SS loss (aux_ss_weight); give the pretraining "
+                         "labels (train.npz) with --pretrain-labels")
     args = ["--config", bundle["config"]]
     for key, value in (bundle.get("set") or {}).items():
         args.append(f"--{key}={json.dumps(value) if isinstance(value, (list, dict)) else value}")
     if bundle.get("pretrained"):
         args += ["--trainer.callbacks+=protrnn.training.finetune.PretrainedEncoder", "--trainer.callbacks.path",
                  str(pretrained), "--trainer.callbacks.freeze_steps", str(bundle.get("freeze_steps", 0))]
+        if bundle.get("aux_ss_weight") is not None:
+            args += ["--trainer.callbacks+=protrnn.training.finetune.AuxiliarySecondaryStructure",
+                     "--trainer.callbacks.labels", str(labels), "--trainer.callbacks.encoder", str(pretrained),
+                     "--trainer.callbacks.weight", repr(float(bundle["aux_ss_weight"]))]
     if "max_steps" in bundle:
         args += ["--trainer.max_steps", str(bundle["max_steps"])]
     if "max_time" in bundle:
@@ -109,6 +117,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="prepared directory with train.npz and val.npz")
     parser.add_argument("--pretrained", type=Path,
                         help="the pretrained encoder export (needed when the bundle sets `pretrained: true`)")
+    parser.add_argument("--pretrain-labels", type=Path,
+                        help="pretraining labels, train.npz (needed when the bundle sets `aux_ss_weight`)")
     parser.add_argument("--config", type=Path, default=ROOT / "workflows" / "config.bundle.yaml",
                         help="pipeline config whose `bundle` section is the recipe")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
@@ -125,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     train, val = args.data / "train.npz", args.data / "val.npz"
-    recipe, bundle = recipe_args(args.config, args.pretrained)
+    recipe, bundle = recipe_args(args.config, args.pretrained, args.pretrain_labels)
     train_set = load_dataset(train)
     n_full, n_full_residues = len(train_set), train_set.n_residues
 

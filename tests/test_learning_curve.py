@@ -86,7 +86,8 @@ def test_recipe_flags_are_the_pipelines_bundle_train_flags(tmp_path: Path) -> No
                  if "-m protrnn train" in line and "--seed_everything 0 " in line)
     pipeline = shlex.split(train.split("-m protrnn train", 1)[1].split(">", 1)[0])
     encoder = tmp_path / "results" / "pretrain" / "encoder"
-    flags, bundle = script.recipe_args(REPO / "workflows" / "config.bundle.yaml", encoder)
+    labels = tmp_path / "results" / "pretrain" / "data" / "train.npz"
+    flags, bundle = script.recipe_args(REPO / "workflows" / "config.bundle.yaml", encoder, labels)
     assert bundle["max_steps"] == config["bundle"]["max_steps"]
     assert flags[:2] == ["--config", config["bundle"]["config"]]
     for key, value in config["bundle"]["set"].items():  # every override, the encoder and its freeze, the budget
@@ -101,6 +102,27 @@ def test_recipe_flags_are_the_pipelines_bundle_train_flags(tmp_path: Path) -> No
             assert flags[k] in pipeline, flags[k]
             if value is not None:
                 assert pipeline[pipeline.index(flags[k]) + 1] == value, flags[k]
+    # ... and the other way round: every recipe flag of the pipeline's line is one the script derives (a key the
+    # script does not know would otherwise be dropped from the benchmark's recipe without a word)
+    per_run = {"--data.train_path", "--data.val_path", "--num_threads", "--trainer.default_root_dir", "--export_dir",
+               "--trainer.accelerator", "--trainer.devices", "--trainer.num_nodes", "--trainer.enable_progress_bar",
+               "--seed_everything", "--data.seed", "--config"}
+    recipe = [flag for flag in pipeline if flag.startswith("--") and flag not in per_run]
+    assert sorted(recipe) == sorted(flag for flag in flags[2:] if flag.startswith("--"))
+
+
+def test_recipe_flags_carry_the_auxiliary_ss_loss_or_refuse_without_its_labels(tmp_path: Path) -> None:
+    script = _script()
+    config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
+    config["bundle"] = {**config["bundle"], "pretrained": True, "aux_ss_weight": 0.25}
+    (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match="--pretrain-labels"):
+        script.recipe_args(tmp_path / "bundle.yaml", Path("enc"))
+    flags, _ = script.recipe_args(tmp_path / "bundle.yaml", Path("enc"), Path("labels.npz"))
+    start = flags.index("--trainer.callbacks+=protrnn.training.finetune.AuxiliarySecondaryStructure")
+    assert flags[start + 1:start + 7] == ["--trainer.callbacks.labels", "labels.npz", "--trainer.callbacks.encoder",
+                                          "enc", "--trainer.callbacks.weight", "0.25"]
+    assert start > flags.index("--trainer.callbacks.freeze_steps")  # after the encoder it reads
 
 
 @pytest.mark.slow

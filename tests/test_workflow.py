@@ -670,6 +670,43 @@ def test_bundle_encoder_per_seed_pretrains_one_encoder_per_member(tmp_path: Path
         assert result.returncode != 0 and "bundle.encoder_per_seed" in result.stderr + result.stdout, bad_bundle
 
 
+def test_aux_ss_weight_adds_the_auxiliary_ss_loss_from_each_members_own_encoder(tmp_path: Path) -> None:
+    """`aux_ss_weight`: each member's command appends AuxiliarySecondaryStructure after PretrainedEncoder, reading the
+    pipeline's pretraining labels and the SS read-out of the member's own encoder; the labels are an input of the job;
+    the command parses into exactly those two callbacks; the key is refused without `pretrained: true`."""
+    bundle_config = yaml.safe_load((REPO / "workflows" / "config.bundle.yaml").read_text())
+    bundle_config["bundle"] = {**bundle_config["bundle"], "seeds": [0, 1], "encoder_per_seed": True,
+                               "aux_ss_weight": 0.25}
+    plan, results = _bundle_dry_run(tmp_path, bundle_config)
+    labels = f"{results}/pretrain/data/train.npz"
+    for seed, folder in {0: f"{results}/pretrain/encoder", 1: f"{results}/pretrain/encoder_seed1"}.items():
+        member = job_block(plan, "train", f"models/bundle/seed{seed}/model.json")
+        inputs = next(line for line in member.splitlines() if line.strip().startswith("input:"))
+        assert labels in inputs.split(": ", 1)[1].split(", ")
+        (train,) = [line for line in plan.splitlines() if f"--export_dir {results}/models/bundle/seed{seed} " in line]
+        expected = (f"--trainer.callbacks.path {folder} --trainer.callbacks.freeze_steps 300"
+                    " --trainer.callbacks+=protrnn.training.finetune.AuxiliarySecondaryStructure"
+                    f" --trainer.callbacks.labels {labels} --trainer.callbacks.encoder {folder}"
+                    " --trainer.callbacks.weight 0.25 ")
+        assert expected in train
+    # the flags as the training CLI reads them: the second callback gets its own arguments, the first keeps its own
+    args = train.split("-m protrnn train ", 1)[1].split(" > ", 1)[0].split()
+    printed = subprocess.run([sys.executable, "-m", "protrnn", "train", *args, "--print_config"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    callbacks = yaml.safe_load(printed.stdout)["trainer"]["callbacks"]
+    assert [c["class_path"].rsplit(".", 1)[1] for c in callbacks] == ["PretrainedEncoder",
+                                                                       "AuxiliarySecondaryStructure"]
+    assert callbacks[0]["init_args"] == {"path": f"{results}/pretrain/encoder_seed1", "freeze_steps": 300}
+    assert {k: callbacks[1]["init_args"][k] for k in ("labels", "encoder", "weight")} == {
+        "labels": labels, "encoder": f"{results}/pretrain/encoder_seed1", "weight": 0.25}
+    # a model that does not start from the pretrained encoder has no SS read-out to keep: refused with the key
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"models.lstm.aux_ss_weight": 0.1})))
+    assert result.returncode != 0 and "models.lstm.aux_ss_weight" in result.stderr + result.stdout
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"models.lstm_pretrained.aux_ss_weight": 0})))
+    assert result.returncode != 0 and "aux_ss_weight" in result.stderr + result.stdout
+
+
 # ------------------------------------------------------------------ bundle_model.py: the record of the training data
 def _bundle_script():
     spec = importlib.util.spec_from_file_location("bundle_model", REPO / "workflows" / "scripts" / "bundle_model.py")

@@ -230,6 +230,16 @@ def model_freeze_steps(name):
     return int(MODEL_SPECS[name].get("freeze_steps", DEFAULT_FREEZE_STEPS))
 
 
+#: The pretraining labels an `aux_ss_weight` model draws its auxiliary secondary-structure batches from.
+PRETRAIN_LABELS = f"{PRETRAIN_DATA}/train.npz"
+
+
+def model_aux_ss_weight(name):
+    """The weight of a pretrained model's auxiliary 8-state SS loss (AuxiliarySecondaryStructure), None when off."""
+    weight = MODEL_SPECS[name].get("aux_ss_weight")
+    return None if weight is None else float(weight)
+
+
 def pretrain_config_path():
     """The `protrnn pretrain fit` config (pretrain.config: a bundled name or a path)."""
     return _config_file(PRETRAIN.get("config", "pretrain"), "pretrain.config", PRETRAIN_CONFIGS)
@@ -268,8 +278,9 @@ def model_encoder_settings(name):
 
 PRETRAINED_MODELS = [name for name in MODEL_SPECS if model_pretrained(name)]
 for _name, _spec in MODEL_SPECS.items():
-    if "freeze_steps" in _spec and not model_pretrained(_name):
-        _fail(f"{spec_key(_name)}.freeze_steps", "applies only to a model with `pretrained: true`")
+    for _key in ("freeze_steps", "aux_ss_weight"):
+        if _key in _spec and not model_pretrained(_name):
+            _fail(f"{spec_key(_name)}.{_key}", "applies only to a model with `pretrained: true`")
 if ENCODER_PER_SEED and not (BUNDLE_SEEDS and model_pretrained("bundle")):
     _fail("bundle.encoder_per_seed", "needs an ensemble bundle (bundle.seeds) that starts from pretrained encoders "
           "(bundle.pretrained: true)")
@@ -335,6 +346,8 @@ def train_inputs(wildcards):
     if model_pretrained(run_model(wildcards.run)):
         encoder = encoder_files(run_encoder_dir(wildcards.run))
         inputs.update(encoder=encoder["json"], encoder_weights=encoder["weights"])
+        if model_aux_ss_weight(run_model(wildcards.run)) is not None:
+            inputs.update(aux_labels=PRETRAIN_LABELS)
     return inputs
 
 if config["predict"].get("fasta") and config["predict"].get("model", next(iter(MODELS))) not in MODELS:
@@ -368,13 +381,20 @@ def _overrides_text(overrides):
 
 def model_overrides(name, encoder=PRETRAIN_DIR):
     """LightningCLI dotted overrides of a grid entry, shell-quoted, then the PretrainedEncoder callback (from the
-    encoder directory `encoder`) of a `pretrained: true` entry (appended to the config's callbacks; a model without
-    it gets exactly the old flags, so adding the option did not change any recorded parameter)."""
+    encoder directory `encoder`) of a `pretrained: true` entry and, with `aux_ss_weight`, the AuxiliarySecondaryStructure
+    callback (the pretraining labels, the SS read-out of the same encoder, the weight; its other arguments at their
+    defaults). Both are appended to the config's callbacks; a model without them gets exactly the old flags, so adding
+    the options did not change any recorded parameter."""
     text = _overrides_text(MODEL_SPECS[name].get("set"))
     if model_pretrained(name):
         text += (" --trainer.callbacks+=protrnn.training.finetune.PretrainedEncoder"
                  f" --trainer.callbacks.path {shlex.quote(encoder)}"
                  f" --trainer.callbacks.freeze_steps {model_freeze_steps(name)}")
+        weight = model_aux_ss_weight(name)
+        if weight is not None:
+            text += (" --trainer.callbacks+=protrnn.training.finetune.AuxiliarySecondaryStructure"
+                     f" --trainer.callbacks.labels {shlex.quote(PRETRAIN_LABELS)}"
+                     f" --trainer.callbacks.encoder {shlex.quote(encoder)} --trainer.callbacks.weight {weight!r}")
     return text.strip()
 
 
