@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from protrnn.errors import InputError
 from protrnn.model import heads
 from protrnn.model.config import ModelConfig
 from protrnn.model.heads import (
@@ -218,3 +219,52 @@ def test_tilewise_symmetrisation_is_bit_identical(outputs: int) -> None:
     torch.testing.assert_close(tiled, expected_logits, atol=1e-5, rtol=1e-5)
     if outputs == 1:
         assert torch.equal(tiled, expected_logits)
+
+
+def _grad_forward(head: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    with torch.enable_grad():
+        return head(h.clone().requires_grad_(True), mask).detach()
+
+
+def test_head_dropout_acts_only_in_training_and_at_the_same_place_in_both_implementations() -> None:
+    h, mask = _states([17, 12])
+    plain = _head("resnet2d", head_dropout=0.0)
+    fast, reference = _head("resnet2d", head_dropout=0.3), _head("resnet2d", "reference", head_dropout=0.3)
+    assert all(block.dropout == 0.3 for block in fast.blocks)
+    # the same weights (same seed), so evaluation is the no-dropout function exactly
+    eval_logits = plain(h, mask)
+    assert torch.equal(fast(h, mask), eval_logits) and torch.allclose(reference(h, mask), eval_logits)
+    fast.train()
+    reference.train()
+    with torch.no_grad():  # the streamed inference path never drops, even in training mode
+        assert torch.equal(fast(h, mask), eval_logits)
+    dropped = _grad_forward(fast, h, mask, seed=1)
+    assert not torch.allclose(dropped, eval_logits)
+    assert torch.equal(dropped, dropped.transpose(1, 2))  # still symmetrised
+    # the reference applies the same masks at the same points (same draws in the same order)
+    assert torch.allclose(_grad_forward(reference, h, mask, seed=1), dropped, atol=1e-10)
+    assert not torch.allclose(_grad_forward(fast, h, mask, seed=2), dropped)
+
+
+def test_no_head_dropout_draws_no_random_numbers() -> None:
+    """Rate 0 in training mode consumes no RNG state, so recipes without the option train exactly as before it."""
+    h, mask = _states([15])
+    for rate, draws in ((0.0, False), (0.2, True)):
+        head = _head("resnet2d", head_dropout=rate).train()
+        state = torch.get_rng_state()
+        head(h.clone().requires_grad_(True), mask)
+        assert (not torch.equal(torch.get_rng_state(), state)) == draws, rate
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ({"head_dropout": 1.0}, "[0, 1)"),
+    ({"head_dropout": -0.1}, "[0, 1)"),
+    ({"head_dropout": "0.1"}, "[0, 1)"),
+    ({"head_dropout": 0.1, "head": "pairwise"}, "resnet2d"),
+    ({"head_dropout": 0.1, "head_blocks": 0}, "resnet2d"),
+])
+def test_head_dropout_is_validated(overrides: dict, words: str) -> None:
+    with pytest.raises(InputError, match="head_dropout") as caught:
+        ModelConfig(**{"head": "resnet2d", **overrides})  # type: ignore[arg-type]
+    assert words in str(caught.value)

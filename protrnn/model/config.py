@@ -57,6 +57,9 @@ class ModelConfig:
     Head:
         head: ``pairwise`` (per-pair MLP over h_i, h_j and a separation embedding: all context comes from the
             recurrent encoder) or ``resnet2d`` (outer features → dilated residual 2D convolutions).
+        head_dropout: ``resnet2d`` only: dropout rate on each residual block's branch, applied to the branch output
+            (elementwise) before it is added to the identity, in training mode with autograd only (evaluation,
+            validation and prediction never drop anything). 0 (default) = none, as in every model before it.
         max_separation / separation: the separation embedding. ``capped`` (default; the original models): one
             learned vector per separation 0..max_separation, every farther pair sharing the last. ``log``: one per
             separation below 16, then 4 per doubling (bins start at 16, 20, 23, 27, 32, ... 64 ... 512 ...) up to
@@ -89,6 +92,7 @@ class ModelConfig:
     pair_dim: int = 64
     head_blocks: int = 6
     head_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    head_dropout: float = 0.0
     max_separation: int = 64
     separation: str = "capped"
     distogram_bins: list[float] | None = None
@@ -114,6 +118,10 @@ class ModelConfig:
             raise bad("head_blocks", f"must be a non-negative integer, got {self.head_blocks!r}")
         if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", f"must be in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.head_dropout) or not 0.0 <= self.head_dropout < 1.0:
+            raise bad("head_dropout", f"must be in [0, 1), got {self.head_dropout!r}")
+        if self.head_dropout and (self.head != "resnet2d" or self.head_blocks == 0):
+            raise bad("head_dropout", "applies to the residual blocks of the resnet2d head, and this model has none")
         if self.gradient_horizon is not None and (
             not isinstance(self.gradient_horizon, int) or isinstance(self.gradient_horizon, bool)
             or self.gradient_horizon < 1

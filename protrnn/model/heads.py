@@ -456,21 +456,28 @@ def _conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
 
 
 class _ResidualBlock(nn.Module):
-    """Pre-activation block: norm -> ReLU -> dilated 3x3 -> norm -> ReLU -> dilated 3x3, plus the identity.
-    Padded pairs are zeroed right before each convolution so nothing computed there reaches a real pair."""
+    """Pre-activation block: norm -> ReLU -> dilated 3x3 -> norm -> ReLU -> dilated 3x3 (-> dropout in training),
+    plus the identity. Padded pairs are zeroed right before each convolution so nothing computed there reaches a real
+    pair."""
 
-    def __init__(self, channels: int, dilation: int) -> None:
+    def __init__(self, channels: int, dilation: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.dilation = dilation
+        self.dropout = dropout
         self.norm1 = _PairNorm(channels)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
         self.norm2 = _PairNorm(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
 
+    def _drop(self, y: Tensor) -> Tensor:
+        """The branch's dropout; without any (rate 0, or eval mode) ``y`` itself, drawing no random numbers, so a
+        model without head dropout trains exactly as before the option existed."""
+        return F.dropout(y, self.dropout, training=True) if self.dropout and self.training else y
+
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
         y = _conv(self.conv1, F.relu(self.norm1(x)) * keep)
         y = _conv(self.conv2, F.relu(self.norm2(y)) * keep)
-        return x + y
+        return x + self._drop(y)
 
     def forward_fast(self, x: Tensor, keep: Tensor | None, dtype: torch.dtype, width: int) -> Tensor:
         """The same block with fused norm/ReLU/mask nodes, convolutions in ``dtype`` on ``width`` input channels,
@@ -480,7 +487,7 @@ class _ResidualBlock(nn.Module):
         y = _fast_conv(self.conv2, _norm_relu(self.norm2.norm, y, keep, dtype, width), dtype)
         if y.dtype != x.dtype:
             y = y.to(x.dtype)
-        return x + y
+        return x + self._drop(y)
 
 
 class ResNet2dHead(_PairHeadBase):
@@ -498,7 +505,7 @@ class ResNet2dHead(_PairHeadBase):
         self.pair_product = nn.Linear(pair, pair, bias=False)
         self.separation = nn.Embedding(config.separation_bins, pair)
         dilations = [config.head_dilations[i % len(config.head_dilations)] for i in range(config.head_blocks)]
-        self.blocks = nn.ModuleList(_ResidualBlock(pair, d) for d in dilations)
+        self.blocks = nn.ModuleList(_ResidualBlock(pair, d, config.head_dropout) for d in dilations)
         self.out_norm = _PairNorm(pair)
         self.out = nn.Linear(pair, config.pair_outputs)
         #: Rows/columns beyond a tile that can influence it: each block has two convs of reach ``dilation``.
