@@ -663,8 +663,9 @@ def test_bundle_encoder_per_seed_pretrains_one_encoder_per_member(tmp_path: Path
     # without pretrained encoders, or without an ensemble, the key means nothing: refused with its name
     for bad_bundle in ({"pretrained": False}, {"seeds": None}):
         bundle = {k: v for k, v in {**bundle_config["bundle"], **bad_bundle}.items() if v is not None}
-        if "pretrained" in bad_bundle:
+        if "pretrained" in bad_bundle:  # the keys that need a pretrained bundle would be refused first
             bundle.pop("freeze_steps")
+            bundle.pop("aux_ss_weight", None)
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(dict(bundle_config, results=str(results), bundle=bundle)))
         result = snakemake("bundle", "-n", "--configfile", str(tmp_path / "bad.yaml"), "--cores", "2")
         assert result.returncode != 0 and "bundle.encoder_per_seed" in result.stderr + result.stdout, bad_bundle
