@@ -829,6 +829,21 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
     assert _bundle_script().main([str(model_dir), str(tmp_path / "eval" / "bundle"),
                                   str(tmp_path / "eval" / "baselines"), str(outdir), "--data", str(elsewhere)]) == 0
     assert json.loads((outdir / "evaluation.json").read_text())["training_data"]["chains"] == {"train": 3, "val": 2}
+    assert pretraining["auxiliary_ss_weight"] is None and "secondary-structure loss" not in card
+    # a model trained with the auxiliary SS loss says so, with its weight, in the record and the card
+    aux = {"class_path": "protrnn.training.finetune.AuxiliarySecondaryStructure",
+           "init_args": {"labels": "pretrain/data/train.npz", "encoder": "pretrain/encoder", "weight": 0.25}}
+    save_model(ContactModel(ModelConfig(hidden_size=8, embed_dim=8, num_layers=1, head="pairwise")), model_dir,
+               extra={"selected": "best", "monitor": "val/P@L5_medium_long", "epoch": 3, "global_step": 4000,
+                      "val_metrics": {"val/loss": 0.25},
+                      "training_config": {"trainer": {"max_epochs": 30, "max_time": "00:01:28:00", "max_steps": 8000,
+                                                      "callbacks": [callback, aux]},
+                                          "data": {"train_path": "data/train.npz"}}})
+    assert _bundle_script().main([str(model_dir), str(tmp_path / "eval" / "bundle"),
+                                  str(tmp_path / "eval" / "baselines"), str(outdir)]) == 0
+    assert json.loads((outdir / "evaluation.json").read_text())["pretraining"]["auxiliary_ss_weight"] == 0.25
+    assert ("first 300 contact-training steps; then every step added 0.25 x the 8-state secondary-structure loss"
+            in (outdir / "README.md").read_text())
 
 
 # ------------------------------------------------------------------------------- gather_predictions.py (prediction shards)

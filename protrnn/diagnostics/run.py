@@ -186,20 +186,29 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 #: The callback (``trainer.callbacks`` class path) that starts contact training from a pretrained encoder.
 PRETRAINED_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
+#: The callback that adds the auxiliary secondary-structure loss during contact training.
+AUXILIARY_SS_CALLBACK = "protrnn.training.finetune.AuxiliarySecondaryStructure"
 #: Validation metrics of a pretrained export's ``encoder.json`` copied into the training record (recorded name -> key).
 ENCODER_METRICS = {"val/Q8": "Q8", "val/Q3": "Q3", "val/mask_acc": "mask_acc"}
 
 
-def pretrained_callback(callbacks: Any) -> Mapping[str, Any] | None:
-    """The :data:`PRETRAINED_CALLBACK` entry of a recorded ``trainer.callbacks`` (a list, or one entry), if any."""
+def recorded_callback(callbacks: Any, class_path: str) -> Mapping[str, Any] | None:
+    """The entry of a recorded ``trainer.callbacks`` (a list, or one entry) whose ``class_path`` is ``class_path`` or
+    its bare class name, if any."""
     if isinstance(callbacks, Mapping):
         callbacks = [callbacks]
     if not isinstance(callbacks, Sequence) or isinstance(callbacks, str):
         return None
+    names = (class_path, class_path.rsplit(".", 1)[-1])
     for entry in callbacks:
-        if isinstance(entry, Mapping) and entry.get("class_path") in (PRETRAINED_CALLBACK, "PretrainedEncoder"):
+        if isinstance(entry, Mapping) and entry.get("class_path") in names:
             return entry
     return None
+
+
+def pretrained_callback(callbacks: Any) -> Mapping[str, Any] | None:
+    """The :data:`PRETRAINED_CALLBACK` entry of a recorded ``trainer.callbacks``, if any."""
+    return recorded_callback(callbacks, PRETRAINED_CALLBACK)
 
 
 def _encoder_metrics(path: str | os.PathLike[str]) -> dict[str, float]:
@@ -343,5 +352,6 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stream)
 
 
-__all__ = ["ENCODER_METRICS", "PRETRAINED_CALLBACK", "TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS", "DiagnoseOptions", "diagnose",
-           "load_chains", "print_table", "read_last_losses", "sample_chains", "training_record"]
+__all__ = ["AUXILIARY_SS_CALLBACK", "ENCODER_METRICS", "PRETRAINED_CALLBACK", "TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS",
+           "DiagnoseOptions", "diagnose", "load_chains", "print_table", "read_last_losses", "recorded_callback",
+           "sample_chains", "training_record"]

@@ -41,7 +41,7 @@ from protrnn.conventions import RANGES, named_test_set
 from protrnn.data.prepare import LEAKAGE_FILE, SUMMARY_FILE, SUMMARY_FORMAT
 from protrnn.data.prepare import MANIFEST_FILE as PREPARE_MANIFEST
 from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
-from protrnn.diagnostics.run import pretrained_callback
+from protrnn.diagnostics.run import AUXILIARY_SS_CALLBACK, pretrained_callback, recorded_callback
 from protrnn.errors import InputError, read_json_document, reading
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import (
@@ -97,6 +97,17 @@ def pretrained_encoder_callback(metadata: dict) -> dict | None:
     return dict(callback.get("init_args") or {}) if callback is not None else None
 
 
+def auxiliary_ss_weight(metadata: dict) -> float | None:
+    """The weight of the auxiliary secondary-structure loss the model was trained with (AuxiliarySecondaryStructure),
+    or None."""
+    trainer = _training_config(metadata).get("trainer")
+    callback = recorded_callback(trainer.get("callbacks"), AUXILIARY_SS_CALLBACK) if isinstance(trainer, dict) else None
+    if callback is None:
+        return None
+    weight = (callback.get("init_args") or {}).get("weight", 0.1)  # the callback's default
+    return float(weight)
+
+
 def data_record(data_dir: Path) -> dict[str, Any]:
     """What `protrnn prepare` did with every input (manifest.tsv) and which chains it removed for homology to a test
     set (leakage.tsv): chains per training source and split, test sets, removals per test set."""
@@ -145,12 +156,14 @@ def encoder_record(encoder: dict) -> dict[str, Any]:
             "throughput": encoder.get("throughput")}
 
 
-def pretraining_record(encoder: dict, data_dir: Path | None, callback: dict | None) -> dict[str, Any]:
-    """The pretrained encoder the model started from (its encoder.json, read) and the labels it learnt from
-    (manifest.json)."""
+def pretraining_record(encoder: dict, data_dir: Path | None, callback: dict | None,
+                       aux_ss_weight: float | None = None) -> dict[str, Any]:
+    """The pretrained encoder the model started from (its encoder.json, read), the labels it learnt from
+    (manifest.json), and the weight of the auxiliary SS loss kept during contact training (None: none)."""
     record: dict[str, Any] = {
         "encoder": encoder_record(encoder),
         "freeze_steps": (callback or {}).get("freeze_steps"),
+        "auxiliary_ss_weight": aux_ss_weight,
     }
     if data_dir is not None:
         manifest = read_json_document(data_dir / MANIFEST_FILE, MANIFEST_FORMAT, what="pretraining label manifest")
@@ -210,7 +223,10 @@ def pretraining_lines(record: dict[str, Any]) -> list[str]:
              + f"; held-out clusters: Q8 {metrics.get('val/Q8', float('nan')):.3f}, Q3 "
              f"{metrics.get('val/Q3', float('nan')):.3f}, masked-residue accuracy "
              f"{metrics.get('val/mask_acc', float('nan')):.3f}. Frozen for the first "
-             f"{_count(record.get('freeze_steps'))} contact-training steps."]
+             f"{_count(record.get('freeze_steps'))} contact-training steps"
+             + (f"; then every step added {record['auxiliary_ss_weight']:g} x the 8-state secondary-structure loss of "
+                "a batch of these labels, scored by the encoder's frozen SS read-out (AuxiliarySecondaryStructure)."
+                if record.get("auxiliary_ss_weight") is not None else ".")]
     members = record.get("member_encoders")
     if members:
         lines += ["", "Each member started from its own encoder, pretrained with the same labels and settings at "
@@ -467,14 +483,15 @@ def main(argv: list[str]) -> int:
     if encoder_dir is not None and (encoder_dir / ENCODER_JSON_NAME).is_file():
         encoder_json = read_pretrained_metadata(encoder_dir)
         pretrain_dir = args.pretrain_data or recorded_data_dir(encoder_json, "manifest.json")
-        pretraining = pretraining_record(encoder_json, pretrain_dir, callback)
+        pretraining = pretraining_record(encoder_json, pretrain_dir, callback, auxiliary_ss_weight(model_json))
         encoders = member_encoders(member_jsons, encoder_json) if member_dirs else None
         if encoders is not None:
             pretraining["member_encoders"] = encoders
     elif callback is not None:
         print(f"bundle_model.py: the model started from a pretrained encoder ({callback.get('path')}) that is not "
               "here: the record says so without its figures", file=sys.stderr)
-        pretraining = {"encoder": None, "freeze_steps": callback.get("freeze_steps")}
+        pretraining = {"encoder": None, "freeze_steps": callback.get("freeze_steps"),
+                       "auxiliary_ss_weight": auxiliary_ss_weight(model_json)}
     record, card = build_record(model_json, read_summary(args.model_eval_dir), read_summary(args.baseline_eval_dir),
                                 data=data, pretraining=pretraining, members=member_jsons if member_dirs else None,
                                 notes=notes)
