@@ -116,7 +116,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="prepared directory with train.npz and val.npz")
     parser.add_argument("--pretrained", type=Path,
-                        help="the pretrained encoder export (needed when the bundle sets `pretrained: true`)")
+                        help="the pretrained encoder export (needed when the bundle sets `pretrained: true`); every "
+                             "run starts from it, also when the bundle sets `encoder_per_seed` (one encoder per member)")
     parser.add_argument("--pretrain-labels", type=Path,
                         help="pretraining labels, train.npz (needed when the bundle sets `aux_ss_weight`)")
     parser.add_argument("--config", type=Path, default=ROOT / "workflows" / "config.bundle.yaml",
