@@ -280,7 +280,7 @@ def test_main_records_each_members_own_encoder(tmp_path: Path, monkeypatch, caps
     _encoder_json(tmp_path / encoders[1], 1, 0.6177, "results/pretrain/data/train.npz")
     _encoder_json(tmp_path / "elsewhere" / "encoder", 1, 0.5, "other/pretrain/data/train.npz")
 
-    def member(seed: int, encoder: str | None, name: str = "") -> Path:
+    def member(seed: int, encoder: str | None, name: str = "", aux_weight: float | None = None) -> Path:
         directory = tmp_path / "results" / "models" / "bundle" / (name or f"seed{seed}")
         _tiny_export(directory, tmp_path)
         meta = json.loads((directory / "model.json").read_text(encoding="utf-8"))
@@ -289,6 +289,11 @@ def test_main_records_each_members_own_encoder(tmp_path: Path, monkeypatch, caps
             meta["training_config"]["trainer"]["callbacks"] = [{
                 "class_path": "protrnn.training.finetune.PretrainedEncoder",
                 "init_args": {"path": encoder, "freeze_steps": 300}}]
+            if aux_weight is not None:
+                meta["training_config"]["trainer"]["callbacks"].append({
+                    "class_path": "protrnn.training.finetune.AuxiliarySecondaryStructure",
+                    "init_args": {"labels": "results/pretrain/data/train.npz", "encoder": encoder,
+                                  "weight": aux_weight}})
         (directory / "model.json").write_text(json.dumps(meta), encoding="utf-8")
         return directory
 
@@ -313,9 +318,11 @@ def test_main_records_each_members_own_encoder(tmp_path: Path, monkeypatch, caps
     before = {p.name: p.read_bytes() for p in outdir.iterdir() if p.is_file()}
     other_labels = member(1, "elsewhere/encoder", "other_labels")
     no_encoder = member(1, None, "no_encoder")
+    with_aux = member(1, encoders[1], "with_aux", aux_weight=0.1)  # member 1 trained without the auxiliary loss
     for second, message in [(other_labels, "member 2's encoder was pretrained on other/pretrain/data/train.npz"),
                             (no_encoder, "member 2 differs from member 1 in its training data, its use of a "
-                                         "pretrained encoder")]:
+                                         "pretrained encoder"),
+                            (with_aux, "member 2 differs from member 1 .* its auxiliary SS loss")]:
         mixed = tmp_path / "results" / "ensembles" / second.name
         save_ensemble([members[0], second], mixed)
         with pytest.raises(InputError, match=message):

@@ -844,6 +844,9 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
     assert json.loads((outdir / "evaluation.json").read_text())["pretraining"]["auxiliary_ss_weight"] == 0.25
     assert ("first 300 contact-training steps; then every step added 0.25 x the 8-state secondary-structure loss"
             in (outdir / "README.md").read_text())
+    # a callback recorded without its arguments had the callback's documented default weight, 0.1
+    bare = {"training_config": {"trainer": {"callbacks": [{"class_path": "AuxiliarySecondaryStructure"}]}}}
+    assert _bundle_script().auxiliary_ss_weight(bare) == 0.1
 
 
 # ------------------------------------------------------------------------------- gather_predictions.py (prediction shards)

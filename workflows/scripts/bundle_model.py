@@ -30,6 +30,7 @@ import argparse
 import collections
 import contextlib
 import filecmp
+import inspect
 import json
 import os
 import shutil
@@ -104,8 +105,11 @@ def auxiliary_ss_weight(metadata: dict) -> float | None:
     callback = recorded_callback(trainer.get("callbacks"), AUXILIARY_SS_CALLBACK) if isinstance(trainer, dict) else None
     if callback is None:
         return None
-    weight = (callback.get("init_args") or {}).get("weight", 0.1)  # the callback's default
-    return float(weight)
+    args = callback.get("init_args") or {}
+    if "weight" not in args:  # recorded without its arguments: the callback's own default
+        from protrnn.training.finetune import AuxiliarySecondaryStructure
+        return float(inspect.signature(AuxiliarySecondaryStructure).parameters["weight"].default)
+    return float(args["weight"])
 
 
 def data_record(data_dir: Path) -> dict[str, Any]:
@@ -391,20 +395,21 @@ def read_notes(path: Path) -> tuple[str, str]:
 
 def check_shared_recipe(member_jsons: list[dict], model_dir: Path) -> None:
     """The record of an ensemble is its first member's data and pretraining: every member must have trained on the
-    same data (`data.train_path`) with the same architecture, each from a pretrained encoder or none. The encoders
-    may differ (`bundle.encoder_per_seed`); :func:`member_encoders` then checks that they learnt from the same
-    labels."""
+    same data (`data.train_path`) with the same architecture, each from a pretrained encoder or none, with the same
+    auxiliary SS loss weight or none. The encoders may differ (`bundle.encoder_per_seed`); :func:`member_encoders`
+    then checks that they learnt from the same labels."""
     def recipe(model_json: dict) -> tuple:
         data = _training_config(model_json).get("data")
         train = data.get("train_path") if isinstance(data, dict) else None
-        return train, pretrained_encoder_callback(model_json) is not None, model_json.get("config")
+        return (train, pretrained_encoder_callback(model_json) is not None, model_json.get("config"),
+                auxiliary_ss_weight(model_json))
 
     first = recipe(member_jsons[0])
     for k, member_json in enumerate(member_jsons[1:], 2):
         if recipe(member_json) != first:
             raise InputError(f"ensemble member {k} differs from member 1 in its training data, its use of a "
-                             "pretrained encoder or its architecture; the bundle's record describes one recipe",
-                             path=model_dir)
+                             "pretrained encoder, its auxiliary SS loss or its architecture; the bundle's record "
+                             "describes one recipe", path=model_dir)
 
 
 def member_encoders(member_jsons: list[dict], first: dict) -> list[dict] | None:
