@@ -176,6 +176,9 @@ SIDECHAINNET_REQUIREMENT = "sidechainnet==1.0.1"
 SIDECHAINNET_WHEEL_FILE = f"{CACHE}/wheels/sidechainnet-1.0.1-py2.py3-none-any.whl"
 PRETRAIN_SOURCE = PRETRAIN.get("source") or SIDECHAINNET_WHEEL_FILE
 PRETRAIN_DATA = f"{RESULTS}/pretrain/data"
+#: The pretraining labels (training split): rule pretrain_prepare writes them, pretrain_fit learns from them, and an
+#: `aux_ss_weight` model draws its auxiliary secondary-structure batches from them.
+PRETRAIN_LABELS = f"{PRETRAIN_DATA}/train.npz"
 PRETRAIN_DIR = f"{RESULTS}/pretrain/encoder"
 DEFAULT_FREEZE_STEPS = 200
 #: pretrain.seed: the seed of the labels' split and of the encoder's training (`pretrain/encoder`).
@@ -228,10 +231,6 @@ PRETRAIN_ENCODER = encoder_files(PRETRAIN_DIR)
 def model_freeze_steps(name):
     """Optimiser steps for which a pretrained model keeps its embedding and encoder frozen."""
     return int(MODEL_SPECS[name].get("freeze_steps", DEFAULT_FREEZE_STEPS))
-
-
-#: The pretraining labels an `aux_ss_weight` model draws its auxiliary secondary-structure batches from.
-PRETRAIN_LABELS = f"{PRETRAIN_DATA}/train.npz"
 
 
 def model_aux_ss_weight(name):

@@ -29,7 +29,7 @@ rule pretrain_prepare:
         source=PRETRAIN_SOURCE,
         tests=list(TEST_SETS.values()),
     output:
-        train=f"{PRETRAIN_DATA}/train.npz",
+        train=PRETRAIN_LABELS,
         val=f"{PRETRAIN_DATA}/val.npz",
         records=f"{PRETRAIN_DATA}/records.tsv",
         leakage=f"{PRETRAIN_DATA}/leakage.tsv",
@@ -54,7 +54,7 @@ rule pretrain_fit:
     """Pretrain the encoder (Lightning) and export encoder.safetensors + encoder.json into its run directory:
     `pretrain/encoder` at pretrain.seed, `pretrain/encoder_seed<S>` at seed S (bundle.encoder_per_seed)."""
     input:
-        train=f"{PRETRAIN_DATA}/train.npz",
+        train=PRETRAIN_LABELS,
         val=f"{PRETRAIN_DATA}/val.npz",
     output:
         **encoder_files(f"{RESULTS}/pretrain/{{encoder}}"),

@@ -42,7 +42,7 @@ from protrnn.conventions import RANGES, named_test_set
 from protrnn.data.prepare import LEAKAGE_FILE, SUMMARY_FILE, SUMMARY_FORMAT
 from protrnn.data.prepare import MANIFEST_FILE as PREPARE_MANIFEST
 from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
-from protrnn.diagnostics.run import AUXILIARY_SS_CALLBACK, pretrained_callback, recorded_callback
+from protrnn.diagnostics.run import AUXILIARY_SS_CALLBACK, PRETRAINED_CALLBACK, recorded_callback
 from protrnn.errors import InputError, read_json_document, reading
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import (
@@ -91,21 +91,24 @@ def recorded_data_dir(metadata: dict, marker: str) -> Path | None:
     return folder if (folder / marker).is_file() else None
 
 
+def _callback_args(metadata: dict, class_path: str) -> dict | None:
+    """init_args of the recorded `class_path` callback the model was trained with, or None."""
+    trainer = _training_config(metadata).get("trainer")
+    callback = recorded_callback(trainer.get("callbacks"), class_path) if isinstance(trainer, dict) else None
+    return dict(callback.get("init_args") or {}) if callback is not None else None
+
+
 def pretrained_encoder_callback(metadata: dict) -> dict | None:
     """init_args of the PretrainedEncoder callback the model was trained with, or None."""
-    trainer = _training_config(metadata).get("trainer")
-    callback = pretrained_callback(trainer.get("callbacks")) if isinstance(trainer, dict) else None
-    return dict(callback.get("init_args") or {}) if callback is not None else None
+    return _callback_args(metadata, PRETRAINED_CALLBACK)
 
 
 def auxiliary_ss_weight(metadata: dict) -> float | None:
     """The weight of the auxiliary secondary-structure loss the model was trained with (AuxiliarySecondaryStructure),
     or None."""
-    trainer = _training_config(metadata).get("trainer")
-    callback = recorded_callback(trainer.get("callbacks"), AUXILIARY_SS_CALLBACK) if isinstance(trainer, dict) else None
-    if callback is None:
+    args = _callback_args(metadata, AUXILIARY_SS_CALLBACK)
+    if args is None:
         return None
-    args = callback.get("init_args") or {}
     if "weight" not in args:  # recorded without its arguments: the callback's own default
         from protrnn.training.finetune import AuxiliarySecondaryStructure
         return float(inspect.signature(AuxiliarySecondaryStructure).parameters["weight"].default)
