@@ -53,6 +53,24 @@ def test_record_states_model_and_baseline_figures_and_the_ratio_to_random() -> N
     assert "5.0x random ranking" in card
 
 
+def test_record_states_the_chance_level_and_the_ratios_to_it() -> None:
+    """With the chance level in the model's evaluation (summary.json's `chance`), the card compares with it, not with
+    the random baseline's one draw: long 0.15 / 0.03 = 5.0x; the >= 96 bin 0.09 / 0.025 = 3.6x over the 122
+    proteins that have such pairs. The record and the table carry the chance row beside the baselines."""
+    bundle = _script()
+    model_eval = _summary("bundle", {"long/P@L/5": 0.15, "bin/96+/P@L/5": 0.09})
+    model_eval["results"]["bundle"]["ts50"]["metrics"]["bin/96+/P@L/5"]["n"] = 122
+    model_eval["bins"] = [[6, 11], [12, 23], [24, 47], [48, 95], [96, None]]
+    model_eval["chance"] = _summary("chance", {"long/P@L/5": 0.03, "bin/96+/P@L/5": 0.025})["results"]["chance"]
+    baselines = _summary("random", {"long/P@L/5": 0.04})
+    record, card = bundle.build_record({"config": {"cell": "lstm"}, "selected": "best"}, model_eval, baselines)
+    assert record["test_sets"]["ts50"][bundle.CHANCE]["long/P@L/5"] == [0.03, 0.02, 0.04]
+    assert f"| {bundle.CHANCE} | " in card
+    assert ("Long-range (>= 24) P@L/5 is 5.0x chance (0.150 against 0.030, the expected precision of a random "
+            "ranking). In the >= 96 bin (122 proteins have such pairs) it is 3.6x chance (0.0900 against 0.0250).") in card
+    assert "x random ranking" not in card  # not against the random baseline's one draw (0.15 / 0.04 = 3.8x)
+
+
 # ---------------------------------------------------------------------------------------------- the script's main()
 def _tiny_export(directory: Path, cwd: Path) -> dict:
     """A small exported model with the training metadata `protrnn train` writes; returns its model.json."""

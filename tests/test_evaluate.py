@@ -202,6 +202,13 @@ def test_precision_of_a_hand_built_case(tmp_path: Path) -> None:
     assert math.isnan(rows["masked"]["long/P@L/5"])  # (0,24) was the only long candidate
     mean = result.summary["results"]["fixed"]["hand"]["metrics"]["medium_long/P@L/5"]
     assert mean["mean"] == pytest.approx((3 / 5 + 1 / 5) / 2) and mean["n"] == 2
+    # The chance level (a random ranking's expected precision): medium_long has 13+12+...+1 = 91 candidates, 3 of
+    # them contacts; top-L/5 looks at 5 -> 3/91. Without residue 24 the 13 pairs (i, 24) go, one contact left -> 1/78.
+    chance = result.summary["chance"]["hand"]
+    assert chance["n_proteins"] == 2
+    assert chance["metrics"]["medium_long/P@L/5"]["mean"] == pytest.approx((3 / 91 + 1 / 78) / 2, abs=1e-15)
+    assert chance["metrics"]["long/P@L/5"]["mean"] == pytest.approx(1 / 5, abs=1e-15)  # "full" only: 1 x 1 / (1 x 5)
+    assert chance["metrics"]["long/P@L/5"]["n"] == 1
 
 
 def test_groups_bound_the_sum_of_squared_lengths(tmp_path: Path) -> None:

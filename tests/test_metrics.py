@@ -15,6 +15,7 @@ from protrnn.evaluation.metrics import (
     TOP_K,
     average_metrics,
     bootstrap_ci,
+    chance_precision,
     evaluate_contacts,
     in_range,
     metric_keys,
@@ -248,3 +249,58 @@ def test_scored_pairs_ranking_ranges_and_top_count_by_hand() -> None:
     assert in_range(separation, 12, 23).tolist() == [False, False, False, True, True, False, False]
     assert in_range(separation, 24, None).tolist() == [False] * 5 + [True, True]
     assert (top_count(4), top_count(5), top_count(64), top_count(64, 1)) == (1, 1, 12, 64)
+
+
+def test_chance_precision_by_hand() -> None:
+    """L = 20, contacts (0,12), (2,19), (0,19): medium (12..23) has 8+7+...+1 = 36 candidates, 3 of them contacts, and
+    top-L/5 looks at 4: 4 x 3 / (36 x 4) = 1/12. Short (6..11) has 69 candidates and no contact: 0; long has no
+    candidate: NaN. The open bin 18+ has 3 candidates (0,18), (1,19), (0,19), one a contact, fewer than the 4 looked
+    at: the 3 ranked pairs hold the contact, over a divisor of 4 -> 1/4. With residue 19 unobserved: medium keeps 28
+    candidates and 1 contact -> 1/28; the bin keeps (0,18), no contact -> 0."""
+    contacts = np.zeros((20, 20), dtype=bool)
+    for i, j in ((0, 12), (2, 19), (0, 19)):
+        contacts[i, j] = contacts[j, i] = True
+    chance = chance_precision(contacts, bins=[(18, None)], top_k=(5, 1))
+    assert chance["medium/P@L/5"] == pytest.approx(1 / 12, abs=1e-15)
+    assert chance["medium_long/P@L/5"] == pytest.approx(1 / 12, abs=1e-15)
+    assert chance["medium/P@L/1"] == pytest.approx(20 * 3 / (36 * 20), abs=1e-15)
+    assert chance["short/P@L/5"] == 0.0
+    assert math.isnan(chance["long/P@L/5"])
+    assert chance["bin/18+/P@L/5"] == pytest.approx(1 / 4, abs=1e-15)
+    observed = np.ones(20, dtype=bool)
+    observed[19] = False
+    masked = chance_precision(contacts, observed, bins=[(18, None)], top_k=(5,))
+    assert masked["medium/P@L/5"] == pytest.approx(1 / 28, abs=1e-15)
+    assert masked["bin/18+/P@L/5"] == 0.0
+    keys = [k for k in metric_keys(bins=[(18, None)], top_k=(5, 1)) if "/P@L/" in k]
+    assert sorted(chance) == sorted(keys)  # exactly the precision keys of evaluate_contacts
+    with pytest.raises(InputError, match="chain7"):
+        chance_precision(np.zeros((20, 19)), name="chain7")
+
+
+def test_chance_precision_is_the_mean_over_random_rankings() -> None:
+    """The mean of evaluate_contacts' top-L/k precision over 3,000 uniformly random rankings lies within 4 standard
+    errors of the chance level, in every range and in a bin with fewer candidates than L/5."""
+    rng = np.random.default_rng(3)
+    length = 40
+    upper = np.triu(rng.random((length, length)) < 0.08, k=6)
+    contacts = upper | upper.T
+    observed = rng.random(length) > 0.1
+    bins = [(6, 11), (30, None)]
+    chance = chance_precision(contacts, observed, bins=bins, top_k=(5, 2))
+    draws = []
+    for _ in range(3000):
+        probs = rng.random((length, length))
+        result = evaluate_contacts(probs, contacts, observed, bins=bins, top_k=(5, 2))
+        draws.append([result[key] for key in chance])
+    draws_arr = np.array(draws)
+    checked = 0
+    for column, key in enumerate(chance):
+        values = draws_arr[:, column]
+        if math.isnan(chance[key]):
+            assert np.isnan(values).all(), key
+            continue
+        error = values.std() / math.sqrt(values.size)
+        assert abs(values.mean() - chance[key]) <= 4 * error + 1e-12, (key, values.mean(), chance[key])
+        checked += values.std() > 0
+    assert checked >= 6

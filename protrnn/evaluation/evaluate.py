@@ -6,8 +6,9 @@ which calls :func:`evaluate`. Outputs in ``OUTDIR`` (written and read back by :m
 * ``per_protein.csv``: one row per (method, test set, protein): ``method, test_set, protein`` then every key of
   :func:`protrnn.evaluation.metrics.metric_keys` (``L`` first; NaN written as ``nan``).
 * ``summary.json``: per method x test set, the mean of each metric over proteins, the number of proteins with a
-  value and a percentile bootstrap interval over proteins (``low``/``high``); plus the command, the models'
-  ``model.json`` paths and configs, the test sets with any leakage removed by ``prepare``, and skipped work.
+  value and a percentile bootstrap interval over proteins (``low``/``high``); per test set its chance level
+  (``chance``: the expected top-L/k precision of a random ranking, :func:`chance_level`); plus the command, the
+  models' ``model.json`` paths and configs, the test sets with any leakage removed by ``prepare``, and skipped work.
 * ``predictions/<method>/<test set>/<protein>.npz`` (optional, first N proteins of each set): ``probs``,
   ``contacts``, ``observed``, ``sequence``, ``id``, for contact-map figures in the report.
 
@@ -38,6 +39,7 @@ from protrnn.errors import InputError
 from protrnn.evaluation.metrics import (
     BOOTSTRAP_RESAMPLES,
     INTERVAL_ALPHA,
+    chance_precision,
     evaluate_contacts,
     metric_keys,
     summarize,
@@ -367,6 +369,17 @@ def score_method(method: Method, test_set: TestSet, *, bins: Sequence[tuple[int,
     return rows, skipped
 
 
+def chance_level(test_set: TestSet, *, bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS,
+                 n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0, alpha: float = INTERVAL_ALPHA) -> dict[str, Any]:
+    """The test set's chance level: the mean over its chains of :func:`~protrnn.evaluation.metrics.chance_precision`
+    (the expected top-L/k precision of a random ranking), with bootstrap intervals like a method's, as summary.json's
+    ``chance[<test set>]``: ``{"n_proteins": ..., "metrics": {key: {"mean", "n", "low", "high"}}}``. Every chain of
+    the set counts, so it is the level of a method that scores them all."""
+    rows = [chance_precision(chain.contact_map(test_set.contact_cutoff), chain.observed, bins=bins, name=chain.id)
+            for chain in test_set.chains]
+    return {"n_proteins": len(rows), "metrics": summarize(rows, n_boot=n_boot, seed=seed, alpha=alpha)}
+
+
 def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: str | Path, *,
              n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0, alpha: float = INTERVAL_ALPHA, save_predictions: int = 0,
              bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS, command: str | None = None,
@@ -420,6 +433,8 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
         if not all_rows:
             raise InputError("no protein was scored by any method (see the skipped messages above)")
         write_per_protein_csv(outdir / PER_PROTEIN_FILE, all_rows, keys)
+        chance = {test_set.name: chance_level(test_set, bins=bins, n_boot=n_boot, seed=seed, alpha=alpha)
+                  for test_set in test_sets}
         summary = {
             "format": SUMMARY_FORMAT,
             "format_version": SUMMARY_FORMAT_VERSION,
@@ -434,6 +449,7 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
             "test_sets": {t.name: {"path": str(t.path), "n_chains": len(t.chains), "contact_cutoff": t.contact_cutoff,
                                    **t.leakage} for t in test_sets},
             "results": results,
+            "chance": chance,
             "skipped": skipped,
             "predictions": {"per_test_set": save_predictions, "dir": PREDICTIONS_DIR} if save_predictions else None,
         }

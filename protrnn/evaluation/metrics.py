@@ -1,8 +1,9 @@
 """Contact-prediction metrics: every CASP convention protrnn uses lives here (documented in docs/conventions.md).
 
-One protein is scored by :func:`evaluate_contacts`; a test set by :func:`average_metrics` (mean over proteins,
-NaN-skipping) and :func:`bootstrap_ci` (percentile intervals from resampling proteins). Models, baselines, the
-``evaluate`` command and the report all go through these functions, so their numbers are comparable by construction.
+One protein is scored by :func:`evaluate_contacts` (its chance level, the expected precision of a random ranking, by
+:func:`chance_precision`); a test set by :func:`average_metrics` (mean over proteins, NaN-skipping) and
+:func:`bootstrap_ci` (percentile intervals from resampling proteins). Models, baselines, the ``evaluate`` command and
+the report all go through these functions, so their numbers are comparable by construction.
 
 Conventions in brief (the document has the reasoning):
 
@@ -76,8 +77,8 @@ def _check_ranges(spans: Sequence[tuple[int, int | None]]) -> None:
             raise InputError(f"invalid separation range ({low}, {high}): need 1 <= low <= high")
 
 
-def _validated(probs: object, contacts: object, observed: object | None,
-               name: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _validated_truth(contacts: object, observed: object | None,
+                     name: str | None) -> tuple[np.ndarray, np.ndarray]:
     contacts_arr = np.asarray(contacts)
     if contacts_arr.ndim != 2 or contacts_arr.shape[0] != contacts_arr.shape[1]:
         raise InputError(f"contact map has shape {contacts_arr.shape}, expected L x L", record=name)
@@ -86,10 +87,6 @@ def _validated(probs: object, contacts: object, observed: object | None,
         if not np.isin(contacts_arr, (0, 1)).all():
             raise InputError("contact map must hold only 0/1 (or bool) values", record=name)
         contacts_arr = contacts_arr.astype(bool)
-    probs_arr = np.asarray(probs, dtype=np.float64)
-    if probs_arr.shape != (length, length):
-        raise InputError(f"prediction has shape {probs_arr.shape}, but the chain has {length} residues "
-                         f"(expected ({length}, {length}))", record=name)
     if observed is None:
         observed_arr = np.ones(length, dtype=bool)
     else:
@@ -97,6 +94,17 @@ def _validated(probs: object, contacts: object, observed: object | None,
         if observed_arr.shape != (length,):
             raise InputError(f"observed mask has shape {observed_arr.shape}, expected ({length},)", record=name)
         observed_arr = observed_arr.astype(bool)
+    return contacts_arr, observed_arr
+
+
+def _validated(probs: object, contacts: object, observed: object | None,
+               name: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    contacts_arr, observed_arr = _validated_truth(contacts, observed, name)
+    length = contacts_arr.shape[0]
+    probs_arr = np.asarray(probs, dtype=np.float64)
+    if probs_arr.shape != (length, length):
+        raise InputError(f"prediction has shape {probs_arr.shape}, but the chain has {length} residues "
+                         f"(expected ({length}, {length}))", record=name)
     return probs_arr, contacts_arr, observed_arr
 
 
@@ -203,6 +211,39 @@ def evaluate_contacts(probs: object, contacts: object, observed: object | None =
         top_precisions(prefix, ranked_hits)
         result[f"{prefix}/n_pairs"] = float(ranked_hits.size)
         result[f"{prefix}/n_contacts"] = float(np.count_nonzero(ranked_hits))
+    return result
+
+
+def chance_precision(contacts: object, observed: object | None = None, *,
+                     bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS, top_k: Sequence[int] = TOP_K,
+                     name: str | None = None) -> dict[str, float]:
+    """The chance level of one protein: the expected top-L/k precision of a uniformly random ranking of its scored
+    pairs, for every range and bin, under the ``{range}/P@L/{k}`` and ``bin/{label}/P@L/{k}`` keys of
+    :func:`evaluate_contacts` (NaN where it gives NaN: no candidate pair).
+
+    With ``n`` candidate pairs of which ``c`` are contacts and ``m = max(1, L // k)`` ranked pairs looked at, each of
+    the first ``min(m, n)`` pairs of a random ranking is a contact with probability ``c / n``, so the expectation is
+    ``min(m, n) * c / (n * m)``. The ``random`` baseline is one draw of such a ranking; this is its exact mean, so a
+    ratio "x chance" carries no sampling noise.
+    """
+    contacts_arr, observed_arr = _validated_truth(contacts, observed, name)
+    if not all(int(k) >= 1 for k in top_k):
+        raise InputError(f"every k must be >= 1 (got {tuple(top_k)})", record=name)
+    spans = {**RANGES, **{f"bin/{bin_label(low, high)}": (low, high) for low, high in bins}}
+    _check_ranges(list(spans.values()))
+    length = contacts_arr.shape[0]
+    rows, cols = scored_pairs(observed_arr, min(low for low, _ in spans.values()))
+    separation = cols - rows
+    truth = contacts_arr[rows, cols]
+    result: dict[str, float] = {}
+    for prefix, (low, high) in spans.items():
+        member = in_range(separation, low, high)
+        n_pairs = int(np.count_nonzero(member))
+        n_contacts = int(np.count_nonzero(truth[member]))
+        for k in top_k:
+            looked_at = top_count(length, k)
+            result[f"{prefix}/P@L/{k}"] = (min(looked_at, n_pairs) * n_contacts / (n_pairs * looked_at)
+                                           if n_pairs else math.nan)
     return result
 
 

@@ -44,6 +44,7 @@ from protrnn.data.prepare import MANIFEST_FILE as PREPARE_MANIFEST
 from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import AUXILIARY_SS_CALLBACK, PRETRAINED_CALLBACK, recorded_callback
 from protrnn.errors import InputError, read_json_document, reading
+from protrnn.evaluation.metrics import bin_label
 from protrnn.evaluation.results import read_summary
 from protrnn.model.io import (
     JSON_NAME,
@@ -56,6 +57,8 @@ from protrnn.model.io import (
 from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
 from protrnn.utils.io import read_tsv, swapped_directory
 
+#: The card's row and the record's entry for the chance level (summary.json's ``chance``) beside the baselines.
+CHANCE = "chance (random ranking, expected)"
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
 
@@ -276,6 +279,39 @@ def member_seed(model_json: dict) -> Any:
     return model_json.get("training_config", {}).get("seed_everything")
 
 
+def ratio_lines(model_eval: dict, baseline_eval: dict, chance: dict | None, model_name: str,
+                test_set: str) -> list[str]:
+    """The card's sentence on how far the model is above chance on one test set: long-range top-L/5, and top-L/5
+    in the farthest open separation bin (>= 96 by default; issue #11's mark is 4x chance there), each against the
+    chance level (summary.json's ``chance``, the exact expected precision of a random ranking). An evaluation
+    written before the chance level existed has only the ``random`` baseline, one draw of such a ranking: the
+    sentence then compares with it, as the card did before."""
+    model_long = _mean(model_eval["results"], model_name, test_set, "long/P@L/5")
+    if chance is None:
+        random_long = _mean(baseline_eval["results"], "random", test_set, "long/P@L/5")
+        if model_long and random_long and random_long[0] > 0:
+            return ["", f"Long-range (>= 24) P@L/5 is {model_long[0] / random_long[0]:.1f}x random ranking."]
+        return []
+    sentences = []
+    chance_long = _mean(chance, CHANCE, test_set, "long/P@L/5")
+    if model_long and chance_long and chance_long[0] > 0:
+        sentences.append(f"Long-range (>= 24) P@L/5 is {model_long[0] / chance_long[0]:.1f}x chance "
+                         f"({model_long[0]:.3f} against {chance_long[0]:.3f}, the expected precision of a random "
+                         "ranking).")
+    open_bins = [low for low, high in model_eval.get("bins", []) if high is None]
+    if open_bins:
+        low = max(open_bins)
+        key = f"bin/{bin_label(low, None)}/P@L/5"
+        model_far, chance_far = _mean(model_eval["results"], model_name, test_set, key), _mean(chance, CHANCE,
+                                                                                                 test_set, key)
+        proteins = model_eval["results"][model_name][test_set]["metrics"].get(key, {}).get("n")
+        if model_far and chance_far and chance_far[0] > 0:
+            sentences.append(f"In the >= {low} bin ({proteins} proteins have such pairs) it is "
+                             f"{model_far[0] / chance_far[0]:.1f}x chance ({model_far[0]:.4f} against "
+                             f"{chance_far[0]:.4f}).")
+    return ["", " ".join(sentences)] if sentences else []
+
+
 def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, data: dict | None = None,
                  pretraining: dict | None = None, members: list[dict] | None = None,
                  notes: tuple[str, str] | None = None) -> tuple[dict, str]:
@@ -339,6 +375,9 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
         table: dict[str, dict[str, list[float]]] = {}
         methods = [("protrnn (this model)", model_eval["results"], model_name)]
         methods += [(b, baseline_eval["results"], b) for b in baseline_eval["results"]]
+        chance = {CHANCE: {test_set: model_eval["chance"][test_set]}} if test_set in model_eval.get("chance", {}) else None
+        if chance is not None:
+            methods.append((CHANCE, chance, CHANCE))
         for label, results, method in methods:
             cells, row = [], {}
             for key in KEYS:
@@ -350,10 +389,7 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
                 cells.append(f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]")
             table[label] = row
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        model_long = _mean(model_eval["results"], model_name, test_set, "long/P@L/5")
-        random_long = _mean(baseline_eval["results"], "random", test_set, "long/P@L/5")
-        if model_long and random_long and random_long[0] > 0:
-            lines += ["", f"Long-range (>= 24) P@L/5 is {model_long[0] / random_long[0]:.1f}x random ranking."]
+        lines += ratio_lines(model_eval, baseline_eval, chance, model_name, test_set)
         lines.append("")
         tables[test_set] = table
     record: dict[str, Any] = {"model": model_name, "test_sets": tables,
