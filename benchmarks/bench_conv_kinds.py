@@ -33,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protrnn.model.contact_model import cpu_bf16_flags  # noqa: E402
+from protrnn.model.hardware import cpu_bf16_flags  # noqa: E402
 
 
 def _layer(kind: str, channels: int, dilation: int) -> nn.Module:

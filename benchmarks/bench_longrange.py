@@ -34,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from protrnn.model.contact_model import bf16_is_native  # noqa: E402
+from protrnn.model.hardware import bf16_is_native  # noqa: E402
 from protrnn.model.heads import BlockOutputs  # noqa: E402
 from protrnn.training.datamodule import ContactDataModule  # noqa: E402
 from protrnn.training.loss import scored_pairs  # noqa: E402

@@ -52,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protrnn.model.config import ModelConfig  # noqa: E402
-from protrnn.model.contact_model import ContactModel, bf16_is_native, cpu_bf16_flags  # noqa: E402
+from protrnn.model.contact_model import ContactModel  # noqa: E402
+from protrnn.model.hardware import bf16_is_native, cpu_bf16_flags  # noqa: E402
 from protrnn.utils.resources import peak_rss_mib  # noqa: E402
 
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}

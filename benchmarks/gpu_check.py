@@ -58,7 +58,7 @@ ALL_RECIPES = [*RECIPES, BUNDLED]
 
 
 def _precision(device: torch.device) -> str:
-    from protrnn.model.contact_model import bf16_is_native
+    from protrnn.model.hardware import bf16_is_native
 
     if bf16_is_native(device):
         return "bf16-mixed"
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {name} ({total:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}, "
               f"cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
     else:
-        from protrnn.model.contact_model import cpu_bf16_flags
+        from protrnn.model.hardware import cpu_bf16_flags
 
         print(f"device: CPU ({os.cpu_count()} CPUs, bf16 features: {', '.join(cpu_bf16_flags()) or 'none'}), "
               f"torch {torch.__version__}, threads {torch.get_num_threads()}")

@@ -18,7 +18,8 @@ import protrnn.model.predictor as predictor_mod
 from protrnn.cli import main
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
-from protrnn.model.contact_model import ContactModel, bf16_is_native
+from protrnn.model.contact_model import ContactModel
+from protrnn.model.hardware import bf16_is_native
 from protrnn.model.heads import STREAMED_TILE_FLOATS
 from protrnn.model.io import save_model
 from protrnn.model.predictor import PAIR_FEATURE_BUDGET, Predictor, default_batch_tokens, load_model

@@ -18,7 +18,7 @@ import torch
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.data.fasta import read_fasta
 from protrnn.errors import InputError
-from protrnn.model import contact_model as cm
+from protrnn.model import hardware
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel, resolve_precision
 from protrnn.model.io import load_networks
@@ -177,10 +177,10 @@ def test_fp32_training_step_matches_the_reference() -> None:
         torch.testing.assert_close(weights_fast[name], weight, atol=1e-5, rtol=0, msg=name)
 
 
-@pytest.mark.skipif(not cm.bf16_is_native("cpu"), reason="this CPU has no native bf16")
 def test_bf16_training_gradients_point_where_fp32_ones_do() -> None:
     """bf16-mixed (fast head under autocast) against the fp32 step: same loss to 1e-2 relative, and every head
-    weight matrix's gradient at cosine similarity >= 0.99 to the fp32 one."""
+    weight matrix's gradient at cosine similarity >= 0.99 to the fp32 one. Runs on every CPU: where bf16 is not
+    native the head's bf16 is emulated and the LSTM leaves autocast (oneDNN's bf16 LSTM fails there)."""
     loss_32, grads_32, _ = _step("fast", bf16=False)
     loss_16, grads_16, _ = _step("fast", bf16=True)
     assert loss_16 == pytest.approx(loss_32, rel=1e-2)
@@ -214,11 +214,11 @@ print("ok")
 """
 
 
-@pytest.mark.skipif(not cm.bf16_is_native("cpu"), reason="this CPU has no native bf16")
 def test_bf16_backward_of_24_channel_dilated_convolutions_completes() -> None:
     """oneDNN's bf16 weight-gradient kernel for dilated convolutions with 20 or 24 input channels crashes (SIGSEGV,
-    depending on the heap layout) in torch 2.13 on this AVX512-BF16 CPU; the fast head pads input channels to 32.
-    Unpadded, 4 of 5 runs of this fuzz crashed here; each run is a subprocess so a crash fails this test only."""
+    depending on the heap layout) in torch 2.13 on AVX512-BF16 CPUs; the fast head pads input channels to 32.
+    Unpadded, 4 of 5 runs of this fuzz crashed on such a CPU; each run is a subprocess so a crash fails this test
+    only. On a CPU without native bf16 the same fuzz checks that the emulated path completes."""
     for seed in range(3):
         result = subprocess.run([sys.executable, "-c", _CONV_FUZZ, str(seed)], capture_output=True, text=True,
                                 timeout=300, cwd=REPO)
@@ -240,17 +240,44 @@ def test_cpu_bf16_features_agree_with_proc_cpuinfo() -> None:
     flags = _cpuinfo_flags()
     if flags is None:
         pytest.skip("no /proc/cpuinfo")
-    assert ("avx512_bf16" in cm.cpu_bf16_flags()) == ("avx512_bf16" in flags)
-    assert ("amx_bf16" in cm.cpu_bf16_flags()) == ("amx_tile" in flags)
+    assert ("avx512_bf16" in hardware.cpu_bf16_flags()) == ("avx512_bf16" in flags)
+    assert ("amx_bf16" in hardware.cpu_bf16_flags()) == ("amx_tile" in flags)
+
+
+def test_the_recurrence_leaves_bf16_autocast_only_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under CPU bf16 autocast, where bf16 is not native, the encoder runs in float32: its output equals the run
+    without autocast exactly (oneDNN's bf16 LSTM cannot run there). Where bf16 is native, autocast stays on for the
+    recurrence, as Lightning set it; outside autocast nothing changes."""
+    from protrnn.model.encoder import RecurrentEncoder
+
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ())
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder(ModelConfig(cell="lstm", hidden_size=16, embed_dim=12, num_layers=2, dropout=0.0))
+    x = torch.randn(3, 17, 12)
+    mask = torch.arange(17)[None, :] < torch.tensor([17, 9, 13])[:, None]
+    reference = encoder(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = torch.is_autocast_enabled("cpu")
+        with hardware.recurrence_autocast(torch.device("cpu")):
+            left = not torch.is_autocast_enabled("cpu")
+        under_autocast = encoder(x, mask)
+    assert inside and left
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, reference, rtol=0, atol=0)
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    with torch.autocast("cpu", dtype=torch.bfloat16), hardware.recurrence_autocast(torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu") == torch.backends.mkldnn.is_available()  # native: left as set
+    with hardware.recurrence_autocast(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_precision_is_chosen_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from protrnn.training.cli import auto_precision
 
-    monkeypatch.setattr(cm, "cpu_bf16_flags", lambda: ())  # e.g. an AMD EPYC without AVX512-BF16
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ())  # e.g. an AMD EPYC without AVX512-BF16
     assert resolve_precision("auto", "cpu") == "32"
     assert auto_precision("cpu") == "32-true"
-    monkeypatch.setattr(cm, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ("avx512_bf16",))
     expected = "bf16" if torch.backends.mkldnn.is_available() else "32"
     assert resolve_precision("auto", "cpu") == expected
     assert auto_precision("cpu") == ("bf16-mixed" if expected == "bf16" else "32-true")

@@ -1,16 +1,14 @@
 """The contact network: embedding + recurrent encoder + pair head. Saving and loading live in :mod:`protrnn.model.io`.
 
-Also where the network's arithmetic precision is chosen per machine (:func:`bf16_is_native`,
-:func:`resolve_precision`): bfloat16 mixed precision pays where the hardware multiplies bf16 natively (a CUDA GPU
-with bf16, a CPU with AVX512-BF16 or AMX-BF16) and costs time elsewhere (emulated), so "auto" asks the machine.
+Also where the network's arithmetic precision is chosen per machine (:func:`resolve_precision`): bfloat16 mixed
+precision pays where the hardware multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX-BF16:
+:func:`protrnn.model.hardware.bf16_is_native`) and costs time elsewhere (emulated), so "auto" asks the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -19,45 +17,11 @@ from protrnn.alphabet import PAD_TOKEN
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.encoder import RecurrentEncoder
+from protrnn.model.hardware import bf16_is_native
 from protrnn.model.heads import BlockOutputs, build_head, to_contact_logits
 
 #: ``predict_proba(precision=...)`` values: float32, bfloat16 head, or bf16 where the device supports it natively.
 PREDICT_PRECISIONS = ("32", "bf16", "auto")
-
-
-@functools.cache
-def cpu_bf16_flags() -> tuple[str, ...]:
-    """The bf16 matrix features of this CPU that oneDNN uses: ``avx512_bf16`` and/or ``amx_bf16`` (empty when none).
-
-    Asks torch first (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``, cpuid-based), then the
-    ``flags`` line of ``/proc/cpuinfo`` (Linux) when those private helpers are missing.
-    """
-    found: list[str] = []
-    probes = (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported"))
-    if all(hasattr(torch.cpu, probe) for _, probe in probes):
-        return tuple(flag for flag, probe in probes if getattr(torch.cpu, probe)())
-    cpuinfo = Path("/proc/cpuinfo")
-    try:
-        text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            found = [flag for flag, _ in probes if flag in flags]
-            break
-    return tuple(found)
-
-
-def bf16_is_native(device: str | torch.device) -> bool:
-    """Whether bfloat16 matrix arithmetic runs natively (not emulated) on ``device``: a CUDA GPU with bf16 support,
-    or a CPU with AVX512-BF16 / AMX-BF16 and oneDNN (see :func:`cpu_bf16_flags`)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(cpu_bf16_flags()) and torch.backends.mkldnn.is_available()
-    return False
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:

@@ -43,6 +43,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from protrnn.model.config import ModelConfig
+from protrnn.model.hardware import recurrence_autocast
 
 _RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 #: Gates per cell, in PyTorch's weight layout (LSTM: i, f, g, o; GRU: r, z, n; RNN: one).
@@ -269,13 +270,14 @@ class RecurrentEncoder(nn.Module):
         keep = mask.unsqueeze(-1).to(x.dtype)
         hidden = x
         outputs: list[Tensor] = []
-        for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
-            layer_in = self.dropout(hidden) if i > 0 else hidden
-            out = layer(layer_in, plan, path)
-            if self.config.residual and out.size(-1) == hidden.size(-1):
-                out = out + hidden
-            out = norm(out) * keep
-            outputs.append(out)
-            hidden = out
+        with recurrence_autocast(x.device):  # float32 under CPU bf16 autocast where bf16 is not native
+            for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
+                layer_in = self.dropout(hidden) if i > 0 else hidden
+                out = layer(layer_in, plan, path)
+                if self.config.residual and out.size(-1) == hidden.size(-1):
+                    out = out + hidden
+                out = norm(out) * keep
+                outputs.append(out)
+                hidden = out
         return (hidden, outputs) if return_layers else hidden
 

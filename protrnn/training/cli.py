@@ -122,11 +122,11 @@ def maybe_reexec_with_malloc_env(argv: list[str], command: tuple[str, ...]) -> N
 def auto_precision(accelerator: Any) -> str:
     """What ``trainer.precision: null`` (auto) becomes: ``bf16-mixed`` on a CUDA GPU (``16-mixed`` where bf16 is
     unsupported) and on a CPU that multiplies bf16 natively (AVX512-BF16 or AMX-BF16, see
-    :func:`protrnn.model.contact_model.bf16_is_native`), ``32-true`` elsewhere (other CPUs emulate bf16, which is
+    :func:`protrnn.model.hardware.bf16_is_native`), ``32-true`` elsewhere (other CPUs emulate bf16, which is
     slower than float32; Apple MPS). An explicit ``trainer.precision`` always wins."""
     import torch
 
-    from protrnn.model.contact_model import bf16_is_native
+    from protrnn.model.hardware import bf16_is_native
 
     name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
     on_cpu = name in ("cpu", "cpuaccelerator")
