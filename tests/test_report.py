@@ -34,7 +34,7 @@ from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import save_model
-from protrnn.report import build_report, load_inputs
+from protrnn.report import build_report, figures, load_inputs
 from protrnn.report.aggregate import (
     aggregate_diagnostics,
     aggregate_synthetic,
@@ -44,7 +44,7 @@ from protrnn.report.aggregate import (
 from protrnn.report.figures import top_pairs
 from protrnn.report.findings import build_findings, comparisons, effective_settings
 from protrnn.report.html import _findings_section
-from protrnn.report.inputs import SyntheticRun, read_run_curves
+from protrnn.report.inputs import Evaluation, MethodResult, SyntheticRun, chance_levels, read_run_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -556,3 +556,43 @@ def test_pretraining_is_a_knob_of_the_settings() -> None:
         (("pretraining", "gradient horizon"), "lstm_pre_h16", "lstm",
          "gradient_horizon=none, pretrained=False -> freeze_steps=200, gradient_horizon=16, pretrained=True"),
     }
+
+
+def _chance_evaluation(path: Path, levels: dict[str, float], test_set: str = "ts50") -> Evaluation:
+    metrics = {key: {"mean": value, "n": 3, "low": value, "high": value} for key, value in levels.items()}
+    return Evaluation(path=path, summary={"chance": {test_set: {"n_proteins": 3, "metrics": metrics}}}, rows=[])
+
+
+def test_chance_levels_come_from_the_evaluations_and_conflicts_draw_nothing(tmp_path: Path) -> None:
+    levels = {"bin/6-11/P@L/5": 0.06, "bin/96+/P@L/5": 0.025}
+    first, same = _chance_evaluation(tmp_path / "a", levels), _chance_evaluation(tmp_path / "b", levels)
+    other = _chance_evaluation(tmp_path / "c", {**levels, "bin/96+/P@L/5": 0.03})
+    assert chance_levels([first, same]) == {"ts50": levels}
+    assert chance_levels([first, other]) == {}  # one name, two different test sets: no line rather than a wrong one
+    assert chance_levels([first, _chance_evaluation(tmp_path / "d", levels, "psicov150")]) == {
+        "ts50": levels, "psicov150": levels}
+    assert chance_levels([Evaluation(path=tmp_path, summary={"results": {}}, rows=[])]) == {}  # written before it
+
+
+def test_precision_figure_draws_the_chance_level_per_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grey chance line sits at each bin's chance level, at the bins' x positions; without levels there is none
+    and the caption does not mention it."""
+    drawn: list[list[tuple[str, list[float], list[float]]]] = []
+
+    def keep_lines(fig, directory, stem, title, caption):
+        drawn.append([(line.get_label(), list(line.get_xdata()), list(line.get_ydata()))
+                      for ax in fig.axes for line in ax.get_lines()])
+        figures._pyplot().close(fig)
+        return figures.Figure(stem=stem, title=title, caption=caption, png=b"")
+
+    monkeypatch.setattr(figures, "_save", keep_lines)
+    metrics = {f"bin/{label}/P@L/5": {"mean": value, "low": value - 0.01, "high": value + 0.01}
+               for label, value in (("6-11", 0.3), ("24-47", 0.2), ("96+", 0.08))}
+    result = MethodResult("m", "model", "ts50", 3, metrics, tmp_path)
+    chance = {"ts50": {"bin/6-11/P@L/5": 0.06, "bin/24-47/P@L/5": 0.04, "bin/96+/P@L/5": 0.025}}
+    with_chance = figures.figure_precision_by_separation([result], tmp_path, figures.Styles(["m"]), chance)
+    without = figures.figure_precision_by_separation([result], tmp_path, figures.Styles(["m"]))
+    chance_lines = [line for line in drawn[0] if line[0] == figures.CHANCE_LABEL]
+    assert chance_lines == [(figures.CHANCE_LABEL, [0, 1, 2], [0.06, 0.04, 0.025])]
+    assert not [line for line in drawn[1] if line[0] == figures.CHANCE_LABEL]
+    assert "chance level" in with_chance.caption and "chance level" not in without.caption

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,15 @@ def _bin_keys(result: MethodResult) -> list[str]:
     return sorted(keys, key=lambda k: int(re.match(r"bin/(\d+)", k).group(1)))  # type: ignore[union-attr]
 
 
-def figure_precision_by_separation(results: Sequence[MethodResult], directory: Path, styles: Styles) -> Figure | None:
-    """(a) top-L/5 precision per separation bin, every method on one plot, one panel per test set."""
+#: Legend label and style of the chance level (the expected precision of a random ranking) in precision figures.
+CHANCE_LABEL = "chance (random ranking, expected)"
+_CHANCE_STYLE = {"color": "#bdbdbd", "linestyle": "-", "linewidth": 6, "alpha": 0.6, "solid_capstyle": "butt"}
+
+
+def figure_precision_by_separation(results: Sequence[MethodResult], directory: Path, styles: Styles,
+                                   chance: Mapping[str, Mapping[str, float]] | None = None) -> Figure | None:
+    """(a) top-L/5 precision per separation bin, every method on one plot, one panel per test set; with ``chance``
+    (:func:`protrnn.report.inputs.chance_levels`), each panel's chance level per bin as a wide grey line."""
     if not results:
         return None
     plt = _pyplot()
@@ -124,6 +131,11 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
                 ax.annotate(f"{method}: {result.n_proteins} of {n} proteins", (x[0], mean[0]),
                             xytext=(-4, 12), textcoords="offset points", fontsize=7, annotation_clip=False,
                             color=line.lines[0].get_color())
+        level = (chance or {}).get(test_set, {})
+        floor = [(position[label], level[f"bin/{label}/P@L/{BIN_K}"]) for label in labels
+                 if math.isfinite(level.get(f"bin/{label}/P@L/{BIN_K}", math.nan))]
+        if floor:
+            ax.plot(*zip(*floor, strict=True), label=CHANCE_LABEL, zorder=0, **_CHANCE_STYLE)
         ax.set_xticks(np.arange(len(labels)), labels)
         ax.set_title(f"{test_set} ({n} proteins)")
         ax.set_xlabel("sequence separation |i - j| (residues)")
@@ -143,7 +155,8 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
                  f"error bars: bootstrap {INTERVAL_PERCENT} interval over proteins. Models solid, baselines "
                  "dashed/dotted. A model that sees far keeps its precision above the separation prior in the long "
                  "bins. A method that scores only some proteins of a set (FreeContact needs an alignment) is "
-                 "labelled with its count.")
+                 "labelled with its count." + (" The wide grey line is the chance level: the exact expected "
+                 "precision of a random ranking (the random baseline is one draw of it)." if chance else ""))
 
 
 def _profile_xy(profile: Any) -> tuple[np.ndarray, np.ndarray]:

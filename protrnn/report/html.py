@@ -62,6 +62,7 @@ from protrnn.report.inputs import (
     Evaluation,
     MethodResult,
     ReportInputs,
+    chance_levels,
     choose_proteins,
     find_predictions,
     horizon_text,
@@ -540,7 +541,7 @@ def build_report(inputs: ReportInputs, outdir: str | Path, *, title: str = "prot
     maps = choose_proteins(predictions, inputs.proteins)
     seeded = any(len(r.seeds) > 1 for r in results)
     with swapped_directory(outdir / "figures") as staging:
-        precision = figure_precision_by_separation(results, staging, styles)
+        precision = figure_precision_by_separation(results, staging, styles, chance_levels(inputs.evaluations))
         sensitivity = figure_sensitivity(groups, staging, styles)
         usage = figure_usage(groups, staging, styles)
         synthetic = figure_synthetic(variants, staging, styles)

@@ -275,6 +275,23 @@ def merge_results(evaluations: Sequence[Evaluation]) -> list[MethodResult]:
     return list(merged.values())
 
 
+def chance_levels(evaluations: Sequence[Evaluation]) -> dict[str, dict[str, float]]:
+    """Each test set's chance level (``summary.json``'s ``chance``: the expected top-L/k precision of a random
+    ranking) as ``{test set: {metric: mean}}``. Evaluations written before it existed have none. A test set whose
+    name carries different levels in two evaluations (two different files under one name) gets none: no line is
+    better than a wrong one."""
+    levels: dict[str, dict[str, float]] = {}
+    conflicting: set[str] = set()
+    for evaluation in evaluations:
+        for test_set, entry in evaluation.summary.get("chance", {}).items():
+            means = {key: number(stats.get("mean")) for key, stats in entry.get("metrics", {}).items()}
+            known = levels.setdefault(test_set, means)
+            if known.keys() != means.keys() or any(not np.isclose(known[k], means[k], rtol=1e-9, atol=0,
+                                                                  equal_nan=True) for k in means):
+                conflicting.add(test_set)
+    return {name: means for name, means in levels.items() if name not in conflicting}
+
+
 def order_methods(results: Iterable[MethodResult]) -> list[str]:
     """Models first (in input order), then baselines in a fixed order."""
     models: list[str] = []
