@@ -592,7 +592,11 @@ def test_precision_figure_draws_the_chance_level_per_bin(tmp_path: Path, monkeyp
     chance = {"ts50": {"bin/6-11/P@L/5": 0.06, "bin/24-47/P@L/5": 0.04, "bin/96+/P@L/5": 0.025}}
     with_chance = figures.figure_precision_by_separation([result], tmp_path, figures.Styles(["m"]), chance)
     without = figures.figure_precision_by_separation([result], tmp_path, figures.Styles(["m"]))
+    elsewhere = figures.figure_precision_by_separation([result], tmp_path, figures.Styles(["m"]),
+                                                       {"psicov150": chance["ts50"]})
     chance_lines = [line for line in drawn[0] if line[0] == figures.CHANCE_LABEL]
     assert chance_lines == [(figures.CHANCE_LABEL, [0, 1, 2], [0.06, 0.04, 0.025])]
     assert not [line for line in drawn[1] if line[0] == figures.CHANCE_LABEL]
-    assert "chance level" in with_chance.caption and "chance level" not in without.caption
+    assert not [line for line in drawn[2] if line[0] == figures.CHANCE_LABEL]  # levels of another test set only
+    assert "chance level" in with_chance.caption
+    assert "chance level" not in without.caption and "chance level" not in elsewhere.caption

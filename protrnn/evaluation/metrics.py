@@ -221,9 +221,9 @@ def chance_precision(contacts: object, observed: object | None = None, *,
     pairs, for every range and bin, under the ``{range}/P@L/{k}`` and ``bin/{label}/P@L/{k}`` keys of
     :func:`evaluate_contacts` (NaN where it gives NaN: no candidate pair).
 
-    With ``n`` candidate pairs of which ``c`` are contacts and ``m = max(1, L // k)`` ranked pairs looked at, each of
-    the first ``min(m, n)`` pairs of a random ranking is a contact with probability ``c / n``, so the expectation is
-    ``min(m, n) * c / (n * m)``. The ``random`` baseline is one draw of such a ranking; this is its exact mean, so a
+    With ``m`` candidate pairs of which ``c`` are contacts and ``n = max(1, L // k)`` ranked pairs looked at, each of
+    the first ``min(n, m)`` pairs of a random ranking is a contact with probability ``c / m``, so the expectation is
+    ``min(n, m) * c / (m * n)``. The ``random`` baseline is one draw of such a ranking; this is its exact mean, so a
     ratio "x chance" carries no sampling noise.
     """
     contacts_arr, observed_arr = _validated_truth(contacts, observed, name)

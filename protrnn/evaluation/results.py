@@ -31,6 +31,8 @@ PREDICTIONS_DIR = "predictions"
 ID_COLUMNS = ("method", "test_set", "protein")
 #: The baselines `protrnn evaluate` knows, in the order tables and legends list them (after the models).
 BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
+#: How tables, legends and the bundle card name a test set's chance level (summary.json's ``chance``).
+CHANCE_NAME = "chance (random ranking, expected)"
 
 
 # ------------------------------------------------------------------------------------------------- per-protein table

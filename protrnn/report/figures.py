@@ -20,6 +20,7 @@ from protrnn.conventions import HEADLINE_K, MIN_SEPARATION
 from protrnn.diagnostics.results import DiagnosticsResult, split_seed
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import INTERVAL_PERCENT, rank_pairs, scored_pairs
+from protrnn.evaluation.results import CHANCE_NAME
 from protrnn.report.aggregate import ModelDiagnostics, SyntheticVariant
 from protrnn.report.inputs import MethodResult, RunCurves, SavedPrediction, order_methods
 from protrnn.utils.io import safe_name
@@ -92,7 +93,7 @@ def _bin_keys(result: MethodResult) -> list[str]:
 
 
 #: Legend label and style of the chance level (the expected precision of a random ranking) in precision figures.
-CHANCE_LABEL = "chance (random ranking, expected)"
+CHANCE_LABEL = CHANCE_NAME
 _CHANCE_STYLE = {"color": "#bdbdbd", "linestyle": "-", "linewidth": 6, "alpha": 0.6, "solid_capstyle": "butt"}
 
 
@@ -107,6 +108,7 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
     methods = order_methods(results)
     fig, axes = plt.subplots(1, len(test_sets), figsize=(5.2 * len(test_sets) + 1.5, 4.2), squeeze=False,
                              sharey=True)
+    drew_chance = False
     for ax, test_set in zip(axes[0], test_sets, strict=True):
         in_set = {r.method: r for r in results if r.test_set == test_set}
         # One x position per bin over every method of the panel (evaluations could use different bins).
@@ -136,6 +138,7 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
                  if math.isfinite(level.get(f"bin/{label}/P@L/{BIN_K}", math.nan))]
         if floor:
             ax.plot(*zip(*floor, strict=True), label=CHANCE_LABEL, zorder=0, **_CHANCE_STYLE)
+            drew_chance = True
         ax.set_xticks(np.arange(len(labels)), labels)
         ax.set_title(f"{test_set} ({n} proteins)")
         ax.set_xlabel("sequence separation |i - j| (residues)")
@@ -156,7 +159,7 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
                  "dashed/dotted. A model that sees far keeps its precision above the separation prior in the long "
                  "bins. A method that scores only some proteins of a set (FreeContact needs an alignment) is "
                  "labelled with its count." + (" The wide grey line is the chance level: the exact expected "
-                 "precision of a random ranking (the random baseline is one draw of it)." if chance else ""))
+                 "precision of a random ranking (the random baseline is one draw of it)." if drew_chance else ""))
 
 
 def _profile_xy(profile: Any) -> tuple[np.ndarray, np.ndarray]:

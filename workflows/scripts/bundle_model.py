@@ -45,7 +45,7 @@ from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import AUXILIARY_SS_CALLBACK, PRETRAINED_CALLBACK, recorded_callback
 from protrnn.errors import InputError, read_json_document, reading
 from protrnn.evaluation.metrics import bin_label
-from protrnn.evaluation.results import read_summary
+from protrnn.evaluation.results import CHANCE_NAME, read_summary
 from protrnn.model.io import (
     JSON_NAME,
     WEIGHTS_NAME,
@@ -58,7 +58,7 @@ from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_meta
 from protrnn.utils.io import read_tsv, swapped_directory
 
 #: The card's row and the record's entry for the chance level (summary.json's ``chance``) beside the baselines.
-CHANCE = "chance (random ranking, expected)"
+CHANCE = CHANCE_NAME
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
 
