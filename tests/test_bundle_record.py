@@ -16,6 +16,7 @@ from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import save_dataset
 from protrnn.data.sources import read_chains
 from protrnn.errors import InputError
+from protrnn.evaluation.results import CHANCE_NAME
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import PRETRAINED_DIR, load_network, save_model
@@ -153,6 +154,48 @@ def test_main_installs_the_weights_and_a_record_of_the_summaries(tmp_path: Path,
             "max_time 00:00:02:00") in card
     assert "Validation at that epoch: val/P@L5_long 0.125, val/loss 0.250." in card
     assert f"Architecture: {json.dumps(model_json['config'], sort_keys=True)}" in card
+
+
+def test_a_refresh_keeps_the_pretraining_section_of_an_earlier_record_of_the_same_members(tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    """--pretraining-record: reinstalling members whose encoders are gone keeps the earlier record's pretraining
+    section (here the shipped one's) and its card lines; a record of other members (one selected step differs) is
+    refused, naming the file, and the installed bundle stays as it was."""
+    from protrnn.model.io import save_ensemble
+
+    monkeypatch.chdir(tmp_path)
+    members = []
+    for seed in (0, 1):
+        member = tmp_path / "results" / "models" / "bundle" / f"seed{seed}"
+        _tiny_export(member, tmp_path)
+        meta = json.loads((member / "model.json").read_text(encoding="utf-8"))
+        meta["training_config"]["seed_everything"] = seed
+        meta["global_step"] = 4000 + 500 * seed
+        (member / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+        members.append(member)
+    ensemble = tmp_path / "results" / "ensembles" / "bundle"
+    save_ensemble(members, ensemble)
+    _write_ts50_summaries(tmp_path / "eval", "results/ensembles/bundle")
+    earlier = tmp_path / "earlier.json"
+    ensemble_entries = [{"seed": seed, "global_step": 4000 + 500 * seed, "selected": "best",
+                         "val_metrics": {"val/loss": 0.25, "val/P@L5_long": 0.125}} for seed in (0, 1)]
+    earlier.write_text(json.dumps({"ensemble": ensemble_entries, "pretraining": RECORD["pretraining"]}))
+    outdir = tmp_path / "pretrained"
+    args = [str(ensemble), str(tmp_path / "eval" / "bundle"), str(tmp_path / "eval" / "baselines"), str(outdir)]
+
+    assert _script().main([*args, "--pretraining-record", str(earlier)]) == 0
+    record = json.loads((outdir / "evaluation.json").read_text(encoding="utf-8"))
+    assert record["pretraining"] == RECORD["pretraining"]
+    card = (outdir / "README.md").read_text(encoding="utf-8")
+    assert ", starting from a pretrained encoder." in card
+    installed = {p.relative_to(outdir): p.read_bytes() for p in outdir.rglob("*") if p.is_file()}
+
+    ensemble_entries[1]["global_step"] = 4000
+    earlier.write_text(json.dumps({"ensemble": ensemble_entries, "pretraining": RECORD["pretraining"]}))
+    with pytest.raises(InputError, match="not of these members") as refused:
+        _script().main([*args, "--pretraining-record", str(earlier)])
+    assert str(earlier) in str(refused.value)
+    assert {p.relative_to(outdir): p.read_bytes() for p in outdir.rglob("*") if p.is_file()} == installed
 
 
 def test_main_refuses_weights_that_do_not_load_and_keeps_the_old_bundle(tmp_path: Path) -> None:
@@ -431,17 +474,21 @@ def _recompute(name: str, shared_data: Path, tmp_path: Path, *, run_prepare: boo
         figures[label] = {key: [round(result["metrics"][key][part], 4) for part in ("mean", "low", "high")]
                           for key in RECORD["test_sets"][name][label]}
         figures[label]["n_proteins"] = result["n_proteins"]
+    chance = json.loads((model_out / "summary.json").read_text(encoding="utf-8"))["chance"][name]
+    figures[CHANCE_NAME] = {key: [round(chance["metrics"][key][part], 4) for part in ("mean", "low", "high")]
+                            for key in RECORD["test_sets"][name][CHANCE_NAME]}
+    figures[CHANCE_NAME]["n_proteins"] = chance["n_proteins"]
     return figures
 
 
 def _recorded(name: str, n_proteins: int) -> dict[str, dict]:
     return {label: {**RECORD["test_sets"][name][label], "n_proteins": n_proteins}
-            for label in ("protrnn (this model)", "random")}
+            for label in ("protrnn (this model)", "random", CHANCE_NAME)}
 
 
 def test_shipped_weights_reproduce_the_recorded_ts50_figures(shared_data: Path, tmp_path: Path) -> None:
-    """Every TS50 figure of the model (and of the seeded random baseline) in evaluation.json, to the recorded four
-    decimals, bootstrap intervals included (same proteins in the same order, same seed)."""
+    """Every TS50 figure of the model (and of the seeded random baseline, and the chance level) in evaluation.json, to
+    the recorded four decimals, bootstrap intervals included (same proteins in the same order, same seed)."""
     assert len(RECORD["test_sets"]["ts50"]["protrnn (this model)"]) == 7
     figures = _recompute("ts50", shared_data, tmp_path, run_prepare=False)
     assert figures == _recorded("ts50", 50)  # README.md: "ts50 (50 proteins)"

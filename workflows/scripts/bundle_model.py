@@ -8,7 +8,7 @@ code, so the figures shipped beside the weights are the pipeline's own. The weig
 before anything is replaced, and the bundle is built beside OUTDIR and swapped in whole.
 
 Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR OUTDIR
-           [--data DIR] [--pretrain-data DIR] [--encoder DIR] [--notes FILE]
+           [--data DIR] [--pretrain-data DIR] [--encoder DIR] [--notes FILE] [--pretraining-record FILE]
 
 MODEL_DIR may be an ensemble (`protrnn ensemble`: ensemble.json + member exports, one recipe at several seeds); its
 members are installed beside ensemble.json and the record lists each (seed, selected checkpoint, validation figures);
@@ -19,9 +19,11 @@ OUTDIR holds the bundle and nothing else: it is replaced whole.
 --data: the `protrnn prepare` output the model trained on (manifest.tsv, leakage.tsv); --encoder: the pretrained
 encoder it started from (encoder.json); --pretrain-data: the `protrnn pretrain prepare` output that encoder was
 trained on (manifest.json). Each defaults to what the model's (or encoder's) recorded training config names, when
-that directory exists here (a model trained by hand is recorded the same way). --notes: a Markdown file (the
-config's `bundle.notes`) whose text the card carries under "Recipe and selection": the written account of the recipe
-and of why this model was installed lives in the repository beside the config, so a rerun of the rule keeps it.
+that directory exists here (a model trained by hand is recorded the same way). --pretraining-record: an earlier
+evaluation.json of the same members (checked), whose pretraining section is kept instead, for refreshing the figures
+of an installed model whose encoders are gone. --notes: a Markdown file (the config's `bundle.notes`) whose text the
+card carries under "Recipe and selection": the written account of the recipe and of why this model was installed lives
+in the repository beside the config, so a rerun of the rule keeps it.
 """
 
 from __future__ import annotations
@@ -415,7 +417,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--encoder", type=Path, help="pretrained encoder it started from (encoder.json)")
     parser.add_argument("--pretrain-data", type=Path, help="protrnn pretrain prepare output (manifest.json)")
     parser.add_argument("--notes", type=Path, help="Markdown text for the card's 'Recipe and selection' section")
+    parser.add_argument("--pretraining-record", type=Path, metavar="EVALUATION_JSON",
+                        help="an earlier record (evaluation.json) of these same members: its pretraining section is "
+                             "kept when the encoders are not on this machine (refreshing a record's figures)")
     return parser.parse_args(argv)
+
+
+def recorded_pretraining(path: Path, member_jsons: list[dict]) -> dict[str, Any]:
+    """The pretraining section of an earlier record of the members being installed. It describes encoders that may
+    no longer exist, so the record must be of the same members: the same seeds, selected steps and validation
+    figures, in order. Refused otherwise, or when it has no pretraining section."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the earlier record: {error}", path=path) from None
+    recorded = [(m.get("seed"), m.get("global_step"), m.get("val_metrics")) for m in earlier.get("ensemble") or []]
+    members = [(member_seed(m), m.get("global_step"), m.get("val_metrics")) for m in member_jsons]
+    if recorded != members:
+        raise InputError("the earlier record is not of these members (seeds, selected steps or validation figures "
+                         "differ): its pretraining section would describe another model", path=path)
+    if not earlier.get("pretraining"):
+        raise InputError("the earlier record has no pretraining section", path=path)
+    return earlier["pretraining"]
 
 
 def read_notes(path: Path) -> tuple[str, str]:
@@ -524,7 +547,9 @@ def main(argv: list[str]) -> int:
     callback = pretrained_encoder_callback(model_json)
     encoder_dir = args.encoder or (Path(callback["path"]) if callback and callback.get("path") else None)
     pretraining = None
-    if encoder_dir is not None and (encoder_dir / ENCODER_JSON_NAME).is_file():
+    if args.pretraining_record is not None:
+        pretraining = recorded_pretraining(args.pretraining_record, member_jsons)
+    elif encoder_dir is not None and (encoder_dir / ENCODER_JSON_NAME).is_file():
         encoder_json = read_pretrained_metadata(encoder_dir)
         pretrain_dir = args.pretrain_data or recorded_data_dir(encoder_json, "manifest.json")
         pretraining = pretraining_record(encoder_json, pretrain_dir, callback, auxiliary_ss_weight(model_json))
