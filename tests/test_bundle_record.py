@@ -98,6 +98,20 @@ def _write_ts50_summaries(directory: Path, model: str) -> None:
                    {"random": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.05, 0.04, 0.06)}}}})
 
 
+def _seeded_members(root: Path, steps: dict[int, int]) -> list[Path]:
+    """Tiny exports at results/models/bundle/seed<S>, recorded as trained at seed S and selected at step steps[S]."""
+    members = []
+    for seed, step in steps.items():
+        member = root / "results" / "models" / "bundle" / f"seed{seed}"
+        _tiny_export(member, root)
+        meta = json.loads((member / "model.json").read_text(encoding="utf-8"))
+        meta["training_config"]["seed_everything"] = seed
+        meta["global_step"] = step
+        (member / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+        members.append(member)
+    return members
+
+
 def _metric(mean: float, low: float, high: float) -> dict[str, float]:
     return {"mean": mean, "low": low, "high": high}
 
@@ -164,15 +178,7 @@ def test_a_refresh_keeps_the_pretraining_section_of_an_earlier_record_of_the_sam
     from protrnn.model.io import save_ensemble
 
     monkeypatch.chdir(tmp_path)
-    members = []
-    for seed in (0, 1):
-        member = tmp_path / "results" / "models" / "bundle" / f"seed{seed}"
-        _tiny_export(member, tmp_path)
-        meta = json.loads((member / "model.json").read_text(encoding="utf-8"))
-        meta["training_config"]["seed_everything"] = seed
-        meta["global_step"] = 4000 + 500 * seed
-        (member / "model.json").write_text(json.dumps(meta), encoding="utf-8")
-        members.append(member)
+    members = _seeded_members(tmp_path, {0: 4000, 1: 4500})
     ensemble = tmp_path / "results" / "ensembles" / "bundle"
     save_ensemble(members, ensemble)
     _write_ts50_summaries(tmp_path / "eval", "results/ensembles/bundle")
@@ -259,15 +265,7 @@ def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path
     from protrnn.model.predictor import load_model
 
     monkeypatch.chdir(tmp_path)
-    members = []
-    for seed in (3, 5):
-        member = tmp_path / "results" / "models" / "bundle" / f"seed{seed}"
-        _tiny_export(member, tmp_path)
-        meta = json.loads((member / "model.json").read_text(encoding="utf-8"))
-        meta["training_config"]["seed_everything"] = seed
-        meta["global_step"] = 100 + seed
-        (member / "model.json").write_text(json.dumps(meta), encoding="utf-8")
-        members.append(member)
+    members = _seeded_members(tmp_path, {3: 103, 5: 105})
     ensemble = tmp_path / "results" / "ensembles" / "bundle"
     save_ensemble(members, ensemble)
     _write_ts50_summaries(tmp_path / "eval", "results/ensembles/bundle")
