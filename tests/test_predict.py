@@ -397,7 +397,8 @@ def test_structures_add_metrics_and_note_mismatches(predictor, tmp_path) -> None
     assert notes["9xyz_A"] == ("", "no structure found")
     header, *lines = (tmp_path / "out" / "summary.tsv").read_text().splitlines()
     columns = header.split("\t")
-    assert {"long/P@L/5", "medium_long/P@L/5", "long/n_contacts"} <= set(columns)
+    assert {"long/P@L/5", "medium_long/P@L/5", "long/n_contacts", "bin/96+/P@L/5", "chance/bin/96+/P@L/5",
+            "chance/medium_long/P@L/5"} <= set(columns)
     first = dict(zip(columns, lines[0].split("\t"), strict=True))
     assert 0.0 <= float(first["long/P@L/5"]) <= 1.0 and int(first["long/n_contacts"]) > 0
 
@@ -480,8 +481,17 @@ def test_structures_from_a_chain_collection_match_records_by_id(predictor, tmp_p
         for chain in chains:
             assert rows[chain.id].evaluation == "ok" and rows[chain.id].structure == source.name
             expected = evaluate_contacts(read_npz(out / f"{chain.id}.npz")[0].astype(np.float32),
-                                         chain.contact_map(), chain.observed, bins=())
+                                         chain.contact_map(), chain.observed)
             assert rows[chain.id].metrics["long/P@L/5"] == pytest.approx(expected["long/P@L/5"])
+            assert rows[chain.id].metrics["bin/24-47/P@L/5"] == pytest.approx(expected["bin/24-47/P@L/5"])
+            # The chance level, counted by hand: m candidate pairs 24+ apart (both observed), c of them contacts,
+            # n = L // 5 looked at -> min(n, m) * c / (m * n).
+            truth, seen, length = chain.contact_map(), chain.observed, len(chain)
+            candidates = [(i, j) for i in range(length) for j in range(i + 24, length) if seen[i] and seen[j]]
+            hits = sum(bool(truth[i, j]) for i, j in candidates)
+            looked_at = max(1, length // 5)
+            by_hand = min(looked_at, len(candidates)) * hits / (len(candidates) * looked_at)
+            assert rows[chain.id].metrics["chance/long/P@L/5"] == pytest.approx(by_hand, rel=1e-12)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(InputError, match="no chain could be read"):

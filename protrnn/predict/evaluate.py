@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from protrnn.conventions import HEADLINE_K
 from protrnn.data.structure_index import StructureRef
 from protrnn.errors import InputError
-from protrnn.evaluation.metrics import evaluate_contacts, metric_keys
+from protrnn.evaluation.metrics import chance_precision, evaluate_contacts, metric_keys
+
+#: Prefix of the chance-level columns: ``chance/<key>`` is the expected value of ``<key>`` under a random ranking.
+CHANCE_PREFIX = "chance/"
 
 
 def evaluation_columns() -> list[str]:
-    """Metric columns added to the summary with ``--structures`` (the range metrics of ``evaluate_contacts``)."""
-    return [key for key in metric_keys(bins=()) if key != "L"]
+    """Metric columns added to the summary with ``--structures``: every metric of ``evaluate_contacts`` for the ranges
+    and the default separation bins, then the chance level of each range's and bin's top-L/5 precision
+    (``chance/<key>``, :func:`~protrnn.evaluation.metrics.chance_precision`), so a record's precision can be read as
+    a multiple of what a random ranking of its own pairs would score."""
+    keys = [key for key in metric_keys() if key != "L"]
+    return keys + [CHANCE_PREFIX + key for key in keys if key.endswith(f"/P@L/{HEADLINE_K}")]
 
 
 def evaluate_record(probs: np.ndarray, sequence: str, ref: StructureRef | None) -> tuple[str, str, dict[str, float]]:
@@ -31,8 +39,11 @@ def evaluate_record(probs: np.ndarray, sequence: str, ref: StructureRef | None) 
                       min(len(chain.sequence), len(sequence)))
         return ref.path.name, (f"sequence mismatch: structure {len(chain.sequence)} residues, record "
                                f"{len(sequence)}, first difference at position {differ + 1}; not evaluated"), {}
+    contacts = chain.contact_map()
     try:
-        metrics = evaluate_contacts(probs.astype(np.float32), chain.contact_map(), chain.observed, bins=())
+        metrics = evaluate_contacts(probs.astype(np.float32), contacts, chain.observed)
     except InputError as exc:
         return ref.path.name, f"not evaluated: {exc}", {}
-    return ref.path.name, "ok", {key: value for key, value in metrics.items() if key != "L"}
+    chance = chance_precision(contacts, chain.observed, top_k=(HEADLINE_K,))
+    return ref.path.name, "ok", {**{key: value for key, value in metrics.items() if key != "L"},
+                                 **{CHANCE_PREFIX + key: value for key, value in chance.items()}}
