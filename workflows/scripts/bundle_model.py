@@ -20,10 +20,10 @@ OUTDIR holds the bundle and nothing else: it is replaced whole.
 encoder it started from (encoder.json); --pretrain-data: the `protrnn pretrain prepare` output that encoder was
 trained on (manifest.json). Each defaults to what the model's (or encoder's) recorded training config names, when
 that directory exists here (a model trained by hand is recorded the same way). --pretraining-record: an earlier
-evaluation.json of the same members (checked), whose pretraining section is kept instead, for refreshing the figures
-of an installed model whose encoders are gone. --notes: a Markdown file (the config's `bundle.notes`) whose text the
-card carries under "Recipe and selection": the written account of the recipe and of why this model was installed lives
-in the repository beside the config, so a rerun of the rule keeps it.
+evaluation.json of the same ensemble members (checked), whose pretraining section is kept instead, for refreshing the
+figures of an installed ensemble whose encoders are gone. --notes: a Markdown file (the config's `bundle.notes`) whose
+text the card carries under "Recipe and selection": the written account of the recipe and of why this model was
+installed lives in the repository beside the config, so a rerun of the rule keeps it.
 """
 
 from __future__ import annotations
@@ -304,8 +304,8 @@ def ratio_lines(model_eval: dict, baseline_eval: dict, chance: dict | None, mode
     if open_bins:
         low = max(open_bins)
         key = f"bin/{bin_label(low, None)}/P@L/5"
-        model_far, chance_far = _mean(model_eval["results"], model_name, test_set, key), _mean(chance, CHANCE,
-                                                                                                 test_set, key)
+        model_far = _mean(model_eval["results"], model_name, test_set, key)
+        chance_far = _mean(chance, CHANCE, test_set, key)
         proteins = model_eval["results"][model_name][test_set]["metrics"].get(key, {}).get("n")
         if model_far and chance_far and chance_far[0] > 0:
             sentences.append(f"In the >= {low} bin ({proteins} proteins have such pairs) it is "
@@ -377,7 +377,8 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
         table: dict[str, dict[str, list[float]]] = {}
         methods = [("protrnn (this model)", model_eval["results"], model_name)]
         methods += [(b, baseline_eval["results"], b) for b in baseline_eval["results"]]
-        chance = {CHANCE: {test_set: model_eval["chance"][test_set]}} if test_set in model_eval.get("chance", {}) else None
+        level = model_eval.get("chance", {}).get(test_set)
+        chance = {CHANCE: {test_set: level}} if level is not None else None
         if chance is not None:
             methods.append((CHANCE, chance, CHANCE))
         for label, results, method in methods:
@@ -418,15 +419,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pretrain-data", type=Path, help="protrnn pretrain prepare output (manifest.json)")
     parser.add_argument("--notes", type=Path, help="Markdown text for the card's 'Recipe and selection' section")
     parser.add_argument("--pretraining-record", type=Path, metavar="EVALUATION_JSON",
-                        help="an earlier record (evaluation.json) of these same members: its pretraining section is "
-                             "kept when the encoders are not on this machine (refreshing a record's figures)")
+                        help="an earlier record (evaluation.json) of these same ensemble members: its pretraining "
+                             "section is kept when the encoders are not on this machine (refreshing a record's "
+                             "figures)")
     return parser.parse_args(argv)
 
 
 def recorded_pretraining(path: Path, member_jsons: list[dict]) -> dict[str, Any]:
-    """The pretraining section of an earlier record of the members being installed. It describes encoders that may
-    no longer exist, so the record must be of the same members: the same seeds, selected steps and validation
-    figures, in order. Refused otherwise, or when it has no pretraining section."""
+    """The pretraining section of an earlier record of the ensemble members being installed. It describes encoders
+    that may no longer exist, so the record must list the same members: the same seeds, selected steps and
+    validation figures, in order (a single model's record lists none, so it is always refused). Refused otherwise,
+    or when it has no pretraining section."""
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
