@@ -65,8 +65,8 @@ def test_record_states_the_chance_level_and_the_ratios_to_it() -> None:
     model_eval["chance"] = _summary("chance", {"long/P@L/5": 0.03, "bin/96+/P@L/5": 0.025})["results"]["chance"]
     baselines = _summary("random", {"long/P@L/5": 0.04})
     record, card = bundle.build_record({"config": {"cell": "lstm"}, "selected": "best"}, model_eval, baselines)
-    assert record["test_sets"]["ts50"][bundle.CHANCE]["long/P@L/5"] == [0.03, 0.02, 0.04]
-    assert f"| {bundle.CHANCE} | " in card
+    assert record["test_sets"]["ts50"][CHANCE_NAME]["long/P@L/5"] == [0.03, 0.02, 0.04]
+    assert f"| {CHANCE_NAME} | " in card
     assert ("Long-range (>= 24) P@L/5 is 5.0x chance (0.150 against 0.030, the expected precision of a random "
             "ranking). In the >= 96 bin (122 proteins have such pairs) it is 3.6x chance (0.0900 against 0.0250).") in card
     assert "x random ranking" not in card  # not against the random baseline's one draw (0.15 / 0.04 = 3.8x)
@@ -110,6 +110,17 @@ def _seeded_members(root: Path, steps: dict[int, int]) -> list[Path]:
         (member / "model.json").write_text(json.dumps(meta), encoding="utf-8")
         members.append(member)
     return members
+
+
+def _seeded_ensemble(root: Path, steps: dict[int, int]) -> tuple[list[Path], Path]:
+    """:func:`_seeded_members` combined into results/ensembles/bundle, with TS50 summaries of it under root/eval."""
+    from protrnn.model.io import save_ensemble
+
+    members = _seeded_members(root, steps)
+    ensemble = root / "results" / "ensembles" / "bundle"
+    save_ensemble(members, ensemble)
+    _write_ts50_summaries(root / "eval", "results/ensembles/bundle")
+    return members, ensemble
 
 
 def _metric(mean: float, low: float, high: float) -> dict[str, float]:
@@ -175,13 +186,9 @@ def test_a_refresh_keeps_the_pretraining_section_of_an_earlier_record_of_the_sam
     """--pretraining-record: reinstalling members whose encoders are gone keeps the earlier record's pretraining
     section (here the shipped one's) and its card lines; a record of other members (one selected step differs) is
     refused, naming the file, and the installed bundle stays as it was."""
-    from protrnn.model.io import save_ensemble
 
     monkeypatch.chdir(tmp_path)
-    members = _seeded_members(tmp_path, {0: 4000, 1: 4500})
-    ensemble = tmp_path / "results" / "ensembles" / "bundle"
-    save_ensemble(members, ensemble)
-    _write_ts50_summaries(tmp_path / "eval", "results/ensembles/bundle")
+    _, ensemble = _seeded_ensemble(tmp_path, {0: 4000, 1: 4500})
     earlier = tmp_path / "earlier.json"
     ensemble_entries = [{"seed": seed, "global_step": 4000 + 500 * seed, "selected": "best",
                          "val_metrics": {"val/loss": 0.25, "val/P@L5_long": 0.125}} for seed in (0, 1)]
@@ -265,10 +272,7 @@ def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path
     from protrnn.model.predictor import load_model
 
     monkeypatch.chdir(tmp_path)
-    members = _seeded_members(tmp_path, {3: 103, 5: 105})
-    ensemble = tmp_path / "results" / "ensembles" / "bundle"
-    save_ensemble(members, ensemble)
-    _write_ts50_summaries(tmp_path / "eval", "results/ensembles/bundle")
+    members, ensemble = _seeded_ensemble(tmp_path, {3: 103, 5: 105})
     outdir = tmp_path / "pretrained"
     outdir.mkdir()
     for name in ("model.json", "model.safetensors"):  # a single-model bundle was installed before

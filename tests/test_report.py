@@ -31,6 +31,7 @@ from protrnn.diagnostics.results import (
     split_seed,
 )
 from protrnn.errors import InputError
+from protrnn.evaluation.results import CHANCE_NAME
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import save_model
@@ -594,9 +595,9 @@ def test_precision_figure_draws_the_chance_level_per_bin(tmp_path: Path, monkeyp
     without = figures.figure_precision_by_separation([result], tmp_path, figures.Styles(["m"]))
     elsewhere = figures.figure_precision_by_separation([result], tmp_path, figures.Styles(["m"]),
                                                        {"psicov150": chance["ts50"]})
-    chance_lines = [line for line in drawn[0] if line[0] == figures.CHANCE_LABEL]
-    assert chance_lines == [(figures.CHANCE_LABEL, [0, 1, 2], [0.06, 0.04, 0.025])]
-    assert not [line for line in drawn[1] if line[0] == figures.CHANCE_LABEL]
-    assert not [line for line in drawn[2] if line[0] == figures.CHANCE_LABEL]  # levels of another test set only
+    chance_lines = [line for line in drawn[0] if line[0] == CHANCE_NAME]
+    assert chance_lines == [(CHANCE_NAME, [0, 1, 2], [0.06, 0.04, 0.025])]
+    assert not [line for line in drawn[1] if line[0] == CHANCE_NAME]
+    assert not [line for line in drawn[2] if line[0] == CHANCE_NAME]  # levels of another test set only
     assert "chance level" in with_chance.caption
     assert "chance level" not in without.caption and "chance level" not in elsewhere.caption

@@ -92,8 +92,7 @@ def _bin_keys(result: MethodResult) -> list[str]:
     return sorted(keys, key=lambda k: int(re.match(r"bin/(\d+)", k).group(1)))  # type: ignore[union-attr]
 
 
-#: Legend label and style of the chance level (the expected precision of a random ranking) in precision figures.
-CHANCE_LABEL = CHANCE_NAME
+#: Style of the chance level (the expected precision of a random ranking, legend CHANCE_NAME) in precision figures.
 _CHANCE_STYLE = {"color": "#bdbdbd", "linestyle": "-", "linewidth": 6, "alpha": 0.6, "solid_capstyle": "butt"}
 
 
@@ -137,7 +136,7 @@ def figure_precision_by_separation(results: Sequence[MethodResult], directory: P
         floor = [(position[label], level[f"bin/{label}/P@L/{BIN_K}"]) for label in labels
                  if math.isfinite(level.get(f"bin/{label}/P@L/{BIN_K}", math.nan))]
         if floor:
-            ax.plot(*zip(*floor, strict=True), label=CHANCE_LABEL, zorder=0, **_CHANCE_STYLE)
+            ax.plot(*zip(*floor, strict=True), label=CHANCE_NAME, zorder=0, **_CHANCE_STYLE)
             drew_chance = True
         ax.set_xticks(np.arange(len(labels)), labels)
         ax.set_title(f"{test_set} ({n} proteins)")

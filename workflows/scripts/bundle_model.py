@@ -59,8 +59,6 @@ from protrnn.model.io import (
 from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
 from protrnn.utils.io import read_tsv, swapped_directory
 
-#: The card's row and the record's entry for the chance level (summary.json's ``chance``) beside the baselines.
-CHANCE = CHANCE_NAME
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
 
@@ -295,7 +293,7 @@ def ratio_lines(model_eval: dict, baseline_eval: dict, chance: dict | None, mode
             return ["", f"Long-range (>= 24) P@L/5 is {model_long[0] / random_long[0]:.1f}x random ranking."]
         return []
     sentences = []
-    chance_long = _mean(chance, CHANCE, test_set, "long/P@L/5")
+    chance_long = _mean(chance, CHANCE_NAME, test_set, "long/P@L/5")
     if model_long and chance_long and chance_long[0] > 0:
         sentences.append(f"Long-range (>= 24) P@L/5 is {model_long[0] / chance_long[0]:.1f}x chance "
                          f"({model_long[0]:.3f} against {chance_long[0]:.3f}, the expected precision of a random "
@@ -305,7 +303,7 @@ def ratio_lines(model_eval: dict, baseline_eval: dict, chance: dict | None, mode
         low = max(open_bins)
         key = f"bin/{bin_label(low, None)}/P@L/5"
         model_far = _mean(model_eval["results"], model_name, test_set, key)
-        chance_far = _mean(chance, CHANCE, test_set, key)
+        chance_far = _mean(chance, CHANCE_NAME, test_set, key)
         proteins = model_eval["results"][model_name][test_set]["metrics"].get(key, {}).get("n")
         if model_far and chance_far and chance_far[0] > 0:
             sentences.append(f"In the >= {low} bin ({proteins} proteins have such pairs) it is "
@@ -378,9 +376,9 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
         methods = [("protrnn (this model)", model_eval["results"], model_name)]
         methods += [(b, baseline_eval["results"], b) for b in baseline_eval["results"]]
         level = model_eval.get("chance", {}).get(test_set)
-        chance = {CHANCE: {test_set: level}} if level is not None else None
+        chance = {CHANCE_NAME: {test_set: level}} if level is not None else None
         if chance is not None:
-            methods.append((CHANCE, chance, CHANCE))
+            methods.append((CHANCE_NAME, chance, CHANCE_NAME))
         for label, results, method in methods:
             cells, row = [], {}
             for key in KEYS:
