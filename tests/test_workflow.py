@@ -577,7 +577,7 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
         (train,) = [line for line in trains if f"--seed_everything {seed} " in line]
         hand_run = ["--config protrnn/configs/longrange.yaml", "--model.model.hidden_size=128",
                     "--model.model.pair_dim=32", "--model.model.head_blocks=6", "--model.encoder_lr_scale=0.1",
-                    "--trainer.max_steps 4500", "--trainer.max_time 00:01:15:00",
+                    "--trainer.max_steps 4500", "--trainer.max_time 00:02:00:00",
                     "--trainer.enable_progress_bar false", CALLBACK,
                     f"--trainer.callbacks.path {encoders[seed]} ", "--trainer.callbacks.freeze_steps 300",
                     "--num_threads 1", f"--data.seed {seed}",
