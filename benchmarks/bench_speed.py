@@ -238,7 +238,7 @@ def _predictor(impl: str, precision: str, budget: int | None) -> Any:
     """The bundled Predictor on CPU with its model's head implementation, its arithmetic (``Predictor.precision``)
     and its pair budget (``Predictor.pair_floats``; None: the model's own ``pair_chunk_size`` tiles and batches
     under the uncapped budget, the path before budget-sized tiles) set. ``Predictor.predict_batch`` passes both to
-    ``predict_proba`` itself, so they are set on the Predictor, not by wrapping ``predict_proba``."""
+    the model's ``predict_maps`` itself, so they are set on the Predictor, not by wrapping the model."""
     from protrnn.model.predictor import load_model
 
     predictor = load_model(device="cpu")

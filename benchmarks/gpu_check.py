@@ -232,7 +232,7 @@ def train_run(name: str, device: torch.device, steps: int, batch: int, length: i
 
 def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[dict[str, Any]]:
     """The bundled model on the FASTA records and on one ``long_length`` random chain, float32 and bf16 (set as
-    ``Predictor.precision``, which ``predict_batch`` passes to ``predict_proba``), tiles sized to the pair budget
+    ``Predictor.precision``, which ``predict_batch`` passes to the model's ``predict_maps``), tiles sized to the pair budget
     ``PAIR_FEATURE_BUDGET`` (``Predictor.pair_floats``) and the Predictor's default batch size for ``device``."""
     from protrnn.data.fasta import read_fasta
     from protrnn.model.predictor import PAIR_FEATURE_BUDGET, load_model

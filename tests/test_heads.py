@@ -14,9 +14,11 @@ from protrnn.model.heads import (
     PairwiseHead,
     ResNet2dHead,
     _symmetrise,
-    _tiled_contact_logits,
+    _tiled_maps,
     _tiles,
     build_head,
+    distance_probabilities,
+    to_contact_logits,
 )
 
 HEADS = ("pairwise", "resnet2d")
@@ -213,12 +215,20 @@ def test_tilewise_symmetrisation_is_bit_identical(outputs: int) -> None:
     else:  # log-odds of the first two classes' probability mass, written out with softmax
         p = expected.softmax(-1)[..., :2].sum(-1)
         expected_logits = torch.log(p) - torch.log1p(-p)
-    tiled = _tiled_contact_logits(lambda r, c: raw[:, r.start:r.stop, c.start:c.stop], 2, 45, _tiles(45, 16), 2,
-                                  raw)
+    tiled = torch.empty(2, 45, 45)
+    maps = [(tiled, lambda z: to_contact_logits(z, 2))]
+    if outputs > 1:
+        dist = torch.empty(2, 45, 45, outputs)
+        maps.append((dist, distance_probabilities))
+    _tiled_maps(lambda r, c: raw[:, r.start:r.stop, c.start:c.stop], _tiles(45, 16), maps)
     assert torch.equal(tiled, tiled.transpose(1, 2))
     torch.testing.assert_close(tiled, expected_logits, atol=1e-5, rtol=1e-5)
     if outputs == 1:
         assert torch.equal(tiled, expected_logits)
+    else:  # each class's probability map, exactly symmetric, against softmax written out with exp
+        e = (expected - expected.amax(-1, keepdim=True)).exp()
+        assert torch.equal(dist, dist.transpose(1, 2))
+        torch.testing.assert_close(dist, e / e.sum(-1, keepdim=True), atol=1e-6, rtol=1e-5)
 
 
 def _grad_forward(head: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:

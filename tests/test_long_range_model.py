@@ -152,3 +152,39 @@ def test_block_scored_pairs_count_each_pair_once() -> None:
     # diagonal block: pairs a < b with b - a >= 6 -> sum over gaps 6..19 of (20 - gap); off-diagonal: all 400
     assert int(scored[0].sum()) == sum(size - g for g in range(6, size))
     assert int(scored[1].sum()) == size * size
+
+
+@pytest.mark.parametrize("kind", HEADS)
+def test_predicted_distogram_is_the_softmax_of_the_whole_map_and_carries_the_contact_mass(kind: str) -> None:
+    config = _config(head=kind, distogram_bins=DEFAULT_DISTOGRAM_BINS, pair_chunk_size=16)
+    torch.manual_seed(1)
+    model = ContactModel(config).eval()
+    tokens = torch.randint(2, 22, (2, 70))
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[1, 50:] = False
+    tokens[1, 50:] = 0
+    probs, dist = model.predict_maps(tokens, mask, chunk_size=16, distogram=True)  # tiled: 5 x 5 tiles with halo
+    assert dist is not None and dist.shape == (2, 70, 70, 18) and dist.dtype == torch.float32
+    # the probabilities are predict_proba's, bit for bit, and the map is exactly symmetric
+    assert torch.equal(probs, model.predict_proba(tokens, mask, chunk_size=16))
+    assert torch.equal(dist, dist.transpose(1, 2))
+    # against the whole map's outputs (another code path: no tiles), softmax written out with exp
+    with torch.no_grad():
+        z = model.pair_outputs(tokens, mask).double()
+    e = (z - z.amax(-1, keepdim=True)).exp()
+    expected = e / e.sum(-1, keepdim=True)
+    real = mask[:, :, None] & mask[:, None, :]
+    torch.testing.assert_close(dist[real].double(), expected[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(dist[real].sum(-1).double(), torch.ones(int(real.sum()), dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    # classes < 4, [4, 5), ..., [7, 8) hold the contact probability
+    torch.testing.assert_close(dist[..., :5].sum(-1)[real], probs[real], atol=1e-5, rtol=0)
+
+
+def test_a_binary_head_predicts_no_distogram() -> None:
+    model = ContactModel(_config()).eval()
+    tokens = torch.randint(2, 22, (1, 20))
+    probs, dist = model.predict_maps(tokens, tokens > 0)
+    assert dist is None and probs.shape == (1, 20, 20)
+    with pytest.raises(InputError, match="binary contact head"):
+        model.predict_maps(tokens, tokens > 0, distogram=True)

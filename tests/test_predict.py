@@ -22,7 +22,7 @@ from protrnn.cli import main
 from protrnn.data.fasta import read_fasta
 from protrnn.data.structure_index import StructureIndex
 from protrnn.errors import InputError
-from protrnn.model.config import ModelConfig
+from protrnn.model.config import DEFAULT_DISTOGRAM_BINS, ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import load_network, read_model_metadata, save_model
 from protrnn.model.predictor import Predictor, plan_batches
@@ -287,6 +287,87 @@ def test_rerun_with_other_settings_recomputes(model_dir, predictor, tmp_path) ->
     predict_fasta(fasta, tmp_path / "out", predictor, progress=False)
     run = predict_fasta(fasta, tmp_path / "out", predictor, progress=False, top=5)
     assert run.predicted == 1 and len(read_rr(tmp_path / "out" / "a.rr").contacts) == 5
+
+
+def _distogram_network(seed: int) -> ContactModel:
+    torch.manual_seed(seed)
+    config = ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="resnet2d", pair_dim=8, head_blocks=2,
+                         head_dilations=[1, 2], pair_chunk_size=16, dropout=0.0, separation="log",
+                         max_separation=384, distogram_bins=list(DEFAULT_DISTOGRAM_BINS))
+    return ContactModel(config)
+
+
+def test_distogram_api_averages_members_and_carries_the_contact_probability() -> None:
+    members = [_distogram_network(0), _distogram_network(1)]
+    ensemble = Predictor(members, device="cpu")
+    singles = [Predictor(m, device="cpu") for m in members]
+    sequences = ["ACDEFGHIKLMNPQRSTVWY" * 4, "MKV" * 9]  # 80 residues: tiled (16-residue tiles with halo)
+    assert ensemble.distogram_edges == list(DEFAULT_DISTOGRAM_BINS)
+    outputs = ensemble.predict_distogram(sequences)
+    plain = ensemble.predict(sequences)  # the same batches
+    each = [single.predict_distogram(sequences) for single in singles]
+    for k, (probs, dist) in enumerate(outputs):
+        length = len(sequences[k])
+        assert dist.shape == (length, length, 18) and dist.dtype == np.float32
+        np.testing.assert_array_equal(probs, plain[k])
+        np.testing.assert_array_equal(dist, dist.transpose(1, 0, 2))
+        np.testing.assert_allclose(dist, (each[0][k][1] + each[1][k][1]) / 2, atol=1e-6)
+        np.testing.assert_allclose(dist.sum(-1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(dist[..., :5].sum(-1), probs, atol=1e-5)  # < 4 ... [7, 8) A: the contact mass
+    mixed = Predictor([members[0], ContactModel(ModelConfig(hidden_size=8, head="pairwise"))], device="cpu")
+    assert mixed.distogram_edges is None
+    with pytest.raises(InputError, match="binary contact head"):
+        mixed.predict_distogram(["ACDE" * 5])
+
+
+def test_predict_distogram_files_resume_and_refusal(model_dir, tmp_path, capsys) -> None:
+    network = tmp_path / "distogram_model"
+    save_model(_distogram_network(2), network)
+    rng = np.random.default_rng(7)
+    records = [("a", _random_sequence(rng, 50)), ("b", _random_sequence(rng, 23))]
+    fasta = _write_fasta(tmp_path / "in.fasta", records)
+    plain, with_dist = tmp_path / "plain", tmp_path / "dist"
+    predict_fasta(fasta, plain, network, progress=False)
+    run = predict_fasta(fasta, with_dist, network, progress=False, distogram=True)
+    assert run.predicted == 2
+    for rid, seq in records:
+        with np.load(with_dist / f"{rid}.npz", allow_pickle=False) as data:
+            dist, edges, probs = data["distogram"], data["distogram_edges"], data["probs"]
+        assert dist.dtype == np.float16 and dist.shape == (len(seq), len(seq), 18)
+        assert edges.tolist() == list(DEFAULT_DISTOGRAM_BINS)
+        # the contact matrix and the RR contacts are those of a run without --distogram
+        np.testing.assert_array_equal(probs, read_npz(plain / f"{rid}.npz")[0])
+        assert read_rr(with_dist / f"{rid}.rr").contacts == read_rr(plain / f"{rid}.rr").contacts
+        np.testing.assert_allclose(dist.astype(np.float32)[..., :5].sum(-1), probs.astype(np.float32), atol=3e-3)
+    assert predict_fasta(fasta, with_dist, network, progress=False, distogram=True).resumed == 2
+    # switching the option recomputes: a plain run drops the distogram, and it comes back when asked for again
+    assert predict_fasta(fasta, with_dist, network, progress=False).predicted == 2
+    assert "distogram" not in np.load(with_dist / "a.npz", allow_pickle=False).files
+    assert predict_fasta(fasta, with_dist, network, progress=False, distogram=True).predicted == 2
+    # a model without distance classes: one clear error, nothing written
+    out = tmp_path / "refused"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--distogram",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "binary contact head" in err[0]
+    assert not out.exists()
+
+
+def test_has_distogram_reads_the_entry_header_and_edges(tmp_path) -> None:
+    from protrnn.predict.writers import has_distogram, write_npz
+
+    probs = np.full((3, 3), 0.5, np.float16)
+    dist = np.full((3, 3, 3), 1 / 3, np.float32)
+    write_npz(tmp_path / "plain.npz", probs, "ACD", "x")
+    write_npz(tmp_path / "dist.npz", probs, "ACD", "x", distogram=dist, distogram_edges=[6.0, 8.0])
+    assert not has_distogram(tmp_path / "plain.npz", 3, [6.0, 8.0])
+    assert has_distogram(tmp_path / "dist.npz", 3, [6.0, 8.0])
+    assert not has_distogram(tmp_path / "dist.npz", 3, [7.0, 8.0])  # other classes
+    assert not has_distogram(tmp_path / "dist.npz", 4, [6.0, 8.0])  # another length
+    (tmp_path / "broken.npz").write_bytes((tmp_path / "dist.npz").read_bytes()[:200])
+    assert not has_distogram(tmp_path / "broken.npz", 3, [6.0, 8.0])
+    with pytest.raises(ValueError, match="does not fit"):
+        write_npz(tmp_path / "bad.npz", probs, "ACD", "x", distogram=dist, distogram_edges=[8.0])
 
 
 def test_invalid_records_error_or_skip(model_dir, tmp_path, capsys) -> None:

@@ -296,18 +296,19 @@ def test_predict_proba_precision_option(shipped: ContactModel) -> None:
         shipped.predict_proba(tokens, mask, precision="half")
 
 
-#: Run as ``python -c SPY script.py args``: records the options each ``ContactModel.predict_proba`` call gets (JSON
-#: lines in $PREDICT_PROBA_LOG), then runs the script as ``__main__``, so a benchmark's setting can be seen to arrive.
+#: Run as ``python -c SPY script.py args``: records the options each ``ContactModel.predict_maps`` call gets (the
+#: entry ``Predictor`` and ``predict_proba`` both go through; JSON lines in $PREDICT_PROBA_LOG), then runs the script
+#: as ``__main__``, so a benchmark's setting can be seen to arrive.
 _PREDICT_PROBA_SPY = """
 import json, os, runpy, sys
 from protrnn.model.contact_model import ContactModel
-plain = ContactModel.predict_proba
-def spy(self, tokens, mask, chunk_size=None, precision="32", max_pair_floats=None):
+plain = ContactModel.predict_maps
+def spy(self, tokens, mask, chunk_size=None, precision="32", max_pair_floats=None, distogram=False):
     with open(os.environ["PREDICT_PROBA_LOG"], "a") as log:
         log.write(json.dumps({"shape": list(tokens.shape), "precision": precision,
                               "max_pair_floats": max_pair_floats, "impl": self.head.impl}) + "\\n")
-    return plain(self, tokens, mask, chunk_size, precision, max_pair_floats)
-ContactModel.predict_proba = spy
+    return plain(self, tokens, mask, chunk_size, precision, max_pair_floats, distogram)
+ContactModel.predict_maps = spy
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -321,8 +322,8 @@ def _spied_calls(log: Path) -> list[dict]:
 
 def test_gpu_check_dry_run_passes(tmp_path: Path) -> None:
     """The GPU script's CPU dry run: both recipes train through Lightning, the FASTA and a long chain predict, and
-    each prediction row's precision and pair budget reach ``predict_proba`` (spied on in the child process, which
-    imports this checkout's package, whatever copy is installed). The timeout only guards against a hang."""
+    each prediction row's precision and pair budget reach ``ContactModel.predict_maps`` (spied on in the child process,
+    which imports this checkout's package, whatever copy is installed). The timeout only guards against a hang."""
     from protrnn.model.predictor import PAIR_FEATURE_BUDGET
 
     out = tmp_path / "gpu_check.json"
@@ -348,7 +349,7 @@ def test_gpu_check_dry_run_passes(tmp_path: Path) -> None:
     assert 0.5 * 4 * 4096 < per_chain < 1.5 * 4 * 4096, per_chain
     assert [row["precision"] for row in report["predict"]] == ["32", "32", "bf16", "bf16"]
     assert sum(row["residues"] for row in report["predict"] if row["precision"] == "32") == 167 + 300
-    # What predict_proba was asked for: a warm-up batch, then the float32 rows' batches, then as many in bf16, each
+    # What predict_maps was asked for: a warm-up batch, then the float32 rows' batches, then as many in bf16, each
     # with the budget tiles; the 300-residue chain once per precision.
     # An ensemble bundle makes each of these calls once per member, one member after the other.
     members = len(load_networks())
@@ -363,10 +364,11 @@ def test_gpu_check_dry_run_passes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("impl", "precision", "budget"), [("reference", "bf16", None), ("fast", "32", 1 << 22)])
-def test_bench_speed_predictor_settings_reach_predict_proba(monkeypatch: pytest.MonkeyPatch, impl: str,
-                                                           precision: str, budget: int | None) -> None:
-    """bench_speed's Predictor rows set precision and pair budget on the Predictor, which passes them on (a wrapper
-    around predict_proba would be overridden by the Predictor's own keywords and measure the default path)."""
+def test_bench_speed_predictor_settings_reach_the_model(monkeypatch: pytest.MonkeyPatch, impl: str,
+                                                       precision: str, budget: int | None) -> None:
+    """bench_speed's Predictor rows set precision and pair budget on the Predictor, which passes them on to the
+    model's predict_maps (a wrapper around it would be overridden by the Predictor's own keywords and measure the
+    default path)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_speed_under_test", REPO / "benchmarks" / "bench_speed.py")
@@ -374,14 +376,15 @@ def test_bench_speed_predictor_settings_reach_predict_proba(monkeypatch: pytest.
     bench_speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_speed)
     seen: list[tuple[str, str, int | None]] = []
-    plain = ContactModel.predict_proba
+    plain = ContactModel.predict_maps
 
     def spy(self: ContactModel, tokens: torch.Tensor, mask: torch.Tensor, chunk_size: int | None = None,
-            precision: str = "32", max_pair_floats: int | None = None) -> torch.Tensor:
+            precision: str = "32", max_pair_floats: int | None = None,
+            distogram: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         seen.append((self.head.impl, precision, max_pair_floats))
-        return plain(self, tokens, mask, chunk_size, precision, max_pair_floats)
+        return plain(self, tokens, mask, chunk_size, precision, max_pair_floats, distogram)
 
-    monkeypatch.setattr(ContactModel, "predict_proba", spy)
+    monkeypatch.setattr(ContactModel, "predict_maps", spy)
     predictor = bench_speed._predictor(impl, precision, budget)
     predictor.predict(["MKTAYIAKQRQISFVKSHFSRQ"])
     assert seen == [(impl, precision, budget)] * len(predictor.models)  # once per member of an ensemble bundle

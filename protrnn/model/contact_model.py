@@ -126,6 +126,20 @@ class ContactModel(nn.Module):
 
         Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
+        return self.predict_maps(tokens, mask, chunk_size, precision, max_pair_floats)[0]
+
+    @torch.no_grad()
+    def predict_maps(self, tokens: Tensor, mask: Tensor, chunk_size: int | None = None, precision: str = "32",
+                     max_pair_floats: int | None = None,
+                     distogram: bool = False) -> tuple[Tensor, Tensor | None]:
+        """:meth:`predict_proba`'s probabilities and, with ``distogram``, the distance-class probabilities
+        ``[B, T, T, O]`` (float32; classes ``config.distogram_bins``: ``< e0``, ``[e0, e1)``, ..., ``>= e_last``),
+        from the same pass: the probabilities are bit for bit :meth:`predict_proba`'s, and a pair's mass in the
+        classes below 8 Å equals its contact probability up to rounding. The distogram holds ``O`` floats per pair
+        (the bundled model: 18, so 72 MB of float32 for one 1,000-residue chain). InputError for a binary head."""
+        if distogram and self.config.distogram_bins is None:
+            raise InputError("this model has a binary contact head (model.json distogram_bins is null): it "
+                             "predicts no distance distribution")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size):
             raise InputError(f"tokens must lie in [0, {self.config.vocab_size}); "
                              f"got [{int(tokens.min())}, {int(tokens.max())}]")
@@ -138,7 +152,7 @@ class ContactModel(nn.Module):
             h = self.encoder(self.embed(tokens), mask)
             autocast = torch.autocast(tokens.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
             with autocast:
-                logits = self.head.predict_logits(h, mask, chunk_size)
-            return _symmetric_sigmoid_(logits.float())
+                logits, dist = self.head.predict_maps(h, mask, chunk_size, distogram)
+            return _symmetric_sigmoid_(logits.float()), dist
         finally:
             self.train(was_training)

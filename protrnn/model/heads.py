@@ -58,21 +58,31 @@ def _symmetrise(outputs: Tensor) -> Tensor:
     return 0.5 * (outputs + outputs.transpose(1, 2))
 
 
-def _tiled_contact_logits(score: Callable[[range, range], Tensor], batch: int, steps: int, tiles: list[range],
-                          contact_classes: int, like: Tensor) -> Tensor:
-    """Contact logits ``[B, T, T]`` from a head scored one tile at a time: ``score(rows, cols)`` gives the raw outputs
-    ``[B, R, C, O]`` of one tile. Each pair of mirror tiles is symmetrised per output channel, turned into contact
-    logits (:func:`to_contact_logits`) and written to both triangles, so the result is exactly symmetric and equals
-    the whole map's up to rounding; the only temporaries are two tiles (a long chain's map is held once)."""
-    logits = like.new_empty(batch, steps, steps)
+#: One map written by :func:`_tiled_maps`: the output tensor (``[B, T, T, ...]``) and what turns a symmetrised tile of
+#: raw outputs ``[B, R, C, O]`` into its values there.
+_MapOut = tuple[Tensor, Callable[[Tensor], Tensor]]
+
+
+def _tiled_maps(score: Callable[[range, range], Tensor], tiles: list[range], outputs: list[_MapOut]) -> None:
+    """Fill whole maps from a head scored one tile at a time: ``score(rows, cols)`` gives the raw outputs
+    ``[B, R, C, O]`` of one tile. Each pair of mirror tiles is symmetrised per output channel, turned into each map's
+    values (contact logits, :func:`to_contact_logits`; distance-class probabilities) and written to both triangles,
+    so every map is exactly symmetric and equals the whole map's up to rounding; the only temporaries are two tiles
+    (a long chain's map is held once)."""
     for k, rows in enumerate(tiles):
         for cols in tiles[k:]:
             upper = score(rows, cols)
             lower = upper if cols == rows else score(cols, rows)
-            sym = to_contact_logits(0.5 * (upper + lower.transpose(1, 2)), contact_classes).to(logits.dtype)
-            logits[:, rows.start:rows.stop, cols.start:cols.stop] = sym
-            logits[:, cols.start:cols.stop, rows.start:rows.stop] = sym.transpose(1, 2)
-    return logits
+            sym = 0.5 * (upper + lower.transpose(1, 2))
+            for out, values in outputs:
+                tile = values(sym).to(out.dtype)
+                out[:, rows.start:rows.stop, cols.start:cols.stop] = tile
+                out[:, cols.start:cols.stop, rows.start:rows.stop] = tile.transpose(1, 2)
+
+
+def distance_probabilities(outputs: Tensor) -> Tensor:
+    """Distogram head outputs ``[..., O]`` -> the probabilities of the O distance classes (float32 softmax)."""
+    return torch.softmax(outputs.float(), dim=-1)
 
 
 def separation_index(separation: Tensor, config: ModelConfig) -> Tensor:
@@ -370,16 +380,33 @@ class _PairHeadBase(nn.Module):
     def predict_logits(self, h: Tensor, mask: Tensor, chunk_size: int | None = None) -> Tensor:
         """Same contact logits as :meth:`forward` (up to rounding), scored in tiles of ``chunk_size`` rows x columns
         with a halo of :attr:`halo` on each side (exact: nothing outside the halo reaches the tile centre)."""
+        return self.predict_maps(h, mask, chunk_size)[0]
+
+    def predict_maps(self, h: Tensor, mask: Tensor, chunk_size: int | None = None,
+                     distogram: bool = False) -> tuple[Tensor, Tensor | None]:
+        """:meth:`predict_logits`' contact logits ``[B, T, T]`` and, with ``distogram``, the distance-class
+        probabilities ``[B, T, T, O]`` (float32, softmax of the same symmetrised outputs: their mass in the first
+        ``contact_classes`` classes is the sigmoid of the contact logit), from one tiled pass. A binary head has no
+        distance classes: ``distogram`` then raises ValueError."""
+        if distogram and self.contact_classes == 0:
+            raise ValueError("a binary contact head has no distance classes (distogram_bins is null)")
         chunk = chunk_size or self.chunk_size
-        steps = h.size(1)
+        batch, steps = h.size(0), h.size(1)
         dtype = _compute_dtype(h)
         feats = self._features(h)
+        logits = h.new_empty(batch, steps, steps)
+        outputs: list[_MapOut] = [(logits, lambda z: to_contact_logits(z, self.contact_classes))]
+        dist = None
+        if distogram:
+            dist = h.new_empty(batch, steps, steps, self.config.pair_outputs, dtype=torch.float32)
+            outputs.append((dist, distance_probabilities))
         if steps <= chunk + 2 * self.halo:  # one haloed tile would already span the map: score it whole
             span = range(0, steps)
             raw = self._tile(feats, mask, span, span, dtype)
             # symmetrised block by block (cache-sized transposes), not as one [B, T, T, O] transpose
-            return _tiled_contact_logits(lambda rows, cols: raw[:, rows.start:rows.stop, cols.start:cols.stop],
-                                         h.size(0), steps, _tiles(steps, SYMMETRISE_BLOCK), self.contact_classes, h)
+            _tiled_maps(lambda rows, cols: raw[:, rows.start:rows.stop, cols.start:cols.stop],
+                        _tiles(steps, SYMMETRISE_BLOCK), outputs)
+            return logits, dist
         halo = self.halo
 
         def score(rows: range, cols: range) -> Tensor:
@@ -389,7 +416,8 @@ class _PairHeadBase(nn.Module):
             r0, c0 = rows.start - rows_ext.start, cols.start - cols_ext.start
             return raw[:, r0:r0 + len(rows), c0:c0 + len(cols)]
 
-        return _tiled_contact_logits(score, h.size(0), steps, _tiles(steps, chunk), self.contact_classes, h)
+        _tiled_maps(score, _tiles(steps, chunk), outputs)
+        return logits, dist
 
 
 class PairwiseHead(_PairHeadBase):

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ from protrnn.model.io import (
     is_ensemble,
     load_networks,
 )
+
+_T = TypeVar("_T")
 
 #: Padded residues per batch (B x T_max) on a GPU: bounds the recurrent activations.
 DEFAULT_BATCH_TOKENS = 8192
@@ -240,14 +242,19 @@ class Predictor:
         Sequences are cleaned with the model's alphabet (lower case, gaps, U/O, a trailing ``*``), batched by length
         within ``batch_tokens`` padded residues (default :attr:`batch_tokens`), and run on the predictor's device.
         """
+        return self._predict_each("predict", sequences, batch_tokens, self.predict_batch)
+
+    def _predict_each(self, name: str, sequences: Sequence[str], batch_tokens: int | None,
+                      run_batch: Callable[[list[str]], list[_T]]) -> list[_T]:
+        """Clean, batch by length (:meth:`plan`) and run ``run_batch`` on each batch; one output per sequence, in
+        input order."""
         if isinstance(sequences, str):
-            raise TypeError("predict expects a list of sequences, not a single string")
+            raise TypeError(f"{name} expects a list of sequences, not a single string")
         cleaned = [self.clean(seq, record=f"#{k + 1}") for k, seq in enumerate(sequences)]
-        results: list[np.ndarray | None] = [None] * len(cleaned)
+        results: dict[int, _T] = {}
         for batch in self.plan([len(s) for s in cleaned], batch_tokens):
-            for index, probs in zip(batch, self.predict_batch([cleaned[k] for k in batch]), strict=True):
-                results[index] = probs
-        return [r for r in results if r is not None]
+            results.update(zip(batch, run_batch([cleaned[k] for k in batch]), strict=True))
+        return [results[k] for k in range(len(cleaned))]
 
     def predict_batch(self, sequences: Sequence[str]) -> list[np.ndarray]:
         """Run one padded batch of already-cleaned sequences (no re-batching): one L x L float32 matrix each.
@@ -257,20 +264,65 @@ class Predictor:
         copy of the model's output. An ensemble's members are summed into the first one's output in place and
         divided by their number (elementwise, so still exactly symmetric).
         """
+        return [probs for probs, _ in self._run_batch(sequences, distogram=False)]
+
+    @property
+    def distogram_edges(self) -> list[float] | None:
+        """The distance-class edges in Å (``model.json``'s ``distogram_bins``: classes ``< e0``, ``[e0, e1)``, ...,
+        ``>= e_last``) when every member has a distogram head with these edges; None for a binary head."""
+        edges = [member.config.distogram_bins for member in self.models]
+        return None if edges[0] is None or any(e != edges[0] for e in edges) else list(edges[0])
+
+    def predict_distogram(self, sequences: Sequence[str],
+                          batch_tokens: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Like :meth:`predict`, with each pair's distance distribution: per sequence ``(probs L x L,
+        distogram L x L x K)``, float32, where ``distogram[i, j, k]`` is the probability that the Cβ-Cβ distance of
+        residues i and j falls in class k of :attr:`distogram_edges` (K = edges + 1). Both are exactly symmetric;
+        ``probs`` equals :meth:`predict`'s bit for bit, and a pair's mass in the classes below 8 Å equals its
+        contact probability up to rounding. An ensemble averages its members' class probabilities, as it averages
+        their contact probabilities. InputError when a member has no distogram head or the members' classes differ.
+        """
+        return self._predict_each("predict_distogram", sequences, batch_tokens, self.predict_batch_distogram)
+
+    def require_distogram(self) -> list[float]:
+        """:attr:`distogram_edges`, or an InputError that says why this model predicts no distance distribution."""
+        edges = self.distogram_edges
+        if edges is None:
+            heads = {tuple(m.config.distogram_bins) if m.config.distogram_bins else None for m in self.models}
+            why = ("a binary contact head (distogram_bins is null)" if None in heads
+                   else "members with different distance classes")
+            raise InputError(f"no distance distribution from {self.source or 'this model'}: it has {why}")
+        return edges
+
+    def predict_batch_distogram(self, sequences: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`predict_batch` with each chain's distance distribution (see :meth:`predict_distogram`)."""
+        self.require_distogram()
+        return [(probs, dist) for probs, dist in self._run_batch(sequences, distogram=True) if dist is not None]
+
+    def _run_batch(self, sequences: Sequence[str], *, distogram: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
         lengths = [len(s) for s in sequences]
         tokens = right_pad([np.asarray(self.alphabet.encode(seq), dtype=np.int64) for seq in sequences], np.int64,
                            fill=self.alphabet.padding_idx)
         tokens_t = torch.from_numpy(tokens).to(self.device)
         mask = tokens_t != self.alphabet.padding_idx
         with torch.inference_mode():
-            probs = self.model.predict_proba(tokens_t, mask, precision=self.precision,
-                                             max_pair_floats=self.pair_floats).float()
+            probs, dist = self.model.predict_maps(tokens_t, mask, precision=self.precision,
+                                                  max_pair_floats=self.pair_floats, distogram=distogram)
+            probs = probs.float()
             for member in self.models[1:]:
-                probs += member.predict_proba(tokens_t, mask, precision=self.precision,
-                                              max_pair_floats=self.pair_floats)
+                more, more_dist = member.predict_maps(tokens_t, mask, precision=self.precision,
+                                                      max_pair_floats=self.pair_floats, distogram=distogram)
+                probs += more
+                if dist is not None and more_dist is not None:
+                    dist += more_dist
             if len(self.models) > 1:
                 probs /= len(self.models)
+                if dist is not None:
+                    dist /= len(self.models)
         probs_np = probs.cpu().numpy()
+        dist_np = None if dist is None else dist.cpu().numpy()
         if len(lengths) == 1 and lengths[0] == probs_np.shape[1]:
-            return [probs_np[0]]
-        return [np.ascontiguousarray(probs_np[row, :length, :length]) for row, length in enumerate(lengths)]
+            return [(probs_np[0], None if dist_np is None else dist_np[0])]
+        return [(np.ascontiguousarray(probs_np[row, :length, :length]),
+                 None if dist_np is None else np.ascontiguousarray(dist_np[row, :length, :length]))
+                for row, length in enumerate(lengths)]

@@ -31,6 +31,7 @@ from protrnn.predict.memory import RELEASE_PAIRS, release_free_memory
 from protrnn.predict.writers import (
     SUMMARY_NAME,
     SummaryRow,
+    has_distogram,
     mean_top_probability,
     read_npz,
     remove_stale_temporaries,
@@ -77,14 +78,20 @@ class OutputSettings:
     png: bool
     methods: list[str]
     remarks: list[str]
+    #: The distance-class edges (Å) when the npz also holds each pair's distance distribution, else None.
+    distogram_edges: list[float] | None = None
 
     @classmethod
     def build(cls, outdir: Path, predictor: Predictor, *, top: int | None, min_separation: int,
-              threshold: float | None, png: bool) -> OutputSettings:
+              threshold: float | None, png: bool, distogram: bool = False) -> OutputSettings:
         selection = (f"threshold {threshold:g}" if threshold is not None else "top L") if top is None else (
             f"top {top}" + (f" with p >= {threshold:g}" if threshold is not None else ""))
         remarks = [f"contacts: {selection} pairs with |i-j| >= {min_separation}; full matrix in the npz"]
-        return cls(outdir, top, min_separation, threshold, png, predictor.method_lines(), remarks)
+        edges = predictor.require_distogram() if distogram else None
+        if edges is not None:
+            remarks.append(f"distance distribution per pair in the npz (distogram): {len(edges) + 1} Cb-Cb classes, "
+                           f"edges {' '.join(f'{e:g}' for e in edges)} A")
+        return cls(outdir, top, min_separation, threshold, png, predictor.method_lines(), remarks, edges)
 
     def path(self, stem: str, suffix: str) -> Path:
         return self.outdir / f"{stem}{suffix}"
@@ -122,14 +129,19 @@ def read_complete(settings: OutputSettings, item: PendingRecord) -> np.ndarray |
     if (doc.target, doc.sequence, doc.methods, doc.remarks) != (rr_target(item.record_id), item.sequence,
                                                                 settings.methods, settings.remarks):
         return None
+    if settings.distogram_edges is not None and not has_distogram(npz_path, len(item.sequence),
+                                                                  settings.distogram_edges):
+        return None
     return probs
 
 
-def write_record(settings: OutputSettings, item: PendingRecord, probs: np.ndarray) -> np.ndarray:
+def write_record(settings: OutputSettings, item: PendingRecord, probs: np.ndarray,
+                 distogram: np.ndarray | None = None) -> np.ndarray:
     """Write one record's files (npz, PNG, then the RR last: a record is complete only once its RR exists); returns
-    the stored float16 matrix."""
+    the stored float16 matrix. ``distogram`` (L x L x K) goes into the npz with the settings' edges."""
     half = probs.astype(np.float16)
-    write_npz(settings.path(item.stem, ".npz"), half, item.sequence, item.record_id)
+    write_npz(settings.path(item.stem, ".npz"), half, item.sequence, item.record_id, distogram=distogram,
+              distogram_edges=settings.distogram_edges)
     if settings.png:
         write_png(settings.path(item.stem, ".png"), half, f"{item.record_id} (L={len(item.sequence)})")
     write_rr(settings.path(item.stem, ".rr"), item.record_id, item.sequence, probs, method_lines=settings.methods,
@@ -201,14 +213,18 @@ class ChunkPredictor:
                 self.progress.update(len(batch))
                 continue
             items = [chunk[position] for position in batch]
-            matrices = self.predictor.predict_batch([item.sequence for item in items])
+            sequences = [item.sequence for item in items]
+            outputs: list[tuple[np.ndarray, np.ndarray | None]] = (
+                [(probs, None) for probs in self.predictor.predict_batch(sequences)]
+                if self.settings.distogram_edges is None else
+                list(self.predictor.predict_batch_distogram(sequences)))
             if len(batch) * max(len(item.sequence) for item in items) ** 2 >= RELEASE_PAIRS:
                 release_free_memory()  # a long chain's tile buffers, before its files are written
-            for position, item, probs in zip(batch, items, matrices, strict=True):
+            for position, item, (probs, dist) in zip(batch, items, outputs, strict=True):
                 if position in done:
                     self.run.resumed += 1
                     continue
-                self.summarise(item, write_record(self.settings, item, probs))
+                self.summarise(item, write_record(self.settings, item, probs, dist))
                 self.run.predicted += 1
                 self.predicted_residues += len(item.sequence)
                 if self.on_record is not None:
@@ -223,7 +239,7 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
                   min_separation: int = MIN_SEPARATION, threshold: float | None = None, png: bool = False,
                   skip_invalid: bool = False, structures: str | os.PathLike[str] | None = None,
                   progress: bool = True, batch_tokens: int | None = None,
-                  on_record: Callable[[str], None] | None = None) -> PredictionRun:
+                  on_record: Callable[[str], None] | None = None, distogram: bool = False) -> PredictionRun:
     """Predict every record of ``fasta`` into ``outdir``: ``<stem>.rr`` (CASP RR), ``<stem>.npz`` (float16 matrix,
     sequence, id), optionally ``<stem>.png``, and ``summary.tsv``.
 
@@ -232,7 +248,9 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
     evaluation metrics in the summary. ``batch_tokens``: padded residues per batch (default: the predictor's, per
     device); the arithmetic (``precision``) is the predictor's (:func:`load_model`). Records whose outputs are
     already complete (same sequence, model, precision and settings) are not predicted again. ``on_record(stem)`` is
-    called after each record's files are written (progress hooks, tests).
+    called after each record's files are written (progress hooks, tests). ``distogram``: each npz also holds the
+    pairs' distance distributions (``distogram``, float16 L x L x K, and ``distogram_edges`` in Å; a model with a
+    distogram head only, else InputError before anything is written).
     """
     fasta = Path(fasta)
     outdir = Path(outdir)
@@ -245,13 +263,13 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise InputError(f"--threshold must be in [0, 1], got {threshold}")
     predictor = model if isinstance(model, Predictor) else load_model(model)
+    settings = OutputSettings.build(outdir, predictor, top=top, min_separation=min_separation, threshold=threshold,
+                                    png=png, distogram=distogram)
     index = StructureIndex(structures) if structures is not None else None
     metric_columns = evaluation_columns() if index is not None else None
     outdir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(outdir)
 
-    settings = OutputSettings.build(outdir, predictor, top=top, min_separation=min_separation, threshold=threshold,
-                                    png=png)
     run = PredictionRun(outdir=outdir, summary_path=outdir / SUMMARY_NAME, rows=[])
     namer = SafeNamer()
     bar = _progress(progress)

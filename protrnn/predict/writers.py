@@ -30,8 +30,11 @@ _STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def write_npz(path: str | os.PathLike[str], probs: np.ndarray, sequence: str, record_id: str) -> None:
-    """Write ``probs`` (float16, symmetric L x L), ``sequence`` and ``id`` as a compressed npz, atomically.
+def write_npz(path: str | os.PathLike[str], probs: np.ndarray, sequence: str, record_id: str, *,
+              distogram: np.ndarray | None = None, distogram_edges: Sequence[float] | None = None) -> None:
+    """Write ``probs`` (float16, symmetric L x L), ``sequence`` and ``id`` as a compressed npz, atomically; with
+    ``distogram`` (L x L x K class probabilities) also ``distogram`` (float16) and ``distogram_edges`` (float32, the
+    K - 1 class edges in Å).
 
     Equivalent to ``np.savez_compressed`` but with a fixed zip timestamp, so equal inputs give equal bytes. Loads with
     ``np.load(path, allow_pickle=False)``. Each array is streamed into its zip entry (no in-memory copy of the
@@ -39,6 +42,12 @@ def write_npz(path: str | os.PathLike[str], probs: np.ndarray, sequence: str, re
     """
     arrays = {"probs": np.ascontiguousarray(probs, dtype=np.float16), "sequence": np.str_(sequence),
               "id": np.str_(record_id)}
+    if distogram is not None:
+        if distogram_edges is None or distogram.shape != (len(sequence), len(sequence), len(distogram_edges) + 1):
+            raise ValueError(f"distogram of shape {distogram.shape} does not fit {len(sequence)} residues and "
+                             f"{distogram_edges!r}")
+        arrays["distogram"] = np.ascontiguousarray(distogram, dtype=np.float16)
+        arrays["distogram_edges"] = np.asarray(distogram_edges, dtype=np.float32)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, value in arrays.items():
             array = np.asarray(value)
@@ -68,6 +77,24 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, str]:
         raise InputError(f"probs has dtype {probs.dtype} and shape {probs.shape}, expected float16 "
                          f"({len(sequence)}, {len(sequence)})", path=path)
     return probs, sequence, record_id
+
+
+def has_distogram(path: str | os.PathLike[str], length: int, edges: Sequence[float]) -> bool:
+    """Whether a prediction npz holds a float16 ``distogram`` of ``length`` residues with these class ``edges``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "distogram" not in data.files or "distogram_edges" not in data.files:
+                return False
+            stored = data["distogram_edges"]
+            with data.zip.open("distogram.npy") as header:  # the array's header only, not its data
+                version = np.lib.format.read_magic(header)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(header)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return False
+    return (dtype == np.float16 and tuple(shape) == (length, length, len(edges) + 1)
+            and np.array_equal(stored, np.asarray(edges, dtype=np.float32)))
 
 
 def write_png(path: str | os.PathLike[str], probs: np.ndarray, title: str) -> None:
