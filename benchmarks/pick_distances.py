@@ -1,0 +1,109 @@
+"""Where a model's top-L/k picks land in space, per separation band: the true Cβ-Cβ distance of every pair a model
+ranks among a chain's top L/k of the band (ranked as top-L/k precision ranks them), pooled over chains, as fractions in
+distance shells, beside the same fractions over all the band's scored pairs (what a random ranking picks on average).
+The first shell (< 8 Å) is what precision counts; the next ones tell near misses (pairs of the right secondary-structure
+elements, a few residues off) from picks with no spatial basis. A diagnostic: nothing is selected on it.
+
+    python benchmarks/pick_distances.py --test-set psicov150=results/data/test_psicov150.npz
+    python benchmarks/pick_distances.py --model runs/mymodel --test-set val=results/data/val.npz --bands 24-95,96+ --k 2
+
+Probabilities come from :func:`protrnn.load_model` (the bundled model unless ``--model``), on the CPU unless
+``--device``. Pooling weighs a chain by its picks (L/k of them), so long chains count more than in the per-protein
+mean that precision reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from protrnn.data.chain import ProteinChain  # noqa: E402
+from protrnn.evaluation.evaluate import load_test_set, parse_bins  # noqa: E402
+from protrnn.evaluation.metrics import bin_label, in_range, rank_pairs, scored_pairs, top_count  # noqa: E402
+
+DEFAULT_BANDS = "24-95,96+"
+#: Upper edges (Å) of the distance shells; the last shell is everything farther.
+SHELLS = (8.0, 12.0, 16.0, 24.0)
+
+
+def shell_labels(shells: Sequence[float] = SHELLS) -> list[str]:
+    edges = [0.0, *shells]
+    return [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:], strict=False)] + [f">={shells[-1]:g}"]
+
+
+def shell_fractions(distances: np.ndarray, shells: Sequence[float] = SHELLS) -> list[float]:
+    """Fraction of ``distances`` in each shell ``[0, s0), [s0, s1), ..., [s_last, inf)``; NaN for no distances."""
+    if distances.size == 0:
+        return [float("nan")] * (len(shells) + 1)
+    counts = np.bincount(np.searchsorted(np.asarray(shells), distances, side="right"), minlength=len(shells) + 1)
+    return (counts / distances.size).tolist()
+
+
+def pick_distances(chains: Sequence[ProteinChain], probabilities: Sequence[np.ndarray],
+                   bands: Sequence[tuple[int, int | None]], k: int) -> list[dict[str, object]]:
+    """One row per band: the chains with scored pairs in it, the true distances of each chain's top-L/k picks in the
+    band (``picked``) and of all its scored pairs there (``all``), both pooled over chains."""
+    picked: list[list[np.ndarray]] = [[] for _ in bands]
+    every: list[list[np.ndarray]] = [[] for _ in bands]
+    chains_with_pairs = [0] * len(bands)
+    for chain, probs in zip(chains, probabilities, strict=True):
+        distance = chain.distance_map()
+        rows, cols = scored_pairs(chain.observed)
+        order = rank_pairs(probs[rows, cols], rows, cols)
+        ranked_rows, ranked_cols = rows[order], cols[order]
+        for b, (low, high) in enumerate(bands):
+            member = in_range(ranked_cols - ranked_rows, low, high)
+            if not member.any():
+                continue
+            chains_with_pairs[b] += 1
+            band_distances = distance[ranked_rows[member], ranked_cols[member]].astype(np.float64)
+            picked[b].append(band_distances[:top_count(len(chain), k)])
+            every[b].append(band_distances)
+    return [{"band": bin_label(low, high), "chains": chains_with_pairs[b],
+             "picked": np.concatenate(picked[b]) if picked[b] else np.zeros(0),
+             "all": np.concatenate(every[b]) if every[b] else np.zeros(0)}
+            for b, (low, high) in enumerate(bands)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model or ensemble directory (default: the bundled model)")
+    parser.add_argument("--test-set", action="append", required=True, metavar="NAME=PATH.npz",
+                        help="a prepared dataset (repeatable)")
+    parser.add_argument("--bands", default=DEFAULT_BANDS, help=f"separation bands (default {DEFAULT_BANDS})")
+    parser.add_argument("--k", type=int, default=5, help="top-L/k picks per chain and band (default 5)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    from protrnn.model.predictor import load_model
+
+    model = load_model(args.model, device=args.device)
+    bands = parse_bins(args.bands)
+    labels = shell_labels()
+    for spec in args.test_set:
+        name, _, path = spec.partition("=")
+        test_set = load_test_set(name, path)
+        rows = pick_distances(test_set.chains, model.predict([chain.sequence for chain in test_set.chains]), bands,
+                              args.k)
+        print(f"{name}: {len(test_set.chains)} chains ({model.source}); top-L/{args.k} picks per chain and band; "
+              f"fractions by true Cb-Cb distance (A)")
+        print(f"{'band':>7} {'pairs':>8} {'chains':>6} {'of':>6} " + " ".join(f"{label:>7}" for label in labels)
+              + f" {'median':>7}")
+        for row in rows:
+            for which in ("picked", "all"):
+                values = row[which]
+                assert isinstance(values, np.ndarray)
+                median = float(np.median(values)) if values.size else float("nan")
+                print(f"{row['band']:>7} {values.size:>8} {row['chains']:>6} {which:>6} "
+                      + " ".join(f"{f:>7.3f}" for f in shell_fractions(values)) + f" {median:>7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
