@@ -52,16 +52,18 @@ def _sequence(rng: np.random.Generator, length: int) -> str:
     return "".join(rng.choice(LETTERS, size=length))
 
 
-def _spy_predict_proba(predictor: Predictor) -> list[dict]:
-    """Record the keyword arguments of every ``predict_proba`` call the predictor makes."""
+def _spy_predict_maps(predictor: Predictor) -> list[dict]:
+    """Record the keyword arguments of every ``predict_maps`` call the predictor makes (its one entry into the
+    model), less ``distogram`` (False for a contact prediction)."""
     calls: list[dict] = []
-    real = predictor.model.predict_proba
+    real = predictor.model.predict_maps
 
     def spy(tokens, mask, **kwargs):
-        calls.append(kwargs)
+        calls.append({key: value for key, value in kwargs.items() if key != "distogram"})
+        assert kwargs.get("distogram") is False
         return real(tokens, mask, **kwargs)
 
-    predictor.model.predict_proba = spy
+    predictor.model.predict_maps = spy
     return calls
 
 
@@ -75,7 +77,7 @@ def test_tiled_chain_and_padded_batch_are_exactly_symmetric(model_dirs, head) ->
     tiled.pair_floats = 1  # the smallest budget: the model's own 16-residue tiles
     halo = int(getattr(tiled.model.head, "halo", 0))
     assert tiled.model.chunk_size_for(1, 120, 1) == 16 and 16 + 2 * halo < 120  # so 120 residues are tiled
-    calls = _spy_predict_proba(tiled)
+    calls = _spy_predict_maps(tiled)
     (probs,) = tiled.predict([long_seq])
     assert calls == [{"precision": "32", "max_pair_floats": 1}]
     assert probs.shape == (120, 120) and probs.dtype == np.float32
@@ -110,7 +112,7 @@ def test_precision_option(model_dirs, tmp_path) -> None:
     assert bf16.method_lines()[:-1] == fp32.method_lines() and "bfloat16" in bf16.method_lines()[-1]
 
     sequence = _sequence(np.random.default_rng(1), 90)
-    calls = _spy_predict_proba(bf16)
+    calls = _spy_predict_maps(bf16)
     (low,) = bf16.predict([sequence])
     (high,) = fp32.predict([sequence])
     assert calls[0]["precision"] == "bf16"
