@@ -2,10 +2,13 @@
 ranks among a chain's top L/k of the band (ranked as top-L/k precision ranks them), pooled over chains, as fractions in
 distance shells, beside the same fractions over all the band's scored pairs (what a random ranking picks on average).
 The first shell (< 8 Å) is what precision counts; the next ones tell near misses (pairs of the right secondary-structure
-elements, a few residues off) from picks with no spatial basis. A diagnostic: nothing is selected on it.
+elements) from picks with no spatial basis. ``--near W`` adds, for the picks that are not contacts, the fraction with a
+true contact within W residues in both i and j (a shifted register), beside the same fraction over all the band's
+non-contacts. A diagnostic: nothing is selected on it.
 
     python benchmarks/pick_distances.py --test-set psicov150=results/data/test_psicov150.npz
     python benchmarks/pick_distances.py --model runs/mymodel --test-set val=results/data/val.npz --bands 24-95,96+ --k 2
+    python benchmarks/pick_distances.py --test-set psicov150=results/data/test_psicov150.npz --near 2
 
 Probabilities come from :func:`protrnn.load_model` (the bundled model unless ``--model``), on the CPU unless
 ``--device``. Pooling weighs a chain by its picks (L/k of them), so long chains count more than in the per-protein
@@ -46,16 +49,35 @@ def shell_fractions(distances: np.ndarray, shells: Sequence[float] = SHELLS) -> 
     return (counts / distances.size).tolist()
 
 
+def near_contact(contacts: np.ndarray, width: int) -> np.ndarray:
+    """Bool L x L: some ``contacts[a, b]`` with ``|a - i| <= width`` and ``|b - j| <= width`` (a (2w+1)^2 window)."""
+    length = contacts.shape[0]
+    padded = np.zeros((length + 2 * width, length + 2 * width), dtype=bool)
+    padded[width:width + length, width:width + length] = contacts
+    near = np.zeros_like(contacts, dtype=bool)
+    for di in range(2 * width + 1):
+        for dj in range(2 * width + 1):
+            near |= padded[di:di + length, dj:dj + length]
+    return near
+
+
 def pick_distances(chains: Sequence[ProteinChain], probabilities: Sequence[np.ndarray],
-                   bands: Sequence[tuple[int, int | None]], k: int) -> list[dict[str, object]]:
+                   bands: Sequence[tuple[int, int | None]], k: int,
+                   near: int | None = None) -> list[dict[str, object]]:
     """One row per band: the chains with scored pairs in it, the true distances of each chain's top-L/k picks in the
-    band (``picked``) and of all its scored pairs there (``all``), both pooled over chains."""
+    band (``picked``) and of all its scored pairs there (``all``), both pooled over chains. With ``near`` = W also
+    ``near_picked`` / ``near_all``: (non-contacts with a scored contact within W residues in both i and j,
+    non-contacts) among the picks and among all the band's pairs."""
     picked: list[list[np.ndarray]] = [[] for _ in bands]
     every: list[list[np.ndarray]] = [[] for _ in bands]
     chains_with_pairs = [0] * len(bands)
+    near_counts = np.zeros((len(bands), 2, 2), dtype=np.int64)  # band, (picked, all), (near, non-contacts)
     for chain, probs in zip(chains, probabilities, strict=True):
         distance = chain.distance_map()
         rows, cols = scored_pairs(chain.observed)
+        contacts = np.zeros(distance.shape, dtype=bool)
+        contacts[rows, cols] = chain.contact_map()[rows, cols]
+        shifted = near_contact(contacts, near) if near is not None else None
         order = rank_pairs(probs[rows, cols], rows, cols)
         ranked_rows, ranked_cols = rows[order], cols[order]
         for b, (low, high) in enumerate(bands):
@@ -63,13 +85,26 @@ def pick_distances(chains: Sequence[ProteinChain], probabilities: Sequence[np.nd
             if not member.any():
                 continue
             chains_with_pairs[b] += 1
-            band_distances = distance[ranked_rows[member], ranked_cols[member]].astype(np.float64)
-            picked[b].append(band_distances[:top_count(len(chain), k)])
+            band_rows, band_cols = ranked_rows[member], ranked_cols[member]
+            band_distances = distance[band_rows, band_cols].astype(np.float64)
+            count = top_count(len(chain), k)
+            picked[b].append(band_distances[:count])
             every[b].append(band_distances)
-    return [{"band": bin_label(low, high), "chains": chains_with_pairs[b],
-             "picked": np.concatenate(picked[b]) if picked[b] else np.zeros(0),
-             "all": np.concatenate(every[b]) if every[b] else np.zeros(0)}
-            for b, (low, high) in enumerate(bands)]
+            if shifted is not None:
+                miss = ~contacts[band_rows, band_cols]
+                close = shifted[band_rows, band_cols] & miss
+                near_counts[b, 0] += (int(close[:count].sum()), int(miss[:count].sum()))
+                near_counts[b, 1] += (int(close.sum()), int(miss.sum()))
+    rows_out: list[dict[str, object]] = []
+    for b, (low, high) in enumerate(bands):
+        row: dict[str, object] = {"band": bin_label(low, high), "chains": chains_with_pairs[b],
+                                  "picked": np.concatenate(picked[b]) if picked[b] else np.zeros(0),
+                                  "all": np.concatenate(every[b]) if every[b] else np.zeros(0)}
+        if near is not None:
+            row["near_picked"] = tuple(int(v) for v in near_counts[b, 0])
+            row["near_all"] = tuple(int(v) for v in near_counts[b, 1])
+        rows_out.append(row)
+    return rows_out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a prepared dataset (repeatable)")
     parser.add_argument("--bands", default=DEFAULT_BANDS, help=f"separation bands (default {DEFAULT_BANDS})")
     parser.add_argument("--k", type=int, default=5, help="top-L/k picks per chain and band (default 5)")
+    parser.add_argument("--near", type=int, default=None, metavar="W",
+                        help="also the fraction of non-contact picks with a contact within W residues in i and j")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     from protrnn.model.predictor import load_model
@@ -90,18 +127,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         test_set = load_test_set(name, path)
         rows = pick_distances(test_set.chains, model.predict([chain.sequence for chain in test_set.chains]), bands,
-                              args.k)
+                              args.k, args.near)
         print(f"{name}: {len(test_set.chains)} chains ({model.source}); top-L/{args.k} picks per chain and band; "
               f"fractions by true Cb-Cb distance (A)")
+        near_header = f" {'near+-' + str(args.near):>9}" if args.near is not None else ""
         print(f"{'band':>7} {'pairs':>8} {'chains':>6} {'of':>6} " + " ".join(f"{label:>7}" for label in labels)
-              + f" {'median':>7}")
+              + f" {'median':>7}" + near_header)
         for row in rows:
             for which in ("picked", "all"):
                 values = row[which]
                 assert isinstance(values, np.ndarray)
                 median = float(np.median(values)) if values.size else float("nan")
+                extra = ""
+                if args.near is not None:
+                    close, misses = row[f"near_{which}"]  # type: ignore[misc]
+                    extra = f" {close / misses if misses else float('nan'):>9.3f}"
                 print(f"{row['band']:>7} {values.size:>8} {row['chains']:>6} {which:>6} "
-                      + " ".join(f"{f:>7.3f}" for f in shell_fractions(values)) + f" {median:>7.1f}")
+                      + " ".join(f"{f:>7.3f}" for f in shell_fractions(values)) + f" {median:>7.1f}" + extra)
     return 0
 
 

@@ -55,6 +55,28 @@ def test_picks_and_shells_equal_a_brute_force_ranking(shared_data: Path) -> None
     assert [row["band"] for row in rows] == ["6-23", "24+"]
     assert module.shell_labels() == ["0-8", "8-12", "12-16", "16-24", ">=24"]
 
+    # --near 2: non-contact picks (and non-contact pairs) with a scored contact a < b within 2 residues of i and of j
+    near_rows = module.pick_distances(chains, probabilities, bands, k=5, near=2)
+    for (low, high), row in zip(bands, near_rows, strict=True):
+        counts = {"picked": [0, 0], "all": [0, 0]}
+        for chain, probs in zip(chains, probabilities, strict=True):
+            n = len(chain)
+            contact = chain.contact_map(8.0)
+            scored = {(a, b) for a in range(n) for b in range(a + 6, n)
+                      if chain.observed[a] and chain.observed[b] and contact[a, b]}
+            pairs = sorted(((probs[i, j], i, j) for i in range(n)
+                            for j in range(i + low, n if high is None else min(n, i + high + 1))
+                            if chain.observed[i] and chain.observed[j]), key=lambda t: -t[0])
+            for rank, (_, i, j) in enumerate(pairs):
+                if (i, j) in scored:
+                    continue
+                close = any((a, b) in scored for a in range(i - 2, i + 3) for b in range(j - 2, j + 3))
+                for which in (["picked", "all"] if rank < max(1, n // 5) else ["all"]):
+                    counts[which][0] += close
+                    counts[which][1] += 1
+        assert row["near_picked"] == tuple(counts["picked"]) and row["near_all"] == tuple(counts["all"])
+        assert counts["all"][0] > 0
+
 
 def test_the_script_prints_picked_and_all_rows(shared_data: Path, tmp_path: Path) -> None:
     chains = list(itertools.islice(iter_json_chains(shared_data / "ts50_gvp" / "ts50.json.gz"), 2))
