@@ -118,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also the fraction of non-contact picks with a contact within W residues in i and j")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.k < 1 or (args.near is not None and args.near < 0):
+        parser.error(f"--k must be at least 1 and --near at least 0 (got {args.k}, {args.near})")
     from protrnn.model.predictor import load_model
 
     model = load_model(args.model, device=args.device)
