@@ -1,8 +1,8 @@
 """Where a model's top-L/k picks land in space, per separation band: the true Cβ-Cβ distance of every pair a model
 ranks among a chain's top L/k of the band (ranked as top-L/k precision ranks them), pooled over chains, as fractions in
 distance shells, beside the same fractions over all the band's scored pairs (what a random ranking picks on average).
-The first shell (< 8 Å) is what precision counts; the next ones tell near misses (pairs of the right secondary-structure
-elements) from picks with no spatial basis. ``--near W`` adds, for the picks that are not contacts, the fraction with a
+The first shell (< 8 Å) is what precision counts; the next ones tell near misses (pairs close in space that do not
+touch) from picks with no spatial basis. ``--near W`` adds, for the picks that are not contacts, the fraction with a
 true contact within W residues in both i and j (a shifted register), beside the same fraction over all the band's
 non-contacts. A diagnostic: nothing is selected on it.
 

@@ -301,7 +301,7 @@ def test_distogram_api_averages_members_and_carries_the_contact_probability() ->
     members = [_distogram_network(0), _distogram_network(1)]
     ensemble = Predictor(members, device="cpu")
     singles = [Predictor(m, device="cpu") for m in members]
-    sequences = ["ACDEFGHIKLMNPQRSTVWY" * 4, "MKV" * 9]  # 80 residues: tiled (16-residue tiles with halo)
+    sequences = ["ACDEFGHIKLMNPQRSTVWY" * 4, "MKV" * 9]  # 80 and 27 residues, one padded batch
     assert ensemble.distogram_edges == list(DEFAULT_DISTOGRAM_BINS)
     outputs = ensemble.predict_distogram(sequences)
     plain = ensemble.predict(sequences)  # the same batches
