@@ -27,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from protrnn.commands.args import named_paths  # noqa: E402
 from protrnn.data.chain import ProteinChain  # noqa: E402
 from protrnn.evaluation.evaluate import load_test_set, parse_bins  # noqa: E402
 from protrnn.evaluation.metrics import bin_label, in_range, rank_pairs, scored_pairs, top_count  # noqa: E402
@@ -125,8 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_model(args.model, device=args.device)
     bands = parse_bins(args.bands)
     labels = shell_labels()
-    for spec in args.test_set:
-        name, _, path = spec.partition("=")
+    for name, path in named_paths(args.test_set, "--test-set").items():
         test_set = load_test_set(name, path)
         rows = pick_distances(test_set.chains, model.predict([chain.sequence for chain in test_set.chains]), bands,
                               args.k, args.near)

@@ -135,3 +135,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_on_two_ts50_chains(shared_data: Path, tmp_path: Path) -> Callable[..., list[str]]:
+    """``run(script, *options)``: ``benchmarks/<script>`` run with ``--test-set two=<the first two TS50 chains as a
+    prepared dataset>`` and ``options``, as a user would; asserts it succeeds and returns its stdout lines."""
+    import itertools
+    import subprocess
+    import sys
+
+    from protrnn.data.dataset import save_dataset
+    from protrnn.data.formats import iter_json_chains
+
+    dataset = tmp_path / "two.npz"
+    save_dataset(list(itertools.islice(iter_json_chains(shared_data / "ts50_gvp" / "ts50.json.gz"), 2)), dataset)
+
+    def run(script: str, *options: str) -> list[str]:
+        result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--test-set", f"two={dataset}",
+                                 *options], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.splitlines()
+
+    return run

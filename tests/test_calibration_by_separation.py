@@ -6,13 +6,10 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from protrnn.data.dataset import save_dataset
 from protrnn.data.formats import iter_json_chains
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,14 +46,8 @@ def test_band_rates_equal_a_brute_force_count(shared_data: Path) -> None:
     assert [row["band"] for row in rows] == ["6-11", "12-40", "41+"]
 
 
-def test_the_script_prints_one_row_per_band(shared_data: Path, tmp_path: Path) -> None:
-    chains = list(itertools.islice(iter_json_chains(shared_data / "ts50_gvp" / "ts50.json.gz"), 2))
-    save_dataset(chains, tmp_path / "two.npz")
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "calibration_by_separation.py"),
-                             "--test-set", f"two={tmp_path / 'two.npz'}", "--bands", "6-23,24+"],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+def test_the_script_prints_one_row_per_band(run_on_two_ts50_chains) -> None:
+    lines = run_on_two_ts50_chains("calibration_by_separation.py", "--bands", "6-23,24+")
     assert lines[0].startswith("two: 2 chains of >= 0 residues (bundled default model)")
     assert [line.split()[0] for line in lines[2:]] == ["6-23", "24+"]
     for line in lines[2:]:

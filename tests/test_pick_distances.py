@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from protrnn.data.dataset import save_dataset
 from protrnn.data.formats import iter_json_chains
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,14 +75,8 @@ def test_picks_and_shells_equal_a_brute_force_ranking(shared_data: Path) -> None
         assert counts["all"][0] > 0
 
 
-def test_the_script_prints_picked_and_all_rows(shared_data: Path, tmp_path: Path) -> None:
-    chains = list(itertools.islice(iter_json_chains(shared_data / "ts50_gvp" / "ts50.json.gz"), 2))
-    save_dataset(chains, tmp_path / "two.npz")
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pick_distances.py"),
-                             "--test-set", f"two={tmp_path / 'two.npz'}", "--bands", "6-23,24+"],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+def test_the_script_prints_picked_and_all_rows(run_on_two_ts50_chains) -> None:
+    lines = run_on_two_ts50_chains("pick_distances.py", "--bands", "6-23,24+")
     assert lines[0].startswith("two: 2 chains (bundled default model)")
     assert [line.split()[:4:3] for line in lines[2:]] == [["6-23", "picked"], ["6-23", "all"], ["24+", "picked"],
                                                           ["24+", "all"]]
