@@ -306,6 +306,28 @@ def test_collated_blocks_are_padded_and_inside_the_batch(cgdms: ChainDataset) ->
         collate_contacts([examples[long_chain], ContactExampleDataset(cgdms)[short]])
 
 
+def test_block_context_is_carried_budgeted_and_dropped_for_whole_maps(cgdms: ChainDataset) -> None:
+    examples = ContactExampleDataset(cgdms, crop_length=90, random_crop=True, seed=4, pair_block=24,
+                                     blocks_per_chain=3, block_context=10)
+    plain = ContactExampleDataset(cgdms, crop_length=90, random_crop=True, seed=4, pair_block=24, blocks_per_chain=3)
+    lengths = examples.lengths
+    # a block of 24 computed with 10 residues on each side holds 44 x 44 pairs; a whole map has no context
+    np.testing.assert_array_equal(examples.pair_costs, [n * n if n <= 24 else 3 * 44 * 44 for n in lengths.tolist()])
+    long_chain = int(np.flatnonzero(lengths == 90)[0])
+    assert examples[long_chain]["block_context"] == 10
+    np.testing.assert_array_equal(examples[long_chain]["blocks"], plain[long_chain]["blocks"])  # same draws
+    short = int(np.flatnonzero(lengths == 20)[0])
+    assert collate_contacts([examples[short], examples[long_chain]])["block_context"] == 10
+    shorts = [int(i) for i in np.flatnonzero((lengths >= 20) & (lengths <= 24))[:3]]
+    assert collate_contacts([examples[i] for i in shorts])["block_context"] == 0  # S = T_max: whole maps
+    assert collate_contacts([plain[long_chain]])["block_context"] == 0
+    with pytest.raises(ValueError, match="block_context"):
+        collate_contacts([examples[long_chain], plain[long_chain]])
+    for bad in (-1, 1.5, None):
+        with pytest.raises(InputError, match="block_context"):
+            ContactExampleDataset(cgdms, pair_block=24, block_context=bad)  # type: ignore[arg-type]
+
+
 def test_sampler_budgets_the_pairs_blocks_score(cgdms: ChainDataset) -> None:
     examples = ContactExampleDataset(cgdms, crop_length=96, random_crop=True, seed=0, pair_block=24,
                                      blocks_per_chain=3)
@@ -348,7 +370,8 @@ def test_datamodule_trains_on_blocks_and_validates_whole_maps(cgdms: ChainDatase
     for key, value, message in (("pair_block", 6, "'data.pair_block'.*>= 7 or null"),
                                 ("pair_block", True, "'data.pair_block'"),
                                 ("blocks_per_chain", 0, "'data.blocks_per_chain'.*>= 1"),
-                                ("blocks_per_chain", None, "'data.blocks_per_chain'")):
+                                ("blocks_per_chain", None, "'data.blocks_per_chain'"),
+                                ("block_context", -1, "'data.block_context'.*>= 0")):
         with pytest.raises(InputError, match=message):
             ContactDataModule(*paths, **{key: value})
     data = ContactDataModule(*paths, crop_length=80, max_tokens=4096, max_pairs=10_000, pair_block=24,
@@ -366,6 +389,15 @@ def test_datamodule_trains_on_blocks_and_validates_whole_maps(cgdms: ChainDatase
     assert sum(len(batch["ids"]) for batch in train_batches) == 50
     val_batches = list(data.val_dataloader())
     assert all("blocks" not in batch and "block_size" not in batch for batch in val_batches)
+    # with context the budget counts each block with its context: (24 + 2 x 8)² pairs, so 1 crop of 80 per batch
+    context = ContactDataModule(*paths, crop_length=80, max_tokens=4096, max_pairs=10_000, pair_block=24,
+                                blocks_per_chain=4, seed=2, block_context=8)
+    assert context.hparams["block_context"] == 8
+    context.setup("fit")
+    context_batches = list(context.train_dataloader())
+    assert {batch["block_context"] for batch in context_batches if int(batch["lengths"].max()) > 24} == {8}
+    assert max(len(batch["ids"]) for batch in context_batches if int(batch["lengths"].max()) == 80) == 1
+    assert sum(len(batch["ids"]) for batch in context_batches) == 50
     assert sorted(int(n) for batch in val_batches for n in batch["lengths"]) == sorted(
         len(cgdms[int(i)]) for i in order[-6:])
     plain = ContactDataModule(*paths, crop_length=80, max_tokens=4096, max_pairs=10_000, seed=2)

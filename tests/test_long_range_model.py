@@ -139,6 +139,84 @@ def test_resnet_blocks_see_only_their_rows_and_columns_and_their_true_separation
                                whole[0], atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "streamed"])
+def test_blocks_with_their_context_equal_the_whole_map_at_the_same_pairs(grad: bool) -> None:
+    """With ``context`` >= the head's halo a block's outputs are the whole map's at its pairs, at chain ends and next
+    to padding too (a resnet2d head mixes neighbouring pairs); without context its convolutions see zeros beyond
+    the block, so an interior block differs from the map. The whole map is symmetrised (the mean of both
+    orientations); an off-diagonal block is scored in one orientation, so a block and its mirror are averaged."""
+    config = _config(head="resnet2d", distogram_bins=DEFAULT_DISTOGRAM_BINS, max_separation=1000)
+    torch.manual_seed(3)
+    head = build_head(config).double()
+    assert head.halo == 6  # dilations 1, 2: two convolutions each
+    h = torch.randn(2, 300, 16, dtype=torch.float64)
+    mask = torch.ones(2, 300, dtype=torch.bool)
+    mask[1, 200:] = False  # the second chain has 200 residues
+    starts = [[(100, 100), (0, 276), (276, 0), (120, 180), (180, 120)], [(176, 176), (2, 170), (170, 2)]]
+    blocks = torch.full((2, 5, 2), -1)
+    for b, rows in enumerate(starts):
+        blocks[b, :len(rows)] = torch.tensor(rows)
+    index = {(b, r, c): n for n, (b, r, c) in enumerate((b, r, c) for b, rows in enumerate(starts) for r, c in rows)}
+    with torch.set_grad_enabled(grad):
+        full = head.pair_outputs(h, mask)
+        for context in (6, 40):
+            out = head.block_outputs(h, mask, blocks, 24, context=context)
+            assert out.outputs.shape == (8, 24, 24, 18)
+            for (b, r, c), n in index.items():
+                assert out.rows[n].tolist() == list(range(r, r + 24)) and out.cols[n].tolist() == list(range(c, c + 24))
+                mean = (out.outputs[n] + out.outputs[index[b, c, r]].transpose(0, 1)) / 2
+                real = mask[b, r:r + 24, None] & mask[b, None, c:c + 24]
+                torch.testing.assert_close(mean[real], full[b, r:r + 24, c:c + 24][real], atol=1e-9, rtol=0)
+        bare = head.block_outputs(h, mask, blocks, 24).outputs
+        assert not torch.allclose(bare[0], full[0, 100:124, 100:124], atol=1e-3)
+    with pytest.raises(ValueError, match="context"):
+        head.block_outputs(h, mask, blocks, 24, context=-1)
+
+
+def test_pairwise_head_ignores_block_context() -> None:
+    config = _config(head="pairwise")
+    head = build_head(config).double()
+    h = torch.randn(1, 100, 16, dtype=torch.float64)
+    mask = torch.ones(1, 100, dtype=torch.bool)
+    blocks = torch.tensor([[[0, 50], [40, 40]]])
+    torch.testing.assert_close(head.block_outputs(h, mask, blocks, 20, context=30).outputs,
+                               head.block_outputs(h, mask, blocks, 20).outputs, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("context", [0, 6])
+def test_training_loss_of_a_block_with_its_context_is_the_whole_maps_loss_at_its_pairs(context: int) -> None:
+    """The Lightning module hands the batch's ``block_context`` to the head: with the full halo, a diagonal block's
+    loss is the cross-entropy of the whole map's outputs at its pairs; without it, not."""
+    import torch.nn.functional as F
+
+    from protrnn.training.module import ContactLightningModule
+
+    config = _config(head="resnet2d", distogram_bins=DEFAULT_DISTOGRAM_BINS, max_separation=1000)
+    torch.manual_seed(4)
+    module = ContactLightningModule(config).eval()
+    length, start, size = 100, 40, 20
+    tokens = torch.randint(1, 21, (1, length))
+    mask = torch.ones(1, length, dtype=torch.bool)
+    distances = torch.rand(1, length, length) * 25 + 2
+    distances = (distances + distances.transpose(1, 2)) / 2
+    i = torch.arange(length)
+    pair_mask = ((i[:, None] - i[None, :]).abs() >= 6)[None]
+    batch = {"tokens": tokens, "mask": mask, "pair_mask": pair_mask, "distances": distances,
+             "contacts": (distances < 8).float(), "blocks": torch.tensor([[[start, start]]]), "block_size": size,
+             "block_context": context}
+    with torch.no_grad():
+        loss, n_pairs = module._training_loss(batch)
+        whole = module.net.pair_outputs(tokens, mask)[0, start:start + size, start:start + size]
+    upper = pair_mask[0, start:start + size, start:start + size].triu(1)
+    assert int(n_pairs) == int(upper.sum()) == sum(size - g for g in range(6, size))
+    block_d = distances[0, start:start + size, start:start + size][upper]
+    expected = F.cross_entropy(whole[upper], distance_classes(block_d, list(DEFAULT_DISTOGRAM_BINS)))
+    if context:
+        torch.testing.assert_close(loss, expected, atol=1e-5, rtol=0)
+    else:
+        assert abs(float(loss) - float(expected)) > 1e-4
+
+
 def test_block_scored_pairs_count_each_pair_once() -> None:
     config = _config(head="pairwise")
     head = build_head(config).double()

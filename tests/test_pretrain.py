@@ -25,6 +25,7 @@ from protrnn.model.pretrain_heads import PretrainNetwork, load_pretrained, save_
 from protrnn.training.cli import PRETRAIN_CONFIGS
 from protrnn.training.finetune import (
     AuxiliarySecondaryStructure,
+    InitialWeights,
     PretrainedEncoder,
     load_pretrained_encoder,
 )
@@ -295,6 +296,34 @@ def test_pretrained_encoder_is_loaded_and_frozen_for_the_first_steps(cell: str, 
     assert not torch.equal(snapshots.encoder[2], pretrained)  # step 3 trains the encoder
     assert not torch.equal(snapshots.head[0], snapshots.start[1])  # the head trains from the first step
     assert all(p.requires_grad for p in module.net.parameters())  # nothing left frozen
+
+
+def test_initial_weights_start_training_from_a_trained_model_and_refuse_another_architecture(
+        contact_data: dict[str, Path], tmp_path: Path) -> None:
+    from protrnn.model.io import save_model
+
+    config = tiny_config(head="resnet2d", head_blocks=1, head_dilations=[1])
+    torch.manual_seed(5)
+    trained = ContactModel(config)
+    save_model(trained, tmp_path / "model")
+    weights = load_file(str(tmp_path / "model" / "model.safetensors"))
+    flat = {name: torch.cat([weights[f"{name}.{k}"].flatten() for k, _ in part.named_parameters()])
+            for name, part in (("encoder", trained.encoder), ("head", trained.head))}
+    torch.manual_seed(0)
+    module = ContactLightningModule(config, warmup_steps=0)
+    assert not torch.equal(_Snapshots._flat(module.net.head), flat["head"])  # a fresh init differs
+    snapshots = _Snapshots()
+    start = InitialWeights(tmp_path / "model")
+    _trainer(1, start, snapshots).fit(module, datamodule=_contact_datamodule(contact_data))
+    assert torch.equal(snapshots.start[0], flat["encoder"]) and torch.equal(snapshots.start[1], flat["head"])
+    assert not torch.equal(snapshots.head[0], flat["head"])  # and then trains
+    assert start.metadata is not None and start.metadata["config"]["head"] == "resnet2d"
+    other = ContactLightningModule(tiny_config(head="resnet2d", head_blocks=1, head_dilations=[1], pair_dim=4))
+    with pytest.raises(InputError, match=r"initial model's architecture .*model.pair_dim=8 \(config: 4\)") as err:
+        _trainer(1, InitialWeights(tmp_path / "model")).fit(other, datamodule=_contact_datamodule(contact_data))
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="not found|no such|does not exist"):
+        _trainer(1, InitialWeights(tmp_path / "missing")).fit(other, datamodule=_contact_datamodule(contact_data))
 
 
 @pytest.mark.parametrize("scale", [0.1, 1.0])

@@ -150,18 +150,22 @@ class ContactExampleDataset(Dataset):
             with ``random_crop`` (training); evaluation examples are always whole maps.
         blocks_per_chain: blocks per example when the crop is longer than ``pair_block`` (>= 1): the diagonal block
             plus ``blocks_per_chain - 1`` off-diagonal ones (:func:`sample_pair_blocks`).
+        block_context: residues of context the head computes around each block (>= 0; only with ``pair_block``):
+            the loss still scores the block, but its 2D convolutions see the map around it as at evaluation
+            (:meth:`protrnn.model.heads._PairHeadBase.block_outputs`), at ``((s + 2c) / s)**2`` the head's cost.
 
     An item is a dict: ``tokens`` (int64 [T]), ``observed`` (bool [T]), ``distances`` (float32 [T, T], Cβ–Cβ in Å,
     0.0 where either residue is unobserved), ``contacts`` (bool [T, T], ``distances < cutoff`` on observed pairs),
     ``length``, ``offset`` (crop start in the full chain), ``id``; with ``pair_block`` and ``random_crop`` also
-    ``blocks`` (int64 [k, 2] block starts, :func:`sample_pair_blocks`) and ``pair_block`` (int). The crop is drawn
+    ``blocks`` (int64 [k, 2] block starts, :func:`sample_pair_blocks`), ``pair_block`` and ``block_context``
+    (ints). The crop is drawn
     first and the blocks after it from the same per-(seed, epoch, chain) stream, so crops do not depend on
     ``pair_block``.
     """
 
     def __init__(self, chains: ChainDataset, crop_length: int | None = None, random_crop: bool = False,
                  seed: int = 0, cutoff: float | None = None, pair_block: int | None = None,
-                 blocks_per_chain: int = 4) -> None:
+                 blocks_per_chain: int = 4, block_context: int = 0) -> None:
         if crop_length is not None and crop_length < MIN_CROP_LENGTH:
             raise InputError(f"crop_length {crop_length} is below {MIN_CROP_LENGTH}: no pair |i-j| >= "
                              f"{MIN_SEPARATION} would fit in a crop")
@@ -170,6 +174,8 @@ class ContactExampleDataset(Dataset):
                              f"pair |i-j| >= {MIN_SEPARATION}) or None")
         if not _is_int(blocks_per_chain) or blocks_per_chain < 1:
             raise InputError(f"blocks_per_chain must be an integer >= 1, got {blocks_per_chain!r}")
+        if not _is_int(block_context) or block_context < 0:
+            raise InputError(f"block_context must be an integer >= 0, got {block_context!r}")
         self.chains = chains
         self.crop_length = crop_length
         self.random_crop = random_crop
@@ -179,6 +185,7 @@ class ContactExampleDataset(Dataset):
             raise InputError(f"contact cutoff must be positive, got {self.cutoff}")
         self.pair_block = None if pair_block is None else int(pair_block)
         self.blocks_per_chain = int(blocks_per_chain)
+        self.block_context = int(block_context)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -203,17 +210,19 @@ class ContactExampleDataset(Dataset):
         """Pairs the head scores per example (int64), for the sampler's pair budget.
 
         Whole maps: ``L**2`` (L = cropped length). With blocks: ``L**2`` when ``L <= pair_block`` (one whole-map
-        block), else ``blocks_per_chain * pair_block**2``. The cost grows with L, and a batch of width ``T_max`` uses
-        block side ``S = min(pair_block, T_max)`` and ``K_max`` block rows for every example, so
-        ``B * max(cost)`` over the batch equals the padded ``B * K_max * S**2`` the head holds.
+        block), else ``blocks_per_chain * (pair_block + 2 * block_context)**2`` (each block computed with its
+        context). The cost grows with L, and a batch of width ``T_max`` uses block side ``S = min(pair_block,
+        T_max)``, ``K_max`` block rows for every example and context only when ``T_max > S``, so ``B * max(cost)``
+        over the batch equals the padded ``B * K_max * (S + 2 c)**2`` the head holds.
         """
         lengths = self.lengths
         whole = lengths * lengths
         if not self.samples_blocks:
             return whole
         assert self.pair_block is not None
+        side = self.pair_block + 2 * self.block_context
         return np.where(lengths <= self.pair_block, whole,
-                        np.int64(self.blocks_per_chain) * self.pair_block * self.pair_block).astype(np.int64)
+                        np.int64(self.blocks_per_chain) * side * side).astype(np.int64)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (int(item), self.epoch)
@@ -236,6 +245,7 @@ class ContactExampleDataset(Dataset):
             assert rng is not None and self.pair_block is not None
             example["blocks"] = sample_pair_blocks(stop - start, self.pair_block, self.blocks_per_chain, rng)
             example["pair_block"] = self.pair_block
+            example["block_context"] = self.block_context
         return example
 
 
@@ -243,14 +253,19 @@ def _as_array(value: Any, dtype: type) -> np.ndarray:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, dtype=dtype)
 
 
-def _collate_blocks(examples: Sequence[Mapping[str, Any]], width: int) -> tuple[np.ndarray, int]:
-    """``blocks`` [B, K_max, 2] (-1 rows pad examples with fewer blocks) and the batch's block side
-    ``S = min(pair_block, T_max)``; starts are clamped to ``T_max - S`` so every block lies inside the batch."""
+def _collate_blocks(examples: Sequence[Mapping[str, Any]], width: int) -> tuple[np.ndarray, int, int]:
+    """``blocks`` [B, K_max, 2] (-1 rows pad examples with fewer blocks), the batch's block side
+    ``S = min(pair_block, T_max)`` and block context (the examples' ``block_context``, 0 when ``S = T_max``: every
+    block is then a whole map, with nothing around it); starts are clamped to ``T_max - S`` so every block lies
+    inside the batch."""
     if not all("blocks" in ex for ex in examples):
         raise ValueError("collate_contacts: either every example carries 'blocks' or none does")
     sizes = {int(ex["pair_block"]) for ex in examples}
     if len(sizes) != 1:
         raise ValueError(f"collate_contacts: examples disagree on pair_block ({sorted(sizes)})")
+    contexts = {int(ex.get("block_context", 0)) for ex in examples}
+    if len(contexts) != 1:
+        raise ValueError(f"collate_contacts: examples disagree on block_context ({sorted(contexts)})")
     side = min(sizes.pop(), width)
     starts = [_as_array(ex["blocks"], np.int64).reshape(-1, 2) for ex in examples]
     if any(len(b) == 0 for b in starts):
@@ -262,7 +277,7 @@ def _collate_blocks(examples: Sequence[Mapping[str, Any]], width: int) -> tuple[
         # An example sampled with s_b = min(pair_block, L_b) <= S; its starts can pass T_max - S only when L_b < S,
         # where (0, 0) is its only block: the clamp never moves a block that was inside.
         blocks[row, :len(block)] = np.minimum(block, width - side)
-    return blocks, side
+    return blocks, side, contexts.pop() if width > side else 0
 
 
 def collate_contacts(examples: Sequence[Mapping[str, Any]], min_separation: int = MIN_SEPARATION) -> dict[str, Any]:
@@ -271,8 +286,8 @@ def collate_contacts(examples: Sequence[Mapping[str, Any]], min_separation: int 
     ``pair_mask`` = observed_i & observed_j & |i - j| >= ``min_separation``; since crops are contiguous, the
     within-crop separation is the separation in the original chain. Padding is 0 / False in every tensor, and
     contacts and distances are 0 wherever a residue is unobserved. ``distances`` is added when every example has
-    them; ``blocks`` (Long [B, K_max, 2], -1 rows as padding) and ``block_size`` (int ``S = min(pair_block, T_max)``)
-    when the examples carry pair blocks, with ``0 <= start`` and ``start + S <= T_max`` for every real block row.
+    them; ``blocks`` (Long [B, K_max, 2], -1 rows as padding), ``block_size`` (int ``S = min(pair_block, T_max)``)
+    and ``block_context`` (int) when the examples carry pair blocks, with ``0 <= start`` and ``start + S <= T_max`` for every real block row.
     Arrays are filled in numpy and handed to torch without copying (many tiny torch ops cost more than the copy).
     """
     if not examples:
@@ -305,9 +320,10 @@ def collate_contacts(examples: Sequence[Mapping[str, Any]], min_separation: int 
         distances[~both] = 0.0
         batch["distances"] = torch.from_numpy(distances)
     if any("blocks" in ex for ex in examples):
-        blocks, side = _collate_blocks(examples, width)
+        blocks, side, context = _collate_blocks(examples, width)
         batch["blocks"] = torch.from_numpy(blocks)
         batch["block_size"] = side
+        batch["block_context"] = context
     return batch
 
 

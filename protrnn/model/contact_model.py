@@ -87,10 +87,11 @@ class ContactModel(nn.Module):
         logits of a distogram model (``config.distogram_bins``). What the loss is computed on."""
         return self.head.pair_outputs(self.encoder(self.embed(tokens), mask), mask)
 
-    def block_outputs(self, tokens: Tensor, mask: Tensor, blocks: Tensor, size: int) -> BlockOutputs:
+    def block_outputs(self, tokens: Tensor, mask: Tensor, blocks: Tensor, size: int, context: int = 0) -> BlockOutputs:
         """Per-pair outputs on sampled pair blocks (training): the encoder reads every residue of ``tokens``, the
-        head scores only the blocks (see :meth:`protrnn.model.heads.ResNet2dHead.block_outputs`)."""
-        return self.head.block_outputs(self.encoder(self.embed(tokens), mask), mask, blocks, size)
+        head scores only the blocks, each computed with ``context`` residues around it (see
+        :meth:`protrnn.model.heads._PairHeadBase.block_outputs`)."""
+        return self.head.block_outputs(self.encoder(self.embed(tokens), mask), mask, blocks, size, context)
 
     def contact_logits(self, outputs: Tensor) -> Tensor:
         """Contact logits ``[...]`` from per-pair outputs ``[..., O]`` (:func:`protrnn.model.heads.to_contact_logits`)."""

@@ -122,11 +122,12 @@ def _gather_blocks(x: Tensor, batch_index: Tensor, positions: Tensor) -> Tensor:
     return x[batch_index[:, None], positions]
 
 
-def _block_positions(blocks: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+def _block_positions(blocks: Tensor, size: int, context: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Valid rows of ``blocks [B, K, 2]`` (row start, column start; ``-1`` rows are padding) -> ``batch_index [N]``,
-    ``rows [N, S]`` and ``cols [N, S]`` (absolute residue positions of each block's rows and columns)."""
+    ``rows [N, S]`` and ``cols [N, S]`` (absolute residue positions of each block's rows and columns), with
+    ``context`` positions more on each side (``S = size + 2 context``; these may lie outside the chain)."""
     batch_index, slot = (blocks[..., 0] >= 0).nonzero(as_tuple=True)
-    offsets = torch.arange(size, device=blocks.device)
+    offsets = torch.arange(-context, size + context, device=blocks.device)
     rows = blocks[batch_index, slot, 0][:, None] + offsets
     cols = blocks[batch_index, slot, 1][:, None] + offsets
     return batch_index, rows, cols
@@ -361,18 +362,33 @@ class _PairHeadBase(nn.Module):
         """Symmetric contact logits ``[B, T, T]`` of the whole map."""
         return to_contact_logits(self.pair_outputs(h, mask), self.contact_classes)
 
-    def block_outputs(self, h: Tensor, mask: Tensor, blocks: Tensor, size: int) -> BlockOutputs:
+    def block_outputs(self, h: Tensor, mask: Tensor, blocks: Tensor, size: int, context: int = 0) -> BlockOutputs:
         """Outputs on sampled square pair blocks of side ``size`` (training with a whole-chain encoder): ``blocks
         [B, K, 2]`` holds each block's (row start, column start), ``-1`` rows are padding (see
-        :func:`protrnn.data.batching.sample_pair_blocks`). Separations are the blocks' true ones in the chain."""
-        batch_index, rows, cols = _block_positions(blocks, size)
+        :func:`protrnn.data.batching.sample_pair_blocks`). Separations are the blocks' true ones in the chain.
+
+        ``context`` (>= 0) computes each block on ``context`` more rows and columns on every side, residues outside
+        the chain masked as inference masks them, and returns the central ``size x size`` outputs: with ``context``
+        at least :attr:`halo` these equal the whole map's outputs at the block's pairs (what evaluation scores),
+        while with 0 the block's convolutions see zeros beyond its edges. Context beyond :attr:`halo` cannot reach
+        the centre and is not computed (a pairwise head, halo 0, ignores it)."""
+        if context < 0:
+            raise ValueError(f"block context must be >= 0, got {context}")
+        extra = min(int(context), self.halo)
+        batch_index, rows, cols = _block_positions(blocks, size, extra)
+        steps = h.size(1)
         feats = self._features(h)
-        r = tuple(_gather_blocks(f, batch_index, rows) for f in feats)
-        c = tuple(_gather_blocks(f, batch_index, cols) for f in feats)
-        m_r, m_c = _gather_blocks(mask, batch_index, rows), _gather_blocks(mask, batch_index, cols)
+        r_in, c_in = rows.clamp(0, steps - 1), cols.clamp(0, steps - 1)
+        r = tuple(_gather_blocks(f, batch_index, r_in) for f in feats)
+        c = tuple(_gather_blocks(f, batch_index, c_in) for f in feats)
+        m_r = _gather_blocks(mask, batch_index, r_in) & (rows >= 0) & (rows < steps)
+        m_c = _gather_blocks(mask, batch_index, c_in) & (cols >= 0) & (cols < steps)
         keep = None if bool(m_r.all()) and bool(m_c.all()) else (m_r[:, :, None] & m_c[:, None, :]).unsqueeze(-1)
         sep = separation_index((rows[:, :, None] - cols[:, None, :]).abs(), self.config)
         z = self._pairs(r, c, keep, sep, _compute_dtype(h))
+        if extra:
+            centre = slice(extra, extra + size)
+            z, rows, cols = z[:, centre, centre], rows[:, centre], cols[:, centre]
         diagonal = (rows[:, 0] == cols[:, 0])[:, None, None, None]
         z = torch.where(diagonal, _symmetrise(z), z)
         return BlockOutputs(z, batch_index, rows, cols)

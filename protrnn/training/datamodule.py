@@ -70,14 +70,18 @@ class ContactDataModule(pl.LightningDataModule):
             Validation always uses whole chains.
         max_tokens: training token budget per batch (padded tokens B·T_max): the recurrent activation memory.
         max_pairs: training pair budget per batch, counted as the pairs the head scores with padding: B·T_max² for
-            whole maps, B·K_max·S² with pair blocks (S = min(pair_block, T_max), K_max = blocks_per_chain when a
-            crop is longer than pair_block, else 1): the 2D head memory; null = none.
+            whole maps, B·K_max·(S + 2c)² with pair blocks (S = min(pair_block, T_max), K_max = blocks_per_chain
+            when a crop is longer than pair_block, else 1; c = block_context): the 2D head memory; null = none.
         pair_block: side of the square pair blocks the head is trained on (>= 7; null = score every pair of each
             crop, as before). Each training crop longer than ``pair_block`` gives ``blocks_per_chain`` blocks: the
             diagonal block and off-diagonal blocks at log-uniform offsets up to the crop length
             (:func:`protrnn.data.batching.sample_pair_blocks`); shorter crops are scored whole. Validation always
             scores every pair.
         blocks_per_chain: pair blocks per training crop (>= 1) when ``pair_block`` is set.
+        block_context: residues of context the head computes around each training block (>= 0, default 0) so that
+            its 2D convolutions see the map beyond the block as at evaluation; the loss still scores the block
+            alone. The head's cost and ``max_pairs``' count grow by ``((pair_block + 2 c) / pair_block)**2``;
+            context beyond the head's receptive field (``halo``: 36 for the bundled model) is not computed.
         val_max_tokens / val_max_pairs: the same budgets for whole-chain validation batches (default: the training
             budgets, and ``max_pairs`` is raised to fit the longest single chain).
         num_workers: DataLoader worker processes (0 = load in the training process; best on 2 CPU cores).
@@ -88,7 +92,8 @@ class ContactDataModule(pl.LightningDataModule):
     def __init__(self, train_path: str | Path, val_path: str | Path, crop_length: int | None = 128,
                  max_tokens: int = 4096, max_pairs: int | None = None, val_max_tokens: int | None = None,
                  val_max_pairs: int | None = None, num_workers: int = 0, seed: int = 0,
-                 contact_cutoff: float = 8.0, pair_block: int | None = None, blocks_per_chain: int = 4) -> None:
+                 contact_cutoff: float = 8.0, pair_block: int | None = None, blocks_per_chain: int = 4,
+                 block_context: int = 0) -> None:
         super().__init__()
         self.train_path = Path(train_path)
         self.val_path = Path(val_path)
@@ -101,6 +106,7 @@ class ContactDataModule(pl.LightningDataModule):
         self.num_workers = config_int("num_workers", num_workers, minimum=0)
         self.pair_block = config_int("pair_block", pair_block, minimum=MIN_SEPARATION + 1, allow_none=True)
         self.blocks_per_chain = config_int("blocks_per_chain", blocks_per_chain)
+        self.block_context = config_int("block_context", block_context, minimum=0)
         self.seed = config_int("seed", seed, minimum=0)
         if not (isinstance(contact_cutoff, (int, float)) and math.isfinite(contact_cutoff) and contact_cutoff > 0):
             raise InputError(f"config key 'data.contact_cutoff': must be a positive distance in Å, "
@@ -124,7 +130,8 @@ class ContactDataModule(pl.LightningDataModule):
                 raise InputError("training dataset holds no chains", path=self.train_path)
             self.train_set = ContactExampleDataset(chains, crop_length=self.crop_length, random_crop=True,
                                                    seed=self.seed, cutoff=self.contact_cutoff,
-                                                   pair_block=self.pair_block, blocks_per_chain=self.blocks_per_chain)
+                                                   pair_block=self.pair_block, blocks_per_chain=self.blocks_per_chain,
+                                                   block_context=self.block_context)
         if self.val_set is None and stage in (None, "fit", "validate"):
             chains = load_dataset(self.val_path)
             if len(chains) == 0:

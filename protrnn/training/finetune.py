@@ -1,6 +1,7 @@
-"""Contact training from a pretrained encoder: load its weights, freeze it for a while, keep an auxiliary SS loss.
+"""Contact training from a pretrained encoder (load its weights, freeze it for a while, keep an auxiliary SS loss),
+or from a whole trained contact model.
 
-Three pieces, usable from ``protrnn train`` through ``trainer.callbacks`` (docs/pretraining.md has the YAML):
+Four pieces, usable from ``protrnn train`` through ``trainer.callbacks`` (docs/pretraining.md has the YAML):
 
 * :func:`load_pretrained_encoder` copies the ``embedding.*`` and ``encoder.*`` weights of a pretrained export
   (``protrnn pretrain fit``: ``encoder.safetensors`` + ``encoder.json``, never a pickle) into a
@@ -14,7 +15,10 @@ Three pieces, usable from ``protrnn train`` through ``trainer.callbacks`` (docs/
   frozen: the term anchors the encoder to features that still read out as secondary structure. It needs one line in
   ``ContactLightningModule.training_step`` (:data:`HOOK`): ``return loss + sum(term(self, batch, batch_idx) for term
   in getattr(self, "auxiliary_losses", ()))``; without it the callback stops the run after the first step with an
-  error that says so.
+  error that says so;
+* :class:`InitialWeights` (a callback) starts a run from every weight of a trained contact model (an export or a
+  ``protrnn train`` checkpoint) of the same architecture: fine-tuning, with a fresh optimiser and schedule
+  (docs/training.md, "Fine-tuning a trained model").
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from torch import Tensor, nn
 from protrnn.data.structure_labels import load_structure_labels
 from protrnn.errors import InputError
 from protrnn.model.contact_model import ContactModel
-from protrnn.model.io import check_state
+from protrnn.model.io import check_state, load_network
 from protrnn.model.pretrain_heads import ENCODER_KEYS, SHARED_PREFIXES, load_pretrained
+from protrnn.training.module import check_architecture
 from protrnn.training.pretrain import StructureLabelExamples, collate_labels, ss8_loss
 
 #: The attribute of the contact Lightning module that holds auxiliary loss terms (callables
@@ -121,6 +126,38 @@ class PretrainedEncoder(FreezeEncoder):
             if not isinstance(net, ContactModel):
                 raise InputError("PretrainedEncoder needs a module with a ContactModel in .net")
             self.metadata = load_pretrained_encoder(net, self.path)
+
+
+class InitialWeights(pl.Callback):
+    """Start contact training from a trained contact model (``path``: an export directory such as a bundled
+    ensemble's ``member-K``, its ``model.json``/``model.safetensors``, or a ``protrnn train`` checkpoint): every
+    weight, head included, is copied into the configured network when ``fit`` starts.
+
+    The model's architecture must equal the config's (:func:`~protrnn.training.module.check_architecture`: a one-line
+    InputError names each differing ``model.*`` key). Only weights are taken: the optimiser, schedule and step count
+    start afresh, so the config's learning rate and schedule set the fine-tuning. Loaded in ``setup``, before
+    Lightning restores a ``--ckpt_path`` checkpoint, which therefore wins when resuming. Nothing is unpickled.
+    ``metadata`` keeps the source's ``model.json`` metadata.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.metadata: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        net = getattr(pl_module, "net", None)
+        if not isinstance(net, ContactModel):
+            raise InputError("InitialWeights needs a module with a ContactModel in .net")
+        loaded = load_network(self.path)
+        check_architecture(loaded.network.config.to_dict(), net.config, source=str(self.path), what="initial model",
+                           advice="train with the model settings it was trained with")
+        state = loaded.network.state_dict()
+        with torch.no_grad():
+            for name, tensor in net.state_dict().items():  # state_dict tensors share the parameters
+                tensor.copy_(state[name].to(tensor.device, tensor.dtype))
+        self.metadata = dict(loaded.metadata)
 
 
 class AuxiliarySecondaryStructure(pl.Callback):

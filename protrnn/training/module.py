@@ -126,7 +126,8 @@ class ContactLightningModule(pl.LightningModule):
         batch: whole-chain encoder, see protrnn.data.batching.sample_pair_blocks) the head scores only the blocks;
         otherwise every pair of every (cropped) chain."""
         if batch.get("blocks") is not None:
-            blocks = self.net.block_outputs(batch["tokens"], batch["mask"], batch["blocks"], int(batch["block_size"]))
+            blocks = self.net.block_outputs(batch["tokens"], batch["mask"], batch["blocks"], int(batch["block_size"]),
+                                            int(batch.get("block_context", 0)))
             selected = blocks.scored(batch["pair_mask"])
             return self._selected_loss(batch, blocks.outputs, selected, blocks.gather), selected.sum()
         outputs = self.net.pair_outputs(batch["tokens"], batch["mask"])
@@ -227,8 +228,9 @@ class ContactLightningModule(pl.LightningModule):
             check_architecture(saved, self.config, source=str(source or "checkpoint"))
 
 
-def check_architecture(saved: Mapping[str, Any], expected: ModelConfig, *, source: str) -> None:
-    """Raise InputError naming every architecture key where ``saved`` differs from ``expected``.
+def check_architecture(saved: Mapping[str, Any], expected: ModelConfig, *, source: str, what: str = "checkpoint",
+                       advice: str = "resume with the model settings it was trained with") -> None:
+    """Raise InputError naming every architecture key where ``saved`` (the ``what``'s) differs from ``expected``.
 
     ``pair_chunk_size`` is an inference setting, not architecture, and is ignored.
     """
@@ -240,5 +242,5 @@ def check_architecture(saved: Mapping[str, Any], expected: ModelConfig, *, sourc
         if saved.get(key, "<missing>") != current.get(key, "<missing>"):
             diffs.append(f"model.{key}={saved.get(key, '<missing>')!r} (config: {current.get(key, '<missing>')!r})")
     if diffs:
-        raise InputError(f"the checkpoint's architecture does not match the config: {'; '.join(diffs)}; "
-                         "resume with the model settings it was trained with", path=source)
+        raise InputError(f"the {what}'s architecture does not match the config: {'; '.join(diffs)}; {advice}",
+                         path=source)
