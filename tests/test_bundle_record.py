@@ -209,6 +209,17 @@ def test_a_refresh_keeps_the_pretraining_section_of_an_earlier_record_of_the_sam
         _script().main([*args, "--pretraining-record", str(earlier)])
     assert str(earlier) in str(refused.value)
     assert {p.relative_to(outdir): p.read_bytes() for p in outdir.rglob("*") if p.is_file()} == installed
+    # files that are no record: one line naming the file, the installed bundle untouched
+    for content, message in ((b"[1, 2]", "not a JSON object"), (b'{"ensemble": 3}', "'ensemble' is not a list"),
+                             (b'{"ensemble": [1]}', "'ensemble' is not a list"),
+                             (b'{"ensemble": ', "not valid JSON"), (b"\xff\xfe", "not UTF-8")):
+        earlier.write_bytes(content)
+        with pytest.raises(InputError, match=message) as refused:
+            _script().main([*args, "--pretraining-record", str(earlier)])
+        assert str(earlier) in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(InputError, match="not found|No such file") as refused:
+        _script().main([*args, "--pretraining-record", str(tmp_path / "missing.json")])
+    assert {p.relative_to(outdir): p.read_bytes() for p in outdir.rglob("*") if p.is_file()} == installed
 
 
 def test_main_refuses_weights_that_do_not_load_and_keeps_the_old_bundle(tmp_path: Path) -> None:

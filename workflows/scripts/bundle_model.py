@@ -427,12 +427,23 @@ def recorded_pretraining(path: Path, member_jsons: list[dict]) -> dict[str, Any]
     """The pretraining section of an earlier record of the ensemble members being installed. It describes encoders
     that may no longer exist, so the record must list the same members: the same seeds, selected steps and
     validation figures, in order (a single model's record lists none, so it is always refused). Refused otherwise,
-    or when it has no pretraining section."""
+    or when it has no pretraining section. Unreadable, non-UTF-8 or non-JSON files are one-line InputErrors naming
+    the file (and the position), worded as for every other input (protrnn.errors.reading)."""
+    with reading(path):
+        raw = path.read_bytes()
     try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read the earlier record: {error}", path=path) from None
-    recorded = [(m.get("seed"), m.get("global_step"), m.get("val_metrics")) for m in earlier.get("ensemble") or []]
+        earlier = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"the earlier record is not UTF-8 text ({exc.reason})", path=path,
+                         position=exc.start) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"the earlier record is not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
+    if not isinstance(earlier, dict):
+        raise InputError("the earlier record is not a JSON object (an evaluation.json of protrnn bundle)", path=path)
+    entries = earlier.get("ensemble") or []
+    if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+        raise InputError("the earlier record's 'ensemble' is not a list of member entries", path=path)
+    recorded = [(m.get("seed"), m.get("global_step"), m.get("val_metrics")) for m in entries]
     members = [(member_seed(m), m.get("global_step"), m.get("val_metrics")) for m in member_jsons]
     if recorded != members:
         raise InputError("the earlier record is not of these members (seeds, selected steps or validation figures "
