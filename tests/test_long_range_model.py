@@ -217,6 +217,31 @@ def test_training_loss_of_a_block_with_its_context_is_the_whole_maps_loss_at_its
         assert abs(float(loss) - float(expected)) > 1e-4
 
 
+def test_inference_with_a_cut_halo_scores_each_tile_as_a_map_of_its_own() -> None:
+    """``predict_maps(..., halo=0)`` (benchmarks/head_context.py): a diagonal tile is the whole map of that stretch of
+    the chain alone; an off-diagonal tile is the mean of its two orientations scored as context-free blocks; the
+    default halo is exact."""
+    config = _config(head="resnet2d", max_separation=1000)
+    torch.manual_seed(6)
+    head = build_head(config).double().eval()
+    h = torch.randn(1, 100, 16, dtype=torch.float64)
+    mask = torch.ones(1, 100, dtype=torch.bool)
+    with torch.no_grad():
+        whole = head.forward(h, mask)
+        torch.testing.assert_close(head.predict_maps(h, mask, 32)[0], whole, atol=1e-9, rtol=0)
+        torch.testing.assert_close(head.predict_maps(h, mask, 32, halo=head.halo)[0], whole, atol=1e-9, rtol=0)
+        cut = head.predict_maps(h, mask, 32, halo=0)[0]  # tiles 0-31, 32-63, 64-95, 96-99
+        torch.testing.assert_close(cut[:, 32:64, 32:64], head.forward(h[:, 32:64], mask[:, 32:64]), atol=1e-9, rtol=0)
+        torch.testing.assert_close(cut[:, 96:, 96:], head.forward(h[:, 96:], mask[:, 96:]), atol=1e-9, rtol=0)
+        blocks = head.block_outputs(h, mask, torch.tensor([[[0, 64], [64, 0]]]), 32).outputs
+        mean = to_contact_logits((blocks[0] + blocks[1].transpose(0, 1)) / 2, head.contact_classes)
+        torch.testing.assert_close(cut[0, 0:32, 64:96], mean, atol=1e-9, rtol=0)
+        assert not torch.allclose(cut, whole, atol=1e-3)
+        torch.testing.assert_close(head.predict_maps(h, mask, 100, halo=0)[0], whole, atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="halo"):
+        head.predict_maps(h, mask, 32, halo=-1)
+
+
 def test_block_scored_pairs_count_each_pair_once() -> None:
     config = _config(head="pairwise")
     head = build_head(config).double()

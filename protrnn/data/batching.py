@@ -158,9 +158,8 @@ class ContactExampleDataset(Dataset):
     0.0 where either residue is unobserved), ``contacts`` (bool [T, T], ``distances < cutoff`` on observed pairs),
     ``length``, ``offset`` (crop start in the full chain), ``id``; with ``pair_block`` and ``random_crop`` also
     ``blocks`` (int64 [k, 2] block starts, :func:`sample_pair_blocks`), ``pair_block`` and ``block_context``
-    (ints). The crop is drawn
-    first and the blocks after it from the same per-(seed, epoch, chain) stream, so crops do not depend on
-    ``pair_block``.
+    (ints). The crop is drawn first and the blocks after it from the same per-(seed, epoch, chain) stream, so crops
+    do not depend on ``pair_block``.
     """
 
     def __init__(self, chains: ChainDataset, crop_length: int | None = None, random_crop: bool = False,
@@ -287,7 +286,8 @@ def collate_contacts(examples: Sequence[Mapping[str, Any]], min_separation: int 
     within-crop separation is the separation in the original chain. Padding is 0 / False in every tensor, and
     contacts and distances are 0 wherever a residue is unobserved. ``distances`` is added when every example has
     them; ``blocks`` (Long [B, K_max, 2], -1 rows as padding), ``block_size`` (int ``S = min(pair_block, T_max)``)
-    and ``block_context`` (int) when the examples carry pair blocks, with ``0 <= start`` and ``start + S <= T_max`` for every real block row.
+    and ``block_context`` (int) when the examples carry pair blocks, with ``0 <= start`` and ``start + S <= T_max``
+    for every real block row.
     Arrays are filled in numpy and handed to torch without copying (many tiny torch ops cost more than the copy).
     """
     if not examples:

@@ -131,13 +131,15 @@ class ContactModel(nn.Module):
 
     @torch.no_grad()
     def predict_maps(self, tokens: Tensor, mask: Tensor, chunk_size: int | None = None, precision: str = "32",
-                     max_pair_floats: int | None = None,
-                     distogram: bool = False) -> tuple[Tensor, Tensor | None]:
+                     max_pair_floats: int | None = None, distogram: bool = False,
+                     head_halo: int | None = None) -> tuple[Tensor, Tensor | None]:
         """:meth:`predict_proba`'s probabilities and, with ``distogram``, the distance-class probabilities
         ``[B, T, T, O]`` (float32; classes ``config.distogram_bins``: ``< e0``, ``[e0, e1)``, ..., ``>= e_last``),
         from the same pass: the probabilities are bit for bit :meth:`predict_proba`'s, and a pair's mass in the
         classes below 8 Å equals its contact probability up to rounding. The distogram holds ``O`` floats per pair
-        (the bundled model: 18, so 72 MB of float32 for one 1,000-residue chain). InputError for a binary head."""
+        (the bundled model: 18, so 72 MB of float32 for one 1,000-residue chain). InputError for a binary head.
+        ``head_halo`` cuts the pair head's view to ``chunk_size`` tiles with that much context (diagnostics only:
+        :meth:`protrnn.model.heads._PairHeadBase.predict_maps`); the default is exact."""
         if distogram and self.config.distogram_bins is None:
             raise InputError("this model has a binary contact head (model.json distogram_bins is null): it "
                              "predicts no distance distribution")
@@ -153,7 +155,7 @@ class ContactModel(nn.Module):
             h = self.encoder(self.embed(tokens), mask)
             autocast = torch.autocast(tokens.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
             with autocast:
-                logits, dist = self.head.predict_maps(h, mask, chunk_size, distogram)
+                logits, dist = self.head.predict_maps(h, mask, chunk_size, distogram, head_halo)
             return _symmetric_sigmoid_(logits.float()), dist
         finally:
             self.train(was_training)

@@ -398,14 +398,21 @@ class _PairHeadBase(nn.Module):
         with a halo of :attr:`halo` on each side (exact: nothing outside the halo reaches the tile centre)."""
         return self.predict_maps(h, mask, chunk_size)[0]
 
-    def predict_maps(self, h: Tensor, mask: Tensor, chunk_size: int | None = None,
-                     distogram: bool = False) -> tuple[Tensor, Tensor | None]:
+    def predict_maps(self, h: Tensor, mask: Tensor, chunk_size: int | None = None, distogram: bool = False,
+                     halo: int | None = None) -> tuple[Tensor, Tensor | None]:
         """:meth:`predict_logits`' contact logits ``[B, T, T]`` and, with ``distogram``, the distance-class
         probabilities ``[B, T, T, O]`` (float32, softmax of the same symmetrised outputs: their mass in the first
         ``contact_classes`` classes is the sigmoid of the contact logit), from one tiled pass. A binary head has no
-        distance classes: ``distogram`` then raises ValueError."""
+        distance classes: ``distogram`` then raises ValueError.
+
+        ``halo`` (default :attr:`halo`, which makes tiles exact) is the context computed around each tile. A smaller
+        one cuts the head's view: with 0 each ``chunk_size`` tile is scored as if the map ended at its edges, as
+        training blocks without context are (a diagnostic: ``benchmarks/head_context.py``)."""
         if distogram and self.contact_classes == 0:
             raise ValueError("a binary contact head has no distance classes (distogram_bins is null)")
+        if halo is not None and halo < 0:
+            raise ValueError(f"halo must be >= 0, got {halo}")
+        halo = self.halo if halo is None else int(halo)
         chunk = chunk_size or self.chunk_size
         batch, steps = h.size(0), h.size(1)
         dtype = _compute_dtype(h)
@@ -416,14 +423,13 @@ class _PairHeadBase(nn.Module):
         if distogram:
             dist = h.new_empty(batch, steps, steps, self.config.pair_outputs, dtype=torch.float32)
             outputs.append((dist, distance_probabilities))
-        if steps <= chunk + 2 * self.halo:  # one haloed tile would already span the map: score it whole
+        if steps <= chunk + 2 * halo:  # one haloed tile would already span the map: score it whole
             span = range(0, steps)
             raw = self._tile(feats, mask, span, span, dtype)
             # symmetrised block by block (cache-sized transposes), not as one [B, T, T, O] transpose
             _tiled_maps(lambda rows, cols: raw[:, rows.start:rows.stop, cols.start:cols.stop],
                         _tiles(steps, SYMMETRISE_BLOCK), outputs)
             return logits, dist
-        halo = self.halo
 
         def score(rows: range, cols: range) -> Tensor:
             rows_ext = range(max(0, rows.start - halo), min(steps, rows.stop + halo))

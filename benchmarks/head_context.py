@@ -1,0 +1,115 @@
+"""How much 2D context a trained pair head uses: top-L/k precision when the head sees only square tiles of the map
+(``tile x tile`` pairs, nothing around them, as training blocks without ``data.block_context`` are scored) against the
+whole map, per range and separation bin, with the paired difference and its bootstrap interval over chains.
+
+    python benchmarks/head_context.py --test-set val=results/data/val.npz
+    python benchmarks/head_context.py --model runs/mymodel --test-set val=results/data/val.npz --tiles 16,32,64
+
+The encoder reads the whole chain in every view; only the head's view is cut (each member's
+``ContactModel.predict_maps(..., chunk_size=tile, head_halo=0)``; an ensemble averages its members' probabilities
+as ``protrnn predict`` does). A tile at least as long as a chain is that chain's whole map. A head without 2D
+context (``pairwise``) scores the same in every view. Select nothing on a test set with it: it is a diagnostic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from protrnn.commands.args import named_paths  # noqa: E402
+from protrnn.conventions import HEADLINE_K  # noqa: E402
+from protrnn.data.chain import ProteinChain  # noqa: E402
+from protrnn.evaluation.evaluate import load_test_set, parse_bins  # noqa: E402
+from protrnn.evaluation.metrics import bin_label, evaluate_contacts  # noqa: E402
+from protrnn.report.aggregate import paired_difference_bootstrap  # noqa: E402
+
+DEFAULT_BINS = "24-47,48-95,96+"
+RANGE_KEYS = ("short", "medium", "long", "medium_long")
+
+
+def tiled_probabilities(predictor: object, sequence: str, tile: int | None) -> np.ndarray:
+    """L x L contact probabilities of one chain, the members' mean; ``tile`` None: the whole map (exact inference),
+    else the head sees ``tile``-residue tiles without context."""
+    import torch
+
+    cleaned = predictor.clean(sequence)  # type: ignore[attr-defined]
+    tokens = torch.as_tensor(np.asarray(predictor.alphabet.encode(cleaned), dtype=np.int64))[None]  # type: ignore[attr-defined]
+    tokens = tokens.to(predictor.device)  # type: ignore[attr-defined]
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    total = None
+    for member in predictor.models:  # type: ignore[attr-defined]
+        probs = member.predict_maps(tokens, mask, chunk_size=tile, head_halo=None if tile is None else 0)[0][0]
+        total = probs if total is None else total + probs
+    assert total is not None
+    return (total / len(predictor.models)).cpu().numpy()  # type: ignore[attr-defined]
+
+
+def scores(chains: Sequence[ProteinChain], probabilities: Sequence[np.ndarray],
+           bins: Sequence[tuple[int, int | None]], k: int) -> dict[str, np.ndarray]:
+    """Per-chain top-L/k precision (NaN where a chain has no scored pair there) for each range and bin."""
+    keys = [f"{name}/P@L/{k}" for name in RANGE_KEYS] + [f"bin/{bin_label(lo, hi)}/P@L/{k}" for lo, hi in bins]
+    rows = [evaluate_contacts(probs, chain.contact_map(), chain.observed, bins=bins, top_k=(k,), name=chain.id)
+            for chain, probs in zip(chains, probabilities, strict=True)]
+    return {key: np.array([row.get(key, math.nan) for row in rows], dtype=np.float64) for key in keys}
+
+
+def compare(view: np.ndarray, whole: np.ndarray, seed: int = 0) -> tuple[float, float, float, float, int]:
+    """(mean of ``view``, mean difference to ``whole``, its interval's low and high ends, chains) over the chains
+    where both are defined; the interval is the paired bootstrap over chains of protrnn's report."""
+    both = np.isfinite(view) & np.isfinite(whole)
+    if not both.any():
+        return math.nan, math.nan, math.nan, math.nan, 0
+    diff = paired_difference_bootstrap(view[both][None, :], whole[both][None, :], seed=seed)
+    return float(view[both].mean()), float(diff["mean"]), float(diff["low"]), float(diff["high"]), int(both.sum())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model or ensemble directory (default: the bundled model)")
+    parser.add_argument("--test-set", action="append", required=True, metavar="NAME=PATH.npz",
+                        help="a prepared dataset (repeatable)")
+    parser.add_argument("--tiles", default="16,32,64,128", help="tile sides to cut the head's view to")
+    parser.add_argument("--bins", default=DEFAULT_BINS, help=f"separation bins (default {DEFAULT_BINS})")
+    parser.add_argument("--k", type=int, default=HEADLINE_K, help=f"top-L/k (default {HEADLINE_K})")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        tiles = sorted({int(t) for t in args.tiles.split(",")})
+    except ValueError:
+        parser.error(f"--tiles must be comma-separated integers, got {args.tiles!r}")
+    if tiles[0] < 1 or args.k < 1:
+        parser.error(f"tiles and --k must be at least 1 (got {args.tiles}, {args.k})")
+    from protrnn.model.predictor import load_model
+
+    model = load_model(args.model, device=args.device)
+    bins = parse_bins(args.bins)
+    for name, path in named_paths(args.test_set, "--test-set").items():
+        test_set = load_test_set(name, path)
+        sequences = [chain.sequence for chain in test_set.chains]
+        whole = scores(test_set.chains, [tiled_probabilities(model, s, None) for s in sequences], bins, args.k)
+        print(f"{name}: {len(sequences)} chains ({model.source}); mean top-L/{args.k} precision with the head's view "
+              f"cut to tiles, and the paired difference to the whole map [95 % interval over chains]")
+        print(f"{'metric':>22} {'whole map':>10} " + " ".join(f"{'tile ' + str(t):>28}" for t in tiles))
+        views = {t: scores(test_set.chains, [tiled_probabilities(model, s, t) for s in sequences], bins, args.k)
+                 for t in tiles}
+        for key, reference in whole.items():
+            cells = []
+            for t in tiles:
+                mean, diff, low, high, _ = compare(views[t][key], reference)
+                cells.append(f"{mean:.3f} {diff:+.4f} [{low:+.4f}, {high:+.4f}]")
+            defined = reference[np.isfinite(reference)]
+            print(f"{key:>22} {defined.mean() if defined.size else math.nan:>10.3f} "
+                  + " ".join(f"{cell:>28}" for cell in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
