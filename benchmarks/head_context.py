@@ -34,27 +34,27 @@ from protrnn.conventions import HEADLINE_K  # noqa: E402
 from protrnn.data.chain import ProteinChain  # noqa: E402
 from protrnn.evaluation.evaluate import load_test_set, parse_bins  # noqa: E402
 from protrnn.evaluation.metrics import bin_label, evaluate_contacts  # noqa: E402
+from protrnn.model.predictor import Predictor, load_model  # noqa: E402
 from protrnn.report.aggregate import paired_difference_bootstrap  # noqa: E402
 
 DEFAULT_BINS = "24-47,48-95,96+"
 RANGE_KEYS = ("short", "medium", "long", "medium_long")
 
 
-def tiled_probabilities(predictor: object, sequence: str, tile: int | None) -> np.ndarray:
+def tiled_probabilities(predictor: Predictor, sequence: str, tile: int | None) -> np.ndarray:
     """L x L contact probabilities of one chain, the members' mean; ``tile`` None: the whole map (exact inference),
     else the head sees ``tile``-residue tiles without context."""
     import torch
 
-    cleaned = predictor.clean(sequence)  # type: ignore[attr-defined]
-    tokens = torch.as_tensor(np.asarray(predictor.alphabet.encode(cleaned), dtype=np.int64))[None]  # type: ignore[attr-defined]
-    tokens = tokens.to(predictor.device)  # type: ignore[attr-defined]
+    encoded = np.asarray(predictor.alphabet.encode(predictor.clean(sequence)), dtype=np.int64)
+    tokens = torch.as_tensor(encoded)[None].to(predictor.device)
     mask = torch.ones_like(tokens, dtype=torch.bool)
     total = None
-    for member in predictor.models:  # type: ignore[attr-defined]
+    for member in predictor.models:
         probs = member.predict_maps(tokens, mask, chunk_size=tile, head_halo=None if tile is None else 0)[0][0]
         total = probs if total is None else total + probs
     assert total is not None
-    return (total / len(predictor.models)).cpu().numpy()  # type: ignore[attr-defined]
+    return (total / len(predictor.models)).cpu().numpy()
 
 
 def scores(chains: Sequence[ProteinChain], probabilities: Sequence[np.ndarray],
@@ -92,8 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--tiles must be comma-separated integers, got {args.tiles!r}")
     if tiles[0] < 1 or args.k < 1:
         parser.error(f"tiles and --k must be at least 1 (got {args.tiles}, {args.k})")
-    from protrnn.model.predictor import load_model
-
     model = load_model(args.model, device=args.device)
     bins = parse_bins(args.bins)
     for name, path in named_paths(args.test_set, "--test-set").items():
