@@ -58,14 +58,18 @@ def parse_json_document(raw: bytes, path: object, fmt: str, *, max_version: int 
                         what: str | None = None) -> dict[str, Any]:
     """The JSON document ``raw`` (the bytes of ``path``): UTF-8 text holding an object that passes
     :func:`check_document`. Not UTF-8 and not JSON are one-line :class:`InputError` messages with the position."""
-    label = what or fmt
+    return check_document(parse_json_bytes(raw, path, what or fmt), path, fmt, max_version=max_version, what=what)
+
+
+def parse_json_bytes(raw: bytes, path: object, what: str) -> Any:
+    """``raw`` (the bytes of ``path``, a ``what``) decoded as UTF-8 JSON, any value. Not UTF-8 and not JSON are
+    one-line :class:`InputError` messages with the position."""
     try:
-        document = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise InputError(f"not a {label}: not UTF-8 text ({exc.reason})", path=path, position=exc.start) from None
+        raise InputError(f"not a {what}: not UTF-8 text ({exc.reason})", path=path, position=exc.start) from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"not a {label}: not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
-    return check_document(document, path, fmt, max_version=max_version, what=what)
+        raise InputError(f"not a {what}: not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
 
 
 def check_document(document: Any, path: object, fmt: str, *, max_version: int | None = None,

@@ -153,10 +153,7 @@ class InitialWeights(pl.Callback):
         loaded = load_network(self.path)
         check_architecture(loaded.network.config.to_dict(), net.config, source=str(self.path), what="initial model",
                            advice="train with the model settings it was trained with")
-        state = loaded.network.state_dict()
-        with torch.no_grad():
-            for name, tensor in net.state_dict().items():  # state_dict tensors share the parameters
-                tensor.copy_(state[name].to(tensor.device, tensor.dtype))
+        net.load_state_dict(loaded.network.state_dict())
         self.metadata = dict(loaded.metadata)
 
 

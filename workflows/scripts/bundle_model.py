@@ -45,7 +45,7 @@ from protrnn.data.prepare import LEAKAGE_FILE, SUMMARY_FILE, SUMMARY_FORMAT
 from protrnn.data.prepare import MANIFEST_FILE as PREPARE_MANIFEST
 from protrnn.data.sidechainnet import MANIFEST_FILE, MANIFEST_FORMAT
 from protrnn.diagnostics.run import AUXILIARY_SS_CALLBACK, PRETRAINED_CALLBACK, recorded_callback
-from protrnn.errors import InputError, read_json_document, reading
+from protrnn.errors import InputError, parse_json_bytes, read_json_document, reading
 from protrnn.evaluation.metrics import bin_label
 from protrnn.evaluation.results import CHANCE_NAME, read_summary
 from protrnn.model.io import (
@@ -431,13 +431,7 @@ def recorded_pretraining(path: Path, member_jsons: list[dict]) -> dict[str, Any]
     the file (and the position), worded as for every other input (protrnn.errors.reading)."""
     with reading(path):
         raw = path.read_bytes()
-    try:
-        earlier = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"the earlier record is not UTF-8 text ({exc.reason})", path=path,
-                         position=exc.start) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"the earlier record is not valid JSON ({exc.msg})", path=path, position=exc.pos) from None
+    earlier = parse_json_bytes(raw, path, "bundle record (evaluation.json)")
     if not isinstance(earlier, dict):
         raise InputError("the earlier record is not a JSON object (an evaluation.json of protrnn bundle)", path=path)
     entries = earlier.get("ensemble") or []
