@@ -274,6 +274,7 @@ class _Snapshots(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = (self._flat(pl_module.net.encoder), self._flat(pl_module.net.head))
+        self.start_embedding = self._flat(pl_module.net.embedding)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
         self.encoder.append(self._flat(pl_module.net.encoder))
@@ -324,6 +325,37 @@ def test_initial_weights_start_training_from_a_trained_model_and_refuse_another_
     assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="not found|no such|does not exist"):
         _trainer(1, InitialWeights(tmp_path / "missing")).fit(other, datamodule=_contact_datamodule(contact_data))
+
+
+def test_initial_weights_encoder_part_puts_a_fresh_head_of_any_size_on_a_trained_encoder(
+        contact_data: dict[str, Path], tmp_path: Path) -> None:
+    from protrnn.model.io import save_model
+
+    torch.manual_seed(5)
+    trained = ContactModel(tiny_config(head="resnet2d", head_blocks=1, head_dilations=[1]))
+    save_model(trained, tmp_path / "model")
+    weights = load_file(str(tmp_path / "model" / "model.safetensors"))
+    encoder = torch.cat([weights[f"encoder.{k}"].flatten() for k, _ in trained.encoder.named_parameters()])
+    embedding = torch.cat([weights[f"embedding.{k}"].flatten() for k, _ in trained.embedding.named_parameters()])
+    # another head (a pairwise one, pair_dim 4): only the encoder settings have to agree
+    torch.manual_seed(0)
+    module = ContactLightningModule(tiny_config(pair_dim=4), warmup_steps=0)
+    fresh_head = _Snapshots._flat(module.net.head)
+    assert not torch.equal(_Snapshots._flat(module.net.encoder), encoder)
+    snapshots = _Snapshots()
+    start = InitialWeights(tmp_path / "model", parts="encoder")
+    _trainer(1, start, snapshots).fit(module, datamodule=_contact_datamodule(contact_data))
+    assert torch.equal(snapshots.start[0], encoder) and torch.equal(snapshots.start_embedding, embedding)
+    assert torch.equal(snapshots.start[1], fresh_head)  # the head keeps its own initialisation
+    assert start.metadata is not None and start.metadata["config"]["head"] == "resnet2d"
+    wider = ContactLightningModule(tiny_config(hidden_size=6, pair_dim=4))
+    with pytest.raises(InputError, match=r"initial model's encoder does not fit .*model.hidden_size is 8 in the "
+                                         r"export, 6 in the config") as err:
+        _trainer(1, InitialWeights(tmp_path / "model", parts="encoder")).fit(
+            wider, datamodule=_contact_datamodule(contact_data))
+    assert "\n" not in str(err.value) and "model" in str(err.value)
+    with pytest.raises(InputError, match="parts must be one of all, encoder, got 'head'"):
+        InitialWeights(tmp_path / "model", parts="head")
 
 
 @pytest.mark.parametrize("scale", [0.1, 1.0])

@@ -17,8 +17,9 @@ Four pieces, usable from ``protrnn train`` through ``trainer.callbacks`` (docs/p
   in getattr(self, "auxiliary_losses", ()))``; without it the callback stops the run after the first step with an
   error that says so;
 * :class:`InitialWeights` (a callback) starts a run from every weight of a trained contact model (an export or a
-  ``protrnn train`` checkpoint) of the same architecture: fine-tuning, with a fresh optimiser and schedule
-  (docs/training.md, "Fine-tuning a trained model").
+  ``protrnn train`` checkpoint) of the same architecture: fine-tuning, with a fresh optimiser and schedule; or, with
+  ``parts="encoder"``, from its embedding and encoder only, under a freshly initialised head (docs/training.md,
+  "Fine-tuning a trained model").
 """
 
 from __future__ import annotations
@@ -57,21 +58,30 @@ def load_pretrained_encoder(net: ContactModel, path: str | Path) -> dict[str, An
     horizon may differ. Raises a one-line InputError naming the differing key(s) and the first mismatched parameter.
     """
     loaded = load_pretrained(path)
-    saved, current = loaded.network.config.to_dict(), net.config.to_dict()
+    _copy_encoder(net, loaded.network.config.to_dict(), loaded.network.state_dict(), path=path,
+                  what="the pretrained encoder")
+    return loaded.metadata
+
+
+def _copy_encoder(net: ContactModel, saved: dict[str, Any], weights: dict[str, Tensor], *, path: str | Path,
+                  what: str) -> None:
+    """Copy the ``embedding.*`` and ``encoder.*`` tensors of ``weights`` (a source network's state dict, its config
+    ``saved``) into ``net``; one InputError names every differing :data:`ENCODER_KEYS` key and the first mismatched
+    parameter."""
+    current = net.config.to_dict()
     problems = [f"model.{key} is {saved[key]!r} in the export, {current[key]!r} in the config"
                 for key in ENCODER_KEYS if saved[key] != current[key]]
-    state = {k: v for k, v in loaded.network.state_dict().items() if k.startswith(SHARED_PREFIXES)}
+    state = {k: v for k, v in weights.items() if k.startswith(SHARED_PREFIXES)}
     expected = {k: v for k, v in net.state_dict().items() if k.startswith(SHARED_PREFIXES)}
     try:
         check_state(state, expected, source=None, what="parameters differ")
     except InputError as exc:
         problems.append(exc.reason)
     if problems:
-        raise InputError(f"the pretrained encoder does not fit this contact model: {'; '.join(problems)}", path=path)
+        raise InputError(f"{what} does not fit this contact model: {'; '.join(problems)}", path=path)
     with torch.no_grad():
         for name, tensor in expected.items():
             tensor.copy_(state[name].to(tensor.device, tensor.dtype))  # state_dict tensors share the parameters
-    return loaded.metadata
 
 
 class FreezeEncoder(pl.Callback):
@@ -128,20 +138,30 @@ class PretrainedEncoder(FreezeEncoder):
             self.metadata = load_pretrained_encoder(net, self.path)
 
 
+#: What :class:`InitialWeights` can copy: every weight, or the embedding and recurrent encoder only.
+INITIAL_PARTS = ("all", "encoder")
+
+
 class InitialWeights(pl.Callback):
     """Start contact training from a trained contact model (``path``: an export directory such as a bundled
-    ensemble's ``member-K``, its ``model.json``/``model.safetensors``, or a ``protrnn train`` checkpoint): every
-    weight, head included, is copied into the configured network when ``fit`` starts.
+    ensemble's ``member-K``, its ``model.json``/``model.safetensors``, or a ``protrnn train`` checkpoint): with
+    ``parts="all"`` every weight, head included, is copied into the configured network when ``fit`` starts; with
+    ``parts="encoder"`` only the embedding and recurrent encoder are, and the pair head starts from its own fresh
+    initialisation (a new head, of any type or size, on a trained encoder).
 
-    The model's architecture must equal the config's (:func:`~protrnn.training.module.check_architecture`: a one-line
-    InputError names each differing ``model.*`` key). Only weights are taken: the optimiser, schedule and step count
-    start afresh, so the config's learning rate and schedule set the fine-tuning. Loaded in ``setup``, before
-    Lightning restores a ``--ckpt_path`` checkpoint, which therefore wins when resuming. Nothing is unpickled.
-    ``metadata`` keeps the source's ``model.json`` metadata.
+    With ``"all"`` the model's architecture must equal the config's
+    (:func:`~protrnn.training.module.check_architecture`: a one-line InputError names each differing ``model.*``
+    key); with ``"encoder"`` only the encoder settings (``ENCODER_KEYS`` of :mod:`protrnn.model.pretrain_heads`)
+    must. Only weights are taken: the optimiser, schedule and step count start afresh, so the config's learning rate
+    and schedule set the fine-tuning. Loaded in ``setup``, before Lightning restores a ``--ckpt_path`` checkpoint,
+    which therefore wins when resuming. Nothing is unpickled. ``metadata`` keeps the source's ``model.json`` metadata.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, parts: str = "all") -> None:
+        if parts not in INITIAL_PARTS:
+            raise InputError(f"InitialWeights parts must be one of {', '.join(INITIAL_PARTS)}, got {parts!r}")
         self.path = Path(path)
+        self.parts = parts
         self.metadata: dict[str, Any] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -151,9 +171,13 @@ class InitialWeights(pl.Callback):
         if not isinstance(net, ContactModel):
             raise InputError("InitialWeights needs a module with a ContactModel in .net")
         loaded = load_network(self.path)
-        check_architecture(loaded.network.config.to_dict(), net.config, source=str(self.path), what="initial model",
-                           advice="train with the model settings it was trained with")
-        net.load_state_dict(loaded.network.state_dict())
+        if self.parts == "encoder":
+            _copy_encoder(net, loaded.network.config.to_dict(), loaded.network.state_dict(), path=self.path,
+                          what="the initial model's encoder")
+        else:
+            check_architecture(loaded.network.config.to_dict(), net.config, source=str(self.path),
+                               what="initial model", advice="train with the model settings it was trained with")
+            net.load_state_dict(loaded.network.state_dict())
         self.metadata = dict(loaded.metadata)
 
 
