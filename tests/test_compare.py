@@ -245,3 +245,89 @@ def test_a_protein_scored_twice_for_one_method_is_refused(tmp_path: Path) -> Non
     third = _write_eval(tmp_path / "c", _rows("n", proteins, [b + 0.1 for b in base]))
     out = compare_methods([load_evaluation(first), load_evaluation(third)], "ref", keys=[ML])
     assert [(c.method, round(c.difference, 9)) for c in out] == [("m", 0.0), ("n", 0.1)]
+
+
+# ---- cluster bootstrap (--clusters) --------------------------------------------------------------------------------
+
+
+def _clustered(tmp_path: Path, n_clusters: int, copies: int, seed: int = 7) -> tuple[Path, Path, np.ndarray]:
+    """An evaluation where each of n_clusters families has `copies` members with the same difference (a homolog
+    family that moves together), and its cluster table (manifest.tsv's id and cluster columns)."""
+    rng = np.random.default_rng(seed)
+    family_diff = rng.normal(0.01, 0.05, size=n_clusters)
+    proteins = [{"protein": f"f{f}m{m}", "L": 60, "long/n_contacts": 0, "base": float(rng.uniform(0.1, 0.5))}
+                for f in range(n_clusters) for m in range(copies)]
+    base = [p["base"] for p in proteins]
+    diffs = np.repeat(family_diff, copies)
+    rows = _rows("ref", proteins, base) + _rows("m", proteins, list(np.array(base) + diffs))
+    evaluation = _write_eval(tmp_path / "e", rows)
+    table = tmp_path / "manifest.tsv"
+    table.write_text("source\tid\tsplit\tcluster\n" + "".join(
+        f"src\t{p['protein']}\tval\tfam{k // copies}\n" for k, p in enumerate(proteins))
+        + "src\tremoved_chain\t\t\n")  # removed chains have no cluster
+    return evaluation, table, family_diff
+
+
+def test_cluster_bootstrap_counts_a_family_once_and_matches_an_independent_one(tmp_path: Path) -> None:
+    from protrnn.report.compare import read_clusters
+
+    evaluation, table, family_diff = _clustered(tmp_path, n_clusters=40, copies=4)
+    clusters = read_clusters(table)
+    assert len(clusters) == 160 and clusters["f3m2"] == "fam3" and "removed_chain" not in clusters
+    [naive] = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], n_boot=4000)
+    [grouped] = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], n_boot=4000, clusters=clusters)
+    assert grouped.difference == pytest.approx(family_diff.mean()) == pytest.approx(naive.difference)
+    assert grouped.clusters == 40 and naive.clusters is None and grouped.proteins == 160
+    # Independently: draw 40 families with replacement; every family's 4 copies share its difference.
+    draws = np.random.default_rng(99).integers(0, 40, size=(4000, 40))
+    low, high = np.quantile(family_diff[draws].mean(axis=1), [0.025, 0.975])
+    assert grouped.low == pytest.approx(low, abs=0.003) and grouped.high == pytest.approx(high, abs=0.003)
+    # Treating the 160 copies as independent proteins halves the interval (sqrt of 4 copies).
+    ratio = (naive.high - naive.low) / (grouped.high - grouped.low)
+    assert 0.4 < ratio < 0.6
+
+
+def test_cluster_verdict_needs_enough_clusters_and_unlisted_proteins_stand_alone(tmp_path: Path, capsys) -> None:
+    from protrnn.report.compare import read_clusters
+
+    evaluation, table, _ = _clustered(tmp_path, n_clusters=5, copies=6)
+    clusters = read_clusters(table)
+    [c] = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], clusters=clusters)
+    assert c.proteins == 30 and c.clusters == 5 and c.verdict == "too few proteins"
+    partial = {k: v for k, v in clusters.items() if not k.startswith("f0")}  # family 0's 6 chains unlisted
+    [p] = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], clusters=partial)
+    assert p.clusters == 4 + 6
+    assert "6 of 30 proteins of val are not in the cluster table" in capsys.readouterr().err
+    with pytest.raises(InputError, match="names no protein of test set 'val'"):
+        compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], clusters={"x": "y"})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("id\tsplit\nf0m0\tval\n", "has no 'cluster' column"),
+    ("id\tcluster\nf0m0\tA\nf0m0\tB\n", "row 3: id 'f0m0' is in cluster 'B' and, above, in 'A'"),
+    ("id\tcluster\nf0m0\t\n", "assigns no protein to a cluster"),
+])
+def test_cluster_table_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    from protrnn.report.compare import read_clusters
+
+    path = tmp_path / "clusters.tsv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as err:
+        read_clusters(path)
+    assert "clusters.tsv" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="cannot read the cluster table"):
+        read_clusters(tmp_path / "missing.tsv")
+
+
+def test_command_resamples_clusters(tmp_path: Path, capsys) -> None:
+    evaluation, table, _ = _clustered(tmp_path, n_clusters=40, copies=4)
+    out = tmp_path / "cmp.tsv"
+    assert main(["compare", str(evaluation), "--reference", "ref", "--keys", ML, "--clusters", str(table),
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "clusters" in text.splitlines()[0] and "resample the clusters" in text
+    with open(out, newline="") as handle:
+        [row] = list(csv.DictReader(handle, delimiter="\t"))
+    assert int(row["proteins"]) == 160 and int(row["clusters"]) == 40
+    assert main(["compare", str(evaluation), "--reference", "ref", "--clusters", str(tmp_path / "nope.tsv")]) == 2
+    assert "cannot read the cluster table" in capsys.readouterr().err

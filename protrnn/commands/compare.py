@@ -19,10 +19,15 @@ choose on a test set.
 top-L/5 precision is not capped by a lack of far contacts (training logs the same chains' figure as
 val/P@L5_long_far). Fix such a rule before the candidates' figures exist.
 
+--clusters resamples homology clusters instead of proteins: a validation split can hold several members of one
+family, whose differences go together, so a protein bootstrap makes the interval too narrow. prepare's manifest.tsv
+(beside val.npz) gives each chain's cluster; proteins it does not list count as clusters of their own.
+
 examples:
   protrnn compare eval/val --reference current
   protrnn compare eval/val --reference current --methods ensemble --far-rich \\
       --keys long/P@L/5,medium_long/P@L/5 -o val_far.tsv
+  protrnn compare eval/val --reference current --clusters results/data/manifest.tsv
 """
 
 
@@ -47,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--far-rich", action="store_true",
                         help="keep the chains with many far pairs only (at least L long-range contacts: the chains "
                              "of training's val/P@L5_long_far); the same as --min-contacts long:1")
+    parser.add_argument("--clusters", metavar="FILE.tsv",
+                        help="resample homology clusters, not proteins: a table with 'id' and 'cluster' columns "
+                             "(prepare's manifest.tsv)")
     parser.add_argument("--bootstrap", type=positive_int, default=None, metavar="N",
                         help="bootstrap replicates (default 1000)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap")
@@ -59,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         ContactFloor,
         compare_methods,
         format_comparisons,
+        read_clusters,
         write_comparisons,
     )
     from protrnn.report.inputs import load_evaluation
@@ -68,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if args.far_rich:
         floors.append(ContactFloor.far_rich())
     options = {} if args.bootstrap is None else {"n_boot": args.bootstrap}
+    clusters = read_clusters(args.clusters) if args.clusters else None
     comparisons = compare_methods([load_evaluation(path) for path in args.evaluations], args.reference,
                                   name_list(args.methods) or None, keys=name_list(args.keys) or DEFAULT_KEYS,
                                   test_sets=name_list(args.test_sets), min_length=args.min_length, floors=floors,
-                                  seed=args.seed, **options)
+                                  seed=args.seed, clusters=clusters, **options)
     print(format_comparisons(comparisons))
     if args.output:
         stderr_log(f"protrnn: wrote {write_comparisons(args.output, comparisons)}")

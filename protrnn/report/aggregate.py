@@ -68,8 +68,31 @@ def mean_over_seeds(values: np.ndarray) -> float:
 
 def _replicates(values: np.ndarray, seeds: np.ndarray, proteins: np.ndarray) -> np.ndarray:
     """Statistic of each replicate: mean over the drawn seeds of the nan-mean over the drawn proteins ``[B]``."""
-    sample = values[seeds[:, :, None], proteins[:, None, :]]  # [B, S, P]
-    per_seed = _seed_means(sample)
+    return _mean_of_seed_means(_seed_means(values[seeds[:, :, None], proteins[:, None, :]]))  # sample [B, S, P]
+
+
+def _weighted_replicates(values: np.ndarray, seeds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """As :func:`_replicates`, with the proteins drawn as ``weights [B, P]`` (how often each is in the replicate)."""
+    sample = values[seeds]  # [B, S, P]
+    w = np.where(np.isnan(sample), 0.0, weights[:, None, :])
+    totals = w.sum(axis=-1)
+    sums = (w * np.nan_to_num(sample)).sum(axis=-1)
+    return _mean_of_seed_means(np.divide(sums, totals, out=np.full(totals.shape, np.nan), where=totals > 0))
+
+
+def cluster_weights(clusters: Sequence[object], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot, P]`` weights of a cluster bootstrap: each replicate draws as many clusters as there are, with
+    replacement, and every protein counts as often as its cluster was drawn (``clusters[p]``: protein p's label)."""
+    _, index = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    k = int(index.max()) + 1 if index.size else 0
+    draws = rng.integers(0, k, size=(n_boot, k))
+    counts = np.zeros((n_boot, k))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    return counts[:, index]
+
+
+def _mean_of_seed_means(per_seed: np.ndarray) -> np.ndarray:
+    """``[B, S]`` per-seed means -> ``[B]`` their nan-mean (NaN where no seed has a value)."""
     valid = ~np.isnan(per_seed)
     counts = valid.sum(axis=1)
     sums = np.where(valid, per_seed, 0.0).sum(axis=1)
@@ -96,20 +119,35 @@ def hierarchical_bootstrap(values: np.ndarray, n_boot: int = BOOTSTRAP_RESAMPLES
 
 
 def paired_difference_bootstrap(variant: np.ndarray, reference: np.ndarray, n_boot: int = BOOTSTRAP_RESAMPLES,
-                                seed: int = BOOT_SEED, alpha: float = INTERVAL_ALPHA) -> dict[str, Any]:
+                                seed: int = BOOT_SEED, alpha: float = INTERVAL_ALPHA,
+                                clusters: Sequence[object] | None = None) -> dict[str, Any]:
     """Difference ``variant - reference`` of the seed-and-protein means of two models scored on the same proteins
-    (columns paired): each replicate draws one protein resample for both and each model's seeds independently."""
+    (columns paired): each replicate draws one protein resample for both and each model's seeds independently.
+
+    With ``clusters`` (one label per protein, e.g. its homology cluster) each replicate resamples whole clusters
+    instead of proteins (:func:`cluster_weights`), so related proteins, whose differences go together, count as
+    the one sample they are; the point estimate is still the mean over proteins.
+    """
     a, b = np.asarray(variant, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     out: dict[str, Any] = {"mean": math.nan, "low": math.nan, "high": math.nan, "n": [a.shape[0], b.shape[0]],
                            "proteins": int(a.shape[1]) if a.ndim == 2 else 0,
                            "method": "bootstrap over proteins (paired) and seeds"}
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] == 0:
         return out
+    if clusters is not None and len(clusters) != a.shape[1]:
+        raise ValueError(f"{len(clusters)} cluster labels for {a.shape[1]} proteins")
     out["mean"] = mean_over_seeds(a) - mean_over_seeds(b)
     rng = np.random.default_rng(seed)
-    proteins = rng.integers(0, a.shape[1], size=(n_boot, a.shape[1]))
-    stats = (_replicates(a, rng.integers(0, a.shape[0], size=(n_boot, a.shape[0])), proteins)
-             - _replicates(b, rng.integers(0, b.shape[0], size=(n_boot, b.shape[0])), proteins))
+    if clusters is None:
+        proteins = rng.integers(0, a.shape[1], size=(n_boot, a.shape[1]))
+        stats = (_replicates(a, rng.integers(0, a.shape[0], size=(n_boot, a.shape[0])), proteins)
+                 - _replicates(b, rng.integers(0, b.shape[0], size=(n_boot, b.shape[0])), proteins))
+    else:
+        weights = cluster_weights(clusters, n_boot, rng)
+        out.update(clusters=len({str(c) for c in clusters}),
+                   method="bootstrap over clusters of proteins (paired) and seeds")
+        stats = (_weighted_replicates(a, rng.integers(0, a.shape[0], size=(n_boot, a.shape[0])), weights)
+                 - _weighted_replicates(b, rng.integers(0, b.shape[0], size=(n_boot, b.shape[0])), weights))
     stats = stats[np.isfinite(stats)]
     if stats.size:
         low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])

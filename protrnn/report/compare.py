@@ -12,6 +12,11 @@ a minimum length and, per separation range, a minimum number of true contacts as
 precision is not capped by a lack of far contacts: :meth:`ContactFloor.far_rich`, the chains of training's
 ``val/P@L5_long_far``). These are decision rules a user fixes before seeing a candidate's
 figures; the filter reads the ``L`` and ``RANGE/n_contacts`` columns ``protrnn evaluate`` writes for every protein.
+
+Proteins of one homology cluster (a validation split holds several members of some families) do not give
+independent differences. With ``clusters`` (:func:`read_clusters`: ``prepare``'s ``manifest.tsv`` maps each chain to
+its cluster) the interval resamples clusters instead of proteins, and the verdict needs as many clusters as it needs
+proteins otherwise.
 """
 
 from __future__ import annotations
@@ -36,15 +41,17 @@ from protrnn.report.aggregate import (
     protein_matrix,
 )
 from protrnn.report.inputs import Evaluation
-from protrnn.utils.io import atomic_write, stderr_log
+from protrnn.utils.io import atomic_write, read_tsv_table, stderr_log
 
 #: The metrics compared unless others are asked for: top-L/5 precision at medium+long and long range.
 DEFAULT_KEYS = (f"medium_long/P@L/{HEADLINE_K}", f"long/P@L/{HEADLINE_K}")
 #: Fewer proteins than this get no verdict (the interval is still printed).
 MIN_PROTEINS_FOR_VERDICT = 10
 #: Columns of the comparison table (TSV), in order.
-COLUMNS = ("test_set", "key", "method", "reference", "proteins", "seeds", "reference_seeds", "mean",
+COLUMNS = ("test_set", "key", "method", "reference", "proteins", "clusters", "seeds", "reference_seeds", "mean",
            "reference_mean", "difference", "low", "high", "verdict")
+#: The columns of a cluster table (:func:`read_clusters`; ``prepare``'s ``manifest.tsv`` has them).
+CLUSTER_COLUMNS = ("id", "cluster")
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,8 @@ class ContactFloor:
 class Comparison:
     """One model against the reference on one test set and one metric (``low``/``high``: the paired interval;
     ``proteins``: those where both models have a value, e.g. a chain without long-range pairs has no long-range
-    precision)."""
+    precision; ``clusters``: how many clusters those proteins form when the interval resampled clusters, else
+    None)."""
 
     test_set: str
     key: str
@@ -101,12 +109,15 @@ class Comparison:
     difference: float
     low: float
     high: float
+    clusters: int | None = None
 
     @property
     def verdict(self) -> str:
         """``higher`` / ``lower`` when the interval excludes 0, else ``no clear difference`` (``too few proteins``
-        below :data:`MIN_PROTEINS_FOR_VERDICT`: a bootstrap over a handful of proteins understates the spread)."""
-        if self.proteins < MIN_PROTEINS_FOR_VERDICT:
+        below :data:`MIN_PROTEINS_FOR_VERDICT` proteins, or clusters when clusters were resampled: a bootstrap over a
+        handful of samples understates the spread)."""
+        samples = self.proteins if self.clusters is None else self.clusters
+        if samples < MIN_PROTEINS_FOR_VERDICT:
             return "too few proteins"
         if self.low > 0:
             return "higher"
@@ -171,10 +182,38 @@ def selected_proteins(evaluations: Sequence[Evaluation], test_set: str, *, min_l
                                             for count, floor in zip(counts, floors, strict=True))}
 
 
+def read_clusters(path: str | Path) -> dict[str, str]:
+    """``{protein id: cluster}`` from a tab-separated table with ``id`` and ``cluster`` columns (``prepare``'s
+    ``manifest.tsv``: rows with an empty cluster, such as removed chains, are skipped). One-line InputError for a
+    missing file or column, a table without any cluster, or an id given two clusters."""
+    path = Path(path)
+    try:
+        columns, rows = read_tsv_table(path)
+    except OSError as exc:
+        raise InputError(f"cannot read the cluster table: {exc.strerror or exc}", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"the cluster table is not UTF-8 text (byte {exc.start})", path=path) from None
+    missing = [c for c in CLUSTER_COLUMNS if c not in columns]
+    if missing:
+        raise InputError(f"the cluster table has no {missing[0]!r} column (needs {', '.join(CLUSTER_COLUMNS)}, "
+                         "e.g. prepare's manifest.tsv)", path=path)
+    out: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        protein, cluster = row["id"] or "", row["cluster"] or ""
+        if not cluster:
+            continue
+        if out.setdefault(protein, cluster) != cluster:
+            raise InputError(f"row {line}: id {protein!r} is in cluster {cluster!r} and, above, in "
+                             f"{out[protein]!r}", path=path)
+    if not out:
+        raise InputError("the cluster table assigns no protein to a cluster", path=path)
+    return out
+
+
 def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: Sequence[str] | None = None, *,
                     keys: Sequence[str] = DEFAULT_KEYS, test_sets: Sequence[str] | None = None, min_length: int = 0,
                     floors: Sequence[ContactFloor] = (), n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = BOOT_SEED,
-                    alpha: float = INTERVAL_ALPHA) -> list[Comparison]:
+                    alpha: float = INTERVAL_ALPHA, clusters: Mapping[str, str] | None = None) -> list[Comparison]:
     """Every model (default: all but the reference's) against ``reference`` on each test set both were scored on
     (or ``test_sets``, which both must have) and each key.
 
@@ -182,6 +221,10 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
     those where every run of both models has a value of the key, within the length and contact floors (so the two
     means are taken over the same proteins). An unknown name, key or test set, and a comparison left without any
     protein, are errors, so a typo does not pass as "no difference".
+
+    ``clusters`` (``{protein id: cluster}``) makes every interval resample clusters; a protein it does not list is a
+    cluster of its own (the count is logged per test set), and a test set none of whose proteins it lists is an
+    error.
     """
     if not evaluations:
         raise InputError("no evaluations to compare")
@@ -214,6 +257,7 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
             raise InputError(f"reference {reference!r} was not scored on test set {name!r} "
                              f"(its test sets: {', '.join(sorted(ref_sets))})")
     kept: dict[str, set[str]] = {}
+    logged: set[str] = set()
     out: list[Comparison] = []
     for method in methods:
         label, runs = _resolve(method, groups)
@@ -245,22 +289,47 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
                                      f"and {ref_label!r}" + (" within the length and contact floors"
                                                              if min_length or floors else ""))
                 variant, base = matrix[:len(runs), columns], matrix[len(runs):, columns]
-                effect = paired_difference_bootstrap(variant, base, n_boot=n_boot, seed=seed, alpha=alpha)
+                labels = None
+                if clusters is not None:
+                    names = [proteins[c][1] for c in columns]
+                    labels = [clusters.get(name, "\0" + name) for name in names]  # unlisted: a cluster of its own
+                    _log_unlisted(test_set, names, clusters, logged)
+                effect = paired_difference_bootstrap(variant, base, n_boot=n_boot, seed=seed, alpha=alpha,
+                                                     clusters=labels)
                 out.append(Comparison(test_set, key, label, ref_label, len(columns), len(runs), len(ref_runs),
                                       mean_over_seeds(variant), mean_over_seeds(base), effect["mean"],
-                                      effect["low"], effect["high"]))
+                                      effect["low"], effect["high"], effect.get("clusters")))
     return out
+
+
+def _log_unlisted(test_set: str, proteins: Sequence[str], clusters: Mapping[str, str], logged: set[str]) -> None:
+    """Once per test set: refuse one whose proteins the cluster table never names; log how many it leaves out."""
+    if test_set in logged:
+        return
+    logged.add(test_set)
+    unlisted = sum(name not in clusters for name in proteins)
+    if unlisted == len(proteins):
+        raise InputError(f"the cluster table names no protein of test set {test_set!r} (e.g. {proteins[0]!r}); "
+                         "give the manifest.tsv of the prepare run that wrote it")
+    if unlisted:
+        stderr_log(f"protrnn compare: {unlisted} of {len(proteins)} proteins of {test_set} are not in the cluster "
+                   "table; each counts as a cluster of its own")
 
 
 def format_comparisons(comparisons: Sequence[Comparison]) -> str:
     """A plain-text table: one line per model, test set and metric."""
-    header = (f"{'test set':<14} {'metric':<22} {'model':<16} {'vs':<12} {'n':>5} {'model':>7} {'ref':>7} "
+    clustered = any(c.clusters is not None for c in comparisons)
+    header = (f"{'test set':<14} {'metric':<22} {'model':<16} {'vs':<12} {'n':>5} "
+              + (f"{'clusters':>8} " if clustered else "") + f"{'model':>7} {'ref':>7} "
               f"{'difference [' + INTERVAL_PERCENT + ' paired interval]':<40} verdict")
     lines = [header]
     for c in comparisons:
         interval = f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]"
-        lines.append(f"{c.test_set:<14} {c.key:<22} {c.method:<16} {c.reference:<12} {c.proteins:>5} "
+        groups = f"{'-' if c.clusters is None else c.clusters:>8} " if clustered else ""
+        lines.append(f"{c.test_set:<14} {c.key:<22} {c.method:<16} {c.reference:<12} {c.proteins:>5} {groups}"
                      f"{c.mean:>7.4f} {c.reference_mean:>7.4f} {interval:<40} {c.verdict}")
+    if clustered:
+        lines.append("(intervals resample the clusters of proteins, not the proteins)")
     return "\n".join(lines)
 
 
@@ -271,5 +340,6 @@ def write_comparisons(path: str | Path, comparisons: Sequence[Comparison]) -> Pa
         handle.write("\t".join(COLUMNS) + "\n")
         for comparison in comparisons:
             values = [getattr(comparison, c) for c in COLUMNS]
-            handle.write("\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values) + "\n")
+            handle.write("\t".join(f"{v:.6g}" if isinstance(v, float) else "" if v is None else str(v)
+                                    for v in values) + "\n")
     return path
