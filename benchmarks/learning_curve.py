@@ -13,7 +13,8 @@ members) join with ``--full full@seed<S>=MODEL``.
 
 The table gives each model's validation top-L/5 precision by range (per-protein mean and 95 % bootstrap interval over
 proteins, as ``protrnn evaluate`` computed them); then, with full-data runs, each fraction's paired difference to the
-full data (``protrnn compare --reference full``: proteins and seeds resampled together); then a least-squares line of
+full data (``protrnn compare --reference full``: proteins, or the homology clusters of ``manifest.tsv`` when the
+prepared directory has one, and seeds resampled together); then a least-squares line of
 each metric against log2(training chains) over all runs: the gain per doubling of the data, and the number of
 doublings it would take (if the line held) to add a given amount.
 Completed subset runs are kept; an interrupted one resumes from its last checkpoint. Nothing here reads a test set.
@@ -39,6 +40,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protrnn.data.dataset import ChainDataset, load_dataset, save_dataset  # noqa: E402
+from protrnn.data.prepare import MANIFEST_FILE  # noqa: E402
 from protrnn.diagnostics.results import split_seed  # noqa: E402
 from protrnn.evaluation.results import read_summary  # noqa: E402
 from protrnn.utils.io import atomic_write  # noqa: E402
@@ -213,6 +215,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "protrnn", "compare", *[str(args.out / "evaluation" / n) for n in models],
                "--reference", fulls[0], "--methods", fractions, "--keys", ",".join(COMPARED),
                "--bootstrap", "2000", "--seed", "0", "-o", str(args.out / "compare.tsv")]
+        if (args.data / MANIFEST_FILE).is_file():  # prepare's homology clusters: resample them, not chains
+            cmd += ["--clusters", str(args.data / MANIFEST_FILE)]
         print(f"\n### Paired difference to the full data ({fulls[0]}): {shlex.join(cmd[2:])}\n")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:

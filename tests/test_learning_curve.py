@@ -135,6 +135,9 @@ def test_the_script_trains_scores_compares_and_resumes(cgdms_chains, tmp_path: P
     data.mkdir()
     save_dataset(chains[:12], data / "train.npz")
     save_dataset(chains[12:], data / "val.npz")
+    # prepare's manifest: the 4 validation chains in 2 homology clusters, which the comparison resamples
+    (data / "manifest.tsv").write_text("id\tsplit\tcluster\n" + "".join(
+        f"{c.id}\tval\tfam{k // 2}\n" for k, c in enumerate(chains[12:])))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"bundle": {"config": "tiny", "max_time": "00:00:05:00",
                                                  "set": {"model.model.hidden_size": 24}}}))
@@ -163,6 +166,6 @@ def test_the_script_trains_scores_compares_and_resumes(cgdms_chains, tmp_path: P
     assert sorted(rows) == sorted(["medium_long/P@L/5", "long/P@L/5", "short/P@L/5"])
     for key, label in [("medium_long/P@L/5", "medium+long"), ("long/P@L/5", "long")]:
         row = rows[key]
-        assert (row["method"], row["reference"], row["proteins"]) == ("f0.5", "full", "4")
+        assert (row["method"], row["reference"], row["proteins"], row["clusters"]) == ("f0.5", "full", "4", "2")
         assert float(row["mean"]) == pytest.approx(record["models"]["f0.5@seed0"][label][0], abs=1e-6)
         assert float(row["reference_mean"]) == pytest.approx(record["models"]["full@seed0"][label][0], abs=1e-6)
