@@ -601,3 +601,24 @@ def test_precision_figure_draws_the_chance_level_per_bin(tmp_path: Path, monkeyp
     assert not [line for line in drawn[2] if line[0] == CHANCE_NAME]  # levels of another test set only
     assert "chance level" in with_chance.caption
     assert "chance level" not in without.caption and "chance level" not in elsewhere.caption
+
+
+def test_cluster_weights_reproduce_a_protein_resample_with_seeds_and_missing_values() -> None:
+    """A cluster bootstrap's replicate weighs each protein by how often its cluster was drawn. With every protein its
+    own cluster, weights equal to the draw counts of a protein resample must give that resample's statistic, seeds
+    and NaN-skipping included; and cluster_weights draws whole clusters."""
+    from protrnn.report.aggregate import _replicates, _weighted_replicates, cluster_weights
+
+    rng = np.random.default_rng(3)
+    values = rng.random((3, 25))  # 3 seeds x 25 proteins
+    values[0, 4] = values[2, 7] = np.nan
+    seeds = rng.integers(0, 3, size=(200, 3))
+    proteins = rng.integers(0, 25, size=(200, 25))
+    weights = np.stack([np.bincount(row, minlength=25) for row in proteins]).astype(float)
+    np.testing.assert_allclose(_weighted_replicates(values, seeds, weights), _replicates(values, seeds, proteins),
+                               rtol=1e-12)
+    labels = ["a", "a", "b", "c", "c", "c"]
+    w = cluster_weights(labels, 500, np.random.default_rng(0))
+    assert w.shape == (500, 6)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 4]).all() and (w[:, 4] == w[:, 5]).all()
+    assert (w[:, [0, 2, 3]].sum(axis=1) == 3).all()  # three clusters drawn per replicate
