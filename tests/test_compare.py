@@ -331,3 +331,25 @@ def test_command_resamples_clusters(tmp_path: Path, capsys) -> None:
     assert int(row["proteins"]) == 160 and int(row["clusters"]) == 40
     assert main(["compare", str(evaluation), "--reference", "ref", "--clusters", str(tmp_path / "nope.tsv")]) == 2
     assert "cannot read the cluster table" in capsys.readouterr().err
+
+
+def test_command_points_to_the_clusters_of_a_test_sets_manifest(tmp_path: Path, capsys) -> None:
+    evaluation, table, _ = _clustered(tmp_path, n_clusters=40, copies=4)
+    summary = json.loads((evaluation / "summary.json").read_text())
+    summary["test_sets"] = {"val": {"path": "data/val.npz", "manifest_tsv": str(table)}}
+    (evaluation / "summary.json").write_text(json.dumps(summary))
+    args = ["compare", str(evaluation), "--reference", "ref", "--keys", ML, "--bootstrap", "50"]
+    assert main(args) == 0
+    assert f"160 proteins of val form 40 homology clusters ({table}); --clusters {table}" in capsys.readouterr().err
+    assert main([*args, "--clusters", str(table)]) == 0  # already resampling clusters: no hint
+    assert "homology clusters" not in capsys.readouterr().err
+    singletons = tmp_path / "singletons.tsv"  # one chain per cluster (a test set): nothing to point at
+    singletons.write_text("id\tcluster\n" + "".join(f"f{f}m{m}\tc{f}_{m}\n" for f in range(40) for m in range(4)))
+    summary["test_sets"]["val"]["manifest_tsv"] = str(singletons)
+    (evaluation / "summary.json").write_text(json.dumps(summary))
+    assert main(args) == 0
+    assert "homology clusters" not in capsys.readouterr().err
+    summary["test_sets"]["val"]["manifest_tsv"] = str(tmp_path / "gone.tsv")  # moved since: no hint, no error
+    (evaluation / "summary.json").write_text(json.dumps(summary))
+    assert main(args) == 0
+    assert "homology clusters" not in capsys.readouterr().err

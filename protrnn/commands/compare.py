@@ -21,7 +21,8 @@ val/P@L5_long_far). Fix such a rule before the candidates' figures exist.
 
 --clusters resamples homology clusters instead of proteins: a validation split can hold several members of one
 family, whose differences go together, so a protein bootstrap makes the interval too narrow. prepare's manifest.tsv
-(beside val.npz) gives each chain's cluster; proteins it does not list count as clusters of their own.
+(beside val.npz) gives each chain's cluster; proteins it does not list count as clusters of their own. Without
+--clusters, stderr names the manifest evaluate found beside a test set whose chains share clusters.
 
 examples:
   protrnn compare eval/val --reference current
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from protrnn.report.compare import (
         DEFAULT_KEYS,
         ContactFloor,
+        cluster_hints,
         compare_methods,
         format_comparisons,
         read_clusters,
@@ -78,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
         floors.append(ContactFloor.far_rich())
     options = {} if args.bootstrap is None else {"n_boot": args.bootstrap}
     clusters = read_clusters(args.clusters) if args.clusters else None
-    comparisons = compare_methods([load_evaluation(path) for path in args.evaluations], args.reference,
+    evaluations = [load_evaluation(path) for path in args.evaluations]
+    comparisons = compare_methods(evaluations, args.reference,
                                   name_list(args.methods) or None, keys=name_list(args.keys) or DEFAULT_KEYS,
                                   test_sets=name_list(args.test_sets), min_length=args.min_length, floors=floors,
                                   seed=args.seed, clusters=clusters, **options)
     print(format_comparisons(comparisons))
+    for hint in [] if clusters else cluster_hints(evaluations):
+        stderr_log(hint)
     if args.output:
         stderr_log(f"protrnn: wrote {write_comparisons(args.output, comparisons)}")
     return 0

@@ -302,6 +302,32 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
     return out
 
 
+def cluster_hints(evaluations: Sequence[Evaluation]) -> list[str]:
+    """For comparisons made without clusters: one line per test set whose proteins the ``manifest.tsv`` that
+    ``protrnn evaluate`` found beside its file (``summary.json``'s ``test_sets.NAME.manifest_tsv``) puts in fewer
+    clusters than there are proteins, naming the ``--clusters`` argument that would resample them. A manifest that
+    is gone or unreadable gives no line."""
+    hints: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for evaluation in evaluations:
+        for test_set, info in (evaluation.summary.get("test_sets") or {}).items():
+            manifest = (info or {}).get("manifest_tsv") if isinstance(info, Mapping) else None
+            if not manifest or (test_set, str(manifest)) in seen:
+                continue
+            seen.add((test_set, str(manifest)))
+            try:
+                clusters = read_clusters(manifest)
+            except InputError:
+                continue
+            proteins = {str(row["protein"]) for e in evaluations for row in e.rows if row["test_set"] == test_set}
+            listed = [clusters[p] for p in proteins if p in clusters]
+            if listed and len(set(listed)) < len(listed):
+                hints.append(f"protrnn compare: {len(listed)} proteins of {test_set} form {len(set(listed))} homology "
+                             f"clusters ({manifest}); --clusters {manifest} resamples the clusters, as their "
+                             "members' differences are not independent")
+    return hints
+
+
 def _log_unlisted(test_set: str, proteins: Sequence[str], clusters: Mapping[str, str], logged: set[str]) -> None:
     """Once per test set: refuse one whose proteins the cluster table never names; log how many it leaves out."""
     if test_set in logged:
