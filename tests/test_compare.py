@@ -353,3 +353,7 @@ def test_command_points_to_the_clusters_of_a_test_sets_manifest(tmp_path: Path, 
     (evaluation / "summary.json").write_text(json.dumps(summary))
     assert main(args) == 0
     assert "homology clusters" not in capsys.readouterr().err
+    summary["test_sets"] = ["val"]  # a hand-edited summary of another shape: no hint, no traceback
+    (evaluation / "summary.json").write_text(json.dumps(summary))
+    assert main(args) == 0
+    assert "homology clusters" not in capsys.readouterr().err

@@ -310,8 +310,9 @@ def cluster_hints(evaluations: Sequence[Evaluation]) -> list[str]:
     hints: list[str] = []
     seen: set[tuple[str, str]] = set()
     for evaluation in evaluations:
-        for test_set, info in (evaluation.summary.get("test_sets") or {}).items():
-            manifest = (info or {}).get("manifest_tsv") if isinstance(info, Mapping) else None
+        recorded = evaluation.summary.get("test_sets")
+        for test_set, info in (recorded.items() if isinstance(recorded, Mapping) else ()):
+            manifest = info.get("manifest_tsv") if isinstance(info, Mapping) else None
             if not manifest or (test_set, str(manifest)) in seen:
                 continue
             seen.add((test_set, str(manifest)))
