@@ -30,7 +30,7 @@ import numpy as np
 
 from protrnn.conventions import FAR_RICH_PER_LENGTH, FAR_RICH_RANGE, HEADLINE_K, RANGES
 from protrnn.diagnostics.results import split_seed
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 from protrnn.evaluation.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_ALPHA, INTERVAL_PERCENT
 from protrnn.evaluation.results import ID_COLUMNS
 from protrnn.report.aggregate import (
@@ -188,9 +188,8 @@ def read_clusters(path: str | Path) -> dict[str, str]:
     missing file or column, a table without any cluster, or an id given two clusters."""
     path = Path(path)
     try:
-        columns, rows = read_tsv_table(path)
-    except OSError as exc:
-        raise InputError(f"cannot read the cluster table: {exc.strerror or exc}", path=path) from None
+        with reading(path):
+            columns, rows = read_tsv_table(path)
     except UnicodeDecodeError as exc:
         raise InputError(f"the cluster table is not UTF-8 text (byte {exc.start})", path=path) from None
     missing = [c for c in CLUSTER_COLUMNS if c not in columns]
@@ -257,7 +256,6 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
             raise InputError(f"reference {reference!r} was not scored on test set {name!r} "
                              f"(its test sets: {', '.join(sorted(ref_sets))})")
     kept: dict[str, set[str]] = {}
-    logged: set[str] = set()
     out: list[Comparison] = []
     for method in methods:
         label, runs = _resolve(method, groups)
@@ -280,6 +278,8 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
         for test_set in chosen:
             if test_set not in kept:
                 kept[test_set] = selected_proteins(evaluations, test_set, min_length=min_length, floors=floors)
+                if clusters is not None:
+                    _log_unlisted(test_set, sorted(kept[test_set]), clusters)
             for key in keys:
                 matrix, proteins = protein_matrix(evaluations, [*runs, *ref_runs], test_set, key)
                 columns = [c for c, (_, protein) in enumerate(proteins)
@@ -291,9 +291,8 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
                 variant, base = matrix[:len(runs), columns], matrix[len(runs):, columns]
                 labels = None
                 if clusters is not None:
-                    names = [proteins[c][1] for c in columns]
-                    labels = [clusters.get(name, "\0" + name) for name in names]  # unlisted: a cluster of its own
-                    _log_unlisted(test_set, names, clusters, logged)
+                    labels = [clusters.get(proteins[c][1], "\0" + proteins[c][1])  # unlisted: a cluster of its own
+                              for c in columns]
                 effect = paired_difference_bootstrap(variant, base, n_boot=n_boot, seed=seed, alpha=alpha,
                                                      clusters=labels)
                 out.append(Comparison(test_set, key, label, ref_label, len(columns), len(runs), len(ref_runs),
@@ -329,13 +328,10 @@ def cluster_hints(evaluations: Sequence[Evaluation]) -> list[str]:
     return hints
 
 
-def _log_unlisted(test_set: str, proteins: Sequence[str], clusters: Mapping[str, str], logged: set[str]) -> None:
-    """Once per test set: refuse one whose proteins the cluster table never names; log how many it leaves out."""
-    if test_set in logged:
-        return
-    logged.add(test_set)
+def _log_unlisted(test_set: str, proteins: Sequence[str], clusters: Mapping[str, str]) -> None:
+    """Refuse a test set whose proteins the cluster table never names; log how many it leaves out."""
     unlisted = sum(name not in clusters for name in proteins)
-    if unlisted == len(proteins):
+    if proteins and unlisted == len(proteins):
         raise InputError(f"the cluster table names no protein of test set {test_set!r} (e.g. {proteins[0]!r}); "
                          "give the manifest.tsv of the prepare run that wrote it")
     if unlisted:
