@@ -76,6 +76,69 @@ def test_distance_classes_and_contact_mass() -> None:
     assert abs(float(got) - bce) < 1e-6
 
 
+def test_distogram_loss_with_an_added_contact_term_written_out() -> None:
+    """``contact_weight``: distance cross-entropy + w x the weighted BCE of the mass below 8 Å, both by hand."""
+    z = torch.tensor([[2.0, 0.5, 0.0, -1.0, 0.3, -0.2] + [0.1] * 12,
+                      [-1.0, -1.0, -0.5, 0.0, 0.2, 1.5] + [0.4] * 12,
+                      [0.0] * 18], dtype=torch.float32)
+    dist = torch.tensor([3.0, 9.5, 25.0])
+    contacts = torch.tensor([1.0, 0.0, 0.0])
+    targets = [0, 6, 17]  # < 4 Å, [9, 10) Å (class 5 is [8, 9)), >= 20 Å
+    ce = []
+    bce = []
+    for k in range(3):
+        e = [math.exp(v) for v in z[k].tolist()]
+        ce.append(-math.log(e[targets[k]] / sum(e)))
+        p = sum(e[:5]) / sum(e)  # the five classes below 8 Å
+        bce.append(-4.0 * math.log(p) if contacts[k] else -math.log(1.0 - p))
+    expected_ce, expected_bce = sum(ce) / 3, sum(bce) / 3
+    plain = pair_loss(z, contacts, dist, settings=LossSettings(pos_weight=4.0), edges=DEFAULT_DISTOGRAM_BINS,
+                      contact_classes=5)
+    assert abs(float(plain) - expected_ce) < 1e-5  # contact_weight 0 (the default): cross-entropy only
+    for weight in (0.5, 2.0):
+        settings = LossSettings(pos_weight=4.0, contact_weight=weight)
+        got = pair_loss(z, contacts, dist, settings=settings, edges=DEFAULT_DISTOGRAM_BINS, contact_classes=5)
+        assert abs(float(got) - (expected_ce + weight * expected_bce)) < 1e-5
+    with pytest.raises(ValueError, match="contact_weight"):  # the caller must say which classes are contacts
+        pair_loss(z, contacts, dist, settings=LossSettings(contact_weight=1.0), edges=DEFAULT_DISTOGRAM_BINS)
+    assert LossSettings.from_hparams({"pos_weight": 4.0, "contact_weight": 0.5}).contact_weight == 0.5
+    assert LossSettings.from_hparams({"pos_weight": 4.0}).contact_weight == 0.0  # models trained before the option
+
+
+def test_training_module_adds_the_contact_term_for_distogram_heads_only() -> None:
+    from protrnn.training.module import ContactLightningModule
+
+    batch_size, length = 2, 40
+    torch.manual_seed(3)
+    coords = torch.randn(batch_size, length, 3) * 6.0
+    distances = torch.cdist(coords, coords)
+    observed = torch.ones(batch_size, length, dtype=torch.bool)
+    separation = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).abs()
+    batch = {"tokens": torch.randint(2, 22, (batch_size, length)), "mask": observed,
+             "pair_mask": (separation >= 6).expand(batch_size, -1, -1).clone(),
+             "contacts": (distances < 8.0).float(), "distances": distances}
+    losses = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(4)
+        module = ContactLightningModule(_config(distogram_bins=DEFAULT_DISTOGRAM_BINS), contact_weight=weight).eval()
+        with torch.no_grad():
+            losses[weight], scored = module._training_loss(batch)
+            outputs = module.net.pair_outputs(batch["tokens"], batch["mask"])
+    upper = batch["pair_mask"] & torch.ones(length, length, dtype=torch.bool).triu(1)
+    p = torch.softmax(outputs[upper].double(), -1)[:, :5].sum(-1)
+    y = batch["contacts"][upper].double()
+    expected_bce = -(4.0 * y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+    assert int(scored) == int(upper.sum())
+    assert abs(float(losses[1.0] - losses[0.0]) - float(expected_bce)) < 1e-4
+    torch.manual_seed(4)
+    binary = ContactLightningModule(_config(), contact_weight=1.0).eval()  # a binary head's loss is the BCE itself
+    torch.manual_seed(4)
+    reference = ContactLightningModule(_config(), contact_weight=0.0).eval()
+    assert torch.equal(binary._training_loss(batch)[0], reference._training_loss(batch)[0])
+    with pytest.raises(InputError, match="model.contact_weight"):
+        ContactLightningModule(_config(distogram_bins=DEFAULT_DISTOGRAM_BINS), contact_weight=-1.0)
+
+
 @pytest.mark.parametrize("kind", HEADS)
 @pytest.mark.parametrize("distogram", [False, True])
 def test_whole_map_and_tiles_agree_with_distogram_outputs(kind: str, distogram: bool) -> None:

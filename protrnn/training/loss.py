@@ -9,8 +9,11 @@ measurement behind the default.
 
 A distogram model (``ModelConfig.distogram_bins``) is trained instead with cross-entropy over distance classes
 (:func:`distogram_loss`, as trRosetta and AlphaFold do): every scored pair contributes its Cβ-Cβ distance, not just
-whether it is below 8 Å. :func:`pair_loss` picks the loss a model's outputs call for; it works on whole maps and on
-the sampled pair blocks of whole-chain training alike, because it takes the selected pairs' values.
+whether it is below 8 Å. ``contact_weight > 0`` adds the binary contact loss (the same ``pos_weight`` and
+``focal_gamma``) on the distogram's derived contact logit (the log-odds of its mass below the cutoff), times that
+weight: the distances stay the target, while the contact decision at the cutoff, which top-L/k precision ranks by,
+weighs as much as it does for a binary head. :func:`pair_loss` picks the loss a model's outputs call for; it works on
+whole maps and on the sampled pair blocks of whole-chain training alike, because it takes the selected pairs' values.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from protrnn.model.heads import to_contact_logits
+
 
 @dataclass(frozen=True)
 class LossSettings:
@@ -28,13 +33,16 @@ class LossSettings:
 
     pos_weight: float = 1.0
     focal_gamma: float = 0.0
+    contact_weight: float = 0.0
 
     @classmethod
     def from_hparams(cls, hparams: dict | None) -> LossSettings:
         hparams = hparams or {}
         pos_weight, focal_gamma = hparams.get("pos_weight"), hparams.get("focal_gamma")
+        contact_weight = hparams.get("contact_weight")
         return cls(pos_weight=1.0 if pos_weight is None else float(pos_weight),
-                   focal_gamma=0.0 if focal_gamma is None else float(focal_gamma))
+                   focal_gamma=0.0 if focal_gamma is None else float(focal_gamma),
+                   contact_weight=0.0 if contact_weight is None else float(contact_weight))
 
     def __call__(self, logits: Tensor, contacts: Tensor, pair_mask: Tensor, reduction: str = "mean") -> Tensor:
         return contact_loss(logits, contacts, pair_mask, pos_weight=self.pos_weight, focal_gamma=self.focal_gamma,
@@ -98,10 +106,13 @@ def distogram_loss(outputs: Tensor, distances: Tensor, edges: list[float], reduc
 
 
 def pair_loss(outputs: Tensor, contacts: Tensor, distances: Tensor | None, *, settings: LossSettings,
-              edges: list[float] | None, reduction: str = "mean") -> Tensor:
+              edges: list[float] | None, reduction: str = "mean", contact_classes: int = 0) -> Tensor:
     """The training loss of selected pairs: ``outputs [n, O]`` (a model's per-pair outputs), ``contacts [n]``
     (0/1) and ``distances [n]`` (Å; needed by a distogram model). ``edges=None``: binary contact loss on the single
-    output (``settings``: pos_weight, focal_gamma); else :func:`distogram_loss` over ``edges``."""
+    output (``settings``: pos_weight, focal_gamma); else :func:`distogram_loss` over ``edges``, plus, when
+    ``settings.contact_weight`` is above 0, that weight x the binary contact loss of the derived contact logit
+    (:func:`protrnn.model.heads.to_contact_logits` over the first ``contact_classes`` classes, the model's
+    ``ModelConfig.contact_classes``; ``contacts`` are the contacts at the same cutoff)."""
     if edges is None:
         x, y = outputs[..., 0].float(), contacts.float()
         if x.numel() == 0:
@@ -110,4 +121,12 @@ def pair_loss(outputs: Tensor, contacts: Tensor, distances: Tensor | None, *, se
                             reduction=reduction)
     if distances is None:
         raise ValueError("a distogram model needs the batch's 'distances' (protrnn.data.batching.collate_contacts)")
-    return distogram_loss(outputs, distances, edges, reduction=reduction)
+    loss = distogram_loss(outputs, distances, edges, reduction=reduction)
+    if settings.contact_weight > 0.0 and outputs.shape[0] > 0:
+        if not 0 < contact_classes <= len(edges):
+            raise ValueError(f"contact_weight needs the distogram's classes below the cutoff, got {contact_classes}")
+        logits = to_contact_logits(outputs, contact_classes)
+        loss = loss + settings.contact_weight * _binary_loss(
+            logits, contacts.float(), pos_weight=settings.pos_weight, focal_gamma=settings.focal_gamma,
+            reduction=reduction)
+    return loss

@@ -60,6 +60,9 @@ class ContactLightningModule(pl.LightningModule):
             ``trainer.estimated_stepping_batches`` (max_steps, or max_epochs x batches per epoch).
         pos_weight: BCE weight on true contacts (class-imbalance treatment).
         focal_gamma: focal-loss exponent (0 = off).
+        contact_weight: for a distogram head, the weight of an added binary contact loss (``pos_weight``,
+            ``focal_gamma``) on its derived contact logit (protrnn.training.loss; 0 = distance cross-entropy only).
+            Ignored by a binary head, whose loss is that contact loss.
         betas: AdamW betas.
         encoder_lr_scale: learning rate of the embedding and recurrent encoder as a multiple of ``lr`` (1 = the
             same rate as the head; below 1 fine-tunes a pretrained encoder gently). Follows the schedule like ``lr``.
@@ -67,7 +70,8 @@ class ContactLightningModule(pl.LightningModule):
 
     def __init__(self, model: ModelConfig, lr: float = 3e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.05, pos_weight: float = 4.0, focal_gamma: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.99), encoder_lr_scale: float = 1.0) -> None:
+                 betas: tuple[float, float] = (0.9, 0.99), encoder_lr_scale: float = 1.0,
+                 contact_weight: float = 0.0) -> None:
         super().__init__()
         self.config = _as_model_config(model)
         for key, value, ok in (
@@ -79,6 +83,7 @@ class ContactLightningModule(pl.LightningModule):
             ("focal_gamma", focal_gamma, focal_gamma >= 0),
             ("betas", betas, len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)),
             ("encoder_lr_scale", encoder_lr_scale, 0.0 < encoder_lr_scale <= 1e3 and math.isfinite(encoder_lr_scale)),
+            ("contact_weight", contact_weight, contact_weight >= 0 and math.isfinite(contact_weight)),
         ):
             if not ok:
                 raise InputError(f"config key 'model.{key}': invalid value {value!r}")
@@ -90,6 +95,7 @@ class ContactLightningModule(pl.LightningModule):
         self.focal_gamma = float(focal_gamma)
         self.betas = (float(betas[0]), float(betas[1]))
         self.encoder_lr_scale = float(encoder_lr_scale)
+        self.contact_weight = float(contact_weight)
         # Checkpoints must hold primitives only (torch.load(weights_only=True)): store the architecture as a dict.
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = self.config.to_dict()
@@ -110,7 +116,7 @@ class ContactLightningModule(pl.LightningModule):
 
     @property
     def loss_settings(self) -> LossSettings:
-        return LossSettings(pos_weight=self.pos_weight, focal_gamma=self.focal_gamma)
+        return LossSettings(pos_weight=self.pos_weight, focal_gamma=self.focal_gamma, contact_weight=self.contact_weight)
 
     def _selected_loss(self, batch: Mapping[str, Any], outputs: Tensor, selected: Tensor,
                        gather: Callable[[Tensor], Tensor], reduction: str = "mean") -> Tensor:
@@ -119,7 +125,8 @@ class ContactLightningModule(pl.LightningModule):
         distances = batch.get("distances")
         return pair_loss(outputs[selected], gather(batch["contacts"])[selected],
                          None if distances is None else gather(distances)[selected], settings=self.loss_settings,
-                         edges=self.config.distogram_bins, reduction=reduction)
+                         edges=self.config.distogram_bins, reduction=reduction,
+                         contact_classes=self.config.contact_classes)
 
     def _training_loss(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         """The loss of a training batch and its number of scored pairs. With sampled pair blocks (``blocks`` in the
