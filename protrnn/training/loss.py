@@ -48,6 +48,12 @@ class LossSettings:
         return contact_loss(logits, contacts, pair_mask, pos_weight=self.pos_weight, focal_gamma=self.focal_gamma,
                             reduction=reduction)
 
+    def binary_loss(self, logits: Tensor, contacts: Tensor, reduction: str = "mean") -> Tensor:
+        """The binary contact loss (``pos_weight``, ``focal_gamma``) of already selected contact logits ``[n]``
+        against 0/1 ``contacts [n]``, in float32; zero, with a graph, for n = 0."""
+        return _binary_loss(logits.float(), contacts.float(), pos_weight=self.pos_weight,
+                            focal_gamma=self.focal_gamma, reduction=reduction)
+
 
 def scored_pairs(pair_mask: Tensor) -> Tensor:
     """Upper triangle of ``pair_mask``: each unordered pair once (the model's logits are symmetric)."""
@@ -70,15 +76,15 @@ def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_wei
         A scalar in float32 (computed in float32 under mixed precision). Zero, with a graph, when nothing is scored.
     """
     selected = scored_pairs(pair_mask)
-    x = logits[selected].float()
-    y = contacts[selected].float()
-    if x.numel() == 0:
-        return logits.sum() * 0.0
-    return _binary_loss(x, y, pos_weight=pos_weight, focal_gamma=focal_gamma, reduction=reduction)
+    return _binary_loss(logits[selected].float(), contacts[selected].float(), pos_weight=pos_weight,
+                        focal_gamma=focal_gamma, reduction=reduction)
 
 
 def _binary_loss(x: Tensor, y: Tensor, *, pos_weight: float, focal_gamma: float, reduction: str) -> Tensor:
-    """(Weighted, focal) BCE of selected logits ``x`` against 0/1 targets ``y`` (both 1-D float32)."""
+    """(Weighted, focal) BCE of selected logits ``x`` against 0/1 targets ``y`` (both 1-D float32); zero, with a
+    graph, when nothing is selected."""
+    if x.numel() == 0:
+        return x.sum() * 0.0
     weight = torch.tensor(float(pos_weight), device=x.device)
     if focal_gamma == 0.0:
         losses = F.binary_cross_entropy_with_logits(x, y, pos_weight=weight, reduction="none")
@@ -114,19 +120,13 @@ def pair_loss(outputs: Tensor, contacts: Tensor, distances: Tensor | None, *, se
     (:func:`protrnn.model.heads.to_contact_logits` over the first ``contact_classes`` classes, the model's
     ``ModelConfig.contact_classes``; ``contacts`` are the contacts at the same cutoff)."""
     if edges is None:
-        x, y = outputs[..., 0].float(), contacts.float()
-        if x.numel() == 0:
-            return outputs.sum() * 0.0
-        return _binary_loss(x, y, pos_weight=settings.pos_weight, focal_gamma=settings.focal_gamma,
-                            reduction=reduction)
+        return settings.binary_loss(outputs[..., 0], contacts, reduction=reduction)
     if distances is None:
         raise ValueError("a distogram model needs the batch's 'distances' (protrnn.data.batching.collate_contacts)")
     loss = distogram_loss(outputs, distances, edges, reduction=reduction)
-    if settings.contact_weight > 0.0 and outputs.shape[0] > 0:
+    if settings.contact_weight > 0.0:
         if not 0 < contact_classes <= len(edges):
             raise ValueError(f"contact_weight needs the distogram's classes below the cutoff, got {contact_classes}")
-        logits = to_contact_logits(outputs, contact_classes)
-        loss = loss + settings.contact_weight * _binary_loss(
-            logits, contacts.float(), pos_weight=settings.pos_weight, focal_gamma=settings.focal_gamma,
-            reduction=reduction)
+        contact = settings.binary_loss(to_contact_logits(outputs, contact_classes), contacts, reduction=reduction)
+        loss = loss + settings.contact_weight * contact
     return loss
