@@ -81,8 +81,8 @@ def recipe_args(config: Path, pretrained: Path | None, labels: Path | None = Non
         raise SystemExit(f"{config}: the bundle adds the auxiliary SS loss (aux_ss_weight); give the pretraining "
                          "labels (train.npz) with --pretrain-labels")
     args = ["--config", bundle["config"]]
-    for key, value in (bundle.get("set") or {}).items():
-        args.append(f"--{key}={json.dumps(value) if isinstance(value, (list, dict)) else value}")
+    for key, value in (bundle.get("set") or {}).items():  # YAML text, as the pipeline writes it (null, true, [4.0,5.0])
+        args.append(f"--{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}")
     if bundle.get("pretrained"):
         args += ["--trainer.callbacks+=protrnn.training.finetune.PretrainedEncoder", "--trainer.callbacks.path",
                  str(pretrained), "--trainer.callbacks.freeze_steps", str(bundle.get("freeze_steps", 0))]

@@ -90,8 +90,9 @@ def test_recipe_flags_are_the_pipelines_bundle_train_flags(tmp_path: Path) -> No
     flags, bundle = script.recipe_args(REPO / "workflows" / "config.bundle.yaml", encoder, labels)
     assert bundle["max_steps"] == config["bundle"]["max_steps"]
     assert flags[:2] == ["--config", config["bundle"]["config"]]
-    for key, value in config["bundle"]["set"].items():  # every override, the encoder and its freeze, the budget
-        assert f"--{key}={value}" in flags
+    for key, value in config["bundle"]["set"].items():  # every override (read back as YAML), the encoder, the budget
+        given = [flag.split("=", 1)[1] for flag in flags if flag.startswith(f"--{key}=")]
+        assert len(given) == 1 and yaml.safe_load(given[0]) == value, (key, given)
     for flag, value in [("--trainer.callbacks.path", str(encoder)), ("--trainer.max_time", config["bundle"]["max_time"]),
                         ("--trainer.callbacks.freeze_steps", str(config["bundle"]["freeze_steps"]))]:
         assert flags[flags.index(flag) + 1] == value
