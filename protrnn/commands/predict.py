@@ -28,7 +28,8 @@ examples:
   protrnn predict targets.fasta -o out/ --structures pdb_dir/      # adds precision metrics to the summary
   protrnn predict ts50.fasta -o out/ --structures ts50.json.gz     # chains matched by record ID
   protrnn predict big.fasta -o out/ --precision auto               # bf16 where the CPU/GPU has it (faster)
-  protrnn predict proteins.fasta -o out/ --distogram               # + Cb-Cb distance distributions in the npz
+  protrnn predict proteins.fasta -o out/ --model RUN --distogram   # + Cb-Cb distance distributions in the npz
+                                                                   # (RUN: a model with a distogram head)
 """
 
 
@@ -53,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distogram", action="store_true",
                         help="also store each pair's predicted Cb-Cb distance distribution in <name>.npz "
                              "(distogram: float16 L x L x K class probabilities; distogram_edges: the class edges "
-                             "in Angstrom); needs a model with a distogram head, as the bundled one (18 classes: "
-                             "36 MB for a 1,000-residue chain before compression)")
+                             "in Angstrom); needs a --model with a distogram head, such as longrange.yaml's (18 classes: "
+                             "36 MB for a 1,000-residue chain before compression); the bundled model has a binary "
+                             "head")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip records with invalid letters, empty sequences or duplicate IDs (listed in the "
                              "summary) instead of stopping")
