@@ -354,3 +354,81 @@ def test_a_binary_head_predicts_no_distogram() -> None:
     assert dist is None and probs.shape == (1, 20, 20)
     with pytest.raises(InputError, match="binary contact head"):
         model.predict_maps(tokens, tokens > 0, distogram=True)
+
+
+def _bce(x: torch.Tensor, y: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    """Per-pair BCE with a positive-class weight, written out (float64)."""
+    x, y = x.double(), y.double()
+    return -(pos_weight * y * torch.nn.functional.logsigmoid(x) + (1 - y) * torch.nn.functional.logsigmoid(-x))
+
+
+def test_far_weight_is_a_weighted_mean_over_pairs_in_both_losses() -> None:
+    torch.manual_seed(7)
+    n = 300
+    x, y = torch.randn(n), (torch.rand(n) < 0.2).float()
+    sep = torch.randint(6, 200, (n,))
+    w = torch.where(sep >= 50, 5.0, 1.0).double()
+    per_pair = _bce(x, y, 3.0)
+    settings = LossSettings(pos_weight=3.0, far_weight=5.0, far_separation=50)
+    got = pair_loss(x[:, None], y, None, settings=settings, edges=None, separations=sep)
+    assert abs(float(got) - float((w * per_pair).sum() / w.sum())) < 1e-5
+    got_sum = pair_loss(x[:, None], y, None, settings=settings, edges=None, separations=sep, reduction="sum")
+    assert abs(float(got_sum) - float((w * per_pair).sum())) < 1e-3
+    # far_weight 1 is the plain mean, and far pairs weigh more only when they exist
+    plain = pair_loss(x[:, None], y, None, settings=LossSettings(pos_weight=3.0), edges=None, separations=sep)
+    assert abs(float(plain) - float(per_pair.mean())) < 1e-5
+    near = torch.full((n,), 10)
+    assert abs(float(pair_loss(x[:, None], y, None, settings=settings, edges=None, separations=near))
+               - float(plain)) < 1e-6
+    # distogram cross-entropy: each pair's term weighted the same way
+    z, dist = torch.randn(n, len(DEFAULT_DISTOGRAM_BINS) + 1), torch.rand(n) * 25 + 1
+    target = torch.tensor([sum(d >= e for e in DEFAULT_DISTOGRAM_BINS) for d in dist.tolist()])
+    ce = -torch.log_softmax(z.double(), -1)[torch.arange(n), target]
+    got = pair_loss(z, y, dist, settings=settings, edges=DEFAULT_DISTOGRAM_BINS, separations=sep)
+    assert abs(float(got) - float((w * ce).sum() / w.sum())) < 1e-5
+    with pytest.raises(ValueError, match="separations"):
+        pair_loss(x[:, None], y, None, settings=settings, edges=None)
+    assert LossSettings.from_hparams({"far_weight": 4.0}) == LossSettings(far_weight=4.0, far_separation=96)
+    assert LossSettings.from_hparams({}).far_weight == 1.0  # models trained before the option
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_training_module_weights_far_pairs_by_their_true_separation(blocks: bool) -> None:
+    """On whole maps and on an off-diagonal block alike, a pair's weight follows its separation in the chain (not
+    its position inside the block)."""
+    from protrnn.training.module import ContactLightningModule
+
+    length, far = 90, 30
+    torch.manual_seed(5)
+    module = ContactLightningModule(_config(head="resnet2d", max_separation=1000), pos_weight=2.0, far_weight=3.0,
+                                    far_separation=far).eval()
+    tokens = torch.randint(1, 21, (1, length))
+    mask = torch.ones(1, length, dtype=torch.bool)
+    i = torch.arange(length)
+    pair_mask = ((i[:, None] - i[None, :]).abs() >= 6)[None]
+    contacts = (torch.rand(1, length, length) < 0.1).float()
+    contacts = ((contacts + contacts.transpose(1, 2)) > 0).float()
+    batch = {"tokens": tokens, "mask": mask, "pair_mask": pair_mask, "contacts": contacts}
+    row0, col0, size = 10, 25, 20
+    if blocks:
+        batch.update({"blocks": torch.tensor([[[row0, col0]]]), "block_size": size, "block_context": 0})
+    with torch.no_grad():
+        loss, n_pairs = module._training_loss(batch)
+        if blocks:
+            logits = module.net.block_outputs(tokens, mask, batch["blocks"], size, 0).outputs[0, ..., 0]
+            pairs = [(a, b, logits[a, b]) for a in range(size) for b in range(size)
+                     if abs((row0 + a) - (col0 + b)) >= 6]
+            pairs = [(row0 + a, col0 + b, v) for a, b, v in pairs]
+        else:
+            logits = module.net.pair_outputs(tokens, mask)[0, ..., 0]
+            pairs = [(a, b, logits[a, b]) for a in range(length) for b in range(a + 6, length)]
+    x = torch.stack([v for _, _, v in pairs])
+    y = torch.tensor([float(contacts[0, a, b]) for a, b, _ in pairs])
+    w = torch.tensor([3.0 if abs(a - b) >= far else 1.0 for a, b, _ in pairs], dtype=torch.float64)
+    assert int(n_pairs) == len(pairs)
+    assert 0 < int((w > 1).sum()) < len(pairs)  # both kinds of pair are present
+    per_pair = _bce(x, y, 2.0)
+    assert abs(float(loss) - float((w * per_pair).sum() / w.sum())) < 1e-5
+    assert abs(float(loss) - float(per_pair.mean())) > 1e-4  # the weights matter here
+    with pytest.raises(InputError, match="model.far_weight"):
+        ContactLightningModule(_config(), far_weight=0.0)

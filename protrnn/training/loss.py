@@ -12,7 +12,10 @@ A distogram model (``ModelConfig.distogram_bins``) is trained instead with cross
 whether it is below 8 Å. ``contact_weight > 0`` adds the binary contact loss (the same ``pos_weight`` and
 ``focal_gamma``) on the distogram's derived contact logit (the log-odds of its mass below the cutoff), times that
 weight: the distances stay the target, while the contact decision at the cutoff, which top-L/k precision ranks by,
-weighs as much as it does for a binary head. :func:`pair_loss` picks the loss a model's outputs call for; it works on
+weighs as much as it does for a binary head. ``far_weight`` (1 = off) multiplies the loss of every pair at least
+``far_separation`` residues apart, in either loss, and the mean becomes the weighted mean: it moves the share of the
+gradient towards the far pairs that the sampled blocks hold few of (docs/training.md, "Weighting far pairs in the
+loss"). :func:`pair_loss` picks the loss a model's outputs call for; it works on
 whole maps and on the sampled pair blocks of whole-chain training alike, because it takes the selected pairs' values.
 """
 
@@ -34,25 +37,42 @@ class LossSettings:
     pos_weight: float = 1.0
     focal_gamma: float = 0.0
     contact_weight: float = 0.0
+    far_weight: float = 1.0
+    far_separation: int = 96
 
     @classmethod
     def from_hparams(cls, hparams: dict | None) -> LossSettings:
         hparams = hparams or {}
         pos_weight, focal_gamma = hparams.get("pos_weight"), hparams.get("focal_gamma")
-        contact_weight = hparams.get("contact_weight")
+        contact_weight, far_weight = hparams.get("contact_weight"), hparams.get("far_weight")
+        far_separation = hparams.get("far_separation")
         return cls(pos_weight=1.0 if pos_weight is None else float(pos_weight),
                    focal_gamma=0.0 if focal_gamma is None else float(focal_gamma),
-                   contact_weight=0.0 if contact_weight is None else float(contact_weight))
+                   contact_weight=0.0 if contact_weight is None else float(contact_weight),
+                   far_weight=1.0 if far_weight is None else float(far_weight),
+                   far_separation=96 if far_separation is None else int(far_separation))
 
     def __call__(self, logits: Tensor, contacts: Tensor, pair_mask: Tensor, reduction: str = "mean") -> Tensor:
         return contact_loss(logits, contacts, pair_mask, pos_weight=self.pos_weight, focal_gamma=self.focal_gamma,
-                            reduction=reduction)
+                            reduction=reduction, far_weight=self.far_weight, far_separation=self.far_separation)
 
-    def binary_loss(self, logits: Tensor, contacts: Tensor, reduction: str = "mean") -> Tensor:
-        """The binary contact loss (``pos_weight``, ``focal_gamma``) of already selected contact logits ``[n]``
-        against 0/1 ``contacts [n]``, in float32; zero, with a graph, for n = 0."""
+    def pair_weights(self, separations: Tensor | None) -> Tensor | None:
+        """Per-pair loss weights of the selected pairs' ``separations [n]``: ``far_weight`` at or beyond
+        ``far_separation``, else 1; ``None`` (unweighted) when ``far_weight`` is 1 or no separations are given."""
+        if self.far_weight == 1.0 or separations is None:
+            return None
+        far = separations.abs() >= self.far_separation
+        return torch.where(far, torch.full(far.shape, self.far_weight, device=far.device),
+                           torch.ones(far.shape, device=far.device))
+
+    def binary_loss(self, logits: Tensor, contacts: Tensor, reduction: str = "mean",
+                    separations: Tensor | None = None) -> Tensor:
+        """The binary contact loss (``pos_weight``, ``focal_gamma``, ``far_weight`` by the pairs' ``separations``)
+        of already selected contact logits ``[n]`` against 0/1 ``contacts [n]``, in float32; zero, with a graph,
+        for n = 0."""
         return _binary_loss(logits.float(), contacts.float(), pos_weight=self.pos_weight,
-                            focal_gamma=self.focal_gamma, reduction=reduction)
+                            focal_gamma=self.focal_gamma, reduction=reduction,
+                            weights=self.pair_weights(separations))
 
 
 def scored_pairs(pair_mask: Tensor) -> Tensor:
@@ -63,7 +83,8 @@ def scored_pairs(pair_mask: Tensor) -> Tensor:
 
 
 def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_weight: float = 1.0,
-                 focal_gamma: float = 0.0, reduction: str = "mean") -> Tensor:
+                 focal_gamma: float = 0.0, reduction: str = "mean", far_weight: float = 1.0,
+                 far_separation: int = 96) -> Tensor:
     """Masked binary cross-entropy over the scored pairs of a batch (upper triangle, each pair once).
 
     Args:
@@ -72,17 +93,32 @@ def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_wei
         pos_weight: weight of the loss on true contacts (class-imbalance treatment, see above).
         focal_gamma: focal modulation exponent; 0 gives plain (weighted) BCE.
         reduction: ``mean`` over scored pairs (pairs of every chain weigh the same), or ``sum``.
+        far_weight, far_separation: the loss of pairs at least ``far_separation`` apart weighs ``far_weight``
+            (the mean becomes the weighted mean); 1 = every pair the same.
     Returns:
         A scalar in float32 (computed in float32 under mixed precision). Zero, with a graph, when nothing is scored.
     """
     selected = scored_pairs(pair_mask)
-    return _binary_loss(logits[selected].float(), contacts[selected].float(), pos_weight=pos_weight,
-                        focal_gamma=focal_gamma, reduction=reduction)
+    settings = LossSettings(pos_weight=pos_weight, focal_gamma=focal_gamma, far_weight=far_weight,
+                            far_separation=far_separation)
+    positions = torch.arange(pair_mask.shape[-1], device=pair_mask.device)
+    separations = (positions[None, :] - positions[:, None]).expand_as(pair_mask)
+    return settings.binary_loss(logits[selected], contacts[selected], reduction=reduction,
+                                separations=separations[selected])
 
 
-def _binary_loss(x: Tensor, y: Tensor, *, pos_weight: float, focal_gamma: float, reduction: str) -> Tensor:
-    """(Weighted, focal) BCE of selected logits ``x`` against 0/1 targets ``y`` (both 1-D float32); zero, with a
-    graph, when nothing is selected."""
+def _reduce(losses: Tensor, weights: Tensor | None, reduction: str) -> Tensor:
+    """Mean (weighted by ``weights`` when given) or sum (of weighted losses) of per-pair ``losses [n]``."""
+    if weights is None:
+        return losses.mean() if reduction == "mean" else losses.sum()
+    weighted = (losses * weights).sum()
+    return weighted / weights.sum() if reduction == "mean" else weighted
+
+
+def _binary_loss(x: Tensor, y: Tensor, *, pos_weight: float, focal_gamma: float, reduction: str,
+                 weights: Tensor | None = None) -> Tensor:
+    """(Weighted, focal) BCE of selected logits ``x`` against 0/1 targets ``y`` (both 1-D float32), each pair's
+    loss times its ``weights`` entry when given; zero, with a graph, when nothing is selected."""
     if x.numel() == 0:
         return x.sum() * 0.0
     weight = torch.tensor(float(pos_weight), device=x.device)
@@ -92,7 +128,7 @@ def _binary_loss(x: Tensor, y: Tensor, *, pos_weight: float, focal_gamma: float,
         bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
         p_true = torch.exp(-bce)  # probability the model gives to the true class
         losses = bce * (1.0 - p_true).pow(focal_gamma) * torch.where(y > 0.5, weight, torch.ones_like(weight))
-    return losses.mean() if reduction == "mean" else losses.sum()
+    return _reduce(losses, weights, reduction)
 
 
 def distance_classes(distances: Tensor, edges: list[float]) -> Tensor:
@@ -102,31 +138,38 @@ def distance_classes(distances: Tensor, edges: list[float]) -> Tensor:
     return torch.bucketize(distances, boundaries, right=True)
 
 
-def distogram_loss(outputs: Tensor, distances: Tensor, edges: list[float], reduction: str = "mean") -> Tensor:
+def distogram_loss(outputs: Tensor, distances: Tensor, edges: list[float], reduction: str = "mean",
+                   weights: Tensor | None = None) -> Tensor:
     """Cross-entropy of distance-class logits ``outputs [n, len(edges) + 1]`` for the selected pairs' Cβ-Cβ
-    ``distances [n]`` (Å). Computed in float32; zero with a graph when nothing is selected."""
+    ``distances [n]`` (Å), each pair's term times its ``weights`` entry when given (the mean is then the weighted
+    mean). Computed in float32; zero with a graph when nothing is selected."""
     if outputs.shape[0] == 0:
         return outputs.sum() * 0.0
     target = distance_classes(distances.float(), edges)
-    return F.cross_entropy(outputs.float(), target, reduction=reduction)
+    return _reduce(F.cross_entropy(outputs.float(), target, reduction="none"), weights, reduction)
 
 
 def pair_loss(outputs: Tensor, contacts: Tensor, distances: Tensor | None, *, settings: LossSettings,
-              edges: list[float] | None, reduction: str = "mean", contact_classes: int = 0) -> Tensor:
+              edges: list[float] | None, reduction: str = "mean", contact_classes: int = 0,
+              separations: Tensor | None = None) -> Tensor:
     """The training loss of selected pairs: ``outputs [n, O]`` (a model's per-pair outputs), ``contacts [n]``
-    (0/1) and ``distances [n]`` (Å; needed by a distogram model). ``edges=None``: binary contact loss on the single
-    output (``settings``: pos_weight, focal_gamma); else :func:`distogram_loss` over ``edges``, plus, when
+    (0/1), ``distances [n]`` (Å; needed by a distogram model) and ``separations [n]`` (|i - j|; needed when
+    ``settings.far_weight`` is not 1, which weights each pair's term by it). ``edges=None``: binary contact loss on
+    the single output (``settings``: pos_weight, focal_gamma); else :func:`distogram_loss` over ``edges``, plus, when
     ``settings.contact_weight`` is above 0, that weight x the binary contact loss of the derived contact logit
     (:func:`protrnn.model.heads.to_contact_logits` over the first ``contact_classes`` classes, the model's
     ``ModelConfig.contact_classes``; ``contacts`` are the contacts at the same cutoff)."""
+    if settings.far_weight != 1.0 and separations is None:
+        raise ValueError("far_weight needs the selected pairs' separations")
     if edges is None:
-        return settings.binary_loss(outputs[..., 0], contacts, reduction=reduction)
+        return settings.binary_loss(outputs[..., 0], contacts, reduction=reduction, separations=separations)
     if distances is None:
         raise ValueError("a distogram model needs the batch's 'distances' (protrnn.data.batching.collate_contacts)")
-    loss = distogram_loss(outputs, distances, edges, reduction=reduction)
+    loss = distogram_loss(outputs, distances, edges, reduction=reduction, weights=settings.pair_weights(separations))
     if settings.contact_weight > 0.0:
         if not 0 < contact_classes <= len(edges):
             raise ValueError(f"contact_weight needs the distogram's classes below the cutoff, got {contact_classes}")
-        contact = settings.binary_loss(to_contact_logits(outputs, contact_classes), contacts, reduction=reduction)
+        contact = settings.binary_loss(to_contact_logits(outputs, contact_classes), contacts, reduction=reduction,
+                                       separations=separations)
         loss = loss + settings.contact_weight * contact
     return loss

@@ -66,12 +66,15 @@ class ContactLightningModule(pl.LightningModule):
         betas: AdamW betas.
         encoder_lr_scale: learning rate of the embedding and recurrent encoder as a multiple of ``lr`` (1 = the
             same rate as the head; below 1 fine-tunes a pretrained encoder gently). Follows the schedule like ``lr``.
+        far_weight: weight of the loss of pairs at least ``far_separation`` apart, relative to the others (1 = every
+            pair the same; the mean over pairs becomes the weighted mean). Training and validation loss alike.
+        far_separation: where ``far_weight`` starts (residues).
     """
 
     def __init__(self, model: ModelConfig, lr: float = 3e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.05, pos_weight: float = 4.0, focal_gamma: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.99), encoder_lr_scale: float = 1.0,
-                 contact_weight: float = 0.0) -> None:
+                 contact_weight: float = 0.0, far_weight: float = 1.0, far_separation: int = 96) -> None:
         super().__init__()
         self.config = _as_model_config(model)
         for key, value, ok in (
@@ -84,6 +87,8 @@ class ContactLightningModule(pl.LightningModule):
             ("betas", betas, len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)),
             ("encoder_lr_scale", encoder_lr_scale, 0.0 < encoder_lr_scale <= 1e3 and math.isfinite(encoder_lr_scale)),
             ("contact_weight", contact_weight, contact_weight >= 0 and math.isfinite(contact_weight)),
+            ("far_weight", far_weight, far_weight > 0 and math.isfinite(far_weight)),
+            ("far_separation", far_separation, isinstance(far_separation, int) and far_separation >= 1),
         ):
             if not ok:
                 raise InputError(f"config key 'model.{key}': invalid value {value!r}")
@@ -96,6 +101,8 @@ class ContactLightningModule(pl.LightningModule):
         self.betas = (float(betas[0]), float(betas[1]))
         self.encoder_lr_scale = float(encoder_lr_scale)
         self.contact_weight = float(contact_weight)
+        self.far_weight = float(far_weight)
+        self.far_separation = int(far_separation)
         # Checkpoints must hold primitives only (torch.load(weights_only=True)): store the architecture as a dict.
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = self.config.to_dict()
@@ -116,17 +123,24 @@ class ContactLightningModule(pl.LightningModule):
 
     @property
     def loss_settings(self) -> LossSettings:
-        return LossSettings(pos_weight=self.pos_weight, focal_gamma=self.focal_gamma, contact_weight=self.contact_weight)
+        return LossSettings(pos_weight=self.pos_weight, focal_gamma=self.focal_gamma, contact_weight=self.contact_weight,
+                            far_weight=self.far_weight, far_separation=self.far_separation)
 
     def _selected_loss(self, batch: Mapping[str, Any], outputs: Tensor, selected: Tensor,
-                       gather: Callable[[Tensor], Tensor], reduction: str = "mean") -> Tensor:
+                       gather: Callable[[Tensor], Tensor], separations: Tensor, reduction: str = "mean") -> Tensor:
         """:func:`pair_loss` of ``outputs[selected]`` against the batch's targets at the same pairs (``gather`` maps a
-        ``[B, T, T]`` batch tensor onto ``outputs``' pair layout)."""
+        ``[B, T, T]`` batch tensor onto ``outputs``' pair layout; ``separations`` are |i - j| in that layout)."""
         distances = batch.get("distances")
         return pair_loss(outputs[selected], gather(batch["contacts"])[selected],
                          None if distances is None else gather(distances)[selected], settings=self.loss_settings,
                          edges=self.config.distogram_bins, reduction=reduction,
-                         contact_classes=self.config.contact_classes)
+                         contact_classes=self.config.contact_classes, separations=separations[selected])
+
+    @staticmethod
+    def _map_separations(outputs: Tensor) -> Tensor:
+        """|i - j| of every pair of whole ``[B, T, T, ...]`` maps, as ``[B, T, T]`` (a broadcast view)."""
+        positions = torch.arange(outputs.shape[1], device=outputs.device)
+        return (positions[None, :] - positions[:, None]).abs().expand(outputs.shape[0], -1, -1)
 
     def _training_loss(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         """The loss of a training batch and its number of scored pairs. With sampled pair blocks (``blocks`` in the
@@ -136,10 +150,12 @@ class ContactLightningModule(pl.LightningModule):
             blocks = self.net.block_outputs(batch["tokens"], batch["mask"], batch["blocks"], int(batch["block_size"]),
                                             int(batch.get("block_context", 0)))
             selected = blocks.scored(batch["pair_mask"])
-            return self._selected_loss(batch, blocks.outputs, selected, blocks.gather), selected.sum()
+            separations = (blocks.rows[:, :, None] - blocks.cols[:, None, :]).abs()
+            return self._selected_loss(batch, blocks.outputs, selected, blocks.gather, separations), selected.sum()
         outputs = self.net.pair_outputs(batch["tokens"], batch["mask"])
         selected = scored_pairs(batch["pair_mask"])
-        return self._selected_loss(batch, outputs, selected, lambda t: t), selected.sum()
+        return (self._selected_loss(batch, outputs, selected, lambda t: t, self._map_separations(outputs)),
+                selected.sum())
 
     # ---- training -------------------------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -194,8 +210,8 @@ class ContactLightningModule(pl.LightningModule):
         selected = scored_pairs(batch["pair_mask"])
         n_pairs = int(selected.sum())
         if n_pairs:
-            loss_sum = self._selected_loss(batch, outputs, selected, lambda t: t, reduction="sum")
-            self.val_loss.update(loss_sum / n_pairs, weight=n_pairs)
+            loss = self._selected_loss(batch, outputs, selected, lambda t: t, self._map_separations(outputs))
+            self.val_loss.update(loss, weight=n_pairs)
         logits = self.net.contact_logits(outputs).detach()
         for name, (low, high) in VAL_RANGES.items():
             precision = top_l_precision(logits, batch["contacts"], batch["pair_mask"], batch["lengths"],
