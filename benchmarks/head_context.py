@@ -43,18 +43,8 @@ RANGE_KEYS = ("short", "medium", "long", "medium_long")
 
 def tiled_probabilities(predictor: Predictor, sequence: str, tile: int | None) -> np.ndarray:
     """L x L contact probabilities of one chain, the members' mean; ``tile`` None: the whole map (exact inference),
-    else the head sees ``tile``-residue tiles without context."""
-    import torch
-
-    encoded = np.asarray(predictor.alphabet.encode(predictor.clean(sequence)), dtype=np.int64)
-    tokens = torch.as_tensor(encoded)[None].to(predictor.device)
-    mask = torch.ones_like(tokens, dtype=torch.bool)
-    total = None
-    for member in predictor.models:
-        probs = member.predict_maps(tokens, mask, chunk_size=tile, head_halo=None if tile is None else 0)[0][0]
-        total = probs if total is None else total + probs
-    assert total is not None
-    return (total / len(predictor.models)).cpu().numpy()
+    else the head sees ``tile``-residue tiles without context (:meth:`Predictor.predict_batch`)."""
+    return predictor.predict_batch([predictor.clean(sequence)], tile=tile)[0]
 
 
 def scores(chains: Sequence[ProteinChain], probabilities: Sequence[np.ndarray],

@@ -256,15 +256,18 @@ class Predictor:
             results.update(zip(batch, run_batch([cleaned[k] for k in batch]), strict=True))
         return [results[k] for k in range(len(cleaned))]
 
-    def predict_batch(self, sequences: Sequence[str]) -> list[np.ndarray]:
+    def predict_batch(self, sequences: Sequence[str], *, tile: int | None = None) -> list[np.ndarray]:
         """Run one padded batch of already-cleaned sequences (no re-batching): one L x L float32 matrix each.
 
         The matrices are exactly symmetric as the model returns them (both heads end with ``0.5 * (L + L^T)``, then
         an elementwise sigmoid), so nothing is symmetrised here; a chain that fills its batch comes back without a
         copy of the model's output. An ensemble's members are summed into the first one's output in place and
         divided by their number (elementwise, so still exactly symmetric).
+
+        ``tile`` cuts the pair head's view to ``tile``-residue tiles without context (a diagnostic of what the
+        head's 2D context adds: ``benchmarks/head_context.py``); the default, None, is exact inference.
         """
-        return [probs for probs, _ in self._run_batch(sequences, distogram=False)]
+        return [probs for probs, _ in self._run_batch(sequences, distogram=False, tile=tile)]
 
     @property
     def distogram_edges(self) -> list[float] | None:
@@ -299,7 +302,11 @@ class Predictor:
         self.require_distogram()
         return [(probs, dist) for probs, dist in self._run_batch(sequences, distogram=True) if dist is not None]
 
-    def _run_batch(self, sequences: Sequence[str], *, distogram: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _run_batch(self, sequences: Sequence[str], *, distogram: bool,
+                   tile: int | None = None) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        if tile is not None and tile < 1:
+            raise InputError(f"tile must be positive, got {tile}")
+        halo = None if tile is None else 0  # a cut view: tiles without context; None: exact
         lengths = [len(s) for s in sequences]
         tokens = right_pad([np.asarray(self.alphabet.encode(seq), dtype=np.int64) for seq in sequences], np.int64,
                            fill=self.alphabet.padding_idx)
@@ -307,11 +314,13 @@ class Predictor:
         mask = tokens_t != self.alphabet.padding_idx
         with torch.inference_mode():
             probs, dist = self.model.predict_maps(tokens_t, mask, precision=self.precision,
-                                                  max_pair_floats=self.pair_floats, distogram=distogram)
+                                                  max_pair_floats=self.pair_floats, distogram=distogram,
+                                                  chunk_size=tile, head_halo=halo)
             probs = probs.float()
             for member in self.models[1:]:
                 more, more_dist = member.predict_maps(tokens_t, mask, precision=self.precision,
-                                                      max_pair_floats=self.pair_floats, distogram=distogram)
+                                                      max_pair_floats=self.pair_floats, distogram=distogram,
+                                                      chunk_size=tile, head_halo=halo)
                 probs += more
                 if dist is not None and more_dist is not None:
                     dist += more_dist

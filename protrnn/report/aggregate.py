@@ -80,11 +80,16 @@ def _weighted_replicates(values: np.ndarray, seeds: np.ndarray, weights: np.ndar
     return _mean_of_seed_means(np.divide(sums, totals, out=np.full(totals.shape, np.nan), where=totals > 0))
 
 
+def cluster_index(clusters: Sequence[object]) -> tuple[np.ndarray, int]:
+    """Each protein's cluster as an index ``[P]`` into the ``k`` distinct labels (compared as text), and ``k``."""
+    _, index = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    return index, int(index.max()) + 1 if index.size else 0
+
+
 def cluster_weights(clusters: Sequence[object], n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``[n_boot, P]`` weights of a cluster bootstrap: each replicate draws as many clusters as there are, with
     replacement, and every protein counts as often as its cluster was drawn (``clusters[p]``: protein p's label)."""
-    _, index = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
-    k = int(index.max()) + 1 if index.size else 0
+    index, k = cluster_index(clusters)
     draws = rng.integers(0, k, size=(n_boot, k))
     counts = np.zeros((n_boot, k))
     np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
@@ -144,7 +149,7 @@ def paired_difference_bootstrap(variant: np.ndarray, reference: np.ndarray, n_bo
                  - _replicates(b, rng.integers(0, b.shape[0], size=(n_boot, b.shape[0])), proteins))
     else:
         weights = cluster_weights(clusters, n_boot, rng)
-        out.update(clusters=len({str(c) for c in clusters}),
+        out.update(clusters=cluster_index(clusters)[1],
                    method="bootstrap over clusters of proteins (paired) and seeds")
         stats = (_weighted_replicates(a, rng.integers(0, a.shape[0], size=(n_boot, a.shape[0])), weights)
                  - _weighted_replicates(b, rng.integers(0, b.shape[0], size=(n_boot, b.shape[0])), weights))
