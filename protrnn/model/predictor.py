@@ -306,7 +306,8 @@ class Predictor:
                    tile: int | None = None) -> list[tuple[np.ndarray, np.ndarray | None]]:
         if tile is not None and tile < 1:
             raise InputError(f"tile must be positive, got {tile}")
-        halo = None if tile is None else 0  # a cut view: tiles without context; None: exact
+        # A cut view (tiles without context) only when asked: the default call is the exact one, unchanged.
+        view: dict[str, int] = {} if tile is None else {"chunk_size": tile, "head_halo": 0}
         lengths = [len(s) for s in sequences]
         tokens = right_pad([np.asarray(self.alphabet.encode(seq), dtype=np.int64) for seq in sequences], np.int64,
                            fill=self.alphabet.padding_idx)
@@ -314,13 +315,11 @@ class Predictor:
         mask = tokens_t != self.alphabet.padding_idx
         with torch.inference_mode():
             probs, dist = self.model.predict_maps(tokens_t, mask, precision=self.precision,
-                                                  max_pair_floats=self.pair_floats, distogram=distogram,
-                                                  chunk_size=tile, head_halo=halo)
+                                                  max_pair_floats=self.pair_floats, distogram=distogram, **view)
             probs = probs.float()
             for member in self.models[1:]:
                 more, more_dist = member.predict_maps(tokens_t, mask, precision=self.precision,
-                                                      max_pair_floats=self.pair_floats, distogram=distogram,
-                                                      chunk_size=tile, head_halo=halo)
+                                                      max_pair_floats=self.pair_floats, distogram=distogram, **view)
                 probs += more
                 if dist is not None and more_dist is not None:
                     dist += more_dist
