@@ -96,6 +96,23 @@ def test_tiled_chain_and_padded_batch_are_exactly_symmetric(model_dirs, head) ->
             np.testing.assert_allclose(matrix, whole.predict([sequence])[0], atol=1e-5)  # padding changes nothing
 
 
+def test_a_cut_view_reaches_the_head_only_when_asked(model_dirs) -> None:
+    """``predict_batch(tile=t)`` hands the pair head t-residue tiles without context; a tile spanning the chain is
+    the exact map, a small one is not (the resnet2d head sees 2D context), and the default call is unchanged."""
+    predictor = load_model(model_dirs["resnet2d"], device="cpu")
+    sequence = _sequence(np.random.default_rng(8), 90)
+    calls = _spy_predict_maps(predictor)
+    (exact,) = predictor.predict_batch([sequence])
+    (spanning,) = predictor.predict_batch([sequence], tile=90)
+    (cut,) = predictor.predict_batch([sequence], tile=16)
+    assert calls[0] == {"precision": "32", "max_pair_floats": predictor.pair_floats}
+    assert calls[2] == {**calls[0], "chunk_size": 16, "head_halo": 0}
+    np.testing.assert_allclose(spanning, exact, atol=1e-6, rtol=0)
+    assert np.abs(cut - exact).max() > 1e-3 and np.array_equal(cut, cut.T)
+    with pytest.raises(InputError, match="tile"):
+        predictor.predict_batch([sequence], tile=0)
+
+
 def test_precision_option(model_dirs, tmp_path) -> None:
     directory = model_dirs["resnet2d"]
     fp32 = load_model(directory, device="cpu")
