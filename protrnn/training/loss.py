@@ -14,9 +14,9 @@ whether it is below 8 Å. ``contact_weight > 0`` adds the binary contact loss (t
 weight: the distances stay the target, while the contact decision at the cutoff, which top-L/k precision ranks by,
 weighs as much as it does for a binary head. ``far_weight`` (1 = off) multiplies the loss of every pair at least
 ``far_separation`` residues apart, in either loss, and the mean becomes the weighted mean: it moves the share of the
-gradient towards the far pairs that the sampled blocks hold few of (docs/training.md, "Weighting far pairs in the
-loss"). :func:`pair_loss` picks the loss a model's outputs call for; it works on
-whole maps and on the sampled pair blocks of whole-chain training alike, because it takes the selected pairs' values.
+gradient towards the far pairs that the sampled blocks hold few of (docs/training.md, "What is trained"). :func:`pair_loss`
+picks the loss a model's outputs call for; it works on whole maps and on the sampled pair blocks of whole-chain training
+alike, because it takes the selected pairs' values (and their separations in the chain).
 """
 
 from __future__ import annotations
