@@ -61,9 +61,7 @@ class LossSettings:
         ``far_separation``, else 1; ``None`` (unweighted) when ``far_weight`` is 1 or no separations are given."""
         if self.far_weight == 1.0 or separations is None:
             return None
-        far = separations.abs() >= self.far_separation
-        return torch.where(far, torch.full(far.shape, self.far_weight, device=far.device),
-                           torch.ones(far.shape, device=far.device))
+        return 1.0 + (self.far_weight - 1.0) * (separations.abs() >= self.far_separation).float()
 
     def binary_loss(self, logits: Tensor, contacts: Tensor, reduction: str = "mean",
                     separations: Tensor | None = None) -> Tensor:
@@ -73,6 +71,12 @@ class LossSettings:
         return _binary_loss(logits.float(), contacts.float(), pos_weight=self.pos_weight,
                             focal_gamma=self.focal_gamma, reduction=reduction,
                             weights=self.pair_weights(separations))
+
+
+def pair_separations(length: int, device: torch.device) -> Tensor:
+    """|i - j| of every pair of a ``length``-residue map: ``[length, length]`` integers."""
+    positions = torch.arange(length, device=device)
+    return (positions[None, :] - positions[:, None]).abs()
 
 
 def scored_pairs(pair_mask: Tensor) -> Tensor:
@@ -101,10 +105,10 @@ def contact_loss(logits: Tensor, contacts: Tensor, pair_mask: Tensor, *, pos_wei
     selected = scored_pairs(pair_mask)
     settings = LossSettings(pos_weight=pos_weight, focal_gamma=focal_gamma, far_weight=far_weight,
                             far_separation=far_separation)
-    positions = torch.arange(pair_mask.shape[-1], device=pair_mask.device)
-    separations = (positions[None, :] - positions[:, None]).expand_as(pair_mask)
-    return settings.binary_loss(logits[selected], contacts[selected], reduction=reduction,
-                                separations=separations[selected])
+    separations = None  # only needed, and only computed, when far pairs are weighted
+    if far_weight != 1.0:
+        separations = pair_separations(pair_mask.shape[-1], pair_mask.device).expand_as(pair_mask)[selected]
+    return settings.binary_loss(logits[selected], contacts[selected], reduction=reduction, separations=separations)
 
 
 def _reduce(losses: Tensor, weights: Tensor | None, reduction: str) -> Tensor:

@@ -21,7 +21,7 @@ from protrnn.conventions import FAR_RICH_PER_LENGTH, FAR_RICH_RANGE, HEADLINE_K,
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.pretrain_heads import SHARED_PREFIXES
-from protrnn.training.loss import LossSettings, pair_loss, scored_pairs
+from protrnn.training.loss import LossSettings, pair_loss, pair_separations, scored_pairs
 from protrnn.training.precision import top_l_precision, true_contacts_in_range
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
@@ -129,18 +129,19 @@ class ContactLightningModule(pl.LightningModule):
     def _selected_loss(self, batch: Mapping[str, Any], outputs: Tensor, selected: Tensor,
                        gather: Callable[[Tensor], Tensor], separations: Tensor, reduction: str = "mean") -> Tensor:
         """:func:`pair_loss` of ``outputs[selected]`` against the batch's targets at the same pairs (``gather`` maps a
-        ``[B, T, T]`` batch tensor onto ``outputs``' pair layout; ``separations`` are |i - j| in that layout)."""
+        ``[B, T, T]`` batch tensor onto ``outputs``' pair layout; ``separations`` are |i - j| in that layout, read
+        only when far pairs are weighted)."""
         distances = batch.get("distances")
         return pair_loss(outputs[selected], gather(batch["contacts"])[selected],
                          None if distances is None else gather(distances)[selected], settings=self.loss_settings,
                          edges=self.config.distogram_bins, reduction=reduction,
-                         contact_classes=self.config.contact_classes, separations=separations[selected])
+                         contact_classes=self.config.contact_classes,
+                         separations=None if self.far_weight == 1.0 else separations[selected])
 
     @staticmethod
     def _map_separations(outputs: Tensor) -> Tensor:
         """|i - j| of every pair of whole ``[B, T, T, ...]`` maps, as ``[B, T, T]`` (a broadcast view)."""
-        positions = torch.arange(outputs.shape[1], device=outputs.device)
-        return (positions[None, :] - positions[:, None]).abs().expand(outputs.shape[0], -1, -1)
+        return pair_separations(outputs.shape[1], outputs.device).expand(outputs.shape[0], -1, -1)
 
     def _training_loss(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         """The loss of a training batch and its number of scored pairs. With sampled pair blocks (``blocks`` in the
