@@ -229,11 +229,17 @@ def parse_rr(lines: Iterable[str], *, path: object | None = None) -> RRDocument:
     contacts: list[RRContact] = []
     seen: set[tuple[int, int]] = set()
     state = "start"  # start -> header -> model (sequence allowed) -> contacts -> end
+    # "END" right after MODEL or a sequence line is also a valid sequence line (E, N, D are residues; a writer that
+    # wraps at 50 produces it for a sequence whose length is 3 mod 50): it ends the file only if nothing follows.
+    end_or_sequence = False
     line_no = 0
     for line_no, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r\n").strip()
         if not line:
             continue
+        if end_or_sequence:
+            sequence_parts.append("END")
+            end_or_sequence = False
         if state == "end":
             raise InputError(f"line {line_no}: content after END: {line[:40]!r}", path=path)
         keyword, _, rest = line.partition(" ")
@@ -270,6 +276,9 @@ def parse_rr(lines: Iterable[str], *, path: object | None = None) -> RRDocument:
         if keyword == "END":
             if rest:
                 raise InputError(f"line {line_no}: unexpected text after END", path=path)
+            if state == "model":
+                end_or_sequence = True
+                continue
             state = "end"
             continue
         if state == "model" and line.isalpha():
@@ -311,6 +320,8 @@ def parse_rr(lines: Iterable[str], *, path: object | None = None) -> RRDocument:
             raise InputError(f"line {line_no}: pair {i} {j} listed twice", path=path)
         seen.add((i, j))
         contacts.append(RRContact(i, j, d1, d2, p))
+    if end_or_sequence:
+        state = "end"
     if state == "start":
         raise InputError("empty RR file", path=path)
     if state == "header":

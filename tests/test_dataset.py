@@ -91,8 +91,17 @@ def test_duplicate_ids_rejected(tmp_path: Path, cgdms_chains: list[ProteinChain]
 def test_bad_files_give_one_line_errors(tmp_path: Path, cgdms_chains: list[ProteinChain]) -> None:
     text = tmp_path / "text.npz"
     text.write_text("not an archive")
-    with pytest.raises(InputError, match="cannot read dataset"):
+    with pytest.raises(InputError, match=r"not a dataset file: not an \.npz \(zip\) archive; it starts with b'not '"):
         load_dataset(text)
+    fasta = tmp_path / "seqs.fa"  # a FASTA given where a prepared set belongs: no word about pickles
+    fasta.write_text(">a\nACDE\n")
+    with pytest.raises(InputError, match=r"seqs\.fa: not a dataset file: not an \.npz") as info:
+        load_dataset(fasta)
+    assert "pickle" not in str(info.value)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(save_dataset(cgdms_chains[:3], tmp_path / "whole.npz").read_bytes()[:200])
+    with pytest.raises(InputError, match="cannot read dataset"):  # a zip header, then nothing
+        load_dataset(truncated)
     with pytest.raises(InputError, match="not found"):
         load_dataset(tmp_path / "missing.npz")
     other = tmp_path / "other.npz"

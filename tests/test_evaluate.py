@@ -435,7 +435,7 @@ def test_bins_option_sets_the_separation_bins(files: dict[str, Path], tmp_path: 
 
     assert parse_bins(None) == list(DEFAULT_BINS)
     assert parse_bins("6-11, 12+ ,30-40") == [(6, 11), (12, None), (30, 40)]
-    for bad in ("6-x", "11-6", "0-5", "6-11,6-11"):
+    for bad in ("6-x", "11-6", "0-5", "1-5", "5+", "6-11,6-11"):
         with pytest.raises(InputError, match="--bins"):
             parse_bins(bad)
     out = tmp_path / "out"

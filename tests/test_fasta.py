@@ -62,6 +62,23 @@ def test_bad_records_raise_one_line_errors(tmp_path: Path, text: str, pattern: s
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
 
 
+def test_control_characters_in_an_id_are_refused_and_listed_escaped(tmp_path: Path) -> None:
+    # a terminal escape or a NUL in an ID would land raw in summary tables; it is refused like a bad letter
+    # (a NUL within the first 4 KiB makes the whole file "binary"; this one lies beyond)
+    path = _write(tmp_path / "ctl.fasta",
+                  ">ok\nAC\n>b\x1b[31mad\nKK\n>pad\n" + "A" * 5000 + "\n>n\x00ul\nLL\n>z\x7f\nWW\n")
+    with pytest.raises(InputError, match=r"record 'b\\x1b\[31mad': record ID has a control character \(U\+001B\) "
+                                         r"at position 2 of the header") as info:
+        read_fasta(path)
+    assert "\x1b" not in str(info.value) and "\n" not in str(info.value)
+    skipped: list[tuple[str, str]] = []
+    assert [r.id for r in read_fasta(path, skip_invalid=True, skipped=skipped)] == ["ok", "pad"]
+    assert [s[0] for s in skipped] == ["b\\x1b[31mad", "n\\x00ul", "z\\x7f"]
+    assert [s[1][-36:] for s in skipped] == ["(U+001B) at position 2 of the header",
+                                            "(U+0000) at position 2 of the header",
+                                            "(U+007F) at position 2 of the header"]
+
+
 def test_skip_invalid_reports_every_skipped_record(tmp_path: Path) -> None:
     path = _write(tmp_path / "mixed.fasta", ">ok1\nAC\n>dup\nKK\n>empty\n>dup\nLL\n>bad\nA9\n>ok2\nWW\n")
     skipped: list[tuple[str, str]] = []

@@ -185,6 +185,19 @@ def test_bad_input_is_an_input_error_naming_the_protein() -> None:
         evaluate_contacts(np.zeros((20, 20)), np.full((20, 20), 2))
 
 
+def test_bins_closer_than_six_are_refused_not_scored() -> None:
+    # CASP never scores |i - j| < 6; a bin reaching below that must be an error, not extra pairs.
+    truth = _symmetric(np.ones((20, 20), dtype=bool))
+    probs = np.full((20, 20), 0.5)
+    for bins in ([(1, 5)], [(5, None)], [(6, 11), (3, 8)]):
+        with pytest.raises(InputError, match="need 6 <= low"):
+            evaluate_contacts(probs, truth, bins=bins)
+        with pytest.raises(InputError, match="need 6 <= low"):
+            chance_precision(truth, bins=bins)
+    # the lowest admissible bin scores exactly the pairs 6 apart: 20 - 6 = 14 of them
+    assert evaluate_contacts(probs, truth, bins=[(6, 6)])["bin/6-6/n_pairs"] == 14
+
+
 def test_a_1000_residue_protein_matches_a_brute_force_ranking() -> None:
     """At full size (ties among ~500k float32 scores included), the top-L/5 precision and the pair counts equal a
     plain-Python ranking by (-p, i, j). Its speed is measured in benchmarks/bench_timing.py."""

@@ -154,11 +154,53 @@ def test_pickled_or_foreign_models_are_refused(model_dir, tmp_path, capsys) -> N
     assert not (tmp_path / "out").exists()
 
 
+class _RunsCode:
+    """Pickles to a call of os.system: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(tmp_path, capsys) -> None:
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": _RunsCode(marker)}}, hostile)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKL")])
+    assert main(["predict", str(fasta), "-o", str(tmp_path / "out"), "--model", str(hostile), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"protrnn: error: {hostile}: not a readable checkpoint: refused")
+    assert "weights_only=False" not in err and "Warning" not in err  # no advice to unpickle it, no torch warning
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(model_dir, tmp_path, capsys) -> None:
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKL"), ("b", "MKVLAAGGHH")])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    base = ["--model", str(model_dir), "--no-progress"]
+    for outdir, reason in ((a_file, "File exists"), (a_file / "sub", "Not a directory")):
+        assert main(["predict", str(fasta), "-o", str(outdir), *base]) == 1
+        err = capsys.readouterr().err
+        assert err == f"protrnn: error: {outdir}: cannot write there ({reason})\n"
+    assert a_file.read_text() == "keep me"
+    clash = tmp_path / "clash"
+    (clash / "b.rr").mkdir(parents=True)  # a directory where an output file goes
+    assert main(["predict", str(fasta), "-o", str(clash), *base]) == 1
+    assert capsys.readouterr().err == f"protrnn: error: {clash / 'b.rr'}: cannot write there (Is a directory)\n"
+    assert not [p.name for p in clash.iterdir() if p.name.endswith(".part")]  # no partial file left behind
+    (clash / "b.rr").rmdir()
+    assert main(["predict", str(fasta), "-o", str(clash), *base]) == 0  # the rerun completes what was missing
+    assert read_rr(clash / "b.rr").sequence == "MKVLAAGGHH"
+
+
 def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> None:
     rng = np.random.default_rng(1)
     records = [("../../x", _random_sequence(rng, 40)), ("a/b", _random_sequence(rng, 33)),
                ("a_b", _random_sequence(rng, 25)), ("A_B", _random_sequence(rng, 12)),
-               ("\x01..hidden", _random_sequence(rng, 30)), ("tiny", "MKV")]
+               ("..hidden", _random_sequence(rng, 30)), ("tiny", "MKV")]
     workdir = tmp_path / "work"
     workdir.mkdir()
     fasta = _write_fasta(workdir / "in.fasta", records)
@@ -168,8 +210,9 @@ def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> 
                  "--max-tokens", "1"]) == 0
     stems = ["x", "a_b", "a_b~2", "A_B~3", "hidden", "tiny"]
     # RR TARGET: the ID with whitespace, non-printable and non-ASCII characters replaced by '_' (docs/predict.md), so
-    # unlike the file names it keeps '/', '.' and case: only the control character of the fifth ID changes.
-    targets = ["../../x", "a/b", "a_b", "A_B", "_..hidden", "tiny"]
+    # unlike the file names it keeps '/', '.' and case (an ID with a control character is refused earlier, by the
+    # FASTA reader: test_fasta.py).
+    targets = ["../../x", "a/b", "a_b", "A_B", "..hidden", "tiny"]
     expected = {f"{s}.{ext}" for s in stems for ext in ("rr", "npz", "png")} | {"summary.tsv"}
     assert {p.name for p in out.iterdir()} == expected
     assert sorted(p.name for p in workdir.iterdir()) == ["in.fasta", "out"]  # nothing escaped OUTDIR
@@ -197,7 +240,7 @@ def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> 
     assert header == ["id", "file", "length", "status", "reason", "mean_top_L5_prob"]
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
     assert [r["file"] for r in rows] == stems and [r["status"] for r in rows] == ["ok"] * 6
-    assert rows[4]["id"] == "\x01..hidden" and rows[5]["mean_top_L5_prob"] == "nan"
+    assert rows[4]["id"] == "..hidden" and rows[5]["mean_top_L5_prob"] == "nan"
     top5 = np.sort(matrices[0][np.triu_indices(40, 6)])[::-1][:8]
     assert float(rows[0]["mean_top_L5_prob"]) == pytest.approx(float(top5.mean()), abs=1e-3)
 

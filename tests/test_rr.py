@@ -194,3 +194,19 @@ def test_non_ascii_record_id_is_written_as_ascii_target(tmp_path) -> None:
 def test_missing_rr_file_is_an_input_error(tmp_path) -> None:
     with pytest.raises(InputError, match="file not found"):
         read_rr(tmp_path / "absent.rr")
+
+
+@pytest.mark.parametrize("sequence", ["A" * 50 + "END", "END", "C" * 100 + "END"])
+@pytest.mark.parametrize("threshold", [None, 0.99])
+def test_a_sequence_line_reading_end_round_trips(sequence: str, threshold: float | None) -> None:
+    # E, N and D are residues: a sequence of length 3 mod 50 wraps to a last line "END", and with a threshold above
+    # every probability no contact line stands between it and the file's own END.
+    length = len(sequence)
+    probs = np.fromfunction(lambda i, j: (i + j) / (2 * length), (length, length))  # all below 0.99
+    text = format_rr("t", sequence, probs, method_lines=["m"], threshold=threshold)
+    lines = text.splitlines()
+    assert lines[lines.index("MODEL  1") + 1 + (length - 1) // 50] == "END"  # the last sequence line reads END
+    parsed = read_rr(io.StringIO(text))
+    assert parsed.sequence == sequence
+    candidates = (length - 6) * (length - 5) // 2 if length > 6 else 0  # pairs with |i - j| >= 6
+    assert len(parsed.contacts) == (0 if threshold is not None else min(length, candidates))

@@ -363,3 +363,23 @@ def test_missing_chain_lists_available_ones(org: Path) -> None:
 
 def test_model_index_out_of_range(org: Path) -> None:
     _one_line_error(org / "1a3a.pdb", "model index 3 out of range", model=3)
+
+
+def test_input_files_are_read_within_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import protrnn.data.structure as structure
+
+    monkeypatch.setattr(structure, "MAX_INPUT_BYTES", 1000)
+    two_members = gzip.compress(b"A" * 400) + gzip.compress(b"B" * 500)  # 900 bytes out: within the bound
+    assert structure.gunzip_if_needed(two_members, "x.gz") == b"A" * 400 + b"B" * 500
+    bomb = gzip.compress(b"\n" * 10_000_000)  # ~10 KB in, 10 MB out: stopped after 1,001 bytes
+    with pytest.raises(InputError, match=r"x\.gz: gzip content larger than"):
+        structure.gunzip_if_needed(bomb, "x.gz")
+    big = tmp_path / "big.pdb"
+    big.write_bytes(b"REMARK\n" * 200)  # 1,400 bytes on disk
+    with pytest.raises(InputError, match=r"big\.pdb: file larger than"):
+        structure.read_input_bytes(big)
+    with pytest.raises(InputError, match=r"/dev/zero: file larger than"):  # endless: read no further than the bound
+        structure.read_input_bytes("/dev/zero")
+    small = tmp_path / "small.pdb.gz"
+    small.write_bytes(gzip.compress(b"REMARK\n" * 100))
+    assert structure.read_input_bytes(small) == b"REMARK\n" * 100

@@ -35,7 +35,7 @@ import numpy as np
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
-from protrnn.errors import InputError, parse_json_document
+from protrnn.errors import InputError, parse_json_document, reading
 from protrnn.utils.io import atomic_path
 
 FORMAT_NAME = "protrnn-dataset"
@@ -263,6 +263,10 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, ma
     if not source.is_file():
         raise InputError(f"{what} not found{hint}", path=source)
     wanted = [*keys, "metadata"]
+    with reading(source), open(source, "rb") as handle:
+        magic = handle.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # numpy would try other formats and blame pickling
+        raise InputError(f"not a {what}: not an .npz (zip) archive; it starts with {magic!r}", path=source)
     try:
         with np.load(source, allow_pickle=False) as archive:
             missing = [key for key in wanted if key not in archive.files]

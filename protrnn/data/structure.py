@@ -53,6 +53,8 @@ MODIFIED_RESIDUES: dict[str, str] = {
 MAX_NUMBERING_GAP = 1000
 #: Minimum fraction of aligned observed residues whose letter matches the deposited sequence.
 MIN_DEPOSITED_IDENTITY = 0.9
+#: Largest structure or chain file read (after gunzip): files are read whole, so a device or a gzip bomb must stop.
+MAX_INPUT_BYTES = 2 << 30
 _PEPTIDE_BOND_MAX = 2.0  # C(i)-N(i+1), Angstrom
 _CA_CA_BONDED_MAX = 4.2
 _PDB_SUFFIXES = {".pdb", ".ent", ".pdb1"}
@@ -70,21 +72,33 @@ def residue_letter(resname: str) -> str | None:
     return letter if letter in STANDARD_AMINO_ACIDS else "X"
 
 
+def _too_large(path: object, what: str) -> InputError:
+    return InputError(f"{what} larger than {MAX_INPUT_BYTES / 2**30:g} GiB: not one structure or chain file (protrnn "
+                      "reads such files whole)", path=path)
+
+
 def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
     """File content, gunzipped when it starts with the gzip magic (whatever its suffix); missing, unreadable,
-    truncated-gzip and empty files raise :class:`InputError` naming the file."""
-    with reading(path):
-        data = Path(path).read_bytes()
+    truncated-gzip, empty and over-large (:data:`MAX_INPUT_BYTES`, before or after gunzip: a device such as
+    /dev/zero, a gzip bomb) files raise :class:`InputError` naming the file."""
+    with reading(path), open(path, "rb") as handle:
+        data = handle.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise _too_large(path, "file")
     return gunzip_if_needed(data, path)
 
 
 def gunzip_if_needed(data: bytes, path: object) -> bytes:
-    """Decompress gzip data (detected by magic bytes); a truncated or corrupt stream is an :class:`InputError`."""
+    """Decompress gzip data (detected by magic bytes; at most :data:`MAX_INPUT_BYTES` of output); a truncated or
+    corrupt stream, or one that inflates beyond the bound, is an :class:`InputError`."""
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                data = stream.read(MAX_INPUT_BYTES + 1)
         except (EOFError, OSError, zlib.error) as exc:
             raise InputError(f"truncated or corrupt gzip data ({exc})", path=path) from None
+        if len(data) > MAX_INPUT_BYTES:
+            raise _too_large(path, "gzip content")
     if not data.strip():
         raise InputError("empty file", path=path)
     return data

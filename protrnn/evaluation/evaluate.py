@@ -31,7 +31,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from protrnn.conventions import DEFAULT_BINS, DEFAULT_CONTACT_CUTOFF, named_test_set, split_of_test_set
+from protrnn.conventions import (
+    DEFAULT_BINS,
+    DEFAULT_CONTACT_CUTOFF,
+    MIN_SEPARATION,
+    named_test_set,
+    split_of_test_set,
+)
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import ChainDataset, load_dataset
 from protrnn.data.packing import pack
@@ -119,8 +125,9 @@ def parse_bins(value: str | None) -> list[tuple[int, int | None]]:
         if match is None:
             raise InputError(f"--bins: {part!r} is not a separation bin LOW-HIGH or LOW+ (e.g. 6-11,12-23,24+)")
         low, high = int(match.group(1)), (None if match.group(3) else int(match.group(2)))
-        if low < 1 or (high is not None and high < low):
-            raise InputError(f"--bins: {part!r} needs 1 <= LOW <= HIGH")
+        if low < MIN_SEPARATION or (high is not None and high < low):
+            raise InputError(f"--bins: {part!r} needs {MIN_SEPARATION} <= LOW <= HIGH (pairs closer than "
+                             f"{MIN_SEPARATION} are never scored)")
         bins.append((low, high))
     if len(set(bins)) != len(bins):
         raise InputError(f"--bins: a bin is given twice in {value!r}")

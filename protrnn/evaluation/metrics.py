@@ -72,9 +72,11 @@ def metric_keys(*, bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS,
 
 
 def _check_ranges(spans: Sequence[tuple[int, int | None]]) -> None:
+    """Every range must lie within what CASP scores: ``MIN_SEPARATION <= low <= high``."""
     for low, high in spans:
-        if low < 1 or (high is not None and high < low):
-            raise InputError(f"invalid separation range ({low}, {high}): need 1 <= low <= high")
+        if low < MIN_SEPARATION or (high is not None and high < low):
+            raise InputError(f"invalid separation range ({low}, {high}): need {MIN_SEPARATION} <= low <= high "
+                             f"(pairs closer than {MIN_SEPARATION} are never scored)")
 
 
 def _validated_truth(contacts: object, observed: object | None,

@@ -30,8 +30,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,8 +405,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint not found", path=path)
+    with reading(path), open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":  # torch.save's zip archive; torch's own message would be about pickles
+            raise InputError("not a readable checkpoint (not a torch archive: protrnn train and pretrain write "
+                             "Lightning .ckpt files)", path=path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns over two lines before it refuses; the refusal says it all
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError("not a readable checkpoint: refused, it holds pickled Python objects besides tensors, and "
+                         "protrnn never unpickles those (they can run code)", path=path) from None
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"not a readable checkpoint ({reason})", path=path) from None
