@@ -16,6 +16,10 @@ pairs at separation >= 24 and >= 96. Recipes are interleaved step by step, so a 
 
     python benchmarks/bench_longrange.py --data results_full/data        # prepared train.npz / val.npz
     python benchmarks/bench_longrange.py --data results_full/data --steps 10
+    # variants of a recipe's network (model.model.* keys, YAML values), e.g. the bundled model's head and a wider one:
+    python benchmarks/bench_longrange.py --data results_full/data --recipes "" \
+        --variant bundled=longrange:hidden_size=128,pair_dim=32,head_blocks=6,distogram_bins=null \
+        --variant wide=longrange:hidden_size=128,pair_dim=48,head_blocks=6,distogram_bins=null
 """
 
 from __future__ import annotations
@@ -78,15 +82,29 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="directory with prepared train.npz and val.npz")
     parser.add_argument("--steps", type=int, default=30, help="measured steps per recipe (after 3 warm-up steps)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated subset of " + ",".join(RECIPES))
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=RECIPE:KEY=VALUE,...",
+                        help="also time RECIPE with these model.model settings (YAML values); repeatable")
     args = parser.parse_args()
+    recipes = dict(RECIPES)
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        base, _, settings = rest.partition(":")
+        if not name or base not in RECIPES:
+            parser.error(f"--variant {spec!r}: expected NAME=RECIPE:KEY=VALUE,... with RECIPE one of {', '.join(RECIPES)}")
+        model_cfg, module_cfg, data_cfg = RECIPES[base]
+        overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
+        unknown = sorted(set(overrides) - set(model_cfg))
+        if unknown:
+            parser.error(f"--variant {name}: unknown model keys {', '.join(unknown)}")
+        recipes[name] = ({**model_cfg, **{k: yaml.safe_load(v) for k, v in overrides.items()}}, module_cfg, data_cfg)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     bf16 = bf16_is_native("cpu")
     print(f"torch {torch.__version__}, 1 thread, bf16 autocast: {bf16}")
-    names = args.recipes.split(",")
+    names = [name for name in args.recipes.split(",") if name] + [spec.partition("=")[0] for spec in args.variant]
     runs = {}
     for name in names:
-        model_cfg, module_cfg, data_cfg = RECIPES[name]
+        model_cfg, module_cfg, data_cfg = recipes[name]
         module = ContactLightningModule(model_cfg, **module_cfg)
         optimiser = torch.optim.AdamW(module.parameters(), lr=1e-3)
         runs[name] = {"module": module, "opt": optimiser, "batches": _batches(args.data, data_cfg),
