@@ -71,10 +71,11 @@ def _run_guarded(call) -> int:
     except OSError as exc:
         if exc.filename is None:  # not about a path: a real fault, keep the traceback
             raise
-        # an output path that cannot be made (a file or directory in the way, no permission, disk full): one line
-        # naming it; for a rename, filename2 is the destination
+        # a path the file system refuses (mostly outputs: a file or directory in the way, no permission, disk full;
+        # inputs are read under errors.reading): one line naming it; for a rename, filename2 is the destination
         target = exc.filename2 if exc.filename2 is not None else exc.filename
-        print(f"protrnn: error: {target}: cannot write there ({exc.strerror or type(exc).__name__})", file=sys.stderr)
+        print(f"protrnn: error: {target}: cannot use this path ({exc.strerror or type(exc).__name__})",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("protrnn: interrupted; completed outputs are kept, rerun to continue", file=sys.stderr)

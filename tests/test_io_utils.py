@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from protrnn.utils.io import SafeNamer, atomic_path, atomic_write, safe_name, unique_safe_names
+from protrnn.utils.io import (
+    SafeNamer,
+    atomic_path,
+    atomic_write,
+    control_character_position,
+    escape_control_characters,
+    safe_name,
+    unique_safe_names,
+)
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
@@ -155,3 +163,12 @@ def test_read_tsv_table_keeps_the_columns_of_a_table_without_rows(tmp_path: Path
     assert read_tsv_table(tmp_path / "header.tsv") == (["id", "file", "status"], [])
     (tmp_path / "empty.tsv").write_text("")
     assert read_tsv_table(tmp_path / "empty.tsv") == ([], [])
+
+
+def test_control_characters_are_found_and_escaped() -> None:
+    assert control_character_position("plain text, é and ü") is None
+    assert control_character_position("ab\x1bc") == 3
+    assert control_character_position("\x7f") == 1  # DEL
+    assert control_character_position("é\x85") == 2  # C1: NEXT LINE
+    assert escape_control_characters("a\tb\x00c\x9fé") == "a\\x09b\\x00c\\x9fé"
+    assert escape_control_characters("no escapes: \\x41 stays") == "no escapes: \\x41 stays"

@@ -184,12 +184,12 @@ def test_an_output_path_that_cannot_be_written_is_one_line(model_dir, tmp_path, 
     for outdir, reason in ((a_file, "File exists"), (a_file / "sub", "Not a directory")):
         assert main(["predict", str(fasta), "-o", str(outdir), *base]) == 1
         err = capsys.readouterr().err
-        assert err == f"protrnn: error: {outdir}: cannot write there ({reason})\n"
+        assert err == f"protrnn: error: {outdir}: cannot use this path ({reason})\n"
     assert a_file.read_text() == "keep me"
     clash = tmp_path / "clash"
     (clash / "b.rr").mkdir(parents=True)  # a directory where an output file goes
     assert main(["predict", str(fasta), "-o", str(clash), *base]) == 1
-    assert capsys.readouterr().err == f"protrnn: error: {clash / 'b.rr'}: cannot write there (Is a directory)\n"
+    assert capsys.readouterr().err == f"protrnn: error: {clash / 'b.rr'}: cannot use this path (Is a directory)\n"
     assert not [p.name for p in clash.iterdir() if p.name.endswith(".part")]  # no partial file left behind
     (clash / "b.rr").rmdir()
     assert main(["predict", str(fasta), "-o", str(clash), *base]) == 0  # the rerun completes what was missing
@@ -428,6 +428,17 @@ def test_invalid_records_error_or_skip(model_dir, tmp_path, capsys) -> None:
                                            ("good1", "skipped"), ("good2", "ok")]
     assert "position 5" in rows[1][4] and "empty" in rows[2][4] and "duplicate" in rows[3][4]
     assert sorted(p.name for p in out.glob("*.rr")) == ["good1.rr", "good2.rr"]
+
+
+def test_a_skipped_id_with_control_characters_is_escaped_in_the_summary(model_dir, tmp_path) -> None:
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">ok\nACDEFGHIKLMN\n>b\x1b[31mad\nACDEFGHIKLMN\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress",
+                 "--skip-invalid"]) == 0
+    text = (out / "summary.tsv").read_text()
+    assert "\x1b" not in text
+    assert text.splitlines()[2].split("\t")[:4] == ["b\\x1b[31mad", "", "", "skipped"]
 
 
 def test_sequences_as_written_give_the_outputs_of_their_clean_form(predictor, tmp_path) -> None:

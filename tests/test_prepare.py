@@ -166,14 +166,18 @@ def test_manifest_is_one_clean_row_per_entry_and_reads_back(tmp_path: Path) -> N
     kept = Entry("dir/a.txt", _chain("x\ty", 7), "train", split="train", cluster="x\ty")
     bad = Entry("dir/b.pdb", None, "train")
     bad.skip("b.pdb: truncated\nfile")
-    write_manifest(tmp_path / "manifest.tsv", [kept, bad])
+    escape = Entry("dir/c.jsonl", _chain("c\x1b[31m\x00", 8), "train", split="val", cluster="c\x7f")
+    write_manifest(tmp_path / "manifest.tsv", [kept, bad, escape])
     text = (tmp_path / "manifest.tsv").read_text()
     assert text.splitlines()[0].split("\t") == list(MANIFEST_COLUMNS)
+    assert not [c for c in text if ord(c) < 32 and c not in "\t\n"] and "\x7f" not in text  # no raw control character
     assert read_tsv(tmp_path / "manifest.tsv") == [
         {"source": "dir/a.txt", "id": "x y", "length": "7", "n_observed": "7", "status": "kept", "reason": "",
          "split": "train", "cluster": "x y"},
         {"source": "dir/b.pdb", "id": "", "length": "", "n_observed": "", "status": "skipped",
-         "reason": "b.pdb: truncated file", "split": "", "cluster": ""}]
+         "reason": "b.pdb: truncated file", "split": "", "cluster": ""},
+        {"source": "dir/c.jsonl", "id": "c\\x1b[31m\\x00", "length": "8", "n_observed": "8", "status": "kept",
+         "reason": "", "split": "val", "cluster": "c\\x7f"}]
 
 
 def test_command_module_holds_no_pipeline() -> None:

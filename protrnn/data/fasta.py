@@ -20,6 +20,7 @@ from typing import IO
 
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.errors import InputError, reading
+from protrnn.utils.io import control_character_position
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -66,19 +67,6 @@ def _skip_blank_lines(handle: IO[str]) -> None:
     handle.seek(position)
 
 
-def _control_character(text: str) -> int | None:
-    """1-based position of the first control character (C0, DEL, C1) in ``text``, or None."""
-    for position, char in enumerate(text, start=1):
-        if ord(char) < 32 or 127 <= ord(char) < 160:
-            return position
-    return None
-
-
-def _printable(record_id: str) -> str:
-    """``record_id`` with control characters written as ``\\xNN`` escapes, for tables that list skipped records."""
-    return "".join(f"\\x{ord(c):02x}" if _control_character(c) else c for c in record_id)
-
-
 def skip_reason(exc: InputError) -> str:
     """The one-line reason a skipped record is listed with: the error's reason and, for a bad letter, its position."""
     where = "" if exc.position is None else f" at position {exc.position}"
@@ -108,7 +96,7 @@ def iter_fasta(path: str | os.PathLike[str], *, skip_invalid: bool = False,
                 try:
                     if not record.id:
                         raise InputError("record without an ID (empty header)", path=path, record=f"#{count}")
-                    bad = _control_character(record.id)
+                    bad = control_character_position(record.id)
                     if bad is not None:
                         raise InputError(f"record ID has a control character (U+{ord(record.id[bad - 1]):04X}) at "
                                          f"position {bad} of the header", path=path, record=record.id)
@@ -125,7 +113,7 @@ def iter_fasta(path: str | os.PathLike[str], *, skip_invalid: bool = False,
                     if not skip_invalid:
                         raise
                     if skipped is not None:
-                        skipped.append((_printable(record.id) or f"#{count}", skip_reason(exc)))
+                        skipped.append((record.id or f"#{count}", skip_reason(exc)))
                     continue
                 yield FastaRecord(record.id, sequence, description)
     except UnicodeDecodeError as exc:

@@ -47,7 +47,7 @@ from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import save_dataset
 from protrnn.data.sources import LoadOutcome, iter_chains
 from protrnn.errors import InputError, read_json_document
-from protrnn.utils.io import atomic_write
+from protrnn.utils.io import atomic_write, escape_control_characters
 
 #: Names of splits and test sets: they become file names (``<name>.npz``, ``test_<name>.npz``).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -291,8 +291,9 @@ def _clusters_spanning(entries: Sequence[Entry]) -> int:
 
 # ---------------------------------------------------------------------------------------------------- outputs
 def _cell(value: object) -> str:
-    """TSV-safe text: tabs and newlines in IDs or messages would break the table."""
-    return " ".join(str(value).replace("\t", " ").split()) if value is not None else ""
+    """TSV-safe text: tabs and newlines in IDs or messages would break the table (runs of whitespace become one
+    space), and other control characters are written as ``\\xNN``."""
+    return escape_control_characters(" ".join(str(value).replace("\t", " ").split())) if value is not None else ""
 
 
 def write_manifest(path: Path, entries: Sequence[Entry]) -> None:

@@ -21,7 +21,7 @@ from protrnn.conventions import HEADLINE_K, MIN_SEPARATION
 from protrnn.errors import InputError
 from protrnn.evaluation.metrics import top_count
 from protrnn.rr import select_contacts
-from protrnn.utils.io import atomic_path, atomic_write
+from protrnn.utils.io import atomic_path, atomic_write, escape_control_characters
 
 SUMMARY_NAME = "summary.tsv"
 #: Temporary files of :func:`protrnn.utils.io.atomic_write` / ``atomic_path`` left behind by a killed run.
@@ -142,7 +142,9 @@ class SummaryRow:
 
 
 def _tsv_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    """Backslash, tab and line breaks as ``\\\\``, ``\\t``, ``\\n``, ``\\r``; any other control character as ``\\xNN``."""
+    escaped = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return escape_control_characters(escaped)
 
 
 def _fmt(value: float | None, *, count: bool = False) -> str:

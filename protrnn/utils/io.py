@@ -132,6 +132,23 @@ def unique_safe_names(record_ids: list[str]) -> list[str]:
     return [namer(record_id) for record_id in record_ids]
 
 
+def control_character_position(text: str) -> int | None:
+    """1-based position of the first control character (C0, DEL or C1) in ``text``, or None."""
+    for position, char in enumerate(text, start=1):
+        if ord(char) < 32 or 127 <= ord(char) < 160:
+            return position
+    return None
+
+
+def escape_control_characters(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1) written as a ``\\xNN`` escape: the one way IDs and
+    messages from input files are made safe for tables and terminals (tabs and line breaks included, so callers
+    that keep those another way replace them first)."""
+    if control_character_position(text) is None:
+        return text
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
+
+
 def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Rows of a tab-separated table with a header line (``manifest.tsv``, ``leakage.tsv``, mmseqs overlap tables
     with a header), as dicts, every cell taken literally (quotes included); blank lines and lines starting with ``#``
