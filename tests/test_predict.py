@@ -430,6 +430,18 @@ def test_invalid_records_error_or_skip(model_dir, tmp_path, capsys) -> None:
     assert sorted(p.name for p in out.glob("*.rr")) == ["good1.rr", "good2.rr"]
 
 
+def test_a_rejected_fasta_leaves_no_empty_outdir(model_dir, tmp_path, capsys) -> None:
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">bad\nAC7DE\n>good\nACDEFGHIKLMN\n")
+    out = tmp_path / "new" / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress"]) == 2
+    assert "position 3" in capsys.readouterr().err and not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()  # not this run's to remove
+    assert main(["predict", str(fasta), "-o", str(existing), "--model", str(model_dir), "--no-progress"]) == 2
+    assert existing.is_dir()
+
+
 def test_a_skipped_id_with_control_characters_is_escaped_in_the_summary(model_dir, tmp_path) -> None:
     fasta = tmp_path / "in.fasta"
     fasta.write_text(">ok\nACDEFGHIKLMN\n>b\x1b[31mad\nACDEFGHIKLMN\n")

@@ -11,6 +11,7 @@ Sequences are read as written (:func:`protrnn.data.fasta.iter_fasta`) and cleane
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -267,35 +268,42 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
                                     png=png, distogram=distogram)
     index = StructureIndex(structures) if structures is not None else None
     metric_columns = evaluation_columns() if index is not None else None
+    created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(outdir)
-
-    run = PredictionRun(outdir=outdir, summary_path=outdir / SUMMARY_NAME, rows=[])
-    namer = SafeNamer()
-    bar = _progress(progress)
-    worker = ChunkPredictor(predictor, settings, run, index=index, batch_tokens=batch_tokens, progress=bar,
-                            on_record=on_record)
-    chunk: list[PendingRecord] = []
-    chunk_residues = 0
     try:
-        for record_id, sequence, reason in iter_records(fasta, predictor, skip_invalid=skip_invalid):
-            if sequence is None:
-                run.rows.append(SummaryRow(record_id, "", None, "skipped", reason))
-                continue
-            row = SummaryRow(record_id, namer(record_id), len(sequence), "ok")
-            run.rows.append(row)
-            chunk.append(PendingRecord(row, sequence))
-            chunk_residues += len(sequence)
-            if len(chunk) >= CHUNK_RECORDS or chunk_residues >= CHUNK_RESIDUES:
+        remove_stale_temporaries(outdir)
+
+        run = PredictionRun(outdir=outdir, summary_path=outdir / SUMMARY_NAME, rows=[])
+        namer = SafeNamer()
+        bar = _progress(progress)
+        worker = ChunkPredictor(predictor, settings, run, index=index, batch_tokens=batch_tokens, progress=bar,
+                                on_record=on_record)
+        chunk: list[PendingRecord] = []
+        chunk_residues = 0
+        try:
+            for record_id, sequence, reason in iter_records(fasta, predictor, skip_invalid=skip_invalid):
+                if sequence is None:
+                    run.rows.append(SummaryRow(record_id, "", None, "skipped", reason))
+                    continue
+                row = SummaryRow(record_id, namer(record_id), len(sequence), "ok")
+                run.rows.append(row)
+                chunk.append(PendingRecord(row, sequence))
+                chunk_residues += len(sequence)
+                if len(chunk) >= CHUNK_RECORDS or chunk_residues >= CHUNK_RESIDUES:
+                    worker.process(chunk)
+                    chunk, chunk_residues = [], 0
+            if chunk:
                 worker.process(chunk)
-                chunk, chunk_residues = [], 0
-        if chunk:
-            worker.process(chunk)
-    finally:
-        bar.close()
-    if not run.rows:
-        raise InputError("no FASTA records found (empty file?)", path=fasta)
-    write_summary(run.summary_path, run.rows, metric_columns)
+        finally:
+            bar.close()
+        if not run.rows:
+            raise InputError("no FASTA records found (empty file?)", path=fasta)
+        write_summary(run.summary_path, run.rows, metric_columns)
+    except BaseException:
+        if created:  # a run that stopped before writing anything leaves no empty OUTDIR behind
+            with contextlib.suppress(OSError):
+                outdir.rmdir()  # refuses a directory that holds anything
+        raise
     return run
 
 
