@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import shutil
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,9 +409,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise InputError("not a readable checkpoint (not a torch archive: protrnn train and pretrain write "
                              "Lightning .ckpt files)", path=path)
     try:
-        with warnings.catch_warnings():  # torch warns over two lines before it refuses; the refusal says it all
-            warnings.simplefilter("ignore")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise InputError("not a readable checkpoint: refused, it holds pickled Python objects besides tensors, and "
                          "protrnn never unpickles those (they can run code)", path=path) from None
