@@ -71,7 +71,7 @@ def _batches(data_dir: Path, data: dict[str, Any]) -> Any:
 
 def _separations(batch: dict[str, Any], selected: torch.Tensor, blocks: Any) -> torch.Tensor:
     if blocks is not None:
-        return (blocks.rows[:, :, None] - blocks.cols[:, None, :]).abs()[selected]
+        return blocks.separations()[selected]
     steps = batch["tokens"].shape[1]
     i = torch.arange(steps)
     return (i[:, None] - i[None, :]).abs().expand(selected.shape)[selected]

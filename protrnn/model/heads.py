@@ -158,6 +158,10 @@ class BlockOutputs:
         """A per-pair batch tensor ``[B, T, T, ...]`` (targets, masks) at the blocks' pairs: ``[N, S, S, ...]``."""
         return pair_tensor[self.batch_index[:, None, None], self.rows[:, :, None], self.cols[:, None, :]]
 
+    def separations(self) -> Tensor:
+        """``[N, S, S]``: |i - j| in the chain of every block pair (not its position inside the block)."""
+        return (self.rows[:, :, None] - self.cols[:, None, :]).abs()
+
     def scored(self, pair_mask: Tensor) -> Tensor:
         """Bool ``[N, S, S]``: the batch's scored pairs inside the blocks, each pair of a diagonal block once
         (its upper triangle, as :func:`protrnn.training.loss.scored_pairs` does for whole maps)."""

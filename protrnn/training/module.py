@@ -127,16 +127,17 @@ class ContactLightningModule(pl.LightningModule):
                             far_weight=self.far_weight, far_separation=self.far_separation)
 
     def _selected_loss(self, batch: Mapping[str, Any], outputs: Tensor, selected: Tensor,
-                       gather: Callable[[Tensor], Tensor], separations: Tensor, reduction: str = "mean") -> Tensor:
+                       gather: Callable[[Tensor], Tensor], separations: Callable[[], Tensor],
+                       reduction: str = "mean") -> Tensor:
         """:func:`pair_loss` of ``outputs[selected]`` against the batch's targets at the same pairs (``gather`` maps a
-        ``[B, T, T]`` batch tensor onto ``outputs``' pair layout; ``separations`` are |i - j| in that layout, read
-        only when far pairs are weighted)."""
+        ``[B, T, T]`` batch tensor onto ``outputs``' pair layout; ``separations()`` gives |i - j| in that layout, and is
+        called only when far pairs are weighted, so the default loss builds no separation tensor)."""
         distances = batch.get("distances")
         return pair_loss(outputs[selected], gather(batch["contacts"])[selected],
                          None if distances is None else gather(distances)[selected], settings=self.loss_settings,
                          edges=self.config.distogram_bins, reduction=reduction,
                          contact_classes=self.config.contact_classes,
-                         separations=None if self.far_weight == 1.0 else separations[selected])
+                         separations=None if self.far_weight == 1.0 else separations()[selected])
 
     @staticmethod
     def _map_separations(outputs: Tensor) -> Tensor:
@@ -151,11 +152,11 @@ class ContactLightningModule(pl.LightningModule):
             blocks = self.net.block_outputs(batch["tokens"], batch["mask"], batch["blocks"], int(batch["block_size"]),
                                             int(batch.get("block_context", 0)))
             selected = blocks.scored(batch["pair_mask"])
-            separations = (blocks.rows[:, :, None] - blocks.cols[:, None, :]).abs()
-            return self._selected_loss(batch, blocks.outputs, selected, blocks.gather, separations), selected.sum()
+            return (self._selected_loss(batch, blocks.outputs, selected, blocks.gather, blocks.separations),
+                    selected.sum())
         outputs = self.net.pair_outputs(batch["tokens"], batch["mask"])
         selected = scored_pairs(batch["pair_mask"])
-        return (self._selected_loss(batch, outputs, selected, lambda t: t, self._map_separations(outputs)),
+        return (self._selected_loss(batch, outputs, selected, lambda t: t, lambda: self._map_separations(outputs)),
                 selected.sum())
 
     # ---- training -------------------------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ class ContactLightningModule(pl.LightningModule):
         selected = scored_pairs(batch["pair_mask"])
         n_pairs = int(selected.sum())
         if n_pairs:
-            loss = self._selected_loss(batch, outputs, selected, lambda t: t, self._map_separations(outputs))
+            loss = self._selected_loss(batch, outputs, selected, lambda t: t, lambda: self._map_separations(outputs))
             self.val_loss.update(loss, weight=n_pairs)
         logits = self.net.contact_logits(outputs).detach()
         for name, (low, high) in VAL_RANGES.items():

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import IO, Any
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+#: Control characters: C0, DEL and C1 (what :func:`control_character_position` finds).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _umask() -> int:
@@ -134,19 +136,15 @@ def unique_safe_names(record_ids: list[str]) -> list[str]:
 
 def control_character_position(text: str) -> int | None:
     """1-based position of the first control character (C0, DEL or C1) in ``text``, or None."""
-    for position, char in enumerate(text, start=1):
-        if ord(char) < 32 or 127 <= ord(char) < 160:
-            return position
-    return None
+    match = _CONTROL.search(text)
+    return None if match is None else match.start() + 1
 
 
 def escape_control_characters(text: str) -> str:
     """``text`` with every control character (C0, DEL, C1) written as a ``\\xNN`` escape: the one way IDs and
     messages from input files are made safe for tables and terminals (tabs and line breaks included, so callers
     that keep those another way replace them first)."""
-    if control_character_position(text) is None:
-        return text
-    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
