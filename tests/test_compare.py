@@ -302,6 +302,27 @@ def test_cluster_verdict_needs_enough_clusters_and_unlisted_proteins_stand_alone
         compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], clusters={"x": "y"})
 
 
+def test_ids_the_manifest_writes_escaped_or_starting_with_a_hash_keep_their_cluster(tmp_path: Path, capsys) -> None:
+    from protrnn.report.compare import read_clusters
+
+    # Raw IDs as a dataset holds them, and the cells prepare's manifest.tsv writes for them (whitespace runs
+    # collapsed, control characters as \xNN, written out here by hand): all three chains are one family.
+    raw = ["#1abc_A", "2xyz  B", "3pqr\x1b[0m_C"]
+    cells = ["#1abc_A", "2xyz B", "3pqr\\x1b[0m_C"]
+    rng = np.random.default_rng(3)
+    proteins = [{"protein": name, "L": 60, "long/n_contacts": 0, "base": float(rng.uniform(0.1, 0.5))}
+                for name in raw + [f"p{k}" for k in range(12)]]
+    base = [p["base"] for p in proteins]
+    evaluation = _write_eval(tmp_path / "e", _rows("ref", proteins, base)
+                             + _rows("m", proteins, [b + 0.01 * (k % 3) for k, b in enumerate(base)]))
+    table = tmp_path / "manifest.tsv"
+    table.write_text("source\tid\tsplit\tcluster\n" + "".join(f"src\t{c}\tval\tfamily\n" for c in cells)
+                     + "".join(f"src\tp{k}\tval\tc{k}\n" for k in range(12)), encoding="utf-8")
+    [c] = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], clusters=read_clusters(table))
+    assert c.proteins == 15 and c.clusters == 13  # the family once, and each of the 12 others
+    assert "not in the cluster table" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("id\tsplit\nf0m0\tval\n", "has no 'cluster' column"),
     ("id\tcluster\nf0m0\tA\nf0m0\tB\n", "row 3: id 'f0m0' is in cluster 'B' and, above, in 'A'"),

@@ -141,12 +141,14 @@ def test_json_safe_gives_strict_json_types() -> None:
     json.dumps(json_safe({k: v for k, v in value.items() if k != "o"}), allow_nan=False)  # strict JSON
 
 
-def test_read_tsv_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+def test_read_tsv_skips_comments_above_the_header_and_blank_lines(tmp_path: Path) -> None:
     from protrnn.utils.io import read_tsv
 
     table = tmp_path / "t.tsv"
-    table.write_text("# written by a test\nchain_id\ttest_set\n\n1abc_A\tts50\n# a note\n2xyz_B\tpsicov150\n")
-    assert read_tsv(table) == [{"chain_id": "1abc_A", "test_set": "ts50"}, {"chain_id": "2xyz_B", "test_set": "psicov150"}]
+    table.write_text("# written by a test\n#\nchain_id\ttest_set\n\n1abc_A\tts50\n#7xyz_B\tpsicov150\n2xyz_B\tts50\n")
+    # below the header a leading '#' is part of an ID (FASTA and structure IDs may start with one)
+    assert read_tsv(table) == [{"chain_id": "1abc_A", "test_set": "ts50"}, {"chain_id": "#7xyz_B", "test_set": "psicov150"},
+                               {"chain_id": "2xyz_B", "test_set": "ts50"}]
     quoted = tmp_path / "q.tsv"  # cells are written unquoted, so a leading quote is part of the value
     quoted.write_text('path\tstatus\n"odd.pdb\tkept\nb.pdb\tskipped\n')
     assert read_tsv(quoted) == [{"path": '"odd.pdb', "status": "kept"}, {"path": "b.pdb", "status": "skipped"}]

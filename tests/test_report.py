@@ -292,6 +292,27 @@ def test_seed_intervals_are_student_t() -> None:
     assert seed_interval([3.0, 3.0], noise_sd=0.5)["low"] == pytest.approx(3 - stats.t.ppf(0.975, 1) * 0.5 / math.sqrt(2))
 
 
+def test_a_metrics_seeded_interval_does_not_depend_on_the_other_metrics() -> None:
+    from protrnn.report.aggregate import aggregate_results
+
+    rng = np.random.default_rng(5)
+    names = ["m@seed0", "m@seed1"]
+    rows = [{"method": name, "test_set": "ts", "protein": f"p{k}", "bin/24-47/P@L/5": float(rng.random()),
+             "bin/96+/P@L/5": float(rng.random())} for name in names for k in range(25)]
+
+    def interval(metrics: list[str]) -> tuple[float, float]:
+        evaluation = Evaluation(path=Path("e"), summary={}, rows=[{k: v for k, v in r.items()
+                                                                    if k in metrics or "/" not in k} for r in rows])
+        results = [MethodResult(method=name, kind="model", test_set="ts", n_proteins=25,
+                                metrics={m: {"mean": 0.0} for m in metrics}, source=Path("e")) for name in names]
+        [merged] = aggregate_results(results, [evaluation], n_boot=200)
+        far = merged.metrics["bin/96+/P@L/5"]
+        return far["low"], far["high"]
+
+    # a finer bin listed before it must not move the >= 96 interval
+    assert interval(["bin/24-47/P@L/5", "bin/96+/P@L/5"]) == interval(["bin/96+/P@L/5"])
+
+
 def test_hierarchical_bootstrap_resamples_seeds_and_pairs_proteins() -> None:
     # two seeds that disagree completely: a quarter of the replicates draw seed 0 twice, a quarter seed 1 twice
     disagree = np.array([[0.0] * 30, [1.0] * 30])

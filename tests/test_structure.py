@@ -336,6 +336,7 @@ def _one_line_error(path: Path, pattern: str, **kw: object) -> None:
 
 def test_bad_structure_inputs(org: Path, tmp_path: Path) -> None:
     text = (org / "1a3a.pdb").read_text()
+    cif_lines = _to_mmcif(org / "1dbx.pdb", "A").splitlines(keepends=True)
     cases = {
         "missing.pdb": (None, "file not found"),
         "empty.pdb": (b"", "empty file"),
@@ -348,6 +349,8 @@ def test_bad_structure_inputs(org: Path, tmp_path: Path) -> None:
                       r"no protein chain \(chains: 'A'\)"),
         "noca.pdb": ("\n".join(_backbone(_chain([("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8)], atoms=("N", "C", "O"))))
                      .encode(), "chain 'A' has no CA atoms"),
+        # cut at a line boundary inside atom_site: Bio.PDB would read a shorter chain
+        "cut.cif": ("".join(cif_lines[: len(cif_lines) // 2]).encode(), r"truncated file: .* last line \(\d+\) is not"),
         "broken.cif": (b"data_x\nloop_\n_atom_site.group_PDB\n_atom_site.id\n'unterminated\n", "cannot parse mmCIF"),
     }
     for name, (content, pattern) in cases.items():

@@ -47,7 +47,7 @@ from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import save_dataset
 from protrnn.data.sources import LoadOutcome, iter_chains
 from protrnn.errors import InputError, read_json_document
-from protrnn.utils.io import atomic_write, escape_control_characters
+from protrnn.utils.io import atomic_write, table_cell
 
 #: Names of splits and test sets: they become file names (``<name>.npz``, ``test_<name>.npz``).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -290,12 +290,6 @@ def _clusters_spanning(entries: Sequence[Entry]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
-def _cell(value: object) -> str:
-    """TSV-safe text: tabs and newlines in IDs or messages would break the table (runs of whitespace become one
-    space), and other control characters are written as ``\\xNN``."""
-    return escape_control_characters(" ".join(str(value).replace("\t", " ").split())) if value is not None else ""
-
-
 def write_manifest(path: Path, entries: Sequence[Entry]) -> None:
     """``manifest.tsv``: one row per input entry (:data:`MANIFEST_COLUMNS`)."""
     with atomic_write(path, newline="", encoding="utf-8") as handle:
@@ -304,7 +298,7 @@ def write_manifest(path: Path, entries: Sequence[Entry]) -> None:
             length = len(e.chain) if e.chain is not None else ""
             observed = int(e.chain.observed.sum()) if e.chain is not None else ""
             row = (e.source, e.id, length, observed, e.status, e.reason, e.split, e.cluster)
-            handle.write("\t".join(_cell(v) for v in row) + "\n")
+            handle.write("\t".join(table_cell(v) for v in row) + "\n")
 
 
 def write_leakage(path: Path, leakage: Sequence, sources: dict[str, str]) -> None:
@@ -317,7 +311,7 @@ def write_leakage(path: Path, leakage: Sequence, sources: dict[str, str]) -> Non
             row = (hit.chain_id, sources.get(hit.chain_id, ""), hit.test_set, hit.test_id, f"{hit.identity:.3f}",
                    h.aln_length, f"{h.evalue:.3g}", f"{h.bits:.1f}", f"{h.query_coverage:.3f}",
                    f"{h.target_coverage:.3f}")
-            handle.write("\t".join(_cell(v) for v in row) + "\n")
+            handle.write("\t".join(table_cell(v) for v in row) + "\n")
 
 
 def build_summary(entries: Sequence[Entry], datasets: dict[str, Path], leakage: Sequence, method: str,

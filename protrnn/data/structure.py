@@ -19,6 +19,10 @@ Biopython's extended table), unknown amino acids -> ``X``; insertion codes kept 
 were not located experimentally and count as absent (unless the whole chain has occupancy 0, as some tools write). HETATM amino acids count
 only when peptide-bonded to the chain (so a free amino-acid ligand is not appended). A residue is observed when it has a
 Cα and a Cβ can be placed: a real Cβ, a virtual one from N, Cα and C, or Cα for glycine (CASP).
+
+Truncation, which Bio.PDB would read as a shorter chain, is refused with one line: a PDB file whose last line is a cut
+coordinate record, a wwPDB entry without its final ``END``, and an mmCIF file that closes its categories with ``#``
+lines (the wwPDB archive and Bio.PDB's writer do) but does not end with one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import gzip
 import io
 import math
 import os
+import re
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -175,6 +180,7 @@ def parse_structure_text(text: str, *, source: str, name: str | None = None, cha
         _check_pdb_complete(text, source)
         structure, deposited = _parse_pdb(text, source, name)
     elif fmt == "mmcif":
+        _check_mmcif_complete(text, source)
         structure, deposited = _parse_mmcif(text, source, name)
     else:
         raise InputError(f"unknown structure format {fmt!r}", path=source)
@@ -260,6 +266,19 @@ def _check_pdb_complete(text: str, source: str) -> None:
         raise InputError(f"truncated file: last line {len(lines)} is an incomplete coordinate record", path=source)
     if text.startswith("HEADER") and not any(line[:6].rstrip() in ("END", "MASTER") for line in lines[-3:]):
         raise InputError("truncated file: wwPDB entry without the final END record", path=source)
+
+
+_CIF_CATEGORY_END = re.compile(r"^#[ \t]*\r?$", re.MULTILINE)
+
+
+def _check_mmcif_complete(text: str, source: str) -> None:
+    """Catch truncation at a line boundary, which Bio.PDB would read as a shorter chain (its missing residues as
+    unobserved): PDBx/mmCIF writers that close categories with a ``#`` line (the wwPDB archive, Bio.PDB's MMCIFIO)
+    close the last one too, so a file with such lines whose last line is not one was cut."""
+    lines = text.rstrip().splitlines()
+    if lines and lines[-1].strip() != "#" and _CIF_CATEGORY_END.search(text):
+        raise InputError(f"truncated file: it closes categories with '#' lines, but its last line ({len(lines)}) "
+                         "is not one", path=source)
 
 
 def _one_line(exc: BaseException) -> str:

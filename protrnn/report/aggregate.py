@@ -16,6 +16,7 @@ Methods without a seed tag (baselines, single runs) pass through unchanged.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,12 @@ def _mean_of_seed_means(per_seed: np.ndarray) -> np.ndarray:
     counts = valid.sum(axis=1)
     sums = np.where(valid, per_seed, 0.0).sum(axis=1)
     return np.divide(sums, counts, out=np.full(counts.shape, np.nan), where=counts > 0)
+
+
+def metric_seed(metric: str, base: int = BOOT_SEED) -> int:
+    """The bootstrap seed of one metric's interval, fixed by its name (CRC-32), so that adding or dropping other
+    metrics (a finer separation bin, say) leaves the intervals of the rest as they were."""
+    return base + zlib.crc32(metric.encode("utf-8"))
 
 
 def hierarchical_bootstrap(values: np.ndarray, n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = BOOT_SEED,
@@ -206,12 +213,12 @@ def aggregate_results(results: Sequence[MethodResult], evaluations: Sequence[Eva
                                          for k in r.metrics))
         metrics: dict[str, dict[str, Any]] = {}
         n_proteins = 0
-        for index, metric in enumerate(metric_keys):
+        for metric in metric_keys:
             matrix, proteins = protein_matrix(evaluations, names, result.test_set, metric)
             n_proteins = max(n_proteins, len(proteins))
             if matrix.shape[1] == 0:
                 continue
-            stats: dict[str, Any] = hierarchical_bootstrap(matrix, n_boot=n_boot, seed=BOOT_SEED + index)
+            stats: dict[str, Any] = hierarchical_bootstrap(matrix, n_boot=n_boot, seed=metric_seed(metric))
             per_seed = _seed_means(matrix)
             spread = seed_interval(per_seed.tolist())
             stats.update(n=int((~np.isnan(matrix)).any(axis=0).sum()), seed_low=spread["low"],
@@ -349,5 +356,5 @@ def aggregate_synthetic(runs: Sequence[SyntheticRun]) -> list[SyntheticVariant]:
 
 __all__ = ["BOOT_SEED", "ModelDiagnostics", "SyntheticVariant", "aggregate_diagnostics",
            "aggregate_results", "aggregate_synthetic", "group_seeds", "hierarchical_bootstrap",
-           "mean_over_seeds", "paired_difference_bootstrap", "protein_matrix", "reach_score", "reach_score_noise",
+           "mean_over_seeds", "metric_seed", "paired_difference_bootstrap", "protein_matrix", "reach_score", "reach_score_noise",
            "usage_noise"]

@@ -41,7 +41,7 @@ from protrnn.report.aggregate import (
     protein_matrix,
 )
 from protrnn.report.inputs import Evaluation
-from protrnn.utils.io import atomic_write, read_tsv_table, stderr_log
+from protrnn.utils.io import atomic_write, read_tsv_table, stderr_log, table_cell
 
 #: The metrics compared unless others are asked for: top-L/5 precision at medium+long and long range.
 DEFAULT_KEYS = (f"medium_long/P@L/{HEADLINE_K}", f"long/P@L/{HEADLINE_K}")
@@ -209,6 +209,14 @@ def read_clusters(path: str | Path) -> dict[str, str]:
     return out
 
 
+def cluster_of(clusters: Mapping[str, str], protein: str) -> str | None:
+    """The cluster a table from :func:`read_clusters` gives ``protein``, found by its ID as the dataset holds it or
+    as ``manifest.tsv`` writes it (:func:`protrnn.utils.io.table_cell`: whitespace collapsed, control characters
+    escaped); None when unlisted."""
+    found = clusters.get(protein)
+    return found if found is not None else clusters.get(table_cell(protein))
+
+
 def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: Sequence[str] | None = None, *,
                     keys: Sequence[str] = DEFAULT_KEYS, test_sets: Sequence[str] | None = None, min_length: int = 0,
                     floors: Sequence[ContactFloor] = (), n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = BOOT_SEED,
@@ -291,7 +299,7 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
                 variant, base = matrix[:len(runs), columns], matrix[len(runs):, columns]
                 labels = None
                 if clusters is not None:
-                    labels = [clusters.get(proteins[c][1], "\0" + proteins[c][1])  # unlisted: a cluster of its own
+                    labels = [cluster_of(clusters, proteins[c][1]) or "\0" + proteins[c][1]  # unlisted: its own
                               for c in columns]
                 effect = paired_difference_bootstrap(variant, base, n_boot=n_boot, seed=seed, alpha=alpha,
                                                      clusters=labels)
@@ -320,7 +328,7 @@ def cluster_hints(evaluations: Sequence[Evaluation]) -> list[str]:
             except InputError:
                 continue
             proteins = {str(row["protein"]) for e in evaluations for row in e.rows if row["test_set"] == test_set}
-            listed = [clusters[p] for p in proteins if p in clusters]
+            listed = [c for c in (cluster_of(clusters, p) for p in proteins) if c is not None]
             if listed and len(set(listed)) < len(listed):
                 hints.append(f"protrnn compare: {len(listed)} proteins of {test_set} form {len(set(listed))} homology "
                              f"clusters ({manifest}); --clusters {manifest} resamples the clusters, as their "
@@ -330,7 +338,7 @@ def cluster_hints(evaluations: Sequence[Evaluation]) -> list[str]:
 
 def _log_unlisted(test_set: str, proteins: Sequence[str], clusters: Mapping[str, str]) -> None:
     """Refuse a test set whose proteins the cluster table never names; log how many it leaves out."""
-    unlisted = sum(name not in clusters for name in proteins)
+    unlisted = sum(cluster_of(clusters, name) is None for name in proteins)
     if proteins and unlisted == len(proteins):
         raise InputError(f"the cluster table names no protein of test set {test_set!r} (e.g. {proteins[0]!r}); "
                          "give the manifest.tsv of the prepare run that wrote it")

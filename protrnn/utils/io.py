@@ -147,10 +147,18 @@ def escape_control_characters(text: str) -> str:
     return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
+def table_cell(value: object) -> str:
+    """A value as a cell of the data tables prepare writes (``manifest.tsv``, ``leakage.tsv``): runs of whitespace,
+    tabs and line breaks included, become one space, and any other control character a ``\\xNN`` escape; ``None``
+    is empty. Readers that match such a cell against an ID held elsewhere (a dataset's raw ID) compare this form."""
+    return escape_control_characters(" ".join(str(value).replace("\t", " ").split())) if value is not None else ""
+
+
 def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Rows of a tab-separated table with a header line (``manifest.tsv``, ``leakage.tsv``, mmseqs overlap tables
-    with a header), as dicts, every cell taken literally (quotes included); blank lines and lines starting with ``#``
-    are skipped; ``[]`` for an empty file. The one TSV reader of the project's data tables (OSError for a missing
+    with a header), as dicts, every cell taken literally (quotes included); blank lines, and lines starting with
+    ``#`` above the header (a comment block), are skipped; below the header a ``#`` is data (an ID may start with
+    one); ``[]`` for an empty file. The one TSV reader of the project's data tables (OSError for a missing
     file: callers word their own message)."""
     return read_tsv_table(path)[1]
 
@@ -159,7 +167,10 @@ def read_tsv_table(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[s
     """(column names, rows) of a table read as :func:`read_tsv` reads it; the columns also when there are no rows
     (``[]`` for an empty file). For readers that write the table out again (the pipeline's prediction summaries)."""
     with open(path, newline="", encoding="utf-8") as handle:
-        lines = [line for line in handle if line.strip() and not line.startswith("#")]
+        lines: list[str] = []
+        for line in handle:
+            if line.strip() and (lines or not line.startswith("#")):
+                lines.append(line)
     reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)  # cells are written unquoted
     rows = list(reader)
     return list(reader.fieldnames or []), rows
