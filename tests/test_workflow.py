@@ -85,6 +85,54 @@ def test_seeds_must_be_distinct(tmp_path: Path) -> None:
     assert result.returncode != 0 and "seeds" in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(("changes", "key", "words"), [
+    ({"results": "/"}, "results", "file-system root"),
+    ({"results": "."}, "results", "checkout or a folder above it"),
+    ({"results": "my results"}, "results", "without whitespace"),
+    ({"results": "results_{date}"}, "results", "braces"),
+    ({"cache_dir": "cache;rm"}, "cache_dir", "shell characters"),
+    ({"models": {"random": {"config": "lstm"}}}, "models.random", "name of a baseline"),
+    ({"prepare.split": {"train": 0.9, "val": 0.9}}, "prepare.split", "add up to 1"),
+    ({"prepare.min_length": 500, "prepare.max_length": 100}, "prepare.min_length", "above prepare.max_length"),
+])
+def test_config_values_that_would_misplace_or_merge_outputs_fail_naming_the_key(tmp_path: Path, changes: dict,
+                                                                               key: str, words: str) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **changes)))
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and f"config key {key!r}" in output and words in output, output[-2000:]
+
+
+@pytest.mark.parametrize("changes", [{"seeds": [-1, 1]}, {"train.seed": -3}, {"evaluate.baselines": []}])
+def test_schema_bounds_seeds_and_baselines(tmp_path: Path, changes: dict) -> None:
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **changes)))
+    assert result.returncode != 0 and "ValidationError" in result.stderr + result.stdout
+
+
+def test_train_seed_is_the_seed_when_seeds_is_unset(tmp_path: Path) -> None:
+    config = yaml.safe_load(write_config(tmp_path, **{"train.seed": 5}).read_text())
+    del config["seeds"]
+    path = tmp_path / "unseeded.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = result.stdout + result.stderr
+    assert "models/lstm/seed5/model.json" in plan and "models/lstm/seed0/" not in plan
+
+
+def test_fasta_files_get_distinct_safe_prediction_folders(tmp_path: Path) -> None:
+    example = (REPO / "data" / "example.fasta").read_text()
+    files = [tmp_path / "x_2.fa", tmp_path / "a" / "x.fa", tmp_path / "b" / "x.fa", tmp_path / "my file.fa"]
+    for path in files:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(example)
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"predict.fasta": [str(f) for f in files]})))
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = result.stdout + result.stderr
+    splits = set(re.findall(r"predict/([^/\s]+)/names\.tsv", plan))
+    # the second x.fa must not take x_2.fa's folder (it did: x_2 was both the first file's stem and the fallback)
+    assert splits == {"x_2", "x", "x_3", "my_file"}
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_science_config_isolates_every_knob_with_three_seeds() -> None:
     science = yaml.safe_load((REPO / "workflows" / "config.science.yaml").read_text())
@@ -243,6 +291,7 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
             "synthetic": {"distances": [2, 4], "steps": 10, "eval_queries": 50,
                           "variants": {"lstm": {}, "rnn": {"cell": "rnn"}}},
             "predict.model": "lstm",
+            "predict.shards": 4,  # the example's 3 records leave one shard empty
             "pretrain.enabled": False,
         },
     )
@@ -850,6 +899,14 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
 
 
 # ------------------------------------------------------------------------------- gather_predictions.py (prediction shards)
+def test_baseline_names_agree_with_the_library() -> None:
+    from protrnn.evaluation.results import BASELINE_NAMES
+
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    match = re.search(r"^BASELINE_NAMES = \((.*?)\)$", common, flags=re.M)
+    assert match is not None and tuple(re.findall(r'"([^"]+)"', match.group(1))) == BASELINE_NAMES
+
+
 def test_gather_restores_order_and_ids_literally(tmp_path: Path, capsys) -> None:
     """Shard summaries keyed by safe names come back in FASTA order with the original IDs, cell by cell as written:
     an ID that starts with a quote character is not parsed as a quoted cell (it swallowed the rest of the table)."""
@@ -872,4 +929,11 @@ def test_gather_restores_order_and_ids_literally(tmp_path: Path, capsys) -> None
     assert lines[0] == "id\tname\tfile\tlength\tstatus\treason\tmean_top_L5_prob"
     assert lines[1:] == [f"{ids[k]}\tn{k}\tn{k}\t{10 + k}\tok\t\t0.5{k}" for k in range(3)]
     assert sorted(p.name for p in (tmp_path / "contacts").iterdir()) == ["n0.rr", "n1.rr", "n2.rr"]
-    capsys.readouterr()
+    # an empty shard (fewer records than shards) adds nothing; a lost record is still an error
+    (tmp_path / "s3").mkdir()
+    args = ["--names", str(tmp_path / "names.tsv"), "--summary", str(tmp_path / "all3.tsv"),
+            "--contacts", str(tmp_path / "contacts3"), str(tmp_path / "s1"), str(tmp_path / "s2"), str(tmp_path / "s3")]
+    assert gather.main(args) == 0
+    assert (tmp_path / "all3.tsv").read_text() == (tmp_path / "all.tsv").read_text()
+    assert gather.main(args[:-2] + [str(tmp_path / "s3")]) == 2
+    assert "2 summary rows for 3 records" in capsys.readouterr().err  # s2 left out

@@ -8,8 +8,35 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
-RESULTS = config["results"].rstrip("/")
-CACHE = config["cache_dir"].rstrip("/")
+
+
+def _fail(key, why):
+    raise WorkflowError(f"config key {key!r}: {why}")
+
+
+#: Characters a results or cache folder may not hold: rules pass these folders to shell commands unquoted, and Snakemake
+#: reads braces in a path as wildcards.
+_UNSAFE_FOLDER = re.compile(r"[\s{}'\"$`\\;&|<>*?!#()\[\]]")
+
+
+def _folder(key):
+    """A results or cache folder from the config, checked: not the file-system root or the checkout (or a folder above
+    it), where outputs would land among the code (data/, models/), and without whitespace or shell characters."""
+    value = config[key]
+    folder = value.rstrip("/")
+    if not folder:
+        _fail(key, f"{value!r} is the file-system root; give a folder of its own, e.g. 'results'")
+    if _UNSAFE_FOLDER.search(folder):
+        _fail(key, f"{value!r}: use a folder name without whitespace, quotes, braces or shell characters")
+    checkout, resolved = Path(workflow.basedir).resolve(), Path(folder).resolve()
+    if resolved == checkout or resolved in checkout.parents:
+        _fail(key, f"{value!r} is the checkout or a folder above it, so outputs would mix with the code; give a "
+              "folder of its own, e.g. 'results'")
+    return folder
+
+
+RESULTS = _folder("results")
+CACHE = _folder("cache_dir")
 # Under --use-conda, rules run the conda environment's python (envs/protrnn.yaml); otherwise Snakemake's own.
 _USES_CONDA = "CONDA" in str(getattr(workflow.deployment_settings, "deployment_method", ""))
 PY = "python" if _USES_CONDA else shlex.quote(sys.executable)
@@ -35,10 +62,6 @@ shell.prefix(
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"export PROTRNN_PY={PY}; "
 )
-
-
-def _fail(key, why):
-    raise WorkflowError(f"config key {key!r}: {why}")
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
@@ -72,6 +95,13 @@ def prepared_test_file(name):
 # ../shared/data) the pipeline still runs end to end: a homology-disjoint 10 % of the training clusters becomes the
 # test set `heldout` (prepare writes it as test_heldout.npz).
 SPLIT = dict(config["prepare"].get("split", {"train": 0.9, "val": 0.1}))
+if abs(sum(SPLIT.values()) - 1.0) > 1e-6:
+    _fail("prepare.split", f"the fractions must add up to 1, got {' + '.join(str(v) for v in SPLIT.values())}")
+for _section in ("prepare", "pretrain"):
+    _lengths = config.get(_section) or {}
+    if _lengths.get("min_length", 0) > _lengths.get("max_length", float("inf")):
+        _fail(f"{_section}.min_length", f"{_lengths['min_length']} is above {_section}.max_length "
+              f"({_lengths['max_length']})")
 TEST_NAMES = list(TEST_SETS)
 if not TEST_SETS:
     print("protrnn pipeline: none of the configured test sets exists; holding out 10% of the training clusters "
@@ -88,6 +118,12 @@ if OLLIKAINEN_ROOT and not Path(OLLIKAINEN_ROOT).exists():
     OLLIKAINEN_ROOT = None
 BASELINES = [b for b in config["evaluate"].get("baselines", ["random", "separation", "propensity"])
              if b != "freecontact" or OLLIKAINEN_ROOT]
+if "freecontact" in config["evaluate"].get("baselines", []) and not config["evaluate"].get("ollikainen_root"):
+    print("protrnn pipeline: evaluate.baselines lists freecontact but evaluate.ollikainen_root is not set: FreeContact "
+          "baseline skipped", file=sys.stderr)
+#: Method names the evaluation gives its baselines (protrnn.evaluation.results.BASELINE_NAMES; tests/test_workflow.py
+#: checks the two agree): a grid model may not take one, or the report would merge the two.
+BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
 
 # --- models -------------------------------------------------------------------------------------------------------
 MODELS = config["models"]
@@ -96,6 +132,8 @@ if "bundle" in MODELS:
 for _name in MODELS:
     if "@" in _name or "/" in _name:
         _fail(f"models.{_name}", "model names may not contain '@' or '/' (runs are named NAME@seedS)")
+    if _name in BASELINE_NAMES:
+        _fail(f"models.{_name}", f"{_name!r} is the name of a baseline; give the model another name")
 # Every grid model trains once per seed (seed_everything and the data order); evaluation, diagnostics and the report
 # aggregate over seeds. A run is `<model>/seed<S>` on disk and `<model>@seed<S>` as a method name: SEED_TAG equals
 # protrnn.diagnostics.results.SEED_TAG, which the report splits names on (tests/test_workflow.py checks the two agree).
@@ -103,6 +141,9 @@ SEED_TAG = "@seed"
 SEEDS = [int(s) for s in config.get("seeds", [config["train"].get("seed", 0)])]
 if len(set(SEEDS)) != len(SEEDS):
     _fail("seeds", f"seeds must be distinct, got {SEEDS}")
+if config["train"].get("max_steps") is None:
+    print("protrnn pipeline: train.max_steps is not set, so grid models train by epochs (train.max_epochs) with early "
+          "stopping and their best checkpoint, not a matched number of steps", file=sys.stderr)
 # The bundled default model (target `bundle`) trains and evaluates through the same rules as the grid: one run
 # (`bundle`, seed train.seed), or with `bundle.seeds` one run per seed (`bundle/seed<S>`, trained side by side) that
 # `protrnn ensemble` combines into ensembles/bundle (ensemble.json + member exports; not under models/bundle, which
@@ -355,12 +396,18 @@ if config["predict"].get("fasta") and config["predict"].get("model", next(iter(M
 PREDICT_MODEL = config["predict"].get("model", next(iter(MODELS)))
 # Predictions come from the first seed's run of the chosen model.
 PREDICT_RUN = f"{PREDICT_MODEL}/seed{SEEDS[0]}"
+# One folder per FASTA file, named by its file name's stem made safe (letters, digits, '_', '-'), with _2, _3 ... for
+# stems met before (results/predict/<name>/).
 PREDICT_FASTA = {}
 for _i, _p in enumerate(config["predict"].get("fasta", [])):
     if not Path(_p).exists():
         _fail(f"predict.fasta[{_i}]", f"FASTA file does not exist: {_p}")
-    _stem = Path(_p).name.split(".")[0] or f"fasta{_i}"
-    PREDICT_FASTA[_stem if _stem not in PREDICT_FASTA else f"{_stem}_{_i}"] = _p
+    _stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(_p).name.split(".")[0]).strip("_") or f"fasta{_i}"
+    _key, _n = _stem, 1
+    while _key in PREDICT_FASTA:
+        _n += 1
+        _key = f"{_stem}_{_n}"
+    PREDICT_FASTA[_key] = _p
 
 
 def _option_text(value):

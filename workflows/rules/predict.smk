@@ -24,6 +24,7 @@ rule split_fasta:
 
 
 rule predict_shard:
+    """Predict one shard; a shard left empty (a file with fewer records than predict.shards) gives an empty folder."""
     input:
         fasta=f"{RESULTS}/predict/{{fasta}}/shards/{{scatteritem}}.fasta",
         model=f"{RESULTS}/models/{PREDICT_RUN}/model.json",
@@ -41,8 +42,10 @@ rule predict_shard:
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{fasta}}.{{scatteritem}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn predict {input.fasta} -o {output} --model {params.model}"
-        " --no-progress > {log} 2>&1"
+        "if [ -s {input.fasta} ]; then"
+        " OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn predict {input.fasta} -o {output} --model {params.model}"
+        " --no-progress > {log} 2>&1;"
+        " else mkdir -p {output} && echo 'empty shard: the file has fewer records than predict.shards' > {log}; fi"
 
 
 rule gather_predictions:

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     contacts = Path(args.contacts)
     contacts.mkdir(parents=True, exist_ok=True)
     for shard in map(Path, args.shards):
+        if not (shard / "summary.tsv").exists() and not any(shard.iterdir()):
+            continue  # an empty shard (fewer records than shards); the count check below still sees every record
         columns, shard_rows = read_tsv_table(shard / "summary.tsv")
         fieldnames = fieldnames or columns
         for row in shard_rows:
