@@ -108,6 +108,14 @@ def test_schema_bounds_seeds_and_baselines(tmp_path: Path, changes: dict) -> Non
     assert result.returncode != 0 and "ValidationError" in result.stderr + result.stdout
 
 
+def test_integral_floats_reach_the_commands_as_integers(tmp_path: Path) -> None:
+    config = write_config(tmp_path, **{"train.max_steps": 700.0, "seeds": [0.0, 1.0]})
+    result = snakemake("-n", "-p", "--configfile", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = result.stdout + result.stderr
+    assert "--trainer.max_steps 700 " in plan and "700.0" not in plan and "models/lstm/seed1/" in plan
+
+
 def test_train_seed_is_the_seed_when_seeds_is_unset(tmp_path: Path) -> None:
     config = yaml.safe_load(write_config(tmp_path, **{"train.seed": 5}).read_text())
     del config["seeds"]
@@ -929,11 +937,15 @@ def test_gather_restores_order_and_ids_literally(tmp_path: Path, capsys) -> None
     assert lines[0] == "id\tname\tfile\tlength\tstatus\treason\tmean_top_L5_prob"
     assert lines[1:] == [f"{ids[k]}\tn{k}\tn{k}\t{10 + k}\tok\t\t0.5{k}" for k in range(3)]
     assert sorted(p.name for p in (tmp_path / "contacts").iterdir()) == ["n0.rr", "n1.rr", "n2.rr"]
-    # an empty shard (fewer records than shards) adds nothing; a lost record is still an error
+    # an empty shard (fewer records than shards; Snakemake leaves its hidden timestamp in it) adds nothing, and no
+    # hidden file is gathered; a lost record is still an error
     (tmp_path / "s3").mkdir()
+    for shard in ("s1", "s2", "s3"):
+        (tmp_path / shard / ".snakemake_timestamp").touch()
     args = ["--names", str(tmp_path / "names.tsv"), "--summary", str(tmp_path / "all3.tsv"),
             "--contacts", str(tmp_path / "contacts3"), str(tmp_path / "s1"), str(tmp_path / "s2"), str(tmp_path / "s3")]
     assert gather.main(args) == 0
     assert (tmp_path / "all3.tsv").read_text() == (tmp_path / "all.tsv").read_text()
+    assert sorted(p.name for p in (tmp_path / "contacts3").iterdir()) == ["n0.rr", "n1.rr", "n2.rr"]
     assert gather.main(args[:-2] + [str(tmp_path / "s3")]) == 2
     assert "2 summary rows for 3 records" in capsys.readouterr().err  # s2 left out

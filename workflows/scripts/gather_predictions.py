@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     contacts = Path(args.contacts)
     contacts.mkdir(parents=True, exist_ok=True)
     for shard in map(Path, args.shards):
-        if not (shard / "summary.tsv").exists() and not any(shard.iterdir()):
+        # Snakemake marks a directory output with a hidden .snakemake_timestamp; protrnn predict writes no hidden file
+        files = [path for path in shard.iterdir() if path.is_file() and not path.name.startswith(".")]
+        if not files:
             continue  # an empty shard (fewer records than shards); the count check below still sees every record
         columns, shard_rows = read_tsv_table(shard / "summary.tsv")
         fieldnames = fieldnames or columns
@@ -41,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             index, original = names[row["id"]]
             rows.append((index, {**row, "id": original, "name": row["id"]}))
-        for path in shard.iterdir():
-            if path.is_file() and path.name != "summary.tsv":
+        for path in files:
+            if path.name != "summary.tsv":
                 target = contacts / path.name
                 if target.exists():
                     target.unlink()
