@@ -105,7 +105,7 @@ def test_ensemble_in_predict_runs_and_resumes(ensemble_dir, members, tmp_path) -
     assert run.resumed == len(SEQUENCES) and run.predicted == 0
 
 
-def test_ensemble_command_and_refusals(members, tmp_path, capsys) -> None:
+def test_ensemble_command_and_refusals(members, tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "x2"
     assert main(["ensemble", str(members[0]), str(members[1] / "model.json"), "-o", str(out)]) == 0
     assert ensemble_members(out) == [out / "member-1", out / "member-2"]
@@ -130,6 +130,22 @@ def test_ensemble_command_and_refusals(members, tmp_path, capsys) -> None:
     with pytest.raises(InputError, match="holds this member"):
         save_ensemble([members[0], members[1]], members[1])
     assert sorted(p.name for p in members[0].parent.rglob("*")) == before
+    # an existing directory that is not an ensemble (a run, say) is refused and left as it was, '.' included
+    run = tmp_path / "a_run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "notes.txt").write_text("keep")
+    assert main(["ensemble", str(members[0]), str(members[1]), "-o", str(run)]) == 2
+    assert "exists and is not an ensemble" in capsys.readouterr().err
+    monkeypatch.chdir(run)
+    assert main(["ensemble", str(members[0]), str(members[1]), "-o", "."]) == 2
+    assert "exists and is not an ensemble" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "notes.txt"] and (run / "notes.txt").read_text() == "keep"
+    # an ensemble is replaced whole, and nothing is exported beside one (loading would never see it)
+    assert main(["ensemble", str(members[1]), str(members[0]), "-o", str(out)]) == 0
+    assert ensemble_members(out) == [out / "member-1", out / "member-2"]
+    with pytest.raises(InputError, match="holds an ensemble"):
+        save_model(load_network(members[0]).network, out)
+    assert not (out / "model.json").exists()
 
 
 @pytest.mark.parametrize("members_value, message", [

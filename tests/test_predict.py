@@ -89,6 +89,12 @@ def test_load_model_and_predict_api(model_dir, predictor) -> None:
         predictor.predict(["ACD", "AC1"])
     with pytest.raises(InputError, match="empty sequence"):
         predictor.predict(["--"])
+    # what is not a str is named by its place (bytes and None failed inside the alphabet with AttributeError)
+    for bad, kind in ((123, "int"), (None, "NoneType"), (b"MKV", "bytes")):
+        with pytest.raises(TypeError, match=rf"predict: sequence #2 is a {kind}, not a str"):
+            predictor.predict(["ACDEFG", bad])
+    with pytest.raises(TypeError, match="not a single bytes"):
+        predictor.predict(b"MKVLA")
 
 
 def test_plan_batches_respects_budget() -> None:

@@ -333,6 +333,54 @@ def test_resume_from_a_file_that_is_not_a_matching_checkpoint_fails_before_train
     assert not (run / "checkpoints").exists()
 
 
+def test_resume_refusals_name_the_checkpoint_on_one_line(datasets: dict[str, Path], trained_run: Path,
+                                                         tmp_path: Path) -> None:
+    """--ckpt_path last reads the run's own last.ckpt like a file (it gave torch.load tracebacks); a checkpoint past
+    max_epochs and Lightning's 'best' (never usable here) are one line too, before anything trains."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with pytest.raises(InputError, match="'ckpt_path': 'best' is not supported; resume with 'last'"):
+        train_cmd.main(tiny_args(datasets, run, "--ckpt_path", "best"))
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["epoch"] = 3
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(InputError, match=r"last\.ckpt: config key 'ckpt_path': the checkpoint is at epoch 3, past "
+                                         r"trainer\.max_epochs 2"):
+        train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match=r"last\.ckpt: config key 'ckpt_path': not a readable checkpoint") as err:
+        train_cmd.main(tiny_args(datasets, run, "--ckpt_path", "last"))
+    assert "\n" not in str(err.value)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"  # nothing trained over it
+
+
+def test_a_copied_run_exports_its_own_best_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    """Resuming a copied run restores the original's absolute best_model_path (Lightning): the export must take the
+    file of that name in this run's checkpoints/, or this run's last checkpoint, never the other folder's file."""
+    import shutil
+    from types import SimpleNamespace
+
+    from protrnn.training.callbacks import ExportOnFitEnd
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    [best] = sorted((trained_run / "checkpoints").glob("best-*.ckpt"))
+    here = run / "checkpoints"
+    callback = SimpleNamespace(best_model_path=str(best), last_model_path=str(here / "last.ckpt"), dirpath=str(here),
+                               monitor="val/P@L5_medium_long")
+    trainer = SimpleNamespace(checkpoint_callback=callback, is_global_zero=True, default_root_dir=str(run),
+                              strategy=SimpleNamespace(barrier=lambda name: None))
+    ExportOnFitEnd(run).on_fit_end(trainer, None)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["source_checkpoint"] == str((here / best.name).resolve()) and meta["selected"] == "best"
+    (here / best.name).unlink()  # the copy lacks it: this run's last checkpoint, not the other folder's best
+    ExportOnFitEnd(run).on_fit_end(trainer, None)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["source_checkpoint"] == str((here / "last.ckpt").resolve()) and meta["selected"] == "last"
+
+
 def test_fit_end_export_and_export_command_round_trip(trained_run: Path, tmp_path: Path) -> None:
     from protrnn.cli import main as cli_main
     from protrnn.model.io import load_network

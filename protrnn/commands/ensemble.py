@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL",
                         help="exported model directory, model.json or model.safetensors (export a checkpoint first)")
     parser.add_argument("-o", "--outdir", required=True, metavar="DIR",
-                        help="ensemble directory (created; an existing one is replaced whole)")
+                        help="ensemble directory: new or empty, or an ensemble, which is replaced whole")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -259,8 +259,9 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
     ``ensemble.json`` (plus ``extra`` keys); the directory is built aside and swapped in whole. Returns the JSON path.
 
     Every member must be an export (not a checkpoint: export it first) with the same alphabet, outside
-    ``directory`` (which is replaced whole); :func:`write_ensemble_files` checks their number."""
-    target = Path(directory)
+    ``directory`` (which is replaced whole: it must be new, empty or an ensemble); :func:`write_ensemble_files`
+    checks their number."""
+    target = Path(directory).resolve()
     sources = []
     for member in members:
         if is_ensemble(member) or is_checkpoint(member):
@@ -272,9 +273,12 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
                              "ensemble elsewhere", path=member)
         metadata = load_network(json_path, kind="export").metadata  # every check of a load, before any write
         sources.append((weights_path, metadata))
-    with swapped_directory(target) as staging:
+    if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or is_ensemble(target))):
+        raise InputError("exists and is not an ensemble; the ensemble directory is replaced whole, so give a new or "
+                         "empty directory, or an ensemble to replace", path=directory)
+    with swapped_directory(target) as staging:  # resolved: "-o ." has no name to build a sibling from
         write_ensemble_files(staging, sources, extra)
-    return target / ENSEMBLE_NAME
+    return Path(directory) / ENSEMBLE_NAME
 
 
 def save_model(model: ContactModel, directory: str | os.PathLike[str], extra: dict | None = None) -> Path:
@@ -290,6 +294,9 @@ def save_export(network: nn.Module, config: ModelConfig, directory: str | os.Pat
                 fmt: ExportFormat) -> Path:
     """Write ``network``'s weights then its JSON description (``fmt``) into ``directory``, each atomically; returns
     the JSON path. ``extra`` is merged into the JSON and may not override the reserved keys."""
+    if is_ensemble(directory):
+        raise InputError(f"holds an ensemble ({ENSEMBLE_NAME}), which loading prefers: an export beside it would never "
+                         "be used; give another directory", path=directory)
     extra = dict(extra or {})
     clash = sorted(_RESERVED_KEYS & set(extra))
     if clash:

@@ -248,8 +248,11 @@ class Predictor:
                       run_batch: Callable[[list[str]], list[_T]]) -> list[_T]:
         """Clean, batch by length (:meth:`plan`) and run ``run_batch`` on each batch; one output per sequence, in
         input order."""
-        if isinstance(sequences, str):
-            raise TypeError(f"{name} expects a list of sequences, not a single string")
+        if isinstance(sequences, (str, bytes)):
+            raise TypeError(f"{name} expects a list of sequences, not a single {type(sequences).__name__}")
+        for k, seq in enumerate(sequences):
+            if not isinstance(seq, str):
+                raise TypeError(f"{name}: sequence #{k + 1} is a {type(seq).__name__}, not a str")
         cleaned = [self.clean(seq, record=f"#{k + 1}") for k, seq in enumerate(sequences)]
         results: dict[int, _T] = {}
         for batch in self.plan([len(s) for s in cleaned], batch_tokens):

@@ -45,6 +45,22 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
         raise InputError(f"cannot write the model description: {exc}", path=directory) from None
 
 
+def checkpoint_of_this_run(callback: Any, path: str) -> str:
+    """``path`` (a ModelCheckpoint's best or last checkpoint) as a file of this run's checkpoint folder.
+
+    A run directory copied or moved and then resumed carries its old absolute ``best_model_path`` in ``last.ckpt``,
+    and Lightning restores it: it names the other folder's file, or a file that is gone. The file of the same name in
+    this run's folder is used instead when it exists; otherwise ``""`` (nothing this run holds)."""
+    dirpath = getattr(callback, "dirpath", None)
+    if not path or dirpath is None:
+        return path
+    given, here = Path(path), Path(dirpath)
+    if given.parent.resolve() == here.resolve():
+        return path
+    moved = here / given.name
+    return str(moved) if moved.is_file() else ""
+
+
 class ExportOnFitEnd(pl.Callback):
     """At the end of ``fit``, export the best checkpoint (else the last one) as safetensors + JSON.
 
@@ -60,8 +76,8 @@ class ExportOnFitEnd(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         callback = trainer.checkpoint_callback
-        best = getattr(callback, "best_model_path", "") if callback is not None else ""
-        last = getattr(callback, "last_model_path", "") if callback is not None else ""
+        best = checkpoint_of_this_run(callback, getattr(callback, "best_model_path", "") if callback else "")
+        last = checkpoint_of_this_run(callback, getattr(callback, "last_model_path", "") if callback else "")
         source = best or last
         if trainer.is_global_zero:
             directory = self.directory or Path(trainer.default_root_dir)

@@ -42,8 +42,10 @@ PRETRAIN_CONFIG_DIR = CONFIG_DIR / "pretrain"
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 #: Exit status of a run stopped because its loss diverged (configuration errors exit with 2).
 EXIT_DIVERGED = 1
-#: ``--ckpt_path`` values Lightning resolves itself (not file paths).
-SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+#: The ``--ckpt_path`` value that names this run's own ``checkpoints/last.ckpt`` (Lightning's other names, ``best``,
+#: ``hpc`` and ``registry``, are refused: protrnn's run directory has no use for them).
+LAST_CKPT = "last"
+_UNSUPPORTED_CKPT_NAMES = ("best", "hpc", "registry")
 #: Trainer defaults of every fit command (a spec's ``trainer_defaults`` add to / override these).
 SHARED_TRAINER_DEFAULTS: dict[str, Any] = {"use_distributed_sampler": False, "gradient_clip_val": 1.0,
                                            "log_every_n_steps": 10, "precision": None}
@@ -253,7 +255,10 @@ def _cli_class(spec: FitSpec) -> type:
             if self.config.checkpoint.get("dirpath") is None:
                 self.config.checkpoint.dirpath = str(root / "checkpoints")
             ckpt = self.config.get("ckpt_path")
-            if ckpt and ckpt not in SPECIAL_CKPT_PATHS and not Path(ckpt).is_file():
+            if ckpt in _UNSUPPORTED_CKPT_NAMES:
+                raise InputError(f"config key 'ckpt_path': {ckpt!r} is not supported; resume with 'last' (the run "
+                                 "directory's checkpoints/last.ckpt) or a checkpoint file, e.g. checkpoints/best-*.ckpt")
+            if ckpt and ckpt != LAST_CKPT and not Path(ckpt).is_file():
                 raise InputError("config key 'ckpt_path': checkpoint file not found", path=ckpt)
             threads = self.config.get("num_threads")
             if threads is not None:
@@ -346,29 +351,53 @@ def run_fit(spec: FitSpec, argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ the two commands
-def check_resume_checkpoint(cli: Any) -> None:
-    """Before contact training: a ``--ckpt_path`` file must be a readable protrnn checkpoint of the configured
-    architecture.
-
-    Without this, a file that is not a checkpoint fails inside ``trainer.fit`` with a torch.load traceback, and a
-    Lightning checkpoint of another program with a state_dict error. ``last`` / ``best`` are resolved by Lightning
-    and checked by ``ContactLightningModule.on_load_checkpoint``.
-    """
+def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``--ckpt_path`` resumes from, read (``weights_only``), or None for a fresh start: a file, or with
+    ``last`` the run directory's ``checkpoints/last.ckpt`` when there is one (without it Lightning starts afresh).
+    An unreadable file is a one-line InputError instead of a torch.load traceback inside ``trainer.fit``; a
+    checkpoint past ``trainer.max_epochs`` one instead of Lightning's MisconfigurationException."""
     ckpt = cli.config.get("ckpt_path")
-    if not ckpt or ckpt in SPECIAL_CKPT_PATHS:
-        return
+    if not ckpt:
+        return None
+    path = Path(cli.config.checkpoint.dirpath) / "last.ckpt" if ckpt == LAST_CKPT else Path(ckpt)
+    if not path.is_file():
+        return None
     from protrnn.model.io import load_checkpoint
-    from protrnn.training.module import check_architecture
 
     try:
-        checkpoint = load_checkpoint(ckpt)
+        checkpoint = load_checkpoint(path)
     except InputError as exc:
-        raise InputError(f"config key 'ckpt_path': {exc.reason}", path=ckpt) from None
+        raise InputError(f"config key 'ckpt_path': {exc.reason}", path=path) from None
+    epoch, max_epochs = checkpoint.get("epoch"), cli.trainer.max_epochs
+    if isinstance(epoch, int) and max_epochs not in (None, -1) and epoch > max_epochs:
+        raise InputError(f"config key 'ckpt_path': the checkpoint is at epoch {epoch}, past trainer.max_epochs "
+                         f"{max_epochs}; raise --trainer.max_epochs to continue it", path=path)
+    return path, checkpoint
+
+
+def check_resumable(cli: Any) -> None:
+    """Before pretraining: the checkpoint ``--ckpt_path`` resumes from (a file or ``last``) must be readable."""
+    _resume_checkpoint(cli)
+
+
+def check_resume_checkpoint(cli: Any) -> None:
+    """Before contact training: the checkpoint ``--ckpt_path`` resumes from (a file, or ``last``: the run's
+    ``checkpoints/last.ckpt``) must be a readable protrnn checkpoint of the configured architecture.
+
+    Without this, a file that is not a checkpoint fails inside ``trainer.fit`` with a torch.load traceback, and a
+    Lightning checkpoint of another program with a state_dict error.
+    """
+    resumed = _resume_checkpoint(cli)
+    if resumed is None:
+        return
+    path, checkpoint = resumed
+    from protrnn.training.module import check_architecture
+
     saved = (checkpoint.get("hyper_parameters") or {}).get("model")
     if not isinstance(saved, dict):
         raise InputError("config key 'ckpt_path': not a protrnn train checkpoint (no model architecture in its "
-                         "hyper-parameters)", path=ckpt)
-    check_architecture(saved, cli.model.config, source=ckpt)
+                         "hyper-parameters)", path=path)
+    check_architecture(saved, cli.model.config, source=str(path))
 
 
 @functools.cache
@@ -394,7 +423,8 @@ def _pretrain_parts() -> FitParts:
 
     return FitParts(PretrainLightningModule, StructureLabelDataModule, monitor=PRETRAIN_MONITOR, mode="min",
                     fit_end_callbacks=lambda directory, extra: [ResidueThroughput(),
-                                                                ExportPretrainedOnFitEnd(directory, extra=extra)])
+                                                                ExportPretrainedOnFitEnd(directory, extra=extra)],
+                    check_before_fit=check_resumable)
 
 
 #: ``protrnn train``: contact training (docs/training.md).

@@ -50,6 +50,7 @@ from protrnn.model.pretrain_heads import (
     PretrainNetwork,
     save_pretrained,
 )
+from protrnn.training.callbacks import checkpoint_of_this_run
 from protrnn.training.datamodule import EpochedBatchSampler, config_int
 from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
@@ -451,8 +452,8 @@ class ExportPretrainedOnFitEnd(pl.Callback):
                 if isinstance(callback, ResidueThroughput):
                     extra["throughput"] = callback.summary()
             checkpoint = trainer.checkpoint_callback
-            best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-            last = getattr(checkpoint, "last_model_path", "") if checkpoint is not None else ""
+            best = checkpoint_of_this_run(checkpoint, getattr(checkpoint, "best_model_path", "") if checkpoint else "")
+            last = checkpoint_of_this_run(checkpoint, getattr(checkpoint, "last_model_path", "") if checkpoint else "")
             if best or last:
                 extra.update(selected="best" if best else "last", monitor=getattr(checkpoint, "monitor", None))
                 self.exported = export_pretrained_checkpoint(best or last, directory, extra=extra)
