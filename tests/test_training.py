@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -295,7 +296,8 @@ def trained_run(datasets: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.slow
-def test_resume_continues_the_global_step(datasets: dict[str, Path], trained_run: Path, tmp_path: Path) -> None:
+def test_resume_continues_the_global_step(datasets: dict[str, Path], trained_run: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     run = tmp_path / "run"
@@ -303,7 +305,11 @@ def test_resume_continues_the_global_step(datasets: dict[str, Path], trained_run
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     steps_per_epoch = first["global_step"]
     assert first["epoch"] == 0 and steps_per_epoch > 0
-    assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last")) == 0
+    capsys.readouterr()
+    assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+                                    "--model.weight_decay", "0.123")) == 0
+    assert re.search(r"resuming .*last\.ckpt with settings that differ from its run: model\.weight_decay: "
+                     r"[0-9.e-]+ -> 0\.123\.", capsys.readouterr().err)
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 2 * steps_per_epoch and resumed["epoch"] == 1
     rows = [r for r in read_metrics(run, version=1) if r.get("train/loss_step")]
@@ -354,6 +360,19 @@ def test_resume_refusals_name_the_checkpoint_on_one_line(datasets: dict[str, Pat
         train_cmd.main(tiny_args(datasets, run, "--ckpt_path", "last"))
     assert "\n" not in str(err.value)
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"  # nothing trained over it
+
+
+def test_resume_names_the_settings_that_differ_from_the_checkpoints() -> None:
+    from protrnn.training.cli import resume_differences
+
+    checkpoint = {"hyper_parameters": {"lr": 0.01, "betas": [0.9, 0.99], "model": {"cell": "lstm"}, "_instantiator": "x",
+                                       "pos_weight": 4.0},
+                  "datamodule_hyper_parameters": {"train_path": "a/train.npz", "seed": 0}}
+    assert resume_differences(checkpoint, {"lr": 0.5, "betas": (0.9, 0.99), "model": {"cell": "gru"},
+                                           "_instantiator": "y", "pos_weight": 4.0},
+                              {"train_path": "b/train.npz", "seed": 0}) == [
+        "model.lr: 0.01 -> 0.5", "data.train_path: 'a/train.npz' -> 'b/train.npz'"]
+    assert resume_differences({}, {"lr": 0.5}, None) == []
 
 
 def test_a_copied_run_exports_its_own_best_checkpoint(trained_run: Path, tmp_path: Path) -> None:

@@ -398,6 +398,27 @@ def check_resume_checkpoint(cli: Any) -> None:
         raise InputError("config key 'ckpt_path': not a protrnn train checkpoint (no model architecture in its "
                          "hyper-parameters)", path=path)
     check_architecture(saved, cli.model.config, source=str(path))
+    changed = resume_differences(checkpoint, cli.model.hparams, cli.datamodule.hparams)
+    if changed:
+        print(f"protrnn train: resuming {path} with settings that differ from its run: {'; '.join(changed)}. The "
+              "optimizer and learning-rate schedule continue from the checkpoint's state, so a new lr, weight_decay "
+              "or schedule does not take effect; model.json records the settings given now", file=sys.stderr)
+
+
+def resume_differences(checkpoint: dict[str, Any], model_hparams: Any, data_hparams: Any) -> list[str]:
+    """``key: saved -> now`` for each training (``model.*``) and data (``data.*``) setting a resumed run changes, from
+    the hyper-parameters Lightning saved in ``checkpoint`` (the architecture is checked apart)."""
+    out: list[str] = []
+    for prefix, saved, current in (("model", checkpoint.get("hyper_parameters"), model_hparams),
+                                   ("data", checkpoint.get("datamodule_hyper_parameters"), data_hparams)):
+        saved, current = dict(saved or {}), dict(current or {})
+        for key in sorted(set(saved) & set(current)):
+            if key == "model" or key.startswith("_"):
+                continue
+            old, new = saved[key], current[key]
+            if (list(old) if isinstance(old, tuple) else old) != (list(new) if isinstance(new, tuple) else new):
+                out.append(f"{prefix}.{key}: {old!r} -> {new!r}")
+    return out
 
 
 @functools.cache
