@@ -21,6 +21,11 @@ if not workflow.config_settings.configfiles:
     configfile: "workflows/config.yaml"
 
 
+# A schema error in one line that names the key (Snakemake's own message prints the whole schema and config), then
+# Snakemake's validation, which also fills in the schema's defaults.
+include: "workflows/rules/schema.smk"
+
+
 validate(config, "workflows/schemas/config.schema.yaml")
 
 

@@ -130,6 +130,9 @@ def test_ensemble_command_and_refusals(members, tmp_path, capsys, monkeypatch) -
     with pytest.raises(InputError, match="holds this member"):
         save_ensemble([members[0], members[1]], members[1])
     assert sorted(p.name for p in members[0].parent.rglob("*")) == before
+    with pytest.raises(InputError, match="listed twice"):
+        save_ensemble([members[0], members[1], members[0] / "model.json"], tmp_path / "twice")
+    assert not (tmp_path / "twice").exists()
     # an existing directory that is not an ensemble (a run, say) is refused and left as it was, '.' included
     run = tmp_path / "a_run"
     (run / "checkpoints").mkdir(parents=True)

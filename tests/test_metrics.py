@@ -176,13 +176,17 @@ def test_bad_input_is_an_input_error_naming_the_protein() -> None:
     with pytest.raises(InputError, match=r"xyz.*pair \(1, 11\).*not in \[0, 1\]"):
         evaluate_contacts(probs, truth, name="xyz")
     probs[0, 10] = np.nan
-    with pytest.raises(InputError, match="not in"):
+    with pytest.raises(InputError, match=r"probability nan at pair \(1, 11\) is not in"):  # not np.float64(nan)
         evaluate_contacts(probs, truth, name="xyz")
     observed = np.ones(20, dtype=bool)
     observed[0] = False  # NaN on an unobserved residue is fine
     assert evaluate_contacts(probs, truth, observed)["short/n_pairs"] > 0
     with pytest.raises(InputError, match="0/1"):
         evaluate_contacts(np.zeros((20, 20)), np.full((20, 20), 2))
+    # a fractional observed mask is not a mask (astype(bool) made 0.3 "observed")
+    with pytest.raises(InputError, match="observed mask must hold only 0/1"):
+        evaluate_contacts(np.zeros((20, 20)), truth, np.full(20, 0.3))
+    assert evaluate_contacts(np.zeros((20, 20)), truth, np.ones(20))["short/n_pairs"] > 0  # 0/1 numbers are fine
 
 
 def test_bins_closer_than_six_are_refused_not_scored() -> None:

@@ -365,7 +365,7 @@ def test_distogram_api_averages_members_and_carries_the_contact_probability() ->
         np.testing.assert_allclose(dist[..., :5].sum(-1), probs, atol=1e-5)  # < 4 ... [7, 8) A: the contact mass
     mixed = Predictor([members[0], ContactModel(ModelConfig(hidden_size=8, head="pairwise"))], device="cpu")
     assert mixed.distogram_edges is None
-    with pytest.raises(InputError, match="binary contact head"):
+    with pytest.raises(InputError, match="it has members with a binary contact head among them"):
         mixed.predict_distogram(["ACDE" * 5])
 
 

@@ -95,6 +95,8 @@ def _validated_truth(contacts: object, observed: object | None,
         observed_arr = np.asarray(observed)
         if observed_arr.shape != (length,):
             raise InputError(f"observed mask has shape {observed_arr.shape}, expected ({length},)", record=name)
+        if observed_arr.dtype != bool and not np.isin(observed_arr, (0, 1)).all():
+            raise InputError("observed mask must hold only 0/1 (or bool) values", record=name)
         observed_arr = observed_arr.astype(bool)
     return contacts_arr, observed_arr
 
@@ -177,7 +179,7 @@ def evaluate_contacts(probs: object, contacts: object, observed: object | None =
     truth = contacts_arr[rows, cols]
     if scores.size and not (np.all(scores >= 0.0) and np.all(scores <= 1.0)):  # False for NaN too
         bad = np.flatnonzero(~((scores >= 0.0) & (scores <= 1.0)))[0]
-        raise InputError(f"probability {scores[bad]!r} at pair ({rows[bad] + 1}, {cols[bad] + 1}) is not in [0, 1]",
+        raise InputError(f"probability {float(scores[bad])!r} at pair ({rows[bad] + 1}, {cols[bad] + 1}) is not in [0, 1]",
                          record=name)
     # One global ranking; filtering it by a range keeps the order, so each range is ranked consistently.
     order = rank_pairs(scores, rows, cols)

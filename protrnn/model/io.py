@@ -271,6 +271,8 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
         if target.resolve() in (json_path.parent.resolve(), *json_path.parent.resolve().parents):
             raise InputError(f"the ensemble directory {target} holds this member, and is replaced whole: write the "
                              "ensemble elsewhere", path=member)
+        if any(weights_path.resolve() == seen.resolve() for seen, _ in sources):
+            raise InputError("listed twice: an ensemble's members are different models", path=member)
         metadata = load_network(json_path, kind="export").metadata  # every check of a load, before any write
         sources.append((weights_path, metadata))
     if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or is_ensemble(target))):

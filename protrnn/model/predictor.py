@@ -295,7 +295,8 @@ class Predictor:
         edges = self.distogram_edges
         if edges is None:
             heads = {tuple(m.config.distogram_bins) if m.config.distogram_bins else None for m in self.models}
-            why = ("a binary contact head (distogram_bins is null)" if None in heads
+            why = ("a binary contact head (distogram_bins is null)" if heads == {None}
+                   else "members with a binary contact head among them" if None in heads
                    else "members with different distance classes")
             raise InputError(f"no distance distribution from {self.source or 'this model'}: it has {why}")
         return edges
