@@ -9,26 +9,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 
-
 def _fail(key, why):
     raise WorkflowError(f"config key {key!r}: {why}")
-
-
-def _integers(value, schema):
-    """`value` with every integral float (700.0) that the schema asks to be an integer made an int: JSON Schema counts
-    700.0 as an integer, the commands the rules call refuse it."""
-    if isinstance(value, float) and schema.get("type") == "integer" and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        return {k: _integers(v, properties.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_integers(v, schema["items"]) for v in value]
-    return value
-
-
-with open(Path(workflow.basedir) / "workflows" / "schemas" / "config.schema.yaml", encoding="utf-8") as _handle:
-    config.update(_integers(dict(config), yaml.safe_load(_handle)))
 
 
 #: Characters a results or cache folder may not hold: rules pass these folders to shell commands unquoted, and Snakemake

@@ -1,5 +1,6 @@
 # The configuration checked against workflows/schemas/config.schema.yaml before anything else, with a one-line error
-# naming the first offending key (the Snakefile then runs Snakemake's own validation, which fills in defaults).
+# naming the first offending key (the Snakefile then runs Snakemake's own validation, which fills in defaults), and
+# integral floats made integers where the schema asks for one.
 
 from pathlib import Path
 
@@ -14,3 +15,19 @@ _ERRORS = sorted(jsonschema.validators.validator_for(_SCHEMA)(_SCHEMA).iter_erro
 if _ERRORS:
     _where = ".".join(str(part) for part in _ERRORS[0].absolute_path) or "(top level)"
     raise WorkflowError(f"config key {_where!r}: {_ERRORS[0].message} (workflows/schemas/config.schema.yaml)")
+
+
+def _integers(value, schema):
+    """`value` with every integral float (700.0) that the schema asks to be an integer made an int: JSON Schema counts
+    700.0 as an integer, the commands the rules call refuse it."""
+    if isinstance(value, float) and schema.get("type") == "integer" and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: _integers(v, properties.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_integers(v, schema["items"]) for v in value]
+    return value
+
+
+config.update(_integers(dict(config), _SCHEMA))
