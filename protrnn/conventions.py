@@ -44,8 +44,10 @@ DEFAULT_COVERAGE = 0.5
 #: Chains shorter / longer than these are not training candidates (contact data and pretraining labels).
 DEFAULT_MIN_LENGTH = 20
 DEFAULT_MAX_LENGTH = 1000
+#: The split that training reads (``train.npz``); prepare refuses a run that would leave it out or empty.
+TRAIN_SPLIT = "train"
 #: Split fractions of the contact data, by sequence cluster.
-DEFAULT_FRACTIONS = {"train": 0.9, "val": 0.1}
+DEFAULT_FRACTIONS = {TRAIN_SPLIT: 0.9, "val": 0.1}
 #: Share of the pretraining labels' clusters held out for validation (Q8 / Q3, checkpoint selection).
 DEFAULT_LABEL_VAL_FRACTION = 0.02
 #: A prepared test set NAME is the split ``test_NAME``: its file is ``test_NAME.npz`` and the manifest's ``split``

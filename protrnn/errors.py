@@ -34,9 +34,12 @@ class InputError(ValueError):
 
 @contextlib.contextmanager
 def reading(path: object) -> Iterator[None]:
-    """Turn the operating system's errors while opening ``path`` into one-line :class:`InputError` messages."""
+    """Turn the operating system's errors while opening or reading ``path``, and text that is not UTF-8, into
+    one-line :class:`InputError` messages."""
     try:
         yield
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", path=path) from None
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
     except IsADirectoryError:

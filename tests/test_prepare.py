@@ -188,7 +188,7 @@ def test_command_module_holds_no_pipeline() -> None:
     assert out.strip() == "[]"
 
 
-def test_nothing_kept_for_training_is_an_error_after_the_manifest_is_written(
+def test_nothing_kept_for_training_writes_only_the_failed_manifest(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "in"
     bad.mkdir()
@@ -197,9 +197,32 @@ def test_nothing_kept_for_training_is_an_error_after_the_manifest_is_written(
     out = tmp_path / "out"
     assert main(["prepare", str(bad), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no input chain was kept for training" in err[0] and "manifest.tsv" in err[0]
-    rows = list(csv.DictReader((out / "manifest.tsv").open(), delimiter="\t"))
+    assert len(err) == 1 and "no input chain was kept for the 'train' split (0 kept, 2 skipped" in err[0]
+    assert "manifest.failed.tsv, and nothing else was written" in err[0]
+    rows = list(csv.DictReader((out / "manifest.failed.tsv").open(), delimiter="\t"))
     assert len(rows) == 2 and all(r["status"] == "skipped" and r["reason"] for r in rows)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.failed.tsv"]
+
+
+def test_a_failed_rerun_leaves_the_earlier_outputs_and_a_split_may_not_shadow_a_test_set(
+        cgdms_wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["prepare", str(cgdms_wheel), "-o", str(out), "--limit", "30", "--threads", "1"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.pdb"
+    bad.write_bytes(b"\x00\x01binary\xff" * 10)
+    assert main(["prepare", str(bad), "-o", str(out)]) == 2  # it replaced train.npz with an empty one
+    capsys.readouterr()
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "manifest.failed.tsv"}
+    assert after == before
+    assert main(["prepare", str(cgdms_wheel), "-o", str(out), "--limit", "30", "--threads", "1"]) == 0
+    assert not (out / "manifest.failed.tsv").exists()  # out of date once a run succeeds
+    # a split named like a test set's file would have been overwritten by it; a run without 'train' trains nothing
+    for split, message in (("train=0.5,test_t1=0.5", "split 'test_t1' would be written over test set 't1'"),
+                           ("val=1", "have no 'train' split")):
+        assert main(["prepare", str(cgdms_wheel), "-o", str(tmp_path / "x"), "--split", split, "--limit", "30",
+                     "--test-set", f"t1={cgdms_wheel}", "--threads", "1"]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_remove_stale_trusts_only_its_own_summary(tmp_path: Path) -> None:

@@ -190,6 +190,38 @@ def test_bad_inputs_are_named(inputs: Path, tmp_path: Path) -> None:
         load_inputs(runs=[str(tmp_path)])
 
 
+def test_report_inputs_that_would_mislead_or_be_destroyed_are_refused(inputs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    # -o an evaluation folder: the report's summary.json replaced the evaluation's
+    evaluation = tmp_path / "ev"
+    shutil.copytree(inputs / "evaluation" / "baselines", evaluation)
+    before = (evaluation / "summary.json").read_bytes()
+    with pytest.raises(InputError, match=r"ev: holds a summary.json that is not a report's \(format "
+                                         r"'protrnn-evaluation'\)"):
+        build_report(load_inputs(evaluations=[str(evaluation)]), evaluation, log=lambda _: None)
+    assert (evaluation / "summary.json").read_bytes() == before
+    # a protein listed twice would replace its first row in every mean
+    table = evaluation / "per_protein.csv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(InputError, match=rf"per_protein.csv, position {len(lines) + 1}: method .* is listed twice "
+                                         r"\(line 2 and here\)"):
+        load_inputs(evaluations=[str(evaluation)])
+    table.write_bytes(b"method,test_set,protein\nrandom,ts50,\xff\xfe\n")
+    with pytest.raises(InputError, match=r"per_protein.csv: not UTF-8 text"):
+        load_inputs(evaluations=[str(evaluation)])
+    # a table that is not a leakage table (a manifest) would be reported as removed training chains
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("source\tid\tlength\tstatus\nsrc\ta\t50\tkept\n")
+    with pytest.raises(InputError, match="manifest.tsv: not a leakage table"):
+        load_inputs(evaluations=[str(inputs / "evaluation" / "baselines")], leakage=[str(manifest)])
+    # the report's own folder is rewritten freely
+    out = tmp_path / "r"
+    for _ in range(2):
+        build_report(load_inputs(evaluations=[str(inputs / "evaluation" / "baselines")]), out, log=lambda _: None)
+
+
 def test_run_curves_read_lightning_csv(inputs: Path) -> None:
     curves = read_run_curves(inputs / "models" / "lstm_tiny", "tiny")
     assert curves.path.name == "metrics.csv" and "version_0" in str(curves.path)

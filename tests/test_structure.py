@@ -386,3 +386,22 @@ def test_input_files_are_read_within_a_bound(tmp_path: Path, monkeypatch: pytest
     small = tmp_path / "small.pdb.gz"
     small.write_bytes(gzip.compress(b"REMARK\n" * 100))
     assert structure.read_input_bytes(small) == b"REMARK\n" * 100
+
+
+def test_non_finite_coordinates_are_absent_atoms() -> None:
+    """An infinite coordinate, or one that overflows float32 (1e300), was kept as an observed residue at infinity."""
+    import warnings
+
+    from protrnn.data.structure import build_chain
+
+    rng = np.random.default_rng(0)
+    coords = rng.normal(size=(10, 4, 3)) * 5
+    coords[2, 3] = [np.inf, 1.0, -np.inf]  # a Cβ at infinity: rebuilt from N, Cα, C like a missing one
+    coords[5, 1] = [1e300, 0.0, 0.0]  # a Cα that overflows: the residue is not observed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning leaks
+        chain = build_chain("x", "ACDEFHIKLM", coords)
+    assert np.isfinite(chain.coords[chain.observed]).all()
+    assert chain.observed.tolist() == [True] * 5 + [False] + [True] * 4
+    expected_cb = virtual_cb(coords[2, 0], coords[2, 1], coords[2, 2])
+    np.testing.assert_allclose(chain.coords[2, 3], expected_cb, atol=1e-3)

@@ -52,6 +52,8 @@ that this run does not):
   leakage.tsv         one row per removed training chain: chain_id, source, test_set, test_id, identity,
                       aln_length, evalue, bits, test_coverage, chain_coverage
   prepare.json        parameters, homology method, counts and output files
+A run that keeps no chain for the train split exits 2 and writes only manifest.failed.tsv (every entry's reason),
+leaving an earlier run's outputs as they were.
 
 examples:
   protrnn prepare structures/ -o data --test-set ts50=ts50.json.gz
@@ -117,5 +119,4 @@ def run(args: argparse.Namespace) -> int:
                               limit=args.limit, seed=args.seed, chain=args.chain, contact_cutoff=args.contact_cutoff,
                               threads=args.threads, arguments=recorded_arguments(args))
     print(summary_text(result))
-    result.require_training_chains()
     return 0

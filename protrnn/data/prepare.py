@@ -12,7 +12,8 @@ Steps, in order:
 
 Outputs in OUTDIR (each written atomically): ``<split>.npz``, ``test_<NAME>.npz``, ``manifest.tsv``,
 ``leakage.tsv`` and ``prepare.json``; datasets a previous run listed in ``prepare.json`` but this run did not write
-are deleted.
+are deleted. A run that keeps no chain for the ``train`` split writes only ``manifest.failed.tsv`` (every entry's
+reason) and raises, so an earlier run's outputs stay as they were. A split may not be named like a test set's file.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from protrnn.conventions import (
     DEFAULT_MIN_LENGTH,
     DEFAULT_MIN_SEQ_ID,
     MIN_SEPARATION,
-    named_test_set,
+    TRAIN_SPLIT,
     split_of_test_set,
 )
 from protrnn.data import formats, splits
@@ -55,6 +56,9 @@ SUMMARY_FILE = "prepare.json"
 #: The ``format`` of prepare.json (no version: it is a record, read back only for its outputs and parameters).
 SUMMARY_FORMAT = "protrnn-prepare"
 MANIFEST_FILE = "manifest.tsv"
+#: The manifest of a run that kept nothing to train on (written instead of every other output, so that an earlier
+#: run's datasets stay as they were); a later run that succeeds removes it.
+FAILED_MANIFEST_FILE = "manifest.failed.tsv"
 LEAKAGE_FILE = "leakage.tsv"
 MANIFEST_COLUMNS = ("source", "id", "length", "n_observed", "status", "reason", "split", "cluster")
 LEAKAGE_COLUMNS = ("chain_id", "source", "test_set", "test_id", "identity", "aln_length", "evalue", "bits",
@@ -94,14 +98,6 @@ class PrepareResult:
     n_clusters: int = 0
     summary: dict = field(default_factory=dict)
     outdir: Path = field(default_factory=Path)
-
-    def require_training_chains(self) -> None:
-        """InputError when no input chain was kept for a training split (everything is written by then, and the
-        manifest says why each entry went, but a pipeline must not train on nothing)."""
-        if not any(e.role == "train" and e.status == "kept" and named_test_set(e.split) is None
-                   for e in self.entries):
-            raise InputError("no input chain was kept for training: every entry was skipped or removed "
-                             "(reasons in manifest.tsv)", path=self.outdir / MANIFEST_FILE)
 
 
 # --------------------------------------------------------------------------------------------------- parsing
@@ -173,6 +169,12 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
     for name in split_names:
         if not SAFE_NAME.match(name):
             raise InputError(f"split name {name!r} must be letters, digits, '_', '.' or '-'")
+    if TRAIN_SPLIT not in split_names:
+        raise InputError(f"the splits {', '.join(split_names)} have no {TRAIN_SPLIT!r} split to train on")
+    for name in test_sets:
+        if split_of_test_set(name) in split_names:
+            raise InputError(f"split {split_of_test_set(name)!r} would be written over test set {name!r}'s file "
+                             f"{split_of_test_set(name)}.npz; name the split otherwise")
     if not inputs:
         raise InputError("no inputs given (name files or directories, or use --default-sources)")
     for path in [*inputs, *test_sets.values()]:
@@ -249,7 +251,16 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
         for entry in candidates:
             entry.split = assignment[entry.id]
 
+    all_entries = entries + [e for group in test_entries.values() for e in group]
     outdir.mkdir(parents=True, exist_ok=True)
+    if not any(e.split == TRAIN_SPLIT for e in candidates):
+        # A run with nothing to train on leaves an earlier run's outputs as they were: its manifest goes aside.
+        write_manifest(outdir / FAILED_MANIFEST_FILE, all_entries)
+        reasons = Counter(e.reason for e in entries if e.status != "kept")
+        common = "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common(3))
+        raise InputError(f"no input chain was kept for the {TRAIN_SPLIT!r} split ({len(candidates)} kept, "
+                         f"{sum(reasons.values())} skipped or removed{': ' + common if common else ''}); every "
+                         f"entry's reason is in {FAILED_MANIFEST_FILE}, and nothing else was written", path=outdir)
     info = {"arguments": arguments or {}, "inputs": [str(p) for p in inputs], "identity": identity,
             "coverage": coverage, "homology_method": method, "seed": seed,
             "split_mode": "hints" if use_split_hints else fractions}
@@ -270,8 +281,8 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
         datasets[stem] = save_dataset(members, outdir / f"{stem}.npz", contact_cutoff=contact_cutoff,
                                       info={**info, "split": stem, "test_set": name, "path": str(test_sets[name])})
 
-    all_entries = entries + [e for group in test_entries.values() for e in group]
     write_manifest(outdir / MANIFEST_FILE, all_entries)
+    (outdir / FAILED_MANIFEST_FILE).unlink(missing_ok=True)  # a failed run's, now out of date
     write_leakage(outdir / LEAKAGE_FILE, leakage, {e.id: e.source for e in entries if e.status == "removed"})
     summary = build_summary(all_entries, datasets, leakage, method, n_clusters, info, outdir)
     remove_stale(outdir, set(datasets.values()))

@@ -235,12 +235,17 @@ def parse_structure_text(text: str, *, source: str, name: str | None = None, cha
 
 def build_chain(chain_id: str, sequence: str, coords: np.ndarray, *, source: str = "",
                 meta: dict[str, object] | None = None) -> ProteinChain:
-    """ProteinChain from raw N, Cα, C, Cβ coordinates (L×4×3, NaN = absent atom), applying the one observed rule.
+    """ProteinChain from raw N, Cα, C, Cβ coordinates (L×4×3, NaN = absent atom; a non-finite or float32-overflowing
+    coordinate counts as absent too), applying the one observed rule.
 
     Cβ is completed (real, virtual from N/Cα/C, or Cα for glycine); a residue is observed when it has a Cα and a Cβ,
     and unobserved rows are all NaN so no consumer can use a half-present residue by accident.
     """
-    coords = complete_cb(sequence, np.asarray(coords, dtype=np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 overflows to inf in float32: no warning, then NaN
+        coords = np.asarray(coords, dtype=np.float32)
+    coords = np.where(np.isfinite(coords), coords, np.float32(np.nan))  # an infinite atom is an absent atom
+    with np.errstate(invalid="ignore"):
+        coords = complete_cb(sequence, coords)
     observed = ~np.isnan(coords[:, 1]).any(axis=1) & ~np.isnan(coords[:, 3]).any(axis=1)
     coords[~observed] = np.nan
     return ProteinChain(id=chain_id, sequence=sequence, observed=observed, coords=coords, source=source,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from protrnn.data.chain import ProteinChain
-from protrnn.errors import InputError, read_json_document
+from protrnn.errors import InputError, read_json_document, reading
 from protrnn.utils.io import atomic_path, atomic_write, json_safe
 
 SUMMARY_FORMAT = "protrnn-evaluation"
@@ -61,12 +61,18 @@ def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read ``per_protein.csv`` back: identity columns as strings, everything else as float (``nan`` allowed)."""
     path = Path(path)
     rows: list[dict[str, Any]] = []
-    with open(path, newline="", encoding="utf-8") as handle:
+    seen: dict[tuple[str, ...], int] = {}
+    with reading(path), open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ID_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"not a per-protein table: missing column {missing[0]!r}", path=path)
         for line, record in enumerate(reader, start=2):
+            identity = tuple(str(record.get(c)) for c in ID_COLUMNS)
+            if identity in seen:  # a second row would silently replace the first in every mean
+                raise InputError(f"{', '.join(f'{c} {v!r}' for c, v in zip(ID_COLUMNS, identity, strict=True))} "
+                                 f"is listed twice (line {seen[identity]} and here)", path=path, position=line)
+            seen[identity] = line
             row: dict[str, Any] = {}
             for key, value in record.items():
                 if key in ID_COLUMNS:

@@ -37,6 +37,7 @@ from typing import Any
 from protrnn import __version__
 from protrnn.diagnostics.fit import seed_interval
 from protrnn.diagnostics.results import DiagnosticsResult
+from protrnn.errors import InputError
 from protrnn.evaluation.metrics import INTERVAL_PERCENT
 from protrnn.report.aggregate import (
     ModelDiagnostics,
@@ -522,11 +523,27 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def _check_outdir(outdir: Path) -> None:
+    """Refuse a folder whose ``summary.json`` is not a report's (an evaluation folder, say): the report writes its own
+    summary.json there and would destroy the other."""
+    existing = outdir / SUMMARY_NAME
+    if not existing.is_file():
+        return
+    try:
+        found = json.loads(existing.read_text(encoding="utf-8")).get("format")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        found = None
+    if found != SUMMARY_FORMAT:
+        raise InputError(f"holds a {SUMMARY_NAME} that is not a report's (format {found!r}), which the report would "
+                         "replace: write the report to another folder", path=outdir)
+
+
 def build_report(inputs: ReportInputs, outdir: str | Path, *, title: str = "protrnn report",
                  log: Callable[[str], None] = print) -> ReportResult:
     """Draw every figure into ``OUTDIR/figures``, write ``OUTDIR/report.html`` (both replaced whole) and
     ``OUTDIR/summary.json``."""
     outdir = Path(outdir)
+    _check_outdir(outdir)
     results = aggregate_results(merge_results(inputs.evaluations), inputs.evaluations)
     groups = aggregate_diagnostics(inputs.diagnostics)
     variants = aggregate_synthetic(inputs.synthetic)

@@ -26,7 +26,7 @@ from protrnn.diagnostics.results import (
     load_diagnostics,
     split_seed,
 )
-from protrnn.errors import InputError, read_json_document
+from protrnn.errors import InputError, read_json_document, reading
 from protrnn.evaluation.results import (
     BASELINE_NAMES,
     PER_PROTEIN_FILE,
@@ -35,7 +35,7 @@ from protrnn.evaluation.results import (
     read_per_protein_csv,
     read_summary,
 )
-from protrnn.utils.io import read_tsv
+from protrnn.utils.io import read_tsv_table
 
 #: Baselines that read an alignment (not comparable to single-sequence models; shown, never the reference).
 ALIGNMENT_METHODS = frozenset({"freecontact"})
@@ -133,7 +133,7 @@ def read_run_curves(run_dir: str | Path, name: str | None = None) -> RunCurves:
     step are averaged; empty cells skipped)."""
     path = find_metrics_csv(run_dir)
     run_dir = Path(run_dir)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with reading(path), open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []
         x_column = "step" if "step" in fields else "epoch" if "epoch" in fields else None
@@ -169,11 +169,18 @@ def read_run_curves(run_dir: str | Path, name: str | None = None) -> RunCurves:
 
 
 def read_leakage(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a leakage TSV (``prepare``'s ``leakage.tsv`` or an mmseqs overlap table with a header)."""
+    """Rows of a leakage TSV (``prepare``'s ``leakage.tsv`` or an mmseqs overlap table with a header). A table with
+    none of their columns (``chain_id``; ``query...``; ``cluster_rep``), a manifest say, is refused: the report would
+    count its rows as removed training chains."""
     path = Path(path)
     if not path.is_file():
         raise InputError("leakage table not found", path=path)
-    return read_tsv(path)
+    with reading(path):
+        columns, rows = read_tsv_table(path)
+    if columns and not any(c == "chain_id" or c.startswith("query") or c == "cluster_rep" for c in columns):
+        raise InputError(f"not a leakage table: its columns ({', '.join(columns[:4])}...) include none of chain_id "
+                         "(prepare's leakage.tsv), query_* (an mmseqs overlap table) or cluster_rep", path=path)
+    return rows
 
 
 def load_synthetic(value: str | Path) -> SyntheticRun:
