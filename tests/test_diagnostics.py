@@ -677,3 +677,28 @@ def test_diagnose_takes_an_ensemble_member_by_member(val_chains: list, tmp_path:
     with pytest.raises(InputError, match="one file per model: 2 model"):
         diagnose([("pair", tmp_path / "pair")], tmp_path / "val.npz", tmp_path / "diag2.json",
                  DiagnoseOptions(device="cpu", usage=False, train_metrics=[csv_path]), stream=io.StringIO())
+
+
+def test_loss_chains_without_a_contact_are_diagnosed_without_a_reference_level(tmp_path: Path, capsys) -> None:
+    """A real single helix has no contact 6 or more apart: the whole run failed on "contact rate must be in (0, 1)";
+    now the level is not judged (as with a focal loss) and the rest is measured."""
+    import io
+
+    from protrnn.data.dataset import save_dataset
+    from protrnn.data.structure import build_chain
+    from protrnn.diagnostics.run import DiagnoseOptions, diagnose
+
+    length = 40
+    t = np.arange(length, dtype=np.float64)
+    ca = np.stack([3.8 * t, np.zeros(length), np.zeros(length)], axis=1)  # a straight chain: no pair within 8 Å
+    coords = np.stack([ca + [-1.2, 0.8, 0.0], ca, ca + [1.2, 0.8, 0.0], ca + [0.0, -1.0, 1.2]], axis=1)
+    chain = build_chain("line_A", "ACDEFHIKLMNPQRSTVWYA" * 2, coords)
+    assert not (np.triu(chain.contact_map(), 6)).any()
+    save_dataset([chain], tmp_path / "val.npz")
+    save_model(tiny_model("lstm"), tmp_path / "m")
+    (result,) = diagnose([("m", tmp_path / "m")], tmp_path / "val.npz", tmp_path / "diag.json",
+                         DiagnoseOptions(max_distance=16, n_chains=1, pairs_per_chain=1, device="cpu"),
+                         stream=io.StringIO())
+    assert result.metrics["contact_rate"] == 0.0 and result.metrics["reference_loss"] is None
+    assert "contact rate is 0, so the loss is not judged against the base rate" in capsys.readouterr().err
+    assert (tmp_path / "diag.json").is_file()

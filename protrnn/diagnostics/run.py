@@ -127,6 +127,9 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
         loss_train = sample_chains(load_chains(options.train_data), options.loss_chains,
                                    np.random.default_rng(options.seed))
     rate = contact_rate(loss_train if loss_train is not None else loss_val)
+    if not 0.0 < rate < 1.0:
+        print(f"protrnn diagnose: the loss chains' contact rate is {rate:g}, so the loss is not judged against the "
+              "base rate (fit diagnosis without a reference level)", file=sys.stderr)
     background = options.usage_background or ("train" if options.train_data else "chain")
     composition = None
     if options.usage and background == "train":
@@ -259,8 +262,9 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
     elif options.train_metrics:
         train_loss, val_loss = read_last_losses(options.train_metrics[index])
         metrics["loss_source"] = f"last logged losses in {options.train_metrics[index]}"
-    # A focal loss has no closed-form base-rate optimum: its level is then not judged (docs/diagnostics.md).
-    reference = None if loss.focal_gamma > 0 else constant_predictor_loss(rate, loss.pos_weight)
+    # A focal loss has no closed-form base-rate optimum, and loss chains without a contact (or all contacts) have no
+    # informative one: the level is then not judged (docs/diagnostics.md).
+    reference = None if loss.focal_gamma > 0 or not 0.0 < rate < 1.0 else constant_predictor_loss(rate, loss.pos_weight)
     metrics.update(train_loss=train_loss, val_loss=val_loss, reference_loss=reference)
     result.metrics = metrics
     result.diagnosis = diagnose_fit(train_loss, val_loss, result.horizon, max_distance=options.max_distance,
