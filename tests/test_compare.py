@@ -374,7 +374,8 @@ def test_command_points_to_the_clusters_of_a_test_sets_manifest(tmp_path: Path, 
     (evaluation / "summary.json").write_text(json.dumps(summary))
     assert main(args) == 0
     assert "homology clusters" not in capsys.readouterr().err
-    summary["test_sets"] = ["val"]  # a hand-edited summary of another shape: no hint, no traceback
+    summary["test_sets"] = ["val"]  # a hand-edited summary of another shape: one line naming it, no traceback
     (evaluation / "summary.json").write_text(json.dumps(summary))
-    assert main(args) == 0
-    assert "homology clusters" not in capsys.readouterr().err
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "'test_sets' is not an object (edited by hand?)" in err and len(err.strip().splitlines()) == 1

@@ -211,6 +211,24 @@ def test_report_inputs_that_would_mislead_or_be_destroyed_are_refused(inputs: Pa
     table.write_bytes(b"method,test_set,protein\nrandom,ts50,\xff\xfe\n")
     with pytest.raises(InputError, match=r"per_protein.csv: not UTF-8 text"):
         load_inputs(evaluations=[str(evaluation)])
+    # a hand-edited summary.json that still parses: one line naming the entry, not an AttributeError in the report
+    table.write_text("\n".join(lines) + "\n")
+    original = json.loads(before)
+    method, test_set = next((m, t) for m, cells in original["results"].items() for t in cells)
+    key = next(iter(original["results"][method][test_set]["metrics"]))
+    edits = [("results", [1, 2], "'results' is not an object"),
+             ("test_sets", "x", "'test_sets' is not an object"),
+             ("results", {method: {test_set: {"metrics": {key: None}}}},
+              f"results.{method}.{test_set}.metrics.{key} is not an object with a numeric 'mean'"),
+             ("chance", {"ts50": "abc"}, "chance.ts50 is not an object"),
+             ("methods", {"random": None}, "methods.random is not an object")]
+    for field, value, message in edits:
+        (evaluation / "summary.json").write_text(json.dumps({**original, field: value}))
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_inputs(evaluations=[str(evaluation)])
+    (evaluation / "summary.json").write_text(json.dumps({k: v for k, v in original.items() if k != "results"}))
+    with pytest.raises(InputError, match="'results' is not present"):  # it gave an empty report, exit 0
+        load_inputs(evaluations=[str(evaluation)])
     # a table that is not a leakage table (a manifest) would be reported as removed training chains
     manifest = tmp_path / "manifest.tsv"
     manifest.write_text("source\tid\tlength\tstatus\nsrc\ta\t50\tkept\n")

@@ -102,8 +102,43 @@ def read_summary(directory: str | Path) -> dict[str, Any]:
         path = path / SUMMARY_FILE
     if not path.is_file():
         raise InputError("evaluation summary not found (run `protrnn evaluate` first)", path=path)
-    return read_json_document(path, SUMMARY_FORMAT, max_version=SUMMARY_FORMAT_VERSION,
-                              what="protrnn evaluation summary")
+    summary = read_json_document(path, SUMMARY_FORMAT, max_version=SUMMARY_FORMAT_VERSION,
+                                 what="protrnn evaluation summary")
+    _check_summary_shape(summary, path)
+    return summary
+
+
+def _check_summary_shape(summary: Mapping[str, Any], path: Path) -> None:
+    """The nesting readers rely on (a hand-edited summary.json failed deep inside the report with an AttributeError):
+    ``results`` and ``chance`` map method / test set to ``{"metrics": {KEY: {"mean": number or null, ...}}}``,
+    ``methods`` and ``test_sets`` map names to objects. One-line InputError naming the first entry that is not."""
+    def fail(where: str, what: str) -> None:
+        raise InputError(f"summary.json: {where} is not {what} (edited by hand?)", path=path)
+
+    def metrics(where: str, entry: object) -> None:
+        if not isinstance(entry, Mapping):
+            fail(where, "an object")
+        table = entry.get("metrics", {})
+        if not isinstance(table, Mapping):
+            fail(f"{where}.metrics", "an object")
+        for key, stats in table.items():
+            if not isinstance(stats, Mapping) or not isinstance(stats.get("mean"), (int, float, type(None))):
+                fail(f"{where}.metrics.{key}", "an object with a numeric 'mean'")
+
+    if "results" not in summary:
+        fail("'results'", "present")
+    for key in ("results", "methods", "test_sets", "chance"):
+        value = summary.get(key, {})
+        if not isinstance(value, Mapping):
+            fail(f"{key!r}", "an object")
+        for name, entry in value.items():
+            if not isinstance(entry, Mapping):
+                fail(f"{key}.{name}", "an object")
+            if key == "results":
+                for test_set, cell in entry.items():
+                    metrics(f"results.{name}.{test_set}", cell)
+            elif key == "chance":
+                metrics(f"chance.{name}", entry)
 
 
 # ------------------------------------------------------------------------------------------------------- predictions
