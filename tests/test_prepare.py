@@ -246,3 +246,27 @@ def test_remove_stale_trusts_only_its_own_summary(tmp_path: Path) -> None:
     assert not attempt(json.dumps(outputs))
     assert not attempt('{"format": ')
     assert not attempt(json.dumps({"format": SUMMARY_FORMAT, "outputs": "old.npz"}))
+
+
+def test_a_rerun_into_an_input_directory_does_not_read_its_own_outputs(
+        inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """prepare D -o D (or D/out) read its earlier train.npz, manifest and prepare.json back as inputs: junk skips and
+    chains "duplicated" by their own dataset. The output folder may also not be a file."""
+    for name in ("inside", "itself"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for path in sorted((inputs / "cgdms_subset" / "protein_data" / "train_val").glob("*.txt"))[:25]:
+            shutil.copy(path, folder)
+        out = folder / "out" if name == "inside" else folder
+        counts = []
+        for _ in range(2):
+            assert main(["prepare", str(folder), "-o", str(out), "--threads", "1"]) == 0
+            rows = _read_tsv(out / "manifest.tsv")
+            counts.append(len(rows))
+            assert all(r["source"].endswith(".txt") for r in rows), [r["source"] for r in rows if
+                                                                   not r["source"].endswith(".txt")]
+        assert counts == [25, 25]
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("x")
+    assert main(["prepare", str(folder), "-o", str(tmp_path / "afile")]) == 2
+    assert "afile: the output folder is a file" in capsys.readouterr().err

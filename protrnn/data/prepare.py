@@ -106,20 +106,38 @@ def _parse_task(task: tuple[str, str | None]) -> list[LoadOutcome]:
     return list(iter_chains(path, chain=chain))
 
 
-def _expand(path: Path) -> list[Path]:
-    """Split a plain directory into its files so they parse in parallel; cgdms data directories stay whole."""
+def _expand(path: Path, skip: frozenset[Path] = frozenset()) -> list[Path]:
+    """Split a plain directory into its files so they parse in parallel; cgdms data directories stay whole. Files in
+    ``skip`` (resolved paths: an earlier run's outputs, when the output folder lies in an input directory) are left
+    out, so a rerun does not read them back as inputs."""
     if not path.is_dir() or any(path.glob(f"**/{formats.CGDMS_TRAIN_VAL.rstrip('/')}")):
         return [path]
     files = []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+        files.extend(Path(dirpath) / f for f in sorted(filenames)
+                     if not f.startswith(".") and (Path(dirpath) / f).resolve() not in skip)
     return files or [path]
 
 
-def load_entries(paths: Sequence[Path], role: str, chain: str | None, threads: int) -> list[Entry]:
-    """Every outcome of every input, in input order, parsed with up to ``threads`` processes."""
-    tasks = [(str(p), chain) for path in paths for p in _expand(path)]
+def own_outputs(outdir: Path) -> frozenset[Path]:
+    """The files an earlier prepare run wrote into ``outdir`` (resolved): its tables, and the datasets its
+    ``prepare.json`` lists."""
+    names = {MANIFEST_FILE, FAILED_MANIFEST_FILE, LEAKAGE_FILE, SUMMARY_FILE}
+    try:  # a missing, unreadable or foreign prepare.json lists nothing
+        listed = read_json_document(outdir / SUMMARY_FILE, SUMMARY_FORMAT).get("outputs")
+    except InputError:
+        listed = None
+    if isinstance(listed, list):
+        names |= {name for name in listed if isinstance(name, str) and name.endswith(".npz") and SAFE_NAME.match(name)}
+    return frozenset((outdir / name).resolve() for name in names)
+
+
+def load_entries(paths: Sequence[Path], role: str, chain: str | None, threads: int,
+                 skip: frozenset[Path] = frozenset()) -> list[Entry]:
+    """Every outcome of every input, in input order, parsed with up to ``threads`` processes (files in ``skip`` left
+    out of input directories: see :func:`_expand`)."""
+    tasks = [(str(p), chain) for path in paths for p in _expand(path, skip)]
     if threads > 1 and len(tasks) > 1:
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with context.Pool(min(threads, len(tasks))) as pool:
@@ -175,6 +193,8 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
         if split_of_test_set(name) in split_names:
             raise InputError(f"split {split_of_test_set(name)!r} would be written over test set {name!r}'s file "
                              f"{split_of_test_set(name)}.npz; name the split otherwise")
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError("the output folder is a file", path=outdir)
     if not inputs:
         raise InputError("no inputs given (name files or directories, or use --default-sources)")
     for path in [*inputs, *test_sets.values()]:
@@ -184,7 +204,7 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
         raise InputError(f"contact cutoff must be positive, got {contact_cutoff}")
     started = time.perf_counter()
 
-    entries = load_entries(inputs, "train", chain, threads)
+    entries = load_entries(inputs, "train", chain, threads, skip=own_outputs(outdir))
     candidates = [e for e in entries if e.status == "kept"]
     log(f"parsed {len(entries)} input entries ({len(candidates)} chains) from {len(inputs)} input(s) "
         f"in {time.perf_counter() - started:.1f} s")
@@ -355,17 +375,10 @@ def reason_kind(reason: str) -> str:
 
 def remove_stale(outdir: Path, written: set[Path]) -> None:
     """Delete datasets a previous run listed in prepare.json that this run did not write (e.g. a dropped test set)."""
-    previous = outdir / SUMMARY_FILE
-    try:  # a missing, unreadable or foreign prepare.json removes nothing
-        old = read_json_document(previous, SUMMARY_FORMAT).get("outputs")
-    except InputError:
-        return
-    if not isinstance(old, list):
-        return
     keep = {p.name for p in written}
-    for name in old:
-        if isinstance(name, str) and name.endswith(".npz") and SAFE_NAME.match(name) and name not in keep:
-            (outdir / name).unlink(missing_ok=True)
+    for path in own_outputs(outdir):  # a missing, unreadable or foreign prepare.json lists no dataset
+        if path.suffix == ".npz" and path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 def summary_text(result: PrepareResult) -> str:
