@@ -124,6 +124,20 @@ def test_integral_floats_reach_the_commands_as_integers(tmp_path: Path) -> None:
     assert "--trainer.max_steps 700 " in plan and "700.0" not in plan and "models/lstm/seed1/" in plan
 
 
+def test_settings_the_pipeline_drops_or_changes_are_announced(tmp_path: Path) -> None:
+    config = yaml.safe_load(write_config(tmp_path).read_text())
+    del config["train"]["max_steps"]
+    config["evaluate"]["baselines"] = ["random", "freecontact"]
+    config["evaluate"].pop("ollikainen_root", None)
+    path = tmp_path / "announced.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    err = result.stderr + result.stdout
+    assert "train.max_steps is not set, so grid models train by epochs" in err
+    assert "lists freecontact but evaluate.ollikainen_root is not set: FreeContact baseline skipped" in err
+
+
 def test_train_seed_is_the_seed_when_seeds_is_unset(tmp_path: Path) -> None:
     config = yaml.safe_load(write_config(tmp_path, **{"train.seed": 5}).read_text())
     del config["seeds"]
