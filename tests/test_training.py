@@ -362,6 +362,16 @@ def test_resume_refusals_name_the_checkpoint_on_one_line(datasets: dict[str, Pat
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"  # nothing trained over it
 
 
+def test_output_folders_that_are_files_are_refused_before_training(datasets: dict[str, Path], tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InputError, match=r"afile: config key 'export_dir': is a file, not a folder"):
+        train_cmd.main(tiny_args(datasets, tmp_path / "run", "--export_dir", str(afile)))
+    with pytest.raises(InputError, match=r"afile: config key 'trainer.default_root_dir': is a file"):
+        train_cmd.main(tiny_args(datasets, afile))
+    assert not (tmp_path / "run").exists() and afile.read_text() == "x"
+
+
 def test_resume_names_the_settings_that_differ_from_the_checkpoints() -> None:
     from protrnn.training.cli import resume_differences
 

@@ -269,6 +269,9 @@ def _cli_class(spec: FitSpec) -> type:
                 torch.set_num_threads(threads)
             if self.config.get("export_dir") is None:
                 self.config.export_dir = str(root)
+            for key, folder in (("trainer.default_root_dir", root), ("export_dir", Path(self.config.export_dir))):
+                if folder.exists() and not folder.is_dir():  # found before training, not after it
+                    raise InputError(f"config key {key!r}: is a file, not a folder", path=folder)
 
         def instantiate_trainer(self, **kwargs: Any) -> Any:
             config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
