@@ -79,26 +79,26 @@ def _check_ranges(spans: Sequence[tuple[int, int | None]]) -> None:
                              f"(pairs closer than {MIN_SEPARATION} are never scored)")
 
 
+def _as_bool(values: np.ndarray, what: str, name: str | None) -> np.ndarray:
+    """``values`` as bool, when they are bool or only 0 / 1 (a fraction is not a truth value: InputError)."""
+    if values.dtype != bool and not np.isin(values, (0, 1)).all():
+        raise InputError(f"{what} must hold only 0/1 (or bool) values", record=name)
+    return values.astype(bool)
+
+
 def _validated_truth(contacts: object, observed: object | None,
                      name: str | None) -> tuple[np.ndarray, np.ndarray]:
     contacts_arr = np.asarray(contacts)
     if contacts_arr.ndim != 2 or contacts_arr.shape[0] != contacts_arr.shape[1]:
         raise InputError(f"contact map has shape {contacts_arr.shape}, expected L x L", record=name)
     length = contacts_arr.shape[0]
-    if contacts_arr.dtype != bool:
-        if not np.isin(contacts_arr, (0, 1)).all():
-            raise InputError("contact map must hold only 0/1 (or bool) values", record=name)
-        contacts_arr = contacts_arr.astype(bool)
+    contacts_arr = _as_bool(contacts_arr, "contact map", name)
     if observed is None:
-        observed_arr = np.ones(length, dtype=bool)
-    else:
-        observed_arr = np.asarray(observed)
-        if observed_arr.shape != (length,):
-            raise InputError(f"observed mask has shape {observed_arr.shape}, expected ({length},)", record=name)
-        if observed_arr.dtype != bool and not np.isin(observed_arr, (0, 1)).all():
-            raise InputError("observed mask must hold only 0/1 (or bool) values", record=name)
-        observed_arr = observed_arr.astype(bool)
-    return contacts_arr, observed_arr
+        return contacts_arr, np.ones(length, dtype=bool)
+    observed_arr = np.asarray(observed)
+    if observed_arr.shape != (length,):
+        raise InputError(f"observed mask has shape {observed_arr.shape}, expected ({length},)", record=name)
+    return contacts_arr, _as_bool(observed_arr, "observed mask", name)
 
 
 def _validated(probs: object, contacts: object, observed: object | None,

@@ -268,7 +268,7 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
             raise InputError("an ensemble member must be one exported model (export a checkpoint with "
                              "`protrnn export`; list an ensemble's members one by one)", path=member)
         json_path, weights_path = export_paths(member)
-        if target.resolve() in (json_path.parent.resolve(), *json_path.parent.resolve().parents):
+        if target in (json_path.parent.resolve(), *json_path.parent.resolve().parents):
             raise InputError(f"the ensemble directory {target} holds this member, and is replaced whole: write the "
                              "ensemble elsewhere", path=member)
         if any(weights_path.resolve() == seen.resolve() for seen, _ in sources):

@@ -187,11 +187,8 @@ def read_clusters(path: str | Path) -> dict[str, str]:
     ``manifest.tsv``: rows with an empty cluster, such as removed chains, are skipped). One-line InputError for a
     missing file or column, a table without any cluster, or an id given two clusters."""
     path = Path(path)
-    try:
-        with reading(path):
-            columns, rows = read_tsv_table(path)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"the cluster table is not UTF-8 text (byte {exc.start})", path=path) from None
+    with reading(path):  # also the one-line error for text that is not UTF-8
+        columns, rows = read_tsv_table(path)
     missing = [c for c in CLUSTER_COLUMNS if c not in columns]
     if missing:
         raise InputError(f"the cluster table has no {missing[0]!r} column (needs {', '.join(CLUSTER_COLUMNS)}, "
