@@ -326,6 +326,93 @@ def test_wrong_seqres_falls_back_to_numbering() -> None:
     assert chain.sequence == "AGLK" and "identity" in str(chain.meta["seqres_rejected"])
 
 
+def _without_residues(path: Path, chain: str, drop: set[str]) -> str:
+    """The PDB file with the coordinate records of author residues ``drop`` of ``chain`` removed (SEQRES kept)."""
+    return "".join(line for line in path.read_text().splitlines(True)
+                   if not (line[:6] in ("ATOM  ", "HETATM") and line[21] == chain and line[22:27].strip() in drop))
+
+
+def test_a_short_fragment_keeps_its_place_where_its_letters_also_fit_beside_its_neighbour(org: Path) -> None:
+    """1brf chain A with only residues 7-8 (IC) and 42-53 in the coordinates: the letters IC also sit right before
+    42 in SEQRES (... CPICGAPK ...). A per-residue alignment with free end gaps pulled them there (separation 1 for a
+    pair 34 apart); the bonded fragments and the numbering put them back at 6-7."""
+    full = read_structure(org / "1brf.pdb", "A")
+    keep = {str(n) for n in (7, 8, *range(42, 54))}
+    drop = {label for label in full.meta["numbering"] if label and label not in keep}
+    chain = parse_structure_text(_without_residues(org / "1brf.pdb", "A", drop), source="1brf_cut.pdb", chain="A")
+    assert chain.meta["sequence_source"] == "seqres" and chain.sequence == full.sequence
+    index = {label: k for k, label in enumerate(chain.meta["numbering"]) if label}
+    assert index == {label: k for k, label in enumerate(full.meta["numbering"]) if label in keep}
+    assert index["42"] - index["8"] == 34
+
+
+def test_placement_of_gapped_chains_matches_the_full_entry(org: Path) -> None:
+    """Residues cut from real entries in 1-3 stretches of 1-8 (seeded): every remaining residue keeps the index it
+    has in the full entry (19 of 900 such files were misplaced by the per-residue alignment)."""
+    rng = np.random.default_rng(3)
+    # cuts that the per-residue alignment misplaced, then seeded random ones
+    known = {"1g2r": {"6", "7", "8", "9", "10"}, "1ihz": {"7", "8", "9", "10", "11"},
+             "1fcy": {"412", "413", "414", "415", "416"}}
+    checked = 0
+    for stem in ("1g2r", "1ihz", "1ctf", "1brf", "1fcy", "1kw4"):
+        full = read_structure(org / f"{stem}.pdb", "A")
+        labels = [label for label in full.meta["numbering"] if label]
+        for trial in range(8):
+            drop: set[str] = set(known.get(stem, set()) if trial == 0 else ())
+            for _ in range(int(rng.integers(1, 4)) if not drop else 0):
+                size = int(rng.integers(1, 9))
+                start = int(rng.integers(0, len(labels) - size))
+                drop.update(labels[start:start + size])
+            chain = parse_structure_text(_without_residues(org / f"{stem}.pdb", "A", drop), source=f"{stem}.pdb",
+                                         chain="A")
+            assert chain.meta["sequence_source"] == "seqres"
+            expected = [label if label not in drop else "" for label in full.meta["numbering"]]
+            assert chain.meta["numbering"] == expected, (stem, sorted(drop))
+            checked += 1
+    assert checked == 48
+
+
+def test_a_mismatched_letter_beside_a_gap_stays_with_its_bonded_neighbours() -> None:
+    """SEQRES AKWVGSTLMPEDFR; residues 5-6 (GS) missing and residue 7 deposited T but written SER
+    (microheterogeneity with the other variant listed first). Residue 7 is bonded to 8, so it stays at index 6 with
+    its mismatch; moving it onto the S at index 5 would put it 2 from residue 8."""
+    seqres = "SEQRES   1 A   14  ALA LYS TRP VAL GLY SER THR LEU MET PRO GLU ASP PHE ARG"
+    names = ["ALA", "LYS", "TRP", "VAL", None, None, "SER", "LEU", "MET", "PRO", "GLU", "ASP", "PHE", "ARG"]
+    spec = [(name, k + 1, "", 3.8 * k + (6.0 if k > 4 else 0.0)) for k, name in enumerate(names) if name]
+    chain = parse_structure_text(seqres + "\n" + "\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.meta["sequence_source"] == "seqres"
+    assert chain.meta["numbering"] == [str(k + 1) if name else "" for k, name in enumerate(names)]
+
+
+def test_one_position_written_as_atom_and_hetatm_is_one_residue() -> None:
+    """MET 3 (occupancy 0.4, ATOM) and MSE 3 (0.6, HETATM) at one position: Bio.PDB keeps two residues, which
+    shifted every later residue by one. The higher-occupancy variant is kept, with SEQRES and without."""
+    def residue(resname: str, record: str, occupancy: float, serial: int) -> list[str]:
+        ca = np.array([7.6, 0.0, 0.0])
+        positions = {"N": ca + [-1.2, 0.5, 0.0], "CA": ca, "C": ca + [1.2, -0.5, 0.0], "CB": ca + [-0.5, -0.8, 1.2]}
+        return [_atom(serial + k, name, resname, "A", 3, "", xyz, record=record, occupancy=occupancy)
+                for k, (name, xyz) in enumerate(positions.items())]
+
+    before = _backbone(_chain([("ALA", 1, "", 0.0), ("LYS", 2, "", 3.8)]))
+    after = _backbone(_chain([("LEU", 4, "", 11.4), ("GLY", 5, "", 15.2)]))
+    body = before + residue("MET", "ATOM", 0.4, 50) + residue("MSE", "HETATM", 0.6, 60) + after
+    for header in ("", "SEQRES   1 A    5  ALA LYS MET LEU GLY\n"):
+        chain = parse_structure_text(header + "\n".join(body) + "\n", source="mem.pdb")
+        assert chain.sequence == "AKMLG" and chain.meta["numbering"] == ["1", "2", "3", "4", "5"]
+        assert chain.meta.get("seqres_rejected") is None
+
+
+def test_insertion_codes_count_at_a_break_without_seqres() -> None:
+    """Kabat-style numbering: 30A 30B | 30D 30E with 30C missing (a break) inserts one masked residue, 32 | 32B one
+    (32A). Between numbers only the jump counts, 32B | 34A inserts 33 alone: some files code every residue (5A, 6A),
+    so a code on the far side of a break adds nothing."""
+    spec = [("ALA", 30, "A", 0.0), ("GLY", 30, "B", 3.8), ("LEU", 30, "D", 12.0), ("LYS", 30, "E", 15.8),
+            ("SER", 31, "", 19.6), ("THR", 32, "", 23.4), ("VAL", 32, "B", 35.0), ("ILE", 34, "A", 50.0)]
+    chain = parse_structure_text("\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.sequence == "AGXLKSTXVXI"
+    assert chain.meta["numbering"] == ["30A", "30B", "", "30D", "30E", "31", "32", "", "32B", "", "34A"]
+
+
 # ------------------------------------------------------------------------------------------------------ bad input
 def _one_line_error(path: Path, pattern: str, **kw: object) -> None:
     with pytest.raises(InputError, match=pattern) as info:

@@ -4,18 +4,20 @@ Why this is more than "read the CA atoms": contacts are scored by sequence separ
 coordinates must stay in the sequence (masked), not vanish. The reader therefore
 
 * takes the *deposited* sequence where the file has one (PDB ``SEQRES``; mmCIF ``_entity_poly_seq`` or
-  ``_entity_poly.pdbx_seq_one_letter_code_can``) and aligns the residues that are in the file to it. The alignment is
-  global with gaps allowed only on the observed side, so observed residues map monotonically; a gap whose placement is
-  ambiguous (repeated letters at its edges) is slid to where the chain is physically broken. If fewer than 90 % of the
-  aligned residues agree, the deposited sequence is not trusted and numbering is used instead (``meta['seqres_rejected']``);
+  ``_entity_poly.pdbx_seq_one_letter_code_can``) and places the residues that are in the file on it. Residues are
+  cut into fragments where the backbone is physically broken; a fragment's residues take consecutive positions, and
+  the fragments are placed in order by dynamic programming on their letters, with the author-numbering jump breaking
+  ties between equal-letter placements (``_align_to_deposited``). If fewer than 90 % of the placed residues agree,
+  the deposited sequence is not trusted and numbering is used instead (``meta['seqres_rejected']``);
 * without a deposited sequence, turns gaps in author numbering into masked ``X`` residues, but only where the backbone is
   physically broken (so insertion-code schemes such as chymotrypsin numbering, which skip numbers between bonded
-  residues, add nothing). A jump of more than :data:`MAX_NUMBERING_GAP` residues is not trusted: it is kept as a chain break
+  residues, add nothing; insertion codes count at a break, 100D -> 100F adds one). A jump of more than :data:`MAX_NUMBERING_GAP` residues is not trusted: it is kept as a chain break
   of unknown length (nothing inserted) and listed in ``meta['unknown_gaps']``.
 
 Residue rules: first model (or ``model``), highest-occupancy altloc per atom (Bio.PDB's choice) and per residue (for
 point-mutation microheterogeneity), modified residues mapped to their parent letter (:data:`MODIFIED_RESIDUES`, then
-Biopython's extended table), unknown amino acids -> ``X``; insertion codes kept in file order. Atoms with occupancy 0
+Biopython's extended table), unknown amino acids -> ``X``; insertion codes kept in file order; one position written twice (ATOM MET and HETATM
+MSE) is one residue, the variant whose Cα has the higher occupancy. Atoms with occupancy 0
 were not located experimentally and count as absent (unless the whole chain has occupancy 0, as some tools write). HETATM amino acids count
 only when peptide-bonded to the chain (so a free amino-acid ligand is not appended). A residue is observed when it has a
 Cα and a Cβ can be placed: a real Cβ, a virtual one from N, Cα and C, or Cα for glycine (CASP).
@@ -27,7 +29,6 @@ lines (the wwPDB archive and Bio.PDB's writer do) but does not end with one.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import io
 import math
@@ -394,6 +395,8 @@ def _chain_residues(chain: object) -> list[ObservedResidue]:
     # with occupancy 0 (some modelling tools do that), where the column carries no information.
     informative = any((atom.get_occupancy() or 0.0) > 0.0 for atom in chain.get_atoms())  # type: ignore[attr-defined]
     candidates: list[ObservedResidue] = []
+    occupancies: list[float] = []
+    position: dict[str, int] = {}
     for raw in chain:  # type: ignore[attr-defined]
         residue = _select_residue(raw)
         hetflag, resseq, icode = residue.id  # type: ignore[attr-defined]
@@ -408,7 +411,19 @@ def _chain_residues(chain: object) -> list[ObservedResidue]:
             if atom is not None and (not informative or (atom.get_occupancy() or 0.0) > 0.0):
                 coords[k] = atom.get_coord()
         label = f"{resseq}{icode.strip()}"
-        candidates.append(ObservedResidue(letter, label, int(resseq), coords, hetero=hetflag.startswith("H_")))
+        ca = residue.child_dict.get("CA")  # type: ignore[attr-defined]
+        occupancy = -1.0 if ca is None else float(ca.get_occupancy() or 0.0)
+        observed = ObservedResidue(letter, label, int(resseq), coords, hetero=hetflag.startswith("H_"))
+        if label in position:
+            # One position written twice, as ATOM and HETATM (MET / MSE microheterogeneity): Bio.PDB keeps two
+            # residues, which would shift every later one. Keep the variant whose CA has the higher occupancy.
+            k = position[label]
+            if occupancy > occupancies[k]:
+                candidates[k], occupancies[k] = observed, occupancy
+            continue
+        position[label] = len(candidates)
+        candidates.append(observed)
+        occupancies.append(occupancy)
     kept = []
     for k, res in enumerate(candidates):
         if not res.hetero or (k > 0 and _peptide_bonded(candidates[k - 1], res)) or (
@@ -446,95 +461,114 @@ def _pick_chain(model: object, chain: str | None, source: str) -> tuple[str, lis
     return chain, residues
 
 
-@functools.lru_cache(maxsize=1)
-def _aligner() -> object:
-    from Bio.Align import PairwiseAligner
+#: Letter scores of the placement of observed fragments on the deposited sequence (an ``X`` on either side scores 0).
+_MATCH, _MISMATCH = 4.0, -6.0
+#: Two fragments (runs of peptide-bonded residues) placed side by side although their backbone is broken: allowed (a
+#: stretched bond in a poorly modelled region), but less likely than a missing residue between them.
+_ADJACENT_BREAK = -1.0
+#: A gap between two fragments that equals their author-numbering jump (what breaks ties between equal-letter
+#: placements; larger than :data:`_ADJACENT_BREAK` so that a genuinely stretched bond, numbered consecutively, stays
+#: closed, and far smaller than a letter so that numbering never outweighs the sequence).
+_NUMBERING_AGREES = 2.0
 
-    aligner = PairwiseAligner(mode="global")
-    aligner.match_score = 4.0
-    aligner.mismatch_score = -6.0  # a wrong letter must cost more than opening a gap in the observed side
-    aligner.wildcard = "X"
-    # target = deposited, query = observed. Observed residues must all map (an "insertion" relative to the deposited
-    # sequence is forbidden); deposited residues missing from the coordinates are deletions, free at the ends.
-    renamed = hasattr(PairwiseAligner, "end_deletion_score")  # Biopython >= 1.86 names
-    scores = {
-        ("insertion_score", "target_gap_score"): -1e6,
-        ("open_internal_deletion_score", "query_internal_open_gap_score"): -4.0,
-        ("extend_internal_deletion_score", "query_internal_extend_gap_score"): -0.2,
-        ("end_deletion_score", "query_end_gap_score"): 0.0,
-    }
-    for (new_name, old_name), value in scores.items():
-        setattr(aligner, new_name if renamed else old_name, value)
-    return aligner
+
+def _fragments(residues: Sequence[ObservedResidue]) -> list[tuple[int, int]]:
+    """Maximal runs ``[start, stop)`` of residues each peptide-bonded to the next."""
+    bounds = [0] + [k + 1 for k in range(len(residues) - 1) if not _peptide_bonded(residues[k], residues[k + 1])]
+    return list(zip(bounds, bounds[1:] + [len(residues)], strict=True))
+
+
+def _placement_scores(fragment: str, deposited: np.ndarray) -> np.ndarray:
+    """Letter score of ``fragment`` placed at every start of ``deposited`` (uint8 codes): ``[len(deposited) - m + 1]``."""
+    query = np.frombuffer(fragment.encode("ascii"), dtype=np.uint8)
+    windows = np.lib.stride_tricks.sliding_window_view(deposited, len(query))
+    known = (windows != ord("X")) & (query != ord("X"))
+    equal = windows == query
+    return (np.where(equal, _MATCH, _MISMATCH) * known).sum(axis=1)
 
 
 def _align_to_deposited(residues: Sequence[ObservedResidue], deposited: str) -> tuple[list[int] | None, str]:
-    """Monotonic map observed residue -> deposited index, or (None, reason) when it cannot be trusted."""
+    """Monotonic map observed residue -> deposited index, or (None, reason) when it cannot be trusted.
+
+    The observed residues are cut into fragments where the backbone is broken (:func:`_fragments`). Residues of one
+    fragment are bonded, so they take consecutive deposited positions; only the fragments are placed, in order and
+    without overlap, by dynamic programming over their start positions. A placement scores its letters
+    (:data:`_MATCH`, :data:`_MISMATCH`), :data:`_ADJACENT_BREAK` for two fragments left side by side and
+    :data:`_NUMBERING_AGREES` for a gap equal to the author-numbering jump. A per-residue global alignment (free end
+    gaps, penalised internal ones) could not keep bonded residues together: it pulled a short fragment onto a matching
+    stretch next to its neighbour, or moved one residue off a mismatched letter beside a gap, and so stored true
+    long-range pairs at short separations."""
     observed = "".join(r.letter for r in residues)
     if len(observed) > len(deposited):
         return None, f"{len(observed)} residues in coordinates but {len(deposited)} in the deposited sequence"
-    alignment = _aligner().align(deposited, observed)[0]  # type: ignore[attr-defined]
-    mapping = [-1] * len(observed)
-    for (t0, t1), (q0, _q1) in zip(*alignment.aligned, strict=True):
-        for offset in range(t1 - t0):
-            mapping[q0 + offset] = t0 + offset
-    if min(mapping) < 0:
-        return None, "some observed residues have no deposited counterpart"
-    _slide_gaps(residues, deposited, mapping)
+    if not (observed + deposited).isascii():
+        return None, "non-ASCII residue letters"
+    dep = np.frombuffer(deposited.encode("ascii"), dtype=np.uint8)
+    size = len(deposited)
+    fragments = _fragments(residues)
+    best = np.full(size + 1, -np.inf)  # best[s]: score of fragments so far, the last one ending at s
+    back: list[np.ndarray] = []  # per fragment: the previous fragment's end for each start
+    for f, (a, b) in enumerate(fragments):
+        length = b - a
+        place = _placement_scores(observed[a:b], dep)  # start s in [0, size - length]
+        starts = np.arange(size - length + 1)
+        if f == 0:
+            total, came = place, np.zeros(len(starts), dtype=np.int64)
+        else:
+            # previous end e <= s: any gap (prefix maximum), with the two special gaps scored apart
+            prefix = np.maximum.accumulate(best)
+            improved = np.r_[True, best[1:] > prefix[:-1]]
+            arg = np.maximum.accumulate(np.where(improved, np.arange(len(best)), 0))
+            e_any = np.clip(starts - 1, 0, None)
+            cand = np.where(starts >= 1, prefix[e_any], -np.inf)
+            came = arg[e_any]
+            adjacent = best[starts] + _ADJACENT_BREAK
+            take = adjacent > cand
+            cand, came = np.where(take, adjacent, cand), np.where(take, starts, came)
+            jump = residues[a].resseq - residues[a - 1].resseq - 1
+            if jump >= 0:
+                e_num = starts - jump
+                ok = e_num >= 0
+                numbered = np.where(ok, best[np.clip(e_num, 0, None)], -np.inf) + _NUMBERING_AGREES
+                numbered += np.where(jump == 0, _ADJACENT_BREAK, 0.0)
+                take = numbered > cand
+                cand, came = np.where(take, numbered, cand), np.where(take, e_num, came)
+            total = place + cand
+        back.append(came)
+        best = np.full(size + 1, -np.inf)
+        best[starts + length] = total
+    if not np.isfinite(best).any():
+        return None, "the observed fragments do not fit in the deposited sequence"
+    end = int(np.argmax(best))
+    mapping = [-1] * len(residues)
+    for f in range(len(fragments) - 1, -1, -1):
+        a, b = fragments[f]
+        start = end - (b - a)
+        for k in range(a, b):
+            mapping[k] = start + (k - a)
+        end = int(back[f][start])
     pairs = [(deposited[t], r.letter) for r, t in zip(residues, mapping, strict=True)]
-    known = [(a, b) for a, b in pairs if a != "X" and b != "X"]
-    identity = sum(a == b for a, b in known) / len(known) if known else 1.0
+    known = [(x, y) for x, y in pairs if x != "X" and y != "X"]
+    identity = sum(x == y for x, y in known) / len(known) if known else 1.0
     if identity < MIN_DEPOSITED_IDENTITY:
         return None, f"identity {identity:.2f} < {MIN_DEPOSITED_IDENTITY}"
     return mapping, ""
 
 
-def _slide_gaps(residues: Sequence[ObservedResidue], deposited: str, mapping: list[int]) -> None:
-    """Move each gap among its equal-scoring placements to where the backbone is actually broken.
-
-    An alignment cannot tell ``AG-G`` from ``A-GG``; the coordinates can (a C–N bond spans no missing residue).
-    Prefers a break whose author-numbering jump equals the gap length. Edits ``mapping`` in place.
-    """
-    n = len(mapping)
-    for i in range(n - 1):
-        gap = mapping[i + 1] - mapping[i] - 1
-        if gap <= 0 or not _peptide_bonded(residues[i], residues[i + 1]):
-            continue
-        candidates = []
-        # slide left: residues j+1..i move right by `gap`
-        j = i
-        while j >= 0 and (j == 0 or mapping[j] - mapping[j - 1] == 1) and deposited[mapping[j] + gap] == deposited[
-                mapping[j]]:
-            candidates.append((j - 1, "left"))
-            j -= 1
-        # slide right: residues i+1..k move left by `gap`
-        k = i + 1
-        while k < n and (k == n - 1 or mapping[k + 1] - mapping[k] == 1) and deposited[mapping[k] - gap] == deposited[
-                mapping[k]]:
-            candidates.append((k, "right"))
-            k += 1
-        best = None
-        for pos, side in candidates:
-            if 0 <= pos < n - 1 and not _peptide_bonded(residues[pos], residues[pos + 1]):
-                exact = residues[pos + 1].resseq - residues[pos].resseq == gap + 1
-                if best is None or (exact and not best[2]):
-                    best = (pos, side, exact)
-        if best is None:
-            continue
-        pos, side, _ = best
-        if side == "left":
-            for m in range(pos + 1, i + 1):
-                mapping[m] += gap
-        else:
-            for m in range(i + 1, pos + 1):
-                mapping[m] -= gap
+def _insertion_rank(residue: ObservedResidue) -> int:
+    """0 without an insertion code, 1 for A, 2 for B, ... (0 for a code that is not one letter)."""
+    code = residue.label.lstrip("-+0123456789")
+    return ord(code.upper()) - ord("A") + 1 if len(code) == 1 and code.isascii() and code.isalpha() else 0
 
 
 def numbering_layout(residues: Sequence[ObservedResidue]) -> tuple[list[int], str, list[str]]:
     """Place residues by author numbering where the backbone is broken; returns (mapping, sequence, unknown gaps).
 
     Between residues that are not peptide-bonded, ``resseq`` jump − 1 masked ``X`` residues are inserted (none for a
-    jump above :data:`MAX_NUMBERING_GAP`, reported as ``"label-label"`` in the third value). ``mapping[k]`` is the
+    jump above :data:`MAX_NUMBERING_GAP`, reported as ``"label-label"`` in the third value). Within one number,
+    insertion codes count: 100D -> 100F inserts one (100E), 100 -> 100B one (100A). Between numbers only the jump
+    counts (99 -> 100B inserts nothing, 100C -> 102 one): whether 100 and 100A exist, or later insertion letters,
+    cannot be known, and some files give every residue a code (5A, 6A, ...). ``mapping[k]`` is the
     index of ``residues[k]`` in the returned sequence.
     """
     mapping: list[int] = []
@@ -545,7 +579,10 @@ def numbering_layout(residues: Sequence[ObservedResidue]) -> tuple[list[int], st
             prev = residues[k - 1]
             missing = 0
             if not _peptide_bonded(prev, residue):
-                missing = max(0, residue.resseq - prev.resseq - 1)
+                if residue.resseq == prev.resseq:  # within an insertion run: 100D -> 100F lost 100E
+                    missing = max(0, _insertion_rank(residue) - _insertion_rank(prev) - 1)
+                else:  # only the number jump: schemes differ on whether 100 precedes 100A (some code every residue)
+                    missing = max(0, residue.resseq - prev.resseq - 1)
                 if missing > MAX_NUMBERING_GAP:
                     unknown.append(f"{prev.label}-{residue.label}")
                     missing = 0
