@@ -34,12 +34,15 @@ processing, in order:
   1. every input is parsed; an entry that cannot be read is skipped with its one-line reason (never dropped);
   2. training candidates are filtered by --min-length/--max-length, need at least one scored pair (two observed
      residues >= 6 apart), and must have a unique ID (later duplicates are skipped); --limit samples a subset;
-  3. every training candidate at >= --identity sequence identity (over >= --coverage of both sequences) to any chain of
-     any --test-set is removed (mmseqs2 easy-search, -e 1e-3 -s 7.5, when `mmseqs` is on PATH; else a logged,
-     less sensitive fallback, see protrnn.data.splits);
-  4. the remaining chains are clustered at --identity (mmseqs2 easy-cluster, --coverage) and whole clusters are
-     assigned to splits by --split fractions (or chains follow their source's own split with --use-split-hints:
-     cgdms train/val lists; chains without a hint go to train).
+  3. every training candidate at >= --identity sequence identity to any chain of any --test-set, over >= --coverage
+     of the test chain, is removed: a longer chain that holds a test domain (a fusion, a complex's chain) counts
+     (mmseqs2 easy-search, -e 1e-3 -s 7.5, when `mmseqs` is on PATH; else a logged, less sensitive fallback, see
+     protrnn.data.splits);
+  4. the remaining chains are clustered at --identity (mmseqs2 easy-cluster, --coverage of both sequences),
+     clusters joined by any hit at those thresholds are merged (one family, one cluster), and whole clusters are
+     assigned to splits by --split fractions, each to the split furthest below its share that has room for it (or
+     chains follow their source's own split with --use-split-hints: cgdms train/val lists; chains without a hint
+     go to train).
 
 outputs in OUTDIR (each written atomically; a rerun replaces them and deletes datasets a previous run wrote
 that this run does not):
@@ -84,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequence identity for clustering and leakage removal "
                              f"(default {DEFAULT_MIN_SEQ_ID})")
     parser.add_argument("--coverage", type=fraction, default=DEFAULT_COVERAGE, metavar="F",
-                        help="alignment coverage of both sequences for clustering and leakage "
-                             f"(default {DEFAULT_COVERAGE})")
+                        help="alignment coverage: of both sequences for clustering, of the test chain for "
+                             f"leakage removal (default {DEFAULT_COVERAGE})")
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="keep a seeded random sample of at most N training candidates (tiny runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cluster split and --limit (default 0)")

@@ -8,7 +8,10 @@ Steps, in order:
    directories); an entry that cannot be read is kept in the manifest with its one-line reason;
 2. training candidates are filtered by length, need a scored pair and a unique ID; ``limit`` samples a subset;
 3. candidates at ``identity`` or more to a test chain are removed (:func:`protrnn.data.splits.remove_leakage`);
-4. the rest are clustered and whole clusters assigned to splits (or chains follow their source's split hints).
+4. the rest are clustered, clusters joined by any hit are merged (:func:`protrnn.data.splits.link_clusters`: a
+   set-cover cluster ties members to its representative only, so one family could span two clusters) and whole
+   clusters assigned to splits, none larger than a split's room unless it fits nowhere (or chains follow their
+   source's split hints).
 
 Outputs in OUTDIR (each written atomically): ``<split>.npz``, ``test_<NAME>.npz``, ``manifest.tsv``,
 ``leakage.tsv`` and ``prepare.json``; datasets a previous run listed in ``prepare.json`` but this run did not write
@@ -253,11 +256,18 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
     t0 = time.perf_counter()
     clusters = splits.cluster_sequences([e.id for e in candidates], [e.chain.sequence for e in candidates],
                                         min_seq_id=identity, coverage=coverage, threads=threads)
-    for entry in candidates:
-        entry.cluster = clusters[entry.id]
     n_clusters = len(set(clusters.values()))
     log(f"clustered {len(candidates)} chains into {n_clusters} clusters at {identity:.0%} identity "
         f"({method}, {time.perf_counter() - t0:.1f} s)")
+    t0 = time.perf_counter()
+    clusters = splits.link_clusters([e.id for e in candidates], [e.chain.sequence for e in candidates], clusters,
+                                    min_seq_id=identity, coverage=coverage, threads=threads)
+    sizes = Counter(clusters.values())
+    log(f"merged clusters joined by a hit at {identity:.0%} identity: {n_clusters} -> {len(sizes)} clusters "
+        f"(largest {max(sizes.values(), default=0)} chains; {time.perf_counter() - t0:.1f} s)")
+    n_clusters = len(sizes)
+    for entry in candidates:
+        entry.cluster = clusters[entry.id]
     if use_split_hints:
         for entry in candidates:
             hint = entry.chain.meta.get("split_hint")
@@ -267,7 +277,7 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
             log(f"note: {spanning} clusters have chains in both train and val (the sources' own split is not "
                 "homology-aware; use --split for a cluster split)")
     else:
-        assignment = splits.split_by_cluster(clusters, fractions, seed=seed)
+        assignment = splits.split_by_cluster(clusters, fractions, seed=seed, fit=True)
         for entry in candidates:
             entry.split = assignment[entry.id]
 
@@ -282,7 +292,7 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
                          f"{sum(reasons.values())} skipped or removed{': ' + common if common else ''}); every "
                          f"entry's reason is in {FAILED_MANIFEST_FILE}, and nothing else was written", path=outdir)
     info = {"arguments": arguments or {}, "inputs": [str(p) for p in inputs], "identity": identity,
-            "coverage": coverage, "homology_method": method, "seed": seed,
+            "coverage": coverage, "leakage_coverage_of": "test chain", "homology_method": method, "seed": seed,
             "split_mode": "hints" if use_split_hints else fractions}
     datasets: dict[str, Path] = {}
     for name in split_names:

@@ -16,8 +16,8 @@ heavy dependencies); an already downloaded wheel, an extracted ``resources`` fol
    for short runs is drawn before the homology steps, so they stay cheap);
 4. every chain at >= ``identity`` sequence identity to a chain of any test set is removed. Coverage is measured on
    the **test** chain: a ProteinNet chain that contains a test domain is removed even though the domain covers
-   less than half of it (the contact prepare step asks for coverage of both sequences; the manifest counts how
-   many chains that rule would have removed). Searched with :func:`protrnn.data.splits.search_overlap` with the
+   less than half of it (:func:`protrnn.data.splits.remove_leakage`, the contact prepare step, measures it the same
+   way; the manifest counts how many chains a rule of both sequences' coverage would have removed). Searched with :func:`protrnn.data.splits.search_overlap` with the
    sidechainnet chains as queries and the test chains as targets, so mmseqs2's per-query candidate limit
    (``--max-seqs 300``) can never hide a hit of a test chain that has hundreds of relatives in ProteinNet;
 5. the rest are clustered (:func:`protrnn.data.splits.cluster_sequences`) and whole clusters go to train or val

@@ -3,12 +3,13 @@
 Why: random splits of protein chains put near-identical sequences in train and test, so a model that memorises
 families looks good. Chains are therefore clustered at 30 % identity (mmseqs2, as for the overlap tables in
 ``shared/data``), whole clusters are assigned to a split, and every training chain with a hit at >= 30 % identity to a
-test chain is removed before training.
+test chain (over half of the test chain) is removed before training.
 
 mmseqs2 (Debian ``mmseqs2``) is used when ``mmseqs`` is on PATH, with the parameters of the shared overlap tables:
-``easy-search --min-seq-id 0.3 -c 0.5 -e 1e-3 -s 7.5`` and ``easy-cluster --min-seq-id 0.3 -c 0.5`` (coverage of both
-sequences, ``--cov-mode 0``). Sequences reach it only through FASTA files written here with index-based names
-(``q0``, ``t17``), never raw IDs, and it is run with an argument list (no shell).
+``easy-search --min-seq-id 0.3 -e 1e-3 -s 7.5`` and ``easy-cluster --min-seq-id 0.3 -c 0.5`` (coverage of both
+sequences, ``--cov-mode 0``). Leakage removal searches without a coverage bound and keeps the hits that cover >= 50 %
+of the test chain (:func:`remove_leakage`). Sequences reach it only through FASTA files written here with index-based
+names (``q0``, ``t17``), never raw IDs, and it is run with an argument list (no shell).
 
 Without mmseqs2 a pure-Python fallback runs and logs a warning. It finds identical sequences exactly, then candidate
 pairs sharing two identical 3-mers on one diagonal (the BLAST two-hit idea), aligns those with Biopython's local
@@ -323,6 +324,40 @@ def _fallback_cluster(seqs: Sequence[str], min_seq_id: float, coverage: float) -
     return rep
 
 
+def link_clusters(ids: Sequence[str], seqs: Sequence[str], clusters: Mapping[str, str],
+                  min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
+                  threads: int | None = None) -> dict[str, str]:
+    """Merge clusters that any hit joins: ``{id: family representative}``.
+
+    A set-cover cluster (mmseqs2 ``easy-cluster``, the greedy fallback) ties each member to its representative only,
+    so two clusters of one family can hold chains related at >= ``min_seq_id`` to each other; a split by those
+    clusters then puts relatives on both sides (antibody chains, immunoglobulin domains). Every pair of chains is
+    searched with the clustering thresholds, and clusters joined by a hit are merged (single linkage over clusters). A
+    family is named by the representative of its largest cluster (ties: the smaller ID), so a family of one cluster
+    keeps its cluster's name."""
+    if len(ids) != len(seqs):
+        raise ValueError("ids and sequences must have the same length")
+    parent = {rep: rep for rep in clusters.values()}
+
+    def root(rep: str) -> str:
+        while parent[rep] != rep:
+            parent[rep] = parent[parent[rep]]
+            rep = parent[rep]
+        return rep
+
+    for q, t, _ in _search(seqs, seqs, min_seq_id, coverage, threads):
+        a, b = root(clusters[ids[q]]), root(clusters[ids[t]])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    size: dict[str, int] = defaultdict(int)
+    for rep in clusters.values():
+        size[rep] += 1
+    name: dict[str, str] = {}
+    for rep in sorted(size, key=lambda r: (-size[r], r)):
+        name.setdefault(root(rep), rep)
+    return {chain_id: name[root(rep)] for chain_id, rep in clusters.items()}
+
+
 def parse_fractions(text: str) -> dict[str, float]:
     """``"train=0.9,val=0.1"`` -> ``{"train": 0.9, "val": 0.1}``; fractions must be positive and sum to 1."""
     fractions: dict[str, float] = {}
@@ -352,11 +387,17 @@ def validate_fractions(fractions: Mapping[str, float]) -> None:
         raise InputError(f"split fractions sum to {total:g}, not 1")
 
 
-def split_by_cluster(clusters: Mapping[str, str], fractions: Mapping[str, float], seed: int = 0) -> dict[str, str]:
+def split_by_cluster(clusters: Mapping[str, str], fractions: Mapping[str, float], seed: int = 0,
+                     fit: bool = False) -> dict[str, str]:
     """Assign every ID to a split so that no cluster spans two splits; returns ``{id: split}``.
 
     Clusters are taken in a seeded random order, each going to the split furthest below its target chain count,
     so split sizes track ``fractions`` as closely as cluster sizes allow. Deterministic for a given input and seed.
+    With ``fit`` a cluster goes to the split furthest below its target *that has room for it*, and a cluster too
+    large for every split's room to the split it overfills least relative to that split's target: a family larger
+    than the validation target (the antibodies of the docking sets, once :func:`link_clusters` joins them) then lands
+    in train instead of making the validation split a single family. Without it (the pretraining labels' split) the
+    order alone decides.
     """
     validate_fractions(fractions)
     members: dict[str, list[str]] = defaultdict(list)
@@ -370,7 +411,12 @@ def split_by_cluster(clusters: Mapping[str, str], fractions: Mapping[str, float]
     assignment: dict[str, str] = {}
     for k in order.tolist():
         group = members[keys[k]]
-        split = max(names, key=lambda name: (fractions[name] * total - counts[name], -names.index(name)))
+        room = [name for name in names if fractions[name] * total - counts[name] >= len(group)]
+        if fit and not room:  # too large for every split's room: the one it overfills least, relative to its target
+            split = min(names, key=lambda name: ((counts[name] + len(group)) / fractions[name], names.index(name)))
+        else:
+            split = max(room if fit else names,
+                        key=lambda name: (fractions[name] * total - counts[name], -names.index(name)))
         counts[split] += len(group)
         for chain_id in group:
             assignment[chain_id] = split
@@ -413,13 +459,21 @@ def leakage_records(best: Mapping[int, tuple[int, Hit]], chain_ids: Sequence[str
 def remove_leakage(train: Sequence[ProteinChain], test_sets: Mapping[str, Sequence[ProteinChain]],
                    min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
                    threads: int | None = None) -> tuple[list[ProteinChain], list[LeakageHit]]:
-    """Drop every training chain at >= ``min_seq_id`` identity to a chain of any test set.
+    """Drop every training chain at >= ``min_seq_id`` identity to a chain of any test set over >= ``coverage`` of
+    the **test** chain.
 
-    Test chains are the queries and training chains the targets, as in the shared overlap tables. Returns the kept
-    chains (input order) and one :class:`LeakageHit` per removed chain: its best hit (:func:`best_test_hits`).
+    Coverage is measured on the test chain only, as the pretraining labels' search does
+    (:func:`protrnn.data.sidechainnet.find_leakage`): a training chain that holds a test domain inside a longer
+    construct (a fusion protein, a complex's longer chain) is removed even though the domain covers less than half of
+    it. Coverage of both sequences, the clustering rule, kept such chains. Test chains are the queries and training
+    chains the targets, as in the shared overlap tables. Returns the kept chains (input order) and one
+    :class:`LeakageHit` per removed chain: its best hit (:func:`best_test_hits`).
     """
     test_keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
-    raw = _search([c.sequence for _, c in test_keys], [c.sequence for c in train], min_seq_id, coverage, threads)
+    _check_thresholds(min_seq_id, coverage)
+    raw = [(q, t, hit) for q, t, hit in
+           _search([c.sequence for _, c in test_keys], [c.sequence for c in train], min_seq_id, 0.0, threads)
+           if hit.identity >= min_seq_id and hit.query_coverage >= coverage]
     best = best_test_hits((t, q, hit) for q, t, hit in raw)  # the search's queries are the test chains
     removed = leakage_records(best, [chain.id for chain in train], test_keys,
                               lambda hit, chain_id, test_id: _renamed(hit, test_id, chain_id))
