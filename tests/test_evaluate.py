@@ -472,3 +472,16 @@ def test_ollikainen_root_may_be_the_shipped_tarball(small_ollikainen: Path, tmp_
     (tmp_path / "broken.tar.gz").write_bytes(b"not a tarball")
     assert main(["evaluate", "--baselines", "freecontact", "--ollikainen-root", str(tmp_path / "broken.tar.gz"),
                  "--test-set", f"olk={tmp_path / 'test_olk.npz'}", "-o", str(tmp_path / "out2")]) == 2
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--baselines", "random", "--test-set", "t=x.npz"],
+                                     ["prepare", "x.pdb", "-o", "out"], ["pretrain", "prepare", "x", "-o", "out"]])
+def test_a_negative_seed_is_refused_before_any_work(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """numpy refuses negative seeds, so evaluate failed with a traceback after scoring every protein."""
+    from protrnn.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--seed", "-1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("argument --seed: must be a non-negative integer, got -1")
