@@ -188,6 +188,28 @@ def test_pytorch_defaults_kept_when_inits_disabled() -> None:
     assert rnn.bias_hh_l0.abs().max() <= 1 / math.sqrt(6)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("horizon", [None, 3])
+def test_an_empty_row_comes_out_zero_with_or_without_a_horizon(cell: str, horizon: int | None) -> None:
+    """A row of length 0 among real chains (with a gradient horizon it failed with "index -1 is out of bounds"): its
+    outputs are zero, it gets no gradient, and the other rows are what they are alone."""
+    torch.manual_seed(5)
+    encoder = RecurrentEncoder(_config(cell=cell, gradient_horizon=horizon)).double()
+    x, mask = _batch([7, 0, 2], 5, dtype=torch.float64)
+    x = x.clone().requires_grad_()
+    weights = torch.randn(3, 7, 12, dtype=torch.float64)
+    out = encoder(x, mask)
+    (out * weights).sum().backward()
+    assert torch.all(out[1] == 0) and torch.all(x.grad[1] == 0)
+    assert torch.isfinite(x.grad).all()
+    for row, length in ((0, 7), (2, 2)):
+        alone = x.detach()[row:row + 1, :length].clone().requires_grad_()
+        own = encoder(alone, mask[row:row + 1, :length])
+        (own * weights[row:row + 1, :length]).sum().backward()
+        torch.testing.assert_close(out[row, :length], own[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(x.grad[row, :length], alone.grad[0], atol=1e-12, rtol=0)
+
+
 def test_rejects_left_padded_mask() -> None:
     encoder = RecurrentEncoder(_config())
     mask = torch.tensor([[False, True, True]])

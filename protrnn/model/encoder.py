@@ -107,12 +107,14 @@ class MaskPlan:
         if horizon is None or horizon >= longest:
             return plan  # no cut falls inside any chain
         k = horizon
-        first_len = (lengths - 1).clamp(min=0) % k + 1  # residues in the block that contains the chain end
+        # Residues in the block that contains the chain end; an empty row (length 0) gets a one-step first block,
+        # because packing needs at least one step, but none of its slots is valid: it reads nothing and outputs zeros.
+        first_len = (lengths - 1).clamp(min=0) % k + 1
         width = k + int((plan.lengths_cpu - first_len.cpu()).max())
         slots = torch.arange(width, device=mask.device).expand(batch, width)
         first = first_len.unsqueeze(1)
         rev_pos = torch.where(slots < k, slots, slots - k + first)  # position in the reversed chain
-        slot_valid = torch.where(slots < k, slots < first, rev_pos < lengths.unsqueeze(1))
+        slot_valid = torch.where(slots < k, slots < first, rev_pos < lengths.unsqueeze(1)) & (lengths.unsqueeze(1) > 0)
         work_index = torch.where(slot_valid, lengths.unsqueeze(1) - 1 - rev_pos, torch.zeros_like(slots))
         rev_of_t = lengths.unsqueeze(1) - 1 - positions
         unwork_index = torch.where(rev_of_t < first, rev_of_t, rev_of_t - first + k)
