@@ -80,16 +80,20 @@ def synthetic(values: list[float] | np.ndarray, counts: list[int] | None = None)
 
 
 def label_by_the_documented_rules(train: float, val: float, reference: float, horizon: int | None,
-                                  val_by_length: dict[str, float]) -> str:
+                                  val_by_length: dict[str, float], measured_to: int) -> str:
     """The fit label as docs/diagnostics.md's table reads, at the default thresholds (high train loss: >= 0.9 x the
     reference; validation worse: >= 10 % above train, or the longest length group >= 10 % above the shortest;
-    collapsing: horizon <= 16; carrying far: horizon >= 48 or none within the range)."""
+    collapsing: horizon <= 16; carrying far: horizon >= 48, or none within a measured range reaching 48; a horizon
+    beyond a range that ends before 16 (48) leaves "collapsing" ("carrying far") unknown, and a label that needs it
+    undetermined)."""
     high = train / reference >= 0.9
     groups = sorted(val_by_length.items(), key=lambda kv: int(kv[0].lstrip(">=").split("-")[0]))
     trend = len(groups) >= 2 and groups[-1][1] >= 1.1 * groups[0][1]
     worse = val >= 1.1 * train or trend
-    short = horizon is not None and horizon <= 16
-    far = horizon is None or horizon >= 48
+    short = (horizon <= 16) if horizon is not None else (False if measured_to >= 16 else None)
+    far = (horizon >= 48) if horizon is not None else (True if measured_to >= 48 else None)
+    if high and short is None or worse and not high and far is None:
+        return UNDETERMINED
     if high and short:
         return UNDERFIT_VANISHING
     if worse and not high and far:
@@ -178,6 +182,41 @@ def test_diagnose_fit_labels() -> None:
     json.dumps(over.to_dict(), allow_nan=False)
 
 
+def test_a_horizon_beyond_a_short_measured_range_is_not_called_long() -> None:
+    """None (the sensitivity never fell within the measured range) says the horizon lies beyond the range's end: it is
+    long only when that end reaches long_horizon (48), not short only when it reaches short_horizon (16); a label
+    that needs the unknown side is undetermined. It used to count as long whatever the range."""
+    ref = constant_predictor_loss(0.04)
+    over = (0.4 * ref, 0.7 * ref)  # train low, validation 75 % worse
+    under = (0.97 * ref, 0.98 * ref)  # train high
+    unknown = diagnose_fit(*over, None, max_distance=32, reference_loss=ref)
+    assert unknown.label == UNDETERMINED and "over-fitting" in unknown.summary
+    assert unknown.evidence["horizon_long"] is None and unknown.evidence["horizon_short"] is False
+    assert any("not known" in r and "32" in r for r in unknown.reasons)
+    assert diagnose_fit(*over, None, max_distance=48, reference_loss=ref).label == OVERFIT_LONG_MEMORY
+    assert diagnose_fit(*over, None, reference_loss=ref).label == UNDETERMINED  # no range: nothing assumed
+    assert diagnose_fit(*over, 48, max_distance=32, reference_loss=ref).label == OVERFIT_LONG_MEMORY  # measured
+    vanishing = diagnose_fit(*under, None, max_distance=8, reference_loss=ref)
+    assert vanishing.label == UNDETERMINED and vanishing.evidence["horizon_short"] is None
+    assert diagnose_fit(*under, None, max_distance=16, reference_loss=ref).label == UNDERFIT
+    assert diagnose_fit(*under, None, max_distance=32, reference_loss=ref).label == UNDERFIT
+    # a balanced fit needs no gradient signature
+    assert diagnose_fit(0.6 * ref, 0.62 * ref, None, max_distance=8, reference_loss=ref).label == BALANCED
+    json.dumps(unknown.to_dict(), allow_nan=False)
+
+    # over seeds: every seed beyond its range, and short chains measured distances 0-32 only of --max-distance 96
+    from protrnn.diagnostics.fit import diagnose_over_seeds
+
+    profile = synthetic(np.linspace(1.0, 0.5, 97), counts=[10] * 33 + [0] * 64)
+    assert profile.measured_max() == 32
+    flow = GradientFlow(sensitivity=profile, sensitivity_anchor=profile, hidden=[], max_distance=96,
+                        pairs_per_chain=1, seed=0, n_chains=1, n_pairs=1)
+    seeds = [DiagnosticsResult(model="m", flow=flow, fraction=0.01, horizon=None, horizon_anchor=None,
+                               hidden_horizons=[], metrics={"train_loss": over[0], "val_loss": over[1],
+                                                            "reference_loss": ref}) for _ in range(2)]
+    assert diagnose_over_seeds(seeds)["label"] == UNDETERMINED
+
+
 def test_fit_diagnosis_over_seeds_uses_the_seed_means() -> None:
     """Two seeds whose own labels disagree: the model's label is the documented rule applied to the seed means of
     train loss, validation loss, reference loss and horizon, worked out here by hand."""
@@ -198,7 +237,7 @@ def test_fit_diagnosis_over_seeds_uses_the_seed_means() -> None:
     assert [r.diagnosis.label for r in seeds] == [UNDERFIT_VANISHING, BALANCED]
     combined = diagnose_over_seeds(seeds)
     # means: train 0.875 x ref (not high: < 0.9), gap ~ +1 % (not worse), horizon 20 -> balanced
-    assert combined["label"] == label_by_the_documented_rules(0.875 * ref, 0.885 * ref, ref, 20, {})
+    assert combined["label"] == label_by_the_documented_rules(0.875 * ref, 0.885 * ref, ref, 20, {}, measured_to=96)
     assert combined["inputs"]["horizon"]["mean"] == 20.0 and combined["seed_labels"] == [UNDERFIT_VANISHING, BALANCED]
     assert combined["agreeing_seeds"] == 1 and combined["n_seeds"] == 2
 
@@ -370,6 +409,86 @@ def test_loss_by_length_matches_a_direct_computation(val_chains: list) -> None:
     assert sum(result.pairs_by_length.values()) == result.n_pairs == count
 
 
+def test_diagnostic_losses_are_plain_means_whatever_the_far_weight(val_chains: list) -> None:
+    """A model trained with far_weight is scored with every pair weighing 1 (pos_weight kept): the far-weighted sum
+    was divided by the unweighted pair count, which inflated long chains' losses (they hold the far pairs)."""
+    model = tiny_model("lstm")
+    chains = val_chains[:3]  # 72, 91 and 95 residues: groups 0-79 and >=80
+    far = LossSettings(pos_weight=2.0, far_weight=4.0, far_separation=20)
+    result = contact_loss_by_length(model, chains, far, length_edges=(80,))
+    groups: dict[str, list[np.ndarray]] = {}
+    for chain in chains:
+        tokens = torch.from_numpy(DEFAULT_ALPHABET.encode(chain.sequence).astype(np.int64))[None]
+        with torch.no_grad():
+            logits = model(tokens, torch.ones_like(tokens, dtype=torch.bool))[0].double().numpy()
+        upper = np.triu(chain.pair_mask(), 1)
+        assert (np.argwhere(upper) @ [-1, 1]).max() >= 20  # far pairs present: the weight would matter
+        terms = focal_loss_by_hand(logits[upper], chain.contact_map()[upper].astype(np.float64), 2.0, 0.0)
+        groups.setdefault("0-79" if len(chain) < 80 else ">=80", []).append(terms)
+    assert set(result.by_length) == set(groups)
+    for key, terms in groups.items():
+        assert result.by_length[key] == pytest.approx(np.concatenate(terms).mean(), rel=1e-4)
+    assert result.loss == pytest.approx(np.concatenate([t for v in groups.values() for t in v]).mean(), rel=1e-4)
+
+
+def test_hidden_gradients_weigh_far_pairs_as_training_does(val_chains: list) -> None:
+    """dL/dh of a pair at least far_separation apart carries training's far_weight (the pair's term in the summed
+    objective is far_weight x its loss); a nearer pair's does not. The logit's own gradient is unchanged."""
+    model = tiny_model("gru")
+    chain = val_chains[0]
+    scored = np.argwhere(np.triu(chain.pair_mask(), 1))
+    near = next((int(i), int(j)) for i, j in scored if j - i < 30)
+    far_pair = next((int(i), int(j)) for i, j in scored if j - i >= 30)
+    pairs = {chain.id: [near, far_pair]}
+    plain = list(iter_pair_gradients(model, chains_to_batches([chain], 1), pairs=pairs,
+                                     loss=LossSettings(pos_weight=2.0)))
+    weighted = list(iter_pair_gradients(model, chains_to_batches([chain], 1), pairs=pairs,
+                                        loss=LossSettings(pos_weight=2.0, far_weight=4.0, far_separation=30)))
+    for factor, base, mine in zip((1.0, 4.0), plain, weighted, strict=True):
+        np.testing.assert_allclose(mine.input_norms, base.input_norms)
+        assert any(h.max() > 0 for h in base.hidden_norms)
+        for h_mine, h_base in zip(mine.hidden_norms, base.hidden_norms, strict=True):
+            np.testing.assert_allclose(h_mine, factor * h_base, rtol=1e-5, atol=1e-12)
+
+
+def test_a_model_with_no_sensitivity_at_all_has_horizon_zero(val_chains: list) -> None:
+    """A head with all weights zero ignores the encoder: every pair's gradient is exactly zero everywhere. Those pairs
+    are measurements of zero (they were dropped, and the run failed with "no measured distance"); a profile that is
+    zero everywhere has horizon 0 (docs/diagnostics.md)."""
+    chains = val_chains[:2]
+    reference = gradient_flow(tiny_model("lstm"), chains, max_distance=20, pairs_per_chain=2)
+    model = tiny_model("lstm")
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.zero_()
+    flow = gradient_flow(model, chains, max_distance=20, pairs_per_chain=2)
+    assert flow.n_pairs == 4 and flow.sensitivity.n_pairs == 4 and len(flow.hidden) == 2
+    for profile, counted in zip([flow.sensitivity, flow.sensitivity_anchor, *flow.hidden],
+                                [reference.sensitivity, reference.sensitivity_anchor, *reference.hidden], strict=True):
+        # the same pairs and positions as any model's (one sample per position within 20 of the pair)
+        np.testing.assert_array_equal(profile.count, counted.count)
+        assert profile.count.min() > 0 and np.all(profile.mean == 0) and np.all(profile.raw_mean == 0)
+    result = summarise(flow)
+    assert result.horizon == 0 and result.horizon_anchor == 0 and result.hidden_horizons == [0, 0]
+
+
+def test_profile_pairs_with_a_non_finite_gradient_are_skipped() -> None:
+    """Per pair: normalised by its own peak; all-zero counts as zeros; a NaN or inf anywhere drops the pair."""
+    from protrnn.diagnostics.gradients import _Accumulator
+
+    acc = _Accumulator("input_sensitivity", "nearest", 3)
+    at = np.arange(4)
+    acc.add(np.array([2.0, 1.0, 0.0, 0.0]), at)
+    acc.add(np.zeros(4), at)
+    acc.add(np.array([1.0, np.nan, 1.0, 1.0]), at)
+    acc.add(np.array([1.0, 1.0, np.inf, 1.0]), at)
+    profile = acc.profile(n_chains=1)
+    assert profile.n_pairs == 2 and profile.count.tolist() == [2, 2, 2, 2]
+    # pair means [0.5, 0.25, 0, 0], divided by their peak 0.5
+    np.testing.assert_allclose(profile.mean, [1.0, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(profile.raw_mean, [1.0, 0.5, 0.0, 0.0])
+
+
 # -------------------------------------------------------------------------------------------------- integration
 @pytest.mark.slow
 def test_callback_logs_inside_a_tiny_fit(val_chains: list, tmp_path: Path) -> None:
@@ -436,7 +555,7 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
         m = result.metrics
         assert m["train_loss"] > 0 and m["val_loss"] > 0 and m["reference_loss"] > 0
         expected = label_by_the_documented_rules(m["train_loss"], m["val_loss"], m["reference_loss"],
-                                                 result.horizon, m["data_loss"]["by_length"])
+                                                 result.horizon, m["data_loss"]["by_length"], measured_to=48)
         assert result.diagnosis is not None and result.diagnosis.label == expected, (result.model, m)
 
     # metrics.csv route, and bad input on one line
@@ -631,6 +750,78 @@ def test_diagnose_from_metrics_csv_with_a_cut_model(val_chains: list, tmp_path: 
     assert result.horizon is not None and result.horizon <= 8
     assert result.metrics["reference_loss"] == pytest.approx(entropy, rel=1e-9)
     assert result.diagnosis is not None and result.diagnosis.label == UNDERFIT_VANISHING
+
+
+def test_reference_loss_is_the_best_constant_per_length_group_weighted_as_the_train_loss(
+        val_chains: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The train loss is length-matched: each length group's mean loss on --train-data, weighted by the --data pairs
+    of that group. Its reference is the same weighted mean of each group's best constant loss, at that group's contact
+    rate in the training chains (worked out here by counting contacts). A model that outputs one constant thus has a
+    ratio of at least 1 (high: it learnt nothing), and exactly 1 when the constant is the optimum of the only matched
+    group. The reference used to be the best constant at the pooled rate of all training chains: other pairs."""
+    import io
+
+    from protrnn.data.dataset import save_dataset
+    from protrnn.diagnostics.run import DiagnoseOptions, diagnose
+
+    short = [c for c in val_chains if len(c) < 80]  # length groups 0-79 and >=80
+    long = [c for c in val_chains if len(c) >= 80]
+    train, val_both, val_long = short[:4] + long[:2], short[4:6] + long[2:4], long[2:4]
+    save_dataset(train, tmp_path / "train.npz")
+    save_dataset(val_both, tmp_path / "val_both.npz")
+    save_dataset(val_long, tmp_path / "val_long.npz")
+    weight = 3.0
+
+    def counts(chains: list) -> tuple[int, int]:
+        positives = pairs = 0
+        for chain in chains:
+            upper = np.triu(chain.pair_mask(), 1)
+            positives, pairs = positives + int(chain.contact_map()[upper].sum()), pairs + int(upper.sum())
+        return positives, pairs
+
+    def mean_loss(rate: float, p: float) -> float:  # weighted BCE of a constant probability p at contact rate r
+        return -(weight * rate * math.log(p) + (1 - rate) * math.log(1 - p))
+
+    def best(rate: float) -> float:  # at the optimum p* = w r / (w r + 1 - r)
+        return mean_loss(rate, weight * rate / (weight * rate + 1 - rate))
+
+    rate = {key: counts(group)[0] / counts(group)[1] for key, group in (("0-79", short[:4]), (">=80", long[:2]))}
+    pooled = counts(train)[0] / counts(train)[1]
+    assert abs(rate["0-79"] - rate[">=80"]) > 0.2 * pooled  # short chains are denser in contacts: the mix matters
+
+    def constant_model(p: float, name: str) -> Path:
+        model = tiny_model("lstm")
+        with torch.no_grad():  # logit exactly log(p / (1 - p)) in float32; a 1e-30 weight keeps gradients non-zero
+            model.head.out.weight.mul_(1e-30)
+            model.head.out.bias.fill_(math.log(p / (1 - p)))
+        save_model(model, tmp_path / name, extra={"training_hparams": {"pos_weight": weight}})
+        return tmp_path / name
+
+    options = DiagnoseOptions(max_distance=16, n_chains=1, pairs_per_chain=1, device="cpu", usage=False,
+                              length_bins=[80], train_data=tmp_path / "train.npz")
+    # the pooled base rate everywhere, judged on both groups
+    p_pooled = weight * pooled / (weight * pooled + 1 - pooled)
+    (both,) = diagnose([("pooled", constant_model(p_pooled, "pooled"))], tmp_path / "val_both.npz",
+                       tmp_path / "both.json", options, stream=io.StringIO())
+    val_pairs = {"0-79": counts(short[4:6])[1], ">=80": counts(long[2:4])[1]}
+    total = sum(val_pairs.values())
+    expected_reference = sum(val_pairs[k] * best(rate[k]) for k in rate) / total
+    p32 = float(torch.sigmoid(torch.tensor(math.log(p_pooled / (1 - p_pooled)), dtype=torch.float32)))
+    expected_train = sum(val_pairs[k] * mean_loss(rate[k], p32) for k in rate) / total
+    m = both.metrics
+    assert m["reference_loss"] == pytest.approx(expected_reference, rel=1e-6)
+    assert m["train_loss"] == pytest.approx(expected_train, rel=1e-5)
+    assert m["contact_rate_by_length"] == pytest.approx(rate)
+    assert both.diagnosis is not None and both.diagnosis.evidence["train_ratio"] >= 1.0
+    assert both.diagnosis.evidence["train_high"] is True
+    # each group's own optimum scores exactly its reference: ratio 1 when only that group is matched
+    p_long = weight * rate[">=80"] / (weight * rate[">=80"] + 1 - rate[">=80"])
+    (alone,) = diagnose([("long", constant_model(p_long, "long"))], tmp_path / "val_long.npz",
+                        tmp_path / "long.json", options, stream=io.StringIO())
+    assert alone.metrics["reference_loss"] == pytest.approx(best(rate[">=80"]), rel=1e-6)
+    assert alone.diagnosis is not None and alone.diagnosis.evidence["train_ratio"] == pytest.approx(1.0, abs=1e-5)
+    # --max-distance 16 is below --long-horizon 48: said on stderr
+    assert "--max-distance 16 is below --long-horizon 48" in capsys.readouterr().err
 
 
 def test_diagnose_command_passes_absolute_train_loss_thresholds(monkeypatch: pytest.MonkeyPatch,

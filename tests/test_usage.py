@@ -139,6 +139,19 @@ def test_usage_horizon_rule() -> None:
     assert usage_horizon(profile([0.0, 0.0, 0.0, 0.0, 0.0])) == 0
     with pytest.raises(InputError):
         usage_horizon(profile([1.0] * 5), fraction=1.5)
+    # nothing measured (every change NaN, or no pair with context to replace at any radius): no horizon at all,
+    # not 0 ("reads no context") - that used to be the answer
+    with pytest.raises(InputError, match="no measured radius"):
+        usage_horizon(profile([math.nan] * 5))
+    with pytest.raises(InputError, match="no measured radius"):
+        usage_horizon(profile([0.0] * 5, counts=[0] * 5))
+
+
+def test_usage_radii_beyond_every_chain_are_an_error_not_a_horizon(chains: list[ProteinChain]) -> None:
+    """Radii no chain reaches leave every U(d) unmeasured: the measurement says so instead of reporting horizon 0."""
+    longest = max(len(c) for c in chains)
+    with pytest.raises(InputError, match="no measured radius"):
+        usage_profile(window_model(2), chains, distances=[longest, 2 * longest], draws=2, pairs_per_chain=2)
 
 
 def test_background_composition_counts_standard_residues() -> None:

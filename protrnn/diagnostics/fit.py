@@ -46,8 +46,9 @@ def effective_horizon(profile: DistanceProfile, fraction: float = DEFAULT_FRACTI
     """The distance at which sensitivity has fallen for good below ``fraction`` of its peak.
 
     Rule: keep distances measured at least ``min_count`` times; the peak is the largest (unsmoothed) ``mean``; smooth
-    ``mean`` with a centred running median over ``smooth`` measured points (a median ignores isolated spikes yet keeps
-    a step, such as a truncation cut, exactly where it is); the horizon is the smallest distance d beyond the peak such
+    ``mean`` with a centred running median over ``smooth`` measured points, ``smooth // 2`` on each side (an even
+    ``smooth`` acts as the next odd one; a median ignores isolated spikes yet keeps a step, such as a truncation cut,
+    exactly where it is); the horizon is the smallest distance d beyond the peak such
     that the smoothed value is below ``fraction * peak`` at d and at every measured distance after d. ``None`` when
     the smoothed value at the last measured distance is still at or above the threshold (the gradient carries past
     ``max_distance``); 0 when the profile is zero everywhere.
@@ -83,7 +84,9 @@ def usage_horizon(profile: UsageProfile, fraction: float = DEFAULT_USAGE_FRACTIO
     two halves of the draws. A radius is *unused beyond* when ``U(d) + noise(d) < fraction * U0``. The usage horizon
     is the smallest measured d such that every measured radius >= d is unused beyond. ``None`` when the largest
     measured radius is still used (the model reads context past it); the smallest radius when ``U0`` is at rounding
-    level (``<= floor x max(1, mean |z|)``: the model reads nothing but the pair itself).
+    level (``<= floor x max(1, mean |z|)``: the model reads nothing but the pair itself). A profile with no measured
+    radius (no radius with ``min_count`` affected pairs and a finite change) says nothing either way and is an
+    :class:`InputError`, not a horizon.
     """
     if not 0.0 < fraction < 1.0:
         raise InputError(f"usage fraction must be in (0, 1), got {fraction!r}")
@@ -91,7 +94,9 @@ def usage_horizon(profile: UsageProfile, fraction: float = DEFAULT_USAGE_FRACTIO
     values = np.asarray(profile.mean_abs_delta, dtype=np.float64)
     valid = (np.asarray(profile.count) >= max(min_count, 1)) & np.isfinite(values)
     if not valid.any():
-        return int(distances.min()) if distances.size else 0
+        radii = ", ".join(str(int(d)) for d in distances) or "none"
+        raise InputError(f"usage profile has no measured radius (radii {radii}): none had context to replace in "
+                         f"at least {max(min_count, 1)} pair(s) with a finite logit change")
     d, u = distances[valid], values[valid]
     halves = np.asarray(profile.halves, dtype=np.float64)[:, valid]
     noise = np.nan_to_num(np.abs(halves[0] - halves[1]), nan=0.0)
@@ -201,9 +206,11 @@ def diagnose_over_seeds(results: Sequence[DiagnosticsResult],
     mean_by_length = {k: float(np.nanmean(v)) for k, v in by_length.items() if np.isfinite(v).any()}
     mean = {k: v["mean"] for k, v in inputs.items()}
     censored = all(r.horizon is None for r in results)
+    # every seed's horizon lies beyond its own measured range, so the mean lies beyond the shortest of them
+    reach = min(r.flow.sensitivity.measured_max() or 0 for r in results) if censored else cap
     diagnosis = diagnose_fit(None if not math.isfinite(mean["train_loss"]) else mean["train_loss"],
                              None if not math.isfinite(mean["val_loss"]) else mean["val_loss"],
-                             None if censored else int(round(mean["horizon"])), max_distance=cap,
+                             None if censored else int(round(mean["horizon"])), max_distance=reach,
                              reference_loss=None if not math.isfinite(mean["reference_loss"]) else mean["reference_loss"],
                              val_loss_by_length=mean_by_length or None, thresholds=thresholds)
     return {"label": diagnosis.label, "summary": diagnosis.summary, "seed_labels": labels,
@@ -250,19 +257,65 @@ def contact_rate(chains: Iterable[ProteinChain], min_separation: int = MIN_SEPAR
     return positives / total
 
 
+def contact_rates_by_length(chains: Iterable[ProteinChain], length_edges: Sequence[int],
+                            min_separation: int = MIN_SEPARATION) -> dict[str, float]:
+    """:func:`contact_rate` of each chain-length group (:func:`length_label` of ``length_edges``, the groups of
+    :func:`protrnn.diagnostics.gradients.contact_loss_by_length`); groups without a scored pair are left out."""
+    counts: dict[str, list[int]] = {}
+    for chain in chains:
+        scored = np.triu(chain.pair_mask(min_separation), k=1)
+        entry = counts.setdefault(length_label(len(chain), length_edges), [0, 0])
+        entry[0] += int((chain.contact_map() & scored).sum())
+        entry[1] += int(scored.sum())
+    ordered = sorted(counts.items(), key=lambda kv: length_key(kv[0]))
+    return {key: positives / total for key, (positives, total) in ordered if total}
+
+
+def length_weights(train: LossByLength, val: LossByLength) -> dict[str, int]:
+    """The weights of :func:`length_matched_losses`: each length group both sets have, with its number of
+    validation pairs (empty when they share none)."""
+    return {key: int(val.pairs_by_length[key]) for key in val.by_length
+            if key in train.by_length and val.pairs_by_length.get(key)}
+
+
 def length_matched_losses(train: LossByLength, val: LossByLength) -> tuple[float, float]:
     """(train, validation) losses over the length groups both sets have, each group weighted by its share of the
     validation pairs. Pair losses fall with chain length (long chains add many easy distant pairs), so comparing the
-    pooled means of two sets with different length mixes would read a length difference as over- or under-fitting."""
-    common = [key for key in val.by_length if key in train.by_length and val.pairs_by_length.get(key)]
-    total = sum(val.pairs_by_length[key] for key in common)
+    pooled means of two sets with different length mixes would read a length difference as over- or under-fitting.
+    Without a common group: the pooled losses."""
+    weights = length_weights(train, val)
+    total = sum(weights.values())
     if not total:
         return train.loss, val.loss
 
     def weighted(source: LossByLength) -> float:
-        return sum(val.pairs_by_length[key] * source.by_length[key] for key in common) / total
+        return sum(weight * source.by_length[key] for key, weight in weights.items()) / total
 
     return weighted(train), weighted(val)
+
+
+def length_matched_reference_loss(rates: Mapping[str, float], weights: Mapping[str, float],
+                                  pos_weight: float = 1.0) -> float:
+    """The reference loss of a length-matched train loss: ``sum_g w_g L*(r_g) / sum_g w_g`` over the groups of
+    ``weights`` (:func:`length_weights`), where ``r_g`` is group g's contact rate in the *training* chains
+    (:func:`contact_rates_by_length`) and ``L*`` is :func:`constant_predictor_loss` at ``pos_weight``.
+
+    It is the train loss, weighted the same way, of the best predictor that knows nothing but the length group: a
+    constant per group, each at its group's optimum. A model predicting each group's rate scores exactly this (ratio
+    1); any constant model, the pooled base rate included, scores at least this. A group without contacts (or with
+    only contacts) contributes 0, the limit of ``L*`` there (a constant fits it exactly).
+    """
+    missing = [key for key in weights if key not in rates]
+    if missing:
+        raise InputError(f"no training contact rate for length group(s) {', '.join(map(str, missing))}")
+    total = float(sum(weights.values()))
+    if not total > 0:
+        raise InputError("length weights must have a positive sum")
+
+    def best(rate: float) -> float:
+        return constant_predictor_loss(rate, pos_weight) if 0.0 < rate < 1.0 else 0.0
+
+    return sum(weight * best(rates[key]) for key, weight in weights.items()) / total
 
 
 def length_label(length: int, edges: Sequence[int]) -> str:
@@ -295,31 +348,52 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
 
     * ``underfitting-vanishing-gradients``: high train loss AND sensitivity collapsing (horizon <= short_horizon).
     * ``overfitting-long-memory``: train loss not high, validation loss notably worse (relative gap >= overfit_gap, or
-      validation worsening with chain length) AND gradients carrying far (horizon >= long_horizon or beyond the range).
+      validation worsening with chain length) AND gradients carrying far (horizon >= long_horizon, or beyond a
+      measured range that reaches long_horizon).
     * ``underfitting`` / ``overfitting``: the loss pattern without the matching gradient signature (the cause lies
       elsewhere: capacity, optimisation, data), ``balanced`` when neither loss pattern holds, ``undetermined`` when the
-      losses are missing.
+      losses are missing, or when a loss pattern holds but the measured range is too short to tell whether the
+      gradient signature does.
 
-    ``horizon`` is :func:`effective_horizon`'s result (``None`` = never fell within ``max_distance``). "High"/"low"
-    train loss is judged against ``reference_loss`` (e.g. :func:`constant_predictor_loss` at the contact rate and the
-    training ``pos_weight``) or, without one, the absolute thresholds of ``thresholds`` (default
-    :class:`FitThresholds`). ``val_loss_by_length`` maps a length (or a length-bin label that sorts by length, or
-    ``(length, loss)`` pairs) to validation loss.
+    ``horizon`` is :func:`effective_horizon`'s result; ``None`` means the sensitivity never fell within the measured
+    range, which ends at ``max_distance`` (the largest distance measured), so the horizon lies beyond it: it counts
+    as long only when ``max_distance >= long_horizon`` and as not short only when ``max_distance >= short_horizon``;
+    otherwise (and without ``max_distance``) that side is unknown (``None`` in the evidence).
+
+    "High"/"low" train loss is judged against ``reference_loss`` (the best constant's loss on the same pairs, weighted
+    as the train loss: :func:`length_matched_reference_loss` for a length-matched train loss, else
+    :func:`constant_predictor_loss` at the contact rate and the training ``pos_weight``) or, without one, the absolute
+    thresholds of ``thresholds`` (default :class:`FitThresholds`). ``val_loss_by_length`` maps a length (or a
+    length-bin label that sorts by length, or ``(length, loss)`` pairs) to validation loss.
     """
     t = FitThresholds() if thresholds is None else thresholds
     reasons: list[str] = []
     evidence: dict[str, Any] = {"train_loss": train_loss, "val_loss": val_loss, "horizon": horizon,
                                 "max_distance": max_distance, "reference_loss": reference_loss,
                                 "thresholds": asdict(t)}
-    horizon_short = horizon is not None and horizon <= t.short_horizon
-    horizon_long = horizon is None or horizon >= t.long_horizon
-    shown = f"beyond {max_distance}" if horizon is None and max_distance else str(horizon)
+    # True / False, or None when the horizon lies beyond a measured range too short to tell.
+    horizon_short: bool | None
+    horizon_long: bool | None
+    if horizon is not None:
+        horizon_short, horizon_long = horizon <= t.short_horizon, horizon >= t.long_horizon
+    else:
+        horizon_short = False if max_distance is not None and max_distance >= t.short_horizon else None
+        horizon_long = True if max_distance is not None and max_distance >= t.long_horizon else None
+    unknown_reach = ""
     if horizon_short:
         reasons.append(f"sensitivity falls below the threshold by distance {horizon} (<= {t.short_horizon}): "
                        "gradients vanish within a short distance")
     elif horizon_long:
+        shown = f"beyond {max_distance}" if horizon is None else str(horizon)
         reasons.append(f"sensitivity stays above the threshold until {shown} (>= {t.long_horizon}): "
                        "gradients carry far")
+    elif horizon is None:
+        where = "an unknown distance" if max_distance is None else f"distance {max_distance}"
+        unknown = "whether gradients vanish or carry far" if horizon_short is None else "whether gradients carry far"
+        bound = t.short_horizon if horizon_short is None else t.long_horizon
+        unknown_reach = (f"the sensitivity is still above the threshold at {where}, the end of the measured range "
+                         f"(below {bound}), so {unknown} is not known: measure up to {t.long_horizon} or further")
+        reasons.append(unknown_reach)
     else:
         reasons.append(f"effective horizon {horizon} lies between {t.short_horizon} and {t.long_horizon}")
 
@@ -365,8 +439,12 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
         label, summary = UNDETERMINED, "no training loss given: only the gradient reach is reported"
     elif train_high and horizon_short:
         label, summary = UNDERFIT_VANISHING, "under-fitting with vanishing gradients"
+    elif train_high and horizon_short is None:
+        label, summary = UNDETERMINED, f"under-fitting, but {unknown_reach}"
     elif val_worse and not train_high and horizon_long:
         label, summary = OVERFIT_LONG_MEMORY, "over-fitting with long memory"
+    elif val_worse and not train_high and horizon_long is None:
+        label, summary = UNDETERMINED, f"over-fitting, but {unknown_reach}"
     elif train_high:
         label, summary = UNDERFIT, (f"under-fitting, but gradients reach beyond {t.short_horizon} residues (no "
                                     "vanishing-gradient signature): look at capacity or optimisation")
@@ -379,6 +457,8 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
     return Diagnosis(label=label, summary=summary, reasons=reasons, evidence=evidence)
 
 
-__all__ = ["GRADIENT_HORIZON_NOISE", "INTERVAL_LEVEL", "constant_predictor_loss", "contact_rate", "diagnose_fit", "diagnose_over_seeds",
-           "difference_interval", "effective_horizon", "horizon_value", "length_key", "length_label",
-           "length_matched_losses", "seed_interval", "summarise", "t_quantile", "usage_horizon", "usage_horizon_noise"]
+__all__ = ["GRADIENT_HORIZON_NOISE", "INTERVAL_LEVEL", "constant_predictor_loss", "contact_rate",
+           "contact_rates_by_length", "diagnose_fit", "diagnose_over_seeds", "difference_interval",
+           "effective_horizon", "horizon_value", "length_key", "length_label", "length_matched_losses",
+           "length_matched_reference_loss", "length_weights", "seed_interval", "summarise", "t_quantile",
+           "usage_horizon", "usage_horizon_noise"]

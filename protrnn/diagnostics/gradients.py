@@ -10,9 +10,10 @@ For a scored residue pair (i, j) (both observed, ``|i - j| >= 6``) we take one b
 
 Values are binned by the distance of s from the pair: ``d = min(|i - s|, |j - s|)`` (distance from the nearer residue;
 the *nearest* rule) and, as a second view, ``d = |i - s|`` from the pair's first residue (the *anchor* rule). Each pair's
-values are divided by that pair's own maximum before averaging, so every pair counts equally whatever its logit scale;
-the averaged profile is then divided by its peak, so profiles of different models share one scale (1 at the peak).
-Unnormalised means are kept as ``raw_mean``.
+values are divided by that pair's own maximum before averaging, so every pair counts equally whatever its logit scale
+(a pair whose gradient is zero everywhere counts as zeros; one with a non-finite value is skipped); the averaged
+profile is then divided by its peak, so profiles of different models share one scale (1 at the peak). Unnormalised
+means are kept as ``raw_mean``.
 
 Chains in a batch never interact (per-residue layer norm, masked recurrence, no batch statistics in eval mode), so one
 backward pass of the summed logits of one pair per chain gives every chain's gradients at once; the forward graph is
@@ -24,7 +25,7 @@ kept and reused for the next pair of each chain.
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,12 +117,14 @@ class _Accumulator:
         self.n_pairs = 0
 
     def add(self, values: np.ndarray, distances: np.ndarray) -> None:
-        peak = float(values.max()) if values.size else 0.0
-        if not peak > 0.0 or not math.isfinite(peak):
-            return  # a pair with no (or non-finite) gradient anywhere carries no shape information
+        if values.size == 0 or not np.isfinite(values).all():
+            return  # a pair with a non-finite gradient somewhere has no usable shape: skipped, not counted
+        peak = float(values.max())
         keep = distances < self.size
         d, raw = distances[keep], values[keep].astype(np.float64)
-        norm = raw / peak
+        # A pair whose gradient is exactly zero everywhere is a measurement too (the logit ignores every input):
+        # it counts as zeros at every distance, so a model with no sensitivity at all gets a zero profile.
+        norm = raw / peak if peak > 0.0 else np.zeros_like(raw)
         self.total += np.bincount(d, weights=norm, minlength=self.size)
         self.total_sq += np.bincount(d, weights=norm * norm, minlength=self.size)
         self.raw_total += np.bincount(d, weights=raw, minlength=self.size)
@@ -168,21 +171,16 @@ def _measurement_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _loss_slopes(logits: torch.Tensor, labels: Sequence[float], loss: LossSettings) -> np.ndarray:
-    """``|dL/dz|`` of the training loss ``loss`` for each pair, at logit ``logits[k]`` with 0/1 label ``labels[k]``.
-
-    Each pair is laid out as the one scored pair (0, 1) of a 2 x 2 map and differentiated through
-    :func:`protrnn.training.loss.contact_loss` (summed, so every pair gets its own derivative).
-    """
+def _loss_slopes(logits: torch.Tensor, labels: Sequence[float], separations: Sequence[int],
+                 loss: LossSettings) -> np.ndarray:
+    """``|dL/dz|`` of the training loss ``loss`` for each pair, at logit ``logits[k]`` with 0/1 label ``labels[k]``
+    and separation ``separations[k] = j - i``: the derivative of the pair's term in training's summed objective
+    (:meth:`protrnn.training.loss.LossSettings.binary_loss`, summed so every pair gets its own derivative), its
+    ``far_weight`` included when the pair is at least ``far_separation`` apart."""
     z = logits.detach().float().cpu().requires_grad_(True)
-    count = z.shape[0]
-    grid = torch.zeros(count, 2, 2)
-    grid[:, 0, 1] = z
-    targets = torch.zeros(count, 2, 2)
-    targets[:, 0, 1] = torch.tensor(list(labels), dtype=torch.float32)
-    scored = torch.zeros(count, 2, 2, dtype=torch.bool)
-    scored[:, 0, 1] = True
-    (slope,) = torch.autograd.grad(loss(grid, targets, scored, reduction="sum"), z)
+    targets = torch.tensor(list(labels), dtype=torch.float32)
+    apart = torch.tensor(list(separations), dtype=torch.long)
+    (slope,) = torch.autograd.grad(loss.binary_loss(z, targets, reduction="sum", separations=apart), z)
     return slope.abs().numpy().astype(np.float64)
 
 
@@ -270,7 +268,8 @@ def _batch_pair_gradients(model: torch.nn.Module, batch: Mapping[str, Any], ids:
         z_np = z.detach().float().cpu().numpy()
         labels = None if contacts_np is None else [float(contacts_np[(b, *chosen[b][r])]) for b in rows]
         # dL/dz of the training loss; chains are independent, so it scales each row's dz/dh exactly.
-        slopes = np.ones(len(rows)) if labels is None or not gh else _loss_slopes(z, labels, loss)
+        separations = [chosen[b][r][1] - chosen[b][r][0] for b in rows]
+        slopes = np.ones(len(rows)) if labels is None or not gh else _loss_slopes(z, labels, separations, loss)
         for k, b in enumerate(rows):
             i, j = chosen[b][r]
             length = int(lengths[b])
@@ -382,13 +381,16 @@ def contact_loss_by_length(model: torch.nn.Module, chains: Sequence[ProteinChain
                            loss: LossSettings | None = None, *, length_edges: Sequence[int] = (64, 128, 256),
                            batch_size: int = 8, alphabet: Alphabet = DEFAULT_ALPHABET,
                            max_pairs: int = DEFAULT_MAX_PAIRS) -> LossByLength:
-    """The training objective ``loss`` (:mod:`protrnn.training.loss`: weighted BCE, focal term included; default plain
-    BCE) in eval mode
-    on whole chains, pooled over scored upper-triangle pairs, overall and by chain length: the "worse validation on
-    longer chains" evidence."""
+    """The training loss ``loss`` (:mod:`protrnn.training.loss`: weighted BCE, focal term included; default plain
+    BCE) in eval mode on whole chains, as the plain mean over scored upper-triangle pairs, overall and by chain
+    length: the "worse validation on longer chains" evidence.
+
+    ``loss.far_weight`` is not applied (every pair weighs 1): a weighted mean would put a different share of far
+    pairs into each length group (long chains hold most of them), so groups, and the base-rate reference loss
+    (unweighted too), would no longer compare; ``pos_weight`` and ``focal_gamma`` are kept."""
     if not chains:
         raise InputError("no chains to compute a loss on")
-    loss = LossSettings() if loss is None else loss
+    loss = LossSettings() if loss is None else dataclasses.replace(loss, far_weight=1.0)
     device = _network_device(model)
     totals: dict[str, list[float]] = {}
     total = count = 0.0

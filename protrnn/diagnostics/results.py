@@ -69,6 +69,12 @@ class DistanceProfile:
     n_pairs: int
     n_chains: int
 
+    def measured_max(self, min_count: int = 1) -> int | None:
+        """Largest distance measured at least ``min_count`` times with a finite mean: the end of the measured range
+        (None when nothing was measured)."""
+        measured = np.asarray(self.distance)[(np.asarray(self.count) >= max(min_count, 1)) & np.isfinite(self.mean)]
+        return int(measured.max()) if measured.size else None
+
     def value_at(self, distance: int) -> float:
         """Normalised mean at ``distance`` (NaN when not measured there)."""
         if 0 <= distance < len(self.distance) and self.count[distance] > 0:
@@ -152,15 +158,18 @@ class FitThresholds:
     """Thresholds of :func:`protrnn.diagnostics.fit.diagnose_fit` (all configurable; defaults in docs/diagnostics.md).
 
     Attributes:
-        high_train_ratio: train loss at or above this fraction of the reference loss (a constant predictor at the
-            contact base rate) is *high*: the model has learnt little beyond the prior.
-        low_train_ratio: train loss at or below this fraction of the reference loss is *low*.
+        high_train_ratio: train loss at or above this fraction of the reference loss (the best constant predictor on
+            the same pairs: per length group at that group's contact rate) is *high*: the model has learnt little
+            beyond the prior.
+        low_train_ratio: train loss at or below this fraction of the reference loss is *low* (below
+            ``high_train_ratio``).
         high_train_loss / low_train_loss: absolute alternatives, used when no reference loss is given.
         overfit_gap: validation loss exceeding train loss by this relative margin is *notably worse*.
         length_trend: validation loss of the longest length group exceeding the shortest's by this relative margin
             counts as *worse validation as sequences get longer*.
         short_horizon: an effective horizon at or below this many residues means sensitivity *collapses*.
-        long_horizon: a horizon at or above this (or none within the measured range) means gradients *carry far*.
+        long_horizon: a horizon at or above this (or none within a measured range that reaches it) means gradients
+            *carry far*; above ``short_horizon``.
     """
 
     high_train_ratio: float = 0.9

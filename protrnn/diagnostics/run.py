@@ -26,8 +26,11 @@ from protrnn.data.sources import LoadOutcome, read_chains
 from protrnn.diagnostics.fit import (
     constant_predictor_loss,
     contact_rate,
+    contact_rates_by_length,
     diagnose_fit,
     length_matched_losses,
+    length_matched_reference_loss,
+    length_weights,
     summarise,
 )
 from protrnn.diagnostics.gradients import contact_loss_by_length, gradient_flow
@@ -130,6 +133,11 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
     if not 0.0 < rate < 1.0:
         print(f"protrnn diagnose: the loss chains' contact rate is {rate:g}, so the loss is not judged against the "
               "base rate (fit diagnosis without a reference level)", file=sys.stderr)
+    train_rates = None if loss_train is None else contact_rates_by_length(loss_train, options.length_bins)
+    if options.max_distance < options.thresholds.long_horizon:
+        print(f"protrnn diagnose: --max-distance {options.max_distance} is below --long-horizon "
+              f"{options.thresholds.long_horizon}: a horizon beyond the measured range cannot be called long, so such "
+              "a model's fit label may be undetermined", file=sys.stderr)
     background = options.usage_background or ("train" if options.train_data else "chain")
     composition = None
     if options.usage and background == "train":
@@ -141,7 +149,7 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
     results = []
     for index, (name, path) in enumerate(models):
         result = _diagnose_model(name, Path(path), index, measured, loss_val, loss_train, rate, device, options,
-                                 usage_chains if options.usage else None, background, composition)
+                                 usage_chains if options.usage else None, background, composition, train_rates)
         results.append(result)
     save_diagnostics(results, output)
     print_table(results, stream)
@@ -233,7 +241,8 @@ def _encoder_metrics(path: str | os.PathLike[str]) -> dict[str, float]:
 def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[ProteinChain],
                     loss_val: Sequence[ProteinChain], loss_train: Sequence[ProteinChain] | None, rate: float,
                     device: Any, options: DiagnoseOptions, usage_chains: Sequence[ProteinChain] | None = None,
-                    background: str = "chain", composition: np.ndarray | None = None) -> DiagnosticsResult:
+                    background: str = "chain", composition: np.ndarray | None = None,
+                    train_rates: Mapping[str, float] | None = None) -> DiagnosticsResult:
     loaded = load_network(path)
     model = loaded.network
     model.to(device)
@@ -253,21 +262,39 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
     metrics: dict[str, Any] = {"source": str(path), "pos_weight": loss.pos_weight, "focal_gamma": loss.focal_gamma,
                                "contact_rate": rate, "data_loss": val_eval.to_dict()}
     train_loss = val_loss = None
+    weights: dict[str, int] = {}
     if loss_train is not None:
         train_eval = loss_by_length(loss_train)
         metrics["train_data_loss"] = train_eval.to_dict()
+        metrics["contact_rate_by_length"] = dict(train_rates or {})
         train_loss, val_loss = length_matched_losses(train_eval, val_eval)
+        weights = length_weights(train_eval, val_eval)
         metrics["loss_source"] = ("eval-mode loss on --train-data and --data, over the length groups both have, "
                                   "weighted by the --data pairs per group")
     elif options.train_metrics:
         train_loss, val_loss = read_last_losses(options.train_metrics[index])
         metrics["loss_source"] = f"last logged losses in {options.train_metrics[index]}"
-    # A focal loss has no closed-form base-rate optimum, and loss chains without a contact (or all contacts) have no
-    # informative one: the level is then not judged (docs/diagnostics.md).
-    reference = None if loss.focal_gamma > 0 or not 0.0 < rate < 1.0 else constant_predictor_loss(rate, loss.pos_weight)
-    metrics.update(train_loss=train_loss, val_loss=val_loss, reference_loss=reference)
+    # The reference is the train loss of the best constant predictor on the same pairs, weighted the same way: per
+    # length group, at that group's training contact rate, when the train loss is length-matched; at the pooled rate
+    # otherwise. A focal loss has no closed-form base-rate optimum, and loss chains without a contact (or all
+    # contacts) have no informative one: the level is then not judged (docs/diagnostics.md).
+    reference = source = None
+    closed_form = not loss.focal_gamma > 0
+    if closed_form and weights:
+        matched = length_matched_reference_loss(train_rates or {}, weights, loss.pos_weight)
+        reference = matched if matched > 0 else None
+        source = "best constant per length group at that group's --train-data contact rate, weighted as the train loss"
+        if reference is None and 0.0 < rate < 1.0:
+            print(f"protrnn diagnose: {name}: the --train-data chains of the length groups shared with --data have "
+                  "no contact, so the loss is not judged against the base rate", file=sys.stderr)
+    elif closed_form and 0.0 < rate < 1.0:
+        reference = constant_predictor_loss(rate, loss.pos_weight)
+        source = ("best constant at the pooled contact rate of the "
+                  + ("--train-data" if loss_train is not None else "--data") + " loss chains")
+    metrics.update(train_loss=train_loss, val_loss=val_loss, reference_loss=reference, reference_source=source)
     result.metrics = metrics
-    result.diagnosis = diagnose_fit(train_loss, val_loss, result.horizon, max_distance=options.max_distance,
+    result.diagnosis = diagnose_fit(train_loss, val_loss, result.horizon,
+                                    max_distance=flow.sensitivity.measured_max(),
                                     reference_loss=reference, val_loss_by_length=val_eval.by_length,
                                     thresholds=options.thresholds)
     result.training = training_record(loaded.metadata)
