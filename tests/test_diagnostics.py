@@ -840,6 +840,60 @@ def test_diagnose_command_passes_absolute_train_loss_thresholds(monkeypatch: pyt
     assert (seen[1].high_train_loss, seen[1].low_train_loss) == (None, None)
 
 
+def test_diagnose_command_refuses_bad_options_up_front(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad values are refused before anything is loaded or measured, naming the option: non-finite or out-of-range
+    numbers by the argument parser, options that must agree with each other in one line."""
+    import protrnn.diagnostics.run as run_module
+    from protrnn.cli import main
+
+    seen = []
+    monkeypatch.setattr(run_module, "diagnose", lambda models, data, output, options: seen.append(options))
+    common = ["diagnose", "m=model_dir", "--data", str(tmp_path / "val.npz"), "-o", str(tmp_path / "d.json")]
+    refused = [("--pos-weight", "0"), ("--pos-weight", "-2"), ("--pos-weight", "nan"), ("--pos-weight", "inf"),
+               ("--high-train-ratio", "nan"), ("--low-train-ratio", "inf"), ("--high-train-loss", "nan"),
+               ("--low-train-loss", "-inf"), ("--overfit-gap", "nan"), ("--length-trend", "inf"),
+               ("--usage-pool-factor", "1"), ("--usage-pool-factor", "0.5"), ("--usage-pool-factor", "nan"),
+               ("--usage-pool-factor", "inf"), ("--smooth", "4"), ("--smooth", "0"),
+               ("--max-distance", "10001"), ("--max-distance", "1000000000000"),
+               ("--seed", "-1"), ("--seed", str(2**63))]
+    for option, value in refused:
+        with pytest.raises(SystemExit) as stop:
+            main([*common, option, value])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"argument {option}" in err, (option, value, err)
+    disagreeing = [(["--short-horizon", "48"], "--short-horizon (48) must be below --long-horizon (48)"),
+                   (["--short-horizon", "20", "--long-horizon", "10"], "--short-horizon (20) must be below"),
+                   (["--low-train-ratio", "0.9"], "--low-train-ratio (0.9) must be below --high-train-ratio (0.9)"),
+                   (["--low-train-loss", "0.5", "--high-train-loss", "0.4"], "--low-train-loss (0.5) must be below"),
+                   (["--max-distance", "8", "--smooth", "11"], "--smooth 11 is wider than the profile"),
+                   (["--usage-draws", "1"], "--usage-draws must be at least 2")]
+    for extra, message in disagreeing:
+        assert main([*common, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)
+    assert not seen
+    # the limits themselves are accepted
+    assert main([*common, "--seed", str(2**63 - 1), "--smooth", "9", "--max-distance", "10000",
+                 "--usage-pool-factor", "1.01", "--pos-weight", "4", "--overfit-gap", "0"]) == 0
+    assert main([*common, "--no-usage", "--usage-draws", "1"]) == 0  # no usage measurement: its draws do not matter
+    options = seen[0]
+    assert (options.seed, options.smooth, options.max_distance) == (2**63 - 1, 9, 10000)
+    assert (options.usage_pool_factor, options.pos_weight) == (1.01, 4.0)
+
+
+def test_an_unknown_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from protrnn.cli import main
+    from protrnn.model.predictor import resolve_device
+
+    with pytest.raises(InputError, match="unknown device 'foo'"):
+        resolve_device("foo")
+    assert main(["diagnose", str(tmp_path / "m"), "--data", str(tmp_path / "val.npz"), "-o", str(tmp_path / "d.json"),
+                 "--device", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert err == "protrnn: error: unknown device 'foo': use cpu, cuda, cuda:N or auto\n"
+
+
 def test_diagnose_takes_an_ensemble_member_by_member(val_chains: list, tmp_path: Path) -> None:
     """An ensemble (such as the bundled model) is diagnosed as its members, NAME/member-K in order, each exactly as
     that export alone; --train-metrics then needs one file per member."""

@@ -217,9 +217,10 @@ def test_rejects_left_padded_mask() -> None:
         encoder(torch.zeros(1, 3, 5), mask)
 
 
-@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e308, -1e39])
 def test_non_finite_forget_bias_is_rejected(value: float) -> None:
-    """An infinite forget bias used to train and export weights that load_model_files then refuses as non-finite."""
+    """An infinite forget bias, or one beyond float32's range (it becomes inf in the float32 weights), used to train
+    and export weights that load_model_files then refuses as non-finite."""
     with pytest.raises(InputError, match="'forget_bias'"):
         _config(cell="lstm", forget_bias=value)
 

@@ -163,6 +163,16 @@ def test_command_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixt
         main(["synthetic", "--distances", "8,0", "-o", str(tmp_path / "y")])
     with pytest.raises(SystemExit):
         main(["synthetic", "--gradient-clip", "-1", "-o", str(tmp_path / "z")])
+    capsys.readouterr()
+    for seed in ("-1", str(2**63)):  # a seed is 0 to 2**63 - 1
+        with pytest.raises(SystemExit):
+            main(["synthetic", "--seed", seed, "-o", str(tmp_path / "s")])
+        assert "argument --seed" in capsys.readouterr().err
+    # a forget bias float32 cannot hold (it would become inf in the weights): one line, before any training
+    assert main(["synthetic", "--forget-bias", "1e308", "--steps", "1", "-o", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "'forget_bias'" in err and err.count("\n") == 1
+    assert not (tmp_path / "f").exists()
 
 
 def test_float_argument_types() -> None:

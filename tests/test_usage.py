@@ -147,6 +147,15 @@ def test_usage_horizon_rule() -> None:
         usage_horizon(profile([0.0] * 5, counts=[0] * 5))
 
 
+@pytest.mark.parametrize("factor", [1.0, 0.5, -1.0, math.inf, math.nan])
+def test_a_precision_pool_of_the_top_l5_alone_is_refused(chains: list[ProteinChain], factor: float) -> None:
+    """Re-ranking within a pool of L/5 or fewer (factor <= 1) leaves the top L/5 the pool itself: precision under
+    ablation would equal the intact precision whatever the model reads."""
+    with pytest.raises(InputError, match="pool_factor"):
+        usage_profile(window_model(2), chains[:1], distances=[0], draws=2, pairs_per_chain=1, precision_chains=1,
+                      pool_factor=factor)
+
+
 def test_usage_radii_beyond_every_chain_are_an_error_not_a_horizon(chains: list[ProteinChain]) -> None:
     """Radii no chain reaches leave every U(d) unmeasured: the measurement says so instead of reporting horizon 0."""
     longest = max(len(c) for c in chains)

@@ -38,6 +38,19 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+#: Largest seed the commands accept: 2**63 - 1, a signed 64-bit integer (what torch.manual_seed, NumPy's generators
+#: and the recorded JSON all hold).
+MAX_SEED = 2**63 - 1
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in [0, 2**63 - 1] (:data:`MAX_SEED`)."""
+    value = int(_number(text, int))
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1, got {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """A number in (0, 1]."""
     value = float(_number(text, float))

@@ -13,6 +13,7 @@ from protrnn.commands.args import (
     optional_float,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 DESCRIPTION = """\
@@ -71,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--eval-queries", type=positive_int, default=4000, help="held-out queries per distance (4000)")
     task.add_argument("--jacobian-max-lag", type=non_negative_int, default=None, metavar="LAG",
                       help="largest lag of the Jacobian curves; 0 = skip them (default: the largest distance)")
-    task.add_argument("--seed", type=int, default=0, help="seed of the weights and the generated data (0)")
+    task.add_argument("--seed", type=seed_int, default=0,
+                      help="seed of the weights and the generated data, 0 to 2**63 - 1 (0)")
     task.add_argument("--threads", type=positive_int, default=None,
                       help="torch CPU threads (default: torch's choice); 1 for the documented timings")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUT", help="output directory (created)")

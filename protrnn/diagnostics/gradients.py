@@ -42,6 +42,7 @@ from protrnn.diagnostics.fit import length_key, length_label
 from protrnn.diagnostics.results import (
     ANCHOR,
     DEFAULT_MAX_DISTANCE,
+    MAX_PROFILE_DISTANCE,
     NEAREST,
     DistanceProfile,
     GradientFlow,
@@ -284,8 +285,8 @@ def gradient_flow_from_batches(model: torch.nn.Module, batches: Iterable[Mapping
                                max_distance: int = DEFAULT_MAX_DISTANCE, pairs_per_chain: int = 8, seed: int = 0,
                                hidden: bool = True, loss: LossSettings | None = None) -> GradientFlow:
     """Aggregate :func:`iter_pair_gradients` into distance profiles (nearest and anchor rules; per hidden layer)."""
-    if max_distance < 1:
-        raise InputError(f"max_distance must be positive, got {max_distance}")
+    if not 1 <= max_distance <= MAX_PROFILE_DISTANCE:
+        raise InputError(f"max_distance must be from 1 to {MAX_PROFILE_DISTANCE}, got {max_distance}")
     sens = _Accumulator("input_sensitivity", NEAREST, max_distance)
     sens_anchor = _Accumulator("input_sensitivity", ANCHOR, max_distance)
     layer_accs: list[_Accumulator] = []

@@ -31,6 +31,9 @@ SYNTHETIC_FORMAT_VERSION = 1
 NEAREST = "nearest"
 ANCHOR = "anchor"
 DEFAULT_MAX_DISTANCE = 128
+#: Largest distance a profile may span: beyond any chain gradients are taken through (whole chains, T^2 pairs each;
+#: prepare keeps chains of up to 1,000 residues by default), so larger values only add unmeasured entries.
+MAX_PROFILE_DISTANCE = 10_000
 #: Horizon threshold, as a fraction of the peak sensitivity.
 DEFAULT_FRACTION = 0.01
 #: Usage-horizon threshold, as a fraction of the logit change when every residue but i and j is replaced.
@@ -424,7 +427,7 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
 
 __all__ = [
     "ANCHOR", "BALANCED", "DEFAULT_FRACTION", "DEFAULT_MAX_DISTANCE", "DEFAULT_USAGE_DISTANCES", "DEFAULT_USAGE_FRACTION",
-    "FORMAT",
+    "FORMAT", "MAX_PROFILE_DISTANCE",
     "FORMAT_VERSION", "NEAREST", "OVERFIT", "OVERFIT_LONG_MEMORY", "SEED_TAG", "UNDERFIT", "UNDERFIT_VANISHING",
     "UNDETERMINED", "Diagnosis", "DiagnosticsResult", "DistanceProfile", "FitThresholds", "GradientFlow",
     "LossByLength", "UsagePrecision", "UsageProfile", "load_diagnostics", "save_diagnostics", "seed_name",

@@ -194,6 +194,9 @@ def usage_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
         raise InputError("background 'train' needs the training composition (give training chains)")
     if not chains:
         raise InputError("no chains given to the usage measurement")
+    if precision_chains > 0 and not (math.isfinite(pool_factor) and pool_factor > 1.0):
+        raise InputError(f"pool_factor must be a finite number above 1 (a pool of only the top L/5 cannot change "
+                         f"under ablation), got {pool_factor!r}")
     scorer = PairScorer(model, max_tokens)
     rng = np.random.default_rng([seed, 7])
     n_d = len(radii)

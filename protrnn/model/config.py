@@ -24,6 +24,8 @@ LOG_SEPARATION_PER_OCTAVE = 4
 #: Distogram bin edges (Å) of the ``distogram`` recipes: 4-20 Å in 1 Å steps, so classes are ``< 4``,
 #: ``[4, 5)`` ... ``[19, 20)`` and ``>= 20`` (18 classes); the contact cutoff 8 Å is an edge.
 DEFAULT_DISTOGRAM_BINS = [float(edge) for edge in range(4, 21)]
+#: Largest finite float32 (``torch.finfo(torch.float32).max``): a value written into float32 weights must not exceed it.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def separation_bin(separation: int, scheme: str, max_separation: int) -> int:
@@ -127,8 +129,10 @@ class ModelConfig:
             or self.gradient_horizon < 1
         ):
             raise bad("gradient_horizon", f"must be a positive integer or null, got {self.gradient_horizon!r}")
-        if self.forget_bias is not None and not (_is_number(self.forget_bias) and math.isfinite(self.forget_bias)):
-            raise bad("forget_bias", f"must be a finite number or null, got {self.forget_bias!r}")
+        if self.forget_bias is not None and not (_is_number(self.forget_bias)
+                                                 and abs(self.forget_bias) <= FLOAT32_MAX):
+            raise bad("forget_bias", f"must be a finite number within float32's range (|b| <= {FLOAT32_MAX:.4g}) or "
+                                     f"null, got {self.forget_bias!r}")
         if self.chrono_init and self.cell != "lstm":
             raise bad("chrono_init", f"applies to LSTM cells only, not {self.cell!r}")
         if self.chrono_init and self.chrono_tmax < 3:
