@@ -424,6 +424,7 @@ def _one_line_error(path: Path, pattern: str, **kw: object) -> None:
 def test_bad_structure_inputs(org: Path, tmp_path: Path) -> None:
     text = (org / "1a3a.pdb").read_text()
     cif_lines = _to_mmcif(org / "1dbx.pdb", "A").splitlines(keepends=True)
+    good = _backbone(_chain([("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("LEU", 3, "", 7.6)]))
     cases = {
         "missing.pdb": (None, "file not found"),
         "empty.pdb": (b"", "empty file"),
@@ -439,6 +440,14 @@ def test_bad_structure_inputs(org: Path, tmp_path: Path) -> None:
         # cut at a line boundary inside atom_site: Bio.PDB would read a shorter chain
         "cut.cif": ("".join(cif_lines[: len(cif_lines) // 2]).encode(), r"truncated file: .* last line \(\d+\) is not"),
         "broken.cif": (b"data_x\nloop_\n_atom_site.group_PDB\n_atom_site.id\n'unterminated\n", "cannot parse mmCIF"),
+        # a damaged fixed column: Bio.PDB named no line for a bad residue number, and read a damaged occupancy as 0
+        # (the atom then silently absent)
+        "resseq.pdb": ("\n".join(good[:6] + [good[6][:22] + "  x1" + good[6][26:]] + good[7:]).encode(),
+                       r"line 7: residue number 'x1' \(columns 23-26\) is not an integer"),
+        "occupancy.pdb": ("\n".join(good[:6] + [good[6][:54] + "  x.xx" + good[6][60:]] + good[7:]).encode(),
+                          r"line 7: occupancy 'x.xx' \(columns 55-60\) is not a number"),
+        "coordinate.pdb": ("\n".join(good[:1] + [good[1][:38] + "   1.2.3" + good[1][46:]] + good[2:]).encode(),
+                           r"line 2: y coordinate '1.2.3' \(columns 39-46\) is not a number"),
     }
     for name, (content, pattern) in cases.items():
         path = tmp_path / name

@@ -265,13 +265,43 @@ class ObservedResidue:
 
 
 def _check_pdb_complete(text: str, source: str) -> None:
-    """Catch truncation that Bio.PDB would silently accept: a cut coordinate line, or a wwPDB entry without END."""
+    """Catch truncation that Bio.PDB would silently accept: a cut coordinate line, or a wwPDB entry without END. And
+    check the fixed columns of every coordinate record (:func:`_check_pdb_record`), so a damaged one is named by its
+    line."""
     lines = text.rstrip("\r\n").splitlines()
     last = lines[-1] if lines else ""
     if last[:6] in ("ATOM  ", "HETATM") and len(last.rstrip()) < 54:
         raise InputError(f"truncated file: last line {len(lines)} is an incomplete coordinate record", path=source)
     if text.startswith("HEADER") and not any(line[:6].rstrip() in ("END", "MASTER") for line in lines[-3:]):
         raise InputError("truncated file: wwPDB entry without the final END record", path=source)
+    for number, line in enumerate(lines, 1):
+        if line[:6] in ("ATOM  ", "HETATM"):
+            problem = _check_pdb_record(line)
+            if problem:
+                raise InputError(f"line {number}: {problem}", path=source)
+
+
+def _check_pdb_record(line: str) -> str:
+    """What is wrong with the fixed columns of one ATOM/HETATM record, or ``""``: the residue number (columns 23-26)
+    must be an integer, x, y, z (31-54) numbers, and the occupancy (55-60), where present, a number. Bio.PDB names no
+    line for a bad residue number, and reads a damaged occupancy as 0, which made the atom silently absent."""
+    def number(start: int, stop: int) -> bool:
+        try:
+            float(line[start:stop])
+        except ValueError:
+            return False
+        return True
+
+    resseq = line[22:26].strip()
+    if not resseq.lstrip("-").isdigit():
+        return f"residue number {resseq!r} (columns 23-26) is not an integer"
+    for axis, start in (("x", 30), ("y", 38), ("z", 46)):
+        if not number(start, start + 8):
+            return f"{axis} coordinate {line[start:start + 8].strip()!r} (columns {start + 1}-{start + 8}) is not a number"
+    occupancy = line[54:60]
+    if occupancy.strip() and not number(54, 60):
+        return f"occupancy {occupancy.strip()!r} (columns 55-60) is not a number"
+    return ""
 
 
 _CIF_CATEGORY_END = re.compile(r"^#[ \t]*\r?$", re.MULTILINE)
