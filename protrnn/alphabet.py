@@ -8,7 +8,8 @@ Conventions (documented in docs/conventions.md, enforced here):
 * ``U`` (selenocysteine) maps to ``C`` and ``O`` (pyrrolysine) to ``K``, their parent amino acids, as in structures.
 * Alignment gaps ``-`` and ``.`` are removed: a record is read as the ungapped sequence it describes.
 * One trailing ``*`` (a stop codon in translated FASTA) is removed; a ``*`` anywhere else is an error.
-* Anything else is an :class:`~protrnn.errors.InputError` naming the record and the 1-based position.
+* Anything else is an :class:`~protrnn.errors.InputError` naming the record and the 1-based position (a byte that was
+  not UTF-8, read by the FASTA reader as a lone surrogate U+DC80..U+DCFF, is named as that byte).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protrnn.errors import InputError
+from protrnn.utils.io import escape_code_point
 
 STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 PAD_TOKEN = 0
@@ -78,8 +80,8 @@ class Alphabet:
             elif letter in GAP_LETTERS:
                 continue
             else:
-                shown = repr(letter) if letter.isprintable() else f"\\x{ord(letter):02x}"
-                raise InputError(f"invalid residue letter {shown}", path=path, record=record, position=index)
+                raise InputError(f"invalid residue letter {shown_letter(letter)}", path=path, record=record,
+                                 position=index)
         return "".join(out)
 
     def encode(self, sequence: str) -> np.ndarray:
@@ -97,6 +99,17 @@ class Alphabet:
                 continue
             letters.append("X" if token == UNK_TOKEN else self.residues[token - _FIRST_RESIDUE_TOKEN])
         return "".join(letters)
+
+
+def shown_letter(letter: str) -> str:
+    """A letter as an error message shows it: quoted when printable (``'7'``, ``'é'``), else as an escape
+    (``\\x01``, ``\\ufeff``, ``\\U000e0001``); a byte that was not UTF-8 (a lone surrogate left by
+    ``errors="surrogateescape"``) as that byte (``(byte 0xff, not UTF-8)``)."""
+    if letter.isprintable():
+        return repr(letter)
+    if 0xDC80 <= ord(letter) <= 0xDCFF:
+        return f"(byte 0x{ord(letter) - 0xDC00:02x}, not UTF-8)"
+    return escape_code_point(letter)
 
 
 DEFAULT_ALPHABET = Alphabet()

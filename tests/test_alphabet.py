@@ -50,3 +50,13 @@ def test_alphabet_round_trips_through_its_json_description() -> None:
     assert Alphabet.from_dict(DEFAULT_ALPHABET.to_dict()) == DEFAULT_ALPHABET
     with pytest.raises(InputError, match="unsupported alphabet layout"):
         Alphabet.from_dict({**DEFAULT_ALPHABET.to_dict(), "pad": 5})
+
+
+@pytest.mark.parametrize(("letter", "shown"), [("\x07", "\\x07"), ("\x9b", "\\x9b"), ("\ufeff", "\\ufeff"),
+                                               ("\u202e", "\\u202e"), ("\U000e0001", "\\U000e0001"),
+                                               ("\udcff", "(byte 0xff, not UTF-8)")])
+def test_a_letter_that_cannot_be_shown_is_escaped_by_its_code_point(letter: str, shown: str) -> None:
+    """Escapes as Python writes them (``\\xNN``, ``\\uNNNN``, ``\\UNNNNNNNN``); U+FEFF was shown as ``\\xfeff``."""
+    with pytest.raises(InputError) as info:
+        DEFAULT_ALPHABET.clean("MK" + letter, record="r")
+    assert str(info.value) == f"record 'r', position 3: invalid residue letter {shown}"

@@ -95,7 +95,7 @@ def test_skip_invalid_reports_every_skipped_record(tmp_path: Path) -> None:
         (b"\n\n", "no FASTA records"),
         (b"HEADER    TRANSFERASE\nATOM      1  N   MET A   1\n", "not a FASTA file: first line 'HEADER"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
-        (b">a\nAC\xff\xfeDE\n", "binary or non-UTF-8"),
+        (b">a\nAC\xff\xfeDE\n", r"record 'a', position 3: invalid residue letter \(byte 0xff, not UTF-8\)"),
         (gzip.compress(b">a\nACDEFGHIKL\n" * 200)[:-20], "truncated or corrupt gzip"),
     ],
 )
@@ -129,3 +129,54 @@ def test_non_ascii_letter_names_record_and_position(tmp_path: Path) -> None:
     skipped: list[tuple[str, str]] = []
     assert [r.id for r in iter_fasta(path, skip_invalid=True, skipped=skipped)] == ["ok"]
     assert skipped == [("bad", "invalid residue letter 'é' at position 4")]
+
+
+def test_a_header_behind_a_byte_order_mark_or_indent_starts_its_own_record(tmp_path: Path) -> None:
+    """`cat` of files saved with a BOM leaves U+FEFF at the start of a header mid-file, and an indented '>' is a
+    header too: each starts its own record (it was merged into the record before, which then failed, or with
+    --skip-invalid vanished together with it)."""
+    path = _write(tmp_path / "cat.fa", ">a\nMKV\n\ufeff>b desc\r\nACDE\n  >c\nGG\n\t\ufeff\ufeff>d\n\ufeffWW\n")
+    assert read_fasta(path) == [FastaRecord("a", "MKV"), FastaRecord("b", "ACDE", "desc"), FastaRecord("c", "GG"),
+                                FastaRecord("d", "WW")]
+    # an invalid record beside such a header: it alone is skipped, the record after it is kept
+    bad = _write(tmp_path / "bad.fa", ">a\nMK7V\n\ufeff>b\nACDE\n")
+    skipped: list[tuple[str, str]] = []
+    assert read_fasta(bad, skip_invalid=True, skipped=skipped) == [FastaRecord("b", "ACDE")]
+    assert skipped == [("a", "invalid residue letter '7' at position 3")]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (">x\nMKTAYQ>r0\nACDE\n", r"line 2, column 7: '>' after 'Q'"),  # a file without its final newline, cat'ed
+        (">x\nMKT\n\u200b>r0\nACDE\n", r"line 3, column 2: '>' after \\u200b"),  # an invisible character first
+        (b">x\nMKT\n\xff>r0\nACDE\n", r"line 3, column 2: '>' after \(byte 0xff, not UTF-8\)"),
+    ],
+)
+def test_a_greater_than_sign_inside_a_sequence_line_is_a_file_error(tmp_path: Path, text: str | bytes,
+                                                                    where: str) -> None:
+    """Which record the text after such a '>' belongs to cannot be told: one line naming the line, also with
+    skip_invalid (which would otherwise drop both records, the second one unlisted)."""
+    path = _write(tmp_path / "joined.fa", text)
+    for skip in (False, True):
+        with pytest.raises(InputError, match=rf"joined\.fa: {where} \(a header must start its line") as info:
+            read_fasta(path, skip_invalid=skip, skipped=[])
+        assert "\n" not in str(info.value)
+
+
+def test_bytes_that_are_not_utf8_are_invalid_letters_of_their_record(tmp_path: Path) -> None:
+    """A Latin-1 byte is an invalid letter of its record at its position (skippable), not the end of the whole file;
+    in an ID it invalidates the record, in a description it becomes U+FFFD."""
+    path = _write(tmp_path / "latin1.fa", b">ok1\nMKV\n>bad\nACD\xe9K\n>ok2 caf\xe9 au lait\nWW\n>b\xe9d\nGG\n>ok3\nHH\n")
+    with pytest.raises(InputError, match=r"latin1\.fa, record 'bad', position 4: invalid residue letter "
+                                         r"\(byte 0xe9, not UTF-8\)$"):
+        read_fasta(path)
+    skipped: list[tuple[str, str]] = []
+    assert read_fasta(path, skip_invalid=True, skipped=skipped) == [
+        FastaRecord("ok1", "MKV"), FastaRecord("ok2", "WW", "caf\ufffd au lait"), FastaRecord("ok3", "HH")]
+    assert skipped == [("bad", "invalid residue letter (byte 0xe9, not UTF-8) at position 4"),
+                       ("b\udce9d", "record ID has a byte that is not UTF-8 (0xe9) at position 2 of the header")]
+    # gzip too, and beyond the first block of text
+    zipped = _write(tmp_path / "latin1.fa.gz", gzip.compress(b">pad\n" + b"A" * 70_000 + b"\n>bad\nAC\xffD\n"))
+    with pytest.raises(InputError, match=r"record 'bad', position 3: invalid residue letter \(byte 0xff"):
+        read_fasta(zipped)

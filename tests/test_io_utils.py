@@ -14,6 +14,7 @@ from protrnn.utils.io import (
     control_character_position,
     escape_control_characters,
     safe_name,
+    table_cell,
     unique_safe_names,
 )
 
@@ -174,3 +175,29 @@ def test_control_characters_are_found_and_escaped() -> None:
     assert control_character_position("é\x85") == 2  # C1: NEXT LINE
     assert escape_control_characters("a\tb\x00c\x9fé") == "a\\x09b\\x00c\\x9fé"
     assert escape_control_characters("no escapes: \\x41 stays") == "no escapes: \\x41 stays"
+
+
+@pytest.mark.parametrize(
+    ("record_id", "stem"),
+    [("CON", "_CON"), ("nul", "_nul"), ("Aux", "_Aux"), ("prn", "_prn"), ("COM1", "_COM1"), ("lpt9", "_lpt9"),
+     ("con.txt", "_con.txt"), ("NUL.tar.gz", "_NUL.tar.gz"), ("con ", "_con"),  # trailing '_' is stripped first
+     ("-rf", "rf"), ("--help", "help"), ("_-x", "x"), ("-.-x", "x"),
+     # not reserved: a longer name, a reserved word later in the name, COM10
+     ("CONSOLE", "CONSOLE"), ("my.con", "my.con"), ("COM10", "COM10"), ("a-b", "a-b")],
+)
+def test_safe_name_avoids_windows_device_names_and_leading_dashes(record_id: str, stem: str) -> None:
+    """Windows opens the device for CON, NUL, COM1 ... whatever the extension (CON.rr too); a leading '-' makes a
+    file name read as a command option (it goes, as leading dots and underscores do)."""
+    assert safe_name(record_id) == stem
+    assert safe_name(stem) == stem  # a fixed point: the pipeline's shards name records by safe name, predict again
+
+
+def test_format_characters_are_escaped_like_control_characters() -> None:
+    """A bidi override (U+202E) reorders what follows it on screen; zero-width and other format characters (Unicode
+    category Cf), lone surrogates and U+2028/U+2029 hide or break a cell: each is written as its Python escape."""
+    assert escape_control_characters("evil\u202etxt.exe") == "evil\\u202etxt.exe"
+    assert escape_control_characters("a\u200bb\ufeffc\u00add") == "a\\u200bb\\ufeffc\\xadd"  # U+00AD soft hyphen
+    assert escape_control_characters("x\U000e0001y\udcffz") == "x\\U000e0001y\\udcffz"  # tag character, surrogate
+    assert escape_control_characters("p\u2028q\u2029r\x1b") == "p\\u2028q\\u2029r\\x1b"
+    assert escape_control_characters("é ü \u4e2d Ω") == "é ü \u4e2d Ω"  # printable letters stay
+    assert table_cell("id\u202ex  y") == "id\\u202ex y"

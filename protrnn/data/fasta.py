@@ -1,28 +1,49 @@
 """FASTA reading (plain or gzip, any line endings) with one-line errors, or skip-and-report for batch jobs.
 
-Records carry their sequence **as written** (the record's lines joined), after validation: every letter must be one
-:data:`protrnn.alphabet.DEFAULT_ALPHABET` accepts (residue letters in either case, gaps ``-``/``.``, one trailing
-``*``) and something must remain once cleaned. Cleaning itself belongs to whoever consumes the sequence: the predictor
-cleans with the model's own alphabet (:meth:`protrnn.model.predictor.Predictor.clean`), once. Parsing streams
-(Bio.SeqIO), so a large file is never held in memory; errors name the file, the record and, for bad letters, the
-1-based position in the record as written.
+Records carry their sequence **as written** (the record's lines joined, spaces, tabs and line breaks removed), after
+validation: every letter must be one :data:`protrnn.alphabet.DEFAULT_ALPHABET` accepts (residue letters in either
+case, gaps ``-``/``.``, one trailing ``*``) and something must remain once cleaned. Cleaning itself belongs to whoever
+consumes the sequence: the predictor cleans with the model's own alphabet
+(:meth:`protrnn.model.predictor.Predictor.clean`), once. Parsing streams line by line, so a large file is never held
+in memory; errors name the file, the record and, for bad letters, the 1-based position in the record as written.
+
+Headers: a line is a header when it starts with ``>`` once leading whitespace and byte-order marks (U+FEFF, which
+``cat`` of files saved by Windows editors leaves at the start of a line anywhere in the file) are set aside; leading
+byte-order marks are dropped from sequence lines too. Any other line holding a ``>`` (a header behind some other
+character, or two files joined by ``cat`` where the first lacks its final newline) is an error naming the line, with
+or without ``skip_invalid``: which record it belongs to cannot be told, and a record must never vanish into the one
+before it.
+
+Bytes that are not UTF-8 do not stop the file: they are read as lone surrogates (``errors="surrogateescape"``), so in a
+sequence one is an invalid letter of its record, named with its position (skippable); in a record ID it makes the
+record invalid the same way (skippable; the ID is listed as read, and tables escape it); in the rest of a header (the
+free-text description) it becomes U+FFFD.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from protrnn.alphabet import DEFAULT_ALPHABET
+from protrnn.alphabet import DEFAULT_ALPHABET, shown_letter
 from protrnn.errors import InputError, reading
 from protrnn.utils.io import control_character_position
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: What may come before the ``>`` of a header: whitespace and byte-order marks.
+_LINE_START = re.compile(r"[\s\ufeff]*")
+#: Removed from sequence lines (as Bio.SeqIO's FASTA parser does): spaces, tabs and line breaks.
+_SEQUENCE_BLANKS = str.maketrans("", "", " \t\r\n")
+#: Set aside at the start of a sequence line: byte-order marks (and spaces and tabs, which go anyway).
+_SEQUENCE_LINE_START = re.compile(r"[ \t\ufeff]*")
+#: Lone surrogates: bytes that were not UTF-8, read with ``errors="surrogateescape"``.
+_UNDECODED = re.compile(r"[\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
@@ -35,36 +56,60 @@ class FastaRecord:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class _RawRecord:
+    """A record as parsed, before validation: its header (after the ``>``), sequence and header line number."""
+
+    title: str
+    sequence: str
+    line: int
+
+
 def _open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Text handle with universal newlines, a UTF-8 byte-order mark (Windows editors) dropped; gzip detected by magic
-    bytes. Missing/binary files raise InputError."""
+    """Text handle with universal newlines that never fails to decode (bytes that are not UTF-8 become lone
+    surrogates); gzip detected by magic bytes. Missing/binary files raise InputError."""
     with reading(path), open(path, "rb") as raw:
         magic = raw.read(2)
     if magic == _GZIP_MAGIC:
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline=None)
-    return open(path, encoding="utf-8-sig", newline=None)  # noqa: SIM115 - closed by the caller's with-block
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline=None)
+    return open(path, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115 - closed by the caller
 
 
-def _first_line(handle: IO[str], path: object) -> None:
-    """Reject content that is not FASTA before Bio.SeqIO sees it (its own message is multi-line)."""
-    head = handle.read(4096)
-    if "\x00" in head:
+def _check_not_binary(handle: IO[str], path: object) -> None:
+    """Reject a binary file (a NUL in its first 4 KiB) before parsing, then rewind."""
+    if "\x00" in handle.read(4096):
         raise InputError("binary file, not FASTA", path=path)
-    stripped = head.lstrip()
-    if stripped and not stripped.startswith(">"):
-        first = stripped.splitlines()[0][:40]
-        raise InputError(f"not a FASTA file: first line {first!r} does not start with '>'", path=path)
-
-
-def _skip_blank_lines(handle: IO[str]) -> None:
-    """Rewind, then position the handle at the first non-blank line (Bio.SeqIO rejects leading blank lines)."""
     handle.seek(0)
-    while True:
-        position = handle.tell()
-        line = handle.readline()
-        if not line or line.strip():
-            break
-    handle.seek(position)
+
+
+def _parse(handle: IO[str], path: object) -> Iterator[_RawRecord]:
+    """The records of a FASTA text stream (see the module docstring for what a header is); text before the first
+    header other than blank lines, and a ``>`` anywhere but at the start of a header, raise InputError naming the
+    line."""
+    title: str | None = None
+    start = 0
+    parts: list[str] = []
+    for number, line in enumerate(handle, start=1):
+        lead = _LINE_START.match(line).end()  # type: ignore[union-attr] - the pattern matches the empty string
+        text = line[lead:]
+        if text.startswith(">"):
+            if title is not None:
+                yield _RawRecord(title, "".join(parts).translate(_SEQUENCE_BLANKS), start)
+            title, start, parts = text[1:].rstrip(), number, []
+            continue
+        if title is None:
+            if text.strip():
+                raise InputError(f"not a FASTA file: first line {text.rstrip()[:40]!r} (line {number}) does not "
+                                 "start with '>'", path=path)
+            continue
+        if ">" in text:
+            column = line.index(">") + 1
+            raise InputError(f"line {number}, column {column}: '>' after {shown_letter(line[column - 2])} (a header "
+                             "must start its line; two files joined by cat where the first lacks its final newline?)",
+                             path=path)
+        parts.append(line[_SEQUENCE_LINE_START.match(line).end():])  # type: ignore[union-attr]
+    if title is not None:
+        yield _RawRecord(title, "".join(parts).translate(_SEQUENCE_BLANKS), start)
 
 
 def skip_reason(exc: InputError) -> str:
@@ -82,50 +127,55 @@ def iter_fasta(path: str | os.PathLike[str], *, skip_invalid: bool = False,
     instead and ``(record_id, reason)`` is appended to ``skipped`` (when given), so nothing vanishes silently. A file
     with no records at all is always an error.
     """
-    from Bio import SeqIO
-
     seen: dict[str, int] = {}
     count = 0
     try:
         with _open_text(path) as handle:
-            _first_line(handle, path)
-            _skip_blank_lines(handle)
-            for count, record in enumerate(SeqIO.parse(handle, "fasta"), start=1):  # noqa: B007
-                header = record.description
-                description = header[len(record.id):].strip() if header.startswith(record.id) else header
+            _check_not_binary(handle, path)
+            for count, raw in enumerate(_parse(handle, path), start=1):  # noqa: B007
+                words = raw.title.split(None, 1)
+                record_id = words[0] if words else ""
+                description = _decoded(words[1].strip()) if len(words) > 1 else ""
                 try:
-                    if not record.id:
-                        raise InputError("record without an ID (empty header)", path=path, record=f"#{count}")
-                    bad = control_character_position(record.id)
-                    if bad is not None:
-                        raise InputError(f"record ID has a control character (U+{ord(record.id[bad - 1]):04X}) at "
-                                         f"position {bad} of the header", path=path, record=record.id)
-                    if record.id in seen:
-                        raise InputError(f"duplicate record ID (first seen as record {seen[record.id]})",
-                                         path=path, record=record.id)
-                    seen[record.id] = count
-                    # bytes, not str(): Bio.Seq decodes as ASCII, so a non-ASCII letter would escape as a decode
-                    # error without the record and position
-                    sequence = bytes(record.seq).decode("utf-8", errors="replace")
-                    if not DEFAULT_ALPHABET.clean(sequence, record=record.id, path=path):  # validation only
-                        raise InputError("empty sequence", path=path, record=record.id)
+                    _check_record(raw, record_id, count, seen, path)
                 except InputError as exc:
                     if not skip_invalid:
                         raise
                     if skipped is not None:
-                        skipped.append((record.id or f"#{count}", skip_reason(exc)))
+                        skipped.append((record_id or f"#{count}", skip_reason(exc)))
                     continue
-                yield FastaRecord(record.id, sequence, description)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"binary or non-UTF-8 content (byte {exc.start + 1} of a block)", path=path) from None
+                yield FastaRecord(record_id, raw.sequence, description)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(f"truncated or corrupt gzip data ({exc})", path=path) from None
-    except ValueError as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"cannot parse FASTA ({' '.join(str(exc).split())[:200]})", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc})", path=path) from None
     if count == 0:
         raise InputError("no FASTA records (empty file)", path=path)
+
+
+def _decoded(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 (a lone surrogate) replaced by U+FFFD."""
+    return _UNDECODED.sub("\ufffd", text)
+
+
+def _check_record(raw: _RawRecord, record_id: str, count: int, seen: dict[str, int], path: object) -> None:
+    """InputError (skippable) for a record without an ID, with a control character or a byte that is not UTF-8 in its
+    ID, a duplicate ID, an invalid letter or nothing left once cleaned; records the ID in ``seen``."""
+    if not record_id:
+        raise InputError(f"record without an ID (empty header, line {raw.line})", path=path, record=f"#{count}")
+    bad = control_character_position(record_id)
+    if bad is not None:
+        raise InputError(f"record ID has a control character (U+{ord(record_id[bad - 1]):04X}) at position {bad} of "
+                         "the header", path=path, record=record_id)
+    undecoded = _UNDECODED.search(record_id)
+    if undecoded is not None:
+        raise InputError(f"record ID has a byte that is not UTF-8 (0x{ord(undecoded.group()) - 0xDC00:02x}) at "
+                         f"position {undecoded.start() + 1} of the header", path=path, record=record_id)
+    if record_id in seen:
+        raise InputError(f"duplicate record ID (first seen as record {seen[record_id]})", path=path, record=record_id)
+    seen[record_id] = count
+    if not DEFAULT_ALPHABET.clean(raw.sequence, record=record_id, path=path):  # validation only
+        raise InputError("empty sequence", path=path, record=record_id)
 
 
 def read_fasta(path: str | os.PathLike[str], **kwargs: object) -> list[FastaRecord]:

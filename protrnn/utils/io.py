@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +20,13 @@ from typing import IO, Any
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 #: Control characters: C0, DEL and C1 (what :func:`control_character_position` finds).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Unicode categories escaped in tables and messages besides the control characters: format characters (bidi
+#: overrides such as U+202E, zero-width characters, U+FEFF), lone surrogates (a byte that was not UTF-8, read with
+#: ``errors="surrogateescape"``) and the line and paragraph separators U+2028 / U+2029.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: Device names Windows reserves whatever the extension (``con.txt`` is the console too), compared upper-cased.
+WINDOWS_RESERVED_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{d}" for d in range(10)),
+                                    *(f"LPT{d}" for d in range(10))})
 
 
 def _umask() -> int:
@@ -103,10 +111,15 @@ def safe_name(record_id: str, max_length: int = 80) -> str:
     """A file-name stem derived from a record ID that cannot escape a directory or hide.
 
     Characters outside ``[A-Za-z0-9._+-]`` become ``_`` (so ``/``, ``\\``, spaces and control characters go),
-    leading dots are removed (no ``..`` or hidden files), and long names are truncated with a hash suffix.
+    leading dots, underscores and dashes are removed (no ``..``, no hidden files, no name read as a command option),
+    a name whose part before the first dot is a device name Windows reserves (``CON``, ``nul``, ``com1.txt``:
+    :data:`WINDOWS_RESERVED_NAMES`) gets a ``_`` in front, and long names are truncated with a hash suffix. A safe
+    name is its own safe name (the pipeline names shards' records with safe names, which predict names again).
     Callers that need uniqueness use :func:`unique_safe_names`.
     """
-    stem = _UNSAFE.sub("_", record_id).lstrip("._").rstrip("_") or "record"
+    stem = _UNSAFE.sub("_", record_id).lstrip("._-").rstrip("_") or "record"
+    if stem.split(".", 1)[0].upper() in WINDOWS_RESERVED_NAMES:
+        stem = "_" + stem
     if len(stem) > max_length:
         digest = hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:8]
         stem = f"{stem[: max_length - 9]}_{digest}"
@@ -140,17 +153,38 @@ def control_character_position(text: str) -> int | None:
     return None if match is None else match.start() + 1
 
 
+def escape_code_point(character: str) -> str:
+    """One character as a Python-style escape: ``\\xNN`` up to U+00FF, ``\\uNNNN`` up to U+FFFF, else
+    ``\\UNNNNNNNN``."""
+    code = ord(character)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def is_invisible(character: str) -> bool:
+    """Whether :func:`escape_control_characters` escapes ``character``: a control character (C0, DEL, C1), a format
+    character (Unicode category Cf: bidi overrides, zero-width characters, U+FEFF), a lone surrogate or U+2028 /
+    U+2029."""
+    return unicodedata.category(character) in _INVISIBLE_CATEGORIES
+
+
 def escape_control_characters(text: str) -> str:
-    """``text`` with every control character (C0, DEL, C1) written as a ``\\xNN`` escape: the one way IDs and
-    messages from input files are made safe for tables and terminals (tabs and line breaks included, so callers
-    that keep those another way replace them first)."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    """``text`` with every control character (C0, DEL, C1), format character (category Cf, such as the bidi override
+    U+202E that would reorder what follows it on screen), lone surrogate and line / paragraph separator written as
+    an escape (:func:`escape_code_point`: ``\\x1b``, ``\\u202e``): the one way IDs and messages from input files
+    are made safe for tables and terminals (tabs and line breaks included, so callers that keep those another way
+    replace them first)."""
+    if text.isascii():
+        return _CONTROL.sub(lambda match: escape_code_point(match.group()), text)
+    return "".join(escape_code_point(ch) if is_invisible(ch) else ch for ch in text)
 
 
 def table_cell(value: object) -> str:
     """A value as a cell of the data tables prepare writes (``manifest.tsv``, ``leakage.tsv``): runs of whitespace,
-    tabs and line breaks included, become one space, and any other control character a ``\\xNN`` escape; ``None``
-    is empty. Readers that match such a cell against an ID held elsewhere (a dataset's raw ID) compare this form."""
+    tabs and line breaks included, become one space, and any other control or format character an escape
+    (:func:`escape_control_characters`); ``None`` is empty. Readers that match such a cell against an ID held
+    elsewhere (a dataset's raw ID) compare this form."""
     return escape_control_characters(" ".join(str(value).replace("\t", " ").split())) if value is not None else ""
 
 
