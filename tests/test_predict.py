@@ -266,7 +266,7 @@ def test_non_ascii_record_id_is_predicted_and_resumed(predictor, tmp_path) -> No
 def test_structure_map_that_is_not_utf8_is_an_input_error(tmp_path) -> None:
     (tmp_path / "map.tsv").write_bytes(b"prot\xe9ine\tx.pdb\n")
     with pytest.raises(InputError, match="not UTF-8"):
-        StructureIndex(tmp_path / "map.tsv")
+        StructureIndex(tmp_path / "map.tsv", kind="map")
 
 
 def test_threshold_and_top_options(model_dir, tmp_path) -> None:
@@ -558,14 +558,14 @@ def test_structures_add_metrics_and_note_mismatches(predictor, tmp_path) -> None
     # An explicit map: the mutated record points at 1a3a, whose sequence differs -> noted, not a crash.
     mapping = tmp_path / "map.tsv"
     mapping.write_text("# id\tpath\tchain\n1a3a_mut\tpdb/1a3a.pdb\tA\n1h2e_A\tpdb/1h2e.pdb\n")
-    run = predict_fasta(fasta, tmp_path / "out2", predictor, structures=mapping, progress=False)
+    run = predict_fasta(fasta, tmp_path / "out2", predictor, structure_map=mapping, progress=False)
     notes = {row.record_id: row.evaluation for row in run.rows}
     assert notes["1a3a_mut"].startswith("sequence mismatch") and notes["1h2e_A"] == "ok"
     assert notes["1a3aA"] == "no structure found"
     bad_map = tmp_path / "bad.tsv"
     bad_map.write_text("only-one-field\n")
     with pytest.raises(InputError, match="line 1"):
-        predict_fasta(fasta, tmp_path / "out3", predictor, structures=bad_map, progress=False)
+        predict_fasta(fasta, tmp_path / "out3", predictor, structure_map=bad_map, progress=False)
 
 
 #: Peak RSS allowed for predicting one 2,000-residue chain with the tiny test model (python + torch ~ 300 MB,
@@ -649,3 +649,246 @@ def test_structures_from_a_chain_collection_match_records_by_id(predictor, tmp_p
     empty.write_text("")
     with pytest.raises(InputError, match="no chain could be read"):
         predict_fasta(fasta, tmp_path / "out_empty", predictor, structures=empty, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ review fixes
+_THREE_LETTER = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY", "H": "HIS", "I": "ILE",
+                 "K": "LYS", "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN", "R": "ARG", "S": "SER",
+                 "T": "THR", "V": "VAL", "W": "TRP", "Y": "TYR"}
+
+
+def _backbone(length: int) -> np.ndarray:
+    """N, CA, C, centroid per residue (L x 4 x 3) along a helix: fake but non-degenerate geometry."""
+    turn = np.deg2rad(100.0) * np.arange(length)
+    ca = np.stack([2.3 * np.cos(turn), 2.3 * np.sin(turn), 1.5 * np.arange(length)], axis=1)
+    return np.stack([ca + [-0.6, 1.2, -0.4], ca, ca + [1.3, 0.5, 0.3], ca + [0.9, -1.1, 0.8]], axis=1)
+
+
+def _cgdms_text(sequence: str) -> str:
+    """A cgdms per-chain file: sequence, predicted SS, then N, CA, C and centroid (12 numbers) per residue."""
+    rows = [" ".join(f"{v:.3f}" for v in atoms.ravel()) for atoms in _backbone(len(sequence))]
+    return "\n".join([sequence, "C" * len(sequence), *rows]) + "\n"
+
+
+def _pdb_text(sequence: str, chain: str = "A") -> str:
+    lines, serial = [], 1
+    for number, (letter, atoms) in enumerate(zip(sequence, _backbone(len(sequence)), strict=True), start=1):
+        for name, (x, y, z) in zip(("N", "CA", "C"), atoms[:3], strict=True):
+            lines.append(f"ATOM  {serial:5d}  {name:<3} {_THREE_LETTER[letter]} {chain}{number:4d}    "
+                         f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           {name[0]}")
+            serial += 1
+    return "\n".join([*lines, "END"]) + "\n"
+
+
+def _summary(out: Path) -> list[dict[str, str]]:
+    header, *lines = (out / "summary.tsv").read_text(encoding="utf-8").splitlines()
+    return [dict(zip(header.split("\t"), line.split("\t"), strict=True)) for line in lines]
+
+
+def test_structure_option_decides_the_kind_of_source_not_the_suffix(model_dir, tmp_path, capsys) -> None:
+    """--structures FILE.txt is a cgdms chain (was read as a TSV map); --structure-map with any suffix is a map (was
+    read as a chain collection); --structure-map DIR is refused (was taken as a structure directory)."""
+    sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLI"  # 30 residues, every one observed
+    (tmp_path / "3OWT_C.txt").write_text(_cgdms_text(sequence))
+    (tmp_path / "pdb").mkdir()
+    (tmp_path / "pdb" / "model.pdb").write_text(_pdb_text(sequence))
+    (tmp_path / "pairs.list").write_text("# id\tpath\tchain\n3OWT_C\tpdb/model.pdb\tA\n")
+    fasta = _write_fasta(tmp_path / "in.fasta", [("3OWT_C", sequence), ("other", "ACDEFGHIKLMN")])
+    base = ["--model", str(model_dir), "--no-progress"]
+    # pairs 6-11 apart among 30 residues: (30 - 6) + ... + (30 - 11)
+    short_pairs = sum(30 - s for s in range(6, 12))
+    for option, source, name in (("--structures", tmp_path / "3OWT_C.txt", "3OWT_C.txt"),
+                                 ("--structure-map", tmp_path / "pairs.list", "model.pdb")):
+        out = tmp_path / f"out{option}"
+        assert main(["predict", str(fasta), "-o", str(out), *base, option, str(source)]) == 0
+        capsys.readouterr()
+        rows = _summary(out)
+        assert [(r["id"], r["structure"], r["evaluation"]) for r in rows] == [
+            ("3OWT_C", name, "ok"), ("other", "", "no structure found")]
+        assert rows[0]["short/n_pairs"] == str(short_pairs)
+    assert main(["predict", str(fasta), "-o", str(tmp_path / "dir"), *base, "--structure-map", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"protrnn: error: {tmp_path}: --structure-map: a directory, not a map file")
+    assert err.count("\n") == 1 and not (tmp_path / "dir").exists()
+    with pytest.raises(InputError, match="not both"):
+        predict_fasta(fasta, tmp_path / "both", model_dir, structures=tmp_path / "pdb",
+                      structure_map=tmp_path / "pairs.list", progress=False)
+
+
+_TINY = ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8, dropout=0.0)
+
+
+def _checkpoint_state(config: ModelConfig) -> dict[str, torch.Tensor]:
+    return {f"net.{name}": tensor for name, tensor in ContactModel(config).state_dict().items()}
+
+
+def _malformed_checkpoint(case: str) -> tuple[dict, str]:
+    """(content for torch.save, the reason expected in the error) per malformed case."""
+    hparams = {"model": _TINY.to_dict()}
+    state = _checkpoint_state(_TINY)
+    first = next(iter(state))
+    return {
+        "state_list": ({"state_dict": [1, 2], "hyper_parameters": hparams},
+                       "not a Lightning checkpoint: its 'state_dict' is a list, not a dict"),
+        "state_int_key": ({"state_dict": {**state, 3: torch.zeros(1)}, "hyper_parameters": hparams},
+                          "not a Lightning checkpoint: its 'state_dict' has a key that is not a name (3)"),
+        "hparams_list": ({"state_dict": state, "hyper_parameters": ["model"]},
+                         "not a Lightning checkpoint: its 'hyper_parameters' is a list, not a dict"),
+        "not_tensor": ({"state_dict": {**state, first: 1.5}, "hyper_parameters": hparams},
+                       f"parameter '{first[len('net.'):]}' is a float, not a tensor"),
+        "unknown_key": ({"state_dict": state, "hyper_parameters": {"model": {**_TINY.to_dict(), "colour": 1}}},
+                        "invalid model architecture in the checkpoint's hyper-parameters: model config: unknown "
+                        "key(s) 'colour'"),
+        "bad_value": ({"state_dict": state, "hyper_parameters": {"model": {**_TINY.to_dict(), "hidden_size": "x"}}},
+                      "model config key 'hidden_size': must be a positive integer, got 'x'"),
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["state_list", "state_int_key", "hparams_list", "not_tensor", "unknown_key",
+                                  "bad_value"])
+def test_malformed_checkpoints_are_one_line_errors_naming_the_file(case: str, tmp_path, capsys) -> None:
+    """Checkpoints that torch.load(weights_only=True) reads but whose content is not what protrnn train writes: one
+    line naming the file each (tracebacks before: AttributeError, TypeError; a config error without the file)."""
+    content, reason = _malformed_checkpoint(case)
+    path = tmp_path / f"{case}.ckpt"
+    torch.save(content, path)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKL")])
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"protrnn: error: {path}: ") and reason in err, err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_the_checkpoint_the_malformed_ones_are_made_from_loads(tmp_path) -> None:
+    torch.save({"state_dict": _checkpoint_state(_TINY), "hyper_parameters": {"model": _TINY.to_dict()}},
+               tmp_path / "good.ckpt")
+    assert load_model(tmp_path / "good.ckpt", device="cpu").config == _TINY
+
+
+def test_an_id_with_dollar_signs_draws_its_png(tmp_path) -> None:
+    """'$...$' in a title was parsed as mathtext: an ID like 'x$^$' crashed --png."""
+    from protrnn.predict.writers import write_png
+
+    probs = np.full((12, 12), 0.25, dtype=np.float16)
+    for title in ("x$^$ (L=12)", "$\\frac{$ (L=12)", "a$b$c (L=12)"):
+        path = tmp_path / "map.png"
+        write_png(path, probs, title)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        path.unlink()
+
+
+def test_a_rewrite_without_png_removes_the_old_png(model_dir, tmp_path) -> None:
+    """A record written again without --png (its sequence changed) loses the PNG that showed the old prediction; a
+    PNG with no prediction npz beside it is not protrnn's and stays, and a record resumed keeps its own PNG."""
+    out = tmp_path / "out"
+    base = ["--model", str(model_dir), "--no-progress"]
+    first = _write_fasta(tmp_path / "v1.fasta", [("a", "ACDEFGHIKLMNPQ"), ("b", "MKVLAAGGHHKKLL")])
+    assert main(["predict", str(first), "-o", str(out), *base, "--png"]) == 0
+    (out / "c.png").write_bytes(b"the user's own picture")
+    second = _write_fasta(tmp_path / "v2.fasta", [("a", "WWWWACDEFGHIKL"), ("b", "MKVLAAGGHHKKLL"), ("c", "MKVLAAGG")])
+    assert main(["predict", str(second), "-o", str(out), *base]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.npz", "a.rr", "b.npz", "b.png", "b.rr", "c.npz", "c.png",
+                                                    "c.rr", "summary.tsv"]
+    assert read_npz(out / "a.npz")[1] == "WWWWACDEFGHIKL"
+    assert (out / "c.png").read_bytes() == b"the user's own picture"
+
+
+def test_a_record_skipped_on_rerun_loses_its_earlier_outputs(model_dir, tmp_path) -> None:
+    """--skip-invalid: a record that was predicted before and is skipped now has no .rr/.npz/.png left to pass for
+    its prediction; files of other records (a kept record of the same ID, another ID with the same safe name, one
+    not in this FASTA) stay."""
+    out = tmp_path / "out"
+    base = ["--model", str(model_dir), "--no-progress", "--skip-invalid"]
+    first = _write_fasta(tmp_path / "v1.fasta", [("a", "ACDEFGHIKLMN"), ("b", "MKVLAAGGHHKK"), ("b/x", "GGHHKKLLMMNN"),
+                                                 ("b_x", "LLMMNNPPQQRR"), ("gone", "PPQQRRSSTTVV")])
+    assert main(["predict", str(first), "-o", str(out), *base, "--png"]) == 0
+    before = {p.name for p in out.iterdir()}
+    assert {"b.rr", "b_x.rr", "b_x~2.rr", "gone.rr"} <= before
+    # now b has a bad letter, b_x too (its old outputs are b_x~2.*, the second of that safe name), and a appears
+    # twice (the duplicate is skipped: its ID is the kept record's, whose files stay)
+    second = _write_fasta(tmp_path / "v2.fasta", [("a", "ACDEFGHIKLMN"), ("b", "MKV1AAGGHHKK"), ("b/x", "GGHHKKLLMMNN"),
+                                                  ("b_x", "LLMMNN7PQQRR"), ("a", "WWWWWWWWWWWW")])
+    assert main(["predict", str(second), "-o", str(out), *base, "--png"]) == 0
+    assert [(r["id"], r["status"]) for r in _summary(out)] == [("a", "ok"), ("b", "skipped"), ("b/x", "ok"),
+                                                                ("b_x", "skipped"), ("a", "skipped")]
+    after = {p.name for p in out.iterdir()}
+    assert before - after == {"b.rr", "b.npz", "b.png", "b_x~2.rr", "b_x~2.npz", "b_x~2.png"}
+    assert after - before == set()
+    assert read_npz(out / "a.npz")[1] == "ACDEFGHIKLMN" and read_npz(out / "b_x.npz")[2] == "b/x"
+
+
+def test_thresholds_that_differ_beyond_six_digits_do_not_resume_each_other(model_dir, tmp_path) -> None:
+    fasta = _write_fasta(tmp_path / "in.fasta", [("p", "ACDEFGHIKLMNPQRSTVWYACDEFGHIKL")])
+    out = tmp_path / "out"
+    base = ["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress", "--threshold"]
+    calls: list[str] = []
+    assert main([*base, "0.3265000"]) == 0
+    run = predict_fasta(fasta, out, model_dir, threshold=0.3265001, progress=False, on_record=calls.append)
+    assert (run.predicted, run.resumed, calls) == (1, 0, ["p"])
+    assert "threshold 0.3265001 pairs" in read_rr_document(out / "p.rr").remarks[0]
+    again = predict_fasta(fasta, out, model_dir, threshold=0.3265001, progress=False)
+    assert (again.predicted, again.resumed) == (0, 1)
+
+
+def test_mean_top_l5_keeps_its_documented_separation_whatever_the_rr_uses(model_dir, tmp_path) -> None:
+    """summary.tsv's mean_top_L5_prob is the mean of the top L/5 pairs with |i-j| >= 6 (docs/predict.md), also when
+    --min-separation changes the RR selection."""
+    rng = np.random.default_rng(8)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("p", _random_sequence(rng, 40))])
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress",
+                 "--min-separation", "30"]) == 0
+    probs = read_npz(out / "p.npz")[0].astype(np.float64)
+
+    def top_mean(separation: int) -> float:
+        values = sorted((probs[i, j] for i in range(40) for j in range(i + separation, 40)), reverse=True)
+        return float(np.mean(values[:8]))  # L/5 = 8
+
+    assert abs(top_mean(6) - top_mean(30)) > 1e-3  # the test tells the two apart
+    assert float(_summary(out)[0]["mean_top_L5_prob"]) == pytest.approx(top_mean(6), abs=5e-5)
+    assert all(c.j - c.i >= 30 for c in read_rr(out / "p.rr").contacts)  # the RR keeps its own cut
+
+
+def test_windows_device_names_and_bidi_overrides_in_ids(model_dir, tmp_path) -> None:
+    """An ID 'CON' is written to _CON.* (CON.rr is the console on Windows), '-x' to x.*; a bidi override in an ID
+    is escaped in summary.tsv (it reordered the rest of the line on screen)."""
+    fasta = _write_fasta(tmp_path / "in.fasta", [("CON", "ACDEFGHIKL"), ("-x", "MKVLAAGGHH"),
+                                                 ("evil\u202egnp.exe", "GGHHKKLLMM")])
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.glob("*.rr")) == ["_CON.rr", "evil_gnp.exe.rr", "x.rr"]
+    text = (out / "summary.tsv").read_text(encoding="utf-8")
+    assert "\u202e" not in text
+    assert [(r["id"], r["file"]) for r in _summary(out)] == [("CON", "_CON"), ("-x", "x"),
+                                                             ("evil\\u202egnp.exe", "evil_gnp.exe")]
+
+
+def test_skip_invalid_lists_every_record_of_a_concatenated_latin1_fasta(model_dir, tmp_path) -> None:
+    """A FASTA joined by cat (a BOM before a header mid-file) with a Latin-1 byte in one sequence: with --skip-invalid
+    every record is either predicted or listed (the byte aborted the run; the record after the BOM vanished)."""
+    fasta = tmp_path / "in.fasta"
+    fasta.write_bytes(b">a\nACDEFGHIKL\n>bad\nMKV\xe9AAGGHH\n\xef\xbb\xbf>c\nGGHHKKLLMM\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress",
+                 "--skip-invalid"]) == 0
+    assert [(r["id"], r["status"], r["reason"]) for r in _summary(out)] == [
+        ("a", "ok", ""), ("bad", "skipped", "invalid residue letter (byte 0xe9, not UTF-8) at position 4"),
+        ("c", "ok", "")]
+    assert read_npz(out / "c.npz")[1] == "GGHHKKLLMM"
+
+
+def test_removing_a_skipped_records_files_tells_names_by_case_and_by_file(tmp_path) -> None:
+    """remove_skipped_outputs on a case-sensitive file system: 'b' (skipped) and 'B' (kept) are two records with
+    files of their own. On a case-insensitive one (mimicked by a symlink c.npz -> C.npz) the kept record 'c' writes
+    its stem 'c' into the C.npz an earlier record 'C' created: that file is the kept one's, also for the skipped
+    duplicate 'c'."""
+    from protrnn.predict.writers import write_npz
+
+    probs = np.zeros((3, 3), dtype=np.float16)
+    for stem, record_id in (("b", "b"), ("B", "B"), ("C", "c")):
+        write_npz(tmp_path / f"{stem}.npz", probs, "ACD", record_id)
+        (tmp_path / f"{stem}.rr").write_text("rr")
+    (tmp_path / "c.npz").symlink_to(tmp_path / "C.npz")
+    assert run_mod.remove_skipped_outputs(tmp_path, ["b", "c"], ["B", "c"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["B.npz", "B.rr", "C.npz", "C.rr", "c.npz"]

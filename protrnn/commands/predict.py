@@ -64,9 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     truth.add_argument("--structures", metavar="DIR|FILE",
                        help="evaluate against structures in DIR (<id>.pdb/.cif[.gz], or 1abc.pdb for IDs 1abcA), or "
                             "the chains of FILE matched by record ID (a prepared .npz, chain_set.jsonl, per-chain "
-                            "JSONL, archive)")
+                            "JSONL or cgdms .txt, archive), whatever its suffix")
     truth.add_argument("--structure-map", metavar="TSV", help="evaluate against structures listed as id<TAB>path"
-                                                             "[<TAB>chain]; relative paths are from the TSV's folder")
+                                                             "[<TAB>chain] in the file TSV (any suffix); relative "
+                                                             "paths are from the TSV's folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     parser.add_argument("--precision", choices=PREDICT_PRECISIONS, default=DEFAULT_PRECISION,
                         help=f"arithmetic of the pair head (default {DEFAULT_PRECISION}): 32 = float32, the same "
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_model(args.model, device=args.device, precision=args.precision)
     result = predict_fasta(args.input, args.outdir, predictor, top=args.top, threshold=args.threshold,
                            min_separation=args.min_separation, png=args.png, skip_invalid=args.skip_invalid,
-                           structures=args.structures or args.structure_map, progress=not args.no_progress,
+                           structures=args.structures, structure_map=args.structure_map, progress=not args.no_progress,
                            batch_tokens=args.max_tokens, distogram=args.distogram)
     print(f"protrnn predict: {result.ok} record(s) done ({result.predicted} predicted, {result.resumed} already "
           f"complete), {result.skipped} skipped; summary: {result.summary_path}", file=sys.stderr)

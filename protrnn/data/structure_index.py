@@ -1,15 +1,16 @@
 """Structure lookup by record ID: which structure (file and chain, or chain already read) belongs to a FASTA record.
 
 Used by ``protrnn predict --structures / --structure-map`` to evaluate predictions against known structures. Three
-kinds of source, chosen from what ``source`` is:
+kinds of source; which one is the caller's ``kind`` (the option used), never the file name:
 
-* a TSV map (``.tsv`` / ``.txt``): ``id<TAB>path[<TAB>chain]`` per line, ``#`` comments, relative paths taken from the
-  map's folder;
-* a directory of ``<id>.pdb|.ent|.cif|.mmcif[.gz]`` files (case-insensitive), also found by the record's safe name,
-  or, for IDs like ``1abcA`` / ``1abc_A``, ``1abc.*`` with chain ``A``;
-* any other file: a collection of chains matched by ID, read with :func:`protrnn.data.sources.read_chains` (a prepared
-  ``.npz``, a CATH-style ``chain_set.jsonl`` / JSON, per-chain JSONL, an archive: every input ``protrnn prepare``
-  reads).
+* ``kind="map"`` (``--structure-map``): a file, whatever its suffix, of ``id<TAB>path[<TAB>chain]`` lines, ``#``
+  comments, relative paths taken from the map's folder;
+* ``kind="structures"`` (``--structures``) and a directory: ``<id>.pdb|.ent|.cif|.mmcif[.gz]`` files
+  (case-insensitive), also found by the record's safe name, or, for IDs like ``1abcA`` / ``1abc_A``, ``1abc.*`` with
+  chain ``A``;
+* ``kind="structures"`` and a file: a collection of chains matched by ID, read with
+  :func:`protrnn.data.sources.read_chains` (a prepared ``.npz``, a CATH-style ``chain_set.jsonl`` / JSON, per-chain
+  JSONL, a cgdms per-chain ``.txt``, an archive: every input ``protrnn prepare`` reads).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from protrnn.utils.io import safe_name
 
 #: File endings recognised in a structure directory (matched case-insensitively).
 DIRECTORY_SUFFIXES = STRUCTURE_SUFFIXES + tuple(f"{suffix}.gz" for suffix in STRUCTURE_SUFFIXES)
-MAP_SUFFIXES = (".tsv", ".txt")
+#: The kinds of source: ``--structures`` (a directory or a chain collection) and ``--structure-map`` (a TSV map).
+KINDS = ("structures", "map")
 #: Record IDs shaped like a PDB code plus a chain: ``1abcA``, ``1abc_A``, ``1abc:A``, ``1abc.A``, ``1abc|A``, ``1abc-A``.
 _PDB_CHAIN_ID = re.compile(r"([0-9][A-Za-z0-9]{3})[_:.|-]?([A-Za-z0-9]{1,4})")
 
@@ -48,22 +50,31 @@ class StructureRef:
 
 
 class StructureIndex:
-    """Finds the structure of a record by its ID, from a TSV map, a directory of structure files or a collection of
-    chains (see the module docstring). Problems with the source itself raise :class:`InputError` at construction."""
+    """Finds the structure of a record by its ID, from a TSV map (``kind="map"``), or a directory of structure files or
+    a collection of chains (``kind="structures"``; see the module docstring). Problems with the source itself raise
+    :class:`InputError` at construction."""
 
-    def __init__(self, source: str | os.PathLike[str]) -> None:
+    def __init__(self, source: str | os.PathLike[str], *, kind: str = "structures") -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.source = Path(source)
+        self.kind = kind
         self._map: dict[str, StructureRef] = {}
         self._files: dict[str, Path] = {}
         self._chains: dict[str, ProteinChain] = {}
-        if self.source.is_file() and not self.source.name.lower().endswith(MAP_SUFFIXES):
-            self._read_collection()
+        if kind == "map":
+            if self.source.is_dir():
+                raise InputError("--structure-map: a directory, not a map file (id<TAB>path[<TAB>chain] per line; "
+                                 "a directory of structures is --structures DIR)", path=self.source)
+            if not self.source.is_file():
+                raise InputError("--structure-map: no such file", path=self.source)
+            self._read_map()
         elif self.source.is_dir():
             self._scan_directory()
         elif self.source.is_file():
-            self._read_map()
+            self._read_collection()
         else:
-            raise InputError("structures: no such directory or mapping file", path=self.source)
+            raise InputError("--structures: no such directory or file", path=self.source)
 
     def _scan_directory(self) -> None:
         for entry in sorted(self.source.iterdir()):

@@ -176,7 +176,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(repr(key) for key in set(data) - known)  # repr: a key may be no str (a checkpoint's)
         if unknown:
-            raise InputError(f"model config: unknown key(s) {', '.join(map(repr, unknown))}")
+            raise InputError(f"model config: unknown key(s) {', '.join(unknown)}")
         return cls(**data)  # type: ignore[arg-type]

@@ -399,6 +399,8 @@ def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, 
                          + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""), path=source)
     for name, reference in expected.items():
         tensor = state[name]
+        if not isinstance(tensor, Tensor):
+            raise InputError(f"{what}: parameter {name!r} is a {type(tensor).__name__}, not a tensor", path=source)
         if tensor.shape != reference.shape:
             raise InputError(f"{what}: parameter {name!r} has shape {tuple(tensor.shape)}, config implies "
                              f"{tuple(reference.shape)}", path=source)
@@ -427,6 +429,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"not a readable checkpoint ({reason})", path=path) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError("not a Lightning checkpoint (no 'state_dict')", path=path)
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"not a Lightning checkpoint: its 'state_dict' is a {type(state).__name__}, not a dict",
+                         path=path)
+    odd = next((key for key in state if not isinstance(key, str)), None)
+    if odd is not None:
+        raise InputError(f"not a Lightning checkpoint: its 'state_dict' has a key that is not a name ({odd!r})",
+                         path=path)
+    hparams = checkpoint.get("hyper_parameters")
+    if hparams is not None and not isinstance(hparams, dict):
+        raise InputError(f"not a Lightning checkpoint: its 'hyper_parameters' is a {type(hparams).__name__}, not a "
+                         "dict", path=path)
     return checkpoint
 
 
@@ -440,7 +454,13 @@ def network_from_checkpoint(checkpoint: Mapping[str, Any], build: Callable[[Mode
     if not isinstance(hparams.get("model"), Mapping):
         raise InputError("checkpoint has no model architecture in its hyper-parameters "
                          "(was it written by protrnn train?)", path=source)
-    network = build(ModelConfig.from_dict(dict(hparams["model"])))
+    try:
+        config = ModelConfig.from_dict(dict(hparams["model"]))
+    except (InputError, TypeError, ValueError) as err:
+        reason = err.reason if isinstance(err, InputError) else str(err)
+        raise InputError(f"invalid model architecture in the checkpoint's hyper-parameters: {reason}",
+                         path=source) from None
+    network = build(config)
     prefix = CHECKPOINT_NET_PREFIX
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     check_state(state, network.state_dict(), source=source, what=what)

@@ -3,7 +3,9 @@
 
 Outputs are deterministic (fixed formatting, no timestamps, batches formed independently of what is already done),
 written atomically per record, and a rerun of the same command skips records whose outputs are complete, so an
-interrupted run, rerun, ends byte-identical to an uninterrupted one.
+interrupted run, rerun, ends byte-identical to an uninterrupted one. What an earlier run left that would now be wrong
+goes: the PNG of a record written again without ``--png`` (:func:`write_record`), the files of a record this run
+skips (:func:`remove_skipped_outputs`).
 
 Sequences are read as written (:func:`protrnn.data.fasta.iter_fasta`) and cleaned once, here, with the model's alphabet
 (:meth:`Predictor.clean`), before batching; the RR, npz and summary hold the cleaned sequence.
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +38,14 @@ from protrnn.predict.writers import (
     has_distogram,
     mean_top_probability,
     read_npz,
+    read_npz_id,
     remove_stale_temporaries,
     write_npz,
     write_png,
     write_summary,
 )
 from protrnn.rr import read_rr_document, rr_target, write_rr
-from protrnn.utils.io import SafeNamer
+from protrnn.utils.io import SafeNamer, safe_name
 
 #: FASTA records are read and planned in chunks of this many records or residues (bounded memory on any file size).
 CHUNK_RECORDS = 512
@@ -85,8 +89,11 @@ class OutputSettings:
     @classmethod
     def build(cls, outdir: Path, predictor: Predictor, *, top: int | None, min_separation: int,
               threshold: float | None, png: bool, distogram: bool = False) -> OutputSettings:
-        selection = (f"threshold {threshold:g}" if threshold is not None else "top L") if top is None else (
-            f"top {top}" + (f" with p >= {threshold:g}" if threshold is not None else ""))
+        # repr: the shortest text that reads back as the same float, so the REMARK (which a resumed run compares)
+        # tells 0.3265 from 0.3265001 (``:g`` kept 6 digits, and such runs resumed each other's files)
+        shown = repr(float(threshold)) if threshold is not None else ""
+        selection = (f"threshold {shown}" if threshold is not None else "top L") if top is None else (
+            f"top {top}" + (f" with p >= {shown}" if threshold is not None else ""))
         remarks = [f"contacts: {selection} pairs with |i-j| >= {min_separation}; full matrix in the npz"]
         edges = predictor.require_distogram() if distogram else None
         if edges is not None:
@@ -139,16 +146,69 @@ def read_complete(settings: OutputSettings, item: PendingRecord) -> np.ndarray |
 def write_record(settings: OutputSettings, item: PendingRecord, probs: np.ndarray,
                  distogram: np.ndarray | None = None) -> np.ndarray:
     """Write one record's files (npz, PNG, then the RR last: a record is complete only once its RR exists); returns
-    the stored float16 matrix. ``distogram`` (L x L x K) goes into the npz with the settings' edges."""
+    the stored float16 matrix. ``distogram`` (L x L x K) goes into the npz with the settings' edges.
+
+    Without ``--png``, a ``<stem>.png`` of an earlier run is removed first (it would show another prediction beside
+    the new files), provided ``<stem>.npz`` is a prediction npz: a PNG that no protrnn output sits beside is left."""
+    png = settings.path(item.stem, ".png")
+    if not settings.png and png.is_file() and read_npz_id(settings.path(item.stem, ".npz")) is not None:
+        png.unlink()
     half = probs.astype(np.float16)
     write_npz(settings.path(item.stem, ".npz"), half, item.sequence, item.record_id, distogram=distogram,
               distogram_edges=settings.distogram_edges)
     if settings.png:
-        write_png(settings.path(item.stem, ".png"), half, f"{item.record_id} (L={len(item.sequence)})")
+        write_png(png, half, f"{item.record_id} (L={len(item.sequence)})")
     write_rr(settings.path(item.stem, ".rr"), item.record_id, item.sequence, probs, method_lines=settings.methods,
              remarks=settings.remarks, top=settings.top, min_separation=settings.min_separation,
              threshold=settings.threshold)
     return half
+
+
+#: A stem of :class:`~protrnn.utils.io.SafeNamer`: a safe name, with ``~N`` when it collided (``~`` is never part of a
+#: safe name).
+_NAMER_STEM = re.compile(r"(?P<base>[^~]+)(?:~[0-9]+)?")
+
+
+def remove_skipped_outputs(outdir: Path, record_ids: Collection[str], kept_stems: Collection[str]) -> int:
+    """Remove what an earlier run wrote for records this run skipped (``--skip-invalid``): per skipped ID, the
+    ``<stem>.rr``, ``<stem>.png`` and ``<stem>.npz`` of every stem it could have been named (its safe name, with or
+    without a ``~N``) whose npz stores exactly that ID, unless this run wrote that stem for a record of its own
+    (``kept_stems``; a skipped duplicate shares its ID with the record kept). A stem without a readable npz is left,
+    as is anything else in OUTDIR. The npz goes last, so an interrupted removal is finished by a rerun. Returns how
+    many records' files were removed."""
+    wanted: dict[str, set[str]] = {}
+    for record_id in record_ids:
+        wanted.setdefault(safe_name(record_id).lower(), set()).add(record_id)
+    if not wanted:
+        return 0
+    kept: dict[str, list[str]] = {}
+    for stem in kept_stems:
+        kept.setdefault(stem.lower(), []).append(stem)
+    removed = 0
+    for entry in sorted(outdir.iterdir()):
+        stem = entry.name[:-len(".npz")]
+        match = _NAMER_STEM.fullmatch(stem) if entry.name.endswith(".npz") else None
+        if match is None or match["base"].lower() not in wanted or _written_now(entry, kept.get(stem.lower(), [])):
+            continue
+        if read_npz_id(entry) not in wanted[match["base"].lower()]:
+            continue
+        for suffix in (".rr", ".png", ".npz"):
+            with contextlib.suppress(FileNotFoundError):
+                (outdir / f"{stem}{suffix}").unlink()
+        removed += 1
+    return removed
+
+
+def _written_now(npz: Path, stems: list[str]) -> bool:
+    """Whether ``npz`` is the npz of one of ``stems`` (this run's, equal to its stem but for case): the same name, or
+    on a case-insensitive file system the same file under a name of other case."""
+    for stem in stems:
+        if npz.name == f"{stem}.npz":
+            return True
+        with contextlib.suppress(OSError):
+            if npz.samefile(npz.with_name(f"{stem}.npz")):
+                return True
+    return False
 
 
 def iter_records(fasta: Path, predictor: Predictor, *, skip_invalid: bool) -> Iterator[tuple[str, str | None, str]]:
@@ -193,7 +253,9 @@ class ChunkPredictor:
     def summarise(self, item: PendingRecord, half: np.ndarray) -> None:
         """Fill in the record's summary row from the stored float16 matrix, so a resumed record reports exactly what
         a fresh one does."""
-        item.row.mean_top_l5 = mean_top_probability(half, 5, self.settings.min_separation)
+        # |i-j| >= 6 (the CASP convention) whatever --min-separation selects for the RR: the column's documented
+        # meaning, comparable across runs
+        item.row.mean_top_l5 = mean_top_probability(half, 5, MIN_SEPARATION)
         if self.index is not None:
             item.row.structure, item.row.evaluation, item.row.metrics = evaluate_record(
                 half.astype(np.float32), item.sequence, self.index.find(item.record_id))
@@ -239,17 +301,20 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
                   model: Predictor | str | os.PathLike[str] | None = None, *, top: int | None = None,
                   min_separation: int = MIN_SEPARATION, threshold: float | None = None, png: bool = False,
                   skip_invalid: bool = False, structures: str | os.PathLike[str] | None = None,
-                  progress: bool = True, batch_tokens: int | None = None,
-                  on_record: Callable[[str], None] | None = None, distogram: bool = False) -> PredictionRun:
+                  structure_map: str | os.PathLike[str] | None = None, progress: bool = True,
+                  batch_tokens: int | None = None, on_record: Callable[[str], None] | None = None,
+                  distogram: bool = False) -> PredictionRun:
     """Predict every record of ``fasta`` into ``outdir``: ``<stem>.rr`` (CASP RR), ``<stem>.npz`` (float16 matrix,
     sequence, id), optionally ``<stem>.png``, and ``summary.tsv``.
 
     ``top``/``threshold``/``min_separation`` choose the RR pairs (default: top L with |i - j| >= 6). ``structures``
-    is a directory of PDB/mmCIF files, a TSV map or a chain collection (:class:`StructureIndex`); matched records get
-    evaluation metrics in the summary. ``batch_tokens``: padded residues per batch (default: the predictor's, per
-    device); the arithmetic (``precision``) is the predictor's (:func:`load_model`). Records whose outputs are
-    already complete (same sequence, model, precision and settings) are not predicted again. ``on_record(stem)`` is
-    called after each record's files are written (progress hooks, tests). ``distogram``: each npz also holds the
+    is a directory of PDB/mmCIF files or a chain collection, ``structure_map`` a TSV map (``--structure-map``; at most
+    one of the two; :class:`StructureIndex`); matched records get evaluation metrics in the summary.
+    ``batch_tokens``: padded residues per batch (default: the predictor's, per device); the arithmetic
+    (``precision``) is the predictor's (:func:`load_model`). Records whose outputs are already complete (same
+    sequence, model, precision and settings) are not predicted again; earlier outputs of a record skipped now are
+    removed (:func:`remove_skipped_outputs`). ``on_record(stem)`` is called after each record's files are written
+    (progress hooks, tests). ``distogram``: each npz also holds the
     pairs' distance distributions (``distogram``, float16 L x L x K, and ``distogram_edges`` in Å; a model with a
     distogram head only, else InputError before anything is written).
     """
@@ -266,7 +331,10 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
     predictor = model if isinstance(model, Predictor) else load_model(model)
     settings = OutputSettings.build(outdir, predictor, top=top, min_separation=min_separation, threshold=threshold,
                                     png=png, distogram=distogram)
-    index = StructureIndex(structures) if structures is not None else None
+    if structures is not None and structure_map is not None:
+        raise InputError("give --structures or --structure-map, not both")
+    index = (StructureIndex(structures) if structures is not None else
+             StructureIndex(structure_map, kind="map") if structure_map is not None else None)
     metric_columns = evaluation_columns() if index is not None else None
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -298,6 +366,8 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
             bar.close()
         if not run.rows:
             raise InputError("no FASTA records found (empty file?)", path=fasta)
+        remove_skipped_outputs(outdir, [row.record_id for row in run.rows if row.status == "skipped"],
+                               [row.stem for row in run.rows if row.status == "ok"])
         write_summary(run.summary_path, run.rows, metric_columns)
     except BaseException:
         if created:  # a run that stopped before writing anything leaves no empty OUTDIR behind

@@ -79,6 +79,18 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, str]:
     return probs, sequence, record_id
 
 
+def read_npz_id(path: str | os.PathLike[str]) -> str | None:
+    """The record ID stored in a prediction npz (only that entry is read), or None when ``path`` is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "probs" not in data.files or "id" not in data.files:
+                return None
+            stored = data["id"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+    return str(stored) if stored.shape == () and stored.dtype.kind == "U" else None
+
+
 def has_distogram(path: str | os.PathLike[str], length: int, edges: Sequence[float]) -> bool:
     """Whether a prediction npz holds a float16 ``distogram`` of ``length`` residues with these class ``edges``."""
     try:
@@ -106,7 +118,7 @@ def write_png(path: str | os.PathLike[str], probs: np.ndarray, title: str) -> No
     image = axes.imshow(np.asarray(probs, dtype=np.float32), cmap="Greys", vmin=0.0, vmax=1.0,
                         interpolation="nearest", origin="upper")
     shown = "".join(ch if ch.isprintable() else "?" for ch in title)  # IDs may hold control characters
-    axes.set_title(shown[:60], fontsize=9)
+    axes.set_title(shown[:60], fontsize=9, parse_math=False)  # an ID with two `$` is not mathtext
     axes.set_xlabel("residue j")
     axes.set_ylabel("residue i")
     figure.colorbar(image, ax=axes, label="contact probability")
@@ -142,7 +154,9 @@ class SummaryRow:
 
 
 def _tsv_cell(text: str) -> str:
-    """Backslash, tab and line breaks as ``\\\\``, ``\\t``, ``\\n``, ``\\r``; any other control character as ``\\xNN``."""
+    """Backslash, tab and line breaks as ``\\\\``, ``\\t``, ``\\n``, ``\\r``; any other control character, format
+    character (a bidi override U+202E as ``\\u202e``) or lone surrogate as an escape
+    (:func:`~protrnn.utils.io.escape_control_characters`)."""
     escaped = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return escape_control_characters(escaped)
 
