@@ -4,8 +4,9 @@ Records carry their sequence **as written** (the record's lines joined, spaces, 
 validation: every letter must be one :data:`protrnn.alphabet.DEFAULT_ALPHABET` accepts (residue letters in either
 case, gaps ``-``/``.``, one trailing ``*``) and something must remain once cleaned. Cleaning itself belongs to whoever
 consumes the sequence: the predictor cleans with the model's own alphabet
-(:meth:`protrnn.model.predictor.Predictor.clean`), once. Parsing streams line by line, so a large file is never held
-in memory; errors name the file, the record and, for bad letters, the 1-based position in the record as written.
+(:meth:`protrnn.model.predictor.Predictor.clean`), once. Parsing streams (Bio.SeqIO's FASTA parser, fed lines that a
+thin filter has checked), so a large file is never held in memory; errors name the file, the record and, for bad
+letters, the 1-based position in the record as written.
 
 Headers: a line is a header when it starts with ``>`` once leading whitespace and byte-order marks (U+FEFF, which
 ``cat`` of files saved by Windows editors leaves at the start of a line anywhere in the file) are set aside; leading
@@ -82,22 +83,18 @@ def _check_not_binary(handle: IO[str], path: object) -> None:
     handle.seek(0)
 
 
-def _parse(handle: IO[str], path: object) -> Iterator[_RawRecord]:
-    """The records of a FASTA text stream (see the module docstring for what a header is); text before the first
-    header other than blank lines, and a ``>`` anywhere but at the start of a header, raise InputError naming the
-    line."""
-    title: str | None = None
-    start = 0
-    parts: list[str] = []
+def _lines(handle: IO[str], path: object, headers: list[int]) -> Iterator[str]:
+    """The stream's lines as Bio.SeqIO's FASTA parser should see them: a header's leading whitespace and byte-order
+    marks set aside (its line number appended to ``headers``), byte-order marks dropped from the start of sequence
+    lines, blank lines before the first header skipped. Text before the first header, and a ``>`` anywhere but at the
+    start of a header, raise InputError naming the line (Bio.SeqIO would join such a header to the record before)."""
     for number, line in enumerate(handle, start=1):
-        lead = _LINE_START.match(line).end()  # type: ignore[union-attr] - the pattern matches the empty string
-        text = line[lead:]
+        text = line[_LINE_START.match(line).end():]  # type: ignore[union-attr] - the pattern matches ""
         if text.startswith(">"):
-            if title is not None:
-                yield _RawRecord(title, "".join(parts).translate(_SEQUENCE_BLANKS), start)
-            title, start, parts = text[1:].rstrip(), number, []
+            headers.append(number)
+            yield text
             continue
-        if title is None:
+        if not headers:
             if text.strip():
                 raise InputError(f"not a FASTA file: first line {text.rstrip()[:40]!r} (line {number}) does not "
                                  "start with '>'", path=path)
@@ -107,9 +104,19 @@ def _parse(handle: IO[str], path: object) -> Iterator[_RawRecord]:
             raise InputError(f"line {number}, column {column}: '>' after {shown_letter(line[column - 2])} (a header "
                              "must start its line; two files joined by cat where the first lacks its final newline?)",
                              path=path)
-        parts.append(line[_SEQUENCE_LINE_START.match(line).end():])  # type: ignore[union-attr]
-    if title is not None:
-        yield _RawRecord(title, "".join(parts).translate(_SEQUENCE_BLANKS), start)
+        sequence = line[_SEQUENCE_LINE_START.match(line).end():]  # type: ignore[union-attr]
+        if sequence:
+            yield sequence
+
+
+def _parse(handle: IO[str], path: object) -> Iterator[_RawRecord]:
+    """The records of a FASTA text stream, parsed by Bio.SeqIO's FASTA parser from :func:`_lines` (see the module
+    docstring for what a header is)."""
+    from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+    headers: list[int] = []
+    for k, (title, sequence) in enumerate(SimpleFastaParser(_lines(handle, path, headers))):
+        yield _RawRecord(title, sequence.translate(_SEQUENCE_BLANKS), headers[k])
 
 
 def skip_reason(exc: InputError) -> str:
