@@ -63,6 +63,21 @@ def test_collisions_resolved_deterministically_in_input_order() -> None:
     assert [namer(i) for i in ids] == unique_safe_names(ids)
 
 
+def test_pipeline_names_are_kept_by_a_second_namer() -> None:
+    """The pipeline names a whole FASTA file's records, splits them into shards and predicts each shard apart, where
+    predict names them again. With '~' names a shard renamed ``a_b~2`` to ``a_b_2``, the name of another record in
+    another shard: gathered outputs collided. Names with ``_`` are safe names, so the second namer keeps them."""
+    ids = ["a/b", "a_b", "A_B", "a_b_2", "c", "x" * 100 + "1", "x" * 100 + "1", "-c", "CON"]
+    namer = SafeNamer(separator="_")
+    names = [namer(i) for i in ids]
+    assert names[:5] == ["a_b", "a_b_2", "A_B_3", "a_b_2_2", "c"]
+    assert len({name.lower() for name in names}) == len(ids)
+    assert all(safe_name(name) == name and len(name) <= 80 for name in names)
+    for shard in (names[0::2], names[1::2]):
+        again = SafeNamer()
+        assert [again(name) for name in shard] == shard
+
+
 def test_atomic_outputs_get_ordinary_file_mode(tmp_path: Path) -> None:
     """Results must be readable by collaborators like any file ``open()`` creates, not 0600 like a temp file."""
     old = os.umask(0o022)

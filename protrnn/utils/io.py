@@ -128,17 +128,32 @@ def safe_name(record_id: str, max_length: int = 80) -> str:
 
 class SafeNamer:
     """Streaming :func:`safe_name` that keeps names unique: collisions (case-insensitive, for case-insensitive file
-    systems) get ``~2``, ``~3`` … in the order IDs arrive, so the same input always yields the same names."""
+    systems) get ``~2``, ``~3`` … in the order IDs arrive, so the same input always yields the same names.
 
-    def __init__(self) -> None:
+    ``separator="_"`` gives names that are safe names themselves (``a_b_2``, never an ``~``; truncated like any safe
+    name), so a second namer given them keeps every one: the pipeline names the records of a whole FASTA file this way
+    before splitting it into shards that are predicted (and so named again) apart."""
+
+    def __init__(self, separator: str = "~") -> None:
+        if separator not in ("~", "_"):
+            raise ValueError(f"separator must be '~' or '_', got {separator!r}")
+        self._separator = separator
         self._seen: dict[str, int] = {}
+        self._used: set[str] = set()
 
     def __call__(self, record_id: str) -> str:
         stem = safe_name(record_id)
-        key = stem.lower()
-        count = self._seen.get(key, 0) + 1
-        self._seen[key] = count
-        return stem if count == 1 else f"{stem}~{count}"
+        count = self._seen.get(stem.lower(), 0)
+        while True:
+            count += 1
+            name = stem if count == 1 else f"{stem}~{count}"
+            if self._separator == "_" and count > 1:
+                name = safe_name(f"{stem}_{count}")
+            if name.lower() not in self._used:
+                break
+        self._seen[stem.lower()] = count
+        self._used.add(name.lower())
+        return name
 
 
 def unique_safe_names(record_ids: list[str]) -> list[str]:

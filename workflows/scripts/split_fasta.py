@@ -2,8 +2,8 @@
 
 Every record is validated by protrnn's reader (a bad file fails here, naming record and position) and written as it
 was read: cleaning is the predictor's, with the model's own alphabet, when each shard is predicted. Record IDs are
-replaced by names that are safe as file names and unique over the WHOLE file, so shards predicted apart can be gathered
-without collisions; ``names.tsv`` maps each name back to the original ID and its position in the file.
+replaced by names that are safe as file names and unique over the WHOLE file (``a_b``, ``a_b_2``: safe names themselves,
+so predict names each shard's records exactly so), so shards predicted apart can be gathered without collisions; ``names.tsv`` maps each name back to the original ID and its position in the file.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         records = iter_fasta(args.fasta)
-        namer = SafeNamer()
+        namer = SafeNamer(separator="_")  # names predict keeps as they are (no '~' to rename)
         with ExitStack() as stack:
             outs = [stack.enter_context(atomic_write(path, encoding="utf-8")) for path in args.shards]
             names = stack.enter_context(atomic_write(args.names, encoding="utf-8"))
