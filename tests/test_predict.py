@@ -269,6 +269,14 @@ def test_structure_map_that_is_not_utf8_is_an_input_error(tmp_path) -> None:
         StructureIndex(tmp_path / "map.tsv", kind="map")
 
 
+def test_a_map_given_as_structures_points_to_structure_map(tmp_path) -> None:
+    """Which option was used, not the suffix, decides how a file is read; a map passed to --structures fails, and
+    the message names the option that reads maps."""
+    (tmp_path / "map.tsv").write_text("p\tx.pdb\n")
+    with pytest.raises(InputError, match=r"no chain could be read .* is --structure-map FILE"):
+        StructureIndex(tmp_path / "map.tsv")
+
+
 def test_threshold_and_top_options(model_dir, tmp_path) -> None:
     rng = np.random.default_rng(2)
     fasta = _write_fasta(tmp_path / "in.fasta", [("p", _random_sequence(rng, 50))])
@@ -816,6 +824,22 @@ def test_a_record_skipped_on_rerun_loses_its_earlier_outputs(model_dir, tmp_path
     assert before - after == {"b.rr", "b.npz", "b.png", "b_x~2.rr", "b_x~2.npz", "b_x~2.png"}
     assert after - before == set()
     assert read_npz(out / "a.npz")[1] == "ACDEFGHIKLMN" and read_npz(out / "b_x.npz")[2] == "b/x"
+
+
+def test_a_record_without_an_id_removes_nothing(model_dir, tmp_path) -> None:
+    """A record with an empty header is skipped and listed as #2 (its place in the file); that is no ID, so the
+    outputs an earlier run wrote for a record really named '#2' stay."""
+    out = tmp_path / "out"
+    base = ["--model", str(model_dir), "--no-progress", "--skip-invalid"]
+    first = _write_fasta(tmp_path / "v1.fasta", [("a", "ACDEFGHIKLMN"), ("#2", "MKVLAAGGHHKK")])
+    assert main(["predict", str(first), "-o", str(out), *base]) == 0
+    before = {p.name for p in out.iterdir()}
+    assert {"2.rr", "2.npz"} <= before
+    second = tmp_path / "v2.fasta"
+    second.write_text(">a\nACDEFGHIKLMN\n>\nMKVLAAGGHHKK\n")
+    assert main(["predict", str(second), "-o", str(out), *base]) == 0
+    assert [(r["id"], r["status"]) for r in _summary(out)] == [("a", "ok"), ("#2", "skipped")]
+    assert {p.name for p in out.iterdir()} == before
 
 
 def test_thresholds_that_differ_beyond_six_digits_do_not_resume_each_other(model_dir, tmp_path) -> None:

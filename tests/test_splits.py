@@ -56,6 +56,10 @@ def test_leakage_against_ts50_matches_shared_table(cgdms: list[ProteinChain], ts
     # The shared table asks for coverage of both sequences; removal asks only for coverage of the test chain, so it
     # removes every chain of the table and may remove more.
     assert removed_ids >= {target for _, target in table_ts50}
+    # ... and only chains that the table's rule misses for coverage: the test chain covered, less than half of them
+    for hit in removed:
+        if hit.chain_id not in {target for _, target in table_ts50}:
+            assert hit.hit.target_coverage < 0.5 <= hit.hit.query_coverage, hit
     assert len(kept) + len(removed) == len(cgdms) and not removed_ids & {c.id for c in kept}
     by_id = {hit.chain_id: hit for hit in removed}
     assert by_id["1LPB_A"].test_id == "1lpbA" and by_id["1LPB_A"].identity == 1.0
@@ -243,8 +247,8 @@ def test_link_clusters_merges_clusters_joined_by_a_hit(method: str, ts50: list[t
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        request: pytest.FixtureRequest) -> None:
     """A set-cover clustering tied B to A but left C, a close relative of B, as a cluster of its own; B and C would
-    then sit on two sides of a split. Linking merges C's cluster into A's (named after the larger); an unrelated
-    chain keeps its own."""
+    then sit on two sides of a split. Linking merges C's cluster into A's (named after the larger), and D's, a longer
+    chain holding C (covered over a third of its length); an unrelated chain keeps its own."""
     import numpy as np
 
     if method == "mmseqs2":
@@ -264,6 +268,8 @@ def test_link_clusters_merges_clusters_joined_by_a_hit(method: str, ts50: list[t
     b = mutant(a, 0.2)
     c = mutant(b, 0.2)
     unrelated = "".join(rng.choice(letters, len(a)))
-    ids = ["A", "B", "C", "U"]
-    linked = splits.link_clusters(ids, [a, b, c, unrelated], {"A": "A", "B": "A", "C": "C", "U": "U"})
-    assert linked == {"A": "A", "B": "A", "C": "A", "U": "U"}
+    fusion = "".join(rng.choice(letters, 2 * len(a))) + c  # C inside a longer chain: a third of it
+    ids = ["A", "B", "C", "D", "U"]
+    linked = splits.link_clusters(ids, [a, b, c, fusion, unrelated],
+                                  {"A": "A", "B": "A", "C": "C", "D": "D", "U": "U"})
+    assert linked == {"A": "A", "B": "A", "C": "A", "D": "A", "U": "U"}

@@ -400,6 +400,11 @@ def test_one_position_written_as_atom_and_hetatm_is_one_residue() -> None:
         chain = parse_structure_text(header + "\n".join(body) + "\n", source="mem.pdb")
         assert chain.sequence == "AKMLG" and chain.meta["numbering"] == ["1", "2", "3", "4", "5"]
         assert chain.meta.get("seqres_rejected") is None
+    # A free amino-acid ligand that reuses number 2 further down, at a higher occupancy, replaces nothing.
+    ligand = [_atom(90 + k, name, "GLU", "A", 2, "", np.array([60.0 + k, 0.0, 0.0]), record="HETATM")
+              for k, name in enumerate(("N", "CA", "C", "CB"))]
+    chain = parse_structure_text("\n".join(body + ligand) + "\n", source="mem.pdb")
+    assert chain.sequence == "AKMLG" and chain.observed.all()
 
 
 def test_insertion_codes_count_at_a_break_without_seqres() -> None:

@@ -46,7 +46,8 @@ processing, in order:
      (mmseqs2 easy-search, -e 1e-3 -s 7.5, when `mmseqs` is on PATH; else a logged, less sensitive fallback, see
      protrnn.data.splits);
   4. the remaining chains are clustered at --identity (mmseqs2 easy-cluster, --coverage of both sequences),
-     clusters joined by any hit at those thresholds are merged (one family, one cluster), and whole clusters are
+     clusters joined by a hit at --identity over --coverage of either chain are merged (one family, one cluster:
+     a domain inside a longer chain counts), and whole clusters are
      assigned to splits by --split fractions, each to the split furthest below its share that has room for it (or
      chains follow their source's own split with --use-split-hints: cgdms train/val lists; chains without a hint
      go to train).

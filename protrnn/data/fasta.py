@@ -39,7 +39,8 @@ from protrnn.utils.io import control_character_position
 _GZIP_MAGIC = b"\x1f\x8b"
 #: What may come before the ``>`` of a header: whitespace and byte-order marks.
 _LINE_START = re.compile(r"[\s\ufeff]*")
-#: Removed from sequence lines (as Bio.SeqIO's FASTA parser does): spaces, tabs and line breaks.
+#: Removed from sequence lines: spaces, tabs and line breaks (Bio.SeqIO's FASTA parser removes spaces and ``\r`` and
+#: strips trailing whitespace, Unicode's included, from each line).
 _SEQUENCE_BLANKS = str.maketrans("", "", " \t\r\n")
 #: Set aside at the start of a sequence line: byte-order marks (and spaces and tabs, which go anyway).
 _SEQUENCE_LINE_START = re.compile(r"[ \t\ufeff]*")
@@ -119,6 +120,10 @@ def _parse(handle: IO[str], path: object) -> Iterator[_RawRecord]:
         yield _RawRecord(title, sequence.translate(_SEQUENCE_BLANKS), headers[k])
 
 
+#: The reason of a record without an ID, which ``skipped`` lists as ``#N`` (its place in the file), not as an ID.
+NO_ID_REASON = "record without an ID"
+
+
 def skip_reason(exc: InputError) -> str:
     """The one-line reason a skipped record is listed with: the error's reason and, for a bad letter, its position."""
     where = "" if exc.position is None else f" at position {exc.position}"
@@ -169,7 +174,7 @@ def _check_record(raw: _RawRecord, record_id: str, count: int, seen: dict[str, i
     """InputError (skippable) for a record without an ID, with a control character or a byte that is not UTF-8 in its
     ID, a duplicate ID, an invalid letter or nothing left once cleaned; records the ID in ``seen``."""
     if not record_id:
-        raise InputError(f"record without an ID (empty header, line {raw.line})", path=path, record=f"#{count}")
+        raise InputError(f"{NO_ID_REASON} (empty header, line {raw.line})", path=path, record=f"#{count}")
     bad = control_character_position(record_id)
     if bad is not None:
         raise InputError(f"record ID has a control character (U+{ord(record_id[bad - 1]):04X}) at position {bad} of "

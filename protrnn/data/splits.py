@@ -332,11 +332,13 @@ def link_clusters(ids: Sequence[str], seqs: Sequence[str], clusters: Mapping[str
     A set-cover cluster (mmseqs2 ``easy-cluster``, the greedy fallback) ties each member to its representative only,
     so two clusters of one family can hold chains related at >= ``min_seq_id`` to each other; a split by those
     clusters then puts relatives on both sides (antibody chains, immunoglobulin domains). Every pair of chains is
-    searched with the clustering thresholds, and clusters joined by a hit are merged (single linkage over clusters). A
-    family is named by the representative of its largest cluster (ties: the smaller ID), so a family of one cluster
-    keeps its cluster's name."""
+    searched at ``min_seq_id``, and clusters joined by a hit that covers >= ``coverage`` of either chain are merged
+    (single linkage over clusters): as for test leakage (:func:`remove_leakage`), a domain inside a longer chain is a
+    relative of it. A family is named by the representative of its largest cluster (ties: the smaller ID), so a family
+    of one cluster keeps its cluster's name."""
     if len(ids) != len(seqs):
         raise ValueError("ids and sequences must have the same length")
+    _check_thresholds(min_seq_id, coverage)
     parent = {rep: rep for rep in clusters.values()}
 
     def root(rep: str) -> str:
@@ -345,7 +347,13 @@ def link_clusters(ids: Sequence[str], seqs: Sequence[str], clusters: Mapping[str
             rep = parent[rep]
         return rep
 
-    for q, t, _ in _search(seqs, seqs, min_seq_id, coverage, threads):
+    if mmseqs_path() or not any(seqs):
+        hits = _search(seqs, seqs, min_seq_id, 0.0, threads)
+    else:  # the fallback searches one triangle of an all-against-all
+        hits = _fallback_search(seqs, seqs, min_seq_id, 0.0, upper_triangle=True)
+    for q, t, hit in hits:
+        if hit.identity < min_seq_id or max(hit.query_coverage, hit.target_coverage) < coverage:
+            continue
         a, b = root(clusters[ids[q]]), root(clusters[ids[t]])
         if a != b:
             parent[max(a, b)] = min(a, b)

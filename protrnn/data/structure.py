@@ -16,8 +16,8 @@ coordinates must stay in the sequence (masked), not vanish. The reader therefore
 
 Residue rules: first model (or ``model``), highest-occupancy altloc per atom (Bio.PDB's choice) and per residue (for
 point-mutation microheterogeneity), modified residues mapped to their parent letter (:data:`MODIFIED_RESIDUES`, then
-Biopython's extended table), unknown amino acids -> ``X``; insertion codes kept in file order; one position written twice (ATOM MET and HETATM
-MSE) is one residue, the variant whose Cα has the higher occupancy. Atoms with occupancy 0
+Biopython's extended table), unknown amino acids -> ``X``; insertion codes kept in file order; one position written twice in a row (ATOM MET and
+HETATM MSE) is one residue, the variant whose Cα has the higher occupancy. Atoms with occupancy 0
 were not located experimentally and count as absent (unless the whole chain has occupancy 0, as some tools write). HETATM amino acids count
 only when peptide-bonded to the chain (so a free amino-acid ligand is not appended). A residue is observed when it has a
 Cα and a Cβ can be placed: a real Cβ, a virtual one from N, Cα and C, or Cα for glycine (CASP).
@@ -426,7 +426,6 @@ def _chain_residues(chain: object) -> list[ObservedResidue]:
     informative = any((atom.get_occupancy() or 0.0) > 0.0 for atom in chain.get_atoms())  # type: ignore[attr-defined]
     candidates: list[ObservedResidue] = []
     occupancies: list[float] = []
-    position: dict[str, int] = {}
     for raw in chain:  # type: ignore[attr-defined]
         residue = _select_residue(raw)
         hetflag, resseq, icode = residue.id  # type: ignore[attr-defined]
@@ -444,14 +443,14 @@ def _chain_residues(chain: object) -> list[ObservedResidue]:
         ca = residue.child_dict.get("CA")  # type: ignore[attr-defined]
         occupancy = -1.0 if ca is None else float(ca.get_occupancy() or 0.0)
         observed = ObservedResidue(letter, label, int(resseq), coords, hetero=hetflag.startswith("H_"))
-        if label in position:
-            # One position written twice, as ATOM and HETATM (MET / MSE microheterogeneity): Bio.PDB keeps two
-            # residues, which would shift every later one. Keep the variant whose CA has the higher occupancy.
-            k = position[label]
-            if occupancy > occupancies[k]:
-                candidates[k], occupancies[k] = observed, occupancy
+        if candidates and candidates[-1].label == label:
+            # One position written twice in a row, as ATOM and HETATM (MET / MSE microheterogeneity): Bio.PDB keeps
+            # two residues, which would shift every later one. Keep the variant whose CA has the higher occupancy.
+            # Only in a row: a free amino-acid ligand elsewhere in the chain that reuses a residue's number must not
+            # replace it (it is dropped below as not peptide-bonded).
+            if occupancy > occupancies[-1]:
+                candidates[-1], occupancies[-1] = observed, occupancy
             continue
-        position[label] = len(candidates)
         candidates.append(observed)
         occupancies.append(occupancy)
     kept = []
@@ -498,12 +497,15 @@ _MATCH, _MISMATCH = 4.0, -6.0
 _ADJACENT_BREAK = -1.0
 #: A gap between two fragments that equals their author-numbering jump (what breaks ties between equal-letter
 #: placements; larger than :data:`_ADJACENT_BREAK` so that a genuinely stretched bond, numbered consecutively, stays
-#: closed, and far smaller than a letter so that numbering never outweighs the sequence).
+#: closed, and far smaller than a match against a mismatch (10), so numbering never overrides a letter that disagrees.
+#: Against an ``X`` in the deposited sequence (0) a match counts 4, so three agreeing numbering gaps outweigh it).
 _NUMBERING_AGREES = 2.0
 
 
 def _fragments(residues: Sequence[ObservedResidue]) -> list[tuple[int, int]]:
     """Maximal runs ``[start, stop)`` of residues each peptide-bonded to the next."""
+    if not residues:
+        return []
     bounds = [0] + [k + 1 for k in range(len(residues) - 1) if not _peptide_bonded(residues[k], residues[k + 1])]
     return list(zip(bounds, bounds[1:] + [len(residues)], strict=True))
 
@@ -543,7 +545,7 @@ def _align_to_deposited(residues: Sequence[ObservedResidue], deposited: str) -> 
         place = _placement_scores(observed[a:b], dep)  # start s in [0, size - length]
         starts = np.arange(size - length + 1)
         if f == 0:
-            total, came = place, np.zeros(len(starts), dtype=np.int64)
+            total, came = place, np.zeros(len(starts), dtype=np.int32)
         else:
             # previous end e <= s: any gap (prefix maximum), with the two special gaps scored apart
             prefix = np.maximum.accumulate(best)
@@ -551,7 +553,7 @@ def _align_to_deposited(residues: Sequence[ObservedResidue], deposited: str) -> 
             arg = np.maximum.accumulate(np.where(improved, np.arange(len(best)), 0))
             e_any = np.clip(starts - 1, 0, None)
             cand = np.where(starts >= 1, prefix[e_any], -np.inf)
-            came = arg[e_any]
+            came = arg[e_any].astype(np.int32)
             adjacent = best[starts] + _ADJACENT_BREAK
             take = adjacent > cand
             cand, came = np.where(take, adjacent, cand), np.where(take, starts, came)
@@ -567,9 +569,7 @@ def _align_to_deposited(residues: Sequence[ObservedResidue], deposited: str) -> 
         back.append(came)
         best = np.full(size + 1, -np.inf)
         best[starts + length] = total
-    if not np.isfinite(best).any():
-        return None, "the observed fragments do not fit in the deposited sequence"
-    end = int(np.argmax(best))
+    end = int(np.argmax(best))  # a placement exists: the observed residues are no more than the deposited ones
     mapping = [-1] * len(residues)
     for f in range(len(fragments) - 1, -1, -1):
         a, b = fragments[f]

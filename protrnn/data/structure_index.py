@@ -109,7 +109,9 @@ class StructureIndex:
         chains = read_chains(self.source, failures=failures, require=False)
         if not chains:
             reason = f" ({failures[0].error})" if failures else ""
-            raise InputError(f"structures: no chain could be read from this file{reason}", path=self.source)
+            hint = (" (a map of id<TAB>path lines is --structure-map FILE)"
+                    if self.source.suffix.lower() in (".tsv", ".tab") else "")
+            raise InputError(f"structures: no chain could be read from this file{reason}{hint}", path=self.source)
         for chain in chains:
             self._chains.setdefault(chain.id, chain)
 

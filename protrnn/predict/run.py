@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from protrnn.conventions import MIN_SEPARATION
-from protrnn.data.fasta import iter_fasta, skip_reason
+from protrnn.data.fasta import NO_ID_REASON, iter_fasta, skip_reason
 from protrnn.data.structure_index import StructureIndex
 from protrnn.errors import InputError
 from protrnn.model.predictor import Predictor, load_model
@@ -366,7 +366,9 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
             bar.close()
         if not run.rows:
             raise InputError("no FASTA records found (empty file?)", path=fasta)
-        remove_skipped_outputs(outdir, [row.record_id for row in run.rows if row.status == "skipped"],
+        # a record without an ID is listed as #N, its place in the file: not an ID whose earlier outputs could go
+        remove_skipped_outputs(outdir, [row.record_id for row in run.rows
+                                        if row.status == "skipped" and not row.reason.startswith(NO_ID_REASON)],
                                [row.stem for row in run.rows if row.status == "ok"])
         write_summary(run.summary_path, run.rows, metric_columns)
     except BaseException:
