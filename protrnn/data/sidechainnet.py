@@ -281,47 +281,6 @@ def _group(entries: Sequence[LabelEntry]) -> list[_Group]:
     return groups
 
 
-# ---------------------------------------------------------------------------------------------------- leakage
-def _as_test_query(hit: splits.Hit, chain_id: str, test_id: str) -> splits.Hit:
-    """The hit seen from the test chain (query) to the training chain (target), as the leakage table expects."""
-    return splits.Hit(query=test_id, target=chain_id, identity=hit.identity, aln_length=hit.aln_length,
-                      query_start=hit.target_start, query_end=hit.target_end, query_length=hit.target_length,
-                      target_start=hit.query_start, target_end=hit.query_end, target_length=hit.query_length,
-                      evalue=hit.evalue, bits=hit.bits)
-
-
-def find_leakage(ids: Sequence[str], sequences: Sequence[str], test_sets: Mapping[str, Sequence[Any]], *,
-                 identity: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
-                 threads: int | None = None) -> tuple[list[splits.LeakageHit], dict[str, Any]]:
-    """Chains at >= ``identity`` to a test chain over >= ``coverage`` of the **test** chain (see module docstring).
-
-    ``test_sets`` maps a name to chains with ``.id`` and ``.sequence``. Returns one
-    :class:`~protrnn.data.splits.LeakageHit` per chain to remove (its best hit by
-    :func:`~protrnn.data.splits.best_test_hits`; input order) and counts: ``chains_hitting`` (per test set, chains
-    with any qualifying hit; a chain may count for several sets) and ``removed_if_both_coverage`` (chains the
-    both-sequence coverage rule would remove).
-    """
-    keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
-    raw = splits.search_overlap([str(i) for i in range(len(ids))], sequences, [str(k) for k in range(len(keys))],
-                                [chain.sequence for _, chain in keys], min_seq_id=identity, coverage=0.0,
-                                threads=threads)
-    qualifying: list[tuple[int, int, splits.Hit]] = []
-    hitting: dict[str, set[int]] = {name: set() for name in test_sets}
-    both: set[int] = set()
-    for hit in raw:
-        chain, test = int(hit.query), int(hit.target)
-        if hit.identity < identity or hit.target_coverage < coverage:
-            continue
-        hitting[keys[test][0]].add(chain)
-        if min(hit.query_coverage, hit.target_coverage) >= coverage:
-            both.add(chain)
-        qualifying.append((chain, test, hit))
-    removed = splits.leakage_records(splits.best_test_hits(qualifying), ids, keys, _as_test_query)
-    counts = {"chains_hitting": {name: len(found) for name, found in hitting.items()},
-              "removed_if_both_coverage": len(both)}
-    return removed, counts
-
-
 # ------------------------------------------------------------------------------------------------------ pipeline
 def prepare_structure_labels(source: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
                              test_sets: Mapping[str, Path] | None = None, subsets: Sequence[str] = ("full",),
@@ -395,8 +354,9 @@ def prepare_structure_labels(source: str | os.PathLike[str], outdir: str | os.Pa
         for name, path in test_sets.items():
             test_chains[name] = read_chains(path)
             test_counts[name] = {"path": str(path), "chains": len(test_chains[name])}
-        leakage, leak_counts = find_leakage([g.id for g in candidates], [g.sequence for g in candidates],
-                                            test_chains, identity=identity, coverage=coverage, threads=threads)
+        leakage, leak_counts = splits.find_test_relatives(
+            [g.id for g in candidates], [g.sequence for g in candidates], test_chains, min_seq_id=identity,
+            coverage=coverage, threads=threads)
         by_id = {g.id: g for g in candidates}
         for hit in leakage:
             by_id[hit.chain_id].set("removed", f"{hit.identity:.3f} identity to {hit.test_set}:{hit.test_id}")

@@ -436,9 +436,9 @@ def best_test_hits(hits: Iterable[tuple[int, int, Hit]]) -> dict[int, tuple[int,
     test index, hit)`` triples, best = the highest identity, then the highest bit score, then (a tie, e.g. the same
     sequence in two test sets) the lowest test index, then the lowest e-value and the longest alignment. The order of
     ``hits`` does not matter: multi-threaded mmseqs2 reports tied hits in varying order, which made the test set a
-    removed chain was attributed to vary between runs. The one rule by which both leakage searches (contact data here,
-    pretraining labels in :func:`protrnn.data.sidechainnet.find_leakage`) name the hit a removed chain is recorded
-    with."""
+    removed chain was attributed to vary between runs. The one rule by which the leakage search
+    (:func:`find_test_relatives`, for the contact data and the pretraining labels) names the hit a removed chain is
+    recorded with."""
     def rank(test: int, hit: Hit) -> tuple[float, float, int, float, int]:
         return hit.identity, hit.bits, -test, -hit.evalue, hit.aln_length
 
@@ -464,26 +464,59 @@ def leakage_records(best: Mapping[int, tuple[int, Hit]], chain_ids: Sequence[str
     return removed
 
 
+def _as_test_query(hit: Hit, chain_id: str, test_id: str) -> Hit:
+    """The hit seen from the test chain (query) to the training chain (target), as the leakage tables hold it."""
+    return Hit(query=test_id, target=chain_id, identity=hit.identity, aln_length=hit.aln_length,
+               query_start=hit.target_start, query_end=hit.target_end, query_length=hit.target_length,
+               target_start=hit.query_start, target_end=hit.query_end, target_length=hit.query_length,
+               evalue=hit.evalue, bits=hit.bits)
+
+
+def find_test_relatives(ids: Sequence[str], sequences: Sequence[str], test_sets: Mapping[str, Sequence[Any]], *,
+                        min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
+                        threads: int | None = None) -> tuple[list[LeakageHit], dict[str, Any]]:
+    """Chains at >= ``min_seq_id`` identity to a test chain over >= ``coverage`` of the **test** chain: the one
+    leakage rule of the contact data (:func:`remove_leakage`) and the pretraining labels
+    (:func:`protrnn.data.sidechainnet.prepare_structure_labels`).
+
+    Coverage is taken on the test chain only: a chain that holds a test domain inside a longer construct (a fusion
+    protein, a complex's longer chain) is a relative even though the domain covers less than half of it. Searched with
+    the chains as queries and the test chains as targets (:func:`search_overlap`, no coverage bound, then filtered),
+    the more sensitive direction (docs/pretraining.md). ``test_sets`` maps a name to chains with ``.id`` and
+    ``.sequence``. Returns one :class:`LeakageHit` per chain to remove (its best hit by :func:`best_test_hits`, written
+    from the test chain; input order) and counts: ``chains_hitting`` (per test set, chains with any qualifying hit; a
+    chain may count for several sets) and ``removed_if_both_coverage`` (chains a rule of both sequences' coverage
+    would remove).
+    """
+    _check_thresholds(min_seq_id, coverage)
+    keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
+    raw = search_overlap([str(i) for i in range(len(ids))], sequences, [str(k) for k in range(len(keys))],
+                         [chain.sequence for _, chain in keys], min_seq_id=min_seq_id, coverage=0.0, threads=threads)
+    qualifying: list[tuple[int, int, Hit]] = []
+    hitting: dict[str, set[int]] = {name: set() for name in test_sets}
+    both: set[int] = set()
+    for hit in raw:
+        chain, test = int(hit.query), int(hit.target)
+        if hit.identity < min_seq_id or hit.target_coverage < coverage:
+            continue
+        hitting[keys[test][0]].add(chain)
+        if min(hit.query_coverage, hit.target_coverage) >= coverage:
+            both.add(chain)
+        qualifying.append((chain, test, hit))
+    removed = leakage_records(best_test_hits(qualifying), ids, keys, _as_test_query)
+    counts = {"chains_hitting": {name: len(found) for name, found in hitting.items()},
+              "removed_if_both_coverage": len(both)}
+    return removed, counts
+
+
 def remove_leakage(train: Sequence[ProteinChain], test_sets: Mapping[str, Sequence[ProteinChain]],
                    min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
                    threads: int | None = None) -> tuple[list[ProteinChain], list[LeakageHit]]:
-    """Drop every training chain at >= ``min_seq_id`` identity to a chain of any test set over >= ``coverage`` of
-    the **test** chain.
-
-    Coverage is measured on the test chain only, as the pretraining labels' search does
-    (:func:`protrnn.data.sidechainnet.find_leakage`): a training chain that holds a test domain inside a longer
-    construct (a fusion protein, a complex's longer chain) is removed even though the domain covers less than half of
-    it. Coverage of both sequences, the clustering rule, kept such chains. Test chains are the queries and training
-    chains the targets, as in the shared overlap tables. Returns the kept chains (input order) and one
-    :class:`LeakageHit` per removed chain: its best hit (:func:`best_test_hits`).
-    """
-    test_keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
-    _check_thresholds(min_seq_id, coverage)
-    raw = [(q, t, hit) for q, t, hit in
-           _search([c.sequence for _, c in test_keys], [c.sequence for c in train], min_seq_id, 0.0, threads)
-           if hit.identity >= min_seq_id and hit.query_coverage >= coverage]
-    best = best_test_hits((t, q, hit) for q, t, hit in raw)  # the search's queries are the test chains
-    removed = leakage_records(best, [chain.id for chain in train], test_keys,
-                              lambda hit, chain_id, test_id: _renamed(hit, test_id, chain_id))
-    kept = [chain for t, chain in enumerate(train) if t not in best]
-    return kept, removed
+    """Drop every training chain that :func:`find_test_relatives` finds (>= ``min_seq_id`` identity over >=
+    ``coverage`` of the **test** chain). Returns the kept chains (input order) and one :class:`LeakageHit` per removed
+    chain. Until 2026-12-06 coverage of both sequences was asked, which kept a training chain holding a test domain
+    inside a longer construct."""
+    removed, _ = find_test_relatives([chain.id for chain in train], [chain.sequence for chain in train], test_sets,
+                                     min_seq_id=min_seq_id, coverage=coverage, threads=threads)
+    gone = {hit.chain_id for hit in removed}
+    return [chain for chain in train if chain.id not in gone], removed
