@@ -86,16 +86,18 @@ def _check_not_binary(handle: IO[str], path: object) -> None:
 
 def _lines(handle: IO[str], path: object, headers: list[int]) -> Iterator[str]:
     """The stream's lines as Bio.SeqIO's FASTA parser should see them: a header's leading whitespace and byte-order
-    marks set aside (its line number appended to ``headers``), byte-order marks dropped from the start of sequence
+    marks set aside (its line number appended to ``headers``, which the caller empties as records come out), byte-order marks dropped from the start of sequence
     lines, blank lines before the first header skipped. Text before the first header, and a ``>`` anywhere but at the
     start of a header, raise InputError naming the line (Bio.SeqIO would join such a header to the record before)."""
+    started = False
     for number, line in enumerate(handle, start=1):
         text = line[_LINE_START.match(line).end():]  # type: ignore[union-attr] - the pattern matches ""
         if text.startswith(">"):
             headers.append(number)
+            started = True
             yield text
             continue
-        if not headers:
+        if not started:
             if text.strip():
                 raise InputError(f"not a FASTA file: first line {text.rstrip()[:40]!r} (line {number}) does not "
                                  "start with '>'", path=path)
@@ -116,8 +118,9 @@ def _parse(handle: IO[str], path: object) -> Iterator[_RawRecord]:
     from Bio.SeqIO.FastaIO import SimpleFastaParser
 
     headers: list[int] = []
-    for k, (title, sequence) in enumerate(SimpleFastaParser(_lines(handle, path, headers))):
-        yield _RawRecord(title, sequence.translate(_SEQUENCE_BLANKS), headers[k])
+    for title, sequence in SimpleFastaParser(_lines(handle, path, headers)):
+        # the parser yields a record once it has read the next header: the oldest line number is this record's
+        yield _RawRecord(title, sequence.translate(_SEQUENCE_BLANKS), headers.pop(0))
 
 
 #: The reason of a record without an ID, which ``skipped`` lists as ``#N`` (its place in the file), not as an ID.
