@@ -319,6 +319,14 @@ def test_seqres_gap_is_placed_at_the_physical_break() -> None:
     assert chain.meta["numbering"] == ["1", "2", "", "4", "5"]
 
 
+def test_terminal_caps_in_seqres_are_not_residues() -> None:
+    """ACE and NH2 are listed in SEQRES but have no CA: they were masked X residues that lengthened L by 2."""
+    seqres = "SEQRES   1 A    6  ACE ALA GLY LEU LYS NH2"
+    spec = [("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("LEU", 3, "", 7.6), ("LYS", 4, "", 11.4)]
+    chain = parse_structure_text(seqres + "\n" + "\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.sequence == "AGLK" and chain.observed.all() and chain.meta["sequence_source"] == "seqres"
+
+
 def test_wrong_seqres_falls_back_to_numbering() -> None:
     seqres = "SEQRES   1 A    4  TRP TRP TRP TRP"
     spec = [("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8), ("LEU", 3, "", 7.6), ("LYS", 4, "", 11.4)]

@@ -345,10 +345,26 @@ def _pdb_seqres(text: str) -> dict[str, str]:
             break
     out = {}
     for chain_id, residue_names in names.items():
-        letters = [residue_letter(n) for n in residue_names]
+        letters = [residue_letter(n) for n in _without_caps(residue_names)]
         if any(letter is not None for letter in letters):  # skip nucleic-acid chains
             out[chain_id] = "".join(letter or "X" for letter in letters)
     return out
+
+
+#: Terminal capping groups listed in deposited sequences but not residues of the chain (no Cα): acetyl, amide,
+#: N-methylamide, formyl. At either end of SEQRES / entity_poly_seq they are dropped; kept, they became masked ``X``
+#: residues that lengthen L.
+TERMINAL_CAPS = frozenset({"ACE", "NH2", "NME", "FOR"})
+
+
+def _without_caps(names: list[str]) -> list[str]:
+    """Residue names of a deposited sequence without the :data:`TERMINAL_CAPS` at its ends."""
+    start, stop = 0, len(names)
+    while start < stop and names[start].upper() in TERMINAL_CAPS:
+        start += 1
+    while stop > start and names[stop - 1].upper() in TERMINAL_CAPS:
+        stop -= 1
+    return names[start:stop]
 
 
 def _parse_mmcif(text: str, source: str, name: str) -> tuple[object, dict[str, str]]:
@@ -382,13 +398,15 @@ def _entity_poly_sequences(mmcif: dict[str, object]) -> dict[str, str]:
     seq_entity = _as_list(mmcif.get("_entity_poly_seq.entity_id"))
     seq_num = _as_list(mmcif.get("_entity_poly_seq.num"))
     seq_mon = _as_list(mmcif.get("_entity_poly_seq.mon_id"))
-    from_seq: dict[str, list[str]] = {}
+    monomers: dict[str, list[str]] = {}
     last: dict[str, str] = {}
     for entity, num, mon in zip(seq_entity, seq_num, seq_mon, strict=False):
         if last.get(entity) == num:
             continue  # heterogeneity: keep the first monomer at this position
         last[entity] = num
-        from_seq.setdefault(entity, []).append(residue_letter(mon) or "X")
+        monomers.setdefault(entity, []).append(mon)
+    from_seq = {entity: [residue_letter(mon) or "X" for mon in _without_caps(names)]
+                for entity, names in monomers.items()}
     out: dict[str, str] = {}
     for k, entity in enumerate(entity_ids):
         if k < len(types) and "polypeptide" not in types[k].lower():
