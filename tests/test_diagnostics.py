@@ -215,6 +215,17 @@ def test_a_horizon_beyond_a_short_measured_range_is_not_called_long() -> None:
                                hidden_horizons=[], metrics={"train_loss": over[0], "val_loss": over[1],
                                                             "reference_loss": ref}) for _ in range(2)]
     assert diagnose_over_seeds(seeds)["label"] == UNDETERMINED
+    # one seed measured (horizon 12), one beyond its range of 32: the mean lies beyond (12 + 32) / 2 = 22, which
+    # does not reach 48, so over-fitting with long memory cannot be told; the cap (96) used to stand in for the
+    # censored seed, giving a mean of 54 and "long memory"
+    mixed = [DiagnosticsResult(model="m", flow=flow, fraction=0.01, horizon=h, horizon_anchor=None, hidden_horizons=[],
+                               metrics={"train_loss": over[0], "val_loss": over[1], "reference_loss": ref})
+             for h in (12, None)]
+    assert diagnose_over_seeds(mixed)["label"] == UNDETERMINED
+    far = [DiagnosticsResult(model="m", flow=flow, fraction=0.01, horizon=h, horizon_anchor=None, hidden_horizons=[],
+                             metrics={"train_loss": over[0], "val_loss": over[1], "reference_loss": ref})
+           for h in (70, None)]  # beyond (70 + 32) / 2 = 51 >= 48: long memory is known
+    assert diagnose_over_seeds(far)["label"] == OVERFIT_LONG_MEMORY
 
 
 def test_fit_diagnosis_over_seeds_uses_the_seed_means() -> None:

@@ -205,9 +205,13 @@ def diagnose_over_seeds(results: Sequence[DiagnosticsResult],
             by_length.setdefault(str(key), []).append(math.nan if value is None else float(value))
     mean_by_length = {k: float(np.nanmean(v)) for k, v in by_length.items() if np.isfinite(v).any()}
     mean = {k: v["mean"] for k, v in inputs.items()}
-    censored = all(r.horizon is None for r in results)
-    # every seed's horizon lies beyond its own measured range, so the mean lies beyond the shortest of them
-    reach = min(r.flow.sensitivity.measured_max() or 0 for r in results) if censored else cap
+    # A seed whose horizon lies beyond its measured range gives only a lower bound, the end of its own range; with
+    # any such seed the mean horizon lies beyond the mean of the bounds (known horizons and those ends), which is
+    # judged as a range end: long only if it reaches long_horizon, not short only if it reaches short_horizon.
+    censored = any(r.horizon is None for r in results)
+    bounds = [float(r.horizon) if r.horizon is not None else float(r.flow.sensitivity.measured_max() or 0)
+              for r in results]
+    reach = int(math.floor(sum(bounds) / len(bounds))) if censored else cap
     diagnosis = diagnose_fit(None if not math.isfinite(mean["train_loss"]) else mean["train_loss"],
                              None if not math.isfinite(mean["val_loss"]) else mean["val_loss"],
                              None if censored else int(round(mean["horizon"])), max_distance=reach,
