@@ -899,6 +899,11 @@ def test_an_unknown_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
 
     with pytest.raises(InputError, match="unknown device 'foo'"):
         resolve_device("foo")
+    # device types torch knows but this package does not run on failed deep in loading (meta: after inference)
+    for other in ("mps", "xpu", "meta"):
+        with pytest.raises(InputError, match=f"device '{other}' is not supported"):
+            resolve_device(other)
+    assert resolve_device("cpu") == torch.device("cpu")
     assert main(["diagnose", str(tmp_path / "m"), "--data", str(tmp_path / "val.npz"), "-o", str(tmp_path / "d.json"),
                  "--device", "foo"]) == 2
     err = capsys.readouterr().err

@@ -68,8 +68,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise InputError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {str(device)!r} requested but CUDA is not available")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {str(device)!r} requested but CUDA is not available")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(f"device {str(device)!r} requested but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif resolved.type != "cpu":
+        # torch names more device types (mps, xpu, meta, ...) than this package runs on; they failed with a
+        # traceback deep in loading or, for meta, after inference
+        raise InputError(f"device {str(device)!r} is not supported: use cpu, cuda, cuda:N or auto")
     return resolved
 
 
