@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protrnn.errors import InputError
-from protrnn.utils.io import escape_code_point
+from protrnn.utils.io import escape_code_point, undecoded_byte
 
 STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 PAD_TOKEN = 0
@@ -107,8 +107,9 @@ def shown_letter(letter: str) -> str:
     ``errors="surrogateescape"``) as that byte (``(byte 0xff, not UTF-8)``)."""
     if letter.isprintable():
         return repr(letter)
-    if 0xDC80 <= ord(letter) <= 0xDCFF:
-        return f"(byte 0x{ord(letter) - 0xDC00:02x}, not UTF-8)"
+    byte = undecoded_byte(letter)
+    if byte is not None:
+        return f"(byte 0x{byte:02x}, not UTF-8)"
     return escape_code_point(letter)
 
 

@@ -34,7 +34,7 @@ from typing import IO
 
 from protrnn.alphabet import DEFAULT_ALPHABET, shown_letter
 from protrnn.errors import InputError, reading
-from protrnn.utils.io import control_character_position
+from protrnn.utils.io import control_character_position, undecoded_byte
 
 _GZIP_MAGIC = b"\x1f\x8b"
 #: What may come before the ``>`` of a header: whitespace and byte-order marks.
@@ -86,8 +86,8 @@ def _check_not_binary(handle: IO[str], path: object) -> None:
 
 def _lines(handle: IO[str], path: object, headers: list[int]) -> Iterator[str]:
     """The stream's lines as Bio.SeqIO's FASTA parser should see them: a header's leading whitespace and byte-order
-    marks set aside (its line number appended to ``headers``, which the caller empties as records come out), byte-order marks dropped from the start of sequence
-    lines, blank lines before the first header skipped. Text before the first header, and a ``>`` anywhere but at the
+    marks set aside (its line number appended to ``headers``, which the caller empties as records come out),
+    byte-order marks dropped from the start of sequence lines, blank lines before the first header skipped. Text before the first header, and a ``>`` anywhere but at the
     start of a header, raise InputError naming the line (Bio.SeqIO would join such a header to the record before)."""
     started = False
     for number, line in enumerate(handle, start=1):
@@ -184,7 +184,7 @@ def _check_record(raw: _RawRecord, record_id: str, count: int, seen: dict[str, i
                          "the header", path=path, record=record_id)
     undecoded = _UNDECODED.search(record_id)
     if undecoded is not None:
-        raise InputError(f"record ID has a byte that is not UTF-8 (0x{ord(undecoded.group()) - 0xDC00:02x}) at "
+        raise InputError(f"record ID has a byte that is not UTF-8 (0x{undecoded_byte(undecoded.group()):02x}) at "
                          f"position {undecoded.start() + 1} of the header", path=path, record=record_id)
     if record_id in seen:
         raise InputError(f"duplicate record ID (first seen as record {seen[record_id]})", path=path, record=record_id)

@@ -146,9 +146,10 @@ class SafeNamer:
         count = self._seen.get(stem.lower(), 0)
         while True:
             count += 1
-            name = stem if count == 1 else f"{stem}~{count}"
-            if self._separator == "_" and count > 1:
-                name = safe_name(f"{stem}_{count}")
+            if count == 1:
+                name = stem
+            else:
+                name = safe_name(f"{stem}_{count}") if self._separator == "_" else f"{stem}~{count}"
             if name.lower() not in self._used:
                 break
         self._seen[stem.lower()] = count
@@ -166,6 +167,13 @@ def control_character_position(text: str) -> int | None:
     """1-based position of the first control character (C0, DEL or C1) in ``text``, or None."""
     match = _CONTROL.search(text)
     return None if match is None else match.start() + 1
+
+
+def undecoded_byte(character: str) -> int | None:
+    """The byte that ``errors="surrogateescape"`` decoding turned into ``character`` (a lone surrogate U+DC80..U+DCFF:
+    a byte that was not UTF-8), or None for any other character."""
+    code = ord(character)
+    return code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else None
 
 
 def escape_code_point(character: str) -> str:
