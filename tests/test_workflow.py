@@ -9,10 +9,13 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -300,15 +303,22 @@ def test_missing_input_directory_fails_with_the_path(tmp_path: Path) -> None:
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     """A few real chains, two seeds, a few optimiser steps, two synthetic variants: every stage runs, the report,
-    its summary.json and gathered predictions exist, a rerun is a no-op."""
+    its summary.json and gathered predictions exist, a rerun is a no-op, also after the datasets were copied again."""
+    # Copies of the datasets, so that the test can give them new modification times (a re-mounted or re-copied dataset)
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    source = datasets / "rosetta_demos_pdbentries_chains.jsonl.gz"
+    test_set = datasets / "ts50.json.gz"
+    shutil.copyfile(SHARED / "rosetta_demos_pdbentries" / "rosetta_demos_pdbentries_chains.jsonl.gz", source)
+    shutil.copyfile(SHARED / "ts50_gvp" / "ts50.json.gz", test_set)
     config = write_config(
         tmp_path,
         **{
             "sources.default": False,
-            "sources.paths": [str(SHARED / "rosetta_demos_pdbentries" / "rosetta_demos_pdbentries_chains.jsonl.gz")],
+            "sources.paths": [str(source)],
             "sources.limit": 40,
             "prepare.max_length": 300,
-            "test_sets": {"ts50": {"path": str(SHARED / "ts50_gvp" / "ts50.json.gz")}},
+            "test_sets": {"ts50": {"path": str(test_set)}},
             "seeds": [0, 1],
             "train.max_steps": 6,
             "train.max_time": "00:00:01:00",
@@ -348,6 +358,13 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     assert (results / "logs" / "train" / "lstm" / "seed1.log").exists()
     rerun = snakemake("-n", "--configfile", str(config), "--cores", "2")
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
+    # The datasets copied again (same content, newer modification times): nothing is prepared or trained again
+    later = time.time() + 60
+    for path in (source, test_set):
+        os.utime(path, (later, later))
+    recopied = snakemake("-n", "--configfile", str(config), "--cores", "2")
+    assert recopied.returncode == 0 and "Nothing to be done" in recopied.stdout + recopied.stderr, \
+        recopied.stdout[-3000:]
     # Started through another path to the same interpreter (the environment's `snakemake` script, found beside this
     # interpreter rather than on PATH): still nothing to redo.
     script = Path(sysconfig.get_path("scripts")) / ("snakemake.exe" if sys.platform == "win32" else "snakemake")

@@ -532,11 +532,20 @@ def diagnose_usage_flags():
     return " ".join(f"--usage-{key} {value}" for key, value in flags.items())
 
 
+def datasets(paths):
+    """Input datasets (structure files and folders, wheels, test sets, the pretraining source), flagged `ancient`:
+    their modification times are ignored, so a copied, re-extracted or re-mounted dataset does not rerun `prepare`
+    (and every model after it) or the hour-long `pretrain_prepare`. A different set of paths still reruns them (the
+    `input` and `params` triggers); after editing a dataset in place, rerun with `--forcerun prepare pretrain_prepare`
+    (docs/pipeline.md, "Interruptions")."""
+    return [ancient(path) for path in paths]
+
+
 def prepare_inputs(wildcards):
-    """Every training input: user paths, the default wheels and fetched PDB entries."""
-    inputs = list(SOURCE_PATHS)
+    """Every training input: user paths and the default wheels (:func:`datasets`), and fetched PDB entries."""
+    inputs = datasets(SOURCE_PATHS)
     if config["sources"]["default"]:
-        inputs += list(DEFAULT_WHEEL_FILES.values())
+        inputs += datasets(DEFAULT_WHEEL_FILES.values())
     inputs += [f"{CACHE}/pdb/{p}.cif" for p in PDB_IDS]
     return inputs
 

@@ -38,7 +38,7 @@ rule fetch_pdb_entry:
 rule prepare:
     input:
         sources=prepare_inputs,
-        tests=list(TEST_SETS.values()),
+        tests=datasets(TEST_SETS.values()),
     output:
         train=f"{RESULTS}/data/train.npz",
         val=f"{RESULTS}/data/val.npz",

@@ -26,8 +26,8 @@ rule fetch_pretrain_source:
 rule pretrain_prepare:
     """Pretraining labels: test-set homologues removed (leakage.tsv), split by cluster, counts in manifest.json."""
     input:
-        source=PRETRAIN_SOURCE,
-        tests=list(TEST_SETS.values()),
+        source=ancient(PRETRAIN_SOURCE),
+        tests=datasets(TEST_SETS.values()),
     output:
         train=PRETRAIN_LABELS,
         val=f"{PRETRAIN_DATA}/val.npz",
