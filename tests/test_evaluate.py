@@ -475,13 +475,18 @@ def test_ollikainen_root_may_be_the_shipped_tarball(small_ollikainen: Path, tmp_
 
 
 @pytest.mark.parametrize("command", [["evaluate", "--baselines", "random", "--test-set", "t=x.npz"],
-                                     ["prepare", "x.pdb", "-o", "out"], ["pretrain", "prepare", "x", "-o", "out"]])
-def test_a_negative_seed_is_refused_before_any_work(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """numpy refuses negative seeds, so evaluate failed with a traceback after scoring every protein."""
+                                     ["prepare", "x.pdb", "-o", "out"], ["pretrain", "prepare", "x", "-o", "out"],
+                                     ["compare", "a", "b"], ["diagnose", "m", "--data", "d.npz", "-o", "o.json"],
+                                     ["synthetic", "-o", "out"]])
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+def test_a_seed_outside_0_to_2_63_is_refused_before_any_work(command: list[str], seed: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """numpy refuses negative seeds, so evaluate failed with a traceback after scoring every protein; every command's
+    --seed takes the same range, what torch, NumPy and the recorded JSON all hold."""
     from protrnn.cli import main
 
     with pytest.raises(SystemExit) as stop:
-        main([*command, "--seed", "-1"])
+        main([*command, "--seed", seed])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("argument --seed: must be a non-negative integer, got -1")
+    assert err[-1].endswith(f"argument --seed: must be an integer from 0 to 2**63 - 1, got {seed}")

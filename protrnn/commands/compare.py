@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from protrnn.commands.args import name_list, non_negative_int, positive_int
+from protrnn.commands.args import name_list, non_negative_int, positive_int, seed_int
 
 DESCRIPTION = """\
 Compare models with a reference on the proteins both were scored on (`protrnn evaluate` output folders): for each
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(prepare's manifest.tsv)")
     parser.add_argument("--bootstrap", type=positive_int, default=None, metavar="N",
                         help="bootstrap replicates (default 1000)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the bootstrap")
     parser.add_argument("-o", "--output", metavar="FILE.tsv", help="also write the table as TSV")
 
 

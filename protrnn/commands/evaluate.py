@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from protrnn.commands.args import named_paths, non_negative_int, positive_int
+from protrnn.commands.args import named_paths, non_negative_int, positive_int, seed_int
 
 DESCRIPTION = """\
 Score exported models (and/or baselines) on prepared test sets with the CASP conventions of
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 6-11,12-23,24-47,48-95,96+)")
     parser.add_argument("--bootstrap", type=positive_int, default=BOOTSTRAP_RESAMPLES, metavar="N",
                         help=f"bootstrap resamples of proteins for confidence intervals (default {BOOTSTRAP_RESAMPLES})")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap and the random baseline")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the bootstrap and the random baseline")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
 

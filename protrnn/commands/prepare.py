@@ -10,9 +10,9 @@ from protrnn.commands.args import (
     default_cache_dir,
     fraction,
     named_paths,
-    non_negative_int,
     positive_int,
     recorded_arguments,
+    seed_int,
 )
 from protrnn.conventions import (
     DEFAULT_CONTACT_CUTOFF,
@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"leakage removal (default {DEFAULT_COVERAGE})")
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="keep a seeded random sample of at most N training candidates (tiny runs)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the cluster split and --limit (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the cluster split and --limit (default 0)")
     parser.add_argument("--chain", metavar="ID", help="chain ID to take from PDB/mmCIF inputs (default: first protein)")
     parser.add_argument("--contact-cutoff", type=float, default=DEFAULT_CONTACT_CUTOFF, metavar="A",
                         help="Cb-Cb contact cutoff in Angstrom stored with the datasets "

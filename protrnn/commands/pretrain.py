@@ -16,9 +16,9 @@ from protrnn.commands.args import (
     default_cache_dir,
     fraction,
     name_list,
-    non_negative_int,
     open_fraction,
     positive_int,
+    seed_int,
 )
 from protrnn.conventions import (
     DEFAULT_COVERAGE,
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prepare.add_argument("--coverage", type=fraction, default=DEFAULT_COVERAGE, metavar="F",
                          help="alignment coverage: of both sequences for clustering, of the test chain for "
                               f"leakage (default {DEFAULT_COVERAGE})")
-    prepare.add_argument("--seed", type=non_negative_int, default=0, help="seed of --max-chains and the split (default 0)")
+    prepare.add_argument("--seed", type=seed_int, default=0, help="seed of --max-chains and the split (default 0)")
     prepare.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                          help="mmseqs2 threads (default: all cores)")
     prepare.add_argument("--cache-dir", type=Path, default=default_cache_dir(), metavar="DIR",
