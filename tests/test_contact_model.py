@@ -93,6 +93,25 @@ def test_export_round_trip_is_exact(tmp_path: Path) -> None:
         assert torch.equal(loaded(tokens, mask), model(tokens, mask))
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    (("config", "dropout_rate", 0.1), "invalid model description: model config: unknown key(s) 'dropout_rate'"),
+    (("config", "cell", "transformer"), "invalid model description: model config key 'cell': unknown cell 'transformer'"),
+    (("config", "hidden_size", "wide"), "invalid model description: model config key 'hidden_size': must be a "
+                                        "positive integer, got 'wide'"),
+    (("alphabet", "pad", 5), "invalid model description: unsupported alphabet layout"),
+])
+def test_an_export_with_an_invalid_description_is_one_line_naming_its_json(change: tuple[str, str, object],
+                                                                           message: str, tmp_path: Path) -> None:
+    json_path = save_model(_model(), tmp_path / "m")
+    meta = json.loads(json_path.read_text())
+    section, key, value = change
+    meta[section][key] = value
+    json_path.write_text(json.dumps(meta))
+    with pytest.raises(InputError) as err:
+        load_network(tmp_path / "m")
+    assert str(err.value).startswith(f"{json_path}: {message}") and "\n" not in str(err.value)
+
+
 def test_save_refuses_reserved_extra_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="reserved"):
         save_model(_model(), tmp_path, extra={"config": {}})

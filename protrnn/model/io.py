@@ -361,11 +361,11 @@ def load_export(path: str | os.PathLike[str], build: Callable[[ModelConfig], nn.
     version's and every weight must match the config (:func:`check_state`)."""
     json_path, weights_path = export_paths(path, fmt)
     meta = read_export_metadata(json_path, fmt)
+    config = recorded_config(meta["config"], what=f"{fmt.noun} description", source=json_path)
     try:
-        config = ModelConfig.from_dict(dict(meta["config"]))
         alphabet = Alphabet.from_dict(dict(meta["alphabet"]))
-    except (InputError, TypeError, KeyError) as err:
-        raise InputError(f"invalid {fmt.noun} description: {err}", path=json_path) from None
+    except (TypeError, ValueError, KeyError) as err:
+        raise InputError(f"invalid {fmt.noun} description: {_reason(err)}", path=json_path) from None
     if alphabet.size != config.vocab_size:
         raise InputError(f"alphabet has {alphabet.size} tokens but config.vocab_size is {config.vocab_size}",
                          path=json_path)
@@ -383,6 +383,21 @@ def load_export(path: str | os.PathLike[str], build: Callable[[ModelConfig], nn.
     check_state(state, expected, source=weights_path)
     network.load_state_dict({name: state[name].to(expected[name].dtype) for name in expected})
     return network.to(map_location).eval(), meta
+
+
+def recorded_config(raw: Mapping[str, Any], *, what: str, source: object) -> ModelConfig:
+    """The :class:`ModelConfig` a model record holds (an export's ``config``, a checkpoint's
+    ``hyper_parameters["model"]``); a config this version cannot build is one :class:`InputError` naming ``source``:
+    ``invalid WHAT: REASON``."""
+    try:
+        return ModelConfig.from_dict(dict(raw))
+    except (TypeError, ValueError, KeyError) as err:
+        raise InputError(f"invalid {what}: {_reason(err)}", path=source) from None
+
+
+def _reason(err: Exception) -> str:
+    """An error's message without the location an :class:`InputError` prefixes (the caller names the file)."""
+    return err.reason if isinstance(err, InputError) else str(err)
 
 
 def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, source: object,
@@ -454,12 +469,8 @@ def network_from_checkpoint(checkpoint: Mapping[str, Any], build: Callable[[Mode
     if not isinstance(hparams.get("model"), Mapping):
         raise InputError("checkpoint has no model architecture in its hyper-parameters "
                          "(was it written by protrnn train?)", path=source)
-    try:
-        config = ModelConfig.from_dict(dict(hparams["model"]))
-    except (InputError, TypeError, ValueError) as err:
-        reason = err.reason if isinstance(err, InputError) else str(err)
-        raise InputError(f"invalid model architecture in the checkpoint's hyper-parameters: {reason}",
-                         path=source) from None
+    config = recorded_config(hparams["model"], what="model architecture in the checkpoint's hyper-parameters",
+                             source=source)
     network = build(config)
     prefix = CHECKPOINT_NET_PREFIX
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
