@@ -434,6 +434,21 @@ def _one_line_error(path: Path, pattern: str, **kw: object) -> None:
     assert message.startswith(str(path)) and "\n" not in message, message
 
 
+def _without_atom_site_column(lines: list[str], column: str) -> str:
+    """An mmCIF text (lines of :func:`_to_mmcif`) with one ``_atom_site`` column removed, header and values."""
+    headers = [i for i, line in enumerate(lines) if line.startswith("_atom_site.")]
+    drop = [lines[i].strip() for i in headers].index(f"_atom_site.{column}")
+    out = [line for i, line in enumerate(lines) if i != headers[drop]]
+    first_row = headers[-1] + 1
+    for i in range(first_row, len(lines)):
+        if lines[i].startswith(("#", "loop_", "_")):
+            break
+        values = lines[i].split()
+        assert len(values) == len(headers), lines[i]
+        out[i - 1] = " ".join(values[:drop] + values[drop + 1:]) + "\n"
+    return "".join(out)
+
+
 def test_bad_structure_inputs(org: Path, tmp_path: Path) -> None:
     text = (org / "1a3a.pdb").read_text()
     cif_lines = _to_mmcif(org / "1dbx.pdb", "A").splitlines(keepends=True)
@@ -453,6 +468,9 @@ def test_bad_structure_inputs(org: Path, tmp_path: Path) -> None:
         # cut at a line boundary inside atom_site: Bio.PDB would read a shorter chain
         "cut.cif": ("".join(cif_lines[: len(cif_lines) // 2]).encode(), r"truncated file: .* last line \(\d+\) is not"),
         "broken.cif": (b"data_x\nloop_\n_atom_site.group_PDB\n_atom_site.id\n'unterminated\n", "cannot parse mmCIF"),
+        # written without the author chain IDs: Bio.PDB's KeyError had been the whole message
+        "noauth.cif": (_without_atom_site_column(cif_lines, "auth_asym_id").encode(),
+                       r"cannot parse mmCIF: it has no _atom_site.auth_asym_id field \(author chain IDs"),
         # a damaged fixed column: Bio.PDB named no line for a bad residue number, and read a damaged occupancy as 0
         # (the atom then silently absent)
         "resseq.pdb": ("\n".join(good[:6] + [good[6][:22] + "  x1" + good[6][26:]] + good[7:]).encode(),

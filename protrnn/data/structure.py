@@ -377,6 +377,13 @@ def _parse_mmcif(text: str, source: str, name: str) -> tuple[object, dict[str, s
             warnings.simplefilter("ignore")
             structure = parser.get_structure(name, io.StringIO(text))
             mmcif = getattr(parser, "_mmcif_dict", None) or MMCIF2Dict(io.StringIO(text))
+    except KeyError as exc:  # Bio.PDB indexes the _atom_site columns it reads: a missing one is a KeyError
+        field = str(exc.args[0]) if exc.args else ""
+        if not field.startswith("_"):
+            raise InputError(f"cannot parse mmCIF ({_one_line(exc)})", path=source) from None
+        why = (" (author chain IDs and residue numbers are read, as the wwPDB archive gives them)"
+               if field.startswith("_atom_site.auth_") else "")
+        raise InputError(f"cannot parse mmCIF: it has no {field} field{why}", path=source) from None
     except Exception as exc:
         raise InputError(f"cannot parse mmCIF ({_one_line(exc)})", path=source) from None
     return structure, _entity_poly_sequences(mmcif)
