@@ -320,6 +320,70 @@ def test_resume_continues_the_global_step(datasets: dict[str, Path], trained_run
                                  "--model.model.hidden_size", "48"))
 
 
+RECORDER = '''
+import json
+
+import pytorch_lightning as pl
+
+
+class Recorder(pl.Callback):
+    """Appends each training batch's global step and chain IDs to `path`; raises at global step `die_at` (a kill)."""
+
+    def __init__(self, path: str = "", die_at: int = -1) -> None:
+        self.path, self.die_at = path, die_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.die_at:
+            raise RuntimeError("killed")
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps([trainer.global_step, list(batch["ids"])]) + "\\n")
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_killed_run_resumes_from_its_last_validation_with_the_uninterrupted_runs_batches(
+        workers: int, datasets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation every 4 steps across epochs of a few batches, so checkpoints fall mid-epoch; the best checkpoint
+    is the first validation's (monitor: step, mode min), so no later validation improves. Killed at step 11 and
+    resumed with --ckpt_path last, the run must continue from step 8, its last validation (Lightning 2.6 had left
+    last.ckpt at the best step, 4), and train the batches the uninterrupted run trained (a plain loader restarted the
+    epoch at its first batch), ending with the same weights (dropout 0: deterministic on the CPU). With a worker
+    process too, whose first indices are drawn when its iterator is created."""
+    (tmp_path / "recorder_callback.py").write_text(RECORDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    common = ["--trainer.max_steps", "16", "--trainer.max_epochs", "100", "--trainer.val_check_interval", "4",
+              "--trainer.check_val_every_n_epoch", "null", "--data.max_tokens", "256",
+              "--checkpoint.monitor", "step", "--checkpoint.mode", "min", "--data.num_workers", str(workers),
+              "--trainer.callbacks+=recorder_callback.Recorder"]
+
+    def steps(path: Path) -> list[list]:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train_cmd.main(tiny_args(datasets, full, *common, "--trainer.callbacks.path",
+                                    str(tmp_path / "full.jsonl"))) == 0
+    uninterrupted = steps(tmp_path / "full.jsonl")
+    assert [step for step, _ in uninterrupted] == list(range(16))
+    per_epoch = next(step for step, ids in uninterrupted[1:] if set(ids) & set(uninterrupted[0][1]))
+    assert 8 % per_epoch != 0, f"step 8 must fall mid-epoch ({per_epoch} batches per epoch)"
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train_cmd.main(tiny_args(datasets, part, *common, "--trainer.callbacks.path", str(tmp_path / "part.jsonl"),
+                                 "--trainer.callbacks.die_at", "11"))
+    assert torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert train_cmd.main(tiny_args(datasets, part, *common, "--trainer.callbacks.path", str(tmp_path / "part.jsonl"),
+                                    "--ckpt_path", "last")) == 0
+    interrupted = steps(tmp_path / "part.jsonl")
+    assert [step for step, _ in interrupted] == list(range(11)) + list(range(8, 16))
+    assert interrupted[11:] == uninterrupted[8:]
+    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 16
+    for name, tensor in a["state_dict"].items():
+        assert torch.allclose(tensor, b["state_dict"][name], rtol=0, atol=1e-6), name
+
+
 def test_resume_from_a_file_that_is_not_a_matching_checkpoint_fails_before_training(
         datasets: dict[str, Path], trained_run: Path, tmp_path: Path) -> None:
     """--ckpt_path FILE: a non-checkpoint, a foreign checkpoint or another architecture -> one line naming the key."""

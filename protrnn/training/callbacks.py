@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from protrnn.errors import InputError
 from protrnn.model.io import load_network, save_model
@@ -59,6 +60,47 @@ def checkpoint_of_this_run(callback: Any, path: str) -> str:
         return path
     moved = here / given.name
     return str(moved) if moved.is_file() else ""
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (``checkpoint.*`` options) whose ``last.ckpt`` follows the run: rewritten at every
+    checkpoint moment (each validation, or each epoch end when the checkpoint is taken there), improved or not, and at
+    the end of training.
+
+    Lightning 2.6 writes ``last.ckpt`` only in a step that also saved a best checkpoint, so after the last improvement
+    it stayed behind: a run killed at step 4,400 whose best was step 3,500 resumed with ``--ckpt_path last`` from
+    step 3,500, trained those 900 steps again, and early stopping's patience started over."""
+
+    _last_step_written: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._keep_last_current(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._keep_last_current(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._keep_last_current(trainer)
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_step_written = trainer.global_step
+
+    def _keep_last_current(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt`` unless it already holds this step (never in a sanity check, outside fit or in a
+        fast_dev_run, like every ModelCheckpoint save)."""
+        from pytorch_lightning.trainer.states import TrainerFn
+
+        if (not self.save_last or trainer.fast_dev_run or trainer.sanity_checking
+                or trainer.state.fn != TrainerFn.FITTING or self._last_step_written == trainer.global_step):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ExportOnFitEnd(pl.Callback):

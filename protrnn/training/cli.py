@@ -211,9 +211,11 @@ class FitSpec:
 
 def _cli_class(spec: FitSpec) -> type:
     """The LightningCLI subclass of ``spec`` (built lazily so ``protrnn --help`` does not import Lightning)."""
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from protrnn.training.callbacks import RunCheckpoint
 
     parts = spec.parts()
 
@@ -228,7 +230,8 @@ def _cli_class(spec: FitSpec) -> type:
             parser.add_argument("--num_threads", type=int | None, default=None,
                                 help="torch intra-op CPU threads (default: torch's choice, one per core). On a "
                                      "shared, oversubscribed CPU 1 can be several times faster (docs/training.md).")
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            # last.ckpt rewritten at every validation, improved or not (RunCheckpoint): what --ckpt_path last resumes
+            parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
             parser.set_defaults({
                 "checkpoint.monitor": parts.monitor, "checkpoint.mode": parts.mode, "checkpoint.save_top_k": 1,
                 "checkpoint.save_last": True, "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",

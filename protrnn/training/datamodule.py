@@ -8,8 +8,9 @@ and ``protrnn train`` set it). Each rank receives a disjoint shard with the same
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,19 @@ class EpochedBatchSampler(Sampler[list[Any]]):
 
     Lightning calls ``set_epoch`` on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler`` before each
     epoch, not on ``dataloader.batch_sampler`` itself; exposing this object as ``.sampler`` routes that call here.
+
+    With ``completed`` (the training loader's: :func:`completed_batches` of the trainer) each pass starts at the
+    epoch's batch ``completed()``: 0 at an epoch's start, the checkpoint's count when a run resumes mid-epoch. The
+    batches and the crops depend only on the seed, the epoch and the indices, so the rest of the epoch is then the
+    uninterrupted run's. A plain pass restarted the epoch at its first batch while Lightning went on counting from the
+    checkpoint's: the resumed epoch trained its first batches twice and never its last ones.
     """
 
-    def __init__(self, batch_sampler: Any, dataset: Any) -> None:
+    def __init__(self, batch_sampler: Any, dataset: Any, completed: Callable[[], int] | None = None) -> None:
         self.batch_sampler = batch_sampler
         self.dataset = dataset
         self.epoch = 0
+        self.completed = completed
 
     @property
     def sampler(self) -> EpochedBatchSampler:
@@ -43,10 +51,53 @@ class EpochedBatchSampler(Sampler[list[Any]]):
                 target.set_epoch(self.epoch)
 
     def __iter__(self) -> Iterator[list[Any]]:
-        return iter(self.batch_sampler)
+        # A generator: its body runs at the pass's first batch, after Lightning has restored a checkpoint's progress
+        # and set the epoch (it creates the iterator of a resumed run before either).
+        skip = self.completed() if self.completed is not None else 0
+        yield from itertools.islice(iter(self.batch_sampler), skip, None)
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader: resumable mid-epoch through its :class:`EpochedBatchSampler` (``completed``), and so
+    declared to Lightning by the ``state_dict`` / ``load_state_dict`` pair it looks for (without them it warns that a
+    mid-epoch resume is unreliable). The state is recorded for the reader of a checkpoint; loading it changes nothing,
+    since the sampler reads the restored progress from the trainer (Lightning 2.6 does not call ``load_state_dict`` on
+    a loader built before the restore, as ``trainer.estimated_stepping_batches`` in ``configure_optimizers`` does)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        # Lazy: worker processes fetch their first indices from the sampler when the iterator is created, and
+        # Lightning creates a resumed run's before it restores the progress and sets the epoch.
+        yield from super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.batch_sampler
+        completed = sampler.completed() if sampler.completed is not None else 0
+        return {"epoch": int(sampler.epoch), "batches": int(completed)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Nothing to restore: see the class docstring."""
+
+
+def completed_batches(trainer: Any) -> int:
+    """Training batches of the current epoch that ``trainer`` completed: 0 at an epoch's start, the restored count
+    after a mid-epoch resume; 0 without a trainer."""
+    if trainer is None:
+        return 0
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+
+
+def epoch_loader(dataset: Any, batches: Any, *, training: bool, trainer: Callable[[], Any],
+                 **options: Any) -> DataLoader:
+    """The DataLoader of a protrnn data module over ``batches`` (a batch sampler), wrapped in an
+    :class:`EpochedBatchSampler`; for ``training`` a :class:`ResumableLoader` whose passes start at the batches
+    ``trainer()`` (the module's trainer, attached after the loader is built) has completed in the epoch."""
+    if training:
+        sampler = EpochedBatchSampler(batches, dataset, completed=lambda: completed_batches(trainer()))
+        return ResumableLoader(dataset, batch_sampler=sampler, **options)
+    return DataLoader(dataset, batch_sampler=EpochedBatchSampler(batches, dataset), **options)
 
 
 def config_int(key: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int | None:
@@ -154,9 +205,9 @@ class ContactDataModule(pl.LightningDataModule):
         batches = TokenBudgetBatchSampler(list(lengths), max_tokens=max_tokens, max_pairs=max_pairs, shuffle=shuffle,
                                           seed=self.seed, num_replicas=replicas, rank=rank, drop_last=False,
                                           yield_epoch=shuffle, pair_costs=pair_costs)
-        return DataLoader(dataset, batch_sampler=EpochedBatchSampler(batches, dataset), collate_fn=collate_contacts,
-                          num_workers=self.num_workers, persistent_workers=False,
-                          pin_memory=self._on_cuda())
+        return epoch_loader(dataset, batches, training=shuffle, trainer=lambda: self.trainer,
+                            collate_fn=collate_contacts, num_workers=self.num_workers, persistent_workers=False,
+                            pin_memory=self._on_cuda())
 
     def _on_cuda(self) -> bool:
         from pytorch_lightning.accelerators import CUDAAccelerator

@@ -51,7 +51,7 @@ from protrnn.model.pretrain_heads import (
     save_pretrained,
 )
 from protrnn.training.callbacks import checkpoint_of_this_run
-from protrnn.training.datamodule import EpochedBatchSampler, config_int
+from protrnn.training.datamodule import config_int, epoch_loader
 from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
@@ -222,8 +222,8 @@ class StructureLabelDataModule(pl.LightningDataModule):
         replicas, rank = (int(trainer.world_size), int(trainer.global_rank)) if trainer is not None else (1, 0)
         batches = TokenBudgetBatchSampler(dataset.lengths.tolist(), max_tokens=max_tokens, shuffle=shuffle,
                                           seed=self.seed, num_replicas=replicas, rank=rank, yield_epoch=shuffle)
-        return DataLoader(dataset, batch_sampler=EpochedBatchSampler(batches, dataset), collate_fn=collate_labels,
-                          num_workers=self.num_workers)
+        return epoch_loader(dataset, batches, training=shuffle, trainer=lambda: self.trainer,
+                            collate_fn=collate_labels, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
