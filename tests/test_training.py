@@ -384,6 +384,56 @@ def test_a_killed_run_resumes_from_its_last_validation_with_the_uninterrupted_ru
         assert torch.allclose(tensor, b["state_dict"][name], rtol=0, atol=1e-6), name
 
 
+@pytest.mark.slow
+def test_a_resume_on_other_data_is_refused_and_last_if_same_starts_over(
+        datasets: dict[str, Path], trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The checkpoint records its data's contents. `--ckpt_path last` on other chains at the same path is one line
+    naming the file (it had resumed the old run's model); `last-if-same` (the pipeline's) resumes an unchanged run and
+    starts a changed one over, its checkpoints moved aside (a job killed and rerun after a change had resumed)."""
+    import shutil
+
+    from protrnn.data.dataset import load_dataset, save_dataset
+
+    steps_per_epoch = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    data = {key: tmp_path / f"{key}.npz" for key in ("train", "val")}
+    for key, path in data.items():
+        shutil.copyfile(datasets[key], path)
+    # unchanged: last-if-same resumes (the global step goes on from the checkpoint's)
+    same = tmp_path / "same"
+    shutil.copytree(trained_run, same)
+    assert train_cmd.main(tiny_args(data, same, "--trainer.max_epochs", "2", "--ckpt_path", "last-if-same")) == 0
+    assert torch.load(same / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * steps_per_epoch
+    assert not (same / "checkpoints.replaced").exists()
+    # the training chains rewritten without their first chain: same path, other contents
+    chains = list(load_dataset(datasets["train"]))
+    save_dataset(chains[1:], data["train"])
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with pytest.raises(InputError, match=r"last\.ckpt: config key 'ckpt_path': the checkpoint's run trained on other "
+                                         r"data \(data\.train_path contents: sha256 [0-9a-f]{12} -> [0-9a-f]{12}\)"):
+        train_cmd.main(tiny_args(data, run, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
+    capsys.readouterr()
+    assert train_cmd.main(tiny_args(data, run, "--trainer.max_epochs", "1", "--ckpt_path", "last-if-same")) == 0
+    assert "not resuming" in capsys.readouterr().err
+    assert (run / "checkpoints.replaced" / "last.ckpt").is_file()
+    fresh = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert fresh["epoch"] == 0 and fresh["global_step"] > 0  # a resume at the end of epoch 0 trains nothing more
+    newest = max(int(p.name.split("_")[1]) for p in (run / "logs").glob("version_*"))
+    rows = [r for r in read_metrics(run, version=newest) if r.get("train/loss_step")]
+    assert int(rows[0]["step"]) == 0  # logging starts over
+
+
+def test_content_digest_ignores_the_creation_record_and_sees_the_chains(cgdms_chains, tmp_path: Path) -> None:
+    from protrnn.data.dataset import content_sha256, save_dataset
+
+    chains = cgdms_chains(3)
+    save_dataset(chains, tmp_path / "a.npz", info={"command": "one"})
+    save_dataset(chains, tmp_path / "b.npz", info={"command": "another"})
+    save_dataset(chains[:2], tmp_path / "c.npz")
+    a, b, c = (content_sha256(tmp_path / f"{n}.npz") for n in "abc")
+    assert a == b != c and len(a) == 64
+
+
 def test_resume_from_a_file_that_is_not_a_matching_checkpoint_fails_before_training(
         datasets: dict[str, Path], trained_run: Path, tmp_path: Path) -> None:
     """--ckpt_path FILE: a non-checkpoint, a foreign checkpoint or another architecture -> one line naming the key."""

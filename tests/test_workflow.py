@@ -510,7 +510,8 @@ def test_an_interrupted_pretraining_run_resumes_from_its_checkpoint(tmp_path: Pa
     result = snakemake("-n", "-p", "pretrain", "--configfile", str(config), "--cores", "2")
     assert result.returncode == 0, result.stderr + result.stdout
     fit = shell_line(result.stdout + result.stderr, "-m protrnn pretrain fit")
-    assert f"--ckpt_path {checkpoints / 'last.ckpt'}" in fit
+    # resumed only if the checkpoint's run had this job's settings and data (protrnn.training.cli.LAST_IF_SAME)
+    assert "--ckpt_path last-if-same" in fit and f"--trainer.default_root_dir {checkpoints.parent}" in fit
 
 
 def test_pretrain_stage_is_reused_once_its_outputs_exist(tmp_path: Path) -> None:

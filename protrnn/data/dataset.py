@@ -23,6 +23,7 @@ computed on access from the Cβ column, so the cutoff can change without rewriti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -281,6 +282,26 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, ma
     metadata = parse_json_document(arrays.pop("metadata").tobytes(), f"{source} (metadata)", format_name,
                                    max_version=max_version, what=what)
     return arrays, metadata
+
+
+def content_sha256(path: str | Path) -> str:
+    """SHA-256 of one of protrnn's ``.npz`` files' contents: every array but ``metadata`` (its creation time and
+    command line), by name, dtype, shape and bytes. Two ``protrnn prepare`` runs that write the same chains agree; a
+    training checkpoint records it to tell a resume that its data changed. The file is read as by
+    :func:`read_npz_file` (never unpickled; problems are one-line :class:`InputError`)."""
+    source = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with np.load(source, allow_pickle=False) as archive:
+            for name in sorted(archive.files):
+                if name == "metadata":
+                    continue
+                array = np.ascontiguousarray(archive[name])
+                digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+                digest.update(array.tobytes())
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"cannot read the .npz file ({exc.__class__.__name__}: {exc})", path=source) from None
+    return digest.hexdigest()
 
 
 def load_dataset(path: str | Path) -> ChainDataset:

@@ -22,6 +22,7 @@ import functools
 import os
 import platform
 import re
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -45,6 +46,9 @@ EXIT_DIVERGED = 1
 #: The ``--ckpt_path`` value that names this run's own ``checkpoints/last.ckpt`` (Lightning's other names, ``best``,
 #: ``hpc`` and ``registry``, are refused: protrnn's run directory has no use for them).
 LAST_CKPT = "last"
+#: ``--ckpt_path`` value for a pipeline: resume from ``checkpoints/last.ckpt`` only when its run had the architecture,
+#: settings and data given now; otherwise move the folder aside and train from the start.
+LAST_IF_SAME = "last-if-same"
 _UNSUPPORTED_CKPT_NAMES = ("best", "hpc", "registry")
 #: Trainer defaults of every fit command (a spec's ``trainer_defaults`` add to / override these).
 SHARED_TRAINER_DEFAULTS: dict[str, Any] = {"use_distributed_sampler": False, "gradient_clip_val": 1.0,
@@ -224,7 +228,9 @@ def _cli_class(spec: FitSpec) -> type:
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_argument("--ckpt_path", type=str | None, default=None,
-                                help="Resume from this checkpoint; 'last' = the run directory's last.ckpt.")
+                                help="Resume from this checkpoint; 'last' = the run directory's last.ckpt; "
+                                     "'last-if-same' = last.ckpt only when its run had this architecture, these "
+                                     "settings and this data, else train from the start (the pipeline's).")
             parser.add_argument("--export_dir", type=str | None, default=None,
                                 help=f"Where to export {spec.export_what} (default: trainer.default_root_dir).")
             parser.add_argument("--num_threads", type=int | None, default=None,
@@ -261,7 +267,7 @@ def _cli_class(spec: FitSpec) -> type:
             if ckpt in _UNSUPPORTED_CKPT_NAMES:
                 raise InputError(f"config key 'ckpt_path': {ckpt!r} is not supported; resume with 'last' (the run "
                                  "directory's checkpoints/last.ckpt) or a checkpoint file, e.g. checkpoints/best-*.ckpt")
-            if ckpt and ckpt != LAST_CKPT and not Path(ckpt).is_file():
+            if ckpt and ckpt not in (LAST_CKPT, LAST_IF_SAME) and not Path(ckpt).is_file():
                 raise InputError("config key 'ckpt_path': checkpoint file not found", path=ckpt)
             threads = self.config.get("num_threads")
             if threads is not None:
@@ -342,6 +348,8 @@ def run_fit(spec: FitSpec, argv: list[str]) -> int:
     check = spec.parts().check_before_fit
     if check is not None:
         check(cli)
+    if cli.config.get("ckpt_path") == LAST_IF_SAME:  # not started over: the same run, resumed as with 'last'
+        cli.config.ckpt_path = LAST_CKPT
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     except TrainingDiverged as exc:
@@ -365,7 +373,8 @@ def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
     ckpt = cli.config.get("ckpt_path")
     if not ckpt:
         return None
-    path = Path(cli.config.checkpoint.dirpath) / "last.ckpt" if ckpt == LAST_CKPT else Path(ckpt)
+    last = ckpt in (LAST_CKPT, LAST_IF_SAME)
+    path = Path(cli.config.checkpoint.dirpath) / "last.ckpt" if last else Path(ckpt)
     if not path.is_file():
         return None
     from protrnn.model.io import load_checkpoint
@@ -382,33 +391,100 @@ def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
 
 
 def check_resumable(cli: Any) -> None:
-    """Before pretraining: the checkpoint ``--ckpt_path`` resumes from (a file or ``last``) must be readable."""
-    _resume_checkpoint(cli)
+    """Before pretraining: :func:`check_resume` (a pretraining checkpoint has no other kind to tell apart)."""
+    check_resume(cli, kind_check=None)
 
 
 def check_resume_checkpoint(cli: Any) -> None:
-    """Before contact training: the checkpoint ``--ckpt_path`` resumes from (a file, or ``last``: the run's
-    ``checkpoints/last.ckpt``) must be a readable protrnn checkpoint of the configured architecture.
+    """Before contact training: :func:`check_resume`, and the checkpoint must be one of ``protrnn train``.
 
     Without this, a file that is not a checkpoint fails inside ``trainer.fit`` with a torch.load traceback, and a
     Lightning checkpoint of another program with a state_dict error.
+    """
+    def is_contact_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
+        if not isinstance((checkpoint.get("hyper_parameters") or {}).get("model"), dict):
+            raise InputError("config key 'ckpt_path': not a protrnn train checkpoint (no model architecture in its "
+                             "hyper-parameters)", path=path)
+
+    check_resume(cli, kind_check=is_contact_checkpoint)
+
+
+def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None] | None) -> None:
+    """The checkpoint ``--ckpt_path`` resumes from, checked before anything trains (:func:`_resume_checkpoint`).
+
+    * Another architecture is refused (one line naming each key), and so is other data: the checkpoint records the
+      SHA-256 of its run's training and validation files' contents, and a resume on other chains would go on from
+      a model fitted to the old ones.
+    * Other training or data settings are named on stderr and the run resumes (the optimizer and schedule continue
+      from the checkpoint's state).
+    * With ``--ckpt_path last-if-same`` (the pipeline's) any of these differences instead moves ``checkpoints/``
+      aside to ``checkpoints.replaced`` and trains from the start: a job killed and rerun after its settings or data
+      changed had resumed the old run.
     """
     resumed = _resume_checkpoint(cli)
     if resumed is None:
         return
     path, checkpoint = resumed
+    if kind_check is not None:
+        kind_check(path, checkpoint)
     from protrnn.training.module import check_architecture
 
-    saved = (checkpoint.get("hyper_parameters") or {}).get("model")
-    if not isinstance(saved, dict):
-        raise InputError("config key 'ckpt_path': not a protrnn train checkpoint (no model architecture in its "
-                         "hyper-parameters)", path=path)
-    check_architecture(saved, cli.model.config, source=str(path))
+    strict = cli.config.get("ckpt_path") == LAST_IF_SAME
+    reasons: list[str] = []
+    try:
+        check_architecture((checkpoint.get("hyper_parameters") or {}).get("model") or {}, cli.model.config,
+                           source=str(path))
+    except InputError as exc:
+        if not strict:
+            raise
+        reasons.append(exc.reason.split("; resume with")[0])
+    data = data_differences(checkpoint, cli.datamodule)
+    if data and not strict:
+        raise InputError(f"config key 'ckpt_path': the checkpoint's run trained on other data ({'; '.join(data)}); "
+                         "train into a new run directory (trainer.default_root_dir), or delete its checkpoints/ to "
+                         "start this one over", path=path)
     changed = resume_differences(checkpoint, cli.model.hparams, cli.datamodule.hparams)
-    if changed:
-        print(f"protrnn train: resuming {path} with settings that differ from its run: {'; '.join(changed)}. The "
+    if _saved_digests(checkpoint, cli.datamodule) is not None:  # data files are judged by contents, not path
+        files = {f"data.{key}:" for key in cli.datamodule.data_files()}
+        changed = [entry for entry in changed if entry.split(" ", 1)[0] not in files]
+    reasons += data + changed
+    if strict and reasons:
+        _start_over(cli, path, reasons)
+    elif changed:
+        print(f"protrnn: resuming {path} with settings that differ from its run: {'; '.join(changed)}. The "
               "optimizer and learning-rate schedule continue from the checkpoint's state, so a new lr, weight_decay "
               "or schedule does not take effect; model.json records the settings given now", file=sys.stderr)
+
+
+def _start_over(cli: Any, path: Path, reasons: list[str]) -> None:
+    """Train from the start instead of resuming ``path``: its folder moves to ``<folder>.replaced`` (by rank 0; a
+    previous one is removed) and ``ckpt_path`` becomes null."""
+    folder = Path(cli.config.checkpoint.dirpath)
+    aside = folder.with_name(folder.name + ".replaced")
+    if cli.trainer.is_global_zero and folder.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+    print(f"protrnn: not resuming {path}: its run differs from this one ({'; '.join(reasons)}); training from the "
+          f"start, its checkpoints moved to {aside}", file=sys.stderr)
+    cli.config.ckpt_path = None
+
+
+def data_differences(checkpoint: Mapping[str, Any], datamodule: Any) -> list[str]:
+    """``data.KEY contents: sha256 SAVED -> NOW`` for each data file whose contents differ from the checkpoint run's
+    (:class:`protrnn.training.datamodule.DataDigests`); nothing for a checkpoint that predates the record."""
+    saved = _saved_digests(checkpoint, datamodule)
+    if saved is None:
+        return []
+    current = datamodule.data_sha256()
+    return [f"data.{key} contents: sha256 {str(saved[key])[:12]} -> {current[key][:12]}"
+            for key in sorted(set(saved) & set(current)) if saved[key] != current[key]]
+
+
+def _saved_digests(checkpoint: Mapping[str, Any], datamodule: Any) -> Mapping[str, Any] | None:
+    """The data digests ``checkpoint`` recorded for ``datamodule``'s kind, if it did and the module records them."""
+    saved = checkpoint.get(type(datamodule).__qualname__)
+    saved = saved.get("data_sha256") if isinstance(saved, Mapping) else None
+    return saved if isinstance(saved, Mapping) and hasattr(datamodule, "data_sha256") else None
 
 
 def resume_differences(checkpoint: dict[str, Any], model_hparams: Any, data_hparams: Any) -> list[str]:

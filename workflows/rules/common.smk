@@ -562,9 +562,12 @@ def resume_flag(wildcards, output):
 
 
 def _resume_from(run, export):
-    """`--ckpt_path RUN/checkpoints/last.ckpt` when that checkpoint exists and the run's export does not, else ''."""
+    """`--ckpt_path last-if-same` when RUN/checkpoints/last.ckpt exists and the run's export does not (an interrupted
+    job), else ''. The command resumes only when the checkpoint's run had this job's architecture, settings and data,
+    and otherwise moves checkpoints/ aside and trains from the start (docs/training.md): an interrupted job rerun
+    after its settings or data changed had resumed the old run."""
     last = run / "checkpoints" / "last.ckpt"
-    return f"--ckpt_path {shlex.quote(str(last))}" if last.exists() and not export.exists() else ""
+    return "--ckpt_path last-if-same" if last.exists() and not export.exists() else ""
 
 
 def parent_of(key):
