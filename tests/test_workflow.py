@@ -495,6 +495,30 @@ def test_pretrain_target_and_settings(tmp_path: Path) -> None:
         assert flag in fit, flag
 
 
+def test_config_paths_reach_the_shell_as_one_quoted_word(tmp_path: Path) -> None:
+    """A model's and the pretraining config path are one shell word: a space or a command substitution in the name is
+    part of the name. Both had reached the shell unquoted (`--config {params.config}`), so `$(touch PWNED)` ran."""
+    folder = tmp_path / "my cfgs"
+    folder.mkdir()
+    model_config = folder / "x$(touch PWNED).yaml"
+    pretrain_config = folder / "pre `touch PWNED`.yaml"
+    shutil.copyfile(REPO / "protrnn" / "configs" / "lstm.yaml", model_config)
+    shutil.copyfile(REPO / "protrnn" / "configs" / "pretrain" / "pretrain.yaml", pretrain_config)
+    config = write_config(tmp_path, **{"models.lstm.config": str(model_config), "pretrain.config": str(pretrain_config)})
+    result = snakemake("-n", "-p", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = result.stdout + result.stderr
+    commands = {model_config: shell_line(plan, f"--export_dir {tmp_path}/results/models/lstm/seed0 "),
+                pretrain_config: shell_line(plan, "-m protrnn pretrain fit")}
+    for path, command in commands.items():
+        word = re.search(r"--config ('[^']*'|\S+)", command)
+        assert word, command
+        # the word as a shell reads it: the path itself, and nothing run
+        echoed = subprocess.run(["bash", "-c", f"printf '%s' {word[1]}"], cwd=tmp_path, capture_output=True, text=True)
+        assert echoed.stdout == str(path), command
+        assert not (tmp_path / "PWNED").exists()
+
+
 def test_pretraining_identity_defaults_to_the_contact_datas(tmp_path: Path) -> None:
     config = write_config(tmp_path, **{"prepare.identity": 0.25})
     result = snakemake("-n", "-p", "pretrain", "--configfile", str(config), "--cores", "2")

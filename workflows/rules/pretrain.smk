@@ -78,7 +78,7 @@ rule pretrain_fit:
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_fit/{{encoder}}.tsv"
     shell:
-        "\"$PROTRNN_PY\" -m protrnn pretrain fit --config {params.config} {params.options}"
+        "\"$PROTRNN_PY\" -m protrnn pretrain fit --config {params.config:q} {params.options}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.accelerator {params.accelerator} --trainer.enable_progress_bar false"

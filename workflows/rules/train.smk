@@ -35,7 +35,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{run}}.tsv"
     shell:
-        "{params.launcher} \"$PROTRNN_PY\" -m protrnn train --config {params.config} {params.overrides}"
+        "{params.launcher} \"$PROTRNN_PY\" -m protrnn train --config {params.config:q} {params.overrides}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.max_time {params.max_time} {params.budget}"
