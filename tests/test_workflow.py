@@ -519,6 +519,59 @@ def test_config_paths_reach_the_shell_as_one_quoted_word(tmp_path: Path) -> None
         assert not (tmp_path / "PWNED").exists()
 
 
+def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path) -> None:
+    """A model's config file, the pretraining config and the file each fit command reads before them (default.yaml,
+    pretrain.yaml) are inputs of their jobs: with every output in place nothing runs, and after a config file is
+    edited its job (and only its) trains again. The config path had only been a param, so an edit reran nothing."""
+    model_config, pretrain_config = tmp_path / "lstm_copy.yaml", tmp_path / "pretrain_copy.yaml"
+    shutil.copyfile(REPO / "protrnn" / "configs" / "lstm.yaml", model_config)
+    shutil.copyfile(REPO / "protrnn" / "configs" / "pretrain" / "pretrain.yaml", pretrain_config)
+    config = write_config(tmp_path, test_sets={"ts50": {"path": str(tmp_path / "missing.json.gz"), "optional": True}},
+                          **{"models.lstm.config": str(model_config), "pretrain.config": str(pretrain_config)})
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    outputs = {"lstm": results / "models" / "lstm" / "seed0" / "model.json",
+               "gru": results / "models" / "gru" / "seed0" / "model.json",
+               "encoder": results / "pretrain" / "encoder" / "encoder.json"}
+    files = [cache / "wheels" / "cgdms-1.0-py3-none-any.whl",
+             cache / "wheels" / "bioemu_benchmarks-0.0.2.post1-py3-none-any.whl",
+             cache / "wheels" / "sidechainnet-1.0.1-py2.py3-none-any.whl",
+             *(results / "data" / name for name in ("train.npz", "val.npz", "test_heldout.npz", "manifest.tsv",
+                                                    "leakage.tsv")),
+             *(results / "pretrain" / "data" / name for name in ("train.npz", "val.npz", "records.tsv", "leakage.tsv",
+                                                                  "manifest.json")),
+             *(path.with_name(name) for path in outputs.values() for name in (path.name, "x.safetensors"))]
+    for path in files:  # written in pipeline order, so every output is newer than its inputs
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    for name in ("lstm", "gru"):
+        outputs[name].with_name("x.safetensors").rename(outputs[name].with_name("model.safetensors"))
+    outputs["encoder"].with_name("x.safetensors").rename(outputs["encoder"].with_name("encoder.safetensors"))
+    targets = [str(path) for path in outputs.values()]
+
+    def planned() -> list[str]:
+        result = snakemake("-n", *targets, "--configfile", str(config), "--cores", "2")
+        assert result.returncode == 0, result.stderr + result.stdout
+        plan = result.stdout + result.stderr
+        return sorted(line.split("output: ", 1)[1].split(",")[0] for block in job_blocks(plan)
+                      for line in block.splitlines() if line.strip().startswith("output:"))
+
+    assert planned() == []
+    later = time.time() + 60
+    os.utime(model_config, (later, later))
+    assert planned() == [str(outputs["lstm"])]
+    os.utime(pretrain_config, (later, later))
+    # the encoder retrains, and so would every model that starts from it (none is a target here)
+    assert planned() == sorted([str(outputs["lstm"]), str(outputs["encoder"])])
+    # the files the commands read first are inputs as well (not edited here: they belong to the checkout)
+    result = snakemake("-n", *targets, "--forceall", "--configfile", str(config), "--cores", "2")
+    plan = result.stdout + result.stderr
+    for rule, output, base in (("train", outputs["gru"], "protrnn/configs/default.yaml"),
+                               ("pretrain_fit", outputs["encoder"], "protrnn/configs/pretrain/pretrain.yaml")):
+        inputs = next(line for line in job_block(plan, rule, str(output)).splitlines()
+                      if line.strip().startswith("input:"))
+        assert base in inputs, inputs
+
+
 def test_pretraining_identity_defaults_to_the_contact_datas(tmp_path: Path) -> None:
     config = write_config(tmp_path, **{"prepare.identity": 0.25})
     result = snakemake("-n", "-p", "pretrain", "--configfile", str(config), "--cores", "2")
@@ -622,6 +675,18 @@ def test_encoder_keys_agree_with_the_library() -> None:
     match = re.search(r"^ENCODER_KEYS = (\(.*?\))$", common, flags=re.M)
     assert match is not None
     assert tuple(eval(match.group(1))) == tuple(ENCODER_KEYS)  # a literal tuple of strings
+
+
+def test_base_configs_agree_with_the_library() -> None:
+    """The files rules declare as read before --config are the fit commands' default config files."""
+    from protrnn.training.cli import PRETRAIN, TRAIN
+
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    for name, spec in (("TRAIN_BASE_CONFIG", TRAIN), ("PRETRAIN_BASE_CONFIG", PRETRAIN)):
+        match = re.search(rf'^{name} = (BUNDLED_CONFIGS|PRETRAIN_CONFIGS) / "(.*?)"$', common, flags=re.M)
+        assert match is not None, name
+        folder = REPO / "protrnn" / "configs" / ("pretrain" if match[1] == "PRETRAIN_CONFIGS" else "")
+        assert (folder / match[2]).resolve() == spec.configs.path(spec.default_config).resolve(), name
 
 
 def test_split_prefix_agrees_with_the_library() -> None:

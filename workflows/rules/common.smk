@@ -43,6 +43,10 @@ CONDA_ENV = "../envs/protrnn.yaml"
 BUNDLED_CONFIGS = Path(workflow.basedir) / "protrnn" / "configs"
 # `protrnn pretrain fit` configs live in their own subfolder (protrnn.training.cli.PRETRAIN_CONFIG_DIR).
 PRETRAIN_CONFIGS = BUNDLED_CONFIGS / "pretrain"
+#: The config file each fit command reads before its --config (the `default_config` of protrnn train and protrnn
+#: pretrain fit in protrnn.training.cli; tests/test_workflow.py checks they agree).
+TRAIN_BASE_CONFIG = BUNDLED_CONFIGS / "default.yaml"
+PRETRAIN_BASE_CONFIG = PRETRAIN_CONFIGS / "pretrain.yaml"
 DEFAULT_WHEELS = {
     "cgdms": "cgdms==1.0",
     "bioemu": "bioemu-benchmarks==0.0.2.post1",
@@ -184,14 +188,20 @@ def spec_key(name):
     return "bundle" if name == "bundle" else f"models.{name}"
 
 
+def _relative(path):
+    """A file of the checkout, relative to the working directory where possible: input paths are recorded (the `input`
+    rerun trigger), so moving the checkout keeps results."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _config_file(value, key, directory=BUNDLED_CONFIGS):
     """A bundled config name (`directory`/<name>.yaml) or a path to a YAML file; `key` names it in errors."""
     bundled = directory / f"{value}.yaml"
-    if bundled.exists():  # relative where possible: the path is a recorded param, moving the checkout keeps results
-        try:
-            return str(bundled.relative_to(Path.cwd()))
-        except ValueError:
-            return str(bundled)
+    if bundled.exists():
+        return _relative(bundled)
     if Path(value).exists():
         return value
     choices = sorted(p.stem for p in directory.glob("*.yaml"))
@@ -308,11 +318,11 @@ def encoder_settings(config_file, base_file, overrides):
 
 
 def pretrain_encoder_settings():
-    return encoder_settings(pretrain_config_path(), PRETRAIN_CONFIGS / "pretrain.yaml", PRETRAIN.get("set"))
+    return encoder_settings(pretrain_config_path(), PRETRAIN_BASE_CONFIG, PRETRAIN.get("set"))
 
 
 def model_encoder_settings(name):
-    return encoder_settings(model_config_path(name), BUNDLED_CONFIGS / "default.yaml", MODEL_SPECS[name].get("set"))
+    return encoder_settings(model_config_path(name), TRAIN_BASE_CONFIG, MODEL_SPECS[name].get("set"))
 
 
 PRETRAINED_MODELS = [name for name in MODEL_SPECS if model_pretrained(name)]
@@ -379,9 +389,16 @@ def pretrain_resume_flag(wildcards, output):
     return _resume_from(Path(output.json).parent, Path(output.json))
 
 
+def config_inputs(config_file, base_file):
+    """A fit command's config files as inputs: `config` (its --config) and `base_config` (the file the command reads
+    before it). They are code, not datasets: editing one reruns the job (the `mtime` trigger), unlike datasets()."""
+    return {"config": config_file, "base_config": _relative(base_file)}
+
+
 def train_inputs(wildcards):
-    """A run's training data, and the pretrained encoder when its model starts from it."""
-    inputs = {"train": f"{RESULTS}/data/train.npz", "val": f"{RESULTS}/data/val.npz"}
+    """A run's training data and config files, and the pretrained encoder when its model starts from it."""
+    inputs = {"train": f"{RESULTS}/data/train.npz", "val": f"{RESULTS}/data/val.npz",
+              **config_inputs(model_config_path(run_model(wildcards.run)), TRAIN_BASE_CONFIG)}
     if model_pretrained(run_model(wildcards.run)):
         encoder = encoder_files(run_encoder_dir(wildcards.run))
         inputs.update(encoder=encoder["json"], encoder_weights=encoder["weights"])

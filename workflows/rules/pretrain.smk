@@ -56,12 +56,12 @@ rule pretrain_fit:
     input:
         train=PRETRAIN_LABELS,
         val=f"{PRETRAIN_DATA}/val.npz",
+        **config_inputs(pretrain_config_path(), PRETRAIN_BASE_CONFIG),
     output:
         **encoder_files(f"{RESULTS}/pretrain/{{encoder}}"),
     wildcard_constraints:
         encoder=ENCODER_DIR_PATTERN,
     params:
-        config=pretrain_config_path(),
         options=pretrain_fit_options(),
         rundir=parent_of("json"),
         resume=pretrain_resume_flag,
@@ -78,7 +78,7 @@ rule pretrain_fit:
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_fit/{{encoder}}.tsv"
     shell:
-        "\"$PROTRNN_PY\" -m protrnn pretrain fit --config {params.config:q} {params.options}"
+        "\"$PROTRNN_PY\" -m protrnn pretrain fit --config {input.config:q} {params.options}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.accelerator {params.accelerator} --trainer.enable_progress_bar false"

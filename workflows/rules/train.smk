@@ -14,7 +14,6 @@ rule train:
     wildcard_constraints:
         run=ALL_RUNS,
     params:
-        config=lambda wc: model_config_path(run_model(wc.run)),
         overrides=lambda wc: model_overrides(run_model(wc.run), run_encoder_dir(wc.run)),
         rundir=parent_of("model"),
         resume=resume_flag,
@@ -35,7 +34,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{run}}.tsv"
     shell:
-        "{params.launcher} \"$PROTRNN_PY\" -m protrnn train --config {params.config:q} {params.overrides}"
+        "{params.launcher} \"$PROTRNN_PY\" -m protrnn train --config {input.config:q} {params.overrides}"
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.max_time {params.max_time} {params.budget}"
