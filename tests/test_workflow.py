@@ -94,6 +94,17 @@ def test_seeds_must_be_distinct(tmp_path: Path) -> None:
     ({"results": "my results"}, "results", "without whitespace"),
     ({"results": "results_{date}"}, "results", "braces"),
     ({"cache_dir": "cache;rm"}, "cache_dir", "shell characters"),
+    # a leading ~: Snakemake makes a folder named '~', the shell expands it to $HOME
+    ({"results": "~/results"}, "results", "'~' is not expanded"),
+    ({"results": "~"}, "results", "'~' is not expanded"),
+    ({"cache_dir": "~/.cache/protrnn"}, "cache_dir", "'~' is not expanded"),
+    # inside a code folder: `snakemake bundle` swaps protrnn/pretrained whole, deleting results there
+    ({"results": "protrnn/pretrained"}, "results", "inside the checkout's protrnn/ folder"),
+    ({"results": "protrnn"}, "results", "inside the checkout's protrnn/ folder"),
+    ({"results": "workflows/rules/"}, "results", "inside the checkout's workflows/ folder"),
+    ({"results": str(REPO / "tests" / "out")}, "results", "inside the checkout's tests/ folder"),
+    ({"results": "docs/../docs/results"}, "results", "inside the checkout's docs/ folder"),
+    ({"cache_dir": "protrnn/configs/cache"}, "cache_dir", "inside the checkout's protrnn/ folder"),
     ({"models": {"random": {"config": "lstm"}}}, "models.random", "name of a baseline"),
     ({"prepare.split": {"train": 0.9, "val": 0.9}}, "prepare.split", "add up to 1"),
     ({"prepare.min_length": 500, "prepare.max_length": 100}, "prepare.min_length", "above prepare.max_length"),

@@ -18,19 +18,32 @@ def _fail(key, why):
 _UNSAFE_FOLDER = re.compile(r"[\s{}'\"$`\\;&|<>*?!#()\[\]]")
 
 
+#: The checkout's tracked folders: a results or cache folder inside one would mix outputs with the code (and
+#: `snakemake bundle` swaps protrnn/pretrained whole, so results there would be deleted).
+CODE_FOLDERS = (".ci", "benchmarks", "data", "docs", "protrnn", "tests", "workflows")
+
+
 def _folder(key):
-    """A results or cache folder from the config, checked: not the file-system root or the checkout (or a folder above
-    it), where outputs would land among the code (data/, models/), and without whitespace or shell characters."""
+    """A results or cache folder from the config, checked: not the file-system root, the checkout (or a folder above
+    it) or a folder inside one of its CODE_FOLDERS, where outputs would land among the code (data/, models/), and
+    without whitespace, shell characters or a leading `~` (Snakemake would create a folder named `~` while the shell
+    expands it to $HOME, splitting the outputs between two trees)."""
     value = config[key]
     folder = value.rstrip("/")
     if not folder:
         _fail(key, f"{value!r} is the file-system root; give a folder of its own, e.g. 'results'")
+    if folder.startswith("~"):
+        _fail(key, f"{value!r}: '~' is not expanded (Snakemake would make a folder named '~'); give the full path")
     if _UNSAFE_FOLDER.search(folder):
         _fail(key, f"{value!r}: use a folder name without whitespace, quotes, braces or shell characters")
     checkout, resolved = Path(workflow.basedir).resolve(), Path(folder).resolve()
     if resolved == checkout or resolved in checkout.parents:
         _fail(key, f"{value!r} is the checkout or a folder above it, so outputs would mix with the code; give a "
               "folder of its own, e.g. 'results'")
+    for code in CODE_FOLDERS:
+        if resolved == checkout / code or checkout / code in resolved.parents:
+            _fail(key, f"{value!r} is inside the checkout's {code}/ folder, so outputs would mix with the code; give "
+                  "a folder of its own, e.g. 'results'")
     return folder
 
 
