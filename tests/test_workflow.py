@@ -583,6 +583,74 @@ def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path)
         assert base in inputs, inputs
 
 
+@pytest.mark.parametrize(("changes", "key", "words"), [
+    ({"models.lstm.set": {"trainer.max_steps": 2000}}, "models.lstm.set.trainer.max_steps",
+     "use models.lstm.max_steps or train.max_steps instead"),
+    ({"models.gru.set": {"seed_everything": 99}}, "models.gru.set.seed_everything", "use seeds"),
+    ({"models.rnn.set": {"data.train_path": "mine.npz"}}, "models.rnn.set.data.train_path", "prepared data"),
+    ({"models.lstm.set": {"trainer.devices": 2}}, "models.lstm.set.trainer.devices", "use train.devices instead"),
+    ({"models.lstm.set": {"early_stopping.patience": 3}}, "models.lstm.set.early_stopping.patience",
+     "give models.lstm.max_epochs"),
+    ({"bundle.set": {"trainer.max_epochs": 5}}, "bundle.set.trainer.max_epochs", "use bundle.max_epochs"),
+    ({"pretrain.set": {"trainer.max_time": "00:01:00:00"}}, "pretrain.set.trainer.max_time", "use pretrain.max_time"),
+    ({"pretrain.set": {"data.seed": 4}}, "pretrain.set.data.seed", "use pretrain.seed instead"),
+    ({"synthetic.variants.lstm": {"steps": 2000}}, "synthetic.variants.lstm.steps", "use synthetic.steps instead"),
+    ({"synthetic.variants.lstm": {"seed": 99}}, "synthetic.variants.lstm.seed", "use seeds"),
+    ({"synthetic.variants.lstm": {"eval_queries": 4000}}, "synthetic.variants.lstm.eval_queries",
+     "use synthetic.eval_queries instead"),
+    ({"synthetic.variants.lstm": {"step": 2000}}, "synthetic.variants.lstm.step", "use synthetic.steps instead"),
+])
+def test_settings_the_pipeline_sets_itself_are_refused_where_they_would_be_ignored(
+        tmp_path: Path, changes: dict, key: str, words: str) -> None:
+    """The commands give the pipeline's own flags after a model's `set:`, `pretrain.set` and a synthetic variant's
+    options, and the last value wins: such a key fails at start-up, naming the key that controls it (it had been
+    overridden without a word)."""
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **changes)))
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and f"config key {key!r}: the pipeline sets this itself" in output, output[-2000:]
+    assert words in output and len(output.splitlines()) < 20, output[-2000:]
+
+
+def test_settings_the_pipeline_leaves_alone_reach_the_command(tmp_path: Path) -> None:
+    """Only flags a command gives itself are refused: an epoch-budget model keeps its early-stopping setting, and
+    pretraining without pretrain.max_steps takes trainer.max_steps from pretrain.set."""
+    config = write_config(tmp_path, **{
+        "models.gru": {"config": "gru", "max_epochs": 4, "set": {"early_stopping.patience": 3}},
+        "pretrain.set": {"trainer.max_steps": 40}})
+    result = snakemake("-n", "-p", "all", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
+    plan = result.stdout + result.stderr
+    gru = shell_line(plan, f"--export_dir {tmp_path}/results/models/gru/seed0 ")
+    assert "--early_stopping.patience=3 " in gru and "--trainer.max_epochs 4 " in gru and "max_steps" not in gru
+    assert "--trainer.max_steps=40 " in shell_line(plan, "-m protrnn pretrain fit")
+
+
+def _managed_table(name: str) -> dict:
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    match = re.search(rf"^{name} = (\{{.*?^\}})$", common, flags=re.M | re.S)
+    assert match is not None, name
+    return eval(match.group(1), {"_SEEDS_KEY": "seeds"})  # a literal dict of strings
+
+
+def _flags_after(rule_file: str, marker: str) -> set[str]:
+    """The options a rule's shell command gives after `marker` (the user's options)."""
+    text = (REPO / "workflows" / "rules" / rule_file).read_text()
+    return set(re.findall(r"--([A-Za-z_][\w.-]*)", text.split(marker, 1)[1].split("> {log}", 1)[0]))
+
+
+def test_managed_settings_are_every_flag_the_rules_give_after_the_users() -> None:
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    budget = common.split("def model_budget(", 1)[1].split("\ndef ", 1)[0]
+    pretrain_options = common.split("def pretrain_fit_options(", 1)[1].split("\ndef ", 1)[0].split("PRETRAIN.get(\"set\")", 1)[1]
+    assert _flags_after("train.smk", "{params.overrides}") | {"ckpt_path"} == set(_managed_table("TRAIN_MANAGED"))
+    assert set(re.findall(r"--([\w.]+)", budget)) == set(_managed_table("BUDGET_MANAGED"))
+    assert (_flags_after("pretrain.smk", "pretrain fit --config {input.config:q} {params.options}")
+            | set(re.findall(r"--([\w.]+)", pretrain_options)) | {"ckpt_path"}) == set(_managed_table("PRETRAIN_MANAGED"))
+    # -o is --outdir
+    assert (_flags_after("evaluate.smk", "protrnn synthetic {params.options}") | {"outdir"}
+            == set(_managed_table("SYNTHETIC_MANAGED")))
+
+
 def test_pretraining_identity_defaults_to_the_contact_datas(tmp_path: Path) -> None:
     config = write_config(tmp_path, **{"prepare.identity": 0.25})
     result = snakemake("-n", "-p", "pretrain", "--configfile", str(config), "--cores", "2")

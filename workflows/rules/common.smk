@@ -550,6 +550,95 @@ def synthetic_options(variant):
     return " ".join(out)
 
 
+# --- settings the pipeline sets itself ------------------------------------------------------------------------------
+# The commands append the pipeline's own flags after a model's `set:` (train), `pretrain.set` (pretrain_fit) and a
+# synthetic variant's options (synthetic), and the last value of a flag wins: such a key in those places would be
+# overridden without a word, so it fails at start-up, naming the config key that controls it. Each table lists the flags
+# its rule's command gives after the user's (tests/test_workflow.py checks them against the rules); `{model}` is the
+# model's config key; "none: WHY" where no config key controls it.
+_SEEDS_KEY = "seeds (train.seed without seeds; bundle.seeds for the bundle)"
+#: protrnn train (rule train), besides the budget flags of model_budget, which are managed only where it gives them.
+TRAIN_MANAGED = {
+    "data.train_path": "none: the pipeline trains on its prepared data (sources, prepare)",
+    "data.val_path": "none: the pipeline trains on its prepared data (sources, prepare)",
+    "num_threads": "train.threads",
+    "trainer.default_root_dir": "results (the run directory is <results>/models/<run>)",
+    "export_dir": "results (the run directory is <results>/models/<run>)",
+    "trainer.max_time": "{model}.max_time or train.max_time",
+    "trainer.accelerator": "train.accelerator",
+    "trainer.devices": "train.devices",
+    "trainer.num_nodes": "train.num_nodes",
+    "trainer.enable_progress_bar": "none: the pipeline turns the progress bar off in its logs",
+    "seed_everything": _SEEDS_KEY,
+    "data.seed": _SEEDS_KEY,
+    "ckpt_path": "none: the pipeline resumes an interrupted run from its last checkpoint",
+}
+BUDGET_MANAGED = {
+    "trainer.max_steps": "{model}.max_steps or train.max_steps",
+    "trainer.max_epochs": "{model}.max_epochs or train.max_epochs",
+    "early_stopping.patience": "none: the step budget (train.max_steps or {model}.max_steps) turns early stopping "
+                               "off; give {model}.max_epochs to train by epochs with the config's early stopping",
+    "checkpoint.monitor": "none: the step budget (train.max_steps or {model}.max_steps) exports the last step; give "
+                          "{model}.max_epochs to train by epochs and export the best checkpoint",
+}
+#: protrnn pretrain fit (rule pretrain_fit; trainer.max_steps only with pretrain.max_steps).
+PRETRAIN_MANAGED = {
+    "trainer.max_time": "pretrain.max_time",
+    "trainer.max_steps": "pretrain.max_steps",
+    "data.train_path": "none: the pipeline pretrains on its labels (pretrain_prepare)",
+    "data.val_path": "none: the pipeline pretrains on its labels (pretrain_prepare)",
+    "num_threads": "pretrain.threads",
+    "trainer.default_root_dir": "results (the run directory is <results>/pretrain/encoder)",
+    "export_dir": "results (the run directory is <results>/pretrain/encoder)",
+    "trainer.accelerator": "train.accelerator",
+    "trainer.enable_progress_bar": "none: the pipeline turns the progress bar off in its logs",
+    "seed_everything": "pretrain.seed",
+    "data.seed": "pretrain.seed",
+    "ckpt_path": "none: the pipeline resumes an interrupted run from its last checkpoint",
+}
+#: protrnn synthetic (rule synthetic), by option name without the dashes.
+SYNTHETIC_MANAGED = {
+    "distances": "synthetic.distances",
+    "steps": "synthetic.steps",
+    "eval-queries": "synthetic.eval_queries",
+    "jacobian-max-lag": "none: the pipeline skips the Jacobian products (docs/synthetic.md)",
+    "seed": "seeds (train.seed without seeds)",
+    "threads": "none: the pipeline runs each synthetic job on one thread",
+    "outdir": "results (the job writes <results>/synthetic/<variant>/seed<S>)",
+}
+
+
+def _flags(text):
+    """The option names (`trainer.max_steps`) of a command-line fragment."""
+    return re.findall(r"(?:^|\s)--([A-Za-z_][\w.-]*)", text)
+
+
+def _refuse_managed(key, managed, model=""):
+    """Fail at `key`, a setting the pipeline overrides; `managed` is its table entry."""
+    managed = managed.format(model=model)
+    how = managed[len("none: "):] if managed.startswith("none: ") else f"use {managed} instead"
+    _fail(key, f"the pipeline sets this itself after this entry, so the value would be ignored; {how}")
+
+
+for _name, _spec in MODEL_SPECS.items():
+    _managed = {**TRAIN_MANAGED, **{k: BUDGET_MANAGED[k] for k in _flags(model_budget(_name))}}
+    for _key in (_spec.get("set") or {}):
+        if _key in _managed:
+            _refuse_managed(f"{spec_key(_name)}.set.{_key}", _managed[_key], spec_key(_name))
+_pretrain_managed = {k: v for k, v in PRETRAIN_MANAGED.items()
+                     if k != "trainer.max_steps" or PRETRAIN.get("max_steps") is not None}
+for _key in (PRETRAIN.get("set") or {}):
+    if _key in _pretrain_managed:
+        _refuse_managed(f"pretrain.set.{_key}", _pretrain_managed[_key])
+for _variant, _options in SYNTHETIC_VARIANTS.items():
+    for _key in (_options or {}):
+        # argparse also takes an unambiguous prefix of an option (`--step` for `--steps`)
+        _option = _key.replace("_", "-")
+        _hit = next((m for m in SYNTHETIC_MANAGED if m.startswith(_option)), None)
+        if _hit:
+            _refuse_managed(f"synthetic.variants.{_variant}.{_key}", SYNTHETIC_MANAGED[_hit])
+
+
 def diagnose_usage_flags():
     """`protrnn diagnose` options of the usage-horizon measurement (config diagnose.usage), or --no-usage."""
     usage = config["diagnose"].get("usage", {})
