@@ -651,6 +651,45 @@ def test_managed_settings_are_every_flag_the_rules_give_after_the_users() -> Non
             == set(_managed_table("SYNTHETIC_MANAGED")))
 
 
+def test_a_setting_reruns_only_the_jobs_whose_command_uses_it(tmp_path: Path) -> None:
+    """Rules record only the config keys their command reads as params (the `params` rerun trigger): evaluate.baselines
+    reruns the baselines' evaluation but not each model's, train.max_epochs does not retrain a step-bounded run; the
+    keys the commands do read still rerun them. The rules had recorded the whole train and evaluate sections."""
+    missing_test_set = {"ts50": {"path": str(tmp_path / "missing.json.gz"), "optional": True}}
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    model, evaluation = results / "models" / "lstm" / "seed0", results / "evaluation"
+    files = [cache / "wheels" / "cgdms-1.0-py3-none-any.whl",
+             cache / "wheels" / "bioemu_benchmarks-0.0.2.post1-py3-none-any.whl",
+             *(results / "data" / name for name in ("train.npz", "val.npz", "test_heldout.npz", "manifest.tsv",
+                                                    "leakage.tsv")),
+             model / "model.json", model / "model.safetensors",
+             *(evaluation / run / name for run in ("lstm/seed0", "baselines")
+               for name in ("summary.json", "per_protein.csv"))]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    targets = [str(evaluation / "lstm" / "seed0" / "summary.json"), str(evaluation / "baselines" / "summary.json")]
+    base = {"test_sets": missing_test_set, "train.max_steps": 700, "train.max_epochs": 100,
+            "evaluate.baselines": ["random", "separation"], "evaluate.bootstrap": 1000}
+    # record every job's params as if it had run (no command runs under --touch)
+    recorded = snakemake("--touch", "--forceall", *targets, "--configfile", str(write_config(tmp_path, **base)),
+                         "--cores", "1")
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+
+    def planned(**changes: object) -> set[str]:
+        config = write_config(tmp_path, **{**base, **changes})
+        result = snakemake("-n", *targets, "--configfile", str(config), "--cores", "2")
+        assert result.returncode == 0, result.stderr + result.stdout
+        return {block.split(":", 1)[0].split()[-1] for block in job_blocks(result.stdout + result.stderr)}
+
+    assert planned() == set()
+    assert planned(**{"evaluate.baselines": ["random"]}) == {"evaluate_baselines"}
+    assert planned(**{"train.max_epochs": 7}) == set()  # lstm trains for train.max_steps
+    assert planned(**{"evaluate.bootstrap": 50}) == {"evaluate_model", "evaluate_baselines"}
+    assert planned(**{"train.accelerator": "cpu"}) == {"train", "evaluate_model"}
+    assert planned(**{"train.max_steps": 800}) == {"train", "evaluate_model"}
+
+
 def test_pretraining_identity_defaults_to_the_contact_datas(tmp_path: Path) -> None:
     config = write_config(tmp_path, **{"prepare.identity": 0.25})
     result = snakemake("-n", "-p", "pretrain", "--configfile", str(config), "--cores", "2")

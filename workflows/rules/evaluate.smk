@@ -16,7 +16,9 @@ rule evaluate_model:
         outdir=parent_of("summary"),
         name=lambda wc: run_name(wc.run),
         rundir=lambda wc, input: str(Path(input.model).parent),
-        ev=config["evaluate"],
+        # only the evaluate keys the command reads (a change of evaluate.baselines reran every model's evaluation)
+        bootstrap=config["evaluate"]["bootstrap"],
+        save_predictions=config["evaluate"]["save_predictions"],
     threads: config["train"].get("threads", 2)
     resources:
         gpu=lambda wc: 0 if config["train"].get("accelerator", "auto") == "cpu" else 1,
@@ -28,7 +30,7 @@ rule evaluate_model:
         f"{RESULTS}/benchmarks/evaluate/{{run}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} \"$PROTRNN_PY\" -m protrnn evaluate --model {params.name}={params.rundir} {params.tests}"
-        " --bootstrap {params.ev[bootstrap]} --save-predictions {params.ev[save_predictions]} -o {params.outdir} > {log} 2>&1"
+        " --bootstrap {params.bootstrap} --save-predictions {params.save_predictions} -o {params.outdir} > {log} 2>&1"
 
 
 rule evaluate_baselines:
@@ -43,7 +45,8 @@ rule evaluate_baselines:
         baselines=",".join(BASELINES),
         ollikainen=f"--ollikainen-root {shlex.quote(OLLIKAINEN_ROOT)}" if OLLIKAINEN_ROOT else "",
         outdir=parent_of("summary"),
-        ev=config["evaluate"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        save_predictions=config["evaluate"]["save_predictions"],
     conda:
         CONDA_ENV
     log:
@@ -52,7 +55,7 @@ rule evaluate_baselines:
         f"{RESULTS}/benchmarks/evaluate/baselines.tsv"
     shell:
         "\"$PROTRNN_PY\" -m protrnn evaluate --baselines {params.baselines} --train {input.train} {params.tests} {params.ollikainen}"
-        " --bootstrap {params.ev[bootstrap]} --save-predictions {params.ev[save_predictions]} -o {params.outdir} > {log} 2>&1"
+        " --bootstrap {params.bootstrap} --save-predictions {params.save_predictions} -o {params.outdir} > {log} 2>&1"
 
 
 rule diagnose:

@@ -17,7 +17,11 @@ rule train:
         overrides=lambda wc: model_overrides(run_model(wc.run), run_encoder_dir(wc.run)),
         rundir=parent_of("model"),
         resume=resume_flag,
-        trainer=config["train"],
+        # only the train keys this command reads: a whole section would rerun every run when an unused key changed
+        # (train.max_epochs under a step budget, train.threads, ...)
+        accelerator=config["train"]["accelerator"],
+        devices=config["train"]["devices"],
+        num_nodes=config["train"]["num_nodes"],
         seed=lambda wc: run_seed(wc.run),
         max_time=lambda wc: model_max_time(run_model(wc.run)),
         budget=lambda wc: model_budget(run_model(wc.run)),
@@ -38,7 +42,7 @@ rule train:
         " --data.train_path {input.train} --data.val_path {input.val} --num_threads {threads}"
         " --trainer.default_root_dir {params.rundir} --export_dir {params.rundir}"
         " --trainer.max_time {params.max_time} {params.budget}"
-        " --trainer.accelerator {params.trainer[accelerator]} --trainer.devices {params.trainer[devices]}"
-        " --trainer.num_nodes {params.trainer[num_nodes]}"
+        " --trainer.accelerator {params.accelerator} --trainer.devices {params.devices}"
+        " --trainer.num_nodes {params.num_nodes}"
         " --trainer.enable_progress_bar false --seed_everything {params.seed} --data.seed {params.seed}"
         " {params.resume} > {log} 2>&1"
