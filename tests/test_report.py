@@ -602,6 +602,52 @@ def test_pretrained_model_is_a_one_knob_variant_not_a_second_baseline(tmp_path: 
     assert next(r for r in old["_rows"] if r.knob == "pretraining").verdict == "not measured"
 
 
+def test_runs_trained_differently_do_not_isolate_a_knob(tmp_path: Path) -> None:
+    """A reviewer's case: gru trained 5,000 steps against lstm's 700 had been reported as "cell=lstm -> cell=gru
+    matters". A pair of grid runs that differs in the step budget, the learning rate or the crop, or a pair of
+    synthetic variants that differs in steps or learning rate, now gives no row (the knob is not isolated); with the
+    same training the cell row is there. Records written before training settings were recorded compare as before."""
+    from protrnn.diagnostics.run import training_record
+
+    def record(max_steps: int, lr: float, crop: int) -> dict:
+        return training_record({"training_config": {
+            "seed_everything": 0, "trainer": {"max_steps": max_steps, "max_epochs": 30, "gradient_clip_val": 1.0},
+            "model": {"model": {"cell": "ignored here"}, "lr": lr, "pos_weight": 4.0, "encoder_lr_scale": 1.0},
+            "data": {"train_path": "a.npz", "val_path": "b.npz", "seed": 3, "num_workers": 2, "crop_length": crop}}})
+
+    same = record(700, 0.003, 128)
+    assert same["model_settings"] == {"lr": 0.003, "pos_weight": 4.0} and same["data_settings"] == {"crop_length": 128}
+    assert (same["max_steps"], same["max_epochs"]) == (700, 30)
+
+    def grid_rows(gru_training: dict) -> set:
+        records = [_diagnostics(name, config, 1.0, 30, 16, seed, training)
+                   for name, config, training in (("lstm", _lstm(), same), ("gru", _lstm(cell="gru"), gru_training))
+                   for seed in (0, 1)]
+        return {r.grid for r in build_findings(aggregate_diagnostics(records), [], [], "lstm", {})["_rows"] if r.grid}
+
+    assert grid_rows(record(700, 0.003, 128)) == {("gru", "lstm")}
+    for other in (record(5000, 0.003, 128), record(700, 0.01, 128), record(700, 0.003, 512)):
+        assert grid_rows(other) == set()
+    old = {k: v for k, v in same.items() if k not in ("model_settings", "data_settings", "max_epochs")}
+    records = [_diagnostics(n, c, 1.0, 30, 16, s, old) for n, c in (("lstm", _lstm()), ("gru", _lstm(cell="gru")))
+               for s in (0, 1)]
+    assert {r.grid for r in build_findings(aggregate_diagnostics(records), [], [], "lstm", {})["_rows"]
+            if r.grid} == {("gru", "lstm")}
+
+    def synthetic_rows(gru_settings: dict) -> set:
+        runs = []
+        for cell, settings in (("lstm", {}), ("gru", gru_settings)):
+            for seed in (0, 1):
+                result = _synthetic_result(cell, [1, 1, 0.5, 0.25], seed)
+                result["settings"].update({"lr": 0.003, "threads": seed + 1, **settings})
+                runs.append(SyntheticRun(cell, seed, tmp_path / cell, result))
+        return {r.synthetic for r in build_findings([], aggregate_synthetic(runs), [], "lstm", {})["_rows"]
+                if r.synthetic}
+
+    assert synthetic_rows({}) == {("gru", "lstm")}  # threads and seeds differ per run: not training settings
+    assert synthetic_rows({"steps": 5000}) == set() and synthetic_rows({"lr": 0.01}) == set()
+
+
 def test_pretraining_is_a_knob_of_the_settings() -> None:
     """effective_settings: pretraining on/off with its freeze steps (None when off); a pretrained GRU compares with
     the GRU (a context), while the plain pretrained/not-pretrained pair of the reference reads as one knob."""

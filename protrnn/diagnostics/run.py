@@ -159,7 +159,9 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
 
 def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """What a model's ``model.json`` says about how it was trained: ``seed`` (seed_everything), ``gradient_clip_val``,
-    ``max_steps`` and the ``global_step`` of the exported weights (keys absent from the record are left out), and
+    ``max_steps``, ``max_epochs``, the ``global_step`` of the exported weights, ``model_settings`` (the optimisation
+    and loss settings: lr, weight_decay, pos_weight, ...) and ``data_settings`` (crops, budgets, blocks; not paths,
+    seed or workers) (keys absent from the record are left out), and
     always ``pretrained_encoder``: whether training started from a pretrained encoder (a
     :data:`PRETRAINED_CALLBACK` in ``trainer.callbacks``; False for a model.json that records no callbacks).
 
@@ -172,9 +174,15 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(config, Mapping) and config.get("seed_everything") is not None:
         out["seed"] = config["seed_everything"]
-    for key in ("gradient_clip_val", "max_steps"):
+    for key in ("gradient_clip_val", "max_steps", "max_epochs"):
         if isinstance(trainer, Mapping) and key in trainer:
             out[key] = trainer[key]
+    # The optimisation and data settings besides the architecture, seeds, paths and workers: two runs that differ in
+    # them (a learning rate, a loss weight, a crop) do not isolate a knob (protrnn.report.findings).
+    for section, left_out in (("model", TRAINING_KEYS_LEFT_OUT), ("data", DATA_KEYS_LEFT_OUT)):
+        values = config.get(section) if isinstance(config, Mapping) else None
+        if isinstance(values, Mapping):
+            out[f"{section}_settings"] = {k: v for k, v in values.items() if k not in left_out}
     if metadata.get("global_step") is not None:
         out["global_step"] = metadata["global_step"]
     callback = pretrained_callback(trainer.get("callbacks") if isinstance(trainer, Mapping) else None)
@@ -195,6 +203,11 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Keys of a recorded ``training_config["model"]`` that are no training setting of their own: the architecture (the
+#: knobs read it from the model's config) and the encoder's learning-rate scale (part of the pretraining knob).
+TRAINING_KEYS_LEFT_OUT = frozenset({"model", "encoder_lr_scale"})
+#: Keys of a recorded ``training_config["data"]`` that do not change what is learnt: paths, the seed, workers.
+DATA_KEYS_LEFT_OUT = frozenset({"train_path", "val_path", "seed", "num_workers"})
 #: The callback (``trainer.callbacks`` class path) that starts contact training from a pretrained encoder.
 PRETRAINED_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
 #: The callback that adds the auxiliary secondary-structure loss during contact training.

@@ -19,6 +19,7 @@ paired-protein x seed bootstrap for precision (:mod:`protrnn.report.aggregate`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,32 @@ def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None, pre
     else:
         out["chrono_tmax"] = None
     return out
+
+
+#: Prefix of the settings that are no knob but must agree for a pair of runs to isolate one (the budget, the
+#: optimisation, the loss, the data's crops): a pair differing in one is not compared (comparisons skips it).
+TRAINING_PREFIX = "training."
+#: Synthetic-task settings that do not change what is learnt (the seed varies within a variant).
+SYNTHETIC_KEYS_LEFT_OUT = frozenset({"seed", "threads", "gradient_clip", "max_lag", "jacobian_max_lag",
+                                     "eval_queries"})
+
+
+def training_settings(training: Mapping[str, Any]) -> dict[str, Any]:
+    """A grid model's training record (protrnn.diagnostics.run.training_record) as non-knob settings: the step and
+    epoch budgets and the recorded optimisation and data settings. A record without them (written before they were
+    recorded) gives nothing, so older records compare as before."""
+    out = {f"{TRAINING_PREFIX}{key}": training[key] for key in ("max_steps", "max_epochs") if key in training}
+    for section in ("model_settings", "data_settings"):
+        values = training.get(section)
+        if isinstance(values, Mapping):
+            out.update({f"{TRAINING_PREFIX}{section}.{k}": json.dumps(v, sort_keys=True) for k, v in values.items()})
+    return out
+
+
+def synthetic_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A synthetic run's recorded settings (steps, batch size, learning rate, symbols, ...) as non-knob settings."""
+    return {f"{TRAINING_PREFIX}{k}": json.dumps(v, sort_keys=True) for k, v in (settings or {}).items()
+            if k not in SYNTHETIC_KEYS_LEFT_OUT}
 
 
 def knob_of(key: str) -> str | None:
@@ -254,14 +281,16 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
     if reference is None:
         reference = "lstm" if ("lstm" in by_model or any(v.name == "lstm" for v in synthetic)) else \
             (names[0] if names else (synthetic[0].name if synthetic else None))
-    grid_settings = {m.model: effective_settings(m.config, m.training.get("gradient_clip_val"),
-                                                 m.training.get("pretrained_encoder", False),
-                                                 m.training.get("freeze_steps"),
-                                                 m.training.get("encoder_lr_scale"))
+    grid_settings = {m.model: {**effective_settings(m.config, m.training.get("gradient_clip_val"),
+                                                    m.training.get("pretrained_encoder", False),
+                                                    m.training.get("freeze_steps"),
+                                                    m.training.get("encoder_lr_scale")),
+                               **training_settings(m.training)}
                      for m in models if m.config}
     synth_by_name = {v.name: v for v in synthetic}
-    synth_settings = {v.name: effective_settings(v.result.get("model", {}),
-                                                 (v.result.get("settings") or {}).get("gradient_clip"))
+    synth_settings = {v.name: {**effective_settings(v.result.get("model", {}),
+                                                    (v.result.get("settings") or {}).get("gradient_clip")),
+                               **synthetic_training_settings(v.result.get("settings"))}
                       for v in synthetic}
     rows: dict[tuple[tuple[str, ...], str], FindingRow] = {}
 
