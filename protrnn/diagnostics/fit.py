@@ -139,7 +139,8 @@ def seed_interval(values: Sequence[float], level: float = INTERVAL_LEVEL, noise_
 
 def difference_interval(variant: Sequence[float], reference: Sequence[float], level: float = INTERVAL_LEVEL,
                         noise_sd: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
-    """Difference of seed means (variant - reference) with a Welch-Satterthwaite t interval. Each group's variance is
+    """Difference of seed means (variant - reference) with a Welch-Satterthwaite t interval, its degrees of freedom
+    rounded down (conservative: docs/diagnostics.md). Each group's variance is
     at least its ``noise_sd`` squared (the known measurement noise of one value: see :func:`seed_interval`); with no
     spread and no noise the interval is the point itself; with fewer than two seeds in a group it is NaN."""
     a = np.array([float(v) for v in variant if v is not None and math.isfinite(float(v))], dtype=np.float64)
