@@ -309,7 +309,7 @@ def test_resume_continues_the_global_step(datasets: dict[str, Path], trained_run
     assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last",
                                     "--model.weight_decay", "0.123")) == 0
     assert re.search(r"resuming .*last\.ckpt with settings that differ from its run: model\.weight_decay: "
-                     r"[0-9.e-]+ -> 0\.123\.", capsys.readouterr().err)
+                     r"[0-9.e-]+ -> 0\.123; trainer\.max_epochs: 1 -> 2\.", capsys.readouterr().err)
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 2 * steps_per_epoch and resumed["epoch"] == 1
     rows = [r for r in read_metrics(run, version=1) if r.get("train/loss_step")]
@@ -385,42 +385,95 @@ def test_a_killed_run_resumes_from_its_last_validation_with_the_uninterrupted_ru
 
 
 @pytest.mark.slow
-def test_a_resume_on_other_data_is_refused_and_last_if_same_starts_over(
+def test_a_resume_on_other_data_is_refused_and_last_if_same_resumes_only_the_same_run(
         datasets: dict[str, Path], trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The checkpoint records its data's contents. `--ckpt_path last` on other chains at the same path is one line
-    naming the file (it had resumed the old run's model); `last-if-same` (the pipeline's) resumes an unchanged run and
-    starts a changed one over, its checkpoints moved aside (a job killed and rerun after a change had resumed)."""
+    """Each checkpoint records its run's identity. `--ckpt_path last` on other chains at the same path is one line
+    naming the file (it had resumed the old run's model). `last-if-same` (the pipeline's) resumes the same run, the
+    data copied elsewhere included, and starts a run over, its checkpoints moved aside, when its data or a training
+    setting (here the step budget) changed, or when the checkpoint has no record (an interrupted job rerun after a
+    change had resumed the old run)."""
     import shutil
 
     from protrnn.data.dataset import load_dataset, save_dataset
+    from protrnn.training.identity import CHECKPOINT_KEY
 
-    steps_per_epoch = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     data = {key: tmp_path / f"{key}.npz" for key in ("train", "val")}
     for key, path in data.items():
         shutil.copyfile(datasets[key], path)
-    # unchanged: last-if-same resumes (the global step goes on from the checkpoint's)
-    same = tmp_path / "same"
-    shutil.copytree(trained_run, same)
-    assert train_cmd.main(tiny_args(data, same, "--trainer.max_epochs", "2", "--ckpt_path", "last-if-same")) == 0
-    assert torch.load(same / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * steps_per_epoch
-    assert not (same / "checkpoints.replaced").exists()
+
+    def run_copy(name: str) -> Path:
+        run = tmp_path / name
+        shutil.copytree(trained_run, run)
+        return run
+
+    def newest_log_steps(run: Path) -> list[int]:
+        newest = max(int(p.name.split("_")[1]) for p in (run / "logs").glob("version_*"))
+        if not (run / "logs" / f"version_{newest}" / "metrics.csv").exists():  # nothing trained, nothing logged
+            return []
+        return [int(r["step"]) for r in read_metrics(run, version=newest) if r.get("train/loss_step")]
+
+    # the same run (the fixture's settings; its data copied elsewhere): resumed, nothing left to train
+    same = run_copy("same")
+    capsys.readouterr()
+    assert train_cmd.main(tiny_args(data, same, "--trainer.max_epochs", "1", "--ckpt_path", "last-if-same")) == 0
+    assert "not resuming" not in capsys.readouterr().err and not (same / "checkpoints.replaced").exists()
+    assert newest_log_steps(same) == []
+    # another step budget: started over (its logged steps start at 0)
+    budget = run_copy("budget")
+    assert train_cmd.main(tiny_args(data, budget, "--trainer.max_epochs", "1", "--trainer.max_steps", "1",
+                                    "--ckpt_path", "last-if-same")) == 0
+    assert "trainer.max_steps: -1 -> 1" in capsys.readouterr().err
+    assert (budget / "checkpoints.replaced" / "last.ckpt").is_file() and newest_log_steps(budget)[0] == 0
+    # a checkpoint without a record (an older protrnn): started over
+    old = run_copy("old")
+    checkpoint = torch.load(old / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint[CHECKPOINT_KEY]
+    torch.save(checkpoint, old / "checkpoints" / "last.ckpt")
+    assert train_cmd.main(tiny_args(data, old, "--trainer.max_epochs", "1", "--ckpt_path", "last-if-same")) == 0
+    assert "has no record of its run" in capsys.readouterr().err and newest_log_steps(old)[0] == 0
     # the training chains rewritten without their first chain: same path, other contents
-    chains = list(load_dataset(datasets["train"]))
-    save_dataset(chains[1:], data["train"])
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    save_dataset(list(load_dataset(datasets["train"]))[1:], data["train"])
+    run = run_copy("run")
     with pytest.raises(InputError, match=r"last\.ckpt: config key 'ckpt_path': the checkpoint's run trained on other "
                                          r"data \(data\.train_path contents: sha256 [0-9a-f]{12} -> [0-9a-f]{12}\)"):
-        train_cmd.main(tiny_args(data, run, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
-    capsys.readouterr()
+        train_cmd.main(tiny_args(data, run, "--trainer.max_epochs", "1", "--ckpt_path", "last"))
     assert train_cmd.main(tiny_args(data, run, "--trainer.max_epochs", "1", "--ckpt_path", "last-if-same")) == 0
-    assert "not resuming" in capsys.readouterr().err
-    assert (run / "checkpoints.replaced" / "last.ckpt").is_file()
-    fresh = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert fresh["epoch"] == 0 and fresh["global_step"] > 0  # a resume at the end of epoch 0 trains nothing more
-    newest = max(int(p.name.split("_")[1]) for p in (run / "logs").glob("version_*"))
-    rows = [r for r in read_metrics(run, version=newest) if r.get("train/loss_step")]
-    assert int(rows[0]["step"]) == 0  # logging starts over
+    assert "data.train_path contents" in capsys.readouterr().err
+    assert (run / "checkpoints.replaced" / "last.ckpt").is_file() and newest_log_steps(run)[0] == 0
+
+
+def test_run_identity_settings_and_file_contents(tmp_path: Path) -> None:
+    """What counts as the same run: settings but not outputs, threads or the time cap; files by contents (a copy at
+    another path is the same; other contents, or an encoder folder's files, differ); a setting such as `cell: lstm`
+    is not read as a folder even when one of that name exists."""
+    from protrnn.training.identity import identity_differences, run_identity
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "w.bin").write_bytes(b"weights")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "w.bin").write_bytes(b"weights")
+    (tmp_path / "lstm").mkdir()
+    base = {"trainer": {"max_steps": 10, "max_time": "00:01:00:00", "default_root_dir": "x"}, "num_threads": 1,
+            "model": {"lr": 0.01, "model": {"cell": "lstm"}},
+            "trainer_callbacks": [{"init_args": {"path": str(tmp_path / "a")}}]}
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        one = run_identity(base)
+        assert "model.model.cell" not in one["files"] and "trainer_callbacks.0.init_args.path" in one["files"]
+        same = run_identity({**base, "num_threads": 4, "trainer": {**base["trainer"], "max_time": "00:09:00:00",
+                                                                   "default_root_dir": "y"},
+                             "trainer_callbacks": [{"init_args": {"path": str(tmp_path / "b")}}]})
+        assert identity_differences(one, same) == ([], [])
+        (tmp_path / "b" / "w.bin").write_bytes(b"other weights")
+        other = run_identity({**base, "model": {"lr": 0.02, "model": {"cell": "lstm"}},
+                              "trainer_callbacks": [{"init_args": {"path": str(tmp_path / "b")}}]})
+        settings, files = identity_differences(one, other)
+        assert settings == ["model.lr: 0.01 -> 0.02"]
+        assert len(files) == 1 and files[0].startswith("trainer_callbacks.0.init_args.path contents: sha256 ")
+    finally:
+        os.chdir(cwd)
 
 
 def test_content_digest_ignores_the_creation_record_and_sees_the_chains(cgdms_chains, tmp_path: Path) -> None:

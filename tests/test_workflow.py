@@ -532,8 +532,9 @@ def test_config_paths_reach_the_shell_as_one_quoted_word(tmp_path: Path) -> None
 
 def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path) -> None:
     """A model's config file, the pretraining config and the file each fit command reads before them (default.yaml,
-    pretrain.yaml) are inputs of their jobs: with every output in place nothing runs, and after a config file is
-    edited its job (and only its) trains again. The config path had only been a param, so an edit reran nothing."""
+    pretrain.yaml) are inputs of their jobs, by contents: with every output in place nothing runs, a new modification
+    time alone (a fresh clone, a checkout switch) reruns nothing, and after a config file's text changes its job (and
+    only its) trains again. The config path had only been a param, so an edit reran nothing."""
     model_config, pretrain_config = tmp_path / "lstm_copy.yaml", tmp_path / "pretrain_copy.yaml"
     shutil.copyfile(REPO / "protrnn" / "configs" / "lstm.yaml", model_config)
     shutil.copyfile(REPO / "protrnn" / "configs" / "pretrain" / "pretrain.yaml", pretrain_config)
@@ -558,6 +559,9 @@ def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path)
         outputs[name].with_name("x.safetensors").rename(outputs[name].with_name("model.safetensors"))
     outputs["encoder"].with_name("x.safetensors").rename(outputs["encoder"].with_name("encoder.safetensors"))
     targets = [str(path) for path in outputs.values()]
+    # record every job's params as if it had run (no command runs under --touch)
+    recorded = snakemake("--touch", "--forceall", *targets, "--configfile", str(config), "--cores", "1")
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
 
     def planned() -> list[str]:
         result = snakemake("-n", *targets, "--configfile", str(config), "--cores", "2")
@@ -568,9 +572,12 @@ def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path)
 
     assert planned() == []
     later = time.time() + 60
-    os.utime(model_config, (later, later))
+    for path in (model_config, pretrain_config):  # new times, same text
+        os.utime(path, (later, later))
+    assert planned() == []
+    model_config.write_text(model_config.read_text() + "# edited\n")
     assert planned() == [str(outputs["lstm"])]
-    os.utime(pretrain_config, (later, later))
+    pretrain_config.write_text(pretrain_config.read_text() + "# edited\n")
     # the encoder retrains, and so would every model that starts from it (none is a target here)
     assert planned() == sorted([str(outputs["lstm"]), str(outputs["encoder"])])
     # the files the commands read first are inputs as well (not edited here: they belong to the checkout)
@@ -599,6 +606,10 @@ def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path)
     ({"synthetic.variants.lstm": {"eval_queries": 4000}}, "synthetic.variants.lstm.eval_queries",
      "use synthetic.eval_queries instead"),
     ({"synthetic.variants.lstm": {"step": 2000}}, "synthetic.variants.lstm.step", "use synthetic.steps instead"),
+    # the fit commands' parser takes an unambiguous prefix too (`--seed_every 7` sets seed_everything)
+    ({"models.gru.set": {"seed_every": 99}}, "models.gru.set.seed_every", "use seeds"),
+    ({"pretrain.set": {"num_thr": 4}}, "pretrain.set.num_thr", "use pretrain.threads instead"),
+    ({"models.lstm.set": {"config": "other.yaml"}}, "models.lstm.set.config", "config file as its `config` key"),
 ])
 def test_settings_the_pipeline_sets_itself_are_refused_where_they_would_be_ignored(
         tmp_path: Path, changes: dict, key: str, words: str) -> None:

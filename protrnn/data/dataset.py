@@ -284,17 +284,21 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, ma
     return arrays, metadata
 
 
+#: Arrays of a protrnn ``.npz`` that :func:`content_sha256` leaves out: how the file was made, not what it holds.
+CONTENT_DIGEST_LEFT_OUT = frozenset({"metadata", "sources"})
+
+
 def content_sha256(path: str | Path) -> str:
     """SHA-256 of one of protrnn's ``.npz`` files' contents: every array but ``metadata`` (its creation time and
-    command line), by name, dtype, shape and bytes. Two ``protrnn prepare`` runs that write the same chains agree; a
-    training checkpoint records it to tell a resume that its data changed. The file is read as by
-    :func:`read_npz_file` (never unpickled; problems are one-line :class:`InputError`)."""
+    command line) and ``sources`` (the input paths as given), by name, dtype, shape and bytes. Two ``protrnn prepare``
+    runs that write the same chains agree, wherever their inputs were read from; a training checkpoint records it to
+    tell a resume that its data changed. Never unpickles; problems are one-line :class:`InputError`."""
     source = Path(path)
     digest = hashlib.sha256()
     try:
         with np.load(source, allow_pickle=False) as archive:
             for name in sorted(archive.files):
-                if name == "metadata":
+                if name in CONTENT_DIGEST_LEFT_OUT:
                     continue
                 array = np.ascontiguousarray(archive[name])
                 digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())

@@ -206,8 +206,9 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
 #: Keys of a recorded ``training_config["model"]`` that are no training setting of their own: the architecture (the
 #: knobs read it from the model's config) and the encoder's learning-rate scale (part of the pretraining knob).
 TRAINING_KEYS_LEFT_OUT = frozenset({"model", "encoder_lr_scale"})
-#: Keys of a recorded ``training_config["data"]`` that do not change what is learnt: paths, the seed, workers.
-DATA_KEYS_LEFT_OUT = frozenset({"train_path", "val_path", "seed", "num_workers"})
+#: Keys of a recorded ``training_config["data"]`` that do not change what is learnt: paths, the seed, workers,
+#: the validation batches' budgets.
+DATA_KEYS_LEFT_OUT = frozenset({"train_path", "val_path", "seed", "num_workers", "val_max_tokens", "val_max_pairs"})
 #: The callback (``trainer.callbacks`` class path) that starts contact training from a pretrained encoder.
 PRETRAINED_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
 #: The callback that adds the auxiliary secondary-structure loss during contact training.

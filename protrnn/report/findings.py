@@ -123,8 +123,10 @@ def knob_of(key: str) -> str | None:
 
 
 def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """Settings whose values differ (a key missing on one side counts as differing)."""
-    return sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    """Settings whose values differ (a key missing on one side counts as differing, except a training setting: a
+    record written before that setting was recorded says nothing about it)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>")
+                  and not (k.startswith(TRAINING_PREFIX) and (k not in a or k not in b)))
 
 
 def describe(settings: Mapping[str, Any], keys: Sequence[str]) -> str:

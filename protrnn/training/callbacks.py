@@ -64,8 +64,9 @@ def checkpoint_of_this_run(callback: Any, path: str) -> str:
 
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint (``checkpoint.*`` options) whose ``last.ckpt`` follows the run: rewritten at every
-    checkpoint moment (each validation, or each epoch end when the checkpoint is taken there), improved or not, and at
-    the end of training.
+    checkpoint moment (each validation, or each epoch end when the checkpoint is taken there), improved or not. Not at
+    the end of training beyond that: a run stopped mid-epoch by its step budget or time cap holds a state there that a
+    resume would misread (the next epoch's count with this epoch's batches).
 
     Lightning 2.6 writes ``last.ckpt`` only in a step that also saved a best checkpoint, so after the last improvement
     it stayed behind: a run killed at step 4,400 whose best was step 3,500 resumed with ``--ckpt_path last`` from
@@ -82,10 +83,6 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._keep_last_current(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        self._keep_last_current(trainer)
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)

@@ -220,6 +220,7 @@ def _cli_class(spec: FitSpec) -> type:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     from protrnn.training.callbacks import RunCheckpoint
+    from protrnn.training.identity import RunIdentity, run_identity
 
     parts = spec.parts()
 
@@ -293,6 +294,9 @@ def _cli_class(spec: FitSpec) -> type:
             callbacks = [self._get(self.config_init, key) for key in self.parser.callback_keys]
             training_config = yaml.safe_load(dump_config(self.parser, self.config))
             callbacks += parts.fit_end_callbacks(self.config.export_dir, {"training_config": training_config})
+            # every checkpoint records which run it belongs to: what a resume compares (check_resume)
+            self.run_identity = run_identity(training_config)
+            callbacks.append(RunIdentity(self.run_identity))
             return self._instantiate_trainer(config, callbacks)
 
     ProtrnnCLI.model_class_default = parts.model_class
@@ -412,14 +416,17 @@ def check_resume_checkpoint(cli: Any) -> None:
 def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None] | None) -> None:
     """The checkpoint ``--ckpt_path`` resumes from, checked before anything trains (:func:`_resume_checkpoint`).
 
-    * Another architecture is refused (one line naming each key), and so is other data: the checkpoint records the
-      SHA-256 of its run's training and validation files' contents, and a resume on other chains would go on from
-      a model fitted to the old ones.
-    * Other training or data settings are named on stderr and the run resumes (the optimizer and schedule continue
-      from the checkpoint's state).
-    * With ``--ckpt_path last-if-same`` (the pipeline's) any of these differences instead moves ``checkpoints/``
-      aside to ``checkpoints.replaced`` and trains from the start: a job killed and rerun after its settings or data
-      changed had resumed the old run.
+    Every checkpoint records its run's identity (:mod:`protrnn.training.identity`: the resolved config but for where
+    outputs go, threads and the time cap, and the contents of each file it names).
+
+    * Another architecture is refused (one line naming each key), and so is other data (the contents of
+      ``data.train_path`` / ``data.val_path``): a resume on other chains would go on from a model fitted to the old
+      ones.
+    * Other settings (or another named file, e.g. an encoder) are named on stderr and the run resumes: the optimizer
+      and schedule continue from the checkpoint's state.
+    * With ``--ckpt_path last-if-same`` (the pipeline's) any difference, or a checkpoint without a record (written by
+      an older protrnn), instead moves ``checkpoints/`` aside to ``checkpoints.replaced`` and trains from the start:
+      a job killed and rerun after its settings, data or encoder changed had resumed the old run.
     """
     resumed = _resume_checkpoint(cli)
     if resumed is None:
@@ -427,6 +434,7 @@ def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None]
     path, checkpoint = resumed
     if kind_check is not None:
         kind_check(path, checkpoint)
+    from protrnn.training.identity import CHECKPOINT_KEY, identity_differences
     from protrnn.training.module import check_architecture
 
     strict = cli.config.get("ckpt_path") == LAST_IF_SAME
@@ -438,15 +446,20 @@ def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None]
         if not strict:
             raise
         reasons.append(exc.reason.split("; resume with")[0])
-    data = data_differences(checkpoint, cli.datamodule)
-    if data and not strict:
-        raise InputError(f"config key 'ckpt_path': the checkpoint's run trained on other data ({'; '.join(data)}); "
-                         "train into a new run directory (trainer.default_root_dir), or delete its checkpoints/ to "
-                         "start this one over", path=path)
-    changed = resume_differences(checkpoint, cli.model.hparams, cli.datamodule.hparams)
-    if _saved_digests(checkpoint, cli.datamodule) is not None:  # data files are judged by contents, not path
-        files = {f"data.{key}:" for key in cli.datamodule.data_files()}
-        changed = [entry for entry in changed if entry.split(" ", 1)[0] not in files]
+    saved = checkpoint.get(CHECKPOINT_KEY)
+    data: list[str] = []
+    if isinstance(saved, Mapping):
+        changed, files = identity_differences(saved, cli.run_identity)
+        data = [entry for entry in files if entry.startswith(("data.train_path ", "data.val_path "))]
+        if data and not strict:
+            raise InputError(f"config key 'ckpt_path': the checkpoint's run trained on other data "
+                             f"({'; '.join(data)}); train into a new run directory (trainer.default_root_dir), or "
+                             "delete its checkpoints/ to start this one over", path=path)
+        changed += [entry for entry in files if entry not in data]
+    else:
+        changed = resume_differences(checkpoint, cli.model.hparams, cli.datamodule.hparams)
+        if strict:
+            reasons.append("the checkpoint has no record of its run's settings and data (an older protrnn wrote it)")
     reasons += data + changed
     if strict and reasons:
         _start_over(cli, path, reasons)
@@ -467,24 +480,6 @@ def _start_over(cli: Any, path: Path, reasons: list[str]) -> None:
     print(f"protrnn: not resuming {path}: its run differs from this one ({'; '.join(reasons)}); training from the "
           f"start, its checkpoints moved to {aside}", file=sys.stderr)
     cli.config.ckpt_path = None
-
-
-def data_differences(checkpoint: Mapping[str, Any], datamodule: Any) -> list[str]:
-    """``data.KEY contents: sha256 SAVED -> NOW`` for each data file whose contents differ from the checkpoint run's
-    (:class:`protrnn.training.datamodule.DataDigests`); nothing for a checkpoint that predates the record."""
-    saved = _saved_digests(checkpoint, datamodule)
-    if saved is None:
-        return []
-    current = datamodule.data_sha256()
-    return [f"data.{key} contents: sha256 {str(saved[key])[:12]} -> {current[key][:12]}"
-            for key in sorted(set(saved) & set(current)) if saved[key] != current[key]]
-
-
-def _saved_digests(checkpoint: Mapping[str, Any], datamodule: Any) -> Mapping[str, Any] | None:
-    """The data digests ``checkpoint`` recorded for ``datamodule``'s kind, if it did and the module records them."""
-    saved = checkpoint.get(type(datamodule).__qualname__)
-    saved = saved.get("data_sha256") if isinstance(saved, Mapping) else None
-    return saved if isinstance(saved, Mapping) and hasattr(datamodule, "data_sha256") else None
 
 
 def resume_differences(checkpoint: dict[str, Any], model_hparams: Any, data_hparams: Any) -> list[str]:

@@ -100,31 +100,6 @@ def epoch_loader(dataset: Any, batches: Any, *, training: bool, trainer: Callabl
     return DataLoader(dataset, batch_sampler=EpochedBatchSampler(batches, dataset), **options)
 
 
-class DataDigests:
-    """A data module's ``state_dict`` (what Lightning stores in every checkpoint under the class name): the SHA-256
-    of the contents of its ``data_files`` (:func:`protrnn.data.dataset.content_sha256`), computed once. A resume
-    compares them with the files given now (:func:`protrnn.training.cli.resume_differences`); loading restores
-    nothing."""
-
-    def data_files(self) -> dict[str, Path]:
-        raise NotImplementedError
-
-    def data_sha256(self) -> dict[str, str]:
-        cached = self.__dict__.get("_data_sha256")
-        if cached is None:
-            from protrnn.data.dataset import content_sha256
-
-            cached = {key: content_sha256(path) for key, path in self.data_files().items()}
-            self.__dict__["_data_sha256"] = cached
-        return dict(cached)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"data_sha256": self.data_sha256()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Nothing to restore: the digests are compared before training (see the class docstring)."""
-
-
 def config_int(key: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int | None:
     """``value`` of config key ``data.KEY`` checked to be an integer >= ``minimum`` (or null with ``allow_none``)."""
     if value is None and allow_none:
@@ -135,7 +110,7 @@ def config_int(key: str, value: object, *, minimum: int = 1, allow_none: bool = 
     return value
 
 
-class ContactDataModule(DataDigests, pl.LightningDataModule):
+class ContactDataModule(pl.LightningDataModule):
     """Prepared ``train.npz`` / ``val.npz`` (``protrnn prepare``) -> batches of the batch contract.
 
     Args:
@@ -195,9 +170,6 @@ class ContactDataModule(DataDigests, pl.LightningDataModule):
         self.save_hyperparameters()
         self.train_set: Any = None
         self.val_set: Any = None
-
-    def data_files(self) -> dict[str, Path]:
-        return {"train_path": self.train_path, "val_path": self.val_path}
 
     def setup(self, stage: str | None = None) -> None:
         from protrnn.data.batching import ContactExampleDataset

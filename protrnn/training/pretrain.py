@@ -51,7 +51,7 @@ from protrnn.model.pretrain_heads import (
     save_pretrained,
 )
 from protrnn.training.callbacks import checkpoint_of_this_run
-from protrnn.training.datamodule import DataDigests, config_int, epoch_loader
+from protrnn.training.datamodule import config_int, epoch_loader
 from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
@@ -167,7 +167,7 @@ def collate_labels(examples: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
             "lengths": torch.tensor(lengths, dtype=torch.long)}
 
 
-class StructureLabelDataModule(DataDigests, pl.LightningDataModule):
+class StructureLabelDataModule(pl.LightningDataModule):
     """``train.npz`` / ``val.npz`` of ``protrnn pretrain prepare`` -> batches for :class:`PretrainLightningModule`.
 
     Args:
@@ -198,9 +198,6 @@ class StructureLabelDataModule(DataDigests, pl.LightningDataModule):
         self.save_hyperparameters()
         self.train_set: StructureLabelExamples | None = None
         self.val_set: StructureLabelExamples | None = None
-
-    def data_files(self) -> dict[str, Path]:
-        return {"train_path": self.train_path, "val_path": self.val_path}
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):

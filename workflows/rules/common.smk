@@ -1,5 +1,6 @@
 # Shared settings and start-up checks: every problem with the configuration fails here, before any job runs.
 
+import hashlib
 import re
 import shlex
 import sys
@@ -404,8 +405,18 @@ def pretrain_resume_flag(wildcards, output):
 
 def config_inputs(config_file, base_file):
     """A fit command's config files as inputs: `config` (its --config) and `base_config` (the file the command reads
-    before it). They are code, not datasets: editing one reruns the job (the `mtime` trigger), unlike datasets()."""
-    return {"config": config_file, "base_config": _relative(base_file)}
+    before it), flagged `ancient`: a fresh clone or a checkout switch gives them new modification times without
+    changing them. Their contents count instead, through config_digest() as a param (the `params` trigger): editing
+    one reruns the job."""
+    return {"config": ancient(config_file), "base_config": ancient(_relative(base_file))}
+
+
+def config_digest(config_file, base_file):
+    """SHA-256 of a fit command's two config files' contents (a param of its rule: see config_inputs)."""
+    digest = hashlib.sha256()
+    for path in (config_file, base_file):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def train_inputs(wildcards):
@@ -620,16 +631,27 @@ def _refuse_managed(key, managed, model=""):
     _fail(key, f"the pipeline sets this itself after this entry, so the value would be ignored; {how}")
 
 
+def _managed_entry(key, managed):
+    """The table entry `key` sets: the key itself or a key it abbreviates (the fit commands' parser takes an
+    unambiguous prefix, `seed_every` for `seed_everything`); `config` adds a config file the rule does not track."""
+    if key == "config":
+        return "none: give the model's config file as its `config` key, which the rule tracks"
+    hit = managed.get(key) or next((managed[m] for m in managed if m.startswith(key)), None)
+    return hit
+
+
 for _name, _spec in MODEL_SPECS.items():
     _managed = {**TRAIN_MANAGED, **{k: BUDGET_MANAGED[k] for k in _flags(model_budget(_name))}}
     for _key in (_spec.get("set") or {}):
-        if _key in _managed:
-            _refuse_managed(f"{spec_key(_name)}.set.{_key}", _managed[_key], spec_key(_name))
+        _entry = _managed_entry(_key, _managed)
+        if _entry:
+            _refuse_managed(f"{spec_key(_name)}.set.{_key}", _entry, spec_key(_name))
 _pretrain_managed = {k: v for k, v in PRETRAIN_MANAGED.items()
                      if k != "trainer.max_steps" or PRETRAIN.get("max_steps") is not None}
 for _key in (PRETRAIN.get("set") or {}):
-    if _key in _pretrain_managed:
-        _refuse_managed(f"pretrain.set.{_key}", _pretrain_managed[_key])
+    _entry = _managed_entry(_key, _pretrain_managed)
+    if _entry:
+        _refuse_managed(f"pretrain.set.{_key}", _entry)
 for _variant, _options in SYNTHETIC_VARIANTS.items():
     for _key in (_options or {}):
         # argparse also takes an unambiguous prefix of an option (`--step` for `--steps`)

@@ -62,6 +62,7 @@ rule pretrain_fit:
     wildcard_constraints:
         encoder=ENCODER_DIR_PATTERN,
     params:
+        config_sha256=config_digest(pretrain_config_path(), PRETRAIN_BASE_CONFIG),
         options=pretrain_fit_options(),
         rundir=parent_of("json"),
         resume=pretrain_resume_flag,

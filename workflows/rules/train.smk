@@ -14,6 +14,7 @@ rule train:
     wildcard_constraints:
         run=ALL_RUNS,
     params:
+        config_sha256=lambda wc: config_digest(model_config_path(run_model(wc.run)), TRAIN_BASE_CONFIG),
         overrides=lambda wc: model_overrides(run_model(wc.run), run_encoder_dir(wc.run)),
         rundir=parent_of("model"),
         resume=resume_flag,
