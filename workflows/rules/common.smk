@@ -683,11 +683,12 @@ def datasets(paths):
 
 
 def prepare_inputs(wildcards):
-    """Every training input: user paths and the default wheels (:func:`datasets`), and fetched PDB entries."""
+    """Every training input (:func:`datasets`): user paths, the default wheels and fetched PDB entries (fetched
+    again, an entry gets a new time, not new contents)."""
     inputs = datasets(SOURCE_PATHS)
     if config["sources"]["default"]:
         inputs += datasets(DEFAULT_WHEEL_FILES.values())
-    inputs += [f"{CACHE}/pdb/{p}.cif" for p in PDB_IDS]
+    inputs += datasets(f"{CACHE}/pdb/{p}.cif" for p in PDB_IDS)
     return inputs
 
 
