@@ -127,6 +127,20 @@ def _metric(mean: float, low: float, high: float) -> dict[str, float]:
     return {"mean": mean, "low": low, "high": high}
 
 
+def test_the_cards_data_line_states_the_leakage_rule() -> None:
+    """The leakage rule as prepare recorded it (identity, coverage, the chain the coverage is measured on); the card
+    had named the identity only."""
+    script = _script()
+    record = {"chains": {"train": 3536, "val": 482}, "sources": [], "test_sets": {},
+              "leakage": {"removed": 323, "per_test_set": {"ts50": 15}, "identity": 0.3, "coverage": 0.5,
+                          "leakage_coverage_of": "test chain", "homology_method": "mmseqs2"}}
+    line = script.data_lines(record)[2]
+    assert line == ("3,536 training and 482 validation chains (split by sequence cluster). Chains removed for homology "
+                    "to a test set (>= 30% identity over >= 50% of the test chain, mmseqs2): 323 (ts50 15).")
+    del record["leakage"]["coverage"]
+    assert "(>= 30% identity, mmseqs2)" in script.data_lines(record)[2]
+
+
 def test_main_installs_the_weights_and_a_record_of_the_summaries(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     model_dir = tmp_path / "results" / "models" / "bundle"

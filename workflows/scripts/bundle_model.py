@@ -148,7 +148,8 @@ def data_record(data_dir: Path) -> dict[str, Any]:
     summary = data_dir / SUMMARY_FILE
     if summary.is_file():
         info = read_json_document(summary, SUMMARY_FORMAT, what="prepare summary").get("info") or {}
-        record["leakage"].update({key: info[key] for key in ("identity", "coverage", "homology_method") if key in info})
+        record["leakage"].update({key: info[key] for key in ("identity", "coverage", "leakage_coverage_of",
+                                                             "homology_method") if key in info})
         if "split_mode" in info:
             record["split"] = info["split_mode"]
     return record
@@ -197,6 +198,16 @@ def _count(value: Any) -> str:
     return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
 
 
+def _coverage_words(leakage: dict[str, Any]) -> str:
+    """`` over >= 50% of the test chain`` from a leakage record's coverage (and which chain it is measured on, when
+    prepare recorded it); empty without a coverage."""
+    coverage = leakage.get("coverage")
+    if not isinstance(coverage, (int, float)) or isinstance(coverage, bool):
+        return ""
+    of = leakage.get("leakage_coverage_of")
+    return f" over >= {coverage:.0%} of " + (f"the {of}" if isinstance(of, str) and of else "the aligned chains")
+
+
 def data_lines(record: dict[str, Any]) -> list[str]:
     """README section of the contact training data."""
     leakage = record["leakage"]
@@ -204,7 +215,8 @@ def data_lines(record: dict[str, Any]) -> list[str]:
     lines = ["## Training data", "",
              f"{record['chains']['train']:,} training and {record['chains']['val']:,} validation chains (split by "
              "sequence cluster). Chains removed for homology to a test set"
-             + (f" (>= {identity:.0%} identity, {leakage.get('homology_method', '?')})" if identity else "")
+             + (f" (>= {identity:.0%} identity{_coverage_words(leakage)}, {leakage.get('homology_method', '?')})"
+                if identity else "")
              + f": {leakage['removed']:,} ("
              + ", ".join(f"{name} {n:,}" for name, n in leakage["per_test_set"].items()) + ").", "",
              "| source | train | val | removed (test-set homologues) | skipped |", "|---|---|---|---|---|"]
