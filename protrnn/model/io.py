@@ -27,7 +27,6 @@ network, and diagnostics expand an ensemble into its members (``protrnn.diagnost
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -47,7 +46,7 @@ from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
 from protrnn.errors import InputError, parse_json_document, read_json_document, reading
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
-from protrnn.utils.io import atomic_path, atomic_write, swapped_directory
+from protrnn.utils.io import atomic_path, atomic_write, file_sha256, swapped_directory
 
 MODEL_FORMAT = "protrnn-model"
 MODEL_FORMAT_VERSION = 1
@@ -117,11 +116,7 @@ class LoadedModel:
 
     def weights_sha256(self) -> str:
         """SHA-256 of the weights file (safetensors or checkpoint): identifies the model in RR METHOD lines."""
-        digest = hashlib.sha256()
-        with open(self.weights_path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(self.weights_path)
 
 
 def alphabet_of(metadata: Mapping[str, Any]) -> Alphabet:

@@ -435,17 +435,17 @@ def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None]
     if kind_check is not None:
         kind_check(path, checkpoint)
     from protrnn.training.identity import CHECKPOINT_KEY, identity_differences
-    from protrnn.training.module import check_architecture
+    from protrnn.training.module import architecture_differences, check_architecture
 
     strict = cli.config.get("ckpt_path") == LAST_IF_SAME
+    saved_architecture = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
     reasons: list[str] = []
-    try:
-        check_architecture((checkpoint.get("hyper_parameters") or {}).get("model") or {}, cli.model.config,
-                           source=str(path))
-    except InputError as exc:
-        if not strict:
-            raise
-        reasons.append(exc.reason.split("; resume with")[0])
+    if strict:
+        architecture = architecture_differences(saved_architecture, cli.model.config)
+        if architecture:
+            reasons.append(f"the checkpoint's architecture does not match the config: {'; '.join(architecture)}")
+    else:
+        check_architecture(saved_architecture, cli.model.config, source=str(path))
     saved = checkpoint.get(CHECKPOINT_KEY)
     data: list[str] = []
     if isinstance(saved, Mapping):

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from protrnn.utils.io import file_sha256
+
 #: The key of a checkpoint that holds its run's identity.
 CHECKPOINT_KEY = "protrnn_run_identity"
 #: Settings (dotted keys of the resolved config) that do not change what a run learns.
@@ -61,11 +63,7 @@ def file_digest(path: Path) -> str:
         return digest.hexdigest()
     if path.suffix == ".npz":
         return content_sha256(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def run_identity(config: Mapping[str, Any]) -> dict[str, dict[str, str]]:

@@ -253,19 +253,22 @@ class ContactLightningModule(pl.LightningModule):
             check_architecture(saved, self.config, source=str(source or "checkpoint"))
 
 
-def check_architecture(saved: Mapping[str, Any], expected: ModelConfig, *, source: str, what: str = "checkpoint",
-                       advice: str = "resume with the model settings it was trained with") -> None:
-    """Raise InputError naming every architecture key where ``saved`` (the ``what``'s) differs from ``expected``.
+def architecture_differences(saved: Mapping[str, Any], expected: ModelConfig) -> list[str]:
+    """``model.KEY=saved (config: expected)`` for every architecture key where ``saved`` differs from ``expected``.
 
     ``pair_chunk_size`` is an inference setting, not architecture, and is ignored.
     """
     current = expected.to_dict()
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        if key == "pair_chunk_size":
-            continue
-        if saved.get(key, "<missing>") != current.get(key, "<missing>"):
-            diffs.append(f"model.{key}={saved.get(key, '<missing>')!r} (config: {current.get(key, '<missing>')!r})")
+    return [f"model.{key}={saved.get(key, '<missing>')!r} (config: {current.get(key, '<missing>')!r})"
+            for key in sorted(set(saved) | set(current))
+            if key != "pair_chunk_size" and saved.get(key, "<missing>") != current.get(key, "<missing>")]
+
+
+def check_architecture(saved: Mapping[str, Any], expected: ModelConfig, *, source: str, what: str = "checkpoint",
+                       advice: str = "resume with the model settings it was trained with") -> None:
+    """Raise InputError naming every architecture key where ``saved`` (the ``what``'s) differs from ``expected``
+    (:func:`architecture_differences`)."""
+    diffs = architecture_differences(saved, expected)
     if diffs:
         raise InputError(f"the {what}'s architecture does not match the config: {'; '.join(diffs)}; {advice}",
                          path=source)

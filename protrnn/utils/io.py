@@ -169,6 +169,15 @@ def control_character_position(text: str) -> int | None:
     return None if match is None else match.start() + 1
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def undecoded_byte(character: str) -> int | None:
     """The byte that ``errors="surrogateescape"`` decoding turned into ``character`` (a lone surrogate U+DC80..U+DCFF:
     a byte that was not UTF-8), or None for any other character."""
