@@ -465,13 +465,15 @@ def test_run_identity_settings_and_file_contents(tmp_path: Path) -> None:
         same = run_identity({**base, "num_threads": 4, "trainer": {**base["trainer"], "max_time": "00:09:00:00",
                                                                    "default_root_dir": "y"},
                              "trainer_callbacks": [{"init_args": {"path": str(tmp_path / "b")}}]})
-        assert identity_differences(one, same) == ([], [])
+        assert identity_differences(one, same) == ([], {})
         (tmp_path / "b" / "w.bin").write_bytes(b"other weights")
         other = run_identity({**base, "model": {"lr": 0.02, "model": {"cell": "lstm"}},
                               "trainer_callbacks": [{"init_args": {"path": str(tmp_path / "b")}}]})
         settings, files = identity_differences(one, other)
         assert settings == ["model.lr: 0.01 -> 0.02"]
-        assert len(files) == 1 and files[0].startswith("trainer_callbacks.0.init_args.path contents: sha256 ")
+        assert list(files) == ["trainer_callbacks.0.init_args.path"]
+        assert files["trainer_callbacks.0.init_args.path"].startswith(
+            "trainer_callbacks.0.init_args.path contents: sha256 ")
     finally:
         os.chdir(cwd)
 
@@ -682,3 +684,56 @@ def test_long_range_recipe_overfits_real_chains_through_blocks_and_distogram(dat
         precision = truth[i[top], j[top]].mean()
         assert precision > max(0.5, 5 * rate), (chain.id, precision, rate)
     assert scored >= 2
+
+
+@pytest.mark.parametrize("moved", ["before_the_check", "while_reading"])
+def test_a_rank_that_finds_last_ckpt_moved_aside_by_rank_zero_decides_on_it_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moved: str) -> None:
+    """Under srun/DDP every rank reads `last.ckpt` to decide `last-if-same`, and rank 0 alone moves `checkpoints/`
+    aside to start over. A rank that came later, or read while the folder moved, failed with "checkpoint not found"
+    (or started from nothing without deciding); it now reads the moved checkpoint, so it reaches rank 0's decision.
+    Rank 0 itself, and `--ckpt_path last` (which moves nothing), do not look there."""
+    import shutil
+    from types import SimpleNamespace
+
+    from jsonargparse import Namespace
+
+    from protrnn.model import io as model_io
+    from protrnn.training import cli as training_cli
+
+    folder, aside = tmp_path / "checkpoints", tmp_path / "checkpoints.replaced"
+
+    def setup(ckpt_path: str, global_zero: bool) -> SimpleNamespace:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.mkdir()
+        torch.save({"state_dict": {"w": torch.full((2,), 3.0)}, "epoch": 0}, folder / "last.ckpt")
+        return SimpleNamespace(config=Namespace(ckpt_path=ckpt_path, checkpoint=Namespace(dirpath=str(folder))),
+                               trainer=SimpleNamespace(is_global_zero=global_zero, max_epochs=5))
+
+    real = model_io.load_checkpoint
+
+    def moved_while_reading(path: Path) -> dict:
+        if Path(path).parent == folder and folder.exists():
+            folder.rename(aside)
+        return real(path)
+
+    def resume(ckpt_path: str, global_zero: bool) -> tuple[Path, dict] | None:
+        cli = setup(ckpt_path, global_zero)
+        if moved == "before_the_check":
+            folder.rename(aside)
+        else:
+            monkeypatch.setattr(model_io, "load_checkpoint", moved_while_reading)
+        try:
+            return training_cli._resume_checkpoint(cli)
+        except InputError:
+            return None
+        finally:
+            monkeypatch.setattr(model_io, "load_checkpoint", real)
+
+    found = resume("last-if-same", global_zero=False)
+    assert found is not None
+    path, checkpoint = found
+    assert path == aside / "last.ckpt" and torch.equal(checkpoint["state_dict"]["w"], torch.full((2,), 3.0))
+    assert resume("last-if-same", global_zero=True) is None
+    assert resume("last", global_zero=False) is None

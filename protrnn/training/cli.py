@@ -49,6 +49,8 @@ LAST_CKPT = "last"
 #: ``--ckpt_path`` value for a pipeline: resume from ``checkpoints/last.ckpt`` only when its run had the architecture,
 #: settings and data given now; otherwise move the folder aside and train from the start.
 LAST_IF_SAME = "last-if-same"
+#: The run-identity keys of the training data: a resume on other contents there is refused (:func:`check_resume`).
+DATA_KEYS = ("data.train_path", "data.val_path")
 _UNSUPPORTED_CKPT_NAMES = ("best", "hpc", "registry")
 #: Trainer defaults of every fit command (a spec's ``trainer_defaults`` add to / override these).
 SHARED_TRAINER_DEFAULTS: dict[str, Any] = {"use_distributed_sampler": False, "gradient_clip_val": 1.0,
@@ -379,19 +381,35 @@ def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
         return None
     last = ckpt in (LAST_CKPT, LAST_IF_SAME)
     path = Path(cli.config.checkpoint.dirpath) / "last.ckpt" if last else Path(ckpt)
-    if not path.is_file():
-        return None
     from protrnn.model.io import load_checkpoint
 
     try:
+        if not path.is_file():
+            raise FileNotFoundError(path)
         checkpoint = load_checkpoint(path)
-    except InputError as exc:
-        raise InputError(f"config key 'ckpt_path': {exc.reason}", path=path) from None
+    except (InputError, FileNotFoundError) as exc:
+        aside = _moved_aside_by_rank_zero(cli, path)
+        if aside is None:
+            if isinstance(exc, FileNotFoundError):
+                return None
+            raise InputError(f"config key 'ckpt_path': {exc.reason}", path=path) from None
+        path, checkpoint = aside, load_checkpoint(aside)
     epoch, max_epochs = checkpoint.get("epoch"), cli.trainer.max_epochs
     if isinstance(epoch, int) and max_epochs not in (None, -1) and epoch > max_epochs:
         raise InputError(f"config key 'ckpt_path': the checkpoint is at epoch {epoch}, past trainer.max_epochs "
                          f"{max_epochs}; raise --trainer.max_epochs to continue it", path=path)
     return path, checkpoint
+
+
+def _moved_aside_by_rank_zero(cli: Any, path: Path) -> Path | None:
+    """Where rank 0's :func:`_start_over` moved ``last.ckpt`` when it vanished under another rank of a multi-process
+    run (``srun``/DDP) reading it for ``last-if-same``: every rank reads the checkpoint to decide, rank 0 alone moves
+    ``checkpoints/`` aside, and a rank that reads it there reaches the same decision (start over). None otherwise:
+    for rank 0, for ``last`` (nothing moves it) and while ``last.ckpt`` is still in place."""
+    if cli.config.get("ckpt_path") != LAST_IF_SAME or cli.trainer.is_global_zero or path.exists():
+        return None
+    aside = path.parent.with_name(path.parent.name + ".replaced") / path.name
+    return aside if aside.is_file() else None
 
 
 def check_resumable(cli: Any) -> None:
@@ -450,12 +468,12 @@ def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None]
     data: list[str] = []
     if isinstance(saved, Mapping):
         changed, files = identity_differences(saved, cli.run_identity)
-        data = [entry for entry in files if entry.startswith(("data.train_path ", "data.val_path "))]
+        data = [text for key, text in files.items() if key in DATA_KEYS]
         if data and not strict:
             raise InputError(f"config key 'ckpt_path': the checkpoint's run trained on other data "
                              f"({'; '.join(data)}); train into a new run directory (trainer.default_root_dir), or "
                              "delete its checkpoints/ to start this one over", path=path)
-        changed += [entry for entry in files if entry not in data]
+        changed += [text for key, text in files.items() if key not in DATA_KEYS]
     else:
         changed = resume_differences(checkpoint, cli.model.hparams, cli.datamodule.hparams)
         if strict:

@@ -92,18 +92,20 @@ def names_a_path(value: Any) -> bool:
     return ("/" in value or path.suffix in PATH_SUFFIXES) and path.exists()
 
 
-def identity_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """``(settings, files)``: ``key: saved -> now`` for each setting and ``key contents: sha256 a -> b`` for each
-    named file whose contents differ between two identities (a key on one side only counts). A setting that names a
-    file on both sides is judged by the contents alone: the same data at another path is the same run."""
+def identity_differences(saved: Mapping[str, Any],
+                         current: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """``(settings, files)``: ``key: saved -> now`` for each setting, and for each named file whose contents differ
+    between two identities its key mapped to ``key contents: sha256 a -> b`` (a key on one side only counts). A
+    setting that names a file on both sides is judged by the contents alone: the same data at another path is the
+    same run."""
     old_files, new_files = dict(saved.get("files") or {}), dict(current.get("files") or {})
     by_contents = set(old_files) & set(new_files)
     old, new = dict(saved.get("settings") or {}), dict(current.get("settings") or {})
     settings = [f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}"
                 for key in sorted(set(old) | set(new)) if key not in by_contents and old.get(key) != new.get(key)]
-    files = [f"{key} contents: sha256 {str(old_files.get(key, '<unset>'))[:12]} -> "
-             f"{str(new_files.get(key, '<unset>'))[:12]}"
-             for key in sorted(by_contents) if old_files[key] != new_files[key]]
+    files = {key: f"{key} contents: sha256 {str(old_files.get(key, '<unset>'))[:12]} -> "
+                  f"{str(new_files.get(key, '<unset>'))[:12]}"
+             for key in sorted(by_contents) if old_files[key] != new_files[key]}
     return settings, files
 
 
