@@ -532,3 +532,22 @@ def test_non_finite_coordinates_are_absent_atoms() -> None:
     assert chain.observed.tolist() == [True] * 5 + [False] + [True] * 4
     expected_cb = virtual_cb(coords[2, 0], coords[2, 1], coords[2, 2])
     np.testing.assert_allclose(chain.coords[2, 3], expected_cb, atol=1e-3)
+
+
+def test_cb_follows_the_residue_in_the_coordinates_where_the_deposited_letter_differs() -> None:
+    """CASP's Cβ belongs to the residue whose atoms were located. SEQRES GLY at 2 written ALA with a CB atom kept Cα
+    (the deposited G decided); SEQRES ALA at 4 written GLY got a virtual Cβ instead of Cα. The sequence stays the
+    deposited one (what a model is given at prediction time): 2 mismatches in 24 keep SEQRES trusted (>= 90 %)."""
+    deposited = ["ALA", "GLY", "LEU", "ALA"] + ["LYS", "SER", "GLU", "VAL"] * 5
+    written = ["ALA", "ALA", "LEU", "GLY"] + deposited[4:]
+    seqres = "\n".join(f"SEQRES {k + 1:3d} A {len(deposited):4d}  " + " ".join(deposited[13 * k:13 * k + 13])
+                       for k in range((len(deposited) + 12) // 13))
+    residues = [(name, k + 1, "", 3.8 * k, "ATOM", ("N", "CA", "C", "O") if name == "GLY" else FULL)
+                for k, name in enumerate(written)]
+    chain = parse_structure_text(seqres + "\n" + "\n".join(_backbone(residues)) + "\n", source="mem.pdb")
+    assert chain.meta["sequence_source"] == "seqres" and chain.observed.all()
+    assert chain.sequence[:4] == "AGLA"
+    # _backbone places CA at (3.8 k, 0, 0) and every CB at CA + (-0.5, -0.8, 1.2)
+    np.testing.assert_allclose(chain.coords[1, 3], [3.8 - 0.5, -0.8, 1.2], atol=1e-3)
+    np.testing.assert_allclose(chain.coords[3, 3], [11.4, 0.0, 0.0], atol=1e-3)
+    np.testing.assert_allclose(chain.coords[0, 3], [-0.5, -0.8, 1.2], atol=1e-3)

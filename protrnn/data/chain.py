@@ -21,17 +21,20 @@ def virtual_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
     return -0.58273431 * a + 0.56802827 * b - 0.54067466 * cc + ca
 
 
-def complete_cb(sequence: str, coords: np.ndarray) -> np.ndarray:
+def complete_cb(sequence: str, coords: np.ndarray, glycine: np.ndarray | None = None) -> np.ndarray:
     """Fill the Cβ slot of an L×4×3 array: real Cβ kept, Cα for glycine, virtual Cβ where Cβ is missing.
 
-    Glycine uses Cα by the CASP definition even when a (virtual) Cβ could be built.
+    Glycine uses Cα by the CASP definition even when a (virtual) Cβ could be built. ``glycine`` (bool, L) says which
+    residues are glycines when that is known better than from ``sequence``'s letters: a structure reader passes the
+    residues of the coordinates, whose deposited letter may differ.
     """
     coords = np.array(coords, dtype=np.float32, copy=True)
     n, ca, c, cb = (coords[:, k] for k in range(4))
     missing = np.isnan(cb).any(axis=1)
     built = virtual_cb(n.astype(np.float64), ca.astype(np.float64), c.astype(np.float64)).astype(np.float32)
     cb[missing] = built[missing]
-    glycine = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8) == ord("G")
+    if glycine is None:
+        glycine = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8) == ord("G")
     cb[glycine] = ca[glycine]
     coords[:, 3] = cb
     return coords

@@ -225,28 +225,32 @@ def parse_structure_text(text: str, *, source: str, name: str | None = None, cha
     coords = np.full((length, 4, 3), np.nan, dtype=np.float32)
     numbering = [""] * length
     letters = list(sequence)
+    glycine = np.array([letter == "G" for letter in letters], dtype=bool)
     for residue, index in zip(residues, mapping, strict=True):
         coords[index] = residue.coords
         numbering[index] = residue.label
         if letters[index] == "X" and residue.letter != "X":
             letters[index] = residue.letter  # deposited UNK but a known residue in the coordinates
+        if residue.letter != "X":  # Cβ by the residue whose atoms these are (a deposited GLY written ALA has a Cβ)
+            glycine[index] = residue.letter == "G"
     meta["numbering"] = numbering
-    return build_chain(record, "".join(letters), coords, source=source, meta=meta)
+    return build_chain(record, "".join(letters), coords, source=source, meta=meta, glycine=glycine)
 
 
 def build_chain(chain_id: str, sequence: str, coords: np.ndarray, *, source: str = "",
-                meta: dict[str, object] | None = None) -> ProteinChain:
+                meta: dict[str, object] | None = None, glycine: np.ndarray | None = None) -> ProteinChain:
     """ProteinChain from raw N, Cα, C, Cβ coordinates (L×4×3, NaN = absent atom; a non-finite or float32-overflowing
     coordinate counts as absent too), applying the one observed rule.
 
-    Cβ is completed (real, virtual from N/Cα/C, or Cα for glycine); a residue is observed when it has a Cα and a Cβ,
-    and unobserved rows are all NaN so no consumer can use a half-present residue by accident.
+    Cβ is completed (real, virtual from N/Cα/C, or Cα for glycine: the ``G`` of ``sequence``, or ``glycine`` where
+    given, see :func:`~protrnn.data.chain.complete_cb`); a residue is observed when it has a Cα and a Cβ, and
+    unobserved rows are all NaN so no consumer can use a half-present residue by accident.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # 1e300 overflows to inf in float32: no warning, then NaN
         coords = np.asarray(coords, dtype=np.float32)
     coords = np.where(np.isfinite(coords), coords, np.float32(np.nan))  # an infinite atom is an absent atom
     with np.errstate(invalid="ignore"):
-        coords = complete_cb(sequence, coords)
+        coords = complete_cb(sequence, coords, glycine)
     observed = ~np.isnan(coords[:, 1]).any(axis=1) & ~np.isnan(coords[:, 3]).any(axis=1)
     coords[~observed] = np.nan
     return ProteinChain(id=chain_id, sequence=sequence, observed=observed, coords=coords, source=source,
