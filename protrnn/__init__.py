@@ -55,3 +55,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'protrnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API too (it is imported lazily, so ``dir(protrnn)`` and tab completion would not show it)."""
+    return sorted(set(globals()) | set(__all__))

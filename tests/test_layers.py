@@ -111,3 +111,12 @@ def test_importing_a_torch_free_module_leaves_torch_unloaded(module: str) -> Non
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False", f"importing {module} loaded torch"
+
+
+def test_the_lazy_public_api_is_listed_by_dir_before_use() -> None:
+    """`dir(protrnn)` (tab completion, help()) showed only typing names: the public API is imported on first use."""
+    code = ("import sys, protrnn; names = dir(protrnn); "
+            "print(sorted(set(protrnn.__all__) - set(names)), 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "False"]

@@ -187,11 +187,13 @@ def test_an_output_path_that_cannot_be_written_is_one_line(model_dir, tmp_path, 
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
     base = ["--model", str(model_dir), "--no-progress"]
-    for outdir, reason in ((a_file, "File exists"), (a_file / "sub", "Not a directory")):
+    for outdir, reason in ((a_file, "OUTDIR is a file, not a directory"), (a_file / "sub", "Not a directory")):
         assert main(["predict", str(fasta), "-o", str(outdir), *base]) == 1
         err = capsys.readouterr().err
         assert err == f"protrnn: error: {outdir}: cannot use this path ({reason})\n"
     assert a_file.read_text() == "keep me"
+    assert main(["predict", str(tmp_path), "-o", str(tmp_path / "o"), *base]) == 2  # a folder given as the FASTA
+    assert capsys.readouterr().err == f"protrnn: error: {tmp_path}: is a directory, not a FASTA file\n"
     clash = tmp_path / "clash"
     (clash / "b.rr").mkdir(parents=True)  # a directory where an output file goes
     assert main(["predict", str(fasta), "-o", str(clash), *base]) == 1

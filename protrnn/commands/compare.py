@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", metavar="NAME,NAME",
                         help="models to compare (default: every method but the reference's model)")
     parser.add_argument("--keys", metavar="KEY,KEY",
-                        help="per_protein.csv columns (default: medium_long/P@L/5,long/P@L/5)")
+                        help="per_protein.csv columns: RANGE/METRIC for the ranges short, medium, long, medium_long, "
+                             "or bin/LO-HI/METRIC for the separation bins (bin/24-47/P@L/5, bin/96+/P@L/5); "
+                             "default: medium_long/P@L/5,long/P@L/5")
     parser.add_argument("--test-sets", metavar="NAME,NAME",
                         help="test sets (default: each model against the reference on every test set both were "
                              "scored on; the others are named on stderr)")

@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT.fasta", help="FASTA file (plain or gzip)")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output directory (created)")
     parser.add_argument("--model", metavar="PATH",
-                        help="exported model (directory with model.json + model.safetensors) or an ensemble directory "
-                             "(`protrnn ensemble`); default: the bundled model")
+                        help="exported model (directory with model.json + model.safetensors, or either file), an "
+                             "ensemble (`protrnn ensemble` directory or its ensemble.json) or a Lightning .ckpt of "
+                             "`protrnn train`; default: the bundled model")
     select = parser.add_mutually_exclusive_group()
     select.add_argument("--top", type=positive_int, metavar="N",
                         help="write the top N pairs to each RR file (default: top L, the chain length)")

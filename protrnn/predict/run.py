@@ -14,6 +14,7 @@ Sequences are read as written (:func:`protrnn.data.fasta.iter_fasta`) and cleane
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -320,6 +321,8 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
     """
     fasta = Path(fasta)
     outdir = Path(outdir)
+    if fasta.is_dir():
+        raise InputError("is a directory, not a FASTA file", path=fasta)
     if not fasta.is_file():
         raise InputError("FASTA file not found", path=fasta)
     if min_separation < 1:
@@ -337,6 +340,8 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
              StructureIndex(structure_map, kind="map") if structure_map is not None else None)
     metric_columns = evaluation_columns() if index is not None else None
     created = not outdir.exists()
+    if outdir.exists() and not outdir.is_dir():  # an output path in the way: exit 1, as for every output path
+        raise NotADirectoryError(errno.ENOTDIR, "OUTDIR is a file, not a directory", str(outdir))
     outdir.mkdir(parents=True, exist_ok=True)
     try:
         remove_stale_temporaries(outdir)

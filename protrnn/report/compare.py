@@ -254,7 +254,9 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
                                  path=evaluation.path)
     missing = [key for key in keys if key not in known]
     if missing:
-        raise InputError(f"no column {missing[0]!r} in the evaluations' per_protein.csv")
+        offered = sorted(key for key in known if "/" in key and key.endswith("/P@L/5"))
+        raise InputError(f"no column {missing[0]!r} in the evaluations' per_protein.csv (columns are RANGE/METRIC "
+                         f"or bin/LO-HI/METRIC; those of P@L/5 here: {', '.join(offered)})")
     ref_sets = _test_sets(evaluations, ref_runs)
     for name in test_sets or ():
         if name not in ref_sets:
