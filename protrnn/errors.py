@@ -66,14 +66,14 @@ def parse_json_document(raw: bytes, path: object, fmt: str, *, max_version: int 
 
 def parse_json_bytes(raw: bytes, path: object, what: str) -> Any:
     """``raw`` (the bytes of ``path``, a ``what``) decoded as UTF-8 JSON, any value. Not UTF-8 and not JSON are
-    one-line :class:`InputError` messages naming the byte, or the line, column and character offset."""
+    one-line :class:`InputError` messages naming the byte, or the line and column (1-based)."""
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise InputError(f"not a {what}: not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
-    except json.JSONDecodeError as exc:  # the offset is a character's, named so (a "position" reads as a residue's)
-        raise InputError(f"not a {what}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}: "
-                         f"character {exc.pos})", path=path) from None
+        raise InputError(f"not a {what}: not UTF-8 text ({exc.reason} at byte {exc.start + 1})", path=path) from None
+    except json.JSONDecodeError as exc:  # line and column, 1-based (a "position" would read as a residue's)
+        raise InputError(f"not a {what}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+                         path=path) from None
 
 
 def check_document(document: Any, path: object, fmt: str, *, max_version: int | None = None,

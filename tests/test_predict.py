@@ -187,7 +187,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line(model_dir, tmp_path, 
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
     base = ["--model", str(model_dir), "--no-progress"]
-    for outdir, reason in ((a_file, "OUTDIR is a file, not a directory"), (a_file / "sub", "Not a directory")):
+    for outdir, reason in ((a_file, "is a file, not a directory"), (a_file / "sub", "Not a directory")):
         assert main(["predict", str(fasta), "-o", str(outdir), *base]) == 1
         err = capsys.readouterr().err
         assert err == f"protrnn: error: {outdir}: cannot use this path ({reason})\n"

@@ -687,12 +687,13 @@ def test_long_range_recipe_overfits_real_chains_through_blocks_and_distogram(dat
 
 
 @pytest.mark.parametrize("moved", ["before_the_check", "while_reading"])
-def test_a_rank_that_finds_last_ckpt_moved_aside_by_rank_zero_decides_on_it_there(
+def test_a_rank_that_finds_last_ckpt_gone_starts_afresh_as_rank_zero_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moved: str) -> None:
     """Under srun/DDP every rank reads `last.ckpt` to decide `last-if-same`, and rank 0 alone moves `checkpoints/`
-    aside to start over. A rank that came later, or read while the folder moved, failed with "checkpoint not found"
-    (or started from nothing without deciding); it now reads the moved checkpoint, so it reaches rank 0's decision.
-    Rank 0 itself, and `--ckpt_path last` (which moves nothing), do not look there."""
+    aside to start over. A rank that lost the file while reading it failed with "checkpoint not found" while rank 0
+    trained. A rank that finds it gone now starts afresh, as rank 0 does (it moved the file, or found none), and never
+    reads `checkpoints.replaced/`, which can hold an older run's checkpoint (here one past max_epochs, which would
+    stop that rank). Rank 0, and `--ckpt_path last` (which moves nothing), still report a file lost mid-read."""
     import shutil
     from types import SimpleNamespace
 
@@ -702,15 +703,6 @@ def test_a_rank_that_finds_last_ckpt_moved_aside_by_rank_zero_decides_on_it_ther
     from protrnn.training import cli as training_cli
 
     folder, aside = tmp_path / "checkpoints", tmp_path / "checkpoints.replaced"
-
-    def setup(ckpt_path: str, global_zero: bool) -> SimpleNamespace:
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(aside, ignore_errors=True)
-        folder.mkdir()
-        torch.save({"state_dict": {"w": torch.full((2,), 3.0)}, "epoch": 0}, folder / "last.ckpt")
-        return SimpleNamespace(config=Namespace(ckpt_path=ckpt_path, checkpoint=Namespace(dirpath=str(folder))),
-                               trainer=SimpleNamespace(is_global_zero=global_zero, max_epochs=5))
-
     real = model_io.load_checkpoint
 
     def moved_while_reading(path: Path) -> dict:
@@ -718,22 +710,36 @@ def test_a_rank_that_finds_last_ckpt_moved_aside_by_rank_zero_decides_on_it_ther
             folder.rename(aside)
         return real(path)
 
-    def resume(ckpt_path: str, global_zero: bool) -> tuple[Path, dict] | None:
-        cli = setup(ckpt_path, global_zero)
+    def resume(ckpt_path: str, global_zero: bool) -> tuple[SimpleNamespace, tuple[Path, dict] | None]:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.mkdir()
+        torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 0}, folder / "last.ckpt")
+        cli = SimpleNamespace(config=Namespace(ckpt_path=ckpt_path, checkpoint=Namespace(dirpath=str(folder))),
+                              trainer=SimpleNamespace(is_global_zero=global_zero, max_epochs=5))
         if moved == "before_the_check":
             folder.rename(aside)
-        else:
-            monkeypatch.setattr(model_io, "load_checkpoint", moved_while_reading)
+            return cli, training_cli._resume_checkpoint(cli)
+        monkeypatch.setattr(model_io, "load_checkpoint", moved_while_reading)
         try:
-            return training_cli._resume_checkpoint(cli)
-        except InputError:
-            return None
+            return cli, training_cli._resume_checkpoint(cli)
         finally:
             monkeypatch.setattr(model_io, "load_checkpoint", real)
 
-    found = resume("last-if-same", global_zero=False)
-    assert found is not None
-    path, checkpoint = found
-    assert path == aside / "last.ckpt" and torch.equal(checkpoint["state_dict"]["w"], torch.full((2,), 3.0))
-    assert resume("last-if-same", global_zero=True) is None
-    assert resume("last", global_zero=False) is None
+    cli, found = resume("last-if-same", global_zero=False)
+    assert found is None and cli.config.ckpt_path is None
+    if moved == "while_reading":  # the file rank 0 read is gone under the others; they reported it and stopped
+        for ckpt_path, global_zero in (("last-if-same", True), ("last", False)):
+            with pytest.raises(InputError, match="checkpoint not found"):
+                resume(ckpt_path, global_zero)
+    else:  # nothing to resume, every rank alike
+        assert resume("last-if-same", global_zero=True)[1] is None
+        assert resume("last", global_zero=False)[1] is None
+    # an older run's checkpoint moved aside earlier, and none in checkpoints/: not read by any rank
+    shutil.rmtree(folder, ignore_errors=True)
+    aside.mkdir(exist_ok=True)
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 60}, aside / "last.ckpt")
+    for global_zero in (True, False):
+        cli = SimpleNamespace(config=Namespace(ckpt_path="last-if-same", checkpoint=Namespace(dirpath=str(folder))),
+                              trainer=SimpleNamespace(is_global_zero=global_zero, max_epochs=5))
+        assert training_cli._resume_checkpoint(cli) is None

@@ -35,6 +35,8 @@ def complete_cb(sequence: str, coords: np.ndarray, glycine: np.ndarray | None = 
     cb[missing] = built[missing]
     if glycine is None:
         glycine = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8) == ord("G")
+    elif np.shape(glycine) != (len(coords),):
+        raise ValueError(f"glycine mask of shape {np.shape(glycine)} for {len(coords)} residues")
     cb[glycine] = ca[glycine]
     coords[:, 3] = cb
     return coords

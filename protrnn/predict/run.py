@@ -340,8 +340,8 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
              StructureIndex(structure_map, kind="map") if structure_map is not None else None)
     metric_columns = evaluation_columns() if index is not None else None
     created = not outdir.exists()
-    if outdir.exists() and not outdir.is_dir():  # an output path in the way: exit 1, as for every output path
-        raise NotADirectoryError(errno.ENOTDIR, "OUTDIR is a file, not a directory", str(outdir))
+    if os.path.lexists(outdir) and not outdir.is_dir():  # a file (or a dangling link) in the way: exit 1, as for
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a directory", str(outdir))  # every output path
     outdir.mkdir(parents=True, exist_ok=True)
     try:
         remove_stale_temporaries(outdir)

@@ -22,6 +22,7 @@ proteins otherwise.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,9 +255,10 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
                                  path=evaluation.path)
     missing = [key for key in keys if key not in known]
     if missing:
-        offered = sorted(key for key in known if "/" in key and key.endswith("/P@L/5"))
+        offered = sorted((key for key in known if key.endswith("/P@L/5")),
+                         key=lambda k: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", k)])
         raise InputError(f"no column {missing[0]!r} in the evaluations' per_protein.csv (columns are RANGE/METRIC "
-                         f"or bin/LO-HI/METRIC; those of P@L/5 here: {', '.join(offered)})")
+                         f"or bin/LO-HI/METRIC; those of P@L/5 here: {', '.join(offered) or 'none'})")
     ref_sets = _test_sets(evaluations, ref_runs)
     for name in test_sets or ():
         if name not in ref_sets:

@@ -388,12 +388,12 @@ def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
             raise FileNotFoundError(path)
         checkpoint = load_checkpoint(path)
     except (InputError, FileNotFoundError) as exc:
-        aside = _moved_aside_by_rank_zero(cli, path)
-        if aside is None:
-            if isinstance(exc, FileNotFoundError):
-                return None
-            raise InputError(f"config key 'ckpt_path': {exc.reason}", path=path) from None
-        path, checkpoint = aside, load_checkpoint(aside)
+        if _gone_under_another_rank(cli, path):
+            cli.config.ckpt_path = None  # rank 0 starts afresh too: it moved the file, or there was none
+            return None
+        if isinstance(exc, FileNotFoundError):
+            return None
+        raise InputError(f"config key 'ckpt_path': {exc.reason}", path=path) from None
     epoch, max_epochs = checkpoint.get("epoch"), cli.trainer.max_epochs
     if isinstance(epoch, int) and max_epochs not in (None, -1) and epoch > max_epochs:
         raise InputError(f"config key 'ckpt_path': the checkpoint is at epoch {epoch}, past trainer.max_epochs "
@@ -401,15 +401,15 @@ def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
     return path, checkpoint
 
 
-def _moved_aside_by_rank_zero(cli: Any, path: Path) -> Path | None:
-    """Where rank 0's :func:`_start_over` moved ``last.ckpt`` when it vanished under another rank of a multi-process
-    run (``srun``/DDP) reading it for ``last-if-same``: every rank reads the checkpoint to decide, rank 0 alone moves
-    ``checkpoints/`` aside, and a rank that reads it there reaches the same decision (start over). None otherwise:
-    for rank 0, for ``last`` (nothing moves it) and while ``last.ckpt`` is still in place."""
-    if cli.config.get("ckpt_path") != LAST_IF_SAME or cli.trainer.is_global_zero or path.exists():
-        return None
-    aside = path.parent.with_name(path.parent.name + ".replaced") / path.name
-    return aside if aside.is_file() else None
+def _gone_under_another_rank(cli: Any, path: Path) -> bool:
+    """True for a rank other than 0 of a multi-process run (``srun``/DDP) with ``last-if-same`` that finds no
+    ``last.ckpt``, before or while reading it. Every rank reads the checkpoint to decide, and rank 0 alone moves
+    ``checkpoints/`` aside (:func:`_start_over`). So a missing file means that rank 0 found none or moved it, and
+    starts afresh either way. Reading ``checkpoints.replaced/`` instead could find an older run's checkpoint (a run
+    started over and then killed before its first save). Before, a rank that lost the file mid-read failed with
+    "checkpoint not found" while rank 0 trained."""
+    return (cli.config.get("ckpt_path") == LAST_IF_SAME and not cli.trainer.is_global_zero
+            and not os.path.lexists(path))
 
 
 def check_resumable(cli: Any) -> None:

@@ -467,7 +467,7 @@ def read_notes(path: Path) -> tuple[str, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"notes file is not UTF-8 text ({exc.reason})", path=path, position=exc.start) from None
+        raise InputError(f"notes file is not UTF-8 text ({exc.reason} at byte {exc.start + 1})", path=path) from None
     if not text.strip():
         raise InputError("notes file is empty", path=path)
     return display_path(path), text
