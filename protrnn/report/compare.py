@@ -22,7 +22,6 @@ proteins otherwise.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,11 +242,11 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
     ids = [key for key in keys if key in ID_COLUMNS]
     if ids:
         raise InputError(f"{ids[0]!r} is an identity column, not a metric")
-    known: set[str] = set()
+    known: dict[str, None] = {}  # every column, in the files' order (evaluate writes metric_keys' order)
     origin: dict[tuple[str, str, str], Path] = {}
     for evaluation in evaluations:
         for row in evaluation.rows:
-            known.update(row)
+            known.update(dict.fromkeys(row))
             where = (str(row["method"]), str(row["test_set"]), str(row["protein"]))
             if origin.setdefault(where, evaluation.path) != evaluation.path:
                 raise InputError(f"method {where[0]!r} scored protein {where[2]!r} of test set {where[1]!r} in two "
@@ -255,8 +254,7 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
                                  path=evaluation.path)
     missing = [key for key in keys if key not in known]
     if missing:
-        offered = sorted((key for key in known if key.endswith("/P@L/5")),
-                         key=lambda k: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", k)])
+        offered = [key for key in known if key.endswith("/P@L/5")]
         raise InputError(f"no column {missing[0]!r} in the evaluations' per_protein.csv (columns are RANGE/METRIC "
                          f"or bin/LO-HI/METRIC; those of P@L/5 here: {', '.join(offered) or 'none'})")
     ref_sets = _test_sets(evaluations, ref_runs)
