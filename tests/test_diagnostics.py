@@ -182,6 +182,20 @@ def test_diagnose_fit_labels() -> None:
     json.dumps(over.to_dict(), allow_nan=False)
 
 
+def test_over_fitting_needs_the_train_loss_judged_not_high() -> None:
+    """Both over-fitting labels need the train loss judged "not high"; without a reference loss or absolute thresholds
+    (or with a focal loss, or loss chains without contacts) its level is unknown, so a validation loss 67 % above the
+    training loss is undetermined, whatever the horizon. It was called over-fitting (with long memory at horizon 60)."""
+    for horizon in (60, 8, None):
+        unjudged = diagnose_fit(0.30, 0.50, horizon, max_distance=128, reference_loss=None)
+        assert unjudged.label == UNDETERMINED, horizon
+        assert unjudged.evidence["train_high"] is None and unjudged.evidence["val_worse"] is True
+        assert "not judged" in unjudged.summary and "validation is worse" in unjudged.summary
+    # judged "not high" by a reference, the same losses are over-fitting
+    assert diagnose_fit(0.30, 0.50, 60, max_distance=128, reference_loss=1.0).label == OVERFIT_LONG_MEMORY
+    assert diagnose_fit(0.30, 0.50, 8, max_distance=128, reference_loss=1.0).label == OVERFIT
+
+
 def test_a_horizon_beyond_a_short_measured_range_is_not_called_long() -> None:
     """None (the sensitivity never fell within the measured range) says the horizon lies beyond the range's end: it is
     long only when that end reaches long_horizon (48), not short only when it reaches short_horizon (16); a label
@@ -498,6 +512,80 @@ def test_profile_pairs_with_a_non_finite_gradient_are_skipped() -> None:
     # pair means [0.5, 0.25, 0, 0], divided by their peak 0.5
     np.testing.assert_allclose(profile.mean, [1.0, 0.5, 0.0, 0.0])
     np.testing.assert_allclose(profile.raw_mean, [1.0, 0.5, 0.0, 0.0])
+
+
+def _length_sorted_batches(lengths: list[int], rows_per_batch: int) -> list[dict]:
+    """Validation batches as the loader yields them (shuffle off: ascending length), ids ``c<rank by length>``."""
+    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
+    batches = []
+    for start in range(0, len(order), rows_per_batch):
+        rows = order[start:start + rows_per_batch]
+        width = max(lengths[k] for k in rows)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for r, k in enumerate(rows):
+            mask[r, :lengths[k]] = True
+        pair = mask[:, :, None] & mask[:, None, :]
+        batches.append({"tokens": mask.long() * 5, "mask": mask, "pair_mask": pair, "contacts": pair.clone(),
+                        "ids": [f"c{order.index(k)}" for k in rows]})
+    return batches
+
+
+def _fake_trainer(sanity: bool = False) -> object:
+    import types
+
+    return types.SimpleNamespace(is_global_zero=True, sanity_checking=sanity, current_epoch=0, global_step=0,
+                                 loggers=[], callback_metrics={}, default_root_dir=".")
+
+
+def test_callback_draws_its_chains_from_the_whole_first_validation_run() -> None:
+    """The validation loader yields the shortest chains first. The callback used to keep the first n rows it saw, so
+    it measured the n shortest chains only (a measured range ending far below max_distance, a horizon of inf). Now
+    every row of the first validation run is kept with probability n / rows: over 300 seeds each length rank is kept
+    about 8 / 40 = 20 % of the time, the shortest ranks as often as the longest; sanity-check batches are not drawn
+    from, each kept row is cropped to its own length, and the draw is kept for later validation runs."""
+    from protrnn.diagnostics.callback import GradientFlowCallback
+
+    lengths = [20 + 7 * k for k in range(40)]  # 20 .. 293, rank k = length 20 + 7k
+    batches = _length_sorted_batches(lengths, rows_per_batch=5)
+    kept = np.zeros(len(lengths))
+    for seed in range(300):
+        callback = GradientFlowCallback(n_chains=8, seed=seed)
+        for index, batch in enumerate(batches):
+            callback.on_validation_batch_end(_fake_trainer(), None, None, batch, index)
+        ranks = [int(entry["ids"][0][1:]) for entry in callback._cache]
+        assert len(ranks) == len(set(ranks)) == 8
+        kept[ranks] += 1
+    rate = kept / 300
+    assert rate.sum() == pytest.approx(8.0)
+    # binomial sd of a 10-rank mean over 300 draws: sqrt(0.2 * 0.8 / 300 / 10) = 0.007
+    assert abs(rate[:10].mean() - 0.2) < 0.03 and abs(rate[-10:].mean() - 0.2) < 0.03
+    assert rate.min() > 0.08 and rate.max() < 0.35
+
+    callback = GradientFlowCallback(n_chains=8, seed=0)
+    for index, batch in enumerate(batches[:2]):  # the sanity check sees the first batches: not drawn from
+        callback.on_validation_batch_end(_fake_trainer(sanity=True), None, None, batch, index)
+    assert callback._cache == []
+    for index, batch in enumerate(batches):
+        callback.on_validation_batch_end(_fake_trainer(), None, None, batch, index)
+    for entry in callback._cache:  # one row each, cropped to that chain's own length
+        length = lengths[int(entry["ids"][0][1:])]
+        assert entry["mask"].shape == (1, length) and bool(entry["mask"].all())
+        assert entry["pair_mask"].shape == (1, length, length)
+    drawn = [entry["ids"] for entry in callback._cache]
+    repeat = GradientFlowCallback(n_chains=8, seed=0)  # the same seed draws the same chains
+    for index, batch in enumerate(batches):
+        repeat.on_validation_batch_end(_fake_trainer(), None, None, batch, index)
+    assert [entry["ids"] for entry in repeat._cache] == drawn
+    import types
+
+    callback.write_json = False
+    callback.max_distance = 128
+    callback.on_validation_epoch_end(_fake_trainer(), types.SimpleNamespace(net=tiny_model("lstm"), hparams={}))
+    # the 8 shortest chains (20-69 residues) cannot be measured beyond distance 68; the draw reaches further
+    assert callback.last_result.flow.sensitivity.measured_max() > 69
+    for index, batch in enumerate(reversed(batches)):  # a later validation run: the draw is kept
+        callback.on_validation_batch_end(_fake_trainer(), None, None, batch, index)
+    assert [entry["ids"] for entry in callback._cache] == drawn
 
 
 # -------------------------------------------------------------------------------------------------- integration

@@ -440,6 +440,41 @@ def _diagnostics(name: str, config: dict, clip: float, horizon: int | None, usag
                              training={"seed": seed, "gradient_clip_val": clip, **(training or {})}, usage=usage)
 
 
+def test_a_horizon_beyond_a_short_range_counts_as_that_range_s_end() -> None:
+    """Two seeds measured to distance 18 only (chains too short for the 40 asked), their sensitivity still above the
+    threshold there: each horizon is only known to exceed 18, so the seed mean is 18, shown "> 18", and against a
+    reference whose horizons are 30 and 30 the difference is 18 - 30 = -12. The max_distance asked (40) was used
+    instead: a mean of 40 and a difference of +10, a reach never observed."""
+    from protrnn.diagnostics.fit import diagnose_over_seeds
+    from protrnn.report.figures import group_horizon_text
+    from protrnn.report.findings import _horizon_effect
+    from protrnn.report.inputs import horizon_text
+
+    def short(seed: int) -> DiagnosticsResult:
+        result = _diagnostics("short", _lstm(), 1.0, None, 16, seed)
+        values = np.array([1.0] * 19 + [np.nan] * 22)
+        count = np.array([10] * 19 + [0] * 22)
+        profile = DistanceProfile(quantity="input_sensitivity", rule="nearest", distance=np.arange(41), mean=values,
+                                  std=np.zeros(41), sem=np.zeros(41), count=count, raw_mean=values, n_pairs=4,
+                                  n_chains=2)
+        result.flow = GradientFlow(sensitivity=profile, sensitivity_anchor=profile, hidden=[], max_distance=40,
+                                   pairs_per_chain=4, seed=0, n_chains=2, n_pairs=8)
+        result.metrics = {"train_loss": 0.3, "val_loss": 0.31, "reference_loss": 1.0}
+        return result
+
+    runs = [short(0), short(1)]
+    assert runs[0].range_end == 18 and runs[0].flow.max_distance == 40
+    [group] = aggregate_diagnostics(runs)
+    assert group.gradient["values"] == [18.0, 18.0] and group.gradient["mean"] == 18.0
+    assert group.gradient["censored"] == 2 and group.gradient["range_end"] == 18
+    assert group_horizon_text(group) == "> 18 residues (2 seeds)"
+    assert horizon_text(runs[0]) == "> 18 residues"
+    assert diagnose_over_seeds(runs)["inputs"]["horizon"]["mean"] == 18.0
+    [reference] = aggregate_diagnostics([_diagnostics("ref", _lstm(), 1.0, 30, 16, seed) for seed in (0, 1)])
+    effect = _horizon_effect(group, reference, "gradient")
+    assert effect["variant_values"] == [18.0, 18.0] and effect["mean"] == pytest.approx(-12.0)
+
+
 def _synthetic_result(cell: str, accuracy: list[float], seed: int, clip: float | None = 1.0,
                       horizon: int | None = None) -> dict:
     return {"format": "protrnn-synthetic", "format_version": 1, "cell": cell, "gradient_horizon": horizon,

@@ -1,13 +1,18 @@
 """Lightning callback: measure gradient flow versus sequence distance while a model trains.
 
 At the end of every ``every_n_epochs``-th validation epoch, :class:`GradientFlowCallback` runs
-:func:`protrnn.diagnostics.gradients.gradient_flow_from_batches` on a fixed handful of validation chains (the first
-``n_chains`` rows the validation loader produced, cached once, so every epoch measures the same chains and pairs) and
+:func:`protrnn.diagnostics.gradients.gradient_flow_from_batches` on a fixed handful of validation chains and
 
 * logs ``gradient_flow/horizon`` (the effective horizon; ``inf`` while the sensitivity never falls below
   ``fraction`` of its peak within ``max_distance``), ``gradient_flow/sensitivity@d`` for ``d`` in ``log_distances``,
   and ``gradient_flow/hidden{l}_horizon`` per recurrent layer, to every logger of the trainer;
 * writes the full profiles to ``<log_dir>/gradient_flow/epoch=NNNN.json`` (the ``protrnn diagnose`` format).
+
+**Which chains.** ``n_chains`` rows drawn uniformly at random (seeded by ``seed``: reservoir sampling, Algorithm R)
+from every row of the first validation run after the sanity check, then kept, so every later measurement uses the same
+chains and pairs, as ``protrnn diagnose`` draws its chains at random. The validation loader yields its batches in
+ascending length order, so the first rows it produces are the shortest chains: measured on those, the distance range
+ended well below ``max_distance`` and the horizon read ``inf`` (beyond the range) at every epoch.
 
 It is cheap by construction (one forward and ``pairs_per_chain`` backward passes over at most ``n_chains`` chains),
 runs only on global rank 0, in eval mode, with its own pair-sampling generator and the global RNG state forked, and
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -43,12 +49,12 @@ class GradientFlowCallback(pl.Callback):
 
     Args:
         every_n_epochs: measure after every n-th validation epoch (sanity checking is skipped).
-        n_chains: validation chains measured (the first ones the validation loader yields).
+        n_chains: validation chains measured (drawn at random from the first validation run, then kept).
         pairs_per_chain: scored pairs per chain (spread over separations), one backward pass each.
         max_distance: largest distance (residues) of the profiles.
         fraction: the horizon threshold, as a fraction of the peak sensitivity.
         log_distances: distances whose normalised sensitivity is logged as ``gradient_flow/sensitivity@d``.
-        seed: pair-sampling seed (fixed, so successive epochs measure the same pairs).
+        seed: chain- and pair-sampling seed (fixed, so successive epochs measure the same chains and pairs).
         hidden: also measure ``||dL/dh_t||`` per recurrent layer.
         write_json: write the profiles of each measurement into the trainer's log directory.
     """
@@ -74,7 +80,9 @@ class GradientFlowCallback(pl.Callback):
         self.hidden = bool(hidden)
         self.write_json = bool(write_json)
         self._cache: list[dict[str, Any]] = []
-        self._cached_rows = 0
+        self._rows_seen = 0
+        self._frozen = False
+        self._rng = np.random.default_rng(self.seed)
         self.last_result: DiagnosticsResult | None = None
         self.last_metrics: dict[str, float] = {}
 
@@ -82,29 +90,47 @@ class GradientFlowCallback(pl.Callback):
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.is_global_zero or dataloader_idx != 0 or self._cached_rows >= self.n_chains:
+        if trainer.sanity_checking or self._frozen or not trainer.is_global_zero or dataloader_idx != 0:
             return
         if not isinstance(batch, dict) or any(key not in batch for key in _CACHED_KEYS[:3]):
             return
-        take = min(self.n_chains - self._cached_rows, int(batch["tokens"].shape[0]))
-        width = int(batch["mask"][:take].sum(dim=1).max())
-        entry: dict[str, Any] = {}
-        for key in _CACHED_KEYS:
-            if key not in batch:
-                continue
-            value = batch[key][:take]
-            value = value[:, :width, :width] if value.dim() == 3 else value[:, :width]
-            entry[key] = value.detach().to("cpu").clone()
         ids = batch.get("ids")
-        entry["ids"] = [str(i) for i in ids[:take]] if ids is not None else None
-        self._cache.append(entry)
-        self._cached_rows += take
+        lengths = batch["mask"].sum(dim=1)
+        for row in range(int(batch["tokens"].shape[0])):
+            slot = self._reservoir_slot()
+            if slot is None:
+                continue
+            width = int(lengths[row])
+            entry: dict[str, Any] = {}
+            for key in _CACHED_KEYS:
+                if key not in batch:
+                    continue
+                value = batch[key][row:row + 1]
+                value = value[:, :width, :width] if value.dim() == 3 else value[:, :width]
+                entry[key] = value.detach().to("cpu").clone()
+            entry["ids"] = [str(ids[row])] if ids is not None else None
+            if slot == len(self._cache):
+                self._cache.append(entry)
+            else:
+                self._cache[slot] = entry
+
+    def _reservoir_slot(self) -> int | None:
+        """Algorithm R: the k-th row seen (0-based) fills slot k while ``k < n_chains``, then replaces a uniformly drawn
+        slot with probability ``n_chains / (k + 1)``; every row of the run ends up kept with probability
+        ``n_chains / rows``."""
+        seen = self._rows_seen
+        self._rows_seen += 1
+        if seen < self.n_chains:
+            return seen
+        slot = int(self._rng.integers(0, seen + 1))
+        return slot if slot < self.n_chains else None
 
     # -- measuring ----------------------------------------------------------------------------------------------------
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not self._cache:
             return
+        self._frozen = True  # the first validation run's draw is kept for every later measurement
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         net = getattr(pl_module, "net", pl_module)

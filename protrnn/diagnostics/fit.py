@@ -180,7 +180,9 @@ def usage_horizon_noise(horizon: int | None, distances: Sequence[int]) -> float:
 
 
 def horizon_value(horizon: int | None, cap: int) -> float:
-    """A horizon as a number for averaging: ``None`` (beyond the measured range) counts as ``cap``, a lower bound."""
+    """A horizon as a number for averaging: ``None`` (beyond the measured range) counts as ``cap``, a lower bound:
+    pass the end of that run's own measured range (:attr:`DiagnosticsResult.range_end`,
+    :meth:`UsageProfile.measured_max`), not the ``max_distance`` asked for, which short chains may never reach."""
     return float(cap) if horizon is None else float(horizon)
 
 
@@ -197,7 +199,7 @@ def diagnose_over_seeds(results: Sequence[DiagnosticsResult],
     def metric(key: str) -> list[float]:
         return [math.nan if r.metrics.get(key) is None else float(r.metrics[key]) for r in results]
 
-    horizons = [horizon_value(r.horizon, cap) for r in results]
+    horizons = [horizon_value(r.horizon, r.range_end) for r in results]
     inputs = {key: seed_interval(metric(key)) for key in ("train_loss", "val_loss", "reference_loss")}
     inputs["horizon"] = seed_interval(horizons, noise_sd=GRADIENT_HORIZON_NOISE)
     by_length: dict[str, list[float]] = {}
@@ -210,9 +212,7 @@ def diagnose_over_seeds(results: Sequence[DiagnosticsResult],
     # any such seed the mean horizon lies beyond the mean of the bounds (known horizons and those ends), which is
     # judged as a range end: long only if it reaches long_horizon, not short only if it reaches short_horizon.
     censored = any(r.horizon is None for r in results)
-    bounds = [float(r.horizon) if r.horizon is not None else float(r.flow.sensitivity.measured_max() or 0)
-              for r in results]
-    reach = int(math.floor(sum(bounds) / len(bounds))) if censored else cap
+    reach = int(math.floor(sum(horizons) / len(horizons))) if censored else cap
     diagnosis = diagnose_fit(None if not math.isfinite(mean["train_loss"]) else mean["train_loss"],
                              None if not math.isfinite(mean["val_loss"]) else mean["val_loss"],
                              None if censored else int(round(mean["horizon"])), max_distance=reach,
@@ -442,6 +442,10 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
 
     if train_loss is None:
         label, summary = UNDETERMINED, "no training loss given: only the gradient reach is reported"
+    elif train_high is None:
+        # every label below needs the train loss judged high or not high (over-fitting: "not high")
+        label, summary = UNDETERMINED, ("train-loss level not judged (give a reference loss or absolute thresholds)"
+                                        + ("; validation is worse than training" if val_worse else ""))
     elif train_high and horizon_short:
         label, summary = UNDERFIT_VANISHING, "under-fitting with vanishing gradients"
     elif train_high and horizon_short is None:
@@ -455,8 +459,6 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
                                     "vanishing-gradient signature): look at capacity or optimisation")
     elif val_worse:
         label, summary = OVERFIT, "over-fitting without long gradient reach: look at capacity or data"
-    elif train_high is None:
-        label, summary = UNDETERMINED, "train-loss level not judged (give a reference loss or absolute thresholds)"
     else:
         label, summary = BALANCED, "balanced: no sign of under- or over-fitting"
     return Diagnosis(label=label, summary=summary, reasons=reasons, evidence=evidence)

@@ -356,6 +356,13 @@ class DiagnosticsResult:
     def usage_horizon(self) -> int | None:
         return None if self.usage is None else self.usage.horizon
 
+    @property
+    def range_end(self) -> int:
+        """The end of the input sensitivity's measured range (its largest distance with a sample; 0 when none): a
+        ``horizon`` of None (beyond the range) is known only to exceed it. Below ``flow.max_distance`` when every
+        measured chain is too short to reach that far."""
+        return self.flow.sensitivity.measured_max() or 0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,

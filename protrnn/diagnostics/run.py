@@ -385,12 +385,12 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
     header = ["model", "horizon", "usage"] + [f"s@{d}" for d in points] + ["hidden horizons", "diagnosis"]
     rows = []
     for r in results:
-        cap = r.flow.max_distance
         values = [r.flow.sensitivity.value_at(d) for d in points]
         usage = "-" if r.usage is None else fmt_h(r.usage.horizon, r.usage.measured_max() or 0)
-        rows.append([r.model, fmt_h(r.horizon, cap), usage]
+        rows.append([r.model, fmt_h(r.horizon, r.range_end), usage]
                     + ["-" if not math.isfinite(v) else f"{v:.2g}" for v in values]
-                    + [",".join(fmt_h(h, cap) for h in r.hidden_horizons) or "-",
+                    + [",".join(fmt_h(h, profile.measured_max() or 0)
+                                for h, profile in zip(r.hidden_horizons, r.flow.hidden, strict=False)) or "-",
                        r.diagnosis.label if r.diagnosis is not None else "-"])
     widths = [max(len(str(row[k])) for row in [header, *rows]) for k in range(len(header))]
     for row in [header, *rows]:

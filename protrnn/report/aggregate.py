@@ -268,7 +268,11 @@ def aggregate_diagnostics(diagnostics: Sequence[DiagnosticsResult]) -> list[Mode
     for base, members in groups.items():
         runs = [by_name[name] for _, name in members]
         cap = max(r.flow.max_distance for r in runs)
-        gradient = seed_interval([horizon_value(r.horizon, cap) for r in runs], noise_sd=GRADIENT_HORIZON_NOISE)
+        # a seed beyond its measured range counts as that range's end (a lower bound), not as max_distance
+        gradient = seed_interval([horizon_value(r.horizon, r.range_end) for r in runs],
+                                 noise_sd=GRADIENT_HORIZON_NOISE)
+        gradient["range_end"] = min((r.range_end for r in runs if r.horizon is None),
+                                    default=max(r.range_end for r in runs))
         gradient["censored"] = sum(r.horizon is None for r in runs)
         gradient["horizons"] = [r.horizon for r in runs]
         usage = None
@@ -276,10 +280,13 @@ def aggregate_diagnostics(diagnostics: Sequence[DiagnosticsResult]) -> list[Mode
         with_usage = [r for r in runs if r.usage is not None]
         if with_usage:
             usage_max = max((r.usage.measured_max() or 0) for r in with_usage)  # type: ignore[union-attr]
-            usage = seed_interval([horizon_value(r.usage.horizon, usage_max) for r in with_usage],  # type: ignore[union-attr]
+            usage = seed_interval([horizon_value(r.usage.horizon, r.usage.measured_max() or 0)  # type: ignore[union-attr]
+                                   for r in with_usage],
                                   noise_sd=float(np.mean([usage_noise(r) for r in with_usage])))
             usage["censored"] = sum(r.usage.horizon is None for r in with_usage)  # type: ignore[union-attr]
             usage["horizons"] = [r.usage.horizon for r in with_usage]  # type: ignore[union-attr]
+            usage["range_end"] = min(((r.usage.measured_max() or 0) for r in with_usage  # type: ignore[union-attr]
+                                      if r.usage.horizon is None), default=usage_max)  # type: ignore[union-attr]
         diagnosis = diagnose_over_seeds(runs) if any(r.diagnosis is not None for r in runs) else None
         training = dict(runs[0].training)
         if len(runs) > 1:

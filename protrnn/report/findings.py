@@ -249,17 +249,18 @@ def excludes_zero(effect: Mapping[str, Any]) -> bool:
 
 def _horizon_effect(variant: ModelDiagnostics, base: ModelDiagnostics, kind: str) -> dict[str, Any] | None:
     if kind == "gradient":
-        cap = max(variant.max_distance, base.max_distance)
-        a = [horizon_value(r.horizon, cap) for r in variant.runs]
-        b = [horizon_value(r.horizon, cap) for r in base.runs]
+        # a run beyond its measured range counts as that range's end (a lower bound), not as max_distance
+        a = [horizon_value(r.horizon, r.range_end) for r in variant.runs]
+        b = [horizon_value(r.horizon, r.range_end) for r in base.runs]
+        cap = min(r.range_end for r in (*variant.runs, *base.runs))
         censored = sum(r.horizon is None for r in (*variant.runs, *base.runs))
         noise = (GRADIENT_HORIZON_NOISE, GRADIENT_HORIZON_NOISE)
     else:
         if variant.usage is None or base.usage is None:
             return None
-        cap = max(variant.usage_max or 0, base.usage_max or 0)
-        a = [horizon_value(r.usage.horizon, cap) for r in variant.runs if r.usage is not None]
-        b = [horizon_value(r.usage.horizon, cap) for r in base.runs if r.usage is not None]
+        a = [horizon_value(r.usage.horizon, r.usage.measured_max() or 0) for r in variant.runs if r.usage is not None]
+        b = [horizon_value(r.usage.horizon, r.usage.measured_max() or 0) for r in base.runs if r.usage is not None]
+        cap = min((r.usage.measured_max() or 0) for r in (*variant.runs, *base.runs) if r.usage is not None)
         censored = sum(r.usage is not None and r.usage.horizon is None for r in (*variant.runs, *base.runs))
         noise = (float(sum(usage_noise(r) for r in variant.runs) / len(variant.runs)),
                  float(sum(usage_noise(r) for r in base.runs) / len(base.runs)))

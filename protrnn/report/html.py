@@ -271,7 +271,7 @@ def _usage_table(groups: Sequence[ModelDiagnostics]) -> str:
                 continue
             cap = usage.measured_max() or 0
             horizon = f"&gt; {cap}" if usage.horizon is None else str(usage.horizon)
-            gradient = f"&gt; {run.flow.max_distance}" if run.horizon is None else str(run.horizon)
+            gradient = f"&gt; {run.range_end}" if run.horizon is None else str(run.horizon)
             precision = usage.precision
             intact = f"{precision.original:.3f}" if precision is not None else "&ndash;"
             ablated = f"{precision.ablated[0]:.3f}" if precision is not None else "&ndash;"
@@ -472,7 +472,7 @@ def _stats(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in value.items()
             if k in ("mean", "low", "high", "n", "sd", "values", "seed_low", "seed_high", "seed_values", "censored",
-                     "horizons")}
+                     "horizons", "range_end")}
 
 
 def summary_document(results: Sequence[MethodResult], groups: Sequence[ModelDiagnostics],

@@ -388,5 +388,5 @@ def model_of(name: str) -> str:
 def horizon_text(diag: DiagnosticsResult) -> str:
     """``"37 residues"``, or ``"> 96 residues"`` when sensitivity never fell below the threshold."""
     if diag.horizon is None:
-        return f"> {diag.flow.max_distance} residues"
+        return f"> {diag.range_end} residues"
     return f"{diag.horizon} residues"
