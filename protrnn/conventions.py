@@ -24,9 +24,9 @@ RANGES: dict[str, tuple[int, int | None]] = {
 }
 #: The chains with many far pairs: at least FAR_RICH_PER_LENGTH x L true contacts in range FAR_RICH_RANGE (long:
 #: |i - j| >= 24). On them long-range top-L/5 precision is not capped by a lack of far contacts, and they hold most
-#: of a split's far contacts (81 % of the bundled model's validation split, in 159 of its 487 chains). Fewer chains
-#: make its interval wider, not narrower. Training logs it as ``val/P@L5_long_far``; ``protrnn compare --far-rich``
-#: selects the same chains from an evaluation.
+#: of a split's far contacts (81 % of EN's validation split, in 159 of its 487 chains; EN was the bundled model until
+#: session 27). Fewer chains make its interval wider, not narrower. Training logs it as ``val/P@L5_long_far``;
+#: ``protrnn compare --far-rich`` selects the same chains from an evaluation.
 FAR_RICH_RANGE = "long"
 FAR_RICH_PER_LENGTH = 1.0
 #: Finer separation bins for "precision by separation" plots (configurable per call).

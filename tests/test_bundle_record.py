@@ -401,7 +401,7 @@ def test_main_records_each_members_own_encoder(tmp_path: Path, monkeypatch, caps
     card = (outdir / "README.md").read_text(encoding="utf-8")
     assert ("Each member started from its own encoder, pretrained with the same labels and settings at the member's "
             "seed") in card
-    assert "member 1 (seed 0): 7,500 steps, Q8 0.619; member 2 (seed 1): 7,500 steps, Q8 0.618." in card
+    assert "member 1 (seed 0): step 7,500, Q8 0.619; member 2 (seed 1): step 7,500, Q8 0.618." in card
 
     before = {p.name: p.read_bytes() for p in outdir.iterdir() if p.is_file()}
     other_labels = member(1, "elsewhere/encoder", "other_labels")

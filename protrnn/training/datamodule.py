@@ -17,7 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 
-from protrnn.conventions import MIN_SEPARATION
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
 from protrnn.errors import InputError
 
 
@@ -143,8 +143,8 @@ class ContactDataModule(pl.LightningDataModule):
     def __init__(self, train_path: str | Path, val_path: str | Path, crop_length: int | None = 128,
                  max_tokens: int = 4096, max_pairs: int | None = None, val_max_tokens: int | None = None,
                  val_max_pairs: int | None = None, num_workers: int = 0, seed: int = 0,
-                 contact_cutoff: float = 8.0, pair_block: int | None = None, blocks_per_chain: int = 4,
-                 block_context: int = 0) -> None:
+                 contact_cutoff: float = DEFAULT_CONTACT_CUTOFF, pair_block: int | None = None,
+                 blocks_per_chain: int = 4, block_context: int = 0) -> None:
         super().__init__()
         self.train_path = Path(train_path)
         self.val_path = Path(val_path)

@@ -250,8 +250,9 @@ def stderr_log(message: str) -> None:
 def json_safe(value: Any, *, stringify: bool = False) -> Any:
     """``value`` as strict-JSON types, recursively: mappings -> dicts (keys as text), lists / tuples / arrays (anything
     with ``tolist``) -> lists, numpy scalars (``item``) -> Python numbers, NaN / inf -> None, paths -> text. Any
-    other object is kept as it is, or with ``stringify`` written as ``str(value)``. The one sanitiser of every JSON
-    file protrnn writes (summaries, diagnostics, findings, model metadata)."""
+    other object is kept as it is, or with ``stringify`` written as ``str(value)``. Used for the JSON built from
+    computed values (evaluation summaries, diagnostics, findings, the training record of model metadata); other
+    writers (prepare.json, the labels' manifest.json, ...) dump their plain values with ``json.dump``."""
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, stringify=stringify) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

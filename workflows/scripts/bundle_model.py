@@ -237,9 +237,11 @@ def pretraining_lines(record: dict[str, Any]) -> list[str]:
                 "contact-training steps.", ""]
     metrics = encoder.get("val_metrics") or {}
     throughput = encoder.get("throughput") or {}
+    checkpoint = " ".join(filter(None, (encoder.get("selected"), "checkpoint",
+                                        f"by {encoder['monitor']}" if encoder.get("monitor") else "")))
     lines = ["## Pretrained encoder", "",
-             f"The embedding and encoder started from `protrnn pretrain` (docs/pretraining.md): "
-             f"{_count(encoder.get('global_step'))} steps within max_time {encoder.get('max_time')}"
+             f"The embedding and encoder started from `protrnn pretrain` (docs/pretraining.md): its {checkpoint}, "
+             f"at step {_count(encoder.get('global_step'))} (max_time {encoder.get('max_time')})"
              + (f", {_count(throughput.get('residues_seen'))} residues at {_count(throughput.get('residues_per_s'))} "
                 "residues/s" if throughput else "")
              + f"; held-out clusters: Q8 {metrics.get('val/Q8', float('nan')):.3f}, Q3 "
@@ -253,7 +255,7 @@ def pretraining_lines(record: dict[str, Any]) -> list[str]:
     if members:
         lines += ["", "Each member started from its own encoder, pretrained with the same labels and settings at "
                   "the member's seed (`bundle.encoder_per_seed`; the figures above are member 1's): "
-                  + "; ".join(f"member {k} (seed {m.get('seed')}): {_count(m.get('global_step'))} steps, Q8 "
+                  + "; ".join(f"member {k} (seed {m.get('seed')}): step {_count(m.get('global_step'))}, Q8 "
                               f"{(m.get('val_metrics') or {}).get('val/Q8', float('nan')):.3f}"
                               for k, m in enumerate(members, 1)) + "."]
     data = record.get("data")
