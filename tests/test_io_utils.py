@@ -54,6 +54,11 @@ def test_safe_name_cannot_escape_or_hide(record_id: str, tmp_path: Path) -> None
 def test_long_names_are_truncated_with_a_distinguishing_hash() -> None:
     a, b = safe_name("A" * 200 + "1"), safe_name("A" * 200 + "2")
     assert len(a) <= 80 and a != b
+    # an ID read from bytes that are not UTF-8 holds surrogate escapes: it still gets a name, and a distinct one
+    # (predict --skip-invalid used to crash here, after predicting every record, with UnicodeEncodeError)
+    escaped = [b"A" * 100 + tail for tail in (b"\xe9", b"\xea")]
+    c, d = (safe_name(raw.decode("utf-8", "surrogateescape")) for raw in escaped)
+    assert len(c) <= 80 and c != d and c.startswith("A" * 71)
 
 
 def test_collisions_resolved_deterministically_in_input_order() -> None:

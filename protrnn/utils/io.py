@@ -121,7 +121,8 @@ def safe_name(record_id: str, max_length: int = 80) -> str:
     if stem.split(".", 1)[0].upper() in WINDOWS_RESERVED_NAMES:
         stem = "_" + stem
     if len(stem) > max_length:
-        digest = hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:8]
+        # surrogatepass: an ID read from undecodable bytes (surrogate escapes) still hashes, to a stable digest
+        digest = hashlib.sha1(record_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         stem = f"{stem[: max_length - 9]}_{digest}"
     return stem
 
