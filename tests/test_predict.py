@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import textwrap
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -229,7 +232,8 @@ def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> 
     matrices = predictor.predict([seq for _, seq in records], batch_tokens=1)
     for (record_id, sequence), stem, target, probs in zip(records, stems, targets, matrices, strict=True):
         with np.load(out / f"{stem}.npz", allow_pickle=False) as data:
-            assert sorted(data.files) == ["id", "probs", "sequence"]
+            assert sorted(data.files) == ["id", "method", "probs", "sequence"]
+            assert str(data["method"]).split("\n") == predictor.method_lines()
             assert str(data["sequence"]) == sequence and str(data["id"]) == record_id
             stored = data["probs"]
         assert stored.dtype == np.float16 and stored.shape == (len(sequence),) * 2
@@ -338,6 +342,63 @@ def test_interrupted_then_rerun_is_byte_identical(model_dir, predictor, tmp_path
     third = predict_fasta(fasta, partial, predictor, **options)
     assert (third.predicted, third.resumed) == (0, 11)
     assert _tree(partial) == _tree(tmp_path / "full")
+
+
+def test_another_models_matrix_left_by_an_interrupted_run_is_predicted_again(model_dir, predictor,
+                                                                            tmp_path) -> None:
+    """A run of another model stopped between a record's npz and its RR leaves that model's matrix beside the first
+    model's RR (and PNG). Rerunning the first model's command must predict the record again and end byte-identical to
+    an uninterrupted run; it took the record as complete, because only the RR named the model."""
+    rng = np.random.default_rng(5)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", _random_sequence(rng, 40)), ("b", _random_sequence(rng, 30))])
+    clean = tmp_path / "clean"
+    predict_fasta(fasta, clean, predictor, progress=False, png=True)
+    torch.manual_seed(1)
+    other_dir = tmp_path / "other_model"
+    save_model(ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
+                                        pair_chunk_size=64, dropout=0.0)), other_dir)
+    predict_fasta(fasta, tmp_path / "other", load_model(other_dir, device="cpu"), progress=False, png=True)
+    assert (tmp_path / "other" / "a.npz").read_bytes() != (clean / "a.npz").read_bytes()
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(clean, mixed)
+    shutil.copy(tmp_path / "other" / "a.npz", mixed / "a.npz")  # the other run's npz, written before its RR
+    run = predict_fasta(fasta, mixed, predictor, progress=False, png=True)
+    assert (run.predicted, run.resumed) == (1, 1)
+    assert _tree(mixed) == _tree(clean)
+
+
+def test_a_damaged_npz_is_predicted_again(model_dir, predictor, tmp_path) -> None:
+    """An npz whose compressed bytes are damaged (zlib fails inside numpy) is not a complete record: the rerun predicts
+    it again and ends byte-identical, instead of stopping with a zlib traceback."""
+    rng = np.random.default_rng(6)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", _random_sequence(rng, 60))])
+    clean = tmp_path / "clean"
+    predict_fasta(fasta, clean, predictor, progress=False)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(clean, damaged)
+    raw = bytearray((damaged / "a.npz").read_bytes())
+    with zipfile.ZipFile(damaged / "a.npz") as archive:
+        info = archive.getinfo("probs.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # the entry's compressed data
+    for k in range(start + 40, start + 60):
+        raw[k] ^= 0xFF
+    (damaged / "a.npz").write_bytes(bytes(raw))
+    # the damage is real: numpy cannot read the matrix back (zlib fails, which the old probe did not catch)
+    with pytest.raises(zlib.error), np.load(damaged / "a.npz", allow_pickle=False) as data:
+        data["probs"]
+    run = predict_fasta(fasta, damaged, predictor, progress=False)
+    assert (run.predicted, run.resumed) == (1, 0)
+    assert _tree(damaged) == _tree(clean)
+
+
+def test_a_structure_map_with_a_byte_order_mark_finds_its_first_id(tmp_path) -> None:
+    """A map saved with a UTF-8 byte-order mark (as spreadsheet programs do) matches its first ID; the BOM was read as
+    part of it, so that record silently found no structure."""
+    (tmp_path / "s.pdb").write_text(_pdb_text("ACDEFGHIK"))
+    (tmp_path / "map.tsv").write_bytes("\ufeffctf\ts.pdb\nother\ts.pdb\n".encode())
+    index = StructureIndex(tmp_path / "map.tsv", kind="map")
+    assert index.find("ctf") is not None and index.find("other") is not None
 
 
 def test_rerun_with_other_settings_recomputes(model_dir, predictor, tmp_path) -> None:

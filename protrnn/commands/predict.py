@@ -11,7 +11,7 @@ DESCRIPTION = """\
 Predict residue-residue contacts for every record of a FASTA file (plain or .gz).
 
 Per record, OUTDIR gets <name>.rr (CASP RR: top contacts with |i-j| >= 6, by default the top L),
-<name>.npz (probs: float16 L x L symmetric matrix, sequence, id; np.load(..., allow_pickle=False); with
+<name>.npz (probs: float16 L x L symmetric matrix, sequence, id, method; np.load(..., allow_pickle=False); with
 --distogram also each pair's distance distribution) and, with --png, <name>.png. <name> is the record ID made
 safe as a file name. OUTDIR/summary.tsv lists every record.
 

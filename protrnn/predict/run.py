@@ -40,6 +40,7 @@ from protrnn.predict.writers import (
     mean_top_probability,
     read_npz,
     read_npz_id,
+    read_npz_method,
     remove_stale_temporaries,
     write_npz,
     write_png,
@@ -135,6 +136,10 @@ def read_complete(settings: OutputSettings, item: PendingRecord) -> np.ndarray |
         return None
     if (sequence, record_id) != (item.sequence, item.record_id):
         return None
+    # the npz is written before the RR: a run of another model (or precision) stopped between the two leaves its
+    # matrix beside this run's RR, and only the npz's own method lines tell
+    if read_npz_method(npz_path) != settings.methods:
+        return None
     if (doc.target, doc.sequence, doc.methods, doc.remarks) != (rr_target(item.record_id), item.sequence,
                                                                 settings.methods, settings.remarks):
         return None
@@ -156,7 +161,7 @@ def write_record(settings: OutputSettings, item: PendingRecord, probs: np.ndarra
         png.unlink()
     half = probs.astype(np.float16)
     write_npz(settings.path(item.stem, ".npz"), half, item.sequence, item.record_id, distogram=distogram,
-              distogram_edges=settings.distogram_edges)
+              distogram_edges=settings.distogram_edges, method=settings.methods)
     if settings.png:
         write_png(png, half, f"{item.record_id} (L={len(item.sequence)})")
     write_rr(settings.path(item.stem, ".rr"), item.record_id, item.sequence, probs, method_lines=settings.methods,

@@ -31,10 +31,12 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def write_npz(path: str | os.PathLike[str], probs: np.ndarray, sequence: str, record_id: str, *,
-              distogram: np.ndarray | None = None, distogram_edges: Sequence[float] | None = None) -> None:
+              distogram: np.ndarray | None = None, distogram_edges: Sequence[float] | None = None,
+              method: Sequence[str] | None = None) -> None:
     """Write ``probs`` (float16, symmetric L x L), ``sequence`` and ``id`` as a compressed npz, atomically; with
     ``distogram`` (L x L x K class probabilities) also ``distogram`` (float16) and ``distogram_edges`` (float32, the
-    K - 1 class edges in Å).
+    K - 1 class edges in Å); with ``method`` (the RR ``METHOD`` lines of the run: model, weights hash, precision) also
+    ``method``, those lines joined by newlines, which ties the matrix to the model that computed it.
 
     Equivalent to ``np.savez_compressed`` but with a fixed zip timestamp, so equal inputs give equal bytes. Loads with
     ``np.load(path, allow_pickle=False)``. Each array is streamed into its zip entry (no in-memory copy of the
@@ -48,6 +50,8 @@ def write_npz(path: str | os.PathLike[str], probs: np.ndarray, sequence: str, re
                              f"{distogram_edges!r}")
         arrays["distogram"] = np.ascontiguousarray(distogram, dtype=np.float16)
         arrays["distogram_edges"] = np.asarray(distogram_edges, dtype=np.float32)
+    if method is not None:
+        arrays["method"] = np.str_("\n".join(method))
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, value in arrays.items():
             array = np.asarray(value)
@@ -71,8 +75,8 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, str]:
     try:
         with np.load(path, allow_pickle=False) as data:
             probs, sequence, record_id = data["probs"], str(data["sequence"]), str(data["id"])
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"not a protrnn prediction npz ({exc})", path=path) from None
+    except Exception as exc:  # a damaged file: zlib.error, numpy's header parser (tokenize, SyntaxError), ...
+        raise InputError(f"not a protrnn prediction npz ({type(exc).__name__}: {exc})", path=path) from None
     if probs.dtype != np.float16 or probs.shape != (len(sequence), len(sequence)):
         raise InputError(f"probs has dtype {probs.dtype} and shape {probs.shape}, expected float16 "
                          f"({len(sequence)}, {len(sequence)})", path=path)
@@ -86,9 +90,22 @@ def read_npz_id(path: str | os.PathLike[str]) -> str | None:
             if "probs" not in data.files or "id" not in data.files:
                 return None
             stored = data["id"]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+    except Exception:  # a damaged file, whatever numpy or zlib raises on it, is not a prediction npz
         return None
     return str(stored) if stored.shape == () and stored.dtype.kind == "U" else None
+
+
+def read_npz_method(path: str | os.PathLike[str]) -> list[str] | None:
+    """The ``method`` lines stored in a prediction npz (:func:`write_npz`), or None when it has none or cannot be
+    read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "method" not in data.files:
+                return None
+            stored = data["method"]
+    except Exception:  # a damaged file, whatever numpy or zlib raises on it
+        return None
+    return str(stored).split("\n") if stored.shape == () and stored.dtype.kind == "U" else None
 
 
 def has_distogram(path: str | os.PathLike[str], length: int, edges: Sequence[float]) -> bool:
@@ -103,7 +120,7 @@ def has_distogram(path: str | os.PathLike[str], length: int, edges: Sequence[flo
                 read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                         else np.lib.format.read_array_header_2_0)
                 shape, _, dtype = read(header)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+    except Exception:  # a damaged file, whatever numpy or zlib raises on it
         return False
     return (dtype == np.float16 and tuple(shape) == (length, length, len(edges) + 1)
             and np.array_equal(stored, np.asarray(edges, dtype=np.float32)))
