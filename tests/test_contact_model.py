@@ -206,3 +206,192 @@ def test_refuses_non_numeric_config_values(tmp_path: Path, key: str, value: obje
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(InputError, match=f"'{key}'"):
         load_network(tmp_path)
+
+
+def _checkpoint(path: Path, model: ContactModel, **fields: object) -> Path:
+    """A checkpoint as ``protrnn train`` writes one (the network under ``net.``, its config in the hyper-parameters),
+    with ``fields`` set or replaced."""
+    checkpoint: dict[str, object] = {
+        "state_dict": {f"net.{name}": tensor for name, tensor in model.state_dict().items()},
+        "hyper_parameters": {"model": model.config.to_dict(), "lr": 0.01},
+        "epoch": 3, "global_step": 40, "protrnn_val_metrics": {"val/loss": 0.5}}
+    checkpoint.update(fields)
+    torch.save(checkpoint, path)
+    return path
+
+
+def _set_config(json_path: Path, key: str, value: object) -> None:
+    meta = json.loads(json_path.read_text())
+    meta["config"][key] = value
+    json_path.write_text(json.dumps(meta))
+
+
+# 2**28 wide: an LSTM layer of it wants more memory than any machine has (the old loader's allocation failed at
+# once), while its shapes still fit an index: the loader must name the first parameter the weights file holds smaller.
+HUGE = 2**28
+
+
+def test_a_config_larger_than_its_weights_is_refused_naming_the_parameter_before_allocating(tmp_path: Path) -> None:
+    model = _model()  # LSTM, hidden 8, embed 8: weight_ih_l0 is (4 gates x 8, 8)
+    json_path = save_model(model, tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    _set_config(json_path, "hidden_size", HUGE)
+    with pytest.raises(InputError) as err:
+        load_network(tmp_path / "m")
+    assert str(err.value) == (f"{weights}: weights do not match the config: parameter "
+                              f"'encoder.layers.0.fwd.weight_ih_l0' has shape (32, 8), config implies ({4 * HUGE}, 8)")
+
+    _set_config(json_path, "hidden_size", 8)
+    _set_config(json_path, "pair_dim", 2**40)  # a pair_dim x pair_dim layer: more elements than an index holds
+    with pytest.raises(InputError) as err:
+        load_network(tmp_path / "m")
+    assert str(err.value).startswith(f"{json_path}: invalid model description: its parameters are too large to exist")
+    assert "\n" not in str(err.value)
+
+    checkpoint = _checkpoint(tmp_path / "huge.ckpt", model,
+                             hyper_parameters={"model": {**model.config.to_dict(), "hidden_size": HUGE}})
+    with pytest.raises(InputError) as err:
+        load_network(checkpoint)
+    assert str(err.value) == (f"{checkpoint}: weights do not match the architecture lstm/resnet2d recorded in the "
+                              f"checkpoint: parameter 'encoder.layers.0.fwd.weight_ih_l0' has shape (32, 8), config "
+                              f"implies ({4 * HUGE}, 8)")
+
+
+def test_config_integers_refuse_bools_and_switches_refuse_anything_but_bools(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from protrnn.model.config import MAX_MODULE_COUNT
+
+    # the integer and switch fields by their declared types, so a field added later is covered too
+    integers = [f.name for f in fields(ModelConfig) if f.type in ("int", "int | None")]
+    switches = [f.name for f in fields(ModelConfig) if f.type == "bool"]
+    assert {"head_blocks", "hidden_size", "gradient_horizon"} <= set(integers) and "residual" in switches
+    cases: list[tuple[str, object]] = [(key, flag) for key in integers for flag in (True, False)]
+    cases += [("head_dilations", [True]), ("head_dilations", [1, False]), ("head_dilations", "12")]
+    cases += [(key, value) for key in switches for value in (1, 0, "no", None)]
+    cases += [("num_layers", MAX_MODULE_COUNT + 1), ("head_blocks", 10**8)]
+    for key, value in cases:
+        with pytest.raises(InputError, match=f"^model config key '{key}': must be"):
+            ModelConfig(**{key: value})  # type: ignore[arg-type]
+    ModelConfig(num_layers=MAX_MODULE_COUNT, head_blocks=MAX_MODULE_COUNT, head_dilations=[1, 3])
+
+    json_path = save_model(_model(), tmp_path / "m")
+    _set_config(json_path, "head_dilations", [True, 2])
+    with pytest.raises(InputError) as err:
+        load_network(tmp_path / "m")
+    assert str(err.value) == (f"{json_path}: invalid model description: model config key 'head_dilations': must be a "
+                              "non-empty list of positive integers, got [True, 2]")
+
+
+@pytest.mark.parametrize(("dtype", "name"), [(torch.float8_e4m3fn, "F8_E4M3"), (torch.float8_e5m2, "F8_E5M2"),
+                                             (torch.int64, "I64"), (torch.bool, "BOOL")])
+def test_weights_of_a_dtype_other_than_the_four_floats_are_refused_naming_the_parameter(
+        dtype: torch.dtype, name: str, tmp_path: Path) -> None:
+    model = _model()
+    save_model(model, tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(str(weights))
+    for accepted in (torch.float16, torch.bfloat16, torch.float64):  # loaded, as the network's float32
+        save_file({**state, "head.out.weight": state["head.out.weight"].to(accepted)}, str(weights))
+        loaded = load_network(tmp_path).network.state_dict()["head.out.weight"]
+        assert loaded.dtype == torch.float32
+        assert torch.equal(loaded, model.state_dict()["head.out.weight"].to(accepted).float())
+    save_file({**state, "head.out.weight": state["head.out.weight"].to(dtype)}, str(weights))
+    with pytest.raises(InputError) as err:
+        load_network(tmp_path)
+    assert str(err.value) == (f"{weights}: parameter 'head.out.weight' has dtype {name}; weights must be one of "
+                              "float16, bfloat16, float32, float64")
+    checkpoint = _checkpoint(tmp_path / "odd.ckpt", model)
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["state_dict"]["net.head.out.weight"] = saved["state_dict"]["net.head.out.weight"].to(dtype)
+    torch.save(saved, checkpoint)
+    with pytest.raises(InputError) as err:
+        load_network(checkpoint)
+    assert str(err.value) == (f"{checkpoint}: parameter 'head.out.weight' has dtype {str(dtype)[6:]}; weights must be "
+                              "one of float16, bfloat16, float32, float64")
+
+
+def _strict_json(path: Path) -> dict:
+    """``path`` parsed as strict JSON (RFC 8259 has no NaN or Infinity)."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_exported_descriptions_are_strict_json_with_null_for_non_finite_numbers(tmp_path: Path) -> None:
+    from protrnn.cli import main as cli_main
+
+    model = _model()
+    checkpoint = _checkpoint(tmp_path / "nan.ckpt", model, protrnn_val_metrics={
+        "val/loss": float("nan"), "val/P@L5_long": float("inf"), "val/P@L5_short": 0.25, "val/count": 3})
+    assert cli_main(["export", str(checkpoint), "-o", str(tmp_path / "out")]) == 0
+    meta = _strict_json(tmp_path / "out" / "model.json")
+    assert meta["val_metrics"] == {"val/loss": None, "val/P@L5_long": None, "val/P@L5_short": 0.25, "val/count": 3.0}
+    assert meta["epoch"] == 3 and meta["global_step"] == 40
+    assert load_network(tmp_path / "out").metadata["val_metrics"]["val/loss"] is None
+
+    save_model(model, tmp_path / "direct", extra={"trained": {"loss": float("-inf"), "p": [float("nan"), 0.5]}})
+    assert _strict_json(tmp_path / "direct" / "model.json")["trained"] == {"loss": None, "p": [None, 0.5]}
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("epoch", torch.tensor(3), "checkpoint field 'epoch' is a Tensor, not a non-negative integer"),
+    ("global_step", "40", "checkpoint field 'global_step' is '40', not a non-negative integer"),
+    ("protrnn_val_metrics", [1, 2], "checkpoint field 'protrnn_val_metrics' is a list, not a dict of metric values"),
+    ("protrnn_val_metrics", {"val/loss": "low"}, "checkpoint field 'protrnn_val_metrics': metric 'val/loss' is "
+                                                 "'low', not a number"),
+])
+def test_export_of_a_checkpoint_with_an_odd_field_names_the_checkpoint_and_writes_nothing(
+        field: str, value: object, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from protrnn.cli import main as cli_main
+
+    checkpoint = _checkpoint(tmp_path / "odd.ckpt", _model(), **{field: value})
+    out = tmp_path / "new" / "out"
+    assert cli_main(["export", str(checkpoint), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"protrnn: error: {checkpoint}: {message}\n"
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_interrupted_re_export_looks_incomplete_and_a_failed_one_keeps_the_old_export(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import protrnn.model.io as model_io
+
+    old, new = _model(), _model()
+    with torch.no_grad():
+        new.head.out.bias.fill_(7.0)
+    save_model(old, tmp_path / "m", extra={"which": "old"})
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:  # the weights cannot be written: the old export stays whole
+        patch.setattr(model_io, "save_file", fail)
+        with pytest.raises(OSError):
+            save_model(new, tmp_path / "m", extra={"which": "new"})
+    loaded = load_network(tmp_path / "m")
+    assert loaded.metadata["which"] == "old" and torch.equal(loaded.network.head.out.bias, old.head.out.bias)
+
+    with monkeypatch.context() as patch:  # killed once the new weights are in place, before the new description
+        patch.setattr(model_io, "atomic_write", lambda *args, **kwargs: fail())
+        with pytest.raises(OSError):
+            save_model(new, tmp_path / "m", extra={"which": "new"})
+    with pytest.raises(InputError, match="not a protrnn model: no model.json in the directory"):
+        load_network(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.safetensors"]
+
+    save_model(new, tmp_path / "m", extra={"which": "new"})  # a rerun completes it
+    loaded = load_network(tmp_path / "m")
+    assert loaded.metadata["which"] == "new" and torch.equal(loaded.network.head.out.bias, new.head.out.bias)
+
+
+def test_exported_weights_get_the_permissions_of_any_new_file(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        save_model(_model(), tmp_path / "m")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "m").iterdir()}
+    assert modes == {"model.json": 0o644, "model.safetensors": 0o644}

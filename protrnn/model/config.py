@@ -26,6 +26,10 @@ LOG_SEPARATION_PER_OCTAVE = 4
 DEFAULT_DISTOGRAM_BINS = [float(edge) for edge in range(4, 21)]
 #: Largest finite float32 (``torch.finfo(torch.float32).max``): a value written into float32 weights must not exceed it.
 FLOAT32_MAX = 3.4028234663852886e38
+#: Most recurrent layers (``num_layers``) and residual blocks (``head_blocks``) a config may ask for. Far beyond any
+#: trainable network, it bounds the modules a hand-edited config makes a loader build (each one a Python object, even
+#: on the ``meta`` device where :mod:`protrnn.model.io` checks the weights' shapes before allocating any memory).
+MAX_MODULE_COUNT = 1024
 
 
 def separation_bin(separation: int, scheme: str, max_separation: int) -> int:
@@ -35,6 +39,11 @@ def separation_bin(separation: int, scheme: str, max_separation: int) -> int:
     if scheme == "capped" or s < LOG_SEPARATION_EXACT:
         return s
     return LOG_SEPARATION_EXACT + int(math.floor(LOG_SEPARATION_PER_OCTAVE * math.log2(s / LOG_SEPARATION_EXACT)))
+
+
+def _is_int(value: object) -> bool:
+    """An integer from a config file or JSON, not a bool (``True`` is an ``int`` to Python, never a size here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
@@ -114,20 +123,23 @@ class ModelConfig:
         for key in ("vocab_size", "embed_dim", "hidden_size", "num_layers", "pair_dim", "max_separation",
                     "pair_chunk_size", "chrono_tmax"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise bad(key, f"must be a positive integer, got {value!r}")
-        if not isinstance(self.head_blocks, int) or self.head_blocks < 0:
+        if not _is_int(self.head_blocks) or self.head_blocks < 0:
             raise bad("head_blocks", f"must be a non-negative integer, got {self.head_blocks!r}")
+        for key in ("num_layers", "head_blocks"):
+            if getattr(self, key) > MAX_MODULE_COUNT:
+                raise bad(key, f"must be at most {MAX_MODULE_COUNT}, got {getattr(self, key)!r}")
+        for key in ("residual", "layer_norm", "orthogonal_init", "chrono_init"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
         if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", f"must be in [0, 1), got {self.dropout!r}")
         if not _is_number(self.head_dropout) or not 0.0 <= self.head_dropout < 1.0:
             raise bad("head_dropout", f"must be in [0, 1), got {self.head_dropout!r}")
         if self.head_dropout and (self.head != "resnet2d" or self.head_blocks == 0):
             raise bad("head_dropout", "applies to the residual blocks of the resnet2d head, and this model has none")
-        if self.gradient_horizon is not None and (
-            not isinstance(self.gradient_horizon, int) or isinstance(self.gradient_horizon, bool)
-            or self.gradient_horizon < 1
-        ):
+        if self.gradient_horizon is not None and (not _is_int(self.gradient_horizon) or self.gradient_horizon < 1):
             raise bad("gradient_horizon", f"must be a positive integer or null, got {self.gradient_horizon!r}")
         if self.forget_bias is not None and not (_is_number(self.forget_bias)
                                                  and abs(self.forget_bias) <= FLOAT32_MAX):
@@ -150,8 +162,10 @@ class ModelConfig:
                 raise bad("distogram_bins", f"must include the contact cutoff {DEFAULT_CONTACT_CUTOFF:g} Å as an "
                                             f"edge (contact probability is the mass below it), got {edges!r}")
             self.distogram_bins = [float(e) for e in edges]
-        if not self.head_dilations or any((not isinstance(d, int)) or d < 1 for d in self.head_dilations):
+        if (not isinstance(self.head_dilations, (list, tuple)) or not self.head_dilations
+                or any(not _is_int(d) or d < 1 for d in self.head_dilations)):
             raise bad("head_dilations", f"must be a non-empty list of positive integers, got {self.head_dilations!r}")
+        self.head_dilations = list(self.head_dilations)
 
     @property
     def separation_bins(self) -> int:

@@ -6,7 +6,8 @@ An exported model is a directory with two files:
   execute anything);
 * ``model.json`` (:data:`JSON_NAME`): ``{"format": "protrnn-model", "format_version": 1, "config": ModelConfig,
   "alphabet": ..., ...}`` plus any ``extra`` keys (training metadata). It is written last, so a directory with a
-  ``model.json`` is complete.
+  ``model.json`` is complete: re-exporting into it removes the old ``model.json`` before the new weights replace the
+  old ones, so an interrupted re-export looks incomplete rather than pairing new weights with an old description.
 
 :func:`load_network` is the one loader every caller uses: it takes an export directory, its ``model.json`` or
 ``model.safetensors``, or a Lightning ``.ckpt`` written by ``protrnn train`` (read with ``torch.load(weights_only=True)``),
@@ -15,6 +16,12 @@ and returns the network in eval mode with its metadata. :func:`load_checkpoint` 
 The pair of files is one :class:`ExportFormat` (:data:`MODEL_EXPORT`); the pretrained encoder
 (:mod:`protrnn.model.pretrain_heads`) is another, written and read by the same :func:`save_export`,
 :func:`read_export_metadata` and :func:`load_export` with the same checks (:func:`check_state` for the weights).
+
+Loading never allocates memory for a network the weights cannot fill: the network is first built on the ``meta``
+device (shapes only, :func:`expected_state`), and the names, shapes and dtypes the weights file declares (the
+safetensors header, read without the tensors) or the checkpoint holds are checked against it; only then are the
+weights read and the network built for real. A hand-edited ``config`` with ``hidden_size: 10000000`` is one line
+naming the weights file and its first mismatching parameter, not an allocation failure.
 
 An **ensemble** is a directory of exports (e.g. one training recipe at several seeds) plus ``ensemble.json``
 (:data:`ENSEMBLE_NAME`): ``{"format": "protrnn-ensemble", "format_version": 1, "members": ["member-1", ...],
@@ -27,26 +34,29 @@ network, and diagnostics expand an ensemble into its members (``protrnn.diagnost
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
 import re
 import shutil
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
 from protrnn.errors import InputError, parse_json_document, read_json_document, reading
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
-from protrnn.utils.io import atomic_path, atomic_write, file_sha256, swapped_directory
+from protrnn.utils.io import atomic_path, atomic_write, file_sha256, json_safe, swapped_directory
 
 MODEL_FORMAT = "protrnn-model"
 MODEL_FORMAT_VERSION = 1
@@ -67,6 +77,18 @@ _MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: The attribute under which the Lightning module holds the network: checkpoint keys start with it.
 CHECKPOINT_NET_PREFIX = "net."
 _RESERVED_KEYS = frozenset({"format", "format_version", "config", "alphabet"})
+#: The dtypes weights may be stored in (each converted to the network's own on loading); anything else (float8, integer,
+#: bool, complex) is refused naming the parameter.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: safetensors' names of :data:`WEIGHT_DTYPES` (the ``dtype`` of a tensor in the file's header).
+_SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+#: :class:`ModelConfig` settings that choose initial values only, never a shape: :func:`expected_state` leaves them
+#: off (the chrono init's ``log`` has no native kernel on the ``meta`` device, and torch's Python one imports its
+#: compiler, seconds on every load, for values that a load overwrites anyway).
+_INIT_ONLY_SETTINGS: dict[str, Any] = {"orthogonal_init": False, "chrono_init": False, "forget_bias": None}
+#: The in-place random fills of PyTorch's layer initialisation, skipped on ``meta`` tensors (:class:`_ShapesOnly`).
+_RANDOM_FILLS = frozenset({Tensor.normal_, Tensor.uniform_, Tensor.bernoulli_, Tensor.exponential_,
+                           Tensor.geometric_, Tensor.log_normal_, Tensor.cauchy_, Tensor.random_})
 
 
 @dataclass(frozen=True)
@@ -240,10 +262,10 @@ def write_ensemble_files(directory: Path, members: Sequence[tuple[Path, Mapping[
     for name, (weights_path, metadata) in zip(names, members, strict=True):
         (directory / name).mkdir()
         shutil.copyfile(weights_path, directory / name / WEIGHTS_NAME)
-        (directory / name / JSON_NAME).write_text(json.dumps(dict(metadata), indent=2) + "\n", encoding="utf-8")
+        (directory / name / JSON_NAME).write_text(_json_text(dict(metadata)), encoding="utf-8")
     document = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION, "members": names,
                 "combine": ENSEMBLE_COMBINE, **extra}
-    (directory / ENSEMBLE_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")  # last
+    (directory / ENSEMBLE_NAME).write_text(_json_text(document), encoding="utf-8")  # last
     return directory / ENSEMBLE_NAME
 
 
@@ -278,6 +300,12 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
     return Path(directory) / ENSEMBLE_NAME
 
 
+def _json_text(document: Mapping[str, Any]) -> str:
+    """``document`` as the strict JSON protrnn writes: NaN and infinities become ``null`` (:func:`json_safe`), so no
+    reader meets the ``NaN`` literal that Python's ``json`` would write and strict parsers refuse."""
+    return json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n"
+
+
 def save_model(model: ContactModel, directory: str | os.PathLike[str], extra: dict | None = None) -> Path:
     """Write ``model.safetensors`` then ``model.json`` into ``directory`` (each atomically); returns the JSON path.
 
@@ -290,7 +318,13 @@ def save_model(model: ContactModel, directory: str | os.PathLike[str], extra: di
 def save_export(network: nn.Module, config: ModelConfig, directory: str | os.PathLike[str], extra: dict | None,
                 fmt: ExportFormat) -> Path:
     """Write ``network``'s weights then its JSON description (``fmt``) into ``directory``, each atomically; returns
-    the JSON path. ``extra`` is merged into the JSON and may not override the reserved keys."""
+    the JSON path. ``extra`` is merged into the JSON (strict JSON: NaN / inf as ``null``) and may not override the
+    reserved keys.
+
+    Nothing is created when the description cannot be written. An existing JSON description is removed once the new
+    weights are written and before they replace the old ones, and the new one is written last: a re-export stopped
+    half-way leaves a directory without a JSON description (incomplete, refused by the loaders), never new weights
+    beside an old description."""
     if is_ensemble(directory):
         raise InputError(f"holds an ensemble ({ENSEMBLE_NAME}), which loading prefers: an export beside it would never "
                          "be used; give another directory", path=directory)
@@ -299,13 +333,16 @@ def save_export(network: nn.Module, config: ModelConfig, directory: str | os.Pat
     if clash:
         raise ValueError(f"extra may not override reserved {fmt.json_name} key(s): {', '.join(clash)}")
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"format": fmt.name, "format_version": fmt.version,
             "config": config.to_dict(), "alphabet": DEFAULT_ALPHABET.to_dict(), **extra}
-    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"  # fails before anything is written if not JSON-able
+    text = _json_text(meta)  # fails before anything is written (the directory included) if not JSON-able
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in network.state_dict().items()}
+    out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / fmt.weights_name) as tmp:
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # a plain open()'s mode; save_file makes the file anew, as 0600
         save_file(state, str(tmp), metadata={"format": fmt.name, "format_version": str(fmt.version)})
+        tmp.chmod(mode)
+        (out / fmt.json_name).unlink(missing_ok=True)  # the old description must never describe the new weights
     with atomic_write(out / fmt.json_name) as handle:
         handle.write(text)
     return out / fmt.json_name
@@ -369,15 +406,73 @@ def load_export(path: str | os.PathLike[str], build: Callable[[ModelConfig], nn.
                          f"{DEFAULT_ALPHABET.residues!r}", path=json_path)
     if not weights_path.is_file():
         raise InputError(f"missing weights file {fmt.weights_name} beside {fmt.json_name}", path=json_path)
+    expected = expected_state(build, config, what=f"invalid {fmt.noun} description", source=json_path)
+    check_layout(_declared_state(weights_path, fmt), expected, source=weights_path)  # before reading any weights
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:
         raise InputError(f"not a {fmt.label}: unreadable safetensors weights ({err})", path=weights_path) from None
-    network = build(config)
-    expected = network.state_dict()
     check_state(state, expected, source=weights_path)
+    network = build(config)
     network.load_state_dict({name: state[name].to(expected[name].dtype) for name in expected})
     return network.to(map_location).eval(), meta
+
+
+def expected_state(build: Callable[[ModelConfig], nn.Module], config: ModelConfig, *, what: str,
+                   source: object) -> dict[str, Tensor]:
+    """The ``state_dict`` of ``build(config)`` built on the ``meta`` device: every parameter's name, shape and dtype,
+    with no memory allocated however large the config (and the global random state untouched). A config whose
+    parameters cannot even be sized (more elements than an index holds) is an :class:`InputError`
+    ``WHAT: ...`` naming ``source``."""
+    shapes_only = dataclasses.replace(config, **_INIT_ONLY_SETTINGS)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), _ShapesOnly():
+            return dict(build(shapes_only).state_dict())
+    except (RuntimeError, TypeError, OverflowError) as err:  # torch's words for a size beyond its integers
+        if "overflow" not in str(err).lower():
+            raise
+        reason = str(err).strip().splitlines()[0]
+        raise InputError(f"{what}: its parameters are too large to exist ({reason})", path=source) from None
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """Skips the initial values of ``meta`` tensors (which hold none): ``torch.nn.init``'s in-place fills and
+    :data:`_RANDOM_FILLS` return their tensor untouched. On the ``meta`` device ``normal_`` runs torch's Python
+    reference, whose first call imports torch's compiler (seconds): a shape-only build must not pay that."""
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (),
+                           kwargs: Mapping[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        fills = func in _RANDOM_FILLS or (getattr(func, "__module__", None) == "torch.nn.init"
+                                          and getattr(func, "__name__", "").endswith("_"))
+        if fills and isinstance(target, Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
+def _declared_state(weights_path: Path, fmt: ExportFormat) -> dict[str, Tensor]:
+    """The tensors a safetensors file declares in its header, as ``meta`` tensors of their shapes and dtypes (no
+    weights read; safetensors itself checks that the header's tensors fill the file exactly). A dtype other than
+    :data:`WEIGHT_DTYPES` is an :class:`InputError` naming the file and the parameter."""
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            declared = {name: (handle.get_slice(name).get_shape(), handle.get_slice(name).get_dtype())
+                        for name in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"not a {fmt.label}: unreadable safetensors weights ({err})", path=weights_path) from None
+    state = {}
+    for name, (shape, code) in declared.items():
+        if code not in _SAFETENSORS_DTYPES:
+            raise InputError(f"parameter {name!r} has dtype {code}; weights must be one of {_dtype_names()}",
+                             path=weights_path)
+        state[name] = torch.empty(shape, dtype=_SAFETENSORS_DTYPES[code], device="meta")
+    return state
+
+
+def _dtype_names() -> str:
+    """:data:`WEIGHT_DTYPES` for messages: ``float16, bfloat16, float32, float64``."""
+    return ", ".join(str(dtype).removeprefix("torch.") for dtype in WEIGHT_DTYPES)
 
 
 def recorded_config(raw: Mapping[str, Any], *, what: str, source: object) -> ModelConfig:
@@ -398,7 +493,18 @@ def _reason(err: Exception) -> str:
 def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, source: object,
                 what: str = "weights do not match the config") -> None:
     """One-line InputError naming the first missing, unexpected or mis-shaped parameter of ``state`` against
-    ``expected`` (prefixed by ``what``), or the first that is not a finite float tensor; ``source`` is the file."""
+    ``expected`` (prefixed by ``what``), or the first that is not a finite tensor of a :data:`WEIGHT_DTYPES` dtype;
+    ``source`` is the file. ``expected`` may be ``meta`` tensors (:func:`expected_state`)."""
+    check_layout(state, expected, source=source, what=what)
+    for name in expected:
+        if not torch.isfinite(state[name]).all():
+            raise InputError(f"parameter {name!r} contains NaN or infinite values", path=source)
+
+
+def check_layout(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, source: object,
+                 what: str = "weights do not match the config") -> None:
+    """:func:`check_state` without reading any value: names, shapes and dtypes only, so both ``state`` and
+    ``expected`` may be ``meta`` tensors (a file's declared tensors, :func:`expected_state`)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
@@ -414,10 +520,9 @@ def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, 
         if tensor.shape != reference.shape:
             raise InputError(f"{what}: parameter {name!r} has shape {tuple(tensor.shape)}, config implies "
                              f"{tuple(reference.shape)}", path=source)
-        if not tensor.is_floating_point():
-            raise InputError(f"parameter {name!r} has non-float dtype {tensor.dtype}", path=source)
-        if not torch.isfinite(tensor).all():
-            raise InputError(f"parameter {name!r} contains NaN or infinite values", path=source)
+        if tensor.dtype not in WEIGHT_DTYPES:
+            raise InputError(f"parameter {name!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights "
+                             f"must be one of {_dtype_names()}", path=source)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -464,12 +569,13 @@ def network_from_checkpoint(checkpoint: Mapping[str, Any], build: Callable[[Mode
     if not isinstance(hparams.get("model"), Mapping):
         raise InputError("checkpoint has no model architecture in its hyper-parameters "
                          "(was it written by protrnn train?)", path=source)
-    config = recorded_config(hparams["model"], what="model architecture in the checkpoint's hyper-parameters",
-                             source=source)
-    network = build(config)
+    described = "model architecture in the checkpoint's hyper-parameters"
+    config = recorded_config(hparams["model"], what=described, source=source)
+    expected = expected_state(build, config, what=f"invalid {described}", source=source)
     prefix = CHECKPOINT_NET_PREFIX
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    check_state(state, network.state_dict(), source=source, what=what)
+    check_state(state, expected, source=source, what=what)  # before the network takes any memory
+    network = build(config)
     network.load_state_dict(state, strict=True)
     return network
 

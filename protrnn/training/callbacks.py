@@ -8,6 +8,9 @@ gradients of every step); gradient-flow diagnostics are in :mod:`protrnn.diagnos
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +22,19 @@ from protrnn.model.io import load_network, save_model
 from protrnn.training.module import CKPT_VAL_METRICS
 from protrnn.utils.io import json_safe
 
+#: Largest finite float: an integer metric beyond it has no JSON number either.
+_FLOAT_MAX = sys.float_info.max
+
 
 def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
                       extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` + ``model.json`` for the network in a Lightning checkpoint.
 
     ``model.json`` also records where the weights came from (checkpoint, epoch, global step), the validation metrics
-    of that epoch and the training hyper-parameters, plus anything in ``extra``. Returns the JSON path.
+    of that epoch (a non-finite value as ``null``) and the training hyper-parameters, plus anything in ``extra``.
+    Returns the JSON path. A checkpoint field that is not what Lightning and protrnn write there (an ``epoch`` that
+    is no integer, validation metrics that are no numbers) is an :class:`InputError` naming the checkpoint and the
+    field, raised before anything is written.
     """
     loaded = load_network(checkpoint_path, kind="checkpoint")
     net, checkpoint = loaded.network, loaded.checkpoint or {}
@@ -33,17 +42,43 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
                if k != "model" and not k.startswith("_")}
     metadata: dict[str, Any] = {
         "source_checkpoint": str(Path(checkpoint_path).resolve()),
-        "epoch": checkpoint.get("epoch"),
-        "global_step": checkpoint.get("global_step"),
-        "val_metrics": checkpoint.get(CKPT_VAL_METRICS, {}),
+        "epoch": _recorded_count(checkpoint, "epoch", checkpoint_path),
+        "global_step": _recorded_count(checkpoint, "global_step", checkpoint_path),
+        "val_metrics": _recorded_metrics(checkpoint, checkpoint_path),
         "training_hparams": json_safe(hparams, stringify=True),
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     metadata.update(extra or {})
-    try:
-        return save_model(net, directory, extra=metadata)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"cannot write the model description: {exc}", path=directory) from None
+    return save_model(net, directory, extra=metadata)
+
+
+def _recorded_count(checkpoint: Mapping[str, Any], key: str, path: str | Path) -> int | None:
+    """The checkpoint's ``key`` (``epoch``, ``global_step``): a non-negative integer, or None when absent."""
+    value = checkpoint.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        shown = repr(value) if isinstance(value, (bool, int, float, str)) else f"a {type(value).__name__}"
+        raise InputError(f"checkpoint field {key!r} is {shown}, not a non-negative integer", path=path)
+    return value
+
+
+def _recorded_metrics(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, float | None]:
+    """The checkpoint's validation metrics (:data:`CKPT_VAL_METRICS`): a dict of numbers or nulls, a non-finite
+    number recorded as None (strict JSON has no NaN); ``{}`` when absent."""
+    metrics = checkpoint.get(CKPT_VAL_METRICS)
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise InputError(f"checkpoint field {CKPT_VAL_METRICS!r} is a {type(metrics).__name__}, not a dict of "
+                         "metric values", path=path)
+    out: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            shown = repr(value) if isinstance(value, (bool, str)) else f"a {type(value).__name__}"
+            raise InputError(f"checkpoint field {CKPT_VAL_METRICS!r}: metric {str(name)!r} is {shown}, not a number",
+                             path=path)
+        number = math.inf if value is None or abs(value) > _FLOAT_MAX else float(value)  # ints beyond float: inf
+        out[str(name)] = number if math.isfinite(number) else None
+    return out
 
 
 def checkpoint_of_this_run(callback: Any, path: str) -> str:
