@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import csv
 import json
 import os
 from collections.abc import Iterator
@@ -34,18 +36,34 @@ class InputError(ValueError):
 
 @contextlib.contextmanager
 def reading(path: object) -> Iterator[None]:
-    """Turn the operating system's errors while opening or reading ``path``, and text that is not UTF-8, into
-    one-line :class:`InputError` messages."""
+    """Turn the operating system's errors while opening or reading ``path``, text that is not UTF-8 and a table the
+    :mod:`csv` module cannot parse (a field over its size limit; :func:`protrnn.utils.io.csv_records` names the line)
+    into one-line :class:`InputError` messages."""
     try:
         yield
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {exc.start})", path=path) from None
+    except csv.Error as exc:
+        raise InputError(f"not a readable table ({exc})", path=path) from None
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
     except IsADirectoryError:
         raise InputError("is a directory, not a file", path=path) from None
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror or exc})", path=path) from None
+
+
+def decode_text(raw: bytes, path: object, encoding: str = "utf-8") -> str:
+    """``raw`` (the bytes of ``path``) decoded as ``encoding``; a byte that is not valid there is a one-line
+    :class:`InputError` naming the byte and its line and column (1-based, the column counted in bytes)."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        label = {"ascii": "ASCII", "utf-8": "UTF-8"}.get(codecs.lookup(encoding).name, encoding)
+        raise InputError(f"not {label} text: byte 0x{raw[exc.start]:02x} at line {line}, column {column}",
+                         path=path) from None
 
 
 def read_json_document(path: str | os.PathLike[str], fmt: str, *, max_version: int | None = None,

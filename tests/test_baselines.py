@@ -235,3 +235,43 @@ def test_freecontact_beats_random_on_ollikainen_domains(ollikainen: Path) -> Non
         random_scores.append(evaluate_contacts(noise, truth, chain.observed, name=pdb_id)["long/P@L/5"])
     assert np.mean(fc_scores) > np.mean(random_scores) + 0.3
     assert min(fc_scores) >= 0.5
+
+
+def _ollikainen_folder(root: Path, *, domains: bytes, indices: bytes) -> Path:
+    """A minimal Ollikainen-40 folder for domain 1CTF (PF00542): the files load_ollikainen_case opens or checks."""
+    (root / "pdb" / "PF00542").mkdir(parents=True)
+    (root / "pdb" / "PF00542" / "1CTF_A.pdb").write_text("END\n")
+    (root / "natural_alignments").mkdir()
+    (root / "natural_alignments" / "PF00542.align.80").write_text(">s\nEFD\n")
+    (root / "indices").mkdir()
+    (root / "indices" / "1CTF_A.indices").write_bytes(indices)
+    (root / "domains.csv").write_bytes(domains)
+    return root
+
+
+_DOMAINS = b"# comment\n#Pfam ID,Pfam Name,Total # of sequences,PDB ID,Amino acid length,SCOP class\n" \
+           b"PF00542,Ribosomal_L12,5000,1CTF,68,d\n"
+_INDICES = b"0\tE\t1\t53 A\t6\n1\tF\t2\t54 A\t11\n2\tD\t3\t55 A\t12\n"
+
+
+def test_ollikainen_files_with_bad_bytes_are_one_line_naming_file_line_and_byte(tmp_path: Path) -> None:
+    """A byte that is not ASCII in an .indices file, or not UTF-8 in domains.csv, was a UnicodeDecodeError
+    traceback out of ``evaluate --baselines freecontact``; a field over the csv module's limit in domains.csv was
+    a _csv.Error."""
+    good = _ollikainen_folder(tmp_path / "good", domains=_DOMAINS, indices=_INDICES)
+    case = load_ollikainen_case(good, "1CTF")
+    assert (case.pfam, case.residue_numbers, case.residue_letters, case.columns) == (
+        "PF00542", ("53", "54", "55"), "EFD", (0, 1, 2))
+    accented = _INDICES.replace(b"1\tF\t2\t54 A\t11", b"1\tF\t2\t54 A\t11\t\xe9")  # line 2, after 14 bytes
+    root = _ollikainen_folder(tmp_path / "indices", domains=_DOMAINS, indices=accented)
+    with pytest.raises(InputError, match=r"1CTF_A\.indices: not ASCII text: byte 0xe9 at line 2, column 15$"):
+        load_ollikainen_case(root, "1CTF")
+    broken = _DOMAINS.replace(b"Ribosomal_L12", b"Ribosomal\xff_L12")  # line 3, the 18th byte
+    root = _ollikainen_folder(tmp_path / "domains", domains=broken, indices=_INDICES)
+    with pytest.raises(InputError, match=r"domains\.csv: not UTF-8 text: byte 0xff at line 3, column 18$"):
+        bl.ollikainen_domains(root)
+    huge = _DOMAINS + b"PF00001,x," + b"9" * 140_000 + b",1ABC,60,a\n"  # line 4
+    root = _ollikainen_folder(tmp_path / "huge", domains=huge, indices=_INDICES)
+    with pytest.raises(InputError, match=r"domains\.csv: not a readable table \(line 4: field larger than field "
+                                         r"limit \(131072\)\)$"):
+        bl.ollikainen_domains(root)

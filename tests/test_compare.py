@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -380,3 +381,40 @@ def test_command_points_to_the_clusters_of_a_test_sets_manifest(tmp_path: Path, 
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "'test_sets' is not an object (edited by hand?)" in err and len(err.strip().splitlines()) == 1
+
+
+def _evaluation_with_lines(directory: Path, lines: list[str]) -> Path:
+    """An evaluation folder whose per_protein.csv holds ``lines`` after a valid header and first row."""
+    _write_eval(directory, _rows("ref", _proteins(1), [0.5]))
+    table = directory / "per_protein.csv"
+    table.write_text(table.read_text() + "".join(line + "\n" for line in lines))
+    return directory
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    pytest.param("m,val,p0,50,0.5,0.5,0,extra,cells", r"line 3 has 9 fields, but the header names 7 columns",
+                 id="extra-fields"),  # was a TypeError: csv.DictReader put the extra cells in a list
+    pytest.param("m,val,p0,50,0.5", r"line 3 has 5 fields, but the header names 7 columns",
+                 id="missing-fields"),  # were read as NaN
+    pytest.param("m,val,p0,50," + "9" * 140_000 + ",0.5,0",  # over the csv module's 131,072-byte field limit
+                 r"not a readable table \(line 3: field larger than field limit \(131072\)\)", id="huge-field"),
+])
+def test_a_malformed_per_protein_row_is_one_line_naming_file_and_line(tmp_path: Path, line: str, message: str,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    evaluation = _evaluation_with_lines(tmp_path / "e", [line])
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'e' / 'per_protein.csv'))}: {message}$"):
+        load_evaluation(evaluation)
+    assert main(["compare", str(evaluation), "--reference", "ref"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("protrnn: error: ") and err.count("\n") == 1 and "per_protein.csv" in err
+
+
+def test_a_cluster_cell_over_the_csv_field_limit_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
+    """The line is the file's: comment and blank lines above the header count (read_tsv skips them)."""
+    from protrnn.report.compare import read_clusters
+
+    table = tmp_path / "clusters.tsv"
+    table.write_text("# written by hand\n\nid\tcluster\np0\tA\n" + "p1\t" + "c" * 140_000 + "\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(table))}: not a readable table \(line 5: field larger than field limit "
+                                         r"\(131072\)\)$"):
+        read_clusters(table)

@@ -147,3 +147,103 @@ def test_ten_thousand_chains_round_trip(tmp_path: Path, cgdms_chains: list[Prote
     assert dataset.lengths.tolist() == [len(c) for c in chains]
     _assert_same(dataset[len(dataset) - 1], chains[-1])
     _assert_same(dataset[5_000], chains[5_000])
+
+
+def _toy_chains() -> list[ProteinChain]:
+    """Three small synthetic chains (no real data needed): lengths 7, 9 and 5."""
+    rng = np.random.default_rng(0)
+    chains = []
+    for name, length in (("c1", 7), ("c2", 9), ("c3", 5)):
+        sequence = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=length))
+        coords = rng.normal(size=(length, 4, 3)).astype(np.float32)
+        chains.append(ProteinChain(name, sequence, np.ones(length, dtype=bool), coords, source=f"{name}.pdb",
+                                   meta={"k": length}))
+    return chains
+
+
+def _tampered(tmp_path: Path, name: str, **arrays: np.ndarray) -> Path:
+    """A copy of a valid toy dataset with ``arrays`` replaced (as a hand-edited or foreign file holds them)."""
+    good = dict(np.load(save_dataset(_toy_chains(), tmp_path / "good.npz")))
+    path = tmp_path / name
+    np.savez(path, **{**good, **arrays})
+    return path
+
+
+def _load_fully(path: Path) -> list[ProteinChain]:
+    """Load and build every chain (meta included): where lazily decoded contents fail."""
+    return list(load_dataset(path))
+
+
+def _sequence_bytes_with(position: int, byte: int) -> np.ndarray:
+    """The toy set's sequence bytes with residue ``position`` (0-based over the whole file) set to ``byte``."""
+    raw = np.frombuffer("".join(c.sequence for c in _toy_chains()).encode("ascii"), dtype=np.uint8).copy()
+    raw[position] = byte
+    return raw
+
+
+# chain c2 holds residues 7..15 of the file: residue 7 + 4 = 11 is c2's 5th letter
+@pytest.mark.parametrize(("name", "arrays", "expected"), [
+    ("nonascii.npz", {"sequences": _sequence_bytes_with(11, 0xFF)},
+     r"nonascii\.npz, record 'c2', position 5: invalid residue byte 0xff \(not ASCII\)"),
+    ("hash.npz", {"sequences": _sequence_bytes_with(11, ord("#"))},
+     r"hash\.npz, record 'c2', position 5: invalid residue letter '#'"),
+    ("gap.npz", {"sequences": _sequence_bytes_with(0, ord("-"))},
+     r"gap\.npz, record 'c1', position 1: invalid residue letter '-' \(an alignment gap"),
+    ("last.npz", {"sequences": _sequence_bytes_with(20, 0)},  # c3 holds 16..20: its 5th and last letter
+     r"last\.npz, record 'c3', position 5: invalid residue letter \\x00"),
+    ("metajson.npz", {"chain_meta": np.frombuffer(b"{not json", dtype=np.uint8)},
+     r"metajson\.npz \(chain_meta\): not a list of per-chain meta objects: not valid JSON \(.* at line 1, "
+     r"column 2\)"),
+    ("metalist.npz", {"chain_meta": np.frombuffer(b'[{}, 2, {}]', dtype=np.uint8)},
+     r"metalist\.npz, record 'c2': chain_meta entry #2 is int, not an object"),
+    ("meta2d.npz", {"chain_meta": np.array([[1.5]])},
+     r"meta2d\.npz: corrupt dataset: chain_meta is not JSON text"),
+    ("offsets0d.npz", {"offsets": np.array(5)},
+     r"offsets0d\.npz: corrupt dataset: offsets are not 4 integers, one more than the 3 chains \(int64 \(\)\)"),
+    ("offsetsfloat.npz", {"offsets": np.array([0.0, 7.0, 16.0, 21.0])},
+     r"offsetsfloat\.npz: corrupt dataset: offsets are not 4 integers"),
+    ("ids0d.npz", {"ids": np.array("c1")},
+     r"ids0d\.npz: corrupt dataset: ids/sources are not unicode arrays of one entry per chain"),
+    ("ids2d.npz", {"ids": np.array([["c1"], ["c2"], ["c3"]])},
+     r"ids2d\.npz: corrupt dataset: ids/sources are not unicode arrays of one entry per chain"),
+    ("dupids.npz", {"ids": np.array(["c1", "c3", "c3"])},
+     r"dupids\.npz, record 'c3': duplicate chain ID \(chains #2 and #3\)"),
+])
+def test_bad_contents_are_one_line_errors_naming_file_and_chain(tmp_path: Path, name: str,
+                                                                 arrays: dict[str, np.ndarray],
+                                                                 expected: str) -> None:
+    """Contents, not just shapes: bytes that are not residue letters, chain_meta that is not a list of objects,
+    arrays of the wrong rank or kind and duplicate IDs are each one line naming the file, the chain ID and the
+    position where there is one (they were a UnicodeDecodeError, JSONDecodeError, TypeError or IndexError
+    traceback, or, for 2-D IDs, float offsets and duplicate IDs, no error at all)."""
+    path = _tampered(tmp_path, name, **arrays)
+    with pytest.raises(InputError, match=expected) as info:
+        _load_fully(path)
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
+
+
+def test_lower_case_and_ambiguity_letters_still_load(tmp_path: Path) -> None:
+    """The letter check accepts every letter the model alphabet reads one for one (lower case, X, B, Z, J, U, O),
+    and refuses the stop '*' that save_dataset had written before (so prepare can never write what load refuses)."""
+    path = _tampered(tmp_path, "letters.npz", sequences=np.frombuffer(b"acdXBZJ" + b"UOefghikl" + b"MNPQR",
+                                                                      dtype=np.uint8))
+    assert [c.sequence for c in _load_fully(path)] == ["acdXBZJ", "UOefghikl", "MNPQR"]
+    chains = _toy_chains()
+    chains[2] = ProteinChain("c3", "MNPQ*", chains[2].observed, chains[2].coords)
+    with pytest.raises(InputError, match=r"stop\.npz, record 'c3', position 5: invalid residue letter '\*'"):
+        save_dataset(chains, tmp_path / "stop.npz")
+    assert not (tmp_path / "stop.npz").exists()
+
+
+def test_a_damaged_compressed_entry_is_one_line(tmp_path: Path) -> None:
+    """A dataset saved with np.savez_compressed whose deflate data is damaged raised zlib.error (a traceback);
+    zipfile's own checks only catch a wrong CRC after a stream that decompressed."""
+    path = tmp_path / "compressed.npz"
+    np.savez_compressed(path, **dict(np.load(save_dataset(_toy_chains(), tmp_path / "good.npz"))))
+    raw = bytearray(path.read_bytes())
+    header = zipfile.ZipFile(path).getinfo("coords.npy").header_offset
+    name_length, extra_length = (int.from_bytes(raw[header + k:header + k + 2], "little") for k in (26, 28))
+    raw[header + 30 + name_length + extra_length] = 0x07  # first deflate block: final, reserved type 3
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"compressed\.npz: cannot read dataset file \(error: .*invalid block type"):
+        load_dataset(path)

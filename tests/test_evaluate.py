@@ -490,3 +490,86 @@ def test_a_seed_outside_0_to_2_63_is_refused_before_any_work(command: list[str],
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith(f"argument --seed: must be an integer from 0 to 2**63 - 1, got {seed}")
+
+
+def _toy_test_set(path: Path, ids: Sequence[str], *, sequence: str = "ACDEFGHIKLMNPQRSTVWYACDEFGHIK") -> Path:
+    """A test set of compact random walks (they have contacts at every range) named ``ids``."""
+    rng = np.random.default_rng(0)
+    chains = []
+    for chain_id in ids:
+        steps = rng.normal(size=(len(sequence), 3))
+        ca = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+        coords = np.repeat(ca[:, None, :], 4, axis=1).astype(np.float32)
+        chains.append(ProteinChain(chain_id, sequence, np.ones(len(sequence), dtype=bool), coords))
+    return save_dataset(chains, path)
+
+
+def _with_array(path: Path, target: Path, **arrays: np.ndarray) -> Path:
+    np.savez(target, **{**dict(np.load(path)), **arrays})
+    return target
+
+
+def test_a_bad_test_set_is_one_line_naming_file_and_chain_and_leaves_no_outdir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A '#' in a sequence (named neither file nor chain: "record '#1', position 6"; with baselines only, scored
+    silently), chain_meta that is not JSON (a JSONDecodeError traceback) and a chain ID given twice (exit 0, then
+    compare refused the output) are refused at load, before any work, on one line."""
+    good = _toy_test_set(tmp_path / "good.npz", ["a", "b", "c"])
+    letters = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWYACDEFGHIK" * 3, dtype=np.uint8).copy()
+    letters[29 + 5] = ord("#")  # chain b (residues 29..57), its 6th residue
+    cases = [
+        (_with_array(good, tmp_path / "hash.npz", sequences=letters),
+         "hash.npz, record 'b', position 6: invalid residue letter '#'"),
+        (_with_array(good, tmp_path / "meta.npz", chain_meta=np.frombuffer(b"{not json", dtype=np.uint8)),
+         "meta.npz (chain_meta): not a list of per-chain meta objects: not valid JSON"),
+        (_with_array(good, tmp_path / "dup.npz", ids=np.array(["a", "b", "a"])),
+         "dup.npz, record 'a': duplicate chain ID (chains #1 and #3)"),
+    ]
+    for path, expected in cases:
+        out = tmp_path / f"out_{path.stem}"
+        code = main(["evaluate", "--baselines", "random", "--test-set", f"t={path}", "--bootstrap", "10",
+                     "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.startswith(f"protrnn: error: {path}") and err.count("\n") == 1 and expected in err
+        assert not out.exists()
+
+
+def test_ids_that_are_not_utf8_are_written_escaped_and_read_back_by_compare(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ID from a file name holding byte 0xE9 (a lone surrogate, as prepare reads it) made evaluate fail after
+    scoring with a UnicodeEncodeError and an empty OUTDIR. It is written as the escape manifest.tsv uses, the file
+    stays UTF-8, and compare reads it back."""
+    test = _toy_test_set(tmp_path / "test_t.npz", ["z\udce9_A", "b", "c"])
+    out = tmp_path / "out"
+    assert main(["evaluate", "--baselines", "random,separation", "--train", str(test), "--test-set", f"t={test}",
+                 "--bootstrap", "10", "-o", str(out)]) == 0
+    text = (out / "per_protein.csv").read_bytes().decode("utf-8")  # strict: the file is UTF-8
+    assert "z\\udce9_A" in text
+    rows = read_per_protein_csv(out / "per_protein.csv")
+    assert [(r["method"], r["protein"]) for r in rows] == [
+        (method, protein) for method in ("random", "separation") for protein in ("z\\udce9_A", "b", "c")]
+    capsys.readouterr()
+    assert main(["compare", str(out), "--reference", "separation"]) == 0
+    assert "random" in capsys.readouterr().out
+
+
+def test_a_failed_evaluation_removes_the_outdir_it_created_and_keeps_an_existing_one(tmp_path: Path) -> None:
+    """A method failing midway left the empty OUTDIR (and parents) swapped_directory had made for its staging."""
+
+    class Failing(_FixedScores):
+        def predict(self, chains):
+            raise InputError("the method cannot read its input", record=chains[0].id)
+
+    chains = [_clique_chain("full", 25, (0, 12, 24))]
+    test_set = EvalSet("hand", tmp_path / "hand.npz", chains)
+    nested = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(InputError, match="cannot read its input"):
+        evaluate([Failing()], [test_set], nested, n_boot=5, log=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # "new" and "deeper" went too
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="cannot read its input"):
+        evaluate([Failing()], [test_set], existing / "out", n_boot=5, log=lambda _: None)
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]

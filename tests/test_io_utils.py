@@ -188,6 +188,27 @@ def test_read_tsv_table_keeps_the_columns_of_a_table_without_rows(tmp_path: Path
     assert read_tsv_table(tmp_path / "empty.tsv") == ([], [])
 
 
+def test_a_tsv_cell_over_the_csv_field_limit_names_the_file_s_line(tmp_path: Path) -> None:
+    """A cell over the csv module's 131,072-byte limit was a bare _csv.Error traceback: read_tsv names the line as
+    the file numbers it (comment and blank lines above the header included) and ``reading`` makes it one line
+    naming the file, for a cell in the header as for one in a row."""
+    import csv
+
+    from protrnn.errors import InputError, reading
+    from protrnn.utils.io import read_tsv
+
+    table = tmp_path / "t.tsv"
+    table.write_text("# comment\n\nid\tcluster\na\tA\n\nb\t" + "x" * 140_000 + "\n")
+    with pytest.raises(csv.Error, match=r"^line 6: field larger than field limit \(131072\)$"):
+        read_tsv(table)
+    with pytest.raises(InputError, match=r"t\.tsv: not a readable table \(line 6: field larger than field limit"), \
+            reading(table):
+        read_tsv(table)
+    table.write_text("#\n" + "i" * 140_000 + "\tcluster\n")
+    with pytest.raises(InputError, match=r"t\.tsv: not a readable table \(line 2: field larger"), reading(table):
+        read_tsv(table)
+
+
 def test_control_characters_are_found_and_escaped() -> None:
     assert control_character_position("plain text, é and ü") is None
     assert control_character_position("ab\x1bc") == 3

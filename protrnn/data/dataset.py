@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,15 +34,20 @@ from typing import Any, overload
 
 import numpy as np
 
-from protrnn.alphabet import DEFAULT_ALPHABET
+from protrnn.alphabet import DEFAULT_ALPHABET, GAP_LETTERS, PARENT_LETTER, UNKNOWN_LETTERS, shown_letter
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
-from protrnn.errors import InputError, parse_json_document, reading
+from protrnn.errors import InputError, parse_json_bytes, parse_json_document, reading
 from protrnn.utils.io import atomic_path
 
 FORMAT_NAME = "protrnn-dataset"
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("sequences", "offsets", "observed", "coords", "ids", "sources", "chain_meta")
+#: The letters a dataset's sequences may hold, one per residue: those the model alphabet reads as a residue
+#: (:meth:`~protrnn.alphabet.Alphabet.clean` without dropping any), either case.
+RESIDUE_LETTERS = "".join(sorted(set(DEFAULT_ALPHABET.residues) | UNKNOWN_LETTERS | set(PARENT_LETTER)))
+_RESIDUE_BYTE = np.zeros(256, dtype=bool)
+_RESIDUE_BYTE[np.frombuffer((RESIDUE_LETTERS + RESIDUE_LETTERS.lower()).encode("ascii"), dtype=np.uint8)] = True
 
 
 def _json_default(value: object) -> object:
@@ -62,6 +68,38 @@ def _json_bytes(value: object) -> np.ndarray:
 def _unicode_array(values: Sequence[str]) -> np.ndarray:
     width = max((len(v) for v in values), default=1) or 1
     return np.array(list(values), dtype=f"<U{width}")
+
+
+def _check_residue_letters(sequences: np.ndarray, offsets: np.ndarray, ids: Sequence[str] | np.ndarray,
+                           path: Path | None) -> None:
+    """Every byte of ``sequences`` (uint8, chains back to back at ``offsets``) is one of :data:`RESIDUE_LETTERS`;
+    otherwise a one-line :class:`InputError` naming the file, the chain ID and the 1-based position of the first
+    one that is not (a vectorised pass over the residues: milliseconds for millions)."""
+    bad = np.flatnonzero(~_RESIDUE_BYTE[sequences])
+    if not bad.size:
+        return
+    residue = int(bad[0])
+    chain = int(np.searchsorted(offsets, residue, side="right")) - 1  # the chain whose span holds the residue
+    byte = int(sequences[residue])
+    if byte >= 0x80:
+        reason = f"invalid residue byte 0x{byte:02x} (not ASCII)"
+    else:
+        letter = chr(byte)
+        gap = (" (an alignment gap or stop: a dataset holds one letter per residue)"
+               if letter in {*GAP_LETTERS, "*"} else "")
+        reason = f"invalid residue letter {shown_letter(letter)}{gap}"
+    more = f"; {bad.size - 1} more invalid residue(s) in the file" if bad.size > 1 else ""
+    raise InputError(f"{reason}{more}", path=path, record=str(ids[chain]), position=residue - int(offsets[chain]) + 1)
+
+
+def _check_unique_ids(ids: Sequence[str], path: Path) -> None:
+    """A one-line :class:`InputError` naming the first chain ID that occurs twice (the dataset is indexed by ID)."""
+    seen: dict[str, int] = {}
+    for index, chain_id in enumerate(ids):
+        first = seen.setdefault(chain_id, index)
+        if first != index:
+            raise InputError(f"duplicate chain ID (chains #{first + 1} and #{index + 1}); a dataset's IDs must be "
+                             "unique", path=path, record=chain_id)
 
 
 def save_dataset(chains: Iterable[ProteinChain], path: str | Path, *, contact_cutoff: float = DEFAULT_CONTACT_CUTOFF,
@@ -89,6 +127,7 @@ def save_dataset(chains: Iterable[ProteinChain], path: str | Path, *, contact_cu
     coords = (np.concatenate([c.coords for c in chain_list]).astype(np.float32, copy=False) if chain_list
               else np.zeros((0, 4, 3), dtype=np.float32))
     assert sequences.shape == (total,) and observed.shape == (total,) and coords.shape == (total, 4, 3)
+    _check_residue_letters(sequences, offsets, [c.id for c in chain_list], target)  # what load_dataset reads
     try:
         chain_meta = _json_bytes([c.meta for c in chain_list])
     except TypeError as exc:
@@ -183,13 +222,28 @@ class ChainDataset(Sequence[ProteinChain]):
     def chain_id(self, index: int) -> str:
         return str(self._ids[index])
 
+    def _decoded(self, index: int, span: slice) -> str:
+        """The letters of chain ``index`` (``span`` of the residues) as text; a byte that is not ASCII (a file that
+        :func:`load_dataset` did not check) is a one-line :class:`InputError` naming the file, chain and position."""
+        raw = self._sequences[span].tobytes()
+        try:
+            return raw.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"invalid residue byte 0x{raw[exc.start]:02x} (not ASCII)", path=self.path,
+                             record=self.chain_id(index), position=exc.start + 1) from None
+
     def sequence(self, index: int) -> str:
-        return self._sequences[self._span(index)].tobytes().decode("ascii")
+        return self._decoded(index, self._span(index))
 
     def tokens(self, index: int) -> np.ndarray:
         """Model tokens (uint8, read-only view) of chain ``index``; the whole dataset is tokenised once, on first use."""
         if self._tokens is None:
-            tokens = DEFAULT_ALPHABET.encode(self._sequences.tobytes().decode("ascii"))
+            try:
+                text = self._sequences.tobytes().decode("ascii")
+            except UnicodeDecodeError:  # a file load_dataset did not check: name the chain and position
+                _check_residue_letters(self._sequences, self._offsets, self._ids, self.path)
+                raise
+            tokens = DEFAULT_ALPHABET.encode(text)
             tokens.flags.writeable = False
             self._tokens = tokens
         return self._tokens[self._span(index)]
@@ -202,12 +256,31 @@ class ChainDataset(Sequence[ProteinChain]):
 
     def meta(self, index: int) -> dict[str, Any]:
         if self._chain_meta is None:
-            raw = self._chain_meta_raw
-            parsed = json.loads(raw.tobytes().decode("utf-8")) if isinstance(raw, np.ndarray) else raw
-            if not isinstance(parsed, list) or len(parsed) != len(self):
-                raise InputError(f"chain_meta holds {type(parsed).__name__} of the wrong size", path=self.path)
-            self._chain_meta = parsed
+            self._chain_meta = self._parsed_chain_meta()
         return self._chain_meta[index]
+
+    def check_meta(self) -> None:
+        """Parse and check ``chain_meta`` now rather than on first use, so that a caller about to start long work
+        (``protrnn evaluate``) finds a bad file before it (one-line :class:`InputError`, see :meth:`meta`)."""
+        if self._chain_meta is None:
+            self._chain_meta = self._parsed_chain_meta()
+
+    def _parsed_chain_meta(self) -> list[dict[str, Any]]:
+        """``chain_meta`` parsed (on first use: it may be large), checked to be one JSON object per chain. Problems
+        are one-line :class:`InputError` messages naming the file and, for an entry, the chain."""
+        raw = self._chain_meta_raw
+        where = f"{self.path} (chain_meta)" if self.path is not None else "chain_meta"
+        parsed = parse_json_bytes(raw.tobytes(), where, "list of per-chain meta objects") if isinstance(
+            raw, np.ndarray) else raw
+        if not isinstance(parsed, list) or len(parsed) != len(self):
+            found = f"a list of {len(parsed)}" if isinstance(parsed, list) else type(parsed).__name__
+            raise InputError(f"chain_meta holds {found}, not a list of {len(self)} objects (one per chain)",
+                             path=self.path)
+        for position, entry in enumerate(parsed):
+            if not isinstance(entry, dict):
+                raise InputError(f"chain_meta entry #{position + 1} is {type(entry).__name__}, not an object",
+                                 path=self.path, record=self.chain_id(position))
+        return parsed
 
     # -- Sequence protocol ----------------------------------------------------------------------------------------
     @overload
@@ -222,7 +295,7 @@ class ChainDataset(Sequence[ProteinChain]):
         index = int(index)
         span = self._span(index)
         i = index % len(self)
-        return ProteinChain(id=str(self._ids[i]), sequence=self._sequences[span].tobytes().decode("ascii"),
+        return ProteinChain(id=str(self._ids[i]), sequence=self._decoded(i, span),
                             observed=self._observed[span], coords=self._coords[span], source=str(self._sources[i]),
                             meta=dict(self.meta(i)))
 
@@ -276,7 +349,7 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, ma
             arrays = {key: archive[key] for key in wanted}
     except InputError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:  # zlib: a damaged compressed entry
         raise InputError(f"cannot read {what} ({exc.__class__.__name__}: {exc})", path=source) from None
     # the metadata entry is the JSON text of the document: errors name its position in that entry
     metadata = parse_json_document(arrays.pop("metadata").tobytes(), f"{source} (metadata)", format_name,
@@ -303,31 +376,50 @@ def content_sha256(path: str | Path) -> str:
                 array = np.ascontiguousarray(archive[name])
                 digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
                 digest.update(array.tobytes())
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read the .npz file ({exc.__class__.__name__}: {exc})", path=source) from None
     return digest.hexdigest()
 
 
 def load_dataset(path: str | Path) -> ChainDataset:
-    """Read a file written by :func:`save_dataset` (never unpickles); InputError names the file and the problem."""
+    """Read a file written by :func:`save_dataset` (never unpickles); InputError names the file and the problem.
+
+    Checked here, at a cost of milliseconds: every array's dtype and shape against the offsets (one-dimensional
+    ``ids``, ``sources`` and ``offsets``; integer offsets from 0, never decreasing, ending at the residue count),
+    chain IDs unique, and every sequence byte one of :data:`RESIDUE_LETTERS` (the message names the chain ID and
+    the position). ``chain_meta`` is parsed, and checked, on first use (:meth:`ChainDataset.meta`)."""
     source = Path(path)
     arrays, metadata = read_npz_file(source, _REQUIRED_KEYS, format_name=FORMAT_NAME, max_version=FORMAT_VERSION,
                                      what="dataset file")
-    offsets = arrays["offsets"]
-    n = len(arrays["ids"])
-    total = int(offsets[-1]) if offsets.size else -1
+
+    def corrupt(problem: str) -> InputError:
+        return InputError(f"corrupt dataset: {problem}", path=source)
+
+    ids, sources, offsets = arrays["ids"], arrays["sources"], arrays["offsets"]
+    if ids.ndim != 1 or sources.shape != ids.shape or ids.dtype.kind != "U" or sources.dtype.kind != "U":
+        raise corrupt(f"ids/sources are not unicode arrays of one entry per chain (ids {ids.dtype} {ids.shape}, "
+                      f"sources {sources.dtype} {sources.shape})")
+    n = len(ids)
+    if offsets.shape != (n + 1,) or offsets.dtype.kind not in "iu":
+        raise corrupt(f"offsets are not {n + 1} integers, one more than the {n} chains ({offsets.dtype} "
+                      f"{offsets.shape})")
+    offsets = offsets.astype(np.int64, copy=False)
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise corrupt("offsets are not a cumulative length table (from 0, never decreasing)")
+    total = int(offsets[-1])
     problems = []
-    if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
-        problems.append("offsets are not a cumulative length table")
     if arrays["sequences"].dtype != np.uint8 or arrays["sequences"].shape != (total,):
         problems.append("sequences do not match offsets")
     if arrays["observed"].dtype != np.bool_ or arrays["observed"].shape != (total,):
         problems.append("observed does not match offsets")
     if arrays["coords"].dtype != np.float32 or arrays["coords"].shape != (total, 4, 3):
         problems.append("coords do not match offsets")
-    if arrays["sources"].shape != (n,) or arrays["ids"].dtype.kind != "U" or arrays["sources"].dtype.kind != "U":
-        problems.append("ids/sources are not unicode arrays of one entry per chain")
+    if arrays["chain_meta"].dtype != np.uint8 or arrays["chain_meta"].ndim != 1:
+        problems.append("chain_meta is not JSON text (one-dimensional uint8)")
     if problems:
-        raise InputError(f"corrupt dataset: {'; '.join(problems)}", path=source)
-    return ChainDataset(arrays["sequences"], offsets, arrays["observed"], arrays["coords"], arrays["ids"],
-                        arrays["sources"], arrays["chain_meta"], metadata, path=source)
+        raise corrupt("; ".join(problems))
+    id_list = ids.tolist()
+    _check_unique_ids(id_list, source)
+    _check_residue_letters(arrays["sequences"], offsets, id_list, source)
+    return ChainDataset(arrays["sequences"], offsets, arrays["observed"], arrays["coords"], ids,
+                        sources, arrays["chain_meta"], metadata, path=source)

@@ -32,8 +32,9 @@ from sklearn.isotonic import IsotonicRegression
 from protrnn.alphabet import DEFAULT_ALPHABET, PARENT_LETTER, STANDARD_AMINO_ACIDS
 from protrnn.conventions import MIN_SEPARATION
 from protrnn.data.chain import ProteinChain
-from protrnn.errors import InputError
+from protrnn.errors import InputError, decode_text, reading
 from protrnn.evaluation.metrics import in_range, scored_pairs
+from protrnn.utils.io import csv_records
 
 log = logging.getLogger(__name__)
 
@@ -427,14 +428,25 @@ def _ollikainen_root(root: str | Path) -> Path:
 def ollikainen_domains(root: str | Path) -> dict[str, str]:
     """``{PDB ID (upper case): Pfam accession}`` from domains.csv."""
     path = _ollikainen_root(root) / "domains.csv"
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    numbered = [(number, line) for number, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1)
+                if line and not line.startswith("#")]
     domains = {}
-    for number, row in enumerate(csv.reader(lines), start=1):
-        if len(row) < 4:
-            raise InputError(f"expected at least 4 comma-separated fields, got {len(row)}", path=path,
-                             position=number)
-        domains[row[3].strip().upper()] = row[0].strip()
+    reader = csv.reader(line for _, line in numbered)
+    with reading(path):  # a field over the csv module's limit: one line naming the file and the line
+        for row in csv_records(reader, lambda: numbered[reader.line_num - 1][0]):
+            if len(row) < 4:
+                raise InputError(f"expected at least 4 comma-separated fields, got {len(row)}", path=path,
+                                 position=numbered[reader.line_num - 1][0])
+            domains[row[3].strip().upper()] = row[0].strip()
     return domains
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    """The text of one of the Ollikainen-40 files; unreadable, and a byte that is not ``encoding``, are one-line
+    :class:`InputError` messages naming the file (and the byte's line and column)."""
+    with reading(path):
+        raw = path.read_bytes()
+    return decode_text(raw, path, encoding)
 
 
 def load_ollikainen_case(root: str | Path, pdb_id: str) -> OllikainenCase:
@@ -453,7 +465,7 @@ def load_ollikainen_case(root: str | Path, pdb_id: str) -> OllikainenCase:
         if not path.is_file():
             raise InputError("file missing from the Ollikainen-40 folder", path=path)
     numbers, letters, columns = [], [], []
-    for number, line in enumerate(indices.read_text(encoding="ascii").splitlines(), start=1):
+    for number, line in enumerate(_read_text(indices, "ascii").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")

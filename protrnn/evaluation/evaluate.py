@@ -20,6 +20,7 @@ score long chains through their chunked pair scoring.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shutil
@@ -41,7 +42,7 @@ from protrnn.conventions import (
 from protrnn.data.chain import ProteinChain
 from protrnn.data.dataset import ChainDataset, load_dataset
 from protrnn.data.packing import pack
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 from protrnn.evaluation.metrics import (
     BOOTSTRAP_RESAMPLES,
     INTERVAL_ALPHA,
@@ -143,6 +144,7 @@ def load_test_set(name: str, path: str | Path) -> TestSet:
     chains = load_dataset(path)
     if len(chains) == 0:
         raise InputError(f"test set {name!r} is empty: no chains to evaluate", path=path)
+    chains.check_meta()  # parsed on first use otherwise: a bad file would stop the run midway
     return TestSet(name=name, path=path, chains=chains, leakage=find_leakage(path, name),
                    contact_cutoff=chains.contact_cutoff)
 
@@ -170,13 +172,15 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
     info: dict[str, Any] = {}
     leakage_path = test_path.parent / LEAKAGE_FILE
     if leakage_path.is_file():
-        rows = read_tsv(leakage_path)
+        with reading(leakage_path):
+            rows = read_tsv(leakage_path)
         mine = [row for row in rows if _mentions(row, prepared)]
         info.update(leakage_tsv=str(leakage_path), prepared_name=prepared, leakage_rows_total=len(rows),
                     leakage_rows=len(mine), leakage=mine[:MAX_LEAKAGE_ROWS])
     manifest_path = test_path.parent / MANIFEST_FILE
     if manifest_path.is_file():
-        rows = read_tsv(manifest_path)
+        with reading(manifest_path):
+            rows = read_tsv(manifest_path)
         info.update(manifest_tsv=str(manifest_path),
                     manifest_test_chains=sum(1 for row in rows if row.get("split") == split_of_test_set(prepared)))
     return info
@@ -387,6 +391,22 @@ def chance_level(test_set: TestSet, *, bins: Sequence[tuple[int, int | None]] = 
     return {"n_proteins": len(rows), "metrics": summarize(rows, n_boot=n_boot, seed=seed, alpha=alpha)}
 
 
+@contextlib.contextmanager
+def _removed_if_left_empty(directory: Path) -> Iterator[None]:
+    """If the block fails, remove again the folders it created for ``directory`` (it and missing parents) that it
+    left empty: a failed run leaves no empty OUTDIR behind (anything in them is kept)."""
+    missing = [folder for folder in (directory, *directory.parents) if not folder.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in missing:
+            try:
+                folder.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+        raise
+
+
 def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: str | Path, *,
              n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0, alpha: float = INTERVAL_ALPHA, save_predictions: int = 0,
              bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS, command: str | None = None,
@@ -410,7 +430,7 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
     results: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, Any]] = list(skipped_methods)
     started = time.time()
-    with swapped_directory(outdir / PREDICTIONS_DIR) as staging:
+    with _removed_if_left_empty(outdir), swapped_directory(outdir / PREDICTIONS_DIR) as staging:
         for method in methods:
             results[method.name] = {}
             for test_set in test_sets:
@@ -439,7 +459,6 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
                 del results[method.name]
         if not all_rows:
             raise InputError("no protein was scored by any method (see the skipped messages above)")
-        write_per_protein_csv(outdir / PER_PROTEIN_FILE, all_rows, keys)
         chance = {test_set.name: chance_level(test_set, bins=bins, n_boot=n_boot, seed=seed, alpha=alpha)
                   for test_set in test_sets}
         summary = {
@@ -460,6 +479,8 @@ def evaluate(methods: Sequence[Method], test_sets: Sequence[TestSet], outdir: st
             "skipped": skipped,
             "predictions": {"per_test_set": save_predictions, "dir": PREDICTIONS_DIR} if save_predictions else None,
         }
+        # written once everything they hold is computed: a failure before leaves an earlier run's files as they were
+        write_per_protein_csv(outdir / PER_PROTEIN_FILE, all_rows, keys)
         write_summary(outdir / SUMMARY_FILE, summary)
     if not save_predictions:
         shutil.rmtree(outdir / PREDICTIONS_DIR, ignore_errors=True)

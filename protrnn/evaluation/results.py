@@ -21,7 +21,7 @@ import numpy as np
 
 from protrnn.data.chain import ProteinChain
 from protrnn.errors import InputError, read_json_document, reading
-from protrnn.utils.io import atomic_path, atomic_write, json_safe
+from protrnn.utils.io import atomic_path, atomic_write, csv_records, json_safe
 
 SUMMARY_FORMAT = "protrnn-evaluation"
 SUMMARY_FORMAT_VERSION = 1
@@ -48,9 +48,11 @@ def _format_value(value: Any) -> str:
 
 
 def write_per_protein_csv(path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
-    """The per-protein table: identity columns then metric keys, in a fixed order."""
+    """The per-protein table: identity columns then metric keys, in a fixed order. A protein ID holding bytes that
+    were not UTF-8 (lone surrogates U+DC80..U+DCFF, from a file name read by ``protrnn prepare``) is written as
+    their escapes (``\\udce9``: the form ``manifest.tsv`` gives them), so the file stays UTF-8 and reads back."""
     columns = [*ID_COLUMNS, *keys]
-    with atomic_write(path, newline="", encoding="utf-8") as handle:
+    with atomic_write(path, newline="", encoding="utf-8", errors="backslashreplace") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
@@ -58,17 +60,28 @@ def write_per_protein_csv(path: Path, rows: Sequence[Mapping[str, Any]], keys: S
 
 
 def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Read ``per_protein.csv`` back: identity columns as strings, everything else as float (``nan`` allowed)."""
+    """Read ``per_protein.csv`` back: identity columns as strings, everything else as float (``nan`` allowed). A row
+    whose field count differs from the header's, and a field the :mod:`csv` module refuses (over its size limit),
+    are one-line :class:`InputError` messages naming the file and the line."""
     path = Path(path)
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[str, ...], int] = {}
     with reading(path), open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ID_COLUMNS if c not in (reader.fieldnames or [])]
+        reader = csv.reader(handle)
+        records = csv_records(reader, lambda: reader.line_num)
+        header = next(records, [])
+        missing = [c for c in ID_COLUMNS if c not in header]
         if missing:
             raise InputError(f"not a per-protein table: missing column {missing[0]!r}", path=path)
-        for line, record in enumerate(reader, start=2):
-            identity = tuple(str(record.get(c)) for c in ID_COLUMNS)
+        for fields in records:
+            if not fields:  # a blank line
+                continue
+            line = reader.line_num
+            if len(fields) != len(header):
+                raise InputError(f"line {line} has {len(fields)} fields, but the header names {len(header)} columns",
+                                 path=path)
+            record = dict(zip(header, fields, strict=True))
+            identity = tuple(record[c] for c in ID_COLUMNS)
             if identity in seen:  # a second row would silently replace the first in every mean
                 raise InputError(f"{', '.join(f'{c} {v!r}' for c, v in zip(ID_COLUMNS, identity, strict=True))} "
                                  f"is listed twice (line {seen[identity]} and here)", path=path, position=line)
@@ -79,7 +92,7 @@ def read_per_protein_csv(path: str | Path) -> list[dict[str, Any]]:
                     row[key] = value
                     continue
                 try:
-                    row[key] = float(value) if value not in ("", None) else math.nan
+                    row[key] = float(value) if value != "" else math.nan
                 except ValueError:
                     raise InputError(f"column {key!r}: {value!r} is not a number", path=path,
                                      position=line) from None

@@ -13,10 +13,11 @@ import shutil
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
+_Record = TypeVar("_Record")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 #: Control characters: C0, DEL and C1 (what :func:`control_character_position` finds).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -232,15 +233,35 @@ def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
 def read_tsv_table(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
     """(column names, rows) of a table read as :func:`read_tsv` reads it; the columns also when there are no rows
-    (``[]`` for an empty file). For readers that write the table out again (the pipeline's prediction summaries)."""
+    (``[]`` for an empty file). For readers that write the table out again (the pipeline's prediction summaries).
+    A line the :mod:`csv` module cannot parse (a cell over its field size limit) is a :class:`csv.Error` naming
+    the line (:func:`csv_records`), which :func:`protrnn.errors.reading` turns into a one-line message."""
+    lines: list[str] = []
+    numbers: list[int] = []  # the file's line number of each kept line, for messages
     with open(path, newline="", encoding="utf-8") as handle:
-        lines: list[str] = []
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.strip() and (lines or not line.startswith("#")):
                 lines.append(line)
+                numbers.append(number)
     reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)  # cells are written unquoted
-    rows = list(reader)
+    # DictReader's own line_num is updated only after a row parses: the inner reader's names the failing line
+    rows = list(csv_records(reader, lambda: numbers[max(reader.reader.line_num, 1) - 1]))
     return list(reader.fieldnames or []), rows
+
+
+def csv_records(reader: Iterable[_Record], line: Callable[[], int]) -> Iterator[_Record]:
+    """The records of a :mod:`csv` reader, with a :class:`csv.Error` (a field over the module's size limit) raised
+    again naming the line ``line()`` says the reader was on; :func:`protrnn.errors.reading` makes it a one-line
+    error naming the file too."""
+    iterator = iter(reader)
+    while True:
+        try:
+            record = next(iterator)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise csv.Error(f"line {line()}: {exc}") from None
+        yield record
 
 
 def stderr_log(message: str) -> None:
