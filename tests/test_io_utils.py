@@ -242,3 +242,13 @@ def test_format_characters_are_escaped_like_control_characters() -> None:
     assert escape_control_characters("p\u2028q\u2029r\x1b") == "p\\u2028q\\u2029r\\x1b"
     assert escape_control_characters("é ü \u4e2d Ω") == "é ü \u4e2d Ω"  # printable letters stay
     assert table_cell("id\u202ex  y") == "id\\u202ex y"
+
+
+def test_a_table_saved_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path: Path) -> None:
+    """A TSV saved by a spreadsheet program starts with a UTF-8 byte-order mark: it is not part of the first column's
+    name (``compare --clusters`` refused such a table: "no 'id' column")."""
+    from protrnn.utils.io import read_tsv_table
+
+    (tmp_path / "t.tsv").write_bytes("\ufeffid\tcluster\na\t1\n".encode())
+    columns, rows = read_tsv_table(tmp_path / "t.tsv")
+    assert columns == ["id", "cluster"] and rows == [{"id": "a", "cluster": "1"}]

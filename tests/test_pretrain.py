@@ -138,6 +138,38 @@ def test_pretrained_export_round_trips_and_shares_names_with_the_contact_model(c
     assert loaded.metadata["note"] == "x" and loaded.metadata["config"]["cell"] == cell
 
 
+def test_pretrained_export_checks_the_checkpoint_fields_as_the_contact_export_does(tmp_path: Path) -> None:
+    """encoder.json records the checkpoint's epoch, step and validation metrics: a step held as text or a metric that
+    is no number is a one-line error naming the checkpoint and the field (they were copied into encoder.json as they
+    were), and a metric that is NaN is recorded as null (strict JSON)."""
+    from protrnn.training.pretrain import export_pretrained_checkpoint
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    network = PretrainNetwork(config)
+    hparams = {"model": config.to_dict(), "ss_weight": 1.0, "mask_weight": 1.0, "mask_fraction": 0.15}
+
+    def checkpoint(name: str, **fields: object) -> Path:
+        path = tmp_path / name
+        torch.save({"state_dict": {f"net.{k}": v for k, v in network.state_dict().items()}, "hyper_parameters": hparams,
+                    "epoch": 2, "global_step": 40, "protrnn_val_metrics": {"val/loss": 0.5}, **fields}, path)
+        return path
+
+    good = export_pretrained_checkpoint(checkpoint("good.ckpt"), tmp_path / "good")
+    assert json.loads(good.read_text())["global_step"] == 40
+    nan = export_pretrained_checkpoint(checkpoint("nan.ckpt", protrnn_val_metrics={"val/loss": math.nan,
+                                                                                   "val/Q8": 0.25}),
+                                       tmp_path / "nan")
+    assert json.loads(nan.read_text(), parse_constant=lambda c: pytest.fail(c))["val_metrics"] == {
+        "val/loss": None, "val/Q8": 0.25}
+    with pytest.raises(InputError, match="checkpoint field 'global_step' is '40', not a non-negative integer"):
+        export_pretrained_checkpoint(checkpoint("text.ckpt", global_step="40"), tmp_path / "text")
+    with pytest.raises(InputError, match="metric 'val/loss' is 'low', not a number"):
+        export_pretrained_checkpoint(checkpoint("low.ckpt", protrnn_val_metrics={"val/loss": "low"}),
+                                     tmp_path / "low")
+    assert not (tmp_path / "text").exists() and not (tmp_path / "low").exists()
+
+
 def test_export_reading_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no encoder.json"):
         load_pretrained(tmp_path)

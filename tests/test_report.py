@@ -447,7 +447,7 @@ def test_a_horizon_beyond_a_short_range_counts_as_that_range_s_end() -> None:
     instead: a mean of 40 and a difference of +10, a reach never observed."""
     from protrnn.diagnostics.fit import diagnose_over_seeds
     from protrnn.report.figures import group_horizon_text
-    from protrnn.report.findings import _horizon_effect
+    from protrnn.report.findings import _horizon_effect, excludes_zero
     from protrnn.report.inputs import horizon_text
 
     def short(seed: int) -> DiagnosticsResult:
@@ -473,6 +473,15 @@ def test_a_horizon_beyond_a_short_range_counts_as_that_range_s_end() -> None:
     [reference] = aggregate_diagnostics([_diagnostics("ref", _lstm(), 1.0, 30, 16, seed) for seed in (0, 1)])
     effect = _horizon_effect(group, reference, "gradient")
     assert effect["variant_values"] == [18.0, 18.0] and effect["mean"] == pytest.approx(-12.0)
+    # ... but the variant's horizons are only known to exceed 18: the difference is a lower bound, and a negative
+    # interval of a lower bound settles nothing (it was a bold "matters", of either sign, before)
+    assert effect["bound"] == "lower" and effect["high"] < 0 and not excludes_zero(effect)
+    reverse = _horizon_effect(reference, group, "gradient")  # the censored runs as the reference: an upper bound
+    assert reverse["bound"] == "upper" and reverse["low"] > 0 and not excludes_zero(reverse)
+    # a lower bound above the reference's horizons does settle it: measured to 40, still above threshold there
+    [far] = aggregate_diagnostics([_diagnostics("far", _lstm(), 1.0, None, 16, seed) for seed in (0, 1)])
+    settled = _horizon_effect(far, reference, "gradient")
+    assert settled["bound"] == "lower" and settled["mean"] == pytest.approx(10.0) and excludes_zero(settled)
 
 
 def _synthetic_result(cell: str, accuracy: list[float], seed: int, clip: float | None = 1.0,

@@ -86,7 +86,8 @@ class StructureIndex:
     def _read_map(self) -> None:
         try:
             with reading(self.source):
-                lines = self.source.read_text(encoding="utf-8-sig").split("\n")  # a leading BOM is not part of an id
+                lines = self.source.read_text(encoding="utf-8").split("\n")
+            lines[0] = lines[0].removeprefix("\ufeff")  # a byte-order mark is not part of the first id
         except UnicodeDecodeError as exc:
             raise InputError(f"structure map is not UTF-8 text (byte {exc.start + 1})", path=self.source) from None
         for line_no, line in enumerate(lines, start=1):

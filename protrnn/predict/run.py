@@ -311,7 +311,7 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
                   batch_tokens: int | None = None, on_record: Callable[[str], None] | None = None,
                   distogram: bool = False) -> PredictionRun:
     """Predict every record of ``fasta`` into ``outdir``: ``<stem>.rr`` (CASP RR), ``<stem>.npz`` (float16 matrix,
-    sequence, id), optionally ``<stem>.png``, and ``summary.tsv``.
+    sequence, id, the run's METHOD lines), optionally ``<stem>.png``, and ``summary.tsv``.
 
     ``top``/``threshold``/``min_separation`` choose the RR pairs (default: top L with |i - j| >= 6). ``structures``
     is a directory of PDB/mmCIF files or a chain collection, ``structure_map`` a TSV map (``--structure-map``; at most

@@ -222,8 +222,8 @@ class FindingRow:
             return "not measured"
         if any(excludes_zero(e) for e in measured.values()):
             return "matters"
-        if any(not _finite(e.get("low")) for e in measured.values()):
-            return "undetermined"
+        if any(not _finite(e.get("low")) or e.get("bound") for e in measured.values()):
+            return "undetermined"  # no interval, or a censored horizon's one-sided one that does not settle it
         return "no effect detected"
 
     def matters_for(self) -> list[str]:
@@ -243,8 +243,19 @@ def _finite(value: Any) -> bool:
 
 
 def excludes_zero(effect: Mapping[str, Any]) -> bool:
+    """Whether the effect's interval settles its sign. A horizon difference with censored runs (``bound``) is
+    one-sided: with the variant's runs censored it is a lower bound (the true difference is at least it), so only a
+    positive interval settles it; with the reference's, an upper bound, settled only by a negative one; with both,
+    never."""
     low, high = effect.get("low"), effect.get("high")
-    return _finite(low) and _finite(high) and (low > 0 or high < 0)  # type: ignore[operator]
+    if not (_finite(low) and _finite(high)):
+        return False
+    bound = effect.get("bound")
+    if bound == "lower":
+        return low > 0  # type: ignore[operator]
+    if bound == "upper":
+        return high < 0  # type: ignore[operator]
+    return bound is None and (low > 0 or high < 0)  # type: ignore[operator]
 
 
 def _horizon_effect(variant: ModelDiagnostics, base: ModelDiagnostics, kind: str) -> dict[str, Any] | None:
@@ -269,6 +280,17 @@ def _horizon_effect(variant: ModelDiagnostics, base: ModelDiagnostics, kind: str
                 "note": f"beyond the measured range (> {cap}) in every run of both models"}
     effect = difference_interval(a, b, noise_sd=noise)
     effect.update(variant_values=a, reference_values=b, censored=censored, cap=cap, noise_sd=list(noise))
+    # a censored run counts as its range's end, a lower bound of its horizon: the difference is then one-sided
+    if kind == "gradient":
+        variant_censored = any(r.horizon is None for r in variant.runs)
+        base_censored = any(r.horizon is None for r in base.runs)
+    else:
+        variant_censored = any(r.usage is not None and r.usage.horizon is None for r in variant.runs)
+        base_censored = any(r.usage is not None and r.usage.horizon is None for r in base.runs)
+    bound = {(True, False): "lower", (False, True): "upper", (True, True): "both"}.get((variant_censored,
+                                                                                       base_censored))
+    if bound is not None:
+        effect["bound"] = bound
     return effect
 
 

@@ -140,8 +140,13 @@ def _effect_cell(effect: Mapping[str, Any] | None, digits: int) -> str:
         text += f" <span class='small'>[{low:+.{digits}f}, {high:+.{digits}f}]</span>"
     else:
         text += " <span class='small'>(no interval: one seed)</span>"
-    if effect.get("censored"):
-        text += " <span class='small'>&ge;</span>"
+    bound = effect.get("bound")
+    if bound == "lower":
+        text += " <span class='small'>(at least: variant beyond its measured range)</span>"
+    elif bound == "upper":
+        text += " <span class='small'>(at most: reference beyond its measured range)</span>"
+    elif bound == "both":
+        text += " <span class='small'>(both beyond their measured ranges: sign unknown)</span>"
     return f"<td><b>{text}</b></td>" if excludes_zero(effect) else f"<td>{text}</td>"
 
 

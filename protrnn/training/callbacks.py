@@ -42,9 +42,9 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
                if k != "model" and not k.startswith("_")}
     metadata: dict[str, Any] = {
         "source_checkpoint": str(Path(checkpoint_path).resolve()),
-        "epoch": _recorded_count(checkpoint, "epoch", checkpoint_path),
-        "global_step": _recorded_count(checkpoint, "global_step", checkpoint_path),
-        "val_metrics": _recorded_metrics(checkpoint, checkpoint_path),
+        "epoch": recorded_count(checkpoint, "epoch", checkpoint_path),
+        "global_step": recorded_count(checkpoint, "global_step", checkpoint_path),
+        "val_metrics": recorded_metrics(checkpoint, checkpoint_path),
         "training_hparams": json_safe(hparams, stringify=True),
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -52,7 +52,7 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
     return save_model(net, directory, extra=metadata)
 
 
-def _recorded_count(checkpoint: Mapping[str, Any], key: str, path: str | Path) -> int | None:
+def recorded_count(checkpoint: Mapping[str, Any], key: str, path: str | Path) -> int | None:
     """The checkpoint's ``key`` (``epoch``, ``global_step``): a non-negative integer, or None when absent."""
     value = checkpoint.get(key)
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
@@ -61,7 +61,7 @@ def _recorded_count(checkpoint: Mapping[str, Any], key: str, path: str | Path) -
     return value
 
 
-def _recorded_metrics(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, float | None]:
+def recorded_metrics(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, float | None]:
     """The checkpoint's validation metrics (:data:`CKPT_VAL_METRICS`): a dict of numbers or nulls, a non-finite
     number recorded as None (strict JSON has no NaN); ``{}`` when absent."""
     metrics = checkpoint.get(CKPT_VAL_METRICS)

@@ -50,7 +50,7 @@ from protrnn.model.pretrain_heads import (
     PretrainNetwork,
     save_pretrained,
 )
-from protrnn.training.callbacks import checkpoint_of_this_run
+from protrnn.training.callbacks import checkpoint_of_this_run, recorded_count, recorded_metrics
 from protrnn.training.datamodule import config_int, epoch_loader
 from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
@@ -423,10 +423,11 @@ def export_pretrained_checkpoint(checkpoint_path: str | Path, directory: str | P
                          "hyper-parameters)", path=checkpoint_path)
     network = network_from_checkpoint(checkpoint, PretrainNetwork, source=checkpoint_path,
                                       what="checkpoint weights do not match its architecture")
-    metadata = {"source_checkpoint": str(Path(checkpoint_path).resolve()), "epoch": checkpoint.get("epoch"),
-                "global_step": checkpoint.get("global_step"),
+    metadata = {"source_checkpoint": str(Path(checkpoint_path).resolve()),
+                "epoch": recorded_count(checkpoint, "epoch", checkpoint_path),
+                "global_step": recorded_count(checkpoint, "global_step", checkpoint_path),
                 "objectives": {key: hparams[key] for key in OBJECTIVE_KEYS},
-                "val_metrics": checkpoint.get(CKPT_VAL_METRICS, {}),
+                "val_metrics": recorded_metrics(checkpoint, checkpoint_path),
                 "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(extra or {})}
     try:
         return save_pretrained(network, directory, extra=metadata)

@@ -239,7 +239,8 @@ def read_tsv_table(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[s
     lines: list[str] = []
     numbers: list[int] = []  # the file's line number of each kept line, for messages
     with open(path, newline="", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            line = raw.removeprefix("\ufeff") if number == 1 else raw  # a byte-order mark is not part of a name
             if line.strip() and (lines or not line.startswith("#")):
                 lines.append(line)
                 numbers.append(number)
