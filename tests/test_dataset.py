@@ -181,6 +181,13 @@ def _sequence_bytes_with(position: int, byte: int) -> np.ndarray:
     return raw
 
 
+def _coords_with(position: int, value: float) -> np.ndarray:
+    """The toy set's coordinates with residue ``position``'s (0-based over the whole file) Cβ x set to ``value``."""
+    coords = np.concatenate([c.coords for c in _toy_chains()]).copy()
+    coords[position, 3, 0] = value
+    return coords
+
+
 # chain c2 holds residues 7..15 of the file: residue 7 + 4 = 11 is c2's 5th letter
 @pytest.mark.parametrize(("name", "arrays", "expected"), [
     ("nonascii.npz", {"sequences": _sequence_bytes_with(11, 0xFF)},
@@ -208,6 +215,10 @@ def _sequence_bytes_with(position: int, byte: int) -> np.ndarray:
      r"ids2d\.npz: corrupt dataset: ids/sources are not unicode arrays of one entry per chain"),
     ("dupids.npz", {"ids": np.array(["c1", "c3", "c3"])},
      r"dupids\.npz, record 'c3': duplicate chain ID \(chains #2 and #3\)"),
+    ("emptyid.npz", {"ids": np.array(["c1", "", "c3"])},
+     r"emptyid\.npz: chain #2 has an empty ID"),
+    ("infcb.npz", {"coords": _coords_with(12, np.inf)},  # c2's 6th residue
+     r"infcb\.npz, record 'c2', position 6: observed residue with a non-finite Cb coordinate"),
 ])
 def test_bad_contents_are_one_line_errors_naming_file_and_chain(tmp_path: Path, name: str,
                                                                  arrays: dict[str, np.ndarray],

@@ -92,10 +92,29 @@ def _check_residue_letters(sequences: np.ndarray, offsets: np.ndarray, ids: Sequ
     raise InputError(f"{reason}{more}", path=path, record=str(ids[chain]), position=residue - int(offsets[chain]) + 1)
 
 
+def _check_observed_cb(coords: np.ndarray, observed: np.ndarray, offsets: np.ndarray,
+                       ids: Sequence[str] | np.ndarray, path: Path | None) -> None:
+    """Every observed residue has a finite Cβ (the column contacts are computed from); otherwise a one-line
+    :class:`InputError` naming the file, the chain ID and the 1-based position of the first that has not (an infinite
+    coordinate made every distance to it infinite or NaN, so its contacts silently read as absent)."""
+    bad = np.flatnonzero(observed & ~np.isfinite(coords[:, 3]).all(axis=1))
+    if not bad.size:
+        return
+    residue = int(bad[0])
+    chain = int(np.searchsorted(offsets, residue, side="right")) - 1
+    more = f"; {bad.size - 1} more in the file" if bad.size > 1 else ""
+    raise InputError(f"observed residue with a non-finite Cb coordinate{more}", path=path, record=str(ids[chain]),
+                     position=residue - int(offsets[chain]) + 1)
+
+
 def _check_unique_ids(ids: Sequence[str], path: Path) -> None:
-    """A one-line :class:`InputError` naming the first chain ID that occurs twice (the dataset is indexed by ID)."""
+    """A one-line :class:`InputError` naming the first chain ID that is empty or occurs twice (the dataset is indexed
+    by ID)."""
     seen: dict[str, int] = {}
     for index, chain_id in enumerate(ids):
+        if not chain_id:
+            raise InputError(f"chain #{index + 1} has an empty ID; a dataset's IDs must be non-empty and unique",
+                             path=path)
         first = seen.setdefault(chain_id, index)
         if first != index:
             raise InputError(f"duplicate chain ID (chains #{first + 1} and #{index + 1}); a dataset's IDs must be "
@@ -128,6 +147,7 @@ def save_dataset(chains: Iterable[ProteinChain], path: str | Path, *, contact_cu
               else np.zeros((0, 4, 3), dtype=np.float32))
     assert sequences.shape == (total,) and observed.shape == (total,) and coords.shape == (total, 4, 3)
     _check_residue_letters(sequences, offsets, [c.id for c in chain_list], target)  # what load_dataset reads
+    _check_observed_cb(coords, observed, offsets, [c.id for c in chain_list], target)
     try:
         chain_meta = _json_bytes([c.meta for c in chain_list])
     except TypeError as exc:
@@ -386,8 +406,8 @@ def load_dataset(path: str | Path) -> ChainDataset:
 
     Checked here, at a cost of milliseconds: every array's dtype and shape against the offsets (one-dimensional
     ``ids``, ``sources`` and ``offsets``; integer offsets from 0, never decreasing, ending at the residue count),
-    chain IDs unique, and every sequence byte one of :data:`RESIDUE_LETTERS` (the message names the chain ID and
-    the position). ``chain_meta`` is parsed, and checked, on first use (:meth:`ChainDataset.meta`)."""
+    chain IDs non-empty and unique, every sequence byte one of :data:`RESIDUE_LETTERS` and every observed residue's
+    Cβ finite (the messages name the chain ID and the position). ``chain_meta`` is parsed, and checked, on first use (:meth:`ChainDataset.meta`)."""
     source = Path(path)
     arrays, metadata = read_npz_file(source, _REQUIRED_KEYS, format_name=FORMAT_NAME, max_version=FORMAT_VERSION,
                                      what="dataset file")
@@ -421,5 +441,6 @@ def load_dataset(path: str | Path) -> ChainDataset:
     id_list = ids.tolist()
     _check_unique_ids(id_list, source)
     _check_residue_letters(arrays["sequences"], offsets, id_list, source)
+    _check_observed_cb(arrays["coords"], arrays["observed"], offsets, id_list, source)
     return ChainDataset(arrays["sequences"], offsets, arrays["observed"], arrays["coords"], ids,
                         sources, arrays["chain_meta"], metadata, path=source)
