@@ -116,10 +116,47 @@ def test_config_values_that_would_misplace_or_merge_outputs_fail_naming_the_key(
     assert result.returncode != 0 and f"config key {key!r}" in output and words in output, output[-2000:]
 
 
+@pytest.mark.parametrize("place", ["sources.paths", "predict.fasta", "test_sets", "models.config", "results"])
+def test_paths_snakemake_or_the_commands_would_misread_fail_naming_the_key(tmp_path: Path, place: str) -> None:
+    """A path with braces (Snakemake reads them as wildcards: a WildcardError naming no key) or one starting with '-'
+    (the commands read it as an option, after the jobs before it had run) is refused at start-up naming its key."""
+    braced = tmp_path / "we ird" / "a{b}.fasta"
+    braced.parent.mkdir()
+    braced.write_text((REPO / "data" / "example.fasta").read_text())
+    config_file = tmp_path / "m{1}.yaml"
+    config_file.write_text((REPO / "protrnn" / "configs" / "lstm.yaml").read_text())
+    changes, key = {
+        "sources.paths": ({"sources.paths": [str(braced)]}, "sources.paths[0]"),
+        "predict.fasta": ({"predict.fasta": [str(braced)]}, "predict.fasta[0]"),
+        "test_sets": ({"test_sets": {"ts": {"path": str(braced)}}}, "test_sets.ts.path"),
+        "models.config": ({"models": {"lstm": {"config": str(config_file)}}}, "models.lstm.config"),
+        "results": ({"results": "-dashres"}, "results"),
+    }[place]
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **changes)))
+    output = result.stderr + result.stdout
+    words = "reads as an option" if place == "results" else "reads braces in a path as wildcards"
+    assert result.returncode != 0 and f"config key {key!r}" in output and words in output, output[-2000:]
+    assert "WildcardError" not in output and "Traceback" not in output
+
+
+def test_model_configs_and_baselines_that_cannot_run_fail_at_start_up(tmp_path: Path) -> None:
+    """A model config naming a folder (an IsADirectoryError traceback), and a baseline list left empty once
+    FreeContact is skipped (a broken `--baselines` argument, after training), fail before any job, naming the key."""
+    folder = snakemake("-n", "--configfile", str(write_config(tmp_path, models={"lstm": {"config": "data"}})))
+    output = folder.stderr + folder.stdout
+    assert folder.returncode != 0 and "config key 'models.lstm.config'" in output and "is not a file" in output
+    assert "Traceback" not in output and "IsADirectoryError" not in output
+    only = snakemake("-n", "--configfile", str(write_config(tmp_path, **{
+        "evaluate.baselines": ["freecontact"], "evaluate.ollikainen_root": str(tmp_path / "no_such_alignments")})))
+    output = only.stderr + only.stdout
+    assert only.returncode != 0 and "config key 'evaluate.baselines'" in output and "lists only freecontact" in output
+
+
 @pytest.mark.parametrize(("changes", "line"), [
     ({"seeds": [-1, 1]}, "config key 'seeds.0': -1 is less than the minimum of 0"),
     ({"train.seed": -3}, "config key 'train.seed': -3 is less than the minimum of 0"),
     ({"evaluate.baselines": []}, "config key 'evaluate.baselines': [] should be non-empty"),
+    ({"evaluate.bootstrap": 0}, "config key 'evaluate.bootstrap': 0 is less than the minimum of 1"),
     ({"train.max_epochs": "many"}, "config key 'train.max_epochs': 'many' is not of type 'integer'"),
     ({"trian": {}}, "config key '(top level)': Additional properties are not allowed ('trian' was unexpected)"),
 ])

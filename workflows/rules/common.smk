@@ -37,6 +37,8 @@ def _folder(key):
         _fail(key, f"{value!r}: '~' is not expanded (Snakemake would make a folder named '~'); give the full path")
     if _UNSAFE_FOLDER.search(folder):
         _fail(key, f"{value!r}: use a folder name without whitespace, quotes, braces or shell characters")
+    if folder.startswith("-"):
+        _fail(key, f"{value!r}: a name starting with '-' reads as an option to the commands; give e.g. './{folder}'")
     checkout, resolved = Path(workflow.basedir).resolve(), Path(folder).resolve()
     if resolved == checkout or resolved in checkout.parents:
         _fail(key, f"{value!r} is the checkout or a folder above it, so outputs would mix with the code; give a "
@@ -82,8 +84,21 @@ shell.prefix(
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
+def _input_path(key, value):
+    """A path from the config that becomes a rule's input: Snakemake reads braces in an input as wildcards (a
+    WildcardError naming no key), and the commands read a leading '-' as an option, so both are refused here."""
+    text = str(value)
+    if "{" in text or "}" in text:
+        _fail(key, f"{text!r}: Snakemake reads braces in a path as wildcards; rename the file or link it under a "
+              "name without braces")
+    if text.startswith("-"):
+        _fail(key, f"{text!r}: a path starting with '-' reads as an option to the commands; give e.g. './{text}'")
+    return value
+
+
 SOURCE_PATHS = list(config["sources"].get("paths", []))
 for _i, _p in enumerate(SOURCE_PATHS):
+    _input_path(f"sources.paths[{_i}]", _p)
     if not Path(_p).exists():
         _fail(f"sources.paths[{_i}]", f"input path does not exist: {_p}")
 PDB_IDS = [p.lower() for p in config["sources"].get("pdb_ids", [])]
@@ -92,6 +107,7 @@ if not (config["sources"]["default"] or SOURCE_PATHS or PDB_IDS):
 
 TEST_SETS = {}
 for _name, _spec in config["test_sets"].items():
+    _input_path(f"test_sets.{_name}.path", _spec["path"])
     if Path(_spec["path"]).exists():
         TEST_SETS[_name] = _spec["path"]
     elif _spec.get("optional", False):
@@ -129,6 +145,8 @@ if not TEST_SETS:
 # FreeContact needs the Ollikainen-40 alignments (a folder or the shipped tarball); without them it is skipped with a
 # message, like an optional test set, and the report simply has no coevolution baseline.
 OLLIKAINEN_ROOT = config["evaluate"].get("ollikainen_root")
+if OLLIKAINEN_ROOT:
+    _input_path("evaluate.ollikainen_root", OLLIKAINEN_ROOT)
 if OLLIKAINEN_ROOT and not Path(OLLIKAINEN_ROOT).exists():
     print(f"protrnn pipeline: evaluate.ollikainen_root {OLLIKAINEN_ROOT} not found: FreeContact baseline skipped",
           file=sys.stderr)
@@ -138,6 +156,9 @@ BASELINES = [b for b in config["evaluate"].get("baselines", ["random", "separati
 if "freecontact" in config["evaluate"].get("baselines", []) and not config["evaluate"].get("ollikainen_root"):
     print("protrnn pipeline: evaluate.baselines lists freecontact but evaluate.ollikainen_root is not set: FreeContact "
           "baseline skipped", file=sys.stderr)
+if not BASELINES:
+    _fail("evaluate.baselines", "lists only freecontact, which is skipped without evaluate.ollikainen_root: add "
+          "random, separation or propensity, or set evaluate.ollikainen_root")
 #: Method names the evaluation gives its baselines (protrnn.evaluation.results.BASELINE_NAMES; tests/test_workflow.py
 #: checks the two agree): a grid model may not take one, or the report would merge the two.
 BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
@@ -214,10 +235,12 @@ def _relative(path):
 def _config_file(value, key, directory=BUNDLED_CONFIGS):
     """A bundled config name (`directory`/<name>.yaml) or a path to a YAML file; `key` names it in errors."""
     bundled = directory / f"{value}.yaml"
-    if bundled.exists():
+    if bundled.is_file():
         return _relative(bundled)
+    if Path(value).is_file():
+        return _input_path(key, value)
     if Path(value).exists():
-        return value
+        _fail(key, f"{value!r} is not a file: give a bundled config name or a YAML file")
     choices = sorted(p.stem for p in directory.glob("*.yaml"))
     _fail(key, f"unknown config {value!r}; bundled: {', '.join(choices)}, or give a path")
 
@@ -256,6 +279,8 @@ ENCODER_DIR_PATTERN = r"encoder(?:_seed-?[0-9]+)?"
 #: The settings a pretrained encoder and the contact model starting from it must share
 #: (protrnn.model.pretrain_heads.ENCODER_KEYS; tests/test_workflow.py checks the two lists agree).
 ENCODER_KEYS = ("vocab_size", "cell", "embed_dim", "hidden_size", "num_layers", "residual", "layer_norm")
+if PRETRAIN.get("source"):
+    _input_path("pretrain.source", PRETRAIN["source"])
 if PRETRAIN.get("source") and not Path(PRETRAIN["source"]).exists():
     _fail("pretrain.source", f"sidechainnet source does not exist: {PRETRAIN['source']}")
 
@@ -319,8 +344,13 @@ def encoder_settings(config_file, base_file, overrides):
     default on both sides of a comparison, so it is left as None here."""
     values = {}
     for path in (base_file, config_file):
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise WorkflowError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
         model = data.get("model") if isinstance(data, dict) else None
         block = model.get("model") if isinstance(model, dict) else None
         if isinstance(block, dict):
@@ -440,6 +470,7 @@ PREDICT_RUN = f"{PREDICT_MODEL}/seed{SEEDS[0]}"
 # stems met before (results/predict/<name>/).
 PREDICT_FASTA = {}
 for _i, _p in enumerate(config["predict"].get("fasta", [])):
+    _input_path(f"predict.fasta[{_i}]", _p)
     if not Path(_p).exists():
         _fail(f"predict.fasta[{_i}]", f"FASTA file does not exist: {_p}")
     _stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(_p).name.split(".")[0]).strip("_") or f"fasta{_i}"
@@ -736,7 +767,7 @@ def bundle_inputs(wildcards):
         inputs.update(pretrain_manifest=f"{PRETRAIN_DATA}/manifest.json",
                       encoder=encoder_files(run_encoder_dir(first))["json"])
     if config.get("bundle", {}).get("notes"):
-        inputs["notes"] = config["bundle"]["notes"]
+        inputs["notes"] = _input_path("bundle.notes", config["bundle"]["notes"])
     return inputs
 
 
