@@ -295,6 +295,12 @@ class UsageProfile:
         measured = np.asarray(self.distances)[np.asarray(self.count) > 0]
         return int(measured.max()) if measured.size else None
 
+    @property
+    def range_end(self) -> int:
+        """The end of the measured range (:meth:`measured_max`; 0 when none): a ``horizon`` of None is known only to
+        exceed it."""
+        return self.measured_max() or 0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "distances": [int(v) for v in self.distances], "mean_abs_delta": _json_floats(self.mean_abs_delta),

@@ -386,7 +386,7 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
     rows = []
     for r in results:
         values = [r.flow.sensitivity.value_at(d) for d in points]
-        usage = "-" if r.usage is None else fmt_h(r.usage.horizon, r.usage.measured_max() or 0)
+        usage = "-" if r.usage is None else fmt_h(r.usage.horizon, r.usage.range_end)
         rows.append([r.model, fmt_h(r.horizon, r.range_end), usage]
                     + ["-" if not math.isfinite(v) else f"{v:.2g}" for v in values]
                     + [",".join(fmt_h(h, profile.measured_max() or 0)

@@ -83,29 +83,29 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, str]:
     return probs, sequence, record_id
 
 
-def read_npz_id(path: str | os.PathLike[str]) -> str | None:
-    """The record ID stored in a prediction npz (only that entry is read), or None when ``path`` is not one."""
+def _npz_text(path: str | os.PathLike[str], key: str, *, beside: tuple[str, ...] = ()) -> str | None:
+    """The text entry ``key`` of an npz (only that entry is read), or None when the file cannot be read, lacks it
+    or any entry of ``beside``, or holds something other than one string there."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "probs" not in data.files or "id" not in data.files:
+            if any(name not in data.files for name in (key, *beside)):
                 return None
-            stored = data["id"]
+            stored = data[key]
     except Exception:  # a damaged file, whatever numpy or zlib raises on it, is not a prediction npz
         return None
     return str(stored) if stored.shape == () and stored.dtype.kind == "U" else None
 
 
+def read_npz_id(path: str | os.PathLike[str]) -> str | None:
+    """The record ID stored in a prediction npz (only that entry is read), or None when ``path`` is not one."""
+    return _npz_text(path, "id", beside=("probs",))
+
+
 def read_npz_method(path: str | os.PathLike[str]) -> list[str] | None:
     """The ``method`` lines stored in a prediction npz (:func:`write_npz`), or None when it has none or cannot be
     read."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "method" not in data.files:
-                return None
-            stored = data["method"]
-    except Exception:  # a damaged file, whatever numpy or zlib raises on it
-        return None
-    return str(stored).split("\n") if stored.shape == () and stored.dtype.kind == "U" else None
+    text = _npz_text(path, "method")
+    return None if text is None else text.split("\n")
 
 
 def has_distogram(path: str | os.PathLike[str], length: int, edges: Sequence[float]) -> bool:

@@ -279,13 +279,13 @@ def aggregate_diagnostics(diagnostics: Sequence[DiagnosticsResult]) -> list[Mode
         usage_max = None
         with_usage = [r for r in runs if r.usage is not None]
         if with_usage:
-            usage_max = max((r.usage.measured_max() or 0) for r in with_usage)  # type: ignore[union-attr]
-            usage = seed_interval([horizon_value(r.usage.horizon, r.usage.measured_max() or 0)  # type: ignore[union-attr]
+            usage_max = max(r.usage.range_end for r in with_usage)  # type: ignore[union-attr]
+            usage = seed_interval([horizon_value(r.usage.horizon, r.usage.range_end)  # type: ignore[union-attr]
                                    for r in with_usage],
                                   noise_sd=float(np.mean([usage_noise(r) for r in with_usage])))
             usage["censored"] = sum(r.usage.horizon is None for r in with_usage)  # type: ignore[union-attr]
             usage["horizons"] = [r.usage.horizon for r in with_usage]  # type: ignore[union-attr]
-            usage["range_end"] = min(((r.usage.measured_max() or 0) for r in with_usage  # type: ignore[union-attr]
+            usage["range_end"] = min((r.usage.range_end for r in with_usage  # type: ignore[union-attr]
                                       if r.usage.horizon is None), default=usage_max)  # type: ignore[union-attr]
         diagnosis = diagnose_over_seeds(runs) if any(r.diagnosis is not None for r in runs) else None
         training = dict(runs[0].training)

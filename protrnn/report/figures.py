@@ -183,7 +183,7 @@ def group_horizon_text(group: ModelDiagnostics, kind: str = "gradient") -> str:
     stats = group.gradient if kind == "gradient" else group.usage
     if stats is None:
         return "not measured"
-    cap = int(stats.get("range_end", group.max_distance if kind == "gradient" else (group.usage_max or 0)))
+    cap = int(stats["range_end"])  # aggregate_diagnostics: the smallest measured-range end of the censored seeds
     censored = int(stats.get("censored", 0))
     if stats["n"] == 1:
         value = stats["values"][0]

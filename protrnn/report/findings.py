@@ -261,34 +261,29 @@ def excludes_zero(effect: Mapping[str, Any]) -> bool:
 def _horizon_effect(variant: ModelDiagnostics, base: ModelDiagnostics, kind: str) -> dict[str, Any] | None:
     if kind == "gradient":
         # a run beyond its measured range counts as that range's end (a lower bound), not as max_distance
-        a = [horizon_value(r.horizon, r.range_end) for r in variant.runs]
-        b = [horizon_value(r.horizon, r.range_end) for r in base.runs]
-        cap = min(r.range_end for r in (*variant.runs, *base.runs))
-        censored = sum(r.horizon is None for r in (*variant.runs, *base.runs))
+        measured_a = [(r.horizon, r.range_end) for r in variant.runs]
+        measured_b = [(r.horizon, r.range_end) for r in base.runs]
         noise = (GRADIENT_HORIZON_NOISE, GRADIENT_HORIZON_NOISE)
     else:
         if variant.usage is None or base.usage is None:
             return None
-        a = [horizon_value(r.usage.horizon, r.usage.measured_max() or 0) for r in variant.runs if r.usage is not None]
-        b = [horizon_value(r.usage.horizon, r.usage.measured_max() or 0) for r in base.runs if r.usage is not None]
-        cap = min((r.usage.measured_max() or 0) for r in (*variant.runs, *base.runs) if r.usage is not None)
-        censored = sum(r.usage is not None and r.usage.horizon is None for r in (*variant.runs, *base.runs))
+        measured_a = [(r.usage.horizon, r.usage.range_end) for r in variant.runs if r.usage is not None]
+        measured_b = [(r.usage.horizon, r.usage.range_end) for r in base.runs if r.usage is not None]
         noise = (float(sum(usage_noise(r) for r in variant.runs) / len(variant.runs)),
                  float(sum(usage_noise(r) for r in base.runs) / len(base.runs)))
+    a = [horizon_value(horizon, end) for horizon, end in measured_a]
+    b = [horizon_value(horizon, end) for horizon, end in measured_b]
+    cap = min(end for _, end in (*measured_a, *measured_b))
+    censored_a = sum(horizon is None for horizon, _ in measured_a)
+    censored_b = sum(horizon is None for horizon, _ in measured_b)
+    censored = censored_a + censored_b
     if a and b and censored == len(a) + len(b):
         return {"mean": math.nan, "low": math.nan, "high": math.nan, "censored": censored, "cap": cap,
                 "note": f"beyond the measured range (> {cap}) in every run of both models"}
     effect = difference_interval(a, b, noise_sd=noise)
     effect.update(variant_values=a, reference_values=b, censored=censored, cap=cap, noise_sd=list(noise))
     # a censored run counts as its range's end, a lower bound of its horizon: the difference is then one-sided
-    if kind == "gradient":
-        variant_censored = any(r.horizon is None for r in variant.runs)
-        base_censored = any(r.horizon is None for r in base.runs)
-    else:
-        variant_censored = any(r.usage is not None and r.usage.horizon is None for r in variant.runs)
-        base_censored = any(r.usage is not None and r.usage.horizon is None for r in base.runs)
-    bound = {(True, False): "lower", (False, True): "upper", (True, True): "both"}.get((variant_censored,
-                                                                                       base_censored))
+    bound = {(True, False): "lower", (False, True): "upper", (True, True): "both"}.get((censored_a > 0, censored_b > 0))
     if bound is not None:
         effect["bound"] = bound
     return effect

@@ -274,8 +274,7 @@ def _usage_table(groups: Sequence[ModelDiagnostics]) -> str:
             usage = run.usage
             if usage is None:
                 continue
-            cap = usage.measured_max() or 0
-            horizon = f"&gt; {cap}" if usage.horizon is None else str(usage.horizon)
+            horizon = f"&gt; {usage.range_end}" if usage.horizon is None else str(usage.horizon)
             gradient = f"&gt; {run.range_end}" if run.horizon is None else str(run.horizon)
             precision = usage.precision
             intact = f"{precision.original:.3f}" if precision is not None else "&ndash;"
