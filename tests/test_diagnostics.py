@@ -514,6 +514,28 @@ def test_profile_pairs_with_a_non_finite_gradient_are_skipped() -> None:
     np.testing.assert_allclose(profile.raw_mean, [1.0, 0.5, 0.0, 0.0])
 
 
+def test_profile_sem_treats_the_chain_as_the_unit() -> None:
+    """``sem`` is the standard error across chains, not across (pair, position) samples, which are correlated
+    within a chain: with equal sample counts it is the standard deviation of the chain means over sqrt(chains)."""
+    from protrnn.diagnostics.gradients import _Accumulator
+
+    acc = _Accumulator("input_sensitivity", "nearest", 1)
+    at = np.array([0, 1, 1])
+    for _ in range(3):  # three pairs of chain A, identical: more samples of one chain add no information
+        acc.add(np.array([1.0, 0.5, 0.5]), at, "A")
+    for _ in range(3):
+        acc.add(np.array([1.0, 0.1, 0.1]), at, "B")
+    profile = acc.profile(n_chains=2)
+    # distance 1: chain means 0.5 and 0.1; their sample standard deviation is 0.4 / sqrt(2); over sqrt(2) chains: 0.2
+    np.testing.assert_allclose(profile.mean, [1.0, 0.3])
+    np.testing.assert_allclose(profile.sem, [0.0, 0.2])
+
+    one = _Accumulator("input_sensitivity", "nearest", 1)
+    for value in (0.2, 0.4, 0.6):  # one chain: its spread says nothing about other chains
+        one.add(np.array([1.0, value]), np.array([0, 1]), "A")
+    assert np.isnan(one.profile(n_chains=1).sem).all()
+
+
 def _length_sorted_batches(lengths: list[int], rows_per_batch: int) -> list[dict]:
     """Validation batches as the loader yields them (shuffle off: ascending length), ids ``c<rank by length>``."""
     order = sorted(range(len(lengths)), key=lambda k: lengths[k])

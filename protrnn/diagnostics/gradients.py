@@ -116,8 +116,13 @@ class _Accumulator:
         self.raw_total = np.zeros(self.size)
         self.count = np.zeros(self.size, dtype=np.int64)
         self.n_pairs = 0
+        #: Per chain (the sampling unit): sums and counts of normalised values per distance, for ``sem``.
+        self.unit_total: dict[str, np.ndarray] = {}
+        self.unit_count: dict[str, np.ndarray] = {}
 
-    def add(self, values: np.ndarray, distances: np.ndarray) -> None:
+    def add(self, values: np.ndarray, distances: np.ndarray, unit: str = "") -> None:
+        """One pair's values at ``distances``; ``unit`` names its chain (pairs of one chain are correlated, so
+        ``sem`` treats the chain, not the sample, as the independent draw)."""
         if values.size == 0 or not np.isfinite(values).all():
             return  # a pair with a non-finite gradient somewhere has no usable shape: skipped, not counted
         peak = float(values.max())
@@ -126,11 +131,34 @@ class _Accumulator:
         # A pair whose gradient is exactly zero everywhere is a measurement too (the logit ignores every input):
         # it counts as zeros at every distance, so a model with no sensitivity at all gets a zero profile.
         norm = raw / peak if peak > 0.0 else np.zeros_like(raw)
-        self.total += np.bincount(d, weights=norm, minlength=self.size)
+        total = np.bincount(d, weights=norm, minlength=self.size)
+        count = np.bincount(d, minlength=self.size)
+        self.total += total
         self.total_sq += np.bincount(d, weights=norm * norm, minlength=self.size)
         self.raw_total += np.bincount(d, weights=raw, minlength=self.size)
-        self.count += np.bincount(d, minlength=self.size)
+        self.count += count
         self.n_pairs += 1
+        if unit not in self.unit_total:
+            self.unit_total[unit] = np.zeros(self.size)
+            self.unit_count[unit] = np.zeros(self.size, dtype=np.int64)
+        self.unit_total[unit] += total
+        self.unit_count[unit] += count
+
+    def _cluster_sem(self, mean: np.ndarray) -> np.ndarray:
+        """Standard error of ``mean`` (a ratio: sum over chains of their totals / sum of their counts) with the chain
+        as the unit: ``sqrt(G / (G - 1) * sum_c (T_c - mean N_c)^2) / sum_c N_c`` over the G chains with samples at
+        that distance (the linearised, cluster-robust variance of a ratio estimator). NaN where fewer than two chains
+        reach a distance. A chain's positions, and its pairs, share one sequence and one hidden state, so dividing
+        the sample spread by the root of the sample count would understate the error many times over."""
+        if not self.unit_total:
+            return np.full(self.size, np.nan)
+        totals = np.stack(list(self.unit_total.values()))
+        counts = np.stack(list(self.unit_count.values())).astype(np.float64)
+        units = (counts > 0).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            residual = np.where(counts > 0, totals - np.nan_to_num(mean) * counts, 0.0)
+            var = units / (units - 1) * (residual**2).sum(axis=0) / counts.sum(axis=0) ** 2
+            return np.where(units > 1, np.sqrt(var), np.nan)
 
     def profile(self, n_chains: int) -> DistanceProfile:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -139,12 +167,11 @@ class _Accumulator:
             var = np.where(count > 1, (self.total_sq - count * mean**2) / (count - 1), np.nan)
             std = np.sqrt(np.clip(var, 0.0, None))
             raw_mean = np.where(count > 0, self.raw_total / count, np.nan)
+        sem = self._cluster_sem(mean)
         finite = mean[np.isfinite(mean)]
         peak = float(finite.max()) if finite.size else 0.0
         if peak > 0:
-            mean, std = mean / peak, std / peak
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sem = np.where(count > 1, std / np.sqrt(count), np.nan)
+            mean, std, sem = mean / peak, std / peak, sem / peak
         return DistanceProfile(quantity=self.quantity, rule=self.rule, distance=np.arange(self.size),
                                mean=mean, std=std, sem=sem, count=self.count.copy(), raw_mean=raw_mean,
                                n_pairs=self.n_pairs, n_chains=n_chains)
@@ -305,12 +332,12 @@ def gradient_flow_from_batches(model: torch.nn.Module, batches: Iterable[Mapping
         positions = np.arange(len(pg.input_norms))
         from_i = np.abs(positions - pg.i)
         near = np.minimum(from_i, np.abs(positions - pg.j))
-        sens.add(pg.input_norms, near)
-        sens_anchor.add(pg.input_norms, from_i)
+        sens.add(pg.input_norms, near, pg.chain)
+        sens_anchor.add(pg.input_norms, from_i, pg.chain)
         while len(layer_accs) < len(pg.hidden_norms):
             layer_accs.append(_Accumulator(f"hidden_gradient/layer{len(layer_accs)}", NEAREST, max_distance))
         for acc, norms in zip(layer_accs, pg.hidden_norms, strict=False):
-            acc.add(norms, near)
+            acc.add(norms, near, pg.chain)
         chains_seen.add(pg.chain)
         n_pairs += 1
     if n_pairs == 0:

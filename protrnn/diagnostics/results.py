@@ -57,7 +57,8 @@ class DistanceProfile:
     """A gradient quantity as a function of sequence distance ``0..max_distance``.
 
     ``mean`` (per-pair normalised, then divided by its own peak) is what horizons and plots use; ``std`` and ``sem``
-    are on the same scale. ``count[d]`` is the number of (pair, position) samples at distance d; where it is 0 the
+    are on the same scale; ``sem`` takes the chain as the unit (cluster-robust, NaN where fewer than two chains
+    reach a distance). ``count[d]`` is the number of (pair, position) samples at distance d; where it is 0 the
     statistics are NaN (``null`` in JSON). ``raw_mean`` is the plain mean of the unnormalised norms.
     """
 
