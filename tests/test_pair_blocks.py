@@ -81,17 +81,33 @@ def test_offsets_are_log_uniform_up_to_the_chain_length() -> None:
     assert 0.13 < float(np.mean(offsets > 1000)) < 0.19
 
 
-def test_a_block_covers_the_documented_separations() -> None:
+def test_a_block_scores_the_documented_separations() -> None:
+    """What a batch scores at a sampled block (``BlockOutputs``, the positions the head and the loss use): the pairs
+    ``(r + a, c + b)``, ``0 <= a, b < s``, so a block at offset ``d >= s`` covers separations ``d - s + 1 .. d + s - 1``
+    and one closer to the diagonal folds over 0."""
+    import torch
+
+    from protrnn.model.heads import BlockOutputs
+
     length, block = 700, 40
-    for r, c in sample_pair_blocks(length, block, 8, _rng(3)):
-        rows, cols = np.meshgrid(np.arange(r, r + block), np.arange(c, c + block), indexing="ij")
-        separations = np.unique(np.abs(cols - rows))
-        d = abs(int(c) - int(r))
-        expected = np.arange(max(0, d - block + 1), d + block)
+    starts = sample_pair_blocks(length, block, 8, _rng(3))
+    index = np.arange(length)
+    separation = torch.from_numpy(np.abs(index[:, None] - index[None, :]))[None]  # [1, T, T], by hand
+    scored = BlockOutputs.positions(torch.from_numpy(starts)[None], block)
+    gathered = scored.gather(separation)
+    assert tuple(gathered.shape) == (len(starts), block, block)
+    folded = 0
+    for n, (r, c) in enumerate(starts.tolist()):
+        assert scored.rows[n].tolist() == list(range(r, r + block))
+        assert scored.cols[n].tolist() == list(range(c, c + block))
+        d = abs(c - r)
+        seen = np.unique(gathered[n].numpy()).tolist()
         if d >= block:
-            np.testing.assert_array_equal(separations, expected)
+            assert seen == list(range(d - block + 1, d + block))
         else:  # the block straddles the diagonal: |d + b - a| folds over 0
-            assert separations.max() == d + block - 1 and separations.min() == 0
+            assert seen == list(range(0, d + block))
+            folded += 1
+    assert 0 < folded < len(starts) - 1  # both cases occur in this draw (the diagonal block is one of the folded)
 
 
 @pytest.mark.parametrize(("length", "block", "count"), [(0, 10, 1), (10, 0, 1), (10, 5, 0)])

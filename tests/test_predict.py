@@ -625,6 +625,20 @@ def test_structures_add_metrics_and_note_mismatches(predictor, tmp_path) -> None
             "chance/medium_long/P@L/5"} <= set(columns)
     first = dict(zip(columns, lines[0].split("\t"), strict=True))
     assert 0.0 <= float(first["long/P@L/5"]) <= 1.0 and int(first["long/n_contacts"]) > 0
+    # the PDB route scores what the npz holds against the chain read from the PDB file, by the project's metrics
+    from protrnn.data.structure import read_structure
+    from protrnn.evaluation.metrics import evaluate_contacts
+
+    chain = read_structure(structures / "1h2e.pdb")
+    assert chain.sequence == sequences[0]
+    expected = evaluate_contacts(read_npz(tmp_path / "out" / "1h2e_A.npz")[0].astype(np.float32),
+                                 chain.contact_map(), chain.observed)
+    row = next(dict(zip(columns, line.split("\t"), strict=True)) for line in lines
+               if line.split("\t")[0] == "1h2e_A")
+    for key in ("long/P@L/5", "medium_long/P@L/5", "short/P@L/5"):
+        assert float(row[key]) == pytest.approx(expected[key], abs=5e-5), key
+    assert int(row["long/n_contacts"]) == int(np.triu(chain.contact_map() & np.outer(chain.observed, chain.observed),
+                                                      k=24).sum())
 
     # An explicit map: the mutated record points at 1a3a, whose sequence differs -> noted, not a crash.
     mapping = tmp_path / "map.tsv"

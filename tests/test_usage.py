@@ -219,7 +219,9 @@ def test_diagnose_writes_the_usage_profile(chains: list[ProteinChain], tmp_path:
     assert result.training == {"seed": 3, "gradient_clip_val": 0.5, "max_steps": 40, "global_step": 40,
                                "pretrained_encoder": False}
     document = json.loads(out.read_text())
-    assert document["models"][0]["usage"]["horizon"] == result.usage.horizon
+    # the written horizon is the documented rule applied to the written profile (not a field read back as itself)
+    assert document["models"][0]["usage"]["horizon"] == usage_horizon(result.usage)
+    assert len(document["models"][0]["usage"]["mean_abs_delta"]) == 3
     assert main(["diagnose", str(tmp_path / "model"), "--data", str(tmp_path / "val.npz"), "--n-chains", "1",
                  "--no-usage", "--no-hidden", "--device", "cpu", "-o", str(tmp_path / "plain.json")]) == 0
     assert load_diagnostics(tmp_path / "plain.json")[0].usage is None
