@@ -7,6 +7,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,6 +17,7 @@ from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.model.io import load_network, read_model_metadata, save_model
+from protrnn.model.predictor import Predictor, load_model
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ", "GSHMLEDPVDAFQ"]
 
@@ -54,7 +56,10 @@ def test_forward_embedded_exposes_layers_and_input_gradients() -> None:
     x = model.embed(tokens).detach().requires_grad_()
     logits, layers = model.forward_embedded(x, mask, return_layers=True)
     assert len(layers) == 2 and layers[0].shape == (1, tokens.size(1), 16)
-    torch.testing.assert_close(logits, model(tokens, mask))
+    # the logits are a function of the embedding given, not of the tokens: moving residue 5's input moves them
+    moved = x.detach().clone()
+    moved[0, 5] += 0.5
+    assert not torch.allclose(model.forward_embedded(moved, mask), logits.detach())
     (grad_x, grad_h) = torch.autograd.grad(logits[0, 2, 3], [x, layers[0]])
     assert torch.all(grad_x[0, :8].abs().sum(-1) > 0), "every residue in the horizon block of i and j is seen"
     assert torch.all(grad_x[0, 8:] == 0), "nothing beyond the cut at k = 8"
@@ -255,6 +260,45 @@ def test_a_config_larger_than_its_weights_is_refused_naming_the_parameter_before
     assert str(err.value) == (f"{checkpoint}: weights do not match the architecture lstm/resnet2d recorded in the "
                               f"checkpoint: parameter 'encoder.layers.0.fwd.weight_ih_l0' has shape (32, 8), config "
                               f"implies ({4 * HUGE}, 8)")
+
+
+#: A hand-edited ``head_dilations`` entry: the old streamed inference padded each tile's maps by it (petabytes).
+HUGE_DILATION = 10**12
+
+
+def test_a_hand_edited_huge_dilation_predicts_as_a_dilation_of_the_map_size(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``head_dilations: [1, 10**12]`` in model.json loads (a dilation changes no weight shape) and predicts what the
+    same weights with a dilation of the padded map's size (66) predict, bit for bit: the convolutions clamp their
+    dilation to the map. Its halo spans any map, so tiling and batch planning score each map at once, as they do a
+    chain shorter than one haloed tile, and plan no memory for the halo itself."""
+    model = _model().eval()
+    json_path = save_model(model, tmp_path / "m")
+    _set_config(json_path, "head_dilations", [1, HUGE_DILATION])
+    huge = load_model(tmp_path / "m", device="cpu")
+    at_map = _model(head_dilations=[1, 66])
+    at_map.load_state_dict(model.state_dict())
+    expected = Predictor(at_map, device="cpu")
+    assert huge.model.head.halo == 2 * (1 + HUGE_DILATION)
+    for got, want in zip(huge.predict(SEQUENCES), expected.predict(SEQUENCES), strict=True):
+        assert np.array_equal(got, want)
+
+    tokens, mask = _tokens(SEQUENCES)
+    assert huge.model.chunk_size_for(1, 5000, 1 << 25) == 5000  # the whole map: no tile of halo size planned
+    tiles: list[tuple[range, range]] = []
+    real_tile = huge.model.head._tile
+
+    def spy_tile(feats: tuple[torch.Tensor, ...], m: torch.Tensor, rows: range, cols: range,
+                 dtype: torch.dtype) -> torch.Tensor:
+        tiles.append((rows, cols))
+        return real_tile(feats, m, rows, cols, dtype)
+
+    monkeypatch.setattr(huge.model.head, "_tile", spy_tile)
+    probs = huge.model.predict_proba(tokens, mask, chunk_size=8)
+    assert tiles == [(range(66), range(66))]
+    torch.testing.assert_close(probs, at_map.predict_proba(tokens, mask, chunk_size=8), atol=1e-6, rtol=0)
+    lengths = [150, 100, 60, 13]  # all below the 66-dilation model's haloed tile (24 + 2 x 67): whole maps too
+    assert huge.plan(lengths) == expected.plan(lengths)
 
 
 def test_config_integers_refuse_bools_and_switches_refuse_anything_but_bools(tmp_path: Path) -> None:

@@ -278,3 +278,78 @@ def test_head_dropout_is_validated(overrides: dict, words: str) -> None:
     with pytest.raises(InputError, match="head_dropout") as caught:
         ModelConfig(**{"head": "resnet2d", **overrides})  # type: ignore[arg-type]
     assert words in str(caught.value)
+
+
+#: A hand-edited ``head_dilations`` entry. The old streamed inference padded each tile's maps by it (petabytes here:
+#: refused at once on any machine, where 10**7 asked for tens of GB that a large machine may try to hold).
+HUGE_DILATION = 10**12
+HEAD_PATHS = ("reference", "fast with autograd", "streamed")
+
+
+def _run_path(head: ResNet2dHead, path: str, h: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """What one of the resnet2d head's three convolution paths computes on ``h``: the whole map's logits and, where
+    tiling or blocks reach the path, the tiled logits and sampled-block outputs (with 2 residues of context)."""
+    blocks = torch.tensor([[[0, 4], [6, 0]], [[2, 2], [-1, -1]]])
+    if path == "reference":
+        return [head(h, mask), head.block_outputs(h, mask, blocks, 6, context=2).outputs]
+    if path == "fast with autograd":
+        with torch.enable_grad():
+            x = h.clone().requires_grad_(True)
+            logits = head(x, mask)
+            (grad,) = torch.autograd.grad((logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum(), x)
+            return [logits.detach(), grad, head.block_outputs(x, mask, blocks, 6, context=2).outputs.detach()]
+    with torch.no_grad():  # chunk 4 with a huge halo: the whole map at once
+        return [head(h, mask), head.predict_logits(h, mask, chunk_size=4),
+                head.block_outputs(h, mask, blocks, 6, context=2).outputs]
+
+
+@pytest.mark.parametrize("path", HEAD_PATHS)
+def test_a_dilation_beyond_the_map_is_clamped_to_it_on_every_path(monkeypatch: pytest.MonkeyPatch,
+                                                                   path: str) -> None:
+    """A dilation of 10**12 on a 12-residue map computes what a dilation of 12 (the map's size) computes, with the
+    same weights, on the reference path, the fast path with autograd (training) and the streamed inference (1-row
+    strips: the row clamp is by the map's rows, not a strip's), without allocating its padding."""
+    monkeypatch.setattr(heads, "STREAM_STRIP_PAIRS", 1)
+    _poison_new_empty(monkeypatch)
+    impl = "reference" if path == "reference" else "fast"
+    huge = _head("resnet2d", impl, head_dilations=[1, HUGE_DILATION])
+    at_map = _head("resnet2d", impl, head_dilations=[1, 12])
+    at_map.load_state_dict(huge.state_dict())
+    assert [block.dilation for block in huge.blocks] == [1, HUGE_DILATION, 1]
+    h, mask = _states([12, 9])
+    for got, expected in zip(_run_path(huge, path, h, mask), _run_path(at_map, path, h, mask), strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("path", HEAD_PATHS)
+def test_a_dilation_beyond_the_map_leaves_only_the_centre_tap(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Checked by hand: with d >= n every off-centre tap reads zero padding, so the block computes what a dilation-1
+    block computes with its 8 off-centre weights zeroed."""
+    monkeypatch.setattr(heads, "STREAM_STRIP_PAIRS", 1)
+    impl = "reference" if path == "reference" else "fast"
+    huge = _head("resnet2d", impl, head_dilations=[1, HUGE_DILATION])
+    centre_only = _head("resnet2d", impl, head_dilations=[1])
+    state = huge.state_dict()
+    centre = torch.zeros(3, 3, dtype=torch.float64)
+    centre[1, 1] = 1.0
+    for name in ("blocks.1.conv1.weight", "blocks.1.conv2.weight"):  # block 1 has the huge dilation
+        state[name] = state[name] * centre
+    centre_only.load_state_dict(state)
+    huge.load_state_dict(state)  # the off-centre weights are never read: zeroing them changes nothing
+    h, mask = _states([12, 9])
+    for got, expected in zip(_run_path(huge, path, h, mask), _run_path(centre_only, path, h, mask), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10)
+
+
+def test_a_dilation_clamps_rows_and_columns_apart() -> None:
+    """A tile of 5 rows x 30 columns with dilation 8: clamped along the rows only, the same as the unclamped
+    convolution (computed here with torch's own padding, which is small enough)."""
+    head = _head("resnet2d", "fast", head_dilations=[8], head_blocks=1)
+    assert heads._map_dilation(8, 5, 30) == (5, 8)
+    assert heads._map_dilation(8, 30, 30) == (8, 8)  # below the extent: unchanged
+    conv = head.blocks[0].conv1
+    u = torch.randn(2, 5, 30, 8, dtype=torch.float64)
+    expected = conv(u.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(heads._fast_conv(conv, u, torch.float64), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(heads._conv(conv, u), expected, atol=1e-12, rtol=0)

@@ -14,6 +14,11 @@ The pairwise head needs no halo (R = 0); the resnet2d head's R is the reach of i
 (``sum(2 * dilation)`` over blocks), so tiles overlap by R and tiled logits equal the full map's up to rounding.
 When one haloed tile would span the whole map (T <= c + 2R) the map is scored at once.
 
+A dilation d at least a map's extent n along an axis reaches only the zero padding there with its off-centre taps:
+each convolution clamps its dilation, and its padding, to the extent of the map it runs on, rows and columns apart
+(:func:`_map_dilation`; the same output, bit for bit below the extent). So a hand-edited ``head_dilations:
+[1000000]`` costs no more memory than a dilation of T, and its halo spans every map, which is then scored at once.
+
 Two implementations of the same function share the parameters (so exported models load into either):
 
 * ``impl="fast"`` (the default): the first layer is one batched matmul per tile (the outer sum and product are
@@ -298,11 +303,24 @@ def _conv_operands(conv: nn.Conv2d, width: int, dtype: torch.dtype) -> tuple[Ten
     return weight.to(dtype), (conv.bias.to(dtype) if conv.bias is not None else None)
 
 
+def _map_dilation(dilation: int, rows: int, cols: int) -> tuple[int, int]:
+    """The dilation (and zero padding) a dilated 3x3 convolution of the resnet2d head runs with on a ``rows x cols``
+    map: ``dilation`` clamped to the map's extent along each axis.
+
+    At every position of an axis of extent n, a tap ``d >= n`` away lies in the zero padding, as a tap n away does,
+    so the output is the same, while the padding (``d`` rows and columns on each side) stays within the map's size
+    however large a hand-edited ``head_dilations`` is. Dilations below the extent are unchanged, and so is the
+    arithmetic."""
+    return min(dilation, max(1, rows)), min(dilation, max(1, cols))
+
+
 def _fast_conv(conv: nn.Conv2d, u: Tensor, dtype: torch.dtype) -> Tensor:
     """``conv`` on a channels-last ``[B, I, J, W]`` input whose channels beyond ``conv.in_channels`` are zero
-    (weights zero-padded to match, so the result is the same): returns ``[B, I, J, C_out]`` in ``dtype``."""
+    (weights zero-padded to match, so the result is the same): returns ``[B, I, J, C_out]`` in ``dtype``. The
+    dilation is clamped to the map (:func:`_map_dilation`)."""
     weight, bias = _conv_operands(conv, u.shape[-1], dtype)
-    out = F.conv2d(u.permute(0, 3, 1, 2), weight, bias, padding=conv.padding, dilation=conv.dilation)
+    dilation = _map_dilation(conv.dilation[0], u.shape[1], u.shape[2])
+    out = F.conv2d(u.permute(0, 3, 1, 2), weight, bias, padding=dilation, dilation=dilation)
     return out.permute(0, 2, 3, 1)
 
 
@@ -505,8 +523,11 @@ class _PairNorm(nn.Module):
 
 
 def _conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """Apply a conv to a channels-last [B, I, J, C] tensor (as a channels_last NCHW view) and return [B, I, J, C]."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    """Apply a conv to a channels-last [B, I, J, C] tensor (as a channels_last NCHW view) and return [B, I, J, C];
+    the dilation is clamped to the map (:func:`_map_dilation`)."""
+    dilation = _map_dilation(conv.dilation[0], x.shape[1], x.shape[2])
+    out = F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, padding=dilation, dilation=dilation)
+    return out.permute(0, 2, 3, 1)
 
 
 class _ResidualBlock(nn.Module):
@@ -620,12 +641,15 @@ class ResNet2dHead(_PairHeadBase):
         ``x += conv2(v)``. A strip's convolution reads its rows plus ``dilation`` rows of the map on each side
         (the zero rows at the map's edges are the convolution's own padding; columns are padded by the
         convolution), so nothing is recomputed, unlike haloed tiles, and the LayerNorm reads the convolution's
-        output while it is still in cache. Outputs are ``[B, R, C, O]`` in float32, as the whole-tile code's.
+        output while it is still in cache. Dilations are clamped to the tile (:func:`_map_dilation`): along the
+        rows to its total rows, not a strip's, since a strip reads the rows of the whole padded map. Outputs are
+        ``[B, R, C, O]`` in float32, as the whole-tile code's.
         """
         batch, n_rows, n_cols = a_r.shape[0], a_r.shape[1], a_c.shape[1]
         channels = self.config.pair_dim
         width = _conv_width(channels, dtype, a_r.device)
-        reach = max((block.dilation for block in self.blocks), default=0)
+        dilations = [_map_dilation(block.dilation, n_rows, n_cols) for block in self.blocks]
+        reach = max((rows for rows, _ in dilations), default=0)
         step = self._strip_rows(batch, n_cols, a_r.device)
         strips = [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
         keeps = [None if keep is None else keep[:, rows].to(a_r.dtype) for rows in strips]
@@ -649,21 +673,22 @@ class ResNet2dHead(_PairHeadBase):
         def inner(padded: Tensor, rows: slice) -> Tensor:  # a strip's rows of a padded map, first C channels
             return padded[:, reach + rows.start:reach + rows.stop, :, :channels]
 
-        def conv(conv2d: nn.Conv2d, padded: Tensor, rows: slice, dilation: int) -> Tensor:
+        def conv(conv2d: nn.Conv2d, padded: Tensor, rows: slice, dilation: tuple[int, int]) -> Tensor:
             weight, bias = operands[conv2d]
-            window = padded[:, reach + rows.start - dilation:reach + rows.stop + dilation]
-            out = F.conv2d(window.permute(0, 3, 1, 2), weight, bias, padding=(0, dilation), dilation=dilation)
+            d_rows, d_cols = dilation
+            window = padded[:, reach + rows.start - d_rows:reach + rows.stop + d_rows]
+            out = F.conv2d(window.permute(0, 3, 1, 2), weight, bias, padding=(0, d_cols), dilation=dilation)
             return out.permute(0, 2, 3, 1)
 
-        for block in self.blocks:
+        for block, dilation in zip(self.blocks, dilations, strict=True):
             u, v = maps
             for rows, keep_rows in zip(strips, keeps, strict=True):
                 _norm_relu_into(block.norm1.norm, x[:, rows], keep_rows, inner(u, rows))
             for rows, keep_rows in zip(strips, keeps, strict=True):
-                y = conv(block.conv1, u, rows, block.dilation)
+                y = conv(block.conv1, u, rows, dilation)
                 _norm_relu_into(block.norm2.norm, y, keep_rows, inner(v, rows))
             for rows in strips:
-                x[:, rows].add_(conv(block.conv2, v, rows, block.dilation))
+                x[:, rows].add_(conv(block.conv2, v, rows, dilation))
         out = a_r.new_empty(batch, n_rows, n_cols, self.out.out_features)
         norm = self.out_norm.norm
         for rows in strips:
