@@ -392,6 +392,67 @@ def test_far_weight_is_a_weighted_mean_over_pairs_in_both_losses() -> None:
     assert LossSettings.from_hparams({}).far_weight == 1.0  # models trained before the option
 
 
+def test_near_miss_weight_weights_non_contacts_closer_than_its_bound() -> None:
+    """Non-contacts with a distance below near_miss_max weigh near_miss_weight (contacts and farther pairs 1), as a
+    weighted mean, combined with far_weight by product; a distogram's cross-entropy is not weighted."""
+    torch.manual_seed(11)
+    n = 400
+    x = torch.randn(n)
+    dist = torch.rand(n) * 30 + 2  # 2-32 A
+    y = (dist < 8.0).float()
+    sep = torch.randint(6, 200, (n,))
+    near = [(d >= 8.0 and d < 14.0) for d in dist.tolist()]  # the shell, by hand
+    w_near = torch.tensor([3.0 if k else 1.0 for k in near], dtype=torch.float64)
+    per_pair = _bce(x, y, 2.0)
+    settings = LossSettings(pos_weight=2.0, near_miss_weight=3.0, near_miss_max=14.0)
+    got = pair_loss(x[:, None], y, dist, settings=settings, edges=None)
+    assert abs(float(got) - float((w_near * per_pair).sum() / w_near.sum())) < 1e-5
+    assert abs(float(got) - float(per_pair.mean())) > 1e-3  # the weights matter here
+    both = LossSettings(pos_weight=2.0, near_miss_weight=3.0, near_miss_max=14.0, far_weight=5.0, far_separation=50)
+    w = w_near * torch.where(sep >= 50, 5.0, 1.0).double()
+    got = pair_loss(x[:, None], y, dist, settings=both, edges=None, separations=sep, reduction="sum")
+    assert abs(float(got) - float((w * per_pair).sum())) < 1e-3
+    with pytest.raises(ValueError, match="distances"):
+        pair_loss(x[:, None], y, None, settings=settings, edges=None)
+    z = torch.randn(n, len(DEFAULT_DISTOGRAM_BINS) + 1)
+    plain = pair_loss(z, y, dist, settings=LossSettings(), edges=DEFAULT_DISTOGRAM_BINS)
+    assert float(pair_loss(z, y, dist, settings=settings, edges=DEFAULT_DISTOGRAM_BINS)) == float(plain)
+    assert LossSettings.from_hparams({"near_miss_weight": 3.0}) == LossSettings(near_miss_weight=3.0,
+                                                                               near_miss_max=16.0)
+    assert LossSettings.from_hparams({}).near_miss_weight == 1.0  # models trained before the option
+
+
+def test_training_module_weights_near_misses_by_the_batch_distances() -> None:
+    """The module's training loss takes each pair's distance from the batch (whole maps here)."""
+    from protrnn.training.module import ContactLightningModule
+
+    length = 60
+    torch.manual_seed(3)
+    module = ContactLightningModule(_config(head="resnet2d", max_separation=1000), pos_weight=2.0,
+                                    near_miss_weight=4.0, near_miss_max=12.0).eval()
+    tokens = torch.randint(1, 21, (1, length))
+    mask = torch.ones(1, length, dtype=torch.bool)
+    i = torch.arange(length)
+    pair_mask = ((i[:, None] - i[None, :]).abs() >= 6)[None]
+    dist = torch.rand(1, length, length) * 20 + 3
+    dist = (dist + dist.transpose(1, 2)) / 2
+    contacts = (dist < 8.0).float()
+    batch = {"tokens": tokens, "mask": mask, "pair_mask": pair_mask, "contacts": contacts, "distances": dist}
+    with torch.no_grad():
+        loss, _ = module._training_loss(batch)
+        logits = module.net.pair_outputs(tokens, mask)[0, ..., 0]
+    pairs = [(a, b) for a in range(length) for b in range(a + 6, length)]
+    x = torch.stack([logits[a, b] for a, b in pairs])
+    y = torch.tensor([float(contacts[0, a, b]) for a, b in pairs])
+    w = torch.tensor([4.0 if 8.0 <= float(dist[0, a, b]) < 12.0 else 1.0 for a, b in pairs], dtype=torch.float64)
+    assert 0 < int((w > 1).sum()) < len(pairs)
+    assert abs(float(loss) - float((w * _bce(x, y, 2.0)).sum() / w.sum())) < 1e-5
+    with pytest.raises(InputError, match="model.near_miss_weight"):
+        ContactLightningModule(_config(), near_miss_weight=0.0)
+    with pytest.raises(InputError, match="model.near_miss_max"):
+        ContactLightningModule(_config(), near_miss_max=float("nan"))
+
+
 @pytest.mark.parametrize("blocks", [False, True])
 def test_training_module_weights_far_pairs_by_their_true_separation(blocks: bool) -> None:
     """On whole maps and on an off-diagonal block alike, a pair's weight follows its separation in the chain (not

@@ -239,6 +239,56 @@ def test_invalid_config_fails_before_training_naming_the_key(datasets: dict[str,
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_network_too_large_to_train_is_refused_before_it_is_built(datasets: dict[str, Path], tmp_path: Path) -> None:
+    """``hidden_size: 10,000,000``: 8 x 10**14 LSTM weights (2 directions x 4 gates x H x H),
+    petabytes with gradients and AdamW moments. ``protrnn train`` refuses it in one line naming the key, the count
+    and the size, from a meta-device count, before allocating anything (it used to fail inside the allocator, or
+    be killed)."""
+    with pytest.raises(InputError) as err:
+        train_cmd.main(tiny_args(datasets, tmp_path / "run", "--model.model.hidden_size", "10000000"))
+    message = str(err.value)
+    found = re.fullmatch(r"model config key 'hidden_size': 10000000 makes a network of ([\d,]+) parameters, about "
+                         r"([\d.]+) PiB to train with AdamW \(16 bytes a parameter: weight, gradient and two "
+                         r"moments\), more than the [\d.]+ [KMGTP]iB of memory available; refused before allocating "
+                         r"it \(set with --model.model.hidden_size\)", message)
+    assert found, message
+    count = int(found.group(1).replace(",", ""))
+    assert count // 10**12 == 800  # the recurrent weights; the rest is smaller by orders of magnitude
+    assert float(found.group(2)) == pytest.approx(16 * count / 2**50, abs=0.05)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_training_memory_check_counts_16_bytes_a_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check counts what the real network holds (meta-device build against a real one), refuses one byte
+    short of 16 bytes a parameter and passes at exactly that; it names the key that sizes the network, also when
+    torch cannot even size it; pretraining checks its own network the same way."""
+    from protrnn.model.config import ModelConfig
+    from protrnn.model.contact_model import ContactModel
+    from protrnn.training import module
+    from protrnn.training.pretrain import PretrainLightningModule
+
+    config = ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, pair_dim=8, head_blocks=1)
+    count = sum(p.numel() for p in ContactModel(config).parameters())
+    assert module.parameter_count(ContactModel, config) == count
+    monkeypatch.setattr(module, "available_memory_bytes", lambda: 16 * count)
+    assert module.ContactLightningModule(config).net is not None
+    monkeypatch.setattr(module, "available_memory_bytes", lambda: 16 * count - 1)
+    with pytest.raises(InputError, match=rf"model config key '\w+': \d+ makes a network of {count:,} parameters, "
+                                         rf"about {16 * count / 1024:.1f} KiB to train with AdamW"):
+        module.ContactLightningModule(config)
+    monkeypatch.setattr(module, "available_memory_bytes", lambda: 2**40)  # 1 TiB, whatever this machine has
+    with pytest.raises(InputError, match="model config key 'pair_dim': 1099511627776 makes a network with more "
+                                         "parameters than torch can size; refused before allocating it"):
+        module.check_training_memory(ContactModel, ModelConfig(pair_dim=2**40))
+    with pytest.raises(InputError, match="model config key 'max_separation': 1000000000 makes a network of "):
+        module.check_training_memory(ContactModel, ModelConfig(max_separation=10**9), available=10**9)
+    with pytest.raises(InputError, match="model config key 'hidden_size': 10000000 makes a network of "):
+        PretrainLightningModule(ModelConfig(hidden_size=10**7))
+    monkeypatch.undo()
+    available = module.available_memory_bytes()
+    assert available is None or 0 < available < 2**60
+
+
 def test_cli_prints_config_errors_on_one_line(datasets: dict[str, Path], tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     from protrnn.cli import main as cli_main

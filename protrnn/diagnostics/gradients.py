@@ -204,7 +204,8 @@ def _loss_slopes(logits: torch.Tensor, labels: Sequence[float], separations: Seq
     """``|dL/dz|`` of the training loss ``loss`` for each pair, at logit ``logits[k]`` with 0/1 label ``labels[k]``
     and separation ``separations[k] = j - i``: the derivative of the pair's term in training's summed objective
     (:meth:`protrnn.training.loss.LossSettings.binary_loss`, summed so every pair gets its own derivative), its
-    ``far_weight`` included when the pair is at least ``far_separation`` apart."""
+    ``far_weight`` included when the pair is at least ``far_separation`` apart (``near_miss_weight`` is not: the
+    pairs' distances are not at hand here)."""
     z = logits.detach().float().cpu().requires_grad_(True)
     targets = torch.tensor(list(labels), dtype=torch.float32)
     apart = torch.tensor(list(separations), dtype=torch.long)
@@ -413,12 +414,12 @@ def contact_loss_by_length(model: torch.nn.Module, chains: Sequence[ProteinChain
     BCE) in eval mode on whole chains, as the plain mean over scored upper-triangle pairs, overall and by chain
     length: the "worse validation on longer chains" evidence.
 
-    ``loss.far_weight`` is not applied (every pair weighs 1): a weighted mean would put a different share of far
+    ``loss.far_weight`` and ``loss.near_miss_weight`` are not applied (every pair weighs 1): a weighted mean would put a different share of far
     pairs into each length group (long chains hold most of them), so groups, and the base-rate reference loss
     (unweighted too), would no longer compare; ``pos_weight`` and ``focal_gamma`` are kept."""
     if not chains:
         raise InputError("no chains to compute a loss on")
-    loss = LossSettings() if loss is None else dataclasses.replace(loss, far_weight=1.0)
+    loss = LossSettings() if loss is None else dataclasses.replace(loss, far_weight=1.0, near_miss_weight=1.0)
     device = _network_device(model)
     totals: dict[str, list[float]] = {}
     total = count = 0.0

@@ -14,7 +14,10 @@ whether it is below 8 Å. ``contact_weight > 0`` adds the binary contact loss (t
 weight: the distances stay the target, while the contact decision at the cutoff, which top-L/k precision ranks by,
 weighs as much as it does for a binary head. ``far_weight`` (1 = off) multiplies the loss of every pair at least
 ``far_separation`` residues apart, in either loss, and the mean becomes the weighted mean: it moves the share of the
-gradient towards the far pairs that the sampled blocks hold few of (docs/training.md, "What is trained"). :func:`pair_loss`
+gradient towards the far pairs that the sampled blocks hold few of (docs/training.md, "What is trained").
+``near_miss_weight`` (1 = off) multiplies the loss of every non-contact whose Cβ-Cβ distance is below ``near_miss_max``
+Å (the pairs just beyond the cutoff, where the shipped model's far picks land most often: docs/training.md, "Where the
+far picks land"), in the binary loss only, as a weighted mean too; it needs the pairs' distances. :func:`pair_loss`
 picks the loss a model's outputs call for; it works on whole maps and on the sampled pair blocks of whole-chain training
 alike, because it takes the selected pairs' values (and their separations in the chain).
 """
@@ -39,6 +42,8 @@ class LossSettings:
     contact_weight: float = 0.0
     far_weight: float = 1.0
     far_separation: int = 96
+    near_miss_weight: float = 1.0
+    near_miss_max: float = 16.0
 
     @classmethod
     def from_hparams(cls, hparams: dict | None) -> LossSettings:
@@ -46,11 +51,14 @@ class LossSettings:
         pos_weight, focal_gamma = hparams.get("pos_weight"), hparams.get("focal_gamma")
         contact_weight, far_weight = hparams.get("contact_weight"), hparams.get("far_weight")
         far_separation = hparams.get("far_separation")
+        near_miss_weight, near_miss_max = hparams.get("near_miss_weight"), hparams.get("near_miss_max")
         return cls(pos_weight=1.0 if pos_weight is None else float(pos_weight),
                    focal_gamma=0.0 if focal_gamma is None else float(focal_gamma),
                    contact_weight=0.0 if contact_weight is None else float(contact_weight),
                    far_weight=1.0 if far_weight is None else float(far_weight),
-                   far_separation=96 if far_separation is None else int(far_separation))
+                   far_separation=96 if far_separation is None else int(far_separation),
+                   near_miss_weight=1.0 if near_miss_weight is None else float(near_miss_weight),
+                   near_miss_max=16.0 if near_miss_max is None else float(near_miss_max))
 
     def __call__(self, logits: Tensor, contacts: Tensor, pair_mask: Tensor, reduction: str = "mean") -> Tensor:
         return contact_loss(logits, contacts, pair_mask, pos_weight=self.pos_weight, focal_gamma=self.focal_gamma,
@@ -63,14 +71,26 @@ class LossSettings:
             return None
         return 1.0 + (self.far_weight - 1.0) * (separations.abs() >= self.far_separation).float()
 
+    def near_miss_weights(self, contacts: Tensor, distances: Tensor | None) -> Tensor | None:
+        """Per-pair weights of the selected pairs: ``near_miss_weight`` for a non-contact closer than
+        ``near_miss_max`` Å (``distances [n]``), else 1; ``None`` when ``near_miss_weight`` is 1 or no distances are
+        given."""
+        if self.near_miss_weight == 1.0 or distances is None:
+            return None
+        near = (contacts <= 0.5) & (distances.float() < self.near_miss_max)
+        return 1.0 + (self.near_miss_weight - 1.0) * near.float()
+
     def binary_loss(self, logits: Tensor, contacts: Tensor, reduction: str = "mean",
-                    separations: Tensor | None = None) -> Tensor:
-        """The binary contact loss (``pos_weight``, ``focal_gamma``, ``far_weight`` by the pairs' ``separations``)
-        of already selected contact logits ``[n]`` against 0/1 ``contacts [n]``, in float32; zero, with a graph,
-        for n = 0."""
+                    separations: Tensor | None = None, distances: Tensor | None = None) -> Tensor:
+        """The binary contact loss (``pos_weight``, ``focal_gamma``, ``far_weight`` by the pairs' ``separations``,
+        ``near_miss_weight`` by their ``distances`` when given) of already selected contact logits ``[n]`` against
+        0/1 ``contacts [n]``, in float32; zero, with a graph, for n = 0."""
+        weights = self.pair_weights(separations)
+        near = self.near_miss_weights(contacts, distances)
+        if near is not None:
+            weights = near if weights is None else weights * near
         return _binary_loss(logits.float(), contacts.float(), pos_weight=self.pos_weight,
-                            focal_gamma=self.focal_gamma, reduction=reduction,
-                            weights=self.pair_weights(separations))
+                            focal_gamma=self.focal_gamma, reduction=reduction, weights=weights)
 
 
 def pair_separations(length: int, device: torch.device) -> Tensor:
@@ -159,14 +179,17 @@ def pair_loss(outputs: Tensor, contacts: Tensor, distances: Tensor | None, *, se
     """The training loss of selected pairs: ``outputs [n, O]`` (a model's per-pair outputs), ``contacts [n]``
     (0/1), ``distances [n]`` (Å; needed by a distogram model) and ``separations [n]`` (|i - j|; needed when
     ``settings.far_weight`` is not 1, which weights each pair's term by it). ``edges=None``: binary contact loss on
-    the single output (``settings``: pos_weight, focal_gamma); else :func:`distogram_loss` over ``edges``, plus, when
+    the single output (``settings``: pos_weight, focal_gamma, near_miss_weight by ``distances``); else :func:`distogram_loss` over ``edges``, plus, when
     ``settings.contact_weight`` is above 0, that weight x the binary contact loss of the derived contact logit
     (:func:`protrnn.model.heads.to_contact_logits` over the first ``contact_classes`` classes, the model's
     ``ModelConfig.contact_classes``; ``contacts`` are the contacts at the same cutoff)."""
     if settings.far_weight != 1.0 and separations is None:
         raise ValueError("far_weight needs the selected pairs' separations")
     if edges is None:
-        return settings.binary_loss(outputs[..., 0], contacts, reduction=reduction, separations=separations)
+        if settings.near_miss_weight != 1.0 and distances is None:
+            raise ValueError("near_miss_weight needs the selected pairs' distances")
+        return settings.binary_loss(outputs[..., 0], contacts, reduction=reduction, separations=separations,
+                                    distances=distances)
     if distances is None:
         raise ValueError("a distogram model needs the batch's 'distances' (protrnn.data.batching.collate_contacts)")
     loss = distogram_loss(outputs, distances, edges, reduction=reduction, weights=settings.pair_weights(separations))

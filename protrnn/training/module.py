@@ -8,22 +8,25 @@ carries no Lightning code and the training recipe can change without touching th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from protrnn.conventions import FAR_RICH_PER_LENGTH, FAR_RICH_RANGE, HEADLINE_K, RANGES
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
+from protrnn.model.io import expected_state
 from protrnn.model.pretrain_heads import SHARED_PREFIXES
 from protrnn.training.loss import LossSettings, pair_loss, pair_separations, scored_pairs
 from protrnn.training.precision import top_l_precision, true_contacts_in_range
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
+from protrnn.utils.resources import available_memory_bytes, bytes_text
 
 #: Separation ranges scored on validation: the evaluation's ranges (protrnn.conventions).
 VAL_RANGES = RANGES
@@ -35,8 +38,60 @@ DEFAULT_MONITOR = "val/P@L5_medium_long"
 CKPT_VAL_METRICS = "protrnn_val_metrics"
 
 
+#: Bytes one float32 parameter takes in training with AdamW: the weight, its gradient and the optimiser's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+#: The :class:`ModelConfig` keys that size the network's parameters, each with its smallest value: a refusal names
+#: the key whose smallest value shrinks the network most (:func:`check_training_memory`; ties: the first here).
+SIZE_KEYS = {"hidden_size": 1, "pair_dim": 1, "embed_dim": 1, "num_layers": 1, "head_blocks": 1, "max_separation": 1,
+             "vocab_size": 1}
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN/inf. Raised instead of continuing into a garbage model."""
+
+
+def parameter_count(build: Callable[[ModelConfig], nn.Module], config: ModelConfig) -> int | None:
+    """Elements of ``build(config)``'s ``state_dict`` (its parameters), counted on a ``meta``-device build
+    (:func:`protrnn.model.io.expected_state`: no memory allocated, the random state untouched); None when they
+    are too many for torch to size (more than an index holds)."""
+    try:
+        state = expected_state(build, config, what="model config", source=None)
+    except InputError:
+        return None
+    return sum(tensor.numel() for tensor in state.values())
+
+
+def check_training_memory(build: Callable[[ModelConfig], nn.Module], config: ModelConfig,
+                          available: int | None = None) -> None:
+    """Refuse a network too large to train here, before any of it is allocated: a one-line :class:`InputError`
+    when its parameters, gradients and AdamW moments (:data:`TRAINING_BYTES_PER_PARAMETER` bytes a parameter)
+    exceed ``available`` bytes (default: :func:`available_memory_bytes`; the check is skipped when that is unknown),
+    or when torch cannot even size them. Counting is a ``meta``-device build (:func:`parameter_count`), a few
+    milliseconds; only a refusal builds more, to name the :data:`SIZE_KEYS` key whose smallest value shrinks the
+    network most. The memory is the machine's RAM (a GPU's is not asked, so as not to start CUDA before Lightning
+    does) and activations come on top: the check stops gross mistakes, such as a ``hidden_size`` of 10,000,000,
+    with a message instead of an allocation failure or the OOM killer."""
+    count = parameter_count(build, config)
+    limit = available_memory_bytes() if available is None else available
+    if count is not None and (limit is None or count * TRAINING_BYTES_PER_PARAMETER <= limit):
+        return
+
+    def shrunk(key: str) -> float:
+        try:
+            smaller = parameter_count(build, dataclasses.replace(config, **{key: SIZE_KEYS[key]}))
+        except InputError:  # a combination the config refuses
+            return math.inf
+        return math.inf if smaller is None else smaller
+
+    key = min(SIZE_KEYS, key=shrunk)
+    if count is None:
+        size = "with more parameters than torch can size"
+    else:
+        size = (f"of {count:,} parameters, about {bytes_text(count * TRAINING_BYTES_PER_PARAMETER)} to train with "
+                f"AdamW ({TRAINING_BYTES_PER_PARAMETER} bytes a parameter: weight, gradient and two moments), more "
+                f"than the {bytes_text(limit or 0)} of memory available")
+    raise InputError(f"model config key {key!r}: {getattr(config, key)!r} makes a network {size}; refused before "
+                     "allocating it")
 
 
 def _as_model_config(model: ModelConfig | Mapping[str, Any]) -> ModelConfig:
@@ -69,12 +124,16 @@ class ContactLightningModule(pl.LightningModule):
         far_weight: weight of the loss of pairs at least ``far_separation`` apart, relative to the others (1 = every
             pair the same; the mean over pairs becomes the weighted mean). Training and validation loss alike.
         far_separation: where ``far_weight`` starts (residues).
+        near_miss_weight: weight of the binary loss of non-contacts closer than ``near_miss_max`` Å, relative to
+            the others (1 = off; protrnn.training.loss).
+        near_miss_max: where ``near_miss_weight`` stops (Å, above the contact cutoff).
     """
 
     def __init__(self, model: ModelConfig, lr: float = 3e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.05, pos_weight: float = 4.0, focal_gamma: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.99), encoder_lr_scale: float = 1.0,
-                 contact_weight: float = 0.0, far_weight: float = 1.0, far_separation: int = 96) -> None:
+                 contact_weight: float = 0.0, far_weight: float = 1.0, far_separation: int = 96,
+                 near_miss_weight: float = 1.0, near_miss_max: float = 16.0) -> None:
         super().__init__()
         self.config = _as_model_config(model)
         for key, value, ok in (
@@ -89,6 +148,8 @@ class ContactLightningModule(pl.LightningModule):
             ("contact_weight", contact_weight, contact_weight >= 0 and math.isfinite(contact_weight)),
             ("far_weight", far_weight, far_weight > 0 and math.isfinite(far_weight)),
             ("far_separation", far_separation, isinstance(far_separation, int) and far_separation >= 1),
+            ("near_miss_weight", near_miss_weight, near_miss_weight > 0 and math.isfinite(near_miss_weight)),
+            ("near_miss_max", near_miss_max, near_miss_max > 0 and math.isfinite(near_miss_max)),
         ):
             if not ok:
                 raise InputError(f"config key 'model.{key}': invalid value {value!r}")
@@ -103,12 +164,15 @@ class ContactLightningModule(pl.LightningModule):
         self.contact_weight = float(contact_weight)
         self.far_weight = float(far_weight)
         self.far_separation = int(far_separation)
+        self.near_miss_weight = float(near_miss_weight)
+        self.near_miss_max = float(near_miss_max)
         # Checkpoints must hold primitives only (torch.load(weights_only=True)): store the architecture as a dict.
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = self.config.to_dict()
 
         from protrnn.model.contact_model import ContactModel
 
+        check_training_memory(ContactModel, self.config)  # a meta-device count before any real allocation
         self.net = ContactModel(self.config)
         # Pair-weighted epoch means (exact over the epoch, synchronised across DDP ranks by torchmetrics).
         self.train_loss = MeanMetric()
@@ -124,7 +188,8 @@ class ContactLightningModule(pl.LightningModule):
     @property
     def loss_settings(self) -> LossSettings:
         return LossSettings(pos_weight=self.pos_weight, focal_gamma=self.focal_gamma, contact_weight=self.contact_weight,
-                            far_weight=self.far_weight, far_separation=self.far_separation)
+                            far_weight=self.far_weight, far_separation=self.far_separation,
+                            near_miss_weight=self.near_miss_weight, near_miss_max=self.near_miss_max)
 
     def _selected_loss(self, batch: Mapping[str, Any], outputs: Tensor, selected: Tensor,
                        gather: Callable[[Tensor], Tensor], separations: Callable[[], Tensor],

@@ -52,7 +52,7 @@ from protrnn.model.pretrain_heads import (
 )
 from protrnn.training.callbacks import checkpoint_of_this_run, recorded_count, recorded_metrics
 from protrnn.training.datamodule import config_int, epoch_loader
-from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged
+from protrnn.training.module import CKPT_VAL_METRICS, TrainingDiverged, check_training_memory
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
 
 #: Target value of positions that are not scored (``F.cross_entropy``'s default ``ignore_index``).
@@ -285,6 +285,7 @@ class PretrainLightningModule(pl.LightningModule):
         self.schedule_steps, self.val_mask_seed = schedule_steps, int(val_mask_seed)
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = self.config.to_dict()
+        check_training_memory(PretrainNetwork, self.config)  # a meta-device count before any real allocation
         self.net = PretrainNetwork(self.config)
         names = ("ss_correct8", "ss_correct3", "ss_total", "ss_loss", "mask_correct", "mask_total", "mask_loss")
         self.val_sums = torch.nn.ModuleDict({name: SumMetric() for name in names})

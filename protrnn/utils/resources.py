@@ -1,12 +1,17 @@
-"""Process resource figures shared by the benchmarks and the GPU check: peak resident memory."""
+"""Process resource figures: peak resident memory (the benchmarks and the GPU check) and the memory still available
+(the training start-up's size check)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 import sys
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
+_MEMINFO = Path("/proc/meminfo")
+_CGROUP = Path("/sys/fs/cgroup")
 
 
 def peak_rss_mib(*, reset: bool = False) -> float:
@@ -23,3 +28,38 @@ def peak_rss_mib(*, reset: bool = False) -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take, in bytes, or None when the machine does not say.
+
+    Linux: the kernel's ``MemAvailable`` (/proc/meminfo), lowered to the room left under this process's cgroup v2
+    ``memory.max`` where one is set (a container, a batch job's allocation). Elsewhere the available physical pages
+    (``os.sysconf``) where the system reports them.
+    """
+    sizes: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        sizes += [int(line.split()[1]) * 1024 for line in _MEMINFO.read_text().splitlines()
+                  if line.startswith("MemAvailable:")]
+    with contextlib.suppress(OSError, ValueError):
+        groups = [line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")]
+        for group in groups[:1]:  # cgroup v2: one line, "0::/path"
+            folder = _CGROUP / group.strip().lstrip("/")
+            limit = (folder / "memory.max").read_text().strip()
+            if limit != "max":
+                sizes.append(max(0, int(limit) - int((folder / "memory.current").read_text().strip())))
+    if not sizes:
+        try:
+            sizes.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, OSError, ValueError):
+            return None
+    return min(sizes)
+
+
+def bytes_text(count: float) -> str:
+    """``count`` bytes for a message: ``51.2 GiB``."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if count < 1024 or unit == "EiB":
+            break
+        count /= 1024
+    return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
