@@ -3,6 +3,7 @@ figures in protrnn/pretrained/evaluation.json are what the shipped weights score
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shlex
@@ -181,6 +182,10 @@ def test_main_installs_the_weights_and_a_record_of_the_summaries(tmp_path: Path,
         },
         "model_evaluation_command": "protrnn evaluate --model bundle=results/models/bundle",
         "baseline_evaluation_command": "protrnn evaluate --baselines random,propensity",
+        # the installed weights' digest: two installs of different weights never leave the same record (rule bundle
+        # compares records to tell whether the installed model is still its results folder's)
+        "weights_sha256": {
+            "model.safetensors": hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()},
     }
     card = (outdir / "README.md").read_text(encoding="utf-8")
     assert card == capsys.readouterr().out.removesuffix("\n")  # the card is also printed for the log
@@ -319,6 +324,8 @@ def test_main_installs_an_ensemble_and_swaps_bundle_kinds_cleanly(tmp_path: Path
     np.testing.assert_allclose(load_model(outdir, device="cpu").predict(sequences)[0], expected, rtol=1e-6)
     record = json.loads((outdir / "evaluation.json").read_text(encoding="utf-8"))
     assert [(m["seed"], m["global_step"]) for m in record["ensemble"]] == [(3, 103), (5, 105)]
+    assert record["weights_sha256"] == {f"member-{k}/model.safetensors": hashlib.sha256(
+        (member / "model.safetensors").read_bytes()).hexdigest() for k, member in enumerate(members, 1)}
     card = (outdir / "README.md").read_text(encoding="utf-8")
     assert "An ensemble of 2 training runs of one recipe at seeds 3, 5" in card
     assert "Member 1 (seed 3): best by val/P@L5_medium_long: epoch 3 (0-based), global step 103" in card

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,16 @@ def test_schema_errors_are_one_line_naming_the_key(tmp_path: Path, changes: dict
     output = result.stderr + result.stdout
     # one line naming the key, not Snakemake's dump of the whole schema and config (about 580 lines)
     assert result.returncode != 0 and line in output and len(output.splitlines()) < 20, output[-3000:]
+
+
+@pytest.mark.parametrize("key", ["train.max_time", "models.gru.max_time", "bundle.max_time", "pretrain.max_time"])
+def test_a_time_limit_of_zero_is_refused_naming_the_key(tmp_path: Path, key: str) -> None:
+    """"00:00:00:00" has the schema's DD:HH:MM:SS form, but Lightning stops such a run before its first step: the job
+    exported untrained weights, exited 0, and everything after it evaluated them."""
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{key: "00:00:00:00"})))
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and f"config key {key!r}: '00:00:00:00' is no time at all" in output, output[-2000:]
+    assert "untrained weights" in output and len(output.splitlines()) < 20, output[-2000:]
 
 
 def test_integral_floats_reach_the_commands_as_integers(tmp_path: Path) -> None:
@@ -673,6 +684,86 @@ def test_settings_the_pipeline_leaves_alone_reach_the_command(tmp_path: Path) ->
     assert "--trainer.max_steps=40 " in shell_line(plan, "-m protrnn pretrain fit")
 
 
+@pytest.mark.parametrize(("changes", "key", "words"), [
+    ({"models.lstm.set": {"model.model.hiden_size": 64}}, "models.lstm.set.model.model.hiden_size",
+     "protrnn train has no setting 'model.model.hiden_size'; did you mean model.model.hidden_size?"),
+    ({"bundle.set": {"model.lrr": 0.01}}, "bundle.set.model.lrr", "did you mean model.lr?"),
+    ({"models.gru.set": {"data.crop_lenght": 64}}, "models.gru.set.data.crop_lenght", "did you mean data.crop_length?"),
+    ({"models.lstm.set": {"early_stoping.patience": 3}}, "models.lstm.set.early_stoping.patience",
+     "did you mean early_stopping.patience?"),
+    ({"models.lstm.set": {"optimizer.lr": 0.1}}, "models.lstm.set.optimizer.lr", "`protrnn train --help` lists"),
+    # the parser takes an unambiguous prefix of a setting, and refuses one that begins several
+    ({"models.rnn.set": {"trainer.gradient_clip": 0.5}}, "models.rnn.set.trainer.gradient_clip",
+     "ambiguous: it could be any of trainer.gradient_clip_algorithm, trainer.gradient_clip_val"),
+    ({"models.rnn.set": {"model.model.distogram": None}}, "models.rnn.set.model.model.distogram",
+     "it could be any of model.model.distogram_bins, model.model.distogram_bins+"),
+    ({"pretrain.set": {"model.mask_wieght": 0}}, "pretrain.set.model.mask_wieght",
+     "protrnn pretrain fit has no setting 'model.mask_wieght'; did you mean model.mask_weight?"),
+    ({"pretrain.set": {"early_stopping.patience": 3}}, "pretrain.set.early_stopping.patience",
+     "protrnn pretrain fit has no setting 'early_stopping.patience'"),  # pretraining has no early stopping
+])
+def test_settings_the_fit_commands_do_not_know_are_refused_at_start_up(tmp_path: Path, changes: dict, key: str,
+                                                                       words: str) -> None:
+    """A model's `set:` (and pretrain.set) reaches protrnn train (protrnn pretrain fit) as overrides: a key the
+    command does not know had failed only when its job started, after every job before it."""
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **changes)))
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and f"config key {key!r}: " in output and words in output, output[-2000:]
+    assert len(output.splitlines()) < 20, output[-2000:]
+
+
+def test_settings_the_fit_commands_take_reach_them(tmp_path: Path) -> None:
+    """Keys of every group pass, and so do an unambiguous prefix (the parser takes `model.model.hidden` for
+    `model.model.hidden_size`) and a key below an option that takes a class (a callback's init_args)."""
+    config = write_config(tmp_path, **{
+        "models.lstm.set": {"model.model.hidden": 64, "trainer.gradient_clip_val": 0.5, "data.crop_length": 96,
+                            "checkpoint.every_n_epochs": 1, "trainer.callbacks.init_args.verbose": True},
+        "pretrain.set": {"model.mask_weight": 0, "trainer.val_check_interval": 20}})
+    result = snakemake("-n", "-p", "--configfile", str(config), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
+    plan = result.stdout + result.stderr
+    lstm = shell_line(plan, f"--export_dir {tmp_path}/results/models/lstm/seed0 ")
+    for flag in ("--model.model.hidden=64", "--trainer.gradient_clip_val=0.5", "--data.crop_length=96",
+                 "--checkpoint.every_n_epochs=1", "--trainer.callbacks.init_args.verbose=true"):
+        assert flag in lstm, flag
+    assert "--model.mask_weight=0 " in shell_line(plan, "-m protrnn pretrain fit")
+
+
+def _fit_settings_section() -> dict:
+    """The section of common.smk that reads the fit commands' settings from the code, run on its own."""
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    section = common.split("\n# --- settings the fit commands accept", 1)[1].split("\n", 1)[1]
+    section = section.split("\ndef _refuse_unknown(", 1)[0]
+    namespace: dict = {"workflow": types.SimpleNamespace(basedir=str(REPO))}
+    exec("import ast, difflib, importlib.util, re, sys\nfrom pathlib import Path\n" + section, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain fit"])
+def test_the_settings_read_from_the_code_are_the_fit_commands_own(command: str) -> None:
+    """What common.smk reads from the sources (with `ast`, so that Snakemake's start-up does not import Lightning)
+    are exactly the options the command's parser lists, list options (OPTION+) included."""
+    shown = subprocess.run([sys.executable, "-m", "protrnn", *command.split(), "--help"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    options = {option for option in re.findall(r"--([A-Za-z_][\w.+-]*)", shown.stdout)
+               if option not in ("help", "print_config") and not option.endswith(".help")}
+    settings, unread = _fit_settings_section()["fit_settings"](f"protrnn {command}")
+    assert unread == []
+    assert set(settings) | {f"{option}+" for option, is_list in settings.items() if is_list} == options
+
+
+def test_groups_whose_code_is_not_here_are_left_to_the_command() -> None:
+    """Under --use-conda, Snakemake's own Python may lack Lightning: its groups' keys are then taken (the command
+    checks them), while the keys read from protrnn's own sources are still checked."""
+    section = _fit_settings_section()
+    section["SOURCE_ROOTS"]["pytorch_lightning"] = None
+    _, unread = section["fit_settings"]("protrnn train")
+    assert unread == ["trainer", "checkpoint", "early_stopping"]
+    assert section["unknown_setting"]("trainer.max_stepz", "protrnn train") is None
+    assert section["unknown_setting"]("model.lrr", "protrnn train").endswith("did you mean model.lr?")
+
+
 def _managed_table(name: str) -> dict:
     common = (REPO / "workflows" / "rules" / "common.smk").read_text()
     match = re.search(rf"^{name} = (\{{.*?^\}})$", common, flags=re.M | re.S)
@@ -1058,6 +1149,73 @@ def test_aux_ss_weight_adds_the_auxiliary_ss_loss_from_each_members_own_encoder(
     assert result.returncode != 0 and "models.lstm.aux_ss_weight" in result.stderr + result.stdout
     result = snakemake("-n", "--configfile", str(write_config(tmp_path, **{"models.lstm_pretrained.aux_ss_weight": 0})))
     assert result.returncode != 0 and "aux_ss_weight" in result.stderr + result.stdout
+
+
+def _bundle_results(tmp_path: Path, name: str, step: int) -> Path:
+    """A configuration whose results folder (tmp_path/NAME/results) holds every input of rule bundle, in miniature and
+    written in pipeline order (so nothing before rule bundle has to run): the default wheels, the prepared data with
+    its records, a tiny export recorded as selected at `step` and its and the baselines' evaluation summaries."""
+    from protrnn.model.config import ModelConfig
+    from protrnn.model.contact_model import ContactModel
+    from protrnn.model.io import save_model
+
+    folder = tmp_path / name
+    folder.mkdir()
+    config = write_config(folder, models={"lstm": {"config": "lstm"}},
+                          **{"pretrain.enabled": False, "predict.fasta": []})
+    results, cache = folder / "results", folder / "cache"
+    for wheel in ("cgdms-1.0-py3-none-any.whl", "bioemu_benchmarks-0.0.2.post1-py3-none-any.whl"):
+        (cache / "wheels").mkdir(parents=True, exist_ok=True)
+        (cache / "wheels" / wheel).write_bytes(b"")
+    _prepared_data(results / "data")
+    for data in ("train.npz", "val.npz", "test_heldout.npz"):
+        (results / "data" / data).write_bytes(b"")
+    save_model(ContactModel(ModelConfig(hidden_size=8, embed_dim=8, num_layers=1, head="pairwise")),
+               results / "models" / "bundle", extra={"selected": "best", "global_step": step})
+    metric = {"mean": 0.2, "low": 0.1, "high": 0.3}
+    for run, method in (("bundle", "bundle"), ("baselines", "random")):
+        (results / "evaluation" / run).mkdir(parents=True)
+        (results / "evaluation" / run / "summary.json").write_text(json.dumps({
+            "format": "protrnn-evaluation", "format_version": 1, "command": f"protrnn evaluate {run}",
+            "results": {method: {"heldout": {"n_proteins": 5, "metrics": {"long/P@L/5": metric}}}}}))
+        (results / "evaluation" / run / "per_protein.csv").write_text("")
+    return config
+
+
+def test_bundle_installs_again_once_another_results_folder_replaced_the_installed_model(tmp_path: Path) -> None:
+    """`snakemake bundle` with results A, then B, then A again installs A's model the third time: A's record of its
+    own install had kept the job up to date while B's model was installed. A fourth run has nothing to do, nor has one
+    after the installed record got a new modification time with the same content (a fresh checkout). The pipeline runs
+    in tmp_path/work (`--directory`), so it installs into tmp_path/work/protrnn/pretrained, never the checkout's."""
+    checkout_model = REPO / "protrnn" / "pretrained"
+    shipped = {path: path.read_bytes() for path in checkout_model.rglob("*") if path.is_file()}
+    work = tmp_path / "work"
+    installed = work / "protrnn" / "pretrained"
+    installed.mkdir(parents=True)
+    (installed / "evaluation.json").write_text('{"model": "installed before"}\n')
+    (work / "workflows").symlink_to(REPO / "workflows")  # the rule runs workflows/scripts/bundle_model.py
+    configs = {name: _bundle_results(tmp_path, name, step) for name, step in (("A", 10), ("B", 20))}
+
+    def bundle(name: str, *flags: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                                 "--directory", str(work), "bundle", "--cores", "1", "--configfile",
+                                 str(configs[name]), *flags], cwd=work, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+        return result.stdout + result.stderr
+
+    for name in ("A", "B", "A"):
+        plan = bundle(name, "-n")
+        assert [block.split(":", 1)[0] for block in job_blocks(plan)] == ["rule bundle"], plan[-3000:]
+        bundle(name)
+        results = tmp_path / name / "results"
+        assert ((installed / "model.safetensors").read_bytes()
+                == (results / "models" / "bundle" / "model.safetensors").read_bytes()), name
+        assert (installed / "evaluation.json").read_bytes() == (results / "bundle" / "installed.json").read_bytes()
+    assert "Nothing to be done" in bundle("A", "-n")
+    later = time.time() + 60
+    os.utime(installed / "evaluation.json", (later, later))
+    assert "Nothing to be done" in bundle("A", "-n")
+    assert {path: path.read_bytes() for path in checkout_model.rglob("*") if path.is_file()} == shipped
 
 
 # ------------------------------------------------------------------ bundle_model.py: the record of the training data

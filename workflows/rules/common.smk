@@ -1,6 +1,9 @@
 # Shared settings and start-up checks: every problem with the configuration fails here, before any job runs.
 
+import ast
+import difflib
 import hashlib
+import importlib.util
 import re
 import shlex
 import sys
@@ -194,6 +197,13 @@ BUNDLE_MEMBER_RUNS = [f"bundle/seed{s}" for s in BUNDLE_SEEDS]
 #: its model. The job's output is a copy of the installed record in the results folder instead.
 BUNDLE_DIR = "protrnn/pretrained"
 BUNDLE_RECORD = f"{RESULTS}/bundle/installed.json"
+#: The installed model's record, an input of the job (workflows/rules/bundle.smk). Every install rewrites it, and it
+#: ends with the installed weights' SHA-256, so once another results folder's bundle (or a checkout) has replaced the
+#: model, it is newer than this folder's BUNDLE_RECORD and differs from it: the job installs this folder's model
+#: again. Snakemake (9) also compares the record's checksum with the one it noted after the last install, so new
+#: times on the same record (a fresh clone) rerun nothing. A record put back with times older than BUNDLE_RECORD's (a
+#: copy that keeps them) goes unnoticed: `--forcerun bundle`. Left out while there is none (an input must exist).
+INSTALLED_RECORD = f"{BUNDLE_DIR}/evaluation.json"
 MODEL_SPECS = {**MODELS, "bundle": BUNDLE}
 GRID_RUNS = [f"{m}/seed{s}" for m in MODELS for s in SEEDS]
 _MODEL_ALTERNATIVES = "|".join(MODELS)
@@ -563,6 +573,16 @@ def runtime_minutes(name):
     return 30 + _minutes(model_max_time(name))
 
 
+# A time limit of zero (the schema checks only the DD:HH:MM:SS form) stops a run before its first step: the job then
+# exports untrained weights, exits 0, and everything after it evaluates them.
+for _key, _value in (("train.max_time", config["train"].get("max_time")),
+                     *((f"{spec_key(_name)}.max_time", _spec.get("max_time")) for _name, _spec in MODEL_SPECS.items()),
+                     ("pretrain.max_time", PRETRAIN.get("max_time"))):
+    if _value is not None and not any(int(part) for part in str(_value).split(":")):
+        _fail(_key, f"{_value!r} is no time at all: training would stop before its first step and export untrained "
+              "weights; give a limit, e.g. '00:00:15:00'")
+
+
 # --- synthetic reach task (protrnn synthetic) -------------------------------------------------------------------------
 SYNTHETIC = config.get("synthetic") or {}
 SYNTHETIC_VARIANTS = dict(SYNTHETIC.get("variants") or {})
@@ -650,6 +670,128 @@ SYNTHETIC_MANAGED = {
 }
 
 
+# --- settings the fit commands accept -------------------------------------------------------------------------------
+# A model's `set:` and `pretrain.set` reach `protrnn train` and `protrnn pretrain fit` as LightningCLI overrides
+# (`--model.model.hidden_size=128`): a key the command does not know had failed only when its job started, after every
+# job before it. The keys each command accepts are read here from the code that defines them: the __init__
+# parameters of its LightningModule, DataModule, Trainer and checkpoint callbacks, and ModelConfig's fields. They are
+# parsed with `ast`, not imported: importing Lightning would add about 4 s to every start-up. tests/test_workflow.py
+# checks the result against each command's --help.
+_LIGHTNING_SPEC = importlib.util.find_spec("pytorch_lightning")  # finds the package without importing it
+SOURCE_ROOTS = {"protrnn": Path(workflow.basedir) / "protrnn",
+                "pytorch_lightning": Path(next(iter(_LIGHTNING_SPEC.submodule_search_locations)))
+                if _LIGHTNING_SPEC and _LIGHTNING_SPEC.submodule_search_locations else None}
+#: Each fit command's options outside any group (LightningCLI's own and ProtrnnCLI.add_arguments_to_parser's in
+#: protrnn.training.cli; --help and --print_config are not settings) ...
+FIT_OPTIONS = ("config", "seed_everything", "ckpt_path", "export_dir", "num_threads")
+#: ... and its groups: (package, file, class) whose __init__ parameters, or a dataclass's fields, are the group's keys
+#: (protrnn.training.cli: the FitParts classes, RunCheckpoint's parent, EarlyStopping; `model.model` is ModelConfig).
+FIT_GROUPS = {
+    "protrnn train": {
+        "trainer": ("pytorch_lightning", "trainer/trainer.py", "Trainer"),
+        "model": ("protrnn", "training/module.py", "ContactLightningModule"),
+        "model.model": ("protrnn", "model/config.py", "ModelConfig"),
+        "data": ("protrnn", "training/datamodule.py", "ContactDataModule"),
+        "checkpoint": ("pytorch_lightning", "callbacks/model_checkpoint.py", "ModelCheckpoint"),
+        "early_stopping": ("pytorch_lightning", "callbacks/early_stopping.py", "EarlyStopping"),
+    },
+    "protrnn pretrain fit": {
+        "trainer": ("pytorch_lightning", "trainer/trainer.py", "Trainer"),
+        "model": ("protrnn", "training/pretrain.py", "PretrainLightningModule"),
+        "model.model": ("protrnn", "model/config.py", "ModelConfig"),
+        "data": ("protrnn", "training/pretrain.py", "StructureLabelDataModule"),
+        "checkpoint": ("pytorch_lightning", "callbacks/model_checkpoint.py", "ModelCheckpoint"),
+    },
+}
+_LIST_TYPE = re.compile(r"\b(?:list|List|Iterable|Sequence)\[")
+_FIT_SETTINGS = {}
+_ANNOUNCED = set()
+
+
+def _class_keys(package, file, name):
+    """{key: takes a list} of the class `name` in `file` of `package`: its __init__'s parameters, or a dataclass's
+    fields. None when that cannot be read (the package is not installed here, the class is gone or takes **kwargs):
+    the group's keys are then left to the command."""
+    root = SOURCE_ROOTS.get(package)
+    if root is None:
+        return None
+    try:
+        tree = ast.parse((root / file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    found = next((node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == name), None)
+    if found is None:
+        return None
+
+    def takes_list(annotation):
+        return annotation is not None and bool(_LIST_TYPE.search(ast.unparse(annotation)))
+
+    init = next((node for node in found.body if isinstance(node, ast.FunctionDef) and node.name == "__init__"), None)
+    if init is not None:
+        if init.args.kwarg is not None:
+            return None
+        parameters = [*init.args.posonlyargs, *init.args.args][1:] + init.args.kwonlyargs  # without self
+        return {arg.arg: takes_list(arg.annotation) for arg in parameters}
+    if not any("dataclass" in ast.unparse(decorator) for decorator in found.decorator_list):
+        return None  # inherits its __init__
+    return {node.target.id: takes_list(node.annotation) for node in found.body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and "ClassVar" not in ast.unparse(node.annotation)}
+
+
+def fit_settings(command):
+    """({option: takes a list}, groups whose keys could not be read) of `command` ("protrnn train" or "protrnn
+    pretrain fit"), read once."""
+    if command not in _FIT_SETTINGS:
+        options = dict.fromkeys((*FIT_OPTIONS, *FIT_GROUPS[command]), False)
+        unread = []
+        for group, source in FIT_GROUPS[command].items():
+            keys = _class_keys(*source)
+            if keys is None:
+                unread.append(group)
+            else:
+                options.update({f"{group}.{key}": is_list for key, is_list in keys.items()})
+        _FIT_SETTINGS[command] = options, unread
+    return _FIT_SETTINGS[command]
+
+
+def unknown_setting(key, command):
+    """Why `command` would refuse the override `--KEY=...`, or None where it takes it: an option, an unambiguous
+    prefix of one (its parser takes those: `seed_every` for `seed_everything`; a list option has a second name,
+    `OPTION+`, which a prefix may also match), or a key below an option (a callback's or a strategy's init_args). Keys
+    in a group whose settings could not be read are taken."""
+    options, unread = fit_settings(command)
+    if key in options:
+        return None
+    names = [*options, *(f"{option}+" for option, is_list in options.items() if is_list)]
+    hits = [name for name in names if name.startswith(key)]
+    if len(hits) == 1:
+        return None
+    if len(hits) > 1:
+        return (f"{command} refuses it as ambiguous: it could be any of {', '.join(sorted(hits))}; give the whole "
+                "name")
+    if any(key.startswith(f"{group}.") for group in unread):
+        return None
+    if any(key.startswith(f"{option}.") for option in options if option not in FIT_GROUPS[command]):
+        return None
+    close = difflib.get_close_matches(key, list(options), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"`{command} --help` lists its settings"
+    return f"{command} has no setting {key!r}; {hint}"
+
+
+def _refuse_unknown(key, setting, command):
+    """Fail at `key` (the config key of `setting`, an override of `command`) when the command would refuse it."""
+    why = unknown_setting(setting, command)
+    if why:
+        _fail(key, why)
+    _, unread = fit_settings(command)
+    if command not in _ANNOUNCED and any(setting.startswith(f"{group}.") for group in unread):
+        _ANNOUNCED.add(command)
+        print(f"protrnn pipeline: the settings of {command}'s {', '.join(unread)} could not be read here (is "
+              f"pytorch_lightning installed for this Python?), so `set:` keys there, e.g. {key}, are checked only when "
+              "their jobs start", file=sys.stderr)
+
+
 def _flags(text):
     """The option names (`trainer.max_steps`) of a command-line fragment."""
     return re.findall(r"(?:^|\s)--([A-Za-z_][\w.-]*)", text)
@@ -674,12 +816,14 @@ def _managed_entry(key, managed):
 for _name, _spec in MODEL_SPECS.items():
     _managed = {**TRAIN_MANAGED, **{k: BUDGET_MANAGED[k] for k in _flags(model_budget(_name))}}
     for _key in (_spec.get("set") or {}):
+        _refuse_unknown(f"{spec_key(_name)}.set.{_key}", _key, "protrnn train")
         _entry = _managed_entry(_key, _managed)
         if _entry:
             _refuse_managed(f"{spec_key(_name)}.set.{_key}", _entry, spec_key(_name))
 _pretrain_managed = {k: v for k, v in PRETRAIN_MANAGED.items()
                      if k != "trainer.max_steps" or PRETRAIN.get("max_steps") is not None}
 for _key in (PRETRAIN.get("set") or {}):
+    _refuse_unknown(f"pretrain.set.{_key}", _key, "protrnn pretrain fit")
     _entry = _managed_entry(_key, _pretrain_managed)
     if _entry:
         _refuse_managed(f"pretrain.set.{_key}", _entry)
@@ -768,6 +912,8 @@ def bundle_inputs(wildcards):
                       encoder=encoder_files(run_encoder_dir(first))["json"])
     if config.get("bundle", {}).get("notes"):
         inputs["notes"] = _input_path("bundle.notes", config["bundle"]["notes"])
+    if Path(INSTALLED_RECORD).is_file():
+        inputs["installed"] = INSTALLED_RECORD
     return inputs
 
 

@@ -1,6 +1,9 @@
 # The model grid: one Lightning training job per (model, seed) run, GPU when present. Grid runs train for the same
 # number of optimiser steps (train.max_steps; max_time is only a safety cap) and export their final weights.
 # An interrupted job resumes from its last checkpoint (the run directory is kept; only the exported model is an output).
+# A finished run trained again (its settings or inputs changed) starts afresh in the same run directory: checkpoints/
+# keeps the earlier run's best-*.ckpt beside the new run's, but the export takes the checkpoint callback's own best
+# (model.json's source_checkpoint names it), never a file found there (docs/pipeline.md, "Interruptions").
 # A model with `pretrained: true` also depends on the pretrained encoder (workflows/rules/pretrain.smk) and starts from
 # it through the PretrainedEncoder callback (appended to its overrides: see model_overrides in common.smk).
 

@@ -4,8 +4,9 @@
 The record (README.md + evaluation.json) states how the model was trained, on which data (every training source with
 its chains kept and removed, the chains removed per test set for homology; the pretraining labels and encoder when the
 model started from one) and its measured precision on every test set next to the baselines evaluated by the same
-code, so the figures shipped beside the weights are the pipeline's own. The weights are checked to load (no pickle)
-before anything is replaced, and the bundle is built beside OUTDIR and swapped in whole.
+code, so the figures shipped beside the weights are the pipeline's own; it ends with the installed weights' SHA-256
+(`weights_sha256`), so two installs of different weights never leave the same record. The weights are checked to load
+(no pickle) before anything is replaced, and the bundle is built beside OUTDIR and swapped in whole.
 
 Usage: bundle_model.py MODEL_DIR MODEL_EVALUATION_DIR BASELINES_EVALUATION_DIR OUTDIR
            [--data DIR] [--pretrain-data DIR] [--encoder DIR] [--notes FILE] [--pretraining-record FILE]
@@ -32,6 +33,7 @@ import argparse
 import collections
 import contextlib
 import filecmp
+import hashlib
 import inspect
 import json
 import os
@@ -535,11 +537,20 @@ def _relative_checkpoint(model_json: dict) -> dict:
     return model_json
 
 
+def weights_digests(directory: Path) -> dict[str, str]:
+    """SHA-256 of every weights file of a bundle, by its path in the bundle (`model.safetensors`,
+    `member-K/model.safetensors`)."""
+    return {path.relative_to(directory).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(directory.rglob(WEIGHTS_NAME)) if path.is_file()}
+
+
 def install(outdir: Path, model_dir: Path, member_dirs: list[Path] | None, member_jsons: list[dict],
             record: dict, card: str) -> None:
     """Build the bundle beside `outdir` (one export, or an ensemble through the library's one writer of that layout)
     with its record, and swap it in whole: a stopped run leaves the old bundle as it was, and installing one kind
-    leaves none of the other kind's files."""
+    leaves none of the other kind's files. The record ends with the installed weights' SHA-256 (`weights_sha256`), so
+    two installs of different weights never leave the same record: rule `bundle` compares records to tell whether
+    the installed model is still its results folder's."""
     with swapped_directory(outdir) as staging:
         if member_dirs:
             write_ensemble_files(staging, [(member / WEIGHTS_NAME, member_json)
@@ -548,6 +559,7 @@ def install(outdir: Path, model_dir: Path, member_dirs: list[Path] | None, membe
         else:
             shutil.copyfile(model_dir / WEIGHTS_NAME, staging / WEIGHTS_NAME)
             (staging / JSON_NAME).write_text(json.dumps(member_jsons[0], indent=2) + "\n", encoding="utf-8")
+        record = {**record, "weights_sha256": weights_digests(staging)}
         (staging / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(card, encoding="utf-8")
 
