@@ -62,6 +62,7 @@ def test_help_documents_inputs_outputs_and_manifest(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("mmseqs")  # the first run is mmseqs2's; fails, not skips, without it (conftest.require_tool)
 def test_prepare_end_to_end(inputs: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "prepared"
@@ -106,7 +107,7 @@ def test_prepare_end_to_end(inputs: Path, shared_data: Path, tmp_path: Path, mon
     chain = datasets["train"][0]
     assert chain.observed.all() and not np.isnan(chain.coords).any() and chain.contact_map().any()
     summary = json.loads((out / "prepare.json").read_text())
-    assert summary["leakage"] == {"ts50": 2} and summary["homology_method"] == splits.method_name()
+    assert summary["leakage"] == {"ts50": 2} and summary["homology_method"] == "mmseqs2"
 
     # Rerun into the same folder without the test set and with the sources' own split (fast fallback clustering):
     # the stale test_ts50.npz goes, leakage.tsv is empty, splits follow the cgdms lists.
@@ -118,6 +119,7 @@ def test_prepare_end_to_end(inputs: Path, shared_data: Path, tmp_path: Path, mon
     assert set(load_dataset(out / "val.npz").ids) == val_list
     assert set(TS50_LEAKS) <= set(load_dataset(out / "train.npz").ids) | val_list
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert json.loads((out / "prepare.json").read_text())["homology_method"].startswith("fallback")
 
 
 def test_bad_invocations_exit_2_with_one_line(inputs: Path, tmp_path: Path,
