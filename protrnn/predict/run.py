@@ -164,7 +164,10 @@ def write_record(settings: OutputSettings, item: PendingRecord, probs: np.ndarra
               distogram_edges=settings.distogram_edges, method=settings.methods)
     if settings.png:
         write_png(png, half, f"{item.record_id} (L={len(item.sequence)})")
-    write_rr(settings.path(item.stem, ".rr"), item.record_id, item.sequence, probs, method_lines=settings.methods,
+    # the RR lists the stored matrix, so its ranking is the one the npz, the PNG and the summary's metrics use (float32
+    # values that round to one float16 tie there, and ties rank by (i, j) everywhere)
+    write_rr(settings.path(item.stem, ".rr"), item.record_id, item.sequence, half.astype(np.float32),
+             method_lines=settings.methods,
              remarks=settings.remarks, top=settings.top, min_separation=settings.min_separation,
              threshold=settings.threshold)
     return half
