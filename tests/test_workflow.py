@@ -909,6 +909,10 @@ def test_freeze_steps_without_pretrained_is_a_config_error(tmp_path: Path) -> No
     ({"config": "lstm", "pretrained": True, "set": {"model.model.gradient_horizon": 16, "model.model.dropout": 0.3,
                                                     "model.model.head": "resnet2d"}}, {}, True, []),
     ({"config": "longrange", "pretrained": True, "set": {"model.model.pair_dim": 32}}, {}, True, []),
+    # an abbreviated key is the setting the command takes it for (`model.model.hidden` is hidden_size)
+    ({"config": "lstm", "pretrained": True, "set": {"model.model.hidden": 128}}, {}, False, ["hidden_size"]),
+    ({"config": "lstm", "pretrained": True, "set": {"model.model.hidden": 128}},
+     {"model.model.hidden_s": 128}, True, []),
 ])
 def test_encoder_sizes_must_match_the_pretraining_config(tmp_path: Path, model: dict, pretrain_set: dict, ok: bool,
                                                          named: list) -> None:

@@ -367,7 +367,11 @@ def encoder_settings(config_file, base_file, overrides):
             values.update(block)
     for key, value in (overrides or {}).items():
         if key.startswith("model.model."):
-            values[key[len("model.model."):]] = _plain(value)
+            name = key[len("model.model."):]
+            # the commands take an unambiguous prefix of a setting (`model.model.hidden`); one that begins several
+            # settings is refused at start-up by the unknown-setting check
+            whole = [k for k in ENCODER_KEYS if k.startswith(name)]
+            values[whole[0] if name not in ENCODER_KEYS and len(whole) == 1 else name] = _plain(value)
     return {key: values.get(key) for key in ENCODER_KEYS}
 
 
