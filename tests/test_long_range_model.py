@@ -451,6 +451,19 @@ def test_training_module_weights_near_misses_by_the_batch_distances() -> None:
         ContactLightningModule(_config(), near_miss_weight=0.0)
     with pytest.raises(InputError, match="model.near_miss_max"):
         ContactLightningModule(_config(), near_miss_max=float("nan"))
+    # a setting that would weight nothing is refused: a distogram head's loss, a bound not beyond the cutoff
+    with pytest.raises(InputError, match="model.near_miss_weight': weights the binary contact loss"):
+        ContactLightningModule(_config(distogram_bins=[6.0, 8.0, 12.0]), near_miss_weight=2.0)
+    from types import SimpleNamespace
+
+    for bound, refused in ((8.0, True), (8.5, False)):
+        module = ContactLightningModule(_config(), near_miss_weight=2.0, near_miss_max=bound)
+        module._trainer = SimpleNamespace(datamodule=SimpleNamespace(contact_cutoff=8.0))  # type: ignore[assignment]
+        if refused:
+            with pytest.raises(InputError, match="model.near_miss_max': 8 Å is not beyond the contact cutoff"):
+                module.setup("fit")
+        else:
+            module.setup("fit")
 
 
 @pytest.mark.parametrize("blocks", [False, True])

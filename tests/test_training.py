@@ -249,7 +249,7 @@ def test_a_network_too_large_to_train_is_refused_before_it_is_built(datasets: di
     message = str(err.value)
     found = re.fullmatch(r"model config key 'hidden_size': 10000000 makes a network of ([\d,]+) parameters, about "
                          r"([\d.]+) PiB to train with AdamW \(16 bytes a parameter: weight, gradient and two "
-                         r"moments\), more than the [\d.]+ [KMGTP]iB of memory available; refused before allocating "
+                         r"moments\), more than the [\d.]+ [KMGTP]iB of memory this machine has; refused before allocating "
                          r"it \(set with --model.model.hidden_size\)", message)
     assert found, message
     count = int(found.group(1).replace(",", ""))
@@ -270,23 +270,51 @@ def test_the_training_memory_check_counts_16_bytes_a_parameter(monkeypatch: pyte
     config = ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, pair_dim=8, head_blocks=1)
     count = sum(p.numel() for p in ContactModel(config).parameters())
     assert module.parameter_count(ContactModel, config) == count
-    monkeypatch.setattr(module, "available_memory_bytes", lambda: 16 * count)
+    monkeypatch.setattr(module, "memory_limit_bytes", lambda: 16 * count)
     assert module.ContactLightningModule(config).net is not None
-    monkeypatch.setattr(module, "available_memory_bytes", lambda: 16 * count - 1)
+    monkeypatch.setattr(module, "memory_limit_bytes", lambda: 16 * count - 1)
     with pytest.raises(InputError, match=rf"model config key '\w+': \d+ makes a network of {count:,} parameters, "
                                          rf"about {16 * count / 1024:.1f} KiB to train with AdamW"):
         module.ContactLightningModule(config)
-    monkeypatch.setattr(module, "available_memory_bytes", lambda: 2**40)  # 1 TiB, whatever this machine has
+    monkeypatch.setattr(module, "memory_limit_bytes", lambda: 2**40)  # 1 TiB, whatever this machine has
     with pytest.raises(InputError, match="model config key 'pair_dim': 1099511627776 makes a network with more "
                                          "parameters than torch can size; refused before allocating it"):
         module.check_training_memory(ContactModel, ModelConfig(pair_dim=2**40))
     with pytest.raises(InputError, match="model config key 'max_separation': 1000000000 makes a network of "):
-        module.check_training_memory(ContactModel, ModelConfig(max_separation=10**9), available=10**9)
+        module.check_training_memory(ContactModel, ModelConfig(max_separation=10**9), limit=10**9)
     with pytest.raises(InputError, match="model config key 'hidden_size': 10000000 makes a network of "):
         PretrainLightningModule(ModelConfig(hidden_size=10**7))
     monkeypatch.undo()
-    available = module.available_memory_bytes()
-    assert available is None or 0 < available < 2**60
+    limit = module.memory_limit_bytes()
+    assert limit is None or 0 < limit < 2**60
+
+
+def test_the_memory_limit_is_the_smallest_of_the_machine_and_its_cgroups(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size check compares with what the process could ever hold: MemTotal, lowered to the smallest memory.max of
+    its cgroup and the cgroups above it; never with what is free now (page cache a job has read counts as used in
+    MemAvailable and memory.current, so a busy job would refuse every network)."""
+    from protrnn.utils import resources
+
+    gib = 2**30
+    root = tmp_path / "cgroup"
+    leaf = root / "job" / "step"
+    leaf.mkdir(parents=True)
+    (root / "job" / "memory.max").write_text(f"{8 * gib}\n")  # the job's allocation, one level up
+    (leaf / "memory.max").write_text("max\n")
+    (leaf / "memory.current").write_text(f"{8 * gib - 2**20}\n")  # nearly "full" of reclaimable cache
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       {64 * gib // 1024} kB\nMemAvailable:       1024 kB\n")
+    self_cgroup = tmp_path / "self_cgroup"
+    self_cgroup.write_text("0::/job/step\n")
+    monkeypatch.setattr(resources, "_CGROUP", root)
+    monkeypatch.setattr(resources, "_MEMINFO", meminfo)
+    monkeypatch.setattr(resources, "_SELF_CGROUP", self_cgroup)
+    assert resources.memory_limit_bytes() == 8 * gib
+    (root / "job" / "memory.max").write_text("max\n")  # no limit anywhere: the machine's memory
+    assert resources.memory_limit_bytes() == 64 * gib
+    (leaf / "memory.max").write_text(f"{2 * gib}\n")
+    assert resources.memory_limit_bytes() == 2 * gib
 
 
 def test_cli_prints_config_errors_on_one_line(datasets: dict[str, Path], tmp_path: Path,

@@ -730,12 +730,13 @@ def test_settings_the_fit_commands_take_reach_them(tmp_path: Path) -> None:
     assert "--model.mask_weight=0 " in shell_line(plan, "-m protrnn pretrain fit")
 
 
-def _fit_settings_section() -> dict:
-    """The section of common.smk that reads the fit commands' settings from the code, run on its own."""
+def _fit_settings_section(uses_conda: bool = False) -> dict:
+    """The section of common.smk that reads the fit commands' settings from the code, run on its own (as under
+    --use-conda when ``uses_conda``)."""
     common = (REPO / "workflows" / "rules" / "common.smk").read_text()
     section = common.split("\n# --- settings the fit commands accept", 1)[1].split("\n", 1)[1]
     section = section.split("\ndef _refuse_unknown(", 1)[0]
-    namespace: dict = {"workflow": types.SimpleNamespace(basedir=str(REPO))}
+    namespace: dict = {"workflow": types.SimpleNamespace(basedir=str(REPO)), "_USES_CONDA": uses_conda}
     exec("import ast, difflib, importlib.util, re, sys\nfrom pathlib import Path\n" + section, namespace)
     return namespace
 
@@ -763,6 +764,9 @@ def test_groups_whose_code_is_not_here_are_left_to_the_command() -> None:
     assert unread == ["trainer", "checkpoint", "early_stopping"]
     assert section["unknown_setting"]("trainer.max_stepz", "protrnn train") is None
     assert section["unknown_setting"]("model.lrr", "protrnn train").endswith("did you mean model.lr?")
+    # under --use-conda the jobs run the environment's Lightning, which may not be the one installed here
+    _, unread = _fit_settings_section(uses_conda=True)["fit_settings"]("protrnn train")
+    assert unread == ["trainer", "checkpoint", "early_stopping"]
 
 
 def _managed_table(name: str) -> dict:

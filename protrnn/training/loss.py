@@ -17,9 +17,10 @@ weighs as much as it does for a binary head. ``far_weight`` (1 = off) multiplies
 gradient towards the far pairs that the sampled blocks hold few of (docs/training.md, "What is trained").
 ``near_miss_weight`` (1 = off) multiplies the loss of every non-contact whose Cβ-Cβ distance is below ``near_miss_max``
 Å (the pairs just beyond the cutoff, where the shipped model's far picks land most often: docs/training.md, "Where the
-far picks land"), in the binary loss only, as a weighted mean too; it needs the pairs' distances. :func:`pair_loss`
-picks the loss a model's outputs call for; it works on whole maps and on the sampled pair blocks of whole-chain training
-alike, because it takes the selected pairs' values (and their separations in the chain).
+far picks land"), in a binary head's loss (training refuses it with a distogram head), as a weighted mean too; it
+needs the pairs' distances. :func:`pair_loss` picks the loss a model's outputs call for; it works on whole maps and
+on the sampled pair blocks of whole-chain training alike, because it takes the selected pairs' values (and their
+separations in the chain).
 """
 
 from __future__ import annotations

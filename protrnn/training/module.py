@@ -26,7 +26,7 @@ from protrnn.model.pretrain_heads import SHARED_PREFIXES
 from protrnn.training.loss import LossSettings, pair_loss, pair_separations, scored_pairs
 from protrnn.training.precision import top_l_precision, true_contacts_in_range
 from protrnn.training.schedule import adamw_warmup_cosine, finite_val_metrics
-from protrnn.utils.resources import available_memory_bytes, bytes_text
+from protrnn.utils.resources import bytes_text, memory_limit_bytes
 
 #: Separation ranges scored on validation: the evaluation's ranges (protrnn.conventions).
 VAL_RANGES = RANGES
@@ -62,17 +62,18 @@ def parameter_count(build: Callable[[ModelConfig], nn.Module], config: ModelConf
 
 
 def check_training_memory(build: Callable[[ModelConfig], nn.Module], config: ModelConfig,
-                          available: int | None = None) -> None:
+                          limit: int | None = None) -> None:
     """Refuse a network too large to train here, before any of it is allocated: a one-line :class:`InputError`
     when its parameters, gradients and AdamW moments (:data:`TRAINING_BYTES_PER_PARAMETER` bytes a parameter)
-    exceed ``available`` bytes (default: :func:`available_memory_bytes`; the check is skipped when that is unknown),
+    exceed ``limit`` bytes (default: :func:`~protrnn.utils.resources.memory_limit_bytes`, the machine's or its
+    cgroup's memory, not what is free now; the check is skipped when that is unknown),
     or when torch cannot even size them. Counting is a ``meta``-device build (:func:`parameter_count`), a few
     milliseconds; only a refusal builds more, to name the :data:`SIZE_KEYS` key whose smallest value shrinks the
     network most. The memory is the machine's RAM (a GPU's is not asked, so as not to start CUDA before Lightning
     does) and activations come on top: the check stops gross mistakes, such as a ``hidden_size`` of 10,000,000,
     with a message instead of an allocation failure or the OOM killer."""
     count = parameter_count(build, config)
-    limit = available_memory_bytes() if available is None else available
+    limit = memory_limit_bytes() if limit is None else limit
     if count is not None and (limit is None or count * TRAINING_BYTES_PER_PARAMETER <= limit):
         return
 
@@ -89,7 +90,7 @@ def check_training_memory(build: Callable[[ModelConfig], nn.Module], config: Mod
     else:
         size = (f"of {count:,} parameters, about {bytes_text(count * TRAINING_BYTES_PER_PARAMETER)} to train with "
                 f"AdamW ({TRAINING_BYTES_PER_PARAMETER} bytes a parameter: weight, gradient and two moments), more "
-                f"than the {bytes_text(limit or 0)} of memory available")
+                f"than the {bytes_text(limit or 0)} of memory this machine has")
     raise InputError(f"model config key {key!r}: {getattr(config, key)!r} makes a network {size}; refused before "
                      "allocating it")
 
@@ -166,6 +167,9 @@ class ContactLightningModule(pl.LightningModule):
         self.far_separation = int(far_separation)
         self.near_miss_weight = float(near_miss_weight)
         self.near_miss_max = float(near_miss_max)
+        if self.near_miss_weight != 1.0 and self.config.distogram_bins is not None:
+            raise InputError("config key 'model.near_miss_weight': weights the binary contact loss, and this model "
+                             "has a distogram head (model.model.distogram_bins), whose loss it would not change")
         # Checkpoints must hold primitives only (torch.load(weights_only=True)): store the architecture as a dict.
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = self.config.to_dict()
@@ -184,6 +188,14 @@ class ContactLightningModule(pl.LightningModule):
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.net(tokens, mask)
+
+    def setup(self, stage: str) -> None:
+        """Settings that depend on the data: ``near_miss_max`` must lie beyond the data's contact cutoff (no
+        non-contact is closer than the cutoff, so a bound at or below it weights nothing)."""
+        cutoff = getattr(getattr(self.trainer, "datamodule", None), "contact_cutoff", None) if self._trainer else None
+        if self.near_miss_weight != 1.0 and isinstance(cutoff, (int, float)) and self.near_miss_max <= cutoff:
+            raise InputError(f"config key 'model.near_miss_max': {self.near_miss_max:g} Å is not beyond the contact "
+                             f"cutoff (data.contact_cutoff {cutoff:g} Å), so no pair would be weighted")
 
     @property
     def loss_settings(self) -> LossSettings:

@@ -1,5 +1,5 @@
-"""Process resource figures: peak resident memory (the benchmarks and the GPU check) and the memory still available
-(the training start-up's size check)."""
+"""Process resource figures: peak resident memory (the benchmarks and the GPU check) and the most memory this process
+could hold (the training start-up's size check)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 _STATUS = Path("/proc/self/status")
 _MEMINFO = Path("/proc/meminfo")
 _CGROUP = Path("/sys/fs/cgroup")
+_SELF_CGROUP = Path("/proc/self/cgroup")
 
 
 def peak_rss_mib(*, reset: bool = False) -> float:
@@ -30,27 +31,34 @@ def peak_rss_mib(*, reset: bool = False) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
-def available_memory_bytes() -> int | None:
-    """Memory this process can still take, in bytes, or None when the machine does not say.
+def memory_limit_bytes() -> int | None:
+    """The most memory this process could ever hold, in bytes, or None when the machine does not say.
 
-    Linux: the kernel's ``MemAvailable`` (/proc/meminfo), lowered to the room left under this process's cgroup v2
-    ``memory.max`` where one is set (a container, a batch job's allocation). Elsewhere the available physical pages
-    (``os.sysconf``) where the system reports them.
+    Linux: the kernel's ``MemTotal`` (/proc/meminfo), lowered to the smallest cgroup v2 ``memory.max`` of this
+    process's cgroup and its parents (a container, a batch job's allocation). Elsewhere the physical pages
+    (``os.sysconf``) where the system reports them. A limit, not what is free now: free memory (``MemAvailable``,
+    ``memory.max`` less ``memory.current``) counts reclaimable page cache as used, so a job that has read many files
+    would look full.
     """
     sizes: list[int] = []
     with contextlib.suppress(OSError, ValueError):
         sizes += [int(line.split()[1]) * 1024 for line in _MEMINFO.read_text().splitlines()
-                  if line.startswith("MemAvailable:")]
+                  if line.startswith("MemTotal:")]
     with contextlib.suppress(OSError, ValueError):
-        groups = [line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")]
+        groups = [line[3:] for line in _SELF_CGROUP.read_text().splitlines() if line.startswith("0::")]
         for group in groups[:1]:  # cgroup v2: one line, "0::/path"
             folder = _CGROUP / group.strip().lstrip("/")
-            limit = (folder / "memory.max").read_text().strip()
-            if limit != "max":
-                sizes.append(max(0, int(limit) - int((folder / "memory.current").read_text().strip())))
+            while True:
+                with contextlib.suppress(OSError, ValueError):
+                    limit = (folder / "memory.max").read_text().strip()
+                    if limit != "max":
+                        sizes.append(int(limit))
+                if folder == _CGROUP or _CGROUP not in folder.parents:
+                    break
+                folder = folder.parent
     if not sizes:
         try:
-            sizes.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+            sizes.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (AttributeError, OSError, ValueError):
             return None
     return min(sizes)

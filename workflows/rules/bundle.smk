@@ -13,7 +13,7 @@
 # The rule's output is <results>/bundle/installed.json, a copy of the installed record: protrnn/pretrained/ is not a
 # Snakemake output, because Snakemake deletes a job's outputs before it runs, and a failed install would then leave
 # the package without its model (bundle_model.py swaps the folder in whole once the new bundle is complete).
-# The installed record (protrnn/pretrained/evaluation.json, which ends with the weights' SHA-256) is an input: once
+# The installed record (protrnn/pretrained/evaluation.json; an install ends it with the weights' SHA-256) is an input: once
 # another results folder's bundle, or a checkout, has replaced the installed model, it is newer than this folder's
 # copy and differs from it, so `snakemake bundle` installs this folder's model again (results A, then B, then A
 # installs A the third time); while the installed model is this folder's there is nothing to do.

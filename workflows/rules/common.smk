@@ -197,10 +197,10 @@ BUNDLE_MEMBER_RUNS = [f"bundle/seed{s}" for s in BUNDLE_SEEDS]
 #: its model. The job's output is a copy of the installed record in the results folder instead.
 BUNDLE_DIR = "protrnn/pretrained"
 BUNDLE_RECORD = f"{RESULTS}/bundle/installed.json"
-#: The installed model's record, an input of the job (workflows/rules/bundle.smk). Every install rewrites it, and it
-#: ends with the installed weights' SHA-256, so once another results folder's bundle (or a checkout) has replaced the
-#: model, it is newer than this folder's BUNDLE_RECORD and differs from it: the job installs this folder's model
-#: again. Snakemake (9) also compares the record's checksum with the one it noted after the last install, so new
+#: The installed model's record, an input of the job (workflows/rules/bundle.smk). Every install rewrites it, and
+#: (since 2026-12-07) ends it with the installed weights' SHA-256, so once another results folder's bundle (or a
+#: checkout) has replaced the model, it is newer than this folder's BUNDLE_RECORD and differs from it: the job
+#: installs this folder's model again. Snakemake (9) also compares the record's checksum with the one it noted after the last install, so new
 #: times on the same record (a fresh clone) rerun nothing. A record put back with times older than BUNDLE_RECORD's (a
 #: copy that keeps them) goes unnoticed: `--forcerun bundle`. Left out while there is none (an input must exist).
 INSTALLED_RECORD = f"{BUNDLE_DIR}/evaluation.json"
@@ -681,7 +681,9 @@ SYNTHETIC_MANAGED = {
 # parameters of its LightningModule, DataModule, Trainer and checkpoint callbacks, and ModelConfig's fields. They are
 # parsed with `ast`, not imported: importing Lightning would add about 4 s to every start-up. tests/test_workflow.py
 # checks the result against each command's --help.
-_LIGHTNING_SPEC = importlib.util.find_spec("pytorch_lightning")  # finds the package without importing it
+# Under --use-conda the jobs run the environment's Python, whose Lightning may differ from the one found here: its
+# groups are then left to the command (protrnn's own groups are read from this checkout, which the jobs run either way).
+_LIGHTNING_SPEC = None if _USES_CONDA else importlib.util.find_spec("pytorch_lightning")  # found, not imported
 SOURCE_ROOTS = {"protrnn": Path(workflow.basedir) / "protrnn",
                 "pytorch_lightning": Path(next(iter(_LIGHTNING_SPEC.submodule_search_locations)))
                 if _LIGHTNING_SPEC and _LIGHTNING_SPEC.submodule_search_locations else None}
@@ -791,9 +793,10 @@ def _refuse_unknown(key, setting, command):
     _, unread = fit_settings(command)
     if command not in _ANNOUNCED and any(setting.startswith(f"{group}.") for group in unread):
         _ANNOUNCED.add(command)
-        print(f"protrnn pipeline: the settings of {command}'s {', '.join(unread)} could not be read here (is "
-              f"pytorch_lightning installed for this Python?), so `set:` keys there, e.g. {key}, are checked only when "
-              "their jobs start", file=sys.stderr)
+        why = ("the jobs run the conda environment's Lightning" if _USES_CONDA
+               else "is pytorch_lightning installed for this Python?")
+        print(f"protrnn pipeline: the settings of {command}'s {', '.join(unread)} could not be read here ({why}), "
+              f"so `set:` keys there, e.g. {key}, are checked only when their jobs start", file=sys.stderr)
 
 
 def _flags(text):
