@@ -258,6 +258,17 @@ def test_a_network_too_large_to_train_is_refused_before_it_is_built(datasets: di
     assert not (tmp_path / "run").exists()
 
 
+def test_a_near_miss_bound_within_the_cutoff_is_refused_before_training(datasets: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """No non-contact is closer than the contact cutoff, so near_miss_max 8 with data.contact_cutoff 8 would weight
+    nothing: refused in one line before the trainer starts (no run folder)."""
+    with pytest.raises(InputError, match="'model.near_miss_max': 8 Å is not beyond the contact cutoff "
+                                         r"\(data.contact_cutoff 8 Å\)"):
+        train_cmd.main(tiny_args(datasets, tmp_path / "run", "--model.near_miss_weight", "2",
+                                 "--model.near_miss_max", "8", "--data.contact_cutoff", "8"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_training_memory_check_counts_16_bytes_a_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check counts what the real network holds (meta-device build against a real one), refuses one byte
     short of 16 bytes a parameter and passes at exactly that; it names the key that sizes the network, also when

@@ -524,7 +524,15 @@ def _train_parts() -> FitParts:
 
     return FitParts(ContactLightningModule, ContactDataModule, monitor=DEFAULT_MONITOR, mode="max",
                     fit_end_callbacks=lambda directory, extra: [ExportOnFitEnd(directory, extra=extra)],
-                    early_stopping_patience=20, check_before_fit=check_resume_checkpoint)
+                    early_stopping_patience=20, check_before_fit=_check_contact_fit)
+
+
+def _check_contact_fit(cli: Any) -> None:
+    """``protrnn train``'s checks after instantiation, before the trainer starts: the model's settings that depend on
+    the data (:meth:`~protrnn.training.module.ContactLightningModule.check_data_settings`), then the checkpoint to
+    resume (:func:`check_resume_checkpoint`)."""
+    cli.model.check_data_settings(getattr(cli.datamodule, "contact_cutoff", None))
+    check_resume_checkpoint(cli)
 
 
 @functools.cache

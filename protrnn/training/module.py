@@ -189,13 +189,18 @@ class ContactLightningModule(pl.LightningModule):
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.net(tokens, mask)
 
-    def setup(self, stage: str) -> None:
+    def check_data_settings(self, contact_cutoff: object) -> None:
         """Settings that depend on the data: ``near_miss_max`` must lie beyond the data's contact cutoff (no
-        non-contact is closer than the cutoff, so a bound at or below it weights nothing)."""
-        cutoff = getattr(getattr(self.trainer, "datamodule", None), "contact_cutoff", None) if self._trainer else None
-        if self.near_miss_weight != 1.0 and isinstance(cutoff, (int, float)) and self.near_miss_max <= cutoff:
+        non-contact is closer than the cutoff, so a bound at or below it weights nothing). ``protrnn train`` calls this
+        before the trainer starts; :meth:`setup` again for a fit started from Python."""
+        if (self.near_miss_weight != 1.0 and isinstance(contact_cutoff, (int, float))
+                and self.near_miss_max <= contact_cutoff):
             raise InputError(f"config key 'model.near_miss_max': {self.near_miss_max:g} Å is not beyond the contact "
-                             f"cutoff (data.contact_cutoff {cutoff:g} Å), so no pair would be weighted")
+                             f"cutoff (data.contact_cutoff {contact_cutoff:g} Å), so no pair would be weighted")
+
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            self.check_data_settings(getattr(getattr(self.trainer, "datamodule", None), "contact_cutoff", None))
 
     @property
     def loss_settings(self) -> LossSettings:
