@@ -415,9 +415,10 @@ def contact_loss_by_length(model: torch.nn.Module, chains: Sequence[ProteinChain
     BCE) in eval mode on whole chains, as the plain mean over scored upper-triangle pairs, overall and by chain
     length: the "worse validation on longer chains" evidence.
 
-    ``loss.far_weight`` and ``loss.near_miss_weight`` are not applied (every pair weighs 1): a weighted mean would put a different share of far
-    pairs into each length group (long chains hold most of them), so groups, and the base-rate reference loss
-    (unweighted too), would no longer compare; ``pos_weight`` and ``focal_gamma`` are kept."""
+    ``loss.far_weight`` and ``loss.near_miss_weight`` are not applied (every pair weighs 1): a weighted mean would
+    put a different share of far pairs into each length group (long chains hold most of them), so groups, and the
+    base-rate reference loss (unweighted too), would no longer compare; ``pos_weight`` and ``focal_gamma`` are
+    kept."""
     if not chains:
         raise InputError("no chains to compute a loss on")
     loss = LossSettings() if loss is None else dataclasses.replace(loss, far_weight=1.0, near_miss_weight=1.0)

@@ -180,8 +180,9 @@ def pair_loss(outputs: Tensor, contacts: Tensor, distances: Tensor | None, *, se
     """The training loss of selected pairs: ``outputs [n, O]`` (a model's per-pair outputs), ``contacts [n]``
     (0/1), ``distances [n]`` (Å; needed by a distogram model) and ``separations [n]`` (|i - j|; needed when
     ``settings.far_weight`` is not 1, which weights each pair's term by it). ``edges=None``: binary contact loss on
-    the single output (``settings``: pos_weight, focal_gamma, near_miss_weight by ``distances``); else :func:`distogram_loss` over ``edges``, plus, when
-    ``settings.contact_weight`` is above 0, that weight x the binary contact loss of the derived contact logit
+    the single output (``settings``: pos_weight, focal_gamma, near_miss_weight by ``distances``); else
+    :func:`distogram_loss` over ``edges``, plus, when ``settings.contact_weight`` is above 0, that weight x the binary
+    contact loss of the derived contact logit
     (:func:`protrnn.model.heads.to_contact_logits` over the first ``contact_classes`` classes, the model's
     ``ModelConfig.contact_classes``; ``contacts`` are the contacts at the same cutoff)."""
     if settings.far_weight != 1.0 and separations is None:
