@@ -33,7 +33,6 @@ import argparse
 import collections
 import contextlib
 import filecmp
-import hashlib
 import inspect
 import json
 import os
@@ -59,7 +58,7 @@ from protrnn.model.io import (
     write_ensemble_files,
 )
 from protrnn.model.pretrain_heads import ENCODER_JSON_NAME, read_pretrained_metadata
-from protrnn.utils.io import read_tsv, swapped_directory
+from protrnn.utils.io import file_sha256, read_tsv, swapped_directory
 
 KEYS = [f"{r}/P@L/5" for r in RANGES] + ["long/P@L/1", "medium_long/P@L/1", "long/AUPR"]
 
@@ -540,7 +539,7 @@ def _relative_checkpoint(model_json: dict) -> dict:
 def weights_digests(directory: Path) -> dict[str, str]:
     """SHA-256 of every weights file of a bundle, by its path in the bundle (`model.safetensors`,
     `member-K/model.safetensors`)."""
-    return {path.relative_to(directory).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+    return {path.relative_to(directory).as_posix(): file_sha256(path)
             for path in sorted(directory.rglob(WEIGHTS_NAME)) if path.is_file()}
 
 
