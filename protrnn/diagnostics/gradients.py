@@ -107,16 +107,15 @@ def chains_to_batches(chains: Sequence[ProteinChain], batch_size: int = 8, alpha
 
 
 class _Accumulator:
-    """Running per-distance sums of per-pair-normalised values (and of raw values)."""
+    """Running per-distance sums of per-pair-normalised values (and of raw values); the sums and counts are kept per
+    chain (the sampling unit, for ``sem``), and the profile's totals are theirs."""
 
     def __init__(self, quantity: str, rule: str, max_distance: int) -> None:
         self.quantity, self.rule, self.size = quantity, rule, max_distance + 1
-        self.total = np.zeros(self.size)
         self.total_sq = np.zeros(self.size)
         self.raw_total = np.zeros(self.size)
-        self.count = np.zeros(self.size, dtype=np.int64)
         self.n_pairs = 0
-        #: Per chain (the sampling unit): sums and counts of normalised values per distance, for ``sem``.
+        #: Per chain: sums and counts of normalised values per distance.
         self.unit_total: dict[str, np.ndarray] = {}
         self.unit_count: dict[str, np.ndarray] = {}
 
@@ -131,30 +130,23 @@ class _Accumulator:
         # A pair whose gradient is exactly zero everywhere is a measurement too (the logit ignores every input):
         # it counts as zeros at every distance, so a model with no sensitivity at all gets a zero profile.
         norm = raw / peak if peak > 0.0 else np.zeros_like(raw)
-        total = np.bincount(d, weights=norm, minlength=self.size)
-        count = np.bincount(d, minlength=self.size)
-        self.total += total
         self.total_sq += np.bincount(d, weights=norm * norm, minlength=self.size)
         self.raw_total += np.bincount(d, weights=raw, minlength=self.size)
-        self.count += count
         self.n_pairs += 1
         if unit not in self.unit_total:
             self.unit_total[unit] = np.zeros(self.size)
             self.unit_count[unit] = np.zeros(self.size, dtype=np.int64)
-        self.unit_total[unit] += total
-        self.unit_count[unit] += count
+        self.unit_total[unit] += np.bincount(d, weights=norm, minlength=self.size)
+        self.unit_count[unit] += np.bincount(d, minlength=self.size)
 
-    def _cluster_sem(self, mean: np.ndarray) -> np.ndarray:
-        """Standard error of ``mean`` (a ratio: sum over chains of their totals / sum of their counts) with the chain
-        as the unit: ``sqrt(G / (G - 1) * sum_c (T_c - mean N_c)^2) / sum_c N_c`` over the G chains with samples at
-        that distance (the linearised, cluster-robust variance of a ratio estimator). NaN where fewer than two chains
-        reach a distance. A chain's positions, and its pairs, share one sequence and one hidden state, so dividing
+    @staticmethod
+    def _cluster_sem(totals: np.ndarray, counts: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """Standard error of ``mean`` (a ratio: sum over chains of their ``totals`` / sum of their ``counts``, both
+        ``[chains, distance]``) with the chain as the unit: ``sqrt(G / (G - 1) * sum_c (T_c - mean N_c)^2) / sum_c
+        N_c`` over the G chains with samples at that distance (the linearised, cluster-robust variance of a ratio
+        estimator). NaN where fewer than two chains reach a distance. A chain's positions, and its pairs, share one sequence and one hidden state, so dividing
         the sample spread by the root of the sample count understates the error (by up to 1.8x, measured on the
         bundled model's members: docs/diagnostics.md)."""
-        if not self.unit_total:
-            return np.full(self.size, np.nan)
-        totals = np.stack(list(self.unit_total.values()))
-        counts = np.stack(list(self.unit_count.values())).astype(np.float64)
         units = (counts > 0).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             residual = np.where(counts > 0, totals - np.nan_to_num(mean) * counts, 0.0)
@@ -162,19 +154,22 @@ class _Accumulator:
             return np.where(units > 1, np.sqrt(var), np.nan)
 
     def profile(self, n_chains: int) -> DistanceProfile:
+        totals = np.stack([np.zeros(self.size), *self.unit_total.values()])  # a zero row: no chain yet
+        counts = np.stack([np.zeros(self.size, dtype=np.int64), *self.unit_count.values()])
+        count_int = counts.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            count = self.count.astype(np.float64)
-            mean = np.where(count > 0, self.total / count, np.nan)
+            count = count_int.astype(np.float64)
+            mean = np.where(count > 0, totals.sum(axis=0) / count, np.nan)
             var = np.where(count > 1, (self.total_sq - count * mean**2) / (count - 1), np.nan)
             std = np.sqrt(np.clip(var, 0.0, None))
             raw_mean = np.where(count > 0, self.raw_total / count, np.nan)
-        sem = self._cluster_sem(mean)
+        sem = self._cluster_sem(totals, counts.astype(np.float64), mean)
         finite = mean[np.isfinite(mean)]
         peak = float(finite.max()) if finite.size else 0.0
         if peak > 0:
             mean, std, sem = mean / peak, std / peak, sem / peak
         return DistanceProfile(quantity=self.quantity, rule=self.rule, distance=np.arange(self.size),
-                               mean=mean, std=std, sem=sem, count=self.count.copy(), raw_mean=raw_mean,
+                               mean=mean, std=std, sem=sem, count=count_int, raw_mean=raw_mean,
                                n_pairs=self.n_pairs, n_chains=n_chains)
 
 
