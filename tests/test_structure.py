@@ -426,6 +426,149 @@ def test_insertion_codes_count_at_a_break_without_seqres() -> None:
     assert chain.meta["numbering"] == ["30A", "30B", "", "30D", "30E", "31", "32", "", "32B", "", "34A"]
 
 
+# ------------------------------------------------------------------------------------------------ lone HETATM residues
+def _lone_mse_chain() -> list[tuple]:
+    """ALA 1 - GLY 2 (bonded), MSE 5 alone (HETATM; 3-4 and 6-7 missing, its backbone 11 A and more from both sides),
+    LEU 8 - LYS 9."""
+    return _chain([("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8)]) + _chain([("MSE", 5, "", 15.0)], record="HETATM") + (
+        _chain([("LEU", 8, "", 27.0), ("LYS", 9, "", 30.8)]))
+
+
+def _ligands(*numbers: int, resname: str = "MSE") -> list[tuple]:
+    """Free amino acids (HETATM, whole backbone) of chain A, 20 A apart and far from the chain."""
+    return _chain([(resname, number, "", 80.0 + 20.0 * k) for k, number in enumerate(numbers)], record="HETATM")
+
+
+TER = "TER      99      LYS A   9"
+SEQRES_9 = "SEQRES   1 A    9  ALA GLY SER THR MSE VAL ILE LEU LYS"
+
+
+def test_a_lone_hetatm_residue_between_gaps_is_kept() -> None:
+    """A selenomethionine with missing residues on both sides is bonded to neither neighbour: it was dropped (its
+    position masked, its contacts lost). Its number 5 lies between 2 and 8, so it is a residue of the chain, with or
+    without SEQRES and TER. By hand: without SEQRES, 3-4 and 6-7 become X: AGXXMXXLK; with SEQRES (ALA GLY SER THR
+    MSE VAL ILE LEU LYS) the deposited AGSTMVILK. Either way positions 1, 2, 5, 8, 9 are observed, 5 at index 4."""
+    for header, expected in (("", "AGXXMXXLK"), (SEQRES_9 + "\n", "AGSTMVILK")):
+        for ter in ([], [TER]):
+            lines = [header.rstrip("\n")] if header else []
+            lines += _backbone(_lone_mse_chain()) + ter
+            chain = parse_structure_text("\n".join(lines) + "\nEND\n", source="mem.pdb")
+            assert chain.sequence == expected, (header, ter)
+            assert chain.meta["numbering"] == ["1", "2", "", "", "5", "", "", "8", "9"]
+            assert chain.observed.tolist() == [True, True, False, False, True, False, False, True, True]
+            np.testing.assert_allclose(chain.coords[4, 1], [15.0, 0.0, 0.0], atol=1e-3)  # the MSE's Cα
+            assert chain.meta.get("seqres_rejected") is None
+
+
+def test_free_amino_acid_ligands_stay_out_where_a_lone_residue_is_kept() -> None:
+    """Beside the lone MSE 5 (kept, see above), free amino acids are ligands and stay out: after the chain's TER
+    record, whether numbered inside the polymer's range (6), reusing a polymer number (2) or far outside it (401);
+    without a TER record, at the end of the chain (401, 10); before the TER record, where a writer such as Bio.PDB's
+    puts ligands, at the chain end without SEQRES (10, right after the last residue), or beyond SEQRES's room (101).
+    Kept, each would lengthen the chain (appended after LYS 9) or take a masked position. By hand as above:
+    AGXXMXXLK without SEQRES, AGSTMVILK with it, numbering 1 2 - - 5 - - 8 9."""
+    chain_lines = _backbone(_lone_mse_chain())
+    cases = {
+        "after TER, inside the numbering": ("", chain_lines + [TER] + _backbone(_ligands(6, 2, 401))),
+        "after TER, with SEQRES": (SEQRES_9, chain_lines + [TER] + _backbone(_ligands(6, 2, 401))),
+        "no TER": ("", chain_lines + _backbone(_ligands(401) + _ligands(10, resname="MET"))),
+        "before TER, no SEQRES": ("", chain_lines + _backbone(_ligands(10)) + [TER]),
+        "before TER, no room in SEQRES": (SEQRES_9, chain_lines + _backbone(_ligands(101)) + [TER]),
+    }
+    for name, (header, lines) in cases.items():
+        text = (header + "\n" if header else "") + "\n".join(lines) + "\nEND\n"
+        chain = parse_structure_text(text, source="mem.pdb")
+        assert chain.sequence == ("AGSTMVILK" if header else "AGXXMXXLK"), name
+        assert chain.meta["numbering"] == ["1", "2", "", "", "5", "", "", "8", "9"], name
+        assert chain.observed.sum() == 5, name
+
+
+def test_a_lone_hetatm_residue_at_a_chain_end_before_ter_with_seqres_is_kept() -> None:
+    """Between a chain end and a gap a lone MSE has one neighbour. A wwPDB entry tells it from a ligand: it comes
+    before the chain's TER record (ligands follow it) and SEQRES has room for it. By hand: SEQRES ALA GLY SER THR MSE
+    with 1, 2 and MSE 5 observed is AGSTM, 5 at index 4; SEQRES MSE SER THR LEU LYS with MSE 1, 4, 5 observed is
+    MSTLK, 1 at index 0. A free MSE after the TER record stays out."""
+    c_end = _chain([("ALA", 1, "", 0.0), ("GLY", 2, "", 3.8)]) + _chain([("MSE", 5, "", 15.0)], record="HETATM")
+    n_end = _chain([("MSE", 1, "", 0.0)], record="HETATM") + _chain([("LEU", 4, "", 12.0), ("LYS", 5, "", 15.8)])
+    cases = [("SEQRES   1 A    5  ALA GLY SER THR MSE", c_end, "AGSTM", ["1", "2", "", "", "5"]),
+             ("SEQRES   1 A    5  MSE SER THR LEU LYS", n_end, "MSTLK", ["1", "", "", "4", "5"])]
+    for seqres, spec, expected, numbering in cases:
+        text = seqres + "\n" + "\n".join(_backbone(spec) + [TER] + _backbone(_ligands(401))) + "\nEND\n"
+        chain = parse_structure_text(text, source="mem.pdb")
+        assert chain.sequence == expected and chain.meta["numbering"] == numbering
+        assert chain.observed.tolist() == [label != "" for label in numbering]
+
+
+_CIF_OFFSETS = {"N": (-1.2, 0.5, 0.0), "CA": (0.0, 0.0, 0.0), "C": (1.2, -0.5, 0.0), "CB": (-0.5, -0.8, 1.2)}
+
+
+def _cif_text(residues: list[tuple[str, str, int, str, str, str, float]]) -> str:
+    """An mmCIF entry of chain A: entity 1 is the polypeptide ALA GLY SER THR MSE VAL ILE LEU LYS ASN MSE, entity 2
+    a non-polymer MSE. ``residues``: (group, name, author number, label_asym_id, label_entity_id, label_seq_id, x of
+    the Cα), with the backbone of ``_backbone``."""
+    poly = ["ALA", "GLY", "SER", "THR", "MSE", "VAL", "ILE", "LEU", "LYS", "ASN", "MSE"]
+    lines = ["data_lone", "#", "loop_", "_entity.id", "_entity.type", "1 polymer", "2 non-polymer", "#",
+             "_entity_poly.entity_id 1", "_entity_poly.type 'polypeptide(L)'", "_entity_poly.pdbx_strand_id A", "#",
+             "loop_", "_entity_poly_seq.entity_id", "_entity_poly_seq.num", "_entity_poly_seq.mon_id"]
+    lines += [f"1 {k} {name}" for k, name in enumerate(poly, start=1)] + ["#", "loop_"]
+    lines += [f"_atom_site.{field}" for field in (
+        "group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
+        "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y", "Cartn_z", "occupancy",
+        "B_iso_or_equiv", "auth_seq_id", "auth_asym_id", "pdbx_PDB_model_num")]
+    serial = 0
+    for group, name, number, asym, entity, seq_id, x in residues:
+        for atom, (dx, dy, dz) in _CIF_OFFSETS.items():
+            serial += 1
+            lines.append(f"{group} {serial} {atom[0]} {atom} . {name} {asym} {entity} {seq_id} ? {x + dx:.3f} "
+                         f"{dy:.3f} {dz:.3f} 1.00 20.00 {number} A 1")
+    return "\n".join(lines + ["#"]) + "\n"
+
+
+def test_mmcif_entities_decide_lone_hetatm_residues() -> None:
+    """In mmCIF the entity says which HETATM amino acid is polymer: MSE 5 (between gaps) and MSE 11 (at the chain
+    end after a gap) are residues of polymer entity 1, with a label_seq_id; the MSE numbered 6, written between
+    them and the chain but of non-polymer entity 2, and MSE 401 are ligands. By hand: entity_poly_seq
+    AGSTMVILKNM, observed 1, 2, 5, 8, 9, 11 at indices 0, 1, 4, 7, 8, 10. Without entities (Bio.PDB's writer puts
+    '?' and no label_seq_id on HETATM) numbering decides: 5 lies between 2 and 8 and is kept, the end residue 11 is
+    not (nothing tells it from a ligand), nor 401; MSE 6 is left out of that file."""
+    def residues(known: bool) -> list[tuple[str, str, int, str, str, str, float]]:
+        def het(name: str, number: int, polymer: bool, x: float) -> tuple[str, str, int, str, str, str, float]:
+            if not known:
+                return ("HETATM", name, number, "A" if polymer else "B", "?", ".", x)
+            return ("HETATM", name, number, "A" if polymer else "B", "1" if polymer else "2",
+                    str(number) if polymer else ".", x)
+
+        def atom(name: str, number: int, x: float) -> tuple[str, str, int, str, str, str, float]:
+            return ("ATOM", name, number, "A", "1" if known else "?", str(number), x)
+
+        out = [atom("ALA", 1, 0.0), atom("GLY", 2, 3.8), het("MSE", 5, True, 15.0)]
+        if known:
+            out.append(het("MSE", 6, False, 60.0))
+        return out + [atom("LEU", 8, 27.0), atom("LYS", 9, 30.8), het("MSE", 11, True, 45.0),
+                      het("MSE", 401, False, 80.0)]
+
+    chain = parse_structure_text(_cif_text(residues(True)), source="mem.cif")
+    assert chain.meta["sequence_source"] == "entity_poly" and chain.sequence == "AGSTMVILKNM"
+    assert chain.meta["numbering"] == ["1", "2", "", "", "5", "", "", "8", "9", "", "11"]
+    assert np.flatnonzero(chain.observed).tolist() == [0, 1, 4, 7, 8, 10]
+    chain = parse_structure_text(_cif_text(residues(False)), source="mem.cif")
+    assert chain.sequence == "AGSTMVILKNM"
+    assert chain.meta["numbering"] == ["1", "2", "", "", "5", "", "", "8", "9", "", ""]
+
+
+def test_insertion_codes_break_ties_when_placing_fragments_on_seqres() -> None:
+    """Kabat-style run 52, 52A-52E, 53 (SEQRES ALA GLY GLY GLY GLY GLY LYS): 52-52A observed and bonded, 52D alone,
+    52F alone. The lone G fits at indices 2-5 equally well by letters; only the insertion codes tell where: 52A ->
+    52D misses 52B and 52C, so 52D is index 4 (and 52F index 6, one missing between). The tie-break counted only the
+    number jump (52 - 52 - 1 = -1: no information) and put 52D at the first free index, 3. By hand: numbering
+    52 52A - - 52D - 52F."""
+    seqres = "SEQRES   1 A    7  ALA GLY GLY GLY GLY GLY LYS"
+    spec = [("ALA", 52, "", 0.0), ("GLY", 52, "A", 3.8), ("GLY", 52, "D", 15.0), ("LYS", 52, "F", 27.0)]
+    chain = parse_structure_text(seqres + "\n" + "\n".join(_backbone(_chain(spec))) + "\n", source="mem.pdb")
+    assert chain.meta["sequence_source"] == "seqres" and chain.sequence == "AGGGGGK"
+    assert chain.meta["numbering"] == ["52", "52A", "", "", "52D", "", "52F"]
+
+
 # ------------------------------------------------------------------------------------------------------ bad input
 def _one_line_error(path: Path, pattern: str, **kw: object) -> None:
     with pytest.raises(InputError, match=pattern) as info:

@@ -7,8 +7,9 @@ coordinates must stay in the sequence (masked), not vanish. The reader therefore
   ``_entity_poly.pdbx_seq_one_letter_code_can``) and places the residues that are in the file on it. Residues are
   cut into fragments where the backbone is physically broken; a fragment's residues take consecutive positions, and
   the fragments are placed in order by dynamic programming on their letters, with the author-numbering jump breaking
-  ties between equal-letter placements (``_align_to_deposited``). If fewer than 90 % of the placed residues agree,
-  the deposited sequence is not trusted and numbering is used instead (``meta['seqres_rejected']``);
+  ties between equal-letter placements (``_align_to_deposited``; the jump is counted as below, so insertion codes
+  count within one number: 52A -> 52D misses two). If fewer than 90 % of the placed residues agree, the deposited
+  sequence is not trusted and numbering is used instead (``meta['seqres_rejected']``);
 * without a deposited sequence, turns gaps in author numbering into masked ``X`` residues, but only where the backbone is
   physically broken (so insertion-code schemes such as chymotrypsin numbering, which skip numbers between bonded
   residues, add nothing; insertion codes count at a break, 100D -> 100F adds one). A jump of more than :data:`MAX_NUMBERING_GAP` residues is not trusted: it is kept as a chain break
@@ -19,7 +20,12 @@ point-mutation microheterogeneity), modified residues mapped to their parent let
 Biopython's extended table), unknown amino acids -> ``X``; insertion codes kept in file order; one position written twice in a row (ATOM MET and
 HETATM MSE) is one residue, the variant whose Cα has the higher occupancy. Atoms with occupancy 0
 were not located experimentally and count as absent (unless the whole chain has occupancy 0, as some tools write). HETATM amino acids count
-only when peptide-bonded to the chain (so a free amino-acid ligand is not appended). A residue is observed when it has a
+when peptide-bonded to the chain, or, with no bonded neighbour (a modified residue between gaps, or between a chain end
+and a gap), when the file places them in the polymer: mmCIF by entity (``label_entity_id`` a polymer entity with a
+``label_seq_id``; a non-polymer entity is a ligand), otherwise by author numbering strictly between the neighbouring
+polymer residues, or in a PDB file, at a chain end before the chain's TER record with room in SEQRES; a PDB residue
+after its chain's TER record is a ligand (``_lone_hetero_kept``). So a free amino-acid ligand (after TER, numbered
+outside the polymer, or reusing a polymer number) is not appended. A residue is observed when it has a
 Cα and a Cβ can be placed: a real Cβ, a virtual one from N, Cα and C, or Cα for glycine (CASP).
 
 Truncation, which Bio.PDB would read as a shorter chain, is refused with one line: a PDB file whose last line is a cut
@@ -29,6 +35,7 @@ lines (the wwPDB archive and Bio.PDB's writer do) but does not end with one.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
@@ -36,7 +43,7 @@ import os
 import re
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,10 +186,10 @@ def parse_structure_text(text: str, *, source: str, name: str | None = None, cha
     name = name or _stem(source)
     if fmt == "pdb":
         _check_pdb_complete(text, source)
-        structure, deposited = _parse_pdb(text, source, name)
+        structure, deposited, membership = _parse_pdb(text, source, name)
     elif fmt == "mmcif":
         _check_mmcif_complete(text, source)
-        structure, deposited = _parse_mmcif(text, source, name)
+        structure, deposited, membership = _parse_mmcif(text, source, name)
     else:
         raise InputError(f"unknown structure format {fmt!r}", path=source)
     models = list(structure)
@@ -190,7 +197,7 @@ def parse_structure_text(text: str, *, source: str, name: str | None = None, cha
         raise InputError("no protein chain: no ATOM/HETATM coordinate records", path=source)
     if not 0 <= model < len(models):
         raise InputError(f"model index {model} out of range (file has {len(models)})", path=source)
-    chain_id, residues = _pick_chain(models[model], chain, source)
+    chain_id, residues = _pick_chain(models[model], chain, source, lambda: membership().get(model, {}), deposited)
     # A blank chain ID (old or hand-written PDB files) must not leave a trailing space in the ID: IDs end up in
     # FASTA headers, TSV cells and file names, where whitespace is lost.
     record = f"{name}_{chain_id}" if chain_id.strip() else name
@@ -325,7 +332,8 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _parse_pdb(text: str, source: str, name: str) -> tuple[object, dict[str, str]]:
+def _parse_pdb(text: str, source: str, name: str) -> tuple[object, dict[str, str], Callable[[], _Membership]]:
+    """Structure, SEQRES sequences and the (lazily scanned, once) TER evidence for HETATM amino acids."""
     from Bio.PDB import PDBParser
 
     parser = PDBParser(QUIET=True, PERMISSIVE=True, get_header=False)
@@ -335,7 +343,7 @@ def _parse_pdb(text: str, source: str, name: str) -> tuple[object, dict[str, str
             structure = parser.get_structure(name, io.StringIO(text))
     except Exception as exc:  # Bio.PDB raises assorted types on malformed records
         raise InputError(f"cannot parse PDB ({_one_line(exc)})", path=source) from None
-    return structure, _pdb_seqres(text)
+    return structure, _pdb_seqres(text), functools.cache(lambda: _pdb_membership(text))
 
 
 def _pdb_seqres(text: str) -> dict[str, str]:
@@ -371,7 +379,8 @@ def _without_caps(names: list[str]) -> list[str]:
     return names[start:stop]
 
 
-def _parse_mmcif(text: str, source: str, name: str) -> tuple[object, dict[str, str]]:
+def _parse_mmcif(text: str, source: str, name: str) -> tuple[object, dict[str, str], Callable[[], _Membership]]:
+    """Structure, entity_poly sequences and the (lazily read, once) entity evidence for HETATM amino acids."""
     from Bio.PDB import MMCIFParser
     from Bio.PDB.MMCIF2Dict import MMCIF2Dict
 
@@ -390,7 +399,7 @@ def _parse_mmcif(text: str, source: str, name: str) -> tuple[object, dict[str, s
         raise InputError(f"cannot parse mmCIF: it has no {field} field{why}", path=source) from None
     except Exception as exc:
         raise InputError(f"cannot parse mmCIF ({_one_line(exc)})", path=source) from None
-    return structure, _entity_poly_sequences(mmcif)
+    return structure, _entity_poly_sequences(mmcif), functools.cache(lambda: _mmcif_membership(mmcif))
 
 
 def _as_list(value: object) -> list[str]:
@@ -435,6 +444,114 @@ def _entity_poly_sequences(mmcif: dict[str, object]) -> dict[str, str]:
     return out
 
 
+#: What a file says about a HETATM amino acid (see :func:`_chain_residues`): part of the polymer (mmCIF: a residue of a
+#: polymer entity), a ligand (mmCIF: of a non-polymer entity; PDB: after its chain's TER record), or, weaker, before
+#: its chain's TER record in a PDB file (which Bio.PDB's and other writers also put after the chain's ligands).
+_POLYMER, _LIGAND, _BEFORE_TER = "polymer", "ligand", "before TER"
+#: Residue key (author number, insertion code, residue name) -> what the file says about it.
+_ResidueStatus = dict[tuple[int, str, str], str]
+#: model index (Bio.PDB's order) -> author chain ID -> :data:`_ResidueStatus`; HETATM amino acids only.
+_Membership = dict[int, dict[str, _ResidueStatus]]
+_WATER = frozenset({"HOH", "WAT", "DOD"})
+
+
+def _record_status(membership: _Membership, model: int, chain: str, key: tuple[int, str, str], status: str,
+                   conflicts: set[tuple[int, str, tuple[int, str, str]]]) -> None:
+    """Enter one atom's status; a residue key whose atoms disagree (a ligand reusing a residue's name and number,
+    which Bio.PDB merges into one residue) says nothing."""
+    if (model, chain, key) in conflicts:
+        return
+    statuses = membership.setdefault(model, {}).setdefault(chain, {})
+    if statuses.setdefault(key, status) != status:
+        del statuses[key]
+        conflicts.add((model, chain, key))
+
+
+def _pdb_membership(text: str) -> _Membership:
+    """TER evidence for the HETATM amino acids of a PDB file, per model (counted as Bio.PDB counts them) and chain.
+
+    A chain's polymer ends at the first TER record after its last ATOM record (a TER belongs to the chain of the
+    coordinate record before it); its HETATM amino acids after that TER are :data:`_LIGAND`, those before it
+    :data:`_BEFORE_TER`. A chain without such a TER (or without ATOM records) gets no entries."""
+    model, model_open, chain = -1, False, None
+    last_atom: dict[tuple[int, str], int] = {}
+    ters: dict[tuple[int, str], list[int]] = {}
+    hetero: list[tuple[int, int, str, tuple[int, str, str]]] = []  # (line, model, chain, key)
+    for number, line in enumerate(text.splitlines()):
+        record = line[:6]
+        if record in ("ATOM  ", "HETATM"):
+            if not model_open:
+                model, model_open = model + 1, True
+            chain = line[21]
+            if record == "ATOM  ":
+                last_atom[(model, chain)] = number
+            else:
+                name = line[17:20].strip()
+                if name.upper() not in _WATER and residue_letter(name) is not None:
+                    hetero.append((number, model, chain, (int(line[22:26]), line[26].strip(), name)))
+        elif record == "MODEL ":
+            model, model_open, chain = model + 1, True, None
+        elif record == "ENDMDL":
+            model_open, chain = False, None
+        elif record.startswith("TER") and chain is not None:
+            ters.setdefault((model, chain), []).append(number)
+        elif record in ("END   ", "CONECT"):  # Bio.PDB stops reading coordinates here
+            break
+    ends = {}
+    for where, last in last_atom.items():
+        after = [t for t in ters.get(where, []) if t > last]
+        if after:
+            ends[where] = after[0]
+    membership: _Membership = {}
+    conflicts: set[tuple[int, str, tuple[int, str, str]]] = set()
+    for number, model, chain, key in hetero:
+        end = ends.get((model, chain))
+        if end is not None:
+            _record_status(membership, model, chain, key, _LIGAND if number > end else _BEFORE_TER, conflicts)
+    return membership
+
+
+def _mmcif_membership(mmcif: dict[str, object]) -> _Membership:
+    """Entity evidence for the HETATM amino acids of an mmCIF file, per model (Bio.PDB's order) and author chain.
+
+    :data:`_POLYMER` where ``_atom_site.label_entity_id`` is a polymer entity (``_entity_poly``, or ``_entity.type``
+    polymer) and ``label_seq_id``, where given, a number; :data:`_LIGAND` where it is another entity that the file
+    lists. Nothing where the entity is not given (Bio.PDB's writer puts ``?``) or not listed."""
+    group = _as_list(mmcif.get("_atom_site.group_PDB"))
+    entity = _as_list(mmcif.get("_atom_site.label_entity_id"))
+    entity_ids = _as_list(mmcif.get("_entity.id"))
+    entity_types = _as_list(mmcif.get("_entity.type"))
+    polymers = set(_as_list(mmcif.get("_entity_poly.entity_id")))
+    polymers |= {e for e, kind in zip(entity_ids, entity_types, strict=False) if kind.lower() == "polymer"}
+    others = set(entity_ids) - polymers
+    columns = [_as_list(mmcif.get(f"_atom_site.{field}")) for field in
+               ("auth_asym_id", "auth_seq_id", "pdbx_PDB_ins_code", "label_comp_id")]
+    if not polymers or len(entity) != len(group) or any(len(column) != len(group) for column in columns):
+        return {}
+    seq_ids = _as_list(mmcif.get("_atom_site.label_seq_id"))
+    models = _as_list(mmcif.get("_atom_site.pdbx_PDB_model_num"))
+    membership: _Membership = {}
+    conflicts: set[tuple[int, str, tuple[int, str, str]]] = set()
+    model, serial = -1, None
+    for k, (record, chain, number, icode, name) in enumerate(zip(group, *columns, strict=True)):
+        if number in (".", "?"):
+            continue  # Bio.PDB skips the atom
+        current = models[k] if len(models) == len(group) else "1"
+        if current != serial:  # Bio.PDB starts a model where the model number changes
+            model, serial = model + 1, current
+        if record != "HETATM" or name.upper() in _WATER or residue_letter(name) is None:
+            continue
+        if entity[k] in polymers and (len(seq_ids) != len(group) or seq_ids[k].isdigit()):
+            status = _POLYMER
+        elif entity[k] in others:
+            status = _LIGAND
+        else:
+            continue
+        key = (int(number), "" if icode in (".", "?") else icode.strip(), name)
+        _record_status(membership, model, chain, key, status, conflicts)
+    return membership
+
+
 def _select_residue(residue: object) -> object:
     """For point-mutation microheterogeneity pick the variant whose CA has the highest occupancy."""
     if getattr(residue, "is_disordered", lambda: 0)() == 2:
@@ -448,13 +565,21 @@ def _select_residue(residue: object) -> object:
     return residue
 
 
-def _chain_residues(chain: object) -> list[ObservedResidue]:
-    """Amino-acid residues of a chain in file order; HETATM ones only when peptide-bonded to a neighbour."""
+def _chain_residues(chain: object, statuses: Callable[[], Mapping[tuple[int, str, str], str]] | None = None,
+                    deposited_length: int | None = None) -> list[ObservedResidue]:
+    """Amino-acid residues of a chain in file order; HETATM ones only when they belong to the polymer.
+
+    A HETATM amino acid peptide-bonded to a neighbour belongs to it. One that is not (a modified residue with missing
+    residues on both sides, or between a chain end and a gap) belongs to it by what the file says (``statuses()``,
+    from :func:`_pdb_membership` / :func:`_mmcif_membership`; called only for such a residue) and by its numbering
+    (:func:`_lone_hetero_kept`).
+    ``deposited_length`` is the length of the chain's deposited sequence, where the file has one."""
     # Zero occupancy marks atoms placed without experimental support; ignore them, unless the whole chain is written
     # with occupancy 0 (some modelling tools do that), where the column carries no information.
     informative = any((atom.get_occupancy() or 0.0) > 0.0 for atom in chain.get_atoms())  # type: ignore[attr-defined]
     candidates: list[ObservedResidue] = []
     occupancies: list[float] = []
+    keys: list[tuple[int, str, str]] = []  # (author number, insertion code, residue name), to look up statuses
     for raw in chain:  # type: ignore[attr-defined]
         residue = _select_residue(raw)
         hetflag, resseq, icode = residue.id  # type: ignore[attr-defined]
@@ -469,6 +594,7 @@ def _chain_residues(chain: object) -> list[ObservedResidue]:
             if atom is not None and (not informative or (atom.get_occupancy() or 0.0) > 0.0):
                 coords[k] = atom.get_coord()
         label = f"{resseq}{icode.strip()}"
+        key = (int(resseq), icode.strip(), residue.get_resname())  # type: ignore[attr-defined]
         ca = residue.child_dict.get("CA")  # type: ignore[attr-defined]
         occupancy = -1.0 if ca is None else float(ca.get_occupancy() or 0.0)
         observed = ObservedResidue(letter, label, int(resseq), coords, hetero=hetflag.startswith("H_"))
@@ -476,18 +602,63 @@ def _chain_residues(chain: object) -> list[ObservedResidue]:
             # One position written twice in a row, as ATOM and HETATM (MET / MSE microheterogeneity): Bio.PDB keeps
             # two residues, which would shift every later one. Keep the variant whose CA has the higher occupancy.
             # Only in a row: a free amino-acid ligand elsewhere in the chain that reuses a residue's number must not
-            # replace it (it is dropped below as not peptide-bonded).
+            # replace it (it is dropped below: not peptide-bonded, and not placed in the polymer by the file).
             if occupancy > occupancies[-1]:
                 candidates[-1], occupancies[-1] = observed, occupancy
+                keys[-1] = key
             continue
         candidates.append(observed)
         occupancies.append(occupancy)
+        keys.append(key)
+    bonded = [not res.hetero or (k > 0 and _peptide_bonded(candidates[k - 1], res)) or (
+        k + 1 < len(candidates) and _peptide_bonded(res, candidates[k + 1])) for k, res in enumerate(candidates)]
+    polymer = [res for res, keep in zip(candidates, bonded, strict=True) if keep]
+    numbers = (min(r.resseq for r in polymer), max(r.resseq for r in polymer)) if polymer else None
     kept = []
     for k, res in enumerate(candidates):
-        if not res.hetero or (k > 0 and _peptide_bonded(candidates[k - 1], res)) or (
-                k + 1 < len(candidates) and _peptide_bonded(res, candidates[k + 1])):
-            kept.append(res)
+        if not bonded[k]:
+            before = next((candidates[j] for j in range(k - 1, -1, -1) if bonded[j]), None)
+            after = next((candidates[j] for j in range(k + 1, len(candidates)) if bonded[j]), None)
+            status = statuses().get(keys[k]) if statuses is not None else None
+            if not _lone_hetero_kept(res, status, before, after, numbers, deposited_length):
+                continue
+        kept.append(res)
     return kept
+
+
+def _numbering_order(residue: ObservedResidue) -> tuple[int, int]:
+    return residue.resseq, _insertion_rank(residue)
+
+
+def _lone_hetero_kept(residue: ObservedResidue, status: str | None, before: ObservedResidue | None,
+                      after: ObservedResidue | None, numbers: tuple[int, int] | None,
+                      deposited_length: int | None) -> bool:
+    """Whether a HETATM amino acid bonded to no neighbour is a residue of the polymer (else a ligand).
+
+    ``before`` and ``after`` are the nearest bonded residues (ATOM ones, or HETATM ones bonded to a neighbour) in file
+    order, ``numbers`` the lowest and highest author number among them. The file decides where it says polymer or
+    ligand (mmCIF entities; in a PDB file, a residue after its chain's TER record is a ligand). Otherwise the residue
+    is kept when its author number lies strictly between those of ``before`` and ``after`` (insertion codes ordered),
+    or, before its chain's TER record in a PDB file, when it extends the numbering at a chain end and the deposited
+    sequence (SEQRES, required) has room for the numbering span with it. Writers such as Bio.PDB's put a chain's
+    ligands before its TER record and write no SEQRES, so TER alone does not make an end residue polymer. A ligand
+    after the polymer (a free MSE, a residue numbered outside the polymer or reusing one of its numbers) is kept by
+    none of these."""
+    if status in (_POLYMER, _LIGAND):
+        return status == _POLYMER
+    order = _numbering_order(residue)
+    if before is not None and after is not None:
+        return _numbering_order(before) < order < _numbering_order(after)
+    if status != _BEFORE_TER or deposited_length is None or numbers is None:
+        return False
+    if after is None and before is not None:
+        extends = order > _numbering_order(before)
+    elif before is None and after is not None:
+        extends = order < _numbering_order(after)
+    else:
+        return False
+    span = max(numbers[1], residue.resseq) - min(numbers[0], residue.resseq) + 1
+    return extends and span <= deposited_length
 
 
 def _peptide_bonded(a: ObservedResidue, b: ObservedResidue) -> bool:
@@ -501,19 +672,29 @@ def _peptide_bonded(a: ObservedResidue, b: ObservedResidue) -> bool:
     return False
 
 
-def _pick_chain(model: object, chain: str | None, source: str) -> tuple[str, list[ObservedResidue]]:
-    """The requested chain, or the first one with amino-acid residues (only chains up to it are examined)."""
+def _pick_chain(model: object, chain: str | None, source: str,
+                membership: Callable[[], Mapping[str, _ResidueStatus]] = dict,
+                deposited: Mapping[str, str] | None = None) -> tuple[str, list[ObservedResidue]]:
+    """The requested chain, or the first one with amino-acid residues (only chains up to it are examined).
+
+    ``membership()``: what the file says about each chain's HETATM amino acids; ``deposited``: deposited sequences."""
     chains = {ch.id: ch for ch in model}  # type: ignore[attr-defined]
     listed = ", ".join(repr(c) for c in chains) or "none"
+
+    def residues_of(chain_id: str) -> list[ObservedResidue]:
+        sequence = (deposited or {}).get(chain_id)
+        return _chain_residues(chains[chain_id], lambda: membership().get(chain_id, {}),
+                               None if sequence is None else len(sequence))
+
     if chain is None:
-        for chain_id, candidate in chains.items():
-            residues = _chain_residues(candidate)
+        for chain_id in chains:
+            residues = residues_of(chain_id)
             if residues:
                 return chain_id, residues
         raise InputError(f"no protein chain (chains: {listed})", path=source)
     if chain not in chains:
         raise InputError(f"chain {chain!r} not found (available: {listed})", path=source)
-    residues = _chain_residues(chains[chain])
+    residues = residues_of(chain)
     if not residues:
         raise InputError(f"chain {chain!r} has no amino-acid residues (chains: {listed})", path=source)
     return chain, residues
@@ -586,7 +767,7 @@ def _align_to_deposited(residues: Sequence[ObservedResidue], deposited: str) -> 
             adjacent = best[starts] + _ADJACENT_BREAK
             take = adjacent > cand
             cand, came = np.where(take, adjacent, cand), np.where(take, starts, came)
-            jump = residues[a].resseq - residues[a - 1].resseq - 1
+            jump = _numbering_gap(residues[a - 1], residues[a])
             if jump >= 0:
                 e_num = starts - jump
                 ok = e_num >= 0
@@ -620,6 +801,15 @@ def _insertion_rank(residue: ObservedResidue) -> int:
     return ord(code.upper()) - ord("A") + 1 if len(code) == 1 and code.isascii() and code.isalpha() else 0
 
 
+def _numbering_gap(prev: ObservedResidue, residue: ObservedResidue) -> int:
+    """Residues missing between two by author numbering (negative where it goes back): within one number the
+    insertion codes count (100D -> 100F: 1, 100 -> 100B: 1, 100A -> 100B: 0), between numbers only the number jump
+    (99 -> 100B: 0, 100C -> 102: 1); see :func:`numbering_layout`."""
+    if residue.resseq == prev.resseq:
+        return _insertion_rank(residue) - _insertion_rank(prev) - 1
+    return residue.resseq - prev.resseq - 1
+
+
 def numbering_layout(residues: Sequence[ObservedResidue]) -> tuple[list[int], str, list[str]]:
     """Place residues by author numbering where the backbone is broken; returns (mapping, sequence, unknown gaps).
 
@@ -638,10 +828,9 @@ def numbering_layout(residues: Sequence[ObservedResidue]) -> tuple[list[int], st
             prev = residues[k - 1]
             missing = 0
             if not _peptide_bonded(prev, residue):
-                if residue.resseq == prev.resseq:  # within an insertion run: 100D -> 100F lost 100E
-                    missing = max(0, _insertion_rank(residue) - _insertion_rank(prev) - 1)
-                else:  # only the number jump: schemes differ on whether 100 precedes 100A (some code every residue)
-                    missing = max(0, residue.resseq - prev.resseq - 1)
+                # within an insertion run 100D -> 100F lost 100E; between numbers only the jump counts: schemes
+                # differ on whether 100 precedes 100A (some code every residue)
+                missing = max(0, _numbering_gap(prev, residue))
                 if missing > MAX_NUMBERING_GAP:
                     unknown.append(f"{prev.label}-{residue.label}")
                     missing = 0
