@@ -995,12 +995,13 @@ def test_diagnose_command_refuses_bad_options_up_front(monkeypatch: pytest.Monke
         assert message in err and err.count("\n") == 1, (extra, err)
     assert not seen
     # the limits themselves are accepted
+    # an odd --usage-draws is accepted: its noise floor is scaled to the spread of equal halves (fit.usage_noise_floor)
     assert main([*common, "--seed", str(2**63 - 1), "--smooth", "9", "--max-distance", "10000",
-                 "--usage-pool-factor", "1.01", "--pos-weight", "4", "--overfit-gap", "0"]) == 0
+                 "--usage-pool-factor", "1.01", "--pos-weight", "4", "--overfit-gap", "0", "--usage-draws", "3"]) == 0
     assert main([*common, "--no-usage", "--usage-draws", "1"]) == 0  # no usage measurement: its draws do not matter
     options = seen[0]
     assert (options.seed, options.smooth, options.max_distance) == (2**63 - 1, 9, 10000)
-    assert (options.usage_pool_factor, options.pos_weight) == (1.01, 4.0)
+    assert (options.usage_pool_factor, options.pos_weight, options.usage_draws) == (1.01, 4.0, 3)
 
 
 def test_an_unknown_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,13 +32,14 @@ back-propagate each pair's logit, and record
 
   * ||d logit_ij / d x_s|| (x = embedding output) versus d = min(|i - s|, |j - s|), and versus |i - s|;
   * ||dL/dh_t|| of every recurrent layer (L = the pair's training loss) versus min(|i - t|, |j - t|);
-  * the effective horizon: the distance beyond which the median-smoothed sensitivity stays below
+  * the effective horizon: the first distance from which on the median-smoothed sensitivity stays below
     --fraction x its peak (docs/diagnostics.md states the rule);
   * the usage horizon (Khandelwal et al. 2018): every residue farther than d from both i and j is replaced by
     draws from the background composition (the --train-data chains', else each chain's own), and the change of
-    the pair's logit (and of long-range top-L/5 precision) is measured for every d of --usage-distances; the
-    usage horizon is the smallest d beyond which the change stays below --usage-fraction x its value at the
-    smallest d, noise floor included (--no-usage skips it);
+    the pair's logit (and of long-range top-L/5 precision) is measured for every d of --usage-distances; with d
+    the smallest radius beyond which the change stays below --usage-fraction x its value at the smallest d,
+    noise floor included, the usage horizon is d + 1, the first distance no longer read (as the effective
+    horizon counts: a model that reads only residues fewer than k away has both horizons k; --no-usage skips it);
   * the loss on the --data chains by chain length and, with training losses (--train-data or --train-metrics),
     the fit diagnosis: under-fitting with vanishing gradients, over-fitting with long memory, or neither.
 
@@ -111,7 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="context radii d: residues farther than d from both i and j are replaced "
                             f"({','.join(map(str, DEFAULT_USAGE_DISTANCES))})")
     usage.add_argument("--usage-draws", type=positive_int, default=4,
-                       help="background draws per pair (>= 2; two halves give the noise floor) (4)")
+                       help="background draws per pair (>= 2; two halves give the noise floor, scaled for an odd "
+                            "count to the spread of equal halves) (4)")
     usage.add_argument("--usage-chains", type=positive_int, default=16,
                        help="chains measured, a seeded sample of --data (16)")
     usage.add_argument("--usage-pairs-per-chain", type=positive_int, default=8,

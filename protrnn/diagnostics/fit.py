@@ -75,18 +75,42 @@ def effective_horizon(profile: DistanceProfile, fraction: float = DEFAULT_FRACTI
     return int(distances[first_below])
 
 
+def usage_noise_floor(profile: UsageProfile) -> np.ndarray:
+    """The noise floor of ``U(d)`` at every radius of ``profile``: ``c x |U_A(d) - U_B(d)|``, the difference of the
+    means of the two halves of the draws (the first ``draws // 2`` and the rest; NaN where a half is).
+
+    With n draws split n_A + n_B the difference has variance ``sigma^2 (1/n_A + 1/n_B)`` (sigma^2: the variance of
+    one draw's mean change); with equal halves that is ``4 sigma^2 / n``, four times the variance of ``U(d)``
+    itself. ``c = 2 sqrt(n_A n_B) / n`` (1 for an even n; sqrt(8/9) for 3 draws) gives an odd count the same spread,
+    so the floor keeps its one scale relative to the noise of ``U`` whatever the count, and ``U`` keeps every draw.
+    """
+    draws = int(profile.draws)
+    n_a, n_b = draws // 2, draws - draws // 2
+    if n_a < 1:
+        raise InputError(f"usage noise floor needs at least 2 draws (two halves), got {draws}")
+    scale = 1.0 if n_a == n_b else 2.0 * math.sqrt(n_a * n_b) / draws
+    halves = np.asarray(profile.halves, dtype=np.float64)
+    return scale * np.abs(halves[0] - halves[1])
+
+
 def usage_horizon(profile: UsageProfile, fraction: float = DEFAULT_USAGE_FRACTION, *, min_count: int = 1,
                   floor: float = 1e-6) -> int | None:
-    """The smallest context radius d beyond which replacing the context no longer changes the prediction.
+    """The first distance from the pair that the model no longer reads: the gradient horizon's convention.
 
     Rule (docs/diagnostics.md): take the radii where at least ``min_count`` pairs had context to replace; ``U0`` is
-    ``mean_abs_delta`` at the smallest of them; the noise floor at d is ``|U_A(d) - U_B(d)|``, the difference of the
-    two halves of the draws. A radius is *unused beyond* when ``U(d) + noise(d) < fraction * U0``. The usage horizon
-    is the smallest measured d such that every measured radius >= d is unused beyond. ``None`` when the largest
-    measured radius is still used (the model reads context past it); the smallest radius when ``U0`` is at rounding
-    level (``<= floor x max(1, mean |z|)``: the model reads nothing but the pair itself). A profile with no measured
-    radius (no radius with ``min_count`` affected pairs and a finite change) says nothing either way and is an
-    :class:`InputError`, not a horizon.
+    ``mean_abs_delta`` at the smallest of them; the noise floor at d is :func:`usage_noise_floor` (the difference of
+    the two halves of the draws). Radius d is *unused* when ``U(d) + noise(d) < fraction * U0``: replacing every
+    residue farther than d, i.e. at distance d + 1 or more from both i and j, no longer changes the prediction. With
+    d the smallest measured radius such that every measured radius >= d is unused, the usage horizon is d + 1: the
+    residues from distance d + 1 on are not read, as a gradient horizon k says that those from distance k on get no
+    gradient (a model whose every output reads only inputs fewer than k residues away has both horizons k). ``None``
+    when the largest measured radius is still used (the model reads context past it); the smallest radius + 1 when
+    ``U0`` is at rounding level (``<= floor x max(1, mean |z|)``: the model reads nothing beyond the residues that
+    radius keeps). A profile with no measured radius (no radius with ``min_count`` affected pairs and a finite
+    change) says nothing either way and is an :class:`InputError`, not a horizon.
+
+    Until 2026-12-07 the horizon was the radius d itself (the last distance read, one below a gradient horizon of
+    the same cut); :meth:`UsageProfile.from_dict` adds the 1 to horizons stored that way.
     """
     if not 0.0 < fraction < 1.0:
         raise InputError(f"usage fraction must be in (0, 1), got {fraction!r}")
@@ -98,18 +122,17 @@ def usage_horizon(profile: UsageProfile, fraction: float = DEFAULT_USAGE_FRACTIO
         raise InputError(f"usage profile has no measured radius (radii {radii}): none had context to replace in "
                          f"at least {max(min_count, 1)} pair(s) with a finite logit change")
     d, u = distances[valid], values[valid]
-    halves = np.asarray(profile.halves, dtype=np.float64)[:, valid]
-    noise = np.nan_to_num(np.abs(halves[0] - halves[1]), nan=0.0)
+    noise = np.nan_to_num(usage_noise_floor(profile)[valid], nan=0.0)
     scale = floor * max(1.0, float(profile.mean_abs_logit) if math.isfinite(profile.mean_abs_logit) else 1.0)
     base = float(u[0])
     if base <= scale:
-        return int(d[0])
+        return int(d[0]) + 1
     unused = (u + noise < fraction * base) | (u <= scale)
     used = np.flatnonzero(~unused)
     first = int(used[-1]) + 1 if used.size else 0
     if first >= d.size:
         return None
-    return int(d[first])
+    return int(d[first]) + 1
 
 
 def t_quantile(level: float, df: int) -> float:
@@ -170,19 +193,20 @@ GRADIENT_HORIZON_NOISE = 1.0 / math.sqrt(12.0)
 
 
 def usage_horizon_noise(horizon: int | None, distances: Sequence[int]) -> float:
-    """Quantisation noise of a usage horizon read on the radius grid ``distances``: the horizon lies somewhere above
-    the previous radius, so one value carries ``gap / sqrt(12)`` (0 at the smallest radius or beyond the range)."""
+    """Quantisation noise of a usage horizon read on the radius grid ``distances``: a horizon h = d_k + 1 (radius
+    d_k the first unused one) lies somewhere above d_(k-1) + 1, the horizon the previous radius would have given,
+    so one value carries ``(d_k - d_(k-1)) / sqrt(12)`` (0 at the smallest radius or beyond the range)."""
     grid = sorted(int(d) for d in distances)
-    if horizon is None or horizon not in grid or grid.index(horizon) == 0:
+    if horizon is None or horizon - 1 not in grid or grid.index(horizon - 1) == 0:
         return 0.0
-    k = grid.index(horizon)
+    k = grid.index(horizon - 1)
     return (grid[k] - grid[k - 1]) / math.sqrt(12.0)
 
 
 def horizon_value(horizon: int | None, cap: int) -> float:
     """A horizon as a number for averaging: ``None`` (beyond the measured range) counts as ``cap``, a lower bound:
     pass the end of that run's own measured range (:attr:`DiagnosticsResult.range_end`,
-    :meth:`UsageProfile.measured_max`), not the ``max_distance`` asked for, which short chains may never reach."""
+    :attr:`UsageProfile.range_end`), not the ``max_distance`` asked for, which short chains may never reach."""
     return float(cap) if horizon is None else float(horizon)
 
 
@@ -468,4 +492,4 @@ __all__ = ["GRADIENT_HORIZON_NOISE", "INTERVAL_LEVEL", "constant_predictor_loss"
            "contact_rates_by_length", "diagnose_fit", "diagnose_over_seeds", "difference_interval",
            "effective_horizon", "horizon_value", "length_key", "length_label", "length_matched_losses",
            "length_matched_reference_loss", "length_weights", "seed_interval", "summarise", "t_quantile",
-           "usage_horizon", "usage_horizon_noise"]
+           "usage_horizon", "usage_horizon_noise", "usage_noise_floor"]

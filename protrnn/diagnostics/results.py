@@ -40,6 +40,10 @@ DEFAULT_FRACTION = 0.01
 DEFAULT_USAGE_FRACTION = 0.05
 #: Context radii d of the usage measurement (residues farther than d from both i and j are replaced).
 DEFAULT_USAGE_DISTANCES = (0, 2, 4, 8, 16, 32, 64, 96)
+#: How a stored usage horizon counts (``horizon_rule`` of a usage entry): the first distance no longer read, as the
+#: gradient horizon counts. Entries without it (written before 2026-12-07) hold the smallest radius d beyond which
+#: nothing was read, one less; reading them adds the 1.
+USAGE_HORIZON_RULE = "first-unused-distance"
 #: A model run of seed S is named ``NAME@seedS`` (evaluation methods, diagnostics): :func:`split_seed` reads it.
 SEED_TAG = "@seed"
 
@@ -268,10 +272,13 @@ class UsageProfile:
     is replaced by background draws (:mod:`protrnn.diagnostics.usage`; docs/diagnostics.md).
 
     ``mean_abs_delta[d]`` = mean |z_ablated - z| over ``count[d]`` affected pairs and ``draws`` draws; ``halves[h, d]``
-    the same from each half of the draws (their difference is the noise floor); ``relative`` = U(d) / U(d_min);
+    the same from each half of the draws (the first ``draws // 2`` and the rest; their difference, scaled for an odd
+    count, is the noise floor: :func:`protrnn.diagnostics.fit.usage_noise_floor`); ``relative`` = U(d) / U(d_min);
     ``mean_delta`` the signed mean; ``mean_abs_logit`` the scale of the intact logits. ``horizon`` follows
-    :func:`protrnn.diagnostics.fit.usage_horizon` at ``fraction`` (None: context still used at the largest measured
-    d). ``background``: ``train`` (training-set composition, kept in ``composition``) or ``chain`` (each chain's own).
+    :func:`protrnn.diagnostics.fit.usage_horizon` at ``fraction``: the first distance no longer read, the radius
+    beyond which nothing is read + 1, as the gradient horizon counts (None: context still used at the largest
+    measured d). ``background``: ``train`` (training-set composition, kept in ``composition``) or ``chain`` (each
+    chain's own).
     """
 
     distances: np.ndarray
@@ -298,9 +305,11 @@ class UsageProfile:
 
     @property
     def range_end(self) -> int:
-        """The end of the measured range (:meth:`measured_max`; 0 when none): a ``horizon`` of None is known only to
-        exceed it."""
-        return self.measured_max() or 0
+        """The largest horizon the measured radii can give, :meth:`measured_max` + 1 (0 when no radius was
+        measured): a ``horizon`` of None is known only to exceed it, as a gradient horizon of None exceeds
+        :attr:`DiagnosticsResult.range_end`."""
+        measured = self.measured_max()
+        return 0 if measured is None else measured + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -309,7 +318,7 @@ class UsageProfile:
             "relative": _json_floats(self.relative), "count": [int(v) for v in self.count],
             "mean_abs_logit": json_safe(self.mean_abs_logit), "n_pairs": self.n_pairs, "n_chains": self.n_chains,
             "draws": self.draws, "seed": self.seed, "background": self.background, "fraction": self.fraction,
-            "horizon": self.horizon,
+            "horizon": self.horizon, "horizon_rule": USAGE_HORIZON_RULE,
             "composition": None if self.composition is None else _json_floats(self.composition),
             "precision": None if self.precision is None else self.precision.to_dict(),
         }
@@ -325,7 +334,7 @@ class UsageProfile:
             mean_abs_logit=_float(data["mean_abs_logit"]), n_pairs=int(data["n_pairs"]),
             n_chains=int(data["n_chains"]), draws=int(data["draws"]), seed=int(data["seed"]),
             background=str(data["background"]), fraction=float(data["fraction"]),
-            horizon=_opt_int(data.get("horizon")),
+            horizon=_usage_horizon(data),
             composition=None if composition is None else _floats(composition),
             precision=None if precision is None else UsagePrecision.from_dict(precision))
         if len({len(profile.distances), len(profile.mean_abs_delta), len(profile.count),
@@ -427,6 +436,18 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _usage_horizon(data: Mapping[str, Any]) -> int | None:
+    """A stored usage horizon in the current rule (:data:`USAGE_HORIZON_RULE`): an entry without ``horizon_rule``
+    holds the radius beyond which nothing was read, one less, and gets the 1 added (None stays None)."""
+    horizon = _opt_int(data.get("horizon"))
+    rule = data.get("horizon_rule")
+    if rule is None:
+        return None if horizon is None else horizon + 1
+    if rule != USAGE_HORIZON_RULE:
+        raise InputError(f"usage horizon_rule {rule!r} is not known (this version reads {USAGE_HORIZON_RULE!r})")
+    return horizon
+
+
 def _float(value: Any) -> float:
     return math.nan if value is None else float(value)
 
@@ -443,7 +464,8 @@ __all__ = [
     "ANCHOR", "BALANCED", "DEFAULT_FRACTION", "DEFAULT_MAX_DISTANCE", "DEFAULT_USAGE_DISTANCES", "DEFAULT_USAGE_FRACTION",
     "FORMAT", "MAX_PROFILE_DISTANCE",
     "FORMAT_VERSION", "NEAREST", "OVERFIT", "OVERFIT_LONG_MEMORY", "SEED_TAG", "UNDERFIT", "UNDERFIT_VANISHING",
-    "UNDETERMINED", "Diagnosis", "DiagnosticsResult", "DistanceProfile", "FitThresholds", "GradientFlow",
+    "UNDETERMINED", "USAGE_HORIZON_RULE", "Diagnosis", "DiagnosticsResult", "DistanceProfile", "FitThresholds",
+    "GradientFlow",
     "LossByLength", "UsagePrecision", "UsageProfile", "load_diagnostics", "save_diagnostics", "seed_name",
     "split_seed",
 ]

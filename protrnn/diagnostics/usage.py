@@ -7,7 +7,9 @@ length and mask unchanged; only residue identities change), and the pair's logit
 
 * ``U(d)`` = mean over pairs and draws of ``|z_ij(ablated beyond d) - z_ij(original)|`` (pairs with at least one
   residue beyond d; ``count[d]`` of them), its signed mean and ``U(d) / U(d_min)`` (``relative``);
-* the same mean from each half of the draws (``halves``): the Monte-Carlo noise floor of ``U(d)``;
+* the same mean from each half of the draws (``halves``: the first ``draws // 2`` and the rest), whose difference
+  is the Monte-Carlo noise floor of ``U(d)`` (:func:`protrnn.diagnostics.fit.usage_noise_floor`, which scales it
+  for an odd count);
 * with ``precision_chains`` > 0, long-range (|i - j| >= 24) top-L/5 precision when every candidate pair is scored
   under its own ablation (re-ranked within a pool of the ``pool_factor x L/5`` top candidates of the intact chain:
   scoring every pair under its own ablation costs one forward pass per pair), on chains of at most
@@ -16,7 +18,8 @@ length and mask unchanged; only residue identities change), and the pair's logit
 Each (pair, draw) keeps one background sequence for every d, so the ablations are nested (a smaller d replaces a
 superset of residues with the same draws). The background composition is the amino-acid frequency of the training
 chains (``background="train"``) or of the chain itself (``"chain"``). The usage horizon is computed from ``U`` by
-:func:`protrnn.diagnostics.fit.usage_horizon` (rule in docs/diagnostics.md).
+:func:`protrnn.diagnostics.fit.usage_horizon` (rule in docs/diagnostics.md): the first distance no longer read, one
+more than the radius beyond which nothing is read, as the gradient horizon counts.
 """
 
 from __future__ import annotations
@@ -177,9 +180,11 @@ def usage_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
     """Measure ``U(d)`` (and optionally long-range precision) under context ablation; see the module docstring.
 
     ``composition``: background frequencies for ``background="train"`` (from :func:`background_composition` of the
-    training chains); with ``background="chain"`` each chain's own composition is used. ``draws`` >= 2 (split in
-    two halves for the noise floor). Pairs come from :func:`protrnn.diagnostics.gradients.sample_pairs` with a
-    generator seeded by ``seed``; so do the background draws. ``precision_chains``: how many of ``chains`` (the first
+    training chains); with ``background="chain"`` each chain's own composition is used. ``draws`` >= 2, split in
+    two halves for the noise floor (the first ``draws // 2`` and the rest; an odd count is allowed, its floor
+    scaled to the spread of equal halves by :func:`protrnn.diagnostics.fit.usage_noise_floor`; ``U`` uses every
+    draw). Pairs come from :func:`protrnn.diagnostics.gradients.sample_pairs` with a generator seeded by ``seed``;
+    so do the background draws. ``precision_chains``: how many of ``chains`` (the first
     ones with a long-range candidate and at most ``precision_max_length`` residues) also get the precision
     measurement.
     """
