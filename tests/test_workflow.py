@@ -659,6 +659,9 @@ def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path)
     ({"models.gru.set": {"seed_every": 99}}, "models.gru.set.seed_every", "use seeds"),
     ({"pretrain.set": {"num_thr": 4}}, "pretrain.set.num_thr", "use pretrain.threads instead"),
     ({"models.lstm.set": {"config": "other.yaml"}}, "models.lstm.set.config", "config file as its `config` key"),
+    # ... and takes `conf` (`co`) for --config: such a key had reached the command (a config file not tracked)
+    ({"models.lstm.set": {"conf": "other.yaml"}}, "models.lstm.set.conf", "config file as its `config` key"),
+    ({"pretrain.set": {"co": "other.yaml"}}, "pretrain.set.co", "config file as its `config` key"),
 ])
 def test_settings_the_pipeline_sets_itself_are_refused_where_they_would_be_ignored(
         tmp_path: Path, changes: dict, key: str, words: str) -> None:
@@ -731,11 +734,12 @@ def test_settings_the_fit_commands_take_reach_them(tmp_path: Path) -> None:
 
 
 def _fit_settings_section(uses_conda: bool = False) -> dict:
-    """The section of common.smk that reads the fit commands' settings from the code, run on its own (as under
+    """The sections of common.smk that list the settings the pipeline gives the fit commands itself and read the ones
+    they accept from the code (resolve_setting, unknown_setting, _managed_entry), run on their own (as under
     --use-conda when ``uses_conda``)."""
     common = (REPO / "workflows" / "rules" / "common.smk").read_text()
-    section = common.split("\n# --- settings the fit commands accept", 1)[1].split("\n", 1)[1]
-    section = section.split("\ndef _refuse_unknown(", 1)[0]
+    start = common.index("\n# --- settings the pipeline sets itself")
+    section = common[start:common.index("\n# --- ", common.index("\n# --- settings the fit commands accept") + 1)]
     namespace: dict = {"workflow": types.SimpleNamespace(basedir=str(REPO)), "_USES_CONDA": uses_conda}
     exec("import ast, difflib, importlib.util, re, sys\nfrom pathlib import Path\n" + section, namespace)
     return namespace
@@ -767,6 +771,179 @@ def test_groups_whose_code_is_not_here_are_left_to_the_command() -> None:
     # under --use-conda the jobs run the environment's Lightning, which may not be the one installed here
     _, unread = _fit_settings_section(uses_conda=True)["fit_settings"]("protrnn train")
     assert unread == ["trainer", "checkpoint", "early_stopping"]
+
+
+def test_groups_whose_code_is_not_here_still_know_the_settings_the_pipeline_gives() -> None:
+    """The options the rules give a command themselves are its own whatever its Lightning: under --use-conda a key
+    that is or abbreviates one is still refused as the pipeline's own setting (`trainer.max_t`), one that begins
+    several of them as ambiguous (`trainer.max_`, which the command refuses too: it had been taken for
+    trainer.max_time, the first of them), and any other key of the group is left to the command."""
+    section = _fit_settings_section(uses_conda=True)
+    train, managed = "protrnn train", section["TRAIN_MANAGED"]
+    assert section["fit_settings"](train)[1] == ["trainer", "checkpoint", "early_stopping"]
+    for key in ("trainer.max_time", "trainer.max_t"):
+        assert section["resolve_setting"](key, train) == "trainer.max_time"
+        assert section["unknown_setting"](key, train) is None
+        assert section["_managed_entry"](key, managed, train) == "{model}.max_time or train.max_time"
+    assert section["resolve_setting"]("trainer.max_", train) is None
+    assert section["unknown_setting"]("trainer.max_", train) == (
+        "protrnn train refuses it as ambiguous: it could be any of trainer.max_epochs, trainer.max_steps, "
+        "trainer.max_time; give the whole name")
+    for key in ("trainer.gradient_clip_val", "checkpoint.every_n_epochs"):
+        assert section["resolve_setting"](key, train) is None
+        assert section["unknown_setting"](key, train) is None
+        assert section["_managed_entry"](key, managed, train) is None
+
+
+#: (command, `set:` key, a value, the setting the command's parser takes `--KEY=VALUE` for, or None where it refuses
+#: the key as ambiguous), derived by hand from the commands' options.
+RESOLVED = [
+    ("protrnn train", "model.model.hidden_size", 77, "model.model.hidden_size"),
+    ("protrnn train", "model.model.hidden", 77, "model.model.hidden_size"),
+    ("protrnn train", "model.model.head", "pairwise", "model.model.head"),  # a whole name, though it begins others
+    ("protrnn train", "seed_every", 77, "seed_everything"),
+    ("protrnn train", "export", "elsewhere", "export_dir"),
+    ("protrnn train", "trainer.devices+", 3, "trainer.devices"),  # a list option's second name appends to it
+    ("protrnn train", "model.model.h", 77, None),  # hidden_size, head, head_blocks, head_dilations, ...
+    ("protrnn train", "model.model.c", "gru", None),  # cell, chrono_init, chrono_tmax
+    ("protrnn train", "model.model.distogram", "[5.5]", None),  # distogram_bins, distogram_bins+
+    ("protrnn train", "trainer.dev", 1, None),  # trainer.devices, trainer.devices+
+    ("protrnn train", "trainer.max_", 10, None),  # max_epochs, max_steps, max_time
+    ("protrnn pretrain fit", "model.mask_w", 0.5, "model.mask_weight"),
+    ("protrnn pretrain fit", "model.mask", 0.5, None),  # mask_weight, mask_fraction
+    ("protrnn pretrain fit", "model.model.hidden", 77, "model.model.hidden_size"),
+]
+
+
+@pytest.mark.parametrize(("command", "key", "setting"), [
+    *((command, key, setting) for command, key, _, setting in RESOLVED),
+    ("protrnn train", "conf", "config"),
+    ("protrnn pretrain fit", "co", "config"),
+    ("protrnn train", "data", "data"),  # a group's own key: the group's config file
+    ("protrnn train", "model.model.distogram_bins+", "model.model.distogram_bins"),
+    ("protrnn train", "trainer.callbacks.init_args.verbose", None),  # below an option: the command checks it
+    ("protrnn train", "model.model.hiden_size", None),
+    ("protrnn pretrain fit", "early_stopping.patience", None),  # pretraining has no early stopping
+])
+def test_resolve_setting_names_the_setting_a_key_stands_for(command: str, key: str, setting: str | None) -> None:
+    assert _fit_settings_section()["resolve_setting"](key, command) == setting
+
+
+_PARSE_KEYS = """
+import contextlib, io, json, sys, warnings
+warnings.filterwarnings("ignore")
+from protrnn.training.cli import PRETRAIN, TRAIN, build_cli
+results = []
+for command, key, value in json.loads(sys.argv[1]):
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(shown):
+            build_cli(TRAIN if command == "protrnn train" else PRETRAIN, [f"--{key}={value}", "--print_config"])
+        results.append({"error": "parsed without printing the config"})
+    except SystemExit:
+        results.append({"config": shown.getvalue()})
+    except Exception as exc:
+        results.append({"error": str(exc)})
+print(json.dumps(results))
+"""
+
+
+def test_the_fit_commands_take_a_key_for_the_setting_resolve_setting_names() -> None:
+    """The commands' own parser (`--KEY=VALUE --print_config`) sets the setting resolve_setting names for a key, and
+    refuses a key it names none for as ambiguous (should a parser stop taking prefixes, this fails)."""
+    parsed = subprocess.run([sys.executable, "-c", _PARSE_KEYS, json.dumps([row[:3] for row in RESOLVED])], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert parsed.returncode == 0, parsed.stderr[-2000:]
+    section = _fit_settings_section()
+    results = json.loads(parsed.stdout.splitlines()[-1])
+    for (command, key, value, setting), result in zip(RESOLVED, results, strict=True):
+        assert section["resolve_setting"](key, command) == setting, key
+        if setting is None:
+            assert "ambiguous option" in result.get("error", ""), (key, result)
+            continue
+        assert "config" in result, (key, result)
+        node = yaml.safe_load(result["config"])
+        for part in setting.split("."):
+            node = node[part]
+        assert node == value or (isinstance(node, list) and value in node), (key, node)
+
+
+def _encoder_settings_function(section: dict) -> object:
+    """common.smk's encoder_settings, run in `section` (from _fit_settings_section)."""
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    source = "\n\n".join(common[common.index(f"\ndef {name}("):].split("\n\n\n", 1)[0]
+                          for name in ("_plain", "encoder_settings"))
+    keys = re.search(r"^ENCODER_KEYS = (\(.*?\))$", common, flags=re.M)
+    assert keys is not None
+    section.update(yaml=yaml, WorkflowError=RuntimeError, ENCODER_KEYS=eval(keys.group(1)))  # a literal tuple
+    exec(source, section)
+    return section["encoder_settings"]
+
+
+@pytest.mark.parametrize("command", ["protrnn train", "protrnn pretrain fit"])
+def test_every_check_takes_a_key_for_the_setting_resolve_setting_names(command: str, tmp_path: Path) -> None:
+    """For every prefix of every option name, the unknown-setting check, the pipeline's-own-setting check and the
+    encoder match agree with resolve_setting: a key it resolves is taken and counts as that setting, one it does not
+    (a prefix of several) is refused as ambiguous and counts as none. The three had rules of their own:
+    _managed_entry took `conf` for no setting (it is --config) and `trainer.devices+` for none (it is
+    trainer.devices); the encoder match took `model.model.c` for cell and `model.model.h` for hidden_size."""
+    section = _fit_settings_section()
+    options, _ = section["fit_settings"](command)
+    assert set(section["GIVEN_OPTIONS"][command]) <= set(options)  # the options the rules give are the command's
+    encoder_settings = _encoder_settings_function(section)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    managed = {option: f"the entry of {option}" for option in options if option != "config"}
+    names = [*options, *(f"{option}+" for option, is_list in options.items() if is_list)]
+    for key in sorted({name[:end] for name in names for end in range(1, len(name) + 1)}):
+        setting = section["resolve_setting"](key, command)
+        why = section["unknown_setting"](key, command)
+        entry = section["_managed_entry"](key, managed, command)
+        encoder = {name for name, value in encoder_settings(empty, empty, {key: 7}, command).items() if value == 7}
+        if setting is None:
+            assert why is not None and "ambiguous" in why and entry is None and not encoder, (key, why, entry, encoder)
+            continue
+        assert why is None, (key, why)
+        assert entry == managed.get(setting, "none: give the model's config file as its `config` key, which the rule "
+                                              "tracks"), (key, entry)
+        name = setting.removeprefix("model.model.")
+        assert encoder == ({name} if name in section["ENCODER_KEYS"] else set()), (key, encoder)
+
+
+@pytest.mark.parametrize(("changes", "key", "words"), [
+    ({"models.lstm.set": {"data": "data.yaml"}}, "models.lstm.set.data",
+     "`data` sets the whole group from a config file, and the pipeline gives data.seed, data.train_path, "
+     "data.val_path itself after it, so those would be ignored; give the group's other settings one by one"),
+    ({"pretrain.set": {"trainer": "trainer.yaml"}}, "pretrain.set.trainer",
+     "the pipeline gives trainer.accelerator, trainer.default_root_dir, trainer.enable_progress_bar, "
+     "trainer.max_time itself after it"),
+])
+def test_a_groups_own_key_is_refused_where_the_pipeline_sets_some_of_the_group(tmp_path: Path, changes: dict,
+                                                                               key: str, words: str) -> None:
+    """`--data FILE` reads the whole data group from a file, and the pipeline's data paths and seed follow it: the
+    key had been refused as data.train_path itself, the first of the pipeline's settings it begins."""
+    result = snakemake("-n", "--configfile", str(write_config(tmp_path, **changes)))
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and f"config key {key!r}: `" in output and words in output, output[-2000:]
+
+
+@pytest.mark.parametrize(("model_set", "pretrain_set", "key", "words"), [
+    ({"model.model.c": "gru"}, {}, "models.probe.set.model.model.c",
+     "it could be any of model.model.cell, model.model.chrono_init, model.model.chrono_tmax"),
+    ({}, {"model.model.h": 128}, "pretrain.set.model.model.h", "it could be any of model.model.head, "),
+])
+def test_the_encoder_match_takes_an_abbreviation_for_what_the_command_does(tmp_path: Path, model_set: dict,
+                                                                         pretrain_set: dict, key: str,
+                                                                         words: str) -> None:
+    """`model.model.c` begins cell, chrono_init and chrono_tmax, so the command refuses it as ambiguous: the encoder
+    match had taken it for cell (the one encoder setting it begins) and failed first, on 'encoders differ'."""
+    config = write_config(tmp_path, models={"lstm": {"config": "lstm"},
+                                            "probe": {"config": "lstm", "pretrained": True, "set": model_set}},
+                          **{"pretrain.set": pretrain_set})
+    result = snakemake("-n", "--configfile", str(config))
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and f"config key {key!r}: protrnn" in output and words in output, output[-2000:]
+    assert "encoders differ" not in output, output[-2000:]
 
 
 def _managed_table(name: str) -> dict:

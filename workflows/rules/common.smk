@@ -166,6 +166,249 @@ if not BASELINES:
 #: checks the two agree): a grid model may not take one, or the report would merge the two.
 BASELINE_NAMES = ("random", "separation", "propensity", "freecontact")
 
+# --- settings the pipeline sets itself ------------------------------------------------------------------------------
+# The commands append the pipeline's own flags after a model's `set:` (train), `pretrain.set` (pretrain_fit) and a
+# synthetic variant's options (synthetic), and the last value of a flag wins: such a key in those places would be
+# overridden without a word, so it fails at start-up (the checks of `set:` keys, after model_budget below), naming the
+# config key that controls it. Each table lists the flags its rule's command gives after the user's
+# (tests/test_workflow.py checks them against the rules); `{model}` is the model's config key; "none: WHY" where no
+# config key controls it.
+_SEEDS_KEY = "seeds (train.seed without seeds; bundle.seeds for the bundle)"
+#: protrnn train (rule train), besides the budget flags of model_budget, which are managed only where it gives them.
+TRAIN_MANAGED = {
+    "data.train_path": "none: the pipeline trains on its prepared data (sources, prepare)",
+    "data.val_path": "none: the pipeline trains on its prepared data (sources, prepare)",
+    "num_threads": "train.threads",
+    "trainer.default_root_dir": "results (the run directory is <results>/models/<run>)",
+    "export_dir": "results (the run directory is <results>/models/<run>)",
+    "trainer.max_time": "{model}.max_time or train.max_time",
+    "trainer.accelerator": "train.accelerator",
+    "trainer.devices": "train.devices",
+    "trainer.num_nodes": "train.num_nodes",
+    "trainer.enable_progress_bar": "none: the pipeline turns the progress bar off in its logs",
+    "seed_everything": _SEEDS_KEY,
+    "data.seed": _SEEDS_KEY,
+    "ckpt_path": "none: the pipeline resumes an interrupted run from its last checkpoint",
+}
+BUDGET_MANAGED = {
+    "trainer.max_steps": "{model}.max_steps or train.max_steps",
+    "trainer.max_epochs": "{model}.max_epochs or train.max_epochs",
+    "early_stopping.patience": "none: the step budget (train.max_steps or {model}.max_steps) turns early stopping "
+                               "off; give {model}.max_epochs to train by epochs with the config's early stopping",
+    "checkpoint.monitor": "none: the step budget (train.max_steps or {model}.max_steps) exports the last step; give "
+                          "{model}.max_epochs to train by epochs and export the best checkpoint",
+}
+#: protrnn pretrain fit (rule pretrain_fit; trainer.max_steps only with pretrain.max_steps).
+PRETRAIN_MANAGED = {
+    "trainer.max_time": "pretrain.max_time",
+    "trainer.max_steps": "pretrain.max_steps",
+    "data.train_path": "none: the pipeline pretrains on its labels (pretrain_prepare)",
+    "data.val_path": "none: the pipeline pretrains on its labels (pretrain_prepare)",
+    "num_threads": "pretrain.threads",
+    "trainer.default_root_dir": "results (the run directory is <results>/pretrain/encoder)",
+    "export_dir": "results (the run directory is <results>/pretrain/encoder)",
+    "trainer.accelerator": "train.accelerator",
+    "trainer.enable_progress_bar": "none: the pipeline turns the progress bar off in its logs",
+    "seed_everything": "pretrain.seed",
+    "data.seed": "pretrain.seed",
+    "ckpt_path": "none: the pipeline resumes an interrupted run from its last checkpoint",
+}
+#: protrnn synthetic (rule synthetic), by option name without the dashes.
+SYNTHETIC_MANAGED = {
+    "distances": "synthetic.distances",
+    "steps": "synthetic.steps",
+    "eval-queries": "synthetic.eval_queries",
+    "jacobian-max-lag": "none: the pipeline skips the Jacobian products (docs/synthetic.md)",
+    "seed": "seeds (train.seed without seeds)",
+    "threads": "none: the pipeline runs each synthetic job on one thread",
+    "outdir": "results (the job writes <results>/synthetic/<variant>/seed<S>)",
+}
+#: The options the rules give each fit command themselves (the tables above): the command has them, so they count
+#: among its settings even in a group whose settings could not be read here (fit_settings).
+GIVEN_OPTIONS = {"protrnn train": (*TRAIN_MANAGED, *BUDGET_MANAGED), "protrnn pretrain fit": tuple(PRETRAIN_MANAGED)}
+
+
+# --- settings the fit commands accept -------------------------------------------------------------------------------
+# A model's `set:` and `pretrain.set` reach `protrnn train` and `protrnn pretrain fit` as LightningCLI overrides
+# (`--model.model.hidden_size=128`): a key the command does not know had failed only when its job started, after every
+# job before it. The keys each command accepts are read here from the code that defines them: the __init__
+# parameters of its LightningModule, DataModule, Trainer and checkpoint callbacks, and ModelConfig's fields. They are
+# parsed with `ast`, not imported: importing Lightning would add about 4 s to every start-up. tests/test_workflow.py
+# checks the result against each command's --help.
+# Under --use-conda the jobs run the environment's Python, whose Lightning may differ from the one found here: its
+# groups are then left to the command, all but the options the rules give it themselves (GIVEN_OPTIONS); protrnn's own
+# groups are read from this checkout, which the jobs run either way.
+# The commands' parser takes an option's name or an unambiguous prefix of it (`--model.model.hidden=128` sets
+# model.model.hidden_size): which setting a `set:` key names is resolve_setting's answer alone, for every check of
+# the key (unknown_setting, the pipeline's own settings in _managed_entry, the pretrained encoder's match in
+# encoder_settings), so that they cannot take one key for different settings.
+_LIGHTNING_SPEC = None if _USES_CONDA else importlib.util.find_spec("pytorch_lightning")  # found, not imported
+SOURCE_ROOTS = {"protrnn": Path(workflow.basedir) / "protrnn",
+                "pytorch_lightning": Path(next(iter(_LIGHTNING_SPEC.submodule_search_locations)))
+                if _LIGHTNING_SPEC and _LIGHTNING_SPEC.submodule_search_locations else None}
+#: Each fit command's options outside any group (LightningCLI's own and ProtrnnCLI.add_arguments_to_parser's in
+#: protrnn.training.cli; --help and --print_config are not settings) ...
+FIT_OPTIONS = ("config", "seed_everything", "ckpt_path", "export_dir", "num_threads")
+#: ... and its groups: (package, file, class) whose __init__ parameters, or a dataclass's fields, are the group's keys
+#: (protrnn.training.cli: the FitParts classes, RunCheckpoint's parent, EarlyStopping; `model.model` is ModelConfig).
+FIT_GROUPS = {
+    "protrnn train": {
+        "trainer": ("pytorch_lightning", "trainer/trainer.py", "Trainer"),
+        "model": ("protrnn", "training/module.py", "ContactLightningModule"),
+        "model.model": ("protrnn", "model/config.py", "ModelConfig"),
+        "data": ("protrnn", "training/datamodule.py", "ContactDataModule"),
+        "checkpoint": ("pytorch_lightning", "callbacks/model_checkpoint.py", "ModelCheckpoint"),
+        "early_stopping": ("pytorch_lightning", "callbacks/early_stopping.py", "EarlyStopping"),
+    },
+    "protrnn pretrain fit": {
+        "trainer": ("pytorch_lightning", "trainer/trainer.py", "Trainer"),
+        "model": ("protrnn", "training/pretrain.py", "PretrainLightningModule"),
+        "model.model": ("protrnn", "model/config.py", "ModelConfig"),
+        "data": ("protrnn", "training/pretrain.py", "StructureLabelDataModule"),
+        "checkpoint": ("pytorch_lightning", "callbacks/model_checkpoint.py", "ModelCheckpoint"),
+    },
+}
+_LIST_TYPE = re.compile(r"\b(?:list|List|Iterable|Sequence)\[")
+_FIT_SETTINGS = {}
+_ANNOUNCED = set()
+
+
+def _class_keys(package, file, name):
+    """{key: takes a list} of the class `name` in `file` of `package`: its __init__'s parameters, or a dataclass's
+    fields. None when that cannot be read (the package is not installed here, the class is gone or takes **kwargs):
+    the group's keys are then left to the command."""
+    root = SOURCE_ROOTS.get(package)
+    if root is None:
+        return None
+    try:
+        tree = ast.parse((root / file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    found = next((node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == name), None)
+    if found is None:
+        return None
+
+    def takes_list(annotation):
+        return annotation is not None and bool(_LIST_TYPE.search(ast.unparse(annotation)))
+
+    init = next((node for node in found.body if isinstance(node, ast.FunctionDef) and node.name == "__init__"), None)
+    if init is not None:
+        if init.args.kwarg is not None:
+            return None
+        parameters = [*init.args.posonlyargs, *init.args.args][1:] + init.args.kwonlyargs  # without self
+        return {arg.arg: takes_list(arg.annotation) for arg in parameters}
+    if not any("dataclass" in ast.unparse(decorator) for decorator in found.decorator_list):
+        return None  # inherits its __init__
+    return {node.target.id: takes_list(node.annotation) for node in found.body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and "ClassVar" not in ast.unparse(node.annotation)}
+
+
+def fit_settings(command):
+    """({option: takes a list}, groups whose keys could not be read) of `command` ("protrnn train" or "protrnn
+    pretrain fit"), read once. In a group that could not be read, the options are only those the rules give the
+    command themselves (GIVEN_OPTIONS)."""
+    if command not in _FIT_SETTINGS:
+        options = dict.fromkeys((*FIT_OPTIONS, *FIT_GROUPS[command]), False)
+        unread = []
+        for group, source in FIT_GROUPS[command].items():
+            keys = _class_keys(*source)
+            if keys is None:
+                unread.append(group)
+                options.update(dict.fromkeys((o for o in GIVEN_OPTIONS[command] if o.startswith(f"{group}.")), False))
+            else:
+                options.update({f"{group}.{key}": is_list for key, is_list in keys.items()})
+        _FIT_SETTINGS[command] = options, unread
+    return _FIT_SETTINGS[command]
+
+
+def _option_matches(key, command):
+    """The option names of `command` that `--KEY=...` stands for, as its parser matches them: [KEY] when KEY is one,
+    else every name KEY begins (none, one or several). A list option has a second name, `OPTION+` (it appends to the
+    list), which counts as a name of its own: `model.model.distogram` begins distogram_bins and distogram_bins+."""
+    options, _ = fit_settings(command)
+    names = [*options, *(f"{option}+" for option, is_list in options.items() if is_list)]
+    return [key] if key in names else [name for name in names if name.startswith(key)]
+
+
+def resolve_setting(key, command):
+    """The option of `command` that the `set:` key `key` sets, as the command's parser takes `--KEY=...`: the key
+    itself when it is an option, else the one option name it is a prefix of (`model.model.hidden` ->
+    model.model.hidden_size, `seed_every` -> seed_everything); `OPTION+`, a list option's second name, sets OPTION.
+    None when the command refuses the key (no option begins with it, or several do: `trainer.gradient_clip`), when it
+    lies below an option (a callback's `init_args`), or when it lies in a group whose settings could not be read here
+    and begins none of the options the rules give the command (GIVEN_OPTIONS), the only ones known there."""
+    matches = _option_matches(key, command)
+    return matches[0].removesuffix("+") if len(matches) == 1 else None
+
+
+def unknown_setting(key, command):
+    """Why `command` would refuse the override `--KEY=...`, or None where it takes it: an option or an unambiguous
+    prefix of one (resolve_setting), or a key below an option (a callback's or a strategy's init_args). A key that
+    begins several option names is refused as ambiguous, as the parser does. Keys in a group whose settings could not
+    be read are taken unless they begin several of the options known there."""
+    if resolve_setting(key, command) is not None:
+        return None
+    options, unread = fit_settings(command)
+    matches = _option_matches(key, command)
+    if len(matches) > 1:
+        return (f"{command} refuses it as ambiguous: it could be any of {', '.join(sorted(matches))}; give the whole "
+                "name")
+    if any(key.startswith(f"{group}.") for group in unread):
+        return None
+    if any(key.startswith(f"{option}.") for option in options if option not in FIT_GROUPS[command]):
+        return None
+    close = difflib.get_close_matches(key, list(options), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"`{command} --help` lists its settings"
+    return f"{command} has no setting {key!r}; {hint}"
+
+
+def _refuse_unknown(key, setting, command):
+    """Fail at `key` (the config key of `setting`, an override of `command`) when the command would refuse it."""
+    why = unknown_setting(setting, command)
+    if why:
+        _fail(key, why)
+    _, unread = fit_settings(command)
+    if command not in _ANNOUNCED and any(setting.startswith(f"{group}.") for group in unread):
+        _ANNOUNCED.add(command)
+        why = ("the jobs run the conda environment's Lightning" if _USES_CONDA
+               else "is pytorch_lightning installed for this Python?")
+        print(f"protrnn pipeline: the settings of {command}'s {', '.join(unread)} could not be read here ({why}), "
+              f"so `set:` keys there, e.g. {key}, are checked only when their jobs start", file=sys.stderr)
+
+
+def _flags(text):
+    """The option names (`trainer.max_steps`) of a command-line fragment."""
+    return re.findall(r"(?:^|\s)--([A-Za-z_][\w.-]*)", text)
+
+
+def _refuse_managed(key, managed, model=""):
+    """Fail at `key`, a setting the pipeline overrides; `managed` is its table entry (or _managed_entry's)."""
+    managed = managed.format(model=model)
+    if managed.startswith("group: "):
+        _fail(key, managed[len("group: "):])
+    how = managed[len("none: "):] if managed.startswith("none: ") else f"use {managed} instead"
+    _fail(key, f"the pipeline sets this itself after this entry, so the value would be ignored; {how}")
+
+
+def _managed_entry(key, managed, command):
+    """The table entry (of `managed`, a table of the options the rules give `command` after the user's) of the setting
+    `key` names, or None: the key itself or the option it abbreviates (resolve_setting: `seed_every` for
+    seed_everything). `config` adds a config file the rule does not track, and a group's own key (`data`) reads the
+    whole group from a config file, where the pipeline's own settings of that group would be ignored."""
+    setting = resolve_setting(key, command)
+    if setting == "config":
+        return "none: give the model's config file as its `config` key, which the rule tracks"
+    if setting in managed:
+        return managed[setting]
+    inside = sorted(option for option in managed if setting and option.startswith(f"{setting}."))
+    if inside:
+        return (f"group: `{setting}` sets the whole group from a config file, and the pipeline gives "
+                f"{', '.join(inside)} itself after it, so those would be ignored; give the group's other settings "
+                f"one by one ({setting}.NAME)")
+    return None
+
+
 # --- models -------------------------------------------------------------------------------------------------------
 MODELS = config["models"]
 if "bundle" in MODELS:
@@ -348,10 +591,12 @@ def _plain(value):
     return yaml.safe_load(value) if isinstance(value, str) else value
 
 
-def encoder_settings(config_file, base_file, overrides):
-    """The ENCODER_KEYS of a LightningCLI model block as the CLI resolves it: the command's default config file
-    (`base_file`), then `config_file`, then `model.model.*` overrides. A key none of them sets takes ModelConfig's
-    default on both sides of a comparison, so it is left as None here."""
+def encoder_settings(config_file, base_file, overrides, command):
+    """The ENCODER_KEYS of a LightningCLI model block as `command` resolves it: the command's default config file
+    (`base_file`), then `config_file`, then the overrides of `model.model.*` settings (a key as resolve_setting reads
+    it: `model.model.hidden` sets hidden_size, while `model.model.h`, a prefix of several settings, sets none and is
+    refused by the unknown-setting check). A key none of them sets takes ModelConfig's default on both sides of a
+    comparison, so it is left as None here."""
     values = {}
     for path in (base_file, config_file):
         try:
@@ -366,21 +611,18 @@ def encoder_settings(config_file, base_file, overrides):
         if isinstance(block, dict):
             values.update(block)
     for key, value in (overrides or {}).items():
-        if key.startswith("model.model."):
-            name = key[len("model.model."):]
-            # the commands take an unambiguous prefix of a setting (`model.model.hidden`); one that begins several
-            # settings is refused at start-up by the unknown-setting check
-            whole = [k for k in ENCODER_KEYS if k.startswith(name)]
-            values[whole[0] if name not in ENCODER_KEYS and len(whole) == 1 else name] = _plain(value)
+        setting = resolve_setting(key, command) or ""
+        if setting.startswith("model.model."):
+            values[setting[len("model.model."):]] = _plain(value)
     return {key: values.get(key) for key in ENCODER_KEYS}
 
 
 def pretrain_encoder_settings():
-    return encoder_settings(pretrain_config_path(), PRETRAIN_BASE_CONFIG, PRETRAIN.get("set"))
+    return encoder_settings(pretrain_config_path(), PRETRAIN_BASE_CONFIG, PRETRAIN.get("set"), "protrnn pretrain fit")
 
 
 def model_encoder_settings(name):
-    return encoder_settings(model_config_path(name), TRAIN_BASE_CONFIG, MODEL_SPECS[name].get("set"))
+    return encoder_settings(model_config_path(name), TRAIN_BASE_CONFIG, MODEL_SPECS[name].get("set"), "protrnn train")
 
 
 PRETRAINED_MODELS = [name for name in MODEL_SPECS if model_pretrained(name)]
@@ -616,222 +858,22 @@ def synthetic_options(variant):
     return " ".join(out)
 
 
-# --- settings the pipeline sets itself ------------------------------------------------------------------------------
-# The commands append the pipeline's own flags after a model's `set:` (train), `pretrain.set` (pretrain_fit) and a
-# synthetic variant's options (synthetic), and the last value of a flag wins: such a key in those places would be
-# overridden without a word, so it fails at start-up, naming the config key that controls it. Each table lists the flags
-# its rule's command gives after the user's (tests/test_workflow.py checks them against the rules); `{model}` is the
-# model's config key; "none: WHY" where no config key controls it.
-_SEEDS_KEY = "seeds (train.seed without seeds; bundle.seeds for the bundle)"
-#: protrnn train (rule train), besides the budget flags of model_budget, which are managed only where it gives them.
-TRAIN_MANAGED = {
-    "data.train_path": "none: the pipeline trains on its prepared data (sources, prepare)",
-    "data.val_path": "none: the pipeline trains on its prepared data (sources, prepare)",
-    "num_threads": "train.threads",
-    "trainer.default_root_dir": "results (the run directory is <results>/models/<run>)",
-    "export_dir": "results (the run directory is <results>/models/<run>)",
-    "trainer.max_time": "{model}.max_time or train.max_time",
-    "trainer.accelerator": "train.accelerator",
-    "trainer.devices": "train.devices",
-    "trainer.num_nodes": "train.num_nodes",
-    "trainer.enable_progress_bar": "none: the pipeline turns the progress bar off in its logs",
-    "seed_everything": _SEEDS_KEY,
-    "data.seed": _SEEDS_KEY,
-    "ckpt_path": "none: the pipeline resumes an interrupted run from its last checkpoint",
-}
-BUDGET_MANAGED = {
-    "trainer.max_steps": "{model}.max_steps or train.max_steps",
-    "trainer.max_epochs": "{model}.max_epochs or train.max_epochs",
-    "early_stopping.patience": "none: the step budget (train.max_steps or {model}.max_steps) turns early stopping "
-                               "off; give {model}.max_epochs to train by epochs with the config's early stopping",
-    "checkpoint.monitor": "none: the step budget (train.max_steps or {model}.max_steps) exports the last step; give "
-                          "{model}.max_epochs to train by epochs and export the best checkpoint",
-}
-#: protrnn pretrain fit (rule pretrain_fit; trainer.max_steps only with pretrain.max_steps).
-PRETRAIN_MANAGED = {
-    "trainer.max_time": "pretrain.max_time",
-    "trainer.max_steps": "pretrain.max_steps",
-    "data.train_path": "none: the pipeline pretrains on its labels (pretrain_prepare)",
-    "data.val_path": "none: the pipeline pretrains on its labels (pretrain_prepare)",
-    "num_threads": "pretrain.threads",
-    "trainer.default_root_dir": "results (the run directory is <results>/pretrain/encoder)",
-    "export_dir": "results (the run directory is <results>/pretrain/encoder)",
-    "trainer.accelerator": "train.accelerator",
-    "trainer.enable_progress_bar": "none: the pipeline turns the progress bar off in its logs",
-    "seed_everything": "pretrain.seed",
-    "data.seed": "pretrain.seed",
-    "ckpt_path": "none: the pipeline resumes an interrupted run from its last checkpoint",
-}
-#: protrnn synthetic (rule synthetic), by option name without the dashes.
-SYNTHETIC_MANAGED = {
-    "distances": "synthetic.distances",
-    "steps": "synthetic.steps",
-    "eval-queries": "synthetic.eval_queries",
-    "jacobian-max-lag": "none: the pipeline skips the Jacobian products (docs/synthetic.md)",
-    "seed": "seeds (train.seed without seeds)",
-    "threads": "none: the pipeline runs each synthetic job on one thread",
-    "outdir": "results (the job writes <results>/synthetic/<variant>/seed<S>)",
-}
-
-
-# --- settings the fit commands accept -------------------------------------------------------------------------------
-# A model's `set:` and `pretrain.set` reach `protrnn train` and `protrnn pretrain fit` as LightningCLI overrides
-# (`--model.model.hidden_size=128`): a key the command does not know had failed only when its job started, after every
-# job before it. The keys each command accepts are read here from the code that defines them: the __init__
-# parameters of its LightningModule, DataModule, Trainer and checkpoint callbacks, and ModelConfig's fields. They are
-# parsed with `ast`, not imported: importing Lightning would add about 4 s to every start-up. tests/test_workflow.py
-# checks the result against each command's --help.
-# Under --use-conda the jobs run the environment's Python, whose Lightning may differ from the one found here: its
-# groups are then left to the command (protrnn's own groups are read from this checkout, which the jobs run either way).
-_LIGHTNING_SPEC = None if _USES_CONDA else importlib.util.find_spec("pytorch_lightning")  # found, not imported
-SOURCE_ROOTS = {"protrnn": Path(workflow.basedir) / "protrnn",
-                "pytorch_lightning": Path(next(iter(_LIGHTNING_SPEC.submodule_search_locations)))
-                if _LIGHTNING_SPEC and _LIGHTNING_SPEC.submodule_search_locations else None}
-#: Each fit command's options outside any group (LightningCLI's own and ProtrnnCLI.add_arguments_to_parser's in
-#: protrnn.training.cli; --help and --print_config are not settings) ...
-FIT_OPTIONS = ("config", "seed_everything", "ckpt_path", "export_dir", "num_threads")
-#: ... and its groups: (package, file, class) whose __init__ parameters, or a dataclass's fields, are the group's keys
-#: (protrnn.training.cli: the FitParts classes, RunCheckpoint's parent, EarlyStopping; `model.model` is ModelConfig).
-FIT_GROUPS = {
-    "protrnn train": {
-        "trainer": ("pytorch_lightning", "trainer/trainer.py", "Trainer"),
-        "model": ("protrnn", "training/module.py", "ContactLightningModule"),
-        "model.model": ("protrnn", "model/config.py", "ModelConfig"),
-        "data": ("protrnn", "training/datamodule.py", "ContactDataModule"),
-        "checkpoint": ("pytorch_lightning", "callbacks/model_checkpoint.py", "ModelCheckpoint"),
-        "early_stopping": ("pytorch_lightning", "callbacks/early_stopping.py", "EarlyStopping"),
-    },
-    "protrnn pretrain fit": {
-        "trainer": ("pytorch_lightning", "trainer/trainer.py", "Trainer"),
-        "model": ("protrnn", "training/pretrain.py", "PretrainLightningModule"),
-        "model.model": ("protrnn", "model/config.py", "ModelConfig"),
-        "data": ("protrnn", "training/pretrain.py", "StructureLabelDataModule"),
-        "checkpoint": ("pytorch_lightning", "callbacks/model_checkpoint.py", "ModelCheckpoint"),
-    },
-}
-_LIST_TYPE = re.compile(r"\b(?:list|List|Iterable|Sequence)\[")
-_FIT_SETTINGS = {}
-_ANNOUNCED = set()
-
-
-def _class_keys(package, file, name):
-    """{key: takes a list} of the class `name` in `file` of `package`: its __init__'s parameters, or a dataclass's
-    fields. None when that cannot be read (the package is not installed here, the class is gone or takes **kwargs):
-    the group's keys are then left to the command."""
-    root = SOURCE_ROOTS.get(package)
-    if root is None:
-        return None
-    try:
-        tree = ast.parse((root / file).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return None
-    found = next((node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == name), None)
-    if found is None:
-        return None
-
-    def takes_list(annotation):
-        return annotation is not None and bool(_LIST_TYPE.search(ast.unparse(annotation)))
-
-    init = next((node for node in found.body if isinstance(node, ast.FunctionDef) and node.name == "__init__"), None)
-    if init is not None:
-        if init.args.kwarg is not None:
-            return None
-        parameters = [*init.args.posonlyargs, *init.args.args][1:] + init.args.kwonlyargs  # without self
-        return {arg.arg: takes_list(arg.annotation) for arg in parameters}
-    if not any("dataclass" in ast.unparse(decorator) for decorator in found.decorator_list):
-        return None  # inherits its __init__
-    return {node.target.id: takes_list(node.annotation) for node in found.body
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-            and "ClassVar" not in ast.unparse(node.annotation)}
-
-
-def fit_settings(command):
-    """({option: takes a list}, groups whose keys could not be read) of `command` ("protrnn train" or "protrnn
-    pretrain fit"), read once."""
-    if command not in _FIT_SETTINGS:
-        options = dict.fromkeys((*FIT_OPTIONS, *FIT_GROUPS[command]), False)
-        unread = []
-        for group, source in FIT_GROUPS[command].items():
-            keys = _class_keys(*source)
-            if keys is None:
-                unread.append(group)
-            else:
-                options.update({f"{group}.{key}": is_list for key, is_list in keys.items()})
-        _FIT_SETTINGS[command] = options, unread
-    return _FIT_SETTINGS[command]
-
-
-def unknown_setting(key, command):
-    """Why `command` would refuse the override `--KEY=...`, or None where it takes it: an option, an unambiguous
-    prefix of one (its parser takes those: `seed_every` for `seed_everything`; a list option has a second name,
-    `OPTION+`, which a prefix may also match), or a key below an option (a callback's or a strategy's init_args). Keys
-    in a group whose settings could not be read are taken."""
-    options, unread = fit_settings(command)
-    if key in options:
-        return None
-    names = [*options, *(f"{option}+" for option, is_list in options.items() if is_list)]
-    hits = [name for name in names if name.startswith(key)]
-    if len(hits) == 1:
-        return None
-    if len(hits) > 1:
-        return (f"{command} refuses it as ambiguous: it could be any of {', '.join(sorted(hits))}; give the whole "
-                "name")
-    if any(key.startswith(f"{group}.") for group in unread):
-        return None
-    if any(key.startswith(f"{option}.") for option in options if option not in FIT_GROUPS[command]):
-        return None
-    close = difflib.get_close_matches(key, list(options), n=1)
-    hint = f"did you mean {close[0]}?" if close else f"`{command} --help` lists its settings"
-    return f"{command} has no setting {key!r}; {hint}"
-
-
-def _refuse_unknown(key, setting, command):
-    """Fail at `key` (the config key of `setting`, an override of `command`) when the command would refuse it."""
-    why = unknown_setting(setting, command)
-    if why:
-        _fail(key, why)
-    _, unread = fit_settings(command)
-    if command not in _ANNOUNCED and any(setting.startswith(f"{group}.") for group in unread):
-        _ANNOUNCED.add(command)
-        why = ("the jobs run the conda environment's Lightning" if _USES_CONDA
-               else "is pytorch_lightning installed for this Python?")
-        print(f"protrnn pipeline: the settings of {command}'s {', '.join(unread)} could not be read here ({why}), "
-              f"so `set:` keys there, e.g. {key}, are checked only when their jobs start", file=sys.stderr)
-
-
-def _flags(text):
-    """The option names (`trainer.max_steps`) of a command-line fragment."""
-    return re.findall(r"(?:^|\s)--([A-Za-z_][\w.-]*)", text)
-
-
-def _refuse_managed(key, managed, model=""):
-    """Fail at `key`, a setting the pipeline overrides; `managed` is its table entry."""
-    managed = managed.format(model=model)
-    how = managed[len("none: "):] if managed.startswith("none: ") else f"use {managed} instead"
-    _fail(key, f"the pipeline sets this itself after this entry, so the value would be ignored; {how}")
-
-
-def _managed_entry(key, managed):
-    """The table entry `key` sets: the key itself or a key it abbreviates (the fit commands' parser takes an
-    unambiguous prefix, `seed_every` for `seed_everything`); `config` adds a config file the rule does not track."""
-    if key == "config":
-        return "none: give the model's config file as its `config` key, which the rule tracks"
-    hit = managed.get(key) or next((managed[m] for m in managed if m.startswith(key)), None)
-    return hit
-
-
+# --- `set:` keys and synthetic options, checked ---------------------------------------------------------------------
+# Each key of a model's `set:` and of `pretrain.set` must name a setting its command takes (unknown_setting) and none
+# the pipeline gives the command itself (_managed_entry), both as resolve_setting reads the key; a synthetic variant's
+# options may name none of those the pipeline gives `protrnn synthetic`.
 for _name, _spec in MODEL_SPECS.items():
     _managed = {**TRAIN_MANAGED, **{k: BUDGET_MANAGED[k] for k in _flags(model_budget(_name))}}
     for _key in (_spec.get("set") or {}):
         _refuse_unknown(f"{spec_key(_name)}.set.{_key}", _key, "protrnn train")
-        _entry = _managed_entry(_key, _managed)
+        _entry = _managed_entry(_key, _managed, "protrnn train")
         if _entry:
             _refuse_managed(f"{spec_key(_name)}.set.{_key}", _entry, spec_key(_name))
 _pretrain_managed = {k: v for k, v in PRETRAIN_MANAGED.items()
                      if k != "trainer.max_steps" or PRETRAIN.get("max_steps") is not None}
 for _key in (PRETRAIN.get("set") or {}):
     _refuse_unknown(f"pretrain.set.{_key}", _key, "protrnn pretrain fit")
-    _entry = _managed_entry(_key, _pretrain_managed)
+    _entry = _managed_entry(_key, _pretrain_managed, "protrnn pretrain fit")
     if _entry:
         _refuse_managed(f"pretrain.set.{_key}", _entry)
 for _variant, _options in SYNTHETIC_VARIANTS.items():
