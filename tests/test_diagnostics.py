@@ -410,6 +410,15 @@ def test_save_and_load_round_trip(val_chains: list, tmp_path: Path) -> None:
     assert "NaN" not in text and json.loads(text)["format"] == "protrnn-diagnostics"
     loaded = load_diagnostics(path)
     assert len(loaded) == 2 and loaded[0].to_dict() == result.to_dict()
+    # Version 2: usage horizons count the first distance not read. A version-1 file (before 2026-12-07) stored the
+    # radius beyond which nothing was read, one less, without horizon_rule: it is read with the 1 added.
+    document = json.loads(text)
+    assert document["format_version"] == 2
+    old = {**document, "format_version": 1, "models": [
+        {**m, "usage": {**{k: v for k, v in m["usage"].items() if k != "horizon_rule"}, "horizon": 7}}
+        for m in document["models"]]}
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    assert [r.usage.horizon for r in load_diagnostics(tmp_path / "v1.json")] == [8, 8]
     np.testing.assert_array_equal(loaded[0].flow.sensitivity.count, flow.sensitivity.count)
     (tmp_path / "bad.json").write_text('{"format": "other"}')
     with pytest.raises(InputError, match="bad.json"):

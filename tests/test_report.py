@@ -440,6 +440,24 @@ def _diagnostics(name: str, config: dict, clip: float, horizon: int | None, usag
                              training={"seed": seed, "gradient_clip_val": clip, **(training or {})}, usage=usage)
 
 
+def test_the_reach_sentence_says_a_censored_horizon_reads_past_the_measured_range() -> None:
+    """A model whose gradient and usage horizons lie beyond the measured range in every seed (None) still reads
+    context there: its sentence must say so, not that sensitivity falls below the threshold or that replacing context
+    beyond the horizon changes nothing. A model with measured horizons (30 and 16) keeps the plain sentence."""
+    from protrnn.report.html import _reach_section
+
+    far = aggregate_diagnostics([_diagnostics("far", _lstm(), 1.0, None, None, seed) for seed in (0, 1)])
+    near = aggregate_diagnostics([_diagnostics("near", _lstm(), 1.0, 30, 16, seed) for seed in (0, 1)])
+    text = _reach_section([], [*far, *near])
+    far_part = text[text.index("<b>far</b>: "):text.index("<b>near</b>: ")]
+    near_part = text[text.index("<b>near</b>: "):]
+    assert "stays above 0.01 of its peak over the whole measured range" in far_part
+    assert "still changes its predictions at the largest radius measured" in far_part
+    assert "falls below" not in far_part and "no longer changes" not in far_part
+    assert "falls below 0.01 of its peak at 30 [" in near_part  # mean of the seeds' 30 and 30, with its interval
+    assert "beyond the usage horizon (16 [" in near_part and "no longer changes its predictions" in near_part
+
+
 def test_a_horizon_beyond_a_short_range_counts_as_that_range_s_end() -> None:
     """Two seeds measured to distance 18 only (chains too short for the 40 asked), their sensitivity still above the
     threshold there: each horizon is only known to exceed 18, so the seed mean is 18, shown "> 18", and against a

@@ -432,8 +432,8 @@ def diagnose_fit(train_loss: float | None, val_loss: float | None, horizon: int 
             ratio = train_loss / reference_loss
             evidence["train_ratio"] = ratio
             train_high, train_low = ratio >= t.high_train_ratio, ratio <= t.low_train_ratio
-            reasons.append(f"train loss {train_loss:.4g} is {ratio:.2f} x the base-rate loss {reference_loss:.4g} "
-                           f"(high >= {t.high_train_ratio}, low <= {t.low_train_ratio})")
+            reasons.append(f"train loss {train_loss:.4g} is {ratio:.2f} x the best constant predictor's loss "
+                           f"{reference_loss:.4g} (high >= {t.high_train_ratio}, low <= {t.low_train_ratio})")
         elif t.high_train_loss is not None or t.low_train_loss is not None:
             train_high = t.high_train_loss is not None and train_loss >= t.high_train_loss
             train_low = t.low_train_loss is not None and train_loss <= t.low_train_loss

@@ -22,7 +22,9 @@ from protrnn.errors import InputError, read_json_document
 from protrnn.utils.io import atomic_write, json_safe
 
 FORMAT = "protrnn-diagnostics"
-FORMAT_VERSION = 1
+#: 2 since 2026-12-07: usage horizons count the first distance no longer read (:data:`USAGE_HORIZON_RULE`); a
+#: version-1 file stored one less, and is read with the 1 added, while a reader of version 1 refuses version 2.
+FORMAT_VERSION = 2
 #: ``format`` and version of a ``protrnn synthetic`` result.json (written by protrnn.diagnostics.synthetic; named
 #: here so that torch-free readers such as the report can check it).
 SYNTHETIC_FORMAT = "protrnn-synthetic"
@@ -410,7 +412,7 @@ class DiagnosticsResult:
 
 
 def save_diagnostics(results: DiagnosticsResult | Sequence[DiagnosticsResult], path: str | os.PathLike[str]) -> None:
-    """Write one or more results as ``{"format": "protrnn-diagnostics", "format_version": 1, "models": [...]}``
+    """Write one or more results as ``{"format": "protrnn-diagnostics", "format_version": 2, "models": [...]}``
     (atomically: a reader never sees a partial file). NaN is written as ``null`` so the file is strict JSON."""
     items = [results] if isinstance(results, DiagnosticsResult) else list(results)
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "models": [r.to_dict() for r in items]}

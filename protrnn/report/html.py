@@ -74,7 +74,9 @@ from protrnn.report.inputs import (
 from protrnn.utils.io import atomic_write, swapped_directory
 
 SUMMARY_FORMAT = "protrnn-report-summary"
-SUMMARY_FORMAT_VERSION = 1
+#: 2 since 2026-12-07: usage horizons (and ``usage_horizon.max_distance``, the largest measured radius + 1, which a
+#: censored horizon exceeds) count the first distance no longer read, one more than version 1 stated.
+SUMMARY_FORMAT_VERSION = 2
 SUMMARY_NAME = "summary.json"
 
 #: Metrics in the headline table (key, column title); everything else is in the full table.
@@ -105,6 +107,12 @@ figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}figcaption
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _all_censored(stats: Mapping[str, Any] | None) -> bool:
+    """Whether every seed's horizon in ``stats`` (a diagnostics group's gradient or usage entry) lies beyond the
+    measured range: the sentence must then say the model reads past it, not where it stops."""
+    return stats is not None and int(stats.get("censored", 0)) == int(stats["n"]) > 0
 
 
 def _fmt(stats: Mapping[str, float] | None, digits: int = 3) -> str:
@@ -227,8 +235,15 @@ def _reach_section(results: Sequence[MethodResult], groups: Sequence[ModelDiagno
         parts = [f"<b>{_e(model)}</b>: "]
         if group is not None:
             fraction = group.runs[0].fraction
-            parts.append(f"input sensitivity falls below {fraction:g} of its peak at {_e(horizon)}")
-            if group.usage is not None:
+            if _all_censored(group.gradient):
+                parts.append(f"input sensitivity stays above {fraction:g} of its peak over the whole measured range "
+                             f"(effective horizon {_e(horizon)})")
+            else:
+                parts.append(f"input sensitivity falls below {fraction:g} of its peak at {_e(horizon)}")
+            if group.usage is not None and _all_censored(group.usage):
+                parts.append(f"; replacing context still changes its predictions at the largest radius measured "
+                             f"(usage horizon {_e(usage)})")
+            elif group.usage is not None:
                 parts.append(f"; replacing context beyond the usage horizon ({_e(usage)}) no longer changes its "
                              "predictions")
             if group.diagnosis is not None:
