@@ -275,7 +275,8 @@ def test_cluster_bootstrap_counts_a_family_once_and_matches_an_independent_one(t
 
     evaluation, table, family_diff = _clustered(tmp_path, n_clusters=40, copies=4)
     clusters = read_clusters(table)
-    assert len(clusters) == 160 and clusters["f3m2"] == "fam3" and "removed_chain" not in clusters
+    assert len(clusters) == 161 and clusters["f3m2"] == "fam3"
+    assert clusters["removed_chain"] not in {f"fam{k}" for k in range(40)}  # listed without a cluster: its own
     [naive] = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], n_boot=4000)
     [grouped] = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], n_boot=4000, clusters=clusters)
     assert grouped.difference == pytest.approx(family_diff.mean()) == pytest.approx(naive.difference)
@@ -302,6 +303,33 @@ def test_cluster_verdict_needs_enough_clusters_and_unlisted_proteins_stand_alone
     assert "6 of 30 proteins of val are not in the cluster table" in capsys.readouterr().err
     with pytest.raises(InputError, match="names no protein of test set 'val'"):
         compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], clusters={"x": "y"})
+
+
+def test_a_manifest_that_lists_test_chains_without_clusters_serves_validation_and_test_sets_together(
+        tmp_path: Path, capsys) -> None:
+    """prepare's manifest.tsv gives validation chains clusters and leaves the cluster cell of test-set chains empty:
+    comparing on both sets with it resamples the validation families and counts each test chain alone."""
+    from protrnn.report.compare import read_clusters
+
+    rng = np.random.default_rng(5)
+    val = [{"protein": f"v{k}", "L": 60, "long/n_contacts": 0, "base": float(rng.uniform(0.1, 0.5))} for k in range(24)]
+    test = [{"protein": f"t{k}", "L": 60, "long/n_contacts": 0, "base": float(rng.uniform(0.1, 0.5))} for k in range(9)]
+    rows = []
+    for name, proteins in (("val", val), ("psi", test)):
+        base = [p["base"] for p in proteins]
+        rows += _rows("ref", proteins, base, test_set=name)
+        rows += _rows("m", proteins, [b + 0.02 * (k % 2) for k, b in enumerate(base)], test_set=name)
+    evaluation = _write_eval(tmp_path / "e", rows)
+    table = tmp_path / "manifest.tsv"
+    table.write_text("source\tid\tsplit\tcluster\n"
+                     + "".join(f"src\tv{k}\tval\tfam{k // 3}\n" for k in range(24))  # 8 families of 3
+                     + "".join(f"psi\tt{k}\ttest_psi\t\n" for k in range(9)), encoding="utf-8")
+    out = compare_methods([load_evaluation(evaluation)], "ref", keys=[ML], clusters=read_clusters(table))
+    by_set = {c.test_set: c for c in out}
+    assert (by_set["val"].proteins, by_set["val"].clusters) == (24, 8)
+    assert (by_set["psi"].proteins, by_set["psi"].clusters) == (9, 9)
+    assert "not in the cluster table" not in capsys.readouterr().err
+    assert main(["compare", str(evaluation), "--reference", "ref", "--keys", ML, "--clusters", str(table)]) == 0
 
 
 def test_ids_the_manifest_writes_escaped_or_starting_with_a_hash_keep_their_cluster(tmp_path: Path, capsys) -> None:

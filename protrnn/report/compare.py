@@ -184,8 +184,10 @@ def selected_proteins(evaluations: Sequence[Evaluation], test_set: str, *, min_l
 
 def read_clusters(path: str | Path) -> dict[str, str]:
     """``{protein id: cluster}`` from a tab-separated table with ``id`` and ``cluster`` columns (``prepare``'s
-    ``manifest.tsv``: rows with an empty cluster, such as removed chains, are skipped). One-line InputError for a
-    missing file or column, a table without any cluster, or an id given two clusters."""
+    ``manifest.tsv``). A row with an empty cluster (``prepare`` writes them for test-set chains and removed ones) lists
+    its protein as a cluster of its own (:func:`own_cluster`), unless another row gives it one, so that a table that
+    lists a test set's chains without clusters is still the table of that test set. One-line InputError for a missing
+    file or column, a table without any cluster, or an id given two clusters."""
     path = Path(path)
     with reading(path):  # also the one-line error for text that is not UTF-8
         columns, rows = read_tsv_table(path)
@@ -194,16 +196,25 @@ def read_clusters(path: str | Path) -> dict[str, str]:
         raise InputError(f"the cluster table has no {missing[0]!r} column (needs {', '.join(CLUSTER_COLUMNS)}, "
                          "e.g. prepare's manifest.tsv)", path=path)
     out: dict[str, str] = {}
+    alone: list[str] = []
     for line, row in enumerate(rows, start=2):
         protein, cluster = row["id"] or "", row["cluster"] or ""
         if not cluster:
+            alone.append(protein)
             continue
         if out.setdefault(protein, cluster) != cluster:
             raise InputError(f"row {line}: id {protein!r} is in cluster {cluster!r} and, above, in "
                              f"{out[protein]!r}", path=path)
     if not out:
         raise InputError("the cluster table assigns no protein to a cluster", path=path)
+    for protein in alone:
+        out.setdefault(protein, own_cluster(protein))
     return out
+
+
+def own_cluster(protein: str) -> str:
+    """The cluster label of a protein that forms a cluster of its own (one no table label can equal)."""
+    return "\0" + protein
 
 
 def cluster_of(clusters: Mapping[str, str], protein: str) -> str | None:
@@ -298,7 +309,7 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
                 variant, base = matrix[:len(runs), columns], matrix[len(runs):, columns]
                 labels = None
                 if clusters is not None:
-                    labels = [cluster_of(clusters, proteins[c][1]) or "\0" + proteins[c][1]  # unlisted: its own
+                    labels = [cluster_of(clusters, proteins[c][1]) or own_cluster(proteins[c][1])  # unlisted: its own
                               for c in columns]
                 effect = paired_difference_bootstrap(variant, base, n_boot=n_boot, seed=seed, alpha=alpha,
                                                      clusters=labels)
