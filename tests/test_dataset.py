@@ -104,6 +104,14 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, cgdms_chains: list[Prote
         load_dataset(truncated)
     with pytest.raises(InputError, match="not found"):
         load_dataset(tmp_path / "missing.npz")
+    # a prepare output folder given where one of its files belongs: named as a directory, with the files to give
+    # (tmp_path holds text.npz, truncated.npz and whole.npz by now); an empty folder is a directory too, not "not found"
+    with pytest.raises(InputError, match="is a directory, not a dataset file; give one of its .npz files: "
+                                         r"text\.npz, truncated\.npz, whole\.npz$"):
+        load_dataset(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: is a directory, not a dataset file$"):
+        load_dataset(tmp_path / "empty")
     other = tmp_path / "other.npz"
     np.savez(other, x=np.zeros(3))
     with pytest.raises(InputError, match="missing"):

@@ -47,9 +47,10 @@ def test_real_fasta_from_shared_data(shared_data: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        (">a\nACD\n>a\nKK\n", r"record 'a'.*duplicate record ID \(first seen as record 1\)"),
-        (">a\n>b\nKK\n", r"record 'a'.*empty sequence"),
-        (">a\n-.-*\n", r"record 'a'.*empty sequence"),  # nothing left once gaps and the stop are removed
+        (">a\nACD\n>a\nKK\n", r"record 'a'.*duplicate record ID \(header at line 3; first seen as record 1, line 1\)"),
+        (">x\nK\n\n>a\nACD\n>a\nKK\n", r"record 'a'.*header at line 6; first seen as record 2, line 4\)"),
+        (">a\n>b\nKK\n", r"record 'a'.*empty sequence \(header at line 1\)"),
+        (">z\nK\n>a\n-.-*\n", r"record 'a'.*empty sequence \(header at line 3\)"),  # nothing left once cleaned
         (">a\nAC\n>b\nac-dj7k\n", r"record 'b', position 6: invalid residue letter '7'"),  # position as written
         (">a\nAC\n>b\nACDJ7K\n", r"record 'b', position 5: invalid residue letter '7'"),
         (">a\nAC*DE\n", r"record 'a', position 3: invalid residue letter '\*'"),

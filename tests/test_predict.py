@@ -703,6 +703,26 @@ TS50 = DATA / "ts50_gvp" / "ts50.json.gz"
 
 
 @pytest.mark.skipif(not TS50.is_file(), reason="shared TS50 data not available")
+def test_a_collection_finds_pdb_style_ids_as_a_directory_does(tmp_path) -> None:
+    """A directory finds `1abcA` as chain A of 1abc.pdb; a collection whose chains were read as `1abc_A` (prepare's and
+    the archive readers' names) must find it too: PDB code in any case, chain ID as written, never another chain."""
+    import dataclasses
+
+    from protrnn.data.dataset import save_dataset
+    from protrnn.data.sources import iter_chains
+
+    first, second = [o.chain for o in iter_chains(TS50) if o.chain is not None][:2]
+    chains = [dataclasses.replace(first, id="1abc_A"), dataclasses.replace(second, id="1abc_B")]
+    save_dataset(chains, tmp_path / "pdb.npz")
+    index = StructureIndex(tmp_path / "pdb.npz")
+    found = {rid: index.find(rid) for rid in ("1abc_A", "1abcA", "1ABC:B", "1abc-B", "1abca", "1abcC", "2abcA")}
+    assert {rid: ref.loaded.id if ref else None for rid, ref in found.items()} == {
+        "1abc_A": "1abc_A", "1abcA": "1abc_A", "1ABC:B": "1abc_B", "1abc-B": "1abc_B", "1abca": None, "1abcC": None,
+        "2abcA": None}
+    assert found["1abcA"].loaded.sequence == first.sequence and found["1ABC:B"].loaded.sequence == second.sequence
+
+
+@pytest.mark.skipif(not TS50.is_file(), reason="shared TS50 data not available")
 def test_structures_from_a_chain_collection_match_records_by_id(predictor, tmp_path) -> None:
     """--structures FILE: CATH-style JSON (TS50) or a prepared .npz, chains matched by record ID."""
     from protrnn.data.dataset import save_dataset
@@ -850,6 +870,20 @@ def test_the_checkpoint_the_malformed_ones_are_made_from_loads(tmp_path) -> None
     torch.save({"state_dict": _checkpoint_state(_TINY), "hyper_parameters": {"model": _TINY.to_dict()}},
                tmp_path / "good.ckpt")
     assert load_model(tmp_path / "good.ckpt", device="cpu").config == _TINY
+
+
+def test_the_png_counts_residues_from_one_as_the_rr_file_does() -> None:
+    """The RR file's pair 3 6 (1-based) is matrix cell [2, 5]: the image must show it centred on x = 6, y = 3."""
+    from protrnn.predict.writers import contact_map_figure
+
+    probs = np.zeros((10, 10), dtype=np.float16)
+    probs[2, 5] = probs[5, 2] = 1.0
+    axes = contact_map_figure(probs, "x").axes[0]
+    [image] = axes.get_images()
+    left, right, bottom, top = image.get_extent()
+    assert (left, right, bottom, top) == (0.5, 10.5, 10.5, 0.5)  # 10 cells of width 1 from 0.5: centres 1..10
+    column, row = 5, 2
+    assert left + (column + 0.5) * (right - left) / 10 == 6.0 and top + (row + 0.5) * (bottom - top) / 10 == 3.0
 
 
 def test_an_id_with_dollar_signs_draws_its_png(tmp_path) -> None:

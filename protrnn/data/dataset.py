@@ -354,6 +354,11 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, ma
     Every problem is a one-line :class:`InputError` naming the file; the caller checks the arrays' shapes.
     """
     source = Path(path)
+    if source.is_dir():
+        inside = sorted(entry.name for entry in source.glob("*.npz"))
+        listed = (f"; give one of its .npz files: {', '.join(inside[:4])}{', ...' if len(inside) > 4 else ''}"
+                  if inside else hint)
+        raise InputError(f"is a directory, not a {what}{listed}", path=source)
     if not source.is_file():
         raise InputError(f"{what} not found{hint}", path=source)
     wanted = [*keys, "metadata"]

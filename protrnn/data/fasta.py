@@ -142,7 +142,7 @@ def iter_fasta(path: str | os.PathLike[str], *, skip_invalid: bool = False,
     instead and ``(record_id, reason)`` is appended to ``skipped`` (when given), so nothing vanishes silently. A file
     with no records at all is always an error.
     """
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, int]] = {}  # record ID -> (record number, header line)
     count = 0
     try:
         with _open_text(path) as handle:
@@ -173,7 +173,8 @@ def _decoded(text: str) -> str:
     return _UNDECODED.sub("\ufffd", text)
 
 
-def _check_record(raw: _RawRecord, record_id: str, count: int, seen: dict[str, int], path: object) -> None:
+def _check_record(raw: _RawRecord, record_id: str, count: int, seen: dict[str, tuple[int, int]],
+                  path: object) -> None:
     """InputError (skippable) for a record without an ID, with a control character or a byte that is not UTF-8 in its
     ID, a duplicate ID, an invalid letter or nothing left once cleaned; records the ID in ``seen``."""
     if not record_id:
@@ -187,10 +188,12 @@ def _check_record(raw: _RawRecord, record_id: str, count: int, seen: dict[str, i
         raise InputError(f"record ID has a byte that is not UTF-8 (0x{undecoded_byte(undecoded.group()):02x}) at "
                          f"position {undecoded.start() + 1} of the header", path=path, record=record_id)
     if record_id in seen:
-        raise InputError(f"duplicate record ID (first seen as record {seen[record_id]})", path=path, record=record_id)
-    seen[record_id] = count
+        first, line = seen[record_id]
+        raise InputError(f"duplicate record ID (header at line {raw.line}; first seen as record {first}, line {line})",
+                         path=path, record=record_id)
+    seen[record_id] = (count, raw.line)
     if not DEFAULT_ALPHABET.clean(raw.sequence, record=record_id, path=path):  # validation only
-        raise InputError("empty sequence", path=path, record=record_id)
+        raise InputError(f"empty sequence (header at line {raw.line})", path=path, record=record_id)
 
 
 def read_fasta(path: str | os.PathLike[str], **kwargs: object) -> list[FastaRecord]:

@@ -8,7 +8,8 @@ kinds of source; which one is the caller's ``kind`` (the option used), never the
 * ``kind="structures"`` (``--structures``) and a directory: ``<id>.pdb|.ent|.cif|.mmcif[.gz]`` files
   (case-insensitive), also found by the record's safe name, or, for IDs like ``1abcA`` / ``1abc_A``, ``1abc.*`` with
   chain ``A``;
-* ``kind="structures"`` and a file: a collection of chains matched by ID, read with
+* ``kind="structures"`` and a file: a collection of chains matched by ID (and, for IDs like ``1abcA``, the chain
+  read as ``1abc_A``: the PDB code in any case, the chain ID as written), read with
   :func:`protrnn.data.sources.read_chains` (a prepared ``.npz``, a CATH-style ``chain_set.jsonl`` / JSON, per-chain
   JSONL, a cgdms per-chain ``.txt``, an archive: every input ``protrnn prepare`` reads).
 """
@@ -62,6 +63,7 @@ class StructureIndex:
         self._map: dict[str, StructureRef] = {}
         self._files: dict[str, Path] = {}
         self._chains: dict[str, ProteinChain] = {}
+        self._pdb_chains: dict[tuple[str, str], ProteinChain] = {}  # (PDB code lower-cased, chain ID) -> chain
         if kind == "map":
             if self.source.is_dir():
                 raise InputError("--structure-map: a directory, not a map file (id<TAB>path[<TAB>chain] per line; "
@@ -115,11 +117,17 @@ class StructureIndex:
             raise InputError(f"structures: no chain could be read from this file{reason}{hint}", path=self.source)
         for chain in chains:
             self._chains.setdefault(chain.id, chain)
+            match = _PDB_CHAIN_ID.fullmatch(chain.id)
+            if match:  # `1abc_A` (what prepare and the archives' readers name a PDB file's chain) also as 1abcA, ...
+                self._pdb_chains.setdefault((match.group(1).lower(), match.group(2)), chain)
 
     def find(self, record_id: str) -> StructureRef | None:
         """The structure of ``record_id``, or None when the source has none for it."""
         if self._chains:
             chain = self._chains.get(record_id)
+            match = _PDB_CHAIN_ID.fullmatch(record_id) if chain is None else None
+            if match:  # as in a directory: 1abcA, 1ABC:A, ... find the chain read as 1abc_A
+                chain = self._pdb_chains.get((match.group(1).lower(), match.group(2)))
             return StructureRef(self.source, chain.id, loaded=chain) if chain is not None else None
         if not self._files:
             return self._map.get(record_id)

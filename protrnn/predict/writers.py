@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from protrnn.errors import InputError
 from protrnn.evaluation.metrics import top_count
 from protrnn.rr import select_contacts
 from protrnn.utils.io import atomic_path, atomic_write, escape_control_characters
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SUMMARY_NAME = "summary.tsv"
 #: Temporary files of :func:`protrnn.utils.io.atomic_write` / ``atomic_path`` left behind by a killed run.
@@ -128,20 +132,28 @@ def has_distogram(path: str | os.PathLike[str], length: int, edges: Sequence[flo
 
 def write_png(path: str | os.PathLike[str], probs: np.ndarray, title: str) -> None:
     """A contact-map image (probabilities, both triangles) written atomically with matplotlib's Agg backend."""
+    figure = contact_map_figure(probs, title)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def contact_map_figure(probs: np.ndarray, title: str) -> Figure:
+    """The figure :func:`write_png` saves. Axes count residues from 1, as the RR file and the error messages do:
+    the cell of residues i, j (1-based) is centred on (j, i)."""
     from matplotlib.figure import Figure
 
+    length = probs.shape[0]
     figure = Figure(figsize=(5.0, 4.4), dpi=100)
     axes = figure.add_subplot()
     image = axes.imshow(np.asarray(probs, dtype=np.float32), cmap="Greys", vmin=0.0, vmax=1.0,
-                        interpolation="nearest", origin="upper")
+                        interpolation="nearest", origin="upper", extent=(0.5, length + 0.5, length + 0.5, 0.5))
     shown = "".join(ch if ch.isprintable() else "?" for ch in title)  # IDs may hold control characters
     axes.set_title(shown[:60], fontsize=9, parse_math=False)  # an ID with two `$` is not mathtext
     axes.set_xlabel("residue j")
     axes.set_ylabel("residue i")
     figure.colorbar(image, ax=axes, label="contact probability")
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
+    return figure
 
 
 def mean_top_probability(probs: np.ndarray, k: int = HEADLINE_K, min_separation: int = MIN_SEPARATION) -> float:
