@@ -146,6 +146,9 @@ def test_skip_reasons_are_grouped_by_reason_not_by_its_last_colon() -> None:
     assert reason_kind("a.txt: sequence-only file: no coordinates") == "sequence-only file: no coordinates"
     assert reason_kind("r.jsonl, record 'r1': coords have 6 residues") == "coords have N residues"
     assert reason_kind("length 12 < --min-length 20") == "length N < --min-length N"
+    # a quoted value is what the reason names, not a count: the digit '1' must not read as asparagine ('N')
+    assert (reason_kind("t/ts50remove.txt, record 'x': invalid residue letter '1' at position 3")
+            == "invalid residue letter '1' at position N")
 
 
 def _chain(chain_id: str, length: int) -> ProteinChain:

@@ -458,6 +458,22 @@ def test_the_reach_sentence_says_a_censored_horizon_reads_past_the_measured_rang
     assert "beyond the usage horizon (16 [" in near_part and "no longer changes its predictions" in near_part
 
 
+def test_the_findings_sentence_names_why_a_knob_is_undetermined() -> None:
+    """Two seeds each, horizons beyond the measured range: the sentence must not blame the seed count."""
+    from protrnn.report.findings import FindingRow, findings_sentence
+
+    censored = FindingRow(knob="cell", change="cell=lstm -> cell=gru", effects={
+        "gradient": {"mean": 0.0, "low": -3.0, "high": 3.0, "bound": "lower"}})
+    single = FindingRow(knob="layer norm", change="on -> off", effects={
+        "reach": {"mean": 0.1, "low": math.nan, "high": math.nan}})
+    assert censored.verdict == single.verdict == "undetermined"
+    sentence = findings_sentence([censored, single])
+    assert ("cell (cell=lstm -> cell=gru) (only a bound, a horizon lying beyond the measured range: gradient horizon)"
+            in sentence)
+    assert "layer norm (on -> off) (no interval with one seed: reach (synthetic score))" in sentence
+    assert "fewer than two seeds" not in sentence
+
+
 def test_a_horizon_beyond_a_short_range_counts_as_that_range_s_end() -> None:
     """Two seeds measured to distance 18 only (chains too short for the 40 asked), their sensitivity still above the
     threshold there: each horizon is only known to exceed 18, so the seed mean is 18, shown "> 18", and against a

@@ -378,9 +378,11 @@ def build_summary(entries: Sequence[Entry], datasets: dict[str, Path], leakage: 
 
 
 def reason_kind(reason: str) -> str:
-    """Group skip reasons for the summary: drop the file/record prefix and numbers."""
+    """Group skip reasons for the summary: drop the file/record prefix, and numbers outside quotes (positions,
+    counts) become N; a quoted value such as the letter of "invalid residue letter '1'" is kept as it is."""
     tail = reason.split(": ", 1)[-1]  # "<file>, record 'x': reason"; the reason itself may contain ": "
-    return re.sub(r"\d+", "N", tail)[:80]
+    parts = re.split(r"('[^']*')", tail)  # odd indices: the quoted values
+    return "".join(part if k % 2 else re.sub(r"\d+", "N", part) for k, part in enumerate(parts))[:80]
 
 
 def remove_stale(outdir: Path, written: set[Path]) -> None:

@@ -226,6 +226,20 @@ class FindingRow:
             return "undetermined"  # no interval, or a censored horizon's one-sided one that does not settle it
         return "no effect detected"
 
+    def undetermined_because(self) -> str:
+        """Why an undetermined row settles nothing: its measured differences without an interval (one seed), and
+        those that are a censored horizon's bound (:attr:`verdict`)."""
+        measured = {m: e for m, e in self.effects.items() if _finite(e.get("mean"))}
+        causes = []
+        bounded = [MEASURE_TITLES[m] for m in MEASURES if m in measured and measured[m].get("bound")]
+        one_seed = [MEASURE_TITLES[m] for m in MEASURES if m in measured and not measured[m].get("bound")
+                    and not _finite(measured[m].get("low"))]
+        if one_seed:
+            causes.append(f"no interval with one seed: {', '.join(one_seed)}")
+        if bounded:
+            causes.append(f"only a bound, a horizon lying beyond the measured range: {', '.join(bounded)}")
+        return "; ".join(causes)
+
     def matters_for(self) -> list[str]:
         return [m for m in MEASURES if m in self.effects and excludes_zero(self.effects[m])]
 
@@ -397,7 +411,7 @@ def findings_sentence(rows: Sequence[FindingRow]) -> str:
         elif verdict == "no effect detected":
             quiet.append(label)
         elif verdict == "undetermined":
-            undetermined.append(label)
+            undetermined.append(f"{label} ({row.undetermined_because()})")
         else:
             unmeasured.append(row.knob)
     parts = []
@@ -409,7 +423,7 @@ def findings_sentence(rows: Sequence[FindingRow]) -> str:
     if quiet:
         parts.append("no effect detected for " + "; ".join(quiet))
     if undetermined:
-        parts.append("undetermined (fewer than two seeds) for " + "; ".join(undetermined))
+        parts.append("undetermined for " + "; ".join(undetermined))
     if unmeasured:
         parts.append("not measured: " + ", ".join(dict.fromkeys(unmeasured)))
     return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
