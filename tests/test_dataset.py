@@ -88,6 +88,18 @@ def test_duplicate_ids_rejected(tmp_path: Path, cgdms_chains: list[ProteinChain]
     assert not (tmp_path / "d.npz").exists()
 
 
+def test_content_digest_of_a_file_that_is_no_npz_archive_says_so(tmp_path: Path) -> None:
+    """content_sha256 (a training run's identity) checks the archive as load_dataset does: a text file was
+    "pickled (object) data" to np.load."""
+    from protrnn.data.dataset import content_sha256
+
+    text = tmp_path / "fake.npz"
+    text.write_text("hello\n")
+    with pytest.raises(InputError) as info:
+        content_sha256(text)
+    assert str(info.value) == f"{text}: not an .npz (zip) archive; it starts with b'hell'"
+
+
 def test_bad_files_give_one_line_errors(tmp_path: Path, cgdms_chains: list[ProteinChain]) -> None:
     text = tmp_path / "text.npz"
     text.write_text("not an archive")

@@ -338,6 +338,49 @@ def test_cli_prints_config_errors_on_one_line(datasets: dict[str, Path], tmp_pat
     assert err[-1].startswith("protrnn: error: ") and "cell" in err[-1] and "--model.model.cell" in err[-1]
 
 
+@pytest.mark.parametrize(("override", "key"), [
+    (["--trainer.max_steps", "-5"], "trainer.max_steps"),
+    (["--trainer.max_epochs", "-3"], "trainer.max_epochs"),
+    (["--trainer.val_check_interval", "-1"], "trainer.val_check_interval"),
+])
+def test_trainer_values_lightning_rejects_are_one_line_naming_the_key(
+        datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], override: list[str],
+        key: str) -> None:
+    """Lightning refuses these while the Trainer is built (MisconfigurationException): exit 2 and one line naming
+    the key and the value given, no traceback and no run folder."""
+    from protrnn.cli import main as cli_main
+
+    run = tmp_path / "run"
+    status = cli_main(["train", *tiny_args(datasets, run, *override)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "Traceback" not in err and "MisconfigurationException" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"protrnn: error: config key '{key}': ") and override[1] in last
+    assert not run.exists()
+
+
+def test_a_data_file_that_is_no_npz_archive_is_named_with_its_config_key(datasets: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """A text file given as a dataset: the archive check of load_dataset, named by config key as a missing file is
+    (the run's identity digest read it first and blamed "pickled (object) data"); a file of another suffix failed
+    inside trainer.fit, after the run folder was made."""
+    fake = tmp_path / "fake.npz"
+    fake.write_text("hello\n")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"a": 1}')
+    run = tmp_path / "run"
+    for key, path in (("data.train_path", fake), ("data.val_path", notes)):
+        data = {**datasets, key.split(".")[1].removesuffix("_path"): path}
+        with pytest.raises(InputError) as err:
+            train_cmd.main(tiny_args(data, run))
+        message = str(err.value)
+        magic = path.read_bytes()[:4]
+        assert message == (f"{path}: config key '{key}': not a dataset file: not an .npz (zip) archive; it starts "
+                           f"with {magic!r}")
+        assert not run.exists()
+
+
 def test_malloc_reexec_only_for_the_real_program(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, list[str], dict[str, str]]] = []
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
@@ -620,6 +663,29 @@ def test_resume_refusals_name_the_checkpoint_on_one_line(datasets: dict[str, Pat
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"  # nothing trained over it
 
 
+def test_a_resume_past_max_steps_is_refused_like_one_past_max_epochs(datasets: dict[str, Path], trained_run: Path,
+                                                                     tmp_path: Path) -> None:
+    """--trainer.max_steps below the checkpoint's global step: one line naming the key and the step (it stopped at
+    once, exported again and exited 0); at the checkpoint's step nothing is left to train and the run resumes."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert step > 1
+    exported = (run / "model.json").read_bytes()
+    with pytest.raises(InputError) as err:
+        train_cmd.main(tiny_args(datasets, run, "--trainer.max_steps", str(step - 1), "--trainer.max_epochs", "10",
+                                 "--ckpt_path", "last"))
+    assert str(err.value) == (f"{run / 'checkpoints' / 'last.ckpt'}: config key 'ckpt_path': the checkpoint is at "
+                              f"global step {step}, past trainer.max_steps {step - 1}; raise --trainer.max_steps to "
+                              "continue it")
+    assert (run / "model.json").read_bytes() == exported and not (run / "logs" / "version_1").exists()
+    assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_steps", str(step), "--trainer.max_epochs", "10",
+                                    "--ckpt_path", "last")) == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+
+
 def test_output_folders_that_are_files_are_refused_before_training(datasets: dict[str, Path], tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -666,6 +732,76 @@ def test_a_copied_run_exports_its_own_best_checkpoint(trained_run: Path, tmp_pat
     ExportOnFitEnd(run).on_fit_end(trainer, None)
     meta = json.loads((run / "model.json").read_text())
     assert meta["source_checkpoint"] == str((here / "last.ckpt").resolve()) and meta["selected"] == "last"
+
+
+@pytest.mark.slow
+def test_a_copied_run_resumed_with_worse_validations_exports_its_real_best(datasets: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    """A run copied to another folder and resumed: Lightning forgot the best score when the checkpoint folder's path
+    changed, so the first validation after the resume became the new "best" (a second best-*.ckpt beside the real
+    one, save_top_k 1) and was exported. Monitored here: the global step, mode min, so every validation after the
+    first is worse; each checkpoint file records its own step, from which the true best is taken."""
+    import shutil
+
+    monitor = ["--checkpoint.monitor", "step", "--checkpoint.mode", "min"]
+    original, copy = tmp_path / "original", tmp_path / "elsewhere" / "copy"
+    assert train_cmd.main(tiny_args(datasets, original, *monitor, "--trainer.max_epochs", "2")) == 0
+    shutil.copytree(original, copy)
+    assert train_cmd.main(tiny_args(datasets, copy, *monitor, "--trainer.max_epochs", "4", "--ckpt_path",
+                                    "last")) == 0
+
+    def recorded_step(path: Path) -> int:
+        return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
+
+    here = copy / "checkpoints"
+    per_epoch = recorded_step(original / "checkpoints" / "last.ckpt") // 2
+    assert recorded_step(here / "last.ckpt") == 4 * per_epoch  # the resume trained two more epochs
+    written = sorted({*here.glob("*.ckpt"), *(original / "checkpoints").glob("*.ckpt")})
+    scores = {path: recorded_step(path) for path in written}
+    best_score = min(scores.values())
+    assert best_score < 4 * per_epoch
+    bests = sorted(here.glob("best-*.ckpt"))
+    assert len(bests) == 1, [p.name for p in bests]  # save_top_k 1
+    assert recorded_step(bests[0]) == best_score
+    meta = json.loads((copy / "model.json").read_text())
+    assert meta["selected"] == "best"
+    assert Path(meta["source_checkpoint"]) == bests[0].resolve()  # this run's own file, not the original's
+    assert meta["global_step"] == best_score
+
+
+def test_a_moved_checkpoint_state_keeps_the_scores_of_the_files_in_its_new_folder(tmp_path: Path) -> None:
+    """RunCheckpoint.load_state_dict with a state recorded in another folder: the paths move to this folder by file
+    name, an entry whose file is not here is dropped, and best / kth / last follow from what is kept."""
+    from protrnn.training.callbacks import RunCheckpoint
+
+    old, here = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
+    here.mkdir(parents=True)
+    for name in ("a.ckpt", "c.ckpt", "last.ckpt"):
+        (here / name).write_bytes(b"")
+    scores = {"a.ckpt": 0.5, "b.ckpt": 0.875, "c.ckpt": 0.75}  # b, the best, is not in the new folder
+    state = {"monitor": "m", "best_model_score": torch.tensor(0.875), "best_model_path": str(old / "b.ckpt"),
+             "current_score": torch.tensor(0.75), "dirpath": str(old),
+             "best_k_models": {str(old / name): torch.tensor(score) for name, score in scores.items()},
+             "kth_best_model_path": str(old / "a.ckpt"), "kth_value": torch.tensor(0.5),
+             "last_model_path": str(old / "last.ckpt")}
+    for top_k, kth in ((3, None), (2, "a.ckpt")):
+        callback = RunCheckpoint(dirpath=here, monitor="m", mode="max", save_top_k=top_k, save_last=True)
+        callback.load_state_dict(state)
+        assert {Path(p).name: float(v) for p, v in callback.best_k_models.items()} == {"a.ckpt": 0.5, "c.ckpt": 0.75}
+        assert all(Path(p).parent == Path(callback.dirpath) for p in callback.best_k_models)
+        assert callback.best_model_path == str(Path(callback.dirpath) / "c.ckpt")
+        assert float(callback.best_model_score) == 0.75
+        assert callback.last_model_path == str(Path(callback.dirpath) / "last.ckpt")
+        if kth is None:  # fewer than k kept: the next validation is saved whatever its score
+            assert callback.kth_best_model_path == "" and float(callback.kth_value) == -math.inf
+        else:
+            assert Path(callback.kth_best_model_path).name == kth and float(callback.kth_value) == 0.5
+    for name in ("a.ckpt", "c.ckpt", "last.ckpt"):
+        (here / name).unlink()
+    callback = RunCheckpoint(dirpath=here, monitor="m", mode="max", save_top_k=1, save_last=True)
+    callback.load_state_dict(state)
+    assert callback.best_k_models == {} and callback.best_model_path == "" and callback.best_model_score is None
+    assert callback.last_model_path == ""
 
 
 def test_fit_end_export_and_export_command_round_trip(trained_run: Path, tmp_path: Path) -> None:

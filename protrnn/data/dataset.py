@@ -343,6 +343,21 @@ class ChainDataset(Sequence[ProteinChain]):
         return f"ChainDataset({len(self)} chains, {self.n_residues} residues{where})"
 
 
+#: The first bytes of a zip archive (an ``.npz``): a local file header, or the end record of an empty archive.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def check_zip_magic(source: Path, prefix: str = "") -> None:
+    """A one-line :class:`InputError` naming ``source`` (after ``prefix``) unless it starts like a zip archive.
+
+    Checked before ``np.load``, which reads any other file as a pickle or ``.npy`` and then blames pickling (a text
+    file was "pickled (object) data")."""
+    with reading(source), open(source, "rb") as handle:
+        magic = handle.read(4)
+    if magic not in ZIP_MAGIC:
+        raise InputError(f"{prefix}not an .npz (zip) archive; it starts with {magic!r}", path=source)
+
+
 def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, max_version: int, what: str,
                   hint: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays ``keys`` and the parsed JSON ``metadata`` of one of protrnn's flat ``.npz`` files, after the checks
@@ -362,10 +377,7 @@ def read_npz_file(path: str | Path, keys: Sequence[str], *, format_name: str, ma
     if not source.is_file():
         raise InputError(f"{what} not found{hint}", path=source)
     wanted = [*keys, "metadata"]
-    with reading(source), open(source, "rb") as handle:
-        magic = handle.read(4)
-    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # numpy would try other formats and blame pickling
-        raise InputError(f"not a {what}: not an .npz (zip) archive; it starts with {magic!r}", path=source)
+    check_zip_magic(source, f"not a {what}: ")
     try:
         with np.load(source, allow_pickle=False) as archive:
             missing = [key for key in wanted if key not in archive.files]
@@ -390,9 +402,11 @@ def content_sha256(path: str | Path) -> str:
     """SHA-256 of one of protrnn's ``.npz`` files' contents: every array but ``metadata`` (its creation time and
     command line) and ``sources`` (the input paths as given), by name, dtype, shape and bytes. Two ``protrnn prepare``
     runs that write the same chains agree, wherever their inputs were read from; a training checkpoint records it to
-    tell a resume that its data changed. Never unpickles; problems are one-line :class:`InputError`."""
+    tell a resume that its data changed. Never unpickles; problems are one-line :class:`InputError` (a file that is
+    no zip archive as in :func:`read_npz_file`)."""
     source = Path(path)
     digest = hashlib.sha256()
+    check_zip_magic(source)
     try:
         with np.load(source, allow_pickle=False) as archive:
             for name in sorted(archive.files):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from protrnn.errors import InputError
@@ -84,9 +85,10 @@ def recorded_metrics(checkpoint: Mapping[str, Any], path: str | Path) -> dict[st
 def checkpoint_of_this_run(callback: Any, path: str) -> str:
     """``path`` (a ModelCheckpoint's best or last checkpoint) as a file of this run's checkpoint folder.
 
-    A run directory copied or moved and then resumed carries its old absolute ``best_model_path`` in ``last.ckpt``,
-    and Lightning restores it: it names the other folder's file, or a file that is gone. The file of the same name in
-    this run's folder is used instead when it exists; otherwise ``""`` (nothing this run holds)."""
+    A run directory copied or moved and then resumed carries its old absolute ``best_model_path`` in ``last.ckpt``;
+    :class:`RunCheckpoint` remaps it, but Lightning's own ModelCheckpoint restores it as it was: the other folder's
+    file, or a file that is gone. The file of the same name in this run's folder is used instead when it exists;
+    otherwise ``""`` (nothing this run holds)."""
     dirpath = getattr(callback, "dirpath", None)
     if not path or dirpath is None:
         return path
@@ -105,9 +107,67 @@ class RunCheckpoint(ModelCheckpoint):
 
     Lightning 2.6 writes ``last.ckpt`` only in a step that also saved a best checkpoint, so after the last improvement
     it stayed behind: a run killed at step 4,400 whose best was step 3,500 resumed with ``--ckpt_path last`` from
-    step 3,500, trained those 900 steps again, and early stopping's patience started over."""
+    step 3,500, trained those 900 steps again, and early stopping's patience started over.
+
+    A run directory copied or moved and then resumed keeps its best score and top-k checkpoints, remapped to the new
+    folder (:meth:`load_state_dict`), where Lightning forgot them."""
 
     _last_step_written: int | None = None
+    #: True after :meth:`load_state_dict` remapped a checkpoint's state from another folder (the run was moved).
+    _remapped: bool = False
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state of a resumed checkpoint, also when its run directory was copied or moved since.
+
+        Lightning restores the scores only when ``dirpath`` is the one the checkpoint recorded; otherwise it restores
+        only ``best_model_path`` (the other folder's file), forgets ``best_model_score`` and ``best_k_models``, and
+        the first validation of the resumed run became "best" however poor it was, a second ``best-*.ckpt`` beside
+        the real best, which was then exported. Here the recorded paths are remapped to this folder (the same file
+        names): entries whose file is here keep their scores, those whose file is not are dropped (the best is then
+        established again by the validations to come), and ``best_model_path``, ``best_model_score``,
+        ``kth_best_model_path`` / ``kth_value`` and ``last_model_path`` are derived from what is kept.
+        """
+        recorded = state_dict.get("dirpath", self.dirpath)
+        if self.dirpath is None or recorded is None or str(recorded) == str(self.dirpath):
+            super().load_state_dict(state_dict)
+            return
+        self._restore_remapped(state_dict)
+        self._remapped = True
+
+    def _restore_remapped(self, state_dict: Mapping[str, Any]) -> None:
+        """The state of :meth:`load_state_dict` for a checkpoint written in another folder (see there)."""
+        here = Path(str(self.dirpath))
+
+        def this_folders(path: object) -> str:
+            candidate = here / Path(str(path)).name if path else None
+            return str(candidate) if candidate is not None and candidate.is_file() else ""
+
+        kept = {this_folders(path): score for path, score in (state_dict.get("best_k_models") or {}).items()}
+        self.best_k_models = {path: score for path, score in kept.items() if path}
+        if self.best_k_models:
+            pick = min if self.mode == "min" else max
+            self.best_model_path = pick(self.best_k_models, key=self.best_k_models.__getitem__)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+        else:  # no monitor (Lightning keeps no scores then), or no file of the top k is here
+            self.best_model_path = this_folders(state_dict.get("best_model_path"))
+            self.best_model_score = state_dict.get("best_model_score") if self.best_model_path else None
+        if self.best_k_models and (self.save_top_k == -1 or len(self.best_k_models) >= self.save_top_k):
+            worst = max if self.mode == "min" else min
+            self.kth_best_model_path = worst(self.best_k_models, key=self.best_k_models.__getitem__)
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+        else:  # fewer than k kept: the next validations fill the top k again (Lightning's initial values)
+            self.kth_best_model_path = ""
+            self.kth_value = torch.tensor(math.inf if self.mode == "min" else -math.inf)
+        self.last_model_path = this_folders(state_dict.get("last_model_path"))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self._remapped:  # every rank remapped (same checkpoint, same folder): all take rank 0's view of the files
+            (self.best_k_models, self.best_model_path, self.best_model_score, self.kth_best_model_path,
+             self.kth_value, self.last_model_path) = trainer.strategy.broadcast(
+                (self.best_k_models, self.best_model_path, self.best_model_score, self.kth_best_model_path,
+                 self.kth_value, self.last_model_path))
+            self._remapped = False
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

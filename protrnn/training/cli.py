@@ -169,6 +169,26 @@ def one_line(exc: BaseException) -> str:
     return " | ".join(lines[:3]) if lines else type(exc).__name__
 
 
+def trainer_config_error(exc: BaseException) -> InputError:
+    """Lightning's refusal of a ``trainer.*`` value while the Trainer is built (a MisconfigurationException or a
+    ValueError: ``max_steps -5``, ``max_epochs -3``, ``val_check_interval -1``, ...) as a one-line InputError that
+    names the config key, ``trainer.NAME`` for each argument of ``Trainer`` the message names (in the order it names
+    them), or, where it names none, the whole message on one line."""
+    import inspect
+
+    from pytorch_lightning import Trainer
+
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    names = [name for name in inspect.signature(Trainer.__init__).parameters if name != "self"]
+    found = sorted((match.start(), name) for name in names
+                   if (match := re.search(rf"(?<!\w){re.escape(name)}(?!\w)", message)))
+    keys = [f"'trainer.{name}'" for _, name in found]
+    if not keys:
+        return InputError(f"invalid trainer configuration: {message}")
+    label = f"config key {keys[0]}" if len(keys) == 1 else f"config keys {', '.join(keys)}"
+    return InputError(f"{label}: {message}")
+
+
 def _causes(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = exc
@@ -220,6 +240,7 @@ def _cli_class(spec: FitSpec) -> type:
     from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from protrnn.training.callbacks import RunCheckpoint
     from protrnn.training.identity import RunIdentity, run_identity
@@ -299,7 +320,12 @@ def _cli_class(spec: FitSpec) -> type:
             # every checkpoint records which run it belongs to: what a resume compares (check_resume)
             self.run_identity = run_identity(training_config)
             callbacks.append(RunIdentity(self.run_identity))
-            return self._instantiate_trainer(config, callbacks)
+            try:
+                return self._instantiate_trainer(config, callbacks)
+            except InputError:
+                raise
+            except (MisconfigurationException, ValueError) as exc:
+                raise trainer_config_error(exc) from None
 
     ProtrnnCLI.model_class_default = parts.model_class
     ProtrnnCLI.datamodule_class_default = parts.datamodule_class
@@ -374,8 +400,7 @@ def run_fit(spec: FitSpec, argv: list[str]) -> int:
 def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint ``--ckpt_path`` resumes from, read (``weights_only``), or None for a fresh start: a file, or with
     ``last`` the run directory's ``checkpoints/last.ckpt`` when there is one (without it Lightning starts afresh).
-    An unreadable file is a one-line InputError instead of a torch.load traceback inside ``trainer.fit``; a
-    checkpoint past ``trainer.max_epochs`` one instead of Lightning's MisconfigurationException."""
+    An unreadable file is a one-line InputError instead of a torch.load traceback inside ``trainer.fit``."""
     ckpt = cli.config.get("ckpt_path")
     if not ckpt:
         return None
@@ -394,11 +419,23 @@ def _resume_checkpoint(cli: Any) -> tuple[Path, dict[str, Any]] | None:
         if isinstance(exc, FileNotFoundError):
             return None
         raise InputError(f"config key 'ckpt_path': {exc.reason}", path=path) from None
-    epoch, max_epochs = checkpoint.get("epoch"), cli.trainer.max_epochs
-    if isinstance(epoch, int) and max_epochs not in (None, -1) and epoch > max_epochs:
-        raise InputError(f"config key 'ckpt_path': the checkpoint is at epoch {epoch}, past trainer.max_epochs "
-                         f"{max_epochs}; raise --trainer.max_epochs to continue it", path=path)
     return path, checkpoint
+
+
+def check_budget(path: Path, checkpoint: Mapping[str, Any], trainer: Any) -> None:
+    """A one-line InputError when the checkpoint to resume is past the run's budget: its ``epoch`` beyond
+    ``trainer.max_epochs`` (where Lightning raised a MisconfigurationException inside ``trainer.fit``) or its
+    ``global_step`` beyond ``trainer.max_steps`` (where Lightning stopped at once and the run exported the
+    checkpoint's best again, exit 0, as if it had trained to the smaller budget). A checkpoint at the budget is a
+    finished run with nothing left to train: it resumes, stops and exports again, as a rerun of that run does."""
+    for recorded, key, budget in (("epoch", "max_epochs", trainer.max_epochs),
+                                  ("global_step", "max_steps", trainer.max_steps)):
+        value = checkpoint.get(recorded)
+        if (isinstance(value, int) and not isinstance(value, bool) and budget not in (None, -1)
+                and value > budget):
+            where = "epoch" if recorded == "epoch" else "global step"
+            raise InputError(f"config key 'ckpt_path': the checkpoint is at {where} {value}, past trainer.{key} "
+                             f"{budget}; raise --trainer.{key} to continue it", path=path)
 
 
 def _gone_under_another_rank(cli: Any, path: Path) -> bool:
@@ -442,6 +479,8 @@ def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None]
       ones.
     * Other settings (or another named file, e.g. an encoder) are named on stderr and the run resumes: the optimizer
       and schedule continue from the checkpoint's state.
+    * A checkpoint past ``trainer.max_epochs`` or ``trainer.max_steps`` is refused (:func:`check_budget`), unless
+      ``last-if-same`` starts the run over anyway (a smaller budget is a difference of its run).
     * With ``--ckpt_path last-if-same`` (the pipeline's) any difference, or a checkpoint without a record (written by
       an older protrnn), instead moves ``checkpoints/`` aside to ``checkpoints.replaced`` and trains from the start:
       a job killed and rerun after its settings, data or encoder changed had resumed the old run.
@@ -481,7 +520,9 @@ def check_resume(cli: Any, kind_check: Callable[[Path, Mapping[str, Any]], None]
     reasons += data + changed
     if strict and reasons:
         _start_over(cli, path, reasons)
-    elif changed:
+        return
+    check_budget(path, checkpoint, cli.trainer)
+    if changed:
         print(f"protrnn: resuming {path} with settings that differ from its run: {'; '.join(changed)}. The "
               "optimizer and learning-rate schedule continue from the checkpoint's state, so a new lr, weight_decay "
               "or schedule does not take effect; model.json records the settings given now", file=sys.stderr)

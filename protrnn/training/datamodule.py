@@ -110,11 +110,36 @@ def config_int(key: str, value: object, *, minimum: int = 1, allow_none: bool = 
     return value
 
 
+def load_config_datasets(paths: dict[str, Path]) -> dict[str, Any]:
+    """The datasets of config keys ``paths`` (``{"data.train_path": path, ...}``), each read and checked by
+    :func:`~protrnn.data.dataset.load_dataset` (a file named twice is read once), as
+    :class:`~protrnn.data.dataset.ChainDataset` by key. Read when the data module is built, before the trainer and
+    its run directory exist: every problem (not an .npz archive, not a dataset, corrupt, no chains) is a one-line
+    :class:`InputError` naming the file and the key, as a missing file is."""
+    from protrnn.data.dataset import load_dataset
+
+    loaded: dict[Path, Any] = {}
+    out: dict[str, Any] = {}
+    for key, path in paths.items():
+        resolved = path.resolve()
+        try:
+            if resolved not in loaded:
+                loaded[resolved] = load_dataset(path)
+        except InputError as exc:
+            raise InputError(f"config key {key!r}: {exc.reason}", path=exc.path, record=exc.record,
+                             position=exc.position) from None
+        if len(loaded[resolved]) == 0:
+            raise InputError(f"config key {key!r}: the dataset holds no chains", path=path)
+        out[key] = loaded[resolved]
+    return out
+
+
 class ContactDataModule(pl.LightningDataModule):
     """Prepared ``train.npz`` / ``val.npz`` (``protrnn prepare``) -> batches of the batch contract.
 
     Args:
-        train_path, val_path: datasets written by ``protrnn prepare`` (:func:`protrnn.data.dataset.save_dataset`).
+        train_path, val_path: datasets written by ``protrnn prepare`` (:func:`protrnn.data.dataset.save_dataset`),
+            read and checked here, when the module is built (:func:`load_config_datasets`; ``chains`` holds them).
         crop_length: training chains longer than this are randomly cropped to it each epoch (>= 7, so a crop holds a
             pair at the minimum scored separation 6; ``null`` = never crop): the window the encoder reads. With
             ``pair_block`` this is a long window (e.g. 512) and the pair head sees only the sampled blocks of it.
@@ -168,25 +193,21 @@ class ContactDataModule(pl.LightningDataModule):
                 raise InputError(f"config key 'data.{key}': dataset file not found (make one with protrnn prepare)",
                                  path=path)
         self.save_hyperparameters()
+        self.chains = load_config_datasets({"data.train_path": self.train_path, "data.val_path": self.val_path})
         self.train_set: Any = None
         self.val_set: Any = None
 
     def setup(self, stage: str | None = None) -> None:
         from protrnn.data.batching import ContactExampleDataset
-        from protrnn.data.dataset import load_dataset
 
         if self.train_set is None and stage in (None, "fit"):
-            chains = load_dataset(self.train_path)
-            if len(chains) == 0:
-                raise InputError("training dataset holds no chains", path=self.train_path)
+            chains = self.chains["data.train_path"]
             self.train_set = ContactExampleDataset(chains, crop_length=self.crop_length, random_crop=True,
                                                    seed=self.seed, cutoff=self.contact_cutoff,
                                                    pair_block=self.pair_block, blocks_per_chain=self.blocks_per_chain,
                                                    block_context=self.block_context)
         if self.val_set is None and stage in (None, "fit", "validate"):
-            chains = load_dataset(self.val_path)
-            if len(chains) == 0:
-                raise InputError("validation dataset holds no chains", path=self.val_path)
+            chains = self.chains["data.val_path"]
             self.val_set = ContactExampleDataset(chains, crop_length=None, random_crop=False, seed=self.seed,
                                                  cutoff=self.contact_cutoff)
 
