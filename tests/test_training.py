@@ -379,6 +379,16 @@ def test_a_data_file_that_is_no_npz_archive_is_named_with_its_config_key(dataset
         assert message == (f"{path}: config key '{key}': not a dataset file: not an .npz (zip) archive; it starts "
                            f"with {magic!r}")
         assert not run.exists()
+    # prepare's output folder given for its train.npz: named as a directory, with the files to give
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    for name in ("val.npz", "train.npz"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(InputError) as err:
+        train_cmd.main(tiny_args({**datasets, "train": folder}, run))
+    assert str(err.value) == (f"{folder}: config key 'data.train_path': is a directory, not a dataset file; give one "
+                              "of its .npz files: train.npz, val.npz")
+    assert not run.exists()
 
 
 def test_malloc_reexec_only_for_the_real_program(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -771,13 +781,19 @@ def test_a_copied_run_resumed_with_worse_validations_exports_its_real_best(datas
 
 def test_a_moved_checkpoint_state_keeps_the_scores_of_the_files_in_its_new_folder(tmp_path: Path) -> None:
     """RunCheckpoint.load_state_dict with a state recorded in another folder: the paths move to this folder by file
-    name, an entry whose file is not here is dropped, and best / kth / last follow from what is kept."""
+    name, an entry whose file is not here is dropped, and best / kth / last follow from what is kept. A file of the
+    same name that another run's callback wrote (its recorded folder differs) is not this run's: never adopted."""
     from protrnn.training.callbacks import RunCheckpoint
 
     old, here = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
     here.mkdir(parents=True)
+
+    def checkpoint_from(folder: Path, path: Path) -> None:  # a checkpoint file as the callback of `folder` saves it
+        torch.save({"callbacks": {"RunCheckpoint{'monitor': 'm'}": {"dirpath": str(folder), "best_k_models": {}}}},
+                   path)
+
     for name in ("a.ckpt", "c.ckpt", "last.ckpt"):
-        (here / name).write_bytes(b"")
+        checkpoint_from(old, here / name)
     scores = {"a.ckpt": 0.5, "b.ckpt": 0.875, "c.ckpt": 0.75}  # b, the best, is not in the new folder
     state = {"monitor": "m", "best_model_score": torch.tensor(0.875), "best_model_path": str(old / "b.ckpt"),
              "current_score": torch.tensor(0.75), "dirpath": str(old),
@@ -796,6 +812,17 @@ def test_a_moved_checkpoint_state_keeps_the_scores_of_the_files_in_its_new_folde
             assert callback.kth_best_model_path == "" and float(callback.kth_value) == -math.inf
         else:
             assert Path(callback.kth_best_model_path).name == kth and float(callback.kth_value) == 0.5
+    # another run of the same settings wrote c.ckpt and last.ckpt here: their names match, their folder does not
+    for name in ("c.ckpt", "last.ckpt"):
+        checkpoint_from(tmp_path / "other" / "checkpoints", here / name)
+    callback = RunCheckpoint(dirpath=here, monitor="m", mode="max", save_top_k=1, save_last=True)
+    callback.load_state_dict(state)
+    assert {Path(p).name: float(v) for p, v in callback.best_k_models.items()} == {"a.ckpt": 0.5}
+    assert callback.last_model_path == ""
+    (here / "empty.ckpt").write_bytes(b"")  # not a checkpoint at all
+    callback = RunCheckpoint(dirpath=here, monitor="m", mode="max", save_top_k=1, save_last=True)
+    callback.load_state_dict({**state, "best_k_models": {str(old / "empty.ckpt"): torch.tensor(1.0)}})
+    assert callback.best_k_models == {}
     for name in ("a.ckpt", "c.ckpt", "last.ckpt"):
         (here / name).unlink()
     callback = RunCheckpoint(dirpath=here, monitor="m", mode="max", save_top_k=1, save_last=True)

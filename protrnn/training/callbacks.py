@@ -82,6 +82,20 @@ def recorded_metrics(checkpoint: Mapping[str, Any], path: str | Path) -> dict[st
     return out
 
 
+def written_in(path: Path, dirpath: str) -> bool:
+    """Whether the checkpoint file ``path`` was saved by a checkpoint callback whose folder was ``dirpath`` (its
+    recorded callback state says so; read ``weights_only`` and memory-mapped, so the weights are not read). False for
+    a file that cannot be read that way."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged or foreign file, whatever torch raises on it, is not one of the run's checkpoints
+        return False
+    states = checkpoint.get("callbacks") if isinstance(checkpoint, Mapping) else None
+    return isinstance(states, Mapping) and any(
+        isinstance(state, Mapping) and "best_k_models" in state and str(state.get("dirpath")) == dirpath
+        for state in states.values())
+
+
 def checkpoint_of_this_run(callback: Any, path: str) -> str:
     """``path`` (a ModelCheckpoint's best or last checkpoint) as a file of this run's checkpoint folder.
 
@@ -137,10 +151,14 @@ class RunCheckpoint(ModelCheckpoint):
     def _restore_remapped(self, state_dict: Mapping[str, Any]) -> None:
         """The state of :meth:`load_state_dict` for a checkpoint written in another folder (see there)."""
         here = Path(str(self.dirpath))
+        recorded = str(state_dict.get("dirpath"))
 
         def this_folders(path: object) -> str:
+            """The file of that name here, if it was written in the recorded folder (a copy of the run's file):
+            another run's checkpoint of the same name (the same epoch and step) must not take this run's score."""
             candidate = here / Path(str(path)).name if path else None
-            return str(candidate) if candidate is not None and candidate.is_file() else ""
+            return (str(candidate) if candidate is not None and candidate.is_file()
+                    and written_in(candidate, recorded) else "")
 
         kept = {this_folders(path): score for path, score in (state_dict.get("best_k_models") or {}).items()}
         self.best_k_models = {path: score for path, score in kept.items() if path}

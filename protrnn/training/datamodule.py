@@ -189,7 +189,7 @@ class ContactDataModule(pl.LightningDataModule):
                              f"got {contact_cutoff!r}")
         self.contact_cutoff = float(contact_cutoff)
         for key, path in (("train_path", self.train_path), ("val_path", self.val_path)):
-            if not path.is_file():
+            if not path.exists():  # a directory is named as one by load_config_datasets, with its .npz files
                 raise InputError(f"config key 'data.{key}': dataset file not found (make one with protrnn prepare)",
                                  path=path)
         self.save_hyperparameters()
