@@ -661,10 +661,10 @@ def test_resume_refusals_name_the_checkpoint_on_one_line(datasets: dict[str, Pat
     with pytest.raises(InputError, match="'ckpt_path': 'best' is not supported; resume with 'last'"):
         train_cmd.main(tiny_args(datasets, run, "--ckpt_path", "best"))
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    checkpoint["epoch"] = 3
+    checkpoint["epoch"] = 3  # 0-based: the fourth epoch
     torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
-    with pytest.raises(InputError, match=r"last\.ckpt: config key 'ckpt_path': the checkpoint is at epoch 3, past "
-                                         r"trainer\.max_epochs 2"):
+    with pytest.raises(InputError, match=r"last\.ckpt: config key 'ckpt_path': the checkpoint is at epoch 4 \(counted "
+                                         r"from 1\), past trainer\.max_epochs 2"):
         train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
     (run / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match=r"last\.ckpt: config key 'ckpt_path': not a readable checkpoint") as err:
@@ -694,6 +694,26 @@ def test_a_resume_past_max_steps_is_refused_like_one_past_max_epochs(datasets: d
     assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_steps", str(step), "--trainer.max_epochs", "10",
                                     "--ckpt_path", "last")) == 0
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+
+
+def test_a_resume_one_epoch_past_max_epochs_is_refused(datasets: dict[str, Path], trained_run: Path,
+                                                       tmp_path: Path) -> None:
+    """A run trained for 2 epochs (its checkpoint's 0-based epoch is 1) resumed with max_epochs 1 had stopped at once,
+    exported again and exited 0, as the step budget did; with max_epochs 2 it is finished and resumes as a rerun."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)  # one epoch
+    assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last")) == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # two epochs, from 0
+    exported = (run / "model.json").read_bytes()
+    with pytest.raises(InputError) as err:
+        train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "1", "--ckpt_path", "last"))
+    assert str(err.value) == (f"{run / 'checkpoints' / 'last.ckpt'}: config key 'ckpt_path': the checkpoint is at "
+                              "epoch 2 (counted from 1), past trainer.max_epochs 1; raise --trainer.max_epochs to "
+                              "continue it")
+    assert (run / "model.json").read_bytes() == exported
+    assert train_cmd.main(tiny_args(datasets, run, "--trainer.max_epochs", "2", "--ckpt_path", "last")) == 0
 
 
 def test_output_folders_that_are_files_are_refused_before_training(datasets: dict[str, Path], tmp_path: Path) -> None:

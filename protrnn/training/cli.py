@@ -428,13 +428,15 @@ def check_budget(path: Path, checkpoint: Mapping[str, Any], trainer: Any) -> Non
     ``global_step`` beyond ``trainer.max_steps`` (where Lightning stopped at once and the run exported the
     checkpoint's best again, exit 0, as if it had trained to the smaller budget). A checkpoint at the budget is a
     finished run with nothing left to train: it resumes, stops and exports again, as a rerun of that run does."""
-    for recorded, key, budget in (("epoch", "max_epochs", trainer.max_epochs),
-                                  ("global_step", "max_steps", trainer.max_steps)):
+    # ``epoch`` is the 0-based index of the epoch the checkpoint was saved in: a run of max_epochs N ends in epoch
+    # N - 1, so epoch e needs a budget of e + 1 epochs; ``global_step`` counts the steps taken
+    for recorded, key, budget, offset in (("epoch", "max_epochs", trainer.max_epochs, 1),
+                                          ("global_step", "max_steps", trainer.max_steps, 0)):
         value = checkpoint.get(recorded)
         if (isinstance(value, int) and not isinstance(value, bool) and budget not in (None, -1)
-                and value > budget):
-            where = "epoch" if recorded == "epoch" else "global step"
-            raise InputError(f"config key 'ckpt_path': the checkpoint is at {where} {value}, past trainer.{key} "
+                and value + offset > budget):
+            where = f"epoch {value + 1} (counted from 1)" if recorded == "epoch" else f"global step {value}"
+            raise InputError(f"config key 'ckpt_path': the checkpoint is at {where}, past trainer.{key} "
                              f"{budget}; raise --trainer.{key} to continue it", path=path)
 
 
