@@ -39,7 +39,8 @@ back-propagate each pair's logit, and record
     the pair's logit (and of long-range top-L/5 precision) is measured for every d of --usage-distances; with d
     the smallest radius beyond which the change stays below --usage-fraction x its value at the smallest d,
     noise floor included, the usage horizon is d + 1, the first distance no longer read (as the effective
-    horizon counts: a model that reads only residues fewer than k away has both horizons k; --no-usage skips it);
+    horizon counts: a model that reads only residues fewer than k away has both horizons k where radius k - 1
+    is measured, else the usage horizon is the grid's upper bound; --no-usage skips it);
   * the loss on the --data chains by chain length and, with training losses (--train-data or --train-metrics),
     the fit diagnosis: under-fitting with vanishing gradients, over-fitting with long memory, or neither.
 
