@@ -618,7 +618,8 @@ def test_structures_add_metrics_and_note_mismatches(predictor, tmp_path) -> None
     fasta = _write_fasta(tmp_path / "in.fasta", records)
     run = predict_fasta(fasta, tmp_path / "out", predictor, structures=structures, progress=False)
     notes = {row.record_id: (row.structure, row.evaluation) for row in run.rows}
-    assert notes["1h2e_A"] == ("1h2e.pdb", "ok") and notes["1a3aA"] == ("1a3a.pdb", "ok")
+    # both IDs are PDB-style: each found as chain A of its file
+    assert notes["1h2e_A"] == ("1h2e.pdb chain A", "ok") and notes["1a3aA"] == ("1a3a.pdb chain A", "ok")
     assert notes["9xyz_A"] == ("", "no structure found")
     header, *lines = (tmp_path / "out" / "summary.tsv").read_text().splitlines()
     columns = header.split("\t")
@@ -791,6 +792,21 @@ def _summary(out: Path) -> list[dict[str, str]]:
     return [dict(zip(header.split("\t"), line.split("\t"), strict=True)) for line in lines]
 
 
+def test_the_summary_names_the_chain_a_pdb_style_id_picked(model_dir, tmp_path) -> None:
+    """`1xyzB` found in a directory is chain B of 1xyz.pdb: the structure column says so (it named the file only, so
+    chain A and chain B of one file read alike); a record found by its own file name keeps the file name alone."""
+    first, second = "MKTAYIAKQRQISFVKSHFSRQLEERLGLI", "GSHMLEDPVDAFQLSRQEELLKRAAEG"
+    (tmp_path / "pdb").mkdir()
+    both = _pdb_text(first, "A").removesuffix("END\n") + _pdb_text(second, "B")
+    (tmp_path / "pdb" / "1xyz.pdb").write_text(both)
+    (tmp_path / "pdb" / "solo.pdb").write_text(_pdb_text(first, "A"))
+    fasta = _write_fasta(tmp_path / "in.fasta", [("1xyzB", second), ("1xyzA", first), ("solo", first)])
+    assert main(["predict", str(fasta), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--no-progress",
+                 "--structures", str(tmp_path / "pdb")]) == 0
+    assert [(r["id"], r["structure"], r["evaluation"]) for r in _summary(tmp_path / "out")] == [
+        ("1xyzB", "1xyz.pdb chain B", "ok"), ("1xyzA", "1xyz.pdb chain A", "ok"), ("solo", "solo.pdb", "ok")]
+
+
 def test_structure_option_decides_the_kind_of_source_not_the_suffix(model_dir, tmp_path, capsys) -> None:
     """--structures FILE.txt is a cgdms chain (was read as a TSV map); --structure-map with any suffix is a map (was
     read as a chain collection); --structure-map DIR is refused (was taken as a structure directory)."""
@@ -804,7 +820,7 @@ def test_structure_option_decides_the_kind_of_source_not_the_suffix(model_dir, t
     # pairs 6-11 apart among 30 residues: (30 - 6) + ... + (30 - 11)
     short_pairs = sum(30 - s for s in range(6, 12))
     for option, source, name in (("--structures", tmp_path / "3OWT_C.txt", "3OWT_C.txt"),
-                                 ("--structure-map", tmp_path / "pairs.list", "model.pdb")):
+                                 ("--structure-map", tmp_path / "pairs.list", "model.pdb chain A")):
         out = tmp_path / f"out{option}"
         assert main(["predict", str(fasta), "-o", str(out), *base, option, str(source)]) == 0
         capsys.readouterr()

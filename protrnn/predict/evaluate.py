@@ -26,24 +26,35 @@ def evaluation_columns() -> list[str]:
     return keys + [CHANCE_PREFIX + key for key in keys if key.endswith(f"/P@L/{HEADLINE_K}")]
 
 
+def structure_label(ref: StructureRef) -> str:
+    """What the summary's ``structure`` column names: the file, and the chain where the match chose one (``1abc.pdb
+    chain A`` for a record ``1abcA`` found in a directory, or a map line's chain); a chain collection's file alone,
+    as its chains carry the record's own ID."""
+    if ref.chain is None or ref.loaded is not None:
+        return ref.path.name
+    return f"{ref.path.name} chain {ref.chain}"
+
+
 def evaluate_record(probs: np.ndarray, sequence: str, ref: StructureRef | None) -> tuple[str, str, dict[str, float]]:
-    """``(structure file, note, metrics)`` for one record whose cleaned sequence is ``sequence``."""
+    """``(structure, note, metrics)`` for one record whose cleaned sequence is ``sequence`` (``structure``:
+    :func:`structure_label`)."""
     if ref is None:
         return "", "no structure found", {}
+    label = structure_label(ref)
     try:
         chain = ref.read()
     except InputError as exc:
-        return ref.path.name, f"structure not read: {exc}", {}
+        return label, f"structure not read: {exc}", {}
     if chain.sequence != sequence:
         differ = next((k for k, (a, b) in enumerate(zip(chain.sequence, sequence, strict=False)) if a != b),
                       min(len(chain.sequence), len(sequence)))
-        return ref.path.name, (f"sequence mismatch: structure {len(chain.sequence)} residues, record "
-                               f"{len(sequence)}, first difference at position {differ + 1}; not evaluated"), {}
+        return label, (f"sequence mismatch: structure {len(chain.sequence)} residues, record "
+                       f"{len(sequence)}, first difference at position {differ + 1}; not evaluated"), {}
     contacts = chain.contact_map()
     try:
         metrics = evaluate_contacts(probs.astype(np.float32), contacts, chain.observed)
     except InputError as exc:
-        return ref.path.name, f"not evaluated: {exc}", {}
+        return label, f"not evaluated: {exc}", {}
     chance = chance_precision(contacts, chain.observed, top_k=(HEADLINE_K,))
-    return ref.path.name, "ok", {**{key: value for key, value in metrics.items() if key != "L"},
-                                 **{CHANCE_PREFIX + key: value for key, value in chance.items()}}
+    return label, "ok", {**{key: value for key, value in metrics.items() if key != "L"},
+                         **{CHANCE_PREFIX + key: value for key, value in chance.items()}}
