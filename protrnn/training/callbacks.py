@@ -96,21 +96,28 @@ def written_in(path: Path, dirpath: str) -> bool:
         for state in states.values())
 
 
+def moved_checkpoint(here: Path, path: str, recorded: str) -> str:
+    """The file of ``path``'s name in the folder ``here``, if it is a copy of the checkpoint written in the folder
+    ``recorded`` (:func:`written_in`), else ``""``: another run's checkpoint of the same name (the same epoch and
+    step) is not this run's."""
+    candidate = here / Path(path).name
+    return str(candidate) if candidate.is_file() and written_in(candidate, recorded) else ""
+
+
 def checkpoint_of_this_run(callback: Any, path: str) -> str:
     """``path`` (a ModelCheckpoint's best or last checkpoint) as a file of this run's checkpoint folder.
 
     A run directory copied or moved and then resumed carries its old absolute ``best_model_path`` in ``last.ckpt``;
     :class:`RunCheckpoint` remaps it, but Lightning's own ModelCheckpoint restores it as it was: the other folder's
-    file, or a file that is gone. The file of the same name in this run's folder is used instead when it exists;
-    otherwise ``""`` (nothing this run holds)."""
+    file, or a file that is gone. The copy of that file in this run's folder is used instead when there is one
+    (:func:`moved_checkpoint`); otherwise ``""`` (nothing this run holds)."""
     dirpath = getattr(callback, "dirpath", None)
     if not path or dirpath is None:
         return path
     given, here = Path(path), Path(dirpath)
     if given.parent.resolve() == here.resolve():
         return path
-    moved = here / given.name
-    return str(moved) if moved.is_file() else ""
+    return moved_checkpoint(here, path, str(given.parent))
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -153,12 +160,8 @@ class RunCheckpoint(ModelCheckpoint):
         here = Path(str(self.dirpath))
         recorded = str(state_dict.get("dirpath"))
 
-        def this_folders(path: object) -> str:
-            """The file of that name here, if it was written in the recorded folder (a copy of the run's file):
-            another run's checkpoint of the same name (the same epoch and step) must not take this run's score."""
-            candidate = here / Path(str(path)).name if path else None
-            return (str(candidate) if candidate is not None and candidate.is_file()
-                    and written_in(candidate, recorded) else "")
+        def this_folders(path: object) -> str:  # another run's file of the same name must not take its score
+            return moved_checkpoint(here, str(path), recorded) if path else ""
 
         kept = {this_folders(path): score for path, score in (state_dict.get("best_k_models") or {}).items()}
         self.best_k_models = {path: score for path, score in kept.items() if path}
