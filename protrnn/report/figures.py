@@ -177,6 +177,12 @@ def _mean_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
     return np.asarray(common), np.exp(np.mean(np.log(np.maximum(values, LOG_FLOOR)), axis=0))
 
 
+def all_censored(stats: Mapping[str, Any] | None) -> bool:
+    """Whether every seed's horizon in ``stats`` (a diagnostics group's gradient or usage entry) lies beyond the
+    measured range: it is then known only to exceed it (shown ``>``), and the model reads past it."""
+    return stats is not None and int(stats.get("censored", 0)) == int(stats["n"]) > 0
+
+
 def group_horizon_text(group: ModelDiagnostics, kind: str = "gradient") -> str:
     """``"37 residues"`` for one seed; ``"41 [29, 53] residues (2 seeds)"`` for several (mean, 95 % t interval);
     ``>`` when every seed's horizon lies beyond the measured range, ``>=`` when some do."""
@@ -185,11 +191,10 @@ def group_horizon_text(group: ModelDiagnostics, kind: str = "gradient") -> str:
         return "not measured"
     cap = int(stats["range_end"])  # aggregate_diagnostics: the smallest measured-range end of the censored seeds
     censored = int(stats.get("censored", 0))
+    if all_censored(stats):
+        return f"> {cap} residues" + (f" ({stats['n']} seeds)" if stats["n"] > 1 else "")
     if stats["n"] == 1:
-        value = stats["values"][0]
-        return f"> {cap} residues" if censored else f"{value:.0f} residues"
-    if censored == stats["n"]:
-        return f"> {cap} residues ({stats['n']} seeds)"
+        return f"{stats['values'][0]:.0f} residues"
     prefix = ">= " if censored else ""
     # a horizon is never negative: the t interval is shown clipped at 0
     interval = f" [{max(stats['low'], 0.0):.0f}, {stats['high']:.0f}]" if math.isfinite(stats["low"]) else ""
@@ -214,7 +219,7 @@ def figure_sensitivity(groups: Sequence[ModelDiagnostics], directory: Path, styl
         x, y = _mean_curve(curves) if len(curves) > 1 else curves[0]
         ax.plot(x, y, color=style["color"], linewidth=1.8,
                 label=f"{group.model} (horizon {group_horizon_text(group)})")
-        if group.gradient["censored"] < group.gradient["n"]:
+        if not all_censored(group.gradient):
             ax.axvline(group.gradient["mean"], color=style["color"], linestyle="--", linewidth=1.0)
         else:
             fraction = group.runs[0].fraction
@@ -301,7 +306,7 @@ def figure_usage(groups: Sequence[ModelDiagnostics], directory: Path, styles: St
         x, y = _mean_curve(curves) if len(curves) > 1 else curves[0]
         ax.plot(x, y, color=style["color"], linewidth=1.8, marker="o", markersize=3,
                 label=f"{group.model} (usage horizon {group_horizon_text(group, 'usage')})")
-        if group.usage is not None and group.usage["censored"] < group.usage["n"]:
+        if group.usage is not None and not all_censored(group.usage):
             ax.axvline(group.usage["mean"], color=style["color"], linestyle="--", linewidth=1.0)
     for fraction in sorted(fractions):
         ax.axhline(fraction, color="#444444", linestyle=":", linewidth=1.0)

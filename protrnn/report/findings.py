@@ -215,9 +215,13 @@ class FindingRow:
     effects: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str = ""
 
+    def _measured(self) -> dict[str, dict[str, Any]]:
+        """The effects with a difference (a finite mean), by measure."""
+        return {m: e for m, e in self.effects.items() if _finite(e.get("mean"))}
+
     @property
     def verdict(self) -> str:
-        measured = {m: e for m, e in self.effects.items() if _finite(e.get("mean"))}
+        measured = self._measured()
         if not measured:
             return "not measured"
         if any(excludes_zero(e) for e in measured.values()):
@@ -229,7 +233,7 @@ class FindingRow:
     def undetermined_because(self) -> str:
         """Why an undetermined row settles nothing: its measured differences without an interval (one seed), and
         those that are a censored horizon's bound (:attr:`verdict`)."""
-        measured = {m: e for m, e in self.effects.items() if _finite(e.get("mean"))}
+        measured = self._measured()
         causes = []
         bounded = [MEASURE_TITLES[m] for m in MEASURES if m in measured and measured[m].get("bound")]
         one_seed = [MEASURE_TITLES[m] for m in MEASURES if m in measured and not measured[m].get("bound")

@@ -49,6 +49,7 @@ from protrnn.report.aggregate import (
 from protrnn.report.figures import (
     Figure,
     Styles,
+    all_censored,
     figure_contact_map,
     figure_precision_by_separation,
     figure_sensitivity,
@@ -107,12 +108,6 @@ figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}figcaption
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _all_censored(stats: Mapping[str, Any] | None) -> bool:
-    """Whether every seed's horizon in ``stats`` (a diagnostics group's gradient or usage entry) lies beyond the
-    measured range: the sentence must then say the model reads past it, not where it stops."""
-    return stats is not None and int(stats.get("censored", 0)) == int(stats["n"]) > 0
 
 
 def _fmt(stats: Mapping[str, float] | None, digits: int = 3) -> str:
@@ -235,12 +230,12 @@ def _reach_section(results: Sequence[MethodResult], groups: Sequence[ModelDiagno
         parts = [f"<b>{_e(model)}</b>: "]
         if group is not None:
             fraction = group.runs[0].fraction
-            if _all_censored(group.gradient):
+            if all_censored(group.gradient):
                 parts.append(f"input sensitivity stays above {fraction:g} of its peak over the whole measured range "
                              f"(effective horizon {_e(horizon)})")
             else:
                 parts.append(f"input sensitivity falls below {fraction:g} of its peak at {_e(horizon)}")
-            if group.usage is not None and _all_censored(group.usage):
+            if group.usage is not None and all_censored(group.usage):
                 parts.append(f"; replacing context still changes its predictions at the largest radius measured "
                              f"(usage horizon {_e(usage)})")
             elif group.usage is not None:
