@@ -16,9 +16,11 @@ min_version("8.0")
 
 # A --configfile replaces this default instead of being merged into it: Snakemake merges nested keys, which would carry
 # the default grid's models, `optional: true` test sets and the 15-minute bundle settings into e.g. config.full.yaml.
+# It is found from the checkout (the Snakefile's folder), so that `snakemake -s CHECKOUT/Snakefile -d DIR` runs the
+# default config in another working directory.
 if not workflow.config_settings.configfiles:
 
-    configfile: "workflows/config.yaml"
+    configfile: f"{workflow.basedir}/workflows/config.yaml"
 
 
 # A schema error in one line that names the key (Snakemake's own message prints the whole schema and config), then

@@ -26,9 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 
-def snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def snakemake(*args: str, timeout: int = 300, directory: Path = REPO,
+              snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess[str]:
+    """The pipeline run as a user would, in `directory` (the checkout unless a test gives another)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(directory), *args]
+    return subprocess.run(cmd, cwd=directory, capture_output=True, text=True, timeout=timeout)
 
 
 def write_config(tmp_path: Path, **changes: object) -> Path:
@@ -54,6 +56,32 @@ def test_default_config_dry_run(tmp_path: Path) -> None:
     for rule in ("fetch_default_sources", "prepare", "train", "evaluate_model", "evaluate_baselines", "diagnose",
                  "synthetic", "report", "split_fasta", "predict_shard", "gather_predictions"):
         assert rule in jobs, f"rule {rule} missing from the default plan"
+
+
+def test_default_config_runs_in_another_working_directory(tmp_path: Path) -> None:
+    """`snakemake -s CHECKOUT/Snakefile -d DIR`: the default config is the checkout's, outputs go under DIR, and the
+    paths the default config gives are read from the checkout (the example FASTA; the test sets beside it), while a
+    path given with --config is read from DIR, as Snakemake reads paths. The workflow's scripts and the installed
+    model are the checkout's. Before, the default config was looked for in DIR and nothing ran."""
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake("-n", "-p", "all", "bundle", "--cores", "2", directory=work)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    plan = result.stdout + result.stderr
+    split = job_block(plan, "split_fasta", "results/predict/example/names.tsv")
+    assert f"input: {REPO}/data/example.fasta" in split
+    assert f'"$PROTRNN_SCRIPTS/split_fasta.py" {REPO}/data/example.fasta --names results/predict/' in split
+    prepare = job_block(plan, "prepare", "results/data/train.npz")
+    assert "--test-set" not in prepare or SHARED.exists()
+    if SHARED.exists():  # the default config's optional test sets, found beside the checkout
+        assert f"--test-set ts50={REPO}/../shared/data/ts50_gvp/ts50.json.gz " in prepare
+    assert f" {REPO}/protrnn/pretrained " in shell_line(plan, '"$PROTRNN_SCRIPTS/bundle_model.py"')
+    # a path given with --config is the user's, read from the working directory
+    shutil.copyfile(REPO / "data" / "example.fasta", work / "mine.fasta")
+    result = snakemake("-n", "-p", "--cores", "2", "--config", "predict={fasta: [mine.fasta]}", directory=work)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    split = job_block(result.stdout + result.stderr, "split_fasta", "results/predict/mine/names.tsv")
+    assert "input: mine.fasta" in split and "example" not in split
 
 
 def test_grid_runs_every_model_per_seed_with_a_matched_step_budget(tmp_path: Path) -> None:
@@ -277,7 +305,7 @@ def test_bundle_target_trains_evaluates_and_installs_the_default_model(tmp_path:
     install = job_block(plan, "bundle", f"{tmp_path}/results/bundle/installed.json")
     output = next(line for line in install.splitlines() if line.strip().startswith("output:"))
     assert "protrnn/" not in output
-    assert " protrnn/pretrained " in shell_line(plan, "workflows/scripts/bundle_model.py")
+    assert " protrnn/pretrained " in shell_line(plan, '"$PROTRNN_SCRIPTS/bundle_model.py"')
     bundle_training = next(line for line in plan.splitlines() if "protrnn train" in line and "models/bundle" in line)
     assert "--trainer.max_time 00:00:42:00" in bundle_training  # the bundle's own cap, not train.max_time
 
@@ -363,7 +391,14 @@ def test_missing_input_directory_fails_with_the_path(tmp_path: Path) -> None:
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not available")
 def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     """A few real chains, two seeds, a few optimiser steps, two synthetic variants: every stage runs, the report,
-    its summary.json and gathered predictions exist, a rerun is a no-op, also after the datasets were copied again."""
+    its summary.json and gathered predictions exist, a rerun is a no-op, also after the datasets were copied again.
+    It runs in a working directory of its own (`--directory`), as a user may: the checkout's scripts still run."""
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+        return snakemake(*args, timeout=timeout, directory=work)
+
     # Copies of the datasets, so that the test can give them new modification times (a re-mounted or re-copied dataset)
     datasets = tmp_path / "datasets"
     datasets.mkdir()
@@ -390,12 +425,13 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
                                "precision_chains": 1},
             "synthetic": {"distances": [2, 4], "steps": 10, "eval_queries": 50,
                           "variants": {"lstm": {}, "rnn": {"cell": "rnn"}}},
+            "predict.fasta": [str(REPO / "data" / "example.fasta")],
             "predict.model": "lstm",
             "predict.shards": 4,  # the example's 3 records leave one shard empty
             "pretrain.enabled": False,
         },
     )
-    result = snakemake("--configfile", str(config), "--cores", "2", timeout=900)
+    result = run("--configfile", str(config), "--cores", "2", timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     results = tmp_path / "results"
     html = (results / "report" / "report.html").read_text()
@@ -416,21 +452,22 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     assert sorted(p.suffix for p in (results / "predict" / "example" / "contacts").iterdir()).count(".rr") == 3
     assert (results / "benchmarks" / "prepare.tsv").exists()
     assert (results / "logs" / "train" / "lstm" / "seed1.log").exists()
-    rerun = snakemake("-n", "--configfile", str(config), "--cores", "2")
+    assert sorted(p.name for p in work.iterdir()) == [".snakemake"]  # the outputs went to the config's results
+    rerun = run("-n", "--configfile", str(config), "--cores", "2")
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
     # The datasets copied again (same content, newer modification times): nothing is prepared or trained again
     later = time.time() + 60
     for path in (source, test_set):
         os.utime(path, (later, later))
-    recopied = snakemake("-n", "--configfile", str(config), "--cores", "2")
+    recopied = run("-n", "--configfile", str(config), "--cores", "2")
     assert recopied.returncode == 0 and "Nothing to be done" in recopied.stdout + recopied.stderr, \
         recopied.stdout[-3000:]
     # Started through another path to the same interpreter (the environment's `snakemake` script, found beside this
     # interpreter rather than on PATH): still nothing to redo.
     script = Path(sysconfig.get_path("scripts")) / ("snakemake.exe" if sys.platform == "win32" else "snakemake")
     assert script.is_file(), f"no snakemake script in {script.parent}"
-    other = subprocess.run([str(script), "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), "-n",
-                            "--configfile", str(config), "--cores", "2"], cwd=REPO, capture_output=True, text=True,
+    other = subprocess.run([str(script), "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "-n",
+                            "--configfile", str(config), "--cores", "2"], cwd=work, capture_output=True, text=True,
                            timeout=300)
     assert other.returncode == 0 and "Nothing to be done" in other.stdout + other.stderr, other.stdout[-3000:]
 
@@ -441,10 +478,10 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     (lstm / "model.json").unlink()
     (lstm / "model.safetensors").unlink()
     target = str(lstm / "model.json")
-    resumed = snakemake(target, "-p", "--configfile", str(config), "--cores", "2", timeout=600)
+    resumed = run(target, "-p", "--configfile", str(config), "--cores", "2", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "--ckpt_path" in resumed.stdout + resumed.stderr
-    again = snakemake(target, "-n", "--configfile", str(config), "--cores", "2")
+    again = run(target, "-n", "--configfile", str(config), "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
 
 
@@ -1218,8 +1255,8 @@ def test_bundle_config_reproduces_the_hand_run(tmp_path: Path) -> None:
             assert grid_flag not in train
     ensemble = shell_line(plan, "-m protrnn ensemble")
     assert f"{results}/models/bundle/seed0 {results}/models/bundle/seed1 -o {results}/ensembles/bundle" in ensemble
-    install = shell_line(plan, "workflows/scripts/bundle_model.py")
-    assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in install
+    install = shell_line(plan, '"$PROTRNN_SCRIPTS/bundle_model.py"')
+    assert f'"$PROTRNN_SCRIPTS/bundle_model.py" {results}/ensembles/bundle ' in install
     assert (f"--data {results}/data --pretrain-data {results}/pretrain/data --encoder {results}/pretrain/encoder"
             " --notes workflows/bundle_notes.md" in install)
     bundle = job_block(plan, "bundle", f"{results}/bundle/installed.json")
@@ -1253,7 +1290,7 @@ def test_bundle_with_seeds_trains_each_member_and_ships_their_ensemble(tmp_path:
     assert (f"{results}/models/bundle/seed4 {results}/models/bundle/seed7 -o {results}/ensembles/bundle"
             in ensemble)
     assert f"--model bundle={results}/ensembles/bundle " in shell_line(plan, "--model bundle=")
-    assert f"workflows/scripts/bundle_model.py {results}/ensembles/bundle " in shell_line(plan, "bundle_model.py")
+    assert f'"$PROTRNN_SCRIPTS/bundle_model.py" {results}/ensembles/bundle ' in shell_line(plan, "bundle_model.py")
     job_block(plan, "bundle", f"{results}/bundle/installed.json")
     for seeds in ([1, 1], [3]):  # repeated seeds, or one model (not an ensemble): refused by the schema
         bad = dict(bundle_config, results=str(results), bundle={**bundle_config["bundle"], "seeds": seeds})
@@ -1368,24 +1405,38 @@ def _bundle_results(tmp_path: Path, name: str, step: int) -> Path:
     return config
 
 
+def scratch_checkout(root: Path) -> Path:
+    """ROOT/checkout: a checkout whose protrnn/pretrained is its own and empty, the rest this one's (the Snakefile
+    copied, workflows/ and every other entry of protrnn/ linked). `snakemake bundle` installs into the checkout's
+    protrnn/pretrained, so a test that installs runs this one's Snakefile and never touches the shipped model."""
+    checkout = root / "checkout"
+    (checkout / "protrnn" / "pretrained").mkdir(parents=True)
+    shutil.copyfile(REPO / "Snakefile", checkout / "Snakefile")
+    (checkout / "workflows").symlink_to(REPO / "workflows")
+    for entry in (REPO / "protrnn").iterdir():
+        if entry.name not in ("pretrained", "__pycache__"):
+            (checkout / "protrnn" / entry.name).symlink_to(entry)
+    return checkout
+
+
 def test_bundle_installs_again_once_another_results_folder_replaced_the_installed_model(tmp_path: Path) -> None:
     """`snakemake bundle` with results A, then B, then A again installs A's model the third time: A's record of its
     own install had kept the job up to date while B's model was installed. A fourth run has nothing to do, nor has one
     after the installed record got a new modification time with the same content (a fresh checkout). The pipeline runs
-    in tmp_path/work (`--directory`), so it installs into tmp_path/work/protrnn/pretrained, never the checkout's."""
+    a scratch checkout's Snakefile in another working directory (`--directory`): it installs into that checkout's
+    protrnn/pretrained (the package its jobs import), not into the working directory, and never into this checkout."""
     checkout_model = REPO / "protrnn" / "pretrained"
     shipped = {path: path.read_bytes() for path in checkout_model.rglob("*") if path.is_file()}
-    work = tmp_path / "work"
-    installed = work / "protrnn" / "pretrained"
-    installed.mkdir(parents=True)
+    checkout = scratch_checkout(tmp_path)
+    installed = checkout / "protrnn" / "pretrained"
     (installed / "evaluation.json").write_text('{"model": "installed before"}\n')
-    (work / "workflows").symlink_to(REPO / "workflows")  # the rule runs workflows/scripts/bundle_model.py
+    work = tmp_path / "work"
+    work.mkdir()
     configs = {name: _bundle_results(tmp_path, name, step) for name, step in (("A", 10), ("B", 20))}
 
     def bundle(name: str, *flags: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                                 "--directory", str(work), "bundle", "--cores", "1", "--configfile",
-                                 str(configs[name]), *flags], cwd=work, capture_output=True, text=True, timeout=300)
+        result = snakemake("bundle", "--cores", "1", "--configfile", str(configs[name]), *flags,
+                           directory=work, snakefile=checkout / "Snakefile")
         assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
         return result.stdout + result.stderr
 
@@ -1401,6 +1452,7 @@ def test_bundle_installs_again_once_another_results_folder_replaced_the_installe
     later = time.time() + 60
     os.utime(installed / "evaluation.json", (later, later))
     assert "Nothing to be done" in bundle("A", "-n")
+    assert not (work / "protrnn").exists()
     assert {path: path.read_bytes() for path in checkout_model.rglob("*") if path.is_file()} == shipped
 
 

@@ -55,5 +55,5 @@ rule bundle:
     benchmark:
         f"{RESULTS}/benchmarks/bundle.tsv"
     shell:
-        "\"$PROTRNN_PY\" workflows/scripts/bundle_model.py {params.model} {params.evaluation} {params.baselines}"
+        "\"$PROTRNN_PY\" \"$PROTRNN_SCRIPTS/bundle_model.py\" {params.model} {params.evaluation} {params.baselines}"
         " {params.outdir} {params.records} > {log} 2>&1 && cp {params.outdir}/evaluation.json {output.record}"

@@ -7,6 +7,7 @@ import importlib.util
 import re
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -53,6 +54,39 @@ def _folder(key):
     return folder
 
 
+def _relative(path):
+    """A file of the checkout, relative to the working directory where possible: input paths are recorded (the `input`
+    rerun trigger), so moving the checkout keeps results."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+#: The checkout: the folder of the Snakefile. Its own files (scripts, bundled configs, the installed model) are found
+#: from here, so the pipeline also runs in another working directory (`snakemake -s CHECKOUT/Snakefile -d DIR`),
+#: where the outputs (results, cache_dir, .snakemake) go.
+CHECKOUT = Path(workflow.basedir)
+#: No --configfile: the checkout's workflows/config.yaml is in use (the Snakefile loads it).
+DEFAULT_CONFIG = not workflow.config_settings.configfiles
+
+
+def config_input(keys, value):
+    """A relative input path of the config, as the rules read it. Snakemake reads paths from the working directory,
+    and so does the pipeline, but for the paths the default config file gives (no --configfile, the key not replaced
+    by --config): they name files of the checkout (data/example.fasta) and the data beside it (../shared/data), so
+    they are read from the checkout wherever the pipeline runs. `keys` is the key's path in the config, e.g.
+    ("predict", "fasta")."""
+    if not DEFAULT_CONFIG or Path(value).is_absolute():
+        return value
+    node = workflow.config_settings.config or {}
+    for key in keys:
+        if not isinstance(node, Mapping) or key not in node:
+            return _relative(CHECKOUT / value)
+        node = node[key]
+    return value
+
+
 RESULTS = _folder("results")
 CACHE = _folder("cache_dir")
 # Under --use-conda, rules run the conda environment's python (envs/protrnn.yaml); otherwise Snakemake's own.
@@ -79,10 +113,17 @@ DEFAULT_WHEEL_FILES = {
 # The checkout goes first on PYTHONPATH so workflow scripts import this protrnn even when it is not pip-installed.
 # Rules run the interpreter as $PROTRNN_PY rather than as a param: a param would be recorded, and starting Snakemake as
 # `snakemake` one day and `python -m snakemake` the next (two paths to one interpreter) would then rerun everything.
+# The workflow's scripts are found from the checkout as $PROTRNN_SCRIPTS (not recorded, like $PROTRNN_PY). Snakemake
+# formats the prefix, so braces of a path are doubled.
+def _shell_word(text):
+    return shlex.quote(str(text)).replace("{", "{{").replace("}", "}}")
+
+
 shell.prefix(
     "set -euo pipefail; export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736; "
-    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"export PYTHONPATH={_shell_word(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"export PROTRNN_PY={PY}; "
+    f"export PROTRNN_SCRIPTS={_shell_word(CHECKOUT / 'workflows' / 'scripts')}; "
 )
 
 
@@ -99,7 +140,7 @@ def _input_path(key, value):
     return value
 
 
-SOURCE_PATHS = list(config["sources"].get("paths", []))
+SOURCE_PATHS = [config_input(("sources", "paths"), p) for p in config["sources"].get("paths", [])]
 for _i, _p in enumerate(SOURCE_PATHS):
     _input_path(f"sources.paths[{_i}]", _p)
     if not Path(_p).exists():
@@ -110,13 +151,13 @@ if not (config["sources"]["default"] or SOURCE_PATHS or PDB_IDS):
 
 TEST_SETS = {}
 for _name, _spec in config["test_sets"].items():
-    _input_path(f"test_sets.{_name}.path", _spec["path"])
-    if Path(_spec["path"]).exists():
-        TEST_SETS[_name] = _spec["path"]
+    _path = config_input(("test_sets", _name, "path"), _input_path(f"test_sets.{_name}.path", _spec["path"]))
+    if Path(_path).exists():
+        TEST_SETS[_name] = _path
     elif _spec.get("optional", False):
-        print(f"protrnn pipeline: optional test set {_name!r} skipped: {_spec['path']} not found", file=sys.stderr)
+        print(f"protrnn pipeline: optional test set {_name!r} skipped: {_path} not found", file=sys.stderr)
     else:
-        _fail(f"test_sets.{_name}.path", f"test set not found: {_spec['path']}")
+        _fail(f"test_sets.{_name}.path", f"test set not found: {_path}")
 # A prepared test set NAME is the split TEST_SPLIT_PREFIX + NAME, file data/test_NAME.npz: the prefix equals
 # protrnn.conventions.TEST_SPLIT_PREFIX (tests/test_workflow.py checks the two agree).
 TEST_SPLIT_PREFIX = "test_"
@@ -149,7 +190,8 @@ if not TEST_SETS:
 # message, like an optional test set, and the report simply has no coevolution baseline.
 OLLIKAINEN_ROOT = config["evaluate"].get("ollikainen_root")
 if OLLIKAINEN_ROOT:
-    _input_path("evaluate.ollikainen_root", OLLIKAINEN_ROOT)
+    OLLIKAINEN_ROOT = config_input(("evaluate", "ollikainen_root"),
+                                   _input_path("evaluate.ollikainen_root", OLLIKAINEN_ROOT))
 if OLLIKAINEN_ROOT and not Path(OLLIKAINEN_ROOT).exists():
     print(f"protrnn pipeline: evaluate.ollikainen_root {OLLIKAINEN_ROOT} not found: FreeContact baseline skipped",
           file=sys.stderr)
@@ -438,7 +480,7 @@ BUNDLE_MEMBER_RUNS = [f"bundle/seed{s}" for s in BUNDLE_SEEDS]
 #: Where the target `bundle` installs the model (bundle_model.py swaps the folder in whole). It is not a Snakemake
 #: output, because Snakemake deletes a job's outputs before it runs, so a failed install would leave the package without
 #: its model. The job's output is a copy of the installed record in the results folder instead.
-BUNDLE_DIR = "protrnn/pretrained"
+BUNDLE_DIR = _relative(CHECKOUT / "protrnn" / "pretrained")
 BUNDLE_RECORD = f"{RESULTS}/bundle/installed.json"
 #: The installed model's record, an input of the job (workflows/rules/bundle.smk). Every install rewrites it, and
 #: (since 2026-12-07) ends it with the installed weights' SHA-256, so once another results folder's bundle (or a
@@ -476,24 +518,16 @@ def spec_key(name):
     return "bundle" if name == "bundle" else f"models.{name}"
 
 
-def _relative(path):
-    """A file of the checkout, relative to the working directory where possible: input paths are recorded (the `input`
-    rerun trigger), so moving the checkout keeps results."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _config_file(value, key, directory=BUNDLED_CONFIGS):
     """A bundled config name (`directory`/<name>.yaml) or a path to a YAML file; `key` names it in errors."""
     bundled = directory / f"{value}.yaml"
     if bundled.is_file():
         return _relative(bundled)
-    if Path(value).is_file():
-        return _input_path(key, value)
-    if Path(value).exists():
-        _fail(key, f"{value!r} is not a file: give a bundled config name or a YAML file")
+    path = config_input(tuple(key.split(".")), value)
+    if Path(path).is_file():
+        return _input_path(key, path)
+    if Path(path).exists():
+        _fail(key, f"{path!r} is not a file: give a bundled config name or a YAML file")
     choices = sorted(p.stem for p in directory.glob("*.yaml"))
     _fail(key, f"unknown config {value!r}; bundled: {', '.join(choices)}, or give a path")
 
@@ -514,7 +548,8 @@ PRETRAIN = dict(config.get("pretrain") or {})
 PRETRAIN_ENABLED = bool(PRETRAIN.get("enabled", False))
 SIDECHAINNET_REQUIREMENT = "sidechainnet==1.0.1"
 SIDECHAINNET_WHEEL_FILE = f"{CACHE}/wheels/sidechainnet-1.0.1-py2.py3-none-any.whl"
-PRETRAIN_SOURCE = PRETRAIN.get("source") or SIDECHAINNET_WHEEL_FILE
+PRETRAIN_SOURCE = (config_input(("pretrain", "source"), PRETRAIN["source"]) if PRETRAIN.get("source")
+                   else SIDECHAINNET_WHEEL_FILE)
 PRETRAIN_DATA = f"{RESULTS}/pretrain/data"
 #: The pretraining labels (training split): rule pretrain_prepare writes them, pretrain_fit learns from them, and an
 #: `aux_ss_weight` model draws its auxiliary secondary-structure batches from them.
@@ -534,8 +569,8 @@ ENCODER_DIR_PATTERN = r"encoder(?:_seed-?[0-9]+)?"
 ENCODER_KEYS = ("vocab_size", "cell", "embed_dim", "hidden_size", "num_layers", "residual", "layer_norm")
 if PRETRAIN.get("source"):
     _input_path("pretrain.source", PRETRAIN["source"])
-if PRETRAIN.get("source") and not Path(PRETRAIN["source"]).exists():
-    _fail("pretrain.source", f"sidechainnet source does not exist: {PRETRAIN['source']}")
+if PRETRAIN.get("source") and not Path(PRETRAIN_SOURCE).exists():
+    _fail("pretrain.source", f"sidechainnet source does not exist: {PRETRAIN_SOURCE}")
 
 
 def model_pretrained(name):
@@ -726,7 +761,7 @@ PREDICT_RUN = f"{PREDICT_MODEL}/seed{SEEDS[0]}"
 # stems met before (results/predict/<name>/).
 PREDICT_FASTA = {}
 for _i, _p in enumerate(config["predict"].get("fasta", [])):
-    _input_path(f"predict.fasta[{_i}]", _p)
+    _p = config_input(("predict", "fasta"), _input_path(f"predict.fasta[{_i}]", _p))
     if not Path(_p).exists():
         _fail(f"predict.fasta[{_i}]", f"FASTA file does not exist: {_p}")
     _stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(_p).name.split(".")[0]).strip("_") or f"fasta{_i}"
@@ -960,7 +995,7 @@ def bundle_inputs(wildcards):
         inputs.update(pretrain_manifest=f"{PRETRAIN_DATA}/manifest.json",
                       encoder=encoder_files(run_encoder_dir(first))["json"])
     if config.get("bundle", {}).get("notes"):
-        inputs["notes"] = _input_path("bundle.notes", config["bundle"]["notes"])
+        inputs["notes"] = config_input(("bundle", "notes"), _input_path("bundle.notes", config["bundle"]["notes"]))
     if Path(INSTALLED_RECORD).is_file():
         inputs["installed"] = INSTALLED_RECORD
     return inputs

@@ -32,7 +32,7 @@ rule fetch_pdb_entry:
     benchmark:
         f"{RESULTS}/benchmarks/fetch_pdb/{{pdb_id}}.tsv"
     shell:
-        "\"$PROTRNN_PY\" workflows/scripts/fetch_pdb.py {wildcards.pdb_id} {output} > {log} 2>&1"
+        "\"$PROTRNN_PY\" \"$PROTRNN_SCRIPTS/fetch_pdb.py\" {wildcards.pdb_id} {output} > {log} 2>&1"
 
 
 rule prepare:

@@ -20,7 +20,7 @@ rule split_fasta:
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{fasta}}.split.tsv"
     shell:
-        "\"$PROTRNN_PY\" workflows/scripts/split_fasta.py {input:q} --names {output.names} {output.shards} > {log} 2>&1"
+        "\"$PROTRNN_PY\" \"$PROTRNN_SCRIPTS/split_fasta.py\" {input:q} --names {output.names} {output.shards} > {log} 2>&1"
 
 
 rule predict_shard:
@@ -64,5 +64,5 @@ rule gather_predictions:
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{fasta}}.gather.tsv"
     shell:
-        "\"$PROTRNN_PY\" workflows/scripts/gather_predictions.py --names {input.names} --summary {output.summary}"
+        "\"$PROTRNN_PY\" \"$PROTRNN_SCRIPTS/gather_predictions.py\" --names {input.names} --summary {output.summary}"
         " --contacts {output.contacts} {input.shards} > {log} 2>&1"
