@@ -15,8 +15,9 @@ Layout written (CASP RR, one model)::
 Probabilities are written with four decimals, clamped to [0, 1]. The same matrix and settings always give the same bytes,
 which is what lets ``protrnn predict`` resume an interrupted run and still match an uninterrupted one.
 
-By default the top L pairs with |i - j| >= 6 are written (L = chain length): CASP assesses the top L/5, L/2 and L
-contacts of each range, so L pairs cover every standard list, and the full matrix is in the ``.npz`` beside it.
+By default the top L pairs (L = chain length) of each separation range are written (short 6-11, medium 12-23, long
+>= 24; up to 3L pairs, ranked as one list): CASP assesses the top L/5, L/2 and L contacts of each range, so every such
+list can be read from the file. The full matrix is in the ``.npz`` beside it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
-from protrnn.conventions import MIN_SEPARATION
+from protrnn.conventions import MIN_SEPARATION, RANGES
 from protrnn.errors import InputError, reading
 from protrnn.utils.io import atomic_write
 
@@ -41,6 +42,8 @@ CONTACT_D1 = 0
 CONTACT_D2 = 8
 # Pairs that select_contacts reads at a time (its working memory is ~40 bytes a pair, whatever L is).
 _BLOCK_PAIRS = 1 << 20
+#: The separation ranges whose top-L lists the default selection keeps whole (CASP's three).
+RR_RANGES = ("short", "medium", "long")
 
 
 class RRContact(NamedTuple):
@@ -81,10 +84,12 @@ def rr_target(record_id: str) -> str:
     return token or "_"
 
 
-def _pair_blocks(probs: np.ndarray, min_separation: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The upper-triangle pairs with ``j - i >= min_separation`` as 0-based ``(i, j, p)`` arrays (p as float64), a
-    few whole rows at a time (about ``_BLOCK_PAIRS`` pairs), in row-major order, so that no array spans the whole
-    triangle (at 10,000 residues that would be ~2 GB of index and value arrays)."""
+def _pair_blocks(probs: np.ndarray, min_separation: int,
+                 max_separation: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The upper-triangle pairs with ``min_separation <= j - i`` (``<= max_separation`` when given) as 0-based
+    ``(i, j, p)`` arrays (p as float64), a few whole rows at a time (about ``_BLOCK_PAIRS`` pairs), in row-major
+    order, so that no array spans the whole triangle (at 10,000 residues that would be ~2 GB of index and value
+    arrays)."""
     length = probs.shape[0]
     rows_with_pairs = length - min_separation  # rows 0 .. rows_with_pairs - 1 have a partner j
     block_rows = max(1, _BLOCK_PAIRS // max(1, length))
@@ -93,7 +98,25 @@ def _pair_blocks(probs: np.ndarray, min_separation: int) -> Iterator[tuple[np.nd
         # Upper triangle of the (stop - start) x L slab starting at row ``start``: j >= start + r + min_separation.
         rows, cols = np.triu_indices(stop - start, k=start + min_separation, m=length)
         rows = rows + start
+        if max_separation is not None:
+            near = cols - rows <= max_separation
+            rows, cols = rows[near], cols[near]
         yield rows, cols, probs[rows, cols].astype(np.float64)
+
+
+def range_windows(min_separation: int = MIN_SEPARATION) -> list[tuple[int, int | None]]:
+    """The separation windows ``(low, high)`` (inclusive; ``None`` = open) whose top L pairs the default selection
+    keeps: each range of :data:`RR_RANGES` from ``min_separation`` on, and below the first one the separations that
+    a smaller ``min_separation`` admits (``[(6, 11), (12, 23), (24, None)]`` by default)."""
+    windows: list[tuple[int, int | None]] = []
+    first = RANGES[RR_RANGES[0]][0]
+    if min_separation < first:
+        windows.append((min_separation, first - 1))
+    for name in RR_RANGES:
+        low, high = RANGES[name]
+        if high is None or high >= min_separation:
+            windows.append((max(low, min_separation), high))
+    return windows
 
 
 def _keep_top(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
@@ -116,7 +139,8 @@ def select_contacts(probs: np.ndarray, *, top: int | None = None, min_separation
     """Pairs to write, as 0-based ``(i, j, p)`` arrays with ``i < j``, ordered by decreasing p then (i, j).
 
     Only the upper triangle with ``j - i >= min_separation`` is considered. ``threshold`` keeps pairs with
-    ``p >= threshold``; ``top`` caps the count. With neither, the top L pairs are kept (L = matrix size).
+    ``p >= threshold``; ``top`` caps the count. With neither, the top L pairs (L = matrix size) of each window of
+    :func:`range_windows` are kept, so that every range's top-L/k list is among them (up to 3L pairs by default).
     The triangle is read in blocks of rows and only the running top candidates are kept, so working memory is
     O(top + block) rather than O(L^2) (except with a threshold and no cap, which keeps every pair that passes).
     """
@@ -130,11 +154,20 @@ def select_contacts(probs: np.ndarray, *, top: int | None = None, min_separation
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if top is None and threshold is None:
-        top = probs.shape[0]
+        chosen = [_select(probs, probs.shape[0], low, high, None) for low, high in range_windows(min_separation)]
+        rows, cols, values = (np.concatenate(column) for column in zip(*chosen, strict=True))
+        order = np.lexsort((cols, rows, -values))
+        return rows[order], cols[order], values[order]
+    return _select(probs, top, min_separation, None, threshold)
+
+
+def _select(probs: np.ndarray, top: int | None, min_separation: int, max_separation: int | None,
+            threshold: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """select_contacts within one separation window (checked arguments)."""
     # Candidates so far, in row-major order (blocks arrive in row order; filtering keeps order).
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pending = 0
-    for rows, cols, values in _pair_blocks(probs, min_separation):
+    for rows, cols, values in _pair_blocks(probs, min_separation, max_separation):
         if not np.all(np.isfinite(values)):
             raise ValueError("probability matrix contains NaN or infinite values")
         if threshold is not None:
@@ -192,7 +225,7 @@ def write_rr(path_or_handle: str | os.PathLike[str] | IO[str], target: str, sequ
     """Write one chain's contacts as CASP RR. A path is written atomically; a text handle is written as is.
 
     ``probs`` is the L x L probability matrix (its upper triangle is read); ``top``/``threshold`` choose the pairs
-    (default: top L with ``|i - j| >= min_separation``).
+    (default: the top L of each separation range from ``min_separation`` on, :func:`select_contacts`).
     """
     text = format_rr(target, sequence, probs, method_lines=method_lines, remarks=remarks, top=top,
                      min_separation=min_separation, threshold=threshold)

@@ -242,9 +242,13 @@ def test_cli_outputs_safe_names_and_rr_top_k(model_dir, predictor, tmp_path) -> 
         rr_target, rr_sequence, contacts = read_rr(out / f"{stem}.rr")
         assert rr_sequence == sequence and rr_target == target
         length = len(sequence)
-        # ranked by the stored float16 values (the npz's, which the summary scores too), ties by (i, j)
-        ranked = sorted((-float(stored[i, j]), i + 1, j + 1) for i in range(length) for j in range(i + 6, length))
-        assert [(c.i, c.j) for c in contacts] == [(i, j) for _, i, j in ranked[:length]]
+        # the top L of each range (6-11, 12-23, >= 24), ranked together by the stored float16 values (the npz's,
+        # which the summary scores too), ties by (i, j)
+        chosen = []
+        for low, high in ((6, 11), (12, 23), (24, length)):
+            chosen += sorted((-float(stored[i, j]), i + 1, j + 1) for i in range(length)
+                             for j in range(i + low, min(i + high, length - 1) + 1))[:length]
+        assert [(c.i, c.j) for c in contacts] == [(i, j) for _, i, j in sorted(chosen)]
         assert all(abs(c.p - float(stored[c.i - 1, c.j - 1])) <= 5e-5 for c in contacts)
     assert read_rr(out / "tiny.rr").contacts == []  # no pair with |i-j| >= 6 in 3 residues
 
@@ -641,6 +645,17 @@ def test_structures_add_metrics_and_note_mismatches(predictor, tmp_path) -> None
         assert float(row[key]) == pytest.approx(expected[key], abs=5e-5), key
     assert int(row["long/n_contacts"]) == int(np.triu(chain.contact_map() & np.outer(chain.observed, chain.observed),
                                                       k=24).sum())
+    # the RR file alone gives every range's top-L/5 (by default it holds each range's top L): its lines of a range,
+    # without pairs of unobserved residues, scored on the structure, are the summary's figures
+    _, _, rr_contacts = read_rr(tmp_path / "out" / "1h2e_A.rr")
+    contact_map, length = chain.contact_map(), len(chain.sequence)
+    for name, low, high in (("short", 6, 11), ("medium", 12, 23), ("long", 24, length)):
+        ranked = [(c.i - 1, c.j - 1) for c in rr_contacts if low <= c.j - c.i <= high
+                  and chain.observed[c.i - 1] and chain.observed[c.j - 1]]
+        top = ranked[:max(1, length // 5)]
+        assert len(top) == max(1, length // 5), name
+        assert float(row[f"{name}/P@L/5"]) == pytest.approx(sum(contact_map[i, j] for i, j in top) / len(top),
+                                                             abs=1e-4), name
 
     # An explicit map: the mutated record points at 1a3a, whose sequence differs -> noted, not a crash.
     mapping = tmp_path / "map.tsv"

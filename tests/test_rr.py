@@ -46,15 +46,49 @@ def test_rr_parses_back_to_matrix_top_k(tmp_path) -> None:
     assert lines[-1] == "END"
 
 
-def test_default_is_top_l_with_min_separation() -> None:
-    sequence = "A" * 30
-    probs = _symmetric(30, seed=2)
-    target, _, contacts = read_rr(io.StringIO(format_rr("x", sequence, probs, method_lines=["m"])))
-    assert len(contacts) == 30
+def _windows(min_sep: int) -> list[tuple[int, float]]:
+    """CASP's ranges (short 6-11, medium 12-23, long >= 24) from min_sep on, and min_sep-5 when min_sep < 6."""
+    casp = [(6, 11), (12, 23), (24, float("inf"))]
+    below = [(min_sep, 5)] if min_sep < 6 else []
+    return below + [(max(low, min_sep), high) for low, high in casp if high >= min_sep]
+
+
+def _brute_force_default(probs: np.ndarray, min_sep: int) -> list[tuple[int, int]]:
+    """Independent reference for the default selection: the top L pairs of each window, ranked together."""
+    length = probs.shape[0]
+    chosen = []
+    for low, high in _windows(min_sep):
+        pairs = sorted((-float(probs[i, j]), i, j) for i in range(length) for j in range(i + low, length)
+                       if j - i <= high)
+        chosen += pairs[:length]
+    return [(i + 1, j + 1) for _, i, j in sorted(chosen)]
+
+
+def test_default_is_the_top_l_of_each_separation_range() -> None:
+    """Short-range pairs, the most probable, no longer crowd long-range ones out of the default RR: every range's
+    top L (so its top L/5, L/2 and L) is in the file, ranked as one list."""
+    length = 60
+    sequence = "A" * length
+    probs = _symmetric(length, seed=2) * 0.5
+    i, j = np.triu_indices(length, 6)
+    near = j - i < 12
+    probs[i[near], j[near]] += 0.5  # every short-range pair outranks every other pair
+    probs[j[near], i[near]] += 0.5
+    _, _, contacts = read_rr(io.StringIO(format_rr("x", sequence, probs, method_lines=["m"])))
+    pairs = [(c.i, c.j) for c in contacts]
+    assert pairs == _brute_force_default(probs, 6)
+    assert len(pairs) == 3 * length  # every range has at least L pairs at L = 60
     assert all(c.j - c.i >= 6 for c in contacts)
-    assert [(c.i, c.j) for c in contacts] == _brute_force_top(probs, 30, 6)
-    _, _, wider = read_rr(io.StringIO(format_rr("x", sequence, probs, method_lines=["m"], min_separation=12)))
-    assert [(c.i, c.j) for c in wider] == _brute_force_top(probs, 30, 12)
+    values = [c.p for c in contacts]
+    assert values == sorted(values, reverse=True)
+    long_pairs = [(a, b) for a, b in pairs if b - a >= 24]
+    assert long_pairs[:length // 5] == [(a, b) for a, b in _brute_force_top(probs, 10 * length, 24)][:length // 5]
+    # the old default, the top L over all ranges, held short-range pairs only
+    assert all(b - a < 12 for a, b in _brute_force_top(probs, length, 6))
+    for min_sep in (1, 12, 30):
+        _, _, other = read_rr(io.StringIO(format_rr("x", sequence, probs, method_lines=["m"],
+                                                    min_separation=min_sep)))
+        assert [(c.i, c.j) for c in other] == _brute_force_default(probs, min_sep), min_sep
 
 
 def test_threshold_and_cap() -> None:
@@ -87,7 +121,8 @@ def _reference_selection(probs: np.ndarray, top: int | None, min_sep: int,
         pairs = [pair for pair in pairs if -pair[0] >= threshold]
     pairs.sort()
     if top is None and threshold is None:
-        top = length
+        default = _brute_force_default(probs, min_sep)
+        return [(i - 1, j - 1, float(probs[i - 1, j - 1])) for i, j in default]
     return [(i, j, -p) for p, i, j in (pairs if top is None else pairs[:top])]
 
 
@@ -208,5 +243,6 @@ def test_a_sequence_line_reading_end_round_trips(sequence: str, threshold: float
     assert lines[lines.index("MODEL  1") + 1 + (length - 1) // 50] == "END"  # the last sequence line reads END
     parsed = read_rr(io.StringIO(text))
     assert parsed.sequence == sequence
-    candidates = (length - 6) * (length - 5) // 2 if length > 6 else 0  # pairs with |i - j| >= 6
-    assert len(parsed.contacts) == (0 if threshold is not None else min(length, candidates))
+    # the default keeps min(L, pairs at separation d in the range) per range: sum of (L - d) over its d
+    per_range = [sum(length - d for d in range(low, min(high, length - 1) + 1)) for low, high in _windows(6)]
+    assert len(parsed.contacts) == (0 if threshold is not None else sum(min(length, n) for n in per_range))

@@ -10,7 +10,8 @@ from protrnn.commands.args import positive_int, probability
 DESCRIPTION = """\
 Predict residue-residue contacts for every record of a FASTA file (plain or .gz).
 
-Per record, OUTDIR gets <name>.rr (CASP RR: top contacts with |i-j| >= 6, by default the top L),
+Per record, OUTDIR gets <name>.rr (CASP RR: top contacts with |i-j| >= 6, by default the top L of each
+separation range, short 6-11, medium 12-23 and long >= 24, so that every range's top-L/k list is in the file),
 <name>.npz (probs: float16 L x L symmetric matrix, sequence, id, method; np.load(..., allow_pickle=False); with
 --distogram also each pair's distance distribution) and, with --png, <name>.png. <name> is the record ID made
 safe as a file name. OUTDIR/summary.tsv lists every record.
@@ -46,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`protrnn train`; default: the bundled model")
     select = parser.add_mutually_exclusive_group()
     select.add_argument("--top", type=positive_int, metavar="N",
-                        help="write the top N pairs to each RR file (default: top L, the chain length)")
+                        help="write the top N pairs to each RR file, whatever their range (default: the top L of "
+                             "each separation range, L the chain length)")
     select.add_argument("--threshold", type=probability, metavar="P",
                         help="write every pair with probability >= P instead of a fixed count")
     parser.add_argument("--min-separation", type=positive_int, default=MIN_SEPARATION, metavar="K",

@@ -46,7 +46,7 @@ from protrnn.predict.writers import (
     write_png,
     write_summary,
 )
-from protrnn.rr import read_rr_document, rr_target, write_rr
+from protrnn.rr import range_windows, read_rr_document, rr_target, write_rr
 from protrnn.utils.io import SafeNamer, safe_name
 
 #: FASTA records are read and planned in chunks of this many records or residues (bounded memory on any file size).
@@ -94,9 +94,14 @@ class OutputSettings:
         # repr: the shortest text that reads back as the same float, so the REMARK (which a resumed run compares)
         # tells 0.3265 from 0.3265001 (``:g`` kept 6 digits, and such runs resumed each other's files)
         shown = repr(float(threshold)) if threshold is not None else ""
-        selection = (f"threshold {shown}" if threshold is not None else "top L") if top is None else (
-            f"top {top}" + (f" with p >= {shown}" if threshold is not None else ""))
-        remarks = [f"contacts: {selection} pairs with |i-j| >= {min_separation}; full matrix in the npz"]
+        if top is None and threshold is None:
+            windows = ", ".join(f"{low}-{high}" if high is not None else f">={low}"
+                                for low, high in range_windows(min_separation))
+            remarks = [f"contacts: top L pairs of each separation range {windows}; full matrix in the npz"]
+        else:
+            selection = f"threshold {shown}" if top is None else (
+                f"top {top}" + (f" with p >= {shown}" if threshold is not None else ""))
+            remarks = [f"contacts: {selection} pairs with |i-j| >= {min_separation}; full matrix in the npz"]
         edges = predictor.require_distogram() if distogram else None
         if edges is not None:
             remarks.append(f"distance distribution per pair in the npz (distogram): {len(edges) + 1} Cb-Cb classes, "
@@ -316,8 +321,8 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
     """Predict every record of ``fasta`` into ``outdir``: ``<stem>.rr`` (CASP RR), ``<stem>.npz`` (float16 matrix,
     sequence, id, the run's METHOD lines), optionally ``<stem>.png``, and ``summary.tsv``.
 
-    ``top``/``threshold``/``min_separation`` choose the RR pairs (default: top L with |i - j| >= 6). ``structures``
-    is a directory of PDB/mmCIF files or a chain collection, ``structure_map`` a TSV map (``--structure-map``; at most
+    ``top``/``threshold``/``min_separation`` choose the RR pairs (default: the top L of each separation range).
+    ``structures`` is a directory of PDB/mmCIF files or a chain collection, ``structure_map`` a TSV map (``--structure-map``; at most
     one of the two; :class:`StructureIndex`); matched records get evaluation metrics in the summary.
     ``batch_tokens``: padded residues per batch (default: the predictor's, per device); the arithmetic
     (``precision``) is the predictor's (:func:`load_model`). Records whose outputs are already complete (same
