@@ -151,6 +151,45 @@ def test_skip_reasons_are_grouped_by_reason_not_by_its_last_colon() -> None:
             == "invalid residue letter '1' at position N")
 
 
+def test_skip_reasons_keep_the_names_they_name_and_group_the_numbers_that_vary() -> None:
+    """A reason group is what the skipped entries share: numbers that vary from entry to entry (positions, lengths,
+    counts) read N, while what a reason names keeps its digits: "first read from bad/Nbdo.pdb" named no file."""
+    assert (reason_kind("duplicate ID (first read from bad/1bdo.pdb)")
+            == "duplicate ID (first read from bad/1bdo.pdb)")
+    assert (reason_kind("duplicate ID (first read from t1.tar.gz#a/1aap.pdb.gz)")
+            == "duplicate ID (first read from t1.tar.gz#a/1aap.pdb.gz)")
+    assert reason_kind("duplicate ID (first read from 2.pdb)") == "duplicate ID (first read from 2.pdb)"
+    assert reason_kind("x.pdb: invalid residue byte 0xc3 (not ASCII)") == "invalid residue byte 0xc3 (not ASCII)"
+    # the same kind of reason at other positions and counts is one group
+    assert (reason_kind("a/1.txt, record 'r1', position 17: chain #3 has 12 gaps in 2 runs (1.5 per 100)")
+            == reason_kind("b/2.txt, record 'r2', position 9: chain #10 has 4 gaps in 3 runs (0.25 per 100)")
+            == "chain #N has N gaps in N runs (N per N)")
+
+
+def test_the_summary_names_the_files_of_duplicate_ids_as_they_are(
+        inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two folders (and an archive) holding the same chain files: prepare.json and the printed summary said
+    "first read from tN.tar.gz#c/NENP_A.txt"."""
+    import tarfile
+
+    monkeypatch.setattr(splits, "mmseqs_path", lambda: None)  # the fallback clustering: fast, and enough here
+    monkeypatch.chdir(tmp_path)
+    names = ("4E1P_A.txt", "1LPB_A.txt")
+    for folder, files in (("c", names), ("a1", names), ("b2", names[:1])):
+        Path(folder).mkdir()
+        for name in files:
+            shutil.copy(inputs / "cgdms_subset" / "protein_data" / "train_val" / name, folder)
+    with tarfile.open("t1.tar.gz", "w:gz") as archive:
+        archive.add("c")
+    assert main(["prepare", "t1.tar.gz", "a1", "b2", "-o", "out", "--threads", "1", "--min-length", "1"]) == 0
+    expected = {"duplicate ID (first read from t1.tar.gz#c/4E1P_A.txt)": 2,
+                "duplicate ID (first read from t1.tar.gz#c/1LPB_A.txt)": 1}
+    assert json.loads(Path("out/prepare.json").read_text())["skip_reasons"] == expected
+    printed = capsys.readouterr().out
+    for reason, count in expected.items():
+        assert f"{count:>6}  {reason}\n" in printed
+
+
 def _chain(chain_id: str, length: int) -> ProteinChain:
     return ProteinChain(chain_id, "A" * length, np.ones(length, dtype=bool), np.zeros((length, 4, 3)))
 

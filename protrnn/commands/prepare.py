@@ -10,6 +10,7 @@ from protrnn.commands.args import (
     default_cache_dir,
     fraction,
     named_paths,
+    positive_float,
     positive_int,
     recorded_arguments,
     seed_int,
@@ -101,8 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep a seeded random sample of at most N training candidates (tiny runs)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the cluster split and --limit (default 0)")
     parser.add_argument("--chain", metavar="ID", help="chain ID to take from PDB/mmCIF inputs (default: first protein)")
-    parser.add_argument("--contact-cutoff", type=float, default=DEFAULT_CONTACT_CUTOFF, metavar="A",
-                        help="Cb-Cb contact cutoff in Angstrom stored with the datasets "
+    parser.add_argument("--contact-cutoff", type=positive_float, default=DEFAULT_CONTACT_CUTOFF, metavar="A",
+                        help="Cb-Cb contact cutoff in Angstrom stored with the datasets: evaluate and predict "
+                             "--structures score their contacts at it, train needs the same --data.contact_cutoff "
                              f"(default {DEFAULT_CONTACT_CUTOFF})")
     parser.add_argument("--default-sources", action="store_true",
                         help="add the default training set from PyPI (cgdms==1.0, bioemu-benchmarks==0.0.2.post1)")

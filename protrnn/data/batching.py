@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from protrnn.conventions import MIN_SEPARATION
+from protrnn.data.chain import check_contact_cutoff
 from protrnn.data.dataset import ChainDataset
 from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
@@ -179,9 +180,7 @@ class ContactExampleDataset(Dataset):
         self.crop_length = crop_length
         self.random_crop = random_crop
         self.seed = int(seed)
-        self.cutoff = float(chains.contact_cutoff if cutoff is None else cutoff)
-        if not self.cutoff > 0:
-            raise InputError(f"contact cutoff must be positive, got {self.cutoff}")
+        self.cutoff = chains.contact_cutoff if cutoff is None else check_contact_cutoff(cutoff, "contact cutoff")
         self.pair_block = None if pair_block is None else int(pair_block)
         self.blocks_per_chain = int(blocks_per_chain)
         self.block_context = int(block_context)

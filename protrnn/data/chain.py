@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -11,6 +14,19 @@ from protrnn.errors import InputError
 
 #: Atom order in :attr:`ProteinChain.coords`.
 ATOMS = ("N", "CA", "C", "CB")
+
+
+def check_contact_cutoff(value: Any, what: str, *, path: object | None = None) -> float:
+    """``value`` as a contact cutoff in Å: a finite number > 0 (the one check of every cutoff protrnn is given or
+    reads: ``prepare --contact-cutoff``, a dataset's stored cutoff, ``data.contact_cutoff``). Anything else (NaN,
+    infinity, zero, a negative number, a bool, text) is a one-line :class:`InputError` "``what``: must be a finite
+    distance > 0 Å, got ..." naming ``path`` where given: an infinite cutoff made every observed pair a contact (a
+    top-L/5 precision of 1.0) and reached the JSON files as ``Infinity``, which is not JSON."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        shown = repr(float(value)) if number else repr(value)
+        raise InputError(f"{what}: must be a finite distance > 0 Å, got {shown}", path=path)
+    return float(value)
 
 
 def virtual_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -36,12 +36,14 @@ import numpy as np
 
 from protrnn.alphabet import DEFAULT_ALPHABET, GAP_LETTERS, PARENT_LETTER, UNKNOWN_LETTERS, shown_letter
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
-from protrnn.data.chain import ProteinChain
+from protrnn.data.chain import ProteinChain, check_contact_cutoff
 from protrnn.errors import InputError, parse_json_bytes, parse_json_document, reading
 from protrnn.utils.io import atomic_path
 
 FORMAT_NAME = "protrnn-dataset"
 FORMAT_VERSION = 1
+#: The metadata key of the contact cutoff (Å) a dataset was prepared at.
+CONTACT_CUTOFF_KEY = "contact_cutoff"
 _REQUIRED_KEYS = ("sequences", "offsets", "observed", "coords", "ids", "sources", "chain_meta")
 #: The letters a dataset's sequences may hold, one per residue: those the model alphabet reads as a residue
 #: (:meth:`~protrnn.alphabet.Alphabet.clean` without dropping any), either case.
@@ -107,6 +109,15 @@ def _check_observed_cb(coords: np.ndarray, observed: np.ndarray, offsets: np.nda
                      position=residue - int(offsets[chain]) + 1)
 
 
+def _stored_contact_cutoff(metadata: dict[str, Any], path: Path | None) -> float | None:
+    """The contact cutoff in a dataset's ``metadata`` (None where it holds none), checked to be a finite distance > 0
+    (a one-line :class:`InputError` naming the file and the key)."""
+    value = metadata.get(CONTACT_CUTOFF_KEY)
+    if value is None:
+        return None
+    return check_contact_cutoff(value, f"metadata key {CONTACT_CUTOFF_KEY!r}", path=path)
+
+
 def _check_unique_ids(ids: Sequence[str], path: Path) -> None:
     """A one-line :class:`InputError` naming the first chain ID that is empty or occurs twice (the dataset is indexed
     by ID)."""
@@ -126,10 +137,12 @@ def save_dataset(chains: Iterable[ProteinChain], path: str | Path, *, contact_cu
     """Write ``chains`` to ``path`` (a ``.npz``) atomically; returns the path.
 
     ``info`` is free-form creation information (command line, inputs, split) stored in the JSON metadata.
-    IDs must be unique (the dataset is indexed by them) and sequences ASCII.
+    IDs must be unique (the dataset is indexed by them) and sequences ASCII; ``contact_cutoff`` a finite distance > 0
+    (:func:`~protrnn.data.chain.check_contact_cutoff`).
     """
     chain_list = list(chains)
     target = Path(path)
+    contact_cutoff = check_contact_cutoff(contact_cutoff, "contact cutoff", path=target)
     seen: dict[str, int] = {}
     for index, chain in enumerate(chain_list):
         if chain.id in seen:
@@ -155,7 +168,7 @@ def save_dataset(chains: Iterable[ProteinChain], path: str | Path, *, contact_cu
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "contact_cutoff": float(contact_cutoff),
+        CONTACT_CUTOFF_KEY: contact_cutoff,
         "n_chains": len(chain_list),
         "n_residues": total,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -219,8 +232,19 @@ class ChainDataset(Sequence[ProteinChain]):
         return self._sources.tolist()
 
     @property
+    def stored_contact_cutoff(self) -> float | None:
+        """The contact cutoff (Å) stored with the dataset (``protrnn prepare --contact-cutoff``), or None for a file
+        whose metadata holds none; one that is not a finite distance > 0 is a one-line :class:`InputError` naming the
+        file and the key (:func:`load_dataset` checks it when it reads the file)."""
+        return _stored_contact_cutoff(self.metadata, self.path)
+
+    @property
     def contact_cutoff(self) -> float:
-        return float(self.metadata.get("contact_cutoff", DEFAULT_CONTACT_CUTOFF))
+        """The cutoff the dataset's contacts are scored at: the stored one, else the CASP
+        :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` (what ``protrnn evaluate`` and ``protrnn predict
+        --structures`` use)."""
+        stored = self.stored_contact_cutoff
+        return DEFAULT_CONTACT_CUTOFF if stored is None else stored
 
     @property
     def n_residues(self) -> int:
@@ -426,7 +450,9 @@ def load_dataset(path: str | Path) -> ChainDataset:
     Checked here, at a cost of milliseconds: every array's dtype and shape against the offsets (one-dimensional
     ``ids``, ``sources`` and ``offsets``; integer offsets from 0, never decreasing, ending at the residue count),
     chain IDs non-empty and unique, every sequence byte one of :data:`RESIDUE_LETTERS` and every observed residue's
-    Cβ finite (the messages name the chain ID and the position). ``chain_meta`` is parsed, and checked, on first use (:meth:`ChainDataset.meta`)."""
+    Cβ finite (the messages name the chain ID and the position), a stored contact cutoff a finite distance > 0 (a
+    file without one is read, at the default 8 Å: :attr:`ChainDataset.contact_cutoff`). ``chain_meta`` is parsed,
+    and checked, on first use (:meth:`ChainDataset.meta`)."""
     source = Path(path)
     arrays, metadata = read_npz_file(source, _REQUIRED_KEYS, format_name=FORMAT_NAME, max_version=FORMAT_VERSION,
                                      what="dataset file")
@@ -461,5 +487,6 @@ def load_dataset(path: str | Path) -> ChainDataset:
     _check_unique_ids(id_list, source)
     _check_residue_letters(arrays["sequences"], offsets, id_list, source)
     _check_observed_cb(arrays["coords"], arrays["observed"], offsets, id_list, source)
+    _stored_contact_cutoff(metadata, source)
     return ChainDataset(arrays["sequences"], offsets, arrays["observed"], arrays["coords"], ids,
                         sources, arrays["chain_meta"], metadata, path=source)

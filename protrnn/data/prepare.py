@@ -47,7 +47,7 @@ from protrnn.conventions import (
     split_of_test_set,
 )
 from protrnn.data import formats, splits
-from protrnn.data.chain import ProteinChain
+from protrnn.data.chain import ProteinChain, check_contact_cutoff
 from protrnn.data.dataset import save_dataset
 from protrnn.data.sources import LoadOutcome, iter_chains
 from protrnn.errors import InputError, read_json_document
@@ -203,8 +203,7 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
     for path in [*inputs, *test_sets.values()]:
         if not Path(path).exists():
             raise InputError("input not found", path=path)
-    if not contact_cutoff > 0:
-        raise InputError(f"contact cutoff must be positive, got {contact_cutoff}")
+    contact_cutoff = check_contact_cutoff(contact_cutoff, "contact cutoff")
     started = time.perf_counter()
 
     entries = load_entries(inputs, "train", chain, threads, skip=own_outputs(outdir))
@@ -377,12 +376,23 @@ def build_summary(entries: Sequence[Entry], datasets: dict[str, Path], leakage: 
     }
 
 
+#: The text of a skip reason that :func:`reason_kind` keeps as written: a quoted value (the letter of "invalid residue
+#: letter '1'") and a path or file name (a word holding '/' or '\', a name with an extension, or 'file#record':
+#: "duplicate ID (first read from t1.tar.gz#a/1aap.pdb.gz)").
+_NAMED_IN_REASON = re.compile(r"""('[^']*'|[^\s'"(),;]*(?:[/\\]|\w\.[A-Za-z]|\w#\w)[^\s'"(),;]*)""")
+#: A number standing alone in a skip reason (a position, length or count), not digits within a name (mmseqs2, 0xff).
+_COUNT_IN_REASON = re.compile(r"(?<!\w)\d+(?:\.\d+)?(?!\w)")
+
+
 def reason_kind(reason: str) -> str:
-    """Group skip reasons for the summary: drop the file/record prefix, and numbers outside quotes (positions,
-    counts) become N; a quoted value such as the letter of "invalid residue letter '1'" is kept as it is."""
+    """The group of a skip reason in the summary (prepare.json's ``skip_reasons``, the printed "skipped because"):
+    the reasons that differ only in where they occurred and in numbers that vary from entry to entry. The
+    file/record prefix is dropped and numbers standing alone (positions, lengths, counts) become N; what the
+    reason names is kept as written: quoted values (the letter of "invalid residue letter '1'"), paths and file
+    names (the first file of a duplicate ID) and digits within a word (mmseqs2, a byte 0xff)."""
     tail = reason.split(": ", 1)[-1]  # "<file>, record 'x': reason"; the reason itself may contain ": "
-    parts = re.split(r"('[^']*')", tail)  # odd indices: the quoted values
-    return "".join(part if k % 2 else re.sub(r"\d+", "N", part) for k, part in enumerate(parts))[:80]
+    parts = _NAMED_IN_REASON.split(tail)  # odd indices: quoted values, paths and file names
+    return "".join(part if k % 2 else _COUNT_IN_REASON.sub("N", part) for k, part in enumerate(parts))[:80]
 
 
 def remove_stale(outdir: Path, written: set[Path]) -> None:

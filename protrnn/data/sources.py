@@ -14,8 +14,9 @@ write a manifest of every input. Dispatch is by suffix (``.gz`` looked through),
 directory                                    a cgdms data directory (``protein_data/train_val``), else each file
 =========================================== ===========================================================
 
-:func:`read_chains` is the one "chains from a path" call every command uses (prepare, evaluate, diagnose, predict's
-structure lookup): the chains of any of the above, failures reported to the caller.
+:func:`read_chains` is the one "chains from a path" call: the chains of any of the above, failures reported to the
+caller. Predict's structure lookup keeps :func:`iter_chains`' outcomes, which also carry a prepared dataset's contact
+cutoff (:attr:`LoadOutcome.contact_cutoff`).
 """
 
 from __future__ import annotations
@@ -53,11 +54,16 @@ _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.
 
 @dataclass(frozen=True)
 class LoadOutcome:
-    """What became of one input: a chain, or the one-line reason it was skipped (never both, never neither)."""
+    """What became of one input: a chain, or the one-line reason it was skipped (never both, never neither).
+
+    ``contact_cutoff`` is the cutoff (Å) a chain's contacts are scored at where its source says so: a prepared
+    dataset's (:attr:`~protrnn.data.dataset.ChainDataset.contact_cutoff`, as ``protrnn evaluate`` scores it); None
+    for every other source (the CASP :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF`)."""
 
     source: str
     chain: ProteinChain | None
     error: str | None
+    contact_cutoff: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -133,7 +139,7 @@ def _iter_dataset(path: Path) -> Iterator[LoadOutcome]:
         yield _failure(path, exc)
         return
     for chain in chains:
-        yield LoadOutcome(source=f"{path}#{chain.id}", chain=chain, error=None)
+        yield LoadOutcome(source=f"{path}#{chain.id}", chain=chain, error=None, contact_cutoff=chains.contact_cutoff)
 
 
 def read_chains(path: str | os.PathLike[str], *, chain: str | None = None,

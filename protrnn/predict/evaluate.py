@@ -37,7 +37,8 @@ def structure_label(ref: StructureRef) -> str:
 
 def evaluate_record(probs: np.ndarray, sequence: str, ref: StructureRef | None) -> tuple[str, str, dict[str, float]]:
     """``(structure, note, metrics)`` for one record whose cleaned sequence is ``sequence`` (``structure``:
-    :func:`structure_label`)."""
+    :func:`structure_label`); contacts at ``ref.contact_cutoff`` (:class:`StructureRef`: the CASP 8 Å, or the cutoff
+    stored with a prepared dataset)."""
     if ref is None:
         return "", "no structure found", {}
     label = structure_label(ref)
@@ -50,7 +51,7 @@ def evaluate_record(probs: np.ndarray, sequence: str, ref: StructureRef | None) 
                       min(len(chain.sequence), len(sequence)))
         return label, (f"sequence mismatch: structure {len(chain.sequence)} residues, record "
                        f"{len(sequence)}, first difference at position {differ + 1}; not evaluated"), {}
-    contacts = chain.contact_map()
+    contacts = chain.contact_map(ref.contact_cutoff)  # a prepared dataset's stored cutoff, as protrnn evaluate
     try:
         metrics = evaluate_contacts(probs.astype(np.float32), contacts, chain.observed)
     except InputError as exc:

@@ -9,7 +9,6 @@ and ``protrnn train`` set it). Each rank receives a disjoint shard with the same
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
+from protrnn.data.chain import check_contact_cutoff
 from protrnn.errors import InputError
 
 
@@ -134,6 +134,20 @@ def load_config_datasets(paths: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
+def check_stored_cutoff(key: str, chains: Any, contact_cutoff: float) -> None:
+    """The dataset of config key ``key`` was prepared at ``contact_cutoff`` (``data.contact_cutoff``): its labels would
+    otherwise be computed at another cutoff than the one its file records (``protrnn prepare --contact-cutoff``), and
+    the run, its validation precision and the export would silently disagree with ``protrnn evaluate``, which scores
+    at the stored one. A mismatch is a one-line :class:`InputError` naming the file, both values and the fix; a file
+    that stores no cutoff (written before datasets recorded one) is trained at ``contact_cutoff``."""
+    stored = chains.stored_contact_cutoff
+    if stored is not None and stored != contact_cutoff:
+        raise InputError(f"config key {key!r}: the dataset was prepared at contact cutoff {stored:g} Å, but "
+                         f"data.contact_cutoff is {contact_cutoff:g} Å; train at the data's cutoff with "
+                         f"--data.contact_cutoff {stored:g} (or prepare the data again with --contact-cutoff "
+                         f"{contact_cutoff:g})", path=chains.path)
+
+
 class ContactDataModule(pl.LightningDataModule):
     """Prepared ``train.npz`` / ``val.npz`` (``protrnn prepare``) -> batches of the batch contract.
 
@@ -162,7 +176,8 @@ class ContactDataModule(pl.LightningDataModule):
             budgets, and ``max_pairs`` is raised to fit the longest single chain).
         num_workers: DataLoader worker processes (0 = load in the training process; best on 2 CPU cores).
         seed: seed for crops and batch shuffling (per epoch: seed + epoch), independent of the model seed.
-        contact_cutoff: Cβ-Cβ distance (Å) below which a pair is a contact.
+        contact_cutoff: Cβ-Cβ distance (Å) below which a pair is a contact: the cutoff stored with both datasets
+            (``protrnn prepare --contact-cutoff``), or a mismatch is refused here (:func:`check_stored_cutoff`).
     """
 
     def __init__(self, train_path: str | Path, val_path: str | Path, crop_length: int | None = 128,
@@ -184,16 +199,15 @@ class ContactDataModule(pl.LightningDataModule):
         self.blocks_per_chain = config_int("blocks_per_chain", blocks_per_chain)
         self.block_context = config_int("block_context", block_context, minimum=0)
         self.seed = config_int("seed", seed, minimum=0)
-        if not (isinstance(contact_cutoff, (int, float)) and math.isfinite(contact_cutoff) and contact_cutoff > 0):
-            raise InputError(f"config key 'data.contact_cutoff': must be a positive distance in Å, "
-                             f"got {contact_cutoff!r}")
-        self.contact_cutoff = float(contact_cutoff)
+        self.contact_cutoff = check_contact_cutoff(contact_cutoff, "config key 'data.contact_cutoff'")
         for key, path in (("train_path", self.train_path), ("val_path", self.val_path)):
             if not path.exists():  # a directory is named as one by load_config_datasets, with its .npz files
                 raise InputError(f"config key 'data.{key}': dataset file not found (make one with protrnn prepare)",
                                  path=path)
         self.save_hyperparameters()
         self.chains = load_config_datasets({"data.train_path": self.train_path, "data.val_path": self.val_path})
+        for key, chains in self.chains.items():
+            check_stored_cutoff(key, chains, self.contact_cutoff)
         self.train_set: Any = None
         self.val_set: Any = None
 
