@@ -158,3 +158,22 @@ def run_on_two_ts50_chains(shared_data: Path, tmp_path: Path) -> Callable[..., l
         return result.stdout.splitlines()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def random_walk_chain() -> Callable[..., object]:
+    """``make(rng, chain_id, length)``: a ProteinChain of random residues on a 3.8 Å random walk (backbone atoms and
+    Cβ offset from each Cα), every residue observed: training data for tiny runs."""
+    import numpy as np
+
+    from protrnn.alphabet import DEFAULT_ALPHABET
+    from protrnn.data.chain import ProteinChain
+
+    def make(rng: np.random.Generator, chain_id: str, length: int) -> ProteinChain:
+        steps = rng.normal(size=(length, 3))
+        ca = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+        coords = np.stack([ca - 1.0, ca, ca + 1.0, ca + 0.7], axis=1).astype(np.float32)
+        sequence = "".join(rng.choice(list(DEFAULT_ALPHABET.residues), size=length))
+        return ProteinChain(chain_id, sequence, np.ones(length, dtype=bool), coords)
+
+    return make

@@ -3,8 +3,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -245,19 +253,12 @@ def test_mismatched_encoder_is_one_line_naming_key_and_parameter(exported: Model
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing half-loaded
 
 
-def _contact_chain(rng: np.random.Generator, chain_id: str, length: int) -> ProteinChain:
-    steps = rng.normal(size=(length, 3))
-    ca = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
-    coords = np.stack([ca - 1.0, ca, ca + 1.0, ca + 0.7], axis=1).astype(np.float32)
-    sequence = "".join(rng.choice(list(DEFAULT_ALPHABET.residues), size=length))
-    return ProteinChain(chain_id, sequence, np.ones(length, dtype=bool), coords)
-
-
 @pytest.fixture(scope="module")
-def contact_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def contact_data(tmp_path_factory: pytest.TempPathFactory,
+                 random_walk_chain: Callable[..., ProteinChain]) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     out = tmp_path_factory.mktemp("contacts")
-    chains = [_contact_chain(rng, f"c{i}", int(rng.integers(30, 60))) for i in range(12)]
+    chains = [random_walk_chain(rng, f"c{i}", int(rng.integers(30, 60))) for i in range(12)]
     return {"train": save_dataset(chains[:8], out / "train.npz"), "val": save_dataset(chains[8:], out / "val.npz")}
 
 
@@ -538,6 +539,10 @@ def test_pretrain_cli_fit_export_and_train_from_the_encoder(label_data: dict[str
     assert main(["pretrain", "export", str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "exp")]) == 0
     last = load_pretrained(tmp_path / "exp")
     assert last.metadata["global_step"] == 6 and last.metadata["exported_by"] == "protrnn pretrain export"
+    # the run's resolved config, as the export at the end of fit records it (read from the checkpoint)
+    assert last.metadata["training_config"]["trainer"]["max_steps"] == 6
+    assert last.metadata["training_config"] == meta["training_config"]
+    assert last.metadata["training_config_source"] == "checkpoint"
 
     # protrnn train from the export, encoder frozen throughout: the exported contact model carries its weights.
     contact_run = tmp_path / "contact"
@@ -552,3 +557,99 @@ def test_pretrain_cli_fit_export_and_train_from_the_encoder(label_data: dict[str
     assert shared and all(torch.equal(contact[k], encoder[k]) for k in shared)
     recorded = json.loads((contact_run / "model.json").read_text())["training_config"]["trainer"]["callbacks"]
     assert recorded[0]["class_path"] == "protrnn.training.finetune.PretrainedEncoder"
+
+
+# ---- protrnn pretrain prepare: a failed run ----------------------------------------------------------------------
+def _annotation_file(path: Path, count: int, seed: int) -> Path:
+    """A sidechainnet-style annotation JSON of ``count`` random chains of 40-90 residues."""
+    rng = np.random.default_rng(seed)
+    records = {}
+    for index in range(count):
+        length = int(rng.integers(40, 90))
+        records[f"R{index:02d}"] = {"Sequence": "".join(rng.choice(list(DEFAULT_ALPHABET.residues), size=length)),
+                                    "DSSP": "".join(rng.choice(list(STATES), size=length))}
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_pretrain_prepare_without_training_chains_writes_only_records_failed_tsv(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that keeps no chain to train on exits 2 naming records.failed.tsv, its only output: an earlier run's
+    datasets and tables stay byte for byte (before, it rewrote them all with 0 chains); a successful rerun removes
+    the failed run's table."""
+    from protrnn.cli import main
+    from protrnn.data import splits
+
+    monkeypatch.setattr(splits, "mmseqs_path", lambda: None)  # the fallback: seconds fewer for a dozen chains
+
+    source = _annotation_file(tmp_path / "full_protein_dssp_annotations.json", 12, seed=5)
+    out = tmp_path / "out"
+    args = ["pretrain", "prepare", str(source), "-o", str(out), "--threads", "1", "--val-fraction", "0.25"]
+    assert main(args) == 0
+    good = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(good) == {"train.npz", "val.npz", "records.tsv", "leakage.tsv", "manifest.json"}
+    capsys.readouterr()
+
+    assert main([*args, "--min-length", "500"]) == 2  # every chain is shorter: nothing to train on
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"protrnn: error: {out}: no training chain left (12 records read, 12 skipped or removed: 12 x "
+                   "length N < minimum N); every record's reason is in records.failed.tsv, and nothing else was "
+                   "written"]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "records.failed.tsv"} == good
+    assert {p.name for p in out.iterdir()} == {*good, "records.failed.tsv"}  # no staging folder left either
+    with open(out / "records.failed.tsv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [row["id"] for row in rows] == [f"R{index:02d}" for index in range(12)]
+    assert all(row["status"] == "skipped" and re.fullmatch(r"length \d+ < minimum 500", row["reason"]) for row in rows)
+
+    fresh = tmp_path / "fresh"  # a failed first run: only the table
+    assert main(["pretrain", "prepare", str(source), "-o", str(fresh), "--threads", "1", "--min-length", "500"]) == 2
+    assert [p.name for p in fresh.iterdir()] == ["records.failed.tsv"]
+
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} == set(good)
+
+
+# ---- a fit stopped by a signal -----------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_training_run_stopped_by_sigterm_exits_143_with_one_line_and_resumes(contact_data: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's or Snakemake's stop) ends `protrnn train` with 143 and one line naming the last.ckpt to
+    resume, not with 0 (Lightning's SIGTERMException is a SystemExit without a code), so a pipeline does not take the
+    job for complete; nothing is exported, and --ckpt_path last continues the run."""
+    from protrnn.commands import train as train_cmd
+
+    run = tmp_path / "run"
+    data = ["--config", "tiny", "--data.train_path", str(contact_data["train"]), "--data.val_path",
+            str(contact_data["val"]), "--trainer.default_root_dir", str(run)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    last = run / "checkpoints" / "last.ckpt"
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "protrnn", "train", *data, "--num_threads", "1",
+                                    "--trainer.max_epochs", "100000"], cwd=tmp_path, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 120
+            while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert last.is_file(), "no validation within 120 s"
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    lines = (tmp_path / "stderr.txt").read_text().strip().splitlines()
+    assert status == 128 + signal.SIGTERM, lines[-5:]
+    assert re.fullmatch(rf"protrnn: interrupted by SIGTERM at global step \d+, nothing exported; "
+                        rf"{re.escape(str(last))} holds the state of the last validation; rerun with --ckpt_path "
+                        rf"last to continue", lines[-1]), lines[-1]
+    assert not (run / "model.json").exists()
+
+    epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    assert train_cmd.main([*data, "--trainer.max_epochs", str(epoch + 2), "--ckpt_path", "last"]) == 0
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == epoch + 1
+    assert (run / "model.json").is_file()

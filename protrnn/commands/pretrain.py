@@ -8,8 +8,12 @@ Three actions: ``prepare`` (sidechainnet DSSP labels -> cluster-split datasets, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shutil
 import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 from protrnn.commands.args import (
@@ -28,6 +32,11 @@ from protrnn.conventions import (
     DEFAULT_MIN_SEQ_ID,
 )
 from protrnn.errors import InputError
+
+#: The records table of a prepare run that kept no chain to train on, written instead of every other output (so an
+#: earlier run's datasets stay as they were; the twin of ``protrnn prepare``'s manifest.failed.tsv); a later run that
+#: succeeds removes it.
+FAILED_RECORDS_FILE = "records.failed.tsv"
 
 DESCRIPTION = """\
 Structure-aware pretraining of the recurrent encoder, then `protrnn train` from it (docs/pretraining.md).
@@ -57,6 +66,9 @@ into train/val by cluster (--val-fraction).
 outputs in OUTDIR: train.npz, val.npz (tokens + 8-state labels + masks), records.tsv (every record: status,
 reason, representative, split, cluster), leakage.tsv (removed chains and the test chain each hit), manifest.json
 (parameters and counts: records read, duplicates collapsed, removed per test set, clusters, residues used).
+A run that keeps no chain for train.npz exits 2 and writes only records.failed.tsv (every record's reason), leaving an
+earlier run's outputs as they were; an empty val.npz is written with a warning (as `protrnn prepare` does), and
+`protrnn pretrain fit` refuses it.
 
 example:
   protrnn pretrain prepare -o data/pretrain --max-chains 8000 --threads 2 \\
@@ -118,34 +130,68 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    """Run :func:`~protrnn.data.sidechainnet.prepare_structure_labels` in a staging folder beside OUTDIR and move its
+    outputs into OUTDIR only when the run has chains to train on; a run without writes only
+    :data:`FAILED_RECORDS_FILE` (every record's reason), so an earlier run's outputs stay as they were (the rule of
+    ``protrnn prepare``, :mod:`protrnn.data.prepare`). A successful run removes an earlier failed run's table."""
     from protrnn.commands.args import named_paths, recorded_arguments
-    from protrnn.data.sidechainnet import fetch_sidechainnet, prepare_structure_labels, summary_text
+    from protrnn.data.prepare import reason_kind
+    from protrnn.data.sidechainnet import (
+        RECORDS_FILE,
+        fetch_sidechainnet,
+        prepare_structure_labels,
+        summary_text,
+    )
 
     subsets = name_list(args.subsets)
     source = Path(args.source) if args.source else fetch_sidechainnet(args.cache_dir)
-    result = prepare_structure_labels(source, args.outdir, test_sets=named_paths(args.test_set, "--test-set"),
-                                      subsets=subsets,
-                                      min_length=args.min_length, max_length=args.max_length,
-                                      max_chains=args.max_chains, val_fraction=args.val_fraction,
-                                      identity=args.identity, coverage=args.coverage, seed=args.seed,
-                                      threads=args.threads, arguments=recorded_arguments(args))
-    print(summary_text(result))
-    if result.manifest["splits"]["train"]["chains"] == 0:
-        raise InputError("no training chain left (see records.tsv)", path=args.outdir)
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError("the output folder is a file", path=outdir)
+    outdir.parent.mkdir(parents=True, exist_ok=True)  # the staging folder goes beside OUTDIR, as swapped_directory's
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".part", dir=outdir.parent))
+    try:
+        result = prepare_structure_labels(source, staging, test_sets=named_paths(args.test_set, "--test-set"),
+                                          subsets=subsets,
+                                          min_length=args.min_length, max_length=args.max_length,
+                                          max_chains=args.max_chains, val_fraction=args.val_fraction,
+                                          identity=args.identity, coverage=args.coverage, seed=args.seed,
+                                          threads=args.threads, arguments=recorded_arguments(args))
+        outdir.mkdir(exist_ok=True)
+        if result.manifest["splits"]["train"]["chains"] == 0:
+            os.replace(staging / RECORDS_FILE, outdir / FAILED_RECORDS_FILE)
+            reasons = Counter(reason_kind(e.reason) for e in result.entries if e.status in ("skipped", "removed"))
+            common = "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common(3))
+            raise InputError(f"no training chain left ({result.manifest['counts']['records_read']} records read, "
+                             f"{sum(reasons.values())} skipped or removed{': ' + common if common else ''}); every "
+                             f"record's reason is in {FAILED_RECORDS_FILE}, and nothing else was written",
+                             path=outdir)
+        for name in result.manifest["outputs"]:  # manifest.json last: it lists the others
+            os.replace(staging / name, outdir / name)
+        (outdir / FAILED_RECORDS_FILE).unlink(missing_ok=True)  # a failed run's, now out of date
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(summary_text(dataclasses.replace(result, outdir=outdir,
+                                           datasets={k: outdir / p.name for k, p in result.datasets.items()})))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    from protrnn.model.io import load_checkpoint
+    from protrnn.training.callbacks import training_config_record
     from protrnn.training.pretrain import export_pretrained_checkpoint
 
-    path = export_pretrained_checkpoint(args.checkpoint, args.outdir, extra={"exported_by": "protrnn pretrain export"})
+    # the run's resolved config, as the export at the end of `pretrain fit` records it
+    record = training_config_record(load_checkpoint(args.checkpoint), args.checkpoint)
+    path = export_pretrained_checkpoint(args.checkpoint, args.outdir,
+                                        extra={"exported_by": "protrnn pretrain export", **record})
     print(f"protrnn: exported {args.checkpoint} to {path.parent}", file=sys.stderr)
     return 0
 
 
 def fit_main(argv: list[str]) -> int:
     """``protrnn pretrain fit``: LightningCLI over :mod:`protrnn.training.pretrain` (:data:`protrnn.training.cli.PRETRAIN`);
-    returns the exit status (a diverging run: 1)."""
+    returns the exit status (a diverging run: 1; stopped by SIGTERM: 143, by Ctrl-C: 130)."""
     from protrnn.training.cli import PRETRAIN, run_fit
 
     return run_fit(PRETRAIN, argv)

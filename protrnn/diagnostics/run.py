@@ -157,13 +157,27 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
     return results
 
 
+def model_record(loaded: Any) -> Mapping[str, Any]:
+    """The metadata a loaded model's training record is read from: an export's ``model.json``; for a checkpoint,
+    what ``protrnn export`` would record of it (:func:`protrnn.training.callbacks.checkpoint_record`: its step and the
+    run's config, from the checkpoint or its run directory)."""
+    if loaded.kind != "checkpoint":
+        return loaded.metadata
+    from protrnn.training.callbacks import checkpoint_record  # Lightning: only for a checkpoint
+
+    return {**loaded.metadata, **checkpoint_record(loaded.checkpoint or {}, loaded.path)}
+
+
 def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """What a model's ``model.json`` says about how it was trained: ``seed`` (seed_everything), ``gradient_clip_val``,
     ``max_steps``, ``max_epochs``, the ``global_step`` of the exported weights, ``model_settings`` (the optimisation
     and loss settings: lr, weight_decay, pos_weight, ...) and ``data_settings`` (crops, budgets, blocks; not paths,
     seed or workers) (keys absent from the record are left out), and
     always ``pretrained_encoder``: whether training started from a pretrained encoder (a
-    :data:`PRETRAINED_CALLBACK` in ``trainer.callbacks``; False for a model.json that records no callbacks).
+    :data:`PRETRAINED_CALLBACK` in ``trainer.callbacks``; False for a model.json that records no callbacks). It is
+    None, unknown, where the metadata cannot tell (:func:`config_unknown`: ``protrnn export`` found no config of the
+    checkpoint's run, and says why in ``training_config_source``, which the record then copies; or an export by a
+    ``protrnn export`` that did not record the config yet).
 
     A pretrained model also gets ``freeze_steps``, ``encoder_lr_scale`` (the encoder's learning rate as a multiple
     of the head's; 1 when the record predates the option), ``pretrained_encoder_path`` and, when that export's
@@ -172,6 +186,15 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     config = metadata.get("training_config") or {}
     trainer = config.get("trainer") or {} if isinstance(config, Mapping) else {}
     out: dict[str, Any] = {}
+    if config_unknown(metadata):
+        from protrnn.training.callbacks import EXPORT_COMMAND, TRAINING_CONFIG_SOURCE
+
+        if metadata.get("global_step") is not None:
+            out["global_step"] = metadata["global_step"]
+        out["pretrained_encoder"] = None
+        out[TRAINING_CONFIG_SOURCE] = str(metadata.get(TRAINING_CONFIG_SOURCE)
+                                          or f"unknown: exported by a {EXPORT_COMMAND} that did not record it")
+        return out
     if isinstance(config, Mapping) and config.get("seed_everything") is not None:
         out["seed"] = config["seed_everything"]
     for key in ("gradient_clip_val", "max_steps", "max_epochs"):
@@ -201,6 +224,19 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
             if metrics:
                 out["pretrained_encoder_metrics"] = metrics
     return out
+
+
+def config_unknown(metadata: Mapping[str, Any]) -> bool:
+    """Whether a model's metadata cannot tell how it was trained: it records no ``training_config`` (or null) and
+    either says where it would have come from (``training_config_source``: ``protrnn export`` found none) or was
+    written by ``protrnn export`` (which recorded none before it looked). A model.json of neither kind without a
+    config (an end-of-fit export that predates the record) reads as before: trained without callbacks."""
+    if isinstance(metadata.get("training_config"), Mapping):
+        return False
+    from protrnn.training.callbacks import EXPORT_COMMAND, TRAINING_CONFIG_SOURCE
+
+    return (metadata.get("training_config", {}) is None or TRAINING_CONFIG_SOURCE in metadata
+            or metadata.get("exported_by") == EXPORT_COMMAND)
 
 
 #: Keys of a recorded ``training_config["model"]`` that are no training setting of their own: the architecture (the
@@ -311,7 +347,7 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
                                     max_distance=flow.sensitivity.measured_max(),
                                     reference_loss=reference, val_loss_by_length=val_eval.by_length,
                                     thresholds=options.thresholds)
-    result.training = training_record(loaded.metadata)
+    result.training = training_record(model_record(loaded))
     if usage_chains is not None:
         result.usage = usage_profile(model, usage_chains, distances=options.usage_distances,
                                      draws=options.usage_draws, pairs_per_chain=options.usage_pairs_per_chain,

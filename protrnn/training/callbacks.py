@@ -16,15 +16,24 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 from protrnn.model.io import load_network, save_model
 from protrnn.training.module import CKPT_VAL_METRICS
 from protrnn.utils.io import json_safe
 
 #: Largest finite float: an integer metric beyond it has no JSON number either.
 _FLOAT_MAX = sys.float_info.max
+#: The key of a checkpoint that holds its run's resolved fit config (:class:`TrainingConfigRecord`): what an export
+#: of the checkpoint records as ``training_config``.
+CKPT_TRAINING_CONFIG = "protrnn_training_config"
+#: The key of an export's ``model.json`` that says where its ``training_config`` came from, or, where it records none,
+#: why the run's config is unknown (``"unknown: ..."``): :func:`training_config_record`.
+TRAINING_CONFIG_SOURCE = "training_config_source"
+#: ``exported_by`` of an export written by ``protrnn export`` (:func:`export_checkpoint` of one checkpoint).
+EXPORT_COMMAND = "protrnn export"
 
 
 def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
@@ -32,25 +41,75 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
     """Write ``model.safetensors`` + ``model.json`` for the network in a Lightning checkpoint.
 
     ``model.json`` also records where the weights came from (checkpoint, epoch, global step), the validation metrics
-    of that epoch (a non-finite value as ``null``) and the training hyper-parameters, plus anything in ``extra``.
-    Returns the JSON path. A checkpoint field that is not what Lightning and protrnn write there (an ``epoch`` that
-    is no integer, validation metrics that are no numbers) is an :class:`InputError` naming the checkpoint and the
-    field, raised before anything is written.
+    of that epoch (a non-finite value as ``null``), the training hyper-parameters and the run's resolved config
+    (:func:`checkpoint_record`), plus anything in ``extra``. Returns the JSON path. A checkpoint field that is not
+    what Lightning and protrnn write there (an ``epoch`` that is no integer, validation metrics that are no numbers)
+    is an :class:`InputError` naming the checkpoint and the field, raised before anything is written.
     """
     loaded = load_network(checkpoint_path, kind="checkpoint")
-    net, checkpoint = loaded.network, loaded.checkpoint or {}
+    metadata = checkpoint_record(loaded.checkpoint or {}, checkpoint_path,
+                                 find_config="training_config" not in (extra or {}))
+    metadata["exported_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    metadata.update(extra or {})
+    return save_model(loaded.network, directory, extra=metadata)
+
+
+def checkpoint_record(checkpoint: Mapping[str, Any], path: str | Path, *, find_config: bool = True) -> dict[str, Any]:
+    """What a contact checkpoint says about its training, as ``model.json`` records it: ``source_checkpoint``,
+    ``epoch``, ``global_step``, ``val_metrics``, ``training_hparams`` and (with ``find_config``) the run's resolved
+    config, ``training_config`` with ``training_config_source`` (:func:`training_config_record`). ``protrnn export``
+    writes it; ``protrnn diagnose`` reads a checkpoint's training record from it."""
     hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items()
                if k != "model" and not k.startswith("_")}
-    metadata: dict[str, Any] = {
-        "source_checkpoint": str(Path(checkpoint_path).resolve()),
-        "epoch": recorded_count(checkpoint, "epoch", checkpoint_path),
-        "global_step": recorded_count(checkpoint, "global_step", checkpoint_path),
-        "val_metrics": recorded_metrics(checkpoint, checkpoint_path),
+    record: dict[str, Any] = {
+        "source_checkpoint": str(Path(path).resolve()),
+        "epoch": recorded_count(checkpoint, "epoch", path),
+        "global_step": recorded_count(checkpoint, "global_step", path),
+        "val_metrics": recorded_metrics(checkpoint, path),
         "training_hparams": json_safe(hparams, stringify=True),
-        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    metadata.update(extra or {})
-    return save_model(net, directory, extra=metadata)
+    if find_config:
+        record.update(training_config_record(checkpoint, path))
+    return record
+
+
+def training_config_record(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """``{"training_config": config, "training_config_source": source}``: the resolved fit config of the run that
+    wrote the checkpoint at ``path`` (the ``training_config`` an end-of-fit export records) and where it was found.
+
+    From the checkpoint itself (:data:`CKPT_TRAINING_CONFIG`, written by :class:`TrainingConfigRecord`; source
+    ``"checkpoint"``); for a checkpoint written before it held one, from the ``logs/version_N/config.yaml`` of its run
+    directory (the folder above the checkpoint's folder) whose settings are those of the checkpoint's run identity
+    (:mod:`protrnn.training.identity`; the newest such version; source: that file). Otherwise only
+    ``{"training_config_source": "unknown: <reason>"}`` (no ``training_config``, which readers take as ``{}``): the
+    training record then says that it is unknown instead of reading as a run without callbacks. A recorded config
+    that is no mapping is an :class:`InputError` naming the checkpoint and the field."""
+    config = checkpoint.get(CKPT_TRAINING_CONFIG)
+    if config is not None:
+        if not isinstance(config, Mapping):
+            raise InputError(f"checkpoint field {CKPT_TRAINING_CONFIG!r} is a {type(config).__name__}, not a dict of "
+                             "settings", path=path)
+        return {"training_config": json_safe(config, stringify=True), TRAINING_CONFIG_SOURCE: "checkpoint"}
+    from protrnn.training.cli import log_versions
+    from protrnn.training.identity import CHECKPOINT_KEY, identity_differences, run_identity
+
+    identity = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(identity, Mapping):
+        return {TRAINING_CONFIG_SOURCE: "unknown: the checkpoint records neither its run's config nor its run "
+                                        "identity (an older protrnn wrote it)"}
+    root = Path(path).resolve().parent.parent
+    versions = log_versions(root)
+    for number in sorted(versions, reverse=True):
+        config_path = versions[number] / "config.yaml"
+        try:
+            with reading(config_path):
+                candidate = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except (InputError, yaml.YAMLError):
+            continue  # a missing, unreadable or damaged config.yaml is not this run's record
+        if isinstance(candidate, Mapping) and not identity_differences(identity, run_identity(candidate))[0]:
+            return {"training_config": json_safe(candidate, stringify=True), TRAINING_CONFIG_SOURCE: str(config_path)}
+    return {TRAINING_CONFIG_SOURCE: f"unknown: the checkpoint does not record its run's config, and no "
+                                    f"{root / 'logs'}/version_*/config.yaml has its run's settings"}
 
 
 def recorded_count(checkpoint: Mapping[str, Any], key: str, path: str | Path) -> int | None:
@@ -214,6 +273,19 @@ class RunCheckpoint(ModelCheckpoint):
                 or trainer.state.fn != TrainerFn.FITTING or self._last_step_written == trainer.global_step):
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class TrainingConfigRecord(pl.Callback):
+    """Writes its run's resolved fit config into every checkpoint (under :data:`CKPT_TRAINING_CONFIG`, as strict-JSON
+    values, which ``torch.load(weights_only=True)`` reads), so an export of any checkpoint records the
+    ``training_config`` the end-of-fit export records (:func:`training_config_record`)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = json_safe(config, stringify=True)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[CKPT_TRAINING_CONFIG] = self.config
 
 
 class ExportOnFitEnd(pl.Callback):

@@ -10,8 +10,11 @@ checkpoint metric and end-of-fit callbacks. :func:`run_fit` parses the arguments
   TensorBoard + the resolved ``config.yaml``) and, at the end, the export (``--export_dir`` puts it elsewhere);
 * ``trainer.precision`` chosen per device when not given (:func:`auto_precision`);
 * ``--num_threads N`` (torch intra-op CPU threads);
-* one-line errors (:class:`~protrnn.errors.InputError`, exit status 2) naming the key of an invalid config value, and
-  :data:`EXIT_DIVERGED` for a diverging run;
+* one-line errors (:class:`~protrnn.errors.InputError`, exit status 2) naming the key of an invalid config value,
+  :data:`EXIT_DIVERGED` for a diverging run, and 128 + the signal with one line for a run stopped by SIGTERM (143) or
+  Ctrl-C (130) (:func:`interrupted_message`; Lightning alone exited 0 on SIGTERM);
+* every checkpoint records the run's identity and resolved config (what an export of it records as
+  ``training_config``: :class:`~protrnn.training.callbacks.TrainingConfigRecord`);
 * optionally (``protrnn train``) glibc's malloc tuned for PyTorch on CPU (:func:`maybe_reexec_with_malloc_env`).
 """
 
@@ -23,6 +26,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -145,11 +149,16 @@ def auto_precision(accelerator: Any) -> str:
     return "bf16-mixed" if bf16_is_native("cpu") else "32-true"
 
 
+def log_versions(root: Path) -> dict[int, Path]:
+    """The ``logs/version_N`` folders of run directory ``root`` by their number N (one per invocation; each holds
+    the resolved ``config.yaml`` of its invocation)."""
+    return {int(m.group(1)): folder for folder in (root / "logs").glob("version_*")
+            if (m := re.fullmatch(r"version_(\d+)", folder.name))}
+
+
 def next_version(root: Path) -> int:
     """The next free ``logs/version_N`` number of run directory ``root``."""
-    versions = [int(m.group(1)) for p in (root / "logs").glob("version_*")
-                if (m := re.fullmatch(r"version_(\d+)", p.name))]
-    return max(versions, default=-1) + 1
+    return max(log_versions(root), default=-1) + 1
 
 
 def dump_config(parser: Any, config: Any) -> str:
@@ -242,7 +251,7 @@ def _cli_class(spec: FitSpec) -> type:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-    from protrnn.training.callbacks import RunCheckpoint
+    from protrnn.training.callbacks import RunCheckpoint, TrainingConfigRecord
     from protrnn.training.identity import RunIdentity, run_identity
 
     parts = spec.parts()
@@ -317,9 +326,10 @@ def _cli_class(spec: FitSpec) -> type:
             callbacks = [self._get(self.config_init, key) for key in self.parser.callback_keys]
             training_config = yaml.safe_load(dump_config(self.parser, self.config))
             callbacks += parts.fit_end_callbacks(self.config.export_dir, {"training_config": training_config})
-            # every checkpoint records which run it belongs to: what a resume compares (check_resume)
+            # every checkpoint records which run it belongs to: what a resume compares (check_resume), and its
+            # resolved config: what an export of any of its checkpoints records (protrnn export, pretrain export)
             self.run_identity = run_identity(training_config)
-            callbacks.append(RunIdentity(self.run_identity))
+            callbacks += [RunIdentity(self.run_identity), TrainingConfigRecord(training_config)]
             try:
                 return self._instantiate_trainer(config, callbacks)
             except InputError:
@@ -367,7 +377,9 @@ def build_cli(spec: FitSpec, argv: list[str]) -> Any:
 
 
 def run_fit(spec: FitSpec, argv: list[str]) -> int:
-    """Parse ``argv`` of ``spec``'s command and train; returns the exit status (0, or :data:`EXIT_DIVERGED`).
+    """Parse ``argv`` of ``spec``'s command and train; returns the exit status (0, :data:`EXIT_DIVERGED`, or 128 +
+    the signal for a run stopped by SIGTERM (143) or Ctrl-C (130), with one line on what it left:
+    :func:`interrupted_message`).
 
     Invalid arguments raise :class:`InputError` (the CLI prints it on one line and exits with 2).
     """
@@ -387,6 +399,13 @@ def run_fit(spec: FitSpec, argv: list[str]) -> int:
     except TrainingDiverged as exc:
         print(f"protrnn: error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
+    except SystemExit as exc:
+        signum = interrupting_signal(exc)
+        if signum is None:
+            raise
+        if cli.trainer.is_global_zero:
+            print(f"protrnn: {interrupted_message(cli, signum)}", file=sys.stderr)
+        return 128 + signum
     if cli.trainer.is_global_zero:
         for callback in cli.trainer.callbacks:
             exported = getattr(callback, "exported", None)
@@ -394,6 +413,30 @@ def run_fit(spec: FitSpec, argv: list[str]) -> int:
                 with contextlib.suppress(OSError):
                     print(f"protrnn: {spec.exported.format(Path(exported).parent)}", file=sys.stderr)
     return 0
+
+
+def interrupting_signal(exc: SystemExit) -> int | None:
+    """The signal that stopped ``trainer.fit`` with ``exc``, or None for another exit. Lightning ends a fit on SIGTERM
+    with its SIGTERMException (a SystemExit without a code: exit status 0, as if the run had completed) and on Ctrl-C
+    with ``sys.exit(1)`` while handling the KeyboardInterrupt (the exit status of a diverged run)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    if isinstance(exc, SIGTERMException):
+        return int(signal.SIGTERM)
+    if isinstance(exc.__context__, KeyboardInterrupt):
+        return int(signal.SIGINT)
+    return None
+
+
+def interrupted_message(cli: Any, signum: int) -> str:
+    """The line a fit stopped by signal ``signum`` prints: what it left and how to go on (the export is written only
+    when a run completes)."""
+    last = Path(cli.config.checkpoint.dirpath) / "last.ckpt"
+    kept = (f"{last} holds the state of the last validation; rerun with --ckpt_path last to continue"
+            if last.is_file() else "no checkpoint was written yet (none before the first validation); rerun to start "
+            "over")
+    return (f"interrupted by {signal.Signals(signum).name} at global step {cli.trainer.global_step}, nothing "
+            f"exported; {kept}")
 
 
 # ------------------------------------------------------------------------------------------------ the two commands
