@@ -164,6 +164,15 @@ def test_command_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["synthetic", "--gradient-clip", "-1", "-o", str(tmp_path / "z")])
     capsys.readouterr()
+    # a distance given twice trained and reported the same distance twice: refused, naming it
+    with pytest.raises(SystemExit):
+        main(["synthetic", "--distances", "8,16,8", "-o", str(tmp_path / "d")])
+    assert "8 given more than once in '8,16,8'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(SystemExit):
+        main(["diagnose", str(tmp_path / "m"), "--data", str(tmp_path / "v.npz"), "-o", str(tmp_path / "o.json"),
+              "--usage-distances", "0,4,4,16"])
+    assert "4 given more than once" in capsys.readouterr().err
     for seed in ("-1", str(2**63)):  # a seed is 0 to 2**63 - 1
         with pytest.raises(SystemExit):
             main(["synthetic", "--seed", seed, "-o", str(tmp_path / "s")])

@@ -373,6 +373,14 @@ def test_wrong_type_fails_naming_the_key(tmp_path: Path) -> None:
     assert "max_epochs" in result.stderr + result.stdout
 
 
+def test_a_distance_given_twice_fails_at_start_up_naming_the_key(tmp_path: Path) -> None:
+    """The commands refuse a repeated distance (protrnn synthetic --distances 8,8): the schema refuses it first."""
+    for key in ("synthetic.distances", "diagnose.usage.distances"):
+        config = write_config(tmp_path, **{key: [0, 8, 8] if "usage" in key else [8, 16, 8]})
+        result = snakemake("-n", "--configfile", str(config))
+        assert result.returncode != 0 and key in result.stderr + result.stdout, key
+
+
 def test_unknown_model_config_fails_naming_the_key(tmp_path: Path) -> None:
     config = write_config(tmp_path, models={"lstm": {"config": "transformer"}})
     result = snakemake("-n", "--configfile", str(config))

@@ -113,6 +113,9 @@ def _integers(text: str, minimum: int, kind: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(v < minimum for v in values):
         raise argparse.ArgumentTypeError(f"expected {kind} separated by commas, got {text!r}")
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:  # distances, radii and bin edges: one model or one measurement each
+        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given more than once in {text!r}")
     return values
 
 
