@@ -726,6 +726,24 @@ def test_runs_trained_differently_do_not_isolate_a_knob(tmp_path: Path) -> None:
     assert synthetic_rows({"steps": 5000}) == set() and synthetic_rows({"lr": 0.01}) == set()
 
 
+def test_a_model_whose_pretraining_is_unknown_is_not_compared() -> None:
+    """An export whose record cannot say whether it started from a pretrained encoder (pretrained_encoder None,
+    `protrnn export` found no config of its run) has no known settings: it is no plain model that a pretrained one
+    could be compared with as the pretraining knob (it may itself be pretrained). The findings leave it out and name
+    it with the reason; the report says so under the table."""
+    from protrnn.report.html import _findings_section
+
+    unknown = {"pretrained_encoder": None, "training_config_source": "unknown: the checkpoint records neither"}
+    pretrained = {"pretrained_encoder": True, "freeze_steps": 200}
+    records = [_diagnostics(name, _lstm(), 1.0, 30 + seed, 16, seed, training)
+               for name, training in (("lstm", unknown), ("lstm_pretrained", pretrained)) for seed in (0, 1)]
+    findings = build_findings(aggregate_diagnostics(records), [], [], "lstm", {})
+    assert not [r for r in findings["_rows"] if r.grid]  # no pretraining row against a model that may be pretrained
+    assert findings["not_compared"] == {"lstm": "its training record does not say whether it started from a "
+                                                "pretrained encoder (unknown: the checkpoint records neither)"}
+    assert "Not compared: <b>lstm</b>, its training record does not say" in _findings_section(findings)
+
+
 def test_pretraining_is_a_knob_of_the_settings() -> None:
     """effective_settings: pretraining on/off with its freeze steps (None when off); a pretrained GRU compares with
     the GRU (a context), while the plain pretrained/not-pretrained pair of the reference reads as one knob."""

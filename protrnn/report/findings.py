@@ -319,12 +319,17 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
     if reference is None:
         reference = "lstm" if ("lstm" in by_model or any(v.name == "lstm" for v in synthetic)) else \
             (names[0] if names else (synthetic[0].name if synthetic else None))
+    # A model whose record cannot say whether it started from a pretrained encoder (pretrained_encoder None: an
+    # export that found no config of its run) has no known settings: comparing it would count it as not pretrained.
+    not_compared = {m.model: "its training record does not say whether it started from a pretrained encoder ("
+                    + str(m.training.get("training_config_source") or "unknown") + ")"
+                    for m in models if m.config and m.training.get("pretrained_encoder", False) is None}
     grid_settings = {m.model: {**effective_settings(m.config, m.training.get("gradient_clip_val"),
                                                     m.training.get("pretrained_encoder", False),
                                                     m.training.get("freeze_steps"),
                                                     m.training.get("encoder_lr_scale")),
                                **training_settings(m.training)}
-                     for m in models if m.config}
+                     for m in models if m.config and m.model not in not_compared}
     synth_by_name = {v.name: v for v in synthetic}
     synth_settings = {v.name: {**effective_settings(v.result.get("model", {}),
                                                     (v.result.get("settings") or {}).get("gradient_clip")),
@@ -377,7 +382,7 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
             ordered.append(FindingRow(knob=knob, change="", note="not measured: no pair of runs in this "
                                       "configuration differs in this knob alone"))
     return {"reference": reference, "rule": RULE, "rows": [r.to_dict() for r in ordered],
-            "sentence": findings_sentence(ordered), "_rows": ordered}
+            "sentence": findings_sentence(ordered), "not_compared": not_compared, "_rows": ordered}
 
 
 def pretraining_note(training: Mapping[str, Any]) -> str:

@@ -183,7 +183,9 @@ def _findings_section(findings: Mapping[str, Any]) -> str:
         lines.append(f"<tr><td class='l'><b>{_e(row.knob)}</b></td><td class='l small'>{change}</td>"
                      f"<td class='l small'>{'<br>'.join(runs)}</td>{cells}<td class='l'>{_e(verdict)}</td></tr>")
     lines.append("</table>")
-    return ("".join(lines) + f"<p class='ok'><b>{_e(findings.get('sentence', ''))}</b></p>"
+    left_out = "".join(f"<p class='note'>Not compared: <b>{_e(name)}</b>, {_e(why)}.</p>"
+                       for name, why in (findings.get("not_compared") or {}).items())
+    return ("".join(lines) + f"<p class='ok'><b>{_e(findings.get('sentence', ''))}</b></p>" + left_out +
             f"<p class='small'>Reference: <b>{_e(findings.get('reference'))}</b>. {_e(findings.get('rule', ''))} "
             "Horizons in residues; reach score in [0, 1]; precision as a fraction. Bold: the interval excludes 0. "
             "&ge;: some run's horizon lay beyond the measured range (counted at the range's end).</p>")
