@@ -16,7 +16,8 @@ Probabilities are written with four decimals, clamped to [0, 1]. The same matrix
 which is what lets ``protrnn predict`` resume an interrupted run and still match an uninterrupted one.
 
 By default the top L pairs (L = chain length) of each separation range are written (short 6-11, medium 12-23, long
->= 24; up to 3L pairs, ranked as one list): CASP assesses the top L/5, L/2 and L contacts of each range, so every such
+>= 24; up to 3L pairs, ranked as one list; separations below 6, where ``min_separation`` admits them, are
+one more list): CASP assesses the top L/5, L/2 and L contacts of each range, so every such
 list can be read from the file. The full matrix is in the ``.npz`` beside it.
 """
 

@@ -8,9 +8,11 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -605,13 +607,50 @@ def test_pretrain_prepare_without_training_chains_writes_only_records_failed_tsv
     fresh = tmp_path / "fresh"  # a failed first run: only the table
     assert main(["pretrain", "prepare", str(source), "-o", str(fresh), "--threads", "1", "--min-length", "500"]) == 2
     assert [p.name for p in fresh.iterdir()] == ["records.failed.tsv"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging folder beside
 
     assert main(args) == 0
     assert {p.name for p in out.iterdir()} == set(good)
 
+    # OUTDIR a link to another file system (/dev/shm, a tmpfs, where the machine has one): the outputs still land
+    # (a staging folder beside the link's name had made the final renames fail across devices, after the whole run)
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
+        elsewhere = Path(tempfile.mkdtemp(dir=shm))
+        try:
+            (tmp_path / "linked").symlink_to(elsewhere)
+            assert main(["pretrain", "prepare", str(source), "-o", str(tmp_path / "linked"), "--threads", "1",
+                         "--val-fraction", "0.25"]) == 0
+            assert {p.name for p in elsewhere.iterdir()} == set(good)
+        finally:
+            shutil.rmtree(elsewhere)
+
 
 # ---- a fit stopped by a signal -----------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_interrupted_line_names_last_ckpt_only_when_it_is_this_runs(tmp_path: Path) -> None:
+    """A run started over in a folder that holds an earlier run's last.ckpt, and stopped before its first validation,
+    must not be told to resume from that file (it is another run's): only a last.ckpt whose recorded run identity is
+    this run's is offered with --ckpt_path last."""
+    from protrnn.training.cli import interrupted_message
+    from protrnn.training.identity import CHECKPOINT_KEY
+
+    this = {"settings": {"model.lr": "0.001"}, "files": {}}
+    other = {"settings": {"model.lr": "0.01"}, "files": {}}
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    cli = SimpleNamespace(config=SimpleNamespace(checkpoint=SimpleNamespace(dirpath=str(folder))),
+                          trainer=SimpleNamespace(global_step=3), run_identity=this)
+    assert "no checkpoint was written yet" in interrupted_message(cli, int(signal.SIGTERM))
+    torch.save({CHECKPOINT_KEY: other, "state_dict": {}}, folder / "last.ckpt")
+    line = interrupted_message(cli, int(signal.SIGTERM))
+    assert line.startswith("interrupted by SIGTERM at global step 3") and "--ckpt_path last" not in line
+    assert "is not this run's" in line and "rerun to start over" in line
+    torch.save({CHECKPOINT_KEY: this, "state_dict": {}}, folder / "last.ckpt")
+    assert "holds the state of the last validation; rerun with --ckpt_path last" in interrupted_message(
+        cli, int(signal.SIGINT))
 
 
 def test_a_training_run_stopped_by_sigterm_exits_143_with_one_line_and_resumes(contact_data: dict[str, Path],

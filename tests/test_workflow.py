@@ -84,6 +84,26 @@ def test_default_config_runs_in_another_working_directory(tmp_path: Path) -> Non
     assert "input: mine.fasta" in split and "example" not in split
 
 
+def test_a_checkout_reached_through_a_link_plans_the_same_commands(tmp_path: Path) -> None:
+    """The checkout run through a symbolic link to it (a linked home folder, say) plans the very commands it plans
+    run directly: its files are given relative to the working directory, as Snakemake records them. Before, the
+    default config's test sets, a model's bundled config and the installed model became absolute paths there, which
+    Snakemake would have taken for changed inputs and parameters, rerunning prepare and every model."""
+    link = tmp_path / "checkout"
+    link.symlink_to(REPO)
+    config = str(write_config(tmp_path))
+
+    def commands(checkout: Path) -> list[str]:
+        result = snakemake("-n", "-p", "all", "bundle", "--cores", "2", "--configfile", config,
+                           directory=checkout, snakefile=checkout / "Snakefile")
+        assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+        return sorted(line for line in (result.stdout + result.stderr).splitlines() if "$PROTRNN" in line)
+
+    direct = commands(REPO)
+    assert any("--config protrnn/configs/lstm.yaml" in line for line in direct)
+    assert commands(link) == direct
+
+
 def test_grid_runs_every_model_per_seed_with_a_matched_step_budget(tmp_path: Path) -> None:
     """Each (model, seed) is one run trained for exactly train.max_steps steps (no early stopping, final weights);
     the bundle keeps its epoch budget; evaluation, diagnostics and the report take every run."""

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    """Run :func:`~protrnn.data.sidechainnet.prepare_structure_labels` in a staging folder beside OUTDIR and move its
+    """Run :func:`~protrnn.data.sidechainnet.prepare_structure_labels` in a staging folder inside OUTDIR and move its
     outputs into OUTDIR only when the run has chains to train on; a run without writes only
     :data:`FAILED_RECORDS_FILE` (every record's reason), so an earlier run's outputs stay as they were (the rule of
     ``protrnn prepare``, :mod:`protrnn.data.prepare`). A successful run removes an earlier failed run's table."""
@@ -148,8 +148,10 @@ def _prepare(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise InputError("the output folder is a file", path=outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)  # the staging folder goes beside OUTDIR, as swapped_directory's
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".part", dir=outdir.parent))
+    # The staging folder goes inside OUTDIR, so that the outputs move into place on one file system (OUTDIR may be a
+    # mount point or a link to another disk, where a rename from beside it fails after the whole run).
+    outdir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", suffix=".part", dir=outdir))
     try:
         result = prepare_structure_labels(source, staging, test_sets=named_paths(args.test_set, "--test-set"),
                                           subsets=subsets,
@@ -157,7 +159,6 @@ def _prepare(args: argparse.Namespace) -> int:
                                           max_chains=args.max_chains, val_fraction=args.val_fraction,
                                           identity=args.identity, coverage=args.coverage, seed=args.seed,
                                           threads=args.threads, arguments=recorded_arguments(args))
-        outdir.mkdir(exist_ok=True)
         if result.manifest["splits"]["train"]["chains"] == 0:
             os.replace(staging / RECORDS_FILE, outdir / FAILED_RECORDS_FILE)
             reasons = Counter(reason_kind(e.reason) for e in result.entries if e.status in ("skipped", "removed"))

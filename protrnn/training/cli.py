@@ -431,10 +431,16 @@ def interrupting_signal(exc: SystemExit) -> int | None:
 def interrupted_message(cli: Any, signum: int) -> str:
     """The line a fit stopped by signal ``signum`` prints: what it left and how to go on (the export is written only
     when a run completes)."""
+    from protrnn.training.identity import checkpoint_of_run
+
     last = Path(cli.config.checkpoint.dirpath) / "last.ckpt"
-    kept = (f"{last} holds the state of the last validation; rerun with --ckpt_path last to continue"
-            if last.is_file() else "no checkpoint was written yet (none before the first validation); rerun to start "
-            "over")
+    if not last.is_file():
+        kept = "no checkpoint was written yet (none before the first validation); rerun to start over"
+    elif checkpoint_of_run(last, getattr(cli, "run_identity", None)):
+        kept = f"{last} holds the state of the last validation; rerun with --ckpt_path last to continue"
+    else:  # an earlier run's in this folder: this one stopped before its first validation wrote its own
+        kept = (f"{last} is not this run's (it records other settings or data, or none): nothing of this run was "
+                "saved before its first validation; rerun to start over")
     return (f"interrupted by {signal.Signals(signum).name} at global step {cli.trainer.global_step}, nothing "
             f"exported; {kept}")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from protrnn.utils.io import file_sha256
 
@@ -107,6 +108,23 @@ def identity_differences(saved: Mapping[str, Any],
                   f"{str(new_files.get(key, '<unset>'))[:12]}"
              for key in sorted(by_contents) if old_files[key] != new_files[key]}
     return settings, files
+
+
+def checkpoint_of_run(path: Path, identity: Mapping[str, Any] | None) -> bool:
+    """Whether the checkpoint file ``path`` was written by the run of ``identity``: its recorded identity has the
+    same settings and data (:func:`identity_differences`). Read ``weights_only`` and memory-mapped, so the weights are
+    not read; False where it cannot be told (no identity given, an unreadable file, one recorded before identities)."""
+    if identity is None:
+        return False
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged or foreign file, whatever torch raises on it, is not this run's
+        return False
+    saved = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(saved, Mapping):
+        return False
+    settings, files = identity_differences(saved, identity)
+    return not settings and not files
 
 
 class RunIdentity(pl.Callback):

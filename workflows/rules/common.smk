@@ -43,7 +43,7 @@ def _folder(key):
         _fail(key, f"{value!r}: use a folder name without whitespace, quotes, braces or shell characters")
     if folder.startswith("-"):
         _fail(key, f"{value!r}: a name starting with '-' reads as an option to the commands; give e.g. './{folder}'")
-    checkout, resolved = Path(workflow.basedir).resolve(), Path(folder).resolve()
+    checkout, resolved = CHECKOUT, Path(folder).resolve()
     if resolved == checkout or resolved in checkout.parents:
         _fail(key, f"{value!r} is the checkout or a folder above it, so outputs would mix with the code; give a "
               "folder of its own, e.g. 'results'")
@@ -65,8 +65,10 @@ def _relative(path):
 
 #: The checkout: the folder of the Snakefile. Its own files (scripts, bundled configs, the installed model) are found
 #: from here, so the pipeline also runs in another working directory (`snakemake -s CHECKOUT/Snakefile -d DIR`),
-#: where the outputs (results, cache_dir, .snakemake) go.
-CHECKOUT = Path(workflow.basedir)
+#: where the outputs (results, cache_dir, .snakemake) go. Resolved, as the working directory is: a checkout reached
+#: through a link still gives the paths relative to it (_relative) that the rules record, not absolute ones that
+#: would rerun every job.
+CHECKOUT = Path(workflow.basedir).resolve()
 #: No --configfile: the checkout's workflows/config.yaml is in use (the Snakefile loads it).
 DEFAULT_CONFIG = not workflow.config_settings.configfiles
 
@@ -93,7 +95,7 @@ CACHE = _folder("cache_dir")
 _USES_CONDA = "CONDA" in str(getattr(workflow.deployment_settings, "deployment_method", ""))
 PY = "python" if _USES_CONDA else shlex.quote(sys.executable)
 CONDA_ENV = "../envs/protrnn.yaml"
-BUNDLED_CONFIGS = Path(workflow.basedir) / "protrnn" / "configs"
+BUNDLED_CONFIGS = CHECKOUT / "protrnn" / "configs"
 # `protrnn pretrain fit` configs live in their own subfolder (protrnn.training.cli.PRETRAIN_CONFIG_DIR).
 PRETRAIN_CONFIGS = BUNDLED_CONFIGS / "pretrain"
 #: The config file each fit command reads before its --config (the `default_config` of protrnn train and protrnn
@@ -285,7 +287,7 @@ GIVEN_OPTIONS = {"protrnn train": (*TRAIN_MANAGED, *BUDGET_MANAGED), "protrnn pr
 # the key (unknown_setting, the pipeline's own settings in _managed_entry, the pretrained encoder's match in
 # encoder_settings), so that they cannot take one key for different settings.
 _LIGHTNING_SPEC = None if _USES_CONDA else importlib.util.find_spec("pytorch_lightning")  # found, not imported
-SOURCE_ROOTS = {"protrnn": Path(workflow.basedir) / "protrnn",
+SOURCE_ROOTS = {"protrnn": CHECKOUT / "protrnn",
                 "pytorch_lightning": Path(next(iter(_LIGHTNING_SPEC.submodule_search_locations)))
                 if _LIGHTNING_SPEC and _LIGHTNING_SPEC.submodule_search_locations else None}
 #: Each fit command's options outside any group (LightningCLI's own and ProtrnnCLI.add_arguments_to_parser's in
