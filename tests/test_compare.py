@@ -446,3 +446,31 @@ def test_a_cluster_cell_over_the_csv_field_limit_is_one_line_naming_file_and_lin
     with pytest.raises(InputError, match=rf"^{re.escape(str(table))}: not a readable table \(line 5: field larger than field limit "
                                          r"\(131072\)\)$"):
         read_clusters(table)
+
+
+def test_one_test_set_name_scored_at_two_cutoffs_is_refused(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Two evaluations of one test-set name whose files were prepared at different contact cutoffs (6 and 8 Å) hold
+    different contacts: compare had paired them, and the report set them side by side, as one set."""
+    from protrnn.report import build_report, load_inputs
+
+    proteins = _proteins(20)
+    folders = []
+    for name, cutoff in (("at8", 8.0), ("at6", 6.0)):
+        folder = _write_eval(tmp_path / name, _rows(name, proteins, [p["base"] for p in proteins]))
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["test_sets"] = {"val": {"path": f"{name}/val.npz", "n_chains": 20, "contact_cutoff": cutoff}}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        folders.append(folder)
+    evaluations = [load_evaluation(folder) for folder in folders]
+    with pytest.raises(InputError, match=r"test set 'val' is scored at contact cutoff 8 Å in .*at8 but 6 Å here"):
+        compare_methods(evaluations, "at8")
+    assert main(["compare", str(folders[0]), str(folders[1]), "--reference", "at8"]) == 2
+    assert "two different sets of contacts under one name" in capsys.readouterr().err
+    with pytest.raises(InputError, match="contact cutoff 8 Å"):
+        build_report(load_inputs(evaluations=[str(f) for f in folders]), tmp_path / "r", log=lambda _: None)
+    # the same cutoff (or none recorded, an older evaluation) passes
+    summary = json.loads((folders[1] / "summary.json").read_text())
+    summary["test_sets"]["val"]["contact_cutoff"] = 8.0
+    (folders[1] / "summary.json").write_text(json.dumps(summary))
+    assert compare_methods([load_evaluation(folder) for folder in folders], "at8")

@@ -188,6 +188,12 @@ def test_bad_inputs_are_named(inputs: Path, tmp_path: Path) -> None:
         load_inputs()
     with pytest.raises(InputError, match="no metrics.csv"):
         load_inputs(runs=[str(tmp_path)])
+    # a misspelt reference: every knob of the findings had read "not measured", with exit 0
+    with pytest.raises(InputError, match=r"--reference 'lstm_tinyy': no model or synthetic variant of that name; "
+                                         r"the inputs have lstm_tiny"):
+        build_report(load_inputs(evaluations=[str(inputs / "evaluation" / "lstm_tiny")], reference="lstm_tinyy"),
+                     tmp_path / "r2", log=lambda _: None)
+    assert not (tmp_path / "r2").exists()
 
 
 def test_report_inputs_that_would_mislead_or_be_destroyed_are_refused(inputs: Path, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from protrnn.report.aggregate import (
     paired_difference_bootstrap,
     protein_matrix,
 )
-from protrnn.report.inputs import Evaluation
+from protrnn.report.inputs import Evaluation, check_test_sets_agree
 from protrnn.utils.io import atomic_write, read_tsv_table, stderr_log, table_cell
 
 #: The metrics compared unless others are asked for: top-L/5 precision at medium+long and long range.
@@ -243,6 +243,7 @@ def compare_methods(evaluations: Sequence[Evaluation], reference: str, methods: 
     """
     if not evaluations:
         raise InputError("no evaluations to compare")
+    check_test_sets_agree(evaluations)
     groups = _groups(evaluations)
     ref_label, ref_runs = _resolve(reference, groups)
     own = {ref_label, split_seed(ref_label)[0], *ref_runs}

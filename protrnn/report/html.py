@@ -564,6 +564,10 @@ def build_report(inputs: ReportInputs, outdir: str | Path, *, title: str = "prot
     groups = aggregate_diagnostics(inputs.diagnostics)
     variants = aggregate_synthetic(inputs.synthetic)
     members = {r.method: list(r.members) or [r.method] for r in results if r.kind != "baseline"}
+    known = list(dict.fromkeys([*(g.model for g in groups), *members, *(v.name for v in variants)]))
+    if inputs.reference is not None and inputs.reference not in known:  # every knob had read "not measured"
+        raise InputError(f"--reference {inputs.reference!r}: no model or synthetic variant of that name; the inputs "
+                         f"have {', '.join(known) or 'none'}")
     findings = build_findings(groups, variants, inputs.evaluations, inputs.reference, members)
     model_names = [m for m in order_methods(results) if any(r.method == m and r.kind != "baseline"
                                                             for r in results)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,8 +262,28 @@ def number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def check_test_sets_agree(evaluations: Sequence[Evaluation]) -> None:
+    """One test-set name must mean one set of contacts in every evaluation: a name recorded with two contact cutoffs
+    (``summary.json``'s ``test_sets.NAME.contact_cutoff``; e.g. one file prepared at 6 Å, one at 8 Å) is a one-line
+    :class:`InputError` naming both evaluations, since its methods would be set side by side (or paired) as if they
+    had been scored on the same contacts. Evaluations that record no cutoff are not checked."""
+    seen: dict[str, tuple[float, Path]] = {}
+    for evaluation in evaluations:
+        for name, record in (evaluation.summary.get("test_sets") or {}).items():
+            cutoff = record.get("contact_cutoff") if isinstance(record, Mapping) else None
+            if cutoff is None:
+                continue
+            first = seen.setdefault(name, (float(cutoff), evaluation.path))
+            if first[0] != float(cutoff):
+                raise InputError(f"test set {name!r} is scored at contact cutoff {first[0]:g} Å in {first[1]} but "
+                                 f"{float(cutoff):g} Å here: two different sets of contacts under one name; evaluate "
+                                 "them under different names, or at one cutoff", path=evaluation.path)
+
+
 def merge_results(evaluations: Sequence[Evaluation]) -> list[MethodResult]:
-    """All (method, test set) results of the given evaluations; the same pair in two folders is an error."""
+    """All (method, test set) results of the given evaluations; the same pair in two folders is an error, and so is
+    a test-set name scored at two contact cutoffs (:func:`check_test_sets_agree`)."""
+    check_test_sets_agree(evaluations)
     merged: dict[tuple[str, str], MethodResult] = {}
     for evaluation in evaluations:
         methods = evaluation.summary.get("methods", {})
