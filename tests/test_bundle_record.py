@@ -156,7 +156,9 @@ def test_main_installs_the_weights_and_a_record_of_the_summaries(tmp_path: Path,
     _write_summary(tmp_path / "eval" / "baselines", "protrnn evaluate --baselines random,propensity",
                    {"random": {"ts50": {"n_proteins": 50, "metrics": {"long/P@L/5": _metric(0.030864, 0.02, 0.04)}},
                                "psicov150": {"n_proteins": 150, "metrics": {"long/P@L/5": _metric(0.04, 0.03, 0.05)}}},
-                    "propensity": {"ts50": {"n_proteins": 50, "metrics": {"long/AUPR": _metric(0.05, 0.04, 0.06)}}}})
+                    "propensity": {"ts50": {"n_proteins": 50, "metrics": {"long/AUPR": _metric(0.05, 0.04, 0.06)}}},
+                    # FreeContact scores only the chains with an alignment: 5 of psicov150's 150
+                    "freecontact": {"psicov150": {"n_proteins": 5, "metrics": {"long/P@L/5": _metric(0.6, 0.5, 0.8)}}}})
     outdir = tmp_path / "pretrained"
 
     assert _script().main([str(model_dir), str(tmp_path / "eval" / "bundle"), str(tmp_path / "eval" / "baselines"),
@@ -176,9 +178,10 @@ def test_main_installs_the_weights_and_a_record_of_the_summaries(tmp_path: Path,
         "model": "bundle",
         "test_sets": {
             "ts50": {"protrnn (this model)": expected_model_ts50, "random": {"long/P@L/5": [0.0309, 0.02, 0.04]},
-                     "propensity": {"long/AUPR": [0.05, 0.04, 0.06]}},
+                     "propensity": {"long/AUPR": [0.05, 0.04, 0.06]}, "freecontact": {}},
             "psicov150": {"protrnn (this model)": {"long/P@L/5": [0.2, 0.18, 0.22]},
-                          "random": {"long/P@L/5": [0.04, 0.03, 0.05]}, "propensity": {}},
+                          "random": {"long/P@L/5": [0.04, 0.03, 0.05]}, "propensity": {},
+                          "freecontact": {"long/P@L/5": [0.6, 0.5, 0.8]}},
         },
         "model_evaluation_command": "protrnn evaluate --model bundle=results/models/bundle",
         "baseline_evaluation_command": "protrnn evaluate --baselines random,propensity",
@@ -192,6 +195,9 @@ def test_main_installs_the_weights_and_a_record_of_the_summaries(tmp_path: Path,
     assert "## ts50 (50 proteins)" in card and "## psicov150 (150 proteins)" in card
     assert "| protrnn (this model) | 0.100 [0.050, 0.150] | 0.110 [0.060, 0.160] | 0.123 [0.100, 0.150] |" in card
     assert "| propensity | – | – | – | – | – | – | 0.050 [0.040, 0.060] |" in card
+    # a method scored on fewer proteins than the section's heading counts says so on its row
+    assert "| freecontact (5 of 150 proteins) | – | – | 0.600 [0.500, 0.800] | – | – | – | – |" in card
+    assert "| random | " in card and "| random (" not in card
     assert "Long-range (>= 24) P@L/5 is 4.0x random ranking." in card  # 0.123456 / 0.030864 = 4.0
     assert "Long-range (>= 24) P@L/5 is 5.0x random ranking." in card  # psicov150: 0.2 / 0.04
     assert ("Checkpoint: best by val/P@L5_medium_long: epoch 3 (0-based), global step 40; trainer.max_epochs 7, "

@@ -404,7 +404,9 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
                 row[key] = [round(v, 4) for v in value]
                 cells.append(f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]")
             table[label] = row
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            scored = results.get(method, {}).get(test_set, {}).get("n_proteins")
+            shown = label if scored in (None, n) else f"{label} ({scored} of {n} proteins)"  # freecontact: aligned ones
+            lines.append(f"| {shown} | " + " | ".join(cells) + " |")
         lines += ratio_lines(model_eval, baseline_eval, chance, model_name, test_set)
         lines.append("")
         tables[test_set] = table
