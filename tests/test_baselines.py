@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protrnn.alphabet import STANDARD_AMINO_ACIDS
 from protrnn.data.chain import ProteinChain, complete_cb
 from protrnn.errors import InputError
 from protrnn.evaluation import baselines as bl
@@ -157,6 +158,51 @@ def test_freecontact_missing_or_failing_binary_is_reported(monkeypatch: pytest.M
     monkeypatch.undo()
     with pytest.raises(FreeContactError, match="exit 1"):
         FreeContactBaseline(executable=str(false)).column_scores(alignment)
+
+
+def _line_chain(name: str, length: int, spacing: float = 0.9) -> ProteinChain:
+    """All-alanine chain whose Cβ lie on a line, ``spacing`` Å apart: residues s apart are ``spacing * s`` Å apart,
+    so with 0.9 Å the pairs at separation >= 6 that touch are s = 6 below 6 Å (5.4; 6.3 at s = 7) and s = 6, 7, 8
+    below 8 Å (7.2; 8.1 at s = 9)."""
+    coords = np.zeros((length, 4, 3), dtype=np.float32)
+    coords[:, :, 0] = (spacing * np.arange(length))[:, None]
+    coords[:, :3, 1] = [-1.0, 0.0, 1.0]  # N, Cα, C off the line; the Cβ (slot 3) on it
+    return ProteinChain(name, "A" * length, np.ones(length, dtype=bool), coords)
+
+
+@pytest.mark.parametrize("cutoff, touching", [(6.0, {6}), (8.0, {6, 7, 8})])
+def test_learned_baselines_learn_contacts_at_the_training_sets_stored_cutoff(tmp_path: Path, cutoff: float,
+                                                                              touching: set[int]) -> None:
+    """The separation and propensity baselines learnt their rates at 8 Å whatever cutoff the training set was prepared
+    at (`protrnn prepare --contact-cutoff 6`), so evaluate scored, at 6 Å, rates of contacts below 8 Å. Expected
+    values from the line geometry of :func:`_line_chain`, not from the code: the rate at separation s is 1 where
+    0.9 s < cutoff, else 0 (window 0 and a negligible pseudocount leave the raw rates; they already fall with s),
+    and the propensity's A-A log-odds of bin 6-11 is log((2c + 1) / (2c + 400)) - log((2n + 1) / (2n + 400)), with c
+    and n the pairs of the bin that do and do not touch (ordered pairs counted both ways, a pseudocount of 1 in each
+    of the 400 cells)."""
+    from protrnn.data.dataset import load_dataset, save_dataset
+
+    lengths = (40, 40, 50)
+    dataset = load_dataset(save_dataset([_line_chain(f"c{k}", n) for k, n in enumerate(lengths)],
+                                        tmp_path / "train.npz", contact_cutoff=cutoff))
+    expected = np.array([0.0] + [1.0 if s < 6 or s in touching else 0.0 for s in range(1, max(lengths))])
+    pairs = {s: sum(n - s for n in lengths) for s in range(6, 12)}
+    c = sum(count for s, count in pairs.items() if s in touching)
+    n = sum(count for s, count in pairs.items() if s not in touching)
+    alanine = STANDARD_AMINO_ACIDS.index("A")
+    for chains, given in ((dataset, None), (list(dataset), cutoff)):  # the stored cutoff, or one given to fit
+        keywords = {} if given is None else {"contact_cutoff": given}
+        prior = SeparationPrior(window=0.0, pseudocount=1e-12, min_pairs=1).fit(chains, **keywords)
+        np.testing.assert_allclose(prior.table, expected, atol=1e-9)
+        model = PairPropensityBaseline().fit(chains, **keywords)
+        assert model.log_odds[0, alanine, alanine] == pytest.approx(
+            np.log((2 * c + 1) / (2 * c + 400)) - np.log((2 * n + 1) / (2 * n + 400)), rel=1e-12)
+        assert prior.contact_cutoff == model.contact_cutoff == model.prior.contact_cutoff == cutoff
+    # chains that are no prepared dataset (structures, a list) learn at the CASP 8 Å, as before
+    plain = SeparationPrior(window=0.0, pseudocount=1e-12, min_pairs=1).fit(list(dataset))
+    assert plain.contact_cutoff == 8.0
+    np.testing.assert_allclose(plain.table, [0.0] + [1.0 if s <= 8 else 0.0 for s in range(1, max(lengths))],
+                               atol=1e-9)
 
 
 # ---- real data -------------------------------------------------------------------------------------------------

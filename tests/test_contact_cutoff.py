@@ -5,12 +5,14 @@ train``) at, as ``protrnn evaluate`` scores them."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.cli import main
 from protrnn.data.dataset import load_dataset, save_dataset
 from protrnn.errors import InputError
@@ -203,6 +205,128 @@ def test_protrnn_train_stops_before_the_run_on_a_cutoff_mismatch(chains: list, t
     with pytest.raises(InputError, match=r"train\.npz: config key 'data.train_path': the dataset was prepared at "
                                          r"contact cutoff 6 Å, but data.contact_cutoff is 8 Å"):
         train_cmd.main(["--config", "tiny", "--data.train_path", str(train6), "--data.val_path", str(val6),
+                        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "1",
+                        "--trainer.limit_val_batches", "1"])
+    assert not (tmp_path / "run").exists()
+
+
+# ---- the learned baselines and protrnn diagnose learn and measure at the data's stored cutoff ---------------------
+def test_evaluate_refuses_learned_baselines_whose_training_set_has_another_cutoff(chains: list, tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture[str]
+                                                                                 ) -> None:
+    """The separation and propensity baselines learnt their rates at 8 Å from any training set and were scored at the
+    test set's stored cutoff: a table learnt at one cutoff, scored at another. They now learn at the training set's
+    stored cutoff (recorded in summary.json), and a training set and a test set prepared at different cutoffs are
+    refused in one line naming both files and both values, before anything is written."""
+    train8 = save_dataset(chains[:4], tmp_path / "train8.npz")
+    train6 = save_dataset(chains[:4], tmp_path / "train6.npz", contact_cutoff=6.0)
+    test6 = save_dataset(chains[4:], tmp_path / "test_six.npz", contact_cutoff=6.0)
+    for baseline in ("separation", "propensity"):
+        out = tmp_path / f"refused_{baseline}"
+        assert main(["evaluate", "--baselines", f"random,{baseline}", "--train", str(train8), "--test-set",
+                     f"six={test6}", "-o", str(out), "--bootstrap", "10"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith(
+            f"--baselines separation/propensity: the training set {train8} was prepared at contact cutoff 8 Å, but "
+            f"test set 'six' ({test6}) at 6 Å; a contact rate learnt at one cutoff does not score contacts at "
+            "another: prepare both at one --contact-cutoff"), err
+        assert not out.exists()
+    # a baseline that learns nothing does not read --train
+    assert main(["evaluate", "--baselines", "random", "--train", str(train8), "--test-set", f"six={test6}", "-o",
+                 str(tmp_path / "random"), "--bootstrap", "10"]) == 0
+    out = tmp_path / "six"
+    assert main(["evaluate", "--baselines", "separation,propensity", "--train", str(train6), "--test-set",
+                 f"six={test6}", "-o", str(out), "--bootstrap", "10"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_sets"]["six"]["contact_cutoff"] == 6.0
+    for baseline in ("separation", "propensity"):
+        assert summary["methods"][baseline]["contact_cutoff"] == 6.0
+        assert summary["methods"][baseline]["train"] == str(train6)
+
+
+def test_diagnose_measures_contacts_at_the_stored_cutoff_of_its_data(chains: list, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`protrnn diagnose --data val6.npz --train-data train6.npz` measured contact rates and losses at 8 Å. Its contact
+    rate (of the training chains) and its --data loss are checked against Cβ distances read from the files with numpy
+    and a written-out BCE; --train-data at another cutoff than --data is refused in one line."""
+    import io
+
+    from protrnn.diagnostics.results import load_diagnostics
+    from protrnn.diagnostics.run import DiagnoseOptions, diagnose
+    from protrnn.model.config import ModelConfig
+    from protrnn.model.contact_model import ContactModel
+    from protrnn.model.io import save_model
+
+    torch.manual_seed(0)
+    model = ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
+                                     dropout=0.0)).eval()
+    save_model(model, tmp_path / "model")
+    train6 = save_dataset(chains[:4], tmp_path / "train6.npz", contact_cutoff=6.0)
+    val6 = save_dataset(chains[4:], tmp_path / "val6.npz", contact_cutoff=6.0)
+    options = DiagnoseOptions(n_chains=1, pairs_per_chain=2, max_distance=16, hidden=False, usage=False,
+                              device="cpu", train_data=train6)
+    [result] = diagnose([("m", tmp_path / "model")], val6, tmp_path / "d.json", options, stream=io.StringIO())
+
+    def count(path: Path, cutoff: float) -> tuple[int, int]:
+        stored = load_dataset(path)
+        hits = sum(cb_contacts(stored.coords(k), stored.observed(k), cutoff, 6, None) for k in range(len(stored)))
+        pairs = sum(cb_contacts(stored.coords(k), stored.observed(k), math.inf, 6, None) for k in range(len(stored)))
+        return hits, pairs
+
+    hits, pairs = count(train6, 6.0)
+    assert hits != count(train6, 8.0)[0]
+    assert result.metrics["contact_rate"] == pytest.approx(hits / pairs, rel=1e-12)
+    total = scored = 0.0
+    stored = load_dataset(val6)
+    for k in range(len(stored)):
+        chain = stored[k]
+        cb = chain.coords[:, 3].astype(np.float64)
+        distance = np.sqrt(((cb[:, None] - cb[None]) ** 2).sum(-1))
+        upper = np.triu(chain.pair_mask(), 1)
+        label = torch.from_numpy((distance < 6.0)[upper].astype(np.float64))
+        tokens = torch.from_numpy(DEFAULT_ALPHABET.encode(chain.sequence).astype(np.int64))[None]
+        with torch.no_grad():
+            logits = model(tokens, torch.ones_like(tokens, dtype=torch.bool))[0].double()[torch.from_numpy(upper)]
+        total += float(torch.nn.functional.binary_cross_entropy_with_logits(logits, label, reduction="sum"))
+        scored += int(upper.sum())
+    assert result.metrics["data_loss"]["loss"] == pytest.approx(total / scored, rel=1e-4)
+    assert result.metrics["contact_cutoff"] == 6.0
+    assert load_diagnostics(tmp_path / "d.json")[0].metrics["contact_cutoff"] == 6.0
+    train8 = save_dataset(chains[:4], tmp_path / "train8.npz")
+    capsys.readouterr()
+    assert main(["diagnose", str(tmp_path / "model"), "--data", str(val6), "--train-data", str(train8), "--device",
+                 "cpu", "-o", str(tmp_path / "refused.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        f"--train-data {train8} labels contacts at 8 Å but --data {val6} at 6 Å (a prepared dataset's stored contact "
+        "cutoff, 8 Å for any other input): losses at two cutoffs do not compare; give both at one cutoff"), err
+    assert not (tmp_path / "refused.json").exists()
+
+
+def test_a_distogram_head_is_refused_at_a_cutoff_its_contact_mass_is_not_below(chains: list, tmp_path: Path) -> None:
+    """A distogram head's contact probability is its mass below 8 Å (ModelConfig.contact_classes); trained on data
+    prepared at 6 Å with --data.contact_cutoff 6 it validated, and was evaluated, against contacts below 6 Å (and
+    its contact_weight term trained the mass below 8 Å on them). Refused in one line naming both values before the
+    run starts; a binary head learns the cutoff it is given, and a distogram at 8 Å is what it predicts."""
+    from protrnn.commands import train as train_cmd
+    from protrnn.model.config import DEFAULT_DISTOGRAM_BINS, ModelConfig
+    from protrnn.training.module import ContactLightningModule
+
+    settings = {"embed_dim": 8, "hidden_size": 8, "num_layers": 1, "head": "pairwise", "pair_dim": 8, "dropout": 0.0}
+    distogram = ContactLightningModule(ModelConfig(**settings, distogram_bins=list(DEFAULT_DISTOGRAM_BINS)))
+    assert distogram.config.contact_classes == 5  # < 4, 4-5, 5-6, 6-7, 7-8 Å: the mass below 8 Å
+    with pytest.raises(InputError) as info:
+        distogram.check_data_settings(6.0)
+    assert str(info.value) == ("config key 'data.contact_cutoff': 6 Å, but a distogram head (model.model.distogram_bins) "
+                               "gives the contact probability as the mass below 8 Å; train it on data prepared at 8 Å, "
+                               "or use a binary head (model.model.distogram_bins: null)")
+    distogram.check_data_settings(8.0)
+    ContactLightningModule(ModelConfig(**settings)).check_data_settings(6.0)
+    train6 = save_dataset(chains[:4], tmp_path / "train.npz", contact_cutoff=6.0)
+    val6 = save_dataset(chains[4:], tmp_path / "val.npz", contact_cutoff=6.0)
+    with pytest.raises(InputError, match=r"^config key 'data.contact_cutoff': 6 Å, but a distogram head"):
+        train_cmd.main(["--config", "tiny", "--data.train_path", str(train6), "--data.val_path", str(val6),
+                        "--data.contact_cutoff", "6", "--model.model.distogram_bins", "[4.0, 6.0, 8.0, 10.0]",
                         "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "1",
                         "--trainer.limit_val_batches", "1"])
     assert not (tmp_path / "run").exists()

@@ -14,6 +14,8 @@ import torch
 from protrnn.alphabet import DEFAULT_ALPHABET
 from protrnn.diagnostics.fit import (
     constant_predictor_loss,
+    contact_rate,
+    contact_rates_by_length,
     diagnose_fit,
     effective_horizon,
     length_label,
@@ -797,6 +799,61 @@ def test_batches_are_the_chains_right_padded(val_chains: list) -> None:
         np.testing.assert_array_equal(pair_mask[:n, :n], scored)
         np.testing.assert_array_equal(contacts[:n, :n], contact.astype(np.float32))
         assert not pair_mask[n:].any() and not pair_mask[:, n:].any() and not contacts[n:].any()
+
+
+def cb_labels(chain, cutoff: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Cβ-Cβ < ``cutoff`` Å between observed residues, from the chain's coordinates with numpy alone."""
+    cb = chain.coords[:, 3].astype(np.float64)
+    distance = np.sqrt(((cb[:, None] - cb[None]) ** 2).sum(-1))
+    with np.errstate(invalid="ignore"):
+        return (distance < cutoff) & np.outer(chain.observed, chain.observed)
+
+
+def test_diagnostic_labels_are_contacts_at_the_cutoff_given(val_chains: list) -> None:
+    """protrnn diagnose labelled contacts at 8 Å whatever cutoff --data was prepared at (`prepare --contact-cutoff 6`):
+    its batches, contact rates, losses and hidden gradients' labels take the cutoff given (the data's stored one:
+    protrnn.diagnostics.run.load_data). Checked against Cβ distances, rates and a written-out BCE."""
+    model = tiny_model("lstm")
+    chains = val_chains[:3]
+    rates = {}
+    for cutoff in (6.0, 8.0):
+        hits = pairs = 0
+        total = 0.0
+        by_length: dict[str, list[int]] = {}
+        for chain in chains:
+            labels = cb_labels(chain, cutoff)
+            batch = next(chains_to_batches([chain], 1, contact_cutoff=cutoff))
+            np.testing.assert_array_equal(batch["contacts"][0].numpy().astype(bool), labels)
+            upper = np.triu(chain.pair_mask(), 1)
+            tokens = torch.from_numpy(DEFAULT_ALPHABET.encode(chain.sequence).astype(np.int64))[None]
+            with torch.no_grad():
+                logits = model(tokens, torch.ones_like(tokens, dtype=torch.bool))[0].double().numpy()
+            total += float(focal_loss_by_hand(logits[upper], labels[upper].astype(np.float64), 2.0, 0.0).sum())
+            hits, pairs = hits + int(labels[upper].sum()), pairs + int(upper.sum())
+            entry = by_length.setdefault(length_label(len(chain), (80,)), [0, 0])
+            entry[0], entry[1] = entry[0] + int(labels[upper].sum()), entry[1] + int(upper.sum())
+        rates[cutoff] = contact_rate(chains, contact_cutoff=cutoff)
+        assert rates[cutoff] == hits / pairs
+        assert contact_rates_by_length(chains, (80,), contact_cutoff=cutoff) == {
+            key: h / n for key, (h, n) in by_length.items()}
+        result = contact_loss_by_length(model, chains, LossSettings(pos_weight=2.0), length_edges=(80,),
+                                        contact_cutoff=cutoff)
+        assert result.loss == pytest.approx(total / pairs, rel=1e-4)
+    assert rates[6.0] < rates[8.0]
+    assert contact_rate(chains) == rates[8.0]  # chains from no prepared dataset: the CASP 8 Å, as before
+    # the hidden gradients' loss is taken against the label at the cutoff given: a pair 6-8 Å apart is a
+    # non-contact at 6 Å and a contact at 8 Å
+    chain = chains[0]
+    between = np.argwhere(np.triu(chain.pair_mask(), 1) & cb_labels(chain, 8.0) & ~cb_labels(chain, 6.0))
+    assert len(between)
+    pairs = {chain.id: [tuple(int(v) for v in between[0])]}
+    for cutoff, label in ((6.0, 0.0), (8.0, 1.0)):
+        [measured] = iter_pair_gradients(model, chains_to_batches([chain], 1, contact_cutoff=cutoff), pairs=pairs)
+        assert measured.label == label
+    six = gradient_flow(model, chains, max_distance=20, pairs_per_chain=16, contact_cutoff=6.0)
+    eight = gradient_flow(model, chains, max_distance=20, pairs_per_chain=16)
+    np.testing.assert_allclose(six.sensitivity.raw_mean, eight.sensitivity.raw_mean)  # d logit / d x: no label
+    assert not np.allclose(six.hidden[0].raw_mean, eight.hidden[0].raw_mean, equal_nan=True)
 
 
 def test_hidden_gradients_follow_the_training_loss(val_chains: list) -> None:

@@ -354,7 +354,8 @@ def test_argument_errors(files: dict[str, Path], tmp_path: Path, capsys: pytest.
     assert "missing" in capsys.readouterr().err
 
 
-def test_leakage_beside_the_test_set_is_recorded(files: dict[str, Path], tmp_path: Path) -> None:
+def test_leakage_beside_the_test_set_is_recorded(files: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(files["test"], data / "test_ts50.npz")
@@ -372,6 +373,11 @@ def test_leakage_beside_the_test_set_is_recorded(files: dict[str, Path], tmp_pat
     assert test_set.leakage["leakage_rows"] == 2
     assert test_set.leakage["leakage_rows_total"] == 3
     assert {row["chain_id"] for row in test_set.leakage["leakage"]} == {"cgdms|1abc", "cgdms|2xyz"}
+    # the manifest is recorded by an absolute path, which protrnn compare (run from anywhere) can open: a test set
+    # named relative to the working directory had recorded "data/manifest.tsv", which compare found only from there
+    monkeypatch.chdir(tmp_path)
+    relative = load_test_set("ts50", Path("data") / "test_ts50.npz")
+    assert relative.leakage["manifest_tsv"] == str((data / "manifest.tsv").resolve())
 
 
 def test_freecontact_skips_cleanly_without_alignments(files: dict[str, Path], tmp_path: Path) -> None:

@@ -330,3 +330,35 @@ def test_diagnose_writes_the_usage_profile(chains: list[ProteinChain], tmp_path:
     assert main(["diagnose", str(tmp_path / "model"), "--data", str(tmp_path / "val.npz"), "--n-chains", "1",
                  "--no-usage", "--no-hidden", "--device", "cpu", "-o", str(tmp_path / "plain.json")]) == 0
     assert load_diagnostics(tmp_path / "plain.json")[0].usage is None
+
+
+def two_cluster_chain(name: str, seed: int = 0) -> ProteinChain:
+    """30 residues: 0-5 at one point, 24-29 at another 7 Å away, 6-23 far off on a line (24 Å and more apart). The
+    long-range pairs (|i - j| >= 24) are exactly residues 0-5 x 24-29, each 7 Å apart: all contacts below 8 Å, none
+    below 6 Å, so a long-range top-L/5 precision is 1 at 8 Å and 0 at 6 Å whatever the model ranks first."""
+    coords = np.zeros((30, 4, 3), dtype=np.float32)
+    coords[24:, :, 0] = 7.0
+    coords[6:24, :, 1] = (100.0 + 4.0 * np.arange(18))[:, None]
+    sequence = "".join(np.random.default_rng(seed).choice(list(STANDARD_AMINO_ACIDS), size=30))
+    return ProteinChain(id=name, sequence=sequence, observed=np.ones(30, dtype=bool), coords=coords)
+
+
+@pytest.mark.parametrize("cutoff, precision", [(6.0, 0.0), (8.0, 1.0)])
+def test_usage_precision_counts_contacts_at_the_datas_stored_cutoff(tmp_path: Path, cutoff: float,
+                                                                    precision: float) -> None:
+    """`protrnn diagnose --data X.npz` counted the usage precision's true contacts at 8 Å whatever cutoff X was
+    prepared at: on data prepared at 6 Å, where no long-range pair of :func:`two_cluster_chain` touches, it read 1.
+    The cutoff is recorded as metrics.contact_cutoff."""
+    torch.manual_seed(0)
+    save_model(ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
+                                        dropout=0.0)), tmp_path / "model")
+    data = save_dataset([two_cluster_chain("a")], tmp_path / "val.npz", contact_cutoff=cutoff)
+    out = tmp_path / "diag.json"
+    assert main(["diagnose", str(tmp_path / "model"), "--data", str(data), "--n-chains", "1", "--pairs-per-chain",
+                 "2", "--max-distance", "16", "--no-hidden", "--usage-distances", "0,4", "--usage-draws", "2",
+                 "--usage-chains", "1", "--usage-precision-chains", "1", "--device", "cpu", "-o", str(out)]) == 0
+    [result] = load_diagnostics(out)
+    assert result.usage is not None and result.usage.precision is not None
+    assert result.usage.precision.original == precision
+    np.testing.assert_array_equal(result.usage.precision.ablated, [precision, precision])
+    assert result.metrics["contact_cutoff"] == cutoff

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.conventions import MIN_SEPARATION
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
 from protrnn.data.chain import ProteinChain
 from protrnn.diagnostics.results import (
     BALANCED,
@@ -274,12 +274,14 @@ def constant_predictor_loss(rate: float, pos_weight: float = 1.0) -> float:
     return -(positive * math.log(best) + negative * math.log(1.0 - best))
 
 
-def contact_rate(chains: Iterable[ProteinChain], min_separation: int = MIN_SEPARATION) -> float:
-    """Fraction of scored pairs (both observed, |i - j| >= min_separation) that are contacts."""
+def contact_rate(chains: Iterable[ProteinChain], min_separation: int = MIN_SEPARATION, *,
+                 contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> float:
+    """Fraction of scored pairs (both observed, |i - j| >= min_separation) that are contacts (Cβ-Cβ below
+    ``contact_cutoff`` Å: the cutoff of the dataset the chains come from)."""
     positives = total = 0
     for chain in chains:
         scored = np.triu(chain.pair_mask(min_separation), k=1)
-        positives += int((chain.contact_map() & scored).sum())
+        positives += int((chain.contact_map(contact_cutoff) & scored).sum())
         total += int(scored.sum())
     if total == 0:
         raise InputError("no scored pairs to compute a contact rate from")
@@ -287,14 +289,16 @@ def contact_rate(chains: Iterable[ProteinChain], min_separation: int = MIN_SEPAR
 
 
 def contact_rates_by_length(chains: Iterable[ProteinChain], length_edges: Sequence[int],
-                            min_separation: int = MIN_SEPARATION) -> dict[str, float]:
-    """:func:`contact_rate` of each chain-length group (:func:`length_label` of ``length_edges``, the groups of
-    :func:`protrnn.diagnostics.gradients.contact_loss_by_length`); groups without a scored pair are left out."""
+                            min_separation: int = MIN_SEPARATION, *,
+                            contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> dict[str, float]:
+    """:func:`contact_rate` (at ``contact_cutoff``) of each chain-length group (:func:`length_label` of
+    ``length_edges``, the groups of :func:`protrnn.diagnostics.gradients.contact_loss_by_length`); groups without a
+    scored pair are left out."""
     counts: dict[str, list[int]] = {}
     for chain in chains:
         scored = np.triu(chain.pair_mask(min_separation), k=1)
         entry = counts.setdefault(length_label(len(chain), length_edges), [0, 0])
-        entry[0] += int((chain.contact_map() & scored).sum())
+        entry[0] += int((chain.contact_map(contact_cutoff) & scored).sum())
         entry[1] += int(scored.sum())
     ordered = sorted(counts.items(), key=lambda kv: length_key(kv[0]))
     return {key: positives / total for key, (positives, total) in ordered if total}

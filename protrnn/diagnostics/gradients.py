@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
-from protrnn.conventions import MIN_SEPARATION
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
 from protrnn.data.batching import collate_contacts
 from protrnn.data.chain import ProteinChain
 from protrnn.data.packing import pack
@@ -87,17 +87,18 @@ def sample_pairs(pair_mask: np.ndarray, n: int, rng: np.random.Generator) -> lis
 
 
 def chains_to_batches(chains: Sequence[ProteinChain], batch_size: int = 8, alphabet: Alphabet = DEFAULT_ALPHABET,
-                      min_separation: int = MIN_SEPARATION,
-                      max_pairs: int = DEFAULT_MAX_PAIRS) -> Iterator[dict[str, Any]]:
+                      min_separation: int = MIN_SEPARATION, max_pairs: int = DEFAULT_MAX_PAIRS, *,
+                      contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> Iterator[dict[str, Any]]:
     """Padded batches (the batch contract of :func:`protrnn.data.batching.collate_contacts`) from whole, uncropped
     chains, in the given order: at most ``batch_size`` chains and ``max_pairs`` padded pairs (B x T^2) each, which
     bounds memory on long chains (a chain longer than the budget goes alone). Order is kept, so seeded pair sampling
-    does not depend on the budgets."""
+    does not depend on the budgets. ``contacts`` are Cβ-Cβ below ``contact_cutoff`` Å (the cutoff of the dataset the
+    chains come from: ``protrnn diagnose`` passes a prepared dataset's stored one)."""
     if batch_size < 1 or max_pairs < 1:
         raise InputError(f"batch_size and max_pairs must be positive, got {batch_size} and {max_pairs}")
     for group in pack([len(c) for c in chains], "given", max_items=batch_size, max_pairs=max_pairs):
         examples = [{"tokens": alphabet.encode(chains[k].sequence), "observed": chains[k].observed,
-                     "contacts": chains[k].contact_map(), "length": len(chains[k]), "id": chains[k].id}
+                     "contacts": chains[k].contact_map(contact_cutoff), "length": len(chains[k]), "id": chains[k].id}
                     for k in group]
         yield collate_contacts(examples, min_separation)
 
@@ -357,11 +358,13 @@ def _row_norms(grad: torch.Tensor | None, rows: torch.Tensor, like: torch.Tensor
 def gradient_flow(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
                   max_distance: int = DEFAULT_MAX_DISTANCE, pairs_per_chain: int = 8, seed: int = 0,
                   batch_size: int = 8, hidden: bool = True, alphabet: Alphabet = DEFAULT_ALPHABET,
-                  loss: LossSettings | None = None) -> GradientFlow:
-    """Input-sensitivity and hidden-gradient profiles over whole chains (see the module docstring for definitions)."""
+                  loss: LossSettings | None = None, contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> GradientFlow:
+    """Input-sensitivity and hidden-gradient profiles over whole chains (see the module docstring for definitions);
+    the hidden gradients' losses take their true labels at ``contact_cutoff`` Å."""
     if not chains:
         raise InputError("no chains given to gradient diagnostics")
-    return gradient_flow_from_batches(model, chains_to_batches(chains, batch_size, alphabet),
+    return gradient_flow_from_batches(model, chains_to_batches(chains, batch_size, alphabet,
+                                                               contact_cutoff=contact_cutoff),
                                       max_distance=max_distance, pairs_per_chain=pairs_per_chain, seed=seed,
                                       hidden=hidden, loss=loss)
 
@@ -380,10 +383,12 @@ def sensitivity_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], 
 
 def hidden_gradient_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
                             max_distance: int = DEFAULT_MAX_DISTANCE, pairs_per_chain: int = 8, seed: int = 0,
-                            batch_size: int = 8, loss: LossSettings | None = None) -> list[DistanceProfile]:
-    """``||dL/dh_t||`` of each recurrent layer output versus min(|i-t|, |j-t|), L the training loss of pair (i, j)."""
+                            batch_size: int = 8, loss: LossSettings | None = None,
+                            contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> list[DistanceProfile]:
+    """``||dL/dh_t||`` of each recurrent layer output versus min(|i-t|, |j-t|), L the training loss of pair (i, j)
+    against its label at ``contact_cutoff`` Å."""
     return gradient_flow(model, chains, max_distance=max_distance, pairs_per_chain=pairs_per_chain, seed=seed,
-                         batch_size=batch_size, hidden=True, loss=loss).hidden
+                         batch_size=batch_size, hidden=True, loss=loss, contact_cutoff=contact_cutoff).hidden
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -405,7 +410,8 @@ def _eval_logits(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tenso
 def contact_loss_by_length(model: torch.nn.Module, chains: Sequence[ProteinChain],
                            loss: LossSettings | None = None, *, length_edges: Sequence[int] = (64, 128, 256),
                            batch_size: int = 8, alphabet: Alphabet = DEFAULT_ALPHABET,
-                           max_pairs: int = DEFAULT_MAX_PAIRS) -> LossByLength:
+                           max_pairs: int = DEFAULT_MAX_PAIRS,
+                           contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> LossByLength:
     """The training loss ``loss`` (:mod:`protrnn.training.loss`: weighted BCE, focal term included; default plain
     BCE) in eval mode on whole chains, as the plain mean over scored upper-triangle pairs, overall and by chain
     length: the "worse validation on longer chains" evidence.
@@ -413,14 +419,14 @@ def contact_loss_by_length(model: torch.nn.Module, chains: Sequence[ProteinChain
     ``loss.far_weight`` and ``loss.near_miss_weight`` are not applied (every pair weighs 1): a weighted mean would
     put a different share of far pairs into each length group (long chains hold most of them), so groups, and the
     base-rate reference loss (unweighted too), would no longer compare; ``pos_weight`` and ``focal_gamma`` are
-    kept."""
+    kept. The true contacts are Cβ-Cβ below ``contact_cutoff`` Å (the cutoff of the dataset the chains come from)."""
     if not chains:
         raise InputError("no chains to compute a loss on")
     loss = LossSettings() if loss is None else dataclasses.replace(loss, far_weight=1.0, near_miss_weight=1.0)
     device = _network_device(model)
     totals: dict[str, list[float]] = {}
     total = count = 0.0
-    for batch in chains_to_batches(chains, batch_size, alphabet, max_pairs=max_pairs):
+    for batch in chains_to_batches(chains, batch_size, alphabet, max_pairs=max_pairs, contact_cutoff=contact_cutoff):
         logits = _eval_logits(model, batch["tokens"].to(device), batch["mask"].to(device))
         contacts, pair_mask = batch["contacts"].to(device), batch["pair_mask"].to(device)
         for b, length in enumerate(batch["lengths"].tolist()):

@@ -5,6 +5,11 @@ chains, summarise the horizons, measure context usage by ablation (:mod:`protrnn
 training loss (the model's recorded ``pos_weight`` and ``focal_gamma``) on
 whole chains by length, take train/validation losses from a training set or a Lightning ``metrics.csv``, and diagnose
 the fit. :func:`diagnose` is the one call the command makes.
+
+Every contact label (losses, contact rates, hidden gradients, the usage precision) is taken at the cutoff of the
+``--data`` chains: a prepared dataset's stored cutoff (``protrnn prepare --contact-cutoff``, as ``protrnn evaluate``
+scores it), the CASP 8 Å for any other input (:func:`load_data`); it is recorded as each model's
+``metrics.contact_cutoff``, and ``--train-data`` must have the same.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
-from protrnn.data.sources import LoadOutcome, read_chains
+from protrnn.data.sources import LoadOutcome, iter_chains
 from protrnn.diagnostics.fit import (
     constant_predictor_loss,
     contact_rate,
@@ -122,18 +128,20 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
         raise InputError(f"model names must be unique, got {', '.join(names)} (use NAME=PATH)")
     device = resolve_device(options.device)
 
-    chains = load_chains(data)
+    chains, cutoff = load_data(data)
     measured = sample_chains(chains, options.n_chains, np.random.default_rng(options.seed))
     loss_val = sample_chains(chains, options.loss_chains, np.random.default_rng(options.seed))
-    loss_train = None
+    loss_train = train_chains = None
     if options.train_data:
-        loss_train = sample_chains(load_chains(options.train_data), options.loss_chains,
-                                   np.random.default_rng(options.seed))
-    rate = contact_rate(loss_train if loss_train is not None else loss_val)
+        train_chains, train_cutoff = load_data(options.train_data)
+        check_same_cutoff(data, cutoff, options.train_data, train_cutoff)
+        loss_train = sample_chains(train_chains, options.loss_chains, np.random.default_rng(options.seed))
+    rate = contact_rate(loss_train if loss_train is not None else loss_val, contact_cutoff=cutoff)
     if not 0.0 < rate < 1.0:
         print(f"protrnn diagnose: the loss chains' contact rate is {rate:g}, so the loss is not judged against the "
               "base rate (fit diagnosis without a reference level)", file=sys.stderr)
-    train_rates = None if loss_train is None else contact_rates_by_length(loss_train, options.length_bins)
+    train_rates = (None if loss_train is None
+                   else contact_rates_by_length(loss_train, options.length_bins, contact_cutoff=cutoff))
     if options.max_distance < options.thresholds.long_horizon:
         print(f"protrnn diagnose: --max-distance {options.max_distance} is below --long-horizon "
               f"{options.thresholds.long_horizon}: a horizon beyond the measured range cannot be called long, so such "
@@ -141,15 +149,16 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
     background = options.usage_background or ("train" if options.train_data else "chain")
     composition = None
     if options.usage and background == "train":
-        if not options.train_data:
+        if train_chains is None:
             raise InputError("--usage-background train needs --train-data (the training composition)")
-        composition = background_composition(load_chains(options.train_data))
+        composition = background_composition(train_chains)
     usage_chains = sample_chains(chains, options.usage_chains, np.random.default_rng(options.seed))
 
     results = []
     for index, (name, path) in enumerate(models):
         result = _diagnose_model(name, Path(path), index, measured, loss_val, loss_train, rate, device, options,
-                                 usage_chains if options.usage else None, background, composition, train_rates)
+                                 usage_chains if options.usage else None, background, composition, train_rates,
+                                 contact_cutoff=cutoff)
         results.append(result)
     save_diagnostics(results, output)
     print_table(results, stream)
@@ -292,7 +301,8 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
                     loss_val: Sequence[ProteinChain], loss_train: Sequence[ProteinChain] | None, rate: float,
                     device: Any, options: DiagnoseOptions, usage_chains: Sequence[ProteinChain] | None = None,
                     background: str = "chain", composition: np.ndarray | None = None,
-                    train_rates: Mapping[str, float] | None = None) -> DiagnosticsResult:
+                    train_rates: Mapping[str, float] | None = None,
+                    contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> DiagnosticsResult:
     loaded = load_network(path)
     model = loaded.network
     model.to(device)
@@ -301,16 +311,17 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
         loss = dataclasses.replace(loss, pos_weight=float(options.pos_weight))
     flow = gradient_flow(model, measured, max_distance=options.max_distance, pairs_per_chain=options.pairs_per_chain,
                          seed=options.seed, batch_size=options.batch_size, hidden=options.hidden,
-                         alphabet=loaded.alphabet, loss=loss)
+                         alphabet=loaded.alphabet, loss=loss, contact_cutoff=contact_cutoff)
     result = summarise(flow, options.fraction, model=name, config=model.config.to_dict(), smooth=options.smooth)
 
     def loss_by_length(chains: Sequence[ProteinChain]) -> Any:
         return contact_loss_by_length(model, chains, loss, length_edges=options.length_bins,
-                                      batch_size=options.batch_size, alphabet=loaded.alphabet)
+                                      batch_size=options.batch_size, alphabet=loaded.alphabet,
+                                      contact_cutoff=contact_cutoff)
 
     val_eval = loss_by_length(loss_val)
     metrics: dict[str, Any] = {"source": str(path), "pos_weight": loss.pos_weight, "focal_gamma": loss.focal_gamma,
-                               "contact_rate": rate, "data_loss": val_eval.to_dict()}
+                               "contact_cutoff": contact_cutoff, "contact_rate": rate, "data_loss": val_eval.to_dict()}
     train_loss = val_loss = None
     weights: dict[str, int] = {}
     if loss_train is not None:
@@ -354,7 +365,7 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
                                      seed=options.seed, composition=composition, background=background,
                                      precision_chains=options.usage_precision_chains,
                                      pool_factor=options.usage_pool_factor, fraction=options.usage_fraction,
-                                     alphabet=loaded.alphabet)
+                                     alphabet=loaded.alphabet, contact_cutoff=contact_cutoff)
     model.to("cpu")
     return result
 
@@ -362,14 +373,36 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
 def load_chains(path: str | os.PathLike[str]) -> list[ProteinChain]:
     """Chains of any input :func:`protrnn.data.sources.read_chains` reads (a prepared ``.npz`` included); inputs that
     fail are counted on stderr, and finding none is an error."""
-    failures: list[LoadOutcome] = []
-    chains = read_chains(path, failures=failures, require=False)
+    return load_data(path)[0]
+
+
+def load_data(path: str | os.PathLike[str]) -> tuple[list[ProteinChain], float]:
+    """:func:`load_chains` and the cutoff (Å) their contacts are labelled at: a prepared dataset's stored cutoff
+    (:attr:`protrnn.data.sources.LoadOutcome.contact_cutoff`, as ``protrnn evaluate`` scores it), the CASP
+    :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` for any other input."""
+    outcomes = list(iter_chains(path))
+    chains = [outcome.chain for outcome in outcomes if outcome.chain is not None]
+    failures: list[LoadOutcome] = [outcome for outcome in outcomes if outcome.chain is None]
+    # one path is one prepared dataset at most (iter_chains reads a .npz only when it is named)
+    cutoff = next((outcome.contact_cutoff for outcome in outcomes if outcome.contact_cutoff is not None),
+                  DEFAULT_CONTACT_CUTOFF)
     if failures:
         print(f"protrnn diagnose: skipped {len(failures)} unreadable input(s) in {Path(path)}", file=sys.stderr)
     if not chains:
         reason = f" ({failures[0].error})" if failures else ""
         raise InputError(f"no chains to diagnose on{reason}", path=path)
-    return chains
+    return chains, cutoff
+
+
+def check_same_cutoff(data: str | os.PathLike[str], cutoff: float, train_data: str | os.PathLike[str],
+                      train_cutoff: float) -> None:
+    """``--train-data`` and ``--data`` label contacts at one cutoff (:func:`load_data`): the fit diagnosis compares
+    their losses, and the reference loss comes from the training chains' contact rates, so a difference of cutoffs
+    would read as over- or under-fitting. A one-line :class:`InputError` naming both inputs and both cutoffs."""
+    if train_cutoff != cutoff:
+        raise InputError(f"--train-data {train_data} labels contacts at {train_cutoff:g} Å but --data {data} at "
+                         f"{cutoff:g} Å (a prepared dataset's stored contact cutoff, 8 Å for any other input): "
+                         "losses at two cutoffs do not compare; give both at one cutoff")
 
 
 def sample_chains(chains: Sequence[ProteinChain], n: int, rng: np.random.Generator) -> list[ProteinChain]:
@@ -434,5 +467,5 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
 
 
 __all__ = ["AUXILIARY_SS_CALLBACK", "ENCODER_METRICS", "PRETRAINED_CALLBACK", "TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS",
-           "DiagnoseOptions", "diagnose", "load_chains", "print_table", "read_last_losses", "recorded_callback",
-           "sample_chains", "training_record"]
+           "DiagnoseOptions", "check_same_cutoff", "diagnose", "load_chains", "load_data", "print_table",
+           "read_last_losses", "recorded_callback", "sample_chains", "training_record"]

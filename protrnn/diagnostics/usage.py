@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from protrnn.alphabet import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS, Alphabet
-from protrnn.conventions import HEADLINE_K, MIN_SEPARATION, RANGES
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, HEADLINE_K, MIN_SEPARATION, RANGES
 from protrnn.data.chain import ProteinChain
 from protrnn.diagnostics.fit import usage_horizon
 from protrnn.diagnostics.gradients import sample_pairs
@@ -176,7 +176,8 @@ def usage_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
                   precision_chains: int = 0, pool_factor: float = 2.0, fraction: float = DEFAULT_USAGE_FRACTION,
                   alphabet: Alphabet = DEFAULT_ALPHABET, max_tokens: int = DEFAULT_MAX_TOKENS,
                   min_separation: int = MIN_SEPARATION,
-                  precision_max_length: int = PRECISION_MAX_LENGTH) -> UsageProfile:
+                  precision_max_length: int = PRECISION_MAX_LENGTH,
+                  contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> UsageProfile:
     """Measure ``U(d)`` (and optionally long-range precision) under context ablation; see the module docstring.
 
     ``composition``: background frequencies for ``background="train"`` (from :func:`background_composition` of the
@@ -186,7 +187,7 @@ def usage_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
     draw). Pairs come from :func:`protrnn.diagnostics.gradients.sample_pairs` with a generator seeded by ``seed``;
     so do the background draws. ``precision_chains``: how many of ``chains`` (the first
     ones with a long-range candidate and at most ``precision_max_length`` residues) also get the precision
-    measurement.
+    measurement, its true contacts Cβ-Cβ below ``contact_cutoff`` Å (the cutoff of the dataset the chains come from).
     """
     radii = sorted({int(d) for d in distances})
     if not radii or radii[0] < 0:
@@ -252,7 +253,7 @@ def usage_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
         count += seen.sum(axis=0)
         if len(precision_rows) < precision_chains and length <= precision_max_length:
             row = _precision_under_ablation(scorer, chain, tokens, radii, draws, rng, bg_tokens, bg_probs,
-                                            pool_factor)
+                                            pool_factor, contact_cutoff)
             if row is not None:
                 precision_rows.append(row)
     if n_pairs == 0:
@@ -284,9 +285,9 @@ def usage_profile(model: torch.nn.Module, chains: Sequence[ProteinChain], *,
 
 def _precision_under_ablation(scorer: PairScorer, chain: ProteinChain, tokens: np.ndarray, radii: Sequence[int],
                               draws: int, rng: np.random.Generator, bg_tokens: np.ndarray, bg_probs: np.ndarray,
-                              pool_factor: float) -> tuple[float, np.ndarray] | None:
-    """(intact precision, ablated precision [2 halves, d]) of one chain's long-range top-L/5, or None without a
-    long-range candidate pair. The pool is the ``pool_factor x L/5`` best long-range candidates of the intact chain
+                              pool_factor: float, contact_cutoff: float) -> tuple[float, np.ndarray] | None:
+    """(intact precision, ablated precision [2 halves, d]) of one chain's long-range top-L/5 (contacts below
+    ``contact_cutoff`` Å), or None without a long-range candidate pair. The pool is the ``pool_factor x L/5`` best long-range candidates of the intact chain
     (whole map); intact and ablated pool logits come from the same scorer, and each ablated pair is re-ranked
     within the pool."""
     length = len(tokens)
@@ -297,7 +298,7 @@ def _precision_under_ablation(scorer: PairScorer, chain: ProteinChain, tokens: n
     top_n = top_count(length, PRECISION_K)
     pool = rank_pairs(full[ii, jj], ii, jj)[:max(top_n, int(math.ceil(pool_factor * top_n)))]
     pi, pj = ii[pool], jj[pool]
-    truth = chain.contact_map()[pi, pj].astype(bool)
+    truth = chain.contact_map(contact_cutoff)[pi, pj].astype(bool)
     intact = scorer(np.broadcast_to(tokens, (len(pool), length)), pi, pj)
     original = float(truth[rank_pairs(intact, pi, pj)[:top_n]].sum()) / top_n
     rows, index = [], []

@@ -1,7 +1,9 @@
 """Baselines that tell learned context from simple statistics; all are scored by :mod:`protrnn.evaluation.metrics`.
 
 Every baseline has ``predict(sequence) -> L x L`` contact probabilities (symmetric, zero diagonal); those that learn
-from data have ``fit(chains)`` taking :class:`~protrnn.data.chain.ProteinChain` objects of the training split only.
+from data have ``fit(chains)`` taking :class:`~protrnn.data.chain.ProteinChain` objects of the training split only,
+and learn contacts at the cutoff of the dataset they come from (:func:`training_cutoff`: a prepared
+:class:`~protrnn.data.dataset.ChainDataset`'s stored cutoff, as ``protrnn evaluate`` scores its test sets).
 
 * :class:`RandomBaseline` - uniform noise; the floor every method must clear.
 * :class:`SeparationPrior` - contact frequency as a function of sequence separation alone.
@@ -30,8 +32,9 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
 from protrnn.alphabet import DEFAULT_ALPHABET, PARENT_LETTER, STANDARD_AMINO_ACIDS
-from protrnn.conventions import MIN_SEPARATION
-from protrnn.data.chain import ProteinChain
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
+from protrnn.data.chain import ProteinChain, check_contact_cutoff
+from protrnn.data.dataset import ChainDataset
 from protrnn.errors import InputError, decode_text, reading
 from protrnn.evaluation.metrics import in_range, scored_pairs
 from protrnn.utils.io import csv_records
@@ -48,10 +51,25 @@ def _separation(length: int) -> np.ndarray:
     return np.abs(idx[:, None] - idx[None, :])
 
 
-def _upper_pairs(chain: ProteinChain, min_separation: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row, column and contact flag of the scored upper-triangle pairs of a training chain."""
+def _upper_pairs(chain: ProteinChain, min_separation: int,
+                 contact_cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column and contact flag (Cβ-Cβ < ``contact_cutoff`` Å) of the scored upper-triangle pairs of a training
+    chain."""
     rows, cols = scored_pairs(chain.observed, min_separation)
-    return rows, cols, chain.contact_map()[rows, cols]
+    return rows, cols, chain.contact_map(contact_cutoff)[rows, cols]
+
+
+def training_cutoff(chains: Iterable[ProteinChain], contact_cutoff: float | None = None) -> float:
+    """The cutoff (Å) a baseline learns contacts at from ``chains``: ``contact_cutoff`` when given (a finite distance
+    > 0), else the cutoff of the prepared dataset the chains are (:attr:`ChainDataset.contact_cutoff`: the one
+    ``protrnn prepare --contact-cutoff`` stored, 8 Å for a file that stores none), else the CASP
+    :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF`. A rate learnt at 8 Å from data prepared at 6 Å scores its
+    contacts at neither."""
+    if contact_cutoff is not None:
+        return check_contact_cutoff(contact_cutoff, "contact cutoff")
+    if isinstance(chains, ChainDataset):
+        return chains.contact_cutoff
+    return DEFAULT_CONTACT_CUTOFF
 
 
 def _require_chains(chains: Iterable[ProteinChain], who: str) -> list[ProteinChain]:
@@ -95,14 +113,19 @@ class SeparationPrior:
     min_pairs: int = 200
     table: np.ndarray | None = field(default=None, repr=False)  # p(s) for s = 0 .. last
     slope: float = 0.0
+    #: The cutoff (Å) the table was learnt at (set by ``fit``; :func:`training_cutoff`).
+    contact_cutoff: float | None = field(default=None, init=False)
 
-    def fit(self, chains: Iterable[ProteinChain]) -> SeparationPrior:
+    def fit(self, chains: Iterable[ProteinChain], contact_cutoff: float | None = None) -> SeparationPrior:
+        """Learn p(s) from ``chains``, contacts at ``contact_cutoff`` (default: :func:`training_cutoff`, the cutoff
+        stored with a prepared dataset)."""
+        cutoff = training_cutoff(chains, contact_cutoff)
         chains = _require_chains(chains, "SeparationPrior")
         longest = max(len(chain) for chain in chains)
         pairs = np.zeros(longest, dtype=np.float64)
         hits = np.zeros(longest, dtype=np.float64)
         for chain in chains:
-            rows, cols, truth = _upper_pairs(chain, 1)
+            rows, cols, truth = _upper_pairs(chain, 1, cutoff)
             sep = cols - rows
             pairs += np.bincount(sep, minlength=longest)
             hits += np.bincount(sep, weights=truth.astype(np.float64), minlength=longest)
@@ -135,6 +158,7 @@ class SeparationPrior:
         last = max(last, MIN_SEPARATION)
         self.table = smoothed[: last + 1].copy()
         self.table[0] = 0.0
+        self.contact_cutoff = cutoff
 
         fit_seps = np.arange(24, last + 1)
         fit_seps = fit_seps[(pairs[fit_seps] > 0) & (self.table[fit_seps] > 0)]
@@ -190,17 +214,22 @@ class PairPropensityBaseline:
     bins: tuple[tuple[int, int | None], ...] = PROPENSITY_BINS
     prior: SeparationPrior = field(default_factory=SeparationPrior)
     log_odds: np.ndarray | None = field(default=None, repr=False)  # bins x 20 x 20
+    #: The cutoff (Å) the prior and the table were learnt at (set by ``fit``; :func:`training_cutoff`).
+    contact_cutoff: float | None = field(default=None, init=False)
 
-    def fit(self, chains: Iterable[ProteinChain]) -> PairPropensityBaseline:
+    def fit(self, chains: Iterable[ProteinChain], contact_cutoff: float | None = None) -> PairPropensityBaseline:
+        """Learn the prior and the log-odds table from ``chains``, contacts at ``contact_cutoff`` (default:
+        :func:`training_cutoff`, the cutoff stored with a prepared dataset)."""
+        cutoff = training_cutoff(chains, contact_cutoff)
         chains = _require_chains(chains, "PairPropensityBaseline")
-        self.prior.fit(chains)
+        self.prior.fit(chains, cutoff)
         n_bins = len(self.bins)
         cells = n_bins * _N_AA * _N_AA
         contact_counts = np.zeros(cells, dtype=np.float64)
         other_counts = np.zeros(cells, dtype=np.float64)
         min_sep = min(low for low, _ in self.bins)
         for chain in chains:
-            rows, cols, truth = _upper_pairs(chain, min_sep)
+            rows, cols, truth = _upper_pairs(chain, min_sep, cutoff)
             aa = _residue_index(chain.sequence)
             a, b = aa[rows], aa[cols]
             number = _bin_index(cols - rows, self.bins)
@@ -216,6 +245,7 @@ class PairPropensityBaseline:
         ratio = (np.log(contact_counts / contact_counts.sum(axis=1, keepdims=True))
                  - np.log(other_counts / other_counts.sum(axis=1, keepdims=True)))
         self.log_odds = ratio.reshape(n_bins, _N_AA, _N_AA)
+        self.contact_cutoff = cutoff
         return self
 
     def predict(self, sequence: str) -> np.ndarray:
@@ -582,5 +612,6 @@ __all__ = [
     "ollikainen_folder",
     "read_alignment",
     "scores_to_probabilities",
+    "training_cutoff",
 ]
 

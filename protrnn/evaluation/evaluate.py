@@ -8,7 +8,9 @@ which calls :func:`evaluate`. Outputs in ``OUTDIR`` (written and read back by :m
 * ``summary.json``: per method x test set, the mean of each metric over proteins, the number of proteins with a
   value and a percentile bootstrap interval over proteins (``low``/``high``); per test set its chance level
   (``chance``: the expected top-L/k precision of a random ranking, :func:`chance_level`); plus the command, the
-  models' ``model.json`` paths and configs, the test sets with any leakage removed by ``prepare``, and skipped work.
+  models' ``model.json`` paths and configs, the learned baselines' training set and the contact cutoff they were
+  learnt at (``contact_cutoff``: the training set's stored one, which must be every test set's), the test sets
+  (with the cutoff they are scored at) with any leakage removed by ``prepare``, and skipped work.
 * ``predictions/<method>/<test set>/<protein>.npz`` (optional, first N proteins of each set): ``probs``,
   ``contacts``, ``observed``, ``sequence``, ``id``, for contact-map figures in the report.
 
@@ -181,7 +183,8 @@ def find_leakage(test_path: Path, name: str) -> dict[str, Any]:
     if manifest_path.is_file():
         with reading(manifest_path):
             rows = read_tsv(manifest_path)
-        info.update(manifest_tsv=str(manifest_path),
+        # absolute: protrnn compare reads it later, from wherever it runs (a relative path held only there)
+        info.update(manifest_tsv=str(manifest_path.resolve()),
                     manifest_test_chains=sum(1 for row in rows if row.get("split") == split_of_test_set(prepared)))
     return info
 
@@ -284,12 +287,27 @@ class FreeContactMethod:
         return out
 
 
+def check_learned_cutoff(train_path: Path, train_cutoff: float, test_sets: Sequence[TestSet]) -> None:
+    """The learned baselines' contact rates are learnt at the training set's stored cutoff (``train_cutoff``) and
+    scored at each test set's: a test set prepared at another cutoff is a one-line :class:`InputError` naming both
+    files and both cutoffs (a rate of contacts below 8 Å ranks pairs for contacts below 6 Å by the wrong rate, and
+    its precision would read as the baseline's)."""
+    for test_set in test_sets:
+        if test_set.contact_cutoff != train_cutoff:
+            raise InputError(f"--baselines separation/propensity: the training set {train_path} was prepared at "
+                             f"contact cutoff {train_cutoff:g} Å, but test set {test_set.name!r} ({test_set.path}) at "
+                             f"{test_set.contact_cutoff:g} Å; a contact rate learnt at one cutoff does not score "
+                             "contacts at another: prepare both at one --contact-cutoff")
+
+
 def build_baselines(names: Sequence[str], *, train_path: str | Path | None = None,
-                    ollikainen_root: str | Path | None = None, seed: int = 0,
+                    ollikainen_root: str | Path | None = None, seed: int = 0, test_sets: Sequence[TestSet] = (),
                     log: Callable[[str], None] = print) -> tuple[list[Method], list[dict[str, str]]]:
     """Instantiate (and fit) the requested baselines; returns them and the baselines skipped, with reasons.
 
-    ``separation`` and ``propensity`` learn from the training split (``train_path``, required for them);
+    ``separation`` and ``propensity`` learn from the training split (``train_path``, required for them), at its
+    stored contact cutoff (recorded as the method's ``contact_cutoff``), which must be that of every one of
+    ``test_sets`` (:func:`check_learned_cutoff`);
     ``freecontact`` needs the ``freecontact`` binary and the Ollikainen-40 alignments (``ollikainen_root``) and is
     skipped with a message when either is missing: it is a reference point, not the thing being measured.
     """
@@ -307,14 +325,16 @@ def build_baselines(names: Sequence[str], *, train_path: str | Path | None = Non
         train_chains = load_dataset(train_path)
         if len(train_chains) == 0:
             raise InputError("training set is empty: cannot fit the baselines", path=train_path)
+        check_learned_cutoff(train_path, train_chains.contact_cutoff, test_sets)
     for name in names:
         if name == "random":
             methods.append(BaselineMethod(name, bl.RandomBaseline(seed=seed), {"seed": seed}))
         elif name in ("separation", "propensity"):
             model = bl.SeparationPrior() if name == "separation" else bl.PairPropensityBaseline()
-            model.fit(train_chains)
+            model.fit(train_chains)  # at the training set's stored cutoff (baselines.training_cutoff)
             methods.append(BaselineMethod(name, model, {"train": str(train_path),
-                                                        "train_chains": len(train_chains)}))
+                                                        "train_chains": len(train_chains),
+                                                        "contact_cutoff": model.contact_cutoff}))
         elif name == "freecontact":
             reason = None
             if ollikainen_root is None:
@@ -509,7 +529,7 @@ def run_evaluation(models: Mapping[str, Path], test_sets: Mapping[str, Path], ou
     methods: list[Method] = [ModelMethod(name, path, device=device) for name, path in models.items()]
     with ollikainen_folder(ollikainen_root) as root:
         baseline_methods, skipped = build_baselines(baselines, train_path=train_path, ollikainen_root=root,
-                                                    seed=seed, log=log)
+                                                    seed=seed, test_sets=loaded, log=log)
         methods += baseline_methods
         if not methods:
             raise InputError("every requested method was skipped (see the messages above)")

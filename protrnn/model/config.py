@@ -82,7 +82,8 @@ class ModelConfig:
             cross-entropy. A list of increasing distance edges in Å (e.g. :data:`DEFAULT_DISTOGRAM_BINS`): the head
             outputs ``len(edges) + 1`` distance-class logits per pair (Cβ-Cβ ``< e0``, ``[e0, e1)``, ... ``>= e_last``),
             trained with cross-entropy, and the contact probability is the probability mass below the contact cutoff
-            (8 Å, which must be one of the edges).
+            (8 Å, which must be one of the edges; training refuses data at another ``data.contact_cutoff``:
+            :meth:`protrnn.training.module.ContactLightningModule.check_data_settings`).
         pair_chunk_size: at inference, pairs are scored in tiles of this many rows/columns to bound memory.
     """
 

@@ -18,7 +18,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from protrnn.conventions import FAR_RICH_PER_LENGTH, FAR_RICH_RANGE, HEADLINE_K, RANGES
+from protrnn.conventions import (
+    DEFAULT_CONTACT_CUTOFF,
+    FAR_RICH_PER_LENGTH,
+    FAR_RICH_RANGE,
+    HEADLINE_K,
+    RANGES,
+)
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
 from protrnn.model.io import expected_state
@@ -191,12 +197,20 @@ class ContactLightningModule(pl.LightningModule):
 
     def check_data_settings(self, contact_cutoff: object) -> None:
         """Settings that depend on the data: ``near_miss_max`` must lie beyond the data's contact cutoff (no
-        non-contact is closer than the cutoff, so a bound at or below it weights nothing). ``protrnn train`` calls this
-        before the trainer starts; :meth:`setup` again for a fit started from Python."""
-        if (self.near_miss_weight != 1.0 and isinstance(contact_cutoff, (int, float))
-                and self.near_miss_max <= contact_cutoff):
+        non-contact is closer than the cutoff, so a bound at or below it weights nothing), and a distogram head needs
+        the data at the CASP 8 Å (its contact probability is the mass below 8 Å, :attr:`ModelConfig.contact_classes`,
+        and would be validated, trained with ``contact_weight`` and evaluated against contacts at another cutoff).
+        ``protrnn train`` calls this before the trainer starts; :meth:`setup` again for a fit started from Python."""
+        if not isinstance(contact_cutoff, (int, float)):
+            return
+        if self.near_miss_weight != 1.0 and self.near_miss_max <= contact_cutoff:
             raise InputError(f"config key 'model.near_miss_max': {self.near_miss_max:g} Å is not beyond the contact "
                              f"cutoff (data.contact_cutoff {contact_cutoff:g} Å), so no pair would be weighted")
+        if self.config.distogram_bins is not None and contact_cutoff != DEFAULT_CONTACT_CUTOFF:
+            raise InputError(f"config key 'data.contact_cutoff': {contact_cutoff:g} Å, but a distogram head "
+                             f"(model.model.distogram_bins) gives the contact probability as the mass below "
+                             f"{DEFAULT_CONTACT_CUTOFF:g} Å; train it on data prepared at {DEFAULT_CONTACT_CUTOFF:g} Å, "
+                             "or use a binary head (model.model.distogram_bins: null)")
 
     def setup(self, stage: str) -> None:
         if self._trainer is not None:
