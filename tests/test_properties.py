@@ -137,15 +137,23 @@ HEADER_TEXT = st.text(st.sampled_from(string.ascii_letters + string.digits + str
 def _expected_contacts(probs: np.ndarray, top: int | None, threshold: float | None,
                        min_separation: int) -> list[tuple[int, int, float, float, float]]:
     """The RR contact lines the module docstring promises, by brute force: pairs i < j with j - i >= min_separation
-    and p >= threshold, ordered by decreasing p then (i, j), the first ``top`` (default L when neither option is
-    given), 1-based, d1 = 0, d2 = 8 and p printed with four decimals."""
+    and p >= threshold, ordered by decreasing p then (i, j), the first ``top``; with neither option, the first L of
+    each separation range (6-11, 12-23, >= 24, and min_separation-5 when it is below 6) cut at min_separation,
+    ranked together; 1-based, d1 = 0, d2 = 8 and p printed with four decimals."""
     length = probs.shape[0]
     pairs = [(i, j, float(probs[i, j])) for i in range(length) for j in range(i + min_separation, length)]
     if threshold is not None:
         pairs = [pair for pair in pairs if pair[2] >= threshold]
     pairs.sort(key=lambda pair: (-pair[2], pair[0], pair[1]))
-    limit = top if top is not None else (length if threshold is None else None)
-    return [(i + 1, j + 1, 0.0, 8.0, float(f"{p:.4f}")) for i, j, p in pairs[:limit]]
+    if top is None and threshold is None:
+        bounds = [(6, 11), (12, 23), (24, length)] + ([(min_separation, 5)] if min_separation < 6 else [])
+        chosen = []
+        for low, high in bounds:
+            chosen += [pair for pair in pairs if max(low, min_separation) <= pair[1] - pair[0] <= high][:length]
+        pairs = sorted(chosen, key=lambda pair: (-pair[2], pair[0], pair[1]))
+    elif top is not None:
+        pairs = pairs[:top]
+    return [(i + 1, j + 1, 0.0, 8.0, float(f"{p:.4f}")) for i, j, p in pairs]
 
 
 @PROPERTY

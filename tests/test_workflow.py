@@ -805,7 +805,7 @@ def _fit_settings_section(uses_conda: bool = False) -> dict:
     common = (REPO / "workflows" / "rules" / "common.smk").read_text()
     start = common.index("\n# --- settings the pipeline sets itself")
     section = common[start:common.index("\n# --- ", common.index("\n# --- settings the fit commands accept") + 1)]
-    namespace: dict = {"workflow": types.SimpleNamespace(basedir=str(REPO)), "_USES_CONDA": uses_conda}
+    namespace: dict = {"workflow": types.SimpleNamespace(basedir=str(REPO)), "CHECKOUT": REPO, "_USES_CONDA": uses_conda}
     exec("import ast, difflib, importlib.util, re, sys\nfrom pathlib import Path\n" + section, namespace)
     return namespace
 

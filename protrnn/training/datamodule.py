@@ -136,7 +136,7 @@ def load_config_datasets(paths: dict[str, Path]) -> dict[str, Any]:
 
 def check_stored_cutoff(key: str, chains: Any, contact_cutoff: float) -> None:
     """The dataset of config key ``key`` was prepared at ``contact_cutoff`` (``data.contact_cutoff``): its labels would
-    otherwise be computed at another cutoff than the one its file records (``protrnn prepare --contact-cutoff``), and
+    otherwise be computed at another cutoff than the one its file records (what ``protrnn prepare`` was given), and
     the run, its validation precision and the export would silently disagree with ``protrnn evaluate``, which scores
     at the stored one. A mismatch is a one-line :class:`InputError` naming the file, both values and the fix; a file
     that stores no cutoff (written before datasets recorded one) is trained at ``contact_cutoff``."""
@@ -177,7 +177,7 @@ class ContactDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes (0 = load in the training process; best on 2 CPU cores).
         seed: seed for crops and batch shuffling (per epoch: seed + epoch), independent of the model seed.
         contact_cutoff: Cβ-Cβ distance (Å) below which a pair is a contact: the cutoff stored with both datasets
-            (``protrnn prepare --contact-cutoff``), or a mismatch is refused here (:func:`check_stored_cutoff`).
+            (the cutoff ``protrnn prepare`` was given), or a mismatch is refused here (:func:`check_stored_cutoff`).
     """
 
     def __init__(self, train_path: str | Path, val_path: str | Path, crop_length: int | None = 128,
