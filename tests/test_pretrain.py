@@ -517,7 +517,8 @@ def test_pretrain_cli_errors_are_one_line_naming_the_key(label_data: dict[str, P
 
 
 def test_pretrain_cli_fit_export_and_train_from_the_encoder(label_data: dict[str, Path],
-                                                            contact_data: dict[str, Path], tmp_path: Path) -> None:
+                                                            contact_data: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
     from protrnn.cli import main
     from protrnn.commands import train as train_cmd
     from protrnn.model.io import load_network
@@ -545,6 +546,12 @@ def test_pretrain_cli_fit_export_and_train_from_the_encoder(label_data: dict[str
     assert last.metadata["training_config"]["trainer"]["max_steps"] == 6
     assert last.metadata["training_config"] == meta["training_config"]
     assert last.metadata["training_config_source"] == "checkpoint"
+    # the contact export of a pretraining checkpoint names the command that exports it (it listed 42 missing weights)
+    capsys.readouterr()
+    assert main(["export", str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "wrong")]) == 2
+    assert "a pretraining checkpoint of protrnn pretrain fit, not a contact model: export it with `protrnn pretrain " \
+           "export`" in capsys.readouterr().err
+    assert not (tmp_path / "wrong").exists()
 
     # protrnn train from the export, encoder frozen throughout: the exported contact model carries its weights.
     contact_run = tmp_path / "contact"

@@ -583,7 +583,13 @@ def network_from_checkpoint(checkpoint: Mapping[str, Any], build: Callable[[Mode
 def _network_from_checkpoint(path: Path) -> tuple[ContactModel, dict[str, Any]]:
     """Rebuild the ContactModel stored in a checkpoint of ``protrnn train`` (:func:`network_from_checkpoint`)."""
     checkpoint = load_checkpoint(path)
-    config = (checkpoint.get("hyper_parameters") or {}).get("model")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if isinstance(hparams, Mapping) and {"ss_weight", "mask_weight"} <= set(hparams):
+        # the pretraining module's own settings (protrnn.training.pretrain.PretrainLightningModule): an encoder with
+        # pretraining heads, not a contact model, whose weights had been reported as "missing parameter 'head...'"
+        raise InputError("a pretraining checkpoint of protrnn pretrain fit, not a contact model: export it with "
+                         "`protrnn pretrain export`, and train a contact model from it (docs/pretraining.md)", path=path)
+    config = hparams.get("model") if isinstance(hparams, Mapping) else None
     architecture = f"{config.get('cell')}/{config.get('head')}" if isinstance(config, Mapping) else "?"
     net = network_from_checkpoint(checkpoint, ContactModel, source=path,
                                   what=f"weights do not match the architecture {architecture} recorded in the "
