@@ -79,8 +79,8 @@ def config_input(keys, value):
     by --config): they name files of the checkout (data/example.fasta) and the data beside it (../shared/data), so
     they are read from the checkout wherever the pipeline runs. `keys` is the key's path in the config, e.g.
     ("predict", "fasta")."""
-    if not DEFAULT_CONFIG or Path(value).is_absolute():
-        return value
+    if not DEFAULT_CONFIG or Path(value).is_absolute() or Path.cwd() == CHECKOUT:
+        return value  # in the checkout itself: as written (no rerun for a path spelt ./x or x/)
     node = workflow.config_settings.config or {}
     for key in keys:
         if not isinstance(node, Mapping) or key not in node:
