@@ -14,9 +14,9 @@ write a manifest of every input. Dispatch is by suffix (``.gz`` looked through),
 directory                                    a cgdms data directory (``protein_data/train_val``), else each file
 =========================================== ===========================================================
 
-:func:`read_chains` is the one "chains from a path" call: the chains of any of the above, failures reported to the
-caller. Predict's structure lookup keeps :func:`iter_chains`' outcomes, which also carry a prepared dataset's contact
-cutoff (:attr:`LoadOutcome.contact_cutoff`).
+:func:`read_collection` is the one "chains from a path" call: the chains of any of the above, failures reported to the
+caller, and the contact cutoff they are scored at (a prepared dataset's stored one); :func:`read_chains` its list of
+chains alone.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data import formats
 from protrnn.data.chain import ProteinChain
 from protrnn.data.structure import (
@@ -149,19 +150,33 @@ def read_chains(path: str | os.PathLike[str], *, chain: str | None = None,
     Inputs that fail are appended to ``failures`` when given (else dropped). With ``require`` (default), finding no
     chain at all is an :class:`InputError` that names ``path`` and the first failure's reason.
     """
-    chains: list[ProteinChain] = []
-    failed: list[LoadOutcome] = []
-    for outcome in iter_chains(path, chain=chain):
-        if outcome.chain is not None:
-            chains.append(outcome.chain)
-        else:
-            failed.append(outcome)
+    chains, failed, _ = read_collection(path, chain=chain)
     if failures is not None:
         failures.extend(failed)
     if require and not chains:
         reason = f": {failed[0].error}" if failed else ""
         raise InputError(f"no chain could be read{reason}", path=path)
     return chains
+
+
+def read_collection(path: str | os.PathLike[str], *,
+                    chain: str | None = None) -> tuple[list[ProteinChain], list[LoadOutcome], float]:
+    """``(chains, failures, contact_cutoff)``: the chains of any input :func:`iter_chains` reads, in order, the inputs
+    that failed, and the cutoff (Å) the chains' contacts are scored at: a prepared dataset's stored one
+    (:attr:`LoadOutcome.contact_cutoff`, as ``protrnn evaluate`` scores it), the CASP
+    :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` for any other input (one path is one prepared dataset at
+    most: :func:`iter_chains` reads a ``.npz`` only when it is named)."""
+    chains: list[ProteinChain] = []
+    failed: list[LoadOutcome] = []
+    cutoff: float | None = None
+    for outcome in iter_chains(path, chain=chain):
+        if outcome.chain is None:
+            failed.append(outcome)
+            continue
+        chains.append(outcome.chain)
+        if cutoff is None:
+            cutoff = outcome.contact_cutoff
+    return chains, failed, DEFAULT_CONTACT_CUTOFF if cutoff is None else cutoff
 
 
 def _iter_directory(root: Path, chain: str | None) -> Iterator[LoadOutcome]:

@@ -10,7 +10,7 @@ kinds of source; which one is the caller's ``kind`` (the option used), never the
   chain ``A``;
 * ``kind="structures"`` and a file: a collection of chains matched by ID (and, for IDs like ``1abcA``, the chain
   read as ``1abc_A``: the PDB code in any case, the chain ID as written), read with
-  :func:`protrnn.data.sources.iter_chains` (a prepared ``.npz``, a CATH-style ``chain_set.jsonl`` / JSON, per-chain
+  :func:`protrnn.data.sources.read_collection` (a prepared ``.npz``, a CATH-style ``chain_set.jsonl`` / JSON, per-chain
   JSONL, a cgdms per-chain ``.txt``, an archive: every input ``protrnn prepare`` reads).
 
 A structure's contacts are scored at :attr:`StructureRef.contact_cutoff`: the cutoff stored with a prepared dataset
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
-from protrnn.data.sources import STRUCTURE_SUFFIXES, LoadOutcome, iter_chains
+from protrnn.data.sources import STRUCTURE_SUFFIXES, read_collection
 from protrnn.data.structure import read_structure
 from protrnn.errors import InputError, reading
 from protrnn.utils.io import safe_name
@@ -69,8 +69,9 @@ class StructureIndex:
         self.kind = kind
         self._map: dict[str, StructureRef] = {}
         self._files: dict[str, Path] = {}
-        self._chains: dict[str, LoadOutcome] = {}  # chain ID -> the chain read (and its source's contact cutoff)
-        self._pdb_chains: dict[tuple[str, str], LoadOutcome] = {}  # (PDB code lower-cased, chain ID) -> chain
+        self._chains: dict[str, ProteinChain] = {}
+        self._pdb_chains: dict[tuple[str, str], ProteinChain] = {}  # (PDB code lower-cased, chain ID) -> chain
+        self._cutoff = DEFAULT_CONTACT_CUTOFF  # a collection's: a prepared dataset's stored cutoff
         if kind == "map":
             if self.source.is_dir():
                 raise InputError("--structure-map: a directory, not a map file (id<TAB>path[<TAB>chain] per line; "
@@ -115,32 +116,27 @@ class StructureIndex:
             self._map[fields[0]] = StructureRef(path, chain)
 
     def _read_collection(self) -> None:
-        outcomes = list(iter_chains(self.source))
-        read = [outcome for outcome in outcomes if outcome.chain is not None]
-        if not read:
-            failures = [outcome for outcome in outcomes if outcome.chain is None]
+        chains, failures, self._cutoff = read_collection(self.source)
+        if not chains:
             reason = f" ({failures[0].error})" if failures else ""
             hint = (" (a map of id<TAB>path lines is --structure-map FILE)"
                     if self.source.suffix.lower() in (".tsv", ".tab") else "")
             raise InputError(f"structures: no chain could be read from this file{reason}{hint}", path=self.source)
-        for outcome in read:
-            chain_id = outcome.chain.id
-            self._chains.setdefault(chain_id, outcome)
-            match = _PDB_CHAIN_ID.fullmatch(chain_id)
+        for chain in chains:
+            self._chains.setdefault(chain.id, chain)
+            match = _PDB_CHAIN_ID.fullmatch(chain.id)
             if match:  # `1abc_A` (what prepare and the archives' readers name a PDB file's chain) also as 1abcA, ...
-                self._pdb_chains.setdefault((match.group(1).lower(), match.group(2)), outcome)
+                self._pdb_chains.setdefault((match.group(1).lower(), match.group(2)), chain)
 
     def find(self, record_id: str) -> StructureRef | None:
         """The structure of ``record_id``, or None when the source has none for it."""
         if self._chains:
-            outcome = self._chains.get(record_id)
-            match = _PDB_CHAIN_ID.fullmatch(record_id) if outcome is None else None
+            chain = self._chains.get(record_id)
+            match = _PDB_CHAIN_ID.fullmatch(record_id) if chain is None else None
             if match:  # as in a directory: 1abcA, 1ABC:A, ... find the chain read as 1abc_A
-                outcome = self._pdb_chains.get((match.group(1).lower(), match.group(2)))
-            if outcome is None or outcome.chain is None:
-                return None
-            cutoff = DEFAULT_CONTACT_CUTOFF if outcome.contact_cutoff is None else outcome.contact_cutoff
-            return StructureRef(self.source, outcome.chain.id, loaded=outcome.chain, contact_cutoff=cutoff)
+                chain = self._pdb_chains.get((match.group(1).lower(), match.group(2)))
+            return (StructureRef(self.source, chain.id, loaded=chain, contact_cutoff=self._cutoff)
+                    if chain is not None else None)
         if not self._files:
             return self._map.get(record_id)
         for key in (record_id.lower(), safe_name(record_id).lower()):

@@ -28,7 +28,7 @@ import numpy as np
 
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain
-from protrnn.data.sources import LoadOutcome, iter_chains
+from protrnn.data.sources import read_collection
 from protrnn.diagnostics.fit import (
     constant_predictor_loss,
     contact_rate,
@@ -380,12 +380,7 @@ def load_data(path: str | os.PathLike[str]) -> tuple[list[ProteinChain], float]:
     """:func:`load_chains` and the cutoff (Å) their contacts are labelled at: a prepared dataset's stored cutoff
     (:attr:`protrnn.data.sources.LoadOutcome.contact_cutoff`, as ``protrnn evaluate`` scores it), the CASP
     :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` for any other input."""
-    outcomes = list(iter_chains(path))
-    chains = [outcome.chain for outcome in outcomes if outcome.chain is not None]
-    failures: list[LoadOutcome] = [outcome for outcome in outcomes if outcome.chain is None]
-    # one path is one prepared dataset at most (iter_chains reads a .npz only when it is named)
-    cutoff = next((outcome.contact_cutoff for outcome in outcomes if outcome.contact_cutoff is not None),
-                  DEFAULT_CONTACT_CUTOFF)
+    chains, failures, cutoff = read_collection(path)
     if failures:
         print(f"protrnn diagnose: skipped {len(failures)} unreadable input(s) in {Path(path)}", file=sys.stderr)
     if not chains:
