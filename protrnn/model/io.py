@@ -525,6 +525,17 @@ def check_layout(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *,
                              f"must be one of {_dtype_names()}", path=source)
 
 
+def peek_checkpoint(path: str | os.PathLike[str]) -> Mapping[str, Any] | None:
+    """A checkpoint's fields, read ``weights_only`` and memory-mapped (the weights are not read), or None for a file
+    that cannot be read that way: for the checks of which run or folder wrote a checkpoint, to which a damaged or
+    foreign file is simply not the one sought (:func:`load_checkpoint` names what is wrong with a file instead)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # whatever torch raises on a damaged or foreign file
+        return None
+    return checkpoint if isinstance(checkpoint, Mapping) else None
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a Lightning checkpoint without unpickling code (``weights_only=True``); one-line errors."""
     path = Path(path)

@@ -20,7 +20,7 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from protrnn.errors import InputError, reading
-from protrnn.model.io import load_network, save_model
+from protrnn.model.io import load_network, peek_checkpoint, save_model
 from protrnn.training.module import CKPT_VAL_METRICS
 from protrnn.utils.io import json_safe
 
@@ -145,11 +145,8 @@ def written_in(path: Path, dirpath: str) -> bool:
     """Whether the checkpoint file ``path`` was saved by a checkpoint callback whose folder was ``dirpath`` (its
     recorded callback state says so; read ``weights_only`` and memory-mapped, so the weights are not read). False for
     a file that cannot be read that way."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a damaged or foreign file, whatever torch raises on it, is not one of the run's checkpoints
-        return False
-    states = checkpoint.get("callbacks") if isinstance(checkpoint, Mapping) else None
+    checkpoint = peek_checkpoint(path)
+    states = checkpoint.get("callbacks") if checkpoint is not None else None
     return isinstance(states, Mapping) and any(
         isinstance(state, Mapping) and "best_k_models" in state and str(state.get("dirpath")) == dirpath
         for state in states.values())

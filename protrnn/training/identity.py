@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
+from protrnn.model.io import peek_checkpoint
 from protrnn.utils.io import file_sha256
 
 #: The key of a checkpoint that holds its run's identity.
@@ -116,11 +116,8 @@ def checkpoint_of_run(path: Path, identity: Mapping[str, Any] | None) -> bool:
     not read; False where it cannot be told (no identity given, an unreadable file, one recorded before identities)."""
     if identity is None:
         return False
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a damaged or foreign file, whatever torch raises on it, is not this run's
-        return False
-    saved = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, Mapping) else None
+    checkpoint = peek_checkpoint(path)
+    saved = checkpoint.get(CHECKPOINT_KEY) if checkpoint is not None else None
     if not isinstance(saved, Mapping):
         return False
     settings, files = identity_differences(saved, identity)
