@@ -30,6 +30,7 @@ from protrnn.conventions import MIN_SEPARATION
 from protrnn.data.fasta import NO_ID_REASON, iter_fasta, skip_reason
 from protrnn.data.structure_index import StructureIndex
 from protrnn.errors import InputError
+from protrnn.evaluation.metrics import bin_label
 from protrnn.model.predictor import Predictor, load_model
 from protrnn.predict.evaluate import evaluate_record, evaluation_columns
 from protrnn.predict.memory import RELEASE_PAIRS, release_free_memory
@@ -95,8 +96,7 @@ class OutputSettings:
         # tells 0.3265 from 0.3265001 (``:g`` kept 6 digits, and such runs resumed each other's files)
         shown = repr(float(threshold)) if threshold is not None else ""
         if top is None and threshold is None:
-            windows = ", ".join(f"{low}-{high}" if high is not None else f">={low}"
-                                for low, high in range_windows(min_separation))
+            windows = ", ".join(bin_label(low, high) for low, high in range_windows(min_separation))
             remarks = [f"contacts: top L pairs of each separation range {windows}; full matrix in the npz"]
         else:
             selection = f"threshold {shown}" if top is None else (

@@ -123,7 +123,7 @@ def _shell_word(text):
 
 shell.prefix(
     "set -euo pipefail; export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736; "
-    f"export PYTHONPATH={_shell_word(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"export PYTHONPATH={_shell_word(CHECKOUT)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"export PROTRNN_PY={PY}; "
     f"export PROTRNN_SCRIPTS={_shell_word(CHECKOUT / 'workflows' / 'scripts')}; "
 )
