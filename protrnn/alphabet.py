@@ -66,14 +66,16 @@ class Alphabet:
         """Return the canonical upper-case sequence (gaps and a trailing stop removed, U/O mapped).
 
         Raises :class:`InputError` at the first letter that is not a residue, naming its 1-based position
-        in the record as given.
+        in the record as given: leading and trailing whitespace is removed, but counted (``"  AC#"`` names
+        position 5, the ``#`` of the string passed in).
         """
-        text = sequence.strip()
+        leading = len(sequence) - len(sequence.lstrip())
+        text = sequence[leading:].rstrip()
         if text.endswith("*"):
             text = text[:-1]
         out = []
         valid = set(self.residues) | UNKNOWN_LETTERS | set(PARENT_LETTER)
-        for index, letter in enumerate(text, start=1):
+        for index, letter in enumerate(text, start=leading + 1):
             upper = letter.upper() if letter.isascii() else letter  # 'ı'.upper() == 'I': no Unicode folding
             if upper in valid:
                 out.append(PARENT_LETTER.get(upper, upper))

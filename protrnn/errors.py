@@ -84,7 +84,9 @@ def parse_json_document(raw: bytes, path: object, fmt: str, *, max_version: int 
 
 def parse_json_bytes(raw: bytes, path: object, what: str) -> Any:
     """``raw`` (the bytes of ``path``, a ``what``) decoded as UTF-8 JSON, any value. Not UTF-8 and not JSON are
-    one-line :class:`InputError` messages naming the byte, or the line and column (1-based)."""
+    one-line :class:`InputError` messages naming the byte, or the line and column (1-based); so is JSON that Python
+    cannot hold: an integer longer than its digit limit (``sys.get_int_max_str_digits()``, 4300 by default) or arrays
+    and objects nested deeper than its recursion limit."""
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -92,6 +94,11 @@ def parse_json_bytes(raw: bytes, path: object, what: str) -> Any:
     except json.JSONDecodeError as exc:  # line and column, 1-based (a "position" would read as a residue's)
         raise InputError(f"not a {what}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
                          path=path) from None
+    except ValueError as exc:  # an integer beyond Python's digit limit (its advice to raise the limit is cut)
+        reason = str(exc).split(";")[0].strip() or type(exc).__name__
+        raise InputError(f"not a {what}: unreadable JSON ({reason})", path=path) from None
+    except RecursionError:
+        raise InputError(f"not a {what}: unreadable JSON (arrays or objects nested too deeply)", path=path) from None
 
 
 def check_document(document: Any, path: object, fmt: str, *, max_version: int | None = None,

@@ -9,7 +9,8 @@ Layout written (CASP RR, one model)::
     METHOD <model description>   (one or more)
     MODEL  1
     <sequence, 50 residues per line>
-    i j 0 8 p                    (1-based, i < j, sorted by decreasing p, then by (i, j))
+    i j 0 d2 p                   (1-based, i < j, sorted by decreasing p, then by (i, j); d2 the model's
+                                  contact cutoff, CASP's 8 for every shipped model)
     END
 
 Probabilities are written with four decimals, clamped to [0, 1]. The same matrix and settings always give the same bytes,
@@ -24,6 +25,7 @@ list can be read from the file. The full matrix is in the ``.npz`` beside it.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -196,9 +198,13 @@ def format_probability(p: float) -> str:
 
 def format_rr(target: str, sequence: str, probs: np.ndarray, *, method_lines: Sequence[str],
               remarks: Sequence[str] = (), top: int | None = None, min_separation: int = MIN_SEPARATION,
-              threshold: float | None = None) -> str:
-    """The RR text for one chain (see the module docstring for the layout)."""
+              threshold: float | None = None, upper_distance: float = CONTACT_D2) -> str:
+    """The RR text for one chain (see the module docstring for the layout); ``upper_distance`` is each contact line's
+    d2, the distance (Å) the probabilities are for (the model's contact cutoff; CASP's 8 by default)."""
     probs = np.asarray(probs)
+    if not (math.isfinite(upper_distance) and upper_distance > CONTACT_D1):
+        raise ValueError(f"upper_distance must be a finite distance > {CONTACT_D1}, got {upper_distance!r}")
+    d2 = f"{upper_distance:g}"
     if not sequence:
         raise ValueError("cannot write an RR file for an empty sequence")
     if probs.shape != (len(sequence), len(sequence)):
@@ -214,7 +220,7 @@ def format_rr(target: str, sequence: str, probs: np.ndarray, *, method_lines: Se
     lines.append("MODEL  1")
     lines.extend(sequence[k:k + SEQUENCE_LINE_WIDTH] for k in range(0, len(sequence), SEQUENCE_LINE_WIDTH))
     rows, cols, values = select_contacts(probs, top=top, min_separation=min_separation, threshold=threshold)
-    lines.extend(f"{i + 1} {j + 1} {CONTACT_D1} {CONTACT_D2} {format_probability(p)}"
+    lines.extend(f"{i + 1} {j + 1} {CONTACT_D1} {d2} {format_probability(p)}"
                  for i, j, p in zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True))
     lines.append("END")
     return "\n".join(lines) + "\n"
@@ -222,14 +228,16 @@ def format_rr(target: str, sequence: str, probs: np.ndarray, *, method_lines: Se
 
 def write_rr(path_or_handle: str | os.PathLike[str] | IO[str], target: str, sequence: str, probs: np.ndarray, *,
              method_lines: Sequence[str], remarks: Sequence[str] = (), top: int | None = None,
-             min_separation: int = MIN_SEPARATION, threshold: float | None = None) -> None:
+             min_separation: int = MIN_SEPARATION, threshold: float | None = None,
+             upper_distance: float = CONTACT_D2) -> None:
     """Write one chain's contacts as CASP RR. A path is written atomically; a text handle is written as is.
 
     ``probs`` is the L x L probability matrix (its upper triangle is read); ``top``/``threshold`` choose the pairs
-    (default: the top L of each separation range from ``min_separation`` on, :func:`select_contacts`).
+    (default: the top L of each separation range from ``min_separation`` on, :func:`select_contacts`);
+    ``upper_distance`` is each line's d2 (:func:`format_rr`).
     """
     text = format_rr(target, sequence, probs, method_lines=method_lines, remarks=remarks, top=top,
-                     min_separation=min_separation, threshold=threshold)
+                     min_separation=min_separation, threshold=threshold, upper_distance=upper_distance)
     if isinstance(path_or_handle, (str, os.PathLike)):
         with atomic_write(path_or_handle, "w", encoding="ascii", newline="\n") as handle:
             handle.write(text)

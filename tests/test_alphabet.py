@@ -60,3 +60,14 @@ def test_a_letter_that_cannot_be_shown_is_escaped_by_its_code_point(letter: str,
     with pytest.raises(InputError) as info:
         DEFAULT_ALPHABET.clean("MK" + letter, record="r")
     assert str(info.value) == f"record 'r', position 3: invalid residue letter {shown}"
+
+
+@pytest.mark.parametrize(("raw", "position"), [("  AC#DE", 5), ("\tMK1", 4), ("\n \r\nAB!", 7), ("AC#  ", 3),
+                                               ("   MKV**", 7)])  # the trailing * goes, the one before it not
+def test_positions_count_the_leading_whitespace_that_clean_removes(raw: str, position: int) -> None:
+    """The 1-based position in the record as given (the docstring's promise): whitespace that is stripped still
+    counts, so ``raw[position - 1]`` is the letter named (positions used to count from the first non-blank)."""
+    with pytest.raises(InputError) as info:
+        DEFAULT_ALPHABET.clean(raw, record="r")
+    assert info.value.position == position
+    assert str(info.value) == f"record 'r', position {position}: invalid residue letter {raw[position - 1]!r}"

@@ -1,6 +1,7 @@
-"""The contact cutoff: only a finite distance > 0 is accepted (given, configured or stored), and the cutoff stored with
-a prepared dataset is the one its contacts are scored (``protrnn predict --structures``) and trained (``protrnn
-train``) at, as ``protrnn evaluate`` scores them."""
+"""The contact cutoff: only a finite distance > 0 is accepted (given, configured or stored); the cutoff stored with
+a prepared dataset is the one its contacts are trained (``protrnn train``) and evaluated at, and a model is only
+scored against contacts at the cutoff it was trained at (``protrnn evaluate``, ``protrnn predict --structures``),
+which its RR files give as each contact's upper distance bound."""
 
 from __future__ import annotations
 
@@ -104,22 +105,31 @@ def test_a_dataset_storing_a_non_finite_cutoff_is_refused_where_it_is_read(chain
     assert not (tmp_path / "ev" / "summary.json").exists()
 
 
-# ---- defect 2a: predict --structures DATASET.npz scores at the dataset's cutoff ------------------------------------
-def test_predict_scores_a_prepared_dataset_at_its_stored_cutoff(chains: list, shared_data: Path,
-                                                                tmp_path: Path) -> None:
-    """`--structures test.npz` from `prepare --contact-cutoff 6` counted contacts at 8 Å; protrnn evaluate, on the
-    same file, at 6. The counts per range are checked against Cβ distances taken from the file with numpy. Another
-    collection (a chain_set JSON, which stores no cutoff) keeps the CASP 8 Å."""
-    from protrnn.data.formats import iter_json_chains
+# ---- defect 2a: predict --structures scores at the model's cutoff; a dataset stored at another one is refused ------
+def tiny_export(directory: Path, contact_cutoff: float | None, seed: int = 0) -> Path:
+    """An untrained tiny export whose record says it was trained at ``contact_cutoff`` (None: no training record, as
+    an export of a checkpoint whose run config was not found)."""
     from protrnn.model.config import ModelConfig
     from protrnn.model.contact_model import ContactModel
     from protrnn.model.io import save_model
+
+    torch.manual_seed(seed)
+    extra = None if contact_cutoff is None else {"training_config": {"data": {"contact_cutoff": contact_cutoff}}}
+    save_model(ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
+                                        pair_chunk_size=64, dropout=0.0)), directory, extra=extra)
+    return directory
+
+
+def test_predict_scores_structures_at_the_models_cutoff(chains: list, shared_data: Path, tmp_path: Path) -> None:
+    """A model trained at 6 Å: `--structures test.npz` (prepared at 6 Å) and a chain_set JSON (which stores no
+    cutoff) are both scored at 6 Å, the contacts its probabilities are for; the counts per range are checked against
+    Cβ distances taken with numpy. An 8 Å model given the 6 Å dataset is refused before anything is written (it had
+    been scored at the dataset's 6 Å, and before that at 8 Å whatever the file stored)."""
+    from protrnn.data.formats import iter_json_chains
     from protrnn.predict import load_model, predict_fasta
 
-    torch.manual_seed(0)
-    save_model(ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
-                                        pair_chunk_size=64, dropout=0.0)), tmp_path / "model")
-    predictor = load_model(tmp_path / "model", device="cpu")
+    six = load_model(tiny_export(tmp_path / "six", 6.0), device="cpu")
+    assert six.contact_cutoff == 6.0
     dataset = save_dataset(chains[:3], tmp_path / "test_six.npz", contact_cutoff=6.0)
     stored = load_dataset(dataset)
     ts50 = [chain for chain in iter_json_chains(shared_data / "ts50_gvp" / "ts50.json.gz")
@@ -128,14 +138,14 @@ def test_predict_scores_a_prepared_dataset_at_its_stored_cutoff(chains: list, sh
     fasta.write_text("".join(f">{c.id}\n{c.sequence}\n" for c in [*chains[:3], *ts50]))
     ranges = {"short": (6, 11), "medium": (12, 23), "long": (24, None)}
 
-    def counts(structures: Path, out: str) -> dict[str, dict[str, int]]:
+    def counts(structures: Path, out: str, predictor) -> dict[str, dict[str, int]]:
         predict_fasta(fasta, tmp_path / out, predictor, structures=structures, progress=False)
         header, *lines = (tmp_path / out / "summary.tsv").read_text().splitlines()
         rows = [dict(zip(header.split("\t"), line.split("\t"), strict=True)) for line in lines]
         return {row["id"]: {name: int(row[f"{name}/n_contacts"]) for name in ranges} for row in rows
                 if row["evaluation"] == "ok"}
 
-    found = counts(dataset, "npz")
+    found = counts(dataset, "npz", six)
     assert sorted(found) == sorted(c.id for c in chains[:3])
     for index in range(3):
         chain_id, coords, observed = stored.chain_id(index), stored.coords(index), stored.observed(index)
@@ -143,20 +153,118 @@ def test_predict_scores_a_prepared_dataset_at_its_stored_cutoff(chains: list, sh
         at8 = {name: cb_contacts(coords, observed, 8.0, *bounds) for name, bounds in ranges.items()}
         assert at6 != at8  # the two cutoffs tell apart on this chain
         assert found[chain_id] == at6, chain_id
-    json_found = counts(shared_data / "ts50_gvp" / "ts50.json.gz", "json")
+    json_found = counts(shared_data / "ts50_gvp" / "ts50.json.gz", "json", six)
     assert sorted(json_found) == sorted(c.id for c in ts50)
     for chain in ts50:
-        assert json_found[chain.id] == {name: cb_contacts(chain.coords, chain.observed, 8.0, *bounds)
+        assert json_found[chain.id] == {name: cb_contacts(chain.coords, chain.observed, 6.0, *bounds)
                                         for name, bounds in ranges.items()}
+    eight = load_model(tiny_export(tmp_path / "eight", None), device="cpu")  # no record: the default 8 Å
+    assert eight.contact_cutoff == 8.0
+    with pytest.raises(InputError) as info:
+        predict_fasta(fasta, tmp_path / "refused", eight, structures=dataset, progress=False)
+    assert str(info.value) == (f"{dataset}: structures: the dataset was prepared at contact cutoff 6 Å, but the "
+                               "model was trained at 8 Å; its probabilities are not for these contacts (prepare the "
+                               "structures again with --contact-cutoff 8)")
+    assert not (tmp_path / "refused").exists()
 
 
-def test_structure_refs_carry_the_cutoff_of_their_source(chains: list, tmp_path: Path) -> None:
+def test_structure_refs_carry_the_cutoff_they_are_scored_at(chains: list, tmp_path: Path) -> None:
     from protrnn.data.structure_index import StructureIndex
 
     six = save_dataset(chains[:2], tmp_path / "six.npz", contact_cutoff=6.0)
     older = with_metadata(six, tmp_path / "older.npz", contact_cutoff=None)  # written before the cutoff was stored
-    assert StructureIndex(six).find(chains[0].id).contact_cutoff == 6.0
-    assert StructureIndex(older).find(chains[0].id).contact_cutoff == 8.0
+    assert StructureIndex(six, contact_cutoff=6.0).find(chains[0].id).contact_cutoff == 6.0
+    with pytest.raises(InputError, match=r"six\.npz: structures: the dataset was prepared at contact cutoff 6 Å, "
+                                         r"but the model was trained at 8 Å"):
+        StructureIndex(six)
+    assert StructureIndex(older).find(chains[0].id).contact_cutoff == 8.0  # prepared before the option: at 8 Å
+    with pytest.raises(InputError, match=r"older\.npz: structures: the dataset was prepared at contact cutoff 8 Å"):
+        StructureIndex(older, contact_cutoff=6.5)
+    (tmp_path / "1abc.pdb").write_text("")  # a directory's files (and a map's) are scored at the index's cutoff
+    assert StructureIndex(tmp_path, contact_cutoff=7.0).find("1abcA").contact_cutoff == 7.0
+
+
+def test_a_model_reads_its_training_cutoff_from_its_record(tmp_path: Path) -> None:
+    """The cutoff a model was trained at is its recorded data.contact_cutoff (an export's training_config, a
+    checkpoint's recorded config or its data-module hyper-parameters), 8 Å where none is recorded; a recorded value
+    that is no distance is refused in one line naming the file."""
+    from protrnn.model.io import CKPT_TRAINING_CONFIG, load_network, training_contact_cutoff
+
+    assert load_network(tiny_export(tmp_path / "a", 6.5)).contact_cutoff == 6.5
+    assert load_network(tiny_export(tmp_path / "b", None)).contact_cutoff == 8.0
+    assert training_contact_cutoff({}, {CKPT_TRAINING_CONFIG: {"data": {"contact_cutoff": 7}}}) == 7.0
+    assert training_contact_cutoff({}, {"datamodule_hyper_parameters": {"contact_cutoff": 5.5}}) == 5.5
+    assert training_contact_cutoff({}, {"datamodule_hyper_parameters": {}}) == 8.0
+    with pytest.raises(InputError, match=r"model\.json: the model's recorded data.contact_cutoff: must be a finite "
+                                         r"distance > 0 Å, got 'far'"):
+        training_contact_cutoff({"training_config": {"data": {"contact_cutoff": "far"}}},
+                                path=tmp_path / "model.json")
+
+
+def test_rr_lines_give_the_models_cutoff_as_the_upper_distance(chains: list, tmp_path: Path) -> None:
+    """A 6 Å model's RR lines read `i j 0 6 p` (they said 8 for every model) and a METHOD line names the cutoff;
+    an 8 Å model's lines keep CASP's `0 8`."""
+    from protrnn.predict import load_model, predict_fasta
+    from protrnn.rr import read_rr_document
+
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(f">{chains[0].id}\n{chains[0].sequence}\n")
+    for cutoff, expected in ((6.0, "6"), (6.5, "6.5"), (None, "8")):
+        out = tmp_path / f"out{cutoff}"
+        predict_fasta(fasta, out, load_model(tiny_export(tmp_path / f"m{cutoff}", cutoff), device="cpu"),
+                      progress=False)
+        (rr,) = out.glob("*.rr")
+        lines = rr.read_text().splitlines()
+        contact_lines = [line for line in lines if line[:1].isdigit()]
+        assert contact_lines and {line.split()[2:4] == ["0", expected] for line in contact_lines} == {True}
+        assert f"METHOD contacts: Cb-Cb distance below {expected} A (the training labels' cutoff)" in lines
+        doc = read_rr_document(rr)
+        assert {contact.d2 for contact in doc.contacts} == {float(expected)}
+
+
+def test_ensembles_of_models_trained_at_different_cutoffs_are_refused(tmp_path: Path) -> None:
+    """`protrnn ensemble` averaged a 6 Å and an 8 Å model's probabilities (exit 0): refused, naming both; an
+    ensemble.json put together by hand from such members is refused on load."""
+    import shutil
+
+    from protrnn.model.io import save_ensemble
+    from protrnn.predict import load_model
+
+    a, b, c = (tiny_export(tmp_path / "a", 6.0, 0), tiny_export(tmp_path / "b", None, 1),
+               tiny_export(tmp_path / "c", 6.0, 2))
+    assert main(["ensemble", str(a), str(b), "-o", str(tmp_path / "mixed")]) == 2
+    assert not (tmp_path / "mixed").exists()
+    with pytest.raises(InputError) as info:
+        save_ensemble([a, b], tmp_path / "mixed")
+    assert str(info.value) == (f"{b}: trained at contact cutoff 8 Å, but {a} at 6 Å: an ensemble averages "
+                               "probabilities of one contact definition")
+    save_ensemble([a, c], tmp_path / "six")
+    assert load_model(tmp_path / "six", device="cpu").contact_cutoff == 6.0
+    for name in ("model.json", "model.safetensors"):  # by hand: member-2 replaced with the 8 Å model
+        shutil.copyfile(b / name, tmp_path / "six" / "member-2" / name)
+    with pytest.raises(InputError, match=r"six: the ensemble's members were trained at different contact cutoffs "
+                                         r"\(member-1 6 Å, member-2 8 Å\)"):
+        load_model(tmp_path / "six", device="cpu")
+
+
+def test_evaluate_refuses_a_model_on_a_test_set_at_another_cutoff(chains: list, tmp_path: Path) -> None:
+    """`protrnn evaluate --model m6=... --test-set t8=...` scored a 6 Å model's probabilities against 8 Å contacts
+    (exit 0). Refused before anything is written; at its own cutoff the model is evaluated and its cutoff recorded."""
+    six = tiny_export(tmp_path / "six", 6.0)
+    test8 = save_dataset(chains[:2], tmp_path / "t8.npz")
+    test6 = save_dataset(chains[:2], tmp_path / "t6.npz", contact_cutoff=6.0)
+    with pytest.raises(InputError) as info:
+        from protrnn.evaluation.evaluate import run_evaluation
+
+        run_evaluation({"m6": six}, {"t8": test8}, tmp_path / "refused", n_boot=10, log=lambda _: None)
+    assert str(info.value) == (f"{six}: --model m6: the model was trained at contact cutoff 6 Å, but test set 't8' "
+                               f"({test8}) was prepared at 8 Å; its probabilities are not for these contacts: prepare "
+                               "the test set at --contact-cutoff 6")
+    assert not (tmp_path / "refused").exists()
+    assert main(["evaluate", "--model", f"m6={six}", "--test-set", f"t6={test6}", "-o", str(tmp_path / "ok"),
+                 "--bootstrap", "10"]) == 0
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["methods"]["m6"]["contact_cutoff"] == 6.0
 
 
 # ---- defect 2b: training refuses data prepared at another cutoff ----------------------------------------------------

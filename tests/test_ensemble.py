@@ -28,6 +28,7 @@ from protrnn.model.io import (
 from protrnn.model.predictor import load_model
 from protrnn.predict import predict_fasta
 from protrnn.predict.writers import read_npz
+from protrnn.rr import read_rr_document
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,9 +86,52 @@ def test_ensemble_layout_metadata_and_identity(members, ensemble_dir) -> None:
     lines = predictor.method_lines()
     assert "ensemble of 3 networks, mean of their contact probabilities" in lines
     assert sum("encoder" in line for line in lines) == 2  # members a and c share an architecture line
-    # a one-network predictor keeps the RR METHOD lines it always wrote (so earlier runs still resume)
-    single = load_model(members[0], device="cpu").method_lines()
-    assert not any("ensemble" in line for line in single) and len(single) == 3
+    # a one-network predictor: the program, its architecture, its contact definition, its weights and its settings
+    single = load_model(members[0], device="cpu")
+    lines = single.method_lines()
+    assert not any("ensemble" in line for line in lines) and len(lines) == 5
+    assert lines[2:] == ["contacts: Cb-Cb distance below 8 A (the training labels' cutoff)",
+                         f"weights sha256 {hashlib.sha256((members[0] / 'model.safetensors').read_bytes()).hexdigest()}",
+                         f"config sha256 {recorded_config_sha256(members[0])}"]
+
+
+def recorded_config_sha256(*exports: Path) -> str:
+    """SHA-256 of the exports' model.json configs as written, without the inference tile, in canonical JSON."""
+    configs = [json.loads((export / "model.json").read_text())["config"] for export in exports]
+    return hashlib.sha256(json.dumps([{k: v for k, v in config.items() if k != "pair_chunk_size"}
+                                      for config in configs], sort_keys=True).encode()).hexdigest()
+
+
+def test_a_rerun_predicts_again_when_model_json_changed_without_the_weights(members, tmp_path) -> None:
+    """The resume check knew a model by its weights' hash alone: with `head_dilations` edited in model.json (the
+    same weight shapes, so it loads; other probabilities) a rerun into the same OUTDIR kept the old files as complete.
+    The METHOD lines now also hash the settings; `pair_chunk_size` (the inference tile) changes nothing and resumes."""
+    model = tmp_path / "model"
+    shutil.copytree(members[1], model)  # the resnet2d member: dilations change its output, not its weights
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">s{k}\n{seq}\n" for k, seq in enumerate(SEQUENCES)))
+
+    def edit(**changes) -> None:
+        document = json.loads((model / "model.json").read_text())
+        document["config"].update(changes)
+        (model / "model.json").write_text(json.dumps(document))
+
+    def run() -> tuple[int, int, np.ndarray]:
+        done = predict_fasta(fasta, tmp_path / "out", model, progress=False)
+        return done.predicted, done.resumed, read_npz(tmp_path / "out" / "s0.npz")[0]
+
+    predicted, resumed, before = run()
+    assert (predicted, resumed) == (3, 0)
+    edit(head_dilations=[4])
+    predicted, resumed, after = run()
+    assert (predicted, resumed) == (3, 0)
+    fresh = load_model(model, device="cpu").predict(SEQUENCES[:1])[0].astype(np.float16)
+    np.testing.assert_array_equal(after, fresh)
+    assert np.abs(after.astype(np.float32) - before.astype(np.float32)).max() > 1e-3
+    edit(pair_chunk_size=16)
+    assert run()[:2] == (0, 3)
+    methods = read_rr_document(tmp_path / "out" / "s0.rr").methods
+    assert methods[-1] == f"config sha256 {recorded_config_sha256(model)}"
 
 
 def test_ensemble_in_predict_runs_and_resumes(ensemble_dir, members, tmp_path) -> None:

@@ -252,3 +252,22 @@ def test_a_table_saved_with_a_byte_order_mark_keeps_its_first_column_name(tmp_pa
     (tmp_path / "t.tsv").write_bytes("\ufeffid\tcluster\na\t1\n".encode())
     columns, rows = read_tsv_table(tmp_path / "t.tsv")
     assert columns == ["id", "cluster"] and rows == [{"id": "a", "cluster": "1"}]
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('{"n": 1' + "0" * 5000 + "}", "unreadable JSON (Exceeds the limit (4300 digits) for integer string conversion: "
+                                   "value has 5001 digits)"),
+    ("[" * 100_000 + "]" * 100_000, "unreadable JSON (arrays or objects nested too deeply)"),
+    ('{"a": ' * 50_000 + "1" + "}" * 50_000, "unreadable JSON (arrays or objects nested too deeply)"),
+], ids=["5001-digit-integer", "deep-arrays", "deep-objects"])
+def test_json_python_cannot_hold_is_a_one_line_input_error(tmp_path: Path, text: str, reason: str) -> None:
+    """An over-long integer (ValueError) and deep nesting (RecursionError) escaped as tracebacks."""
+    from protrnn.errors import InputError, parse_json_bytes, read_json_document
+
+    path = _write(tmp_path / "hostile.json", text)
+    with pytest.raises(InputError) as info:
+        read_json_document(path, "protrnn-x", what="thing")
+    assert str(info.value) == f"{path}: not a thing: {reason}"
+    with pytest.raises(InputError) as info:
+        parse_json_bytes(text.encode(), "where", "list")
+    assert str(info.value) == f"where: not a list: {reason}"

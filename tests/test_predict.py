@@ -296,7 +296,8 @@ def test_threshold_and_top_options(model_dir, tmp_path) -> None:
         assert main(["predict", str(fasta), "-o", str(out), "--model", str(model_dir), "--no-progress",
                      *option]) == 0
         doc = read_rr_document(out / "p.rr")
-        assert doc.remarks and doc.methods[-1].startswith("weights sha256 ")
+        assert doc.remarks and doc.methods[-2].startswith("weights sha256 ")
+        assert doc.methods[-1].startswith("config sha256 ")
         return doc.contacts, read_npz(out / "p.npz")[0].astype(np.float32)
 
     contacts, probs = run(tmp_path / "top", "--top", "7")
@@ -1059,3 +1060,166 @@ def test_removing_a_skipped_records_files_tells_names_by_case_and_by_file(tmp_pa
     (tmp_path / "c.npz").symlink_to(tmp_path / "C.npz")
     assert run_mod.remove_skipped_outputs(tmp_path, ["b", "c"], ["B", "c"]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["B.npz", "B.rr", "C.npz", "C.rr", "c.npz"]
+
+
+def _export_copy(model_dir: Path, directory: Path, state: dict[str, torch.Tensor] | None = None,
+                 json_text: str | None = None) -> Path:
+    """A copy of the fixture's export in ``directory``, with other weights or another model.json where given."""
+    from safetensors.torch import save_file
+
+    directory.mkdir()
+    if state is None:
+        shutil.copyfile(model_dir / "model.safetensors", directory / "model.safetensors")
+    else:
+        save_file(state, str(directory / "model.safetensors"))
+    (directory / "model.json").write_text((model_dir / "model.json").read_text() if json_text is None else json_text)
+    return directory
+
+
+def test_float64_weights_beyond_float32_are_refused_naming_file_and_parameter(model_dir, tmp_path) -> None:
+    """A float64 1e300 is finite but infinite as the float32 the network holds: it was let through (NaN
+    probabilities from the API, a late traceback from the command); refused in one line now, in range loads."""
+    from safetensors.torch import load_file
+
+    state = {k: v.double() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+    state["head.out.weight"] = state["head.out.weight"].clone()
+    state["head.out.weight"].view(-1)[0] = 1e300
+    export = _export_copy(model_dir, tmp_path / "f64_overflow", state)
+    with pytest.raises(InputError) as info:
+        load_model(export, device="cpu")
+    assert str(info.value).startswith(f"{export / 'model.safetensors'}: parameter 'head.out.weight' contains NaN "
+                                      "or infinite values as float32")
+    state["head.out.weight"].view(-1)[0] = 3.0e38  # within float32's range (largest 3.4028e38): loads
+    fine = load_model(_export_copy(model_dir, tmp_path / "f64_in_range", state), device="cpu")
+    assert np.isfinite(fine.predict(["ACDEFGHIKL"])[0]).all()
+
+
+def test_float64_checkpoint_weights_beyond_float32_are_one_line(tmp_path, capsys) -> None:
+    """The same for a checkpoint, whose weights load_state_dict copied into float32 (inf) after the check."""
+    checkpoint_state = {f"net.{k}": v.double() for k, v in ContactModel(_TINY).state_dict().items()}
+    checkpoint_state["net.head.out.weight"].view(-1)[0] = -1e300
+    checkpoint = tmp_path / "f64_overflow.ckpt"
+    torch.save({"state_dict": checkpoint_state, "hyper_parameters": {"model": _TINY.to_dict()}}, checkpoint)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKL")])
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(checkpoint), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"protrnn: error: {checkpoint}: parameter 'head.out.weight' contains NaN or infinite "
+                          "values as float32"), err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("sparse", "parameter 'embedding.weight' is a sparse_coo tensor; weights must be dense (strided) tensors"),
+    ("meta", "parameter 'embedding.weight' is a meta tensor (a shape without values)"),
+], ids=["sparse", "meta"])
+def test_a_sparse_or_meta_tensor_in_a_checkpoint_is_one_line(case: str, reason: str, tmp_path, capsys) -> None:
+    """torch.load(weights_only=True) reads both; the checks of shape and dtype let them through to a traceback."""
+    state = _checkpoint_state(_TINY)
+    dense = state["net.embedding.weight"]
+    state["net.embedding.weight"] = (dense.to_sparse() if case == "sparse"
+                                     else torch.empty(dense.shape, dtype=dense.dtype, device="meta"))
+    path = tmp_path / f"{case}.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"model": _TINY.to_dict()}}, path)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKL")])
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"protrnn: error: {path}: {reason}\n" and not out.exists()
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("bignum", "not a protrnn model: unreadable JSON (Exceeds the limit (4300 digits) for integer string "
+               "conversion: value has 5001 digits)"),
+    ("deep", "not a protrnn model: unreadable JSON (arrays or objects nested too deeply)"),
+], ids=["bignum", "deep"])
+def test_json_python_cannot_hold_is_one_line_naming_the_file(case: str, reason: str, model_dir, tmp_path,
+                                                              capsys) -> None:
+    """A 5,001-digit integer (ValueError) or `[` nested 100,000 deep (RecursionError) was a traceback."""
+    text = (model_dir / "model.json").read_text()
+    hostile = (text.replace('"hidden_size": 8', '"hidden_size": 1' + "0" * 5000) if case == "bignum"
+               else "[" * 100_000 + "]" * 100_000)
+    assert hostile != text
+    export = _export_copy(model_dir, tmp_path / case, json_text=hostile)
+    fasta = _write_fasta(tmp_path / "in.fasta", [("a", "ACDEFGHIKL")])
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "-o", str(out), "--model", str(export), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"protrnn: error: {export / 'model.json'}: {reason}\n" and not out.exists()
+    ensemble = tmp_path / f"{case}_ensemble"
+    ensemble.mkdir()
+    (ensemble / "ensemble.json").write_text(hostile if case == "deep" else
+                                            '{"format": "protrnn-ensemble", "format_version": 1' + "0" * 5000 + "}")
+    with pytest.raises(InputError) as info:
+        load_model(ensemble, device="cpu")
+    assert str(info.value).startswith(f"{ensemble / 'ensemble.json'}: not a protrnn ensemble: unreadable JSON (")
+
+
+_DESCRIPTION_CAP = 8 * 2**20  # 8 MiB: the largest model.json / ensemble.json read (docstring of model.io)
+
+
+def test_a_description_over_8_mib_is_refused_before_it_is_read(model_dir, tmp_path) -> None:
+    """model.json and ensemble.json were read whole, whatever their size; now one line past 8 MiB. Valid JSON padded
+    with spaces: the size alone decides (exactly 8 MiB still loads), and a pickle of any size is still named one."""
+    text = (model_dir / "model.json").read_text()
+    at_cap = _export_copy(model_dir, tmp_path / "at_cap", json_text=text + " " * (_DESCRIPTION_CAP - len(text)))
+    assert (at_cap / "model.json").stat().st_size == _DESCRIPTION_CAP
+    assert load_model(at_cap, device="cpu").config.hidden_size == 8
+    over = _export_copy(model_dir, tmp_path / "over", json_text=text + " " * (_DESCRIPTION_CAP + 1 - len(text)))
+    with pytest.raises(InputError) as info:
+        load_model(over, device="cpu")
+    assert str(info.value) == (f"{over / 'model.json'}: not a protrnn model: larger than 8 MiB (protrnn writes "
+                               "model.json files of a few kB)")
+    pickled = tmp_path / "big.pt"
+    with open(pickled, "wb") as handle:
+        handle.write(b"PK\x03\x04")
+        handle.truncate(_DESCRIPTION_CAP * 4)
+    with pytest.raises(InputError, match="this is a pickle / PyTorch checkpoint"):
+        load_model(pickled, device="cpu")
+
+
+def test_an_ensemble_json_over_8_mib_is_refused_before_it_is_read(model_dir, tmp_path) -> None:
+    ensemble = tmp_path / "ensemble"
+    ensemble.mkdir()
+    for name in ("member-1", "member-2"):
+        shutil.copytree(model_dir, ensemble / name)
+    document = json.dumps({"format": "protrnn-ensemble", "format_version": 1, "members": ["member-1", "member-2"],
+                           "combine": "mean_probability"})
+    (ensemble / "ensemble.json").write_text(document)
+    assert len(load_model(ensemble, device="cpu").models) == 2
+    (ensemble / "ensemble.json").write_text(document + " " * (_DESCRIPTION_CAP + 1 - len(document)))
+    with pytest.raises(InputError) as info:
+        load_model(ensemble, device="cpu")
+    assert str(info.value) == (f"{ensemble / 'ensemble.json'}: not a protrnn ensemble: larger than 8 MiB (protrnn "
+                               "writes ensemble.json files of a few kB)")
+
+
+def test_predict_reads_a_generator_or_iterator_once(predictor) -> None:
+    """The type checks used the iterable up before the sequences were cleaned: a generator gave []."""
+    sequences = ["ACDEFGHIKLMNPQRSTVWY", "MKVLAAGGHH" * 2 + "W"]
+    expected = predictor.predict(sequences)
+    for given in ((s for s in sequences), iter(sequences), map(str, sequences)):
+        got = predictor.predict(given)
+        assert [p.shape for p in got] == [(20, 20), (21, 21)]
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="sequence #2 is a int"):
+        predictor.predict(s for s in ["ACDE", 5])
+    with pytest.raises(TypeError, match="not a single bytes"):
+        predictor.predict(b"ACDE")
+    distogram = Predictor(_distogram_network(3), device="cpu")
+    listed = distogram.predict_distogram(sequences)
+    streamed = distogram.predict_distogram(s for s in sequences)
+    assert [d.shape for _, d in streamed] == [(20, 20, 18), (21, 21, 18)]
+    for (p1, d1), (p2, d2) in zip(streamed, listed, strict=True):
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(d1, d2)
+
+
+def test_an_invalid_letter_is_named_at_its_position_in_the_string_given(predictor) -> None:
+    """Leading whitespace is removed but counted: "  AC#DE" names position 5, the '#' (it named 3)."""
+    with pytest.raises(InputError) as info:
+        predictor.predict(["ACDEFGHIKL", "  AC#DE"])
+    assert str(info.value) == "record '#2', position 5: invalid residue letter '#'"
+    with pytest.raises(InputError) as info:
+        predictor.clean("\n\tMK1V \n", record="r")
+    assert info.value.position == 5 and "'1'" in str(info.value)

@@ -159,13 +159,14 @@ def read_chains(path: str | os.PathLike[str], *, chain: str | None = None,
     return chains
 
 
-def read_collection(path: str | os.PathLike[str], *,
-                    chain: str | None = None) -> tuple[list[ProteinChain], list[LoadOutcome], float]:
+def read_collection(path: str | os.PathLike[str], *, chain: str | None = None,
+                    default_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> tuple[list[ProteinChain], list[LoadOutcome],
+                                                                             float]:
     """``(chains, failures, contact_cutoff)``: the chains of any input :func:`iter_chains` reads, in order, the inputs
     that failed, and the cutoff (Å) the chains' contacts are scored at: a prepared dataset's stored one
-    (:attr:`LoadOutcome.contact_cutoff`, as ``protrnn evaluate`` scores it), the CASP
-    :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` for any other input (one path is one prepared dataset at
-    most: :func:`iter_chains` reads a ``.npz`` only when it is named)."""
+    (:attr:`LoadOutcome.contact_cutoff`, as ``protrnn evaluate`` scores it), ``default_cutoff`` (the CASP
+    :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` unless given) for any other input (one path is one prepared
+    dataset at most: :func:`iter_chains` reads a ``.npz`` only when it is named)."""
     chains: list[ProteinChain] = []
     failed: list[LoadOutcome] = []
     cutoff: float | None = None
@@ -176,7 +177,7 @@ def read_collection(path: str | os.PathLike[str], *,
         chains.append(outcome.chain)
         if cutoff is None:
             cutoff = outcome.contact_cutoff
-    return chains, failed, DEFAULT_CONTACT_CUTOFF if cutoff is None else cutoff
+    return chains, failed, default_cutoff if cutoff is None else cutoff
 
 
 def _iter_directory(root: Path, chain: str | None) -> Iterator[LoadOutcome]:

@@ -13,9 +13,10 @@ kinds of source; which one is the caller's ``kind`` (the option used), never the
   :func:`protrnn.data.sources.read_collection` (a prepared ``.npz``, a CATH-style ``chain_set.jsonl`` / JSON, per-chain
   JSONL, a cgdms per-chain ``.txt``, an archive: every input ``protrnn prepare`` reads).
 
-A structure's contacts are scored at :attr:`StructureRef.contact_cutoff`: the cutoff stored with a prepared dataset
-(as ``protrnn evaluate`` scores it), the CASP :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` for every other
-source.
+A structure's contacts are scored at :attr:`StructureRef.contact_cutoff`: the index's ``contact_cutoff`` (the
+predicting model's training cutoff; the CASP :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF` unless given). A
+prepared dataset stores the cutoff its contacts were defined at; one stored at another cutoff is refused in one line
+(``protrnn evaluate`` refuses the same pairing).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
-from protrnn.data.chain import ProteinChain
+from protrnn.data.chain import ProteinChain, check_contact_cutoff
 from protrnn.data.sources import STRUCTURE_SUFFIXES, read_collection
 from protrnn.data.structure import read_structure
 from protrnn.errors import InputError, reading
@@ -60,18 +61,20 @@ class StructureRef:
 class StructureIndex:
     """Finds the structure of a record by its ID, from a TSV map (``kind="map"``), or a directory of structure files or
     a collection of chains (``kind="structures"``; see the module docstring). Problems with the source itself raise
-    :class:`InputError` at construction."""
+    :class:`InputError` at construction, as does a prepared dataset stored at a cutoff other than ``contact_cutoff``
+    (the one its structures are scored at)."""
 
-    def __init__(self, source: str | os.PathLike[str], *, kind: str = "structures") -> None:
+    def __init__(self, source: str | os.PathLike[str], *, kind: str = "structures",
+                 contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.contact_cutoff = check_contact_cutoff(contact_cutoff, "contact_cutoff")
         self.source = Path(source)
         self.kind = kind
         self._map: dict[str, StructureRef] = {}
         self._files: dict[str, Path] = {}
         self._chains: dict[str, ProteinChain] = {}
         self._pdb_chains: dict[tuple[str, str], ProteinChain] = {}  # (PDB code lower-cased, chain ID) -> chain
-        self._cutoff = DEFAULT_CONTACT_CUTOFF  # a collection's: a prepared dataset's stored cutoff
         if kind == "map":
             if self.source.is_dir():
                 raise InputError("--structure-map: a directory, not a map file (id<TAB>path[<TAB>chain] per line; "
@@ -113,10 +116,15 @@ class StructureIndex:
             if not path.is_absolute():
                 path = self.source.parent / path
             chain = fields[2].strip() if len(fields) == 3 and fields[2].strip() else None
-            self._map[fields[0]] = StructureRef(path, chain)
+            self._map[fields[0]] = StructureRef(path, chain, contact_cutoff=self.contact_cutoff)
 
     def _read_collection(self) -> None:
-        chains, failures, self._cutoff = read_collection(self.source)
+        chains, failures, stored = read_collection(self.source, default_cutoff=self.contact_cutoff)
+        if stored != self.contact_cutoff:
+            raise InputError(f"structures: the dataset was prepared at contact cutoff {stored:g} Å, but the model "
+                             f"was trained at {self.contact_cutoff:g} Å; its probabilities are not for these contacts "
+                             f"(prepare the structures again with --contact-cutoff {self.contact_cutoff:g})",
+                             path=self.source)
         if not chains:
             reason = f" ({failures[0].error})" if failures else ""
             hint = (" (a map of id<TAB>path lines is --structure-map FILE)"
@@ -135,14 +143,15 @@ class StructureIndex:
             match = _PDB_CHAIN_ID.fullmatch(record_id) if chain is None else None
             if match:  # as in a directory: 1abcA, 1ABC:A, ... find the chain read as 1abc_A
                 chain = self._pdb_chains.get((match.group(1).lower(), match.group(2)))
-            return (StructureRef(self.source, chain.id, loaded=chain, contact_cutoff=self._cutoff)
+            return (StructureRef(self.source, chain.id, loaded=chain, contact_cutoff=self.contact_cutoff)
                     if chain is not None else None)
         if not self._files:
             return self._map.get(record_id)
         for key in (record_id.lower(), safe_name(record_id).lower()):
             if key in self._files:
-                return StructureRef(self._files[key])
+                return StructureRef(self._files[key], contact_cutoff=self.contact_cutoff)
         match = _PDB_CHAIN_ID.fullmatch(record_id)
         if match and match.group(1).lower() in self._files:
-            return StructureRef(self._files[match.group(1).lower()], match.group(2))
+            return StructureRef(self._files[match.group(1).lower()], match.group(2),
+                                contact_cutoff=self.contact_cutoff)
         return None

@@ -8,7 +8,8 @@ which calls :func:`evaluate`. Outputs in ``OUTDIR`` (written and read back by :m
 * ``summary.json``: per method x test set, the mean of each metric over proteins, the number of proteins with a
   value and a percentile bootstrap interval over proteins (``low``/``high``); per test set its chance level
   (``chance``: the expected top-L/k precision of a random ranking, :func:`chance_level`); plus the command, the
-  models' ``model.json`` paths and configs, the learned baselines' training set and the contact cutoff they were
+  models' ``model.json`` paths, configs and the contact cutoff they were trained at (``contact_cutoff``, which
+  must be every test set's), the learned baselines' training set and the contact cutoff they were
   learnt at (``contact_cutoff``: the training set's stored one, which must be every test set's), the test sets
   (with the cutoff they are scored at) with any leakage removed by ``prepare``, and skipped work.
 * ``predictions/<method>/<test set>/<protein>.npz`` (optional, first N proteins of each set): ``probs``,
@@ -211,8 +212,21 @@ class ModelMethod:
         elif is_checkpoint(self.path):
             self.info["checkpoint"] = str(self.path)
         self.info["config"] = self.predictor.metadata.get("config")
+        self.info["contact_cutoff"] = self.predictor.contact_cutoff
         if len(self.predictor.models) > 1:  # an ensemble: config is its first member's
             self.info["ensemble_members"] = len(self.predictor.models)
+
+    def check_cutoff(self, test_sets: Sequence[TestSet]) -> None:
+        """The model's probabilities are for contacts at the cutoff it was trained at: a test set prepared at another
+        one is a one-line :class:`InputError` naming the model, the test set and both cutoffs (as
+        :func:`check_learned_cutoff` for the learned baselines, and ``protrnn predict --structures``)."""
+        cutoff = self.predictor.contact_cutoff
+        for test_set in test_sets:
+            if test_set.contact_cutoff != cutoff:
+                raise InputError(f"--model {self.name}: the model was trained at contact cutoff {cutoff:g} Å, but "
+                                 f"test set {test_set.name!r} ({test_set.path}) was prepared at "
+                                 f"{test_set.contact_cutoff:g} Å; its probabilities are not for these contacts: "
+                                 f"prepare the test set at --contact-cutoff {cutoff:g}", path=self.path)
 
     def predict(self, chains: Sequence[ProteinChain]) -> list[np.ndarray | None]:
         return list(self.predictor.predict([chain.sequence for chain in chains]))
@@ -526,7 +540,10 @@ def run_evaluation(models: Mapping[str, Path], test_sets: Mapping[str, Path], ou
     if clash:
         raise InputError(f"--model name {sorted(clash)[0]!r} is also a baseline name; rename the model")
     loaded = [load_test_set(name, path) for name, path in test_sets.items()]
-    methods: list[Method] = [ModelMethod(name, path, device=device) for name, path in models.items()]
+    model_methods = [ModelMethod(name, path, device=device) for name, path in models.items()]
+    for method in model_methods:
+        method.check_cutoff(loaded)
+    methods: list[Method] = list(model_methods)
     with ollikainen_folder(ollikainen_root) as root:
         baseline_methods, skipped = build_baselines(baselines, train_path=train_path, ollikainen_root=root,
                                                     seed=seed, test_sets=loaded, log=log)

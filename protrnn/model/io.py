@@ -53,7 +53,9 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from protrnn.alphabet import DEFAULT_ALPHABET, Alphabet
-from protrnn.errors import InputError, parse_json_document, read_json_document, reading
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
+from protrnn.data.chain import check_contact_cutoff
+from protrnn.errors import InputError, parse_json_document, reading
 from protrnn.model.config import ModelConfig
 from protrnn.model.contact_model import ContactModel
 from protrnn.utils.io import atomic_path, atomic_write, file_sha256, json_safe, swapped_directory
@@ -63,6 +65,10 @@ MODEL_FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 JSON_NAME = "model.json"
 CHECKPOINT_SUFFIX = ".ckpt"
+#: The key of a checkpoint that holds its run's resolved fit config
+#: (:class:`protrnn.training.callbacks.TrainingConfigRecord`): what an export of the checkpoint records as
+#: ``training_config``.
+CKPT_TRAINING_CONFIG = "protrnn_training_config"
 #: Where the bundled default model ships (model.safetensors + model.json + README.md + evaluation.json).
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 ENSEMBLE_FORMAT = "protrnn-ensemble"
@@ -72,6 +78,9 @@ ENSEMBLE_NAME = "ensemble.json"
 ENSEMBLE_COMBINE = "mean_probability"
 #: An ensemble averages at least two networks (one is an export).
 MIN_ENSEMBLE_MEMBERS = 2
+#: Largest ``model.json`` / ``ensemble.json`` read (8 MiB; protrnn writes a few kB): a larger one is refused in one line
+#: before it is read (its size by ``stat``, then at most this many bytes + 1), so a device or a huge file stops early.
+MAX_DESCRIPTION_BYTES = 8 << 20
 #: A member's sub-directory name: one plain path component (no separators, no "." / ".." and no leading dot).
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: The attribute under which the Lightning module holds the network: checkpoint keys start with it.
@@ -140,6 +149,32 @@ class LoadedModel:
         """SHA-256 of the weights file (safetensors or checkpoint): identifies the model in RR METHOD lines."""
         return file_sha256(self.weights_path)
 
+    @property
+    def contact_cutoff(self) -> float:
+        """The contact cutoff (Å) the model was trained at: its probabilities are for Cβ-Cβ below it. Read from the
+        run's recorded ``training_config`` (``data.contact_cutoff``: an export's ``model.json``, a checkpoint's
+        :data:`CKPT_TRAINING_CONFIG`), else a checkpoint's data-module hyper-parameters; a model that records
+        neither (an export of a checkpoint whose run config was not found) was trained at the default
+        :data:`~protrnn.conventions.DEFAULT_CONTACT_CUTOFF`, the only cutoff before the option existed.
+        A recorded value that is no distance is a one-line InputError naming the file."""
+        return training_contact_cutoff(self.metadata, self.checkpoint, path=self.path)
+
+
+def training_contact_cutoff(metadata: Mapping[str, Any], checkpoint: Mapping[str, Any] | None = None, *,
+                            path: object | None = None) -> float:
+    """:attr:`LoadedModel.contact_cutoff` of a model's metadata (``model.json``) and, for a checkpoint, its dict."""
+    sources = [metadata.get("training_config")]
+    if checkpoint is not None:
+        sources.append(checkpoint.get(CKPT_TRAINING_CONFIG))
+    for config in sources:
+        data = config.get("data") if isinstance(config, Mapping) else None
+        if isinstance(data, Mapping) and data.get("contact_cutoff") is not None:
+            return check_contact_cutoff(data["contact_cutoff"], "the model's recorded data.contact_cutoff", path=path)
+    hparams = checkpoint.get("datamodule_hyper_parameters") if checkpoint is not None else None
+    if isinstance(hparams, Mapping) and hparams.get("contact_cutoff") is not None:
+        return check_contact_cutoff(hparams["contact_cutoff"], "the checkpoint's data contact_cutoff", path=path)
+    return DEFAULT_CONTACT_CUTOFF
+
 
 def alphabet_of(metadata: Mapping[str, Any]) -> Alphabet:
     """The alphabet recorded in a model's metadata (``model.json``), or the default one when none is recorded."""
@@ -202,11 +237,15 @@ def ensemble_members(path: str | os.PathLike[str]) -> list[Path]:
 
     One-line :class:`InputError` for another format or version, a member list shorter than
     :data:`MIN_ENSEMBLE_MEMBERS`, repeated or not plain sub-directory names, a member folder that leads out of the
-    ensemble's directory (a symbolic link), an unknown ``combine`` rule, or a member without ``model.json``."""
+    ensemble's directory (a symbolic link), an unknown ``combine`` rule, a member without ``model.json``, or an
+    ``ensemble.json`` larger than :data:`MAX_DESCRIPTION_BYTES` (refused before it is read)."""
     target = Path(path)
     json_path = target / ENSEMBLE_NAME if target.is_dir() else target
-    document = read_json_document(json_path, ENSEMBLE_FORMAT, max_version=ENSEMBLE_FORMAT_VERSION,
-                                  what="protrnn ensemble")
+    raw, whole = _read_description(json_path)
+    if not whole:
+        raise _too_large(json_path, "protrnn ensemble", ENSEMBLE_NAME)
+    document = parse_json_document(raw, json_path, ENSEMBLE_FORMAT, max_version=ENSEMBLE_FORMAT_VERSION,
+                                   what="protrnn ensemble")
     members = document.get("members")
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise InputError("'members' must be a list of sub-directory names", path=json_path)
@@ -275,11 +314,13 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
     ``model.safetensors`` copied to ``member-K`` (K = 1, 2, ... in the given order), checked to load first, then
     ``ensemble.json`` (plus ``extra`` keys); the directory is built aside and swapped in whole. Returns the JSON path.
 
-    Every member must be an export (not a checkpoint: export it first) with the same alphabet, outside
+    Every member must be an export (not a checkpoint: export it first) with the same alphabet and contact cutoff
+    (:attr:`LoadedModel.contact_cutoff`), outside
     ``directory`` (which is replaced whole: it must be new, empty or an ensemble); :func:`write_ensemble_files`
     checks their number."""
     target = Path(directory).resolve()
     sources = []
+    cutoffs: list[float] = []
     for member in members:
         if is_ensemble(member) or is_checkpoint(member):
             raise InputError("an ensemble member must be one exported model (export a checkpoint with "
@@ -291,6 +332,11 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], directory: str | os
         if any(weights_path.resolve() == seen.resolve() for seen, _ in sources):
             raise InputError("listed twice: an ensemble's members are different models", path=member)
         metadata = load_network(json_path, kind="export").metadata  # every check of a load, before any write
+        cutoff = training_contact_cutoff(metadata, path=json_path)
+        if sources and cutoff != cutoffs[0]:
+            raise InputError(f"trained at contact cutoff {cutoff:g} Å, but {members[0]} at {cutoffs[0]:g} Å: an "
+                             "ensemble averages probabilities of one contact definition", path=member)
+        cutoffs.append(cutoff)
         sources.append((weights_path, metadata))
     if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or is_ensemble(target))):
         raise InputError("exists and is not an ensemble; the ensemble directory is replaced whole, so give a new or "
@@ -373,17 +419,37 @@ def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
 
 def read_export_metadata(path: str | os.PathLike[str], fmt: ExportFormat) -> dict[str, Any]:
     """Parse and validate the JSON description of an export of ``fmt`` (no weights read); one-line InputError for
-    a pickle, non-JSON, another format, an unsupported version or missing ``config`` / ``alphabet``."""
+    a pickle, non-JSON, another format, an unsupported version, missing ``config`` / ``alphabet``, or a file larger
+    than :data:`MAX_DESCRIPTION_BYTES` (refused before it is read; a pickle of any size is named as one)."""
     json_path, _ = export_paths(path, fmt)
-    with reading(json_path):
-        raw = json_path.read_bytes()
+    raw, whole = _read_description(json_path)
     if raw[:1] == b"\x80" or raw[:2] == b"PK":
         raise InputError(f"not a {fmt.label}: this is a pickle / PyTorch checkpoint, which is never unpickled; "
                          f"export one with {fmt.how_to_export}", path=json_path)
+    if not whole:
+        raise _too_large(json_path, fmt.label, fmt.json_name)
     meta = parse_json_document(raw, json_path, fmt.name, max_version=fmt.version, what=fmt.label)
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("alphabet"), dict):
         raise InputError(f"{fmt.json_name} must contain 'config' and 'alphabet' objects", path=json_path)
     return meta
+
+
+def _read_description(path: Path) -> tuple[bytes, bool]:
+    """``(bytes, True)``: all of a JSON description no larger than :data:`MAX_DESCRIPTION_BYTES`; ``(first bytes,
+    False)`` for a larger one, whose size ``stat`` tells (never more than the cap + 1 bytes read): the caller names a
+    pickle by its first bytes, and refuses the rest (:func:`_too_large`). Unreadable files are one-line InputErrors."""
+    with reading(path), open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size > MAX_DESCRIPTION_BYTES:
+            return handle.read(2), False
+        raw = handle.read(MAX_DESCRIPTION_BYTES + 1)  # a file that grew since the stat is cut here
+    return (raw, True) if len(raw) <= MAX_DESCRIPTION_BYTES else (raw[:2], False)
+
+
+def _too_large(path: Path, label: str, name: str) -> InputError:
+    """The refusal of a JSON description over :data:`MAX_DESCRIPTION_BYTES` (``label``: what it should be; ``name``:
+    the file name protrnn writes it as)."""
+    return InputError(f"not a {label}: larger than {MAX_DESCRIPTION_BYTES >> 20} MiB (protrnn writes {name} files "
+                      "of a few kB)", path=path)
 
 
 def load_export(path: str | os.PathLike[str], build: Callable[[ModelConfig], nn.Module], fmt: ExportFormat,
@@ -493,18 +559,28 @@ def _reason(err: Exception) -> str:
 def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, source: object,
                 what: str = "weights do not match the config") -> None:
     """One-line InputError naming the first missing, unexpected or mis-shaped parameter of ``state`` against
-    ``expected`` (prefixed by ``what``), or the first that is not a finite tensor of a :data:`WEIGHT_DTYPES` dtype;
+    ``expected`` (prefixed by ``what``), or the first that is not a dense tensor with values (a ``meta`` tensor has
+    none) or not finite in the network's dtype, the one it is loaded as (a float64 ``1e300`` is infinite in float32);
     ``source`` is the file. ``expected`` may be ``meta`` tensors (:func:`expected_state`)."""
     check_layout(state, expected, source=source, what=what)
-    for name in expected:
-        if not torch.isfinite(state[name]).all():
+    for name, reference in expected.items():
+        tensor = state[name]
+        if tensor.is_meta:
+            raise InputError(f"parameter {name!r} is a meta tensor (a shape without values)", path=source)
+        if not torch.isfinite(tensor).all():
             raise InputError(f"parameter {name!r} contains NaN or infinite values", path=source)
+        wider = (reference.dtype.is_floating_point  # float64 into float32, say
+                 and torch.finfo(tensor.dtype).max > torch.finfo(reference.dtype).max)
+        if wider and not torch.isfinite(tensor.to(reference.dtype)).all():
+            raise InputError(f"parameter {name!r} contains NaN or infinite values as "
+                             f"{str(reference.dtype).removeprefix('torch.')} (values beyond its range)", path=source)
 
 
 def check_layout(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, source: object,
                  what: str = "weights do not match the config") -> None:
-    """:func:`check_state` without reading any value: names, shapes and dtypes only, so both ``state`` and
-    ``expected`` may be ``meta`` tensors (a file's declared tensors, :func:`expected_state`)."""
+    """:func:`check_state` without reading any value: names, shapes, layouts (dense only: a sparse tensor is refused
+    naming the parameter) and dtypes, so both ``state`` and ``expected`` may be ``meta`` tensors (a file's declared
+    tensors, :func:`expected_state`)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
@@ -517,6 +593,9 @@ def check_layout(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], *,
         tensor = state[name]
         if not isinstance(tensor, Tensor):
             raise InputError(f"{what}: parameter {name!r} is a {type(tensor).__name__}, not a tensor", path=source)
+        if tensor.layout != torch.strided:
+            raise InputError(f"parameter {name!r} is a {str(tensor.layout).removeprefix('torch.')} tensor; weights "
+                             "must be dense (strided) tensors", path=source)
         if tensor.shape != reference.shape:
             raise InputError(f"{what}: parameter {name!r} has shape {tuple(tensor.shape)}, config implies "
                              f"{tuple(reference.shape)}", path=source)

@@ -21,8 +21,9 @@ under :func:`pair_budget`, the smallest member's cap for an ensemble), plus the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 
 from protrnn import __version__
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
+from protrnn.data.chain import check_contact_cutoff
 from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
 from protrnn.model.config import ModelConfig
@@ -44,6 +47,9 @@ from protrnn.model.io import (
 )
 
 _T = TypeVar("_T")
+
+#: Architecture settings that change how a network is computed, not what (the inference tile of the pair head).
+INFERENCE_ONLY = frozenset({"pair_chunk_size"})
 
 #: Padded residues per batch (B x T_max) on a GPU: bounds the recurrent activations.
 DEFAULT_BATCH_TOKENS = 8192
@@ -109,9 +115,14 @@ def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.d
     target = bundled_model_dir() if path is None else Path(path)
     loaded = load_networks(target)
     source = "bundled default model" if path is None else str(path)
+    cutoffs = [member.contact_cutoff for member in loaded]
+    if len(set(cutoffs)) > 1:  # save_ensemble refuses this; an ensemble.json written by hand may not
+        listed = ", ".join(f"{member.path.name} {cutoff:g} Å" for member, cutoff in zip(loaded, cutoffs, strict=True))
+        raise InputError(f"the ensemble's members were trained at different contact cutoffs ({listed}); the mean "
+                         "of their probabilities is a probability of no one contact definition", path=target)
     if not is_ensemble(target):
         return Predictor(loaded[0].network, device=device, metadata=loaded[0].metadata, source=source,
-                         weights_sha256=loaded[0].weights_sha256(), precision=precision)
+                         weights_sha256=loaded[0].weights_sha256(), precision=precision, contact_cutoff=cutoffs[0])
     hashes = [member.weights_sha256() for member in loaded]
     metadata = {"format": ENSEMBLE_FORMAT, "combine": ENSEMBLE_COMBINE, "config": loaded[0].metadata.get("config"),
                 "alphabet": loaded[0].metadata.get("alphabet"),
@@ -119,7 +130,16 @@ def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.d
                             for member, digest in zip(loaded, hashes, strict=True)]}
     combined = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     return Predictor([member.network for member in loaded], device=device, metadata=metadata, source=source,
-                     weights_sha256=combined, precision=precision)
+                     weights_sha256=combined, precision=precision, contact_cutoff=cutoffs[0])
+
+
+def config_sha256(configs: Sequence[ModelConfig]) -> str:
+    """SHA-256 of the members' architecture settings (canonical JSON, in member order) that change what a network
+    computes from its weights: with the weights hash it identifies a model, since settings such as ``residual`` or
+    ``head_dilations`` can be edited in ``model.json`` without changing any weight's shape. ``pair_chunk_size`` (the
+    inference tile, :data:`INFERENCE_ONLY`) is left out: it changes memory, not results."""
+    documents = [{k: v for k, v in config.to_dict().items() if k not in INFERENCE_ONLY} for config in configs]
+    return hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest()
 
 
 def plan_batches(lengths: Sequence[int], batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -155,12 +175,17 @@ class Predictor:
     demanding member, so the memory bound is one member's working memory plus one running sum of the output (a second
     ``B x T^2`` float32 tensor), with every member's weights held on the device. :attr:`model` is the first member,
     :attr:`models` all of them.
+
+    ``contact_cutoff``: the Cβ-Cβ distance (Å) the model's probabilities are for, the one it was trained at
+    (:func:`load_model` reads it from the model's record; :attr:`protrnn.model.io.LoadedModel.contact_cutoff`). RR
+    files give it as each contact's upper distance bound, and structures are scored at it.
     """
 
     def __init__(self, model: ContactModel | Sequence[ContactModel], *, device: str | torch.device | None = None,
                  metadata: dict[str, Any] | None = None, source: str = "", weights_sha256: str = "",
                  precision: str = DEFAULT_PRECISION, batch_tokens: int | None = None,
-                 pair_floats: int | None = PAIR_FEATURE_BUDGET) -> None:
+                 pair_floats: int | None = PAIR_FEATURE_BUDGET,
+                 contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> None:
         self.device = resolve_device(device)
         members = [model] if isinstance(model, ContactModel) else list(model)
         if not members:
@@ -178,6 +203,7 @@ class Predictor:
         if pair_floats is not None and pair_floats < 1:
             raise InputError(f"pair_floats must be positive or None, got {pair_floats}")
         self.pair_floats = pair_floats
+        self.contact_cutoff = check_contact_cutoff(contact_cutoff, "contact_cutoff")
 
     @property
     def precision(self) -> str:
@@ -213,8 +239,10 @@ class Predictor:
             if line not in described:
                 described.append(line)
         lines += described
+        lines.append(f"contacts: Cb-Cb distance below {self.contact_cutoff:g} A (the training labels' cutoff)")
         if self.weights_sha256:
             lines.append(f"weights sha256 {self.weights_sha256}")
+        lines.append(f"config sha256 {config_sha256([member.config for member in self.models])}")
         if self.precision == "bf16":  # float32, the default, adds no line (files as before precision existed)
             lines.append("pair head in bfloat16 autocast (precision bf16)")
         return lines
@@ -247,20 +275,22 @@ class Predictor:
             raise InputError("empty sequence", path=path, record=record)
         return cleaned
 
-    def predict(self, sequences: Sequence[str], batch_tokens: int | None = None) -> list[np.ndarray]:
-        """One L x L float32 symmetric probability matrix per sequence, in input order.
+    def predict(self, sequences: Iterable[str], batch_tokens: int | None = None) -> list[np.ndarray]:
+        """One L x L float32 symmetric probability matrix per sequence, in input order (any iterable of str, a
+        generator included, read once; a single str or bytes is a TypeError).
 
         Sequences are cleaned with the model's alphabet (lower case, gaps, U/O, a trailing ``*``), batched by length
         within ``batch_tokens`` padded residues (default :attr:`batch_tokens`), and run on the predictor's device.
         """
         return self._predict_each("predict", sequences, batch_tokens, self.predict_batch)
 
-    def _predict_each(self, name: str, sequences: Sequence[str], batch_tokens: int | None,
+    def _predict_each(self, name: str, sequences: Iterable[str], batch_tokens: int | None,
                       run_batch: Callable[[list[str]], list[_T]]) -> list[_T]:
         """Clean, batch by length (:meth:`plan`) and run ``run_batch`` on each batch; one output per sequence, in
         input order."""
         if isinstance(sequences, (str, bytes)):
             raise TypeError(f"{name} expects a list of sequences, not a single {type(sequences).__name__}")
+        sequences = list(sequences)  # once: a generator or iterator would be used up by the checks below
         for k, seq in enumerate(sequences):
             if not isinstance(seq, str):
                 raise TypeError(f"{name}: sequence #{k + 1} is a {type(seq).__name__}, not a str")
@@ -290,7 +320,7 @@ class Predictor:
         edges = [member.config.distogram_bins for member in self.models]
         return None if edges[0] is None or any(e != edges[0] for e in edges) else list(edges[0])
 
-    def predict_distogram(self, sequences: Sequence[str],
+    def predict_distogram(self, sequences: Iterable[str],
                           batch_tokens: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Like :meth:`predict`, with each pair's distance distribution: per sequence ``(probs L x L,
         distogram L x L x K)``, float32, where ``distogram[i, j, k]`` is the probability that the Cβ-Cβ distance of

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from protrnn.conventions import MIN_SEPARATION
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
 from protrnn.data.fasta import NO_ID_REASON, iter_fasta, skip_reason
 from protrnn.data.structure_index import StructureIndex
 from protrnn.errors import InputError
@@ -88,6 +88,8 @@ class OutputSettings:
     remarks: list[str]
     #: The distance-class edges (Å) when the npz also holds each pair's distance distribution, else None.
     distogram_edges: list[float] | None = None
+    #: The contacts' upper distance bound (Å) in the RR lines: the model's training cutoff (a METHOD line says it).
+    contact_cutoff: float = DEFAULT_CONTACT_CUTOFF
 
     @classmethod
     def build(cls, outdir: Path, predictor: Predictor, *, top: int | None, min_separation: int,
@@ -106,7 +108,8 @@ class OutputSettings:
         if edges is not None:
             remarks.append(f"distance distribution per pair in the npz (distogram): {len(edges) + 1} Cb-Cb classes, "
                            f"edges {' '.join(f'{e:g}' for e in edges)} A")
-        return cls(outdir, top, min_separation, threshold, png, predictor.method_lines(), remarks, edges)
+        return cls(outdir, top, min_separation, threshold, png, predictor.method_lines(), remarks, edges,
+                   predictor.contact_cutoff)
 
     def path(self, stem: str, suffix: str) -> Path:
         return self.outdir / f"{stem}{suffix}"
@@ -174,7 +177,7 @@ def write_record(settings: OutputSettings, item: PendingRecord, probs: np.ndarra
     write_rr(settings.path(item.stem, ".rr"), item.record_id, item.sequence, half.astype(np.float32),
              method_lines=settings.methods,
              remarks=settings.remarks, top=settings.top, min_separation=settings.min_separation,
-             threshold=settings.threshold)
+             threshold=settings.threshold, upper_distance=settings.contact_cutoff)
     return half
 
 
@@ -349,8 +352,9 @@ def predict_fasta(fasta: str | os.PathLike[str], outdir: str | os.PathLike[str],
                                     png=png, distogram=distogram)
     if structures is not None and structure_map is not None:
         raise InputError("give --structures or --structure-map, not both")
-    index = (StructureIndex(structures) if structures is not None else
-             StructureIndex(structure_map, kind="map") if structure_map is not None else None)
+    cutoff = predictor.contact_cutoff  # structures are scored at the contacts the model predicts
+    index = (StructureIndex(structures, contact_cutoff=cutoff) if structures is not None else
+             StructureIndex(structure_map, kind="map", contact_cutoff=cutoff) if structure_map is not None else None)
     metric_columns = evaluation_columns() if index is not None else None
     created = not outdir.exists()
     if os.path.lexists(outdir) and not outdir.is_dir():  # a file (or a dangling link) in the way: exit 1, as for

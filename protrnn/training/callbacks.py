@@ -20,15 +20,12 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from protrnn.errors import InputError, reading
-from protrnn.model.io import load_network, peek_checkpoint, save_model
+from protrnn.model.io import CKPT_TRAINING_CONFIG, load_network, peek_checkpoint, save_model
 from protrnn.training.module import CKPT_VAL_METRICS
 from protrnn.utils.io import json_safe
 
 #: Largest finite float: an integer metric beyond it has no JSON number either.
 _FLOAT_MAX = sys.float_info.max
-#: The key of a checkpoint that holds its run's resolved fit config (:class:`TrainingConfigRecord`): what an export
-#: of the checkpoint records as ``training_config``.
-CKPT_TRAINING_CONFIG = "protrnn_training_config"
 #: The key of an export's ``model.json`` that says where its ``training_config`` came from, or, where it records none,
 #: why the run's config is unknown (``"unknown: ..."``): :func:`training_config_record`.
 TRAINING_CONFIG_SOURCE = "training_config_source"
