@@ -356,7 +356,8 @@ def test_diagnose_measures_contacts_at_the_stored_cutoff_of_its_data(chains: lis
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """`protrnn diagnose --data val6.npz --train-data train6.npz` measured contact rates and losses at 8 Å. Its contact
     rate (of the training chains) and its --data loss are checked against Cβ distances read from the files with numpy
-    and a written-out BCE; --train-data at another cutoff than --data is refused in one line."""
+    and a written-out BCE; --train-data at another cutoff than --data is refused in one line, as is a model trained
+    at another cutoff than --data's (it had been measured against labels it was not trained for)."""
     import io
 
     from protrnn.diagnostics.results import load_diagnostics
@@ -368,7 +369,7 @@ def test_diagnose_measures_contacts_at_the_stored_cutoff_of_its_data(chains: lis
     torch.manual_seed(0)
     model = ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
                                      dropout=0.0)).eval()
-    save_model(model, tmp_path / "model")
+    save_model(model, tmp_path / "model", extra={"training_config": {"data": {"contact_cutoff": 6.0}}})
     train6 = save_dataset(chains[:4], tmp_path / "train6.npz", contact_cutoff=6.0)
     val6 = save_dataset(chains[4:], tmp_path / "val6.npz", contact_cutoff=6.0)
     options = DiagnoseOptions(n_chains=1, pairs_per_chain=2, max_distance=16, hidden=False, usage=False,
@@ -408,6 +409,15 @@ def test_diagnose_measures_contacts_at_the_stored_cutoff_of_its_data(chains: lis
     assert len(err) == 1 and err[0].endswith(
         f"--train-data {train8} labels contacts at 8 Å but --data {val6} at 6 Å (a prepared dataset's stored contact "
         "cutoff, 8 Å for any other input): losses at two cutoffs do not compare; give both at one cutoff"), err
+    assert not (tmp_path / "refused.json").exists()
+    val8 = save_dataset(chains[4:], tmp_path / "val8.npz")
+    save_model(model, tmp_path / "eight")  # no training record: 8 Å
+    assert main(["diagnose", f"six={tmp_path / 'model'}", f"eight={tmp_path / 'eight'}", "--data", str(val8),
+                 "--device", "cpu", "-o", str(tmp_path / "refused.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        f"{tmp_path / 'model'}: model six: trained at contact cutoff 6 Å, but --data labels contacts at 8 Å (a "
+        "prepared dataset's stored contact cutoff, 8 Å for any other input): diagnose it on data at its own cutoff"), err
     assert not (tmp_path / "refused.json").exists()
 
 

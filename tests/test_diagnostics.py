@@ -682,7 +682,8 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     assert rnn.training == {"pretrained_encoder": False}
     assert results[1].training == {"pretrained_encoder": True, "freeze_steps": 200, "encoder_lr_scale": 1.0,
                                    "pretrained_encoder_path": str(encoder),
-                                   "pretrained_encoder_metrics": {"Q8": 0.61, "Q3": 0.73}}
+                                   "pretrained_encoder_metrics": {"Q8": 0.61, "Q3": 0.73},
+                                   "pretrained_encoder_init": DEFAULT_INITS}
     for result in results:
         m = result.metrics
         assert m["train_loss"] > 0 and m["val_loss"] > 0 and m["reference_loss"] > 0
@@ -698,6 +699,10 @@ def test_diagnose_command_on_an_exported_model(val_chains: list, tmp_path: Path,
     assert read_last_losses(csv_path) == (0.40, 0.45)
     rc = main(["diagnose", str(tmp_path / "missing"), "--data", str(tmp_path / "val.npz"), "-o", str(out)])
     assert rc == 2 and "missing" in capsys.readouterr().err
+
+
+#: ModelConfig's default init settings: those of _encoder_export's config, which records only the cell.
+DEFAULT_INITS = {"orthogonal_init": True, "forget_bias": 1.0, "chrono_init": False, "chrono_tmax": 200}
 
 
 def _encoder_export(directory: Path, val_metrics: dict) -> Path:
@@ -733,18 +738,63 @@ def test_training_record_says_whether_training_started_from_a_pretrained_encoder
     assert record([]) == {**base, "pretrained_encoder": False}
     assert record([flow, "pretrained"]) == {**base, "pretrained_encoder": True, "freeze_steps": 200,
                                             "encoder_lr_scale": 1.0, "pretrained_encoder_path": str(encoder),
-                                            "pretrained_encoder_metrics": {"Q8": 0.598, "Q3": 0.71, "mask_acc": 0.2}}
+                                            "pretrained_encoder_metrics": {"Q8": 0.598, "Q3": 0.71, "mask_acc": 0.2},
+                                            "pretrained_encoder_init": DEFAULT_INITS}
     # the rate the encoder was fine-tuned at (model.encoder_lr_scale), recorded for pretrained models only
     assert record(["pretrained"], module={"lr": 0.003, "encoder_lr_scale": 0.1})["encoder_lr_scale"] == 0.1
     assert "encoder_lr_scale" not in record([flow], module={"encoder_lr_scale": 0.1})
     # the encoder moved away since: still pretrained, just without its metrics
     gone = record(["pretrained"], tmp_path / "gone")
     assert gone["pretrained_encoder"] is True and gone["freeze_steps"] == 200
-    assert "pretrained_encoder_metrics" not in gone
+    assert "pretrained_encoder_metrics" not in gone and "pretrained_encoder_init" not in gone
     # a model.json written before callbacks were recorded, or with no training config at all
     assert training_record({"global_step": 5, "training_config": {"trainer": {"max_steps": 5}}}) == {
         "max_steps": 5, "global_step": 5, "pretrained_encoder": False}
     assert training_record({}) == {"pretrained_encoder": False}
+
+
+def test_training_record_holds_the_init_settings_of_the_pretrained_encoder(tmp_path: Path) -> None:
+    """A reviewer's case: load_pretrained_encoder copies a pretrained export's embedding and encoder over a contact
+    model whose config may ask for other inits, so the config's inits stop describing the weights. The training record
+    keeps the encoder's own (pretrained_encoder_init, read from its encoder.json without loading any weight), and
+    they are the ones the loaded weights show: chrono forget-gate biases in log [1, T_max - 1] where the config says a
+    forget bias of 1, a forget-gate block that is not orthogonal where the config says orthogonal. A config that this
+    version cannot build gives no init (and keeps the metrics)."""
+    from protrnn.diagnostics.run import training_record
+    from protrnn.model.pretrain_heads import PretrainNetwork, save_pretrained
+    from protrnn.report.findings import effective_settings
+    from protrnn.training.finetune import load_pretrained_encoder
+
+    hidden = 8
+    sizes = {"cell": "lstm", "embed_dim": 8, "hidden_size": hidden, "num_layers": 1, "head": "pairwise"}
+    torch.manual_seed(0)
+    encoder = tmp_path / "encoder"
+    save_pretrained(PretrainNetwork(ModelConfig(**sizes, orthogonal_init=False, chrono_init=True, chrono_tmax=512)),
+                    encoder, extra={"val_metrics": {"val/Q8": 0.5}})
+    net = ContactModel(ModelConfig(**sizes))  # orthogonal, forget bias 1.0, no chrono
+    load_pretrained_encoder(net, encoder)
+    rnn = net.encoder.layers[0].fwd
+    forget = (rnn.bias_ih_l0 + rnn.bias_hh_l0).detach()[hidden:2 * hidden]
+    assert not torch.allclose(forget, torch.ones(hidden))
+    assert bool(((forget >= 0) & (forget <= math.log(511) + 1e-5)).all())
+    block = rnn.weight_hh_l0.detach()[hidden:2 * hidden]
+    assert not torch.allclose(block @ block.T, torch.eye(hidden), atol=1e-3)
+
+    callback = {"class_path": "protrnn.training.finetune.PretrainedEncoder",
+                "init_args": {"path": str(encoder), "freeze_steps": 0}}
+    record = training_record({"training_config": {"trainer": {"callbacks": [callback]}}})
+    assert record["pretrained_encoder_init"] == {"orthogonal_init": False, "forget_bias": 1.0, "chrono_init": True,
+                                                 "chrono_tmax": 512}
+    assert record["pretrained_encoder_metrics"] == {"Q8": 0.5}
+    settings = effective_settings(net.config.to_dict(), None, record["pretrained_encoder"], record["freeze_steps"],
+                                  record["encoder_lr_scale"], record["pretrained_encoder_init"])
+    assert (settings["orthogonal_init"], settings["chrono_init"], settings["chrono_tmax"],
+            settings["forget_bias"]) == (False, True, 512, None)
+
+    meta = json.loads((encoder / "encoder.json").read_text())
+    (encoder / "encoder.json").write_text(json.dumps({**meta, "config": {**meta["config"], "hidden_size": "8"}}))
+    broken = training_record({"training_config": {"trainer": {"callbacks": [callback]}}})
+    assert "pretrained_encoder_init" not in broken and broken["pretrained_encoder_metrics"] == {"Q8": 0.5}
 
 
 def test_batches_respect_the_padded_pair_budget(val_chains: list) -> None:

@@ -396,6 +396,11 @@ def _lstm(**changes: object) -> dict:
     return config
 
 
+def _inits(config: dict) -> dict:
+    """A config's init settings, as training_record records a pretrained encoder's (pretrained_encoder_init)."""
+    return {key: config[key] for key in ("orthogonal_init", "forget_bias", "chrono_init", "chrono_tmax")}
+
+
 def test_knob_comparisons_are_read_from_the_configurations() -> None:
     settings = {
         "lstm": effective_settings(_lstm(), 1.0),
@@ -629,7 +634,8 @@ def test_pretrained_model_is_a_one_knob_variant_not_a_second_baseline(tmp_path: 
     there is no synthetic variant."""
     pretrained = {"pretrained_encoder": True, "freeze_steps": 200,
                   "pretrained_encoder_path": "results/pretrain/encoder",
-                  "pretrained_encoder_metrics": {"Q8": 0.598, "Q3": 0.71, "mask_acc": 0.2}}
+                  "pretrained_encoder_metrics": {"Q8": 0.598, "Q3": 0.71, "mask_acc": 0.2},
+                  "pretrained_encoder_init": _inits(_lstm())}
     # the configs of protrnn/configs/{lstm,gru,rnn}.yaml with workflows/config.yaml's overrides; clipping 1.0 for all
     grid = {"lstm": (_lstm(), {"pretrained_encoder": False}),
             "gru": (_lstm(cell="gru", forget_bias=None), {"pretrained_encoder": False}),
@@ -740,7 +746,7 @@ def test_a_model_whose_pretraining_is_unknown_is_not_compared() -> None:
     from protrnn.report.html import _findings_section
 
     unknown = {"pretrained_encoder": None, "training_config_source": "unknown: the checkpoint records neither"}
-    pretrained = {"pretrained_encoder": True, "freeze_steps": 200}
+    pretrained = {"pretrained_encoder": True, "freeze_steps": 200, "pretrained_encoder_init": _inits(_lstm())}
     records = [_diagnostics(name, _lstm(), 1.0, 30 + seed, 16, seed, training)
                for name, training in (("lstm", unknown), ("lstm_pretrained", pretrained)) for seed in (0, 1)]
     findings = build_findings(aggregate_diagnostics(records), [], [], "lstm", {})
@@ -748,6 +754,125 @@ def test_a_model_whose_pretraining_is_unknown_is_not_compared() -> None:
     assert findings["not_compared"] == {"lstm": "its training record does not say whether it started from a "
                                                 "pretrained encoder (unknown: the checkpoint records neither)"}
     assert "Not compared: <b>lstm</b>, its training record does not say" in _findings_section(findings)
+
+
+def test_a_pretrained_models_init_settings_are_its_encoders() -> None:
+    """A reviewer's case: load_pretrained_encoder overwrites the embedding and encoder, so a pretrained model's
+    weights start from its encoder's inits, not from its contact config's. The findings read the inits a
+    pretrained model's record gives for its encoder (pretrained_encoder_init): a contact config with other inits over
+    an encoder initialised as the reference is a plain pretraining variant, and an encoder with chrono init under the
+    reference's own contact config differs in pretraining *and* the forget bias / chrono init (it is no repeat of the
+    first). A pretrained record without the encoder's inits (written before they were recorded, or the encoder was
+    gone when diagnosed) is compared with nothing and named under the table."""
+    reference_inits = {"orthogonal_init": True, "forget_bias": 1.0, "chrono_init": False, "chrono_tmax": 200}
+    chrono_inits = {"orthogonal_init": True, "forget_bias": 1.0, "chrono_init": True, "chrono_tmax": 512}
+
+    def pretrained(inits: dict | None) -> dict:
+        return {"pretrained_encoder": True, "freeze_steps": 200, "pretrained_encoder_path": "results/enc",
+                **({} if inits is None else {"pretrained_encoder_init": inits})}
+
+    grid = {"lstm": (_lstm(), {"pretrained_encoder": False}),
+            # the contact config says no orthogonal init and chrono init; its encoder had the reference's inits
+            "lstm_pre": (_lstm(orthogonal_init=False, chrono_init=True), pretrained(reference_inits)),
+            # the reference's contact config; its encoder had chrono init (T_max 512)
+            "lstm_pre_chrono": (_lstm(), pretrained(chrono_inits)),
+            "lstm_pre_old": (_lstm(), pretrained(None))}
+    records = [_diagnostics(name, config, 1.0, 30 + seed, 16, seed, training)
+               for name, (config, training) in grid.items() for seed in (0, 1)]
+    findings = build_findings(aggregate_diagnostics(records), [], [], "lstm", {})
+    rows = {(r.knob, r.change, r.grid) for r in findings["_rows"] if r.grid}
+    assert rows == {
+        ("pretraining", "pretrained=False -> freeze_steps=200, pretrained=True", ("lstm_pre", "lstm")),
+        ("forget bias / chrono init + pretraining (together)",
+         "chrono_init=False, forget_bias=1.0, pretrained=False -> chrono_init=True, chrono_tmax=512, "
+         "forget_bias=none, freeze_steps=200, pretrained=True", ("lstm_pre_chrono", "lstm")),
+    }
+    assert set(findings["not_compared"]) == {"lstm_pre_old"}
+    assert findings["not_compared"]["lstm_pre_old"].startswith(
+        "its training record does not say the init settings of its pretrained encoder (results/enc)")
+    assert "Not compared: <b>lstm_pre_old</b>" in _findings_section(findings)
+
+    # effective_settings: the encoder's inits replace the config's; unknown ones are no value of the config's
+    settings = effective_settings(_lstm(orthogonal_init=False), 1.0, True, 200, encoder_init=chrono_inits)
+    assert (settings["orthogonal_init"], settings["chrono_init"], settings["chrono_tmax"],
+            settings["forget_bias"]) == (True, True, 512, None)
+    unknown = effective_settings(_lstm(), 1.0, True, 200)
+    assert {unknown[k] for k in ("orthogonal_init", "forget_bias", "chrono_init", "chrono_tmax")} == {
+        "unknown (pretrained encoder)"}
+    gru = effective_settings(_lstm(cell="gru", forget_bias=None), 1.0, True, 200)
+    assert gru["orthogonal_init"] == "unknown (pretrained encoder)" and gru["forget_bias"] is None
+    # compared directly, a model with unknown inits isolates nothing, not even the pretraining knob, and is no base
+    assert comparisons({"lstm": effective_settings(_lstm(), 1.0), "lstm_pre": unknown,
+                        "lstm_pre_h16": effective_settings(_lstm(gradient_horizon=16), 1.0, True, 200)}, "lstm") == []
+    assert comparisons({"lstm_pre": unknown, "lstm": effective_settings(_lstm(), 1.0)}, "lstm_pre") == []
+
+
+def test_a_model_started_from_a_trained_models_weights_is_not_compared(tmp_path: Path) -> None:
+    """InitialWeights (docs/training.md, "Fine-tuning a trained model") starts a run from a trained contact model's
+    weights: with parts="encoder" its encoder's inits are the source model's, not the config's (as with a pretrained
+    encoder), and with "all" every weight is, after a whole training run that no setting of this one describes. The
+    training record says so (initial_weights) and the findings compare such a model with nothing: it had read as a
+    model trained from scratch (here a gradient horizon variant of the reference)."""
+    from protrnn.diagnostics.run import training_record
+
+    def record(parts: str | None) -> dict:
+        callback = {"class_path": "protrnn.training.finetune.InitialWeights",
+                    "init_args": {"path": "runs/lstm/export", **({} if parts is None else {"parts": parts})}}
+        return training_record({"training_config": {"trainer": {"gradient_clip_val": 1.0, "callbacks": [callback]}}})
+
+    assert record("encoder")["initial_weights"] == {"path": "runs/lstm/export", "parts": "encoder"}
+    assert record(None)["initial_weights"] == {"path": "runs/lstm/export", "parts": "all"}
+    assert "initial_weights" not in training_record({"training_config": {"trainer": {"gradient_clip_val": 1.0}}})
+    for parts in ("encoder", None):
+        records = [_diagnostics(name, config, 1.0, 30 + seed, 16, seed, training)
+                   for name, config, training in (("lstm", _lstm(), {"pretrained_encoder": False}),
+                                                  ("lstm_h16", _lstm(gradient_horizon=16), record(parts)))
+                   for seed in (0, 1)]
+        findings = build_findings(aggregate_diagnostics(records), [], [], "lstm", {})
+        assert not [r for r in findings["_rows"] if r.grid]
+        assert findings["not_compared"] == {"lstm_h16": (
+            f"it started from the weights of a trained model (runs/lstm/export, parts={parts or 'all'}): its settings "
+            "describe neither the weights it started from nor the training before")}
+
+
+def test_residual_counts_only_where_a_layer_can_add_it() -> None:
+    """A reviewer's case: the encoder adds the residual connection to a layer whose input is as wide as its output
+    (2 x hidden_size), so in a one-layer encoder under a narrower embedding (the synthetic task's defaults: embedding
+    16, 32 units per direction) residual on and off compute the same function, yet the pair read as a residual
+    comparison ("no effect detected" for a knob that changed nothing). residual_layers is checked here against the
+    encoder itself (outputs with residual on and off); such a pair is now a repeat, while a one-layer encoder whose
+    embedding is 2 x hidden_size wide, and the two-layer context of a one-layer reference, keep their residual rows."""
+    from protrnn.model.encoder import RecurrentEncoder
+    from protrnn.report.findings import residual_layers
+
+    cases = [(1, 16, 32, 0), (2, 16, 32, 1), (3, 16, 32, 2), (1, 64, 32, 1), (2, 64, 32, 2)]
+    for layers, embed, hidden, expected in cases:
+        config = ModelConfig(cell="lstm", embed_dim=embed, hidden_size=hidden, num_layers=layers, dropout=0.0)
+        assert residual_layers(config.to_dict()) == expected
+        outputs = {}
+        for residual in (True, False):
+            torch.manual_seed(0)
+            encoder = RecurrentEncoder(ModelConfig(**{**config.to_dict(), "residual": residual})).eval()
+            torch.manual_seed(1)
+            x = torch.randn(2, 7, embed)
+            outputs[residual] = encoder(x, torch.ones(2, 7, dtype=torch.bool))
+        assert torch.equal(outputs[True], outputs[False]) == (expected == 0), (layers, embed, hidden)
+    assert residual_layers({"num_layers": 1, "hidden_size": 32}) is None  # sizes not recorded: kept as before
+
+    def synthetic(**changes: object) -> dict:
+        return effective_settings(_lstm(**{"embed_dim": 16, "hidden_size": 32, "num_layers": 1, **changes}), 1.0)
+
+    settings = {"lstm": synthetic(), "lstm_no_residual": synthetic(residual=False),
+                "lstm_no_residual_h16": synthetic(residual=False, gradient_horizon=16),
+                "lstm2": synthetic(num_layers=2), "lstm2_no_residual": synthetic(num_layers=2, residual=False),
+                "lstm_wide": synthetic(embed_dim=64), "lstm_wide_no_residual": synthetic(embed_dim=64, residual=False)}
+    found = {(c.knobs, c.variant, c.base, c.change) for c in comparisons(settings, "lstm")}
+    assert found == {
+        # residual off changes nothing in the one-layer reference: the horizon alone differs
+        (("gradient horizon",), "lstm_no_residual_h16", "lstm", "gradient_horizon=none -> gradient_horizon=16"),
+        (("residual",), "lstm2_no_residual", "lstm2", "residual=True -> residual=False (in lstm2)"),
+        (("residual",), "lstm_wide_no_residual", "lstm_wide", "residual=True -> residual=False (in lstm_wide)"),
+    }
 
 
 def test_pretraining_is_a_knob_of_the_settings() -> None:
@@ -758,11 +883,13 @@ def test_pretraining_is_a_knob_of_the_settings() -> None:
     on = effective_settings(_lstm(), 1.0, True, None)
     assert on["pretrained"] is True and on["freeze_steps"] == 0 and on["encoder_lr_scale"] == 1.0
     assert effective_settings(_lstm(), 1.0, False, None, 0.1)["encoder_lr_scale"] is None
-    settings = {"lstm": effective_settings(_lstm(), 1.0), "lstm_pre": effective_settings(_lstm(), 1.0, True, 200),
+    same = _inits(_lstm())  # each pretrained encoder was initialised as its contact config says
+    settings = {"lstm": effective_settings(_lstm(), 1.0),
+                "lstm_pre": effective_settings(_lstm(), 1.0, True, 200, encoder_init=same),
                 "gru": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0),
-                "gru_pre": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0, True, 200),
-                "lstm_pre_h16": effective_settings(_lstm(gradient_horizon=16), 1.0, True, 200),
-                "lstm_pre_gentle": effective_settings(_lstm(), 1.0, True, 200, 0.1)}
+                "gru_pre": effective_settings(_lstm(cell="gru", forget_bias=None), 1.0, True, 200, encoder_init=same),
+                "lstm_pre_h16": effective_settings(_lstm(gradient_horizon=16), 1.0, True, 200, encoder_init=same),
+                "lstm_pre_gentle": effective_settings(_lstm(), 1.0, True, 200, 0.1, encoder_init=same)}
     found = {(c.knobs, c.variant, c.base, c.change) for c in comparisons(settings, "lstm")}
     assert found == {
         (("cell",), "gru", "lstm", "cell=lstm -> cell=gru"),

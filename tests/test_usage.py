@@ -348,10 +348,12 @@ def test_usage_precision_counts_contacts_at_the_datas_stored_cutoff(tmp_path: Pa
                                                                     precision: float) -> None:
     """`protrnn diagnose --data X.npz` counted the usage precision's true contacts at 8 Å whatever cutoff X was
     prepared at: on data prepared at 6 Å, where no long-range pair of :func:`two_cluster_chain` touches, it read 1.
-    The cutoff is recorded as metrics.contact_cutoff."""
+    The cutoff is recorded as metrics.contact_cutoff. (The model records that it was trained at the data's cutoff:
+    diagnose refuses a model on data at another.)"""
     torch.manual_seed(0)
     save_model(ContactModel(ModelConfig(embed_dim=8, hidden_size=8, num_layers=1, head="pairwise", pair_dim=8,
-                                        dropout=0.0)), tmp_path / "model")
+                                        dropout=0.0)), tmp_path / "model",
+               extra={"training_config": {"data": {"contact_cutoff": cutoff}}})
     data = save_dataset([two_cluster_chain("a")], tmp_path / "val.npz", contact_cutoff=cutoff)
     out = tmp_path / "diag.json"
     assert main(["diagnose", str(tmp_path / "model"), "--data", str(data), "--n-chains", "1", "--pairs-per-chain",

@@ -50,7 +50,7 @@ from protrnn.diagnostics.results import (
 )
 from protrnn.diagnostics.usage import DEFAULT_USAGE_DISTANCES, background_composition, usage_profile
 from protrnn.errors import InputError, reading
-from protrnn.model.io import ensemble_members, is_ensemble, load_network
+from protrnn.model.io import ensemble_members, is_ensemble, load_network, recorded_config
 from protrnn.model.predictor import resolve_device
 from protrnn.model.pretrain_heads import read_pretrained_metadata
 from protrnn.training.loss import LossSettings
@@ -154,6 +154,8 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
         composition = background_composition(train_chains)
     usage_chains = sample_chains(chains, options.usage_chains, np.random.default_rng(options.seed))
 
+    for name, path in models:  # every model, before the first is measured
+        check_model_cutoff(name, load_network(path), cutoff)
     results = []
     for index, (name, path) in enumerate(models):
         result = _diagnose_model(name, Path(path), index, measured, loss_val, loss_train, rate, device, options,
@@ -190,7 +192,13 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
     A pretrained model also gets ``freeze_steps``, ``encoder_lr_scale`` (the encoder's learning rate as a multiple
     of the head's; 1 when the record predates the option), ``pretrained_encoder_path`` and, when that export's
-    ``encoder.json`` can still be read, ``pretrained_encoder_metrics`` (its held-out ``Q8``, ``Q3``, ``mask_acc``).
+    ``encoder.json`` can still be read, ``pretrained_encoder_metrics`` (its held-out ``Q8``, ``Q3``, ``mask_acc``)
+    and ``pretrained_encoder_init``: the init settings (:data:`ENCODER_INIT_KEYS`) of the encoder's own config, as
+    :func:`protrnn.model.pretrain_heads.load_pretrained` builds it (missing keys at their defaults). They describe the
+    loaded weights; the contact model's own init settings do not (its embedding and encoder are overwritten).
+
+    A model started from a trained contact model (an :data:`INITIAL_WEIGHTS_CALLBACK` in ``trainer.callbacks``)
+    gets ``initial_weights``: ``{"path": ..., "parts": "all" | "encoder"}``; absent otherwise.
     """
     config = metadata.get("training_config") or {}
     trainer = config.get("trainer") or {} if isinstance(config, Mapping) else {}
@@ -229,9 +237,19 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
         path = init_args.get("path")
         if path:
             out["pretrained_encoder_path"] = str(path)
-            metrics = _encoder_metrics(path)
+            metrics, init = _encoder_description(path)
             if metrics:
                 out["pretrained_encoder_metrics"] = metrics
+            if init is not None:
+                out["pretrained_encoder_init"] = init
+    initial = recorded_callback(trainer.get("callbacks") if isinstance(trainer, Mapping) else None,
+                                INITIAL_WEIGHTS_CALLBACK)
+    if initial is not None:
+        init_args = initial.get("init_args") or {}
+        init_args = init_args if isinstance(init_args, Mapping) else {}
+        path = init_args.get("path")
+        out["initial_weights"] = {"path": None if path is None else str(path),
+                                  "parts": str(init_args.get("parts") or "all")}
     return out
 
 
@@ -258,8 +276,13 @@ DATA_KEYS_LEFT_OUT = frozenset({"train_path", "val_path", "seed", "num_workers",
 PRETRAINED_CALLBACK = "protrnn.training.finetune.PretrainedEncoder"
 #: The callback that adds the auxiliary secondary-structure loss during contact training.
 AUXILIARY_SS_CALLBACK = "protrnn.training.finetune.AuxiliarySecondaryStructure"
+#: The callback that starts contact training from the weights of a trained contact model (all, or its encoder).
+INITIAL_WEIGHTS_CALLBACK = "protrnn.training.finetune.InitialWeights"
 #: Validation metrics of a pretrained export's ``encoder.json`` copied into the training record (recorded name -> key).
 ENCODER_METRICS = {"val/Q8": "Q8", "val/Q3": "Q3", "val/mask_acc": "mask_acc"}
+#: The init settings of a pretrained export's config copied into the training record (``pretrained_encoder_init``):
+#: they decide the encoder weights a pretrained contact model starts from (protrnn.report.findings reads them).
+ENCODER_INIT_KEYS = ("orthogonal_init", "forget_bias", "chrono_init", "chrono_tmax")
 
 
 def recorded_callback(callbacks: Any, class_path: str) -> Mapping[str, Any] | None:
@@ -281,20 +304,26 @@ def pretrained_callback(callbacks: Any) -> Mapping[str, Any] | None:
     return recorded_callback(callbacks, PRETRAINED_CALLBACK)
 
 
-def _encoder_metrics(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Held-out Q8 / Q3 / masked-residue accuracy from a pretrained export's ``encoder.json`` (empty when it cannot be
-    read: the record stays about the model, a moved or deleted encoder is no error)."""
+def _encoder_description(path: str | os.PathLike[str]) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """What a pretrained export's ``encoder.json`` says (no weights read, nothing unpickled): its held-out Q8 / Q3 /
+    masked-residue accuracy (empty when absent) and its config's :data:`ENCODER_INIT_KEYS` (None when the config
+    cannot be built). Both empty / None when the file cannot be read: the record stays about the model, a moved or
+    deleted encoder is no error."""
     try:
         metadata = read_pretrained_metadata(path)
     except (InputError, OSError, ValueError):
-        return {}
+        return {}, None
     values = metadata.get("val_metrics") or {}
-    out = {}
+    metrics = {}
     for recorded, key in ENCODER_METRICS.items():
         value = values.get(recorded) if isinstance(values, Mapping) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[key] = float(value)
-    return out
+            metrics[key] = float(value)
+    try:  # the config load_pretrained builds the encoder from (defaults filled in), not the raw JSON
+        config = recorded_config(metadata["config"], what="pretrained encoder description", source=path).to_dict()
+    except InputError:
+        return metrics, None
+    return metrics, {key: config[key] for key in ENCODER_INIT_KEYS}
 
 
 def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[ProteinChain],
@@ -304,6 +333,7 @@ def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[Protei
                     train_rates: Mapping[str, float] | None = None,
                     contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> DiagnosticsResult:
     loaded = load_network(path)
+    check_model_cutoff(name, loaded, contact_cutoff)
     model = loaded.network
     model.to(device)
     loss = LossSettings.from_hparams(loaded.metadata.get("training_hparams"))
@@ -389,6 +419,17 @@ def load_data(path: str | os.PathLike[str]) -> tuple[list[ProteinChain], float]:
     return chains, cutoff
 
 
+def check_model_cutoff(name: str, loaded: Any, contact_cutoff: float) -> None:
+    """The model was trained at the cutoff the ``--data`` chains are labelled at (:func:`load_data`): its losses,
+    contact rates and usage precision are measured against those labels, and a model trained for contacts below 6 Å
+    would read as badly fitted on contacts below 8 Å. A one-line :class:`InputError` naming the model and both
+    cutoffs (as ``protrnn evaluate`` refuses a model on a test set at another cutoff)."""
+    if loaded.contact_cutoff != contact_cutoff:
+        raise InputError(f"model {name}: trained at contact cutoff {loaded.contact_cutoff:g} Å, but --data labels "
+                         f"contacts at {contact_cutoff:g} Å (a prepared dataset's stored contact cutoff, 8 Å for any "
+                         "other input): diagnose it on data at its own cutoff", path=loaded.path)
+
+
 def check_same_cutoff(data: str | os.PathLike[str], cutoff: float, train_data: str | os.PathLike[str],
                       train_cutoff: float) -> None:
     """``--train-data`` and ``--data`` label contacts at one cutoff (:func:`load_data`): the fit diagnosis compares
@@ -461,6 +502,7 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stream)
 
 
-__all__ = ["AUXILIARY_SS_CALLBACK", "ENCODER_METRICS", "PRETRAINED_CALLBACK", "TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS",
-           "DiagnoseOptions", "check_same_cutoff", "diagnose", "load_chains", "load_data", "print_table",
+__all__ = ["AUXILIARY_SS_CALLBACK", "ENCODER_INIT_KEYS", "ENCODER_METRICS", "INITIAL_WEIGHTS_CALLBACK",
+           "PRETRAINED_CALLBACK", "TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS",
+           "DiagnoseOptions", "check_model_cutoff", "check_same_cutoff", "diagnose", "load_chains", "load_data", "print_table",
            "read_last_losses", "recorded_callback", "sample_chains", "training_record"]

@@ -11,7 +11,9 @@ Task (one query per sequence, docs/synthetic.md)
 Model
     The project's own embedding + :class:`~protrnn.model.encoder.RecurrentEncoder` built from a
     :class:`~protrnn.model.config.ModelConfig` (so cell, sizes, gradient horizon, forget bias, chrono and
-    orthogonal init, residual and layer norm all apply) and a per-residue linear classifier over ``h [B, T, 2H]``.
+    orthogonal init and layer norm all apply; the residual only where a layer's input and output widths match, so
+    not in a one-layer encoder under a narrower embedding, the defaults) and a per-residue linear classifier over
+    ``h [B, T, 2H]``.
 
 Protocol
     One fresh model per distance, the same seed (so the same initial weights for every distance), a fixed number of

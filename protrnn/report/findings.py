@@ -5,11 +5,15 @@ sentence derived from those intervals (torch-free).
 Which runs measure which knob is read from what was run, not declared: two models (grid runs, or synthetic variants)
 measure a knob when their configurations differ in that knob's settings and nothing else, and the one that is
 compared against holds the reference model's setting of the knob (:data:`KNOBS` lists the knobs and the settings
-each covers; settings that have no effect are ignored, e.g. the forget bias of a GRU). Grid models differing from the
-reference in several knobs at once give a *combined* row. A model whose settings equal the reference's is a repeat of
-it, never a base. Pretraining is read from the training record (``pretrained_encoder`` and ``freeze_steps`` of
+each covers; settings that have no effect are ignored, e.g. the forget bias of a GRU, or ``residual`` between two
+models in which no layer can add it, :func:`residual_layers`). Grid models differing from the reference in several
+knobs at once give a *combined* row. A model whose settings equal the reference's is a repeat of it, never a base.
+Pretraining is read from the training record (``pretrained_encoder`` and ``freeze_steps`` of
 :func:`protrnn.diagnostics.run.training_record`); the synthetic task has no pretraining, so a pretraining row's reach
-column says so (:data:`NO_SYNTHETIC`).
+column says so (:data:`NO_SYNTHETIC`). A pretrained model's init settings are its encoder's
+(``pretrained_encoder_init``), not its contact config's, whose inits were overwritten with the encoder's weights; a
+record that does not say them, or a model started from another trained model's weights (``initial_weights``), is not
+compared (``not_compared`` of :func:`build_findings`).
 
 Rule (also in docs/diagnostics.md): a knob **matters** for a measure when the 95 % interval of the difference
 (variant - reference) excludes 0; **no effect detected** when every measured interval includes 0; **not measured**
@@ -57,6 +61,13 @@ NO_SYNTHETIC = {"pretraining": "n/a (no synthetic variant: the planted-distance 
 LSTM_ONLY = frozenset({"forget_bias", "chrono_init", "chrono_tmax"})
 #: Settings that do not change the function a model computes (inference tiling).
 IGNORED = frozenset({"pair_chunk_size", "vocab_size"})
+#: The init settings of the recurrent encoder. A pretrained model's encoder weights are a pretrained export's, so
+#: these are the export's (``pretrained_encoder_init`` of the training record), never the contact config's.
+INIT_KEYS = ("orthogonal_init", "forget_bias", "chrono_init", "chrono_tmax")
+#: The value of :data:`INIT_KEYS` for a pretrained model whose record does not say its encoder's inits (written before
+#: they were recorded, or the encoder's ``encoder.json`` could not be read when it was diagnosed): such a model is no
+#: repeat of any other and isolates no knob (:func:`comparisons` skips every pair it is in).
+UNKNOWN_INIT = "unknown (pretrained encoder)"
 #: The precision measure of the findings (long range, top-L/5), pooled over every test set.
 PRECISION_KEY = "long/P@L/5"
 MEASURES = ("reach", "usage", "gradient", "precision")
@@ -71,25 +82,51 @@ RULE = (f"A knob matters for a measure when the {INTERVAL_PERCENT} interval of t
 
 
 def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None, pretrained: Any = False,
-                       freeze_steps: Any = None, encoder_lr_scale: Any = None) -> dict[str, Any]:
+                       freeze_steps: Any = None, encoder_lr_scale: Any = None,
+                       encoder_init: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A model's settings as the knobs see them: LSTM-only settings dropped for other cells, the forget bias
     dropped under chrono init (which replaces it) and chrono's T_max without it, clipping 0/None = off, pretraining
     on/off (``pretrained``; a missing record, None, means off) with its ``freeze_steps`` (None when off, else an
-    integer, None = 0) and ``encoder_lr_scale`` (None when off, else a float, None = 1)."""
+    integer, None = 0) and ``encoder_lr_scale`` (None when off, else a float, None = 1).
+
+    A pretrained model's :data:`INIT_KEYS` are ``encoder_init``'s (the training record's ``pretrained_encoder_init``:
+    the pretrained encoder's own inits, which made the weights it starts from); without all of them they are
+    :data:`UNKNOWN_INIT`, never the contact config's (which describe weights that were overwritten)."""
     out = {k: v for k, v in config.items() if k not in IGNORED}
     clip = gradient_clip
     out["gradient_clip"] = None if clip in (None, 0, 0.0, False) else float(clip)
     out["pretrained"] = bool(pretrained)
     out["freeze_steps"] = int(freeze_steps or 0) if pretrained else None
     out["encoder_lr_scale"] = (1.0 if encoder_lr_scale is None else float(encoder_lr_scale)) if pretrained else None
+    if pretrained:
+        known = isinstance(encoder_init, Mapping) and all(key in encoder_init for key in INIT_KEYS)
+        for key in INIT_KEYS:
+            out[key] = encoder_init[key] if known else UNKNOWN_INIT  # type: ignore[index]
     if out.get("cell") != "lstm":
         for key in ("forget_bias", "chrono_init", "chrono_tmax"):
             out[key] = None
+    elif out.get("chrono_init") == UNKNOWN_INIT:
+        pass  # which of the forget bias and chrono init applied is unknown too
     elif out.get("chrono_init"):
         out["forget_bias"] = None
     else:
         out["chrono_tmax"] = None
     return out
+
+
+def residual_layers(config: Mapping[str, Any]) -> int | None:
+    """How many recurrent layers of ``config`` (a model config, or its :func:`effective_settings`) can add the
+    residual connection: :class:`protrnn.model.encoder.RecurrentEncoder` adds it (when ``residual`` is on) to a
+    layer whose input width equals its output width, ``2 * hidden_size`` (bidirectional): every layer after the first,
+    and the first only when ``embed_dim == 2 * hidden_size``. With 0, ``residual`` changes nothing (a one-layer
+    encoder under a narrower embedding, as in the synthetic task's defaults). None when a size is not recorded."""
+    try:
+        layers, embed, hidden = (int(config[key]) for key in ("num_layers", "embed_dim", "hidden_size"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if layers <= 0:
+        return 0
+    return layers - 1 + (embed == 2 * hidden)
 
 
 #: Prefix of the settings that are no knob but must agree for a pair of runs to isolate one (the budget, the
@@ -124,9 +161,14 @@ def knob_of(key: str) -> str | None:
 
 def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Settings whose values differ (a key missing on one side counts as differing, except a training setting: a
-    record written before that setting was recorded says nothing about it)."""
-    return sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>")
+    record written before that setting was recorded says nothing about it). ``residual`` does not differ between two
+    models in which no layer can add it (:func:`residual_layers` 0 in both: it changes nothing in either); it is kept
+    as set otherwise, so a one-layer reference's setting still picks which two-layer context holds it."""
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>")
                   and not (k.startswith(TRAINING_PREFIX) and (k not in a or k not in b)))
+    if "residual" in keys and residual_layers(a) == 0 and residual_layers(b) == 0:
+        keys.remove("residual")
+    return keys
 
 
 def describe(settings: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -175,13 +217,21 @@ def comparisons(settings: Mapping[str, Mapping[str, Any]], reference: str, *,
             keys = [k for k in keys if k not in LSTM_ONLY]
         return keys
 
+    # A model whose init settings are unknown (a pretrained model whose record does not say its encoder's) is in no
+    # pair: its inits may or may not differ from another model's, so the pair isolates nothing, not even a repeat.
+    known = {name for name, values in settings.items() if UNKNOWN_INIT not in (values.get(k) for k in INIT_KEYS)}
+    if reference not in known:
+        return []
     # A base other than the reference is a context: it may differ from the reference in its cell and in settings
     # that are no knob (size, depth), never in another knob. A model with the reference's settings is a repeat of it.
-    bases = [reference] + [name for name in settings if name != reference and knob_keys(settings[name], ref)
+    # (The residual setting of a one-layer reference, which no layer adds, still picks the context of two-layer
+    # models: the one that holds it, so that a row reads "reference setting -> other".)
+    bases = [reference] + [name for name in settings if name != reference and name in known
+                           and knob_keys(settings[name], ref)
                            and {knob_of(k) for k in knob_keys(settings[name], ref)} <= {"cell", None}]
     for base in bases:
         for variant, values in settings.items():
-            if variant == base:
+            if variant == base or variant not in known:
                 continue
             keys = knob_keys(values, settings[base])
             knobs = tuple(dict.fromkeys(knob_of(k) for k in keys))
@@ -319,15 +369,14 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
     if reference is None:
         reference = "lstm" if ("lstm" in by_model or any(v.name == "lstm" for v in synthetic)) else \
             (names[0] if names else (synthetic[0].name if synthetic else None))
-    # A model whose record cannot say whether it started from a pretrained encoder (pretrained_encoder None: an
-    # export that found no config of its run) has no known settings: comparing it would count it as not pretrained.
-    not_compared = {m.model: "its training record does not say whether it started from a pretrained encoder ("
-                    + str(m.training.get("training_config_source") or "unknown") + ")"
-                    for m in models if m.config and m.training.get("pretrained_encoder", False) is None}
+    # A model whose record leaves its settings unknown (not_compared_because) is named under the table instead.
+    reasons = {m.model: not_compared_because(m.training) for m in models if m.config}
+    not_compared = {name: reason for name, reason in reasons.items() if reason}
     grid_settings = {m.model: {**effective_settings(m.config, m.training.get("gradient_clip_val"),
                                                     m.training.get("pretrained_encoder", False),
                                                     m.training.get("freeze_steps"),
-                                                    m.training.get("encoder_lr_scale")),
+                                                    m.training.get("encoder_lr_scale"),
+                                                    m.training.get("pretrained_encoder_init")),
                                **training_settings(m.training)}
                      for m in models if m.config and m.model not in not_compared}
     synth_by_name = {v.name: v for v in synthetic}
@@ -385,6 +434,34 @@ def build_findings(models: Sequence[ModelDiagnostics], synthetic: Sequence[Synth
             "sentence": findings_sentence(ordered), "not_compared": not_compared, "_rows": ordered}
 
 
+def not_compared_because(training: Mapping[str, Any]) -> str:
+    """Why a grid model's training record leaves it out of every comparison, or "" when it does not:
+
+    * it cannot say whether the model started from a pretrained encoder (``pretrained_encoder`` None: an export that
+      found no config of its run): comparing it would count it as not pretrained;
+    * it started from a pretrained encoder whose init settings it does not record (``pretrained_encoder_init``:
+      written before they were recorded, or the encoder's ``encoder.json`` could not be read when it was diagnosed):
+      the contact config's inits describe weights that were overwritten, so its inits are unknown;
+    * it started from the weights of a trained contact model (``initial_weights``: the InitialWeights callback): with
+      ``parts="encoder"`` its inits are the source model's encoder's, with ``"all"`` every weight is, and either way
+      its training continued another run's, which no setting of its own describes.
+    """
+    if training.get("pretrained_encoder", False) is None:
+        return ("its training record does not say whether it started from a pretrained encoder ("
+                + str(training.get("training_config_source") or "unknown") + ")")
+    initial = training.get("initial_weights")
+    if isinstance(initial, Mapping):
+        return (f"it started from the weights of a trained model ({initial.get('path')}, parts="
+                f"{initial.get('parts')}): its settings describe neither the weights it started from nor the training "
+                "before")
+    init = training.get("pretrained_encoder_init")
+    if training.get("pretrained_encoder") and not (isinstance(init, Mapping) and all(k in init for k in INIT_KEYS)):
+        return ("its training record does not say the init settings of its pretrained encoder ("
+                + str(training.get("pretrained_encoder_path") or "no path recorded")
+                + "), which replaced its own: rerun protrnn diagnose while the encoder's encoder.json can be read")
+    return ""
+
+
 def pretraining_note(training: Mapping[str, Any]) -> str:
     """What the training record says about a pretrained model's encoder: held-out Q8 / Q3 and the frozen steps."""
     parts = []
@@ -438,6 +515,6 @@ def findings_sentence(rows: Sequence[FindingRow]) -> str:
     return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
 
-__all__ = ["KNOBS", "MEASURES", "MEASURE_TITLES", "NO_SYNTHETIC", "PRECISION_KEY", "RULE", "Comparison", "FindingRow",
-           "build_findings", "comparisons", "effective_settings", "excludes_zero", "findings_sentence",
-           "pretraining_note"]
+__all__ = ["INIT_KEYS", "KNOBS", "MEASURES", "MEASURE_TITLES", "NO_SYNTHETIC", "PRECISION_KEY", "RULE", "UNKNOWN_INIT",
+           "Comparison", "FindingRow", "build_findings", "comparisons", "effective_settings", "excludes_zero",
+           "findings_sentence", "not_compared_because", "pretraining_note", "residual_layers"]
