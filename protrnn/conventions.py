@@ -1,4 +1,4 @@
-"""The scoring conventions every layer shares, defined once (reasoning in docs/conventions.md and ../SCIENCE.md).
+"""The scoring conventions every layer shares, defined once (the reasoning is in docs/conventions.md).
 
 * a contact is Cβ–Cβ < :data:`DEFAULT_CONTACT_CUTOFF` Å (Cα for glycine, virtual Cβ where Cβ is missing);
 * pairs closer than :data:`MIN_SEPARATION` in sequence are never scored (CASP);

@@ -321,3 +321,23 @@ def test_ollikainen_files_with_bad_bytes_are_one_line_naming_file_line_and_byte(
     with pytest.raises(InputError, match=r"domains\.csv: not a readable table \(line 4: field larger than field "
                                          r"limit \(131072\)\)$"):
         bl.ollikainen_domains(root)
+
+
+def test_ollikainen_files_are_read_within_the_input_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """domains.csv and the .indices files were read whole whatever their size; like every input, they are refused
+    past MAX_INPUT_BYTES (set to 1,000 bytes here) in one line naming the file."""
+    from protrnn.data import structure
+
+    monkeypatch.setattr(structure, "MAX_INPUT_BYTES", 1000)
+    padded = _DOMAINS + b"".join(b"PF%05d,x,y,9ABC,1,a\n" % k for k in range(60))
+    assert len(padded) > 1000
+    root = _ollikainen_folder(tmp_path / "domains", domains=padded, indices=_INDICES)
+    with pytest.raises(InputError, match=r"domains\.csv: .*larger than"):
+        bl.ollikainen_domains(root)
+    long_indices = _INDICES * 30
+    assert len(long_indices) > 1000
+    root = _ollikainen_folder(tmp_path / "indices", domains=_DOMAINS, indices=long_indices)
+    with pytest.raises(InputError, match=r"1CTF_A\.indices: .*larger than"):
+        load_ollikainen_case(root, "1CTF")
+    assert load_ollikainen_case(_ollikainen_folder(tmp_path / "good", domains=_DOMAINS, indices=_INDICES),
+                                "1CTF").columns == (0, 1, 2)

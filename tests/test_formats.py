@@ -7,6 +7,7 @@ import io
 import json
 import math
 import tarfile
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -185,6 +186,98 @@ def test_bad_cgdms_files(tmp_path: Path) -> None:
         parse_cgdms_text("AG\nHH\n" + "0 " * 12 + "\n" + "0 " * 11 + "\n", "x", source="x.txt")
     with pytest.raises(InputError, match="truncated cgdms file"):
         parse_cgdms_text("AG\n", "x", source="x.txt")
+
+
+# ---- the input bound (MAX_INPUT_BYTES) on every read of a chain file: a directory's, an archive member's ----------
+BOUND = 1000  # bytes: the test's MAX_INPUT_BYTES
+
+
+@pytest.fixture
+def small_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    import protrnn.data.structure as structure
+
+    monkeypatch.setattr(structure, "MAX_INPUT_BYTES", BOUND)
+
+
+def _cgdms_bytes(length: int) -> bytes:
+    """A valid cgdms chain file of ``length`` residues (~85 bytes a residue)."""
+    rows = [" ".join(f"{3.8 * k + 0.5 * atom:.3f}" for atom in range(12)) for k in range(length)]
+    return ("\n".join(["A" * length, "C" * length, *rows]) + "\n").encode()
+
+
+def _one_line(item: object, start: str) -> None:
+    """``item`` is a one-line InputError whose message starts with ``start`` (the file or member, then the reason)."""
+    assert isinstance(item, InputError), item
+    assert "\n" not in str(item) and str(item).startswith(start), str(item)
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_cgdms_directory_files_are_read_within_the_bound(tmp_path: Path, small_bound: None) -> None:
+    """A cgdms data directory's chain files and split lists were read whole (Path.read_bytes / read_text)."""
+    folder = tmp_path / "cgdms" / "protein_data" / "train_val"
+    folder.mkdir(parents=True)
+    (folder / "small.txt").write_bytes(_cgdms_bytes(3))
+    (folder / "big.txt").write_bytes(_cgdms_bytes(20))
+    assert (folder / "big.txt").stat().st_size > BOUND
+    big, small = iter_cgdms(tmp_path / "cgdms", errors="yield")
+    _one_line(big, f"{folder / 'big.txt'}: file larger than ")
+    assert small.id == "small" and len(small) == 3
+    lists = tmp_path / "cgdms" / "datasets"
+    lists.mkdir()
+    (lists / "train.txt").write_text("small\n" * 200)  # 1,200 bytes
+    with pytest.raises(InputError) as caught:
+        list(iter_cgdms(tmp_path / "cgdms", errors="yield"))
+    _one_line(caught.value, f"{lists / 'train.txt'}: file larger than ")
+
+
+def test_tar_members_are_read_within_the_bound(tmp_path: Path, small_bound: None) -> None:
+    """A plain (not gzipped) tar member was read whole by handle.read() before gunzip_if_needed bounded anything."""
+    path = _tar(tmp_path / "chains.tar", {"x/small.txt": _cgdms_bytes(3), "x/big.txt": _cgdms_bytes(20)})
+    small, big = iter_chains(path)
+    assert small.ok and small.chain.id == "small"
+    assert not big.ok and big.source == f"{path}#x/big.txt"
+    assert big.error.startswith(f"{path}#x/big.txt: archive member larger than ") and "\n" not in big.error
+    # The cgdms tarball reader (protein_data/train_val members) bounds its members the same way.
+    cgdms = _tar(tmp_path / "cgdms.tar", {"protein_data/train_val/big.txt": _cgdms_bytes(20),
+                                          "protein_data/train_val/small.txt": _cgdms_bytes(3)})
+    big_item, small_item = iter_cgdms(cgdms, errors="yield")
+    _one_line(big_item, f"{cgdms}#protein_data/train_val/big.txt: archive member larger than ")
+    assert small_item.id == "small"
+    # A member's declared size is checked before anything is read.
+    from protrnn.data.structure import read_bounded
+
+    class Unread(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise AssertionError("read past a declared size over the bound")
+
+    with pytest.raises(InputError, match=r"^a\.tar#m\.pdb: archive member larger than "):
+        read_bounded(Unread(), "a.tar#m.pdb", size=BOUND + 1, what="archive member")
+
+
+def test_zip_members_are_read_within_the_bound(tmp_path: Path, small_bound: None) -> None:
+    """Wheel members (cgdms chain files, bioemu reference PDBs) were read whole by ZipFile.read."""
+    wheel = tmp_path / "cgdms-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("cgdms/protein_data/train_val/big.txt", _cgdms_bytes(20))
+        archive.writestr("cgdms/protein_data/train_val/small.txt", _cgdms_bytes(3))
+    big, small = iter_cgdms(wheel, errors="yield")
+    _one_line(big, f"{wheel}#cgdms/protein_data/train_val/big.txt: archive member larger than ")
+    assert small.id == "small"
+    member = ("bioemu_benchmarks/assets/folding_free_energies_benchmark_x/folding_free_energies/"
+              "reference_wildtypes/1ABC_A.pdb")
+    bioemu = tmp_path / "bioemu_benchmarks-0.0.2.post1-py3-none-any.whl"
+    with zipfile.ZipFile(bioemu, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(member, b"REMARK\n" * 200)  # 1,400 bytes inflated
+    (item,) = iter_bioemu_wheel(bioemu, errors="yield")
+    _one_line(item, f"{bioemu}#{member}: archive member larger than ")
 
 
 # ------------------------------------------------------------------------------------------------------ bioemu wheel

@@ -1223,3 +1223,18 @@ def test_an_invalid_letter_is_named_at_its_position_in_the_string_given(predicto
     with pytest.raises(InputError) as info:
         predictor.clean("\n\tMK1V \n", record="r")
     assert info.value.position == 5 and "'1'" in str(info.value)
+
+
+def test_a_structure_map_is_read_within_the_input_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--structure-map was read whole whatever its size; it is refused past MAX_INPUT_BYTES (1,000 bytes here) in
+    one line naming it, like every structure input."""
+    from protrnn.data import structure
+
+    monkeypatch.setattr(structure, "MAX_INPUT_BYTES", 1000)
+    lines = "".join(f"p{k}\tx{k}.pdb\n" for k in range(100))
+    assert len(lines.encode()) > 1000
+    (tmp_path / "map.tsv").write_text(lines)
+    with pytest.raises(InputError, match=r"map\.tsv: file larger than .* GiB"):
+        StructureIndex(tmp_path / "map.tsv", kind="map")
+    (tmp_path / "small.tsv").write_text("p\tx.pdb\tB\n")
+    assert StructureIndex(tmp_path / "small.tsv", kind="map").find("p").chain == "B"

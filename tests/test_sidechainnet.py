@@ -152,6 +152,30 @@ def test_reads_the_wheel_an_extracted_folder_and_the_json_alike(tmp_path: Path) 
         read_dssp_records(tmp_path / "list.json")
 
 
+def test_annotation_files_are_read_within_the_input_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JSON file, its gzip content and the wheel member were read whole (read_bytes, gzip.decompress, ZipFile.read)
+    past MAX_INPUT_BYTES, the bound of every input file."""
+    import protrnn.data.structure as structure
+
+    monkeypatch.setattr(structure, "MAX_INPUT_BYTES", 1000)
+    raw = _annotations({f"{k}ABC_1_A": ("ACDEFGHIKLMNPQRSTVWY", "H" * 20) for k in range(30)})  # ~1,900 bytes
+    assert len(raw) > 1000
+    plain = tmp_path / "full_protein_dssp_annotations.json"
+    plain.write_bytes(raw)
+    packed = tmp_path / "single_domain_dssp_annotations.json.gz"
+    packed.write_bytes(gzip.compress(raw))
+    assert packed.stat().st_size < 1000  # within the bound on disk, over it once inflated
+    wheel = tmp_path / "sidechainnet-1.0.1-py2.py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(RESOURCES + "full_protein_dssp_annotations.json", raw)
+    expected = {plain: f"{plain}: file larger than ", packed: f"{packed}: gzip content larger than ",
+                wheel: f"{wheel}#{RESOURCES}full_protein_dssp_annotations.json: archive member larger than "}
+    for path, start in expected.items():
+        with pytest.raises(InputError) as caught:
+            read_dssp_records(path)
+        assert str(caught.value).startswith(start) and "\n" not in str(caught.value), str(caught.value)
+
+
 # ---- the prepare pipeline -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ts50(shared_data: Path) -> Path:

@@ -28,7 +28,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 
@@ -41,9 +41,11 @@ from protrnn.data.structure import (
     gunzip_if_needed,
     numbering_layout,
     parse_structure_text,
+    read_bounded,
     read_input_bytes,
+    read_zip_member,
 )
-from protrnn.errors import InputError
+from protrnn.errors import InputError, reading
 
 Errors = Literal["raise", "yield"]
 ChainOrError = ProteinChain | InputError
@@ -334,10 +336,14 @@ def iter_cgdms(path: str | os.PathLike[str], *, errors: Errors = "raise") -> Ite
 
         def read_dir(rel: str) -> str | None:
             target = base / rel
-            return target.read_text() if target.is_file() else None
+            if not target.is_file():
+                return None
+            with reading(target), open(target, "rb") as handle:  # a split list may be empty: no emptiness check
+                return read_bounded(handle, target).decode("utf-8")
 
         hints = _split_lists(read_dir)
-        yield from _cgdms_entries(((str(p.relative_to(root)), p.read_bytes) for p in files), hints, str(root), errors)
+        entries = ((str(p.relative_to(root)), lambda p=p: read_input_bytes(p)) for p in files)
+        yield from _cgdms_entries(entries, hints, str(root), errors)
         return
     if path.suffix == ".whl" or zipfile.is_zipfile(path):
         yield from _iter_cgdms_zip(path, errors)
@@ -371,16 +377,17 @@ def _iter_cgdms_zip(path: Path, errors: Errors) -> Iterator[ChainOrError]:
 
         def read_member(rel: str) -> str | None:
             name = prefix + rel
-            return archive.read(name).decode("utf-8") if name in names else None
+            return read_zip_member(archive, name, f"{path}#{name}").decode("utf-8") if name in names else None
 
         hints = _split_lists(read_member)
         members = sorted(n for n in names if n.startswith(prefix + CGDMS_TRAIN_VAL) and n.endswith(".txt"))
-        yield from _cgdms_entries(((m, lambda m=m: archive.read(m)) for m in members), hints, str(path), errors)
+        entries = ((m, lambda m=m: read_zip_member(archive, m, f"{path}#{m}")) for m in members)
+        yield from _cgdms_entries(entries, hints, str(path), errors)
 
 
 def _iter_cgdms_tar(path: Path, errors: Errors) -> Iterator[ChainOrError]:
     """One sequential pass (random access into a compressed tar re-decompresses it every time), then name order."""
-    texts: dict[str, bytes] = {}
+    texts: dict[str, bytes | InputError] = {}  # an over-large member is its error, raised where it is read
     try:
         with tarfile.open(path) as archive:
             for member in archive:
@@ -389,18 +396,27 @@ def _iter_cgdms_tar(path: Path, errors: Errors) -> Iterator[ChainOrError]:
                     name == rel or name.endswith("/" + rel) for rel in CGDMS_SPLIT_FILES.values())
                 handle = archive.extractfile(member) if member.isfile() and wanted else None
                 if handle is not None:
-                    texts[name] = handle.read()
+                    try:
+                        texts[name] = read_bounded(handle, f"{path}#{name}", size=member.size, what="archive member")
+                    except InputError as exc:
+                        texts[name] = exc
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         yield _emit(InputError(f"truncated or corrupt tar archive ({exc})", path=path), errors)
         return
 
+    def member_bytes(name: str) -> bytes:
+        value = texts[name]
+        if isinstance(value, InputError):
+            raise value
+        return value
+
     def read_split(rel: str) -> str | None:
         hit = next((n for n in texts if n == rel or n.endswith("/" + rel)), None)
-        return texts[hit].decode("utf-8") if hit is not None else None
+        return member_bytes(hit).decode("utf-8") if hit is not None else None
 
     hints = _split_lists(read_split)
     chosen = sorted(n for n in texts if CGDMS_TRAIN_VAL in f"/{n}")
-    yield from _cgdms_entries(((n, lambda n=n: texts[n]) for n in chosen), hints, str(path), errors)
+    yield from _cgdms_entries(((n, lambda n=n: member_bytes(n)) for n in chosen), hints, str(path), errors)
 
 
 # --------------------------------------------------------------------------------------------------------------- bioemu
@@ -445,7 +461,7 @@ def iter_bioemu_wheel(path: str | os.PathLike[str], *, errors: Errors = "raise",
             first_member[stem] = member
 
             def make(member: str = member, source: str = source, stem: str = stem) -> ProteinChain:
-                text = decode_text(archive.read(member), source)
+                text = decode_text(read_zip_member(archive, member, source), source)
                 chain = parse_structure_text(text, source=source, name=stem, fmt="pdb", require_sequence=False)
                 chain.id = f"bioemu_benchmarks|{member}|{chain.meta['chain']}"
                 chain.meta["benchmark"] = member.split("/")[2]
@@ -461,6 +477,9 @@ def parse_pdb_stream(handle: io.TextIOBase | Iterable[str], *, source: str, name
     return parse_structure_text(text, source=source, name=name, chain=chain, fmt="pdb")
 
 
-def open_text_member(data: bytes, source: str) -> str:
-    """Decode archive member bytes (gunzipping gzip members) into text, with the usual one-line errors."""
+def open_text_member(handle: IO[bytes], source: str, size: int | None = None) -> str:
+    """The text of an open archive member (gunzipped when gzip), read within the bound of every input
+    (:func:`~protrnn.data.structure.read_bounded`: ``size``, its declared size, is checked before anything is read),
+    with the usual one-line errors."""
+    data = read_bounded(handle, source, size=size, what="archive member")
     return decode_text(gunzip_if_needed(data, source), source)

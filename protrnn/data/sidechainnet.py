@@ -34,7 +34,6 @@ collapsed, removed per test set, clusters, residues used, masked residues).
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -59,6 +58,7 @@ from protrnn.conventions import (
 from protrnn.data import splits
 from protrnn.data.prepare import LEAKAGE_FILE, reason_kind, write_leakage
 from protrnn.data.sources import fetch_wheel, read_chains
+from protrnn.data.structure import gunzip_if_needed, read_input_bytes, read_zip_member
 from protrnn.data.structure_labels import (
     MASKED,
     SS8_STATES,
@@ -66,7 +66,7 @@ from protrnn.data.structure_labels import (
     residue_labels,
     save_structure_labels,
 )
-from protrnn.errors import InputError, reading
+from protrnn.errors import InputError
 from protrnn.utils.io import atomic_write
 
 SIDECHAINNET_REQUIREMENT = "sidechainnet==1.0.1"
@@ -165,9 +165,7 @@ def read_dssp_records(path: str | os.PathLike[str], subsets: Sequence[str] = ("f
     records: list[DsspRecord] = []
     if source.is_file() and source.name.lower().removesuffix(".gz").endswith(".json"):
         subset = "single_domain" if source.name.startswith("single_domain") else "full"
-        with reading(source):
-            raw = source.read_bytes()
-        return _parse(raw, subset, str(source))
+        return _parse(read_input_bytes(source), subset, str(source))
     if source.is_dir():
         for subset in subsets:
             name = SUBSET_FILES[subset]
@@ -186,15 +184,15 @@ def read_dssp_records(path: str | os.PathLike[str], subsets: Sequence[str] = ("f
                 if member is None:
                     raise InputError(f"the archive has no {RESOURCES}{name} (is it the sidechainnet wheel?)",
                                      path=source)
-                records += _parse(archive.read(member), subset, f"{source}#{member}")
+                where = f"{source}#{member}"
+                records += _parse(read_zip_member(archive, member, where), subset, where)
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"not a readable wheel/zip or JSON file ({exc})", path=source) from None
     return records
 
 
 def _parse(raw: bytes, subset: str, source: str) -> list[DsspRecord]:
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    raw = gunzip_if_needed(raw, source)  # bounded as every input (MAX_INPUT_BYTES of output)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

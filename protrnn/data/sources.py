@@ -262,7 +262,7 @@ def _iter_tar(path: Path, chain: str | None) -> Iterator[LoadOutcome]:
                 handle = archive.extractfile(member)
                 if handle is None:
                     raise InputError("unreadable archive member", path=source)
-                text = formats.open_text_member(handle.read(), source)
+                text = formats.open_text_member(handle, source, member.size)
                 yield from _iter_member_text(text, source, base, chain)
             except Exception as exc:  # noqa: BLE001 - one outcome per failed member
                 yield _failure(source, exc)

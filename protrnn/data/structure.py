@@ -42,10 +42,12 @@ import math
 import os
 import re
 import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from Bio.Data.PDBData import protein_letters_3to1_extended
@@ -86,8 +88,8 @@ def residue_letter(resname: str) -> str | None:
 
 
 def _too_large(path: object, what: str) -> InputError:
-    return InputError(f"{what} larger than {MAX_INPUT_BYTES / 2**30:g} GiB: not one structure or chain file (protrnn "
-                      "reads such files whole)", path=path)
+    return InputError(f"{what} larger than {MAX_INPUT_BYTES / 2**30:g} GiB, the bound of every input protrnn reads "
+                      "whole (a structure, chain, annotation or map file)", path=path)
 
 
 def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -95,10 +97,28 @@ def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
     truncated-gzip, empty and over-large (:data:`MAX_INPUT_BYTES`, before or after gunzip: a device such as
     /dev/zero, a gzip bomb) files raise :class:`InputError` naming the file."""
     with reading(path), open(path, "rb") as handle:
-        data = handle.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise _too_large(path, "file")
+        data = read_bounded(handle, path)
     return gunzip_if_needed(data, path)
+
+
+def read_bounded(handle: IO[bytes], path: object, *, size: int | None = None, what: str = "file") -> bytes:
+    """The bytes of an open binary stream (a file, a tar or zip member; not gunzipped), read no further than
+    :data:`MAX_INPUT_BYTES`: more, or a declared ``size`` over the bound (an archive member's header, checked before
+    anything is read), is an :class:`InputError` naming ``path`` (``what`` says what it is: file, archive member)."""
+    if size is not None and size > MAX_INPUT_BYTES:
+        raise _too_large(path, what)
+    data = handle.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise _too_large(path, what)
+    return data
+
+
+def read_zip_member(archive: zipfile.ZipFile, name: str, path: object) -> bytes:
+    """The bytes of member ``name`` of an open zip (not gunzipped), bounded as :func:`read_bounded` (the declared size
+    checked before anything is inflated); errors name ``path`` (``archive#member``)."""
+    info = archive.getinfo(name)
+    with archive.open(info) as handle:
+        return read_bounded(handle, path, size=info.file_size, what="archive member")
 
 
 def gunzip_if_needed(data: bytes, path: object) -> bytes:

@@ -29,7 +29,7 @@ from pathlib import Path
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import ProteinChain, check_contact_cutoff
 from protrnn.data.sources import STRUCTURE_SUFFIXES, read_collection
-from protrnn.data.structure import read_structure
+from protrnn.data.structure import read_bounded, read_structure
 from protrnn.errors import InputError, reading
 from protrnn.utils.io import safe_name
 
@@ -98,8 +98,9 @@ class StructureIndex:
 
     def _read_map(self) -> None:
         try:
-            with reading(self.source):
-                lines = self.source.read_text(encoding="utf-8").split("\n")
+            with reading(self.source), open(self.source, "rb") as handle:
+                raw = read_bounded(handle, self.source)  # no larger than any structure input
+            lines = raw.decode("utf-8").split("\n")
             lines[0] = lines[0].removeprefix("\ufeff")  # a byte-order mark is not part of the first id
         except UnicodeDecodeError as exc:
             raise InputError(f"structure map is not UTF-8 text (byte {exc.start + 1})", path=self.source) from None

@@ -35,6 +35,7 @@ from protrnn.alphabet import DEFAULT_ALPHABET, PARENT_LETTER, STANDARD_AMINO_ACI
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, MIN_SEPARATION
 from protrnn.data.chain import ProteinChain, check_contact_cutoff
 from protrnn.data.dataset import ChainDataset
+from protrnn.data.structure import read_bounded
 from protrnn.errors import InputError, decode_text, reading
 from protrnn.evaluation.metrics import in_range, scored_pairs
 from protrnn.utils.io import csv_records
@@ -474,8 +475,8 @@ def ollikainen_domains(root: str | Path) -> dict[str, str]:
 def _read_text(path: Path, encoding: str) -> str:
     """The text of one of the Ollikainen-40 files; unreadable, and a byte that is not ``encoding``, are one-line
     :class:`InputError` messages naming the file (and the byte's line and column)."""
-    with reading(path):
-        raw = path.read_bytes()
+    with reading(path), open(path, "rb") as handle:
+        raw = read_bounded(handle, path)
     return decode_text(raw, path, encoding)
 
 
