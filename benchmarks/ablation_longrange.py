@@ -10,8 +10,9 @@ Arms (model/data overrides on protrnn/configs/default.yaml, cumulative):
 6. ``bundled_recipe``: + the bundled model's larger head (pair_dim 32, 6 blocks).
 
 Every arm trains ``--steps`` optimiser steps per seed on one thread (final weights; validation once at the end), and
-is evaluated on the prepared test sets with ``protrnn evaluate``. Completed runs are kept: rerunning resumes where it
-stopped. The table gives, per arm and test set, top-L/5 precision by range and in the >= 96 bin: the mean over seeds
+is evaluated on the prepared test sets with ``protrnn evaluate`` (the model named after the arm without its leading
+``+``, as model names start with a letter or digit). Completed runs are kept (``OUT/ARM/seedS``, under the arm's
+own name): rerunning resumes where it stopped. The table gives, per arm and test set, top-L/5 precision by range and in the >= 96 bin: the mean over seeds
 of the per-protein mean, with a 95 % bootstrap interval over proteins (per-protein values averaged over seeds first).
 No setting is chosen here: the arms are fixed in advance, and only the validation split is used during training.
 
@@ -33,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from protrnn.commands.args import SAFE_NAME  # noqa: E402
 from protrnn.conventions import split_of_test_set  # noqa: E402
 
 DISTOGRAM = [float(e) for e in range(4, 21)]
@@ -49,8 +51,19 @@ _so_far: list[str] = []
 for _name, _args in _steps:
     _so_far = _so_far + _args
     ARMS[_name] = list(_so_far)
+
 METRICS = {"short": "short/P@L/5", "medium": "medium/P@L/5", "long": "long/P@L/5",
            "medium+long": "medium_long/P@L/5", ">=96 bin": "bin/96+/P@L/5"}
+
+
+def model_name(arm: str) -> str:
+    """The name ``protrnn evaluate --model NAME=PATH`` gets for an arm: the arm's own name when it is a safe one
+    (:data:`protrnn.commands.args.SAFE_NAME`), else the arm without its leading ``+`` (``+distogram`` ->
+    ``distogram``). The run folders and the printed table keep the arm names."""
+    name = arm if SAFE_NAME.match(arm) else arm.lstrip("+")
+    if not SAFE_NAME.match(name):
+        raise SystemExit(f"arm {arm!r} has no safe model name (letters, digits, '_', '.', '-', '@', '+')")
+    return name
 
 
 def _train_args(arm: str, pretrained: Path | None, freeze_steps: int) -> list[str]:
@@ -91,6 +104,12 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown:
+        parser.error(f"--arms: unknown {', '.join(unknown)} (arms: {', '.join(ARMS)})")
+    needs_encoder = [arm for arm in arms if "PRETRAINED" in ARMS[arm]]
+    if needs_encoder and args.pretrained is None:  # before any arm trains, not after the earlier ones
+        parser.error(f"arms {', '.join(needs_encoder)} need --pretrained (or leave them out with --arms)")
     tests = args.test_sets.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, list[float]] = defaultdict(list)
@@ -111,7 +130,7 @@ def main() -> None:
             timings[arm].append(float((run / "wall_seconds.txt").read_text()))
             evaluation = run / "evaluation"
             if not (evaluation / "per_protein.csv").is_file():
-                _run([sys.executable, "-m", "protrnn", "evaluate", "--model", f"{arm}={run}", "--bootstrap", "200",
+                _run([sys.executable, "-m", "protrnn", "evaluate", "--model", f"{model_name(arm)}={run}", "--bootstrap", "200",
                       *[a for t in tests for a in ("--test-set", f"{t}={args.data / (split_of_test_set(t) + '.npz')}")],
                       "-o", str(evaluation)], run / "evaluate.log")
     # per (arm, test set, protein): metric averaged over seeds

@@ -16,7 +16,8 @@ pairs at separation >= 24 and >= 96. Recipes are interleaved step by step, so a 
 
     python benchmarks/bench_longrange.py --data results_full/data        # prepared train.npz / val.npz
     python benchmarks/bench_longrange.py --data results_full/data --steps 10
-    # variants of a recipe's network (model.model.* keys, YAML values), e.g. the bundled model's head and a wider one:
+    # variants of a recipe's network (any ModelConfig key, as model.model.* takes it; YAML values), e.g. the bundled
+    # model's head and a wider one:
     python benchmarks/bench_longrange.py --data results_full/data --recipes "" \
         --variant bundled=longrange:hidden_size=128,pair_dim=32,head_blocks=6,distogram_bins=null \
         --variant wide=longrange:hidden_size=128,pair_dim=48,head_blocks=6,distogram_bins=null
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import statistics
 import sys
 import time
@@ -38,6 +40,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from protrnn.errors import InputError  # noqa: E402
+from protrnn.model.config import ModelConfig  # noqa: E402
 from protrnn.model.hardware import bf16_is_native  # noqa: E402
 from protrnn.model.heads import BlockOutputs  # noqa: E402
 from protrnn.training.datamodule import ContactDataModule  # noqa: E402
@@ -62,6 +66,16 @@ RECIPES = {
 }
 
 
+#: Keys a ``--variant`` may set: every :class:`~protrnn.model.config.ModelConfig` field (``model.model.*``).
+MODEL_KEYS = frozenset(field.name for field in dataclasses.fields(ModelConfig))
+
+
+def unknown_model_keys(overrides: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
+    """The keys of ``overrides`` that are neither a :class:`ModelConfig` field nor already in the recipe's
+    ``model.model`` section (sorted); only these are refused."""
+    return sorted(set(overrides) - MODEL_KEYS - set(recipe))
+
+
 def _batches(data_dir: Path, data: dict[str, Any]) -> Any:
     dm = ContactDataModule(data_dir / "train.npz", data_dir / "val.npz", **data)
     dm.setup("fit")
@@ -83,7 +97,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="measured steps per recipe (after 3 warm-up steps)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated subset of " + ",".join(RECIPES))
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=RECIPE:KEY=VALUE,...",
-                        help="also time RECIPE with these model.model settings (YAML values); repeatable")
+                        help="also time RECIPE with these model.model settings (any ModelConfig key; YAML values); "
+                             "repeatable")
     args = parser.parse_args()
     recipes = dict(RECIPES)
     for spec in args.variant:
@@ -93,10 +108,16 @@ def main() -> None:
             parser.error(f"--variant {spec!r}: expected NAME=RECIPE:KEY=VALUE,... with RECIPE one of {', '.join(RECIPES)}")
         model_cfg, module_cfg, data_cfg = RECIPES[base]
         overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
-        unknown = sorted(set(overrides) - set(model_cfg))
+        unknown = unknown_model_keys(overrides, model_cfg)
         if unknown:
-            parser.error(f"--variant {name}: unknown model keys {', '.join(unknown)}")
-        recipes[name] = ({**model_cfg, **{k: yaml.safe_load(v) for k, v in overrides.items()}}, module_cfg, data_cfg)
+            parser.error(f"--variant {name}: unknown model keys {', '.join(unknown)} (ModelConfig keys: "
+                         f"{', '.join(sorted(MODEL_KEYS))})")
+        merged = {**model_cfg, **{k: yaml.safe_load(v) for k, v in overrides.items()}}
+        try:  # a bad value is a one-line error here, not a traceback once the runs are built
+            ModelConfig.from_dict(dict(merged))
+        except InputError as error:
+            parser.error(f"--variant {name}: {error}")
+        recipes[name] = (merged, module_cfg, data_cfg)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     bf16 = bf16_is_native("cpu")

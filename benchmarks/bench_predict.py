@@ -2,18 +2,24 @@
 
 1. Throughput: residues/s of ``Predictor.predict`` (model only) and of ``predict_fasta`` (end to end: batching, npz + RR
    writing, summary) on the PSICOV150 FASTA records, after a warm-up batch (the first CPU call of a recurrent layer
-   pays a one-off initialisation, reported separately).
+   pays a one-off initialisation, reported separately). Batches hold ``--max-tokens`` padded residues, by default
+   what ``protrnn predict`` uses on the device (:func:`protrnn.model.predictor.default_batch_tokens`: 1,024 on a CPU,
+   8,192 on a GPU); the value used is printed.
 2. Memory: for each length (default 100, 250, 500, 1000, 2000) a fresh subprocess loads the model, warms up on 20
-   residues and predicts one random chain of that length, and reports its own peak RSS (``VmHWM``), so each
-   figure belongs to one length only.
+   residues and predicts one random chain of that length, and reports its own peak RSS (``VmHWM``): ``peak_rss_MB``
+   over the whole process, and ``peak_rss_to_warmup_MB``, the peak up to the end of loading and warm-up (the model
+   and torch before the measured chain; a peak, not the resident memory then), so each figure belongs to one length
+   only.
 
 Model: ``--model PATH``; by default the bundled model if present, else a randomly initialised default-config
-``ContactModel`` (same architecture cost as a trained one of that config; stated in the output).
+``ContactModel`` (same architecture cost as a trained one of that config; stated in the output). Every process sets
+glibc's malloc as ``protrnn predict`` does (:func:`protrnn.predict.memory.tune_malloc`: not when the environment sets
+``MALLOC_*`` variables or ``PROTRNN_MALLOC_TUNING=0``, as for ``protrnn predict``); the output says whether it did.
 
 Usage::
 
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 python benchmarks/bench_predict.py [--model DIR]
-        [--records 150] [--lengths 100 250 500 1000 2000] [--device cpu] [--json out.json]
+    python benchmarks/bench_predict.py [--model DIR]
+        [--records 150] [--max-tokens N] [--lengths 100 250 500 1000 2000] [--device cpu] [--json out.json]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from protrnn.commands.args import positive_int  # noqa: E402
 from protrnn.utils.resources import peak_rss_mib  # noqa: E402
 
 PSICOV_TAR = REPO / ".." / "shared" / "data" / "psicov150_gremlin_rf" / "psicov150_clean_chainA_pdb_fasta.tar.gz"
@@ -76,11 +83,16 @@ def _psicov_records(limit: int) -> list[tuple[str, str]]:
     return records[:limit]
 
 
-def throughput(model_dir: Path, device: str, records: list[tuple[str, str]], max_tokens: int) -> dict[str, float]:
-    from protrnn.model.predictor import load_model
+def throughput(model_dir: Path, device: str, records: list[tuple[str, str]],
+               max_tokens: int | None = None) -> dict[str, float]:
+    """Warm-up, model-only and end-to-end seconds and rates on ``records``, in batches of ``max_tokens`` padded
+    residues (None: what ``protrnn predict`` uses on the predictor's device, returned as ``max_tokens``)."""
+    from protrnn.model.predictor import default_batch_tokens, load_model
     from protrnn.predict.run import predict_fasta
 
     predictor = load_model(model_dir, device=device)
+    if max_tokens is None:
+        max_tokens = default_batch_tokens(predictor.device)
     sequences = [seq for _, seq in records]
     residues = sum(map(len, sequences))
     start = time.perf_counter()
@@ -95,7 +107,8 @@ def throughput(model_dir: Path, device: str, records: list[tuple[str, str]], max
         start = time.perf_counter()
         predict_fasta(fasta, Path(tmp) / "out", predictor, progress=False, batch_tokens=max_tokens)
         end_to_end = time.perf_counter() - start
-    return {"records": len(records), "residues": residues, "warmup_s": warmup, "model_only_s": model_only,
+    return {"records": len(records), "residues": residues, "max_tokens": max_tokens, "warmup_s": warmup,
+            "model_only_s": model_only,
             "model_only_res_per_s": residues / model_only, "end_to_end_s": end_to_end,
             "end_to_end_res_per_s": residues / end_to_end, "end_to_end_rec_per_s": len(records) / end_to_end}
 
@@ -110,13 +123,13 @@ def _child(model_dir: str, device: str, length: int) -> None:
     rng = np.random.default_rng(length)
     letters = list("ACDEFGHIKLMNPQRSTVWY")
     predictor.predict(["".join(rng.choice(letters, size=20))])
-    baseline_mb = peak_rss_mib()
+    warmup_peak_mb = peak_rss_mib()  # VmHWM: the peak so far (load + warm-up), not the resident memory now
     sequence = "".join(rng.choice(letters, size=length))
     start = time.perf_counter()
     (probs,) = predictor.predict([sequence])
     seconds = time.perf_counter() - start
     assert probs.shape == (length, length)
-    figures = {"seconds": seconds, "baseline_rss_mb": baseline_mb, "peak_rss_mb": peak_rss_mib()}
+    figures = {"seconds": seconds, "peak_rss_to_warmup_mb": warmup_peak_mb, "peak_rss_mb": peak_rss_mib()}
     if predictor.device.type == "cuda":
         import torch
 
@@ -150,7 +163,9 @@ def main() -> None:
     parser.add_argument("--model", help="exported model directory (default: bundled, else random default config)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--records", type=int, default=150, help="PSICOV150 records for the throughput figure")
-    parser.add_argument("--max-tokens", type=int, default=8192)
+    parser.add_argument("--max-tokens", type=positive_int, default=None,
+                        help="padded residues per batch (default: what protrnn predict uses on --device, "
+                             "protrnn.model.predictor.default_batch_tokens: 1024 on CPU, 8192 on a GPU)")
     parser.add_argument("--lengths", type=int, nargs="*", default=[100, 250, 500, 1000, 2000])
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per memory subprocess")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -159,6 +174,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from protrnn.predict.memory import tune_malloc
+
+    tuned = tune_malloc()  # as protrnn predict does, before anything is allocated
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.child is not None:
@@ -171,26 +189,31 @@ def main() -> None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (load average "
               f"{load:.1f} at start), torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+        malloc = ("protrnn predict's mallopt settings" if tuned else
+                  "not tuned, as protrnn predict leaves it here (MALLOC_* variables set, PROTRNN_MALLOC_TUNING=0 or not "
+                  "glibc)")
+        print(f"malloc: {malloc}")
         result: dict[str, object] = {"model": description, "device": args.device,
-                                     "torch_threads": torch.get_num_threads()}
+                                     "torch_threads": torch.get_num_threads(), "malloc_tuned": tuned}
         if args.records > 0:
             records = _psicov_records(args.records)
             figures = throughput(model_dir, args.device, records, args.max_tokens)
             result["throughput"] = figures
+            how = "given" if args.max_tokens is not None else f"protrnn predict's default on {args.device}"
             print(f"throughput on {figures['records']} PSICOV150 chains ({figures['residues']} residues, "
-                  f"--max-tokens {args.max_tokens}): warm-up {figures['warmup_s']:.1f} s; model only "
+                  f"--max-tokens {figures['max_tokens']}, {how}): warm-up {figures['warmup_s']:.1f} s; model only "
                   f"{figures['model_only_res_per_s']:.0f} res/s; end to end (npz + RR + summary) "
                   f"{figures['end_to_end_res_per_s']:.0f} res/s, {figures['end_to_end_rec_per_s']:.2f} rec/s")
         if args.lengths:
             rows = memory_curve(model_dir, args.device, args.lengths, args.timeout, args.threads)
             result["memory"] = rows
-            print("length  seconds  peak_rss_MB  rss_after_warmup_MB")
+            print("length  seconds  peak_rss_MB  peak_rss_to_warmup_MB")
             for row in rows:
                 if "error" in row:
                     print(f"{row['length']:>6}  {row['error']}")
                 else:
                     print(f"{row['length']:>6}  {row['seconds']:7.2f}  {row['peak_rss_mb']:11.0f}  "
-                          f"{row['baseline_rss_mb']:19.0f}")
+                          f"{row['peak_rss_to_warmup_mb']:21.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

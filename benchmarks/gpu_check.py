@@ -12,9 +12,12 @@ It trains, for a fixed number of steps through the real training code (``Contact
   budget and at ``--bundled-tokens`` (a GPU-sized batch).
 
 Then it predicts a FASTA (default ``data/example.fasta``) and one long random chain with the bundled model, in float32
-and bf16. It prints, per run, the median step time, scored pairs/s and residues/s (real residues), and the peak device
-memory (``torch.cuda.max_memory_allocated``; peak RSS on CPU), and writes the same as JSON (``--json``, or
-``$OUT/gpu_check.json`` when ``$OUT`` is set).
+and bf16. It prints, per run, the batch shape (chains x padded residues: the bundled recipe's real batches, whose
+chains may be shorter than its 512-residue windows), the median step time, scored pairs/s and residues/s (real
+residues), and the peak memory of that run: the device's (``torch.cuda.max_memory_allocated``, reset before each run)
+or on CPU the process's peak RSS during the run (``VmHWM``, reset to the current RSS before each run, so it includes
+torch, the model and the data already held; where it cannot be reset, the process's peak so far, and the output says
+so), and writes the same as JSON (``--json``, or ``$OUT/gpu_check.json`` when ``$OUT`` is set).
 
 The whole-map recipes train on synthetic batches (random chains, ~3 % contacts): the speed of a step does not depend on
 the labels. The bundled recipe reads ``--data DIR`` (a prepared ``train.npz``, e.g. ``results_bundle/data``) or,
@@ -31,6 +34,8 @@ Without CUDA the script falls back to the dry run (and says so).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import statistics
@@ -70,16 +75,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_peak(device: torch.device) -> None:
+def _reset_peak(device: torch.device) -> bool:
+    """Start a new peak before a run: True when :func:`_peak_mib` will then give this run's own peak, False when it
+    stays the process's peak so far (on CPU without a resettable ``VmHWM``: not Linux, or /proc/self/clear_refs not
+    writable)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        return True
+    if not Path("/proc/self/clear_refs").exists():
+        return False
+    from protrnn.predict.memory import release_free_memory
+
+    gc.collect()
+    release_free_memory()  # freed heap back to the OS (glibc), so the run starts from what is really held
+    with contextlib.suppress(OSError):
+        peak_rss_mib(reset=True)  # VmHWM back to the current RSS
+        return True
+    return False
 
 
 def _peak_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return peak_rss_mib()
+
+
+def _peak_note(row: dict[str, Any]) -> str:
+    """What a printed peak is when it is not the run's own: the process's peak so far (cumulative)."""
+    return "" if row.get("peak_of") == "run" else " (process peak so far: cumulative)"
 
 
 def synthetic_batches(count: int, batch: int, length: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -213,7 +237,7 @@ def train_run(name: str, device: torch.device, steps: int, batch: int, length: i
                          max_steps=steps, benchmark=device.type == "cuda", gradient_clip_val=1.0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
-    _reset_peak(device)
+    per_run = _reset_peak(device)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     wall = time.perf_counter() - start
@@ -222,12 +246,16 @@ def train_run(name: str, device: torch.device, steps: int, batch: int, length: i
     seconds = sum(timed)
     label = f"train {name}" + (f" {settings['max_tokens']} tokens" if settings else "")
     label += "".join(f" {key}={value}" for key, value in (overrides or {}).items())
+    # the batches' real shape: chains x padded residues (mean over the batches); the bundled recipe's windows
+    # (crop_length) and pair blocks beside it
     shape = ({"batch": round(statistics.mean(len(b["lengths"]) for b in batches), 1),
-              "length": settings["crop_length"], "pair_block": settings["pair_block"]} if settings
+              "length": round(statistics.mean(int(b["tokens"].shape[1]) for b in batches)),
+              "window": settings["crop_length"], "pair_block": settings["pair_block"]} if settings
              else {"batch": batch, "length": length})
     return {"run": label, "precision": precision, "steps": len(timer.times), **shape,
             "step_s": statistics.median(timed), "pairs_per_s": sum(pair_counts[first:]) / seconds,
-            "residues_per_s": sum(residue_counts[first:]) / seconds, "peak_mib": _peak_mib(device), "wall_s": wall}
+            "residues_per_s": sum(residue_counts[first:]) / seconds, "peak_mib": _peak_mib(device),
+            "peak_of": "run" if per_run else "process so far", "wall_s": wall}
 
 
 def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[dict[str, Any]]:
@@ -248,7 +276,7 @@ def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[di
     for precision in ("32", "bf16"):
         predictor.precision = precision
         for label, batch in ((fasta.name, sequences), (f"{long_length}-residue chain", [long_chain])):
-            _reset_peak(device)
+            per_run = _reset_peak(device)
             _sync(device)
             start = time.perf_counter()
             predictor.predict(batch)
@@ -257,7 +285,7 @@ def predict_runs(device: torch.device, fasta: Path, long_length: int) -> list[di
             residues = sum(map(len, batch))
             runs.append({"run": f"predict {label}", "precision": predictor.precision, "chains": len(batch),
                          "residues": residues, "seconds": seconds, "residues_per_s": residues / seconds,
-                         "peak_mib": _peak_mib(device)})
+                         "peak_mib": _peak_mib(device), "peak_of": "run" if per_run else "process so far"})
     return runs
 
 
@@ -317,15 +345,20 @@ def main(argv: list[str] | None = None) -> int:
             for tokens in args.bundled_tokens or ([0] if dry else [0, 8192]):
                 results.append(train_run(BUNDLED, device, steps, batch, length, warmup, data=data,
                                          max_tokens=tokens or None, overrides=overrides))
+    print("peak: " + ("device memory allocated (torch.cuda.max_memory_allocated) during each run" if device.type ==
+                      "cuda" else "process RSS (VmHWM) during each run, torch, model and data included"))
     for row in results:
-        print(f"{row['run']:26} {row['precision']:10} {row['steps']:3d} steps of {row['batch']}x{row['length']}: "
+        shape = f"{row['batch']}x{row['length']}"
+        if "window" in row:
+            shape += f" ({row['window']} windows, {row['pair_block']}^2 blocks)"
+        print(f"{row['run']:26} {row['precision']:10} {row['steps']:3d} steps of {shape}: "
               f"{row['step_s'] * 1e3:8.1f} ms/step {row['pairs_per_s']:12,.0f} pairs/s {row['residues_per_s']:10,.0f} "
-              f"res/s  peak {row['peak_mib']:8,.0f} MiB", flush=True)
+              f"res/s  peak {row['peak_mib']:8,.0f} MiB{_peak_note(row)}", flush=True)
     predictions = [] if args.no_predict else predict_runs(device, args.fasta, long_length)
     for row in predictions:
         print(f"{row['run']:28} {row['precision']:4} {row['chains']:3d} chains {row['residues']:6d} res "
-              f"{row['seconds']:7.2f} s {row['residues_per_s']:10,.0f} res/s  peak {row['peak_mib']:8,.0f} MiB",
-              flush=True)
+              f"{row['seconds']:7.2f} s {row['residues_per_s']:10,.0f} res/s  peak {row['peak_mib']:8,.0f} MiB"
+              f"{_peak_note(row)}", flush=True)
     out = args.json or (Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

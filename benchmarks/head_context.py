@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protrnn.commands.args import named_paths  # noqa: E402
-from protrnn.conventions import HEADLINE_K  # noqa: E402
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF, HEADLINE_K  # noqa: E402
 from protrnn.data.chain import ProteinChain  # noqa: E402
 from protrnn.evaluation.evaluate import load_test_set, parse_bins  # noqa: E402
 from protrnn.evaluation.metrics import bin_label, evaluate_contacts  # noqa: E402
@@ -48,10 +48,12 @@ def tiled_probabilities(predictor: Predictor, sequence: str, tile: int | None) -
 
 
 def scores(chains: Sequence[ProteinChain], probabilities: Sequence[np.ndarray],
-           bins: Sequence[tuple[int, int | None]], k: int) -> dict[str, np.ndarray]:
-    """Per-chain top-L/k precision (NaN where a chain has no scored pair there) for each range and bin."""
+           bins: Sequence[tuple[int, int | None]], k: int,
+           cutoff: float = DEFAULT_CONTACT_CUTOFF) -> dict[str, np.ndarray]:
+    """Per-chain top-L/k precision (NaN where a chain has no scored pair there) for each range and bin, contacts at
+    ``cutoff`` Å (:func:`main` passes the test set's stored cutoff, as ``protrnn evaluate`` scores it)."""
     keys = [f"{name}/P@L/{k}" for name in RANGE_KEYS] + [f"bin/{bin_label(lo, hi)}/P@L/{k}" for lo, hi in bins]
-    rows = [evaluate_contacts(probs, chain.contact_map(), chain.observed, bins=bins, top_k=(k,), name=chain.id)
+    rows = [evaluate_contacts(probs, chain.contact_map(cutoff), chain.observed, bins=bins, top_k=(k,), name=chain.id)
             for chain, probs in zip(chains, probabilities, strict=True)]
     return {key: np.array([row.get(key, math.nan) for row in rows], dtype=np.float64) for key in keys}
 
@@ -87,11 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in named_paths(args.test_set, "--test-set").items():
         test_set = load_test_set(name, path)
         sequences = [chain.sequence for chain in test_set.chains]
-        whole = scores(test_set.chains, [tiled_probabilities(model, s, None) for s in sequences], bins, args.k)
-        print(f"{name}: {len(sequences)} chains ({model.source}); mean top-L/{args.k} precision with the head's view "
-              f"cut to tiles, and the paired difference to the whole map [95 % interval over chains]")
+        cutoff = test_set.contact_cutoff  # the cutoff the set was prepared at, as protrnn evaluate scores it
+        if cutoff != model.contact_cutoff:
+            print(f"note: {name} stores contacts at {cutoff:g} A, the model was trained at {model.contact_cutoff:g} A "
+                  "(protrnn evaluate refuses this pair)", file=sys.stderr)
+        whole = scores(test_set.chains, [tiled_probabilities(model, s, None) for s in sequences], bins, args.k,
+                       cutoff)
+        print(f"{name}: {len(sequences)} chains ({model.source}); mean top-L/{args.k} precision (contacts < "
+              f"{cutoff:g} A) with the head's view cut to tiles, and the paired difference to the whole map [95 % "
+              f"interval over chains]")
         print(f"{'metric':>22} {'whole map':>10} " + " ".join(f"{'tile ' + str(t):>28}" for t in tiles))
-        views = {t: scores(test_set.chains, [tiled_probabilities(model, s, t) for s in sequences], bins, args.k)
+        views = {t: scores(test_set.chains, [tiled_probabilities(model, s, t) for s in sequences], bins, args.k,
+                           cutoff)
                  for t in tiles}
         for key, reference in whole.items():
             cells = []

@@ -18,8 +18,11 @@ prepared directory has one, and seeds resampled together); then a least-squares 
 each metric against log2(training chains) over all runs: the gain per doubling of the data, and the number of
 doublings it would take (if the line held) to add a given amount.
 Completed subset runs are kept; an interrupted one resumes from its last checkpoint. Nothing here reads a test set.
+The bundle's auxiliary secondary-structure loss (``aux_ss_weight``) reads the pipeline's pretraining labels,
+``<results>/pretrain/data/train.npz``, given with ``--pretrain-labels``.
 
     python benchmarks/learning_curve.py --data results_bundle/data --pretrained results_bundle/pretrain/encoder \\
+        --pretrain-labels results_bundle/pretrain/data/train.npz \\
         --fractions 0.25 0.5 --seeds 0 1 --jobs 2 --full full@seed0=results_bundle/models/bundle/seed0 \\
         --full full@seed1=results_bundle/models/bundle/seed1 -o runs/curve
 """
@@ -78,8 +81,11 @@ def recipe_args(config: Path, pretrained: Path | None, labels: Path | None = Non
     if bundle.get("pretrained") and pretrained is None:
         raise SystemExit(f"{config}: the bundle starts from a pretrained encoder; give it with --pretrained")
     if bundle.get("aux_ss_weight") is not None and labels is None:
+        # the pipeline writes the labels beside the encoder: <results>/pretrain/{data/train.npz, encoder}
+        where = (pretrained.parent / "data" / "train.npz" if pretrained is not None and pretrained.parent.name ==
+                 "pretrain" else Path("<results>") / "pretrain" / "data" / "train.npz")
         raise SystemExit(f"{config}: the bundle adds the auxiliary SS loss (aux_ss_weight); give the pretraining "
-                         "labels (train.npz) with --pretrain-labels")
+                         f"labels the pipeline wrote with --pretrain-labels {where}")
     args = ["--config", bundle["config"]]
     for key, value in (bundle.get("set") or {}).items():  # YAML text, as the pipeline writes it (null, true, [4.0,5.0])
         args.append(f"--{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}")
@@ -121,7 +127,8 @@ def main() -> None:
                         help="the pretrained encoder export (needed when the bundle sets `pretrained: true`); every "
                              "run starts from it, also when the bundle sets `encoder_per_seed` (one encoder per member)")
     parser.add_argument("--pretrain-labels", type=Path,
-                        help="pretraining labels, train.npz (needed when the bundle sets `aux_ss_weight`)")
+                        help="pretraining labels (needed when the bundle sets `aux_ss_weight`, as "
+                             "workflows/config.bundle.yaml does): the pipeline's <results>/pretrain/data/train.npz")
     parser.add_argument("--config", type=Path, default=ROOT / "workflows" / "config.bundle.yaml",
                         help="pipeline config whose `bundle` section is the recipe")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])

@@ -1,8 +1,9 @@
 """Where a model's top-L/k picks land in space, per separation band: the true Cβ-Cβ distance of every pair a model
 ranks among a chain's top L/k of the band (ranked as top-L/k precision ranks them), pooled over chains, as fractions in
 distance shells, beside the same fractions over all the band's scored pairs (what a random ranking picks on average).
-The first shell (< 8 Å) is what precision counts; the next ones tell near misses (pairs close in space that do not
-touch) from picks with no spatial basis. ``--near W`` adds, for the picks that are not contacts, the fraction with a
+The shells below the test set's stored contact cutoff are what precision counts (at 8 Å the first shell; another
+cutoff is added as a shell edge); the next ones tell near misses (pairs close in space that do not touch) from picks
+with no spatial basis. ``--near W`` adds, for the picks that are not contacts, the fraction with a
 true contact within W residues in both i and j (a shifted register), beside the same fraction over all the band's
 non-contacts. A diagnostic: nothing is selected on it.
 
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protrnn.commands.args import named_paths  # noqa: E402
+from protrnn.conventions import DEFAULT_CONTACT_CUTOFF  # noqa: E402
 from protrnn.data.chain import ProteinChain  # noqa: E402
 from protrnn.evaluation.evaluate import load_test_set, parse_bins  # noqa: E402
 from protrnn.evaluation.metrics import bin_label, in_range, rank_pairs, scored_pairs, top_count  # noqa: E402
@@ -64,11 +66,12 @@ def near_contact(contacts: np.ndarray, width: int) -> np.ndarray:
 
 def pick_distances(chains: Sequence[ProteinChain], probabilities: Sequence[np.ndarray],
                    bands: Sequence[tuple[int, int | None]], k: int,
-                   near: int | None = None) -> list[dict[str, object]]:
+                   near: int | None = None, cutoff: float = DEFAULT_CONTACT_CUTOFF) -> list[dict[str, object]]:
     """One row per band: the chains with scored pairs in it, the true distances of each chain's top-L/k picks in the
     band (``picked``) and of all its scored pairs there (``all``), both pooled over chains. With ``near`` = W also
     ``near_picked`` / ``near_all``: (non-contacts with a scored contact within W residues in both i and j,
-    non-contacts) among the picks and among all the band's pairs."""
+    non-contacts) among the picks and among all the band's pairs; contacts are pairs closer than ``cutoff`` Å
+    (:func:`main` passes the test set's stored cutoff, as ``protrnn evaluate`` scores it)."""
     picked: list[list[np.ndarray]] = [[] for _ in bands]
     every: list[list[np.ndarray]] = [[] for _ in bands]
     chains_with_pairs = [0] * len(bands)
@@ -77,7 +80,7 @@ def pick_distances(chains: Sequence[ProteinChain], probabilities: Sequence[np.nd
         distance = chain.distance_map()
         rows, cols = scored_pairs(chain.observed)
         contacts = np.zeros(distance.shape, dtype=bool)
-        contacts[rows, cols] = chain.contact_map()[rows, cols]
+        contacts[rows, cols] = chain.contact_map(cutoff)[rows, cols]
         shifted = near_contact(contacts, near) if near is not None else None
         order = rank_pairs(probs[rows, cols], rows, cols)
         ranked_rows, ranked_cols = rows[order], cols[order]
@@ -125,13 +128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = load_model(args.model, device=args.device)
     bands = parse_bins(args.bands)
-    labels = shell_labels()
     for name, path in named_paths(args.test_set, "--test-set").items():
         test_set = load_test_set(name, path)
+        if test_set.contact_cutoff != model.contact_cutoff:
+            print(f"note: {name} stores contacts at {test_set.contact_cutoff:g} A, the model was trained at "
+                  f"{model.contact_cutoff:g} A (protrnn evaluate refuses this pair)", file=sys.stderr)
+        shells = tuple(sorted({*SHELLS, test_set.contact_cutoff}))  # the cutoff is always a shell edge
+        labels = shell_labels(shells)
         rows = pick_distances(test_set.chains, model.predict([chain.sequence for chain in test_set.chains]), bands,
-                              args.k, args.near)
+                              args.k, args.near, cutoff=test_set.contact_cutoff)
         print(f"{name}: {len(test_set.chains)} chains ({model.source}); top-L/{args.k} picks per chain and band; "
-              f"fractions by true Cb-Cb distance (A)")
+              f"fractions by true Cb-Cb distance (A); contacts < {test_set.contact_cutoff:g} A")
         near_header = f" {'near+-' + str(args.near):>9}" if args.near is not None else ""
         print(f"{'band':>7} {'pairs':>8} {'chains':>6} {'of':>6} " + " ".join(f"{label:>7}" for label in labels)
               + f" {'median':>7}" + near_header)
@@ -145,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     close, misses = row[f"near_{which}"]  # type: ignore[misc]
                     extra = f" {close / misses if misses else float('nan'):>9.3f}"
                 print(f"{row['band']:>7} {values.size:>8} {row['chains']:>6} {which:>6} "
-                      + " ".join(f"{f:>7.3f}" for f in shell_fractions(values)) + f" {median:>7.1f}" + extra)
+                      + " ".join(f"{f:>7.3f}" for f in shell_fractions(values, shells)) + f" {median:>7.1f}" + extra)
     return 0
 
 

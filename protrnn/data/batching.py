@@ -131,11 +131,6 @@ def contacts_from_distances(distances: np.ndarray, observed: np.ndarray, cutoff:
     return (distances < np.float32(cutoff)) & observed[:, None] & observed[None, :]
 
 
-def crop_contacts(cb: np.ndarray, observed: np.ndarray, cutoff: float) -> np.ndarray:
-    """Bool T×T contacts (Cβ–Cβ < cutoff) for one crop; False wherever a residue is unobserved."""
-    return contacts_from_distances(crop_distances(cb, observed), observed, cutoff)
-
-
 class ContactExampleDataset(Dataset):
     """Per-chain training/evaluation examples with optional contiguous crops and sampled pair blocks.
 
