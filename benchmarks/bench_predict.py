@@ -50,7 +50,7 @@ def _model_dir(requested: str | None, scratch: Path) -> tuple[Path, str]:
     from protrnn.model.io import bundled_model_dir
 
     if requested:
-        return Path(requested), f"exported model {requested}"
+        return Path(requested).resolve(), f"exported model {requested}"  # resolved: the memory children run in REPO
     try:
         bundled = bundled_model_dir()  # one export or an ensemble
         return bundled, f"bundled default model ({bundled})"

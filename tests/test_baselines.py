@@ -341,3 +341,9 @@ def test_ollikainen_files_are_read_within_the_input_bound(tmp_path: Path, monkey
         load_ollikainen_case(root, "1CTF")
     assert load_ollikainen_case(_ollikainen_folder(tmp_path / "good", domains=_DOMAINS, indices=_INDICES),
                                 "1CTF").columns == (0, 1, 2)
+    alignment = tmp_path / "long.aln"
+    alignment.write_text("".join(f">s{k}\nACDE-FGHIK\n" for k in range(100)))
+    with pytest.raises(InputError, match=r"long\.aln: file larger than"):
+        bl.read_alignment(alignment)
+    alignment.write_text(">a\r\nAC-D\r\n>b\rACEE\r", newline="")  # every line ending, as text mode read it
+    assert bl.read_alignment(alignment) == [("a", "AC-D"), ("b", "ACEE")]

@@ -201,6 +201,26 @@ def test_a_model_reads_its_training_cutoff_from_its_record(tmp_path: Path) -> No
                                 path=tmp_path / "model.json")
 
 
+def test_an_export_of_a_checkpoint_without_its_run_config_keeps_the_checkpoints_cutoff(tmp_path: Path) -> None:
+    """A checkpoint written before checkpoints held their run's config, trained at 6.5 Å, keeps the cutoff in its
+    data module's hyper-parameters; `protrnn export` found no config of its run and the export read as 8 Å (its RR
+    lines said 8, evaluate refused it on 6.5 Å test sets). The export now records the checkpoint's cutoff."""
+    from protrnn.model.io import load_network
+    from protrnn.training.callbacks import TRAINING_CONFIG_SOURCE, checkpoint_record
+
+    checkpoint = {"epoch": 1, "global_step": 10, "hyper_parameters": {},
+                  "datamodule_hyper_parameters": {"contact_cutoff": 6.5}}
+    record = checkpoint_record(checkpoint, tmp_path / "run" / "last.ckpt")
+    assert "training_config" not in record and record[TRAINING_CONFIG_SOURCE].startswith("unknown")
+    assert record["contact_cutoff"] == 6.5
+    export = tiny_export(tmp_path / "export", None)
+    document = json.loads((export / "model.json").read_text())
+    document.update(record)
+    (export / "model.json").write_text(json.dumps(document))
+    assert load_network(export).contact_cutoff == 6.5
+    assert "contact_cutoff" not in checkpoint_record({"epoch": 1, "global_step": 10}, tmp_path / "old.ckpt")
+
+
 def test_rr_lines_give_the_models_cutoff_as_the_upper_distance(chains: list, tmp_path: Path) -> None:
     """A 6 Å model's RR lines read `i j 0 6 p` (they said 8 for every model) and a METHOD line names the cutoff;
     an 8 Å model's lines keep CASP's `0 8`."""

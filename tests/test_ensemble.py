@@ -95,10 +95,18 @@ def test_ensemble_layout_metadata_and_identity(members, ensemble_dir) -> None:
                          f"config sha256 {recorded_config_sha256(members[0])}"]
 
 
+#: What a network computes from given weights does not depend on these (inference tile, dropouts, inits, horizon).
+NOT_PREDICTIVE = {"pair_chunk_size", "dropout", "head_dropout", "orthogonal_init", "forget_bias", "chrono_init",
+                  "chrono_tmax", "gradient_horizon"}
+
+
 def recorded_config_sha256(*exports: Path) -> str:
-    """SHA-256 of the exports' model.json configs as written, without the inference tile, in canonical JSON."""
+    """SHA-256 of the exports' model.json configs as written, in canonical JSON: the settings that change what the
+    network computes and differ from a default ModelConfig's."""
+    defaults = ModelConfig().to_dict()
     configs = [json.loads((export / "model.json").read_text())["config"] for export in exports]
-    return hashlib.sha256(json.dumps([{k: v for k, v in config.items() if k != "pair_chunk_size"}
+    return hashlib.sha256(json.dumps([{k: v for k, v in config.items()
+                                       if k not in NOT_PREDICTIVE and v != defaults[k]}
                                       for config in configs], sort_keys=True).encode()).hexdigest()
 
 
@@ -128,7 +136,12 @@ def test_a_rerun_predicts_again_when_model_json_changed_without_the_weights(memb
     fresh = load_model(model, device="cpu").predict(SEQUENCES[:1])[0].astype(np.float16)
     np.testing.assert_array_equal(after, fresh)
     assert np.abs(after.astype(np.float32) - before.astype(np.float32)).max() > 1e-3
-    edit(pair_chunk_size=16)
+    edit(pair_chunk_size=16, dropout=0.5, orthogonal_init=False)  # what the weights compute is unchanged: resumed
+    assert run()[:2] == (0, 3)
+    document = json.loads((model / "model.json").read_text())  # a setting at its default, recorded or not: one hash
+    document["config"].pop("chrono_tmax")
+    document["config"]["max_separation"] = ModelConfig().max_separation
+    (model / "model.json").write_text(json.dumps(document))
     assert run()[:2] == (0, 3)
     methods = read_rr_document(tmp_path / "out" / "s0.rr").methods
     assert methods[-1] == f"config sha256 {recorded_config_sha256(model)}"

@@ -1238,3 +1238,13 @@ def test_a_structure_map_is_read_within_the_input_bound(tmp_path: Path, monkeypa
         StructureIndex(tmp_path / "map.tsv", kind="map")
     (tmp_path / "small.tsv").write_text("p\tx.pdb\tB\n")
     assert StructureIndex(tmp_path / "small.tsv", kind="map").find("p").chain == "B"
+
+
+def test_a_structure_map_with_any_line_ending_is_read(tmp_path: Path) -> None:
+    """The map was read as text (universal newlines) until it got its input bound; CR-only lines (old Mac files) then
+    read as one line whose path ran into the next record. Every line ending reads the same."""
+    for name, ending in (("lf", "\n"), ("crlf", "\r\n"), ("cr", "\r")):
+        (tmp_path / f"{name}.tsv").write_text(f"a\tx.pdb{ending}b\ty.pdb\tB{ending}", newline="")
+        index = StructureIndex(tmp_path / f"{name}.tsv", kind="map")
+        assert (index.find("a").path, index.find("a").chain) == (tmp_path / "x.pdb", None), name
+        assert (index.find("b").path, index.find("b").chain) == (tmp_path / "y.pdb", "B"), name

@@ -100,7 +100,7 @@ class StructureIndex:
         try:
             with reading(self.source), open(self.source, "rb") as handle:
                 raw = read_bounded(handle, self.source)  # no larger than any structure input
-            lines = raw.decode("utf-8").split("\n")
+            lines = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")  # universal newlines
             lines[0] = lines[0].removeprefix("\ufeff")  # a byte-order mark is not part of the first id
         except UnicodeDecodeError as exc:
             raise InputError(f"structure map is not UTF-8 text (byte {exc.start + 1})", path=self.source) from None

@@ -291,7 +291,9 @@ def read_alignment(path: str | Path) -> list[tuple[str, str]]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="ascii")
+        with open(path, "rb") as handle:
+            text = read_bounded(handle, path).decode("ascii")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode read it (universal newlines)
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read alignment: {error}", path=path) from error
     records: list[tuple[str, list[str]]] = []

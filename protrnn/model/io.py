@@ -162,18 +162,30 @@ class LoadedModel:
 
 def training_contact_cutoff(metadata: Mapping[str, Any], checkpoint: Mapping[str, Any] | None = None, *,
                             path: object | None = None) -> float:
-    """:attr:`LoadedModel.contact_cutoff` of a model's metadata (``model.json``) and, for a checkpoint, its dict."""
+    """:attr:`LoadedModel.contact_cutoff` of a model's metadata (``model.json``) and, for a checkpoint, its dict:
+    :func:`recorded_contact_cutoff`, else the default 8 Å."""
+    recorded = recorded_contact_cutoff(metadata, checkpoint, path=path)
+    return DEFAULT_CONTACT_CUTOFF if recorded is None else recorded
+
+
+def recorded_contact_cutoff(metadata: Mapping[str, Any], checkpoint: Mapping[str, Any] | None = None, *,
+                            path: object | None = None) -> float | None:
+    """The cutoff a model's record gives, or None: its ``training_config``'s ``data.contact_cutoff``, else a
+    ``contact_cutoff`` key (what ``protrnn export`` copies from a checkpoint whose run config it did not find), else,
+    for a checkpoint, its recorded config's or its data-module hyper-parameters' ``contact_cutoff``."""
     sources = [metadata.get("training_config")]
     if checkpoint is not None:
         sources.append(checkpoint.get(CKPT_TRAINING_CONFIG))
-    for config in sources:
+    for index, config in enumerate(sources):
         data = config.get("data") if isinstance(config, Mapping) else None
         if isinstance(data, Mapping) and data.get("contact_cutoff") is not None:
             return check_contact_cutoff(data["contact_cutoff"], "the model's recorded data.contact_cutoff", path=path)
+        if index == 0 and metadata.get("contact_cutoff") is not None:
+            return check_contact_cutoff(metadata["contact_cutoff"], "the model's recorded contact_cutoff", path=path)
     hparams = checkpoint.get("datamodule_hyper_parameters") if checkpoint is not None else None
     if isinstance(hparams, Mapping) and hparams.get("contact_cutoff") is not None:
         return check_contact_cutoff(hparams["contact_cutoff"], "the checkpoint's data contact_cutoff", path=path)
-    return DEFAULT_CONTACT_CUTOFF
+    return None
 
 
 def alphabet_of(metadata: Mapping[str, Any]) -> Alphabet:

@@ -48,8 +48,10 @@ from protrnn.model.io import (
 
 _T = TypeVar("_T")
 
-#: Architecture settings that change how a network is computed, not what (the inference tile of the pair head).
-INFERENCE_ONLY = frozenset({"pair_chunk_size"})
+#: Architecture settings that do not change what a network computes from given weights: the inference tile of the pair
+#: head, the dropouts (off at inference), the initialisations and the gradient horizon (backward only).
+NOT_PREDICTIVE = frozenset({"pair_chunk_size", "dropout", "head_dropout", "orthogonal_init", "forget_bias",
+                            "chrono_init", "chrono_tmax", "gradient_horizon"})
 
 #: Padded residues per batch (B x T_max) on a GPU: bounds the recurrent activations.
 DEFAULT_BATCH_TOKENS = 8192
@@ -135,10 +137,14 @@ def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.d
 
 def config_sha256(configs: Sequence[ModelConfig]) -> str:
     """SHA-256 of the members' architecture settings (canonical JSON, in member order) that change what a network
-    computes from its weights: with the weights hash it identifies a model, since settings such as ``residual`` or
-    ``head_dilations`` can be edited in ``model.json`` without changing any weight's shape. ``pair_chunk_size`` (the
-    inference tile, :data:`INFERENCE_ONLY`) is left out: it changes memory, not results."""
-    documents = [{k: v for k, v in config.to_dict().items() if k not in INFERENCE_ONLY} for config in configs]
+    computes from its weights and differ from :class:`ModelConfig`'s defaults: with the weights hash it identifies a
+    model, since settings such as ``residual`` or ``head_dilations`` can be edited in ``model.json`` without changing
+    any weight's shape. Left out: :data:`NOT_PREDICTIVE` (the inference tile changes memory, not results), and every
+    setting at its default, so a field a later version adds with a default does not make every earlier output folder
+    be predicted again."""
+    defaults = ModelConfig().to_dict()
+    documents = [{k: v for k, v in config.to_dict().items() if k not in NOT_PREDICTIVE and v != defaults[k]}
+                 for config in configs]
     return hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest()
 
 

@@ -20,7 +20,13 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from protrnn.errors import InputError, reading
-from protrnn.model.io import CKPT_TRAINING_CONFIG, load_network, peek_checkpoint, save_model
+from protrnn.model.io import (
+    CKPT_TRAINING_CONFIG,
+    load_network,
+    peek_checkpoint,
+    recorded_contact_cutoff,
+    save_model,
+)
 from protrnn.training.module import CKPT_VAL_METRICS
 from protrnn.utils.io import json_safe
 
@@ -67,6 +73,9 @@ def checkpoint_record(checkpoint: Mapping[str, Any], path: str | Path, *, find_c
     }
     if find_config:
         record.update(training_config_record(checkpoint, path))
+    cutoff = recorded_contact_cutoff(record, checkpoint, path=path)
+    if cutoff is not None:  # kept where the run's config was not found: the data module's hyper-parameters hold it
+        record["contact_cutoff"] = cutoff
     return record
 
 
