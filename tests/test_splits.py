@@ -53,18 +53,26 @@ def test_leakage_against_ts50_matches_shared_table(cgdms: list[ProteinChain], ts
     kept, removed = splits.remove_leakage(cgdms, {"ts50": [_test_chain(n, s) for n, s in ts50]})
     removed_ids = {hit.chain_id for hit in removed}
     assert {"1LPB_A", "2CVI_A"} <= removed_ids  # identical to TS50 1lpbA and 2cviA
-    # The shared table asks for coverage of both sequences, removal only for coverage of the test chain, so removal
-    # could find more; on cgdms it finds exactly the table's chains (a longer chain holding a test chain is removed
-    # too: test_leakage_removes_a_longer_chain_that_holds_a_test_chain).
-    assert removed_ids == {target for _, target in table_ts50}
-    assert len(kept) + len(removed) == len(cgdms) and not removed_ids & {c.id for c in kept}
+    # The shared table asks for coverage of both sequences, removal for coverage of either chain (a longer chain
+    # holding a test chain, a fragment or domain of one), so removal finds every chain of the table and more; each
+    # further one is a relative by the rule though under half of one of the two chains is aligned.
+    table = {target for _, target in table_ts50}
+    assert table <= removed_ids
     by_id = {hit.chain_id: hit for hit in removed}
+    extra = removed_ids - table
+    assert extra  # the rule of either chain's coverage removes chains the table's rule of both keeps
+    for chain_id in extra:
+        hit = by_id[chain_id].hit
+        assert hit.identity >= 0.3 and hit.evalue <= 1e-3
+        assert max(hit.query_coverage, hit.target_coverage) >= 0.5 > min(hit.query_coverage, hit.target_coverage)
+    assert len(kept) + len(removed) == len(cgdms) and not removed_ids & {c.id for c in kept}
     assert by_id["1LPB_A"].test_id == "1lpbA" and by_id["1LPB_A"].identity == 1.0
     for hit in removed:
         assert hit.test_set == "ts50"
-        assert hit.identity == pytest.approx(table_ts50[(hit.test_id, hit.chain_id)], abs=0.005)
+        if hit.chain_id in table:
+            assert hit.identity == pytest.approx(table_ts50[(hit.test_id, hit.chain_id)], abs=0.005)
         assert hit.hit.query == hit.test_id and hit.hit.target == hit.chain_id
-        assert hit.hit.query_coverage >= 0.5 and hit.hit.evalue <= 1e-3
+        assert max(hit.hit.query_coverage, hit.hit.target_coverage) >= 0.5 and hit.hit.evalue <= 1e-3
 
 
 @pytest.mark.parametrize("method", ["mmseqs2", "fallback"])
@@ -72,8 +80,8 @@ def test_leakage_removes_a_longer_chain_that_holds_a_test_chain(method: str, ts5
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  request: pytest.FixtureRequest) -> None:
     """A test chain inside a longer training construct (a fusion protein, a complex's longer chain) covers less than
-    half of that chain; it is leakage all the same. Coverage is taken on the test chain: a fragment holding under half
-    of the test chain stays."""
+    half of that chain; it is leakage all the same. A chimera holding a third of the test chain inside a longer
+    unrelated construct covers under half of either chain, and stays."""
     import numpy as np
 
     if method == "mmseqs2":
@@ -291,3 +299,56 @@ def test_a_relative_found_from_either_side_is_removed(cgdms: list[ProteinChain],
     kept, removed = splits.remove_leakage([chain], {"psicov150": [test]})
     assert kept == [] and [(r.chain_id, r.test_id) for r in removed] == [("4CC2_A", test.id)]
     assert removed[0].identity >= 0.3 and removed[0].hit.query_coverage >= 0.5
+
+
+@pytest.mark.parametrize("method", ["mmseqs2", "fallback"])
+def test_leakage_removes_fragments_and_domains_of_a_test_chain(method: str, ts50: list[tuple[str, str]],
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               request: pytest.FixtureRequest) -> None:
+    """A training chain that is a piece of a test chain (its first 45 %, a middle third like a SCOPe domain of it,
+    the short chain of a two-chain protein) covers under half of the test chain, and was kept: an exact half of
+    TS50's 1h4aX stayed in training. Coverage of either chain counts now, so each is removed, with its coverage of
+    itself 1.0 and of the test chain what it holds of it."""
+    if method == "mmseqs2":
+        request.getfixturevalue("mmseqs")
+    else:
+        monkeypatch.setattr(splits, "mmseqs_path", lambda: None)
+    name, seq = max(ts50, key=lambda item: len(item[1]))
+    length = len(seq)
+    pieces = {"head": seq[: int(0.45 * length)], "domain": seq[length // 3: 2 * length // 3]}
+    chains = [_test_chain(piece, text) for piece, text in pieces.items()]
+    kept, removed = splits.remove_leakage(chains, {"ts50": [_test_chain(name, seq)]})
+    assert kept == []
+    by_id = {hit.chain_id: hit for hit in removed}
+    assert sorted(by_id) == ["domain", "head"]
+    for piece, text in pieces.items():
+        hit = by_id[piece]
+        assert (hit.test_id, hit.identity) == (name, 1.0)
+        # seen from the test chain: the query is the test chain, the target the piece
+        assert hit.hit.target_coverage == 1.0
+        assert hit.hit.query_coverage == pytest.approx(len(text) / length, abs=0.01) and hit.hit.query_coverage < 0.5
+
+
+@needs_mmseqs
+def test_leakage_search_aligns_every_pair_the_prefilter_misses(shared_data: Path, cgdms: list[ProteinChain]) -> None:
+    """cgdms 1JB0_C (80 residues) and PSICOV150's 1h98_A: 33 % identity over a 55-residue alignment, E about 2e-4,
+    over more than half of each chain, so a relative by the rule. mmseqs2's k-mer prefilter at -s 7.5 does not pass
+    the pair from the chain's side, and from the test chain's side, searched against every cgdms chain, the E-value
+    of the same alignment grows with the database past 1e-3: the chain stayed in the bundled model's training data.
+    The chains are now aligned with the test chains exhaustively."""
+    from protrnn.data.sources import read_chains
+
+    chain = next(c for c in cgdms if c.id == "1JB0_C")
+    test = next(c for c in read_chains(shared_data / "psicov150_gremlin_rf" / "psicov150_org_pdb.tar.gz")
+                if c.id == "1h98_A")
+    prefiltered = splits.search_overlap(["1JB0_C"], [chain.sequence], ["1h98_A"], [test.sequence], coverage=0.0)
+    assert prefiltered == []  # the chain's side without the exhaustive search: nothing
+    # a training set of the bundle data's size (about 4,000 chains; cgdms twice): the E-value of the test chain's
+    # side grows with it, and at 2,204 chains it is still 7e-4
+    twice = cgdms + [ProteinChain(f"{c.id}.copy", c.sequence, c.observed, c.coords) for c in cgdms]
+    kept, removed = splits.remove_leakage(twice, {"psicov150": [test]})
+    by_id = {hit.chain_id: hit for hit in removed}
+    assert "1JB0_C" in by_id and "1JB0_C" not in {c.id for c in kept}
+    hit = by_id["1JB0_C"].hit
+    assert 0.3 <= hit.identity < 0.4 and hit.evalue <= 1e-3 and hit.aln_length >= 50
+    assert min(hit.query_coverage, hit.target_coverage) >= 0.5

@@ -132,7 +132,7 @@ _IndexHit = tuple[int, int, Hit]
 
 
 def _mmseqs_search(queries: Sequence[str], targets: Sequence[str], min_seq_id: float, coverage: float,
-                   threads: int) -> list[_IndexHit]:
+                   threads: int, exhaustive: bool = False) -> list[_IndexHit]:
     with tempfile.TemporaryDirectory(prefix="protrnn-mmseqs-") as tmp:
         work = Path(tmp)
         _write_fasta(work / "query.fasta", "q", queries)
@@ -143,6 +143,9 @@ def _mmseqs_search(queries: Sequence[str], targets: Sequence[str], min_seq_id: f
                      # Prefilter keeps --max-seqs candidates per query (default 300): a test chain with more
                      # relatives than that in the training data would keep some of them (leakage). Keep them all.
                      "--max-seqs", str(max(300, len(targets))),
+                     # Exhaustive: every query aligned with every target, no k-mer prefilter (which misses some
+                     # pairs near 30 % identity even at -s 7.5); affordable against a small target set.
+                     *(["--exhaustive-search", "1"] if exhaustive else []),
                      "--threads", str(threads), "-v", "1"], work)
         hits: list[_IndexHit] = []
         if not (work / "hits.tsv").is_file():
@@ -257,12 +260,12 @@ def _fallback_search(queries: Sequence[str], targets: Sequence[str], min_seq_id:
 
 
 def _search(queries: Sequence[str], targets: Sequence[str], min_seq_id: float, coverage: float,
-            threads: int | None) -> list[_IndexHit]:
+            threads: int | None, exhaustive: bool = False) -> list[_IndexHit]:
     _check_thresholds(min_seq_id, coverage)
     if not any(queries) or not any(targets):
         return []
     if mmseqs_path():
-        return _mmseqs_search(queries, targets, min_seq_id, coverage, _default_threads(threads))
+        return _mmseqs_search(queries, targets, min_seq_id, coverage, _default_threads(threads), exhaustive)
     log.warning("mmseqs not found on PATH: using the slower, less sensitive fallback homology search "
                 "(reliable from ~40% identity); install mmseqs2 for 30% splits")
     return _fallback_search(queries, targets, min_seq_id, coverage)
@@ -270,14 +273,16 @@ def _search(queries: Sequence[str], targets: Sequence[str], min_seq_id: float, c
 
 def search_overlap(query_ids: Sequence[str], query_seqs: Sequence[str], target_ids: Sequence[str],
                    target_seqs: Sequence[str], min_seq_id: float = DEFAULT_MIN_SEQ_ID,
-                   coverage: float = DEFAULT_COVERAGE, threads: int | None = None) -> list[Hit]:
+                   coverage: float = DEFAULT_COVERAGE, threads: int | None = None, *,
+                   exhaustive: bool = False) -> list[Hit]:
     """All query-target pairs at >= ``min_seq_id`` identity over >= ``coverage`` of both sequences.
 
-    Hits carry the caller's IDs; order is by query, then decreasing bit score.
+    Hits carry the caller's IDs; order is by query, then decreasing bit score. ``exhaustive``: mmseqs2 aligns every
+    query with every target (``--exhaustive-search``, no k-mer prefilter), for a small target set.
     """
     if len(query_ids) != len(query_seqs) or len(target_ids) != len(target_seqs):
         raise ValueError("ids and sequences must have the same length")
-    raw = _search(query_seqs, target_seqs, min_seq_id, coverage, threads)
+    raw = _search(query_seqs, target_seqs, min_seq_id, coverage, threads, exhaustive)
     hits = [_renamed(hit, query_ids[q], target_ids[t]) for q, t, hit in raw]
     order = sorted(range(len(hits)), key=lambda i: (raw[i][0], -hits[i].bits, raw[i][1]))
     return [hits[i] for i in order]
@@ -480,44 +485,51 @@ def _as_test_query(hit: Hit, chain_id: str, test_id: str) -> Hit:
 def find_test_relatives(ids: Sequence[str], sequences: Sequence[str], test_sets: Mapping[str, Sequence[Any]], *,
                         min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
                         threads: int | None = None) -> tuple[list[LeakageHit], dict[str, Any]]:
-    """Chains at >= ``min_seq_id`` identity to a test chain over >= ``coverage`` of the **test** chain: the one
+    """Chains at >= ``min_seq_id`` identity to a test chain over >= ``coverage`` of **either** chain: the one
     leakage rule of the contact data (:func:`remove_leakage`) and the pretraining labels
     (:func:`protrnn.data.sidechainnet.prepare_structure_labels`).
 
-    Coverage is taken on the test chain only: a chain that holds a test domain inside a longer construct (a fusion
-    protein, a complex's longer chain) is a relative even though the domain covers less than half of it. Searched in
-    both directions (:func:`search_overlap`, no coverage bound, then filtered), and a pair found either way counts:
-    near 30 % identity an alignment from one side can fall just below the threshold from the other (the chains as
-    queries find more in all, docs/pretraining.md, but 9 of the bundle data's 283 earlier removals only from the
-    test chains). ``test_sets`` maps a name to chains with ``.id`` and
-    ``.sequence``. Returns one :class:`LeakageHit` per chain to remove (its best hit by :func:`best_test_hits`, written
-    from the test chain; input order) and counts: ``chains_hitting`` (per test set, chains with any qualifying hit; a
-    chain may count for several sets) and ``removed_if_both_coverage`` (chains a rule of both sequences' coverage
-    would remove).
+    Either chain's coverage: a chain that holds a test domain inside a longer construct (a fusion protein, a complex's
+    longer chain) is a relative though the domain covers less than half of it, and so is a fragment or single domain
+    of a test chain (a SCOPe domain of it, the short chain of a two-chain protease) though it covers less than half of
+    the test chain. Until 2026-12-07 only the test chain's coverage counted, and such fragments were kept: an exact
+    86-residue half of a 173-residue TS50 chain stayed in training. Searched in both directions
+    (:func:`search_overlap`, no coverage bound, then filtered), and a pair found either way counts: near 30 % identity
+    an alignment from one side can fall just below the threshold from the other. The chains are searched against the
+    test chains exhaustively (every pair aligned, no k-mer prefilter: the test sets are a few hundred chains), since
+    the prefilter at -s 7.5 missed pairs that meet the rule (a 55-residue alignment at 33 % identity, E 1.8e-4).
+    ``test_sets`` maps a name to chains with ``.id`` and ``.sequence``. Returns one :class:`LeakageHit` per chain to
+    remove (its best hit by :func:`best_test_hits`, written from the test chain; input order) and counts:
+    ``chains_hitting`` (per test set, chains with any qualifying hit; a chain may count for several sets),
+    ``removed_if_both_coverage`` (chains a rule of both sequences' coverage would remove) and
+    ``removed_if_test_coverage`` (chains the rule before 2026-12-07, the test chain's coverage alone, removed).
     """
     _check_thresholds(min_seq_id, coverage)
     keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
     chain_names, test_names = [str(i) for i in range(len(ids))], [str(k) for k in range(len(keys))]
     test_sequences = [chain.sequence for _, chain in keys]
     raw = search_overlap(chain_names, sequences, test_names, test_sequences, min_seq_id=min_seq_id, coverage=0.0,
-                         threads=threads)
+                         threads=threads, exhaustive=True)
     raw += [_swapped(hit, hit.target, hit.query) for hit in  # from the test chains, seen from the chains
             search_overlap(test_names, test_sequences, chain_names, sequences, min_seq_id=min_seq_id, coverage=0.0,
                            threads=threads)]
     qualifying: list[tuple[int, int, Hit]] = []
     hitting: dict[str, set[int]] = {name: set() for name in test_sets}
     both: set[int] = set()
+    test_only: set[int] = set()
     for hit in raw:
         chain, test = int(hit.query), int(hit.target)
-        if hit.identity < min_seq_id or hit.target_coverage < coverage:
+        if hit.identity < min_seq_id or max(hit.query_coverage, hit.target_coverage) < coverage:
             continue
         hitting[keys[test][0]].add(chain)
         if min(hit.query_coverage, hit.target_coverage) >= coverage:
             both.add(chain)
+        if hit.target_coverage >= coverage:
+            test_only.add(chain)
         qualifying.append((chain, test, hit))
     removed = leakage_records(best_test_hits(qualifying), ids, keys, _as_test_query)
     counts = {"chains_hitting": {name: len(found) for name, found in hitting.items()},
-              "removed_if_both_coverage": len(both)}
+              "removed_if_both_coverage": len(both), "removed_if_test_coverage": len(test_only)}
     return removed, counts
 
 
@@ -525,9 +537,9 @@ def remove_leakage(train: Sequence[ProteinChain], test_sets: Mapping[str, Sequen
                    min_seq_id: float = DEFAULT_MIN_SEQ_ID, coverage: float = DEFAULT_COVERAGE,
                    threads: int | None = None) -> tuple[list[ProteinChain], list[LeakageHit]]:
     """Drop every training chain that :func:`find_test_relatives` finds (>= ``min_seq_id`` identity over >=
-    ``coverage`` of the **test** chain). Returns the kept chains (input order) and one :class:`LeakageHit` per removed
+    ``coverage`` of **either** chain). Returns the kept chains (input order) and one :class:`LeakageHit` per removed
     chain. Until 2026-12-06 coverage of both sequences was asked, which kept a training chain holding a test domain
-    inside a longer construct."""
+    inside a longer construct; until 2026-12-07 the test chain's alone, which kept fragments of test chains."""
     removed, _ = find_test_relatives([chain.id for chain in train], [chain.sequence for chain in train], test_sets,
                                      min_seq_id=min_seq_id, coverage=coverage, threads=threads)
     gone = {hit.chain_id for hit in removed}
