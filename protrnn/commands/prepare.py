@@ -43,8 +43,10 @@ processing, in order:
   2. training candidates are filtered by --min-length/--max-length, need at least one scored pair (two observed
      residues >= 6 apart), and must have a unique ID (later duplicates are skipped); --limit samples a subset;
   3. every training candidate at >= --identity sequence identity to any chain of any --test-set, over >= --coverage
-     of the test chain, is removed: a longer chain that holds a test domain (a fusion, a complex's chain) counts
-     (mmseqs2 easy-search, -e 1e-3 -s 7.5, when `mmseqs` is on PATH; else a logged, less sensitive fallback, see
+     of either chain, is removed: a longer chain that holds a test domain (a fusion, a complex's chain) counts, and
+     so does a fragment or single domain of a test chain (kept until 2026-12-07, when only the test chain's coverage
+     counted); searched in both directions (mmseqs2 easy-search, -e 1e-3 -s 7.5, and the candidates against the
+     test chains once more with --exhaustive-search, when `mmseqs` is on PATH; else a logged, less sensitive fallback, see
      protrnn.data.splits);
   4. the remaining chains are clustered at --identity (mmseqs2 easy-cluster, --coverage of both sequences),
      clusters joined by a hit at --identity over --coverage of either chain are merged (one family, one cluster:
@@ -96,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequence identity for clustering and leakage removal "
                              f"(default {DEFAULT_MIN_SEQ_ID})")
     parser.add_argument("--coverage", type=fraction, default=DEFAULT_COVERAGE, metavar="F",
-                        help="alignment coverage: of both sequences for clustering, of the test chain for "
+                        help="alignment coverage: of both sequences for clustering, of either chain for "
                              f"leakage removal (default {DEFAULT_COVERAGE})")
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="keep a seeded random sample of at most N training candidates (tiny runs)")

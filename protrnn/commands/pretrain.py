@@ -59,7 +59,9 @@ Read 8-state DSSP annotations from the sidechainnet wheel and write pretraining 
 
 steps: records are read (unreadable ones skipped with a reason); identical sequences collapsed (labels: per-residue
 majority vote); chains outside --min-length/--max-length skipped; --max-chains keeps a seeded sample; chains at
->= --identity to any --test-set chain over >= --coverage of the test chain removed (mmseqs2, else the logged
+>= --identity to any --test-set chain over >= --coverage of either chain removed (a longer chain holding a test
+domain, or a fragment or domain of a test chain; of the test chain alone until 2026-12-07; searched in both directions,
+and the chains against the test chains once more with --exhaustive-search; mmseqs2, else the logged
 fallback of protrnn.data.splits, which is meant for --max-chains subsets); the rest clustered at --identity and split
 into train/val by cluster (--val-fraction).
 
@@ -104,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prepare.add_argument("--identity", type=fraction, default=DEFAULT_MIN_SEQ_ID, metavar="F",
                          help=f"identity for clustering and leakage removal (default {DEFAULT_MIN_SEQ_ID})")
     prepare.add_argument("--coverage", type=fraction, default=DEFAULT_COVERAGE, metavar="F",
-                         help="alignment coverage: of both sequences for clustering, of the test chain for "
+                         help="alignment coverage: of both sequences for clustering, of either chain for "
                               f"leakage (default {DEFAULT_COVERAGE})")
     prepare.add_argument("--seed", type=seed_int, default=0, help="seed of --max-chains and the split (default 0)")
     prepare.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, metavar="N",

@@ -382,7 +382,8 @@ def prepare_structure_labels(source: str | os.PathLike[str], outdir: str | os.Pa
             member.split, member.cluster = group.members[0].split, group.members[0].cluster
 
     info = {"source": str(source), "subsets": list(subsets), "identity": identity, "coverage": coverage,
-            "coverage_of": "test chain", "homology_method": method, "seed": seed, "val_fraction": val_fraction,
+            # the leakage rule's coverage: of either chain since 2026-12-07 ("test chain" in labels prepared before)
+            "coverage_of": "either chain", "homology_method": method, "seed": seed, "val_fraction": val_fraction,
             "min_length": min_length, "max_length": max_length, "max_chains": max_chains,
             "arguments": arguments or {}}
     out.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,12 @@
 Why: random splits of protein chains put near-identical sequences in train and test, so a model that memorises
 families looks good. Chains are therefore clustered at 30 % identity (mmseqs2, as for the overlap tables in
 ``shared/data``), whole clusters are assigned to a split, and every training chain with a hit at >= 30 % identity to a
-test chain (over half of the test chain) is removed before training.
+test chain (over half of either chain) is removed before training.
 
 mmseqs2 (Debian ``mmseqs2``) is used when ``mmseqs`` is on PATH, with the parameters of the shared overlap tables:
 ``easy-search --min-seq-id 0.3 -e 1e-3 -s 7.5`` and ``easy-cluster --min-seq-id 0.3 -c 0.5`` (coverage of both
 sequences, ``--cov-mode 0``). Leakage removal searches without a coverage bound and keeps the hits that cover >= 50 %
-of the test chain (:func:`remove_leakage`). Sequences reach it only through FASTA files written here with index-based
+of either chain (:func:`find_test_relatives`). Sequences reach it only through FASTA files written here with index-based
 names (``q0``, ``t17``), never raw IDs, and it is run with an argument list (no shell).
 
 Without mmseqs2 a pure-Python fallback runs and logs a warning. It finds identical sequences exactly, then candidate
@@ -143,8 +143,9 @@ def _mmseqs_search(queries: Sequence[str], targets: Sequence[str], min_seq_id: f
                      # Prefilter keeps --max-seqs candidates per query (default 300): a test chain with more
                      # relatives than that in the training data would keep some of them (leakage). Keep them all.
                      "--max-seqs", str(max(300, len(targets))),
-                     # Exhaustive: every query aligned with every target, no k-mer prefilter (which misses some
-                     # pairs near 30 % identity even at -s 7.5); affordable against a small target set.
+                     # mmseqs2's exhaustive mode: the sliced search of the targets against the queries (mmseqs2
+                     # 14: still a k-mer prefilter, from the targets' side), which passes pairs the query-side
+                     # prefilter misses and misses some it passes, so callers add it to the plain search
                      *(["--exhaustive-search", "1"] if exhaustive else []),
                      "--threads", str(threads), "-v", "1"], work)
         hits: list[_IndexHit] = []
@@ -277,8 +278,9 @@ def search_overlap(query_ids: Sequence[str], query_seqs: Sequence[str], target_i
                    exhaustive: bool = False) -> list[Hit]:
     """All query-target pairs at >= ``min_seq_id`` identity over >= ``coverage`` of both sequences.
 
-    Hits carry the caller's IDs; order is by query, then decreasing bit score. ``exhaustive``: mmseqs2 aligns every
-    query with every target (``--exhaustive-search``, no k-mer prefilter), for a small target set.
+    Hits carry the caller's IDs; order is by query, then decreasing bit score. ``exhaustive``: mmseqs2's
+    ``--exhaustive-search`` (a sliced search with its own prefilter on mmseqs2 14, not an alignment of every pair): it
+    finds pairs the plain search misses and misses some the plain search finds.
     """
     if len(query_ids) != len(query_seqs) or len(target_ids) != len(target_seqs):
         raise ValueError("ids and sequences must have the same length")
@@ -492,12 +494,13 @@ def find_test_relatives(ids: Sequence[str], sequences: Sequence[str], test_sets:
     Either chain's coverage: a chain that holds a test domain inside a longer construct (a fusion protein, a complex's
     longer chain) is a relative though the domain covers less than half of it, and so is a fragment or single domain
     of a test chain (a SCOPe domain of it, the short chain of a two-chain protease) though it covers less than half of
-    the test chain. Until 2026-12-07 only the test chain's coverage counted, and such fragments were kept: an exact
-    86-residue half of a 173-residue TS50 chain stayed in training. Searched in both directions
-    (:func:`search_overlap`, no coverage bound, then filtered), and a pair found either way counts: near 30 % identity
-    an alignment from one side can fall just below the threshold from the other. The chains are searched against the
-    test chains exhaustively (every pair aligned, no k-mer prefilter: the test sets are a few hundred chains), since
-    the prefilter at -s 7.5 missed pairs that meet the rule (a 55-residue alignment at 33 % identity, E 1.8e-4).
+    the test chain. Until 2026-12-07 only the test chain's coverage counted, and such fragments were kept (an exact
+    86-residue half of a 173-residue TS50 chain would have stayed in training). Three searches (:func:`search_overlap`,
+    no coverage bound, then filtered), and a pair found by any counts: the chains against the test chains, the test
+    chains against the chains (near 30 % identity an alignment from one side can fall just below the threshold from
+    the other), and the chains against the test chains with mmseqs2's ``--exhaustive-search`` (added 2026-12-07: the
+    two k-mer prefiltered searches missed pairs that meet the rule, e.g. a 55-residue alignment at 33 % identity, E
+    1.8e-4; the exhaustive mode alone misses others, so it is added, never substituted).
     ``test_sets`` maps a name to chains with ``.id`` and ``.sequence``. Returns one :class:`LeakageHit` per chain to
     remove (its best hit by :func:`best_test_hits`, written from the test chain; input order) and counts:
     ``chains_hitting`` (per test set, chains with any qualifying hit; a chain may count for several sets),
@@ -508,8 +511,9 @@ def find_test_relatives(ids: Sequence[str], sequences: Sequence[str], test_sets:
     keys = [(name, chain) for name, chains in test_sets.items() for chain in chains]
     chain_names, test_names = [str(i) for i in range(len(ids))], [str(k) for k in range(len(keys))]
     test_sequences = [chain.sequence for _, chain in keys]
-    raw = search_overlap(chain_names, sequences, test_names, test_sequences, min_seq_id=min_seq_id, coverage=0.0,
-                         threads=threads, exhaustive=True)
+    raw = [hit for exhaustive in (False, True)
+           for hit in search_overlap(chain_names, sequences, test_names, test_sequences, min_seq_id=min_seq_id,
+                                     coverage=0.0, threads=threads, exhaustive=exhaustive)]
     raw += [_swapped(hit, hit.target, hit.query) for hit in  # from the test chains, seen from the chains
             search_overlap(test_names, test_sequences, chain_names, sequences, min_seq_id=min_seq_id, coverage=0.0,
                            threads=threads)]

@@ -199,14 +199,22 @@ def _count(value: Any) -> str:
     return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
 
 
+def _chain_words(of: Any, default: str) -> str:
+    """The chain a leakage coverage was measured on, as the data's preparation recorded it: ``either chain`` (the rule
+    since 2026-12-07), ``the test chain`` (the rule of 2026-12-06/07, which kept fragments of test chains), or
+    ``default`` when the record does not say."""
+    if not isinstance(of, str) or not of:
+        return default
+    return of if of.startswith("either") else f"the {of}"
+
+
 def _coverage_words(leakage: dict[str, Any]) -> str:
-    """`` over >= 50% of the test chain`` from a leakage record's coverage (and which chain it is measured on, when
-    prepare recorded it); empty without a coverage."""
+    """`` over >= 50% of either chain`` (or ``of the test chain``) from a leakage record's coverage and the chain it
+    is measured on, when prepare recorded it; empty without a coverage."""
     coverage = leakage.get("coverage")
     if not isinstance(coverage, (int, float)) or isinstance(coverage, bool):
         return ""
-    of = leakage.get("leakage_coverage_of")
-    return f" over >= {coverage:.0%} of " + (f"the {of}" if isinstance(of, str) and of else "the aligned chains")
+    return f" over >= {coverage:.0%} of " + _chain_words(leakage.get("leakage_coverage_of"), "the aligned chains")
 
 
 def data_lines(record: dict[str, Any]) -> list[str]:
@@ -268,8 +276,8 @@ def pretraining_lines(record: dict[str, Any]) -> list[str]:
                   + (f", a sample of {data['max_chains']:,} sequences" if data.get("max_chains") else "") + "): "
                   f"{_count(counts.get('records_read'))} records, {_count(counts.get('duplicates_collapsed'))} "
                   f"duplicates collapsed, {_count(counts.get('removed_for_leakage'))} chains removed at >= "
-                  f"{data.get('identity', 0):.0%} identity over {data.get('coverage', 0):.0%} of the "
-                  f"{data.get('coverage_of') or 'test chain'} ("
+                  f"{data.get('identity', 0):.0%} identity over {data.get('coverage', 0):.0%} of "
+                  f"{_chain_words(data.get('coverage_of'), 'the test chain')} ("
                   + ", ".join(f"{name} {_count(n)}" for name, n in removed.items()) + "); "
                   f"{_count(counts.get('chains_used'))} chains in {_count(counts.get('clusters'))} clusters, "
                   f"{_count(counts.get('residues_used'))} residues; train / val "
@@ -337,8 +345,8 @@ def build_record(model_json: dict, model_eval: dict, baseline_eval: dict, *, dat
     (model_name,) = model_eval["results"].keys()
     tables: dict[str, dict[str, dict[str, list[float]]]] = {}
     if data is not None:
-        trained_on = ("on the data listed under \"Training data\" below (chains at or above the identity threshold "
-                      "to any test set removed)")
+        trained_on = ("on the data listed under \"Training data\" below (relatives of the test sets removed by the "
+                      "leakage rule stated there)")
     else:
         trained_on = ("on data this record does not list (the model's training config names no prepared-data "
                       "folder found when it was installed)")
