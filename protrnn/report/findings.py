@@ -468,7 +468,7 @@ def pretraining_note(training: Mapping[str, Any]) -> str:
     metrics = training.get("pretrained_encoder_metrics") or {}
     scores = [f"{key} {metrics[key]:.3f}" for key in ("Q8", "Q3") if _finite(metrics.get(key))]
     if scores:
-        parts.append("pretrained encoder: " + ", ".join(scores) + " on held-out clusters")
+        parts.append("pretrained encoder: " + ", ".join(scores) + " on its validation clusters")
     if training.get("freeze_steps") is not None:
         parts.append(f"encoder frozen for the first {training['freeze_steps']} optimiser steps")
     scale = training.get("encoder_lr_scale")

@@ -253,7 +253,8 @@ def pretraining_lines(record: dict[str, Any]) -> list[str]:
              f"at step {_count(encoder.get('global_step'))} (max_time {encoder.get('max_time')})"
              + (f", {_count(throughput.get('residues_seen'))} residues at {_count(throughput.get('residues_per_s'))} "
                 "residues/s" if throughput else "")
-             + f"; held-out clusters: Q8 {metrics.get('val/Q8', float('nan')):.3f}, Q3 "
+             + f"; its validation clusters (not homology-separated from its training split: docs/pretraining.md, "
+             f"Limits): Q8 {metrics.get('val/Q8', float('nan')):.3f}, Q3 "
              f"{metrics.get('val/Q3', float('nan')):.3f}, masked-residue accuracy "
              f"{metrics.get('val/mask_acc', float('nan')):.3f}. Frozen for the first "
              f"{_count(record.get('freeze_steps'))} contact-training steps"
