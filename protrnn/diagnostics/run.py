@@ -50,6 +50,7 @@ from protrnn.diagnostics.results import (
 )
 from protrnn.diagnostics.usage import DEFAULT_USAGE_DISTANCES, background_composition, usage_profile
 from protrnn.errors import InputError, reading
+from protrnn.model.config import INIT_SETTINGS
 from protrnn.model.io import ensemble_members, is_ensemble, load_network, recorded_config
 from protrnn.model.predictor import resolve_device
 from protrnn.model.pretrain_heads import read_pretrained_metadata
@@ -282,7 +283,7 @@ INITIAL_WEIGHTS_CALLBACK = "protrnn.training.finetune.InitialWeights"
 ENCODER_METRICS = {"val/Q8": "Q8", "val/Q3": "Q3", "val/mask_acc": "mask_acc"}
 #: The init settings of a pretrained export's config copied into the training record (``pretrained_encoder_init``):
 #: they decide the encoder weights a pretrained contact model starts from (protrnn.report.findings reads them).
-ENCODER_INIT_KEYS = ("orthogonal_init", "forget_bias", "chrono_init", "chrono_tmax")
+ENCODER_INIT_KEYS = INIT_SETTINGS
 
 
 def recorded_callback(callbacks: Any, class_path: str) -> Mapping[str, Any] | None:

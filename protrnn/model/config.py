@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.errors import InputError
 
+#: The recurrent encoder's initialisation settings: they decide the weights a run starts from and nothing a network
+#: computes from given weights (a pretrained encoder's replace a contact model's: protrnn.report.findings).
+INIT_SETTINGS = ("orthogonal_init", "forget_bias", "chrono_init", "chrono_tmax")
+
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("pairwise", "resnet2d")
 #: How the heads embed the separation |i - j|: ``capped`` (one bin per separation up to ``max_separation``) or

@@ -35,7 +35,7 @@ from protrnn.conventions import DEFAULT_CONTACT_CUTOFF
 from protrnn.data.chain import check_contact_cutoff
 from protrnn.data.packing import pack, right_pad
 from protrnn.errors import InputError
-from protrnn.model.config import ModelConfig
+from protrnn.model.config import INIT_SETTINGS, ModelConfig
 from protrnn.model.contact_model import ContactModel, resolve_precision
 from protrnn.model.io import (
     ENSEMBLE_COMBINE,
@@ -50,8 +50,7 @@ _T = TypeVar("_T")
 
 #: Architecture settings that do not change what a network computes from given weights: the inference tile of the pair
 #: head, the dropouts (off at inference), the initialisations and the gradient horizon (backward only).
-NOT_PREDICTIVE = frozenset({"pair_chunk_size", "dropout", "head_dropout", "orthogonal_init", "forget_bias",
-                            "chrono_init", "chrono_tmax", "gradient_horizon"})
+NOT_PREDICTIVE = frozenset({"pair_chunk_size", "dropout", "head_dropout", "gradient_horizon", *INIT_SETTINGS})
 
 #: Padded residues per batch (B x T_max) on a GPU: bounds the recurrent activations.
 DEFAULT_BATCH_TOKENS = 8192

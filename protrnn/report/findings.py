@@ -31,6 +31,7 @@ from typing import Any
 
 from protrnn.diagnostics.fit import GRADIENT_HORIZON_NOISE, difference_interval, horizon_value
 from protrnn.evaluation.metrics import INTERVAL_PERCENT
+from protrnn.model.config import INIT_SETTINGS
 from protrnn.report.aggregate import (
     ModelDiagnostics,
     SyntheticVariant,
@@ -63,7 +64,7 @@ LSTM_ONLY = frozenset({"forget_bias", "chrono_init", "chrono_tmax"})
 IGNORED = frozenset({"pair_chunk_size", "vocab_size"})
 #: The init settings of the recurrent encoder. A pretrained model's encoder weights are a pretrained export's, so
 #: these are the export's (``pretrained_encoder_init`` of the training record), never the contact config's.
-INIT_KEYS = ("orthogonal_init", "forget_bias", "chrono_init", "chrono_tmax")
+INIT_KEYS = INIT_SETTINGS
 #: The value of :data:`INIT_KEYS` for a pretrained model whose record does not say its encoder's inits (written before
 #: they were recorded, or the encoder's ``encoder.json`` could not be read when it was diagnosed): such a model is no
 #: repeat of any other and isolates no knob (:func:`comparisons` skips every pair it is in).
