@@ -16,7 +16,7 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)  # no example database written into the checkout
 @given(length=st.integers(1, 3000), block=st.integers(1, 700), count=st.integers(1, 9), seed=st.integers(0, 2**32))
 def test_blocks_lie_inside_the_chain(length: int, block: int, count: int, seed: int) -> None:
     blocks = sample_pair_blocks(length, block, count, _rng(seed))

@@ -673,12 +673,19 @@ def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path)
         outputs[name].with_name("x.safetensors").rename(outputs[name].with_name("model.safetensors"))
     outputs["encoder"].with_name("x.safetensors").rename(outputs["encoder"].with_name("encoder.safetensors"))
     targets = [str(path) for path in outputs.values()]
+    # a working directory of its own: --touch locks, and a finished run deletes the checkout's whole .snakemake/locks,
+    # which fails a run started beside it in another test worker
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data").mkdir()  # the default config's predict.fasta, relative to the working directory
+    shutil.copyfile(REPO / "data" / "example.fasta", work / "data" / "example.fasta")
     # record every job's params as if it had run (no command runs under --touch)
-    recorded = snakemake("--touch", "--forceall", *targets, "--configfile", str(config), "--cores", "1")
+    recorded = snakemake("--touch", "--forceall", *targets, "--configfile", str(config), "--cores", "1",
+                         directory=work)
     assert recorded.returncode == 0, recorded.stderr[-3000:]
 
     def planned() -> list[str]:
-        result = snakemake("-n", *targets, "--configfile", str(config), "--cores", "2")
+        result = snakemake("-n", *targets, "--configfile", str(config), "--cores", "2", directory=work)
         assert result.returncode == 0, result.stderr + result.stdout
         plan = result.stdout + result.stderr
         return sorted(line.split("output: ", 1)[1].split(",")[0] for block in job_blocks(plan)
@@ -695,7 +702,8 @@ def test_editing_a_config_file_reruns_the_training_that_reads_it(tmp_path: Path)
     # the encoder retrains, and so would every model that starts from it (none is a target here)
     assert planned() == sorted([str(outputs["lstm"]), str(outputs["encoder"])])
     # the files the commands read first are inputs as well (not edited here: they belong to the checkout)
-    result = snakemake("-n", *targets, "--forceall", "--configfile", str(config), "--cores", "2")
+    result = snakemake("-n", *targets, "--forceall", "--configfile", str(config), "--cores", "2",
+                       directory=work)
     plan = result.stdout + result.stderr
     for rule, output, base in (("train", outputs["gru"], "protrnn/configs/default.yaml"),
                                ("pretrain_fit", outputs["encoder"], "protrnn/configs/pretrain/pretrain.yaml")):
@@ -1057,14 +1065,18 @@ def test_a_setting_reruns_only_the_jobs_whose_command_uses_it(tmp_path: Path) ->
     targets = [str(evaluation / "lstm" / "seed0" / "summary.json"), str(evaluation / "baselines" / "summary.json")]
     base = {"test_sets": missing_test_set, "train.max_steps": 700, "train.max_epochs": 100,
             "evaluate.baselines": ["random", "separation"], "evaluate.bootstrap": 1000}
+    work = tmp_path / "work"  # its own working directory, as in the test above
+    work.mkdir()
+    (work / "data").mkdir()  # the default config's predict.fasta, relative to the working directory
+    shutil.copyfile(REPO / "data" / "example.fasta", work / "data" / "example.fasta")
     # record every job's params as if it had run (no command runs under --touch)
     recorded = snakemake("--touch", "--forceall", *targets, "--configfile", str(write_config(tmp_path, **base)),
-                         "--cores", "1")
+                         "--cores", "1", directory=work)
     assert recorded.returncode == 0, recorded.stderr[-3000:]
 
     def planned(**changes: object) -> set[str]:
         config = write_config(tmp_path, **{**base, **changes})
-        result = snakemake("-n", *targets, "--configfile", str(config), "--cores", "2")
+        result = snakemake("-n", *targets, "--configfile", str(config), "--cores", "2", directory=work)
         assert result.returncode == 0, result.stderr + result.stdout
         return {block.split(":", 1)[0].split()[-1] for block in job_blocks(result.stdout + result.stderr)}
 
