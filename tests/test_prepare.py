@@ -108,6 +108,7 @@ def test_prepare_end_to_end(inputs: Path, shared_data: Path, tmp_path: Path, mon
     assert chain.observed.all() and not np.isnan(chain.coords).any() and chain.contact_map().any()
     summary = json.loads((out / "prepare.json").read_text())
     assert summary["leakage"] == {"ts50": 2} and summary["homology_method"] == "mmseqs2"
+    assert summary["info"]["leakage_rule"] == splits.LEAKAGE_RULE and "either chain" in splits.LEAKAGE_RULE
 
     # Rerun into the same folder without the test set and with the sources' own split (fast fallback clustering):
     # the stale test_ts50.npz goes, leakage.tsv is empty, splits follow the cgdms lists.

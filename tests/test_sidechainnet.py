@@ -246,6 +246,7 @@ def test_prepare_removes_test_relatives_collapses_duplicates_and_splits_by_clust
     assert all(records[k]["status"] == "removed" for k in planted["leaks"])
     counts = result.manifest["counts"]
     assert counts["removed_per_test_set"] == {"ts50": 3} and counts["removed_if_both_coverage"] == 2
+    assert result.manifest["info"]["leakage_rule"] == splits.LEAKAGE_RULE  # the rule these removals were made under
 
     # Bad records are skipped with their reason; duplicates point at their representative.
     assert records["BAD_LENGTH"]["status"] == "skipped" and "20 residues but 3 DSSP" in records["BAD_LENGTH"]["reason"]

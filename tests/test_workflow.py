@@ -1045,6 +1045,52 @@ def test_managed_settings_are_every_flag_the_rules_give_after_the_users() -> Non
             == set(_managed_table("SYNTHETIC_MANAGED")))
 
 
+def test_data_prepared_under_an_earlier_leakage_rule_are_prepared_again(tmp_path: Path) -> None:
+    """Snakemake does not see a package change, so a results folder prepared under an earlier leakage rule kept its
+    data (test relatives the current rule removes) on every rerun. The rule (protrnn.data.splits.LEAKAGE_RULE) is a
+    parameter of both data rules: with the rule unchanged nothing reruns, and once the text of the rule in a scratch
+    checkout's splits.py changes, both prepare jobs run again."""
+    checkout = scratch_checkout(tmp_path)
+    data = checkout / "protrnn" / "data"
+    data.unlink()  # a folder of its own: links to this checkout's files, but for a copy of splits.py
+    data.mkdir()
+    for entry in (REPO / "protrnn" / "data").iterdir():
+        if entry.name not in ("__pycache__", "splits.py"):
+            (data / entry.name).symlink_to(entry)
+    splits = data / "splits.py"
+    splits.write_text((REPO / "protrnn" / "data" / "splits.py").read_text(encoding="utf-8"), encoding="utf-8")
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)  # the default config's predict.fasta, relative to the working directory
+    shutil.copyfile(REPO / "data" / "example.fasta", work / "data" / "example.fasta")
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    files = [cache / "wheels" / "cgdms-1.0-py3-none-any.whl",
+             cache / "wheels" / "bioemu_benchmarks-0.0.2.post1-py3-none-any.whl",
+             cache / "wheels" / "sidechainnet-1.0.1-py2.py3-none-any.whl",
+             *(results / "data" / name for name in ("train.npz", "val.npz", "test_heldout.npz", "manifest.tsv",
+                                                    "leakage.tsv")),
+             *(results / "pretrain" / "data" / name for name in ("train.npz", "val.npz", "records.tsv", "leakage.tsv",
+                                                                  "manifest.json"))]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    targets = [str(results / "data" / "manifest.tsv"), str(results / "pretrain" / "data" / "manifest.json")]
+    config = write_config(tmp_path, test_sets={"ts50": {"path": str(tmp_path / "missing.json.gz"), "optional": True}})
+
+    def run(*flags: str) -> str:
+        result = snakemake(*flags, *targets, "--configfile", str(config), "--cores", "1", directory=work,
+                           snakefile=checkout / "Snakefile")
+        assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+        return result.stdout + result.stderr
+
+    run("--touch", "--forceall")  # record both jobs' params as if they had run
+    assert job_blocks(run("-n")) == []
+    text = splits.read_text(encoding="utf-8")
+    assert text.count('LEAKAGE_RULE = ("') == 1
+    splits.write_text(text.replace('LEAKAGE_RULE = ("', 'LEAKAGE_RULE = ("a later rule; ', 1), encoding="utf-8")
+    plan = run("-n")
+    assert sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan)) == ["prepare", "pretrain_prepare"]
+
+
 def test_a_setting_reruns_only_the_jobs_whose_command_uses_it(tmp_path: Path) -> None:
     """Rules record only the config keys their command reads as params (the `params` rerun trigger): evaluate.baselines
     reruns the baselines' evaluation but not each model's, train.max_epochs does not retrain a step-bounded run; the

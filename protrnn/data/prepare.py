@@ -292,8 +292,8 @@ def prepare_datasets(inputs: Sequence[Path], outdir: str | Path, *, test_sets: d
                          f"entry's reason is in {FAILED_MANIFEST_FILE}, and nothing else was written", path=outdir)
     info = {"arguments": arguments or {}, "inputs": [str(p) for p in inputs], "identity": identity,
             # the leakage rule's coverage: of either chain since 2026-12-07 ("test chain" in data prepared before)
-            "coverage": coverage, "leakage_coverage_of": "either chain", "homology_method": method, "seed": seed,
-            "split_mode": "hints" if use_split_hints else fractions}
+            "coverage": coverage, "leakage_coverage_of": "either chain", "leakage_rule": splits.LEAKAGE_RULE,
+            "homology_method": method, "seed": seed, "split_mode": "hints" if use_split_hints else fractions}
     datasets: dict[str, Path] = {}
     for name in split_names:
         members = [e.chain for e in candidates if e.split == name]

@@ -14,12 +14,13 @@ heavy dependencies); an already downloaded wheel, an extracted ``resources`` fol
    per-residue majority vote of the copies' DSSP letters, ties going to the representative's letter;
 3. chains outside ``[min_length, max_length]`` are skipped; ``max_chains`` keeps a seeded random sample (the subset
    for short runs is drawn before the homology steps, so they stay cheap);
-4. every chain at >= ``identity`` sequence identity to a chain of any test set is removed. Coverage is measured on
-   the **test** chain: a ProteinNet chain that contains a test domain is removed even though the domain covers
-   less than half of it (:func:`protrnn.data.splits.remove_leakage`, the contact prepare step, measures it the same
-   way; the manifest counts how many chains a rule of both sequences' coverage would have removed). Searched with :func:`protrnn.data.splits.search_overlap` with the
-   sidechainnet chains as queries and the test chains as targets, so mmseqs2's per-query candidate limit
-   (``--max-seqs 300``) can never hide a hit of a test chain that has hundreds of relatives in ProteinNet;
+4. every chain at >= ``identity`` sequence identity to a chain of any test set over >= ``coverage`` of **either**
+   chain is removed (:func:`protrnn.data.splits.find_test_relatives`, the rule of the contact data too: a ProteinNet
+   chain that holds a test domain, and a fragment or SCOPe domain of a test chain, are both relatives; the manifest
+   counts how many chains the earlier rules, of both chains' or the test chain's coverage, would have removed). Its
+   three searches take the sidechainnet chains as queries against the test chains (plain and exhaustive) and the test
+   chains as queries against them, with no per-query candidate limit (``--max-seqs`` at least the database's size),
+   so a test chain with hundreds of relatives in ProteinNet keeps none of them;
 5. the rest are clustered (:func:`protrnn.data.splits.cluster_sequences`) and whole clusters go to train or val
    (:func:`protrnn.data.splits.split_by_cluster`).
 
@@ -383,7 +384,8 @@ def prepare_structure_labels(source: str | os.PathLike[str], outdir: str | os.Pa
 
     info = {"source": str(source), "subsets": list(subsets), "identity": identity, "coverage": coverage,
             # the leakage rule's coverage: of either chain since 2026-12-07 ("test chain" in labels prepared before)
-            "coverage_of": "either chain", "homology_method": method, "seed": seed, "val_fraction": val_fraction,
+            "coverage_of": "either chain", "leakage_rule": splits.LEAKAGE_RULE, "homology_method": method, "seed": seed,
+            "val_fraction": val_fraction,
             "min_length": min_length, "max_length": max_length, "max_chains": max_chains,
             "arguments": arguments or {}}
     out.mkdir(parents=True, exist_ok=True)

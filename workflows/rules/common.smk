@@ -73,6 +73,21 @@ CHECKOUT = Path(workflow.basedir).resolve()
 DEFAULT_CONFIG = not workflow.config_settings.configfiles
 
 
+def _code_constant(relative, name):
+    """The literal value of the module-level constant `name` in the checkout's file `relative`, read with `ast` (the
+    package is not imported at start-up)."""
+    path = CHECKOUT / relative
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise WorkflowError(f"{path}: no constant {name}, which the pipeline reads")
+
+
+#: protrnn.data.splits.LEAKAGE_RULE, a parameter of the two data rules (prepare, pretrain_prepare): data prepared under
+#: an earlier leakage rule are prepared again by the next run, and what was trained on them trained again.
+LEAKAGE_RULE = _code_constant("protrnn/data/splits.py", "LEAKAGE_RULE")
+
+
 def config_input(keys, value):
     """A relative input path of the config, as the rules read it. Snakemake reads paths from the working directory,
     and so does the pipeline, but for the paths the default config file gives (no --configfile, the key not replaced
@@ -290,6 +305,7 @@ _LIGHTNING_SPEC = None if _USES_CONDA else importlib.util.find_spec("pytorch_lig
 SOURCE_ROOTS = {"protrnn": CHECKOUT / "protrnn",
                 "pytorch_lightning": Path(next(iter(_LIGHTNING_SPEC.submodule_search_locations)))
                 if _LIGHTNING_SPEC and _LIGHTNING_SPEC.submodule_search_locations else None}
+
 #: Each fit command's options outside any group (LightningCLI's own and ProtrnnCLI.add_arguments_to_parser's in
 #: protrnn.training.cli; --help and --print_config are not settings) ...
 FIT_OPTIONS = ("config", "seed_everything", "ckpt_path", "export_dir", "num_threads")

@@ -51,6 +51,7 @@ rule prepare:
         split=",".join(f"{k}={v}" for k, v in SPLIT.items()),
         limit=f"--limit {config['sources']['limit']}" if "limit" in config["sources"] else "",
         prep=config["prepare"],
+        leakage_rule=LEAKAGE_RULE,  # not on the command line: a new rule reruns the job
     threads: workflow.cores
     conda:
         CONDA_ENV

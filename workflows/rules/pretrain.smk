@@ -38,6 +38,7 @@ rule pretrain_prepare:
         outdir=parent_of("train"),
         tests=" ".join(f"--test-set {n}={shlex.quote(p)}" for n, p in TEST_SETS.items()),
         options=pretrain_prepare_options(),
+        leakage_rule=LEAKAGE_RULE,  # not on the command line: a new rule reruns the job
     threads: PRETRAIN.get("prepare_threads", workflow.cores)
     conda:
         CONDA_ENV
