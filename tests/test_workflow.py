@@ -1601,6 +1601,9 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
 
     monkeypatch.chdir(tmp_path)
     _prepared_data(tmp_path / "data")
+    (tmp_path / "data" / "prepare.json").write_text(json.dumps({  # protrnn prepare's summary, its parameters
+        "format": "protrnn-prepare", "info": {"identity": 0.3, "coverage": 0.5, "leakage_coverage_of": "either chain",
+                                              "leakage_rule": "the contact data's rule", "homology_method": "mmseqs2"}}))
     labels = tmp_path / "pretrain" / "data"
     labels.mkdir(parents=True)
     counts = {"records_read": 1000, "duplicates_collapsed": 400, "distinct_sequences": 600, "candidates": 580,
@@ -1609,7 +1612,8 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
     (labels / "manifest.json").write_text(json.dumps({  # the record protrnn pretrain prepare writes
         "format": "protrnn-structure-label-manifest",
         "info": {"source": "/cache/wheels/sidechainnet-1.0.1-py2.py3-none-any.whl", "subsets": ["full"],
-                 "max_chains": None, "identity": 0.3, "coverage": 0.5, "coverage_of": "test chain"},
+                 "max_chains": None, "identity": 0.3, "coverage": 0.5, "coverage_of": "either chain",
+                 "leakage_rule": "the labels' rule"},
         "counts": counts, "splits": {"train": {"chains": 540, "clusters": 195, "residues": 120000},
                                      "val": {"chains": 10, "clusters": 5, "residues": 3456}}}))
     encoder = tmp_path / "pretrain" / "encoder"
@@ -1644,6 +1648,9 @@ def test_bundle_install_records_the_data_and_encoder_the_model_was_trained_with(
     record = json.loads((outdir / "evaluation.json").read_text())
     assert record["training_data"]["chains"] == {"train": 3, "val": 1}
     assert record["training_data"]["leakage"]["per_test_set"] == {"ts50": 2, "other": 1}
+    # the rule each side's test relatives were removed under, as their prepare step recorded it
+    assert record["training_data"]["leakage"]["leakage_rule"] == "the contact data's rule"
+    assert record["pretraining"]["data"]["leakage_rule"] == "the labels' rule"
     pretraining = record["pretraining"]
     assert pretraining["freeze_steps"] == 300 and pretraining["encoder"]["global_step"] == 2851
     assert pretraining["encoder"]["val_metrics"] == {"val/Q8": 0.5979, "val/Q3": 0.7097, "val/mask_acc": 0.2156}

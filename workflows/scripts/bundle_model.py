@@ -150,7 +150,7 @@ def data_record(data_dir: Path) -> dict[str, Any]:
     if summary.is_file():
         info = read_json_document(summary, SUMMARY_FORMAT, what="prepare summary").get("info") or {}
         record["leakage"].update({key: info[key] for key in ("identity", "coverage", "leakage_coverage_of",
-                                                             "homology_method") if key in info})
+                                                             "leakage_rule", "homology_method") if key in info})
         if "split_mode" in info:
             record["split"] = info["split_mode"]
     return record
@@ -182,7 +182,8 @@ def pretraining_record(encoder: dict, data_dir: Path | None, callback: dict | No
         info, counts = manifest.get("info") or {}, manifest.get("counts") or {}
         record["data"] = {
             "source": display_path(info.get("source", "?")),
-            **{key: info.get(key) for key in ("subsets", "max_chains", "identity", "coverage", "coverage_of")},
+            **{key: info.get(key) for key in ("subsets", "max_chains", "identity", "coverage", "coverage_of",
+                                              "leakage_rule")},
             "counts": {key: counts.get(key) for key in (
                 "records_read", "duplicates_collapsed", "distinct_sequences", "candidates", "removed_for_leakage",
                 "removed_per_test_set", "clusters", "chains_used", "residues_used")},
