@@ -1089,6 +1089,16 @@ def test_data_prepared_under_an_earlier_leakage_rule_are_prepared_again(tmp_path
     splits.write_text(text.replace('LEAKAGE_RULE = ("', 'LEAKAGE_RULE = ("a later rule; ', 1), encoding="utf-8")
     plan = run("-n")
     assert sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(plan)) == ["prepare", "pretrain_prepare"]
+    # the constant is read without importing the package: an annotated one too; one that is no literal fails naming it
+    text = splits.read_text(encoding="utf-8")
+    splits.write_text(text.replace('LEAKAGE_RULE = ("', 'LEAKAGE_RULE: str = ("', 1), encoding="utf-8")
+    assert sorted(block.split(":", 1)[0].split()[-1] for block in job_blocks(run("-n"))) == ["prepare",
+                                                                                          "pretrain_prepare"]
+    splits.write_text(text.replace('LEAKAGE_RULE = ("', 'LEAKAGE_RULE = str(1) + ("', 1), encoding="utf-8")
+    failed = snakemake("-n", *targets, "--configfile", str(config), directory=work, snakefile=checkout / "Snakefile")
+    assert failed.returncode != 0
+    printed = failed.stdout + failed.stderr
+    assert f"{splits.resolve()}:" in printed and "LEAKAGE_RULE must be a literal" in printed, printed[-2000:]
 
 
 def test_a_setting_reruns_only_the_jobs_whose_command_uses_it(tmp_path: Path) -> None:

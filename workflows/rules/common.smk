@@ -74,12 +74,26 @@ DEFAULT_CONFIG = not workflow.config_settings.configfiles
 
 
 def _code_constant(relative, name):
-    """The literal value of the module-level constant `name` in the checkout's file `relative`, read with `ast` (the
-    package is not imported at start-up)."""
+    """The literal value of the module-level constant `name` (``NAME = ...`` or ``NAME: type = ...``) in the checkout's
+    file `relative`, read with `ast` (the package is not imported at start-up); a one-line WorkflowError otherwise."""
     path = CHECKOUT / relative
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as err:
+        raise WorkflowError(f"{path}: cannot read the constant {name} the pipeline needs ({err})") from None
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            try:
+                return ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                raise WorkflowError(f"{path}:{node.lineno}: {name} must be a literal (the pipeline reads it without "
+                                    "importing the package)") from None
     raise WorkflowError(f"{path}: no constant {name}, which the pipeline reads")
 
 

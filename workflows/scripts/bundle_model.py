@@ -182,8 +182,9 @@ def pretraining_record(encoder: dict, data_dir: Path | None, callback: dict | No
         info, counts = manifest.get("info") or {}, manifest.get("counts") or {}
         record["data"] = {
             "source": display_path(info.get("source", "?")),
-            **{key: info.get(key) for key in ("subsets", "max_chains", "identity", "coverage", "coverage_of",
-                                              "leakage_rule")},
+            **{key: info.get(key) for key in ("subsets", "max_chains", "identity", "coverage", "coverage_of")},
+            **{key: info[key] for key in ("leakage_rule",) if key in info},  # as the contact data's (labels before
+            # 2026-12-07 recorded none)
             "counts": {key: counts.get(key) for key in (
                 "records_read", "duplicates_collapsed", "distinct_sequences", "candidates", "removed_for_leakage",
                 "removed_per_test_set", "clusters", "chains_used", "residues_used")},
