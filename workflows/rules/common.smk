@@ -319,7 +319,6 @@ _LIGHTNING_SPEC = None if _USES_CONDA else importlib.util.find_spec("pytorch_lig
 SOURCE_ROOTS = {"protrnn": CHECKOUT / "protrnn",
                 "pytorch_lightning": Path(next(iter(_LIGHTNING_SPEC.submodule_search_locations)))
                 if _LIGHTNING_SPEC and _LIGHTNING_SPEC.submodule_search_locations else None}
-
 #: Each fit command's options outside any group (LightningCLI's own and ProtrnnCLI.add_arguments_to_parser's in
 #: protrnn.training.cli; --help and --print_config are not settings) ...
 FIT_OPTIONS = ("config", "seed_everything", "ckpt_path", "export_dir", "num_threads")

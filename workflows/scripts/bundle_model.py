@@ -183,8 +183,8 @@ def pretraining_record(encoder: dict, data_dir: Path | None, callback: dict | No
         record["data"] = {
             "source": display_path(info.get("source", "?")),
             **{key: info.get(key) for key in ("subsets", "max_chains", "identity", "coverage", "coverage_of")},
-            **{key: info[key] for key in ("leakage_rule",) if key in info},  # as the contact data's (labels before
-            # 2026-12-07 recorded none)
+            # as the contact data's: labels prepared before the rule was recorded (75d8e3f) have none
+            **{key: info[key] for key in ("leakage_rule",) if key in info},
             "counts": {key: counts.get(key) for key in (
                 "records_read", "duplicates_collapsed", "distinct_sequences", "candidates", "removed_for_leakage",
                 "removed_per_test_set", "clusters", "chains_used", "residues_used")},
