@@ -194,8 +194,9 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     A pretrained model also gets ``freeze_steps``, ``encoder_lr_scale`` (the encoder's learning rate as a multiple
     of the head's; 1 when the record predates the option), ``pretrained_encoder_path`` and, when that export's
     ``encoder.json`` can still be read, ``pretrained_encoder_metrics`` (its held-out ``Q8``, ``Q3``, ``mask_acc``)
-    and ``pretrained_encoder_init``: the init settings (:data:`ENCODER_INIT_KEYS`) of the encoder's own config, as
-    :func:`protrnn.model.pretrain_heads.load_pretrained` builds it (missing keys at their defaults). They describe the
+    and ``pretrained_encoder_init``: the init settings (:data:`~protrnn.model.config.INIT_SETTINGS`) of the
+    encoder's own config, as :func:`protrnn.model.pretrain_heads.load_pretrained` builds it (missing keys at their
+    defaults). They describe the
     loaded weights; the contact model's own init settings do not (its embedding and encoder are overwritten).
 
     A model started from a trained contact model (an :data:`INITIAL_WEIGHTS_CALLBACK` in ``trainer.callbacks``)
@@ -281,9 +282,6 @@ AUXILIARY_SS_CALLBACK = "protrnn.training.finetune.AuxiliarySecondaryStructure"
 INITIAL_WEIGHTS_CALLBACK = "protrnn.training.finetune.InitialWeights"
 #: Validation metrics of a pretrained export's ``encoder.json`` copied into the training record (recorded name -> key).
 ENCODER_METRICS = {"val/Q8": "Q8", "val/Q3": "Q3", "val/mask_acc": "mask_acc"}
-#: The init settings of a pretrained export's config copied into the training record (``pretrained_encoder_init``):
-#: they decide the encoder weights a pretrained contact model starts from (protrnn.report.findings reads them).
-ENCODER_INIT_KEYS = INIT_SETTINGS
 
 
 def recorded_callback(callbacks: Any, class_path: str) -> Mapping[str, Any] | None:
@@ -307,9 +305,9 @@ def pretrained_callback(callbacks: Any) -> Mapping[str, Any] | None:
 
 def _encoder_description(path: str | os.PathLike[str]) -> tuple[dict[str, float], dict[str, Any] | None]:
     """What a pretrained export's ``encoder.json`` says (no weights read, nothing unpickled): its held-out Q8 / Q3 /
-    masked-residue accuracy (empty when absent) and its config's :data:`ENCODER_INIT_KEYS` (None when the config
-    cannot be built). Both empty / None when the file cannot be read: the record stays about the model, a moved or
-    deleted encoder is no error."""
+    masked-residue accuracy (empty when absent) and its config's init settings
+    (:data:`~protrnn.model.config.INIT_SETTINGS`; None when the config cannot be built). Both empty / None when the
+    file cannot be read: the record stays about the model, a moved or deleted encoder is no error."""
     try:
         metadata = read_pretrained_metadata(path)
     except (InputError, OSError, ValueError):
@@ -324,7 +322,7 @@ def _encoder_description(path: str | os.PathLike[str]) -> tuple[dict[str, float]
         config = recorded_config(metadata["config"], what="pretrained encoder description", source=path).to_dict()
     except InputError:
         return metrics, None
-    return metrics, {key: config[key] for key in ENCODER_INIT_KEYS}
+    return metrics, {key: config[key] for key in INIT_SETTINGS}
 
 
 def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[ProteinChain],
@@ -503,7 +501,7 @@ def print_table(results: Sequence[DiagnosticsResult], stream: TextIO) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stream)
 
 
-__all__ = ["AUXILIARY_SS_CALLBACK", "ENCODER_INIT_KEYS", "ENCODER_METRICS", "INITIAL_WEIGHTS_CALLBACK",
+__all__ = ["AUXILIARY_SS_CALLBACK", "ENCODER_METRICS", "INITIAL_WEIGHTS_CALLBACK",
            "PRETRAINED_CALLBACK", "TRAIN_LOSS_KEYS", "VAL_LOSS_KEYS",
            "DiagnoseOptions", "check_model_cutoff", "check_same_cutoff", "diagnose", "load_chains", "load_data", "print_table",
            "read_last_losses", "recorded_callback", "sample_chains", "training_record"]

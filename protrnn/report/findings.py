@@ -62,12 +62,11 @@ NO_SYNTHETIC = {"pretraining": "n/a (no synthetic variant: the planted-distance 
 LSTM_ONLY = frozenset({"forget_bias", "chrono_init", "chrono_tmax"})
 #: Settings that do not change the function a model computes (inference tiling).
 IGNORED = frozenset({"pair_chunk_size", "vocab_size"})
-#: The init settings of the recurrent encoder. A pretrained model's encoder weights are a pretrained export's, so
-#: these are the export's (``pretrained_encoder_init`` of the training record), never the contact config's.
-INIT_KEYS = INIT_SETTINGS
-#: The value of :data:`INIT_KEYS` for a pretrained model whose record does not say its encoder's inits (written before
-#: they were recorded, or the encoder's ``encoder.json`` could not be read when it was diagnosed): such a model is no
-#: repeat of any other and isolates no knob (:func:`comparisons` skips every pair it is in).
+#: The encoder's init settings (:data:`~protrnn.model.config.INIT_SETTINGS`) of a pretrained model are its pretrained
+#: export's (``pretrained_encoder_init`` of the training record), never the contact config's. This is their value
+#: for a pretrained model whose record does not say them (written before they were recorded, or the encoder's
+#: ``encoder.json`` could not be read when it was diagnosed): such a model is no repeat of any other and isolates no
+#: knob (:func:`comparisons` skips every pair it is in).
 UNKNOWN_INIT = "unknown (pretrained encoder)"
 #: The precision measure of the findings (long range, top-L/5), pooled over every test set.
 PRECISION_KEY = "long/P@L/5"
@@ -90,9 +89,10 @@ def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None, pre
     on/off (``pretrained``; a missing record, None, means off) with its ``freeze_steps`` (None when off, else an
     integer, None = 0) and ``encoder_lr_scale`` (None when off, else a float, None = 1).
 
-    A pretrained model's :data:`INIT_KEYS` are ``encoder_init``'s (the training record's ``pretrained_encoder_init``:
-    the pretrained encoder's own inits, which made the weights it starts from); without all of them they are
-    :data:`UNKNOWN_INIT`, never the contact config's (which describe weights that were overwritten)."""
+    A pretrained model's init settings (:data:`~protrnn.model.config.INIT_SETTINGS`) are ``encoder_init``'s (the
+    training record's ``pretrained_encoder_init``: the pretrained encoder's own inits, which made the weights it starts
+    from); without all of them they are :data:`UNKNOWN_INIT`, never the contact config's (which describe weights that
+    were overwritten)."""
     out = {k: v for k, v in config.items() if k not in IGNORED}
     clip = gradient_clip
     out["gradient_clip"] = None if clip in (None, 0, 0.0, False) else float(clip)
@@ -100,8 +100,8 @@ def effective_settings(config: Mapping[str, Any], gradient_clip: Any = None, pre
     out["freeze_steps"] = int(freeze_steps or 0) if pretrained else None
     out["encoder_lr_scale"] = (1.0 if encoder_lr_scale is None else float(encoder_lr_scale)) if pretrained else None
     if pretrained:
-        known = isinstance(encoder_init, Mapping) and all(key in encoder_init for key in INIT_KEYS)
-        for key in INIT_KEYS:
+        known = isinstance(encoder_init, Mapping) and all(key in encoder_init for key in INIT_SETTINGS)
+        for key in INIT_SETTINGS:
             out[key] = encoder_init[key] if known else UNKNOWN_INIT  # type: ignore[index]
     if out.get("cell") != "lstm":
         for key in ("forget_bias", "chrono_init", "chrono_tmax"):
@@ -220,7 +220,7 @@ def comparisons(settings: Mapping[str, Mapping[str, Any]], reference: str, *,
 
     # A model whose init settings are unknown (a pretrained model whose record does not say its encoder's) is in no
     # pair: its inits may or may not differ from another model's, so the pair isolates nothing, not even a repeat.
-    known = {name for name, values in settings.items() if UNKNOWN_INIT not in (values.get(k) for k in INIT_KEYS)}
+    known = {name for name, values in settings.items() if UNKNOWN_INIT not in (values.get(k) for k in INIT_SETTINGS)}
     if reference not in known:
         return []
     # A base other than the reference is a context: it may differ from the reference in its cell and in settings
@@ -456,7 +456,7 @@ def not_compared_because(training: Mapping[str, Any]) -> str:
                 f"{initial.get('parts')}): its settings describe neither the weights it started from nor the training "
                 "before")
     init = training.get("pretrained_encoder_init")
-    if training.get("pretrained_encoder") and not (isinstance(init, Mapping) and all(k in init for k in INIT_KEYS)):
+    if training.get("pretrained_encoder") and not (isinstance(init, Mapping) and all(k in init for k in INIT_SETTINGS)):
         return ("its training record does not say the init settings of its pretrained encoder ("
                 + str(training.get("pretrained_encoder_path") or "no path recorded")
                 + "), which replaced its own: rerun protrnn diagnose while the encoder's encoder.json can be read")
@@ -516,6 +516,6 @@ def findings_sentence(rows: Sequence[FindingRow]) -> str:
     return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
 
-__all__ = ["INIT_KEYS", "KNOBS", "MEASURES", "MEASURE_TITLES", "NO_SYNTHETIC", "PRECISION_KEY", "RULE", "UNKNOWN_INIT",
+__all__ = ["KNOBS", "MEASURES", "MEASURE_TITLES", "NO_SYNTHETIC", "PRECISION_KEY", "RULE", "UNKNOWN_INIT",
            "Comparison", "FindingRow", "build_findings", "comparisons", "effective_settings", "excludes_zero",
            "findings_sentence", "not_compared_because", "pretraining_note", "residual_layers"]
