@@ -1137,14 +1137,25 @@ def test_an_unknown_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert err == "protrnn: error: unknown device 'foo': use cpu, cuda, cuda:N or auto\n"
 
 
-def test_diagnose_takes_an_ensemble_member_by_member(val_chains: list, tmp_path: Path) -> None:
+def test_diagnose_takes_an_ensemble_member_by_member(val_chains: list, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An ensemble (such as the bundled model) is diagnosed as its members, NAME/member-K in order, each exactly as
-    that export alone; --train-metrics then needs one file per member."""
+    that export alone, each read from disk once; --train-metrics then needs one file per member."""
     import io
 
+    import protrnn.diagnostics.run as run
     from protrnn.data.dataset import save_dataset
     from protrnn.diagnostics.run import DiagnoseOptions, diagnose
     from protrnn.model.io import save_ensemble
+
+    reads: list[str] = []
+    real_load = run.load_network
+
+    def counting_load(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(run, "load_network", counting_load)
 
     save_model(tiny_model("lstm"), tmp_path / "full")
     save_model(tiny_model("lstm", gradient_horizon=8), tmp_path / "cut")
@@ -1154,6 +1165,7 @@ def test_diagnose_takes_an_ensemble_member_by_member(val_chains: list, tmp_path:
     results = diagnose([("pair", tmp_path / "pair"), ("alone", tmp_path / "cut")], tmp_path / "val.npz",
                        tmp_path / "diag.json", options, stream=io.StringIO())
     assert [r.model for r in results] == ["pair/member-1", "pair/member-2", "alone"]
+    assert sorted(reads) == ["cut", "member-1", "member-2"]  # three networks, three reads
     by_name = {r.model: r for r in results}
     assert by_name["pair/member-2"].horizon == by_name["alone"].horizon and by_name["alone"].horizon <= 8
     assert by_name["pair/member-2"].metrics["data_loss"] == by_name["alone"].metrics["data_loss"]

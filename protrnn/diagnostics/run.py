@@ -51,7 +51,7 @@ from protrnn.diagnostics.results import (
 from protrnn.diagnostics.usage import DEFAULT_USAGE_DISTANCES, background_composition, usage_profile
 from protrnn.errors import InputError, reading
 from protrnn.model.config import INIT_SETTINGS
-from protrnn.model.io import ensemble_members, is_ensemble, load_network, recorded_config
+from protrnn.model.io import LoadedModel, ensemble_members, is_ensemble, load_network, recorded_config
 from protrnn.model.predictor import resolve_device
 from protrnn.model.pretrain_heads import read_pretrained_metadata
 from protrnn.training.loss import LossSettings
@@ -155,11 +155,12 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
         composition = background_composition(train_chains)
     usage_chains = sample_chains(chains, options.usage_chains, np.random.default_rng(options.seed))
 
-    for name, path in models:  # every model, before the first is measured
-        check_model_cutoff(name, load_network(path), cutoff)
+    loaded_models = [load_network(path) for _, path in models]  # each read once, all checked before one is measured
+    for (name, _), loaded in zip(models, loaded_models, strict=True):
+        check_model_cutoff(name, loaded, cutoff)
     results = []
-    for index, (name, path) in enumerate(models):
-        result = _diagnose_model(name, Path(path), index, measured, loss_val, loss_train, rate, device, options,
+    for index, ((name, path), loaded) in enumerate(zip(models, loaded_models, strict=True)):
+        result = _diagnose_model(name, Path(path), loaded, index, measured, loss_val, loss_train, rate, device, options,
                                  usage_chains if options.usage else None, background, composition, train_rates,
                                  contact_cutoff=cutoff)
         results.append(result)
@@ -169,7 +170,7 @@ def diagnose(models: Sequence[tuple[str, str | os.PathLike[str]]], data: str | o
     return results
 
 
-def model_record(loaded: Any) -> Mapping[str, Any]:
+def model_record(loaded: LoadedModel) -> Mapping[str, Any]:
     """The metadata a loaded model's training record is read from: an export's ``model.json``; for a checkpoint,
     what ``protrnn export`` would record of it (:func:`protrnn.training.callbacks.checkpoint_record`: its step and the
     run's config, from the checkpoint or its run directory)."""
@@ -325,14 +326,12 @@ def _encoder_description(path: str | os.PathLike[str]) -> tuple[dict[str, float]
     return metrics, {key: config[key] for key in INIT_SETTINGS}
 
 
-def _diagnose_model(name: str, path: Path, index: int, measured: Sequence[ProteinChain],
+def _diagnose_model(name: str, path: Path, loaded: LoadedModel, index: int, measured: Sequence[ProteinChain],
                     loss_val: Sequence[ProteinChain], loss_train: Sequence[ProteinChain] | None, rate: float,
                     device: Any, options: DiagnoseOptions, usage_chains: Sequence[ProteinChain] | None = None,
                     background: str = "chain", composition: np.ndarray | None = None,
                     train_rates: Mapping[str, float] | None = None,
                     contact_cutoff: float = DEFAULT_CONTACT_CUTOFF) -> DiagnosticsResult:
-    loaded = load_network(path)
-    check_model_cutoff(name, loaded, contact_cutoff)
     model = loaded.network
     model.to(device)
     loss = LossSettings.from_hparams(loaded.metadata.get("training_hparams"))
@@ -418,7 +417,7 @@ def load_data(path: str | os.PathLike[str]) -> tuple[list[ProteinChain], float]:
     return chains, cutoff
 
 
-def check_model_cutoff(name: str, loaded: Any, contact_cutoff: float) -> None:
+def check_model_cutoff(name: str, loaded: LoadedModel, contact_cutoff: float) -> None:
     """The model was trained at the cutoff the ``--data`` chains are labelled at (:func:`load_data`): its losses,
     contact rates and usage precision are measured against those labels, and a model trained for contacts below 6 Å
     would read as badly fitted on contacts below 8 Å. A one-line :class:`InputError` naming the model and both
