@@ -197,8 +197,8 @@ def training_record(metadata: Mapping[str, Any]) -> dict[str, Any]:
     ``encoder.json`` can still be read, ``pretrained_encoder_metrics`` (its held-out ``Q8``, ``Q3``, ``mask_acc``)
     and ``pretrained_encoder_init``: the init settings (:data:`~protrnn.model.config.INIT_SETTINGS`) of the
     encoder's own config, as :func:`protrnn.model.pretrain_heads.load_pretrained` builds it (missing keys at their
-    defaults). They describe the
-    loaded weights; the contact model's own init settings do not (its embedding and encoder are overwritten).
+    defaults). They describe the loaded weights; the contact model's own init settings do not (its embedding and
+    encoder are overwritten).
 
     A model started from a trained contact model (an :data:`INITIAL_WEIGHTS_CALLBACK` in ``trainer.callbacks``)
     gets ``initial_weights``: ``{"path": ..., "parts": "all" | "encoder"}``; absent otherwise.
